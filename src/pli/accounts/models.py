@@ -1,0 +1,164 @@
+"""People, organisations, roles and mailboxes (addresses).
+
+Names, professional identifiers and mailbox addresses are directory data, public by nature
+(the national "Annuaire Santé" publishes them), so they are not encrypted; health data
+never lives in these tables.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.contrib.auth.models import AbstractUser, BaseUserManager
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        if not email:
+            raise ValueError("an e-mail address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: Any) -> User:
+        extra.update(is_staff=True, is_superuser=True)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractUser):
+    """A professional, an assistant or an administrator. Logs in with an e-mail address."""
+
+    username = None  # type: ignore[assignment]
+    email = models.EmailField(_("e-mail address"), unique=True)
+    profession = models.CharField(_("profession"), max_length=80, blank=True)
+    specialty = models.CharField(_("specialty"), max_length=120, blank=True)
+    rpps = models.CharField(_("RPPS number"), max_length=11, null=True, blank=True, unique=True)
+    adeli = models.CharField(_("ADELI number"), max_length=9, null=True, blank=True, unique=True)
+    city = models.CharField(_("city"), max_length=120, blank=True)
+
+    USERNAME_FIELD = "email"
+    REQUIRED_FIELDS: ClassVar[list[str]] = []
+
+    objects: ClassVar[UserManager] = UserManager()  # type: ignore[assignment]
+
+    class Meta:
+        db_table = "pli_user"
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        full = f"{self.first_name} {self.last_name}".strip()
+        return full or self.email
+
+    @property
+    def national_id(self) -> str:
+        """The national professional id: 8+RPPS or 0+ADELI (Annuaire Santé convention)."""
+        if self.rpps:
+            return "8" + self.rpps
+        if self.adeli:
+            return "0" + self.adeli
+        return ""
+
+
+class Organisation(models.Model):
+    class Kind(models.TextChoices):
+        PRACTICE = "practice", _("Practice")
+        CLINIC = "clinic", _("Clinic")
+        HOSPITAL = "hospital", _("Hospital")
+        LAB = "lab", _("Laboratory")
+        PHARMACY = "pharmacy", _("Pharmacy")
+        OTHER = "other", _("Other")
+
+    name = models.CharField(_("name"), max_length=200)
+    slug = models.SlugField(_("short name"), max_length=60, unique=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.PRACTICE)
+    finess = models.CharField(_("FINESS number"), max_length=9, null=True, blank=True, unique=True)
+    siret = models.CharField(_("SIRET number"), max_length=14, null=True, blank=True, unique=True)
+    city = models.CharField(_("city"), max_length=120, blank=True)
+    is_demo = models.BooleanField(default=False)
+    # Policies (product.md: configurable per organisation).
+    share_expiry_days = models.PositiveSmallIntegerField(_("patient link validity (days)"), default=30)
+    retention_days = models.PositiveIntegerField(_("message retention (days)"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pli_organisation"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", _("Administrator")
+        PRACTITIONER = "practitioner", _("Practitioner")
+        ASSISTANT = "assistant", _("Assistant")
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pli_membership"
+        constraints = [models.UniqueConstraint(fields=["user", "organisation"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.organisation} ({self.role})"
+
+
+class Mailbox(models.Model):
+    """An address that receives messages: a person's own, or an organisation's shared one."""
+
+    class Kind(models.TextChoices):
+        PERSONAL = "personal", _("Personal")
+        ORGANISATIONAL = "organisational", _("Shared")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    address = models.CharField(_("address"), max_length=254, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="mailboxes")
+    owner = models.OneToOneField(
+        User, null=True, blank=True, on_delete=models.PROTECT, related_name="personal_mailbox"
+    )
+    members: models.ManyToManyField[User, MailboxMember] = models.ManyToManyField(
+        User, through="MailboxMember", related_name="mailboxes"
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # CNIL: a mailbox unused for a year is deleted after a warning.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pli_mailbox"
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(kind="personal", owner__isnull=False) | models.Q(kind="organisational")),
+                name="personal_mailbox_has_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>"
+
+
+class MailboxMember(models.Model):
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="mailbox_memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pli_mailbox_member"
+        constraints = [models.UniqueConstraint(fields=["mailbox", "user"], name="mailbox_member_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.mailbox}"

@@ -1,0 +1,193 @@
+"""Writing and verifying the audit trail.
+
+``record("message.read", actor=user, target=message, request=request)`` is all a service
+needs. Call it inside the service's transaction, as late as possible: it locks the chain's
+head row until the transaction ends, so the event commits (or rolls back) with the change
+it describes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from pli.audit.chain import GENESIS_HASH, event_hash
+from pli.audit.models import AuditEvent, AuditHead
+
+SUCCESS = "success"
+FAILURE = "failure"
+DENIED = "denied"
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    raw = request.META.get("REMOTE_ADDR", "")
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return None
+
+
+def _actor(actor: Any) -> tuple[str, str]:
+    if actor is None:
+        return "system", ""
+    if isinstance(actor, tuple):
+        return str(actor[0]), str(actor[1])
+    if getattr(actor, "is_anonymous", False):
+        return "anonymous", ""
+    return "user", str(actor.pk)
+
+
+def _target(target: Any) -> tuple[str, str]:
+    if target is None:
+        return "", ""
+    if isinstance(target, tuple):
+        return str(target[0]), str(target[1])
+    if isinstance(target, models.Model):
+        return target._meta.label_lower, str(target.pk)
+    raise TypeError("audit target must be a model instance or a (type, id) tuple")
+
+
+def _check_details(details: dict[str, Any]) -> dict[str, Any]:
+    # Details are for small facts (a reason code, a count, a version): flat scalars only,
+    # short strings, so that content cannot creep into the trail by accident.
+    for key, value in details.items():
+        if not isinstance(value, _SCALARS):
+            raise TypeError(f"audit detail {key!r} must be a scalar")
+        if isinstance(value, str) and len(value) > 200:
+            raise ValueError(f"audit detail {key!r} is too long")
+    return details
+
+
+def record(
+    action: str,
+    *,
+    actor: Any = None,
+    target: Any = None,
+    request: HttpRequest | None = None,
+    outcome: str = SUCCESS,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the trail, inside the caller's transaction."""
+    actor_type, actor_id = _actor(actor if actor is not None or request is None else getattr(request, "user", None))
+    target_type, target_id = _target(target)
+    clean_details = _check_details(dict(details or {}))
+    with transaction.atomic():
+        head = _locked_head()
+        event = AuditEvent(
+            seq=head.seq + 1,
+            at=timezone.now(),
+            actor_type=actor_type,
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            ip=_client_ip(request),
+            outcome=outcome,
+            details=clean_details,
+            prev_hash=head.hash,
+        )
+        event.hash = _hash_of(event)
+        event.save(force_insert=True)
+        head.seq, head.hash = event.seq, event.hash
+        head.save(update_fields=["seq", "hash"])
+    return event
+
+
+class AuditHeadMissing(Exception):
+    pass
+
+
+def _locked_head() -> AuditHead:
+    head = AuditHead.objects.select_for_update().filter(pk=1).first()
+    if head is not None:
+        return head
+    # The head is created by the migration; it can only be missing on an empty trail (a
+    # flushed test database) or because someone removed it, which must not be papered over.
+    if AuditEvent.objects.exists():
+        raise AuditHeadMissing("the audit trail's head row is missing: run `pli audit verify`")
+    return AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
+
+
+def _hash_of(event: AuditEvent) -> str:
+    return event_hash(
+        seq=event.seq,
+        at=event.at,
+        actor_type=event.actor_type,
+        actor_id=event.actor_id,
+        action=event.action,
+        target_type=event.target_type,
+        target_id=event.target_id,
+        ip=event.ip,
+        outcome=event.outcome,
+        details=event.details,
+        prev_hash=event.prev_hash,
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+def _events() -> Iterator[AuditEvent]:
+    return AuditEvent.objects.order_by("seq").iterator(chunk_size=5000)
+
+
+def verify() -> Verification:
+    """Walk the chain from the start; report the first entry altered, removed or inserted."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    for event in _events():
+        if event.seq != expected_seq:
+            if event.seq > expected_seq:
+                problem = f"entry {expected_seq} is missing (removed)"
+            else:
+                problem = f"entry {event.seq} is out of sequence (inserted)"
+            return Verification(False, checked, expected_prev, expected_seq, problem)
+        if event.prev_hash != expected_prev:
+            return Verification(
+                False,
+                checked,
+                expected_prev,
+                event.seq,
+                f"entry {event.seq} does not follow entry {event.seq - 1} (removed or inserted entries)",
+            )
+        if _hash_of(event) != event.hash:
+            return Verification(False, checked, expected_prev, event.seq, f"entry {event.seq} was altered")
+        expected_prev = event.hash
+        expected_seq += 1
+        checked += 1
+    head = AuditHead.objects.filter(pk=1).first()
+    if head is None:
+        if checked == 0:
+            return Verification(True, 0, expected_prev)
+        return Verification(False, checked, expected_prev, checked + 1, "the trail's head row was removed")
+    if head.seq != checked or head.hash != expected_prev:
+        return Verification(
+            False,
+            checked,
+            expected_prev,
+            checked + 1,
+            f"the trail ends at entry {checked} but its head records entry {head.seq} (entries removed at the end)",
+        )
+    return Verification(True, checked, expected_prev)
+
+
+def events_for(target: Any) -> models.QuerySet[AuditEvent]:
+    target_type, target_id = _target(target)
+    return AuditEvent.objects.filter(target_type=target_type, target_id=target_id).order_by("seq")

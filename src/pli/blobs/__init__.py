@@ -1,0 +1,13 @@
+"""Encrypted blob storage (attachment contents) on the local file system; no Django import."""
+
+from pli.blobs.store import (
+    BlobError,
+    BlobInfo,
+    BlobNotFound,
+    BlobReader,
+    BlobStore,
+    BlobTooLarge,
+    validate_blob_id,
+)
+
+__all__ = ["BlobError", "BlobInfo", "BlobNotFound", "BlobReader", "BlobStore", "BlobTooLarge", "validate_blob_id"]

@@ -1,0 +1,61 @@
+"""The ``pli`` command: Django's management commands, with configuration errors reported as
+one line instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+OPERATOR_HELP = """\
+usage: pli <command> [options]
+
+Pli — messagerie sécurisée de santé. Operator commands:
+
+  run                  development: migrate, seed demo data, serve with the worker
+  serve                serve Pli with gunicorn (production server)
+  migrate              create or update the database schema
+  keys status          master key versions and how many data keys each wraps
+  keys rotate          create a new master key version; new objects use it
+  keys rewrap          re-wrap existing data keys under the current master key
+  keys retire N        delete master key version N once no data key uses it
+  audit verify         check the audit trail's hash chain
+  check --deploy       Django's deployment checks
+
+Configuration comes from PLI_* environment variables (see README.md):
+  PLI_ENV, PLI_DATA_DIR, PLI_DATABASE_URL, PLI_PUBLIC_URL, PLI_SECRET_KEY,
+  PLI_KEYS_DIR or PLI_MASTER_KEY, PLI_EMAIL_URL, PLI_SMS_URL.
+
+`pli help --commands` lists every command; `pli help COMMAND` shows its options.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args in (["-h"], ["--help"], ["help"]):
+        sys.stdout.write(OPERATOR_HELP)
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pli.settings")
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pli.crypto import CryptoError
+
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import execute_from_command_line
+
+        execute_from_command_line(["pli", *args])
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"pli: configuration error: {exc}\n")
+        sys.exit(2)
+    except CryptoError as exc:
+        sys.stderr.write(f"pli: key error: {exc}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

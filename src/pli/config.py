@@ -1,0 +1,182 @@
+"""Configuration from ``PLI_*`` environment variables (12-factor).
+
+Parsed once, before Django settings are built, so that every mistake is reported as one
+clear sentence naming the variable instead of a traceback. No Django imports here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEVELOPMENT = "development"
+PRODUCTION = "production"
+
+# Secrets shorter than this, or taken from the well-known placeholders, are refused in
+# production: a guessable SECRET_KEY lets anyone forge sessions and password-reset links.
+MIN_SECRET_KEY_LENGTH = 50
+PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "insecure"})
+
+
+class ConfigError(Exception):
+    """A configuration problem the operator must fix; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    env: str
+    data_dir: Path
+    database_url: str | None
+    public_url: str
+    secret_key: str = field(repr=False)
+    keys_dir: Path
+    master_key_env: str | None = field(repr=False)
+    debug: bool
+    email_url: str
+    sms_url: str
+    log_level: str
+    allowed_hosts: tuple[str, ...]
+
+    @property
+    def production(self) -> bool:
+        return self.env == PRODUCTION
+
+    @property
+    def https(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
+def _bool(name: str, environ: dict[str, str], default: bool = False) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _ensure_private_dir(path: Path, name: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: {path} is not readable and writable by this user")
+
+
+def _development_secret_key(data_dir: Path) -> str:
+    """A per-instance key kept in the data dir, so development has no shared default."""
+    path = data_dir / "secret_key"
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        key = secrets.token_urlsafe(64)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+    except OSError as exc:
+        raise ConfigError(f"PLI_DATA_DIR: cannot read or create {path}: {exc.strerror}") from None
+
+
+def _check_database_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql", "postgis"}:
+        raise ConfigError(
+            "PLI_DATABASE_URL must be a PostgreSQL URL such as "
+            "postgresql://user:password@host:5432/pli (leave it unset for SQLite)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("PLI_DATABASE_URL has an invalid port") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("PLI_DATABASE_URL has no host")
+    if not parts.path.strip("/"):
+        raise ConfigError("PLI_DATABASE_URL has no database name (…/dbname)")
+    del port
+    return url
+
+
+def _check_public_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"PLI_PUBLIC_URL must be an http(s) URL such as https://pli.example.fr, not {url!r}")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ConfigError("PLI_PUBLIC_URL must not have a path, query or fragment")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def load(environ: dict[str, str] | None = None) -> Config:
+    env_vars = dict(os.environ if environ is None else environ)
+    env = env_vars.get("PLI_ENV", DEVELOPMENT) or DEVELOPMENT
+    if env not in {DEVELOPMENT, PRODUCTION}:
+        raise ConfigError(f"PLI_ENV must be 'development' or 'production', not {env!r}")
+    production = env == PRODUCTION
+
+    data_dir = Path(env_vars.get("PLI_DATA_DIR") or "var").expanduser().resolve()
+    _ensure_private_dir(data_dir, "PLI_DATA_DIR")
+
+    database_url = env_vars.get("PLI_DATABASE_URL") or None
+    if database_url is not None:
+        database_url = _check_database_url(database_url)
+
+    public_url = _check_public_url(env_vars.get("PLI_PUBLIC_URL") or "http://127.0.0.1:8000")
+
+    secret_key = env_vars.get("PLI_SECRET_KEY", "")
+    if production:
+        if not secret_key:
+            raise ConfigError("PLI_SECRET_KEY is required in production (50+ random characters)")
+        if len(secret_key) < MIN_SECRET_KEY_LENGTH or secret_key.lower() in PLACEHOLDER_SECRETS:
+            raise ConfigError(f"PLI_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters")
+        if public_url.startswith("http://"):
+            raise ConfigError("PLI_PUBLIC_URL must use https:// in production")
+    elif not secret_key:
+        secret_key = _development_secret_key(data_dir)
+
+    keys_dir_raw = env_vars.get("PLI_KEYS_DIR")
+    master_key_env = env_vars.get("PLI_MASTER_KEY") or None
+    if production and not keys_dir_raw and not master_key_env:
+        raise ConfigError(
+            "a master key is required in production: set PLI_KEYS_DIR (a directory holding "
+            "master-v1.key, see `pli keys generate`) or PLI_MASTER_KEY"
+        )
+    keys_dir = Path(keys_dir_raw).expanduser().resolve() if keys_dir_raw else data_dir / "keys"
+
+    debug = _bool("PLI_DEBUG", env_vars)
+    if debug and production:
+        raise ConfigError("PLI_DEBUG cannot be enabled in production: it shows internal data on errors")
+
+    default_email = "console://" if not production else ""
+    email_url = env_vars.get("PLI_EMAIL_URL", default_email)
+    if production and not email_url:
+        raise ConfigError("PLI_EMAIL_URL is required in production (smtp://host:port or smtps://…)")
+    sms_url = env_vars.get("PLI_SMS_URL") or f"file://{data_dir / 'outbox' / 'sms'}"
+
+    log_level = (env_vars.get("PLI_LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("PLI_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+
+    host = urlsplit(public_url).hostname or "localhost"
+    extra_hosts = [h.strip() for h in env_vars.get("PLI_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    allowed_hosts = tuple(dict.fromkeys([host, *extra_hosts, *(["127.0.0.1", "localhost"] if not production else [])]))
+
+    return Config(
+        env=env,
+        data_dir=data_dir,
+        database_url=database_url,
+        public_url=public_url,
+        secret_key=secret_key,
+        keys_dir=keys_dir,
+        master_key_env=master_key_env,
+        debug=debug,
+        email_url=email_url,
+        sms_url=sms_url,
+        log_level=log_level,
+        allowed_hosts=allowed_hosts,
+    )

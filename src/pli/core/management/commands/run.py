@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pli.core import keys
+
+
+class Command(BaseCommand):
+    help = "Development: apply migrations, seed the demo data, then serve Pli (used by `make run`)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("PLI_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if settings.PLI_ENV != "development":
+            raise CommandError("`pli run` is for development; use `pli migrate` and `pli serve` in production")
+        keys.keyring()
+        call_command("migrate", interactive=False, verbosity=0)
+        url = f"http://{options['host']}:{options['port']}/"
+        self.stdout.write(self.style.SUCCESS(f"\nPli is starting: open {url}\n"))
+        self.stdout.write(f"Data dir: {settings.DATA_DIR}  (database, blobs, keys)\n\n")
+        self.stdout.flush()
+        from pli.core.server import serve
+
+        serve(options["host"], options["port"])

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from pli.core import keys
+
+
+class Command(BaseCommand):
+    help = "Serve Pli with gunicorn (a production server). PORT overrides the default port 8000."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("PLI_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
+        parser.add_argument("--threads", type=int, default=4, help="threads per process")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        # Fail before forking if the keys are missing or unreadable.
+        keys.keyring()
+        from pli.core.server import serve
+
+        serve(options["host"], options["port"], options["workers"], options["threads"])

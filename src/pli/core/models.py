@@ -1,0 +1,59 @@
+"""Data keys: one per object holding health data, wrapped by a versioned master key."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from pli.core import keys
+from pli.crypto import Keyring, UnknownKeyVersion, new_data_key
+
+
+class DataKey(models.Model):
+    """The wrapped data key of one object. Deleting the row shreds the object's content."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    key_version = models.PositiveIntegerField(db_index=True)
+    wrapped = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "pli_data_key"
+
+    def __str__(self) -> str:
+        return f"data key {self.id} (master key v{self.key_version})"
+
+    def __repr__(self) -> str:
+        return f"<DataKey {self.id} v{self.key_version}>"
+
+    @property
+    def context(self) -> bytes:
+        return b"datakey|" + self.id.bytes
+
+    @classmethod
+    def generate(cls) -> tuple[DataKey, bytes]:
+        """A new saved data key and its plaintext (kept only in memory by the caller)."""
+        dek = new_data_key()
+        ring = keys.keyring()
+        key = cls(key_version=ring.current_version)
+        key.wrapped = ring.wrap_data_key(dek, key.context)
+        key.save(force_insert=True)
+        return key, dek
+
+    def unwrap(self) -> bytes:
+        try:
+            return keys.keyring().unwrap_data_key(bytes(self.wrapped), self.context)
+        except UnknownKeyVersion:
+            # Another process may have rotated the keys since this one loaded them.
+            keys.reset()
+            return keys.keyring().unwrap_data_key(bytes(self.wrapped), self.context)
+
+    def rewrap(self, ring: Keyring) -> bool:
+        """Re-wrap under the current master key; the data itself is not touched."""
+        if self.key_version == ring.current_version:
+            return False
+        self.wrapped = ring.rewrap(bytes(self.wrapped), self.context)
+        self.key_version = Keyring.wrapped_version(self.wrapped)
+        self.save(update_fields=["wrapped", "key_version"])
+        return True

@@ -1,0 +1,116 @@
+"""The `pli` console script, run as an operator would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+PLI = str(Path(sys.executable).with_name("pli"))
+STRONG_SECRET = "x" * 30 + "Zq8!mR2#vL9@xT4$wN6%aa"
+
+
+def run_pli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "HOME": env["PLI_DATA_DIR"]}
+    return subprocess.run([PLI, *args], env={**base, **env}, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_lists_operator_commands(tmp_path: Path) -> None:
+    result = run_pli("--help", env={"PLI_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "keys status", "keys rotate", "keys rewrap", "audit verify"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PLI_DATABASE_URL": "mysql://x/y"}, "PLI_DATABASE_URL must be a PostgreSQL URL"),
+        ({"PLI_ENV": "production"}, "PLI_SECRET_KEY is required in production"),
+        (
+            {"PLI_ENV": "production", "PLI_SECRET_KEY": STRONG_SECRET, "PLI_PUBLIC_URL": "https://pli.example.fr"},
+            "a master key is required in production",
+        ),
+    ],
+)
+def test_configuration_errors_are_one_clear_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result = run_pli("migrate", env={"PLI_DATA_DIR": str(tmp_path), **env})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_production_refuses_an_empty_keys_dir(tmp_path: Path) -> None:
+    env = {
+        "PLI_DATA_DIR": str(tmp_path),
+        "PLI_ENV": "production",
+        "PLI_SECRET_KEY": STRONG_SECRET,
+        "PLI_PUBLIC_URL": "https://pli.example.fr",
+        "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
+        "PLI_KEYS_DIR": str(tmp_path / "keys"),
+    }
+    result = run_pli("keys", "status", env=env)
+    assert result.returncode == 2
+    assert "keys does not exist" in result.stderr
+    (tmp_path / "keys").mkdir(mode=0o700)
+    result = run_pli("keys", "status", env=env)
+    assert result.returncode == 2
+    assert "no master key" in result.stderr
+    assert not (tmp_path / "keys" / "master-v1.key").exists()
+
+
+def test_corrupt_master_key_is_named(tmp_path: Path) -> None:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir(mode=0o700)
+    key = keys_dir / "master-v1.key"
+    key.write_text("not base64 at all!")
+    key.chmod(0o600)
+    result = run_pli("keys", "status", env={"PLI_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "master-v1.key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_healthz_with_a_production_server(tmp_path: Path) -> None:
+    env = {"PLI_DATA_DIR": str(tmp_path)}
+    assert run_pli("migrate", "--no-input", env=env).returncode == 0
+    port = _free_port()
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env, "PORT": str(port)}
+    server = subprocess.Popen(
+        [PLI, "serve", "--workers", "1"], env=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    body = json.loads(response.read())
+                    headers = response.headers
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        assert body["status"] == "ok"
+        assert headers["X-Frame-Options"] == "DENY"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0].decode()
+    assert "Booting worker" in output or "Listening at" in output
+    # The development key and database were created in the data dir, privately.
+    assert (tmp_path / "keys" / "master-v1.key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "pli.sqlite3").exists()

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pli.config import ConfigError, load
+
+STRONG = "k" * 30 + "Zq8!mR2#vL9@xT4$wN6%"
+
+
+def prod_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        "PLI_ENV": "production",
+        "PLI_DATA_DIR": str(tmp_path),
+        "PLI_SECRET_KEY": STRONG,
+        "PLI_KEYS_DIR": str(tmp_path / "keys"),
+        "PLI_PUBLIC_URL": "https://pli.example.fr",
+        "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
+    }
+    env.update(extra)
+    return env
+
+
+def test_development_defaults_generate_a_private_secret_key(tmp_path: Path) -> None:
+    config = load({"PLI_DATA_DIR": str(tmp_path)})
+    assert config.env == "development"
+    assert config.database_url is None
+    assert config.public_url == "http://127.0.0.1:8000"
+    key_file = tmp_path / "secret_key"
+    assert key_file.read_text().strip() == config.secret_key
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert len(config.secret_key) >= 50
+    # The same data dir keeps the same key across restarts.
+    assert load({"PLI_DATA_DIR": str(tmp_path)}).secret_key == config.secret_key
+
+
+def test_production_with_everything_set_loads(tmp_path: Path) -> None:
+    config = load(prod_env(tmp_path))
+    assert config.production and config.https
+    assert "127.0.0.1" not in config.allowed_hosts
+    assert config.allowed_hosts == ("pli.example.fr",)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"PLI_SECRET_KEY": ""}, "PLI_SECRET_KEY is required"),
+        ({"PLI_SECRET_KEY": "changeme"}, "PLI_SECRET_KEY is too weak"),
+        ({"PLI_KEYS_DIR": ""}, "a master key is required in production"),
+        ({"PLI_PUBLIC_URL": "http://pli.example.fr"}, "must use https"),
+        ({"PLI_DEBUG": "1"}, "PLI_DEBUG cannot be enabled"),
+        ({"PLI_EMAIL_URL": ""}, "PLI_EMAIL_URL is required"),
+    ],
+)
+def test_production_refuses_missing_or_default_secrets(tmp_path: Path, override: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(prod_env(tmp_path, **override))
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u:p@h/db", "must be a PostgreSQL URL"),
+        ("postgresql://u:p@h:notaport/db", "invalid port"),
+        ("postgresql://u:p@h:5432/", "no database name"),
+        ("postgresql:///db", "no host"),
+        ("not a url", "must be a PostgreSQL URL"),
+    ],
+)
+def test_malformed_database_url_is_named(tmp_path: Path, url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_DATABASE_URL": url})
+
+
+def test_unknown_env_and_bad_public_url(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PLI_ENV must be"):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_ENV": "prod"})
+    with pytest.raises(ConfigError, match="PLI_PUBLIC_URL"):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "ftp://x"})
+    with pytest.raises(ConfigError, match="PLI_PUBLIC_URL must not have a path"):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "https://x.fr/app"})
+
+
+def test_unreadable_data_dir_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="PLI_DATA_DIR: cannot create"):
+        load({"PLI_DATA_DIR": str(blocker / "sub")})

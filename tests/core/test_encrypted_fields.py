@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from pli.core import keys
+from pli.core.encryption import ContentShredded
+from pli.core.models import DataKey
+from pli.crypto import DecryptionError, UnknownKeyVersion
+from pli.testing.models import Specimen
+
+MARKER = "MARKER-7f3a9c-health"
+
+
+def _raw(table: str, column: str, pk: object) -> bytes:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [pk.hex if connection.vendor == "sqlite" else pk])  # noqa: S608
+        return bytes(cursor.fetchone()[0])
+
+
+def test_round_trip_of_every_kind(db: None) -> None:
+    born = datetime.date(1980, 2, 29)
+    s = Specimen.objects.create(note=f"Dr {MARKER}", born=born, payload=b"\x00\xffbytes", meta={"n": MARKER})
+    again = Specimen.objects.get(pk=s.pk)
+    assert again.note == f"Dr {MARKER}"
+    assert again.born == born
+    assert again.payload == b"\x00\xffbytes"
+    assert again.meta == {"n": MARKER}
+    assert MARKER not in repr(again)
+
+
+def test_nothing_readable_in_the_database(db: None) -> None:
+    s = Specimen.objects.create(note=MARKER, meta={"k": MARKER})
+    for column in ("note", "meta"):
+        raw = _raw("pli_testing_specimen", column, s.pk)
+        assert MARKER.encode() not in raw
+        assert raw[0] == 0x01  # versioned format
+    dump = "\n".join(connection.connection.iterdump()) if connection.vendor == "sqlite" else ""
+    assert MARKER not in dump
+
+
+def test_each_object_has_its_own_data_key(db: None) -> None:
+    a = Specimen.objects.create(note="same")
+    b = Specimen.objects.create(note="same")
+    assert a.data_key_id != b.data_key_id
+    assert _raw("pli_testing_specimen", "note", a.pk) != _raw("pli_testing_specimen", "note", b.pk)
+
+
+def test_ciphertext_copied_to_another_row_or_field_fails(db: None) -> None:
+    a = Specimen.objects.create(note="alpha", meta="beta")
+    b = Specimen.objects.create(note="gamma")
+    stolen = _raw("pli_testing_specimen", "note", a.pk)
+    # Another row, even with the right data key copied along, fails: the row id is bound.
+    Specimen.objects.filter(pk=b.pk).update(note=stolen, data_key=a.data_key_id)
+    with pytest.raises(DecryptionError):
+        _ = Specimen.objects.get(pk=b.pk).note
+    # Another field of the same row fails: the field name is bound.
+    Specimen.objects.filter(pk=a.pk).update(meta=stolen)
+    with pytest.raises(DecryptionError):
+        _ = Specimen.objects.get(pk=a.pk).meta
+
+
+def test_tampered_ciphertext_is_refused(db: None) -> None:
+    s = Specimen.objects.create(note="intact")
+    raw = bytearray(_raw("pli_testing_specimen", "note", s.pk))
+    raw[-1] ^= 1
+    Specimen.objects.filter(pk=s.pk).update(note=bytes(raw))
+    with pytest.raises(DecryptionError):
+        _ = Specimen.objects.get(pk=s.pk).note
+
+
+def test_filtering_on_encrypted_columns_is_refused(db: None) -> None:
+    with pytest.raises(TypeError, match="cannot be filtered"):
+        Specimen.objects.filter(note="x").exists()
+    assert Specimen.objects.filter(note__isnull=True).count() == 0
+
+
+def test_crypto_shredding(db: None) -> None:
+    s = Specimen.objects.create(note=MARKER)
+    key_id = s.data_key_id
+    s.shred()
+    assert not DataKey.objects.filter(pk=key_id).exists()
+    again = Specimen.objects.get(pk=s.pk)
+    assert again.note is None
+    assert again.data_key_id is None
+
+
+def test_deleting_the_data_key_alone_makes_content_unrecoverable(db: None) -> None:
+    s = Specimen.objects.create(note=MARKER)
+    DataKey.objects.filter(pk=s.data_key_id).delete()
+    again = Specimen.objects.get(pk=s.pk)
+    with pytest.raises(ContentShredded):
+        _ = again.note
+
+
+def test_rotation_rewrap_and_retire(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    old = Specimen.objects.create(note="before rotation")
+    assert DataKey.objects.get(pk=old.data_key_id).key_version == 1
+    call_command("keys", "rotate")
+    new = Specimen.objects.create(note="after rotation")
+    assert DataKey.objects.get(pk=new.data_key_id).key_version == 2
+    # Old objects still read under the old version.
+    assert Specimen.objects.get(pk=old.pk).note == "before rotation"
+    ciphertext_before = _raw("pli_testing_specimen", "note", old.pk)
+    call_command("keys", "rewrap")
+    assert DataKey.objects.get(pk=old.data_key_id).key_version == 2
+    # Re-wrapping touches only the data key, never the data.
+    assert _raw("pli_testing_specimen", "note", old.pk) == ciphertext_before
+    call_command("keys", "retire", "1")
+    keys.reset()
+    assert Specimen.objects.get(pk=old.pk).note == "before rotation"
+    call_command("keys", "status")
+    out = capsys.readouterr().out
+    assert "current version: 2" in out
+    assert "v1:" not in out
+
+
+def test_retired_key_cannot_decrypt(db: None) -> None:
+    old = Specimen.objects.create(note="before")
+    call_command("keys", "rotate")
+    # Retiring without re-wrapping is refused …
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="still use v1"):
+        call_command("keys", "retire", "1")
+    # … and if the key file disappears anyway, reading fails clearly instead of guessing.
+    os.remove(Path(settings.PLI_KEYS_DIR) / "master-v1.key")
+    keys.reset()
+    with pytest.raises(UnknownKeyVersion):
+        _ = Specimen.objects.get(pk=old.pk).note
+
+
+def test_master_key_file_is_private(db: None) -> None:
+    Specimen.objects.create(note="x")
+    key_file = Path(settings.PLI_KEYS_DIR) / "master-v1.key"
+    assert key_file.stat().st_mode & 0o077 == 0
