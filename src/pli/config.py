@@ -39,6 +39,7 @@ class Config:
     sms_url: str
     log_level: str
     allowed_hosts: tuple[str, ...]
+    mail_domain: str
 
     @property
     def production(self) -> bool:
@@ -166,6 +167,11 @@ def load(environ: dict[str, str] | None = None) -> Config:
     extra_hosts = [h.strip() for h in env_vars.get("PLI_ALLOWED_HOSTS", "").split(",") if h.strip()]
     allowed_hosts = tuple(dict.fromkeys([host, *extra_hosts, *(["127.0.0.1", "localhost"] if not production else [])]))
 
+    # Mailbox addresses are <name>@<mail domain>; an IP address or localhost makes a poor domain.
+    mail_domain = (env_vars.get("PLI_MAIL_DOMAIN") or "").strip().lower()
+    if not mail_domain:
+        mail_domain = host if "." in host and not host.replace(".", "").isdigit() else "pli.localhost"
+
     return Config(
         env=env,
         data_dir=data_dir,
@@ -179,4 +185,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         sms_url=sms_url,
         log_level=log_level,
         allowed_hosts=allowed_hosts,
+        mail_domain=mail_domain,
     )

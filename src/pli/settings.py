@@ -213,6 +213,7 @@ PLI_ENV = PLI.env
 PLI_KEYS_DIR = PLI.keys_dir
 PLI_MASTER_KEY_ENV = PLI.master_key_env
 PLI_BLOB_DIR = DATA_DIR / "blobs"
+PLI_MAIL_DOMAIN = PLI.mail_domain
 
 # --- Logging --------------------------------------------------------------------------
 # Only our own structured lines and Django's errors; request bodies are never logged and
