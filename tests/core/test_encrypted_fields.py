@@ -140,3 +140,14 @@ def test_master_key_file_is_private(db: None) -> None:
     Specimen.objects.create(note="x")
     key_file = Path(settings.PLI_KEYS_DIR) / "master-v1.key"
     assert key_file.stat().st_mode & 0o077 == 0
+
+
+def test_purpose_key_is_stable_and_survives_rotation(db: None) -> None:
+    first = keys.purpose_key("search-index")
+    assert len(first) == 32
+    assert keys.purpose_key("other") != first
+    call_command("keys", "rotate")
+    call_command("keys", "rewrap")
+    call_command("keys", "retire", "1")
+    keys.reset()
+    assert keys.purpose_key("search-index") == first

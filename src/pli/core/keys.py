@@ -32,8 +32,38 @@ def keyring() -> Keyring:
     return _keyring
 
 
+_purpose_keys: dict[str, bytes] = {}
+
+
+def purpose_key(name: str) -> bytes:
+    """A stable 256-bit secret for one purpose, created on first use, kept in the database
+    wrapped by the master key (so it survives rotation, rewrap and retirement)."""
+    cached = _purpose_keys.get(name)
+    if cached is not None:
+        return cached
+    from django.db import IntegrityError, transaction
+
+    from pli.core.models import DataKey, PurposeKey
+
+    row = PurposeKey.objects.select_related("data_key").filter(name=name).first()
+    if row is None:
+        try:
+            with transaction.atomic():
+                data_key, secret = DataKey.generate()
+                PurposeKey.objects.create(name=name, data_key=data_key)
+        except IntegrityError:
+            # Another process created it first: use theirs.
+            row = PurposeKey.objects.select_related("data_key").get(name=name)
+            secret = row.data_key.unwrap()
+    else:
+        secret = row.data_key.unwrap()
+    _purpose_keys[name] = secret
+    return secret
+
+
 def reset() -> None:
-    """Forget the cached keyring (after rotation, and in tests)."""
+    """Forget the cached keys (after rotation, and in tests)."""
     global _keyring
     with _lock:
         _keyring = None
+        _purpose_keys.clear()

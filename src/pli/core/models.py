@@ -57,3 +57,17 @@ class DataKey(models.Model):
         self.key_version = Keyring.wrapped_version(self.wrapped)
         self.save(update_fields=["wrapped", "key_version"])
         return True
+
+
+class PurposeKey(models.Model):
+    """An instance-wide secret for one purpose (e.g. keyed search tokens), stored like any
+    data key: wrapped by the master key, so it follows rotation and needs no extra file."""
+
+    name = models.CharField(max_length=64, unique=True)
+    data_key = models.OneToOneField(DataKey, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        db_table = "pli_purpose_key"
+
+    def __str__(self) -> str:
+        return f"purpose key {self.name}"
