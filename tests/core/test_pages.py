@@ -3,10 +3,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from pli.accounts.models import User
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from pli.accounts.models import User
 from pli.core import public
 
 

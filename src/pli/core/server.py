@@ -54,5 +54,7 @@ def serve(host: str, port: int, workers: int | None = None, threads: int = 4) ->
             "graceful_timeout": 20,
             "forwarded_allow_ips": os.environ.get("PLI_FORWARDED_ALLOW_IPS", "127.0.0.1"),
             "proc_name": "pli",
+            # One shared control socket in $HOME would clash between instances on a host.
+            "control_socket_disable": True,
         }
     ).run()
