@@ -37,8 +37,8 @@ run: $(VENV)/.base-installed messages
 	$(BIN)/pli run --port $(PORT)
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 types: $(VENV)/.dev-installed
 	$(BIN)/mypy

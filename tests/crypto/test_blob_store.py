@@ -363,3 +363,10 @@ def test_reader_closes_its_file(store: BlobStore) -> None:
     reader = store.open(BLOB_ID, KEY, AAD)
     assert b"".join(reader) == BIG
     assert len(os.listdir(fd_dir)) == before
+
+
+def test_root_and_missing_parents_are_created(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path / "data" / "deep" / "blobs")
+    store.put(BLOB_ID, [b"x"], KEY, AAD)
+    assert _read(store) == b"x"
+    assert _mode(tmp_path / "data") == 0o700

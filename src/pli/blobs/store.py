@@ -8,7 +8,7 @@ Layout::
 A blob is written to ``tmp/``, flushed and fsynced, then renamed into place and its
 directory fsynced, so a reader (or a restart after a crash) sees either the complete blob
 or nothing at the final path. Content is encrypted with :mod:`pli.crypto.stream` under the
-caller's per-blob data key and associated data; the store never sees a key it keeps.
+caller's per-blob data key and associated data; the store itself keeps no key.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class _Meter:
         self.digest = hashlib.sha256()
 
     def __call__(self, data: memoryview | bytes | bytearray) -> None:
-        self.size += len(data)
+        self.size += memoryview(data).nbytes
         if self.max_size is not None and self.size > self.max_size:
             raise BlobTooLarge(self.max_size)
         self.digest.update(data)
@@ -130,7 +130,7 @@ class BlobStore:
         """
         final = self.path_for(blob_id)
         meter = _Meter(max_size)
-        _make_dirs(self.root, self.temp_dir)
+        _make_dirs(self.temp_dir)
         fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix=f"{blob_id}.", suffix=_TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb", buffering=0) as raw:
@@ -144,7 +144,7 @@ class BlobStore:
                     for piece in encrypt_stream(key, aad, meter.watch(chunks)):
                         _write_all(raw, piece)
                 os.fsync(raw.fileno())
-            _make_dirs(self.root, final.parent)
+            _make_dirs(final.parent)
             os.rename(temp_name, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -277,16 +277,12 @@ def _write_all(raw: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
-def _make_dirs(root: Path, directory: Path) -> None:
-    """Create ``directory`` (and parents up to ``root``) with mode 0700, durably."""
-    if directory.is_dir():
-        return
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents with mode 0700, durably."""
     missing: list[Path] = []
     current = directory
-    while not current.is_dir():
+    while not current.is_dir() and current.parent != current:
         missing.append(current)
-        if current == root or current.parent == current:
-            break
         current = current.parent
     for path in reversed(missing):
         try:

@@ -6,7 +6,7 @@ import threading
 
 from django.conf import settings
 
-from pli.crypto import Keyring, KeyringError
+from pli.crypto import Keyring
 
 _lock = threading.Lock()
 _keyring: Keyring | None = None
@@ -17,10 +17,7 @@ def load_keyring() -> Keyring:
     if settings.PLI_MASTER_KEY_ENV:
         return Keyring.from_env_value(settings.PLI_MASTER_KEY_ENV)
     create = settings.PLI_ENV == "development"
-    keyring = Keyring.from_directory(settings.PLI_KEYS_DIR, create_if_empty=create)
-    if not keyring.versions:
-        raise KeyringError(f"no master key in {settings.PLI_KEYS_DIR} (expected master-v1.key)")
-    return keyring
+    return Keyring.from_directory(settings.PLI_KEYS_DIR, create_if_empty=create)
 
 
 def keyring() -> Keyring:

@@ -11,7 +11,7 @@ which is Tink's ``AES256_GCM_HKDF_1MB`` template), preceded by one Pli format by
     segment 0 || segment 1 || ... || segment n-1
 
 * The segment key is HKDF-SHA256(ikm=key, salt=salt, info=associated data), 32 bytes, so
-  every stream has its own AES key even when a data key were reused, and the associated
+  every stream has its own AES key even if a data key is reused, and the associated
   data is bound to every segment through the key.
 * Segment *i* is AES-256-GCM(segment key, nonce_prefix || i (uint32 big-endian) || last,
   plaintext_i) with no per-segment associated data, where ``last`` is 0x01 for the final
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
@@ -81,7 +80,7 @@ ByteData = bytes | bytearray | memoryview
 
 @runtime_checkable
 class ReadableInto(Protocol):
-    """A binary file object that can fill a caller's buffer (files, BytesIO, sockets)."""
+    """A binary file object that can fill a caller's buffer (files, BytesIO, buffered readers)."""
 
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
@@ -122,9 +121,9 @@ def _as_bytes_view(data: ByteData) -> memoryview:
 class _Segments:
     """Per-stream state shared by encryption and decryption: key, nonce, position."""
 
-    __slots__ = ("_aead", "_nonce", "_prefix", "index", "segment_size")
+    __slots__ = ("_aead", "_prefix", "index", "segment_size")
 
-    def __init__(self, key: bytes, aad: bytes, salt: bytes, nonce_prefix: bytes, segment_size: int):
+    def __init__(self, key: bytes, aad: bytes, salt: bytes, nonce_prefix: bytes, segment_size: int) -> None:
         derived = HKDF(algorithm=hashes.SHA256(), length=STREAM_KEY_SIZE, salt=salt, info=aad).derive(key)
         self._aead = AESGCM(derived)
         self._prefix = nonce_prefix
@@ -383,11 +382,11 @@ def encrypt_file(
     """Encrypt everything read from ``source`` into ``destination``; return the plaintext size.
 
     Reads straight into one reusable buffer and encrypts into another, so the cost per
-    segment is the cipher itself. ``observer`` sees each plaintext segment (to hash or count
-    it; it may raise to abort) and must not keep the view. For streams of several segments it
-    runs on a helper thread, concurrently with the encryption of the same segment: hashing
-    costs about as much as AES-GCM, and both release the GIL.
+    segment is the cipher itself. ``observer`` sees each plaintext segment before it is
+    encrypted (to hash or count it; it may raise to abort) and must not keep the view.
     """
+    # Running the observer on a helper thread was measured slower than inline (the handoff
+    # per segment costs more than the overlap wins), so it runs inline.
     _check_key(key)
     _check_segment_size(segment_size)
     header, salt, nonce_prefix = _new_header()
@@ -399,35 +398,21 @@ def encrypt_file(
     limit = segment_size - _FIRST_OVERHEAD
     filled = _read_full(source, plain[: limit + 1])
     total = 0
-    helper: ThreadPoolExecutor | None = None
-    try:
-        while True:
-            last = filled <= limit
-            count = filled if last else limit
-            segment = plain[:count]
-            observed: Future[object] | None = None
-            if observer is not None:
-                if last and helper is None:
-                    observer(segment)  # a one-segment stream is not worth a thread
-                else:
-                    if helper is None:
-                        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pli-stream-observer")
-                    observed = helper.submit(observer, segment)
-            written = segments.seal_into(segment, last, sealed)
-            _write_all(destination, sealed[:written])
-            if observed is not None:
-                # Also the barrier before the buffer is refilled.
-                observed.result()
-            total += count
-            if last:
-                return total
-            plain[0] = plain[limit]
-            segments.advance()
-            limit = segment_size - _TAG_SIZE
-            filled = 1 + _read_full(source, plain[1 : limit + 1])
-    finally:
-        if helper is not None:
-            helper.shutdown(wait=True)
+    while True:
+        last = filled <= limit
+        count = filled if last else limit
+        segment = plain[:count]
+        if observer is not None:
+            observer(segment)
+        written = segments.seal_into(segment, last, sealed)
+        _write_all(destination, sealed[:written])
+        total += count
+        if last:
+            return total
+        plain[0] = plain[limit]
+        segments.advance()
+        limit = segment_size - _TAG_SIZE
+        filled = 1 + _read_full(source, plain[1 : limit + 1])
 
 
 def decrypt_file(
