@@ -59,7 +59,7 @@ test-postgresql: $(VENV)/.dev-installed messages browser-deps
 test: lint types migrations-check test-sqlite test-postgresql
 
 bench: $(VENV)/.dev-installed messages
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
