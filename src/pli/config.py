@@ -6,6 +6,7 @@ clear sentence naming the variable instead of a traceback. No Django imports her
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class Config:
     log_level: str
     allowed_hosts: tuple[str, ...]
     mail_domain: str
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -153,7 +155,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
     if debug and production:
         raise ConfigError("PLI_DEBUG cannot be enabled in production: it shows internal data on errors")
 
-    default_email = "console://" if not production else ""
+    # Development keeps outgoing e-mail as .eml files, which the /dev/outbox/ page shows.
+    default_email = f"file://{data_dir / 'outbox' / 'email'}" if not production else ""
     email_url = env_vars.get("PLI_EMAIL_URL", default_email)
     if production and not email_url:
         raise ConfigError("PLI_EMAIL_URL is required in production (smtp://host:port or smtps://…)")
@@ -172,6 +175,13 @@ def load(environ: dict[str, str] | None = None) -> Config:
     if not mail_domain:
         mail_domain = host if "." in host and not host.replace(".", "").isdigit() else "pli.localhost"
 
+    trusted_proxies = tuple(p.strip() for p in env_vars.get("PLI_TRUSTED_PROXIES", "").split(",") if p.strip())
+    for proxy in trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"PLI_TRUSTED_PROXIES: {proxy!r} is not an IP address or network") from None
+
     return Config(
         env=env,
         data_dir=data_dir,
@@ -186,4 +196,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         log_level=log_level,
         allowed_hosts=allowed_hosts,
         mail_domain=mail_domain,
+        trusted_proxies=trusted_proxies,
     )

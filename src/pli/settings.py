@@ -35,12 +35,23 @@ INSTALLED_APPS = [
     "django_tasks_db",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
     "pli.core",
     "pli.audit",
     "pli.accounts",
+    # After pli.accounts, so that its templates override allauth's.
+    "allauth",
+    "allauth.account",
+    "allauth.mfa",
+    "allauth.usersessions",
+    "pli.directory",
+    "pli.api",
+    "pli.messaging",
+    "pli.sharing",
 ]
 
 MIDDLEWARE = [
+    "pli.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "pli.core.middleware.SecurityHeadersMiddleware",
@@ -53,7 +64,11 @@ MIDDLEWARE = [
     # Secure by default: every view needs a logged-in user unless it is decorated with
     # @login_not_required (the named public list is in pli.core.public).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "allauth.usersessions.middleware.UserSessionsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # A signed-in user without a second factor reaches only the enrolment pages.
+    "pli.accounts.middleware.SecondFactorRequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -76,6 +91,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "csp.context_processors.nonce",
                 "pli.core.context_processors.pli",
+                "pli.messaging.context_processors.mail",
+                "pli.accounts.context_processors.accounts",
             ],
         },
     },
@@ -108,6 +125,10 @@ else:
         # A file, not Django's shared-cache in-memory default: shared cache uses table
         # locks that ignore the busy timeout, so concurrency tests would not be realistic.
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
+        # Keep each server thread's connection between requests, as for PostgreSQL: opening
+        # one runs the PRAGMAs above and starts with a cold page cache (≈10 ms a request).
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -122,12 +143,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    {"NAME": "pli.accounts.password_validation.ObviousPatternValidator"},
 ]
 AUTH_USER_MODEL = "accounts.User"
+# Only allauth's backend: every password check goes through its per-account and per-address
+# limits (and ours, global); there is no username to log in with.
+AUTHENTICATION_BACKENDS = ["allauth.account.auth_backends.AuthenticationBackend"]
 LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
 
 # --- Sessions, cookies, transport -----------------------------------------------------
-SESSION_COOKIE_AGE = 30 * 60
+try:
+    PLI_SESSION_IDLE_MINUTES = int(os.environ.get("PLI_SESSION_IDLE_MINUTES") or 30)
+    if not 1 <= PLI_SESSION_IDLE_MINUTES <= 24 * 60:
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured(
+        "PLI_SESSION_IDLE_MINUTES must be a whole number of minutes between 1 and 1440"
+    ) from None
+SESSION_COOKIE_AGE = PLI_SESSION_IDLE_MINUTES * 60
 SESSION_SAVE_EVERY_REQUEST = True  # 30 minutes *idle*, not 30 minutes after login
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
@@ -143,8 +177,11 @@ LANGUAGE_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = PLI.https
 CSRF_COOKIE_SECURE = PLI.https
 SECURE_CONTENT_TYPE_NOSNIFF = True
-# Patient links carry their token in the path; no page may leak it through Referer.
-SECURE_REFERRER_POLICY = "no-referrer"
+# Patient links carry their token in the path; no page may leak it through Referer to
+# another site. Not "no-referrer": under it Chromium sends "Origin: null" with every form
+# POST, which Django's CSRF check rightly refuses (no form would work). "same-origin" sends
+# the Referer to Pli itself only (access logs redact tokens) and a real Origin header.
+SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if PLI.production:
@@ -173,6 +210,84 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- Accounts: login, second factor, sessions (django-allauth) -------------------------
+ACCOUNT_ADAPTER = "pli.accounts.adapter.AccountAdapter"
+MFA_ADAPTER = "pli.accounts.adapter.MFAAdapter"
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]  # sign-up itself is closed (adapter)
+ACCOUNT_USER_MODEL_USERNAME_FIELD = None
+ACCOUNT_UNIQUE_EMAIL = True
+# Addresses are proven by the invitation link, or vouched for by the operator's command.
+ACCOUNT_EMAIL_VERIFICATION = "none"
+ACCOUNT_SESSION_REMEMBER = False
+# Sensitive changes ask for the password or the second factor again (no e-mailed codes).
+ACCOUNT_REAUTHENTICATION_METHODS = ("password", "mfa")
+ACCOUNT_LOGOUT_REDIRECT_URL = "/login/"
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if PLI.https else "http"
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Pli] "
+# Password reset answers the same whether the address is known or not, and sends nothing
+# to unknown addresses (that would make Pli a spam relay).
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
+ACCOUNT_EMAIL_NOTIFICATIONS = True  # password and second-factor changes are e-mailed to the user
+ACCOUNT_FORMS = {"reset_password": "pli.accounts.forms.ResetPasswordForm"}
+MFA_FORMS = {
+    "activate_totp": "pli.accounts.forms.ActivateTOTPForm",
+    "authenticate": "pli.accounts.forms.SecondFactorForm",
+    "reauthenticate": "pli.accounts.forms.SecondFactorReauthenticateForm",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
+MFA_PASSKEY_LOGIN_ENABLED = False  # a passkey is a second factor here, never a password substitute
+MFA_TOTP_ISSUER = "Pli"
+MFA_TOTP_TOLERANCE = 1  # one 30 s step of clock drift; a used code is refused for the whole window
+# WebAuthn demands a secure origin; plain http://127.0.0.1 is accepted in development only.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = not PLI.production
+USERSESSIONS_TRACK_ACTIVITY = True
+# Attempt limits. Per address (ip), per account (key) and per user; the instance-wide ("global")
+# limits are applied by pli.accounts.ratelimits. "login_failed" also counts second-factor codes.
+ACCOUNT_RATE_LIMITS = {
+    "login": "30/m/ip",
+    "login_failed": "10/m/ip,5/5m/key",
+    "reset_password": "20/m/ip,3/15m/key",
+    "reset_password_from_key": "20/m/ip",
+    "reauthenticate": "10/m/user",
+    "change_password": "5/m/user",
+    "pli_invitation": "20/m/ip",  # opening or submitting an invitation link
+}
+PLI_GLOBAL_RATE_LIMITS = {
+    "login_failed": "300/m",
+    "second_factor_failed": "300/m",
+    "reset_password": "100/m",
+    "invitation": "300/m",
+}
+# Rate-limit counters and used TOTP codes must be shared by every server process: they live
+# in the database (table created by `pli migrate`).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "pli_cache",
+        # Never evict live counters to make room: an attacker could flush them by flooding.
+        "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+    }
+}
+PLI_INVITATION_DAYS = 7
+
+# --- E-mail ---------------------------------------------------------------------------
+from pli.notify.email import email_settings  # noqa: E402
+
+_email = email_settings(PLI.email_url, os.environ.get("PLI_EMAIL_FROM"), PLI.mail_domain)
+EMAIL_BACKEND = _email.backend
+EMAIL_HOST = _email.host
+EMAIL_PORT = _email.port
+EMAIL_HOST_USER = _email.user
+EMAIL_HOST_PASSWORD = _email.password
+EMAIL_USE_TLS = _email.use_tls
+EMAIL_USE_SSL = _email.use_ssl
+EMAIL_TIMEOUT = _email.timeout
+if _email.file_path is not None:
+    EMAIL_FILE_PATH = _email.file_path
+DEFAULT_FROM_EMAIL = SERVER_EMAIL = _email.default_from
+
 # --- Internationalisation -------------------------------------------------------------
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", _("Français")), ("en", _("English"))]
@@ -193,19 +308,37 @@ WHITENOISE_AUTOREFRESH = False
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 # --- REST API -------------------------------------------------------------------------
+# The API authenticates by personal token only (pli.api): no session, so no CSRF and no
+# cookie riding on a browser tab. See pli/api/urls.py for how an app adds its endpoints.
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["pli.api.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_CLASSES": ["pli.api.throttling.TokenRateThrottle"],
+    # Per token, counted in the shared cache (CACHES above) so every server process agrees.
+    "DEFAULT_THROTTLE_RATES": {"api_token": "600/min"},
     "EXCEPTION_HANDLER": "pli.core.api.exception_handler",
-    "UNAUTHENTICATED_USER": None,
+    # An object, not None: code reading request.user.is_authenticated must not crash.
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pli API",
     "DESCRIPTION": "Secure health messaging: messages between professionals and patient shares.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The description of the API is public (the code is open source); calling it is not.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # validatorUrl null: Swagger UI would otherwise send the schema to swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "validatorUrl": None},
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "pli.api.schema.document_error_responses",
+    ],
 }
 
 # --- Pli ------------------------------------------------------------------------------
@@ -214,6 +347,42 @@ PLI_KEYS_DIR = PLI.keys_dir
 PLI_MASTER_KEY_ENV = PLI.master_key_env
 PLI_BLOB_DIR = DATA_DIR / "blobs"
 PLI_MAIL_DOMAIN = PLI.mail_domain
+PLI_TRUSTED_PROXIES = PLI.trusted_proxies
+
+
+# --- Messaging ------------------------------------------------------------------------
+def _env_count(name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    try:
+        value = int(raw)
+        if not minimum <= value <= maximum:
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number between {minimum} and {maximum}") from None
+    return value
+
+
+# Per message: how many attachments, and how many bytes they may total (checked while the
+# upload streams in). Blobs of aborted sends older than PLI_ORPHAN_BLOB_AGE seconds are
+# removed by `pli messaging cleanup-blobs` and the periodic task.
+PLI_MAX_ATTACHMENTS = _env_count("PLI_MAX_ATTACHMENTS", 20, 0, 1000)
+PLI_MAX_MESSAGE_BYTES = _env_count("PLI_MAX_MESSAGE_BYTES", 100 * 2**20, 0, 2**40)
+PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)
+
+# --- Patient shares and SMS (pli.sharing, pli.notify.sms) ------------------------------
+from pli.notify.sms import SmsConfigError, parse_allowed_regions, parse_sms_url  # noqa: E402
+
+PLI_SMS_URL = PLI.sms_url
+try:
+    parse_sms_url(PLI_SMS_URL)  # fail at start-up, not at the first SMS
+    # Regions whose mobile numbers may receive SMS (ISO codes); default France + DROM.
+    PLI_SMS_ALLOWED_REGIONS = parse_allowed_regions(os.environ.get("PLI_SMS_ALLOWED_REGIONS"))
+except SmsConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+# Per share: how many documents, how large each may be, how many bytes in all.
+PLI_SHARE_MAX_DOCUMENTS = _env_count("PLI_SHARE_MAX_DOCUMENTS", 20, 1, 1000)
+PLI_SHARE_MAX_DOCUMENT_BYTES = _env_count("PLI_SHARE_MAX_DOCUMENT_BYTES", 100 * 10**6, 1, 2**40)
+PLI_SHARE_MAX_BYTES = _env_count("PLI_SHARE_MAX_BYTES", 200 * 10**6, 1, 2**40)
 
 # --- Logging --------------------------------------------------------------------------
 # Only our own structured lines and Django's errors; request bodies are never logged and

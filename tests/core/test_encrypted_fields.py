@@ -151,3 +151,12 @@ def test_purpose_key_is_stable_and_survives_rotation(db: None) -> None:
     call_command("keys", "retire", "1")
     keys.reset()
     assert keys.purpose_key("search-index") == first
+
+
+def test_purpose_key_created_in_a_rolled_back_transaction_is_not_kept(db: None) -> None:
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        doomed = keys.purpose_key("rolled-back")
+        raise RuntimeError
+    assert keys.purpose_key("rolled-back") != doomed

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from pli.accounts.models import User
 from pli.core import public
+from pli.testing.accounts import enrol_totp
 
 
 def test_healthz_is_public_and_reports_ready(db: None, client: Client) -> None:
@@ -47,7 +50,7 @@ def test_security_headers_on_every_page(db: None, client: Client) -> None:
     assert "frame-ancestors 'none'" in csp
     assert "default-src 'self'" in csp
     assert response["X-Frame-Options"] == "DENY"
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert "camera=()" in response["Permissions-Policy"]
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
@@ -85,6 +88,7 @@ def test_hsts_and_secure_cookies_in_production(db: None, client: Client, setting
 @pytest.mark.parametrize("language,text", [("fr", "Page introuvable"), ("en", "Page not found")])
 def test_error_pages_are_translated_and_leak_nothing(db: None, client: Client, language: str, text: str) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
+    enrol_totp(user)  # without a second factor every page redirects to enrolment
     client.force_login(user)
     response = client.get("/no-such-page/secret-token", HTTP_ACCEPT_LANGUAGE=language)
     assert response.status_code == 404
@@ -108,6 +112,7 @@ def test_server_error_page_reveals_nothing(db: None) -> None:
 
 def test_french_is_the_default_language(db: None, client: Client) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
+    enrol_totp(user)  # without a second factor every page redirects to enrolment
     client.force_login(user)
     body = client.get("/").content.decode()
     assert 'lang="fr"' in body
@@ -116,7 +121,30 @@ def test_french_is_the_default_language(db: None, client: Client) -> None:
 
 def test_static_assets_are_local(db: None, client: Client) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
+    enrol_totp(user)  # without a second factor every page redirects to enrolment
     client.force_login(user)
     body = client.get("/").content.decode()
     assert "https://" not in body and "http://" not in body.replace('xmlns="http://www.w3.org', "")
     assert client.get("/static/pli/pli.css").status_code == 200
+
+
+def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Any) -> None:
+    from django.test import RequestFactory
+
+    from pli.core.middleware import TrustedProxyMiddleware
+
+    seen: list[str] = []
+
+    def view(request: Any) -> Any:
+        seen.append(request.META["REMOTE_ADDR"])
+        return HttpResponse()
+
+    factory = RequestFactory()
+    forged = {"REMOTE_ADDR": "198.51.100.7", "HTTP_X_FORWARDED_FOR": "203.0.113.5"}
+    settings.PLI_TRUSTED_PROXIES = ()
+    TrustedProxyMiddleware(view)(factory.get("/", **forged))
+    settings.PLI_TRUSTED_PROXIES = ("10.0.0.0/8",)
+    TrustedProxyMiddleware(view)(factory.get("/", **forged))
+    proxied = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.5, 10.0.0.9"}
+    TrustedProxyMiddleware(view)(factory.get("/", **proxied))
+    assert seen == ["198.51.100.7", "198.51.100.7", "203.0.113.5"]

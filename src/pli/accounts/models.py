@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -127,9 +128,7 @@ class Mailbox(models.Model):
     name = models.CharField(_("name"), max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="mailboxes")
-    owner = models.OneToOneField(
-        User, null=True, blank=True, on_delete=models.PROTECT, related_name="personal_mailbox"
-    )
+    owner = models.OneToOneField(User, null=True, blank=True, on_delete=models.PROTECT, related_name="personal_mailbox")
     members: models.ManyToManyField[User, MailboxMember] = models.ManyToManyField(
         User, through="MailboxMember", related_name="mailboxes"
     )
@@ -162,3 +161,36 @@ class MailboxMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.mailbox}"
+
+
+class Invitation(models.Model):
+    """An organisation admin's invitation, accepted once through a link sent by e-mail.
+
+    Only a keyed hash of the link's token is stored: a copy of the database doesn't let
+    anyone accept a pending invitation.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organisation = models.ForeignKey(Organisation, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(_("e-mail address"))
+    role = models.CharField(_("role"), max_length=16, choices=Membership.Role.choices)
+    first_name = models.CharField(_("first name"), max_length=150, blank=True)
+    last_name = models.CharField(_("last name"), max_length=150, blank=True)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pli_invitation"
+        indexes = [models.Index(fields=["organisation", "email"])]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} to {self.organisation}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.accepted_at is None and self.revoked_at is None and self.expires_at > timezone.now()

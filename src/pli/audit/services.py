@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -115,7 +115,12 @@ def _locked_head() -> AuditHead:
     # flushed test database) or because someone removed it, which must not be papered over.
     if AuditEvent.objects.exists():
         raise AuditHeadMissing("the audit trail's head row is missing: run `pli audit verify`")
-    return AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
+    try:
+        with transaction.atomic():
+            AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
+    except IntegrityError:
+        pass  # a concurrent writer created it first; lock theirs below
+    return AuditHead.objects.select_for_update().get(pk=1)
 
 
 def _hash_of(event: AuditEvent) -> str:

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+logger = logging.getLogger("pli.api")
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API error as JSON ``{"detail": …}`` (or field → messages), whatever the view
+    renders on success, and never a traceback or an HTML page."""
+    response = _error_response(exc, context)
+    if response is None:
+        if settings.DEBUG:
+            return None  # Django's debug page, for a developer who asked for it
+        # A bug: logged with its traceback for the operator, a bare JSON 500 for the client
+        # (DRF's own message, which DRF translates).
+        view = type(context.get("view")).__name__
+        logger.error("unhandled %s in API view %s", type(exc).__name__, view, exc_info=exc)
+        response = Response({"detail": _("A server error occurred.")}, status=500)
+    request = context.get("request")
+    if request is not None:
+        # An endpoint that serves files (any Accept) still answers errors in JSON.
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = "application/json"
+    return response
+
+
+def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus Django validation errors turned into 400s with field names."""
     if isinstance(exc, DjangoValidationError):
         detail: Any = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}

@@ -184,7 +184,10 @@ class EncryptedModel(models.Model):
             key, dek = DataKey.generate()
             self.data_key = key
         else:
-            dek = self.data_key.unwrap()
+            data_key = self.data_key
+            if data_key is None:  # the key row vanished between load and use
+                raise ContentShredded(f"{self._meta.label} {self.pk}: content was shredded")
+            dek = data_key.unwrap()
         self.__dict__["_pli_dek"] = dek
         return dek
 

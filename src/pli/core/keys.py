@@ -43,18 +43,23 @@ def purpose_key(name: str) -> bytes:
     from pli.core.models import DataKey, PurposeKey
 
     row = PurposeKey.objects.select_related("data_key").filter(name=name).first()
-    if row is None:
-        try:
-            with transaction.atomic():
-                data_key, secret = DataKey.generate()
-                PurposeKey.objects.create(name=name, data_key=data_key)
-        except IntegrityError:
-            # Another process created it first: use theirs.
-            row = PurposeKey.objects.select_related("data_key").get(name=name)
-            secret = row.data_key.unwrap()
-    else:
+    if row is not None:
         secret = row.data_key.unwrap()
-    _purpose_keys[name] = secret
+        _purpose_keys[name] = secret
+        return secret
+    try:
+        with transaction.atomic():
+            data_key, secret = DataKey.generate()
+            PurposeKey.objects.create(name=name, data_key=data_key)
+    except IntegrityError:
+        # Another process created it first: use theirs.
+        row = PurposeKey.objects.select_related("data_key").get(name=name)
+        secret = row.data_key.unwrap()
+        _purpose_keys[name] = secret
+        return secret
+    # Remember a new key only once it is committed: if the caller's transaction rolls
+    # back, the key is gone from the database and must not linger in this process.
+    transaction.on_commit(lambda: _purpose_keys.__setitem__(name, secret))
     return secret
 
 

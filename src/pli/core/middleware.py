@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 # Nothing in Pli needs these browser features; denying them shrinks what injected content
@@ -28,3 +30,33 @@ class SecurityHeadersMiddleware:
             response.headers["Cache-Control"] = "no-store"
             response.headers.setdefault("Pragma", "no-cache")
         return response
+
+
+class TrustedProxyMiddleware:
+    """Behind the operator's reverse proxy, the client is the last address in
+    X-Forwarded-For that is not one of our proxies. Rate limits per address and the audit
+    trail's "from where" depend on it. Without PLI_TRUSTED_PROXIES the header is ignored:
+    any client could forge it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.PLI_TRUSTED_PROXIES]
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self.proxies)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.proxies and self._trusted(request.META.get("REMOTE_ADDR", "")):
+            hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+            for hop in reversed(hops):
+                if not self._trusted(hop):
+                    try:
+                        request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(hop))
+                    except ValueError:
+                        pass
+                    break
+        return self.get_response(request)

@@ -22,10 +22,19 @@ class Command(BaseCommand):
             raise CommandError("`pli run` is for development; use `pli migrate` and `pli serve` in production")
         keys.keyring()
         call_command("migrate", interactive=False, verbosity=0)
+        from pli.accounts.demo import format_demo, seed_demo
+
+        seeded = seed_demo()
+        if seeded is not None:
+            self.stdout.write("\n" + format_demo(seeded))
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(self.style.SUCCESS(f"\nPli is starting: open {url}\n"))
         self.stdout.write(f"Data dir: {settings.DATA_DIR}  (database, blobs, keys)\n\n")
         self.stdout.flush()
         from pli.core.server import serve
+        from pli.sharing.background import background_worker
 
-        serve(options["host"], options["port"])
+        # Notifications (e-mail, SMS) and periodic jobs run in a worker process beside the
+        # web server; it stops with it.
+        with background_worker(self.stdout):
+            serve(options["host"], options["port"])

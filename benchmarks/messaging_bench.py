@@ -1,0 +1,410 @@
+"""Messaging through the REST API against a real server (`pli serve`, gunicorn, loopback).
+
+* ``message_send_per_s``: 8 concurrent clients send messages with one recipient and one
+  100 KB attachment (multipart, as an integration would) for a few seconds.
+* ``inbox_page_p99_ms``: the 99th percentile latency of a page of 50 messages of an inbox
+  holding 100,000 messages, the worse of the first page and a deep page (by cursor, past
+  the 90,000th message). Each is also printed on its own.
+* ``attachment_download_mb_s``: one 100 MB attachment streamed through the API; compared
+  with reading the same blob straight from the blob store in this process
+  (``attachment_download_vs_blob_read_pct``); the server workers' peak memory before and
+  after shows it stays flat.
+
+Each figure is measured on SQLite and on PostgreSQL (``name[sqlite]``, ``name[postgresql]``).
+The PostgreSQL half runs in a child process under scripts/with-postgresql.sh, with fsync on
+so that commits are really durable. The server uses benchmarks.messaging_settings (the
+API's per-token rate limit raised, the limiter still running). Units: 1 MB = 10**6 bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MB = 1_000_000
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "var" / "bench"
+BIN = Path(sys.executable).parent
+INBOX = int(os.environ.get("PLI_BENCH_INBOX") or 100_000)
+CLIENTS = 8
+SEND_SECONDS = float(os.environ.get("PLI_BENCH_SEND_SECONDS") or 10)
+ATTACHMENT = 100_000
+PAGE_REQUESTS = 300
+DOWNLOAD = 100 * MB
+WORKERS = int(os.environ.get("PLI_BENCH_WORKERS") or 4)
+THREADS = int(os.environ.get("PLI_BENCH_THREADS") or 2)
+
+Figure = tuple[str, float, str]
+
+SETUP = """
+import json, time
+from django.db import transaction
+from pli.accounts.models import Mailbox, MailboxMember, Membership, Organisation, User
+from pli.api.services import create_token
+from pli.messaging import services
+from pli.messaging.models import Delivery
+out = {}
+for n in (0, 1):
+    org = Organisation.objects.create(name=f"Org {n}", slug=f"org-{n}")
+    user = User.objects.create_user(f"user{n}@example.fr", None, first_name=f"User{n}")
+    Membership.objects.create(user=user, organisation=org, role="practitioner")
+    box = Mailbox.objects.create(address=f"user{n}@pli.localhost", name=f"User {n}", kind="personal",
+                                 organisation=org, owner=user)
+    MailboxMember.objects.create(mailbox=box, user=user)
+    out[f"user{n}"] = {"address": box.address, "mailbox": str(box.pk),
+                       "tokens": [create_token(user, f"bench {i}")[1] for i in range(8)]}
+sender, inbox = Mailbox.objects.get(address="user0@pli.localhost"), Mailbox.objects.get(address="user1@pli.localhost")
+words = ["bilan", "sanguin", "compte", "rendu", "radiographie", "thorax", "avis", "cardiologique"]
+start = time.perf_counter()
+services.seed_messages(sender, inbox, [f"{words[i % 8]} {words[(i * 3 + 1) % 8]} {i}" for i in range(INBOX)],
+                       body="Corps du message de test.")
+out["seed_seconds"] = time.perf_counter() - start
+deep = Delivery.objects.filter(mailbox=inbox, folder="inbox").order_by("-sent_at", "-id")[int(INBOX * 0.9)]
+out["deep_cursor"] = services.encode_cursor(deep)
+print("SETUP" + json.dumps(out))
+"""
+
+BLOB_READ = """
+import json, time
+from pli.messaging.models import Attachment
+from pli.messaging.uploads import blob_store
+a = Attachment.objects.select_related("data_key").get(pk="ATTACHMENT_ID")
+store = blob_store()
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    total = 0
+    with store.open(a.blob_id, a.data_encryption_key(), a.blob_aad("content")) as reader:
+        for piece in reader:
+            total += len(piece)
+    times.append(time.perf_counter() - start)
+assert total == a.size
+print("READ" + json.dumps({"seconds": min(times), "bytes": total}))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLI_", "DJANGO_"))}
+    env.update(
+        PLI_DATA_DIR=str(data_dir),
+        PLI_ENV="development",
+        PLI_LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="benchmarks.messaging_settings",
+        PYTHONPATH=str(ROOT),
+    )
+    if database_url:
+        env["PLI_DATABASE_URL"] = database_url
+    return env
+
+
+def _pli(env: dict[str, str], *args: str, marker: str = "") -> Any:
+    result = subprocess.run(
+        [str(BIN / "pli"), *args], env=env, capture_output=True, text=True, cwd=ROOT, check=False, timeout=3600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pli {args[0]} failed: {result.stderr[-3000:]}")
+    if not marker:
+        return None
+    line = next(line for line in result.stdout.splitlines() if line.startswith(marker))
+    return json.loads(line[len(marker) :])
+
+
+def _vm(pid: int, field: str) -> int:
+    """A /proc/<pid>/status memory figure, in kB."""
+    match = re.search(rf"^{field}:\s+(\d+) kB$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.port = _free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [str(BIN / "pli"), "serve", "--port", str(self.port), "--threads", str(THREADS)]
+        if WORKERS:
+            cmd += ["--workers", str(WORKERS)]
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                cmd, env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200 and len(self.workers()) >= 1:
+                    time.sleep(1)  # let every worker finish booting
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def workers(self) -> list[int]:
+        if self.process is None:
+            return []
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def _multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, filename, content in files:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        parts += [head, content, b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def _bench_sends(port: int, users: dict[str, Any]) -> float:
+    sender, recipient = users["user0"], users["user1"]
+    fields = [("sender", sender["address"]), ("to", recipient["address"]), ("subject", "Bilan"), ("body", "Voir PJ.")]
+    body, content_type = _multipart(fields, [("attachments", "bilan.pdf", os.urandom(ATTACHMENT))])
+    counts = [0] * CLIENTS
+    errors: list[str] = []
+    start_gate = threading.Barrier(CLIENTS + 1)
+    deadline = [0.0]
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {sender['tokens'][index]}", "Content-Type": content_type}
+        start_gate.wait()
+        while time.perf_counter() < deadline[0]:
+            conn.request("POST", "/api/v1/messages", body, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 201:
+                counts[index] += 1
+            else:
+                errors.append(str(response.status))
+                return
+        conn.close()
+
+    # Warm up every worker and connection path, untimed.
+    deadline[0] = time.perf_counter() + 1.5
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    start_gate.wait()
+    for thread in threads:
+        thread.join()
+    counts[:] = [0] * CLIENTS
+    start_gate.reset()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    deadline[0] = time.perf_counter() + SEND_SECONDS
+    begin = time.perf_counter()
+    start_gate.wait()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    if errors:
+        raise RuntimeError(f"sends failed with status {errors[:5]}")
+    return sum(counts) / elapsed
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def _bench_pages(port: int, users: dict[str, Any]) -> tuple[float, float]:
+    reader = users["user1"]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Authorization": f"Bearer {reader['tokens'][0]}"}
+    base = f"/api/v1/mailboxes/{reader['mailbox']}/messages?folder=inbox"
+    results = []
+    for url in (base, f"{base}&cursor={reader['deep_cursor']}"):
+        latencies = []
+        for i in range(PAGE_REQUESTS + 20):
+            start = time.perf_counter()
+            conn.request("GET", url, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            elapsed = time.perf_counter() - start
+            if response.status != 200:
+                raise RuntimeError(f"page failed: {response.status} {data[:200]!r}")
+            if i >= 20:  # warm-up
+                latencies.append(elapsed * 1000)
+        page = json.loads(data)
+        if len(page["results"]) != 50:
+            raise RuntimeError("a page should hold 50 messages")
+        results.append(_percentile(latencies, 99))
+    conn.close()
+    return results[0], results[1]
+
+
+def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) -> list[tuple[str, float, str]]:
+    sender, recipient = users["user0"], users["user1"]
+    content = os.urandom(1 << 20) * (DOWNLOAD // (1 << 20)) + os.urandom(DOWNLOAD % (1 << 20))
+    fields = [("sender", sender["address"]), ("to", recipient["address"]), ("subject", "Imagerie")]
+    body, content_type = _multipart(fields, [("attachments", "scanner.dcm", content)])
+    del content
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    conn.request(
+        "POST",
+        "/api/v1/messages",
+        body,
+        {"Authorization": f"Bearer {sender['tokens'][0]}", "Content-Type": content_type},
+    )
+    response = conn.getresponse()
+    created = json.loads(response.read())
+    if response.status != 201:
+        raise RuntimeError(f"upload failed: {response.status} {created}")
+    del body
+    message_id, attachment_id = created["id"], created["attachments"][0]["id"]
+    url = f"/api/v1/messages/{message_id}/attachments/{attachment_id}"
+    headers = {"Authorization": f"Bearer {recipient['tokens'][0]}"}
+    before = max(_vm(pid, "VmHWM") for pid in server.workers())
+    buffer = memoryview(bytearray(1 << 20))
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        conn.request("GET", url, headers=headers)
+        response = conn.getresponse()
+        total = 0
+        while True:
+            count = response.readinto(buffer)
+            if not count:
+                break
+            total += count
+        elapsed = time.perf_counter() - start
+        if response.status != 200 or total != DOWNLOAD:
+            raise RuntimeError(f"download failed: {response.status}, {total} bytes")
+        rates.append(DOWNLOAD / elapsed / MB)
+    conn.close()
+    after = max(_vm(pid, "VmHWM") for pid in server.workers())
+    read = _pli(env, "shell", "-c", BLOB_READ.replace("ATTACHMENT_ID", attachment_id), marker="READ")
+    direct = read["bytes"] / read["seconds"] / MB
+    rate = statistics.median(rates)
+    return [
+        ("attachment_download_mb_s", rate, "MB/s"),
+        ("attachment_blob_read_mb_s", direct, "MB/s"),
+        ("attachment_download_vs_blob_read_pct", 100 * rate / direct, "%"),
+        ("attachment_download_server_peak_rss_mb", after * 1024 / MB, "MB"),
+        ("attachment_download_server_rss_growth_mb", (after - before) * 1024 / MB, "MB"),
+    ]
+
+
+def _create_database(base_url: str) -> str:
+    import psycopg
+
+    parts = urlsplit(base_url)
+    name = f"pli_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def measure(database_url: str | None) -> list[Figure]:
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(dir=BENCH_DIR, prefix="messaging-"))
+    try:
+        env = _env(data_dir / "data", database_url)
+        _pli(env, "migrate", "--no-input", "--verbosity", "0")
+        users = _pli(env, "shell", "-c", SETUP.replace("INBOX", str(INBOX)), marker="SETUP")
+        users["user1"]["deep_cursor"] = users["deep_cursor"]
+        server = Server(env, data_dir / "server.log")
+        server.start()
+        try:
+            first, deep = _bench_pages(server.port, users)
+            sends = _bench_sends(server.port, users)
+            download = _bench_download(server, env, users)
+        finally:
+            server.stop()
+        return [
+            ("message_send_per_s", sends, "messages/s"),
+            ("inbox_page_p99_ms", max(first, deep), "ms"),
+            ("inbox_first_page_p99_ms", first, "ms"),
+            ("inbox_deep_page_p99_ms", deep, "ms"),
+            *download,
+            ("inbox_seed_100k_s", users["seed_seconds"] * 100_000 / INBOX, "s"),
+        ]
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _postgresql_half() -> list[Figure]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLI_DATABASE")}
+    env["PLI_TEST_PG_FSYNC"] = "on"
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [
+            str(ROOT / "scripts" / "with-postgresql.sh"),
+            sys.executable,
+            "-m",
+            "benchmarks.messaging_bench",
+            "postgresql",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"PostgreSQL half failed: {result.stderr[-3000:]}")
+    line = result.stdout.strip().splitlines()[-1]
+    return [(name, value, unit) for name, value, unit in json.loads(line)]
+
+
+def run() -> list[Figure]:
+    figures = [(f"{name}[sqlite]", value, unit) for name, value, unit in measure(None)]
+    figures += [(f"{name}[postgresql]", value, unit) for name, value, unit in _postgresql_half()]
+    return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["postgresql"]:
+        url = _create_database(os.environ["PLI_DATABASE_URL"])
+        print(json.dumps(measure(url)))
+    elif sys.argv[1:2] == ["sqlite"]:
+        for name, value, unit in measure(None):
+            print(f"{name}[sqlite] {value:.1f} {unit}", flush=True)

@@ -1,0 +1,149 @@
+"""django-allauth adapters: closed sign-up, global attempt limits, clear lockout messages,
+TOTP secrets encrypted at rest, and a second factor that cannot be removed."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import smtplib
+from typing import Any
+
+from allauth.account.adapter import DefaultAccountAdapter
+from allauth.mfa.adapter import DefaultMFAAdapter
+from allauth.mfa.models import Authenticator
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from pli.accounts import ratelimits
+from pli.audit import services as audit
+from pli.core import keys
+from pli.crypto import open_sealed, seal
+
+logger = logging.getLogger(__name__)
+
+SECOND_FACTOR_TYPES = (Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN)
+
+
+class _LockoutMessage:
+    """Lazy: the wait depends on ACCOUNT_RATE_LIMITS, which tests may change."""
+
+    def __str__(self) -> str:
+        return str(
+            _(
+                "Too many failed attempts on this account: it is locked for %(minutes)d minutes. "
+                "Wait, then try again; if you have forgotten your password, reset it, or contact "
+                "your organisation's administrator."
+            )
+            % {"minutes": ratelimits.lockout_minutes()}
+        )
+
+
+class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
+    error_messages = {
+        **DefaultAccountAdapter.error_messages,
+        "too_many_login_attempts": _LockoutMessage(),
+        "too_many_attempts_instance": _(
+            "Pli is receiving an unusual number of failed sign-in attempts and is slowing them down. "
+            "Wait one minute, then try again."
+        ),
+        "account_inactive": _(
+            "This account is deactivated. Contact your organisation's administrator to have it reactivated."
+        ),
+    }
+
+    def is_open_for_signup(self, request: HttpRequest) -> bool:
+        # Accounts come from invitations (pli.accounts.services) or operator commands only.
+        return False
+
+    def pre_authenticate(self, request: HttpRequest, **credentials: Any) -> None:
+        try:
+            super().pre_authenticate(request, **credentials)
+        except ValidationError:
+            _record_locked(request, credentials.get("email"), "account_or_address_limit")
+            raise
+        usage = ratelimits.consume(request, "login_failed")
+        if usage is None:
+            self._rollback_login_failed_rl_usage()
+            _record_locked(request, credentials.get("email"), "instance_limit")
+            raise self.validation_error("too_many_attempts_instance")
+        self._pli_global_usage: ratelimits.Usage | None = usage
+
+    def _rollback_login_failed_rl_usage(self) -> None:
+        # Called by allauth after a successful password check: only failures count.
+        super()._rollback_login_failed_rl_usage()
+        usage = getattr(self, "_pli_global_usage", None)
+        if usage is not None:
+            usage.rollback()
+            self._pli_global_usage = None
+
+    def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
+        # A relay outage must not turn "reset my password" into an error page, nor reveal
+        # through a different answer whether an e-mail was due.
+        try:
+            super().send_mail(template_prefix, email, context)
+        except (OSError, smtplib.SMTPException) as exc:
+            logger.warning("e-mail %s not sent: %s", template_prefix, exc.__class__.__name__)
+
+
+def _record_locked(request: HttpRequest, email: Any, reason: str) -> None:
+    from pli.accounts.models import User
+
+    target = User.objects.filter(email__iexact=str(email or "")).first() if email else None
+    audit.record(
+        "auth.login",
+        actor=("anonymous", ""),
+        target=target,
+        request=request,
+        outcome=audit.DENIED,
+        details={"reason": reason},
+    )
+
+
+_SEALED_PREFIX = "pli1:"
+
+
+def mfa_secret_key() -> bytes:
+    return keys.purpose_key("mfa-secrets")
+
+
+class MFAAdapter(DefaultMFAAdapter):  # type: ignore[misc]
+    error_messages = {
+        **DefaultMFAAdapter.error_messages,
+        "cannot_delete_authenticator": _(
+            "This is your only second factor, and Pli requires one: add another one (an "
+            "authenticator app or a security key) before removing this one."
+        ),
+        "incorrect_code": _("Incorrect or already used code. Wait for the next code and try again."),
+    }
+
+    def encrypt(self, text: str) -> str:
+        """TOTP secrets are sealed under an instance key wrapped by the master key: a copy of
+        the database alone cannot produce codes."""
+        sealed = seal(mfa_secret_key(), text.encode(), b"allauth.mfa")
+        return _SEALED_PREFIX + base64.b64encode(sealed).decode("ascii")
+
+    def decrypt(self, encrypted_text: str) -> str:
+        if not encrypted_text.startswith(_SEALED_PREFIX):
+            raise ValueError("second-factor secret is not sealed")
+        sealed = base64.b64decode(encrypted_text[len(_SEALED_PREFIX) :])
+        return open_sealed(mfa_secret_key(), sealed, b"allauth.mfa").decode()
+
+    def can_delete_authenticator(self, authenticator: Authenticator) -> bool:
+        if authenticator.type not in SECOND_FACTOR_TYPES:
+            return True
+        others = Authenticator.objects.filter(user_id=authenticator.user_id, type__in=SECOND_FACTOR_TYPES).exclude(
+            pk=authenticator.pk
+        )
+        return bool(others.exists())
+
+    def get_totp_label(self, user: AbstractBaseUser) -> str:
+        return str(getattr(user, "email", "")) or str(user)
+
+    def get_totp_issuer(self) -> str:
+        return "Pli"
+
+
+def has_second_factor(user: AbstractBaseUser) -> bool:
+    return bool(Authenticator.objects.filter(user_id=user.pk, type__in=SECOND_FACTOR_TYPES).exists())

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+
+
+def accounts(request: HttpRequest) -> dict[str, Any]:
+    def user_administers_organisation() -> bool:
+        # Called by the template only when the navigation is drawn: no query otherwise.
+        from pli.accounts.models import Membership
+
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return False
+        return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).exists()
+
+    return {
+        "user_administers_organisation": user_administers_organisation,
+        "PLI_SESSION_IDLE_MINUTES": settings.PLI_SESSION_IDLE_MINUTES,
+        "PLI_INVITATION_DAYS": settings.PLI_INVITATION_DAYS,
+    }

@@ -1,0 +1,207 @@
+"""Forms: organisation administration, invitations, and allauth forms with instance-wide limits."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from allauth.account.forms import ResetPasswordForm as AllauthResetPasswordForm
+from allauth.core import context
+from allauth.mfa.base.forms import AuthenticateForm, ReauthenticateForm
+from allauth.mfa.models import Authenticator
+from allauth.mfa.totp.forms import ActivateTOTPForm as AllauthActivateTOTPForm
+from allauth.mfa.totp.internal.auth import TOTP
+from django import forms
+from django.contrib.auth import password_validation
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from pli.accounts import ratelimits, validators
+from pli.accounts.models import Membership, Organisation, User
+
+# Suggestions only (a datalist): the national directory has many more professions.
+PROFESSIONS = (
+    "Médecin",
+    "Infirmier",
+    "Pharmacien",
+    "Sage-femme",
+    "Masseur-kinésithérapeute",
+    "Chirurgien-dentiste",
+    "Biologiste",
+    "Psychologue",
+    "Orthophoniste",
+    "Secrétaire médicale",
+)
+
+
+# --- allauth forms, with the instance-wide limits ---------------------------------------
+
+
+class ResetPasswordForm(AllauthResetPasswordForm):  # type: ignore[misc]
+    def clean_email(self) -> str:
+        if ratelimits.consume(context.request, "reset_password") is None:
+            raise ValidationError(
+                _("Pli is receiving too many password reset requests. Wait one minute, then try again."),
+                code="rate_limited",
+            )
+        email: str = super().clean_email()
+        return email
+
+
+class _InstanceLimitedCodeMixin:
+    """Wrong second-factor codes count against an instance-wide limit (allauth already
+    limits them per account and per address); right ones don't."""
+
+    fields: dict[str, forms.Field]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Digits keyboard on phones (recovery codes are digits too).
+        self.fields["code"].widget.attrs.update(inputmode="numeric", autofocus=True)
+
+    def clean_code(self) -> str:
+        usage = ratelimits.consume(context.request, "second_factor_failed")
+        if usage is None:
+            raise ValidationError(
+                _("Pli is receiving an unusual number of wrong codes and is slowing them down. Wait one minute."),
+                code="rate_limited",
+            )
+        code: str = super().clean_code()  # type: ignore[misc]
+        usage.rollback()
+        return code
+
+
+class ActivateTOTPForm(AllauthActivateTOTPForm):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["code"].widget.attrs.update(inputmode="numeric")
+
+    def clean_code(self) -> str:
+        code: str = super().clean_code()
+        # allauth checks the enrolment code without spending it; spend it, so that the code
+        # typed to enrol can't also sign in during its validity window.
+        TOTP(Authenticator(user_id=self.user.pk, type=Authenticator.Type.TOTP))._mark_code_used(code)
+        return code
+
+
+class SecondFactorForm(_InstanceLimitedCodeMixin, AuthenticateForm):  # type: ignore[misc]
+    pass
+
+
+class SecondFactorReauthenticateForm(_InstanceLimitedCodeMixin, ReauthenticateForm):  # type: ignore[misc]
+    pass
+
+
+# --- Organisation administration -------------------------------------------------------
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(label=_("E-mail address"), max_length=254)
+    role = forms.ChoiceField(label=_("Role"), choices=Membership.Role.choices, initial=Membership.Role.PRACTITIONER)
+    first_name = forms.CharField(label=_("First name"), max_length=150, required=False)
+    last_name = forms.CharField(label=_("Last name"), max_length=150, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].widget.attrs.update(autocomplete="off")
+        self.fields["first_name"].help_text = _("Optional: the person can correct it.")
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=Membership.Role.choices)
+
+
+class MemberChoiceField(forms.ModelMultipleChoiceField):  # type: ignore[type-arg]
+    def label_from_instance(self, obj: User) -> str:
+        return f"{obj.display_name} ({obj.email})"
+
+
+class SharedMailboxForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=120, help_text=_("For example “Secrétariat” or “Cardiology”."))
+    members = MemberChoiceField(
+        label=_("Members"),
+        queryset=User.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=_("The people who read and send from this mailbox."),
+    )
+
+    def __init__(self, *args: Any, organisation: Organisation, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        members = cast(MemberChoiceField, self.fields["members"])
+        members.queryset = User.objects.filter(memberships__organisation=organisation, is_active=True).order_by(
+            "last_name", "first_name"
+        )
+
+
+class InvitationAcceptForm(forms.Form):
+    first_name = forms.CharField(label=_("First name"), max_length=150)
+    last_name = forms.CharField(label=_("Last name"), max_length=150)
+    profession = forms.CharField(label=_("Profession"), max_length=80, required=False)
+    specialty = forms.CharField(label=_("Specialty"), max_length=120, required=False)
+    rpps = forms.CharField(
+        label=_("RPPS number"),
+        max_length=20,
+        required=False,
+        help_text=_("11 digits, on your professional card (CPS)."),
+    )
+    adeli = forms.CharField(
+        label=_("ADELI number"),
+        max_length=20,
+        required=False,
+        help_text=_("9 digits, only if you have no RPPS number."),
+    )
+    password1 = forms.CharField(
+        label=_("Password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+    password2 = forms.CharField(
+        label=_("Password (again)"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args: Any, email: str, role: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.email = email
+        # A practitioner must give a professional number; an administrator may (many are
+        # practitioners too); an assistant has none.
+        self.practitioner = role == Membership.Role.PRACTITIONER
+        self.fields["password1"].help_text = password_validation.password_validators_help_text_html()
+        self.fields["profession"].widget.attrs["list"] = "professions"
+        if self.practitioner:
+            self.fields["profession"].required = True
+        elif role == Membership.Role.ASSISTANT:
+            for name in ("rpps", "adeli", "specialty"):
+                del self.fields[name]
+        for name in ("rpps", "adeli"):
+            if name in self.fields:
+                self.fields[name].widget.attrs.update(inputmode="numeric", autocomplete="off")
+
+    def clean_rpps(self) -> str | None:
+        value = self.cleaned_data.get("rpps") or ""
+        return validators.normalise_rpps(value) if value.strip() else None
+
+    def clean_adeli(self) -> str | None:
+        value = self.cleaned_data.get("adeli") or ""
+        return validators.normalise_adeli(value) if value.strip() else None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "rpps" in self.fields and not self.errors.get("rpps") and not self.errors.get("adeli"):
+            if self.practitioner and not data.get("rpps") and not data.get("adeli"):
+                self.add_error("rpps", _("Enter your RPPS number (or, failing that, your ADELI number)."))
+            elif data.get("rpps") and data.get("adeli"):
+                self.add_error("adeli", _("Enter either an RPPS or an ADELI number, not both."))
+        password1, password2 = data.get("password1"), data.get("password2")
+        if password1 and password2 and password1 != password2:
+            self.add_error("password2", _("The two passwords differ."))
+        elif password1:
+            candidate = User(
+                email=self.email, first_name=data.get("first_name", ""), last_name=data.get("last_name", "")
+            )
+            try:
+                password_validation.validate_password(password1, candidate)
+            except ValidationError as exc:
+                self.add_error("password1", exc)
+        return data

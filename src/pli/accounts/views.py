@@ -1,0 +1,434 @@
+"""Pages: the user's account, organisation administration, invitations, sessions.
+
+Views parse, call one service, render. Organisation pages find the organisation among the
+ones the user belongs to (404 otherwise: another organisation's existence isn't revealed)
+and require the admin role (403).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from allauth.account.internal.flows.reauthentication import reauthenticate_by_password
+from allauth.account.utils import perform_login
+from allauth.core.internal import ratelimit as allauth_ratelimit
+from allauth.mfa.webauthn.views import RemoveWebAuthnView
+from allauth.usersessions.models import UserSession
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch
+from django.forms import Form
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_http_methods, require_POST
+
+from pli.accounts import ratelimits, services
+from pli.accounts.adapter import MFAAdapter
+from pli.accounts.forms import PROFESSIONS, InvitationAcceptForm, InvitationForm, RoleForm, SharedMailboxForm
+from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
+from pli.accounts.validators import RPPS_CHECKSUM_WARNING, rpps_checksum_fails
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    if not isinstance(user, User):  # LoginRequiredMiddleware lets no anonymous user here
+        raise PermissionDenied
+    return user
+
+
+def _apply_errors(form: Form, error: ValidationError) -> None:
+    """Put a service's field errors next to the form's fields (others at the top)."""
+    if hasattr(error, "error_dict"):
+        for name, errors in error.error_dict.items():
+            form.add_error(name if name in form.fields else None, errors)
+    else:
+        form.add_error(None, error)
+
+
+def _posted(request: HttpRequest) -> Any:
+    return request.POST if request.method == "POST" else None
+
+
+# --- The user's own account -------------------------------------------------------------
+
+
+@require_http_methods(["GET"])
+def profile(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    memberships = Membership.objects.filter(user=user).select_related("organisation").order_by("organisation__name")
+    return render(
+        request,
+        "accounts/profile.html",
+        {
+            "memberships": memberships,
+            "mailboxes": services.mailboxes_for(user).select_related("organisation"),
+        },
+    )
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sessions(request: HttpRequest) -> HttpResponse:
+    """The user's signed-in sessions (allauth.usersessions), each of which can be ended."""
+    user = _user(request)
+    current_key = request.session.session_key
+    active = sorted(UserSession.objects.purge_and_list(user), key=lambda s: s.last_seen_at, reverse=True)
+    if request.method == "POST":
+        chosen = request.POST.get("session", "")
+        if chosen == "others":
+            ending = [s for s in active if s.session_key != current_key]
+        else:
+            ending = [s for s in active if str(s.pk) == chosen and s.session_key != current_key]
+            if not ending:
+                messages.error(request, _("This session no longer exists."))
+                return redirect("usersessions_list")
+        services.end_sessions(user, ending, request=request)
+        messages.success(request, _("Session ended.") if len(ending) == 1 else _("Other sessions ended."))
+        return redirect("usersessions_list")
+    return render(request, "usersessions/usersession_list.html", {"sessions": active, "current_key": current_key})
+
+
+class RemoveSecurityKeyView(RemoveWebAuthnView):  # type: ignore[misc]
+    """allauth's removal page, refusing to remove the last second factor (allauth checks
+    that for the authenticator app only)."""
+
+    def form_valid(self, form: Form) -> HttpResponse:
+        authenticator = self.get_object()
+        if not MFAAdapter().can_delete_authenticator(authenticator):
+            messages.error(self.request, str(MFAAdapter.error_messages["cannot_delete_authenticator"]))
+            return redirect("mfa_list_webauthn")
+        response: HttpResponse = super().form_valid(form)
+        return response
+
+
+remove_security_key = RemoveSecurityKeyView.as_view()
+
+
+# --- Organisation administration --------------------------------------------------------
+
+
+def _organisation_for_admin(request: HttpRequest, slug: str) -> Organisation:
+    user = _user(request)
+    organisation = get_object_or_404(Organisation, slug=slug, memberships__user=user)
+    if not services.is_admin(user, organisation):
+        raise PermissionDenied
+    return organisation
+
+
+@require_http_methods(["GET"])
+def organisations(request: HttpRequest) -> HttpResponse:
+    user = _user(request)
+    administered = list(services.administered_organisations(user))
+    if len(administered) == 1:
+        return redirect("accounts:members", slug=administered[0].slug)
+    return render(request, "accounts/organisations.html", {"organisations": administered})
+
+
+@require_http_methods(["GET"])
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    memberships = (
+        Membership.objects.filter(organisation=organisation)
+        .select_related("user")
+        .order_by("user__last_name", "user__first_name")
+    )
+    pending = Invitation.objects.filter(
+        organisation=organisation, accepted_at__isnull=True, revoked_at__isnull=True
+    ).order_by("-created_at")
+    return render(
+        request,
+        "accounts/members.html",
+        {"organisation": organisation, "memberships": memberships, "invitations": pending, "now": timezone.now()},
+    )
+
+
+@sensitive_post_parameters()
+@require_http_methods(["GET", "POST"])
+def invite(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    form = InvitationForm(_posted(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            sent = services.invite_member(organisation, actor=_user(request), request=request, **form.cleaned_data)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            if sent.delivered is False:
+                messages.warning(
+                    request,
+                    _(
+                        "The invitation was created but the e-mail to %(email)s could not be sent. "
+                        "Try resending it later."
+                    )
+                    % {"email": sent.invitation.email},
+                )
+            else:
+                messages.success(request, _("Invitation sent to %(email)s.") % {"email": sent.invitation.email})
+            return redirect("accounts:members", slug=organisation.slug)
+    status = 400 if form.errors else 200
+    return render(request, "accounts/invite.html", {"organisation": organisation, "form": form}, status=status)
+
+
+@require_POST
+def resend_invitation(request: HttpRequest, slug: str, invitation_id: uuid.UUID) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    invitation = get_object_or_404(Invitation, pk=invitation_id, organisation=organisation)
+    if invitation.accepted_at is not None:
+        raise Http404
+    sent = services.invite_member(
+        organisation,
+        email=invitation.email,
+        role=invitation.role,
+        first_name=invitation.first_name,
+        last_name=invitation.last_name,
+        actor=_user(request),
+        request=request,
+    )
+    if sent.delivered is False:
+        messages.warning(request, _("The e-mail to %(email)s could not be sent.") % {"email": invitation.email})
+    else:
+        messages.success(request, _("Invitation sent again to %(email)s.") % {"email": invitation.email})
+    return redirect("accounts:members", slug=organisation.slug)
+
+
+@require_POST
+def revoke_invitation(request: HttpRequest, slug: str, invitation_id: uuid.UUID) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    invitation = get_object_or_404(Invitation, pk=invitation_id, organisation=organisation)
+    services.revoke_invitation(invitation, actor=_user(request), request=request)
+    messages.success(request, _("The invitation to %(email)s is cancelled.") % {"email": invitation.email})
+    return redirect("accounts:members", slug=organisation.slug)
+
+
+@require_http_methods(["GET", "POST"])
+def member(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), pk=membership_id, organisation=organisation
+    )
+    form = RoleForm(_posted(request), initial={"role": membership.role})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.change_role(membership, form.cleaned_data["role"], actor=_user(request), request=request)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            messages.success(request, _("Role updated."))
+            return redirect("accounts:members", slug=organisation.slug)
+    shared = Mailbox.objects.filter(organisation=organisation, members=membership.user, is_active=True)
+    return render(
+        request,
+        "accounts/member.html",
+        {"organisation": organisation, "membership": membership, "form": form, "shared_mailboxes": shared},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_POST
+def remove_member(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    membership = get_object_or_404(
+        Membership.objects.select_related("user"), pk=membership_id, organisation=organisation
+    )
+    try:
+        services.remove_member(membership, actor=_user(request), request=request)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("accounts:member", slug=organisation.slug, membership_id=membership.pk)
+    messages.success(
+        request, _("%(name)s is no longer a member of the organisation.") % {"name": membership.user.display_name}
+    )
+    return redirect("accounts:members", slug=organisation.slug)
+
+
+@require_http_methods(["GET"])
+def mailboxes(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    shared = (
+        Mailbox.objects.filter(organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL, is_active=True)
+        .prefetch_related(Prefetch("members", queryset=User.objects.order_by("last_name", "first_name")))
+        .order_by("name")
+    )
+    return render(request, "accounts/mailboxes.html", {"organisation": organisation, "mailboxes": shared})
+
+
+@require_http_methods(["GET", "POST"])
+def mailbox_create(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    form = SharedMailboxForm(_posted(request), organisation=organisation)
+    if request.method == "POST" and form.is_valid():
+        try:
+            mailbox = services.create_shared_mailbox(
+                organisation,
+                form.cleaned_data["name"],
+                form.cleaned_data["members"],
+                actor=_user(request),
+                request=request,
+            )
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            messages.success(request, _("Shared mailbox %(address)s created.") % {"address": mailbox.address})
+            return redirect("accounts:mailboxes", slug=organisation.slug)
+    return render(
+        request,
+        "accounts/mailbox_form.html",
+        {"organisation": organisation, "form": form, "mailbox": None},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def mailbox_edit(request: HttpRequest, slug: str, mailbox_id: uuid.UUID) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    mailbox = get_object_or_404(
+        Mailbox, pk=mailbox_id, organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL, is_active=True
+    )
+    initial = {"name": mailbox.name, "members": list(mailbox.members.all())}
+    form = SharedMailboxForm(_posted(request), organisation=organisation, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_shared_mailbox(
+                mailbox,
+                name=form.cleaned_data["name"],
+                members=form.cleaned_data["members"],
+                actor=_user(request),
+                request=request,
+            )
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            messages.success(request, _("Shared mailbox updated."))
+            return redirect("accounts:mailboxes", slug=organisation.slug)
+    return render(
+        request,
+        "accounts/mailbox_form.html",
+        {"organisation": organisation, "form": form, "mailbox": mailbox},
+        status=400 if form.errors else 200,
+    )
+
+
+# --- Invitation links (public) ------------------------------------------------------------
+
+_PROBLEM_STATUS = {"unknown": 404, "expired": 410, "used": 410, "revoked": 410, "account_exists": 409}
+
+
+def _invitation_refused(request: HttpRequest, problem: services.InvitationProblem) -> HttpResponse:
+    services.record_refused_invitation(problem, request)
+    return render(
+        request,
+        "accounts/invitation_invalid.html",
+        {"problem": problem.code},
+        status=_PROBLEM_STATUS.get(problem.code, 400),
+    )
+
+
+@login_not_required
+def too_many_requests(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return render(request, "429.html", status=429)
+
+
+@login_not_required
+@never_cache
+@sensitive_post_parameters("password1", "password2")
+@require_http_methods(["GET", "POST"])
+def invitation(request: HttpRequest, token: str) -> HttpResponseBase:
+    """GET shows the invitation and its form, and changes nothing (mail scanners open
+    links); POST accepts it, once."""
+    # Opening the link counts too: each refused token is written to the audit trail.
+    limited = (
+        not allauth_ratelimit.consume(request, app="allauth.account", action="pli_invitation", limit_get=True)
+        or ratelimits.consume(request, "invitation", limit_get=True) is None
+    )
+    if limited:
+        return too_many_requests(request)
+    try:
+        found = services.find_invitation(token)
+    except services.InvitationProblem as problem:
+        return _invitation_refused(request, problem)
+    existing = services.existing_account_for(found)
+    if existing is not None:
+        return _invitation_for_existing_account(request, token, found, existing)
+    if request.user.is_authenticated:
+        # Someone else is signed in on this browser: accepting would mix two accounts.
+        return render(request, "accounts/invitation_signed_in.html", {"invitation": found}, status=409)
+    form = InvitationAcceptForm(
+        _posted(request),
+        email=found.email,
+        role=found.role,
+        initial={"first_name": found.first_name, "last_name": found.last_name},
+    )
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            user = services.accept_invitation(
+                token,
+                password=data["password1"],
+                first_name=data["first_name"],
+                last_name=data["last_name"],
+                professional=services.Professional(
+                    profession=data.get("profession", ""),
+                    specialty=data.get("specialty", ""),
+                    rpps=data.get("rpps"),
+                    adeli=data.get("adeli"),
+                ),
+                request=request,
+            )
+        except services.InvitationProblem as problem:
+            return _invitation_refused(request, problem)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            return _sign_in_new_member(request, user)
+    return render(
+        request,
+        "accounts/invitation_accept.html",
+        {"invitation": found, "form": form, "professions": PROFESSIONS},
+        status=400 if form.errors else 200,
+    )
+
+
+def _invitation_for_existing_account(
+    request: HttpRequest, token: str, found: Invitation, existing: User
+) -> HttpResponse:
+    signed_in_as_invitee = request.user.is_authenticated and request.user.pk == existing.pk
+    if request.method == "POST" and signed_in_as_invitee:
+        try:
+            services.accept_invitation_as(token, existing, request=request)
+        except services.InvitationProblem as problem:
+            return _invitation_refused(request, problem)
+        except ValidationError as exc:
+            for message in exc.messages:
+                messages.error(request, message)
+            return redirect("accounts:profile")
+        messages.success(request, _("You are now a member of %(name)s.") % {"name": found.organisation.name})
+        return redirect("accounts:profile")
+    return render(
+        request,
+        "accounts/invitation_existing.html",
+        {"invitation": found, "signed_in_as_invitee": signed_in_as_invitee},
+        status=200 if request.method == "GET" else 403,
+    )
+
+
+def _sign_in_new_member(request: HttpRequest, user: User) -> HttpResponseBase:
+    if user.rpps and rpps_checksum_fails(user.rpps):
+        messages.warning(request, str(RPPS_CHECKSUM_WARNING))
+    response: HttpResponseBase = perform_login(
+        request, user, email_verification="none", redirect_url=reverse("mfa_index")
+    )
+    if request.user.is_authenticated:
+        # The password was chosen a moment ago through a single-use link sent to the
+        # address: that counts as the recent password check allauth asks before a second
+        # factor can be added.
+        reauthenticate_by_password(request)
+    messages.info(request, _("Your account is ready. One last step: protect it with a second factor."))
+    return response if isinstance(response, HttpResponseRedirect) else redirect("mfa_index")

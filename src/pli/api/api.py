@@ -1,0 +1,64 @@
+"""Endpoints of the API itself: who am I, and the JSON 404 for unknown /api/ paths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pli.accounts.models import Membership, User
+from pli.accounts.services import mailboxes_for
+from pli.api.serializers import MeSerializer
+
+
+class MeView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="me",
+        summary="The token's user, their organisations and their mailboxes",
+        responses=MeSerializer,
+        tags=["account"],
+    )
+    def get(self, request: Request) -> Response:
+        user = request.user
+        assert isinstance(user, User)  # noqa: S101 — IsAuthenticated let only token owners in
+        memberships = Membership.objects.filter(user=user).select_related("organisation").order_by("organisation__name")
+        data: dict[str, Any] = {
+            "id": user.pk,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "profession": user.profession,
+            "specialty": user.specialty,
+            "rpps": user.rpps,
+            "organisations": [
+                {
+                    "id": membership.organisation.pk,
+                    "slug": membership.organisation.slug,
+                    "name": membership.organisation.name,
+                    "role": membership.role,
+                }
+                for membership in memberships
+            ],
+            "mailboxes": [
+                {"id": mailbox.pk, "address": mailbox.address, "name": mailbox.name, "kind": mailbox.kind}
+                for mailbox in mailboxes_for(user)
+            ],
+        }
+        return Response(MeSerializer(data).data)
+
+
+@csrf_exempt  # a POST or DELETE to a wrong path gets this 404, not the CSRF page
+@login_not_required
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any /api/ path that matches no endpoint: a JSON answer, like the rest of the API."""
+    return JsonResponse({"detail": _("Not found.")}, status=404)

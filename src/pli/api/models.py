@@ -1,0 +1,39 @@
+"""Personal API tokens, stored only as keyed hashes."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(_("name"), max_length=100)
+    # The first characters of the token ("pli_Ab12Cd34"): enough to tell tokens apart in a
+    # list, far too few to guess the rest (see pli.api.services for the arithmetic).
+    prefix = models.CharField(_("prefix"), max_length=16)
+    # HMAC-SHA256 of the whole token, keyed from SECRET_KEY (pli.api.services.token_digest).
+    # The token itself is never stored: a copy of the database cannot be replayed.
+    digest = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(_("scopes"), default=list)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    # Minute resolution: updated at most once a minute (pli.api.services.USE_RECORD_INTERVAL).
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    class Meta:
+        db_table = "pli_api_token"
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scopes(self, scopes: list[str] | tuple[str, ...]) -> bool:
+        return all(scope in self.scopes for scope in scopes)

@@ -1,0 +1,69 @@
+"""OpenAPI details drf-spectacular can't guess: the Bearer scheme and the error answers
+that every endpoint may give (documented once here, not on each view)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+
+SECURITY_SCHEME = "bearerAuth"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = "pli.api.authentication.BearerTokenAuthentication"
+    name = SECURITY_SCHEME
+
+    def get_security_definition(self, auto_schema: AutoSchema) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A personal token (`pli_…`) created in Settings → API tokens or with "
+            "`pli token create`. Send it as `Authorization: Bearer <token>`.",
+        }
+
+
+_ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string", "description": "What went wrong, in the user's language."}},
+    "required": ["detail"],
+}
+_VALIDATION_ERROR = {
+    "type": "object",
+    "description": "Field name (or `detail`) → list of messages.",
+    "additionalProperties": {},
+}
+
+
+def _error(description: str, schema: str = "Error") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def document_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: add the shared error answers to each operation."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Error", _ERROR)
+    schemas.setdefault("ValidationError", _VALIDATION_ERROR)
+    for path, operations in result.get("paths", {}).items():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            secured = any(requirement for requirement in operation.get("security", []))
+            if operation.get("parameters") or operation.get("requestBody"):
+                responses.setdefault("400", _error("Invalid input, per field.", "ValidationError"))
+            if secured:
+                responses.setdefault("401", _error("Missing, invalid or revoked token."))
+                responses.setdefault("403", _error("The token lacks a scope, or the user a right, this request needs."))
+                responses.setdefault(
+                    "429", _error("Too many requests with this token; retry after `Retry-After` seconds.")
+                )
+            if "{" in path:
+                responses.setdefault("404", _error("No such object, or not yours."))
+            if operation.get("requestBody"):
+                responses.setdefault("415", _error("Unsupported request body type."))
+    return result

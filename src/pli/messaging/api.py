@@ -1,0 +1,355 @@
+"""REST API v1 for messages (registered in pli.api.urls). Thin: the compose form validates,
+services act and audit; a message the caller may not see is a 404 like a missing one."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpResponseBase
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pli.accounts.models import User
+from pli.api.permissions import HasScope
+from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
+from pli.messaging import services, uploads
+from pli.messaging.forms import ComposeForm
+from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
+from pli.messaging.serializers import (
+    MailboxSerializer,
+    MessageCreatedSerializer,
+    MessageCreateSerializer,
+    MessagePageSerializer,
+    MessageSerializer,
+    MovedSerializer,
+    MoveSerializer,
+)
+from pli.messaging.uploads import UploadRejected, UploadSession
+from pli.messaging.views import attachment_response
+
+TAGS = ["messages"]
+
+
+def _user(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - IsAuthenticated ran first
+    return user
+
+
+def _not_found() -> NotFound:
+    return NotFound(_("Not found."))
+
+
+def form_errors(form: ComposeForm) -> dict[str, list[str]]:
+    return {("detail" if name == "__all__" else name): [str(e) for e in errors] for name, errors in form.errors.items()}
+
+
+def _attachment_data(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+    }
+
+
+def _copy_data(copy: Delivery) -> dict[str, Any]:
+    return {"mailbox": copy.mailbox_id, "folder": copy.folder, "unread": copy.is_incoming and copy.read_at is None}
+
+
+class MessagingView(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes: Any = [MESSAGES_READ]
+
+
+class MailboxListView(MessagingView):
+    @extend_schema(
+        operation_id="mailboxes_list",
+        summary="Your mailboxes, with their unread counts",
+        responses=MailboxSerializer(many=True),
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        mailboxes = list(services.mailboxes_for(_user(request)))
+        counts = services.unread_counts(m.pk for m in mailboxes)
+        data = [
+            {"id": m.pk, "address": m.address, "name": m.name, "kind": m.kind, "unread": counts.get(m.pk, 0)}
+            for m in mailboxes
+        ]
+        return Response(MailboxSerializer(data, many=True).data)
+
+
+class FolderQuerySerializer(serializers.Serializer[Any]):
+    folder = serializers.ChoiceField(choices=Folder.choices, default=Folder.INBOX)
+    cursor = serializers.CharField(required=False, max_length=200)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_PAGE_SIZE)
+    q = serializers.CharField(required=False, max_length=200, allow_blank=True)
+
+
+class MailboxMessagesView(MessagingView):
+    @extend_schema(
+        operation_id="mailbox_messages_list",
+        summary="Messages of a folder, newest first, paginated by cursor",
+        parameters=[
+            OpenApiParameter("folder", str, enum=Folder.values, default=Folder.INBOX, description="The folder."),
+            OpenApiParameter("cursor", str, description="The `next` cursor of the previous page."),
+            OpenApiParameter(
+                "limit",
+                int,
+                description=f"Messages per page (1 to {services.MAX_PAGE_SIZE}, default {services.PAGE_SIZE}).",
+            ),
+            OpenApiParameter("q", str, description="Search words: subject words, patient names or INS (whole words)."),
+        ],
+        responses=MessagePageSerializer,
+        tags=TAGS,
+    )
+    def get(self, request: Request, mailbox_id: uuid.UUID) -> Response:
+        user = _user(request)
+        try:
+            mailbox = services.mailbox_for(user, mailbox_id)
+        except services.NotVisible:
+            raise _not_found() from None
+        query = FolderQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        search = services.SearchQuery(text=params.get("q") or "")
+        try:
+            page = services.folder_page(
+                mailbox,
+                params["folder"],
+                cursor=params.get("cursor"),
+                limit=params.get("limit") or services.PAGE_SIZE,
+                query=search if search else None,
+            )
+        except services.BadCursor:
+            raise ValidationError({"cursor": [_("This cursor is not valid: use the `next` link of a page.")]}) from None
+        services.record_listing(user, mailbox, params["folder"], len(page.items), request._request)
+        next_url = None
+        if page.next_cursor:
+            query_params = request.query_params.copy()
+            query_params["cursor"] = page.next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{query_params.urlencode()}")
+        results = [_summary(copy) for copy in page.items]
+        return Response({"next": next_url, "results": results})
+
+
+def _summary(copy: Delivery) -> dict[str, Any]:
+    message = copy.message
+    sender = message.sender
+    return {
+        "id": message.pk,
+        "thread_id": message.thread_id,
+        "subject": message.subject,
+        "sender": sender.address if sender else None,
+        "sender_name": sender.name if sender else None,
+        "sent_at": message.sent_at.isoformat(),
+        "unread": copy.is_incoming and copy.read_at is None,
+        "folder": copy.folder,
+        "attachments": message.attachment_count,
+    }
+
+
+def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
+    recipients = services.message_recipients(message)
+    sent_by_caller = any(c.role == Role.SENDER for c in copies)
+    patient = message.patient
+    sender = message.sender
+    return {
+        "id": message.pk,
+        "thread_id": message.thread_id,
+        "in_reply_to": message.in_reply_to_id,
+        "subject": message.subject,
+        "body": message.body,
+        "sender": sender.address if sender else None,
+        "sender_name": sender.name if sender else None,
+        "to": [r.mailbox.address for r in recipients if r.role == Role.TO],
+        "cc": [r.mailbox.address for r in recipients if r.role == Role.CC],
+        "sent_at": message.sent_at.isoformat(),
+        "patient": (
+            {
+                "ins": patient.get("ins", ""),
+                "family_name": patient.get("family_name", ""),
+                "given_names": patient.get("given_names", ""),
+                "birth_date": patient.get("birth_date") or None,
+                "sex": patient.get("sex", ""),
+            }
+            if patient
+            else None
+        ),
+        "attachments": [_attachment_data(a) for a in services.message_attachments(message)],
+        "copies": [_copy_data(c) for c in copies],
+        "receipts": [
+            {
+                "address": r.mailbox.address,
+                "name": r.mailbox.name,
+                "role": r.role,
+                "delivered_at": r.delivered_at.isoformat(),
+                "read_at": r.read_at.isoformat() if r.read_at else None,
+                "answered_at": r.answered_at.isoformat() if r.answered_at else None,
+            }
+            for r in recipients
+        ]
+        if sent_by_caller
+        else [],
+    }
+
+
+class MessageCreateView(MessagingView):
+    required_scopes = [MESSAGES_SEND]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="messages_create",
+        summary="Send a message (multipart/form-data; attachments are encrypted as they stream in)",
+        request={"multipart/form-data": MessageCreateSerializer},
+        responses={
+            201: MessageCreatedSerializer,
+            413: OpenApiResponse(description="Attachments too large (per message limit); `attachments` named."),
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        user = _user(request)
+        with UploadSession() as session:
+            # Before anything reads the body: files must never reach Django's default
+            # handlers, which would write plaintext temporary files.
+            uploads.install(request._request, session)
+            try:
+                data, files = request.POST, request.FILES
+            except UploadRejected as exc:
+                return Response({exc.field: [exc.message]}, status=exc.status)
+            except RequestDataTooBig:
+                return Response({"body": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
+            except (TooManyFieldsSent, TooManyFilesSent):
+                return Response({"detail": [_("Too many form fields.")]}, status=status.HTTP_400_BAD_REQUEST)
+            form = ComposeForm(data, files, user=user, uploads=uploads.pending_uploads(files))
+            if not form.is_valid():
+                return Response(form_errors(form), status=status.HTTP_400_BAD_REQUEST)
+            try:
+                message = services.send_message(user, form.draft(), session=session, request=request._request)
+            except services.UploadExpired:
+                return Response(
+                    {"attachments": [_("The upload took too long and expired. Please send again.")]},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
+            attachments = message.__dict__["attachment_list"]
+        return Response(
+            {
+                "id": message.pk,
+                "thread_id": message.thread_id,
+                "sent_at": message.sent_at.isoformat(),
+                "attachments": [_attachment_data(a) for a in attachments],
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class MessageDetailView(MessagingView):
+    required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_SEND]}
+
+    @extend_schema(
+        operation_id="messages_retrieve",
+        summary="A message, marked read in your mailboxes",
+        responses=MessageSerializer,
+        tags=TAGS,
+    )
+    def get(self, request: Request, message_id: uuid.UUID) -> Response:
+        try:
+            opened = services.open_message(_user(request), message_id, request=request._request)
+        except services.NotVisible:
+            raise _not_found() from None
+        return Response(message_data(opened.message, opened.copies))
+
+    @extend_schema(
+        operation_id="messages_destroy",
+        summary="Delete for good your copies that are in the trash",
+        parameters=[OpenApiParameter("mailbox", OpenApiTypes.UUID, description="Only the copy in this mailbox.")],
+        responses={204: None},
+        tags=TAGS,
+    )
+    def delete(self, request: Request, message_id: uuid.UUID) -> Response:
+        raw = request.query_params.get("mailbox")
+        try:
+            mailbox_id = uuid.UUID(raw) if raw else None
+        except ValueError:
+            raise ValidationError({"mailbox": [_("Must be a mailbox id.")]}) from None
+        try:
+            services.delete_message(_user(request), message_id, mailbox_id=mailbox_id, request=request._request)
+        except services.NotVisible:
+            raise _not_found() from None
+        except services.NotInTrash:
+            raise ValidationError({"folder": [_("Move the message to the trash first.")]}) from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageMoveView(MessagingView):
+    required_scopes = [MESSAGES_SEND]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="messages_move",
+        summary="File your copies of a message in a folder",
+        request=MoveSerializer,
+        responses=MovedSerializer,
+        tags=TAGS,
+    )
+    def post(self, request: Request, message_id: uuid.UUID) -> Response:
+        user = _user(request)
+        if not services.visible_copies(user, message_id):
+            raise _not_found()
+        body = MoveSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            copies = services.move_message(
+                user,
+                message_id,
+                body.validated_data["folder"],
+                mailbox_id=body.validated_data.get("mailbox"),
+                request=request._request,
+            )
+        except services.NotVisible:
+            raise _not_found() from None
+        return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
+
+
+class AnyContentRenderer(BaseRenderer):
+    """Lets a client ask for the attachment with any ``Accept``; errors still come as JSON."""
+
+    media_type = "*/*"
+    format = "bin"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, bytes):
+            return data
+        return json.dumps(data, default=str).encode()
+
+
+class AttachmentView(MessagingView):
+    renderer_classes = [JSONRenderer, AnyContentRenderer]
+
+    @extend_schema(
+        operation_id="messages_attachment_retrieve",
+        summary="The content of an attachment, streamed",
+        responses={(200, "*/*"): OpenApiTypes.BINARY},
+        tags=TAGS,
+    )
+    def get(self, request: Request, message_id: uuid.UUID, attachment_id: uuid.UUID) -> HttpResponseBase:
+        try:
+            item, reader = services.open_attachment(_user(request), message_id, attachment_id, request=request._request)
+        except services.NotVisible:
+            raise _not_found() from None
+        return attachment_response(item, reader, download=True)

@@ -1,0 +1,327 @@
+"""The compose form: one set of rules for the web page and the REST API.
+
+Field names are the API's contract (``sender``, ``to``, ``cc``, ``subject``, ``body``,
+``attachments``, ``patient_*``, ``in_reply_to``); the web page posts the same names.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import uuid
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from stdnum.exceptions import (
+    InvalidChecksum,
+    InvalidComponent,
+    InvalidFormat,
+    InvalidLength,
+)
+from stdnum.exceptions import (
+    ValidationError as NirError,
+)
+from stdnum.fr import nir
+
+from pli.accounts.models import User
+from pli.messaging import services
+from pli.messaging.models import Attachment, Message
+from pli.messaging.uploads import (
+    PendingAttachment,
+    max_attachments,
+    max_message_bytes,
+    too_large_message,
+    too_many_message,
+)
+
+SUBJECT_MAX = 300
+BODY_MAX = 200_000
+NAME_MAX = 100
+GIVEN_NAMES_MAX = 200
+MAX_RECIPIENTS = 50
+
+_SPLIT = re.compile(r"[\s,;]+")
+
+SEX_CHOICES = [("", "—"), ("F", _("Female")), ("M", _("Male")), ("I", _("Undetermined"))]
+PATIENT_FIELDS = ("patient_ins", "patient_family_name", "patient_given_names", "patient_birth_date", "patient_sex")
+
+
+class MultiValueInput(forms.TextInput):
+    """A text input whose value may arrive as several form values (``to=a&to=b``) or as one
+    comma-separated list, as typed in the page."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> list[str]:
+        getlist = getattr(data, "getlist", None)
+        values = getlist(name) if callable(getlist) else ([data[name]] if name in data else [])
+        if isinstance(values, str):
+            values = [values]
+        return [str(v) for v in values]
+
+    def format_value(self, value: Any) -> str | None:
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value)
+        return super().format_value(value)
+
+
+class AddressListField(forms.Field):
+    widget = MultiValueInput
+
+    def to_python(self, value: Any) -> list[str]:
+        if not value:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        addresses: list[str] = []
+        for item in value:
+            addresses += [a for a in _SPLIT.split(str(item).strip()) if a]
+        return list(dict.fromkeys(a.lower() for a in addresses))
+
+    def validate(self, value: list[str]) -> None:
+        super().validate(value)
+        if len(value) > MAX_RECIPIENTS:
+            raise ValidationError(
+                _("At most %(count)d recipients per message."), code="too_many", params={"count": MAX_RECIPIENTS}
+            )
+        for address in value:
+            if len(address) > 254 or "@" not in address:
+                raise ValidationError(
+                    _("“%(address)s” is not a mailbox address."), code="invalid", params={"address": address[:80]}
+                )
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.Field):
+    """The files themselves never reach the form: the upload handler has already encrypted
+    them (see pli.messaging.uploads); the form checks their number and total size."""
+
+    widget = MultipleFileInput
+
+    def clean(self, value: Any) -> list[Any]:
+        if not value:
+            return []
+        return list(value) if isinstance(value, list | tuple) else [value]
+
+
+class ComposeForm(forms.Form):
+    sender = forms.CharField(label=_("From"), max_length=254)
+    to = AddressListField(label=_("To"), required=False)
+    cc = AddressListField(label=_("Cc"), required=False)
+    subject = forms.CharField(label=_("Subject"), max_length=SUBJECT_MAX, required=False)
+    body = forms.CharField(label=_("Message"), max_length=BODY_MAX, required=False, strip=False, widget=forms.Textarea)
+    patient_ins = forms.CharField(
+        label=_("INS (national health identifier)"),
+        max_length=21,
+        required=False,
+        help_text=_("15 characters: the NIR or NIA and its 2-digit key."),
+    )
+    patient_family_name = forms.CharField(label=_("Birth name"), max_length=NAME_MAX, required=False)
+    patient_given_names = forms.CharField(label=_("Given names"), max_length=GIVEN_NAMES_MAX, required=False)
+    patient_birth_date = forms.DateField(
+        label=_("Birth date"),
+        required=False,
+        input_formats=["%Y-%m-%d"],
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+        error_messages={"invalid": _("Enter a date as YYYY-MM-DD.")},
+    )
+    patient_sex = forms.ChoiceField(label=_("Sex"), choices=SEX_CHOICES, required=False)
+    in_reply_to = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    forward_of = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    attachments = MultipleFileField(label=_("Attachments"), required=False)
+    forward_attachments = forms.MultipleChoiceField(
+        label=_("Attachments forwarded"), required=False, choices=[], widget=forms.CheckboxSelectMultiple
+    )
+
+    def __init__(self, *args: Any, user: User, uploads: list[PendingAttachment] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.uploads = list(uploads or [])
+        self.forward_source: Message | None = None
+        self.forward_candidates: list[Attachment] = []
+        forward_id = self.data.get("forward_of") if self.is_bound else self.initial.get("forward_of")
+        if forward_id:
+            try:
+                self.forward_source = services.visible_message(user, str(forward_id))
+            except services.NotVisible:
+                self.forward_source = None
+        if self.forward_source is not None:
+            self.forward_candidates = services.message_attachments(self.forward_source)
+        field = self.fields["forward_attachments"]
+        assert isinstance(field, forms.MultipleChoiceField)  # noqa: S101 - declared above
+        field.choices = [(str(a.pk), a.name) for a in self.forward_candidates]
+        for name in ("to", "cc"):
+            self.fields[name].widget.attrs.update({"autocomplete": "off", "data-directory-search": "1"})
+
+    # -- fields ------------------------------------------------------------------------------
+
+    def for_page(self) -> ComposeForm:
+        """The web page picks the sender from a list of the user's mailboxes."""
+        mailboxes = services.mailboxes_for(self.user)
+        self.fields["sender"].widget = forms.Select(choices=[(m.address, f"{m.name} <{m.address}>") for m in mailboxes])
+        return self
+
+    def _address_book(self) -> dict[str, Any]:
+        """Every mailbox the form names (sender, to, cc), found with one query."""
+        book: dict[str, Any] | None = getattr(self, "_book", None)
+        if book is None:
+            addresses = [str(self.data.get("sender") or "")]
+            for name in ("to", "cc"):
+                field = self.fields[name]
+                raw = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
+                addresses += AddressListField().to_python(raw)
+            found, _missing = services.resolve_addresses(addresses)
+            book = {m.address.lower(): m for m in found}
+            self._book = book
+        return book
+
+    def clean_sender(self) -> Any:
+        address = self.cleaned_data["sender"].strip().lower()
+        mailbox = self._address_book().get(address)
+        if mailbox is not None and services.can_send_from(self.user, mailbox):
+            return mailbox
+        raise ValidationError(_("You can send only from a mailbox you belong to."), code="not_member")
+
+    def _recipients(self, name: str) -> list[Any]:
+        addresses: list[str] = self.cleaned_data.get(name) or []
+        book = self._address_book()
+        missing = [a for a in addresses if a not in book]
+        if missing:
+            domain = "@" + str(settings.PLI_MAIL_DOMAIN).lower()
+            foreign = [a for a in missing if not a.endswith(domain)]
+            if foreign:
+                raise ValidationError(
+                    _("%(addresses)s: not a Pli address. Only mailboxes of this Pli service can be reached."),
+                    code="foreign",
+                    params={"addresses": ", ".join(a[:80] for a in foreign)},
+                )
+            raise ValidationError(
+                ngettext("Unknown address: %(addresses)s.", "Unknown addresses: %(addresses)s.", len(missing))
+                % {"addresses": ", ".join(a[:80] for a in missing)},
+                code="unknown",
+            )
+        return [book[a] for a in addresses]
+
+    def clean_to(self) -> list[Any]:
+        return self._recipients("to")
+
+    def clean_cc(self) -> list[Any]:
+        return self._recipients("cc")
+
+    def clean_patient_ins(self) -> str:
+        raw = self.cleaned_data.get("patient_ins", "")
+        value = re.sub(r"[\s.-]", "", raw).upper()
+        if not value:
+            return ""
+        try:
+            return str(nir.validate(value))
+        except InvalidChecksum:
+            raise ValidationError(_("This INS has a wrong key: check the last two digits."), code="checksum") from None
+        except InvalidLength:
+            raise ValidationError(_("An INS has 15 characters (13 and a 2-digit key)."), code="length") from None
+        except (InvalidFormat, InvalidComponent, NirError):
+            raise ValidationError(_("This is not a valid INS."), code="invalid") from None
+
+    def clean_patient_birth_date(self) -> datetime.date | None:
+        value: datetime.date | None = self.cleaned_data.get("patient_birth_date")
+        if value is not None and not datetime.date(1880, 1, 1) <= value <= datetime.date.today():
+            raise ValidationError(_("This birth date is not plausible."), code="range")
+        return value
+
+    def _source_message(self, name: str) -> Message | None:
+        value: uuid.UUID | None = self.cleaned_data.get(name)
+        if value is None:
+            return None
+        try:
+            return services.visible_message(self.user, value)
+        except services.NotVisible:
+            raise ValidationError(_("Unknown message."), code="unknown") from None
+
+    def clean_in_reply_to(self) -> Message | None:
+        return self._source_message("in_reply_to")
+
+    def clean_forward_of(self) -> Message | None:
+        return self._source_message("forward_of")
+
+    # -- whole form --------------------------------------------------------------------------
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        to, cc = data.get("to"), data.get("cc")
+        if to is not None and cc is not None and not to and not cc and "to" not in self.errors:
+            self.add_error("to", ValidationError(_("Give at least one recipient."), code="required"))
+        self._clean_patient(data)
+        forwarded: list[Attachment] = []
+        chosen = set(data.get("forward_attachments") or [])
+        if chosen:
+            if self.forward_source is None:
+                self.add_error("forward_attachments", ValidationError(_("Unknown message."), code="unknown"))
+            else:
+                forwarded = [a for a in self.forward_candidates if str(a.pk) in chosen]
+        data["forwarded"] = forwarded
+        count = len(self.uploads) + len(forwarded)
+        size = sum(p.size for p in self.uploads) + sum(a.size for a in forwarded)
+        if count > max_attachments():
+            self.add_error("attachments", ValidationError(too_many_message(), code="too_many"))
+        elif size > max_message_bytes():
+            self.add_error("attachments", ValidationError(too_large_message(), code="too_large"))
+        subject = (data.get("subject") or "").strip()
+        body = data.get("body") or ""
+        if not subject and not body.strip() and count == 0 and "body" not in self.errors:
+            self.add_error(
+                "body",
+                ValidationError(_("The message is empty: write a subject, a text or attach a file."), code="empty"),
+            )
+        return data
+
+    def _clean_patient(self, data: dict[str, Any]) -> None:
+        named = any(data.get(name) for name in PATIENT_FIELDS) or any(name in self.errors for name in PATIENT_FIELDS)
+        if not named:
+            data["patient"] = None
+            return
+        for name in ("patient_family_name", "patient_given_names", "patient_birth_date", "patient_sex"):
+            if not data.get(name) and name not in self.errors:
+                self.add_error(
+                    name,
+                    ValidationError(_("Required when the message concerns a patient."), code="required"),
+                )
+        ins, sex = data.get("patient_ins") or "", data.get("patient_sex") or ""
+        # The NIR's first digit is the sex (1 male, 2 female) for people born in France.
+        if ins and sex in ("M", "F") and ins[0] in "12" and ins[0] != ("1" if sex == "M" else "2"):
+            self.add_error("patient_sex", ValidationError(_("The sex does not match the INS."), code="mismatch"))
+        birth: datetime.date | None = data.get("patient_birth_date")
+        data["patient"] = {
+            "ins": ins,
+            "family_name": (data.get("patient_family_name") or "").strip(),
+            "given_names": (data.get("patient_given_names") or "").strip(),
+            "birth_date": birth.isoformat() if birth else "",
+            "sex": sex,
+        }
+
+    def draft(self) -> services.Draft:
+        data = self.cleaned_data
+        return services.Draft(
+            sender=data["sender"],
+            to=data["to"],
+            cc=data["cc"],
+            subject=(data.get("subject") or "").strip(),
+            body=data.get("body") or "",
+            patient=data.get("patient"),
+            in_reply_to=data.get("in_reply_to"),
+            forward_of=data.get("forward_of"),
+            forward_attachments=data.get("forwarded") or [],
+            uploads=self.uploads,
+        )
+
+
+def attachment_limits_text() -> str:
+    return str(
+        _("Up to %(count)d files, %(size)s in total.")
+        % {"count": max_attachments(), "size": filesizeformat(max_message_bytes())}
+    )

@@ -1,0 +1,40 @@
+"""``pli messaging cleanup-blobs``: remove attachment blobs that no message references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pli.messaging import services, tasks
+
+
+class Command(BaseCommand):
+    help = "Messaging maintenance: `cleanup-blobs` removes blobs of aborted sends (orphans) and stale uploads."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{cleanup-blobs}")
+        cleanup = sub.add_parser("cleanup-blobs", help="remove orphan attachment blobs and stale temporary files")
+        cleanup.add_argument(
+            "--older-than",
+            type=int,
+            default=None,
+            metavar="SECONDS",
+            help="only blobs written at least this long ago (default PLI_ORPHAN_BLOB_AGE, 3600; never below 3600)",
+        )
+        cleanup.add_argument(
+            "--schedule", action="store_true", help="also plan the hourly background cleanup (needs a worker)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        older_than = options.get("older_than")
+        if older_than is not None and older_than < services.orphan_blob_age():
+            raise CommandError(
+                f"--older-than must be at least {int(services.orphan_blob_age())} seconds: "
+                "a younger blob may belong to a send still in progress"
+            )
+        result = services.cleanup_orphan_blobs(older_than)
+        self.stdout.write(f"removed {result.orphans} orphan blobs and {result.temporary} temporary files")
+        if options.get("schedule"):
+            added = tasks.schedule_cleanup()
+            self.stdout.write("hourly cleanup scheduled" if added else "hourly cleanup already scheduled")

@@ -1,0 +1,157 @@
+"""Messages between professionals, their attachments, and one copy per mailbox.
+
+A :class:`Message` is written once and never changes. Each mailbox that holds it (every
+``to``/``cc`` recipient, and the sender's own copy in "sent") has a :class:`Delivery` row:
+its folder, when it was delivered, read and answered, and by whom. Subjects, bodies,
+patient context and attachment names are encrypted fields; attachment contents are blobs
+encrypted under the attachment's own data key. Search goes through keyed tokens
+(:class:`SearchToken`), never plaintext words.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from pli.accounts.models import Mailbox
+from pli.core.encryption import EncryptedJSONField, EncryptedModel, EncryptedTextField
+
+
+class Folder(models.TextChoices):
+    INBOX = "inbox", _("Inbox")
+    SENT = "sent", _("Sent")
+    ARCHIVE = "archive", _("Archive")
+    TRASH = "trash", _("Trash")
+
+
+class Role(models.TextChoices):
+    TO = "to", _("To")
+    CC = "cc", _("Cc")
+    SENDER = "sender", _("Sender")
+
+
+class Message(EncryptedModel):
+    thread_id = models.UUIDField(default=uuid.uuid4, db_index=True, editable=False)
+    # Directory data (public by nature): who sent it is not health data.
+    sender = models.ForeignKey(Mailbox, null=True, on_delete=models.SET_NULL, related_name="+")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    in_reply_to = models.ForeignKey("self", null=True, on_delete=models.SET_NULL, related_name="+")
+    sent_at = models.DateTimeField(db_index=True)
+    # Nullable: crypto-shredding (EncryptedModel.shred) clears them along with the key.
+    subject = EncryptedTextField(null=True)
+    body = EncryptedTextField(null=True)
+    # {"ins", "family_name", "given_names", "birth_date" (ISO), "sex"}, or null.
+    patient = EncryptedJSONField(null=True)
+    attachment_count = models.PositiveSmallIntegerField(default=0)
+    attachments_size = models.PositiveBigIntegerField(default=0)
+
+    attachments: models.Manager[Attachment]
+    deliveries: models.Manager[Delivery]
+
+    class Meta:
+        db_table = "pli_message"
+
+    def __str__(self) -> str:
+        return f"message {self.pk}"
+
+
+class Attachment(EncryptedModel):
+    """A file of a message. Its content is the blob named after its id, sealed with its key."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    position = models.PositiveSmallIntegerField()
+    name = EncryptedTextField(null=True)
+    content_type = EncryptedTextField(null=True)
+    sha256 = EncryptedTextField(null=True)  # a plaintext digest would let anyone confirm a known document
+    size = models.PositiveBigIntegerField()
+
+    class Meta:
+        db_table = "pli_attachment"
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"attachment {self.pk}"
+
+    @property
+    def blob_id(self) -> str:
+        return self.id.hex
+
+
+class Delivery(models.Model):
+    """One mailbox's copy of a message: where it is filed and what happened to it."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=8, choices=Role.choices)
+    folder = models.CharField(max_length=8, choices=Folder.choices)
+    # A copy of the message's time, so a folder page is one index range scan.
+    sent_at = models.DateTimeField()
+    delivered_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+    read_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+
+    readings: models.Manager[Reading]
+
+    class Meta:
+        db_table = "pli_delivery"
+        indexes = [
+            models.Index(fields=["mailbox", "folder", "-sent_at", "-id"], name="delivery_folder_page"),
+            # Unread counts: (mailbox, "inbox", NULL) is one index range, with bound parameters
+            # too (SQLite can't match a partial index's condition against them).
+            models.Index(fields=["mailbox", "folder", "read_at"], name="delivery_unread"),
+        ]
+        constraints = [
+            # A mailbox receives a message once (to wins over cc); a self-addressed message
+            # also has the sender's own copy.
+            models.UniqueConstraint(
+                fields=["message", "mailbox"], condition=~models.Q(role="sender"), name="delivery_once_per_mailbox"
+            ),
+            models.UniqueConstraint(
+                fields=["message", "mailbox"], condition=models.Q(role="sender"), name="delivery_one_sender_copy"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"copy of message {self.message_id} in mailbox {self.mailbox_id} ({self.folder})"
+
+    @property
+    def is_incoming(self) -> bool:
+        return self.role != Role.SENDER
+
+    @property
+    def home_folder(self) -> str:
+        return Folder.SENT if self.role == Role.SENDER else Folder.INBOX
+
+
+class Reading(models.Model):
+    """Who opened a copy, and when: for shared mailboxes the team sees every reader."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="readings")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pli_reading"
+        constraints = [models.UniqueConstraint(fields=["delivery", "user"], name="reading_once_per_user")]
+
+    def __str__(self) -> str:
+        return f"read by user {self.user_id}"
+
+
+class SearchToken(models.Model):
+    """A keyed blind-index token of one normalised word of a message (see pli.messaging.search)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    token = models.CharField(max_length=16)
+
+    class Meta:
+        db_table = "pli_search_token"
+        constraints = [models.UniqueConstraint(fields=["token", "message"], name="search_token_unique")]
+
+    def __str__(self) -> str:
+        return "search token"

@@ -1,0 +1,86 @@
+"""Keyed blind-index tokens: search without storing searchable words in plaintext.
+
+A word is normalised (Unicode compatibility form, accents removed, case folded), prefixed
+with the kind of field it comes from, and passed through HMAC-SHA256 under the instance's
+``search-index`` purpose key; the first 8 bytes, in hex, are stored with the message. A
+query is tokenised the same way and matched by equality. Without the key (wrapped by the
+master key) a token reveals nothing about its word; equal words in different messages do
+give equal tokens, which is what makes the index work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from pli.core.keys import purpose_key
+
+PURPOSE = "search-index"
+TOKEN_BYTES = 8
+MAX_TOKENS_PER_MESSAGE = 256
+
+SUBJECT = "s"
+PATIENT_NAME = "p"
+INS = "i"
+KINDS = (SUBJECT, PATIENT_NAME, INS)
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def fold(text: str) -> str:
+    """Lower-case, accent-free form: "Élodie" and "elodie" match."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+
+
+def words(text: str) -> list[str]:
+    """The distinct searchable words of ``text`` (two characters or more), in order."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(fold(text)):
+        if len(word) >= 2:
+            seen.setdefault(word, None)
+    return list(seen)
+
+
+def normalise_ins(value: str) -> str:
+    return re.sub(r"[\s.-]", "", value).upper()
+
+
+def token(kind: str, word: str) -> str:
+    digest = hmac.new(purpose_key(PURPOSE), f"{kind}:{word}".encode(), hashlib.sha256).digest()
+    return digest[:TOKEN_BYTES].hex()
+
+
+def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
+    """Every token of one message: subject words, patient names, INS."""
+    pairs: list[tuple[str, str]] = [(SUBJECT, w) for w in words(subject)]
+    if patient:
+        names = " ".join(filter(None, [patient.get("family_name", ""), patient.get("given_names", "")]))
+        pairs += [(PATIENT_NAME, w) for w in words(names)]
+        ins = normalise_ins(patient.get("ins") or "")
+        if ins:
+            pairs.append((INS, ins))
+            # Without its key too, as people often type only the 13 characters.
+            pairs.append((INS, ins[:13]))
+    distinct = list(dict.fromkeys(token(kind, word) for kind, word in pairs))
+    return distinct[:MAX_TOKENS_PER_MESSAGE]
+
+
+def query_tokens(text: str, kinds: Iterable[str] = KINDS) -> list[list[str]]:
+    """For each query word, the tokens it may match (one per kind); a message must match
+    at least one token of every word."""
+    kinds = tuple(kinds)
+    groups: list[list[str]] = []
+    for raw in text.split():
+        ins = normalise_ins(raw)
+        if INS in kinds and re.fullmatch(r"[0-9]{1}[0-9AB]{12}([0-9]{2})?", ins):
+            groups.append([token(INS, ins), *(token(kind, ins.casefold()) for kind in kinds if kind != INS)])
+            continue
+        for word in words(raw):
+            alternatives = [token(kind, word) for kind in kinds if kind != INS]
+            if alternatives:
+                groups.append(alternatives)
+    return groups

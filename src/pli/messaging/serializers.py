@@ -1,0 +1,140 @@
+"""Shapes of the messaging API: requests (for the schema; validation is the compose form's)
+and responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from pli.accounts.models import Mailbox
+from pli.messaging.forms import BODY_MAX, GIVEN_NAMES_MAX, NAME_MAX, SUBJECT_MAX
+from pli.messaging.models import Folder, Role
+
+
+class MailboxSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    address = serializers.CharField()
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Mailbox.Kind.choices)
+    unread = serializers.IntegerField(help_text="Unread messages in the inbox.")
+
+
+class MessageSummarySerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    thread_id = serializers.UUIDField()
+    subject = serializers.CharField(allow_blank=True)
+    sender = serializers.CharField(allow_null=True, help_text="Address of the sending mailbox.")
+    sender_name = serializers.CharField(allow_null=True)
+    sent_at = serializers.DateTimeField()
+    unread = serializers.BooleanField()
+    folder = serializers.ChoiceField(choices=Folder.choices)
+    attachments = serializers.IntegerField(help_text="Number of attachments.")
+
+
+class MessagePageSerializer(serializers.Serializer[Any]):
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page, or null on the last one.")
+    results = MessageSummarySerializer(many=True)
+
+
+class AttachmentSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    content_type = serializers.CharField()
+    size = serializers.IntegerField(help_text="Bytes.")
+    sha256 = serializers.CharField(help_text="Hex SHA-256 of the content.")
+
+
+class PatientSerializer(serializers.Serializer[Any]):
+    ins = serializers.CharField(allow_blank=True)
+    family_name = serializers.CharField()
+    given_names = serializers.CharField()
+    birth_date = serializers.DateField()
+    sex = serializers.CharField()
+
+
+class ReceiptSerializer(serializers.Serializer[Any]):
+    address = serializers.CharField()
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=[(Role.TO, "to"), (Role.CC, "cc")])
+    delivered_at = serializers.DateTimeField()
+    read_at = serializers.DateTimeField(allow_null=True)
+    answered_at = serializers.DateTimeField(allow_null=True)
+
+
+class CopySerializer(serializers.Serializer[Any]):
+    mailbox = serializers.UUIDField()
+    folder = serializers.ChoiceField(choices=Folder.choices)
+    unread = serializers.BooleanField()
+
+
+class MessageSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    thread_id = serializers.UUIDField()
+    in_reply_to = serializers.UUIDField(allow_null=True)
+    subject = serializers.CharField(allow_blank=True)
+    body = serializers.CharField(allow_blank=True)
+    sender = serializers.CharField(allow_null=True)
+    sender_name = serializers.CharField(allow_null=True)
+    to = serializers.ListField(child=serializers.CharField())
+    cc = serializers.ListField(child=serializers.CharField())
+    sent_at = serializers.DateTimeField()
+    patient = PatientSerializer(allow_null=True)
+    attachments = AttachmentSerializer(many=True)
+    copies = CopySerializer(many=True, help_text="Where the message is filed in each of your mailboxes.")
+    receipts = ReceiptSerializer(
+        many=True, help_text="Delivery and reading per recipient; only for messages sent from your mailboxes."
+    )
+
+
+class MessageCreatedSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    thread_id = serializers.UUIDField()
+    sent_at = serializers.DateTimeField()
+    attachments = AttachmentSerializer(many=True)
+
+
+class MessageCreateSerializer(serializers.Serializer[Any]):
+    """The multipart form of ``POST /api/v1/messages`` (documented; the compose form validates)."""
+
+    sender = serializers.CharField(max_length=254, help_text="Address of one of your mailboxes.")
+    to = serializers.ListField(
+        child=serializers.CharField(max_length=254), required=False, help_text="Recipient address (repeatable)."
+    )
+    cc = serializers.ListField(
+        child=serializers.CharField(max_length=254), required=False, help_text="Copy address (repeatable)."
+    )
+    subject = serializers.CharField(max_length=SUBJECT_MAX, required=False, allow_blank=True)
+    body = serializers.CharField(max_length=BODY_MAX, required=False, allow_blank=True, help_text="Plain text.")
+    attachments = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="A file (repeatable; any type)."
+    )
+    patient_ins = serializers.CharField(
+        max_length=21, required=False, allow_blank=True, help_text="INS: NIR or NIA, 13 characters and a 2-digit key."
+    )
+    patient_family_name = serializers.CharField(max_length=NAME_MAX, required=False, allow_blank=True)
+    patient_given_names = serializers.CharField(max_length=GIVEN_NAMES_MAX, required=False, allow_blank=True)
+    patient_birth_date = serializers.DateField(required=False, help_text="YYYY-MM-DD.")
+    patient_sex = serializers.ChoiceField(choices=["F", "M", "I"], required=False)
+    in_reply_to = serializers.UUIDField(required=False, help_text="Id of the message answered.")
+    forward_of = serializers.UUIDField(required=False, help_text="Id of a message forwarded.")
+    forward_attachments = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text="Attachment of `forward_of` to forward (repeatable).",
+    )
+
+
+class MoveSerializer(serializers.Serializer[Any]):
+    folder = serializers.ChoiceField(
+        choices=Folder.choices,
+        help_text="inbox or sent: back where the copy belongs; archive; trash.",
+        error_messages={"invalid_choice": _("Unknown folder “{input}”: choose inbox, sent, archive or trash.")},
+    )
+    mailbox = serializers.UUIDField(required=False, help_text="Only the copy in this mailbox (default: all yours).")
+
+
+class MovedSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    copies = CopySerializer(many=True)

@@ -1,0 +1,792 @@
+"""Messaging services: the only code that writes messages, copies and attachments.
+
+Every function that changes data runs in one transaction and records its audit event in
+it. Callers (views, API) pass the acting user; visibility is always checked here: a user
+sees a message only through a mailbox they belong to that holds a copy of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count, Model, Q, QuerySet, prefetch_related_objects
+from django.db.models.fields import AutoFieldMixin
+from django.http import HttpRequest
+from django.utils import timezone
+
+from pli.accounts import services as accounts_services
+from pli.accounts.models import Mailbox, User
+from pli.audit import services as audit
+from pli.blobs import BlobNotFound, BlobReader, BlobStore
+from pli.core import keys
+from pli.core.models import DataKey
+from pli.crypto import new_data_key
+from pli.messaging import search, tasks
+from pli.messaging.models import Attachment, Delivery, Folder, Message, Reading, Role, SearchToken
+from pli.messaging.uploads import MAX_PENDING_AGE, PendingAttachment, UploadSession, attachment_aad, blob_store
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+INCOMING = (Role.TO, Role.CC)
+
+
+class NotVisible(Exception):
+    """The message (or attachment) does not exist or the user may not see it: callers answer
+    exactly as for a missing one."""
+
+
+class NotInTrash(Exception):
+    """Only a copy in the trash can be deleted for good."""
+
+
+class UploadExpired(Exception):
+    """A pending attachment blob is missing or too old to be committed safely."""
+
+
+class BadCursor(Exception):
+    pass
+
+
+# --- mailboxes ------------------------------------------------------------------------------
+
+
+def mailboxes_for(user: Any) -> QuerySet[Mailbox]:
+    """The active mailboxes ``user`` works in (their own and their organisations' shared ones)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return Mailbox.objects.none()
+    return accounts_services.mailboxes_for(user)
+
+
+def mailbox_for(user: Any, mailbox_id: uuid.UUID | str) -> Mailbox:
+    """One of ``user``'s mailboxes, or :class:`NotVisible`."""
+    try:
+        return mailboxes_for(user).get(pk=mailbox_id)
+    except (Mailbox.DoesNotExist, ValueError, TypeError) as exc:
+        raise NotVisible from exc
+
+
+def can_send_from(user: Any, mailbox: Mailbox) -> bool:
+    """Whether ``user`` works in ``mailbox`` (the rule of :func:`mailboxes_for`)."""
+    if not mailbox.is_active or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if mailbox.kind == Mailbox.Kind.PERSONAL:
+        # A personal mailbox is its owner's: no query needed for the common case.
+        return bool(mailbox.owner_id == user.pk)
+    return accounts_services.user_can_use_mailbox(user, mailbox)
+
+
+def unread_counts(mailbox_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    ids = list(mailbox_ids)
+    rows = (
+        Delivery.objects.filter(mailbox_id__in=ids, folder=Folder.INBOX, read_at__isnull=True)
+        .values("mailbox_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    counts = {mailbox_id: 0 for mailbox_id in ids}
+    counts.update({row["mailbox_id"]: row["n"] for row in rows})
+    return counts
+
+
+def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str]]:
+    """Active mailboxes for ``addresses`` (case-insensitive), and the addresses not found."""
+    wanted = list(dict.fromkeys(a.strip().lower() for a in addresses if a.strip()))
+    found = {m.address.lower(): m for m in Mailbox.objects.filter(address__in=wanted, is_active=True)}
+    missing = [a for a in wanted if a not in found]
+    if missing:
+        # Addresses are stored as typed; a second, case-insensitive pass catches "Dr.X@…".
+        for address in list(missing):
+            match = Mailbox.objects.filter(address__iexact=address, is_active=True).first()
+            if match is not None:
+                found[address] = match
+                missing.remove(address)
+    return [found[a] for a in wanted if a in found], missing
+
+
+# --- sending --------------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """A validated message, ready to send (built by :class:`pli.messaging.forms.ComposeForm`)."""
+
+    sender: Mailbox
+    to: list[Mailbox]
+    cc: list[Mailbox] = field(default_factory=list)
+    subject: str = ""
+    body: str = ""
+    patient: dict[str, str] | None = None
+    in_reply_to: Message | None = None
+    forward_of: Message | None = None
+    forward_attachments: list[Attachment] = field(default_factory=list)
+    uploads: list[PendingAttachment] = field(default_factory=list)
+
+
+def _wrapped_key(dek: bytes) -> DataKey:
+    """An unsaved DataKey row wrapping ``dek``, the key an attachment's blob was already
+    encrypted with (the upload handler chose it before the object existed)."""
+    ring = keys.keyring()
+    data_key = DataKey(key_version=ring.current_version)
+    data_key.wrapped = ring.wrap_data_key(dek, data_key.context)
+    return data_key
+
+
+def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAttachment:
+    """Re-encrypt ``attachment``'s content under a new key, for a forwarded message: each
+    attachment keeps its own key, so shredding one never touches the other."""
+    store = session.store
+    new_id = uuid.uuid4()
+    key = new_data_key()
+    with store.open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")) as reader:
+        info = store.put(new_id.hex, reader, key, attachment_aad(new_id))
+    pending = PendingAttachment(
+        id=new_id,
+        key=key,
+        name=attachment.name,
+        content_type=attachment.content_type,
+        size=info.size,
+        sha256=info.sha256,
+        completed_at=time.monotonic(),
+    )
+    session.add(pending)
+    return pending
+
+
+def _check_pending(store: BlobStore, uploads: Sequence[PendingAttachment]) -> None:
+    now = time.monotonic()
+    for item in uploads:
+        if now - item.completed_at > MAX_PENDING_AGE or not store.exists(item.blob_id):
+            raise UploadExpired(item.blob_id)
+
+
+def send_message(author: User, draft: Draft, *, session: UploadSession, request: HttpRequest | None = None) -> Message:
+    """Send ``draft``: the message, its attachments, a copy per recipient mailbox and the
+    sender's copy in "sent" commit together, or nothing does.
+
+    The attachment blobs are already durable (written and fsynced by the upload handler or
+    by :func:`copy_attachment`) when the transaction starts. On success the session is told
+    to keep them; on failure the caller's session discards them.
+    """
+    forwarded = [copy_attachment(original, session) for original in draft.forward_attachments]
+    pending = [*draft.uploads, *forwarded]
+    parent = draft.in_reply_to or draft.forward_of
+    now = timezone.now()
+
+    # Everything is built (keys wrapped, rows prepared, tokens computed) before the
+    # transaction opens: on SQLite the write lock is held from BEGIN to COMMIT, so the
+    # transaction only runs the inserts.
+    message_key = new_data_key()
+    data_keys = [_wrapped_key(message_key)]
+    message = Message(
+        thread_id=parent.thread_id if parent is not None else uuid.uuid4(),
+        sender=draft.sender,
+        author=author,
+        in_reply_to=parent,
+        sent_at=now,
+        attachment_count=len(pending),
+        attachments_size=sum(p.size for p in pending),
+        data_key=data_keys[0],
+    )
+    message.__dict__["_pli_dek"] = message_key
+    message.subject = draft.subject
+    message.body = draft.body
+    message.patient = draft.patient
+
+    attachments: list[Attachment] = []
+    for position, item in enumerate(pending):
+        data_key = _wrapped_key(item.key)
+        data_keys.append(data_key)
+        attachment = Attachment(id=item.id, message=message, position=position, size=item.size, data_key=data_key)
+        attachment.__dict__["_pli_dek"] = item.key
+        attachment.name = item.name
+        attachment.content_type = item.content_type
+        attachment.sha256 = item.sha256
+        attachments.append(attachment)
+
+    copies = [
+        Delivery(
+            message=message,
+            mailbox=draft.sender,
+            role=Role.SENDER,
+            folder=Folder.SENT,
+            sent_at=now,
+            delivered_at=now,
+            read_at=now,
+            read_by=author,
+        )
+    ]
+    seen: set[uuid.UUID] = set()
+    for role, mailboxes in ((Role.TO, draft.to), (Role.CC, draft.cc)):
+        for mailbox in mailboxes:
+            if mailbox.pk not in seen:
+                seen.add(mailbox.pk)
+                copies.append(
+                    Delivery(
+                        message=message, mailbox=mailbox, role=role, folder=Folder.INBOX, sent_at=now, delivered_at=now
+                    )
+                )
+    tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(draft.subject, draft.patient)]
+    answered = _answered_copies(author, draft.in_reply_to, draft.sender) if draft.in_reply_to is not None else []
+    # CNIL: a mailbox unused for a year is deleted; a day's precision is plenty.
+    last_used = draft.sender.last_used_at
+    touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
+
+    with transaction.atomic():
+        _check_pending(session.store, pending)
+        _insert(data_keys)
+        _insert([message])
+        _insert(attachments)
+        _insert(copies)
+        _insert(tokens)
+        if answered:
+            Delivery.objects.filter(pk__in=answered).update(answered_at=now, answered_by=author)
+        if touch_mailbox:
+            Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
+        audit.record(
+            "message.send",
+            actor=author,
+            target=message,
+            request=request,
+            details={
+                "sender": str(draft.sender.pk),
+                "recipients": len(copies) - 1,
+                "attachments": len(pending),
+                "bytes": message.attachments_size,
+                "reply": draft.in_reply_to is not None,
+                "forward": draft.forward_of is not None,
+            },
+        )
+    session.keep()
+    message.__dict__["attachment_list"] = attachments
+    transaction.on_commit(tasks.ensure_cleanup_scheduled)
+    return message
+
+
+def _insert(objects: Sequence[Model]) -> None:
+    """INSERT new rows of one model in a single statement, without reading anything back.
+
+    The hot path of every send: the values are prepared exactly as Django's own insert
+    does (``pre_save``, which seals encrypted fields, then ``get_db_prep_save``), but
+    without building a query object per call, which costs more than the insert itself.
+    Rows with an automatic primary key get it from the database and don't learn it.
+    """
+    if not objects:
+        return
+    meta = objects[0]._meta
+    fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
+    db = connections[DEFAULT_DB_ALIAS]  # the thread's connection itself, not the proxy
+    quote = db.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - names from the model, values bound
+        quote(meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
+    )
+    rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
+    with db.cursor() as cursor:
+        cursor.executemany(sql, rows)
+    for obj in objects:
+        obj._state.adding = False
+        obj._state.db = db.alias
+
+
+def _answered_copies(author: User, parent: Message, sender: Mailbox) -> list[int]:
+    """The copies of ``parent`` that this reply answers: the one in the sending mailbox if
+    it received the message, else the author's other copies."""
+    copies = list(
+        Delivery.objects.filter(message=parent, role__in=INCOMING, mailbox__in=mailboxes_for(author)).values_list(
+            "pk", "mailbox_id"
+        )
+    )
+    chosen = [pk for pk, mailbox_id in copies if mailbox_id == sender.pk] or [pk for pk, _ in copies]
+    return chosen
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def encode_cursor(delivery: Delivery) -> str:
+    """The position after ``delivery`` in a newest-first list: its time (exact, in integer
+    microseconds: a float would round and skip or repeat messages sent the same instant)
+    and its id."""
+    micros = (delivery.sent_at - _EPOCH) // _MICROSECOND
+    return base64.urlsafe_b64encode(f"{micros}.{delivery.pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        micros, pk = raw.split(".")
+        if not (micros.lstrip("-").isdigit() and pk.isdigit()) or int(pk) >= 2**63:
+            raise ValueError(raw)
+        return _EPOCH + int(micros) * _MICROSECOND, int(pk)
+    except (ValueError, UnicodeDecodeError, binascii.Error, OverflowError) as exc:
+        raise BadCursor(cursor) from exc
+
+
+@dataclass
+class SearchQuery:
+    text: str = ""
+    sender: str = ""
+    date_from: datetime.date | None = None
+    date_to: datetime.date | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.text.strip() or self.sender.strip() or self.date_from or self.date_to)
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delivery]:
+    for group in search.query_tokens(query.text):
+        qs = qs.filter(message_id__in=SearchToken.objects.filter(token__in=group).values("message_id"))
+    sender = query.sender.strip()
+    if sender:
+        qs = qs.filter(Q(message__sender__address__icontains=sender) | Q(message__sender__name__icontains=sender))
+    if query.date_from:
+        qs = qs.filter(sent_at__gte=_day_start(query.date_from))
+    if query.date_to:
+        qs = qs.filter(sent_at__lt=_day_start(query.date_to + datetime.timedelta(days=1)))
+    return qs
+
+
+LIST_FIELDS = (
+    "id",
+    "message_id",
+    "mailbox_id",
+    "role",
+    "folder",
+    "sent_at",
+    "read_at",
+    "answered_at",
+    "message__id",
+    "message__thread_id",
+    "message__sent_at",
+    "message__subject",
+    "message__attachment_count",
+    "message__data_key__id",
+    "message__data_key__key_version",
+    "message__data_key__wrapped",
+    "message__sender__id",
+    "message__sender__address",
+    "message__sender__name",
+)
+
+
+def folder_page(
+    mailbox: Mailbox,
+    folder: str | None,
+    *,
+    cursor: str | None = None,
+    limit: int = PAGE_SIZE,
+    query: SearchQuery | None = None,
+) -> Page:
+    """One page of a folder (or, with ``folder=None``, of the whole mailbox but the trash),
+    newest first, by keyset: a deep page costs what the first one does."""
+    qs = Delivery.objects.filter(mailbox=mailbox)
+    qs = qs.filter(folder=folder) if folder else qs.exclude(folder=Folder.TRASH)
+    if query:
+        qs = _apply_search(qs, query)
+    if cursor:
+        moment, pk = decode_cursor(cursor)
+        # The first condition alone is the position; the range bound lets the index seek to
+        # it instead of scanning every newer row (a deep page would cost its depth).
+        qs = qs.filter(sent_at__lte=moment).filter(Q(sent_at__lt=moment) | Q(sent_at=moment, pk__lt=pk))
+    rows = list(
+        qs.select_related("message", "message__data_key", "message__sender")
+        # Not the bodies, nor the patient context: a list shows subjects only.
+        .only(*LIST_FIELDS)
+        .order_by("-sent_at", "-id")[: limit + 1]
+    )
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return Page(items=rows[:limit], next_cursor=next_cursor)
+
+
+def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, request: HttpRequest | None) -> None:
+    """Listing shows subjects (health data): it is a read, and recorded as one."""
+    with transaction.atomic():
+        audit.record(
+            "mailbox.list",
+            actor=user,
+            target=mailbox,
+            request=request,
+            details={"folder": folder or "all", "count": count},
+        )
+
+
+def visible_copies(user: Any, message_id: uuid.UUID | str) -> list[Delivery]:
+    """``user``'s copies of a message (through any of their mailboxes); empty if none."""
+    try:
+        message_uuid = message_id if isinstance(message_id, uuid.UUID) else uuid.UUID(str(message_id))
+    except ValueError:
+        return []
+    return list(
+        Delivery.objects.filter(message_id=message_uuid, mailbox__in=mailboxes_for(user))
+        .select_related("message", "message__data_key", "message__sender", "mailbox")
+        .order_by("role", "mailbox__name")
+    )
+
+
+def visible_message(user: Any, message_id: uuid.UUID | str) -> Message:
+    copies = visible_copies(user, message_id)
+    if not copies:
+        raise NotVisible
+    return copies[0].message
+
+
+@dataclass
+class Opened:
+    message: Message
+    copies: list[Delivery]
+
+
+def open_message(user: User, message_id: uuid.UUID | str, *, request: HttpRequest | None = None) -> Opened:
+    """Read a message: its incoming copies in ``user``'s mailboxes become read, and the
+    reading is recorded (for shared mailboxes, every member who opens it)."""
+    copies = visible_copies(user, message_id)
+    if not copies:
+        raise NotVisible
+    message = copies[0].message
+    _mark_read(user, [message], copies, request)
+    return Opened(message=message, copies=copies)
+
+
+def _mark_read(
+    user: User, messages: Sequence[Message], copies: Sequence[Delivery], request: HttpRequest | None
+) -> None:
+    now = timezone.now()
+    incoming = [c for c in copies if c.is_incoming]
+    with transaction.atomic():
+        unread = [c.pk for c in incoming if c.read_at is None]
+        if unread:
+            Delivery.objects.filter(pk__in=unread, read_at__isnull=True).update(read_at=now, read_by=user)
+            for copy in incoming:
+                if copy.read_at is None:
+                    copy.read_at, copy.read_by = now, user
+        if incoming:
+            Reading.objects.bulk_create(
+                [Reading(delivery=c, user=user, read_at=now) for c in incoming], ignore_conflicts=True
+            )
+        for message in messages:
+            audit.record("message.read", actor=user, target=message, request=request)
+
+
+@dataclass
+class ThreadEntry:
+    message: Message
+    copies: list[Delivery]  # the viewer's own copies
+    recipients: list[Delivery]  # to/cc copies (for names, and receipts when the viewer sent it)
+
+    @property
+    def sent_by_viewer(self) -> bool:
+        return any(c.role == Role.SENDER for c in self.copies)
+
+    @property
+    def to(self) -> list[Delivery]:
+        return [r for r in self.recipients if r.role == Role.TO]
+
+    @property
+    def cc(self) -> list[Delivery]:
+        return [r for r in self.recipients if r.role == Role.CC]
+
+    @property
+    def team_copies(self) -> list[Delivery]:
+        return [c for c in self.copies if c.is_incoming]
+
+
+def open_thread(user: User, message_id: uuid.UUID | str, *, request: HttpRequest | None = None) -> list[ThreadEntry]:
+    """Every message of the thread that ``user`` can see, oldest first, all marked read."""
+    anchor = visible_copies(user, message_id)
+    if not anchor:
+        raise NotVisible
+    mailbox_ids = list(mailboxes_for(user).values_list("pk", flat=True))
+    copies = list(
+        Delivery.objects.filter(message__thread_id=anchor[0].message.thread_id, mailbox_id__in=mailbox_ids)
+        .select_related("message", "message__data_key", "message__sender", "mailbox", "read_by", "answered_by")
+        .order_by("sent_at", "message_id", "role")
+    )
+    by_message: dict[uuid.UUID, list[Delivery]] = {}
+    for copy in copies:
+        by_message.setdefault(copy.message_id, []).append(copy)
+    messages = [group[0].message for group in by_message.values()]
+    recipients: dict[uuid.UUID, list[Delivery]] = {}
+    for row in (
+        Delivery.objects.filter(message_id__in=by_message.keys(), role__in=INCOMING)
+        .select_related("mailbox", "read_by", "answered_by")
+        .order_by("role", "mailbox__name")
+    ):
+        recipients.setdefault(row.message_id, []).append(row)
+    attachments: dict[uuid.UUID, list[Attachment]] = {}
+    for attachment in Attachment.objects.filter(message_id__in=by_message.keys()).select_related("data_key"):
+        attachments.setdefault(attachment.message_id, []).append(attachment)
+    for message in messages:
+        message.__dict__["attachment_list"] = attachments.get(message.pk, [])
+    _mark_read(user, messages, copies, request)
+    prefetch_related_objects(copies, "readings__user")
+    return [ThreadEntry(m, by_message[m.pk], recipients.get(m.pk, [])) for m in messages]
+
+
+def message_recipients(message: Message) -> list[Delivery]:
+    return list(
+        Delivery.objects.filter(message=message, role__in=INCOMING)
+        .select_related("mailbox", "read_by", "answered_by")
+        .order_by("role", "mailbox__name")
+    )
+
+
+def message_recipients_for(message_ids: Iterable[uuid.UUID]) -> list[Delivery]:
+    return list(
+        Delivery.objects.filter(message_id__in=list(message_ids), role__in=INCOMING)
+        .select_related("mailbox")
+        .order_by("role", "mailbox__name")
+    )
+
+
+def message_attachments(message: Message) -> list[Attachment]:
+    return list(Attachment.objects.filter(message=message).select_related("data_key").order_by("position"))
+
+
+def open_attachment(
+    user: User, message_id: uuid.UUID | str, attachment_id: uuid.UUID | str, *, request: HttpRequest | None = None
+) -> tuple[Attachment, BlobReader]:
+    """The attachment and a stream of its plaintext; the download is recorded."""
+    copies = visible_copies(user, message_id)
+    if not copies:
+        raise NotVisible
+    try:
+        attachment = Attachment.objects.select_related("data_key").get(
+            pk=uuid.UUID(str(attachment_id)), message_id=copies[0].message_id
+        )
+    except (Attachment.DoesNotExist, ValueError) as exc:
+        raise NotVisible from exc
+    if attachment.data_key_id is None:
+        raise NotVisible  # crypto-shredded: the content is gone for good
+    try:
+        reader = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
+    except BlobNotFound:
+        logger.error("attachment %s has no blob", attachment.pk)
+        raise
+    try:
+        with transaction.atomic():
+            audit.record(
+                "attachment.download",
+                actor=user,
+                target=attachment,
+                request=request,
+                details={"message": str(attachment.message_id)},
+            )
+    except BaseException:
+        reader.close()
+        raise
+    return attachment, reader
+
+
+# --- filing ---------------------------------------------------------------------------------
+
+MOVE_TARGETS = (Folder.INBOX, Folder.SENT, Folder.ARCHIVE, Folder.TRASH)
+
+
+def move_message(
+    user: User,
+    message_id: uuid.UUID | str,
+    folder: str,
+    *,
+    mailbox_id: uuid.UUID | None = None,
+    request: HttpRequest | None = None,
+) -> list[Delivery]:
+    """File ``user``'s copies (or only the one in ``mailbox_id``) into ``folder``. "inbox" and
+    "sent" both mean "back where it belongs": a received copy returns to the inbox, the
+    sender's copy to "sent"."""
+    if folder not in MOVE_TARGETS:
+        raise ValueError(folder)
+    copies = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        copies = [c for c in copies if c.mailbox_id == mailbox_id]
+    if not copies:
+        raise NotVisible
+    with transaction.atomic():
+        for copy in copies:
+            target = copy.home_folder if folder in (Folder.INBOX, Folder.SENT) else folder
+            if copy.folder != target:
+                copy.folder = target
+                Delivery.objects.filter(pk=copy.pk).update(folder=target)
+        audit.record(
+            "message.move",
+            actor=user,
+            target=copies[0].message,
+            request=request,
+            details={"folder": folder, "copies": len(copies)},
+        )
+    return copies
+
+
+def delete_message(
+    user: User, message_id: uuid.UUID | str, *, mailbox_id: uuid.UUID | None = None, request: HttpRequest | None = None
+) -> int:
+    """Delete for good ``user``'s copies that are in the trash. When no mailbox holds the
+    message any more it is crypto-shredded: its keys and its attachment blobs are destroyed."""
+    copies = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        copies = [c for c in copies if c.mailbox_id == mailbox_id]
+    if not copies:
+        raise NotVisible
+    trashed = [c for c in copies if c.folder == Folder.TRASH]
+    if not trashed:
+        raise NotInTrash
+    message = copies[0].message
+    with transaction.atomic():
+        Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
+        audit.record("message.delete", actor=user, target=message, request=request, details={"copies": len(trashed)})
+        if not Delivery.objects.filter(message=message).exists():
+            _purge(message)
+    return len(trashed)
+
+
+def _purge(message: Message) -> None:
+    attachments = list(Attachment.objects.filter(message=message).values_list("pk", "data_key_id"))
+    key_ids = [k for _, k in attachments if k is not None]
+    if message.data_key_id is not None:
+        key_ids.append(message.data_key_id)
+    blob_ids = [pk.hex for pk, _ in attachments]
+    Message.objects.filter(in_reply_to=message).update(in_reply_to=None)
+    message.delete()
+    DataKey.objects.filter(pk__in=key_ids).delete()
+    audit.record("message.shred", target=("messaging.message", str(message.pk)), details={"blobs": len(blob_ids)})
+
+    def remove_blobs() -> None:
+        store = blob_store()
+        for blob_id in blob_ids:
+            with contextlib.suppress(OSError):
+                store.delete(blob_id)
+
+    transaction.on_commit(remove_blobs)
+
+
+# --- maintenance ----------------------------------------------------------------------------
+
+
+@dataclass
+class CleanupResult:
+    orphans: int
+    temporary: int
+
+
+def orphan_blob_age() -> float:
+    return max(float(settings.PLI_ORPHAN_BLOB_AGE), 2.0 * MAX_PENDING_AGE)
+
+
+def cleanup_orphan_blobs(older_than: float | None = None) -> CleanupResult:
+    """Remove blobs no attachment references, written more than ``older_than`` seconds ago
+    (aborted uploads, sends interrupted by a crash), and stale temporary files.
+
+    A committed attachment's blob was written less than MAX_PENDING_AGE before its
+    transaction committed, so with ``older_than`` above that, a blob about to be committed
+    is never taken; the modification time is checked again just before removal.
+    """
+    age = orphan_blob_age() if older_than is None else older_than
+    store = blob_store()
+    limit = time.time() - age
+
+    def is_old(blob_id: str) -> bool:
+        try:
+            return store.path_for(blob_id).stat().st_mtime < limit
+        except FileNotFoundError:
+            return False
+
+    candidates = [blob_id for blob_id in store.iter_ids() if is_old(blob_id)]
+    removed = 0
+    for start in range(0, len(candidates), 500):
+        batch = candidates[start : start + 500]
+        referenced = {
+            pk.hex
+            for pk in Attachment.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
+        }
+        for blob_id in batch:
+            if blob_id not in referenced and is_old(blob_id):
+                store.delete(blob_id)
+                removed += 1
+    temporary = store.cleanup_temp(age)
+    if removed or temporary:
+        logger.info("blob cleanup: %d orphan blobs and %d temporary files removed", removed, temporary)
+    return CleanupResult(orphans=removed, temporary=temporary)
+
+
+# --- bulk seeding (demo data, benchmarks) ---------------------------------------------------
+
+
+def seed_messages(
+    sender: Mailbox, recipient: Mailbox, subjects: Sequence[str], *, body: str = "", batch_size: int = 2000
+) -> int:
+    """Deliver many attachment-less messages at once, encrypted like any other but without
+    per-message audit events: for demo data and benchmarks, never for user actions."""
+    ring = keys.keyring()
+    start = timezone.now() - datetime.timedelta(seconds=len(subjects))
+    created = 0
+    for offset in range(0, len(subjects), batch_size):
+        chunk = subjects[offset : offset + batch_size]
+        data_keys: list[DataKey] = []
+        messages: list[Message] = []
+        copies: list[Delivery] = []
+        tokens: list[SearchToken] = []
+        for index, subject in enumerate(chunk):
+            dek = new_data_key()
+            data_key = DataKey(key_version=ring.current_version)
+            data_key.wrapped = ring.wrap_data_key(dek, data_key.context)
+            data_keys.append(data_key)
+            moment = start + datetime.timedelta(seconds=offset + index)
+            message = Message(sender=sender, sent_at=moment, data_key=data_key)
+            message.__dict__["_pli_dek"] = dek
+            message.subject = subject
+            message.body = body
+            messages.append(message)
+            copies.append(
+                Delivery(
+                    message=message,
+                    mailbox=sender,
+                    role=Role.SENDER,
+                    folder=Folder.SENT,
+                    sent_at=moment,
+                    delivered_at=moment,
+                    read_at=moment,
+                )
+            )
+            copies.append(
+                Delivery(
+                    message=message,
+                    mailbox=recipient,
+                    role=Role.TO,
+                    folder=Folder.INBOX,
+                    sent_at=moment,
+                    delivered_at=moment,
+                )
+            )
+            tokens += [SearchToken(message=message, token=t) for t in search.message_tokens(subject, None)]
+        with transaction.atomic():
+            _insert(data_keys)
+            _insert(messages)
+            _insert(copies)
+            _insert(tokens)
+        created += len(chunk)
+    return created

@@ -1,0 +1,179 @@
+/* Pli messaging: upload progress, recipient suggestions, confirmations.
+   Progressive enhancement only: every form works without this file. */
+(function () {
+  "use strict";
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return bytes + " o";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(0) + " Ko";
+    return (bytes / (1024 * 1024)).toFixed(1) + " Mo";
+  }
+
+  function showFileError(form, message) {
+    var list = form.querySelector("#id_attachments_error");
+    var input = form.querySelector("#id_attachments");
+    if (!list || !input) return;
+    list.textContent = "";
+    if (message) {
+      var item = document.createElement("li");
+      item.textContent = message;
+      list.appendChild(item);
+      list.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+    } else {
+      list.hidden = true;
+      input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function checkFiles(form) {
+    var input = form.querySelector("#id_attachments");
+    var listing = form.querySelector("#file-list");
+    if (!input) return true;
+    var files = Array.prototype.slice.call(input.files || []);
+    var total = 0;
+    if (listing) {
+      listing.textContent = "";
+      files.forEach(function (file) {
+        total += file.size;
+        var item = document.createElement("li");
+        item.textContent = file.name + " (" + formatSize(file.size) + ")";
+        listing.appendChild(item);
+      });
+    } else {
+      files.forEach(function (file) { total += file.size; });
+    }
+    var maxFiles = parseInt(form.dataset.maxFiles, 10);
+    var maxBytes = parseInt(form.dataset.maxBytes, 10);
+    if (files.length > maxFiles) {
+      showFileError(form, form.dataset.msgTooMany);
+      return false;
+    }
+    if (total > maxBytes) {
+      showFileError(form, form.dataset.msgTooLarge);
+      return false;
+    }
+    showFileError(form, "");
+    return true;
+  }
+
+  function swapPage(html, keptInput) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    var fresh = doc.querySelector(".mail-main");
+    var current = document.querySelector(".mail-main");
+    if (!fresh || !current) {
+      document.open();
+      document.write(html);
+      document.close();
+      return;
+    }
+    current.replaceWith(document.adoptNode(fresh));
+    var form = document.getElementById("compose-form");
+    if (form && keptInput && !form.querySelector("#id_attachments[aria-invalid]")) {
+      // Keep the files the user chose: only the other fields had errors.
+      var placeholder = form.querySelector("#id_attachments");
+      if (placeholder) placeholder.replaceWith(keptInput);
+    }
+    init(document);
+    var summary = document.getElementById("compose-errors");
+    if (summary) summary.focus();
+  }
+
+  function sendWithProgress(form, event) {
+    if (!window.XMLHttpRequest || !window.FormData) return;
+    event.preventDefault();
+    if (!checkFiles(form)) return;
+    var button = form.querySelector("#send-button");
+    var box = form.querySelector("#upload-progress");
+    var bar = form.querySelector("#upload-bar");
+    var percent = form.querySelector("#upload-percent");
+    var input = form.querySelector("#id_attachments");
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.setRequestHeader("X-Pli-Upload", "1");
+    if (box) box.hidden = false;
+    if (button) button.disabled = true;
+    xhr.upload.addEventListener("progress", function (e) {
+      if (!e.lengthComputable || !bar) return;
+      var value = Math.round((e.loaded / e.total) * 100);
+      bar.value = value;
+      if (percent) percent.textContent = value + " %";
+    });
+    xhr.addEventListener("load", function () {
+      if (xhr.status === 201) {
+        try {
+          window.location.assign(JSON.parse(xhr.responseText).location);
+          return;
+        } catch (err) { /* fall through to a plain reload */ }
+        window.location.reload();
+        return;
+      }
+      swapPage(xhr.responseText, input);
+    });
+    xhr.addEventListener("error", function () {
+      if (button) button.disabled = false;
+      if (box) box.hidden = true;
+      showFileError(form, form.dataset.msgFailed);
+    });
+    xhr.send(new FormData(form));
+  }
+
+  function lastToken(value) {
+    var parts = value.split(/[,;]/);
+    return { head: parts.slice(0, -1).join(", "), token: parts[parts.length - 1].trim() };
+  }
+
+  function suggest(form, input) {
+    var url = form.dataset.directoryUrl;
+    var list = document.getElementById("directory-results");
+    if (!url || !list || !window.fetch) return;
+    var parts = lastToken(input.value);
+    if (parts.token.length < 2) return;
+    var query = url + (url.indexOf("?") < 0 ? "?" : "&") + "q=" + encodeURIComponent(parts.token);
+    fetch(query, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) {
+        if (!data) return;
+        var rows = Array.isArray(data) ? data : (data.results || []);
+        list.textContent = "";
+        rows.forEach(function (row) {
+          if (!row.address) return;  // professionals without a Pli mailbox can't be written to
+          var option = document.createElement("option");
+          option.value = (parts.head ? parts.head + ", " : "") + row.address;
+          var details = [row.display_name, row.profession, row.organisation, row.city].filter(Boolean).join(" · ");
+          option.label = details + " <" + row.address + ">";
+          list.appendChild(option);
+        });
+      })
+      .catch(function () { /* suggestions are a convenience */ });
+  }
+
+  function init(root) {
+    var form = root.getElementById ? root.getElementById("compose-form") : null;
+    if (form && !form.dataset.ready) {
+      form.dataset.ready = "1";
+      var input = form.querySelector("#id_attachments");
+      if (input) input.addEventListener("change", function () { checkFiles(form); });
+      form.addEventListener("submit", function (event) { sendWithProgress(form, event); });
+      ["id_to", "id_cc"].forEach(function (id) {
+        var field = form.querySelector("#" + id);
+        if (!field) return;
+        field.setAttribute("list", "directory-results");
+        var timer = null;
+        field.addEventListener("input", function () {
+          clearTimeout(timer);
+          timer = setTimeout(function () { suggest(form, field); }, 200);
+        });
+      });
+    }
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (f) {
+      if (f.dataset.ready) return;
+      f.dataset.ready = "1";
+      f.addEventListener("submit", function (event) {
+        if (!window.confirm(f.dataset.confirm)) event.preventDefault();
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+})();

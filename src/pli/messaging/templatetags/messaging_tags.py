@@ -1,0 +1,35 @@
+"""Rendering message text: escaped first, then web links made clickable."""
+
+from __future__ import annotations
+
+import re
+
+from django import template
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+register = template.Library()
+
+# Matched on the *escaped* text, so a URL can't smuggle markup: "<", ">" and quotes are
+# already entities, and an entity for one of them ends the URL.
+_URL = re.compile(r"\bhttps?://(?:(?!&quot;|&#x27;|&lt;|&gt;)[^\s<>\"'])+", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}»"
+
+
+def _link(match: re.Match[str]) -> str:
+    url = match.group(0)
+    stripped = url.rstrip(_TRAILING)
+    # Keep a closing bracket that belongs to the URL (Wikipedia-style links).
+    if url[len(stripped) : len(stripped) + 1] == ")" and stripped.count("(") > stripped.count(")"):
+        stripped += ")"
+    tail = url[len(stripped) :]
+    if len(stripped) <= len("https://"):
+        return url
+    return f'<a href="{stripped}" rel="noopener noreferrer nofollow" target="_blank">{stripped}</a>{tail}'
+
+
+@register.filter(is_safe=True)
+def linkify(text: str | None) -> SafeString:
+    """Plain text → safe HTML with http(s) links; line breaks are kept by CSS (pre-wrap)."""
+    escaped = str(escape(text or ""))
+    return mark_safe(_URL.sub(_link, escaped))  # noqa: S308 - escaped above, links built from escaped text

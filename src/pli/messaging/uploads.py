@@ -1,0 +1,420 @@
+"""Attachments are encrypted as they arrive: no plaintext upload ever touches the disk.
+
+Django's default upload handlers keep small files in memory and write larger ones to a
+plaintext temporary file. :class:`EncryptingUploadHandler` replaces them for the messaging
+views (web and API): every chunk of an ``attachments`` part is encrypted at once with a
+fresh data key, under the associated data of the :class:`~pli.messaging.models.Attachment`
+it will become (its id is chosen up front), into a temporary file of the blob store. When
+the part ends the blob is fsynced and renamed to its final place, *before* the message's
+transaction commits; a blob whose transaction never commits is an orphan that
+:func:`pli.messaging.services.cleanup_orphan_blobs` removes later.
+
+Limits (number of files, total bytes) are enforced while the bytes arrive, so an oversized
+upload is refused early instead of being stored first. A multipart body that ends before
+its closing boundary (a client that went away, a proxy that cut it) is refused: Django
+would otherwise silently drop the unfinished part and keep the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mimetypes
+import os
+import re
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from pli.blobs import BlobStore
+from pli.crypto import StreamEncryptor, new_data_key
+
+ATTACHMENTS_FIELD = "attachments"
+# Beyond the attachments, a request carries form fields (Django caps them at
+# DATA_UPLOAD_MAX_MEMORY_SIZE) and multipart framing.
+_FIELDS_ALLOWANCE = 4 * 2**20
+_TAIL_SIZE = 4096
+MAX_NAME_LENGTH = 255
+# A committed message must never point at a blob that the orphan cleanup could already have
+# removed: an upload older than this is refused at send time, and the cleanup only touches
+# blobs older than PLI_ORPHAN_BLOB_AGE (one hour by default, always at least twice this).
+MAX_PENDING_AGE = 30 * 60
+
+# Types a browser may show inline; anything else is downloaded. SVG is absent on purpose
+# (it can carry scripts). The first bytes must agree with the declared type.
+INLINE_TYPES = {
+    "application/pdf": (b"%PDF-",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+OCTET_STREAM = "application/octet-stream"
+
+
+class UploadRejected(Exception):
+    """The upload breaks a rule; ``field`` names the form field, ``status`` the HTTP status."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+def max_attachments() -> int:
+    return int(settings.PLI_MAX_ATTACHMENTS)
+
+
+def max_message_bytes() -> int:
+    return int(settings.PLI_MAX_MESSAGE_BYTES)
+
+
+def too_many_message() -> str:
+    count = max_attachments()
+    return ngettext(
+        "A message can carry at most %(count)d attachment.", "A message can carry at most %(count)d attachments.", count
+    ) % {"count": count}
+
+
+def too_large_message() -> str:
+    return _("Attachments can total at most %(size)s per message.") % {"size": filesizeformat(max_message_bytes())}
+
+
+def blob_store() -> BlobStore:
+    """The messaging blobs: a store of their own, so the orphan cleanup never sees another
+    app's blobs."""
+    return BlobStore(Path(settings.PLI_BLOB_DIR) / "messages")
+
+
+def attachment_aad(attachment_id: uuid.UUID) -> bytes:
+    from pli.messaging.models import Attachment
+
+    return Attachment(id=attachment_id).blob_aad("content")
+
+
+def clean_name(name: str) -> str:
+    name = name.strip() or "attachment"
+    if len(name) <= MAX_NAME_LENGTH:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if dot and 0 < len(ext) <= 16:
+        return stem[: MAX_NAME_LENGTH - len(ext) - 1] + "." + ext
+    return name[:MAX_NAME_LENGTH]
+
+
+def clean_content_type(declared: str | None, name: str, head: bytes) -> str:
+    """The type to serve the file with: the declared one if plausible, else a guess from the
+    name; a type we would show inline must match the file's first bytes."""
+    value = (declared or "").split(";")[0].strip().lower()
+    if not _CONTENT_TYPE.fullmatch(value) or value == OCTET_STREAM:
+        value = (mimetypes.guess_type(name, strict=False)[0] or OCTET_STREAM).lower()
+    magics = INLINE_TYPES.get(value)
+    if magics is not None and not head.startswith(magics):
+        return OCTET_STREAM
+    if value == "image/webp" and head[8:12] != b"WEBP":
+        return OCTET_STREAM
+    return value
+
+
+@dataclass
+class PendingAttachment:
+    """A finished, durable blob waiting for its message's transaction."""
+
+    id: uuid.UUID
+    key: bytes = field(repr=False)
+    name: str = field(repr=False)
+    content_type: str
+    size: int
+    sha256: str = field(repr=False)
+    completed_at: float  # time.monotonic()
+
+    @property
+    def blob_id(self) -> str:
+        return self.id.hex
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(directory: Path) -> None:
+    """Create ``directory`` and missing parents (mode 0700), each new entry made durable."""
+    if directory.is_dir():
+        return
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        path.chmod(0o700)
+        _fsync_dir(path.parent)
+
+
+class BlobWriter:
+    """Encrypts pushed plaintext into a blob: ``write()`` pieces, then ``finish()`` or ``abort()``.
+
+    The push-style counterpart of :meth:`BlobStore.put`, for data that arrives by callbacks
+    (upload handlers). Same layout and guarantees: ``tmp/`` first, fsync, rename, fsync dir.
+    """
+
+    def __init__(self, store: BlobStore, blob_id: str, key: bytes, aad: bytes) -> None:
+        self.store = store
+        self._done = True  # until the temporary file exists
+        self.blob_id = blob_id
+        self.final = store.path_for(blob_id)
+        _ensure_dir(store.temp_dir)
+        fd, self.temp_name = tempfile.mkstemp(dir=store.temp_dir, prefix=f"{blob_id}.", suffix=".part")
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._done = False
+        self._encryptor = StreamEncryptor(key, aad)
+        self.size = 0
+        self.head = b""
+        self._digest = hashlib.sha256()
+        try:
+            self._write(self._encryptor.header)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            view = view[written or 0 :]
+
+    def write(self, data: bytes) -> None:
+        if len(self.head) < 16:
+            self.head += data[: 16 - len(self.head)]
+        self.size += len(data)
+        self._digest.update(data)
+        for piece in self._encryptor.update(data):
+            self._write(piece)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def finish(self) -> None:
+        try:
+            self._write(self._encryptor.finalize())
+            os.fsync(self._file.fileno())
+            self._file.close()
+            _ensure_dir(self.final.parent)
+            os.rename(self.temp_name, self.final)
+            self._done = True
+        except BaseException:
+            self.abort()
+            raise
+        _fsync_dir(self.final.parent)
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_name)
+
+
+class UploadSession:
+    """The blobs written for one request. Unless :meth:`keep` is called (the message was
+    saved), :meth:`discard` deletes them; a crash in between leaves orphans for the cleanup."""
+
+    def __init__(self, store: BlobStore | None = None) -> None:
+        self.store = store or blob_store()
+        self.pending: list[PendingAttachment] = []
+        self.open_writers: set[BlobWriter] = set()
+        self._kept = False
+
+    def add(self, pending: PendingAttachment) -> None:
+        self.pending.append(pending)
+
+    def keep(self) -> None:
+        self._kept = True
+
+    def discard(self) -> None:
+        for writer in list(self.open_writers):
+            writer.abort()
+        self.open_writers.clear()
+        if self._kept:
+            return
+        for item in self.pending:
+            with contextlib.suppress(OSError):
+                self.store.delete(item.blob_id)
+        self.pending.clear()
+
+    def __enter__(self) -> UploadSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
+class EncryptedUpload(UploadedFile):
+    """What ``request.FILES`` holds for an encrypted attachment: its metadata, no content."""
+
+    def __init__(self, pending: PendingAttachment, field_name: str) -> None:
+        super().__init__(file=None, name=pending.name, content_type=pending.content_type, size=pending.size)
+        self.pending = pending
+        self.field_name = field_name
+
+    def close(self) -> None:  # nothing is open
+        return None
+
+
+class _TailRecorder:
+    """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
+    multipart body (closing boundary present, full length read) from a truncated one."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.count = 0
+        self.tail = b""
+
+    def _seen(self, data: bytes) -> bytes:
+        self.count += len(data)
+        self.tail = (self.tail + data)[-_TAIL_SIZE:]
+        return data
+
+    def read(self, *args: Any, **kwargs: Any) -> bytes:
+        return self._seen(self._stream.read(*args, **kwargs))
+
+    def readline(self, *args: Any, **kwargs: Any) -> bytes:
+        return self._seen(self._stream.readline(*args, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class EncryptingUploadHandler(FileUploadHandler):
+    chunk_size = 256 * 2**10
+
+    def __init__(self, request: HttpRequest, session: UploadSession) -> None:
+        super().__init__(request)
+        self.session = session
+        self.max_files = max_attachments()
+        self.max_bytes = max_message_bytes()
+        self.total = 0
+        self.files = 0
+        self.writer: BlobWriter | None = None
+        self._pending_id: uuid.UUID | None = None
+        self._key = b""
+        self._recorder: _TailRecorder | None = None
+        self._boundary = b""
+        self._content_length = 0
+        self.interrupted = False
+
+    def handle_raw_input(
+        self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: str | None = None
+    ) -> None:
+        if content_length > self.max_bytes + _FIELDS_ALLOWANCE:
+            raise UploadRejected(ATTACHMENTS_FIELD, too_large_message(), status=413)
+        self._boundary = boundary if isinstance(boundary, bytes) else str(boundary).encode("ascii")
+        self._content_length = content_length
+        stream = getattr(input_data, "_stream", None)
+        if stream is not None:
+            self._recorder = _TailRecorder(stream)
+            input_data._stream = self._recorder
+        return None
+
+    def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
+        super().new_file(field_name, file_name, *args, **kwargs)
+        if field_name != ATTACHMENTS_FIELD:
+            raise UploadRejected(field_name, _("Files are accepted only in the “attachments” field."))
+        self.files += 1
+        if self.files > self.max_files:
+            raise UploadRejected(ATTACHMENTS_FIELD, too_many_message())
+        self._pending_id = uuid.uuid4()
+        self._key = new_data_key()
+        self.writer = BlobWriter(self.session.store, self._pending_id.hex, self._key, attachment_aad(self._pending_id))
+        self.session.open_writers.add(self.writer)
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        assert self.writer is not None  # noqa: S101 - new_file() always runs first
+        self.total += len(raw_data)
+        if self.total > self.max_bytes:
+            self._abort_current()
+            raise UploadRejected(ATTACHMENTS_FIELD, too_large_message(), status=413)
+        try:
+            self.writer.write(raw_data)
+        except BaseException:
+            self._abort_current()
+            raise
+        return None
+
+    def file_complete(self, file_size: int) -> EncryptedUpload | None:
+        writer, pending_id = self.writer, self._pending_id
+        if writer is None or pending_id is None:
+            return None
+        self.writer = None
+        self.session.open_writers.discard(writer)
+        writer.finish()
+        name = clean_name(self.file_name or "")
+        pending = PendingAttachment(
+            id=pending_id,
+            key=self._key,
+            name=name,
+            content_type=clean_content_type(self.content_type, name, writer.head),
+            size=writer.size,
+            sha256=writer.sha256,
+            completed_at=time.monotonic(),
+        )
+        self.session.add(pending)
+        return EncryptedUpload(pending, self.field_name)
+
+    def upload_interrupted(self) -> None:
+        self.interrupted = True
+        self._abort_current()
+
+    def upload_complete(self) -> None:
+        self._abort_current()
+        recorder = self._recorder
+        if recorder is not None:
+            complete = recorder.count >= self._content_length and b"--" + self._boundary + b"--" in recorder.tail
+            if not complete:
+                self.interrupted = True
+        if self.interrupted:
+            raise UploadRejected(
+                ATTACHMENTS_FIELD if self.files else "detail",
+                _("The upload was cut off before its end; nothing was saved. Please send it again."),
+            )
+        return None
+
+    def _abort_current(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.session.open_writers.discard(self.writer)
+            self.writer = None
+
+
+def install(request: HttpRequest, session: UploadSession) -> None:
+    """Make ``request`` encrypt its file uploads into ``session`` (before anything reads POST)."""
+    request.upload_handlers = [EncryptingUploadHandler(request, session)]
+
+
+def pending_uploads(files: Any) -> list[PendingAttachment]:
+    """The encrypted attachments of a parsed request, in upload order."""
+    return [f.pending for f in files.getlist(ATTACHMENTS_FIELD) if isinstance(f, EncryptedUpload)]

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from pli.messaging import views
+
+app_name = "messaging"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("compose/", views.compose, name="compose"),
+    path("m/<uuid:message_id>/", views.thread, name="thread"),
+    path("m/<uuid:message_id>/move/", views.move, name="move"),
+    path("m/<uuid:message_id>/delete/", views.delete, name="delete"),
+    path("m/<uuid:message_id>/a/<uuid:attachment_id>/", views.attachment, name="attachment"),
+    path("<uuid:mailbox_id>/search/", views.search, name="search"),
+    path("<uuid:mailbox_id>/<slug:folder>/", views.folder, name="folder"),
+]

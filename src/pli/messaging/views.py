@@ -1,0 +1,419 @@
+"""The web mailbox: folders, threads, compose, attachments. Thin: services do the work."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from pli.accounts.models import Mailbox, User
+from pli.blobs import BlobReader
+from pli.messaging import services, uploads
+from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
+from pli.messaging.models import Attachment, Folder, Message, Role
+from pli.messaging.uploads import UploadRejected, UploadSession
+
+FOLDERS = [Folder.INBOX, Folder.SENT, Folder.ARCHIVE, Folder.TRASH]
+# Shown inline (browser viewer) rather than downloaded; never scripts: the response is
+# also sandboxed by its Content-Security-Policy.
+INLINE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; object-src 'self'"
+UPLOAD_HEADER = "X-Pli-Upload"
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - LoginRequiredMiddleware guarantees it
+    return user
+
+
+def _mailbox_or_404(request: HttpRequest, mailbox_id: uuid.UUID) -> Mailbox:
+    try:
+        return services.mailbox_for(_user(request), mailbox_id)
+    except services.NotVisible:
+        raise Http404 from None
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    mailbox = services.mailboxes_for(_user(request)).first()
+    if mailbox is None:
+        return render(request, "messaging/no_mailbox.html")
+    return redirect("messaging:folder", mailbox_id=mailbox.pk, folder=Folder.INBOX)
+
+
+def _name_recipients(items: list[Any]) -> None:
+    """For the sender's own copies, say whom they went to (one query for the page)."""
+    own = [item for item in items if item.role == Role.SENDER]
+    if not own:
+        return
+    names: dict[uuid.UUID, list[str]] = {}
+    for row in services.message_recipients_for(item.message_id for item in own):
+        names.setdefault(row.message_id, []).append(row.mailbox.name)
+    for item in own:
+        item.recipient_names = ", ".join(names.get(item.message_id, []))
+
+
+@require_GET
+def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResponse:
+    if folder not in FOLDERS:
+        raise Http404
+    mailbox = _mailbox_or_404(request, mailbox_id)
+    try:
+        page = services.folder_page(mailbox, folder, cursor=request.GET.get("cursor") or None)
+    except services.BadCursor:
+        raise Http404 from None
+    services.record_listing(_user(request), mailbox, folder, len(page.items), request)
+    _name_recipients(page.items)
+    return render(
+        request,
+        "messaging/folder.html",
+        {
+            "mailbox": mailbox,
+            "folder": folder,
+            "folder_label": Folder(folder).label,
+            "page": page,
+            "search_form": SearchForm(),
+            "first_page": not request.GET.get("cursor"),
+        },
+    )
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(label=gettext_lazy("Words of the subject, patient name or INS"), max_length=200, required=False)
+    sender = forms.CharField(label=gettext_lazy("Sender"), max_length=200, required=False)
+    date_from = forms.DateField(
+        label=gettext_lazy("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+    date_to = forms.DateField(
+        label=gettext_lazy("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        earliest, latest = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
+        for name in ("date_from", "date_to"):
+            value = data.get(name)
+            if isinstance(value, datetime.date) and not earliest <= value <= latest:
+                self.add_error(name, _("Choose a date between 1900 and 2999."))
+        start, end = data.get("date_from"), data.get("date_to")
+        if isinstance(start, datetime.date) and isinstance(end, datetime.date) and start > end:
+            self.add_error("date_to", _("The end date is before the start date."))
+        return data
+
+
+@require_GET
+def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
+    mailbox = _mailbox_or_404(request, mailbox_id)
+    form = SearchForm(request.GET or None)
+    page = None
+    if form.is_bound and form.is_valid():
+        query = services.SearchQuery(
+            text=form.cleaned_data["q"],
+            sender=form.cleaned_data["sender"],
+            date_from=form.cleaned_data["date_from"],
+            date_to=form.cleaned_data["date_to"],
+        )
+        if query:
+            try:
+                page = services.folder_page(mailbox, None, cursor=request.GET.get("cursor") or None, query=query)
+            except services.BadCursor:
+                raise Http404 from None
+            services.record_listing(_user(request), mailbox, "search", len(page.items), request)
+            _name_recipients(page.items)
+    status = 400 if form.is_bound and not form.is_valid() else 200
+    params = request.GET.copy()
+    params.pop("cursor", None)
+    return render(
+        request,
+        "messaging/search.html",
+        {"mailbox": mailbox, "search_form": form, "page": page, "query_string": params.urlencode()},
+        status=status,
+    )
+
+
+@require_GET
+def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
+    try:
+        entries = services.open_thread(_user(request), message_id, request=request)
+    except services.NotVisible:
+        raise Http404 from None
+    current = next((e for e in entries if e.message.pk == message_id), entries[-1])
+    back_mailbox = current.copies[0].mailbox
+    back_folder = current.copies[0].folder
+    return render(
+        request,
+        "messaging/thread.html",
+        {
+            "entries": entries,
+            "current": current,
+            "subject": current.message.subject,
+            "mailbox": back_mailbox,
+            "folder": back_folder,
+            "folders": FOLDERS,
+            "inline_types": list(uploads.INLINE_TYPES),
+        },
+    )
+
+
+# --- compose --------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def _prefix(subject: str, prefix: str) -> str:
+    return subject if subject.lower().startswith(prefix.lower()) else f"{prefix} {subject}".strip()
+
+
+def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
+    """Pre-filled values for a new message, a reply, a reply to all or a forward."""
+    mailboxes = list(services.mailboxes_for(user))
+    initial: dict[str, Any] = {}
+    wanted = request.GET.get("mailbox")
+    sender = next((m for m in mailboxes if str(m.pk) == wanted), mailboxes[0] if mailboxes else None)
+    to = request.GET.get("to")
+    if to:
+        initial["to"] = [to]
+    source_id, mode = request.GET.get("reply_to") or request.GET.get("forward"), request.GET.get("mode", "reply")
+    if request.GET.get("forward"):
+        mode = "forward"
+    if source_id:
+        copies = services.visible_copies(user, source_id)
+        if not copies:
+            raise Http404
+        message = copies[0].message
+        own = {m.pk for m in mailboxes}
+        incoming = [c for c in copies if c.is_incoming]
+        if incoming and wanted is None:
+            sender = incoming[0].mailbox
+        recipients = services.message_recipients(message)
+        origin = message.sender.address if message.sender else ""
+        header = _("On %(date)s, %(sender)s wrote:") % {
+            "date": message.sent_at.strftime("%d/%m/%Y %H:%M"),
+            "sender": origin,
+        }
+        if mode == "forward":
+            initial["forward_of"] = message.pk
+            initial["subject"] = _prefix(message.subject, _("Fwd:"))
+            initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
+            initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
+        else:
+            initial["in_reply_to"] = message.pk
+            initial["subject"] = _prefix(message.subject, _("Re:"))
+            initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
+            sent_by_me = message.sender_id in own and not incoming
+            if sent_by_me:
+                to_list = [r.mailbox.address for r in recipients if r.role == Role.TO]
+            else:
+                to_list = [origin] if origin else []
+            cc_list: list[str] = []
+            if mode == "reply_all":
+                me = sender.address if sender else ""
+                to_list += [r.mailbox.address for r in recipients if r.role == Role.TO and r.mailbox.address != me]
+                cc_list = [r.mailbox.address for r in recipients if r.role == Role.CC and r.mailbox.address != me]
+            initial["to"] = list(dict.fromkeys(to_list))
+            initial["cc"] = list(dict.fromkeys(cc_list))
+        patient = message.patient
+        if patient:
+            initial.update(
+                {
+                    "patient_ins": patient.get("ins", ""),
+                    "patient_family_name": patient.get("family_name", ""),
+                    "patient_given_names": patient.get("given_names", ""),
+                    "patient_birth_date": patient.get("birth_date", ""),
+                    "patient_sex": patient.get("sex", ""),
+                }
+            )
+    if sender is not None:
+        initial["sender"] = sender.address
+    return initial
+
+
+def _directory_url() -> str:
+    """The directory's "results as you type" endpoint (JSON), if the directory is installed."""
+    try:
+        return reverse("directory:search")
+    except NoReverseMatch:
+        return ""
+
+
+def _render_compose(request: HttpRequest, form: ComposeForm, status: int = 200) -> HttpResponse:
+    return render(
+        request,
+        "messaging/compose.html",
+        {
+            "form": form.for_page(),
+            "limits": attachment_limits_text(),
+            "max_attachments": uploads.max_attachments(),
+            "max_bytes": uploads.max_message_bytes(),
+            "body_max": BODY_MAX,
+            "directory_url": _directory_url(),
+            "patient_open": any(
+                form[name].value() for name in ("patient_ins", "patient_family_name", "patient_given_names")
+            )
+            or any(name.startswith("patient_") for name in form.errors),
+        },
+        status=status,
+    )
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def compose(request: HttpRequest) -> HttpResponseBase:
+    """GET shows the form; POST sends. The upload handler is installed before anything
+    reads the body, so attachments are encrypted as they arrive (CSRF is checked right after
+    parsing, by the inner view, hence csrf_exempt here)."""
+    user = _user(request)
+    if request.method != "POST":
+        return _render_compose(request, ComposeForm(user=user, initial=_initial(request, user)))
+    with UploadSession() as session:
+        uploads.install(request, session)
+        try:
+            request.POST  # noqa: B018 - parse now: the handler encrypts the files as they come
+        except UploadRejected as exc:
+            request._mark_post_parse_error()  # type: ignore[attr-defined]
+            form = _form_with_error(request, user, exc.field, exc.message)
+            return _render_compose(request, form, status=exc.status)
+        except (MultiPartParserError, RequestDataTooBig, TooManyFieldsSent, SuspiciousOperation):
+            request._mark_post_parse_error()  # type: ignore[attr-defined]
+            message = _("The form could not be read (too large or malformed). Please try again.")
+            return _render_compose(request, _form_with_error(request, user, "body", message), status=400)
+        return csrf_protect(_send)(request, session)
+
+
+def _form_with_error(request: HttpRequest, user: User, field: str, message: str) -> ComposeForm:
+    """A fresh form showing why the upload was refused (its fields could not be read)."""
+    form = ComposeForm(user=user, initial=_initial(request, user))
+    form.cleaned_data = {}
+    form.add_error(field if field in form.fields else "attachments", message)
+    return form
+
+
+def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
+    user = _user(request)
+    form = ComposeForm(request.POST, request.FILES, user=user, uploads=uploads.pending_uploads(request.FILES))
+    if not form.is_valid():
+        return _render_compose(request, form, status=400)
+    try:
+        message = services.send_message(user, form.draft(), session=session, request=request)
+    except services.UploadExpired:
+        form.add_error("attachments", _("The upload took too long and expired. Please attach the files again."))
+        return _render_compose(request, form, status=400)
+    messages.success(request, _("Message sent."))
+    location = reverse("messaging:thread", args=[message.pk])
+    if request.headers.get(UPLOAD_HEADER):
+        return JsonResponse({"location": location}, status=201)
+    return HttpResponseRedirect(location, status=303)
+
+
+# --- attachments ----------------------------------------------------------------------------
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """RFC 6266: an ASCII fallback and the exact UTF-8 name in ``filename*``."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name) or "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def attachment_response(attachment: Attachment, reader: BlobReader, *, download: bool) -> StreamingHttpResponse:
+    content_type = attachment.content_type
+    inline = not download and content_type in uploads.INLINE_TYPES
+    response = StreamingHttpResponse(reader, content_type=content_type)
+    response["Content-Length"] = str(attachment.size)
+    response["Content-Disposition"] = content_disposition("inline" if inline else "attachment", attachment.name)
+    response["X-Content-Type-Options"] = "nosniff"
+    # Even a PDF or an image shown in the browser runs in a sandbox: no script, no forms,
+    # no access to the Pli origin.
+    response["Content-Security-Policy"] = INLINE_CSP
+    return response
+
+
+@require_GET
+def attachment(request: HttpRequest, message_id: uuid.UUID, attachment_id: uuid.UUID) -> HttpResponseBase:
+    try:
+        item, reader = services.open_attachment(_user(request), message_id, attachment_id, request=request)
+    except services.NotVisible:
+        raise Http404 from None
+    return attachment_response(item, reader, download=bool(request.GET.get("download")))
+
+
+# --- filing ---------------------------------------------------------------------------------
+
+
+def _next_url(request: HttpRequest, fallback: str) -> str:
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=False):
+        return target
+    return fallback
+
+
+def _mailbox_param(request: HttpRequest) -> uuid.UUID | None:
+    raw = request.POST.get("mailbox")
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Http404 from None
+
+
+@require_POST
+def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
+    folder = request.POST.get("folder", "")
+    if folder not in services.MOVE_TARGETS:
+        messages.error(request, _("Unknown folder."))
+        return redirect("messaging:thread", message_id=message_id)
+    mailbox_id = _mailbox_param(request)
+    try:
+        copies = services.move_message(_user(request), message_id, folder, mailbox_id=mailbox_id, request=request)
+    except services.NotVisible:
+        raise Http404 from None
+    if folder in (Folder.INBOX, Folder.SENT):
+        messages.success(request, _("Moved back."))
+    else:
+        messages.success(request, _("Moved to %(folder)s.") % {"folder": Folder(folder).label})
+    fallback = reverse("messaging:folder", args=[copies[0].mailbox_id, copies[0].home_folder])
+    return redirect(_next_url(request, fallback))
+
+
+@require_POST
+def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
+    mailbox_id = _mailbox_param(request)
+    user = _user(request)
+    copies = services.visible_copies(user, message_id)
+    try:
+        services.delete_message(user, message_id, mailbox_id=mailbox_id, request=request)
+    except services.NotVisible:
+        raise Http404 from None
+    except services.NotInTrash:
+        messages.error(request, _("Only a message in the trash can be deleted for good."))
+        return redirect("messaging:thread", message_id=message_id)
+    messages.success(request, _("Message deleted for good."))
+    return redirect("messaging:folder", mailbox_id=copies[0].mailbox_id, folder=Folder.TRASH)
+
+
+def message_url(message: Message) -> str:
+    return reverse("messaging:thread", args=[message.pk])

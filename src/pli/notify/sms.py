@@ -1,0 +1,363 @@
+"""SMS: ``PLI_SMS_URL`` selects a backend; phone numbers are normalised to E.164.
+
+Accepted URLs::
+
+    file:///directory
+        one JSON file per SMS (``to``, ``text``, ``id``, ``created_at``), for development
+        and tests; written atomically, readable by the owner only.
+    twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=SENDER
+    twilio://API_KEY_SID:API_KEY_SECRET@api.twilio.com?account_sid=AC…&from=SENDER
+        Twilio's Programmable Messaging REST API (``POST /2010-04-01/Accounts/{AccountSid}/
+        Messages.json``, form-encoded ``To``, ``From`` or ``MessagingServiceSid``, ``Body``,
+        HTTP Basic authentication). ``from`` is a Twilio number in E.164 or an alphanumeric
+        sender id; ``messaging_service_sid=MG…`` may replace it. ``endpoint=https://host``
+        sends to another base URL (a proxy, or a loopback server in tests; plain http is
+        accepted for loopback addresses only, since the request carries the credentials).
+
+Only mobile numbers of the allowed regions are accepted (by default metropolitan France and
+the overseas departments; ``PLI_SMS_ALLOWED_REGIONS=FR,BE`` changes that).
+
+This module is imported by the settings: nothing here reads Django's configuration at
+import time. Texts are never logged: they hold links and one-time codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import tempfile
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import SplitResult, parse_qs, unquote, urlencode, urlsplit
+
+import phonenumbers
+
+# Metropolitan France and the five overseas departments (Guadeloupe, Martinique, Guyane,
+# La Réunion, Mayotte): the numbers a French practice's patients normally have.
+DEFAULT_ALLOWED_REGIONS: tuple[str, ...] = ("FR", "GP", "MQ", "GF", "RE", "YT")
+
+_EXPECTED = "PLI_SMS_URL must look like file:///directory or twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=SENDER"
+# A provider that does not answer must not hold a worker for long; the job is retried.
+HTTP_TIMEOUT_SECONDS = 15
+TWILIO_API_BASE = "https://api.twilio.com"
+TWILIO_API_VERSION = "2010-04-01"
+# Twilio caps a message body at 1,600 characters; ours are far shorter.
+MAX_TEXT_LENGTH = 1600
+
+
+class SmsConfigError(ValueError):
+    """``PLI_SMS_URL`` or ``PLI_SMS_ALLOWED_REGIONS`` is wrong; the message names the variable."""
+
+
+class InvalidPhoneNumber(ValueError):
+    """Not a mobile number this instance may text. ``code`` says why, for a form message."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class SmsError(Exception):
+    """Sending failed. ``retryable`` tells the delivery job whether to try again later."""
+
+    retryable = True
+
+    def __init__(self, reason: str) -> None:
+        # ``reason`` is a short code or the provider's status, never the text or the number.
+        super().__init__(reason)
+        self.reason = reason
+
+
+class SmsRejected(SmsError):
+    """The provider refused this message for good (invalid number, blocked content)."""
+
+    retryable = False
+
+
+class SmsBackend(Protocol):
+    def send(self, to: str, text: str) -> str:
+        """Send ``text`` to ``to`` (E.164); return the provider's message id."""
+        ...
+
+
+# -- phone numbers ---------------------------------------------------------------------------
+
+
+def parse_allowed_regions(raw: str | None) -> tuple[str, ...]:
+    """``PLI_SMS_ALLOWED_REGIONS``: comma-separated ISO 3166 region codes (``FR,GP,BE``)."""
+    if raw is None or not raw.strip():
+        return DEFAULT_ALLOWED_REGIONS
+    regions: list[str] = []
+    supported = phonenumbers.SUPPORTED_REGIONS
+    for item in raw.split(","):
+        code = item.strip().upper()
+        if not code:
+            continue
+        if code not in supported:
+            raise SmsConfigError(f"PLI_SMS_ALLOWED_REGIONS: {code!r} is not a region code such as FR, GP or BE")
+        if code not in regions:
+            regions.append(code)
+    if not regions:
+        raise SmsConfigError("PLI_SMS_ALLOWED_REGIONS names no region")
+    return tuple(regions)
+
+
+_MOBILE_TYPES = frozenset({phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE})
+
+
+def normalise_mobile(raw: str, allowed_regions: Iterable[str] = DEFAULT_ALLOWED_REGIONS) -> str:
+    """Return ``raw`` as E.164 (``+33612345678``) if it is a mobile of an allowed region.
+
+    National numbers are tried against each allowed region in turn: ``0690 12 34 56`` is a
+    Guadeloupe mobile although it is not valid in metropolitan France.
+    """
+    regions = tuple(allowed_regions)
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhoneNumber("empty")
+    if len(text) > 40:
+        raise InvalidPhoneNumber("invalid")
+    candidates: list[phonenumbers.PhoneNumber] = []
+    for region in regions or DEFAULT_ALLOWED_REGIONS:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            candidates.append(number)
+            if phonenumbers.region_code_for_number(number) in regions:
+                break
+    if not candidates:
+        raise InvalidPhoneNumber("invalid")
+    number = candidates[-1]
+    if phonenumbers.region_code_for_number(number) not in regions:
+        raise InvalidPhoneNumber("region")
+    if phonenumbers.number_type(number) not in _MOBILE_TYPES:
+        raise InvalidPhoneNumber("not_mobile")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask_number(e164: str) -> str:
+    """``+33612345678`` → ``+33 6 •• •• •• 78``: enough for a person to recognise their phone."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return "••"
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    prefix = f"+{number.country_code}"
+    rest = formatted[len(prefix) :]
+    positions = [i for i, ch in enumerate(rest) if ch.isdigit()]
+    hidden = set(positions[1:-2])
+    return prefix + "".join("•" if i in hidden else ch for i, ch in enumerate(rest))
+
+
+# -- backends --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileBackend:
+    """One JSON file per SMS in ``directory``, named so that a listing sorts by time."""
+
+    directory: Path
+
+    def send(self, to: str, text: str) -> str:
+        message_id = uuid.uuid4().hex
+        now = datetime.datetime.now(datetime.UTC)
+        record = {"id": message_id, "to": to, "text": text, "created_at": now.isoformat()}
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{message_id}.json"
+        _write_atomically(self.directory / name, json.dumps(record, ensure_ascii=False, indent=1).encode())
+        return message_id
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    # Written under a temporary name then renamed: a reader never sees half an SMS.
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o600)
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+@dataclass(frozen=True)
+class TwilioBackend:
+    """Twilio Programmable Messaging: create a Message resource."""
+
+    username: str  # Account SID, or an API key SID (SK…)
+    password: str = field(repr=False)  # Auth token, or the API key's secret
+    account_sid: str
+    sender: str = ""
+    messaging_service_sid: str = ""
+    endpoint: str = TWILIO_API_BASE
+    timeout: float = HTTP_TIMEOUT_SECONDS
+
+    @property
+    def messages_url(self) -> str:
+        return f"{self.endpoint}/{TWILIO_API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+
+    def request_for(self, to: str, text: str) -> urllib.request.Request:
+        fields = {"To": to, "Body": text}
+        if self.messaging_service_sid:
+            fields["MessagingServiceSid"] = self.messaging_service_sid
+        if self.sender:
+            fields["From"] = self.sender
+        credentials = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+        return urllib.request.Request(  # noqa: S310 - the scheme is checked when the URL is parsed
+            self.messages_url,
+            data=urlencode(fields).encode("ascii"),
+            method="POST",
+            headers={
+                "Authorization": f"Basic {credentials}",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "User-Agent": "Pli",
+            },
+        )
+
+    def send(self, to: str, text: str) -> str:
+        request = self.request_for(to, text)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                status = response.status
+                body = response.read(65536)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            body = exc.read(65536)
+            exc.close()
+        except (urllib.error.URLError, OSError) as exc:
+            raise SmsError(f"unreachable:{type(exc).__name__}") from None
+        payload = _json_object(body)
+        if status in (200, 201):
+            sid = payload.get("sid")
+            if not isinstance(sid, str) or not sid:
+                raise SmsError("bad_response")
+            return sid
+        code = payload.get("code")
+        reason = f"http_{status}" + (f":{code}" if isinstance(code, int) else "")
+        # 400: Twilio validated the request and refused it (invalid or unreachable number,
+        # blocked sender…): trying again would fail the same way. Anything else (429, 5xx,
+        # 401 after a credential change) may succeed later, so the job keeps the message.
+        if status == 400:
+            raise SmsRejected(reason)
+        raise SmsError(reason)
+
+
+def _json_object(body: bytes) -> dict[str, object]:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_sms_url(url: str) -> SmsBackend:
+    """Read ``PLI_SMS_URL``. Errors never repeat the URL: it may hold a secret."""
+    url = (url or "").strip()
+    scheme, separator, _rest = url.partition("://")
+    if not separator:
+        raise SmsConfigError(_EXPECTED)
+    scheme = scheme.lower()
+    parts = urlsplit(url)
+    if scheme == "file":
+        if parts.netloc or parts.query or parts.fragment:
+            raise SmsConfigError("PLI_SMS_URL file URLs need an absolute directory with three slashes: file:///dir")
+        directory = unquote(parts.path)
+        if not directory.startswith("/") or directory == "/":
+            raise SmsConfigError("PLI_SMS_URL file:/// needs an absolute directory, e.g. file:///var/lib/pli/sms")
+        return FileBackend(Path(directory))
+    if scheme == "twilio":
+        return _parse_twilio(parts)
+    raise SmsConfigError(f"{_EXPECTED}; the scheme {scheme!r} is not supported")
+
+
+def _parse_twilio(split: SplitResult) -> TwilioBackend:
+    if split.fragment or split.path not in ("", "/"):
+        raise SmsConfigError("PLI_SMS_URL twilio:// takes no path or fragment")
+    username = unquote(split.username or "")
+    password = unquote(split.password or "")
+    if not username or not password:
+        raise SmsConfigError("PLI_SMS_URL twilio:// needs ACCOUNT_SID:AUTH_TOKEN (or API_KEY_SID:SECRET) before the @")
+    query = parse_qs(split.query, keep_blank_values=True)
+    allowed = {"from", "messaging_service_sid", "account_sid", "endpoint"}
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise SmsConfigError(f"PLI_SMS_URL twilio:// has unknown parameters: {', '.join(unknown)}")
+    single = {name: values[-1].strip() for name, values in query.items()}
+    sender = single.get("from", "")
+    service = single.get("messaging_service_sid", "")
+    if not sender and not service:
+        raise SmsConfigError("PLI_SMS_URL twilio:// needs ?from=SENDER or ?messaging_service_sid=MG…")
+    account_sid = single.get("account_sid") or username
+    if not account_sid.startswith("AC"):
+        raise SmsConfigError("PLI_SMS_URL twilio:// needs the Account SID (AC…) as user name or ?account_sid=AC…")
+    host = split.hostname or "api.twilio.com"
+    endpoint = single.get("endpoint") or f"https://{host}"
+    target = urlsplit(endpoint)
+    if target.scheme not in ("http", "https") or not target.hostname or target.path not in ("", "/"):
+        raise SmsConfigError("PLI_SMS_URL endpoint must be a base URL such as https://api.twilio.com")
+    if target.scheme == "http" and not _is_loopback(target.hostname):
+        raise SmsConfigError("PLI_SMS_URL endpoint may use plain http only on a loopback address")
+    return TwilioBackend(
+        username=username,
+        password=password,
+        account_sid=account_sid,
+        sender=sender,
+        messaging_service_sid=service,
+        endpoint=f"{target.scheme}://{target.netloc}",
+    )
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+_backends: dict[str, SmsBackend] = {}
+
+
+def get_backend() -> SmsBackend:
+    """The backend of the configured ``PLI_SMS_URL`` (``settings.PLI.sms_url``)."""
+    from django.conf import settings
+
+    url: str = settings.PLI_SMS_URL
+    backend = _backends.get(url)
+    if backend is None:
+        backend = _backends[url] = parse_sms_url(url)
+    return backend
+
+
+def allowed_regions() -> tuple[str, ...]:
+    from django.conf import settings
+
+    regions: tuple[str, ...] = settings.PLI_SMS_ALLOWED_REGIONS
+    return regions
+
+
+def send_sms(to: str, text: str) -> str:
+    """Send one SMS now; return the provider's id. Raises :class:`SmsError` on failure."""
+    number = normalise_mobile(to, allowed_regions())
+    if not text or len(text) > MAX_TEXT_LENGTH:
+        raise SmsRejected("bad_text")
+    return get_backend().send(number, text)

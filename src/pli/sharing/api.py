@@ -1,0 +1,255 @@
+"""REST API v1 for patient shares (registered in pli.api.urls). Thin: the share form
+validates, services act and audit; a share of someone else is a 404 like a missing one."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.http.multipartparser import MultiPartParserError
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pli.accounts.models import User
+from pli.api.permissions import HasScope
+from pli.api.scopes import SHARES_READ, SHARES_WRITE
+from pli.sharing import services, validation
+from pli.sharing.forms import ShareForm
+from pli.sharing.models import PatientShare, Status
+from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
+
+TAGS = ["shares"]
+
+
+class ApiShareForm(ShareForm):
+    """The API takes the birth date as ``YYYY-MM-DD`` only (the web form also takes DD/MM/YYYY)."""
+
+    def clean_patient_birth_date(self) -> Any:
+        return validation.parse_iso_birth_date(self.cleaned_data["patient_birth_date"])
+
+
+class ShareCreateSerializer(serializers.Serializer[Any]):
+    """The multipart request (for the schema; validation is the share form's)."""
+
+    patient_given_name = serializers.CharField(max_length=150)
+    patient_family_name = serializers.CharField(max_length=150)
+    patient_birth_date = serializers.DateField(help_text="YYYY-MM-DD.")
+    patient_email = serializers.EmailField(required=False, help_text="E-mail and/or mobile: at least one.")
+    patient_mobile = serializers.CharField(
+        required=False, help_text="A French mobile number (E.164 or national); the one-time code goes there by SMS."
+    )
+    patient_ins = serializers.CharField(required=False, help_text="INS (NIR/NIA): 13 characters and a 2-digit key.")
+    message = serializers.CharField(
+        required=False, max_length=5000, help_text="Shown to the patient once identified; never in notifications."
+    )
+    documents = serializers.ListField(
+        child=serializers.FileField(), help_text="One part per document (repeat the field)."
+    )
+    expires_in_days = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=services.MAX_EXPIRY_DAYS,
+        help_text="Default: the organisation's policy (30 days unless changed).",
+    )
+    allow_reply = serializers.BooleanField(required=False, default=False)
+
+
+class ShareCreatedSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    expires_at = serializers.DateTimeField()
+
+
+class ShareEventSerializer(serializers.Serializer[Any]):
+    type = serializers.CharField(help_text="created, notification_sent, notification_failed, code_sent, opened, …")
+    at = serializers.DateTimeField()
+
+
+class ShareSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    allow_reply = serializers.BooleanField()
+    documents = serializers.IntegerField(help_text="Number of documents.")
+    events = ShareEventSerializer(many=True)
+
+
+class ShareSummarySerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+def _user(request: Request) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - IsAuthenticated ran first
+    return user
+
+
+def _share(request: Request, share_id: uuid.UUID) -> PatientShare:
+    share = services.shares_for(_user(request)).filter(pk=share_id).first()
+    if share is None:
+        raise NotFound(_("Not found."))
+    return share
+
+
+def share_data(share: PatientShare) -> dict[str, Any]:
+    return {
+        "id": share.pk,
+        "status": share.effective_status(timezone.now()),
+        "created_at": share.created_at,
+        "expires_at": share.expires_at,
+        "allow_reply": share.allow_reply,
+        "documents": share.document_count,
+        "events": [{"type": e.type, "at": e.at} for e in services.events(share)],
+    }
+
+
+class SharesView(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes: Any = {"GET": [SHARES_READ], "POST": [SHARES_WRITE]}
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        operation_id="shares_list",
+        summary="Your patient shares, most recent first (at most 200)",
+        responses=ShareSummarySerializer(many=True),
+        tags=TAGS,
+    )
+    def get(self, request: Request) -> Response:
+        now = timezone.now()
+        shares = services.shares_for(_user(request)).order_by("-created_at")[:200]
+        data = [
+            {"id": s.pk, "status": s.effective_status(now), "created_at": s.created_at, "expires_at": s.expires_at}
+            for s in shares
+        ]
+        return Response(ShareSummarySerializer(data, many=True).data)
+
+    @extend_schema(
+        operation_id="shares_create",
+        summary="Send documents to a patient by secure link (multipart; documents are encrypted as they arrive)",
+        request={"multipart/form-data": ShareCreateSerializer},
+        responses={
+            201: ShareCreatedSerializer,
+            413: OpenApiResponse(description="Documents too large; `documents` named."),
+        },
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        user = _user(request)
+        rules = document_rules()
+        with UploadBatch(rules.store) as batch:
+            # Before anything reads the body: files must never reach Django's default
+            # handlers, which would write plaintext temporary files.
+            install(request._request, batch, rules)
+            try:
+                data, files = request._request.POST, request._request.FILES
+            except UploadRejected as exc:
+                return Response({exc.field: [exc.message]}, status=exc.status)
+            except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
+                return Response({"detail": [_("The form could not be read; please send it again.")]}, status=400)
+            form = ApiShareForm(data)
+            documents = pending_files(files, DOCUMENTS_FIELD)
+            errors: dict[str, list[str]] = {}
+            if not form.is_valid():
+                errors.update({name: [str(e) for e in errs] for name, errs in form.errors.items()})
+            if not documents:
+                errors[DOCUMENTS_FIELD] = [_("Add at least one document.")]
+            if errors:
+                return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+            share = services.create_share(user, form.share_input(), documents, request=request._request)
+            batch.keep()
+        body = {"id": share.pk, "status": share.status, "expires_at": share.expires_at}
+        return Response(ShareCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class ShareDetailView(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes: Any = [SHARES_READ]
+
+    @extend_schema(
+        operation_id="shares_retrieve",
+        summary="A share's status and what happened to it",
+        responses=ShareSerializer,
+        tags=TAGS,
+    )
+    def get(self, request: Request, share_id: uuid.UUID) -> Response:
+        return Response(ShareSerializer(share_data(_share(request, share_id))).data)
+
+
+CONFLICTS = {
+    "revoked": gettext_lazy("This share has been revoked."),
+    "expired": gettext_lazy("This share has expired."),
+    "not_locked": gettext_lazy("This share is not locked."),
+    "locked": gettext_lazy("This share is locked: unlock it first."),
+}
+
+
+class _ShareActionView(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes: Any = [SHARES_WRITE]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    action = ""
+
+    def post(self, request: Request, share_id: uuid.UUID) -> Response:
+        user = _user(request)
+        functions = {"revoke": services.revoke, "unlock": services.unlock, "resend": services.resend}
+        try:
+            share = functions[self.action](user, share_id, request=request._request)
+        except services.ShareError as exc:
+            if exc.code == "not_found":
+                raise NotFound(_("Not found.")) from None
+            detail = CONFLICTS.get(exc.code) or _("This action is not possible.")
+            return Response({"detail": str(detail)}, status=status.HTTP_409_CONFLICT)
+        return Response(ShareSerializer(share_data(share)).data)
+
+
+_ACTION_SCHEMA: dict[str, Any] = {
+    "request": None,
+    "responses": {200: ShareSerializer, 409: OpenApiResponse(description="Not possible in the share's state.")},
+    "tags": TAGS,
+}
+
+
+class ShareRevokeView(_ShareActionView):
+    action = "revoke"
+
+    @extend_schema(
+        operation_id="shares_revoke", summary="Revoke the link: the patient can no longer open it", **_ACTION_SCHEMA
+    )
+    def post(self, request: Request, share_id: uuid.UUID) -> Response:
+        return super().post(request, share_id)
+
+
+class ShareUnlockView(_ShareActionView):
+    action = "unlock"
+
+    @extend_schema(
+        operation_id="shares_unlock", summary="Unlock a share locked after too many failed attempts", **_ACTION_SCHEMA
+    )
+    def post(self, request: Request, share_id: uuid.UUID) -> Response:
+        return super().post(request, share_id)
+
+
+class ShareResendView(_ShareActionView):
+    action = "resend"
+
+    @extend_schema(
+        operation_id="shares_resend",
+        summary="Send the patient a new link (the previous one stops working)",
+        **_ACTION_SCHEMA,
+    )
+    def post(self, request: Request, share_id: uuid.UUID) -> Response:
+        return super().post(request, share_id)

@@ -1,0 +1,132 @@
+"""Forms of the practitioner's share page and of the patient pages.
+
+The share form's field names are the API's (``patient_given_name``… ``allow_reply``), so
+the web page and the API validate alike; files arrive encrypted through
+:mod:`pli.sharing.uploads` and are checked by the view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from pli.sharing import validation
+from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
+
+
+class ShareForm(forms.Form):
+    patient_family_name = forms.CharField(label=_("Family name"), max_length=150)
+    patient_given_name = forms.CharField(label=_("Given name(s)"), max_length=150)
+    patient_birth_date = forms.CharField(
+        label=_("Birth date"),
+        max_length=20,
+        help_text=_("DD/MM/YYYY. The patient confirms it before seeing anything."),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off", "placeholder": "JJ/MM/AAAA"}),
+    )
+    patient_ins = forms.CharField(
+        label=_("INS (optional)"),
+        max_length=30,
+        required=False,
+        help_text=_("National health identifier: 13 digits and a 2-digit key."),
+    )
+    patient_mobile = forms.CharField(
+        label=_("Mobile phone"),
+        max_length=40,
+        required=False,
+        help_text=_("The one-time code is sent here by SMS."),
+        widget=forms.TextInput(attrs={"type": "tel", "autocomplete": "off"}),
+    )
+    patient_email = forms.CharField(
+        label=_("E-mail address"),
+        max_length=254,
+        required=False,
+        widget=forms.TextInput(attrs={"type": "email", "autocomplete": "off"}),
+    )
+    message = forms.CharField(
+        label=_("Message to the patient (optional)"),
+        max_length=5000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Shown only after the patient has confirmed their identity; never in the e-mail or SMS."),
+    )
+    expires_in_days = forms.IntegerField(
+        label=_("Link valid for (days)"), min_value=1, max_value=MAX_EXPIRY_DAYS, required=False
+    )
+    allow_reply = forms.BooleanField(label=_("Allow the patient to reply with a message and files"), required=False)
+
+    def clean_patient_birth_date(self) -> Any:
+        return validation.parse_birth_date(self.cleaned_data["patient_birth_date"])
+
+    def clean_patient_ins(self) -> str | None:
+        raw = self.cleaned_data.get("patient_ins") or ""
+        return validation.normalise_ins(raw) if raw.strip() else None
+
+    def clean_patient_mobile(self) -> str | None:
+        raw = self.cleaned_data.get("patient_mobile") or ""
+        return validation.normalise_patient_mobile(raw) if raw.strip() else None
+
+    def clean_patient_email(self) -> str | None:
+        raw = self.cleaned_data.get("patient_email") or ""
+        return validation.normalise_email(raw) if raw.strip() else None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if (
+            "patient_email" in data
+            and "patient_mobile" in data
+            and not data.get("patient_email")
+            and not data.get("patient_mobile")
+        ):
+            message = _("Give the patient's mobile number or e-mail address (or both).")
+            self.add_error("patient_mobile", ValidationError(message, code="no_contact"))
+            self.add_error("patient_email", ValidationError(message, code="no_contact"))
+        return data
+
+    def share_input(self) -> ShareInput:
+        data = self.cleaned_data
+        return ShareInput(
+            given_name=data["patient_given_name"],
+            family_name=data["patient_family_name"],
+            birth_date=data["patient_birth_date"],
+            email=data.get("patient_email"),
+            mobile=data.get("patient_mobile"),
+            ins=data.get("patient_ins"),
+            message=data.get("message") or "",
+            expires_in_days=data.get("expires_in_days"),
+            allow_reply=bool(data.get("allow_reply")),
+        )
+
+
+class BirthDateForm(forms.Form):
+    birth_date = forms.CharField(
+        label=_("Your birth date"),
+        max_length=20,
+        help_text=_("For example 31/01/1980 (day/month/year)."),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "bday", "placeholder": "JJ/MM/AAAA"}),
+    )
+
+    def clean_birth_date(self) -> Any:
+        return validation.parse_birth_date(self.cleaned_data["birth_date"])
+
+
+class CodeForm(forms.Form):
+    code = forms.CharField(
+        label=_("Code received"),
+        max_length=12,
+        help_text=_("6 digits."),
+        widget=forms.TextInput(
+            attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "pattern": "[0-9 ]*", "maxlength": "12"}
+        ),
+    )
+
+    def clean_code(self) -> str:
+        return validation.clean_code(self.cleaned_data["code"])
+
+
+class ReplyForm(forms.Form):
+    text = forms.CharField(
+        label=_("Your message"), max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4})
+    )

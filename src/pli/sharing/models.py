@@ -1,0 +1,241 @@
+"""Patient shares: documents handed to a patient through a secure link.
+
+A :class:`PatientShare` holds the patient's identity traits and contacts and the
+practitioner's message, all encrypted fields; its documents are blobs encrypted under each
+:class:`ShareDocument`'s own data key. The link's token is never stored: only its keyed hash
+(``token_hash``), so a copy of the database opens no link. One-time codes and patient
+sessions are stored as keyed hashes too.
+
+What happened to a share (creation, notifications, each step of the patient, downloads,
+revocation) is read from the audit trail (``pli.audit``), whose events target the share:
+one tamper-evident history for the practitioner, the patient and the auditor.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
+
+from pli.accounts.models import Mailbox, Organisation
+from pli.core.encryption import EncryptedDateField, EncryptedModel, EncryptedTextField
+
+
+class Status(models.TextChoices):
+    SENT = "sent", pgettext_lazy("share status", "Sent")
+    OPENED = "opened", pgettext_lazy("share status", "Opened")
+    DOWNLOADED = "downloaded", pgettext_lazy("share status", "Downloaded")
+    EXPIRED = "expired", pgettext_lazy("share status", "Expired")
+    REVOKED = "revoked", pgettext_lazy("share status", "Revoked")
+    LOCKED = "locked", pgettext_lazy("share status", "Locked")
+
+
+# The patient's progress, kept apart from the status so that unlocking restores it.
+PROGRESS_ORDER = (Status.SENT, Status.OPENED, Status.DOWNLOADED)
+
+
+class LockReason(models.TextChoices):
+    BIRTH_DATE = "birth_date", _("too many wrong birth dates")
+    CODE = "code", _("too many wrong codes")
+    CODES_SENT = "codes_sent", _("too many codes requested")
+
+
+class PatientShare(EncryptedModel):
+    organisation = models.ForeignKey(Organisation, null=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="patient_shares")
+    # Where the patient's replies arrive: the creator's own mailbox when they have one.
+    reply_mailbox = models.ForeignKey(Mailbox, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The received message whose attachments were forwarded, if any (an id, not a foreign
+    # key: the share outlives the message's retention).
+    source_message_id = models.UUIDField(null=True, blank=True)
+
+    patient_given_name = EncryptedTextField()
+    patient_family_name = EncryptedTextField()
+    patient_birth_date = EncryptedDateField()
+    patient_ins = EncryptedTextField(null=True)
+    patient_email = EncryptedTextField(null=True)
+    patient_mobile = EncryptedTextField(null=True)  # E.164
+    message = EncryptedTextField(null=True)
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENT, db_index=True)
+    progress = models.CharField(max_length=16, choices=Status.choices, default=Status.SENT)
+    lock_reason = models.CharField(max_length=16, choices=LockReason.choices, blank=True)
+    allow_reply = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    expires_at = models.DateTimeField(db_index=True)
+    link_sent_at = models.DateTimeField()  # when the current link was issued
+    opened_at = models.DateTimeField(null=True, blank=True)
+    downloaded_at = models.DateTimeField(null=True, blank=True)
+    reminder_sent_at = models.DateTimeField(null=True, blank=True)
+    locked_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)  # conversation closed by the practitioner
+    # Attempt limits count from here (creation or the last unlock).
+    counters_reset_at = models.DateTimeField(default=timezone.now)
+
+    birth_date_failures = models.PositiveSmallIntegerField(default=0)
+    code_failures = models.PositiveIntegerField(default=0)
+    open_count = models.PositiveIntegerField(default=0)
+    download_count = models.PositiveIntegerField(default=0)
+    document_count = models.PositiveSmallIntegerField(default=0)
+    documents_size = models.PositiveBigIntegerField(default=0)
+
+    documents: models.Manager[ShareDocument]
+    codes: models.Manager[OneTimeCode]
+    notifications: models.Manager[ShareNotification]
+    patient_sessions: models.Manager[PatientSession]
+    replies: models.Manager[ShareReply]
+
+    class Meta:
+        db_table = "pli_patient_share"
+        indexes = [models.Index(fields=["created_by", "-created_at"], name="share_by_creator")]
+
+    def effective_status(self, now: datetime.datetime | None = None) -> str:
+        """The status as of ``now``: a share past its expiry is expired even before the
+        periodic job records it (reads never write)."""
+        now = now or timezone.now()
+        if (self.status in PROGRESS_ORDER or self.status == Status.LOCKED) and self.expires_at <= now:
+            return Status.EXPIRED
+        return self.status
+
+    @property
+    def sender_name(self) -> str:
+        return self.created_by.display_name
+
+    @property
+    def sender_organisation(self) -> str:
+        return self.organisation.name if self.organisation_id else ""  # type: ignore[union-attr]
+
+
+class ShareDocument(EncryptedModel):
+    """A document of a share; its content is the blob named after its id."""
+
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="documents")
+    position = models.PositiveSmallIntegerField()
+    name = EncryptedTextField()
+    content_type = EncryptedTextField()
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "pli_share_document"
+        ordering = ["position"]
+
+    @property
+    def blob_id(self) -> str:
+        return self.id.hex
+
+
+class OneTimeCode(models.Model):
+    """A 6-digit code sent to the patient. Only its keyed hash is kept."""
+
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64)
+    channel = models.CharField(max_length=8)
+    created_at = models.DateTimeField(db_index=True)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+    # A newer code, an unlock or a revocation retires the older ones.
+    retired = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "pli_share_code"
+        indexes = [models.Index(fields=["share", "-created_at"], name="share_code_latest")]
+
+    def __str__(self) -> str:
+        return f"code {self.pk} of share {self.share_id}"
+
+
+class PatientSession(models.Model):
+    """A patient's visit, bound to one share: the cookie holds a random key, the table its
+    keyed hash. It expires after a few idle minutes and never grants anything beyond its share."""
+
+    class Stage(models.TextChoices):
+        BIRTH_DATE_CONFIRMED = "birth_date", _("Birth date confirmed")
+        OPEN = "open", _("Documents open")
+
+    key_hash = models.CharField(max_length=64, unique=True)
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="patient_sessions")
+    stage = models.CharField(max_length=16, choices=Stage.choices)
+    created_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    opened_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pli_patient_session"
+
+    def __str__(self) -> str:
+        return f"patient session {self.pk} of share {self.share_id}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", _("E-mail")
+    SMS = "sms", _("SMS")
+
+
+class ShareNotification(EncryptedModel):
+    """One e-mail or SMS to the patient, queued in the transaction that decided it.
+
+    The rendered message (recipient, subject, text) is sealed with the notification's own
+    data key until it is delivered or abandoned, then erased: the link's token exists in
+    clear only in the patient's inbox.
+    """
+
+    class Kind(models.TextChoices):
+        LINK = "link", _("Link")
+        REMINDER = "reminder", _("Reminder")
+        CODE = "code", _("One-time code")
+
+    class State(models.TextChoices):
+        PENDING = "pending", pgettext_lazy("notification state", "Pending")
+        SENT = "sent", pgettext_lazy("notification state", "Sent")
+        FAILED = "failed", pgettext_lazy("notification state", "Failed")
+        CANCELLED = "cancelled", pgettext_lazy("notification state", "Cancelled")
+
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    recipient = EncryptedTextField(null=True)
+    subject = EncryptedTextField(null=True)
+    text = EncryptedTextField(null=True)
+    html = EncryptedTextField(null=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    # Until then one worker owns the delivery; another one leaves it alone.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    # Past this the notification is abandoned (the link or the code is no longer valid).
+    give_up_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=64, blank=True)  # a short reason code, never content
+    provider_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        db_table = "pli_share_notification"
+        ordering = ["created_at"]
+
+
+class ShareReply(models.Model):
+    """A patient's answer. Its content lives in the practitioner's mailbox (a message of
+    ``pli.messaging``, encrypted there); this row links it to the share."""
+
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="replies")
+    message_id = models.UUIDField()
+    file_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pli_share_reply"
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"reply {self.pk} to share {self.share_id}"

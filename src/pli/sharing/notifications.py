@@ -1,0 +1,309 @@
+"""Notifications to the patient: rendered, queued, delivered, retried.
+
+A notification is a row written in the same transaction as the decision that needs it (a
+new share, a code, a reminder), with its delivery job (a django-tasks database row)
+enqueued in that same transaction: if the transaction commits, the notification will be
+delivered; if it rolls back, nothing is sent. The rendered message is sealed in the row
+(it holds the link or the code) and shredded once handed to the provider.
+
+Delivery runs in the worker (:func:`deliver`), outside any transaction while it talks to
+the provider. A failure that may pass (relay down, 429, 5xx) is recorded, on the
+notification and in the share's audit events, and retried later by a new job
+(``run_after``), doubling the delay up to an hour, until the link or code expires.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import smtplib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
+from django.db.models import Q
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
+
+from pli.audit import services as audit
+from pli.notify import sms
+from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
+
+logger = logging.getLogger(__name__)
+
+# Retries: 30 s, 1 min, 2 min… capped at one hour, until the link or code is no longer valid.
+FIRST_RETRY_SECONDS = 30
+MAX_RETRY_SECONDS = 3600
+# A worker owns a delivery this long; past it (a crashed worker) another may take it over.
+CLAIM = datetime.timedelta(minutes=5)
+
+
+def link_for(token: str) -> str:
+    return f"{settings.PUBLIC_URL}/p/{token}"
+
+
+def notification_context(share: PatientShare, **extra: Any) -> dict[str, Any]:
+    return {
+        "sender_name": share.sender_name,
+        "organisation": share.sender_organisation,
+        "public_url": settings.PUBLIC_URL,
+        "host": urlsplit(settings.PUBLIC_URL).hostname or "",
+        "expires_at": share.expires_at,
+        "has_mobile": bool(share.patient_mobile),
+        **extra,
+    }
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    # Patients get French: the practitioner's interface language says nothing about theirs.
+    with translation.override(settings.LANGUAGE_CODE):
+        return render_to_string(template, context).strip()
+
+
+def queue(
+    share: PatientShare,
+    kind: str,
+    channel: str,
+    recipient: str,
+    text: str,
+    now: datetime.datetime,
+    give_up_at: datetime.datetime,
+    subject: str | None = None,
+    html: str | None = None,
+) -> ShareNotification:
+    notification = ShareNotification(
+        share=share, kind=kind, channel=channel, created_at=now, next_attempt_at=now, give_up_at=give_up_at
+    )
+    notification.recipient = recipient
+    notification.subject = subject
+    notification.text = text
+    notification.html = html
+    notification.save(force_insert=True)
+    from pli.sharing.tasks import deliver_notification
+
+    deliver_notification.enqueue(str(notification.pk))
+    return notification
+
+
+def queue_link(share: PatientShare, token: str, kind: str, now: datetime.datetime) -> list[str]:
+    context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
+    channels: list[str] = []
+    if share.patient_email:
+        subject = render("sharing/notify/link_subject.txt", context)
+        queue(
+            share,
+            kind,
+            Channel.EMAIL,
+            share.patient_email,
+            render("sharing/notify/link_email.txt", context),
+            now,
+            share.expires_at,
+            subject=" ".join(subject.split()),
+            html=render("sharing/notify/link_email.html", context),
+        )
+        channels.append(Channel.EMAIL)
+    if share.patient_mobile:
+        queue(
+            share,
+            kind,
+            Channel.SMS,
+            share.patient_mobile,
+            render("sharing/notify/link_sms.txt", context),
+            now,
+            share.expires_at,
+        )
+        channels.append(Channel.SMS)
+    return channels
+
+
+def queue_code(
+    share: PatientShare, code: str, channel: str, now: datetime.datetime, give_up_at: datetime.datetime
+) -> ShareNotification:
+    """The one-time code, by SMS or e-mail; abandoned if not delivered before it expires."""
+    minutes = int((give_up_at - now).total_seconds() // 60)
+    context = notification_context(share, code=code, minutes=minutes)
+    if channel == Channel.SMS:
+        text = render("sharing/notify/code_sms.txt", context)
+        return queue(share, ShareNotification.Kind.CODE, channel, share.patient_mobile or "", text, now, give_up_at)
+    return queue(
+        share,
+        ShareNotification.Kind.CODE,
+        channel,
+        share.patient_email or "",
+        render("sharing/notify/code_email.txt", context),
+        now,
+        give_up_at,
+        subject=" ".join(render("sharing/notify/code_subject.txt", context).split()),
+    )
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, reason: str, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason[:64]
+        self.retryable = retryable
+
+
+def _send(notification: ShareNotification) -> str:
+    if notification.channel == Channel.SMS:
+        try:
+            return sms.send_sms(notification.recipient or "", notification.text or "")
+        except sms.InvalidPhoneNumber as exc:
+            raise DeliveryFailed(f"number:{exc.code}", retryable=False) from None
+        except sms.SmsError as exc:
+            raise DeliveryFailed(f"sms:{exc.reason}", retryable=exc.retryable) from None
+    message = EmailMultiAlternatives(
+        subject=notification.subject or "",
+        body=notification.text or "",
+        to=[notification.recipient or ""],
+        headers={"Auto-Submitted": "auto-generated"},
+    )
+    if notification.html:
+        message.attach_alternative(notification.html, "text/html")
+    try:
+        message.send(fail_silently=False)
+    except smtplib.SMTPRecipientsRefused:
+        raise DeliveryFailed("smtp:recipient_refused", retryable=False) from None
+    except smtplib.SMTPResponseException as exc:
+        # 5xx is a permanent refusal of this message; 4xx is "try again later".
+        raise DeliveryFailed(f"smtp:{exc.smtp_code}", retryable=exc.smtp_code < 500) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryFailed(f"smtp:{type(exc).__name__}", retryable=True) from None
+    return ""
+
+
+def retry_delay(attempts: int) -> datetime.timedelta:
+    seconds = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+    return datetime.timedelta(seconds=seconds)
+
+
+def _still_wanted(notification: ShareNotification, now: datetime.datetime) -> str:
+    """Empty if the notification should still go out, else the reason to drop it."""
+    share = notification.share
+    if now >= notification.give_up_at:
+        return "expired"
+    if share.status in (Status.REVOKED, Status.EXPIRED) or share.expires_at <= now:
+        return "share_ended"
+    return ""
+
+
+def deliver(notification_id: uuid.UUID | str, *, now: datetime.datetime | None = None) -> str:
+    """Try to send one notification now; return its state afterwards.
+
+    Runs in the worker. The provider is called outside any transaction (a slow SMTP server
+    must not hold a database lock); a short claim keeps a second worker away meanwhile.
+    """
+    now = now or timezone.now()
+    claimed = (
+        ShareNotification.objects.filter(pk=notification_id, state=ShareNotification.State.PENDING)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+        .update(claimed_until=now + CLAIM)
+    )
+    if not claimed:
+        return "skipped"
+    notification = ShareNotification.objects.select_related("share").get(pk=notification_id)
+    reason = _still_wanted(notification, now)
+    if reason:
+        return _finish(
+            notification, ShareNotification.State.CANCELLED, now, attempts=notification.attempts, reason=reason
+        )
+    attempts = notification.attempts + 1
+    try:
+        provider_id = _send(notification)
+    except DeliveryFailed as exc:
+        next_at = now + retry_delay(attempts)
+        if not exc.retryable or next_at >= notification.give_up_at:
+            logger.warning("notification %s failed for good: %s", notification.pk, exc.reason)
+            return _finish(notification, ShareNotification.State.FAILED, now, attempts=attempts, reason=exc.reason)
+        logger.info(
+            "notification %s failed (%s); attempt %d, next at %s", notification.pk, exc.reason, attempts, next_at
+        )
+        return _retry_later(notification, attempts, next_at, exc.reason)
+    return _finish(notification, ShareNotification.State.SENT, now, attempts=attempts, provider_id=provider_id)
+
+
+def _finish(
+    notification: ShareNotification,
+    state: str,
+    now: datetime.datetime,
+    *,
+    attempts: int,
+    reason: str = "",
+    provider_id: str = "",
+) -> str:
+    sent = state == ShareNotification.State.SENT
+    with transaction.atomic():
+        # The payload (link, code) is no longer needed: shred it with its data key.
+        notification.shred()
+        ShareNotification.objects.filter(pk=notification.pk).update(
+            state=state,
+            attempts=attempts,
+            sent_at=now if sent else None,
+            claimed_until=None,
+            last_error=reason,
+            provider_id=provider_id[:64],
+        )
+        if state != ShareNotification.State.CANCELLED:
+            details: dict[str, Any] = {"channel": notification.channel, "kind": notification.kind, "attempt": attempts}
+            if not sent:
+                details.update(reason=reason, final=True)
+            audit.record(
+                "share.notification_sent" if sent else "share.notification_failed",
+                target=("sharing.patientshare", str(notification.share_id)),
+                outcome=audit.SUCCESS if sent else audit.FAILURE,
+                details=details,
+            )
+    return state
+
+
+def _retry_later(notification: ShareNotification, attempts: int, next_at: datetime.datetime, reason: str) -> str:
+    from pli.sharing.tasks import deliver_notification
+
+    with transaction.atomic():
+        ShareNotification.objects.filter(pk=notification.pk).update(
+            attempts=attempts, next_attempt_at=next_at, claimed_until=None, last_error=reason
+        )
+        deliver_notification.using(run_after=next_at).enqueue(str(notification.pk))
+        audit.record(
+            "share.notification_failed",
+            target=("sharing.patientshare", str(notification.share_id)),
+            outcome=audit.FAILURE,
+            details={
+                "channel": notification.channel,
+                "kind": notification.kind,
+                "attempt": attempts,
+                "reason": reason,
+                "final": False,
+            },
+        )
+    return ShareNotification.State.PENDING
+
+
+def cancel_pending(share: PatientShare, kinds: Sequence[str] | None = None) -> None:
+    pending = share.notifications.filter(state=ShareNotification.State.PENDING)
+    if kinds is not None:
+        pending = pending.filter(kind__in=kinds)
+    for notification in pending:
+        notification.shred()
+    pending.update(state=ShareNotification.State.CANCELLED, claimed_until=None, last_error="cancelled")
+
+
+def requeue_stuck(now: datetime.datetime | None = None) -> int:
+    """A worker that died mid-delivery leaves its job "running" forever: queue it again."""
+    now = now or timezone.now()
+    stuck = ShareNotification.objects.filter(
+        state=ShareNotification.State.PENDING, next_attempt_at__lte=now - CLAIM
+    ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    from pli.sharing.tasks import deliver_notification
+
+    count = 0
+    for notification_id in stuck.values_list("pk", flat=True)[:500]:
+        with transaction.atomic():
+            ShareNotification.objects.filter(pk=notification_id).update(next_attempt_at=now)
+            deliver_notification.enqueue(str(notification_id))
+        count += 1
+    return count

@@ -1,0 +1,387 @@
+"""The patient pages, ``/p/<token>…``: public (no professional login), mobile-first.
+
+A GET never changes the share: mail scanners and link previews open links, and must not
+use up attempts or codes. Every step is a POST. Proving identity takes the birth date,
+then a one-time code; the patient's session then lives in a cookie of its own
+(``pli_patient``, HttpOnly, SameSite=Strict, path ``/p/``) whose key is stored as a keyed
+hash, bound to the share, and expires after 15 idle minutes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import content_disposition_header
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from pli.audit import services as audit
+from pli.sharing import services
+from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
+from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
+from pli.sharing.models import Channel, PatientSession, PatientShare, Status
+from pli.sharing.uploads import REPLY_FILES_FIELD, UploadBatch, UploadRejected, install, pending_files
+
+COOKIE = "pli_patient"
+# Shown in the browser's own viewer, in a sandbox: no script, no form, no access to Pli.
+INLINE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; object-src 'self'"
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
+# Unknown links per client address before we stop answering (and auditing) for a while.
+UNKNOWN_LINK_LIMIT = 30
+UNKNOWN_LINK_WINDOW = 600
+
+
+def _key(request: HttpRequest) -> str | None:
+    return request.COOKIES.get(COOKIE)
+
+
+def _set_key(response: HttpResponse, key: str) -> None:
+    response.set_cookie(
+        COOKIE, key, path="/p/", httponly=True, secure=settings.SESSION_COOKIE_SECURE, samesite="Strict"
+    )
+
+
+def _url(name: str, token: str, *args: Any) -> str:
+    return reverse(f"sharing:{name}", args=[token, *args])
+
+
+def _redirect(name: str, token: str, query: str = "") -> HttpResponseRedirect:
+    # 303: the browser follows with a GET, so reloading never re-submits a step.
+    return HttpResponseRedirect(_url(name, token) + query, status=303)
+
+
+def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    # The page's Referrer-Policy is the global "same-origin" (settings): the token in the
+    # address never reaches another site, and Chromium still sends a real Origin with the
+    # forms, which "no-referrer" would turn into "null" and the CSRF check would refuse.
+    return render(request, f"sharing/patient/{template}", context, status=status)
+
+
+def _sender(share: PatientShare) -> dict[str, Any]:
+    organisation = share.organisation
+    return {
+        "share": share,
+        "sender_name": share.sender_name,
+        "organisation": organisation.name if organisation else "",
+        "organisation_city": organisation.city if organisation else "",
+    }
+
+
+def _unknown(request: HttpRequest) -> HttpResponse:
+    """A link that opens nothing: counted per address, audited, and answered like any other."""
+    address = request.META.get("REMOTE_ADDR", "")
+    bucket = f"pli:share-unknown:{address}"
+    cache.add(bucket, 0, UNKNOWN_LINK_WINDOW)
+    try:
+        count = cache.incr(bucket)
+    except ValueError:
+        count = 1
+    if count > UNKNOWN_LINK_LIMIT:
+        return _render(request, "too_many.html", {}, status=429)
+    audit.record(
+        "share.access_denied",
+        actor=services.PATIENT,
+        request=request,
+        outcome=audit.DENIED,
+        details={"reason": "unknown_link", "method": request.method or ""},
+    )
+    return _render(request, "unknown.html", {}, status=404)
+
+
+def _ended(request: HttpRequest, share: PatientShare, status: str) -> HttpResponse:
+    if status == Status.LOCKED:
+        return _render(request, "locked.html", _sender(share), status=403)
+    return _render(request, "ended.html", {**_sender(share), "status": status}, status=410)
+
+
+def _resolve(request: HttpRequest, token: str) -> tuple[PatientShare | None, HttpResponse | None]:
+    share = services.find_share(token)
+    if share is None:
+        return None, _unknown(request)
+    status = share.effective_status()
+    if status in (Status.EXPIRED, Status.REVOKED, Status.LOCKED):
+        return None, _ended(request, share, status)
+    return share, None
+
+
+def _landing_page(
+    request: HttpRequest, share: PatientShare, token: str, form: BirthDateForm, status: int = 200, **extra: Any
+) -> HttpResponse:
+    context = {**_sender(share), "form": form, "token": token, **extra}
+    return _render(request, "landing.html", context, status=status)
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def landing(request: HttpRequest, token: str) -> HttpResponse:
+    share, refusal = _resolve(request, token)
+    if share is None:
+        assert refusal is not None  # noqa: S101 - _resolve returns one or the other
+        return refusal
+    key = _key(request)
+    if request.method == "GET":
+        session = services.find_session(share, key)
+        if session is not None and session.stage == PatientSession.Stage.OPEN:
+            return _redirect("patient_documents", token)
+        return _landing_page(request, share, token, BirthDateForm(), expired=request.GET.get("session") == "expired")
+    form = BirthDateForm(request.POST)
+    if not form.is_valid():
+        return _landing_page(request, share, token, form, status=400)
+    result = services.check_birth_date(share.pk, form.cleaned_data["birth_date"], session_key=key, request=request)
+    if result.outcome == "ok":
+        response = _redirect("patient_code", token, f"?sent={result.channel}")
+        if result.session_key and result.session_key != key:
+            _set_key(response, result.session_key)
+        return response
+    if result.outcome == "wrong":
+        form.add_error("birth_date", _wrong_birth_date(result.attempts_left))
+        return _landing_page(request, share, token, form, status=400)
+    share.refresh_from_db()
+    return _ended(request, share, result.outcome)
+
+
+def _wrong_birth_date(left: int) -> str:
+    from django.utils.translation import ngettext
+
+    return ngettext(
+        "This birth date does not match. %(count)d attempt left before access is locked.",
+        "This birth date does not match. %(count)d attempts left before access is locked.",
+        left,
+    ) % {"count": left}
+
+
+def _code_page(
+    request: HttpRequest, share: PatientShare, token: str, form: CodeForm, status: int = 200, **extra: Any
+) -> HttpResponse:
+    from pli.notify.sms import mask_number
+
+    context = {
+        **_sender(share),
+        "form": form,
+        "token": token,
+        "masked_mobile": mask_number(share.patient_mobile) if share.patient_mobile else "",
+        "has_email": bool(share.patient_email),
+        "has_mobile": bool(share.patient_mobile),
+        **extra,
+    }
+    return _render(request, "code.html", context, status=status)
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def code(request: HttpRequest, token: str) -> HttpResponse:
+    share, refusal = _resolve(request, token)
+    if share is None:
+        assert refusal is not None  # noqa: S101
+        return refusal
+    key = _key(request)
+    session = services.find_session(share, key)
+    if session is None:
+        return _redirect("patient_landing", token, "?session=expired")
+    if session.stage == PatientSession.Stage.OPEN:
+        return _redirect("patient_documents", token)
+    if request.method == "GET":
+        sent = request.GET.get("sent")
+        return _code_page(request, share, token, CodeForm(), sent=sent if sent in Channel.values else "")
+    form = CodeForm(request.POST)
+    if not form.is_valid():
+        return _code_page(request, share, token, form, status=400)
+    result = services.check_code(share.pk, form.cleaned_data["code"], session_key=key, request=request)
+    if result.outcome == "ok":
+        return _redirect("patient_documents", token)
+    if result.outcome == "no_session":
+        return _redirect("patient_landing", token, "?session=expired")
+    if result.outcome in (Status.LOCKED, Status.EXPIRED, Status.REVOKED):
+        share.refresh_from_db()
+        return _ended(request, share, result.outcome)
+    form.add_error("code", _code_error(result.outcome, result.attempts_left))
+    return _code_page(request, share, token, form, status=400)
+
+
+def _code_error(outcome: str, left: int) -> str:
+    from django.utils.translation import gettext as _
+    from django.utils.translation import ngettext
+
+    if outcome == "code_expired":
+        return _("This code has expired (codes are valid 10 minutes). Ask for a new code below.")
+    if outcome in ("used", "retired", "no_code"):
+        return _("This code is no longer valid: use the most recent code you received, or ask for a new one below.")
+    return ngettext(
+        "This is not the right code. %(count)d attempt left before access is locked.",
+        "This is not the right code. %(count)d attempts left before access is locked.",
+        left,
+    ) % {"count": left}
+
+
+@login_not_required
+@require_POST
+def new_code(request: HttpRequest, token: str) -> HttpResponse:
+    share, refusal = _resolve(request, token)
+    if share is None:
+        assert refusal is not None  # noqa: S101
+        return refusal
+    channel = request.POST.get("channel") or None
+    result = services.request_new_code(share.pk, session_key=_key(request), channel=channel, request=request)
+    if result.outcome == "ok":
+        return _redirect("patient_code", token, f"?sent={result.channel}")
+    if result.outcome == "no_session":
+        return _redirect("patient_landing", token, "?session=expired")
+    share.refresh_from_db()
+    return _ended(request, share, result.outcome)
+
+
+def _open(request: HttpRequest, token: str) -> tuple[PatientShare | None, PatientSession | None, HttpResponse | None]:
+    share, refusal = _resolve(request, token)
+    if share is None:
+        return None, None, refusal
+    session = services.open_session(share, _key(request))
+    if session is None:
+        return share, None, _redirect("patient_landing", token, "?session=expired")
+    return share, session, None
+
+
+def _documents_page(
+    request: HttpRequest, share: PatientShare, token: str, status: int = 200, **extra: Any
+) -> HttpResponse:
+    documents = list(share.documents.select_related("data_key"))
+    history = services.events(share, services.PATIENT_HISTORY_ACTIONS)
+    names = {str(d.pk): d.name for d in documents}
+    context = {
+        **_sender(share),
+        "token": token,
+        "message": share.message or "",
+        "documents": documents,
+        "inline_types": INLINE_TYPES,
+        "history": [(event, names.get(str(event.details.get("document", "")), "")) for event in history],
+        "can_reply": share.allow_reply and share.closed_at is None and share.reply_mailbox_id is not None,
+        "closed": share.closed_at is not None,
+        "reply_form": extra.pop("reply_form", None) or ReplyForm(),
+        "reply_max_files": REPLY_MAX_FILES,
+        "reply_max_bytes": REPLY_MAX_FILE_BYTES,
+        "replies": list(share.replies.all()),
+        **extra,
+    }
+    return _render(request, "documents.html", context, status=status)
+
+
+@login_not_required
+@require_GET
+def documents(request: HttpRequest, token: str) -> HttpResponse:
+    share, session, refusal = _open(request, token)
+    if refusal is not None:
+        return refusal
+    assert share is not None and session is not None  # noqa: S101
+    services.record_documents_page(share, session, request)
+    return _documents_page(request, share, token, replied=request.GET.get("replied") == "1")
+
+
+def _document(request: HttpRequest, token: str, document_id: uuid.UUID, *, download: bool) -> HttpResponseBase:
+    share, _session, refusal = _open(request, token)
+    if refusal is not None:
+        return refusal
+    assert share is not None  # noqa: S101
+    document = services.record_document_access(
+        share.pk, document_id, session_key=_key(request), download=download, request=request
+    )
+    if document is None:
+        raise Http404
+    reader = services.open_document_blob(document)
+    content_type = document.content_type
+    inline = not download and content_type in INLINE_TYPES
+    response = StreamingHttpResponse(reader, content_type=content_type if inline else "application/octet-stream")
+    response["Content-Length"] = str(document.size)
+    response["Content-Disposition"] = content_disposition_header(not inline, document.name) or "attachment"
+    response["Content-Security-Policy"] = INLINE_CSP
+    response["X-Content-Type-Options"] = "nosniff"
+    # A document has no form: a link inside it (a PDF's) sends no Referer at all.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@login_not_required
+@require_GET
+def view_document(request: HttpRequest, token: str, document_id: uuid.UUID) -> HttpResponseBase:
+    return _document(request, token, document_id, download=False)
+
+
+@login_not_required
+@require_GET
+def download_document(request: HttpRequest, token: str, document_id: uuid.UUID) -> HttpResponseBase:
+    return _document(request, token, document_id, download=True)
+
+
+@login_not_required
+@csrf_exempt  # checked by _save_reply, once the encrypting upload handler is in place
+@require_POST
+def reply(request: HttpRequest, token: str) -> HttpResponse:
+    share, _session, refusal = _open(request, token)
+    if refusal is not None:
+        return refusal
+    assert share is not None  # noqa: S101
+    rules = reply_rules()
+    with UploadBatch(rules.store) as batch:
+        install(request, batch, rules)
+        try:
+            request.POST  # noqa: B018 - parse (and encrypt) the upload now, inside the batch
+        except UploadRejected as exc:
+            return _documents_page(request, share, token, status=exc.status, reply_error=exc.message)
+        except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
+            return _documents_page(request, share, token, status=400, reply_error=_malformed())
+        return _save_reply(request, token, share, batch)
+
+
+def _malformed() -> str:
+    from django.utils.translation import gettext as _
+
+    return _("The reply could not be read; please send it again.")
+
+
+@csrf_protect
+def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: UploadBatch) -> HttpResponse:
+    form = ReplyForm(request.POST)
+    files = pending_files(request.FILES, REPLY_FILES_FIELD)
+    if not form.is_valid():
+        return _documents_page(request, share, token, status=400, reply_form=form)
+    try:
+        services.reply(share.pk, form.cleaned_data["text"], files, session_key=_key(request), request=request)
+    except services.ShareError as exc:
+        from django.utils.translation import gettext as _
+
+        messages = {
+            "empty": _("Write a message or add a file."),
+            "closed": _("This conversation is closed: replies are no longer accepted."),
+            "no_session": _("Your session has expired; please confirm your identity again."),
+        }
+        return _documents_page(
+            request, share, token, status=400, reply_form=form, reply_error=messages.get(exc.code, exc.message)
+        )
+    batch.keep()
+    return _redirect("patient_documents", token, "?replied=1")
+
+
+@login_not_required
+@require_POST
+def leave(request: HttpRequest, token: str) -> HttpResponse:
+    share = services.find_share(token)
+    if share is not None:
+        services.end_session(share, _key(request), timezone.now())
+    response = _render(request, "left.html", {})
+    response.delete_cookie(COOKIE, path="/p/", samesite="Strict")
+    return response

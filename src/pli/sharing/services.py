@@ -1,0 +1,841 @@
+"""Patient shares: the only place that changes them.
+
+Every function here is one transaction. Patient steps lock the share's row first
+(``select_for_update``; SQLite's immediate transactions serialise writers the same way), so
+the attempt limits hold under concurrent requests: two correct answers racing for the last
+allowed code, or five wrong ones arriving together, never get past a limit.
+
+Notifications are queued through :mod:`pli.sharing.notifications`, inside these same
+transactions.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from pli.accounts.models import Mailbox, Membership, Organisation, User
+from pli.audit import services as audit
+from pli.blobs import BlobStore
+from pli.core import keys
+from pli.core.models import DataKey
+from pli.sharing import notifications, tokens
+from pli.sharing.models import (
+    PROGRESS_ORDER,
+    Channel,
+    LockReason,
+    OneTimeCode,
+    PatientSession,
+    PatientShare,
+    ShareDocument,
+    ShareNotification,
+    ShareReply,
+    Status,
+)
+from pli.sharing.uploads import PendingFile, share_blob_store
+
+logger = logging.getLogger(__name__)
+
+# Limits from the issue: 5 wrong birth dates, 3 wrong codes per code, 5 codes per hour.
+MAX_BIRTH_DATE_FAILURES = 5
+MAX_CODE_FAILURES = 3
+MAX_CODES_PER_HOUR = 5
+CODE_VALIDITY = datetime.timedelta(minutes=10)
+PATIENT_IDLE = datetime.timedelta(minutes=15)
+REMINDER_AFTER = datetime.timedelta(days=5)
+DEFAULT_EXPIRY_DAYS = 30
+MAX_EXPIRY_DAYS = 90
+# Past this the practitioner no longer sees the documents' content: blobs are shredded.
+PURGE_AFTER_END = datetime.timedelta(days=30)
+
+
+class ShareError(Exception):
+    """A request that cannot be honoured; ``code`` is stable, the message is for people."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def shares_for(user: User) -> QuerySet[PatientShare]:
+    """The shares a professional may see and act on: the ones they created."""
+    return PatientShare.objects.filter(created_by=user).select_related("organisation", "created_by", "data_key")
+
+
+def organisation_for(user: User) -> Organisation | None:
+    membership = Membership.objects.filter(user=user).select_related("organisation").order_by("created_at").first()
+    return membership.organisation if membership else None
+
+
+def default_expiry_days(user: User, organisation: Organisation | None = None) -> int:
+    """The organisation's policy (30 days unless changed), within 1 to 90 days."""
+    organisation = organisation or organisation_for(user)
+    days = organisation.share_expiry_days if organisation else DEFAULT_EXPIRY_DAYS
+    return max(1, min(MAX_EXPIRY_DAYS, days))
+
+
+# Audit actions on a share that the practitioner and the API see as its events ("share."
+# removed), and the subset the patient sees in their history.
+EVENT_ACTIONS = (
+    "share.created",
+    "share.notification_sent",
+    "share.notification_failed",
+    "share.birth_date_confirmed",
+    "share.birth_date_failed",
+    "share.code_sent",
+    "share.code_failed",
+    "share.opened",
+    "share.viewed",
+    "share.downloaded",
+    "share.locked",
+    "share.unlocked",
+    "share.resent",
+    "share.reminder_queued",
+    "share.revoked",
+    "share.expired",
+    "share.replied",
+    "share.closed",
+)
+PATIENT_HISTORY_ACTIONS = ("share.opened", "share.viewed", "share.downloaded")
+
+
+@dataclass(frozen=True)
+class ShareEvent:
+    type: str
+    at: datetime.datetime
+    outcome: str
+    details: dict[str, Any]
+
+
+def events(share: PatientShare, actions: Sequence[str] = EVENT_ACTIONS) -> list[ShareEvent]:
+    rows = audit.events_for(share).filter(action__in=actions).only("action", "at", "outcome", "details")
+    return [
+        ShareEvent(type=e.action.removeprefix("share."), at=e.at, outcome=e.outcome, details=e.details) for e in rows
+    ]
+
+
+# -- creating --------------------------------------------------------------------------------
+
+
+@dataclass
+class ShareInput:
+    given_name: str
+    family_name: str
+    birth_date: datetime.date
+    email: str | None
+    mobile: str | None  # E.164, already normalised
+    ins: str | None = None
+    message: str = ""
+    expires_in_days: int | None = None
+    allow_reply: bool = False
+
+    def __repr__(self) -> str:
+        return "<ShareInput>"
+
+
+def _adopt_key(obj: ShareDocument, key: bytes) -> None:
+    """Give ``obj`` the data key its blob was encrypted with during the upload."""
+    ring = keys.keyring()
+    data_key = DataKey(key_version=ring.current_version)
+    data_key.wrapped = ring.wrap_data_key(key, data_key.context)
+    data_key.save(force_insert=True)
+    obj.data_key = data_key
+
+
+def create_share(
+    user: User,
+    data: ShareInput,
+    documents: Sequence[PendingFile],
+    *,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+    source_message_id: uuid.UUID | None = None,
+) -> PatientShare:
+    """Save the share and its (already encrypted) documents; queue the link notifications."""
+    now = now or timezone.now()
+    if not data.email and not data.mobile:
+        raise ShareError("no_contact", "an e-mail address or a mobile number is required")
+    if not documents:
+        raise ShareError("no_documents", "at least one document is required")
+    organisation = organisation_for(user)
+    days = data.expires_in_days or default_expiry_days(user, organisation)
+    if not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise ShareError("expires_in_days", f"expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}")
+    token = tokens.new_token()
+    with transaction.atomic():
+        mailbox = Mailbox.objects.filter(owner=user, is_active=True).first()
+        share = PatientShare(
+            organisation=organisation,
+            created_by=user,
+            reply_mailbox=mailbox,
+            source_message_id=source_message_id,
+            token_hash=tokens.token_hash(token),
+            allow_reply=bool(data.allow_reply and mailbox is not None),
+            created_at=now,
+            expires_at=now + datetime.timedelta(days=days),
+            link_sent_at=now,
+            counters_reset_at=now,
+            document_count=len(documents),
+            documents_size=sum(d.size for d in documents),
+        )
+        share.patient_given_name = data.given_name.strip()
+        share.patient_family_name = data.family_name.strip()
+        share.patient_birth_date = data.birth_date
+        share.patient_ins = data.ins or None
+        share.patient_email = data.email or None
+        share.patient_mobile = data.mobile or None
+        share.message = data.message.strip() or None
+        share.save(force_insert=True)
+        for position, pending in enumerate(documents):
+            document = ShareDocument(id=pending.id, share=share, position=position, size=pending.size, created_at=now)
+            _adopt_key(document, pending.key)
+            document.name = pending.name
+            document.content_type = pending.content_type
+            document.save(force_insert=True)
+        channels = notifications.queue_link(share, token, ShareNotification.Kind.LINK, now)
+        audit.record(
+            "share.created",
+            actor=user,
+            target=share,
+            request=request,
+            details={
+                "documents": len(documents),
+                "channels": ",".join(channels),
+                "expires_in_days": days,
+                "allow_reply": share.allow_reply,
+                "from_message": source_message_id is not None,
+            },
+        )
+    return share
+
+
+# -- the patient's steps ---------------------------------------------------------------------
+
+
+def find_share(token: str) -> PatientShare | None:
+    """The share a link's token opens, or None. Never raises on a malformed token."""
+    if not tokens.plausible_token(token):
+        return None
+    return (
+        PatientShare.objects.select_related("created_by", "organisation", "data_key")
+        .filter(token_hash=tokens.token_hash(token))
+        .first()
+    )
+
+
+def find_session(share: PatientShare, key: str | None, now: datetime.datetime | None = None) -> PatientSession | None:
+    """The patient's live session on this share, if the cookie holds one."""
+    if not key or len(key) > 100:
+        return None
+    now = now or timezone.now()
+    return PatientSession.objects.filter(
+        key_hash=tokens.session_key_hash(key), share=share, ended_at__isnull=True, last_seen_at__gt=now - PATIENT_IDLE
+    ).first()
+
+
+def touch_session(session: PatientSession, now: datetime.datetime | None = None) -> None:
+    """Keep an active session alive (idle timeout); at most one write a minute."""
+    now = now or timezone.now()
+    if now - session.last_seen_at > datetime.timedelta(seconds=60):
+        PatientSession.objects.filter(pk=session.pk, ended_at__isnull=True).update(last_seen_at=now)
+        session.last_seen_at = now
+
+
+def _lock_share(share_id: uuid.UUID) -> PatientShare:
+    return (
+        PatientShare.objects.select_for_update(of=("self",))
+        .select_related("created_by", "organisation", "data_key")
+        .get(pk=share_id)
+    )
+
+
+def _refusal(share: PatientShare, now: datetime.datetime) -> str:
+    """Why the patient cannot proceed, or empty."""
+    status = share.effective_status(now)
+    if status in (Status.EXPIRED, Status.REVOKED, Status.LOCKED):
+        return status
+    return ""
+
+
+def _lock(share: PatientShare, reason: str, now: datetime.datetime, request: HttpRequest | None) -> None:
+    share.status = Status.LOCKED
+    share.lock_reason = reason
+    share.locked_at = now
+    share.save(update_fields=["status", "lock_reason", "locked_at"])
+    share.codes.filter(retired=False).update(retired=True)
+    notifications.cancel_pending(share, kinds=[ShareNotification.Kind.CODE])
+    audit.record("share.locked", actor=("patient", ""), target=share, request=request, details={"reason": reason})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    outcome: str  # "ok" or a refusal code
+    session_key: str | None = None
+    channel: str = ""
+    attempts_left: int = 0
+
+
+PATIENT = ("patient", "")
+
+
+def check_birth_date(
+    share_id: uuid.UUID,
+    value: datetime.date,
+    *,
+    session_key: str | None = None,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> StepResult:
+    """First factor. A match starts a patient session and sends a one-time code."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _lock_share(share_id)
+        refusal = _refusal(share, now)
+        if refusal:
+            audit.record(
+                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
+                details={"reason": refusal, "step": "birth_date"},
+            )  # fmt: skip
+            return StepResult(refusal)
+        if value != share.patient_birth_date:
+            share.birth_date_failures = F("birth_date_failures") + 1
+            share.save(update_fields=["birth_date_failures"])
+            share.refresh_from_db(fields=["birth_date_failures"])
+            audit.record(
+                "share.birth_date_failed", actor=PATIENT, target=share, request=request, outcome=audit.FAILURE,
+                details={"failures": share.birth_date_failures},
+            )  # fmt: skip
+            if share.birth_date_failures >= MAX_BIRTH_DATE_FAILURES:
+                _lock(share, LockReason.BIRTH_DATE, now, request)
+                return StepResult(Status.LOCKED)
+            return StepResult("wrong", attempts_left=MAX_BIRTH_DATE_FAILURES - share.birth_date_failures)
+        session = find_session(share, session_key, now)
+        key = session_key if session is not None else None
+        if session is None:
+            key = tokens.new_session_key()
+            session = PatientSession.objects.create(
+                key_hash=tokens.session_key_hash(key),
+                share=share,
+                stage=PatientSession.Stage.BIRTH_DATE_CONFIRMED,
+                created_at=now,
+                last_seen_at=now,
+            )
+        else:
+            PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        audit.record("share.birth_date_confirmed", actor=PATIENT, target=share, request=request)
+        result = _issue_code(share, None, now, request)
+        if result.outcome != "ok":
+            return result
+        return StepResult("ok", session_key=key, channel=result.channel)
+
+
+def _code_channel(share: PatientShare, wanted: str | None) -> str:
+    available = [
+        c for c, present in ((Channel.SMS, share.patient_mobile), (Channel.EMAIL, share.patient_email)) if present
+    ]
+    if wanted in available:
+        return str(wanted)
+    return str(available[0])
+
+
+def _issue_code(
+    share: PatientShare, channel: str | None, now: datetime.datetime, request: HttpRequest | None
+) -> StepResult:
+    """Inside the caller's transaction, with the share locked."""
+    since = max(now - datetime.timedelta(hours=1), share.counters_reset_at)
+    if share.codes.filter(created_at__gt=since).count() >= MAX_CODES_PER_HOUR:
+        _lock(share, LockReason.CODES_SENT, now, request)
+        return StepResult(Status.LOCKED)
+    share.codes.filter(retired=False).update(retired=True)
+    notifications.cancel_pending(share, kinds=[ShareNotification.Kind.CODE])
+    code = tokens.new_code()
+    chosen = _code_channel(share, channel)
+    one_time = OneTimeCode.objects.create(
+        share=share,
+        code_hash=tokens.code_hash(share.pk, code),
+        channel=chosen,
+        created_at=now,
+        expires_at=now + CODE_VALIDITY,
+    )
+    notifications.queue_code(share, code, chosen, now, one_time.expires_at)
+    audit.record("share.code_sent", actor=PATIENT, target=share, request=request, details={"channel": chosen})
+    return StepResult("ok", channel=chosen)
+
+
+def request_new_code(
+    share_id: uuid.UUID,
+    *,
+    session_key: str | None,
+    channel: str | None = None,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> StepResult:
+    """ "Send me another code" (optionally by the other channel), within the hourly limit."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _lock_share(share_id)
+        refusal = _refusal(share, now)
+        if refusal:
+            return StepResult(refusal)
+        session = find_session(share, session_key, now)
+        if session is None or session.stage != PatientSession.Stage.BIRTH_DATE_CONFIRMED:
+            audit.record(
+                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
+                details={"reason": "no_session", "step": "new_code"},
+            )  # fmt: skip
+            return StepResult("no_session")
+        PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        return _issue_code(share, channel, now, request)
+
+
+def check_code(
+    share_id: uuid.UUID,
+    code: str,
+    *,
+    session_key: str | None,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> StepResult:
+    """Second factor: the latest code sent for this share, once, within its validity."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _lock_share(share_id)
+        refusal = _refusal(share, now)
+        if refusal:
+            audit.record(
+                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
+                details={"reason": refusal, "step": "code"},
+            )  # fmt: skip
+            return StepResult(refusal)
+        session = find_session(share, session_key, now)
+        if session is None:
+            audit.record(
+                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
+                details={"reason": "no_session", "step": "code"},
+            )  # fmt: skip
+            return StepResult("no_session")
+        latest = share.codes.order_by("-created_at", "-pk").first()
+        matches = latest is not None and tokens.same(latest.code_hash, tokens.code_hash(share.pk, code))
+        if latest is not None and matches:
+            used = OneTimeCode.objects.filter(
+                pk=latest.pk, used_at__isnull=True, retired=False, attempts__lt=MAX_CODE_FAILURES, expires_at__gt=now
+            ).update(used_at=now)
+            if used:
+                return _open(share, session, now, request)
+        if latest is None:
+            reason = "no_code"
+        elif latest.used_at is not None:
+            reason = "used"
+        elif latest.retired:
+            reason = "retired"
+        elif latest.expires_at <= now:
+            reason = "code_expired"
+        else:
+            reason = "wrong"
+        share.code_failures = F("code_failures") + 1
+        share.save(update_fields=["code_failures"])
+        attempts = 0
+        if latest is not None:
+            OneTimeCode.objects.filter(pk=latest.pk).update(attempts=F("attempts") + 1)
+            latest.refresh_from_db(fields=["attempts"])
+            attempts = latest.attempts
+        audit.record(
+            "share.code_failed", actor=PATIENT, target=share, request=request, outcome=audit.FAILURE,
+            details={"reason": reason, "attempts": attempts},
+        )  # fmt: skip
+        if latest is not None and attempts >= MAX_CODE_FAILURES:
+            _lock(share, LockReason.CODE, now, request)
+            return StepResult(Status.LOCKED)
+        return StepResult(reason, attempts_left=max(0, MAX_CODE_FAILURES - attempts))
+
+
+def _advance(share: PatientShare, progress: str) -> None:
+    """Move the patient's progress forward (never back); the status follows unless it is
+    locked, revoked or expired."""
+    if PROGRESS_ORDER.index(Status(progress)) <= PROGRESS_ORDER.index(Status(share.progress)):
+        return
+    share.progress = progress
+    fields = ["progress"]
+    if share.status in PROGRESS_ORDER:
+        share.status = progress
+        fields.append("status")
+    share.save(update_fields=fields)
+
+
+def _open(
+    share: PatientShare, session: PatientSession, now: datetime.datetime, request: HttpRequest | None
+) -> StepResult:
+    PatientSession.objects.filter(pk=session.pk).update(
+        stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
+    )
+    share.open_count = F("open_count") + 1
+    fields = ["open_count"]
+    if share.opened_at is None:
+        share.opened_at = now
+        fields.append("opened_at")
+    share.save(update_fields=fields)
+    _advance(share, Status.OPENED)
+    audit.record("share.opened", actor=PATIENT, target=share, request=request)
+    return StepResult("ok")
+
+
+def open_session(
+    share: PatientShare, session_key: str | None, now: datetime.datetime | None = None
+) -> PatientSession | None:
+    """The patient's session if it has passed both factors and the share is still available."""
+    now = now or timezone.now()
+    if _refusal(share, now):
+        return None
+    session = find_session(share, session_key, now)
+    if session is None or session.stage != PatientSession.Stage.OPEN:
+        return None
+    return session
+
+
+def record_documents_page(share: PatientShare, session: PatientSession, request: HttpRequest | None = None) -> None:
+    """The patient read the message and the list of documents: keep the session alive and
+    audit the reading (it shows health data)."""
+    now = timezone.now()
+    with transaction.atomic():
+        touch_session(session, now)
+        audit.record("share.documents_listed", actor=PATIENT, target=share, request=request)
+
+
+def record_document_access(
+    share_id: uuid.UUID,
+    document_id: uuid.UUID,
+    *,
+    session_key: str | None,
+    download: bool,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> ShareDocument | None:
+    """Audit a view or download by the patient (before any byte is sent); None if refused."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _lock_share(share_id)
+        session = open_session(share, session_key, now)
+        document = share.documents.filter(pk=document_id).first() if session is not None else None
+        if session is None or document is None:
+            audit.record(
+                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
+                details={"reason": "no_session" if session is None else "no_document", "step": "document"},
+            )  # fmt: skip
+            return None
+        PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        share.download_count = F("download_count") + 1
+        fields = ["download_count"]
+        if share.downloaded_at is None:
+            share.downloaded_at = now
+            fields.append("downloaded_at")
+        share.save(update_fields=fields)
+        # Viewing in the browser hands over the document just as a download does.
+        _advance(share, Status.DOWNLOADED)
+        audit.record(
+            "share.downloaded" if download else "share.viewed",
+            actor=PATIENT,
+            target=share,
+            request=request,
+            details={"document": str(document.pk)},
+        )
+    return document
+
+
+def end_session(share: PatientShare, session_key: str | None, now: datetime.datetime | None = None) -> None:
+    now = now or timezone.now()
+    if session_key:
+        PatientSession.objects.filter(key_hash=tokens.session_key_hash(session_key), share=share).update(ended_at=now)
+
+
+def reply(
+    share_id: uuid.UUID,
+    text: str,
+    files: Sequence[PendingFile],
+    *,
+    session_key: str | None,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> ShareReply:
+    """The patient's answer, delivered to the practitioner's mailbox as a message."""
+    now = now or timezone.now()
+    text = text.strip()
+    if not text and not files:
+        raise ShareError("empty", "write a message or add a file")
+    with transaction.atomic():
+        share = _lock_share(share_id)
+        session = open_session(share, session_key, now)
+        if session is None:
+            raise ShareError("no_session")
+        if not share.allow_reply or share.closed_at is not None or share.reply_mailbox_id is None:
+            raise ShareError("closed")
+        message_id = _deliver_reply(share, text, files, now)
+        answer = ShareReply.objects.create(share=share, message_id=message_id, created_at=now, file_count=len(files))
+        audit.record("share.replied", actor=PATIENT, target=share, request=request, details={"files": len(files)})
+    return answer
+
+
+def _deliver_reply(share: PatientShare, text: str, files: Sequence[PendingFile], now: datetime.datetime) -> uuid.UUID:
+    """Hand the reply to the practitioner's mailbox; the message is linked to the share by id."""
+    from pli.sharing import mailbox
+
+    return mailbox.deliver_patient_reply(share, text, files, now)
+
+
+# -- the practitioner's actions --------------------------------------------------------------
+
+
+def _own_share(user: User, share_id: uuid.UUID) -> PatientShare:
+    share = (
+        PatientShare.objects.select_for_update(of=("self",))
+        .select_related("created_by", "organisation")
+        .filter(pk=share_id, created_by=user)
+        .first()
+    )
+    if share is None:
+        raise ShareError("not_found")
+    return share
+
+
+def revoke(
+    user: User, share_id: uuid.UUID, *, request: HttpRequest | None = None, now: datetime.datetime | None = None
+) -> PatientShare:
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _own_share(user, share_id)
+        if share.status == Status.REVOKED:
+            return share
+        share.status = Status.REVOKED
+        share.revoked_at = now
+        share.save(update_fields=["status", "revoked_at"])
+        share.codes.filter(retired=False).update(retired=True)
+        share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
+        notifications.cancel_pending(share)
+        audit.record("share.revoked", actor=user, target=share, request=request)
+    return share
+
+
+def _ensure_active(share: PatientShare, now: datetime.datetime) -> None:
+    status = share.effective_status(now)
+    if status in (Status.REVOKED, Status.EXPIRED):
+        raise ShareError(status)
+
+
+def unlock(
+    user: User,
+    share_id: uuid.UUID,
+    *,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> PatientShare:
+    """Lift a lock: the attempt counters start again from zero."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _own_share(user, share_id)
+        _ensure_active(share, now)
+        if share.status != Status.LOCKED:
+            raise ShareError("not_locked")
+        share.status = share.progress
+        share.lock_reason = ""
+        share.locked_at = None
+        share.birth_date_failures = 0
+        share.counters_reset_at = now
+        share.save(update_fields=["status", "lock_reason", "locked_at", "birth_date_failures", "counters_reset_at"])
+        share.codes.filter(retired=False).update(retired=True)
+        share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
+        audit.record("share.unlocked", actor=user, target=share, request=request)
+    return share
+
+
+def _new_link(share: PatientShare, kind: str, now: datetime.datetime) -> list[str]:
+    """Replace the link's token (the previous link stops working) and queue the new one."""
+    token = tokens.new_token()
+    share.token_hash = tokens.token_hash(token)
+    share.link_sent_at = now
+    share.save(update_fields=["token_hash", "link_sent_at"])
+    notifications.cancel_pending(share, kinds=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER])
+    return notifications.queue_link(share, token, kind, now)
+
+
+def resend(
+    user: User, share_id: uuid.UUID, *, request: HttpRequest | None = None, now: datetime.datetime | None = None
+) -> PatientShare:
+    """Send the patient a fresh link (the earlier one stops working)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _own_share(user, share_id)
+        _ensure_active(share, now)
+        if share.status == Status.LOCKED:
+            raise ShareError("locked")
+        channels = _new_link(share, ShareNotification.Kind.LINK, now)
+        audit.record(
+            "share.resent", actor=user, target=share, request=request, details={"channels": ",".join(channels)}
+        )
+    return share
+
+
+def close_conversation(
+    user: User, share_id: uuid.UUID, *, request: HttpRequest | None = None, now: datetime.datetime | None = None
+) -> PatientShare:
+    now = now or timezone.now()
+    with transaction.atomic():
+        share = _own_share(user, share_id)
+        if share.closed_at is None:
+            share.closed_at = now
+            share.save(update_fields=["closed_at"])
+            audit.record("share.closed", actor=user, target=share, request=request)
+    return share
+
+
+def open_document_blob(document: ShareDocument) -> Any:
+    """The document's plaintext, streamed (a :class:`pli.blobs.BlobReader`)."""
+    return share_blob_store().open(document.blob_id, document.data_encryption_key(), document.blob_aad("content"))
+
+
+# -- periodic jobs ---------------------------------------------------------------------------
+
+
+def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -> int:
+    """One reminder for a share not opened after 5 days (with a fresh link)."""
+    now = now or timezone.now()
+    due = PatientShare.objects.filter(
+        status=Status.SENT, reminder_sent_at__isnull=True, created_at__lte=now - REMINDER_AFTER, expires_at__gt=now
+    ).values_list("pk", flat=True)[:limit]
+    count = 0
+    for share_id in list(due):
+        with transaction.atomic():
+            share = (
+                PatientShare.objects.select_for_update(of=("self",))
+                .select_related("created_by", "organisation")
+                .get(pk=share_id)
+            )
+            if share.status != Status.SENT or share.reminder_sent_at is not None or share.expires_at <= now:
+                continue
+            share.reminder_sent_at = now
+            share.save(update_fields=["reminder_sent_at"])
+            channels = _new_link(share, ShareNotification.Kind.REMINDER, now)
+            audit.record("share.reminder_queued", target=share, details={"channels": ",".join(channels)})
+            count += 1
+    return count
+
+
+def expire_shares(now: datetime.datetime | None = None, limit: int = 500) -> int:
+    now = now or timezone.now()
+    due = PatientShare.objects.filter(status__in=[*PROGRESS_ORDER, Status.LOCKED], expires_at__lte=now).values_list(
+        "pk", flat=True
+    )[:limit]
+    count = 0
+    for share_id in list(due):
+        with transaction.atomic():
+            share = PatientShare.objects.select_for_update().get(pk=share_id)
+            if share.effective_status(now) != Status.EXPIRED or share.status == Status.EXPIRED:
+                continue
+            share.status = Status.EXPIRED
+            share.save(update_fields=["status"])
+            share.codes.filter(retired=False).update(retired=True)
+            share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
+            notifications.cancel_pending(share)
+            audit.record("share.expired", target=share)
+            count += 1
+    return count
+
+
+def cleanup(now: datetime.datetime | None = None) -> dict[str, int]:
+    """Forget what is no longer needed: old codes and sessions, documents of shares ended a
+    while ago (shredded), orphan blobs of uploads that never committed."""
+    now = now or timezone.now()
+    codes, _ = OneTimeCode.objects.filter(expires_at__lt=now - datetime.timedelta(days=1)).delete()
+    sessions, _ = PatientSession.objects.filter(
+        Q(ended_at__lt=now - datetime.timedelta(days=1)) | Q(last_seen_at__lt=now - datetime.timedelta(days=1))
+    ).delete()
+    purged = _purge_ended_documents(now)
+    orphans = _remove_orphan_blobs(now)
+    return {"codes": codes, "sessions": sessions, "documents": purged, "orphans": orphans}
+
+
+def _purge_ended_documents(now: datetime.datetime) -> int:
+    limit = now - PURGE_AFTER_END
+    ended = PatientShare.objects.filter(
+        Q(status=Status.REVOKED, revoked_at__lt=limit) | Q(status=Status.EXPIRED, expires_at__lt=limit),
+        document_count__gt=0,
+    ).values_list("pk", flat=True)[:200]
+    store = share_blob_store()
+    count = 0
+    for share_id in list(ended):
+        with transaction.atomic():
+            documents = list(ShareDocument.objects.filter(share_id=share_id))
+            ShareDocument.objects.filter(share_id=share_id).delete()
+            # Deleting the data keys shreds whatever copy of the blobs may survive elsewhere.
+            DataKey.objects.filter(pk__in=[d.data_key_id for d in documents if d.data_key_id]).delete()
+            PatientShare.objects.filter(pk=share_id).update(document_count=0)
+            audit.record(
+                "share.documents_purged",
+                target=("sharing.patientshare", str(share_id)),
+                details={"documents": len(documents)},
+            )
+            transaction.on_commit(_blob_deleter(store, [d.blob_id for d in documents]))
+        count += len(documents)
+    return count
+
+
+def _blob_deleter(store: BlobStore, blob_ids: list[str]) -> Callable[[], None]:
+    def delete() -> None:
+        for blob_id in blob_ids:
+            store.delete(blob_id)
+
+    return delete
+
+
+ORPHAN_AGE_SECONDS = 3600
+
+
+def _remove_orphan_blobs(now: datetime.datetime) -> int:
+    """Blobs written by an upload whose transaction never committed. Only blobs older than
+    an hour are considered, far beyond any request that could still commit one."""
+    import time
+
+    store = share_blob_store()
+    store.cleanup_temp(ORPHAN_AGE_SECONDS)
+    limit = time.time() - ORPHAN_AGE_SECONDS
+    candidates: list[str] = []
+    for blob_id in store.iter_ids():
+        try:
+            if store.path_for(blob_id).stat().st_mtime < limit:
+                candidates.append(blob_id)
+        except FileNotFoundError:
+            continue
+    removed = 0
+    for start in range(0, len(candidates), 500):
+        batch = candidates[start : start + 500]
+        known = {
+            d.hex
+            for d in ShareDocument.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
+        }
+        for blob_id in batch:
+            if blob_id not in known:
+                store.delete(blob_id)
+                removed += 1
+    return removed
+
+
+def run_periodic(now: datetime.datetime | None = None) -> dict[str, int]:
+    now = now or timezone.now()
+    result = {
+        "expired": expire_shares(now),
+        "reminders": send_due_reminders(now),
+        "requeued": notifications.requeue_stuck(now),
+    }
+    result.update(cleanup(now))
+    return result

@@ -1,0 +1,71 @@
+"""Background jobs (django-tasks, database backend), run by ``pli worker``.
+
+* :func:`deliver_notification` sends one e-mail or SMS. It never raises: a failure is
+  recorded on the notification and the share, and a new job is enqueued for later
+  (``run_after``) with exponential back-off, so a provider outage delays notifications but
+  never loses them.
+* :func:`periodic_jobs` is the scheduler: reminders after 5 days, expiry, re-queueing of
+  deliveries a dead worker left behind, clean-up. It re-enqueues itself to run again
+  :data:`PERIOD` later; ``pli worker`` starts the chain when no run is waiting, and a run
+  that finds another one waiting does not add a second, so several workers share one chain.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_tasks import task
+from django_tasks_db.models import DBTaskResult
+
+from pli.sharing import notifications, services
+
+logger = logging.getLogger(__name__)
+
+PERIOD = datetime.timedelta(minutes=5)
+# Finished job rows are kept this long for operators, then pruned.
+KEEP_FINISHED = datetime.timedelta(days=7)
+
+
+@task()
+def deliver_notification(notification_id: str) -> str:
+    try:
+        return notifications.deliver(notification_id)
+    except Exception:
+        # Unexpected (a bug, the database away): the notification stays pending and the
+        # periodic job queues it again; the traceback goes to the job row, never content.
+        logger.exception("notification %s: delivery crashed", notification_id)
+        raise
+
+
+@task()
+def periodic_jobs() -> dict[str, Any]:
+    try:
+        result: dict[str, Any] = services.run_periodic()
+        result["pruned_jobs"] = prune_finished_jobs()
+        return result
+    finally:
+        schedule_periodic(PERIOD)
+
+
+def schedule_periodic(delay: datetime.timedelta = datetime.timedelta(0)) -> bool:
+    """Enqueue the next periodic run unless one is already waiting; True if it did."""
+    with transaction.atomic():
+        waiting = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path, status="READY").exists()
+        if waiting:
+            return False
+        periodic_jobs.using(run_after=timezone.now() + delay).enqueue()
+    return True
+
+
+def prune_finished_jobs(now: datetime.datetime | None = None) -> int:
+    now = now or timezone.now()
+    deleted, _ = DBTaskResult.objects.filter(
+        task_path__in=[deliver_notification.module_path, periodic_jobs.module_path],
+        status__in=["SUCCESSFUL", "FAILED"],
+        finished_at__lt=now - KEEP_FINISHED,
+    ).delete()
+    return deleted

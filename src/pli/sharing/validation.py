@@ -1,0 +1,97 @@
+"""Parsing what people type: birth dates, INS, mobile numbers, e-mail addresses, codes.
+
+Each function returns the normalised value or raises ``ValidationError`` whose message is a
+sentence for the person who typed it (French first through the translations).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from stdnum.exceptions import ValidationError as StdnumError
+from stdnum.fr import nir
+
+from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
+
+_FRENCH_DATE = re.compile(r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_CODE = re.compile(r"\d{6}")
+OLDEST_YEAR = 1880
+
+
+def parse_birth_date(raw: str) -> datetime.date:
+    """``JJ/MM/AAAA`` (also with dots or dashes) or ``YYYY-MM-DD``."""
+    text = (raw or "").strip()
+    if not text:
+        raise ValidationError(_("Enter the birth date."), code="required")
+    iso = _ISO_DATE.fullmatch(text)
+    french = _FRENCH_DATE.fullmatch(text)
+    try:
+        if iso:
+            value = datetime.date(int(iso[1]), int(iso[2]), int(iso[3]))
+        elif french:
+            value = datetime.date(int(french[3]), int(french[2]), int(french[1]))
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValidationError(
+            _("Enter the birth date as DD/MM/YYYY, for example 31/01/1980."), code="invalid"
+        ) from None
+    if value.year < OLDEST_YEAR or value > timezone.localdate():
+        raise ValidationError(_("This birth date is not plausible; check the year."), code="implausible")
+    return value
+
+
+def parse_iso_birth_date(raw: str) -> datetime.date:
+    """The API's ``patient_birth_date``: strictly ``YYYY-MM-DD``."""
+    text = (raw or "").strip()
+    if not _ISO_DATE.fullmatch(text):
+        raise ValidationError(_("Give the birth date as YYYY-MM-DD."), code="invalid")
+    return parse_birth_date(text)
+
+
+def normalise_ins(raw: str) -> str:
+    """The INS (NIR or NIA): 13 characters and a 2-digit key; Corsica's 2A/2B are accepted."""
+    compact = re.sub(r"[\s.\-]+", "", raw or "").upper()
+    try:
+        return str(nir.validate(compact))
+    except StdnumError:
+        raise ValidationError(
+            _("This INS is not valid: it has 15 characters (13 digits and a 2-digit key); check for a typing mistake."),
+            code="invalid",
+        ) from None
+
+
+def normalise_patient_mobile(raw: str) -> str:
+    try:
+        return normalise_mobile(raw, allowed_regions())
+    except InvalidPhoneNumber as exc:
+        if exc.code == "not_mobile":
+            message = _("This is not a mobile number: the code is sent by SMS.")
+        elif exc.code == "region":
+            message = _("SMS can only be sent to French mobile numbers.")
+        else:
+            message = _("Enter a mobile number such as 06 12 34 56 78 or +33 6 12 34 56 78.")
+        raise ValidationError(message, code=exc.code) from None
+
+
+def normalise_email(raw: str) -> str:
+    value = (raw or "").strip()
+    try:
+        validate_email(value)
+    except ValidationError:
+        raise ValidationError(_("Enter a valid e-mail address."), code="invalid") from None
+    local, _at, domain = value.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def clean_code(raw: str) -> str:
+    value = re.sub(r"\s+", "", raw or "")
+    if not _CODE.fullmatch(value):
+        raise ValidationError(_("Enter the 6-digit code you received."), code="invalid")
+    return value

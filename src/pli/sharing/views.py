@@ -1,0 +1,207 @@
+"""The practitioner's pages: list of shares, new share, one share and its actions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import messages
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from pli.accounts.models import User
+from pli.messaging import services as messaging
+from pli.messaging.models import Attachment
+from pli.sharing import mailbox, services
+from pli.sharing.forms import ShareForm
+from pli.sharing.models import PatientShare, Status
+from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
+
+PAGE_SIZE = 50
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - LoginRequiredMiddleware guarantees it
+    return user
+
+
+def _error_text(code: str) -> str:
+    texts = {
+        "revoked": _("This share has been revoked."),
+        "expired": _("This share has expired."),
+        "not_locked": _("This share is not locked."),
+        "locked": _("This share is locked: unlock it first."),
+    }
+    return texts.get(code, _("This action is not possible."))
+
+
+@require_GET
+def share_list(request: HttpRequest) -> HttpResponse:
+    shares = services.shares_for(_user(request)).order_by("-created_at")
+    page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
+    now = _now()
+    rows = [(share, share.effective_status(now)) for share in page.object_list]
+    return render(request, "sharing/list.html", {"page": page, "rows": rows})
+
+
+def _now() -> Any:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.UUID | None, list[Attachment]]:
+    if not source:
+        return None, []
+    try:
+        message_id = uuid.UUID(source)
+        return message_id, mailbox.received_attachments(_user(request), message_id)
+    except (ValueError, messaging.NotVisible):
+        raise Http404 from None
+
+
+def _new_page(
+    request: HttpRequest,
+    form: ShareForm,
+    attachments: list[Attachment],
+    source: uuid.UUID | None,
+    status: int = 200,
+    documents_error: str = "",
+) -> HttpResponse:
+    rules = document_rules()
+    chosen = set(request.POST.getlist("attachments")) if request.method == "POST" else {str(a.pk) for a in attachments}
+    context = {
+        "form": form,
+        "attachments": attachments,
+        "chosen": chosen,
+        "source": source,
+        "documents_error": documents_error,
+        "limits": _("Up to %(count)d files, %(size)s each at most.")
+        % {"count": rules.max_files, "size": filesizeformat(rules.max_file_bytes)},
+        "default_days": services.default_expiry_days(_user(request)),
+    }
+    return render(request, "sharing/new.html", context, status=status)
+
+
+@csrf_exempt  # checked by _create, once the encrypting upload handler is in place
+@require_http_methods(["GET", "POST"])
+def new_share(request: HttpRequest) -> HttpResponse:
+    source, attachments = _source_attachments(request, request.GET.get("message"))
+    if request.method == "GET":
+        return _get_new(request, attachments, source)
+    rules = document_rules()
+    with UploadBatch(rules.store) as batch:
+        install(request, batch, rules)
+        try:
+            request.POST  # noqa: B018 - parse (and encrypt) the upload now, inside the batch
+        except UploadRejected as exc:
+            return _new_page(request, ShareForm(), attachments, source, status=exc.status, documents_error=exc.message)
+        except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
+            error = _("The form could not be read; please send it again.")
+            return _new_page(request, ShareForm(), attachments, source, status=400, documents_error=error)
+        return _create(request, batch, attachments, source)
+
+
+@csrf_protect
+def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.UUID | None) -> HttpResponse:
+    return _new_page(request, ShareForm(), attachments, source)
+
+
+@csrf_protect
+def _create(
+    request: HttpRequest, batch: UploadBatch, attachments: list[Attachment], source: uuid.UUID | None
+) -> HttpResponse:
+    form = ShareForm(request.POST)
+    uploads = pending_files(request.FILES, DOCUMENTS_FIELD)
+    chosen = set(request.POST.getlist("attachments"))
+    forwarded = [a for a in attachments if str(a.pk) in chosen]
+    valid = form.is_valid()
+    if not uploads and not forwarded:
+        return _new_page(
+            request, form, attachments, source, status=400, documents_error=_("Add at least one document.")
+        )
+    if not valid:
+        return _new_page(request, form, attachments, source, status=400)
+    copies = mailbox.copy_attachments(forwarded)
+    batch.pending.extend(copies)
+    share = services.create_share(
+        _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
+    )
+    batch.keep()
+    messages.success(request, _("The share is created; the patient is being notified."))
+    return HttpResponseRedirect(reverse("sharing:detail", args=[share.pk]), status=303)
+
+
+def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
+    share = services.shares_for(_user(request)).filter(pk=share_id).first()
+    if share is None:
+        raise Http404
+    return share
+
+
+@require_GET
+def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    share = _share_or_404(request, share_id)
+    now = _now()
+    context = {
+        "share": share,
+        "status": share.effective_status(now),
+        "documents": list(share.documents.select_related("data_key")),
+        "notifications": list(share.notifications.defer("recipient", "subject", "text", "html")),
+        "events": services.events(share),
+        "replies": list(share.replies.all()),
+        "Status": Status,
+    }
+    return render(request, "sharing/detail.html", context)
+
+
+def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpResponse:
+    user = _user(request)
+    functions = {
+        "revoke": (services.revoke, _("The link is revoked: the patient can no longer open it.")),
+        "unlock": (services.unlock, _("The share is unlocked.")),
+        "resend": (services.resend, _("A new link is being sent to the patient; the previous one no longer works.")),
+        "close": (services.close_conversation, _("The conversation is closed.")),
+    }
+    function, done = functions[action]
+    try:
+        function(user, share_id, request=request)
+        if action == "unlock" and request.POST.get("resend"):
+            services.resend(user, share_id, request=request)
+            done = _("The share is unlocked and a new link is being sent to the patient.")
+    except services.ShareError as exc:
+        if exc.code == "not_found":
+            raise Http404 from None
+        messages.error(request, _error_text(exc.code))
+    else:
+        messages.success(request, done)
+    return HttpResponseRedirect(reverse("sharing:detail", args=[share_id]), status=303)
+
+
+@require_POST
+def revoke(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    return _action(request, share_id, "revoke")
+
+
+@require_POST
+def unlock(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    return _action(request, share_id, "unlock")
+
+
+@require_POST
+def resend(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    return _action(request, share_id, "resend")
+
+
+@require_POST
+def close(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    return _action(request, share_id, "close")

@@ -1,0 +1,208 @@
+"""Organisations, members and mailboxes, through the services other apps call."""
+
+from __future__ import annotations
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from pli.accounts import services
+from pli.accounts.models import Mailbox, MailboxMember, Membership, Organisation, User
+from pli.audit.models import AuditEvent
+from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user
+
+
+def _errors(excinfo: pytest.ExceptionInfo[ValidationError]) -> dict[str, list[str]]:
+    return excinfo.value.message_dict
+
+
+def test_create_organisation_normalises_identifiers(db: None) -> None:
+    organisation = services.create_organisation(name="  Clinique   du Parc ", siret="732 829 320 00074")
+    assert organisation.name == "Clinique du Parc"
+    assert organisation.slug == "clinique-du-parc"
+    assert organisation.siret == "73282932000074" and organisation.finess is None
+    assert AuditEvent.objects.filter(action="organisation.created", target_id=str(organisation.pk)).exists()
+    second = services.create_organisation(name="Clinique du Parc", finess="750.000.001")
+    assert second.slug == "clinique-du-parc-2" and second.finess == "750000001"
+
+
+@pytest.mark.parametrize(
+    "fields,field,fragment",
+    [
+        ({"name": ""}, "name", "obligatoire"),
+        ({"name": "x" * 201}, "name", "Trop long"),
+        ({"name": "A", "finess": "12345678"}, "finess", "exactement 9 chiffres"),
+        ({"name": "A", "siret": "73282932000075"}, "siret", "clé de contrôle"),
+        ({"name": "A", "siret": "7328293200007X"}, "siret", "que des chiffres"),
+        ({"name": "A", "kind": "castle"}, "kind", "inconnu"),
+    ],
+)
+def test_create_organisation_refuses_bad_input(db: None, fields: dict[str, str], field: str, fragment: str) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        services.create_organisation(**fields)
+    assert fragment in " ".join(_errors(excinfo)[field])
+    assert not Organisation.objects.exists()
+
+
+def test_duplicate_identifiers_are_refused(db: None) -> None:
+    services.create_organisation(name="A", finess="750000001")
+    with pytest.raises(ValidationError) as excinfo:
+        services.create_organisation(name="B", finess="750 000 001")
+    assert "existe déjà" in _errors(excinfo)["finess"][0]
+
+
+def test_create_user_gives_a_personal_mailbox(organisation: Organisation) -> None:
+    user = services.create_user(
+        email=" Elodie.DArc@Example.org ",
+        password=TEST_PASSWORD,
+        organisation=organisation,
+        role="practitioner",
+        first_name="Élodie",
+        last_name="d'Arc-Lévêque",
+        professional=services.Professional(profession="Médecin", rpps="100 0123 4565"),
+    )
+    assert user.email == "elodie.darc@example.org"
+    assert user.rpps == "10001234565" and user.national_id == "810001234565"
+    mailbox = Mailbox.objects.get(owner=user)
+    assert mailbox.address == "elodie.d-arc-leveque@pli.localhost"
+    assert (mailbox.kind, mailbox.organisation) == ("personal", organisation)
+    assert EmailAddress.objects.get(user=user).verified
+    assert Membership.objects.get(user=user).role == "practitioner"
+    actions = set(
+        AuditEvent.objects.filter(target_id=str(user.pk), target_type="accounts.user").values_list("action", flat=True)
+    )
+    assert {"user.created", "membership.added"} <= actions
+
+
+def test_personal_addresses_are_deduplicated(organisation: Organisation, settings: object) -> None:
+    first = make_user(organisation, first_name="Jeanne", last_name="Martin", second_factor=False)
+    second = make_user(organisation, first_name="Jeanne", last_name="MARTIN", second_factor=False)
+    third = make_user(organisation, first_name="Jéanne", last_name="Martin", second_factor=False)
+    addresses = [Mailbox.objects.get(owner=u).address for u in (first, second, third)]
+    assert addresses == ["jeanne.martin@pli.localhost", "jeanne.martin2@pli.localhost", "jeanne.martin3@pli.localhost"]
+
+
+def test_mailbox_domain_comes_from_settings(organisation: Organisation, settings: object) -> None:
+    settings.PLI_MAIL_DOMAIN = "pli.example.fr"  # type: ignore[attr-defined]
+    user = make_user(organisation, first_name="Ana", last_name="Ruiz", second_factor=False)
+    assert Mailbox.objects.get(owner=user).address == "ana.ruiz@pli.example.fr"
+
+
+def test_create_user_reports_every_mistake_and_writes_nothing(organisation: Organisation) -> None:
+    with pytest.raises(ValidationError) as excinfo:
+        services.create_user(
+            email="doc@example.org",
+            password="court",
+            organisation=organisation,
+            role="practitioner",
+            first_name="Jo",
+            last_name="Doe",
+            professional=services.Professional(rpps="123", adeli="12"),
+        )
+    errors = _errors(excinfo)
+    assert set(errors) == {"password", "rpps", "adeli"}
+    assert not User.objects.exists() and not Mailbox.objects.exists()
+
+
+def test_duplicate_email_and_rpps_are_refused(organisation: Organisation) -> None:
+    make_user(organisation, email="doc@example.org", professional=services.Professional(rpps="10001234565"))
+    with pytest.raises(ValidationError) as excinfo:
+        make_user(organisation, email="DOC@example.org")
+    assert "e-mail" in _errors(excinfo)["email"][0]
+    with pytest.raises(ValidationError) as excinfo:
+        make_user(organisation, professional=services.Professional(rpps="10001234565"))
+    assert "RPPS" in _errors(excinfo)["rpps"][0]
+
+
+def test_shared_mailbox_and_mailboxes_for(organisation: Organisation) -> None:
+    doctor = make_user(organisation, first_name="Paul", last_name="Durand", second_factor=False)
+    assistant = make_user(organisation, role="assistant", first_name="Claire", last_name="Petit", second_factor=False)
+    outsider = make_user(first_name="Zoé", last_name="Autre", second_factor=False)
+    secretariat = services.create_shared_mailbox(organisation, "Secrétariat", [assistant, doctor])
+    assert secretariat.address == f"secretariat.{organisation.slug}@pli.localhost"
+    assert secretariat.kind == "organisational" and secretariat.owner is None
+    assert set(secretariat.members.all()) == {assistant, doctor}
+    assert [m.address for m in services.mailboxes_for(assistant)] == [
+        "claire.petit@pli.localhost",
+        secretariat.address,
+    ]
+    assert services.user_can_use_mailbox(doctor, secretariat)
+    assert not services.user_can_use_mailbox(outsider, secretariat)
+    assert not services.user_can_use_mailbox(doctor, Mailbox.objects.get(owner=assistant))
+    with pytest.raises(ValidationError) as excinfo:
+        services.create_shared_mailbox(organisation, "Accueil", [outsider])
+    assert "appartenir à l’organisation" in _errors(excinfo)["members"][0]  # noqa: RUF001
+
+
+def test_update_shared_mailbox_members(organisation: Organisation, admin: User) -> None:
+    a = make_user(organisation, second_factor=False)
+    b = make_user(organisation, second_factor=False)
+    mailbox = services.create_shared_mailbox(organisation, "Accueil", [a], actor=admin)
+    services.update_shared_mailbox(mailbox, name="Accueil général", members=[b], actor=admin)
+    mailbox.refresh_from_db()
+    assert mailbox.name == "Accueil général" and list(mailbox.members.all()) == [b]
+    assert not services.user_can_use_mailbox(a, mailbox)
+    event = AuditEvent.objects.filter(action="mailbox.members_changed").latest("seq")
+    assert event.details == {"added": 1, "removed": 1}
+
+
+def test_inactive_users_have_no_mailbox(organisation: Organisation) -> None:
+    user = make_user(organisation, second_factor=False)
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    user.refresh_from_db()
+    assert not services.mailboxes_for(user).exists()
+
+
+def test_role_changes_are_audited_and_keep_an_admin(organisation: Organisation, admin: User) -> None:
+    member = make_user(organisation, second_factor=False)
+    membership = Membership.objects.get(user=member)
+    services.change_role(membership, "admin", actor=admin)
+    event = AuditEvent.objects.filter(action="membership.role_changed").latest("seq")
+    assert event.details["from"] == "practitioner" and event.details["to"] == "admin"
+    assert event.actor_id == str(admin.pk)
+    services.change_role(Membership.objects.get(user=admin), "practitioner", actor=member)
+    with pytest.raises(ValidationError):
+        services.change_role(membership, "assistant", actor=member)
+    assert Membership.objects.get(user=member).role == "admin"
+
+
+def test_removing_a_member(organisation: Organisation, admin: User) -> None:
+    member = make_user(organisation, second_factor=False)
+    mailbox = services.create_shared_mailbox(organisation, "Accueil", [member, admin])
+    services.remove_member(Membership.objects.get(user=member), actor=admin)
+    member.refresh_from_db()
+    assert not member.is_active
+    assert not MailboxMember.objects.filter(user=member).exists()
+    assert not Mailbox.objects.get(owner=member).is_active
+    assert services.user_can_use_mailbox(admin, mailbox)
+    assert AuditEvent.objects.filter(action="membership.removed", target_id=str(member.pk)).exists()
+    with pytest.raises(ValidationError):
+        services.remove_member(Membership.objects.get(user=admin), actor=admin)
+
+
+def test_member_of_two_organisations_keeps_the_other(organisation: Organisation, admin: User) -> None:
+    other = make_organisation("Clinique Beta")
+    member = make_user(organisation, second_factor=False)
+    services.add_member(other, member, "assistant")
+    services.remove_member(Membership.objects.get(user=member, organisation=organisation), actor=admin)
+    member.refresh_from_db()
+    assert member.is_active
+    assert Mailbox.objects.get(owner=member).organisation == other
+
+
+def test_services_check_the_actor_is_admin_of_that_organisation(organisation: Organisation, admin: User) -> None:
+    other = make_organisation("Clinique Beta")
+    stranger = make_user(other, second_factor=False)
+    practitioner = make_user(organisation, second_factor=False)
+    membership = Membership.objects.get(user=stranger)
+    with pytest.raises(PermissionDenied):
+        services.change_role(membership, "admin", actor=admin)
+    with pytest.raises(PermissionDenied):
+        services.remove_member(membership, actor=admin)
+    with pytest.raises(PermissionDenied):
+        services.invite_member(other, email="x@example.org", role="assistant", actor=admin)
+    with pytest.raises(PermissionDenied):
+        services.create_shared_mailbox(other, "Accueil", [], actor=admin)
+    with pytest.raises(PermissionDenied):
+        services.invite_member(organisation, email="x@example.org", role="assistant", actor=practitioner)
+    assert Membership.objects.get(user=stranger).role == "practitioner"

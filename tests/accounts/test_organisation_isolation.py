@@ -1,0 +1,140 @@
+"""Organisation A's administrator can neither see nor change organisation B's members."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from pli.accounts import services
+from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
+from pli.testing.accounts import make_organisation, make_user
+
+
+@pytest.fixture
+def other(db: None) -> Organisation:
+    return make_organisation("Clinique Beta")
+
+
+@pytest.fixture
+def other_member(other: Organisation) -> User:
+    return make_user(other, first_name="Bruno", last_name="Beta", email="bruno@beta.example.org")
+
+
+def test_admin_of_a_cannot_reach_b_pages(
+    organisation: Organisation, admin_client: Client, other: Organisation, other_member: User
+) -> None:
+    mailbox = services.create_shared_mailbox(other, "Accueil", [other_member])
+    services.invite_member(other, email="z@example.org", role="assistant")
+    membership = Membership.objects.get(user=other_member)
+    for path in (
+        f"/organisations/{other.slug}/members/",
+        f"/organisations/{other.slug}/members/invite/",
+        f"/organisations/{other.slug}/members/{membership.pk}/",
+        f"/organisations/{other.slug}/mailboxes/",
+        f"/organisations/{other.slug}/mailboxes/new/",
+        f"/organisations/{other.slug}/mailboxes/{mailbox.pk}/",
+    ):
+        response = admin_client.get(path)
+        assert response.status_code == 404, path
+        assert "Bruno" not in response.content.decode()
+
+
+def test_admin_of_a_cannot_change_b_members(
+    organisation: Organisation, admin_client: Client, other: Organisation, other_member: User
+) -> None:
+    membership = Membership.objects.get(user=other_member)
+    mailbox = services.create_shared_mailbox(other, "Accueil", [other_member])
+    invitation = services.invite_member(other, email="z@example.org", role="assistant").invitation
+    posts = {
+        f"/organisations/{other.slug}/members/invite/": {"email": "spy@example.org", "role": "admin"},
+        f"/organisations/{other.slug}/members/{membership.pk}/": {"role": "assistant"},
+        f"/organisations/{other.slug}/members/{membership.pk}/remove/": {},
+        f"/organisations/{other.slug}/invitations/{invitation.pk}/revoke/": {},
+        f"/organisations/{other.slug}/invitations/{invitation.pk}/resend/": {},
+        f"/organisations/{other.slug}/mailboxes/new/": {"name": "Espion"},
+        f"/organisations/{other.slug}/mailboxes/{mailbox.pk}/": {"name": "Pris", "members": []},
+        # B's objects through A's own pages:
+        f"/organisations/{organisation.slug}/members/{membership.pk}/": {"role": "assistant"},
+        f"/organisations/{organisation.slug}/members/{membership.pk}/remove/": {},
+        f"/organisations/{organisation.slug}/invitations/{invitation.pk}/revoke/": {},
+        f"/organisations/{organisation.slug}/mailboxes/{mailbox.pk}/": {"name": "Pris", "members": []},
+    }
+    for path, data in posts.items():
+        assert admin_client.post(path, data).status_code == 404, path
+    membership.refresh_from_db()
+    mailbox.refresh_from_db()
+    assert membership.role == "practitioner" and other_member.is_active
+    assert mailbox.name == "Accueil" and list(mailbox.members.all()) == [other_member]
+    assert Invitation.objects.get(pk=invitation.pk).revoked_at is None
+    assert not Invitation.objects.filter(email="spy@example.org").exists()
+    assert Mailbox.objects.filter(organisation=other).count() == 2  # Bruno's own + Accueil
+
+
+def test_admin_of_a_cannot_add_b_members_to_a_mailbox(
+    organisation: Organisation, admin_client: Client, other_member: User
+) -> None:
+    response = admin_client.post(
+        f"/organisations/{organisation.slug}/mailboxes/new/", {"name": "Accueil", "members": [other_member.pk]}
+    )
+    assert response.status_code == 400
+    assert not Mailbox.objects.filter(name="Accueil").exists()
+
+
+def test_member_list_shows_only_own_organisation(
+    organisation: Organisation, admin_client: Client, other_member: User
+) -> None:
+    body = admin_client.get(f"/organisations/{organisation.slug}/members/").content.decode()
+    assert "Alice" in body and "Bruno" not in body and "bruno@beta" not in body
+
+
+def test_non_admin_member_gets_403(organisation: Organisation) -> None:
+    practitioner = make_user(organisation)
+    client = Client()
+    client.force_login(practitioner)
+    assert client.get(f"/organisations/{organisation.slug}/members/").status_code == 403
+    assert (
+        client.post(
+            f"/organisations/{organisation.slug}/members/invite/", {"email": "x@example.org", "role": "admin"}
+        ).status_code
+        == 403
+    )
+    assert not Invitation.objects.exists()
+
+
+def test_admin_manages_own_members_through_the_pages(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    member = make_user(organisation, first_name="Marc", last_name="Membre")
+    membership = Membership.objects.get(user=member)
+    assert "Marc" in admin_client.get(f"/organisations/{organisation.slug}/members/").content.decode()
+    page = admin_client.get(f"/organisations/{organisation.slug}/members/{membership.pk}/")
+    assert page.status_code == 200
+    assert (
+        admin_client.post(
+            f"/organisations/{organisation.slug}/members/{membership.pk}/", {"role": "assistant"}
+        ).status_code
+        == 302
+    )
+    assert Membership.objects.get(pk=membership.pk).role == "assistant"
+    # Demoting the only admin is refused with a message next to the field.
+    own = Membership.objects.get(user=admin)
+    response = admin_client.post(f"/organisations/{organisation.slug}/members/{own.pk}/", {"role": "assistant"})
+    assert response.status_code == 400 and "au moins un administrateur" in response.content.decode()
+    response = admin_client.post(
+        f"/organisations/{organisation.slug}/mailboxes/new/", {"name": "Secrétariat", "members": [member.pk, admin.pk]}
+    )
+    assert response.status_code == 302
+    mailbox = Mailbox.objects.get(name="Secrétariat")
+    assert set(mailbox.members.all()) == {member, admin}
+    assert "Secrétariat" in admin_client.get(f"/organisations/{organisation.slug}/mailboxes/").content.decode()
+    assert (
+        admin_client.post(
+            f"/organisations/{organisation.slug}/mailboxes/{mailbox.pk}/",
+            {"name": "Secrétariat", "members": [admin.pk]},
+        ).status_code
+        == 302
+    )
+    assert list(mailbox.members.all()) == [admin]
+    assert admin_client.post(f"/organisations/{organisation.slug}/members/{membership.pk}/remove/").status_code == 302
+    assert not User.objects.get(pk=member.pk).is_active
+    assert admin_client.get("/organisations/")["Location"] == f"/organisations/{organisation.slug}/members/"

@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+from jsonschema import Draft4Validator
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.test import APIRequestFactory
+from rest_framework.views import APIView
+from schemathesis.specs.openapi.definitions import OPENAPI_30
+
+from pli.accounts import services as accounts
+from pli.accounts.models import Organisation, User
+from pli.api import services
+from pli.api.permissions import HasScope
+from pli.testing.accounts import make_organisation, make_user
+
+
+@pytest.fixture
+def org(db: None) -> Organisation:
+    return make_organisation("Cabinet des Tilleuls")
+
+
+@pytest.fixture
+def user(org: Organisation) -> User:
+    return make_user(
+        org,
+        role="practitioner",
+        email="jeanne@example.org",
+        first_name="Jeanne",
+        last_name="Martin",
+        professional=accounts.Professional(profession="Médecin", specialty="Cardiologie", rpps="10003456789"),
+    )
+
+
+@pytest.fixture
+def raw_token(user: User) -> str:
+    return services.create_token(user, "test")[1]
+
+
+def bearer(raw: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+def test_me_returns_the_user_their_organisations_and_mailboxes(
+    org: Organisation, user: User, raw_token: str, client: Client
+) -> None:
+    other = make_organisation("Clinique du Port")
+    accounts.add_member(other, user, "assistant")
+    shared = accounts.create_shared_mailbox(org, "Secrétariat", [user])
+    response = client.get("/api/v1/me", **bearer(raw_token))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    personal = user.personal_mailbox
+    assert data == {
+        "id": user.pk,
+        "email": "jeanne@example.org",
+        "first_name": "Jeanne",
+        "last_name": "Martin",
+        "profession": "Médecin",
+        "specialty": "Cardiologie",
+        "rpps": "10003456789",
+        "organisations": [
+            {"id": org.pk, "slug": org.slug, "name": "Cabinet des Tilleuls", "role": "practitioner"},
+            {"id": other.pk, "slug": other.slug, "name": "Clinique du Port", "role": "assistant"},
+        ],
+        "mailboxes": [
+            {"id": str(personal.pk), "address": personal.address, "name": personal.name, "kind": "personal"},
+            {"id": str(shared.pk), "address": shared.address, "name": "Secrétariat", "kind": "organisational"},
+        ],
+    }
+
+
+def test_me_shows_only_the_token_owners_data(org: Organisation, user: User, client: Client) -> None:
+    other = make_user(org, email="paul@example.org")
+    raw = services.create_token(other, "his")[1]
+    data = client.get("/api/v1/me", **bearer(raw)).json()
+    assert data["email"] == "paul@example.org"
+    assert [mailbox["address"] for mailbox in data["mailboxes"]] == [other.personal_mailbox.address]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "Bearer",
+        "Bearer pli_wrong",
+        "Bearer " + "pli_" + "a" * 52,
+        "Bearer a b",
+        "Basic dXNlcjpwYXNz",
+        "bearer\u00e9",
+    ],
+)
+def test_missing_or_wrong_token_is_a_json_401(db: None, client: Client, header: str | None) -> None:
+    extra = {"HTTP_AUTHORIZATION": header} if header is not None else {}
+    response = client.get("/api/v1/me", **extra)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content)["detail"]
+
+
+def test_revoked_token_is_a_401(user: User, client: Client) -> None:
+    token, raw = services.create_token(user, "test")
+    assert client.get("/api/v1/me", **bearer(raw)).status_code == 200
+    services.revoke_token(user, token.pk)
+    response = client.get("/api/v1/me", **bearer(raw))
+    assert response.status_code == 401
+    assert "revoked" in response.json()["detail"] or "révoqué" in response.json()["detail"]
+
+
+def test_a_session_does_not_open_the_api(user: User, client: Client) -> None:
+    """The API takes Bearer tokens only: a signed-in browser tab is not an API client."""
+    client.force_login(user)
+    assert client.get("/api/v1/me").status_code == 401
+
+
+def test_errors_are_in_french_by_default_and_english_on_request(db: None, client: Client) -> None:
+    french = client.get("/api/v1/me", HTTP_AUTHORIZATION="Bearer " + "pli_" + "a" * 52).json()["detail"]
+    english = client.get(
+        "/api/v1/me", HTTP_AUTHORIZATION="Bearer " + "pli_" + "a" * 52, HTTP_ACCEPT_LANGUAGE="en"
+    ).json()["detail"]
+    assert english == "Invalid or revoked token."
+    assert french != english and "jeton" in french.lower()
+
+
+class ReadMessages(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes = ["messages:read"]
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+class PerMethod(APIView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes = {"GET": ["shares:read"], "POST": ["shares:write"]}
+
+    def get(self, request: Request) -> Response:
+        return Response({"read": True})
+
+    def post(self, request: Request) -> Response:
+        return Response({"written": True})
+
+
+def test_scopes_are_enforced(user: User) -> None:
+    factory = APIRequestFactory()
+    narrow = services.create_token(user, "narrow", ["shares:read"])[1]
+    wide = services.create_token(user, "wide", ["messages:read", "shares:read", "shares:write"])[1]
+
+    denied = ReadMessages.as_view()(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {narrow}"))
+    assert denied.status_code == 403
+    denied.render()
+    assert "messages:read" in json.loads(denied.content)["detail"]
+    allowed = ReadMessages.as_view()(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {wide}"))
+    assert allowed.status_code == 200
+
+    assert PerMethod.as_view()(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {narrow}")).status_code == 200
+    assert PerMethod.as_view()(factory.post("/x", HTTP_AUTHORIZATION=f"Bearer {narrow}")).status_code == 403
+    assert PerMethod.as_view()(factory.post("/x", HTTP_AUTHORIZATION=f"Bearer {wide}")).status_code == 200
+
+
+def test_requests_per_token_are_limited(user: User, raw_token: str, client: Client, settings: Any) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_token": "3/min"}}
+    for _ in range(3):
+        assert client.get("/api/v1/me", **bearer(raw_token)).status_code == 200
+    limited = client.get("/api/v1/me", **bearer(raw_token))
+    assert limited.status_code == 429
+    assert int(limited["Retry-After"]) > 0
+    assert limited.json()["detail"]
+    # Another token (of the same user) has its own allowance.
+    other = services.create_token(user, "other")[1]
+    assert client.get("/api/v1/me", **bearer(other)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/", "/api/v1/", "/api/v1/nothing", "/api/v1/me/", "/api/v2/me", "/api/v1/me/x"])
+def test_unknown_api_paths_are_a_json_404(db: None, client: Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {"detail": "Introuvable."} or json.loads(response.content)["detail"]
+
+
+def test_wrong_method_is_a_json_405(raw_token: str, client: Client) -> None:
+    response = client.post("/api/v1/me", {}, content_type="application/json", **bearer(raw_token))
+    assert response.status_code == 405
+    assert response.json()["detail"]
+
+
+def test_schema_is_valid_openapi_3(db: None, client: Client) -> None:
+    response = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = json.loads(response.content)
+    # The OpenAPI 3.0 meta-schema (as shipped with schemathesis) rejects any malformed part.
+    Draft4Validator(OPENAPI_30).validate(schema)
+    assert schema["openapi"].startswith("3.")
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": schema["components"]["securitySchemes"]["bearerAuth"]["description"],
+    }
+    me = schema["paths"]["/api/v1/me"]["get"]
+    assert me["security"] == [{"bearerAuth": []}]
+    assert {"200", "401", "403", "429"} <= set(me["responses"])
+    assert "/api/v1/schema/" not in schema["paths"] and "/api/v1/docs/" not in schema["paths"]
+
+
+def test_schema_yaml_is_served_too(db: None, client: Client) -> None:
+    response = client.get("/api/v1/schema/")
+    assert response.status_code == 200
+    assert b"openapi: 3." in response.content
+
+
+def test_docs_page_is_served_locally_without_inline_code(db: None, client: Client) -> None:
+    response = client.get("/api/v1/docs/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in body
+    assert "<style" not in body and "style=" not in body
+    for script in body.split("<script")[1:]:
+        assert script.lstrip().startswith("src="), "inline script"
+    assert "http://" not in body.replace(response.wsgi_request.build_absolute_uri("/"), "")
+    assert "https://" not in body
+    script = client.get("/api/v1/docs/?script=")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("application/javascript")
+    assert b"/api/v1/schema/" in script.content
+    assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+
+
+class Broken(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+
+def test_a_bug_is_a_json_500_without_details(raw_token: str, caplog: pytest.LogCaptureFixture) -> None:
+    response = Broken.as_view()(APIRequestFactory().get("/x", HTTP_AUTHORIZATION=f"Bearer {raw_token}"))
+    response.render()
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/json"
+    body = json.loads(response.content)
+    assert list(body) == ["detail"] and "a bug" not in body["detail"]
+    assert any("RuntimeError" in record.getMessage() for record in caplog.records)

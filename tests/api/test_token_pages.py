@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from pli.accounts.models import User
+from pli.api import services
+from pli.api.models import ApiToken
+from pli.audit.models import AuditEvent
+from pli.testing.accounts import make_user
+
+TOKEN = re.compile(r"pli_[A-Za-z0-9]{52}")
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return make_user(email="doc@example.org", first_name="Jeanne", last_name="Martin")
+
+
+@pytest.fixture
+def signed_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_list_shows_tokens_without_their_secret(user: User, signed_in: Client) -> None:
+    token, raw = services.create_token(user, "Logiciel du cabinet", ["messages:read"])
+    services.authenticate_token(raw)
+    response = signed_in.get("/settings/tokens/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Jetons d\u2019API" in body
+    assert "Logiciel du cabinet" in body and f"{token.prefix}…" in body
+    assert "messages:read" in body
+    assert raw not in body and not TOKEN.search(body)
+    assert "jamais" not in body.split("Logiciel du cabinet", 1)[1].split("</tr>", 1)[0]  # it was used
+
+
+def test_create_shows_the_token_once(user: User, signed_in: Client) -> None:
+    response = signed_in.post(
+        "/settings/tokens/", {"name": "Script de tri", "scopes": ["messages:read", "shares:read"]}
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    raw = TOKEN.search(body)
+    assert raw is not None
+    assert "ne sera plus jamais affiché" in body
+    assert response["Cache-Control"] == "no-store"
+    token = ApiToken.objects.get(user=user)
+    assert token.name == "Script de tri" and token.scopes == ["messages:read", "shares:read"]
+    assert services.authenticate_token(raw.group(0)) == token
+    again = signed_in.get("/settings/tokens/").content.decode()
+    assert raw.group(0) not in again and "Script de tri" in again
+
+
+def test_create_with_bad_input_names_the_field(user: User, signed_in: Client) -> None:
+    response = signed_in.post("/settings/tokens/", {"name": "", "scopes": []})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'aria-invalid="true"' in body
+    assert "Choisissez au moins une action." in body
+    assert not ApiToken.objects.exists()
+    response = signed_in.post("/settings/tokens/", {"name": "ok", "scopes": ["everything"]})
+    assert response.status_code == 400 and not ApiToken.objects.exists()
+
+
+def test_revoke_asks_for_confirmation_then_revokes(user: User, signed_in: Client) -> None:
+    token, raw = services.create_token(user, "Ancien logiciel")
+    page = signed_in.get(f"/settings/tokens/{token.pk}/revoke/")
+    assert page.status_code == 200
+    assert "Révoquer le jeton" in page.content.decode()
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is None  # a GET changes nothing
+    response = signed_in.post(f"/settings/tokens/{token.pk}/revoke/")
+    assert response.status_code == 302 and response["Location"] == "/settings/tokens/"
+    assert services.authenticate_token(raw) is None
+    assert AuditEvent.objects.filter(action="api.token_revoked", target_id=str(token.pk)).exists()
+    listing = signed_in.get("/settings/tokens/").content.decode()
+    assert "révoqué" in listing
+
+
+def test_someone_elses_token_is_not_found(user: User, signed_in: Client) -> None:
+    other = make_user(email="other@example.org")
+    token, raw = services.create_token(other, "Jeton-de-Paul")
+    assert signed_in.get(f"/settings/tokens/{token.pk}/revoke/").status_code == 404
+    assert signed_in.post(f"/settings/tokens/{token.pk}/revoke/").status_code == 404
+    assert services.authenticate_token(raw) == token
+    assert "Jeton-de-Paul" not in signed_in.get("/settings/tokens/").content.decode()
+
+
+def test_token_pages_need_a_signed_in_user(db: None, client: Client) -> None:
+    response = client.get("/settings/tokens/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert client.post("/settings/tokens/", {"name": "x"}).status_code == 302
+    assert not ApiToken.objects.exists()

@@ -1,0 +1,150 @@
+"""Practitioner to practitioner in a real browser: A writes to B with a PDF and a patient
+context; B signs in, sees the banner and the attachment, opens the PDF, replies; A sees the
+reply in the thread and the read receipt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from pli.accounts.models import Mailbox, User
+from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
+
+
+def _pdf(text: str) -> bytes:
+    """A small, valid one-page PDF showing ``text``."""
+    stream = f"BT /F1 24 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def _sign_in(page: Any, user: User) -> None:
+    page.goto("/messages/")
+    page.fill("#id_login", user.email)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.fill("#id_code", totp_code())
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.wait_for_url("**/messages/**/inbox/")
+
+
+@pytest.mark.browser
+def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any) -> None:
+    cache.clear()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    org_a, org_b = make_organisation("Cabinet des Lilas"), make_organisation("Clinique du Parc")
+    alice = make_user(org_a, first_name="Alice", last_name="Martin")
+    bob = make_user(org_b, first_name="Bruno", last_name="Petit")
+    bob_box = Mailbox.objects.get(owner=bob)
+
+    # Alice writes to Bruno (another organisation), with a PDF and the patient's identity.
+    _sign_in(page, alice)
+    page.click("text=Écrire un message")
+    # Recipients are suggested from the directory as one types.
+    page.locator("#id_to").press_sequentially("Bruno Pet", delay=30)
+    option = page.locator(f'#directory-results option[value="{bob_box.address}"]')
+    option.wait_for(state="attached")
+    assert "Bruno" in (option.get_attribute("label") or "")
+    page.fill("#id_to", bob_box.address)
+    page.fill("#id_subject", "Compte rendu de consultation")
+    page.fill("#id_body", "Bonjour, voici le compte rendu. Détails : https://example.org/protocole")
+    page.click("summary:has-text('Patient concerné')")
+    page.fill("#id_patient_family_name", "Durand")
+    page.fill("#id_patient_given_names", "Élodie")
+    page.fill("#id_patient_birth_date", "1984-02-15")
+    page.select_option("#id_patient_sex", "F")
+    page.fill("#id_patient_ins", "284029912345616")  # a typo in the key
+    page.set_input_files(
+        "#id_attachments",
+        files=[{"name": "compte-rendu.pdf", "mimeType": "application/pdf", "buffer": _pdf("Compte rendu")}],
+    )
+    assert "compte-rendu.pdf" in page.locator("#file-list").inner_text()
+    page.click("#send-button")
+    # Refused, in French, next to the field; what was typed and the chosen file are kept.
+    error = page.locator("#id_patient_ins_error")
+    assert "clé de cet INS est fausse" in error.inner_text()
+    assert page.get_attribute("#id_patient_ins", "aria-invalid") == "true"
+    assert page.input_value("#id_subject") == "Compte rendu de consultation"
+    assert page.evaluate("document.getElementById('id_attachments').files.length") == 1
+    page.fill("#id_patient_ins", "284029912345655")
+    page.click("#send-button")
+    page.wait_for_url("**/messages/m/**")
+    assert "Message envoyé" in page.locator(".flash").inner_text()
+    assert "pas encore lu" in page.locator(".mail-receipts").inner_text()
+
+    # Bruno, in his own browser session, finds it unread in his inbox.
+    context_b = browser.new_context(base_url=live_server.url, locale="fr-FR", accept_downloads=True)
+    page_b = context_b.new_page()
+    page_b.set_default_timeout(15_000)
+    page_b.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    try:
+        _sign_in(page_b, bob)
+        assert page_b.locator(".main-nav .unread-count").inner_text().startswith("1")
+        row = page_b.locator(".mail-row.is-unread")
+        assert "Compte rendu de consultation" in row.inner_text()
+        row.locator("a").click()
+        page_b.wait_for_url("**/messages/m/**")
+        banner = page_b.locator(".patient-banner").inner_text()
+        assert "DURAND" in banner and "Élodie" in banner and "284029912345655" in banner
+        link = page_b.locator(".mail-body a")
+        assert link.get_attribute("href") == "https://example.org/protocole"
+        assert link.get_attribute("rel") == "noopener noreferrer nofollow"
+        assert "compte-rendu.pdf" in page_b.locator(".mail-attachments").inner_text()
+
+        # The PDF opens in the browser (inline, sandboxed), not as a download.
+        with page_b.expect_popup() as popup_info:
+            page_b.click(".mail-attachments a[target=_blank]")
+        viewer = popup_info.value
+        viewer.wait_for_load_state()
+        # Shown by the browser's own PDF viewer (a sandboxed document), not downloaded.
+        assert viewer.evaluate("document.contentType") == "application/pdf"
+        assert "/a/" in viewer.url
+        pdf = page_b.request.get(viewer.url)
+        assert pdf.status == 200
+        assert pdf.headers["content-type"] == "application/pdf"
+        assert pdf.headers["content-disposition"].startswith("inline;")
+        assert pdf.body().startswith(b"%PDF-1.4")
+        viewer.close()
+
+        # He replies.
+        page_b.click(".mail-actions a:has-text('Répondre')")
+        page_b.wait_for_url("**/messages/compose/**")
+        assert page_b.input_value("#id_subject") == "RE : Compte rendu de consultation"
+        page_b.fill("#id_body", "Merci, bien reçu. Je la vois la semaine prochaine.")
+        page_b.click("#send-button")
+        page_b.wait_for_url("**/messages/m/**")
+    finally:
+        context_b.close()
+
+    # Alice sees the reply in the same thread, and that Bruno read her message.
+    page.reload()
+    messages = page.locator("article.mail-message")
+    assert messages.count() == 2
+    assert "Merci, bien reçu" in messages.nth(1).inner_text()
+    receipts = messages.nth(0).locator(".mail-receipts")
+    if receipts.get_attribute("open") is None:
+        receipts.locator("summary").click()
+    assert "lu" in receipts.locator(".receipt-read").inner_text()
+    # The reply is unread for Alice until she opened the thread, which she just did.
+    assert page.locator(".main-nav .unread-count").count() == 0
+    assert [p for p in problems if "Content Security Policy" in p] == []

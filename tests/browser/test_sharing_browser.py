@@ -1,0 +1,117 @@
+"""A patient share end to end in Debian's Chromium: the practitioner creates a share with a
+PDF; the test reads the e-mail from a real SMTP server on loopback and the code from the SMS
+file; the "patient", in a fresh browser context, opens the link, gives the birth date and
+the code, views the PDF and downloads it; the practitioner then sees "downloaded"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
+from sharing.helpers import code_in, last_sms, link_token, pdf_bytes, run_tasks
+
+
+def watch(page: Any) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    external: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "request",
+        lambda req: (
+            external.append(req.url) if not req.url.startswith(("http://localhost", "http://127.0.0.1")) else None
+        ),
+    )
+    return problems, external
+
+
+@pytest.mark.browser
+def test_share_a_pdf_with_a_patient(
+    page: Any, browser: Any, live_server: Any, smtp_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    settings.PLI_SMS_URL = f"file://{tmp_path / 'sms'}"
+    doctor = make_user(make_organisation("Cabinet des Lilas"), first_name="Jeanne", last_name="Martin")
+    pdf = pdf_bytes("Compte rendu")
+    problems, external = watch(page)
+
+    # The practitioner signs in (password + authenticator code) and creates the share.
+    page.goto("/shares/new")
+    page.fill("#id_login", doctor.email)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.fill("#id_code", totp_code())
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.wait_for_url("**/shares/new")
+    page.get_by_label("Nom de famille").fill("Durand")
+    page.get_by_label("Prénom(s)").fill("Élodie")
+    page.get_by_label("Date de naissance").fill("15/02/1984")
+    page.get_by_label("Téléphone mobile").fill("06 12 34 56 78")
+    page.get_by_label("Adresse e-mail").fill("elodie.durand@example.org")
+    page.get_by_label("Message au patient (facultatif)").fill("Voici le compte rendu de votre examen.")
+    page.set_input_files(
+        "#id_documents", files=[{"name": "compte-rendu.pdf", "mimeType": "application/pdf", "buffer": pdf}]
+    )
+    page.click("#share-submit")
+    page.wait_for_url("**/shares/*")
+    assert page.locator(".share-status").first.get_attribute("data-status") == "sent"
+
+    # The worker delivers the link by e-mail (real SMTP) and SMS (file).
+    run_tasks()
+    (mail,) = smtp_server.wait_for(1)
+    assert mail.recipients == ["elodie.durand@example.org"]
+    assert "Durand" not in mail.body and "compte-rendu" not in mail.body
+    token = link_token(mail.body)
+    assert link_token(last_sms()) == token
+
+    # The patient, in a browser of their own.
+    context = browser.new_context(base_url=live_server.url, locale="fr-FR", accept_downloads=True)
+    patient = context.new_page()
+    patient.set_default_timeout(15_000)
+    patient_problems, patient_external = watch(patient)
+    viewed: list[Any] = []
+    context.on("response", lambda r: viewed.append(r) if r.url.endswith("/view") else None)
+    patient.goto(f"/p/{token}")
+    assert "Jeanne Martin" in patient.content()
+    patient.get_by_label("Votre date de naissance").fill("15/02/1984")
+    patient.click("button[type=submit]:has-text('Continuer')")
+    patient.wait_for_url(f"**/p/{token}/code**")
+    run_tasks()
+    patient.get_by_label("Code reçu").fill(code_in(last_sms()))
+    patient.click("button[type=submit]:has-text('Ouvrir mes documents')")
+    patient.wait_for_url(f"**/p/{token}/documents")
+    assert "Voici le compte rendu de votre examen." in patient.content()
+    assert "compte-rendu.pdf" in patient.content()
+
+    # View the PDF in the browser's viewer (a sandboxed response), then download it.
+    with context.expect_page() as opened:
+        patient.get_by_role("link", name="Afficher compte-rendu.pdf").click()
+    viewer = opened.value
+    # A sandboxed document never fires "load" in Chromium's PDF viewer: wait for the commit.
+    viewer.wait_for_load_state("commit")
+    assert viewer.url.endswith("/view")
+    (shown,) = viewed
+    headers = shown.all_headers()  # .headers leaves out security headers
+    assert shown.status == 200 and headers["content-type"] == "application/pdf"
+    assert headers["content-security-policy"].startswith("sandbox")
+    assert headers["content-disposition"].startswith("inline")
+    viewer.close()
+    with patient.expect_download() as download_info:
+        patient.get_by_role("link", name="Télécharger compte-rendu.pdf").click()
+    download = download_info.value
+    assert download.suggested_filename == "compte-rendu.pdf"
+    assert Path(download.path()).read_bytes() == pdf
+    patient.reload()
+    assert patient.locator(".share-history li").count() >= 3  # opened, viewed, downloaded
+    context.close()
+
+    # Back to the practitioner.
+    page.reload()
+    assert page.locator(".share-status").first.get_attribute("data-status") == "downloaded"
+    assert problems == [] and patient_problems == []
+    assert external == [] and patient_external == []

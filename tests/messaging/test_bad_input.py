@@ -1,0 +1,193 @@
+"""Bad input: a clear 4xx naming the field, French by default, nothing half-saved."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from messaging.conftest import stored_blobs
+from messaging.factories import (
+    OrganisationFactory,
+    api_client,
+    patient_fields,
+    personal_mailbox,
+    practitioner,
+    valid_ins,
+    web_client,
+)
+from pli.accounts.models import Mailbox, User
+from pli.audit.models import AuditEvent
+from pli.messaging.models import Message
+
+
+@pytest.fixture
+def people(db: None) -> dict[str, User]:
+    org = OrganisationFactory()
+    return {"alice": practitioner(org), "bob": practitioner(org), "carol": practitioner()}
+
+
+def _base(people: dict[str, User], **overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "sender": personal_mailbox(people["alice"]).address,
+        "to": [personal_mailbox(people["bob"]).address],
+        "subject": "Objet",
+        "body": "Texte",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _pdf() -> io.BytesIO:
+    f = io.BytesIO(b"%PDF-1.4 test")
+    f.name = "cr.pdf"
+    return f
+
+
+def _wrong_key_ins() -> str:
+    good = valid_ins()
+    return good[:13] + f"{(int(good[13:]) + 1) % 97:02d}"
+
+
+CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("unknown recipient", {"to": ["personne@pli.localhost"]}, "to", "Adresse inconnue"),
+    ("foreign recipient", {"to": ["docteur@gmail.com"]}, "to", "hors de Pli"),
+    ("malformed recipient", {"to": ["pas-une-adresse"]}, "to", "pas une adresse"),
+    ("unknown cc", {"cc": ["inconnu@pli.localhost"]}, "cc", "Adresse inconnue"),
+    ("no recipient", {"to": None}, "to", "au moins un destinataire"),
+    ("sender not mine", {"sender": "SENDER_OTHER"}, "sender", "dont vous êtes membre"),
+    ("sender unknown", {"sender": "nobody@pli.localhost"}, "sender", "dont vous êtes membre"),
+    ("no sender", {"sender": None}, "sender", "obligatoire"),
+    ("empty message", {"subject": "", "body": "   "}, "body", "message est vide"),
+    ("invalid INS key", patient_fields(patient_ins="WRONG_KEY"), "patient_ins", "clé de cet INS est fausse"),
+    ("INS too short", patient_fields(patient_ins="28402991234"), "patient_ins", "15 caractères"),
+    ("INS garbage", patient_fields(patient_ins="ABCDEFGHIJKLMNO"), "patient_ins", "pas un INS valide"),
+    ("malformed date", patient_fields(patient_birth_date="15/02/1984"), "patient_birth_date", "AAAA-MM-JJ"),
+    ("impossible date", patient_fields(patient_birth_date="1984-02-30"), "patient_birth_date", "AAAA-MM-JJ"),
+    ("future birth", patient_fields(patient_birth_date="2999-01-01"), "patient_birth_date", "pas plausible"),
+    ("patient without name", patient_fields(patient_family_name=""), "patient_family_name", "Obligatoire"),
+    ("bad sex", patient_fields(patient_sex="X"), "patient_sex", "valide"),
+    ("sex against INS", patient_fields(patient_sex="M"), "patient_sex", "ne correspond pas"),
+    ("subject too long", {"subject": "x" * 301}, "subject", "300"),
+    ("body too long", {"body": "x" * 200_001}, "body", "200"),
+    ("family name too long", patient_fields(patient_family_name="x" * 101), "patient_family_name", "100"),
+    ("unknown reply", {"in_reply_to": "6b1c6d59-8a8e-4b8b-9d3e-1d1a0e4f5f10"}, "in_reply_to", "Message inconnu"),
+    ("malformed reply", {"in_reply_to": "42"}, "in_reply_to", "UUID"),
+    ("too many recipients", {"to": [f"x{i}@pli.localhost" for i in range(51)]}, "to", "50"),
+]
+
+
+def _resolve(people: dict[str, User], overrides: dict[str, Any]) -> dict[str, Any]:
+    resolved = dict(overrides)
+    if resolved.get("sender") == "SENDER_OTHER":
+        resolved["sender"] = personal_mailbox(people["carol"]).address
+    if resolved.get("patient_ins") == "WRONG_KEY":
+        resolved["patient_ins"] = _wrong_key_ins()
+    return resolved
+
+
+@pytest.mark.parametrize(("case", "overrides", "field", "french"), CASES, ids=[c[0] for c in CASES])
+def test_api_names_the_field_in_french(
+    people: dict[str, User], case: str, overrides: dict[str, Any], field: str, french: str
+) -> None:
+    client = api_client(people["alice"])
+    events = AuditEvent.objects.count()
+    files = [] if case == "empty message" else [_pdf()]
+    response = client.post("/api/v1/messages", _base(people, attachments=files, **_resolve(people, overrides)))
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert field in body, body
+    assert french.lower() in " ".join(body[field]).lower(), body
+    assert Message.objects.count() == 0
+    assert stored_blobs() == []
+    # A refused send writes nothing, not even to the audit trail beyond token bookkeeping.
+    assert not AuditEvent.objects.filter(action="message.send").exists()
+    assert AuditEvent.objects.count() - events <= 1
+
+
+@pytest.mark.parametrize(("case", "overrides", "field", "french"), CASES, ids=[c[0] for c in CASES])
+def test_web_form_shows_the_error_next_to_the_field(
+    people: dict[str, User], case: str, overrides: dict[str, Any], field: str, french: str
+) -> None:
+    client = web_client(people["alice"])
+    data = _base(people, **_resolve(people, overrides))
+    response = client.post("/messages/compose/", data)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert f'id="id_{field}_error"' in html
+    segment = html[html.index(f'id="id_{field}_error"') :][:2000]
+    assert french.lower() in segment.lower().replace("&#x27;", "'").replace("&nbsp;", " ")
+    assert Message.objects.count() == 0
+
+
+def test_english_when_asked(people: dict[str, User]) -> None:
+    client = api_client(people["alice"])
+    response = client.post("/api/v1/messages", _base(people, to=["nobody@pli.localhost"]), HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 400
+    assert response.json()["to"] == ["Unknown address: nobody@pli.localhost."]
+
+
+def test_inactive_recipient_mailbox_is_unknown(people: dict[str, User]) -> None:
+    box = personal_mailbox(people["bob"])
+    Mailbox.objects.filter(pk=box.pk).update(is_active=False)
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people))
+    assert response.status_code == 400
+    assert "to" in response.json()
+
+
+def test_json_body_is_unsupported_not_a_crash(people: dict[str, User]) -> None:
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people), content_type="application/json")
+    assert response.status_code == 415
+
+
+def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
+    """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
+    data = _base(people, to=[personal_mailbox(people["carol"]).address])
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert response.status_code == 201
+
+
+def test_addresses_are_case_insensitive_and_comma_lists_work(people: dict[str, User]) -> None:
+    bob, carol = personal_mailbox(people["bob"]).address, personal_mailbox(people["carol"]).address
+    data = _base(people, to=[f"{bob.upper()}, {carol}"], cc=[bob])
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert response.status_code == 201
+    detail = api_client(people["alice"]).get(f"/api/v1/messages/{response.json()['id']}").json()
+    assert sorted(detail["to"]) == sorted([bob, carol])
+    assert detail["cc"] == []  # already a "to" recipient: one copy only
+
+
+def test_bad_folder_and_cursor(people: dict[str, User]) -> None:
+    client = api_client(people["alice"])
+    box = personal_mailbox(people["alice"])
+    bad_folder = client.get(f"/api/v1/mailboxes/{box.pk}/messages?folder=spam")
+    assert bad_folder.status_code == 400 and "folder" in bad_folder.json()
+    bad_cursor = client.get(f"/api/v1/mailboxes/{box.pk}/messages?cursor=%%%")
+    assert bad_cursor.status_code == 400 and "cursor" in bad_cursor.json()
+    bad_limit = client.get(f"/api/v1/mailboxes/{box.pk}/messages?limit=0")
+    assert bad_limit.status_code == 400 and "limit" in bad_limit.json()
+
+
+def test_bad_move(people: dict[str, User]) -> None:
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.post(f"/api/v1/messages/{sent}/move", {"folder": "spam"}, content_type="application/json")
+    assert response.status_code == 400
+    assert "spam" in response.json()["folder"][0]
+    response = client.post(f"/api/v1/messages/{sent}/move", {}, content_type="application/json")
+    assert response.status_code == 400 and "folder" in response.json()
+    response = client.delete(f"/api/v1/messages/{sent}")
+    assert response.status_code == 400 and "folder" in response.json()
+
+
+@pytest.mark.parametrize(
+    "raw", ["MTAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwLjE", "MS45OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "LTEuMQ", "eA"]
+)
+def test_out_of_range_cursors_are_400(people: dict[str, User], raw: str) -> None:
+    """Huge times or ids must be refused, not reach the database as an overflow."""
+    box = personal_mailbox(people["alice"])
+    response = api_client(people["alice"]).get(f"/api/v1/mailboxes/{box.pk}/messages?cursor={raw}")
+    assert response.status_code in (200, 400)
+    if response.status_code == 400:
+        assert "cursor" in response.json()

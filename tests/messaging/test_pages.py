@@ -1,0 +1,222 @@
+"""The web mailbox pages: lists, thread, compose (new, reply, forward), attachments,
+filing, search; safe rendering of user text; CSP-clean markup."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import pytest
+
+from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
+from pli.accounts.models import User
+from pli.messaging import services
+from pli.messaging.models import Delivery, Folder, Message
+from pli.messaging.views import content_disposition
+
+
+def _file(name: str, content: bytes) -> io.BytesIO:
+    handle = io.BytesIO(content)
+    handle.name = name
+    return handle
+
+
+@pytest.fixture
+def pair(db: None) -> tuple[User, User]:
+    return practitioner(), practitioner()
+
+
+def _send(sender: User, recipient: User, **extra: Any) -> dict[str, Any]:
+    data = {
+        "sender": personal_mailbox(sender).address,
+        "to": [personal_mailbox(recipient).address],
+        "subject": "Objet",
+        "body": "Texte",
+        **extra,
+    }
+    response = api_client(sender).post("/api/v1/messages", data)
+    assert response.status_code == 201, response.content
+    return dict(response.json())
+
+
+def _no_inline_code(html: str) -> None:
+    assert " style=" not in html
+    for tag in re.findall(r"<script[^>]*>", html):
+        assert "src=" in tag, tag
+    assert not re.search(r"\son[a-z]+=", html), "inline event handler"
+
+
+def test_folder_lists_and_nav_count_unread(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    _send(alice, bob, subject="Premier")
+    _send(alice, bob, subject="Second")
+    client = web_client(bob)
+    response = client.get("/messages/")
+    assert response.status_code == 302
+    page = client.get(response["Location"])
+    html = page.content.decode()
+    assert "Premier" in html and "Second" in html
+    assert html.count("is-unread") == 2
+    assert 'class="badge unread-count">2' in html
+    _no_inline_code(html)
+    sent = web_client(alice).get(f"/messages/{personal_mailbox(alice).pk}/sent/").content.decode()
+    assert personal_mailbox(bob).name in sent
+
+
+def test_folder_pages_by_cursor(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    box = personal_mailbox(bob)
+    services.seed_messages(personal_mailbox(alice), box, [f"Sujet {i:03d}" for i in range(60)])
+    client = web_client(bob)
+    first = client.get(f"/messages/{box.pk}/inbox/")
+    assert "Sujet 059" in first.content.decode() and "Sujet 009" not in first.content.decode()
+    older = re.search(r'href="\?cursor=([^"]+)" rel="next"', first.content.decode())
+    assert older is not None
+    second = client.get(f"/messages/{box.pk}/inbox/?cursor={older.group(1)}").content.decode()
+    assert "Sujet 009" in second and "Sujet 059" not in second
+    assert client.get(f"/messages/{box.pk}/inbox/?cursor=garbage").status_code == 404
+    assert client.get(f"/messages/{box.pk}/spam/").status_code == 404
+
+
+def test_thread_page_shows_banner_links_and_attachments_safely(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    sent = _send(
+        alice,
+        bob,
+        body='<script>alert("x")</script> voir https://example.fr/a?b=1&c=2 et javascript:alert(1)',
+        attachments=[_file("cr.pdf", b"%PDF-1.4 x"), _file("données.hprim", b"HPRIM")],
+        **patient_fields(),
+    )
+    html = web_client(bob).get(f"/messages/m/{sent['id']}/").content.decode()
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert '<a href="https://example.fr/a?b=1&amp;c=2" rel="noopener noreferrer nofollow"' in html
+    assert 'href="javascript' not in html
+    assert "patient-banner" in html and "DURAND" in html and "1984-02-15" in html
+    pdf, other = sent["attachments"]
+    assert f'/a/{pdf["id"]}/" target="_blank"' in html  # PDFs can be viewed
+    assert f'/a/{other["id"]}/" target' not in html  # other files are only downloaded
+    _no_inline_code(html)
+
+
+def test_attachment_headers(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    sent = _send(alice, bob, attachments=[_file("cr.pdf", b"%PDF-1.4 x"), _file("résultat été.hprim", b"HPRIM")])
+    client = web_client(bob)
+    pdf, other = sent["attachments"]
+    inline = client.get(f"/messages/m/{sent['id']}/a/{pdf['id']}/")
+    assert inline["Content-Type"] == "application/pdf"
+    assert inline["Content-Disposition"] == "inline; filename=\"cr.pdf\"; filename*=UTF-8''cr.pdf"
+    assert inline["X-Content-Type-Options"] == "nosniff"
+    assert inline["Content-Security-Policy"].startswith("sandbox")
+    assert inline["Content-Length"] == str(len(b"%PDF-1.4 x"))
+    assert inline["Cache-Control"] == "no-store"
+    forced = client.get(f"/messages/m/{sent['id']}/a/{pdf['id']}/?download=1")
+    assert forced["Content-Disposition"].startswith("attachment;")
+    download = client.get(f"/messages/m/{sent['id']}/a/{other['id']}/")
+    assert download["Content-Disposition"] == (
+        "attachment; filename=\"r_sultat _t_.hprim\"; filename*=UTF-8''r%C3%A9sultat%20%C3%A9t%C3%A9.hprim"
+    )
+    assert b"".join(download.streaming_content) == b"HPRIM"
+
+
+def test_content_disposition_cannot_be_broken_out_of() -> None:
+    value = content_disposition("attachment", 'a";\r\nX-Evil: 1.pdf')
+    assert "\r" not in value and "\n" not in value
+    assert value.startswith('attachment; filename="a____X-Evil: 1.pdf"')
+
+
+def test_compose_prefills_reply_and_forward(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    sent = _send(alice, bob, subject="Bilan", attachments=[_file("cr.pdf", b"%PDF-1.4")], **patient_fields())
+    client = web_client(bob)
+    reply = client.get(f"/messages/compose/?reply_to={sent['id']}")
+    form = reply.context["form"]
+    assert form.initial["subject"] == "RE : Bilan"
+    assert form.initial["to"] == [personal_mailbox(alice).address]
+    assert form.initial["patient_family_name"] == "Durand"
+    assert form.initial["body"].splitlines()[-1] == "> Texte"
+    forward = client.get(f"/messages/compose/?forward={sent['id']}")
+    html = forward.content.decode()
+    assert forward.context["form"].initial["subject"] == "TR : Bilan"
+    assert 'name="forward_attachments"' in html and "cr.pdf" in html and "checked" in html
+    _no_inline_code(html)
+
+
+def test_compose_post_then_redirect_and_xhr_json(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    client = web_client(alice)
+    data = {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "Hello"}
+    response = client.post("/messages/compose/", data)
+    assert response.status_code == 303
+    message = Message.objects.get()
+    assert response["Location"] == f"/messages/m/{message.pk}/"
+    assert "Message envoyé" in client.get(response["Location"]).content.decode()
+    response = client.post("/messages/compose/", data, HTTP_X_PLI_UPLOAD="1")
+    assert response.status_code == 201
+    assert response.json()["location"].startswith("/messages/m/")
+
+
+def test_compose_requires_csrf(pair: tuple[User, User]) -> None:
+    from django.test import Client
+
+    from messaging.factories import enrol_second_factor
+
+    alice, bob = pair
+    enrol_second_factor(alice)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    data = {
+        "sender": personal_mailbox(alice).address,
+        "to": personal_mailbox(bob).address,
+        "subject": "x",
+        "attachments": [_file("a.txt", b"a")],
+    }
+    response = client.post("/messages/compose/", data)
+    assert response.status_code == 403
+    assert not Message.objects.exists()
+    from messaging.conftest import stored_blobs
+
+    assert stored_blobs() == []
+
+
+def test_move_and_delete_buttons(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    sent = _send(alice, bob)
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    response = client.post(f"/messages/m/{sent['id']}/move/", {"folder": "archive"})
+    assert response.status_code == 302 and response["Location"] == f"/messages/{box.pk}/inbox/"
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=box).folder == Folder.ARCHIVE
+    response = client.post(f"/messages/m/{sent['id']}/delete/")
+    assert response.status_code == 302  # refused: not in the trash
+    assert Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()
+    client.post(f"/messages/m/{sent['id']}/move/", {"folder": "trash"})
+    response = client.post(f"/messages/m/{sent['id']}/delete/")
+    assert response["Location"] == f"/messages/{box.pk}/trash/"
+    assert not Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()
+    assert client.get(f"/messages/m/{sent['id']}/move/").status_code == 405
+    assert client.post(f"/messages/m/{sent['id']}/move/", {"folder": "x", "next": "https://evil.example"}).status_code
+
+
+def test_search_page(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    _send(alice, bob, subject="Radiographie du genou")
+    _send(alice, bob, subject="Autre")
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    html = client.get(f"/messages/{box.pk}/search/?q=genou").content.decode()
+    assert "Radiographie du genou" in html and "Autre" not in html
+    bad = client.get(f"/messages/{box.pk}/search/?date_from=2024-05-02&date_to=2024-05-01")
+    assert bad.status_code == 400 and "précède" in bad.content.decode()
+    _no_inline_code(html)
+
+
+@pytest.mark.parametrize(
+    "query", ["date_to=9999-12-31", "date_from=0001-01-01", "date_from=2024-13-01", "q=" + "x" * 300]
+)
+def test_search_page_refuses_bad_dates_and_sizes(pair: tuple[User, User], query: str) -> None:
+    alice, _ = pair
+    response = web_client(alice).get(f"/messages/{personal_mailbox(alice).pk}/search/?{query}")
+    assert response.status_code == 400
+    assert 'aria-invalid="true"' in response.content.decode()

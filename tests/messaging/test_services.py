@@ -1,0 +1,377 @@
+"""Messaging behaviour: threads, replies, forwards, folders, shared mailboxes, receipts,
+search, pagination, deletion and the orphan blob cleanup."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import os
+import time
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test import Client
+
+from messaging.conftest import stored_blobs, temp_files
+from messaging.factories import (
+    OrganisationFactory,
+    api_client,
+    patient_fields,
+    personal_mailbox,
+    practitioner,
+    shared_mailbox,
+    valid_ins,
+)
+from pli.accounts.models import Mailbox, User
+from pli.audit.models import AuditEvent
+from pli.core.models import DataKey
+from pli.messaging import search, services
+from pli.messaging.models import Attachment, Delivery, Folder, Message, Reading, Role, SearchToken
+from pli.messaging.uploads import blob_store
+
+
+def _file(name: str, content: bytes) -> io.BytesIO:
+    handle = io.BytesIO(content)
+    handle.name = name
+    return handle
+
+
+def send(client: Client, sender: Mailbox, to: list[Mailbox], **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "sender": sender.address,
+        "to": [m.address for m in to],
+        "subject": "Objet",
+        "body": "Texte",
+    }
+    if "cc" in extra:
+        extra["cc"] = [m.address for m in extra["cc"]]
+    data.update(extra)
+    response = client.post("/api/v1/messages", data)
+    assert response.status_code == 201, response.content
+    return dict(response.json())
+
+
+@pytest.fixture
+def trio(db: None) -> tuple[User, User, User]:
+    return practitioner(), practitioner(), practitioner()
+
+
+def test_reply_keeps_the_thread_and_marks_the_original_answered(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    first = send(api_client(alice), a_box, [b_box], subject="Avis")
+    reply = send(api_client(bob), b_box, [a_box], subject="RE : Avis", in_reply_to=first["id"])
+    assert reply["thread_id"] == first["thread_id"]
+    original = Delivery.objects.get(message_id=first["id"], mailbox=b_box)
+    assert original.answered_at is not None and original.answered_by == bob
+    entries = services.open_thread(alice, first["id"])
+    assert [str(e.message.pk) for e in entries] == [first["id"], reply["id"]]
+    assert Message.objects.get(pk=reply["id"]).in_reply_to_id is not None
+
+
+def test_forward_copies_attachments_under_new_keys(trio: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio
+    a_box, b_box, c_box = (personal_mailbox(u) for u in trio)
+    content = os.urandom(50_000)
+    first = send(api_client(alice), a_box, [b_box], attachments=[_file("irm.pdf", b"%PDF-" + content)])
+    original_attachment = first["attachments"][0]
+    forwarded = send(
+        api_client(bob),
+        b_box,
+        [c_box],
+        forward_of=first["id"],
+        forward_attachments=[original_attachment["id"]],
+        attachments=[_file("note.txt", b"en plus")],
+    )
+    assert forwarded["thread_id"] == first["thread_id"]
+    names = [a["name"] for a in forwarded["attachments"]]
+    assert names == ["note.txt", "irm.pdf"]
+    copy = Attachment.objects.get(pk=forwarded["attachments"][1]["id"])
+    source = Attachment.objects.get(pk=original_attachment["id"])
+    assert copy.data_key_id != source.data_key_id and copy.blob_id != source.blob_id
+    assert copy.sha256 == source.sha256
+    # Shredding the original leaves the forwarded copy readable: each has its own key.
+    source.shred()
+    response = api_client(carol).get(f"/api/v1/messages/{forwarded['id']}/attachments/{copy.pk}")
+    assert b"".join(response.streaming_content) == b"%PDF-" + content
+    # The original answer is not marked "answered" by a forward.
+    assert Delivery.objects.get(message_id=first["id"], mailbox=b_box).answered_at is None
+
+
+def test_reply_all_prefill_and_self_copy(trio: tuple[User, User, User]) -> None:
+    alice, bob, _carol = trio
+    a_box, b_box, c_box = (personal_mailbox(u) for u in trio)
+    first = send(api_client(alice), a_box, [b_box, a_box], cc=[c_box])
+    # Sending to oneself gives two copies: "sent" and "inbox".
+    folders = sorted(Delivery.objects.filter(message_id=first["id"], mailbox=a_box).values_list("folder", flat=True))
+    assert folders == ["inbox", "sent"]
+    from messaging.factories import web_client
+
+    page = web_client(bob).get(f"/messages/compose/?reply_to={first['id']}&mode=reply_all")
+    form = page.context["form"]
+    assert form.initial["to"] == [a_box.address]
+    assert form.initial["cc"] == [c_box.address]
+    assert form.initial["in_reply_to"] == Message.objects.get(pk=first["id"]).pk
+
+
+def test_folders_moves_and_unread_counts(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    ids = [send(api_client(alice), a_box, [b_box])["id"] for _ in range(3)]
+    assert services.unread_counts([b_box.pk]) == {b_box.pk: 3}
+    services.open_message(bob, ids[0])
+    assert services.unread_counts([b_box.pk]) == {b_box.pk: 2}
+    services.move_message(bob, ids[1], Folder.ARCHIVE)
+    assert services.unread_counts([b_box.pk]) == {b_box.pk: 1}
+    assert [str(c.message_id) for c in services.folder_page(b_box, Folder.ARCHIVE).items] == [ids[1]]
+    services.move_message(bob, ids[1], Folder.INBOX)
+    services.move_message(alice, ids[2], Folder.TRASH)
+    assert Delivery.objects.get(message_id=ids[2], mailbox=a_box).folder == Folder.TRASH
+    # "inbox" brings the sender's own copy back to "sent", where it belongs.
+    services.move_message(alice, ids[2], Folder.INBOX)
+    assert Delivery.objects.get(message_id=ids[2], mailbox=a_box).folder == Folder.SENT
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {"message.send", "message.read", "message.move"} <= actions
+
+
+def test_delete_for_good_shreds_when_the_last_copy_goes(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    sent = send(api_client(alice), a_box, [b_box], attachments=[_file("a.txt", b"secret")])
+    attachment = Attachment.objects.get()
+    key_ids = [attachment.data_key_id, Message.objects.get().data_key_id]
+    with pytest.raises(services.NotInTrash):
+        services.delete_message(bob, sent["id"])
+    services.move_message(bob, sent["id"], Folder.TRASH)
+    assert services.delete_message(bob, sent["id"]) == 1
+    assert Message.objects.filter(pk=sent["id"]).exists()  # Alice still has her copy
+    assert len(stored_blobs()) == 1
+    services.move_message(alice, sent["id"], Folder.TRASH)
+    services.delete_message(alice, sent["id"])
+    assert not Message.objects.exists() and not Attachment.objects.exists()
+    assert not DataKey.objects.filter(pk__in=key_ids).exists()
+    assert AuditEvent.objects.filter(action="message.delete").count() == 2
+    assert AuditEvent.objects.filter(action="message.shred").count() == 1
+
+
+def test_purged_blob_is_removed_after_commit(transactional_db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    sent = send(api_client(alice), a_box, [b_box], attachments=[_file("a.txt", b"secret")])
+    for user in (alice, bob):
+        services.move_message(user, sent["id"], Folder.TRASH)
+        services.delete_message(user, sent["id"])
+    assert stored_blobs() == []
+
+
+def test_shared_mailbox_team_sees_who_read_and_answered(db: None) -> None:
+    org = OrganisationFactory()
+    nurse, doctor, outsider = practitioner(org), practitioner(org), practitioner()
+    team = shared_mailbox(org, [nurse, doctor])
+    sent = send(api_client(outsider), personal_mailbox(outsider), [team], subject="Bilan")
+    assert services.unread_counts([team.pk])[team.pk] == 1
+    services.open_message(nurse, sent["id"])
+    services.open_message(doctor, sent["id"])
+    copy = Delivery.objects.get(message_id=sent["id"], mailbox=team)
+    assert copy.read_by == nurse
+    assert set(Reading.objects.filter(delivery=copy).values_list("user_id", flat=True)) == {nurse.pk, doctor.pk}
+    send(api_client(doctor), team, [personal_mailbox(outsider)], in_reply_to=sent["id"])
+    copy.refresh_from_db()
+    assert copy.answered_by == doctor
+    from messaging.factories import web_client
+
+    html = web_client(nurse).get(f"/messages/m/{sent['id']}/").content.decode()
+    assert "lu par" in html and "répondu par" in html and doctor.display_name in html
+    # The sender sees receipts per recipient.
+    receipts = api_client(outsider).get(f"/api/v1/messages/{sent['id']}").json()["receipts"]
+    assert receipts[0]["read_at"] is not None and receipts[0]["answered_at"] is not None
+
+
+def test_recipient_does_not_see_receipts(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    assert api_client(bob).get(f"/api/v1/messages/{sent['id']}").json()["receipts"] == []
+
+
+def test_search_through_keyed_tokens_only(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    ins = valid_ins()
+    hit = send(
+        api_client(alice),
+        a_box,
+        [b_box],
+        subject="Échographie abdominale de contrôle",
+        **patient_fields(patient_family_name="Lefèvre", patient_ins=ins),
+    )
+    send(api_client(alice), a_box, [b_box], subject="Autre chose")
+
+    def found(**query: Any) -> list[str]:
+        page = services.folder_page(b_box, None, query=services.SearchQuery(**query))
+        return [str(c.message_id) for c in page.items]
+
+    assert found(text="echographie") == [hit["id"]]
+    assert found(text="ÉCHOGRAPHIE controle") == [hit["id"]]
+    assert found(text="lefevre") == [hit["id"]]
+    assert found(text="élodie") == [hit["id"]]
+    assert found(text=ins) == [hit["id"]]
+    assert found(text=ins[:13]) == [hit["id"]]
+    assert found(text="echographie inexistant") == []
+    assert len(found(sender=alice.first_name)) == 2
+    assert found(sender="personne") == []
+    today = datetime.date.today()
+    assert len(found(date_from=today, date_to=today)) == 2
+    assert found(date_to=today - datetime.timedelta(days=1)) == []
+    # Tokens are keyed hashes: no plaintext word in the table.
+    tokens = list(SearchToken.objects.values_list("token", flat=True))
+    assert tokens and all(len(t) == 16 and t != "echographie" for t in tokens)
+    assert search.token(search.SUBJECT, "echographie") in tokens
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT token FROM pli_search_token")
+        raw = " ".join(row[0] for row in cursor.fetchall())
+    assert "chographie" not in raw and "lefevre" not in raw.lower()
+
+
+def test_api_search_parameter(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    hit = send(api_client(alice), a_box, [b_box], subject="Scanner thoracique")
+    send(api_client(alice), a_box, [b_box], subject="Biologie")
+    page = api_client(bob).get(f"/api/v1/mailboxes/{b_box.pk}/messages?q=thoracique").json()
+    assert [r["id"] for r in page["results"]] == [hit["id"]]
+
+
+def test_cursor_pagination_walks_every_message_once(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    services.seed_messages(a_box, b_box, [f"Message {i}" for i in range(23)])
+    client = api_client(bob)
+    url: str | None = f"/api/v1/mailboxes/{b_box.pk}/messages?limit=5"
+    seen: list[str] = []
+    pages = 0
+    while url:
+        body = client.get(url).json()
+        seen += [r["subject"] for r in body["results"]]
+        url = body["next"]
+        pages += 1
+    assert pages == 5
+    assert seen == [f"Message {i}" for i in reversed(range(23))]
+    assert len(set(seen)) == 23
+
+
+def test_seeded_messages_are_encrypted_and_readable(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    services.seed_messages(a_box, b_box, ["Alpha", "Beta"], body="Corps")
+    message = Message.objects.order_by("sent_at").first()
+    assert message is not None and message.subject == "Alpha" and message.body == "Corps"
+    assert Delivery.objects.filter(role=Role.TO, mailbox=b_box).count() == 2
+
+
+def _age(blob_id: str, seconds: float) -> None:
+    path = blob_store().path_for(blob_id)
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_cleanup_removes_only_old_unreferenced_blobs(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    sent = send(
+        api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)], attachments=[_file("a.txt", b"kept")]
+    )
+    kept = sent["attachments"][0]["id"].replace("-", "")
+    store = blob_store()
+    old_orphan, young_orphan = "a" * 32, "b" * 32
+    for blob_id in (old_orphan, young_orphan):
+        store.put(blob_id, [b"orphan"], os.urandom(32), b"aad")
+    _age(old_orphan, 7200)
+    _age(kept, 7200)
+    stale = store.temp_dir / f"{'c' * 32}.x.part"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    result = services.cleanup_orphan_blobs()
+    assert (result.orphans, result.temporary) == (1, 1)
+    assert sorted(stored_blobs()) == sorted([kept, young_orphan])
+    assert temp_files() == []
+
+
+def test_cleanup_command(trio: tuple[User, User, User]) -> None:
+    store = blob_store()
+    store.put("d" * 32, [b"orphan"], os.urandom(32), b"aad")
+    _age("d" * 32, 4000)
+    out = io.StringIO()
+    call_command("messaging", "cleanup-blobs", "--schedule", stdout=out)
+    assert "removed 1 orphan blobs" in out.getvalue()
+    assert "scheduled" in out.getvalue()
+    assert stored_blobs() == []
+    from django_tasks_db.models import DBTaskResult
+
+    assert DBTaskResult.objects.filter(task_path="pli.messaging.tasks.cleanup_orphan_blobs").count() == 1
+    call_command("messaging", "cleanup-blobs", "--schedule", stdout=out)
+    assert DBTaskResult.objects.filter(task_path="pli.messaging.tasks.cleanup_orphan_blobs").count() == 1
+    with pytest.raises(CommandError, match="at least 3600"):
+        call_command("messaging", "cleanup-blobs", "--older-than", "60")
+
+
+def test_cleanup_task_runs_and_reschedules(trio: tuple[User, User, User]) -> None:
+    from pli.messaging import tasks
+
+    store = blob_store()
+    store.put("e" * 32, [b"orphan"], os.urandom(32), b"aad")
+    _age("e" * 32, 4000)
+    assert tasks.cleanup_orphan_blobs.call() == {"orphans": 1, "temporary": 0}
+    from django_tasks_db.models import DBTaskResult
+
+    assert DBTaskResult.objects.filter(task_path="pli.messaging.tasks.cleanup_orphan_blobs").count() == 1
+
+
+def test_expired_pending_upload_is_refused(trio: tuple[User, User, User], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob finished long ago might already be collected: it is never committed."""
+    from pli.messaging import uploads
+
+    alice, bob, _ = trio
+    monkeypatch.setattr(uploads, "MAX_PENDING_AGE", -1.0)
+    monkeypatch.setattr(services, "MAX_PENDING_AGE", -1.0)
+    response = api_client(alice).post(
+        "/api/v1/messages",
+        {
+            "sender": personal_mailbox(alice).address,
+            "to": [personal_mailbox(bob).address],
+            "attachments": [_file("a.txt", b"late")],
+        },
+    )
+    assert response.status_code == 400 and "attachments" in response.json()
+    assert not Message.objects.exists() and stored_blobs() == []
+
+
+def test_audit_records_send_read_download_move_delete(trio: tuple[User, User, User]) -> None:
+    alice, bob, _ = trio
+    client = api_client(bob)
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)], attachments=[_file("a", b"1")])
+    client.get(f"/api/v1/messages/{sent['id']}")
+    b"".join(client.get(f"/api/v1/messages/{sent['id']}/attachments/{sent['attachments'][0]['id']}").streaming_content)
+    client.post(f"/api/v1/messages/{sent['id']}/move", {"folder": "trash"}, content_type="application/json")
+    client.delete(f"/api/v1/messages/{sent['id']}")
+    events = {e.action: e for e in AuditEvent.objects.filter(action__startswith=("message")).order_by("seq")}
+    events.update({e.action: e for e in AuditEvent.objects.filter(action="attachment.download")})
+    for action in ("message.send", "message.read", "attachment.download", "message.move", "message.delete"):
+        event = events[action]
+        assert event.actor_id == str((alice if action == "message.send" else bob).pk)
+        assert event.ip == "127.0.0.1"
+    assert events["message.send"].target_id == sent["id"]
+    assert events["attachment.download"].details["message"] == sent["id"]
+
+
+def test_first_send_plans_the_hourly_cleanup(transactional_db: None) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    from pli.messaging import tasks
+
+    tasks._scheduled_in_this_process.clear()
+    alice, bob = practitioner(), practitioner()
+    send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    (planned,) = DBTaskResult.objects.filter(task_path="pli.messaging.tasks.cleanup_orphan_blobs")
+    assert planned.run_after > planned.enqueued_at + datetime.timedelta(minutes=59)

@@ -1,0 +1,181 @@
+"""The upload handler: attachments are encrypted as they stream in; limits apply while the
+bytes arrive; a cut-off upload saves nothing."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+from messaging.conftest import stored_blobs, temp_files
+from messaging.factories import api_client, personal_mailbox, practitioner, unique_marker, web_client
+from pli.accounts.models import User
+from pli.messaging.models import Attachment, Delivery, Message
+from pli.messaging.uploads import blob_store
+
+MB = 2**20
+
+
+def _file(name: str, content: bytes) -> io.BytesIO:
+    handle = io.BytesIO(content)
+    handle.name = name
+    return handle
+
+
+@pytest.fixture
+def pair(db: None) -> tuple[User, User]:
+    return practitioner(), practitioner()
+
+
+def _payload(sender: User, recipient: User, **extra: Any) -> dict[str, Any]:
+    return {
+        "sender": personal_mailbox(sender).address,
+        "to": [personal_mailbox(recipient).address],
+        "subject": "Résultats",
+        "body": "Bonjour",
+        **extra,
+    }
+
+
+def _assert_nothing_saved() -> None:
+    assert Message.objects.count() == 0
+    assert Attachment.objects.count() == 0
+    assert Delivery.objects.count() == 0
+    assert stored_blobs() == []
+    assert temp_files() == []
+
+
+@pytest.mark.parametrize("via", ["api", "web"])
+def test_large_upload_never_touches_disk_in_plaintext(
+    pair: tuple[User, User], settings: Any, tmp_path: Path, via: str
+) -> None:
+    """3 MB is above Django's in-memory threshold: its default handler would write a
+    plaintext temporary file. Ours writes only ciphertext, into the blob store."""
+    spool = tmp_path / "django-tmp"
+    spool.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(spool)
+    alice, bob = pair
+    marker = unique_marker("UPLOADMARK").encode()
+    content = (marker + os.urandom(1000)) * 3000
+    client = api_client(alice) if via == "api" else web_client(alice)
+    url = "/api/v1/messages" if via == "api" else "/messages/compose/"
+    response = client.post(url, _payload(alice, bob, attachments=[_file("scan.bin", content)]))
+    assert response.status_code in (201, 303), response.content[:2000]
+    assert list(spool.iterdir()) == []
+    (blob_id,) = stored_blobs()
+    raw = blob_store().path_for(blob_id).read_bytes()
+    assert marker not in raw
+    attachment = Attachment.objects.get()
+    assert attachment.size == len(content)
+    with blob_store().open(blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")) as reader:
+        assert b"".join(reader) == content
+    assert temp_files() == []
+
+
+def test_too_many_attachments_is_refused_naming_the_field(pair: tuple[User, User], settings: Any) -> None:
+    settings.PLI_MAX_ATTACHMENTS = 3
+    alice, bob = pair
+    files = [_file(f"f{i}.txt", b"x") for i in range(4)]
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=files))
+    assert response.status_code == 400
+    assert "3" in response.json()["attachments"][0]
+    _assert_nothing_saved()
+
+
+def test_too_large_is_refused_while_streaming(pair: tuple[User, User], settings: Any) -> None:
+    settings.PLI_MAX_MESSAGE_BYTES = 100_000
+    alice, bob = pair
+    files = [_file("a.bin", b"a" * 60_000), _file("b.bin", b"b" * 60_000)]
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=files))
+    assert response.status_code == 413
+    assert "attachments" in response.json()
+    _assert_nothing_saved()
+
+
+def test_a_body_announcing_too_much_is_refused_before_reading(pair: tuple[User, User], settings: Any) -> None:
+    settings.PLI_MAX_MESSAGE_BYTES = 1000
+    alice, bob = pair
+    big = _file("big.bin", b"z" * (5 * MB))
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=[big]))
+    assert response.status_code == 413
+    assert list(response.json()) == ["attachments"]
+    _assert_nothing_saved()
+
+
+def test_web_form_shows_the_limit_next_to_the_attachments(pair: tuple[User, User], settings: Any) -> None:
+    settings.PLI_MAX_ATTACHMENTS = 1
+    alice, bob = pair
+    files = [_file("a.txt", b"a"), _file("b.txt", b"b")]
+    response = web_client(alice).post("/messages/compose/", _payload(alice, bob, attachments=files))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="id_attachments_error"' in html and "au plus 1 pièce jointe" in html
+    _assert_nothing_saved()
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95, -3])
+def test_truncated_multipart_saves_nothing(pair: tuple[User, User], cut: float) -> None:
+    alice, bob = pair
+    body = encode_multipart(BOUNDARY, _payload(alice, bob, attachments=[_file("a.bin", os.urandom(300_000))]))
+    end = int(len(body) * cut) if cut > 0 else len(body) + int(cut)
+    client = api_client(alice)
+    response = client.generic("POST", "/api/v1/messages", body[:end], content_type=MULTIPART_CONTENT)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) <= {"attachments", "detail", "sender", "to", "body", "subject"}
+    _assert_nothing_saved()
+
+
+def test_truncated_multipart_in_the_web_form(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    body = encode_multipart(BOUNDARY, _payload(alice, bob, attachments=[_file("a.bin", os.urandom(200_000))]))
+    response = web_client(alice).generic("POST", "/messages/compose/", body[:-200], content_type=MULTIPART_CONTENT)
+    assert response.status_code == 400
+    _assert_nothing_saved()
+
+
+def test_files_only_in_the_attachments_field(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, body=_file("x.txt", b"x")))
+    assert response.status_code == 400
+    assert "body" in response.json()
+    _assert_nothing_saved()
+
+
+def test_rejected_form_discards_the_uploaded_blobs(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    payload = _payload(alice, bob, attachments=[_file("a.pdf", b"%PDF-1.4 x")])
+    payload["to"] = ["nobody@pli.localhost"]
+    response = api_client(alice).post("/api/v1/messages", payload)
+    assert response.status_code == 400
+    assert "to" in response.json()
+    _assert_nothing_saved()
+
+
+def test_declared_type_must_match_the_content_to_be_shown_inline(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    fake = _file("fake.pdf", b"<html><script>alert(1)</script></html>")
+    real = _file("real.png", b"\x89PNG\r\n\x1a\n" + b"0" * 20)
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=[fake, real]))
+    assert response.status_code == 201
+    types = [a["content_type"] for a in response.json()["attachments"]]
+    assert types == ["application/octet-stream", "image/png"]
+
+
+def test_empty_file_is_a_valid_attachment(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=[_file("empty.txt", b"")]))
+    assert response.status_code == 201
+    (attachment,) = response.json()["attachments"]
+    assert attachment["size"] == 0
+    assert attachment["sha256"] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_anonymous_upload_is_refused_before_parsing(db: None) -> None:
+    response = Client().post("/api/v1/messages", {"attachments": [_file("a.txt", b"a")]})
+    assert response.status_code == 401
+    assert stored_blobs() == []

@@ -1,0 +1,188 @@
+"""REST API v1 for patient shares: create (multipart), read status and events, revoke,
+unlock, resend; scopes and ownership."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+
+from pli.api.services import create_token
+from pli.sharing.models import PatientShare, Status
+from pli.testing.accounts import make_organisation, make_user
+from sharing.helpers import Patient, make_share, pdf_bytes, run_tasks, token_of
+
+
+def api(user: Any, scopes: list[str] | None = None) -> Client:
+    _token, raw = create_token(user, "test", scopes)
+    return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+
+def fields(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "patient_given_name": "Élodie",
+        "patient_family_name": "Durand",
+        "patient_birth_date": "1984-02-15",
+        "patient_email": "patient@example.org",
+        "patient_mobile": "+33612345678",
+        "message": "Vos résultats",
+        "documents": [
+            SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf"),
+            SimpleUploadedFile("radio.png", b"\x89PNG\r\n\x1a\n" + b"0" * 100, "image/png"),
+        ],
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_create_then_follow_the_status(db: None) -> None:
+    user = make_user()
+    client = api(user)
+    response = client.post("/api/v1/shares", fields(expires_in_days="7", allow_reply="true"))
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == {"id", "status", "expires_at"}
+    assert body["status"] == "sent"
+    share = PatientShare.objects.get(pk=body["id"])
+    assert share.document_count == 2 and share.allow_reply
+    expires = datetime.datetime.fromisoformat(body["expires_at"])
+    assert abs(expires - (timezone.now() + datetime.timedelta(days=7))) < datetime.timedelta(minutes=1)
+    assert [d.name for d in share.documents.all()] == ["bilan.pdf", "radio.png"]
+
+    token = token_of(share)
+    run_tasks()
+    Patient(token).sign_in()
+    detail = client.get(f"/api/v1/shares/{share.pk}").json()
+    assert detail["status"] == "opened"
+    types = [e["type"] for e in detail["events"]]
+    assert types[0] == "created" and "notification_sent" in types and "opened" in types
+    assert all(set(e) == {"type", "at"} for e in detail["events"])
+    assert "Durand" not in str(detail)
+
+    listing = client.get("/api/v1/shares").json()
+    assert [item["id"] for item in listing] == [str(share.pk)]
+
+
+def test_default_expiry_is_the_organisation_policy(db: None) -> None:
+    organisation = make_organisation()
+    organisation.share_expiry_days = 10
+    organisation.save()
+    client = api(make_user(organisation))
+    body = client.post("/api/v1/shares", fields()).json()
+    expires = datetime.datetime.fromisoformat(body["expires_at"])
+    assert abs(expires - (timezone.now() + datetime.timedelta(days=10))) < datetime.timedelta(minutes=1)
+
+
+def test_bad_input_is_a_400_naming_each_field(db: None) -> None:
+    client = api(make_user())
+    response = client.post(
+        "/api/v1/shares",
+        fields(
+            patient_birth_date="15/02/1984",
+            patient_email=None,
+            patient_mobile="01 45 67 89 01",
+            patient_ins="123",
+            expires_in_days="91",
+            documents=None,
+        ),
+    )
+    assert response.status_code == 400
+    errors = response.json()
+    assert {"patient_birth_date", "patient_mobile", "patient_ins", "expires_in_days", "documents"} <= set(errors)
+    assert not PatientShare.objects.exists()
+
+
+def test_a_contact_is_required(db: None) -> None:
+    response = api(make_user()).post("/api/v1/shares", fields(patient_email=None, patient_mobile=None))
+    assert response.status_code == 400
+    assert "patient_mobile" in response.json() and "patient_email" in response.json()
+
+
+def test_files_only_in_documents(db: None) -> None:
+    response = api(make_user()).post(
+        "/api/v1/shares", fields(other=SimpleUploadedFile("x.pdf", pdf_bytes(), "application/pdf"))
+    )
+    assert response.status_code == 400
+    assert "other" in response.json()
+
+
+def test_scopes_are_enforced(db: None) -> None:
+    user = make_user()
+    share, _token = make_share(user)
+    reader = api(user, ["shares:read"])
+    assert reader.get(f"/api/v1/shares/{share.pk}").status_code == 200
+    assert reader.post("/api/v1/shares", fields()).status_code == 403
+    assert reader.post(f"/api/v1/shares/{share.pk}/revoke").status_code == 403
+    writer = api(user, ["shares:write"])
+    assert writer.get(f"/api/v1/shares/{share.pk}").status_code == 403
+    assert Client().get(f"/api/v1/shares/{share.pk}").status_code == 401
+
+
+def test_another_practitioners_share_is_not_found(db: None) -> None:
+    share, _token = make_share(make_user())
+    intruder = api(make_user())
+    assert intruder.get(f"/api/v1/shares/{share.pk}").status_code == 404
+    for action in ("revoke", "unlock", "resend"):
+        assert intruder.post(f"/api/v1/shares/{share.pk}/{action}").status_code == 404
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+
+
+def test_revoke_unlock_resend(db: None) -> None:
+    user = make_user()
+    client = api(user)
+    share, token = make_share(user)
+    assert client.post(f"/api/v1/shares/{share.pk}/unlock").status_code == 409
+    patient = Patient(token)
+    for _ in range(5):
+        patient.birth_date("01/01/2001")
+    assert client.get(f"/api/v1/shares/{share.pk}").json()["status"] == "locked"
+    assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 409
+    unlocked = client.post(f"/api/v1/shares/{share.pk}/unlock")
+    assert unlocked.status_code == 200 and unlocked.json()["status"] == "sent"
+    resent = client.post(f"/api/v1/shares/{share.pk}/resend")
+    assert resent.status_code == 200
+    assert "resent" in [e["type"] for e in resent.json()["events"]]
+    assert Patient(token).get().status_code == 404  # the old link was replaced
+    revoked = client.post(f"/api/v1/shares/{share.pk}/revoke")
+    assert revoked.json()["status"] == "revoked"
+    assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 409
+
+
+def test_expired_share_reads_as_expired(db: None) -> None:
+    user = make_user()
+    share, _token = make_share(user, now=timezone.now() - datetime.timedelta(days=40))
+    assert api(user).get(f"/api/v1/shares/{share.pk}").json()["status"] == "expired"
+
+
+def test_schema_documents_the_share_endpoints(db: None) -> None:
+    schema = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in ("/api/v1/shares", "/api/v1/shares/{share_id}", "/api/v1/shares/{share_id}/revoke"):
+        assert path in text
+    assert "patient_birth_date" in text and "expires_in_days" in text
+
+
+def test_a_cut_off_upload_saves_nothing(db: None) -> None:
+    from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+
+    from pli.sharing.uploads import share_blob_store
+
+    body = encode_multipart(BOUNDARY, fields(documents=[SimpleUploadedFile("a.pdf", pdf_bytes() * 50)]))
+    cut = body[: len(body) // 2]
+    response = api(make_user()).generic("POST", "/api/v1/shares", cut, content_type=MULTIPART_CONTENT)
+    assert response.status_code == 400
+    assert not PatientShare.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []
+
+
+def test_too_many_documents(db: None, settings: Any) -> None:
+    settings.PLI_SHARE_MAX_DOCUMENTS = 1
+    response = api(make_user()).post("/api/v1/shares", fields())
+    assert response.status_code == 400
+    assert "documents" in response.json()
+    assert not PatientShare.objects.exists()

@@ -1,0 +1,94 @@
+"""Attempt counters are atomic: requests racing each other never get past a limit
+(threads, each with its own database connection, on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connection
+
+from pli.sharing import services, tokens
+from pli.sharing.models import OneTimeCode, PatientSession, PatientShare, Status
+from sharing.helpers import BIRTH_DATE, make_share
+
+THREADS = 8
+
+
+def race(work: Callable[[int], Any], count: int = THREADS) -> list[Any]:
+    """Run ``work(i)`` in ``count`` threads released at the same instant."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait()
+            results[index] = work(index)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_wrong_birth_dates_stop_at_five(transactional_db: None) -> None:
+    share, _token = make_share()
+    wrong = datetime.date(1990, 1, 1)
+    outcomes = Counter(r.outcome for r in race(lambda i: services.check_birth_date(share.pk, wrong)))
+    share.refresh_from_db()
+    assert share.birth_date_failures == 5
+    assert share.status == Status.LOCKED
+    assert outcomes["wrong"] == 4 and outcomes[Status.LOCKED] == THREADS - 4
+
+
+def test_concurrent_correct_birth_dates_never_exceed_the_code_limit(transactional_db: None) -> None:
+    share, _token = make_share()
+    for _ in range(4):
+        services.check_birth_date(share.pk, BIRTH_DATE)
+    assert OneTimeCode.objects.filter(share=share).count() == 4
+    outcomes = Counter(r.outcome for r in race(lambda i: services.check_birth_date(share.pk, BIRTH_DATE)))
+    assert OneTimeCode.objects.filter(share=share).count() == 5
+    assert outcomes["ok"] == 1 and outcomes[Status.LOCKED] == THREADS - 1
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "codes_sent"
+
+
+def _session_with_code(share: PatientShare) -> tuple[str, str]:
+    """A patient session past the birth date, and the code it was sent (set by the test)."""
+    result = services.check_birth_date(share.pk, BIRTH_DATE)
+    assert result.outcome == "ok" and result.session_key
+    code = "424242"
+    OneTimeCode.objects.filter(share=share, retired=False).update(code_hash=tokens.code_hash(share.pk, code))
+    return result.session_key, code
+
+
+def test_the_same_correct_code_opens_once(transactional_db: None) -> None:
+    share, _token = make_share()
+    key, code = _session_with_code(share)
+    outcomes = Counter(r.outcome for r in race(lambda i: services.check_code(share.pk, code, session_key=key)))
+    assert outcomes["ok"] == 1
+    share.refresh_from_db()
+    assert share.open_count == 1
+    assert OneTimeCode.objects.get(share=share).used_at is not None
+
+
+def test_concurrent_wrong_codes_stop_at_three(transactional_db: None) -> None:
+    share, _token = make_share()
+    key, _code = _session_with_code(share)
+    outcomes = Counter(r.outcome for r in race(lambda i: services.check_code(share.pk, "000001", session_key=key)))
+    assert OneTimeCode.objects.get(share=share).attempts == 3
+    assert outcomes["wrong"] == 2 and outcomes[Status.LOCKED] == THREADS - 2
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "code"
+    assert not PatientSession.objects.filter(share=share, stage=PatientSession.Stage.OPEN).exists()

@@ -1,0 +1,85 @@
+"""The link's token is a path segment: no log line may carry it (gunicorn's access log, the
+application's logs), and the audit trail never records it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pli.audit.models import AuditEvent
+from pli.core.logging import redact
+from sharing.helpers import Patient, make_share
+
+FAKE_TOKEN = "Zq" * 21 + "x"  # the shape of a real token (43 URL-safe characters)
+
+
+def test_every_patient_path_is_masked() -> None:
+    paths = [
+        f"/p/{FAKE_TOKEN}",
+        f"/p/{FAKE_TOKEN}/code?sent=sms",
+        f"/p/{FAKE_TOKEN}/documents/7f1f0c4e-2b4a-4a39-8d8e-3f2b9c1f0a11/download",
+        f'"GET /p/{FAKE_TOKEN}/reply HTTP/1.1" 303',
+    ]
+    for path in paths:
+        assert FAKE_TOKEN not in redact(path)
+        assert "/p/[redacted]" in redact(path)
+
+
+def test_the_audit_trail_never_holds_the_token(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.get()
+    patient.birth_date("01/01/1999")
+    patient.sign_in()
+    Patient("B" * 43).get()
+    for event in AuditEvent.objects.all():
+        assert token not in str(event.details) and token not in event.target_id
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_gunicorn_access_log_masks_the_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLI_DATABASE")}
+    env.update(PLI_DATA_DIR=str(tmp_path / "data"), PLI_ENV="development", PLI_TESTING="0")
+    pli = [sys.executable, "-m", "pli.cli"]
+    subprocess.run([*pli, "migrate", "--no-input", "-v", "0"], env=env, check=True, timeout=120)
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w+")
+    server = subprocess.Popen(
+        [*pli, "serve", "--port", str(port), "--workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2).close()  # noqa: S310 - loopback
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        for suffix in ("", "/code", "/documents"):
+            try:
+                urllib.request.urlopen(f"{base}/p/{FAKE_TOKEN}{suffix}", timeout=5).close()  # noqa: S310
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 404
+                exc.close()
+        time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log.seek(0)
+    output = log.read()
+    assert "/p/[redacted]" in output
+    assert FAKE_TOKEN not in output

@@ -1,0 +1,232 @@
+"""Notifications: queued with the share in one transaction, delivered by the worker through
+a real SMTP server and the SMS file backend, retried with back-off while the provider is
+down, and never carrying health data."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+import stat
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
+from django.test import Client
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from pli.audit.models import AuditEvent
+from pli.sharing import notifications, services
+from pli.sharing.models import PatientShare, ShareNotification
+from pli.sharing.tasks import deliver_notification
+from pli.testing.accounts import make_organisation, make_user
+from sharing.helpers import (
+    EMAIL,
+    MOBILE,
+    Patient,
+    link_token,
+    make_due,
+    make_share,
+    pdf_bytes,
+    pending_document,
+    run_tasks,
+    share_input,
+    sms_dir,
+    sms_messages,
+)
+
+SECRET_NAME = "scintigraphie-thyroide-Durand.pdf"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def doctor() -> Any:
+    organisation = make_organisation("Cabinet des Lilas")
+    return make_user(organisation, first_name="Jeanne", last_name="Martin")
+
+
+def test_notifications_are_queued_in_the_share_transaction(db: None) -> None:
+    user = doctor()
+    with transaction.atomic():
+        share = services.create_share(user, share_input(), [pending_document()])
+        # Before any commit: the notification rows and their jobs are already written.
+        jobs = DBTaskResult.objects.filter(task_path=deliver_notification.module_path)
+        notifications = set(share.notifications.values_list("pk", flat=True))
+        assert len(notifications) == 2
+        assert {job.args_kwargs["args"][0] for job in jobs} == {str(pk) for pk in notifications}
+
+
+def test_a_share_that_rolls_back_sends_nothing(db: None) -> None:
+    user = doctor()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.create_share(user, share_input(), [pending_document()])
+        raise RuntimeError("the transaction fails after the share was written")
+    assert not PatientShare.objects.exists()
+    assert not ShareNotification.objects.exists()
+    assert not DBTaskResult.objects.filter(task_path=deliver_notification.module_path).exists()
+
+
+def test_email_through_a_real_smtp_server_is_neutral(db: None, smtp_server: Any) -> None:
+    user = doctor()
+    share, token = make_share(
+        user, documents=[pending_document(SECRET_NAME)], message="Hypothyroïdie confirmée", ins="284029912345678"
+    )
+    run_tasks()
+    mails = smtp_server.wait_for(1)
+    assert mails[0].recipients == [EMAIL]
+    mail = mails[0]
+    text = mail.body
+    html = mail.message.get_body(preferencelist=("html",)).get_content()
+    assert link_token(text) == token
+    for part in (mail.subject, text, html):
+        assert "Jeanne" in part and "Martin" in part
+        for secret in (
+            "Durand",
+            "Élodie",
+            "Elodie",
+            "1984",
+            "15/02",
+            "scintigraphie",
+            "thyro",
+            "Hypothyro",
+            "284029912345678",
+        ):
+            assert secret.lower() not in part.lower()
+    assert "Cabinet des Lilas" in text
+    assert "/p/" in text and "jamais" in text  # how to recognise a genuine message (French)
+    share.refresh_from_db()
+    assert set(share.notifications.values_list("state", flat=True)) == {"sent"}
+    assert AuditEvent.objects.filter(action="share.notification_sent", target_id=str(share.pk)).count() == 2
+
+
+def test_sms_file_backend_writes_one_private_json_file_per_sms(db: None) -> None:
+    _share, token = make_share(doctor(), documents=[pending_document(SECRET_NAME)])
+    run_tasks()
+    messages = sms_messages()
+    assert len(messages) == 1
+    assert messages[0]["to"] == MOBILE
+    assert link_token(messages[0]["text"]) == token
+    assert "Durand" not in messages[0]["text"] and "scintigraphie" not in messages[0]["text"]
+    files = list(sms_dir().glob("*.json"))
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert not [p for p in sms_dir().iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_smtp_outage_is_retried_with_back_off_then_delivered(db: None, smtp_server: Any, settings: Any) -> None:
+    real_port = settings.EMAIL_PORT
+    settings.EMAIL_PORT = free_port()  # nothing listens there: the relay is "down"
+    share, token = make_share(doctor(), mobile=None)
+    started = timezone.now()
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "pending" and notification.attempts == 1
+    assert notification.last_error.startswith("smtp:")
+    delay = notification.next_attempt_at - started
+    assert datetime.timedelta(seconds=25) <= delay <= datetime.timedelta(seconds=40)
+    waiting = DBTaskResult.objects.get(task_path=deliver_notification.module_path, status="READY")
+    assert waiting.run_after > timezone.now()
+    assert run_tasks() == 0  # not due yet
+
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.attempts == 2
+    assert notification.next_attempt_at - timezone.now() > datetime.timedelta(seconds=50)  # doubled
+    failures = AuditEvent.objects.filter(action="share.notification_failed", target_id=str(share.pk))
+    assert failures.count() == 2 and all(e.details["final"] is False for e in failures)
+
+    settings.EMAIL_PORT = real_port  # the relay is back
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.state == "sent" and notification.attempts == 3
+    assert link_token(smtp_server.wait_for(1)[0].body) == token
+    # Delivered: the rendered message (with the link) is shredded.
+    assert notification.recipient is None and notification.text is None and notification.data_key_id is None
+
+
+def test_the_practitioner_is_never_blocked_by_a_provider_outage(db: None, settings: Any) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = free_port()
+    settings.PLI_SMS_URL = (
+        f"twilio://AC{'1' * 32}:secret@api.twilio.com?from=Pli&endpoint=http://127.0.0.1:{free_port()}"
+    )
+    user = doctor()
+    client = Client()
+    client.force_login(user)
+    response = client.post(
+        "/shares/new",
+        {
+            "patient_family_name": "Durand",
+            "patient_given_name": "Élodie",
+            "patient_birth_date": "15/02/1984",
+            "patient_mobile": "06 12 34 56 78",
+            "patient_email": EMAIL,
+            "documents": SimpleUploadedFile("a.pdf", pdf_bytes(), "application/pdf"),
+        },
+    )
+    assert response.status_code == 303
+    run_tasks()
+    assert set(ShareNotification.objects.values_list("state", flat=True)) == {"pending"}
+
+
+def test_notification_of_a_revoked_share_is_cancelled(db: None) -> None:
+    share, _token = make_share(doctor())
+    services.revoke(share.created_by, share.pk)
+    run_tasks()
+    assert set(share.notifications.values_list("state", flat=True)) == {"cancelled"}
+    assert sms_messages() == []
+
+
+def test_a_code_not_delivered_in_time_is_abandoned(db: None, settings: Any) -> None:
+    share, token = make_share(doctor(), email=None)
+    run_tasks()
+    settings.PLI_SMS_URL = (
+        f"twilio://AC{'1' * 32}:secret@api.twilio.com?from=Pli&endpoint=http://127.0.0.1:{free_port()}"
+    )
+    Patient(token).birth_date()
+    later = timezone.now() + datetime.timedelta(minutes=11)
+    code_notification = share.notifications.get(kind="code")
+    assert notifications.deliver(code_notification.pk, now=later) == "cancelled"
+
+
+def test_retry_delays_grow_and_are_capped() -> None:
+    delays = [notifications.retry_delay(n).total_seconds() for n in range(1, 12)]
+    assert delays[:4] == [30, 60, 120, 240]
+    assert max(delays) == 3600 and delays == sorted(delays)
+
+
+def test_a_worker_that_died_leaves_nothing_behind(db: None) -> None:
+    share, _token = make_share(doctor(), email=None)
+    notification = share.notifications.get()
+    # A worker claimed the job and died: its task row stays "running" forever.
+    DBTaskResult.objects.filter(task_path=deliver_notification.module_path).update(status="RUNNING")
+    ShareNotification.objects.filter(pk=notification.pk).update(
+        claimed_until=timezone.now() - datetime.timedelta(minutes=1),
+        next_attempt_at=timezone.now() - datetime.timedelta(minutes=10),
+    )
+    assert notifications.requeue_stuck() == 1
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.state == "sent"
+    assert len(sms_messages()) == 1
+
+
+def test_the_worker_command_runs_jobs_and_starts_the_scheduler(transactional_db: None) -> None:
+    from django.core.management import call_command
+
+    from pli.sharing.tasks import periodic_jobs
+
+    make_share(doctor(), email=None)
+    call_command("worker", batch=True, verbosity=0)
+    assert len(sms_messages()) == 1
+    # The periodic job ran once and queued its next run.
+    runs = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path)
+    assert runs.filter(status="SUCCESSFUL").count() == 1
+    assert runs.get(status="READY").run_after > timezone.now()

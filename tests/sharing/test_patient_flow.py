@@ -1,0 +1,358 @@
+"""The patient's path through /p/<token>: birth date, one-time code, documents, and every
+way of getting it wrong."""
+
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from pli.audit.models import AuditEvent
+from pli.sharing import services
+from pli.sharing.models import OneTimeCode, PatientShare, Status
+from pli.testing.accounts import make_user
+from sharing.helpers import (
+    EMAIL,
+    MOBILE,
+    Patient,
+    code_in,
+    last_sms,
+    make_share,
+    pdf_bytes,
+    pending_document,
+    run_tasks,
+    sms_messages,
+)
+
+
+def counters(share: PatientShare) -> tuple[Any, ...]:
+    share.refresh_from_db()
+    codes = list(OneTimeCode.objects.filter(share=share).values_list("attempts", "used_at", "retired"))
+    return (share.status, share.progress, share.birth_date_failures, share.code_failures, share.open_count, codes)
+
+
+def test_whole_path_by_sms(db: None) -> None:
+    content = pdf_bytes("compte-rendu")
+    share, token = make_share(documents=[pending_document("compte-rendu.pdf", content)])
+    patient = Patient(token)
+
+    page = patient.get()
+    assert page.status_code == 200
+    assert 'name="birth_date"' in page.content.decode()
+    assert share.created_by.display_name in page.content.decode()
+
+    response = patient.birth_date("15/02/1984")
+    assert response.status_code == 303
+    assert response["Location"] == f"/p/{token}/code?sent=sms"
+    run_tasks()
+    code = code_in(last_sms())
+    code_page = patient.get("/code?sent=sms")
+    assert 'name="code"' in code_page.content.decode()
+
+    response = patient.code(code)
+    assert response.status_code == 303
+    documents = patient.get("/documents")
+    assert documents.status_code == 200
+    html = documents.content.decode()
+    assert "compte-rendu.pdf" in html
+    assert "Voici vos résultats." in html
+    share.refresh_from_db()
+    assert share.status == Status.OPENED
+
+    document = share.documents.get()
+    viewed = patient.get(f"/documents/{document.pk}/view")
+    assert viewed.status_code == 200
+    assert viewed["Content-Type"] == "application/pdf"
+    assert viewed["Content-Security-Policy"].startswith("sandbox")
+    assert viewed["Content-Disposition"].startswith("inline")
+    assert b"".join(viewed.streaming_content) == content
+    downloaded = patient.get(f"/documents/{document.pk}/download")
+    assert downloaded["Content-Disposition"].startswith("attachment")
+    assert b"".join(downloaded.streaming_content) == content
+    share.refresh_from_db()
+    assert share.status == Status.DOWNLOADED
+    assert share.download_count == 2
+
+    history = patient.get("/documents").content.decode()
+    assert "compte-rendu.pdf" in history  # the patient sees when each document was opened
+    types = [e.type for e in services.events(share)]
+    assert {"created", "birth_date_confirmed", "code_sent", "opened", "viewed", "downloaded"} <= set(types)
+
+
+def test_iso_birth_date_and_code_by_email_without_mobile(db: None, mailoutbox: list[Any]) -> None:
+    _share, token = make_share(mobile=None)
+    patient = Patient(token)
+    response = patient.birth_date("1984-02-15")
+    assert response["Location"].endswith("?sent=email")
+    run_tasks()
+    assert sms_messages() == []
+    code_mail = [m for m in mailoutbox if "code" in m.subject.lower()]
+    assert len(code_mail) == 1 and code_mail[0].to == [EMAIL]
+    assert patient.code(code_in(code_mail[0].body)).status_code == 303
+    assert patient.get("/documents").status_code == 200
+
+
+def test_get_never_changes_anything(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    before = counters(share)
+    events = AuditEvent.objects.count()
+    for _ in range(5):
+        assert patient.get().status_code == 200
+        assert patient.get("/code").status_code in (302, 303)
+        assert patient.get("/documents").status_code in (302, 303)
+    assert counters(share) == before
+    assert AuditEvent.objects.count() == events
+    # Even mid-way (birth date given, code pending), GETs change nothing.
+    patient.birth_date()
+    before = counters(share)
+    for _ in range(5):
+        patient.get("/code")
+        patient.get()
+    assert counters(share) == before
+
+
+def test_wrong_birth_dates_lock_after_five(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    for attempt in range(1, 5):
+        response = patient.birth_date("16/02/1984")
+        assert response.status_code == 400
+        assert 'aria-invalid="true"' in response.content.decode()
+        share.refresh_from_db()
+        assert share.birth_date_failures == attempt and share.status == Status.SENT
+    response = patient.birth_date("16/02/1984")
+    assert response.status_code == 403
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "birth_date"
+    # Locked: even the right birth date is refused, and the page says whom to contact.
+    response = patient.birth_date("15/02/1984")
+    assert response.status_code == 403
+    assert share.created_by.display_name in response.content.decode()
+    assert OneTimeCode.objects.filter(share=share).count() == 0
+
+
+def test_malformed_birth_date_is_a_form_error_not_an_attempt(db: None) -> None:
+    share, token = make_share()
+    response = Patient(token).birth_date("le quinze février")
+    assert response.status_code == 400
+    share.refresh_from_db()
+    assert share.birth_date_failures == 0
+
+
+def test_wrong_codes_lock_after_three(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    run_tasks()
+    right = code_in(last_sms())
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    for attempt in (1, 2):
+        assert patient.code(wrong).status_code == 400
+        assert OneTimeCode.objects.get(share=share).attempts == attempt
+    assert patient.code(wrong).status_code == 403
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "code"
+    assert patient.code(right).status_code == 403
+
+
+def test_expired_code_is_refused_and_counted(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    run_tasks()
+    code = code_in(last_sms())
+    OneTimeCode.objects.filter(share=share).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    response = patient.code(code)
+    assert response.status_code == 400
+    assert OneTimeCode.objects.get(share=share).attempts == 1
+    share.refresh_from_db()
+    assert share.code_failures == 1 and share.status == Status.SENT
+
+
+def test_replayed_code_is_refused_and_counted(db: None) -> None:
+    share, token = make_share()
+    first = Patient(token)
+    first.birth_date()
+    run_tasks()
+    code = code_in(last_sms())
+    assert first.code(code).status_code == 303
+    # Someone else, who also knows the birth date, replays the same code.
+    second = Patient(token)
+    second.birth_date()
+    response = second.code(code)
+    assert response.status_code == 400
+    share.refresh_from_db()
+    assert share.code_failures == 1
+
+
+def test_code_of_another_share_is_refused_and_counted(db: None) -> None:
+    doctor = make_user()
+    share_a, token_a = make_share(doctor)
+    _share_b, token_b = make_share(doctor, mobile="+33698765432")
+    a, b = Patient(token_a), Patient(token_b)
+    a.birth_date()
+    b.birth_date()
+    run_tasks()
+    code_b = code_in(last_sms("+33698765432"))
+    code_a = code_in(last_sms(MOBILE))
+    if code_a == code_b:
+        pytest.skip("the two random codes happen to be equal")  # one chance in a million
+    assert a.code(code_b).status_code == 400
+    share_a.refresh_from_db()
+    assert share_a.code_failures == 1
+    assert OneTimeCode.objects.get(share=share_a).attempts == 1
+
+
+def test_guessed_token_is_refused_counted_and_reveals_nothing(db: None) -> None:
+    make_share()
+    guess = "A" * 43
+    before = AuditEvent.objects.filter(action="share.access_denied").count()
+    page = Patient(guess).get()
+    post = Patient(guess).birth_date()
+    assert page.status_code == post.status_code == 404
+    assert AuditEvent.objects.filter(action="share.access_denied").count() == before + 2
+    # Malformed tokens get the same page.
+    assert Patient("short").get().status_code == 404
+    assert without_csrf(page.content) == without_csrf(post.content)
+
+
+def without_csrf(html: bytes) -> bytes:
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b"", html)
+
+
+def test_codes_per_hour_limit_locks(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for _ in range(4):
+        assert patient.new_code().status_code == 303
+    assert OneTimeCode.objects.filter(share=share).count() == 5
+    assert patient.new_code().status_code == 403
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "codes_sent"
+
+
+def test_new_code_retires_the_previous_one(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    run_tasks()
+    old = code_in(last_sms())
+    patient.new_code(channel="email")
+    run_tasks()
+    assert OneTimeCode.objects.filter(share=share, retired=False).get().channel == "email"
+    response = patient.code(old)
+    assert response.status_code == 400
+
+
+def test_code_needs_the_birth_date_in_the_same_browser(db: None) -> None:
+    _share, token = make_share()
+    Patient(token).birth_date()
+    run_tasks()
+    code = code_in(last_sms())
+    stranger = Patient(token)
+    response = stranger.code(code)
+    assert response.status_code == 303
+    assert "session=expired" in response["Location"]
+    assert stranger.get("/documents").status_code == 303
+
+
+def test_session_expires_after_fifteen_idle_minutes(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    share.patient_sessions.update(last_seen_at=timezone.now() - datetime.timedelta(minutes=16))
+    response = patient.get("/documents")
+    assert response.status_code == 303 and "session=expired" in response["Location"]
+
+
+def test_revoked_and_expired_links_say_so(db: None) -> None:
+    share, token = make_share()
+    services.revoke(share.created_by, share.pk)
+    page = Patient(token).get()
+    assert page.status_code == 410
+    assert "Voici vos résultats" not in page.content.decode()
+    share2, token2 = make_share(now=timezone.now() - datetime.timedelta(days=31))
+    assert Patient(token2).get().status_code == 410
+    share2.refresh_from_db()
+    assert share2.status == Status.SENT  # the page read it as expired; the periodic job records it
+
+
+def test_revocation_ends_open_sessions(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.sign_in()
+    document = share.documents.get()
+    services.revoke(share.created_by, share.pk)
+    assert patient.get(f"/documents/{document.pk}/download").status_code == 410
+
+
+def test_unlock_resets_the_counters(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    for _ in range(5):
+        patient.birth_date("01/01/2000")
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED
+    services.unlock(share.created_by, share.pk)
+    share.refresh_from_db()
+    assert share.status == Status.SENT and share.birth_date_failures == 0
+    assert patient.sign_in().status_code == 200
+
+
+def test_resend_replaces_the_link(db: None) -> None:
+    share, old_token = make_share()
+    run_tasks()
+    services.resend(share.created_by, share.pk)
+    run_tasks()
+    new_token = [m for m in sms_messages() if "/p/" in m["text"]][-1]["text"]
+    assert old_token not in new_token
+    assert Patient(old_token).get().status_code == 404
+
+
+def test_leave_ends_the_session(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.sign_in()
+    assert patient.client.post(patient.url("/leave")).status_code == 200
+    assert patient.get("/documents").status_code == 303
+
+
+def test_pages_are_not_cached_and_never_send_the_link_to_another_site(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    page = patient.get()
+    assert page["Cache-Control"] == "no-store"
+    # Not "no-referrer" for pages with forms: Chromium would then send "Origin: null" and
+    # the CSRF check would refuse every step (see settings.SECURE_REFERRER_POLICY).
+    assert page["Referrer-Policy"] == "same-origin"
+    assert MOBILE not in page.content.decode()
+    patient.sign_in()
+    document = share.documents.get()
+    for suffix in ("/documents", f"/documents/{document.pk}/view", f"/documents/{document.pk}/download"):
+        response = patient.get(suffix)
+        assert response["Cache-Control"] == "no-store"
+        assert response["Referrer-Policy"] in ("same-origin", "no-referrer")
+    assert patient.get(f"/documents/{document.pk}/view")["Referrer-Policy"] == "no-referrer"
+
+
+def test_reading_the_documents_page_is_audited(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.sign_in()
+    patient.get("/documents")
+    assert AuditEvent.objects.filter(action="share.documents_listed", target_id=str(share.pk)).count() == 2
+
+
+def test_english_version_of_the_patient_pages(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.client.cookies["django_language"] = "en"
+    page = patient.get().content.decode()
+    assert "Your birth date" in page and 'lang="en"' in page
+    french = Patient(token).get().content.decode()
+    assert "Votre date de naissance" in french

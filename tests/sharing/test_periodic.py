@@ -1,0 +1,116 @@
+"""Periodic jobs: one reminder after 5 days, expiry, clean-up; and the scheduler chain.
+Time is passed in (``now``), never slept."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+from typing import Any
+
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from pli.crypto import new_data_key
+from pli.sharing import services
+from pli.sharing.models import OneTimeCode, PatientSession, ShareDocument, ShareNotification, Status
+from pli.sharing.tasks import periodic_jobs, schedule_periodic
+from pli.sharing.uploads import share_blob_store
+from pli.testing.accounts import make_user
+from sharing.helpers import Patient, link_token, make_share, run_tasks, sms_messages, token_of
+
+DAY = datetime.timedelta(days=1)
+
+
+def test_one_reminder_after_five_days_with_a_fresh_link(db: None) -> None:
+    share, first_token = make_share()
+    run_tasks()
+    now = timezone.now()
+    assert services.send_due_reminders(now + 4 * DAY) == 0
+    assert services.send_due_reminders(now + 5 * DAY + datetime.timedelta(minutes=1)) == 1
+    reminder_token = token_of(share)
+    run_tasks()
+    reminders = share.notifications.filter(kind=ShareNotification.Kind.REMINDER)
+    assert {n.channel for n in reminders} == {"email", "sms"} and {n.state for n in reminders} == {"sent"}
+    texts = [m["text"] for m in sms_messages()]
+    assert len(texts) == 2 and link_token(texts[-1]) == reminder_token != first_token
+    assert "Rappel" in texts[-1]
+    # Only once.
+    assert services.send_due_reminders(now + 6 * DAY) == 0
+    assert services.send_due_reminders(now + 20 * DAY) == 0
+    assert Patient(reminder_token).get().status_code == 200
+    assert "reminder_queued" in [e.type for e in services.events(share)]
+
+
+def test_no_reminder_once_opened_or_revoked(db: None) -> None:
+    _opened, token = make_share()
+    run_tasks()
+    Patient(token).sign_in()
+    revoked, _t = make_share()
+    services.revoke(revoked.created_by, revoked.pk)
+    assert services.send_due_reminders(timezone.now() + 6 * DAY) == 0
+
+
+def test_expiry_is_recorded(db: None) -> None:
+    share, token = make_share(expires_in_days=3)
+    patient = Patient(token)
+    patient.birth_date()
+    assert services.expire_shares(timezone.now() + 2 * DAY) == 0
+    assert services.expire_shares(timezone.now() + 3 * DAY + datetime.timedelta(seconds=1)) == 1
+    share.refresh_from_db()
+    assert share.status == Status.EXPIRED
+    assert not PatientSession.objects.filter(share=share, ended_at__isnull=True).exists()
+    assert "expired" in [e.type for e in services.events(share)]
+
+
+def test_cleanup_forgets_codes_sessions_and_old_documents(db: None, django_capture_on_commit_callbacks: Any) -> None:
+    share, token = make_share(expires_in_days=1)
+    Patient(token).birth_date()
+    document = share.documents.get()
+    store = share_blob_store()
+    assert store.exists(document.blob_id)
+    later = timezone.now() + 2 * DAY
+    result = services.cleanup(later)
+    assert result["codes"] == 1 and result["sessions"] == 1
+    assert not OneTimeCode.objects.exists() and not PatientSession.objects.exists()
+    services.expire_shares(later)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.cleanup(later + 31 * DAY)["documents"] == 1
+    assert not ShareDocument.objects.exists() and not store.exists(document.blob_id)
+    share.refresh_from_db()
+    assert share.document_count == 0
+
+
+def test_cleanup_removes_orphan_blobs_only(db: None) -> None:
+    share, _token = make_share()
+    kept = share.documents.get().blob_id
+    store = share_blob_store()
+    orphan = "f" * 32
+    store.put(orphan, [b"an upload whose share never committed"], new_data_key(), b"aad")
+    recent = "e" * 32
+    store.put(recent, [b"an upload in progress"], new_data_key(), b"aad")
+    hour_ago = time.time() - 3700
+    os.utime(store.path_for(orphan), (hour_ago, hour_ago))
+    os.utime(store.path_for(kept), (hour_ago, hour_ago))
+    assert services.cleanup()["orphans"] == 1
+    assert not store.exists(orphan) and store.exists(kept) and store.exists(recent)
+
+
+def test_the_scheduler_keeps_one_waiting_run(db: None) -> None:
+    assert schedule_periodic() is True
+    assert schedule_periodic() is False
+    run_tasks()  # runs the periodic job, which queues its next run
+    runs = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path)
+    assert runs.filter(status="SUCCESSFUL").count() == 1
+    waiting = runs.get(status="READY")
+    assert waiting.run_after > timezone.now() + datetime.timedelta(minutes=4)
+    assert schedule_periodic() is False
+
+
+def test_periodic_job_sends_due_reminders(db: None) -> None:
+    user = make_user()
+    share, _token = make_share(user, now=timezone.now() - 6 * DAY)
+    run_tasks()
+    schedule_periodic()
+    run_tasks()
+    assert share.notifications.filter(kind=ShareNotification.Kind.REMINDER, state="sent").count() == 2

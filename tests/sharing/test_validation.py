@@ -1,0 +1,69 @@
+"""What people type: birth dates, INS, mobile numbers, codes (property-based where it helps)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.core.exceptions import ValidationError
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pli.sharing import validation
+
+DATES = st.dates(min_value=datetime.date(1900, 1, 1), max_value=datetime.date(2020, 12, 31))
+
+
+@given(DATES)
+def test_both_birth_date_forms_give_the_same_date(day: datetime.date) -> None:
+    assert validation.parse_birth_date(day.strftime("%d/%m/%Y")) == day
+    assert validation.parse_birth_date(day.isoformat()) == day
+    assert validation.parse_birth_date(f" {day.day}/{day.month}/{day.year} ") == day
+
+
+@given(st.text(max_size=30))
+def test_any_text_is_a_date_or_a_clear_error(raw: str) -> None:
+    try:
+        value = validation.parse_birth_date(raw)
+    except ValidationError as exc:
+        assert exc.code in {"required", "invalid", "implausible"}
+    else:
+        assert isinstance(value, datetime.date)
+
+
+@pytest.mark.parametrize("raw", ["31/02/1984", "1984-13-01", "15-02-84", "2999-01-01", "01/01/1850", "15/02/1984x"])
+def test_impossible_birth_dates_are_refused(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        validation.parse_birth_date(raw)
+
+
+def test_the_api_takes_iso_dates_only() -> None:
+    assert validation.parse_iso_birth_date("1984-02-15") == datetime.date(1984, 2, 15)
+    with pytest.raises(ValidationError):
+        validation.parse_iso_birth_date("15/02/1984")
+
+
+def test_ins_with_its_key() -> None:
+    assert validation.normalise_ins("2 84 02 99 123 456 55") == "284029912345655"
+    assert validation.normalise_ins("1 85 05 2a 006 084 35") == "185052A00608435"  # Corsica
+    for wrong in ("284029912345656", "12345", ""):
+        with pytest.raises(ValidationError):
+            validation.normalise_ins(wrong)
+
+
+@given(st.text(max_size=20))
+def test_codes_are_six_digits(raw: str) -> None:
+    try:
+        code = validation.clean_code(raw)
+    except ValidationError:
+        compact = "".join(raw.split())
+        assert not (compact.isascii() and compact.isdigit() and len(compact) == 6)
+    else:
+        assert len(code) == 6 and code.isdigit()
+
+
+def test_mobile_messages_name_the_problem(db: None) -> None:
+    with pytest.raises(ValidationError) as caught:
+        validation.normalise_patient_mobile("01 45 67 89 01")
+    assert caught.value.code == "not_mobile"
+    assert validation.normalise_patient_mobile("06 12 34 56 78") == "+33612345678"

@@ -1,0 +1,230 @@
+"""The practitioner's pages: create a share (from scratch and from a received message's
+attachments), list, detail and actions; uploads encrypted as they arrive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.test import Client
+
+from pli.accounts.models import Mailbox, User
+from pli.api.services import create_token
+from pli.sharing.models import PatientShare, ShareDocument, Status
+from pli.sharing.services import open_document_blob
+from pli.sharing.uploads import share_blob_store
+from pli.testing.accounts import make_user
+from sharing.helpers import Patient, make_share, pdf_bytes, run_tasks, token_of
+
+
+class RefusingHandler(FileUploadHandler):
+    """Installed as Django's default: a view that let it run would fail (proves our own
+    encrypting handler replaced Django's, which writes plaintext temporary files)."""
+
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Django's default upload handlers must never see a document")
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
+        raise AssertionError
+
+    def file_complete(self, file_size: int) -> None:
+        raise AssertionError
+
+
+def browser(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def form(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "patient_family_name": "Durand",
+        "patient_given_name": "Élodie",
+        "patient_birth_date": "15/02/1984",
+        "patient_mobile": "06 12 34 56 78",
+        "patient_email": "",
+        "message": "Bonjour",
+        "documents": SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf"),
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_create_from_scratch(db: None, settings: Any) -> None:
+    settings.FILE_UPLOAD_HANDLERS = ["sharing.test_web.RefusingHandler"]
+    user = make_user()
+    client = browser(user)
+    page = client.get("/shares/new")
+    assert page.status_code == 200 and 'name="documents"' in page.content.decode()
+    big = pdf_bytes("gros") + b"%" * (3 * 10**6)  # above Django's 2.5 MB in-memory threshold
+    response = client.post(
+        "/shares/new", form(documents=[SimpleUploadedFile("gros.pdf", big, "application/pdf")], allow_reply="on")
+    )
+    assert response.status_code == 303
+    share = PatientShare.objects.get()
+    assert response["Location"] == f"/shares/{share.pk}"
+    assert share.patient_mobile == "+33612345678" and share.allow_reply
+    document = share.documents.get()
+    with open_document_blob(document) as reader:
+        assert b"".join(reader) == big
+    detail = client.get(response["Location"]).content.decode()
+    assert 'data-status="sent"' in detail and "gros.pdf" in detail
+
+
+def test_bad_input_shows_errors_next_to_fields_and_keeps_nothing(db: None) -> None:
+    client = browser(make_user())
+    response = client.post(
+        "/shares/new", form(patient_birth_date="31/02/1984", patient_mobile="", patient_email="pas-une-adresse")
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="id_patient_birth_date_error"' in html and 'id="id_patient_email_error"' in html
+    assert 'aria-invalid="true"' in html
+    assert not PatientShare.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []  # the encrypted upload was discarded
+
+
+def test_a_document_is_required(db: None) -> None:
+    response = browser(make_user()).post("/shares/new", form(documents=None))
+    assert response.status_code == 400
+    assert 'id="id_documents_error"' in response.content.decode()
+
+
+def test_too_large_documents_are_refused_early(db: None, settings: Any) -> None:
+    settings.PLI_SHARE_MAX_DOCUMENT_BYTES = 100
+    response = browser(make_user()).post("/shares/new", form())
+    assert response.status_code == 413
+    assert not PatientShare.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []
+    temp = share_blob_store().temp_dir
+    assert not temp.exists() or list(temp.iterdir()) == []
+
+
+def test_list_detail_and_actions(db: None) -> None:
+    user = make_user()
+    client = browser(user)
+    share, token = make_share(user)
+    run_tasks()
+    listing = client.get("/shares/").content.decode()
+    assert "DURAND" in listing and 'data-status="sent"' in listing
+    Patient(token).sign_in()
+    assert 'data-status="opened"' in client.get(f"/shares/{share.pk}").content.decode()
+    assert client.post(f"/shares/{share.pk}/revoke").status_code == 303
+    share.refresh_from_db()
+    assert share.status == Status.REVOKED
+    detail = client.get(f"/shares/{share.pk}").content.decode()
+    assert 'data-status="revoked"' in detail and 'data-event="revoked"' in detail
+
+
+def test_unlock_and_resend_from_the_page(db: None) -> None:
+    user = make_user()
+    client = browser(user)
+    share, token = make_share(user)
+    for _ in range(5):
+        Patient(token).birth_date("02/02/2002")
+    assert 'data-status="locked"' in client.get(f"/shares/{share.pk}").content.decode()
+    client.post(f"/shares/{share.pk}/unlock", {"resend": "1"})
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+    assert Patient(token).get().status_code == 404
+    assert Patient(token_of(share)).get().status_code == 200
+
+
+def test_other_practitioners_cannot_see_or_act(db: None) -> None:
+    share, _token = make_share(make_user())
+    intruder = browser(make_user())
+    assert intruder.get(f"/shares/{share.pk}").status_code == 404
+    for action in ("revoke", "unlock", "resend", "close"):
+        assert intruder.post(f"/shares/{share.pk}/{action}").status_code == 404
+    assert "DURAND" not in intruder.get("/shares/").content.decode()
+
+
+def test_pages_need_a_login(db: None) -> None:
+    response = Client().get("/shares/")
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def send_message_with_attachment(sender: User, recipient: User, content: bytes) -> str:
+    _token, raw = create_token(sender, "test")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    response = client.post(
+        "/api/v1/messages",
+        {
+            "sender": Mailbox.objects.get(owner=sender).address,
+            "to": [Mailbox.objects.get(owner=recipient).address],
+            "subject": "Résultats",
+            "body": "Ci-joint",
+            "attachments": [SimpleUploadedFile("irm.pdf", content, "application/pdf")],
+        },
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def test_create_from_a_received_message(db: None) -> None:
+    colleague, doctor = make_user(), make_user()
+    content = pdf_bytes("irm-genou")
+    message_id = send_message_with_attachment(colleague, doctor, content)
+    client = browser(doctor)
+    page = client.get(f"/shares/new?message={message_id}")
+    assert page.status_code == 200 and "irm.pdf" in page.content.decode()
+    from pli.messaging.models import Attachment
+
+    attachment = Attachment.objects.get(message_id=message_id)
+    response = client.post(
+        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
+    )
+    assert response.status_code == 303, response.content.decode()[:2000]
+    share = PatientShare.objects.get()
+    assert str(share.source_message_id) == message_id
+    document = share.documents.get()
+    assert document.name == "irm.pdf" and document.data_key_id != attachment.data_key_id
+    with open_document_blob(document) as reader:
+        assert b"".join(reader) == content
+
+
+def test_a_message_the_user_cannot_see_is_not_found(db: None) -> None:
+    colleague, doctor, other = make_user(), make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes())
+    assert browser(other).get(f"/shares/new?message={message_id}").status_code == 404
+
+
+def test_dev_outbox_shows_captured_messages(db: None, settings: Any, tmp_path: Path) -> None:
+    settings.EMAIL_BACKEND = "pli.notify.email.EmlFileBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path / "email")
+    user = make_user()
+    _share, token = make_share(user)
+    run_tasks()
+    page = browser(user).get("/dev/outbox/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count(f"/p/{token}") >= 2  # in the e-mail and in the SMS
+    settings.PLI_ENV = "production"
+    assert browser(user).get("/dev/outbox/").status_code == 404
+
+
+@pytest.mark.parametrize("status", [Status.SENT, Status.LOCKED])
+def test_close_conversation(db: None, status: str) -> None:
+    user = make_user()
+    share, _token = make_share(user, allow_reply=True)
+    PatientShare.objects.filter(pk=share.pk).update(status=status)
+    browser(user).post(f"/shares/{share.pk}/close")
+    share.refresh_from_db()
+    assert share.closed_at is not None
+
+
+def test_documents_are_stored_under_their_own_keys(db: None) -> None:
+    share, _token = make_share(make_user())
+    document = ShareDocument.objects.get(share=share)
+    assert document.data_key_id != share.data_key_id
+
+
+def test_a_received_message_offers_to_send_its_attachments_to_a_patient(db: None) -> None:
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes())
+    page = browser(doctor).get(f"/messages/m/{message_id}/").content.decode()
+    assert f'href="/shares/new?message={message_id}"' in page
