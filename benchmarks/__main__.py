@@ -9,7 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ["benchmarks.crypto_bench", "benchmarks.directory_bench", "benchmarks.sharing_bench"]
+MODULES = [
+    "benchmarks.crypto_bench",
+    "benchmarks.directory_bench",
+    "benchmarks.sharing_bench",
+    "benchmarks.messaging_bench",
+]
 
 
 def main(argv: list[str]) -> None:

@@ -191,3 +191,13 @@ def test_out_of_range_cursors_are_400(people: dict[str, User], raw: str) -> None
     assert response.status_code in (200, 400)
     if response.status_code == 400:
         assert "cursor" in response.json()
+
+
+@pytest.mark.parametrize("field", ["sender", "to", "cc"])
+def test_control_characters_in_addresses_are_refused(people: dict[str, User], field: str) -> None:
+    """A NUL byte can't even be sent to PostgreSQL: it must be refused before any query."""
+    data = _base(people)
+    data[field] = "a\x00b@pli.localhost" if field == "sender" else ["a\x00b@pli.localhost"]
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert response.status_code == 400
+    assert field in response.json()

@@ -356,3 +356,14 @@ def test_english_version_of_the_patient_pages(db: None) -> None:
     assert "Your birth date" in page and 'lang="en"' in page
     french = Patient(token).get().content.decode()
     assert "Votre date de naissance" in french
+
+
+def test_reopening_the_link_returns_to_the_current_step(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    response = patient.get()
+    assert response.status_code == 303 and response["Location"] == f"/p/{token}/code"
+    run_tasks()
+    patient.code(code_in(last_sms()))
+    assert patient.get()["Location"] == f"/p/{token}/documents"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable
 
@@ -54,9 +55,7 @@ class TrustedProxyMiddleware:
             hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
             for hop in reversed(hops):
                 if not self._trusted(hop):
-                    try:
+                    with contextlib.suppress(ValueError):  # a garbled hop leaves REMOTE_ADDR as is
                         request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(hop))
-                    except ValueError:
-                        pass
                     break
         return self.get_response(request)

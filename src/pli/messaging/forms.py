@@ -68,6 +68,15 @@ class MultiValueInput(forms.TextInput):
         return super().format_value(value)
 
 
+def plausible_address(address: str) -> bool:
+    """Shaped like a mailbox address: worth looking up (no control characters, one @)."""
+    return (
+        0 < len(address) <= 254
+        and address.count("@") == 1
+        and not any(ord(ch) < 32 or ord(ch) == 127 for ch in address)
+    )
+
+
 class AddressListField(forms.Field):
     widget = MultiValueInput
 
@@ -88,7 +97,7 @@ class AddressListField(forms.Field):
                 _("At most %(count)d recipients per message."), code="too_many", params={"count": MAX_RECIPIENTS}
             )
         for address in value:
-            if len(address) > 254 or "@" not in address:
+            if not plausible_address(address):
                 raise ValidationError(
                     _("“%(address)s” is not a mailbox address."), code="invalid", params={"address": address[:80]}
                 )
@@ -176,7 +185,7 @@ class ComposeForm(forms.Form):
                 field = self.fields[name]
                 raw = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
                 addresses += AddressListField().to_python(raw)
-            found, _missing = services.resolve_addresses(addresses)
+            found, _missing = services.resolve_addresses(a for a in addresses if plausible_address(a.strip()))
             book = {m.address.lower(): m for m in found}
             self._book = book
         return book

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count, Model, Q, QuerySet, prefetch_related_objects
 from django.db.models.fields import AutoFieldMixin
@@ -73,13 +74,17 @@ def mailboxes_for(user: Any) -> QuerySet[Mailbox]:
 def mailbox_for(user: Any, mailbox_id: uuid.UUID | str) -> Mailbox:
     """One of ``user``'s mailboxes, or :class:`NotVisible`."""
     try:
-        return mailboxes_for(user).get(pk=mailbox_id)
-    except (Mailbox.DoesNotExist, ValueError, TypeError) as exc:
+        mailbox = Mailbox.objects.get(pk=mailbox_id)
+    except (Mailbox.DoesNotExist, ValueError, TypeError, ValidationError) as exc:
         raise NotVisible from exc
+    if not can_send_from(user, mailbox):
+        raise NotVisible
+    return mailbox
 
 
 def can_send_from(user: Any, mailbox: Mailbox) -> bool:
-    """Whether ``user`` works in ``mailbox`` (the rule of :func:`mailboxes_for`)."""
+    """Whether ``user`` works in ``mailbox`` (reads it, sends from it): the rule of
+    :func:`mailboxes_for`, asked about one mailbox."""
     if not mailbox.is_active or not getattr(user, "is_authenticated", False) or not user.is_active:
         return False
     if mailbox.kind == Mailbox.Kind.PERSONAL:
@@ -103,7 +108,8 @@ def unread_counts(mailbox_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
 
 def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str]]:
     """Active mailboxes for ``addresses`` (case-insensitive), and the addresses not found."""
-    wanted = list(dict.fromkeys(a.strip().lower() for a in addresses if a.strip()))
+    # NUL can't be sent to PostgreSQL; no address holds one anyway.
+    wanted = list(dict.fromkeys(a.strip().lower() for a in addresses if a.strip() and "\x00" not in a))
     found = {m.address.lower(): m for m in Mailbox.objects.filter(address__in=wanted, is_active=True)}
     missing = [a for a in wanted if a not in found]
     if missing:
@@ -294,7 +300,10 @@ def _insert(objects: Sequence[Model]) -> None:
     )
     rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
     with db.cursor() as cursor:
-        cursor.executemany(sql, rows)
+        if len(rows) == 1:
+            cursor.execute(sql, rows[0])
+        else:
+            cursor.executemany(sql, rows)
     for obj in objects:
         obj._state.adding = False
         obj._state.db = db.alias

@@ -19,17 +19,19 @@ import logging
 import smtplib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from pli.audit import services as audit
+from pli.core.models import DataKey
 from pli.notify import sms
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 
@@ -64,24 +66,66 @@ def render(template: str, context: dict[str, Any]) -> str:
         return render_to_string(template, context).strip()
 
 
-def queue(
-    share: PatientShare,
-    kind: str,
-    channel: str,
-    recipient: str,
-    text: str,
-    now: datetime.datetime,
-    give_up_at: datetime.datetime,
-    subject: str | None = None,
-    html: str | None = None,
-) -> ShareNotification:
-    notification = ShareNotification(
-        share=share, kind=kind, channel=channel, created_at=now, next_attempt_at=now, give_up_at=give_up_at
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready to queue. Rendering happens before the transaction that queues it,
+    so that the (write-locking) transaction stays short."""
+
+    channel: str
+    recipient: str = field(repr=False)
+    text: str = field(repr=False)
+    subject: str | None = field(default=None, repr=False)
+    html: str | None = field(default=None, repr=False)
+
+
+def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
+    """The link's e-mail and/or SMS (``share`` may be unsaved: only its fields are read)."""
+    context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
+    messages: list[Rendered] = []
+    if share.patient_email:
+        messages.append(
+            Rendered(
+                channel=Channel.EMAIL,
+                recipient=share.patient_email,
+                subject=" ".join(render("sharing/notify/link_subject.txt", context).split()),
+                text=render("sharing/notify/link_email.txt", context),
+                html=render("sharing/notify/link_email.html", context),
+            )
+        )
+    if share.patient_mobile:
+        messages.append(
+            Rendered(
+                channel=Channel.SMS,
+                recipient=share.patient_mobile,
+                text=render("sharing/notify/link_sms.txt", context),
+            )
+        )
+    return messages
+
+
+def render_code(share: PatientShare, code: str, channel: str, minutes: int) -> Rendered:
+    context = notification_context(share, code=code, minutes=minutes)
+    if channel == Channel.SMS:
+        return Rendered(channel, share.patient_mobile or "", render("sharing/notify/code_sms.txt", context))
+    return Rendered(
+        channel,
+        share.patient_email or "",
+        render("sharing/notify/code_email.txt", context),
+        subject=" ".join(render("sharing/notify/code_subject.txt", context).split()),
     )
-    notification.recipient = recipient
-    notification.subject = subject
-    notification.text = text
-    notification.html = html
+
+
+def queue(
+    share: PatientShare, kind: str, message: Rendered, now: datetime.datetime, give_up_at: datetime.datetime
+) -> ShareNotification:
+    """Inside the caller's transaction: the notification row, sealed, and its delivery job."""
+    notification = ShareNotification(
+        share=share, kind=kind, channel=message.channel, created_at=now, next_attempt_at=now, give_up_at=give_up_at
+    )
+    notification.recipient = message.recipient
+    notification.subject = message.subject
+    notification.text = message.text
+    notification.html = message.html
     notification.save(force_insert=True)
     from pli.sharing.tasks import deliver_notification
 
@@ -89,56 +133,18 @@ def queue(
     return notification
 
 
-def queue_link(share: PatientShare, token: str, kind: str, now: datetime.datetime) -> list[str]:
-    context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
-    channels: list[str] = []
-    if share.patient_email:
-        subject = render("sharing/notify/link_subject.txt", context)
-        queue(
-            share,
-            kind,
-            Channel.EMAIL,
-            share.patient_email,
-            render("sharing/notify/link_email.txt", context),
-            now,
-            share.expires_at,
-            subject=" ".join(subject.split()),
-            html=render("sharing/notify/link_email.html", context),
-        )
-        channels.append(Channel.EMAIL)
-    if share.patient_mobile:
-        queue(
-            share,
-            kind,
-            Channel.SMS,
-            share.patient_mobile,
-            render("sharing/notify/link_sms.txt", context),
-            now,
-            share.expires_at,
-        )
-        channels.append(Channel.SMS)
-    return channels
-
-
-def queue_code(
-    share: PatientShare, code: str, channel: str, now: datetime.datetime, give_up_at: datetime.datetime
-) -> ShareNotification:
-    """The one-time code, by SMS or e-mail; abandoned if not delivered before it expires."""
-    minutes = int((give_up_at - now).total_seconds() // 60)
-    context = notification_context(share, code=code, minutes=minutes)
-    if channel == Channel.SMS:
-        text = render("sharing/notify/code_sms.txt", context)
-        return queue(share, ShareNotification.Kind.CODE, channel, share.patient_mobile or "", text, now, give_up_at)
-    return queue(
-        share,
-        ShareNotification.Kind.CODE,
-        channel,
-        share.patient_email or "",
-        render("sharing/notify/code_email.txt", context),
-        now,
-        give_up_at,
-        subject=" ".join(render("sharing/notify/code_subject.txt", context).split()),
-    )
+def queue_link(
+    share: PatientShare,
+    token: str,
+    kind: str,
+    now: datetime.datetime,
+    rendered: Sequence[Rendered] | None = None,
+) -> list[str]:
+    """Queue the link to every contact of the share; return the channels used."""
+    messages = render_link(share, token, kind) if rendered is None else rendered
+    for message in messages:
+        queue(share, kind, message, now, share.expires_at)
+    return [message.channel for message in messages]
 
 
 class DeliveryFailed(Exception):
@@ -238,12 +244,11 @@ def _finish(
     sent = state == ShareNotification.State.SENT
     with transaction.atomic():
         # The payload (link, code) is no longer needed: shred it with its data key.
-        notification.shred()
-        ShareNotification.objects.filter(pk=notification.pk).update(
+        close(
+            ShareNotification.objects.filter(pk=notification.pk),
             state=state,
             attempts=attempts,
             sent_at=now if sent else None,
-            claimed_until=None,
             last_error=reason,
             provider_id=provider_id[:64],
         )
@@ -283,13 +288,22 @@ def _retry_later(notification: ShareNotification, attempts: int, next_at: dateti
     return ShareNotification.State.PENDING
 
 
+def close(notifications: QuerySet[ShareNotification], **fields: Any) -> None:
+    """Set the final state of ``notifications`` and shred their payload (the rendered
+    message and its data key) in one UPDATE: the link or code no longer exists anywhere."""
+    key_ids = [k for k in notifications.values_list("data_key_id", flat=True) if k is not None]
+    notifications.update(
+        data_key=None, recipient=None, subject=None, text=None, html=None, claimed_until=None, **fields
+    )
+    if key_ids:
+        DataKey.objects.filter(pk__in=key_ids).delete()
+
+
 def cancel_pending(share: PatientShare, kinds: Sequence[str] | None = None) -> None:
     pending = share.notifications.filter(state=ShareNotification.State.PENDING)
     if kinds is not None:
         pending = pending.filter(kind__in=kinds)
-    for notification in pending:
-        notification.shred()
-    pending.update(state=ShareNotification.State.CANCELLED, claimed_until=None, last_error="cancelled")
+    close(pending, state=ShareNotification.State.CANCELLED, last_error="cancelled")
 
 
 def requeue_stuck(now: datetime.datetime | None = None) -> int:

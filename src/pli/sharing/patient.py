@@ -29,6 +29,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import content_disposition_header
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -140,6 +142,8 @@ def landing(request: HttpRequest, token: str) -> HttpResponse:
         session = services.find_session(share, key)
         if session is not None and session.stage == PatientSession.Stage.OPEN:
             return _redirect("patient_documents", token)
+        if session is not None:  # the birth date is confirmed: back to the code
+            return _redirect("patient_code", token)
         return _landing_page(request, share, token, BirthDateForm(), expired=request.GET.get("session") == "expired")
     form = BirthDateForm(request.POST)
     if not form.is_valid():
@@ -158,8 +162,6 @@ def landing(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _wrong_birth_date(left: int) -> str:
-    from django.utils.translation import ngettext
-
     return ngettext(
         "This birth date does not match. %(count)d attempt left before access is locked.",
         "This birth date does not match. %(count)d attempts left before access is locked.",
@@ -216,9 +218,6 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _code_error(outcome: str, left: int) -> str:
-    from django.utils.translation import gettext as _
-    from django.utils.translation import ngettext
-
     if outcome == "code_expired":
         return _("This code has expired (codes are valid 10 minutes). Ask for a new code below.")
     if outcome in ("used", "retired", "no_code"):
@@ -348,8 +347,6 @@ def reply(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _malformed() -> str:
-    from django.utils.translation import gettext as _
-
     return _("The reply could not be read; please send it again.")
 
 
@@ -362,8 +359,6 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
     try:
         services.reply(share.pk, form.cleaned_data["text"], files, session_key=_key(request), request=request)
     except services.ShareError as exc:
-        from django.utils.translation import gettext as _
-
         messages = {
             "empty": _("Write a message or add a file."),
             "closed": _("This conversation is closed: replies are no longer accepted."),

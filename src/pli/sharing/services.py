@@ -1,6 +1,6 @@
 """Patient shares: the only place that changes them.
 
-Every function here is one transaction. Patient steps lock the share's row first
+Every function that writes is one transaction. Patient steps lock the share's row first
 (``select_for_update``; SQLite's immediate transactions serialise writers the same way), so
 the attempt limits hold under concurrent requests: two correct answers racing for the last
 allowed code, or five wrong ones arriving together, never get past a limit.
@@ -11,11 +11,11 @@ transactions.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -43,8 +43,6 @@ from pli.sharing.models import (
 )
 from pli.sharing.uploads import PendingFile, share_blob_store
 
-logger = logging.getLogger(__name__)
-
 # Limits from the issue: 5 wrong birth dates, 3 wrong codes per code, 5 codes per hour.
 MAX_BIRTH_DATE_FAILURES = 5
 MAX_CODE_FAILURES = 3
@@ -56,6 +54,8 @@ DEFAULT_EXPIRY_DAYS = 30
 MAX_EXPIRY_DAYS = 90
 # Past this the practitioner no longer sees the documents' content: blobs are shredded.
 PURGE_AFTER_END = datetime.timedelta(days=30)
+# The audit actor of the patient's steps (who has no account).
+PATIENT = ("patient", "")
 
 
 class ShareError(Exception):
@@ -170,34 +170,37 @@ def create_share(
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
     if not documents:
         raise ShareError("no_documents", "at least one document is required")
-    organisation = organisation_for(user)
+    # Replies go to the practitioner's own mailbox; its organisation is the share's.
+    mailbox = Mailbox.objects.filter(owner=user, is_active=True).select_related("organisation").first()
+    organisation = mailbox.organisation if mailbox is not None else organisation_for(user)
     days = data.expires_in_days or default_expiry_days(user, organisation)
     if not 1 <= days <= MAX_EXPIRY_DAYS:
         raise ShareError("expires_in_days", f"expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}")
     token = tokens.new_token()
+    share = PatientShare(
+        organisation=organisation,
+        created_by=user,
+        reply_mailbox=mailbox,
+        source_message_id=source_message_id,
+        token_hash=tokens.token_hash(token),
+        allow_reply=bool(data.allow_reply and mailbox is not None),
+        created_at=now,
+        expires_at=now + datetime.timedelta(days=days),
+        link_sent_at=now,
+        counters_reset_at=now,
+        document_count=len(documents),
+        documents_size=sum(d.size for d in documents),
+    )
+    share.patient_given_name = data.given_name.strip()
+    share.patient_family_name = data.family_name.strip()
+    share.patient_birth_date = data.birth_date
+    share.patient_ins = data.ins or None
+    share.patient_email = data.email or None
+    share.patient_mobile = data.mobile or None
+    share.message = data.message.strip() or None
+    # Rendered before the transaction, which then only writes (and holds the lock briefly).
+    messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
     with transaction.atomic():
-        mailbox = Mailbox.objects.filter(owner=user, is_active=True).first()
-        share = PatientShare(
-            organisation=organisation,
-            created_by=user,
-            reply_mailbox=mailbox,
-            source_message_id=source_message_id,
-            token_hash=tokens.token_hash(token),
-            allow_reply=bool(data.allow_reply and mailbox is not None),
-            created_at=now,
-            expires_at=now + datetime.timedelta(days=days),
-            link_sent_at=now,
-            counters_reset_at=now,
-            document_count=len(documents),
-            documents_size=sum(d.size for d in documents),
-        )
-        share.patient_given_name = data.given_name.strip()
-        share.patient_family_name = data.family_name.strip()
-        share.patient_birth_date = data.birth_date
-        share.patient_ins = data.ins or None
-        share.patient_email = data.email or None
-        share.patient_mobile = data.mobile or None
-        share.message = data.message.strip() or None
         share.save(force_insert=True)
         for position, pending in enumerate(documents):
             document = ShareDocument(id=pending.id, share=share, position=position, size=pending.size, created_at=now)
@@ -205,7 +208,7 @@ def create_share(
             document.name = pending.name
             document.content_type = pending.content_type
             document.save(force_insert=True)
-        channels = notifications.queue_link(share, token, ShareNotification.Kind.LINK, now)
+        channels = notifications.queue_link(share, token, ShareNotification.Kind.LINK, now, messages)
         audit.record(
             "share.created",
             actor=user,
@@ -256,7 +259,7 @@ def touch_session(session: PatientSession, now: datetime.datetime | None = None)
 
 def _lock_share(share_id: uuid.UUID) -> PatientShare:
     return (
-        PatientShare.objects.select_for_update(of=("self",))
+        PatientShare.objects.select_for_update(of=("self",), no_key=True)
         .select_related("created_by", "organisation", "data_key")
         .get(pk=share_id)
     )
@@ -270,14 +273,43 @@ def _refusal(share: PatientShare, now: datetime.datetime) -> str:
     return ""
 
 
-def _lock(share: PatientShare, reason: str, now: datetime.datetime, request: HttpRequest | None) -> None:
+class _Trail:
+    """The audit events of one patient step, written when the step's transaction ends.
+
+    Recording an event locks the audit chain's head row until commit, so it must come after
+    every other lock the transaction takes: a step that audited first and then waited for,
+    say, a notification row that the worker holds while it waits for the head would
+    deadlock on PostgreSQL.
+    """
+
+    def __init__(self, request: HttpRequest | None) -> None:
+        self.request = request
+        self.events: list[tuple[str, PatientShare, str, dict[str, Any]]] = []
+
+    def add(self, action: str, share: PatientShare, *, outcome: str = audit.SUCCESS, **details: Any) -> None:
+        self.events.append((action, share, outcome, details))
+
+    def write(self) -> None:
+        for action, share, outcome, details in self.events:
+            audit.record(action, actor=PATIENT, target=share, request=self.request, outcome=outcome, details=details)
+
+
+@contextlib.contextmanager
+def _step(request: HttpRequest | None) -> Iterator[_Trail]:
+    trail = _Trail(request)
+    with transaction.atomic():
+        yield trail
+        trail.write()
+
+
+def _lock(share: PatientShare, reason: str, now: datetime.datetime, trail: _Trail) -> None:
     share.status = Status.LOCKED
     share.lock_reason = reason
     share.locked_at = now
     share.save(update_fields=["status", "lock_reason", "locked_at"])
     share.codes.filter(retired=False).update(retired=True)
     notifications.cancel_pending(share, kinds=[ShareNotification.Kind.CODE])
-    audit.record("share.locked", actor=("patient", ""), target=share, request=request, details={"reason": reason})
+    trail.add("share.locked", share, reason=reason)
 
 
 @dataclass(frozen=True)
@@ -286,9 +318,6 @@ class StepResult:
     session_key: str | None = None
     channel: str = ""
     attempts_left: int = 0
-
-
-PATIENT = ("patient", "")
 
 
 def check_birth_date(
@@ -301,25 +330,24 @@ def check_birth_date(
 ) -> StepResult:
     """First factor. A match starts a patient session and sends a one-time code."""
     now = now or timezone.now()
-    with transaction.atomic():
+    # The birth date and contacts never change: compare and prepare the code before taking
+    # the lock; the counters and the status are decided under it.
+    unlocked = _read_share(share_id)
+    matches = value == unlocked.patient_birth_date
+    new_code = _prepare_code(unlocked, None) if matches else None
+    with _step(request) as trail:
         share = _lock_share(share_id)
         refusal = _refusal(share, now)
         if refusal:
-            audit.record(
-                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
-                details={"reason": refusal, "step": "birth_date"},
-            )  # fmt: skip
+            trail.add("share.access_denied", share, outcome=audit.DENIED, reason=refusal, step="birth_date")
             return StepResult(refusal)
-        if value != share.patient_birth_date:
+        if new_code is None:
             share.birth_date_failures = F("birth_date_failures") + 1
             share.save(update_fields=["birth_date_failures"])
             share.refresh_from_db(fields=["birth_date_failures"])
-            audit.record(
-                "share.birth_date_failed", actor=PATIENT, target=share, request=request, outcome=audit.FAILURE,
-                details={"failures": share.birth_date_failures},
-            )  # fmt: skip
+            trail.add("share.birth_date_failed", share, outcome=audit.FAILURE, failures=share.birth_date_failures)
             if share.birth_date_failures >= MAX_BIRTH_DATE_FAILURES:
-                _lock(share, LockReason.BIRTH_DATE, now, request)
+                _lock(share, LockReason.BIRTH_DATE, now, trail)
                 return StepResult(Status.LOCKED)
             return StepResult("wrong", attempts_left=MAX_BIRTH_DATE_FAILURES - share.birth_date_failures)
         session = find_session(share, session_key, now)
@@ -335,8 +363,8 @@ def check_birth_date(
             )
         else:
             PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-        audit.record("share.birth_date_confirmed", actor=PATIENT, target=share, request=request)
-        result = _issue_code(share, None, now, request)
+        trail.add("share.birth_date_confirmed", share)
+        result = _issue_code(share, new_code, now, trail)
         if result.outcome != "ok":
             return result
         return StepResult("ok", session_key=key, channel=result.channel)
@@ -351,28 +379,46 @@ def _code_channel(share: PatientShare, wanted: str | None) -> str:
     return str(available[0])
 
 
-def _issue_code(
-    share: PatientShare, channel: str | None, now: datetime.datetime, request: HttpRequest | None
-) -> StepResult:
+@dataclass(frozen=True)
+class _NewCode:
+    """A code and its message, prepared before the step's transaction (rendering need not
+    hold the write lock); used only if the step decides to send a code."""
+
+    code: str = field(repr=False)
+    message: notifications.Rendered
+
+
+def _prepare_code(share: PatientShare, channel: str | None) -> _NewCode:
+    code = tokens.new_code()
+    chosen = _code_channel(share, channel)
+    minutes = int(CODE_VALIDITY.total_seconds() // 60)
+    return _NewCode(code, notifications.render_code(share, code, chosen, minutes))
+
+
+def _issue_code(share: PatientShare, new: _NewCode, now: datetime.datetime, trail: _Trail) -> StepResult:
     """Inside the caller's transaction, with the share locked."""
     since = max(now - datetime.timedelta(hours=1), share.counters_reset_at)
     if share.codes.filter(created_at__gt=since).count() >= MAX_CODES_PER_HOUR:
-        _lock(share, LockReason.CODES_SENT, now, request)
+        _lock(share, LockReason.CODES_SENT, now, trail)
         return StepResult(Status.LOCKED)
     share.codes.filter(retired=False).update(retired=True)
     notifications.cancel_pending(share, kinds=[ShareNotification.Kind.CODE])
-    code = tokens.new_code()
-    chosen = _code_channel(share, channel)
+    channel = new.message.channel
     one_time = OneTimeCode.objects.create(
         share=share,
-        code_hash=tokens.code_hash(share.pk, code),
-        channel=chosen,
+        code_hash=tokens.code_hash(share.pk, new.code),
+        channel=channel,
         created_at=now,
         expires_at=now + CODE_VALIDITY,
     )
-    notifications.queue_code(share, code, chosen, now, one_time.expires_at)
-    audit.record("share.code_sent", actor=PATIENT, target=share, request=request, details={"channel": chosen})
-    return StepResult("ok", channel=chosen)
+    notifications.queue(share, ShareNotification.Kind.CODE, new.message, now, one_time.expires_at)
+    trail.add("share.code_sent", share, channel=channel)
+    return StepResult("ok", channel=channel)
+
+
+def _read_share(share_id: uuid.UUID) -> PatientShare:
+    """The share without a lock, for what never changes (identity, contacts)."""
+    return PatientShare.objects.select_related("created_by", "organisation", "data_key").get(pk=share_id)
 
 
 def request_new_code(
@@ -385,20 +431,18 @@ def request_new_code(
 ) -> StepResult:
     """ "Send me another code" (optionally by the other channel), within the hourly limit."""
     now = now or timezone.now()
-    with transaction.atomic():
+    new_code = _prepare_code(_read_share(share_id), channel)
+    with _step(request) as trail:
         share = _lock_share(share_id)
         refusal = _refusal(share, now)
         if refusal:
             return StepResult(refusal)
         session = find_session(share, session_key, now)
         if session is None or session.stage != PatientSession.Stage.BIRTH_DATE_CONFIRMED:
-            audit.record(
-                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
-                details={"reason": "no_session", "step": "new_code"},
-            )  # fmt: skip
+            trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="new_code")
             return StepResult("no_session")
         PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-        return _issue_code(share, channel, now, request)
+        return _issue_code(share, new_code, now, trail)
 
 
 def check_code(
@@ -411,21 +455,15 @@ def check_code(
 ) -> StepResult:
     """Second factor: the latest code sent for this share, once, within its validity."""
     now = now or timezone.now()
-    with transaction.atomic():
+    with _step(request) as trail:
         share = _lock_share(share_id)
         refusal = _refusal(share, now)
         if refusal:
-            audit.record(
-                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
-                details={"reason": refusal, "step": "code"},
-            )  # fmt: skip
+            trail.add("share.access_denied", share, outcome=audit.DENIED, reason=refusal, step="code")
             return StepResult(refusal)
         session = find_session(share, session_key, now)
         if session is None:
-            audit.record(
-                "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
-                details={"reason": "no_session", "step": "code"},
-            )  # fmt: skip
+            trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
             return StepResult("no_session")
         latest = share.codes.order_by("-created_at", "-pk").first()
         matches = latest is not None and tokens.same(latest.code_hash, tokens.code_hash(share.pk, code))
@@ -434,7 +472,7 @@ def check_code(
                 pk=latest.pk, used_at__isnull=True, retired=False, attempts__lt=MAX_CODE_FAILURES, expires_at__gt=now
             ).update(used_at=now)
             if used:
-                return _open(share, session, now, request)
+                return _open(share, session, now, trail)
         if latest is None:
             reason = "no_code"
         elif latest.used_at is not None:
@@ -452,12 +490,9 @@ def check_code(
             OneTimeCode.objects.filter(pk=latest.pk).update(attempts=F("attempts") + 1)
             latest.refresh_from_db(fields=["attempts"])
             attempts = latest.attempts
-        audit.record(
-            "share.code_failed", actor=PATIENT, target=share, request=request, outcome=audit.FAILURE,
-            details={"reason": reason, "attempts": attempts},
-        )  # fmt: skip
+        trail.add("share.code_failed", share, outcome=audit.FAILURE, reason=reason, attempts=attempts)
         if latest is not None and attempts >= MAX_CODE_FAILURES:
-            _lock(share, LockReason.CODE, now, request)
+            _lock(share, LockReason.CODE, now, trail)
             return StepResult(Status.LOCKED)
         return StepResult(reason, attempts_left=max(0, MAX_CODE_FAILURES - attempts))
 
@@ -475,9 +510,7 @@ def _advance(share: PatientShare, progress: str) -> None:
     share.save(update_fields=fields)
 
 
-def _open(
-    share: PatientShare, session: PatientSession, now: datetime.datetime, request: HttpRequest | None
-) -> StepResult:
+def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, trail: _Trail) -> StepResult:
     PatientSession.objects.filter(pk=session.pk).update(
         stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
     )
@@ -488,7 +521,7 @@ def _open(
         fields.append("opened_at")
     share.save(update_fields=fields)
     _advance(share, Status.OPENED)
-    audit.record("share.opened", actor=PATIENT, target=share, request=request)
+    trail.add("share.opened", share)
     return StepResult("ok")
 
 
@@ -599,7 +632,7 @@ def _deliver_reply(share: PatientShare, text: str, files: Sequence[PendingFile],
 
 def _own_share(user: User, share_id: uuid.UUID) -> PatientShare:
     share = (
-        PatientShare.objects.select_for_update(of=("self",))
+        PatientShare.objects.select_for_update(of=("self",), no_key=True)
         .select_related("created_by", "organisation")
         .filter(pk=share_id, created_by=user)
         .first()
@@ -717,7 +750,7 @@ def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -
     for share_id in list(due):
         with transaction.atomic():
             share = (
-                PatientShare.objects.select_for_update(of=("self",))
+                PatientShare.objects.select_for_update(of=("self",), no_key=True)
                 .select_related("created_by", "organisation")
                 .get(pk=share_id)
             )
@@ -739,7 +772,7 @@ def expire_shares(now: datetime.datetime | None = None, limit: int = 500) -> int
     count = 0
     for share_id in list(due):
         with transaction.atomic():
-            share = PatientShare.objects.select_for_update().get(pk=share_id)
+            share = PatientShare.objects.select_for_update(no_key=True).get(pk=share_id)
             if share.effective_status(now) != Status.EXPIRED or share.status == Status.EXPIRED:
                 continue
             share.status = Status.EXPIRED

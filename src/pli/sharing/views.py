@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -13,6 +12,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -48,15 +48,9 @@ def _error_text(code: str) -> str:
 def share_list(request: HttpRequest) -> HttpResponse:
     shares = services.shares_for(_user(request)).order_by("-created_at")
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
-    now = _now()
+    now = timezone.now()
     rows = [(share, share.effective_status(now)) for share in page.object_list]
     return render(request, "sharing/list.html", {"page": page, "rows": rows})
-
-
-def _now() -> Any:
-    from django.utils import timezone
-
-    return timezone.now()
 
 
 def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.UUID | None, list[Attachment]]:
@@ -151,7 +145,7 @@ def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
 @require_GET
 def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     share = _share_or_404(request, share_id)
-    now = _now()
+    now = timezone.now()
     context = {
         "share": share,
         "status": share.effective_status(now),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from django import template
@@ -33,3 +34,20 @@ def linkify(text: str | None) -> SafeString:
     """Plain text → safe HTML with http(s) links; line breaks are kept by CSS (pre-wrap)."""
     escaped = str(escape(text or ""))
     return mark_safe(_URL.sub(_link, escaped))  # noqa: S308 - escaped above, links built from escaped text
+
+
+@register.filter
+def sex_label(code: str | None) -> str:
+    """F, M, I as words, in the user's language."""
+    from pli.messaging.forms import SEX_CHOICES
+
+    return str(dict(SEX_CHOICES).get(code or "", code or ""))
+
+
+@register.filter
+def as_date(value: str | None) -> datetime.date | str:
+    """An ISO date kept as text (patient context) as a date, for the ``date`` filter."""
+    try:
+        return datetime.date.fromisoformat(value or "")
+    except ValueError:
+        return value or ""
