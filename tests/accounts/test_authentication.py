@@ -134,7 +134,9 @@ def test_totp_enrolment_through_the_pages(transactional_db: None, organisation: 
     assert Authenticator.objects.filter(user=user, type="recovery_codes").exists()
     codes_page = client.get("/account/2fa/recovery-codes/")
     assert codes_page.status_code == 200
-    assert client.get("/").status_code == 200
+    reached = client.get("/", follow=True)
+    assert reached.status_code == 200
+    assert all("/account/2fa/" not in url for url, _ in reached.redirect_chain)
     assert _actions(user, action="auth.second_factor.added")
     # The code typed to enrol is spent: it can't sign in again.
     client.post("/logout/")

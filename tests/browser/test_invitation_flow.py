@@ -91,7 +91,7 @@ def test_invitation_to_second_sign_in(page: Any, live_server: Any, smtp_server: 
     assert next_code != enrolment_code
     page.fill("#id_code", next_code)
     page.click("button[type=submit]:has-text('Se connecter')")
-    page.wait_for_url(live_server.url + "/")
+    page.wait_for_url("**/messages/**/inbox/")
     page.goto("/account/")
     assert "Léa Bernard" in page.locator("h2#identity-title").inner_text()
     page.click("button:has-text('Se déconnecter')")

@@ -114,7 +114,7 @@ def test_french_is_the_default_language(db: None, client: Client) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
     enrol_totp(user)  # without a second factor every page redirects to enrolment
     client.force_login(user)
-    body = client.get("/").content.decode()
+    body = client.get("/", follow=True).content.decode()
     assert 'lang="fr"' in body
     assert "Aller au contenu" in body
 
@@ -123,7 +123,7 @@ def test_static_assets_are_local(db: None, client: Client) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
     enrol_totp(user)  # without a second factor every page redirects to enrolment
     client.force_login(user)
-    body = client.get("/").content.decode()
+    body = client.get("/", follow=True).content.decode()
     assert "https://" not in body and "http://" not in body.replace('xmlns="http://www.w3.org', "")
     assert client.get("/static/pli/pli.css").status_code == 200
 

@@ -113,14 +113,15 @@ def _locked_head() -> AuditHead:
         return head
     # The head is created by the migration; it can only be missing on an empty trail (a
     # flushed test database) or because someone removed it, which must not be papered over.
-    if AuditEvent.objects.exists():
-        raise AuditHeadMissing("the audit trail's head row is missing: run `pli audit verify`")
     try:
         with transaction.atomic():
             AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
     except IntegrityError:
-        pass  # a concurrent writer created it first; lock theirs below
-    return AuditHead.objects.select_for_update().get(pk=1)
+        pass  # a concurrent writer created it first: wait for and lock theirs below
+    head = AuditHead.objects.select_for_update().get(pk=1)
+    if head.seq == 0 and AuditEvent.objects.exists():
+        raise AuditHeadMissing("the audit trail's head row is missing: run `pli audit verify`")
+    return head
 
 
 def _hash_of(event: AuditEvent) -> str:

@@ -32,9 +32,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         keys.keyring()  # fail now, not at the first job, if the master keys are missing
+        from pli.messaging.tasks import schedule_cleanup
         from pli.sharing.tasks import schedule_periodic
 
         schedule_periodic()
+        # Blobs of aborted uploads are removed hourly by a job that re-enqueues itself.
+        schedule_cleanup()
         worker_id = f"{socket.gethostname()}-{os.getpid()}"[:64]
         worker_options: dict[str, Any] = {
             "queue_name": "*",
