@@ -285,7 +285,7 @@ class EncryptedUpload(UploadedFile):
         return None
 
 
-class _TailRecorder:
+class TailRecorder:
     """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
     multipart body (closing boundary present, full length read) from a truncated one."""
 
@@ -322,7 +322,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         self.writer: BlobWriter | None = None
         self._pending_id: uuid.UUID | None = None
         self._key = b""
-        self._recorder: _TailRecorder | None = None
+        self._recorder: TailRecorder | None = None
         self._boundary = b""
         self._content_length = 0
         self.interrupted = False
@@ -336,7 +336,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
         if stream is not None:
-            self._recorder = _TailRecorder(stream)
+            self._recorder = TailRecorder(stream)
             input_data._stream = self._recorder
         return None
 

@@ -31,13 +31,12 @@ from django.utils.translation import gettext as _
 
 from pli.blobs import BlobStore
 from pli.crypto import new_data_key
-from pli.messaging.uploads import BlobWriter, clean_content_type, clean_name
+from pli.messaging.uploads import BlobWriter, TailRecorder, clean_content_type, clean_name
 
 DOCUMENTS_FIELD = "documents"
 REPLY_FILES_FIELD = "files"
 MB = 10**6
 _FIELDS_ALLOWANCE = 4 * 2**20
-_TAIL_SIZE = 4096
 
 # What a patient may send back (issue: JPEG, PNG, PDF, at most 10 MB each), recognised by
 # their first bytes, never by the name or the declared type alone.
@@ -157,30 +156,6 @@ class EncryptedFile(UploadedFile):
         return None
 
 
-class _TailRecorder:
-    """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
-    multipart body (closing boundary present, full length read) from a truncated one."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.count = 0
-        self.tail = b""
-
-    def _seen(self, data: bytes) -> bytes:
-        self.count += len(data)
-        self.tail = (self.tail + data)[-_TAIL_SIZE:]
-        return data
-
-    def read(self, *args: Any, **kwargs: Any) -> bytes:
-        return self._seen(self._stream.read(*args, **kwargs))
-
-    def readline(self, *args: Any, **kwargs: Any) -> bytes:
-        return self._seen(self._stream.readline(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
 class DocumentUploadHandler(FileUploadHandler):
     chunk_size = 256 * 2**10
 
@@ -194,7 +169,7 @@ class DocumentUploadHandler(FileUploadHandler):
         self._pending_id: uuid.UUID | None = None
         self._key = b""
         self._file_bytes = 0
-        self._recorder: _TailRecorder | None = None
+        self._recorder: TailRecorder | None = None
         self._boundary = b""
         self._content_length = 0
         self.interrupted = False
@@ -218,7 +193,7 @@ class DocumentUploadHandler(FileUploadHandler):
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
         if stream is not None:
-            self._recorder = _TailRecorder(stream)
+            self._recorder = TailRecorder(stream)
             input_data._stream = self._recorder
         return None
 
