@@ -188,3 +188,19 @@ def test_token_command_errors(user: User, args: list[str], message: str) -> None
     with pytest.raises(CommandError, match=message):
         call_command("token", "create", *args, stdout=io.StringIO())
     assert not ApiToken.objects.exists()
+
+
+def test_the_token_lookup_loads_token_and_user_as_the_orm_does(user: User) -> None:
+    token, raw = services.create_token(user, "Logiciel", ["messages:read", "shares:read"])
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now() - timedelta(days=1))
+    found = services.authenticate_token(raw)
+    assert found is not None
+    expected = ApiToken.objects.select_related("user").get(pk=token.pk)
+    for field in ApiToken._meta.concrete_fields:
+        assert getattr(found, field.attname) == getattr(expected, field.attname), field.name
+    for field in User._meta.concrete_fields:
+        assert getattr(found.user, field.attname) == getattr(expected.user, field.attname), field.name
+    assert found.scopes == ["messages:read", "shares:read"]
+    assert found.created_at.tzinfo is not None and found.user.is_active is True
+    # The instance is a saved one: updating it touches its row, not a new one.
+    assert not found._state.adding

@@ -37,3 +37,22 @@ class ApiToken(models.Model):
 
     def has_scopes(self, scopes: list[str] | tuple[str, ...]) -> bool:
         return all(scope in self.scopes for scope in scopes)
+
+
+class RateCounter(models.Model):
+    """Requests per token in the current and the previous period (pli.api.throttling).
+
+    One row per token and scope, updated by a single upsert per request: cheaper than the
+    cache's read-modify-write of a request history, and atomic across server processes.
+    """
+
+    key = models.CharField(max_length=80, primary_key=True)
+    period = models.BigIntegerField()
+    count = models.IntegerField()
+    previous = models.IntegerField()
+
+    class Meta:
+        db_table = "pli_api_rate_counter"
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count} in period {self.period}"

@@ -1,32 +1,82 @@
 """Rate limit per token (``REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["api_token"]``).
 
-Counts live in Django's default cache, which settings.py makes a database cache shared by
-every server process, so the limit holds across workers.
+A sliding-window estimate over fixed periods: the requests of the current period plus
+those of the previous one, weighted by how much of it still overlaps the window. The two
+counts live in one database row per token (:class:`pli.api.models.RateCounter`), updated by
+one atomic upsert per request, so the limit holds across every server process and host,
+and a burst straddling two periods is still caught.
+
+Refused requests are counted too: a client that keeps hammering stays refused until it
+slows down.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
+from django.db import connection
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 
-from pli.api.models import ApiToken
+from pli.api.models import ApiToken, RateCounter
+
+_DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+# SET expressions read the row as it was before the update, on SQLite and PostgreSQL alike.
+_UPSERT = f"""
+INSERT INTO {RateCounter._meta.db_table} (key, period, count, previous) VALUES (%s, %s, 1, 0)
+ON CONFLICT (key) DO UPDATE SET
+    previous = CASE
+        WHEN {RateCounter._meta.db_table}.period = excluded.period THEN {RateCounter._meta.db_table}.previous
+        WHEN {RateCounter._meta.db_table}.period = excluded.period - 1 THEN {RateCounter._meta.db_table}.count
+        ELSE 0 END,
+    count = CASE
+        WHEN {RateCounter._meta.db_table}.period = excluded.period THEN {RateCounter._meta.db_table}.count + 1
+        ELSE 1 END,
+    period = excluded.period
+RETURNING count, previous
+"""  # noqa: S608 - the table name comes from the model; values are bound
 
 
-class TokenRateThrottle(SimpleRateThrottle):
+_clock = time.time  # tests move it
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"600/min"`` → (600, 60): DRF's notation, the unit's first letter counts."""
+    number, _, unit = rate.partition("/")
+    return int(number), _DURATIONS[unit.strip()[0]]
+
+
+class TokenRateThrottle(BaseThrottle):
     scope = "api_token"
 
-    def get_rate(self) -> str | None:
-        # Read when used, not when the class is defined, so a settings change applies.
-        rates: dict[str, Any] = api_settings.DEFAULT_THROTTLE_RATES
-        rate = rates.get(self.scope)
-        return str(rate) if rate else None
+    def __init__(self) -> None:
+        self._wait: float | None = None
 
-    def get_cache_key(self, request: Request, view: Any) -> str | None:
+    def allow_request(self, request: Request, view: Any) -> bool:
         token = request.auth
         if not isinstance(token, ApiToken):
-            return None  # unauthenticated requests end in 401 before reaching a view
+            return True  # unauthenticated requests end in 401 before reaching a view
+        # Read when used, not when the class is defined, so a settings change applies.
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        if not rate:
+            return True
+        limit, duration = parse_rate(str(rate))
+        now = _clock()
+        period, into = divmod(now, duration)
         # The digest, not the id: ids of deleted tokens come back, digests never do.
-        return self.cache_format % {"scope": self.scope, "ident": token.digest[:32]}
+        key = f"{self.scope}:{token.digest[:32]}"
+        with connection.cursor() as cursor:
+            cursor.execute(_UPSERT, [key, int(period)])
+            count, previous = cursor.fetchone()
+        estimate = count + previous * (1 - into / duration)
+        if estimate <= limit:
+            return True
+        self._wait = max(1.0, math.ceil(duration - into))
+        return False
+
+    def wait(self) -> float | None:
+        return self._wait

@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from pli.audit.chain import GENESIS_HASH, event_hash
 from pli.audit.models import AuditEvent, AuditHead
+from pli.core.db import insert_rows
 
 SUCCESS = "success"
 FAILURE = "failure"
@@ -82,9 +83,9 @@ def record(
     target_type, target_id = _target(target)
     clean_details = _check_details(dict(details or {}))
     with transaction.atomic():
-        head = _locked_head()
+        seq, prev_hash = _locked_head()
         event = AuditEvent(
-            seq=head.seq + 1,
+            seq=seq + 1,
             at=timezone.now(),
             actor_type=actor_type,
             actor_id=actor_id,
@@ -94,23 +95,34 @@ def record(
             ip=_client_ip(request),
             outcome=outcome,
             details=clean_details,
-            prev_hash=head.hash,
+            prev_hash=prev_hash,
         )
         event.hash = _hash_of(event)
-        event.save(force_insert=True)
-        head.seq, head.hash = event.seq, event.hash
-        head.save(update_fields=["seq", "hash"])
+        # Plain statements rather than model saves: this runs in every audited request,
+        # and on SQLite inside the write lock.
+        insert_rows([event])
+        with connection.cursor() as cursor:
+            cursor.execute(_ADVANCE_HEAD, [event.seq, event.hash])
     return event
+
+
+_HEAD = AuditHead._meta.db_table
+_READ_HEAD = f"SELECT seq, hash FROM {_HEAD} WHERE id = 1"  # noqa: S608 - a model's table
+_ADVANCE_HEAD = f"UPDATE {_HEAD} SET seq = %s, hash = %s WHERE id = 1"  # noqa: S608 - a model's table
 
 
 class AuditHeadMissing(Exception):
     pass
 
 
-def _locked_head() -> AuditHead:
-    head = AuditHead.objects.select_for_update().filter(pk=1).first()
-    if head is not None:
-        return head
+def _locked_head() -> tuple[int, str]:
+    """The chain's last (seq, hash), with the head row locked until the transaction ends."""
+    sql = _READ_HEAD + (" FOR UPDATE" if connection.features.has_select_for_update else "")
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    if row is not None:
+        return int(row[0]), str(row[1])
     # The head is created by the migration; it can only be missing on an empty trail (a
     # flushed test database) or because someone removed it, which must not be papered over.
     try:
@@ -121,7 +133,7 @@ def _locked_head() -> AuditHead:
     head = AuditHead.objects.select_for_update().get(pk=1)
     if head.seq == 0 and AuditEvent.objects.exists():
         raise AuditHeadMissing("the audit trail's head row is missing: run `pli audit verify`")
-    return head
+    return head.seq, head.hash
 
 
 def _hash_of(event: AuditEvent) -> str:

@@ -1,0 +1,96 @@
+"""The per-token limit counts across periods and across concurrent requests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.db import close_old_connections, connection
+from django.test import Client
+
+from pli.accounts.models import User
+from pli.api import services, throttling
+from pli.api.models import RateCounter
+from pli.testing.accounts import make_user
+
+
+def bearer(raw: str) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return make_user()
+
+
+@pytest.fixture
+def limited(settings: Any) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_token": "3/min"}}
+
+
+def test_parse_rate() -> None:
+    assert throttling.parse_rate("600/min") == (600, 60)
+    assert throttling.parse_rate("10/s") == (10, 1)
+    assert throttling.parse_rate("100/hour") == (100, 3600)
+    assert throttling.parse_rate("5/day") == (5, 86400)
+
+
+def test_a_burst_straddling_two_periods_is_still_refused(
+    user: User, limited: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = services.create_token(user, "integration")[1]
+    client = Client()
+    clock = [60 * 1000 + 59.5]  # the last half-second of a period
+    monkeypatch.setattr(throttling, "_clock", lambda: clock[0])
+    assert [client.get("/api/v1/me", **bearer(raw)).status_code for _ in range(3)] == [200, 200, 200]
+    clock[0] += 1.0  # the next period has just begun: the previous one still weighs ~99%
+    refused = client.get("/api/v1/me", **bearer(raw))
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    # Two periods on, the burst has aged out.
+    clock[0] += 120
+    assert client.get("/api/v1/me", **bearer(raw)).status_code == 200
+    row = RateCounter.objects.get()
+    assert (row.count, row.previous) == (1, 0)
+
+
+def test_the_previous_period_weighs_less_as_it_ages(user: User, limited: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = services.create_token(user, "integration")[1]
+    client = Client()
+    clock = [60 * 2000 + 30.0]
+    monkeypatch.setattr(throttling, "_clock", lambda: clock[0])
+    assert [client.get("/api/v1/me", **bearer(raw)).status_code for _ in range(3)] == [200, 200, 200]
+    # 45 s into the next period the 3 earlier requests weigh 3 * 0.25: two more fit.
+    clock[0] += 75
+    assert [client.get("/api/v1/me", **bearer(raw)).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_concurrent_requests_never_exceed_the_limit(
+    transactional_db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"api_token": "10/hour"}}
+    monkeypatch.setattr(throttling, "_clock", lambda: 3600 * 100 + 1.0)
+    raw = services.create_token(make_user(), "integration")[1]
+    statuses: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def worker() -> None:
+        try:
+            client = Client()
+            barrier.wait()
+            for _ in range(4):
+                statuses.append(client.get("/api/v1/me", **bearer(raw)).status_code)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(statuses) == 24
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 14
+    assert RateCounter.objects.get().count == 24
