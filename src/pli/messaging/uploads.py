@@ -296,7 +296,7 @@ class TailRecorder:
 
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
-        self.tail = (self.tail + data)[-_TAIL_SIZE:]
+        self.tail = (self.tail + data[-_TAIL_SIZE:])[-_TAIL_SIZE:]
         return data
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
@@ -310,7 +310,9 @@ class TailRecorder:
 
 
 class EncryptingUploadHandler(FileUploadHandler):
-    chunk_size = 256 * 2**10
+    # Read the body 1 MiB at a time: gunicorn reads ahead up to 1 MiB and copies what it
+    # holds beyond each read, so smaller reads copy the same bytes over and over.
+    chunk_size = 2**20
 
     def __init__(self, request: HttpRequest, session: UploadSession) -> None:
         super().__init__(request)

@@ -157,7 +157,9 @@ class EncryptedFile(UploadedFile):
 
 
 class DocumentUploadHandler(FileUploadHandler):
-    chunk_size = 256 * 2**10
+    # Read the body 1 MiB at a time: gunicorn reads ahead up to 1 MiB and copies what it
+    # holds beyond each read, so smaller reads copy the same bytes over and over.
+    chunk_size = 2**20
 
     def __init__(self, request: HttpRequest, batch: UploadBatch, rules: UploadRules) -> None:
         super().__init__(request)
