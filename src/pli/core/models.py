@@ -35,11 +35,19 @@ class DataKey(models.Model):
     def generate(cls) -> tuple[DataKey, bytes]:
         """A new saved data key and its plaintext (kept only in memory by the caller)."""
         dek = new_data_key()
+        key = cls.wrapping(dek)
+        key.save(force_insert=True)
+        return key, dek
+
+    @classmethod
+    def wrapping(cls, dek: bytes) -> DataKey:
+        """An unsaved row wrapping ``dek`` under the current master key: for a key chosen
+        before its object existed (an upload encrypted as it arrived), or for callers that
+        insert many rows in one statement."""
         ring = keys.keyring()
         key = cls(key_version=ring.current_version)
         key.wrapped = ring.wrap_data_key(dek, key.context)
-        key.save(force_insert=True)
-        return key, dek
+        return key
 
     def unwrap(self) -> bytes:
         try:

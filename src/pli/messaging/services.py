@@ -141,15 +141,6 @@ class Draft:
     uploads: list[PendingAttachment] = field(default_factory=list)
 
 
-def _wrapped_key(dek: bytes) -> DataKey:
-    """An unsaved DataKey row wrapping ``dek``, the key an attachment's blob was already
-    encrypted with (the upload handler chose it before the object existed)."""
-    ring = keys.keyring()
-    data_key = DataKey(key_version=ring.current_version)
-    data_key.wrapped = ring.wrap_data_key(dek, data_key.context)
-    return data_key
-
-
 def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAttachment:
     """Re-encrypt ``attachment``'s content under a new key, for a forwarded message: each
     attachment keeps its own key, so shredding one never touches the other."""
@@ -195,7 +186,7 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
     # transaction opens: on SQLite the write lock is held from BEGIN to COMMIT, so the
     # transaction only runs the inserts.
     message_key = new_data_key()
-    data_keys = [_wrapped_key(message_key)]
+    data_keys = [DataKey.wrapping(message_key)]
     message = Message(
         thread_id=parent.thread_id if parent is not None else uuid.uuid4(),
         sender=draft.sender,
@@ -213,7 +204,7 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
 
     attachments: list[Attachment] = []
     for position, item in enumerate(pending):
-        data_key = _wrapped_key(item.key)
+        data_key = DataKey.wrapping(item.key)
         data_keys.append(data_key)
         attachment = Attachment(id=item.id, message=message, position=position, size=item.size, data_key=data_key)
         attachment.__dict__["_pli_dek"] = item.key

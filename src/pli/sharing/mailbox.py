@@ -22,7 +22,6 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from pli.accounts.models import User
-from pli.core import keys
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.messaging import search
@@ -51,10 +50,8 @@ def reply_rules() -> UploadRules:
     )
 
 
-def _wrapped_key(dek: bytes) -> DataKey:
-    ring = keys.keyring()
-    data_key = DataKey(key_version=ring.current_version)
-    data_key.wrapped = ring.wrap_data_key(dek, data_key.context)
+def _saved_key(dek: bytes) -> DataKey:
+    data_key = DataKey.wrapping(dek)
     data_key.save(force_insert=True)
     return data_key
 
@@ -100,7 +97,7 @@ def deliver_patient_reply(
     message.save(force_insert=True)
     for position, pending in enumerate(files):
         attachment = Attachment(
-            id=pending.id, message=message, position=position, size=pending.size, data_key=_wrapped_key(pending.key)
+            id=pending.id, message=message, position=position, size=pending.size, data_key=_saved_key(pending.key)
         )
         attachment.name = pending.name
         attachment.content_type = pending.content_type

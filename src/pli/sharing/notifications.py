@@ -32,6 +32,7 @@ from django.utils import timezone, translation
 
 from pli.audit import services as audit
 from pli.core.models import DataKey
+from pli.crypto import new_data_key
 from pli.notify import sms
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 
@@ -119,6 +120,15 @@ def queue(
     share: PatientShare, kind: str, message: Rendered, now: datetime.datetime, give_up_at: datetime.datetime
 ) -> ShareNotification:
     """Inside the caller's transaction: the notification row, sealed, and its delivery job."""
+    notification = _notification(share, kind, message, now, give_up_at)
+    notification.save(force_insert=True)
+    enqueue_delivery(notification)
+    return notification
+
+
+def _notification(
+    share: PatientShare, kind: str, message: Rendered, now: datetime.datetime, give_up_at: datetime.datetime
+) -> ShareNotification:
     notification = ShareNotification(
         share=share, kind=kind, channel=message.channel, created_at=now, next_attempt_at=now, give_up_at=give_up_at
     )
@@ -126,11 +136,29 @@ def queue(
     notification.subject = message.subject
     notification.text = message.text
     notification.html = message.html
-    notification.save(force_insert=True)
+    return notification
+
+
+def prepare(
+    share: PatientShare, kind: str, messages: Sequence[Rendered], now: datetime.datetime
+) -> list[ShareNotification]:
+    """Unsaved, sealed notification rows for ``messages``, each with an unsaved data key
+    (``data_key``), for a caller inserting them in bulk; then :func:`enqueue_delivery`."""
+    prepared = []
+    for message in messages:
+        notification = _notification(share, kind, message, now, share.expires_at)
+        # Sealing happens at insert time, with this key.
+        dek = new_data_key()
+        notification.data_key = DataKey.wrapping(dek)
+        notification.__dict__["_pli_dek"] = dek
+        prepared.append(notification)
+    return prepared
+
+
+def enqueue_delivery(notification: ShareNotification) -> None:
     from pli.sharing.tasks import deliver_notification
 
     deliver_notification.enqueue(str(notification.pk))
-    return notification
 
 
 def queue_link(

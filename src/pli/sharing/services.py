@@ -26,8 +26,9 @@ from django.utils import timezone
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobStore
-from pli.core import keys
+from pli.core.db import insert_rows
 from pli.core.models import DataKey
+from pli.crypto import new_data_key
 from pli.sharing import notifications, tokens
 from pli.sharing.models import (
     PROGRESS_ORDER,
@@ -146,15 +147,6 @@ class ShareInput:
         return "<ShareInput>"
 
 
-def _adopt_key(obj: ShareDocument, key: bytes) -> None:
-    """Give ``obj`` the data key its blob was encrypted with during the upload."""
-    ring = keys.keyring()
-    data_key = DataKey(key_version=ring.current_version)
-    data_key.wrapped = ring.wrap_data_key(key, data_key.context)
-    data_key.save(force_insert=True)
-    obj.data_key = data_key
-
-
 def create_share(
     user: User,
     data: ShareInput,
@@ -177,6 +169,10 @@ def create_share(
     if not 1 <= days <= MAX_EXPIRY_DAYS:
         raise ShareError("expires_in_days", f"expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}")
     token = tokens.new_token()
+    # Every row is built and sealed beforehand and inserted in a few statements: on SQLite
+    # the write lock is held from BEGIN to COMMIT, so the transaction only writes.
+    share_key = new_data_key()
+    data_keys = [DataKey.wrapping(share_key)]
     share = PatientShare(
         organisation=organisation,
         created_by=user,
@@ -190,7 +186,9 @@ def create_share(
         counters_reset_at=now,
         document_count=len(documents),
         documents_size=sum(d.size for d in documents),
+        data_key=data_keys[0],
     )
+    share.__dict__["_pli_dek"] = share_key
     share.patient_given_name = data.given_name.strip()
     share.patient_family_name = data.family_name.strip()
     share.patient_birth_date = data.birth_date
@@ -198,17 +196,27 @@ def create_share(
     share.patient_email = data.email or None
     share.patient_mobile = data.mobile or None
     share.message = data.message.strip() or None
-    # Rendered before the transaction, which then only writes (and holds the lock briefly).
+    rows = []
+    for position, pending in enumerate(documents):
+        # The key the blob was encrypted with during the upload.
+        data_keys.append(DataKey.wrapping(pending.key))
+        document = ShareDocument(
+            id=pending.id, share=share, position=position, size=pending.size, created_at=now, data_key=data_keys[-1]
+        )
+        document.__dict__["_pli_dek"] = pending.key
+        document.name = pending.name
+        document.content_type = pending.content_type
+        rows.append(document)
     messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
+    queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
+    data_keys += [n.data_key for n in queued if n.data_key is not None]
     with transaction.atomic():
-        share.save(force_insert=True)
-        for position, pending in enumerate(documents):
-            document = ShareDocument(id=pending.id, share=share, position=position, size=pending.size, created_at=now)
-            _adopt_key(document, pending.key)
-            document.name = pending.name
-            document.content_type = pending.content_type
-            document.save(force_insert=True)
-        channels = notifications.queue_link(share, token, ShareNotification.Kind.LINK, now, messages)
+        insert_rows(data_keys)
+        insert_rows([share])
+        insert_rows(rows)
+        insert_rows(queued)
+        for notification in queued:
+            notifications.enqueue_delivery(notification)
         audit.record(
             "share.created",
             actor=user,
@@ -216,7 +224,7 @@ def create_share(
             request=request,
             details={
                 "documents": len(documents),
-                "channels": ",".join(channels),
+                "channels": ",".join(m.channel for m in messages),
                 "expires_in_days": days,
                 "allow_reply": share.allow_reply,
                 "from_message": source_message_id is not None,
