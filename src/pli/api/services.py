@@ -11,12 +11,11 @@ import hmac
 import secrets
 import string
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Model, Q
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -26,6 +25,7 @@ from pli.accounts.models import User
 from pli.api.models import ApiToken
 from pli.api.scopes import DEFAULT_SCOPES, SCOPES
 from pli.audit import services as audit
+from pli.core.db import compiled_sql, hydrate
 
 TOKEN_PREFIX = "pli_"  # noqa: S105 — a public marker that makes tokens recognisable, not a secret
 _ALPHABET = string.ascii_letters + string.digits  # no "-" or "_": a double-click selects it whole
@@ -136,45 +136,23 @@ def authenticate_token(raw: str, *, request: HttpRequest | None = None) -> ApiTo
     return token
 
 
-_LOOKUP_SQL: dict[tuple[str, int], str] = {}
-_M = TypeVar("_M", bound=Model)
-
-
 def _token_by_digest(digests: list[str]) -> ApiToken | None:
-    """The token (with its user) whose digest is one of ``digests``.
-
-    Every API request runs this lookup. The ORM's SQL for it is compiled once per database
-    vendor and number of digests, then run directly: compiling the join costs several times
-    more than the query itself.
-    """
-    key = (connection.vendor, len(digests))
-    sql = _LOOKUP_SQL.get(key)
-    if sql is None:
-        query = ApiToken.objects.select_related("user").filter(digest__in=digests).order_by()[:1]
-        sql, _params = query.query.sql_with_params()
-        _LOOKUP_SQL[key] = sql
+    """The token (with its user) whose digest is one of ``digests``: every API request
+    runs this lookup, so its SQL is compiled once (pli.core.db.compiled_sql)."""
+    sql = compiled_sql(
+        "api.token_by_digest",
+        digests,
+        lambda: ApiToken.objects.select_related("user").filter(digest__in=digests).order_by()[:1],
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, digests)
         row = cursor.fetchone()
     if row is None:
         return None
     width = len(ApiToken._meta.concrete_fields)
-    token = _hydrate(ApiToken, row[:width])
-    token.user = _hydrate(User, row[width:])
+    token = hydrate(ApiToken, row[:width])
+    token.user = hydrate(User, row[width:])
     return token
-
-
-def _hydrate(model: type[_M], values: tuple[Any, ...]) -> _M:
-    """An instance from its columns, converted as the ORM's compiler converts them (the
-    backend's converters, then the field's ``from_db_value``)."""
-    fields = model._meta.concrete_fields
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        col = field.get_col(model._meta.db_table)
-        for converter in [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]:
-            value = converter(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
 
 
 def _record_use(token: ApiToken, request: HttpRequest | None) -> None:

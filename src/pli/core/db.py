@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Model
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.models import Model, QuerySet
 from django.db.models.fields import AutoFieldMixin
+
+M = TypeVar("M", bound=Model)
 
 
 def insert_rows(objects: Sequence[Model]) -> None:
@@ -35,3 +38,38 @@ def insert_rows(objects: Sequence[Model]) -> None:
     for obj in objects:
         obj._state.adding = False
         obj._state.db = db.alias
+
+
+_COMPILED: dict[tuple[str, str, int], str] = {}
+
+
+def compiled_sql(name: str, params: Sequence[Any], build: Callable[[], QuerySet[Any]]) -> str:
+    """The SQL of the queryset ``build()`` returns, compiled once per database vendor, query
+    ``name`` and number of ``params``; run it with ``params``.
+
+    For queries every request runs: Django compiles a queryset's SQL on each evaluation,
+    which costs several times more than running it. At compile time the queryset's own
+    parameters must equal ``params``: the caller's order is checked, not assumed.
+    """
+    key = (connection.vendor, name, len(params))
+    sql = _COMPILED.get(key)
+    if sql is None:
+        sql, built = build().query.sql_with_params()
+        if list(built) != list(params):
+            raise RuntimeError(f"compiled query {name}: parameters {built!r} are not in the order given")
+        _COMPILED[key] = sql
+    return sql
+
+
+def hydrate(model: type[M], values: Sequence[Any]) -> M:
+    """A saved instance of ``model`` from the values of its concrete columns, in order,
+    converted as the ORM's compiler converts them (the backend's converters, then the
+    field's ``from_db_value``)."""
+    fields = model._meta.concrete_fields
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        col = field.get_col(model._meta.db_table)
+        for converter in [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]:
+            value = converter(value, col, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [f.attname for f in fields], converted)
