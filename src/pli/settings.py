@@ -109,7 +109,8 @@ if PLI.database_url:
     _db.setdefault("TEST", {})
 else:
     _db = {
-        "ENGINE": "django.db.backends.sqlite3",
+        # Django's backend, with writers queued on a kernel lock (pli/core/sqlite3/base.py).
+        "ENGINE": "pli.core.sqlite3",
         "NAME": str(DATA_DIR / "pli.sqlite3"),
         "OPTIONS": {
             # WAL lets readers proceed during a write; IMMEDIATE takes the write lock at

@@ -25,11 +25,9 @@ def test_hydrate_converts_columns_like_the_orm(db: None) -> None:
     assert mailbox is not None
     for model, pk in ((User, user.pk), (Mailbox, mailbox.pk)):
         columns = ", ".join(connection.ops.quote_name(f.column) for f in model._meta.concrete_fields)
+        sql = f"SELECT {columns} FROM {model._meta.db_table} WHERE id = %s"  # noqa: S608 - names from the model
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT {columns} FROM {model._meta.db_table} WHERE id = %s",
-                [model._meta.pk.get_db_prep_value(pk, connection)],
-            )  # noqa: S608
+            cursor.execute(sql, [model._meta.pk.get_db_prep_value(pk, connection)])
             row = cursor.fetchone()
         made = hydrate(model, row)
         expected = model.objects.get(pk=pk)

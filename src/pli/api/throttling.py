@@ -12,11 +12,12 @@ slows down.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle
@@ -69,7 +70,10 @@ class TokenRateThrottle(BaseThrottle):
         period, into = divmod(now, duration)
         # The digest, not the id: ids of deleted tokens come back, digests never do.
         key = f"{self.scope}:{token.digest[:32]}"
-        with connection.cursor() as cursor:
+        # On SQLite, inside a transaction so that it queues with the other writers
+        # (pli.core.sqlite3); on PostgreSQL the statement alone is atomic.
+        queued = transaction.atomic() if connection.vendor == "sqlite" else contextlib.nullcontext()
+        with queued, connection.cursor() as cursor:
             cursor.execute(_UPSERT, [key, int(period)])
             count, previous = cursor.fetchone()
         estimate = count + previous * (1 - into / duration)
