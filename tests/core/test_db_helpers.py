@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from pli.accounts.models import Mailbox, User
-from pli.core.db import compiled_sql, hydrate
+from pli.core.db import compiled_sql, hydrate, insert_rows, pipelined
+from pli.core.models import DataKey
 from pli.testing.accounts import make_user
 
 
@@ -34,3 +35,17 @@ def test_hydrate_converts_columns_like_the_orm(db: None) -> None:
         for field in model._meta.concrete_fields:
             assert getattr(made, field.attname) == getattr(expected, field.attname), field.name
         assert not made._state.adding
+
+
+def test_a_failing_statement_in_a_pipelined_transaction_raises_and_commits_nothing(db: None) -> None:
+    first = DataKey.wrapping(b"\x00" * 32)
+    twin = DataKey.wrapping(b"\x01" * 32)
+    twin.id = first.id
+    before = DataKey.objects.count()
+    with pytest.raises(IntegrityError), transaction.atomic(), pipelined():
+        insert_rows([first])
+        insert_rows([twin])
+    assert DataKey.objects.count() == before
+    with transaction.atomic(), pipelined():
+        insert_rows([first])
+    assert DataKey.objects.filter(pk=first.pk).exists()
