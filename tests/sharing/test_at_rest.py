@@ -1,8 +1,9 @@
 """Invariant: nothing readable at rest. Shares whose document names and contents, patient
 names, birth date, INS, contacts and message carry unique markers go through the whole
-flow (web and API creation, notifications, the patient's steps, a reply with a file); a
-byte search of the data dir (database file, WAL), the blob stores, the SMS outbox, the logs
-and, on PostgreSQL, a pg_dump finds none of them, and everything still reads back."""
+flow (web and API creation, notifications, the patient's steps, a reply with a file, which
+the practitioner reads with the patient named as its sender); a byte search of the data dir
+(database file, WAL), the blob stores, the SMS outbox, the logs and, on PostgreSQL, a
+pg_dump finds none of them, and everything still reads back."""
 
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def test_no_marker_at_rest(
     secrets.append("284029912345655")
 
     links = [token_of(share) for share, _m, _content in created]
+    practitioner = Client()
+    practitioner.force_login(doctor)
+    practitioner_api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(doctor, 'reader')[1]}")
     run_tasks()
     for (share, m, content), token in zip(created, links, strict=True):
         patient = Patient(token)
@@ -117,6 +121,11 @@ def test_no_marker_at_rest(
         reply_file = SimpleUploadedFile("reponse.pdf", pdf_bytes() + m["content"].encode(), "application/pdf")
         reply = patient.client.post(patient.url("/reply"), {"text": f"Réponse {m['message']}", "files": [reply_file]})
         assert reply.status_code == 303
+        # The practitioner sees the patient as the reply's sender, named at display time.
+        answer = share.replies.get()
+        sender = f"Patient — {m['given']} {m['family']} (lien sécurisé)"
+        assert sender in practitioner.get(f"/messages/m/{answer.message_id}/").content.decode()
+        assert practitioner_api.get(f"/api/v1/messages/{answer.message_id}").json()["sender_name"] == sender
         services.resend(doctor, share.pk)  # a pending notification with a fresh link, sealed
     run_tasks()
 

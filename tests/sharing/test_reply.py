@@ -3,17 +3,27 @@ their first bytes) arriving in the practitioner's mailbox as a message linked to
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+import pytest
+from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
+from pli.accounts.models import Mailbox, User
+from pli.api.services import create_token
+from pli.audit import services as audit
+from pli.audit.models import AuditEvent
 from pli.messaging import services as messaging
-from pli.messaging.models import Attachment, Delivery, Folder
+from pli.messaging.models import Attachment, Delivery, Folder, Message, SearchToken
 from pli.messaging.uploads import blob_store as message_blob_store
 from pli.sharing import services
-from pli.sharing.models import ShareReply
+from pli.sharing.models import PatientShare, ShareReply
 from pli.testing.accounts import make_user
 from sharing.helpers import PNG_1PX, Patient, make_share, pdf_bytes
+
+PATIENT_SENDER = "Patient — Élodie Durand (lien sécurisé)"
 
 
 def reply(patient: Patient, text: str = "Merci docteur", files: list[Any] | None = None) -> Any:
@@ -93,3 +103,106 @@ def test_reply_needs_an_open_session(db: None) -> None:
     _share, token = make_share(allow_reply=True)
     response = reply(Patient(token))
     assert response.status_code == 303 and "session=expired" in response["Location"]
+
+
+def replied(doctor: User | None = None, text: str = "Voici mes anciens résultats") -> tuple[PatientShare, Message]:
+    """A share whose patient replied with a photo, and the message the reply became."""
+    doctor = doctor or make_user()
+    share, token = make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    photo = SimpleUploadedFile("photo.png", PNG_1PX, "image/png")
+    assert reply(patient, text, [photo]).status_code == 303
+    answer = ShareReply.objects.get(share=share)
+    return share, Message.objects.select_related("sender").get(pk=answer.message_id)
+
+
+def test_the_reply_is_received_through_the_messaging_service(db: None) -> None:
+    doctor = make_user()
+    share, message = replied(doctor)
+    mailbox = Mailbox.objects.get(owner=doctor)
+    assert share.reply_mailbox == mailbox
+    # Only receive_external_message records this event and names an external sender.
+    event = AuditEvent.objects.get(action="message.receive")
+    assert (event.actor_type, event.target_id) == ("patient", str(message.pk))
+    assert event.details["mailbox"] == str(mailbox.pk) and event.details["attachments"] == 1
+    assert message.external_sender == {"kind": "patient_link", "name": "Élodie Durand"}
+    assert message.thread_id == share.pk and message.attachment_count == 1
+    assert [a.name for a in messaging.message_attachments(message)] == ["photo.png"]
+    copy = Delivery.objects.get(message=message)
+    assert (copy.mailbox, copy.folder, copy.read_at) == (mailbox, Folder.INBOX, None)
+    # The subject ("Réponse de Élodie Durand à votre envoi sécurisé") is searchable by its words.
+    for words in ("reponse envoi", "Durand"):
+        page = messaging.folder_page(mailbox, Folder.INBOX, query=messaging.SearchQuery(text=words))
+        assert [c.message_id for c in page.items] == [message.pk], words
+    assert "replied" in [e.type for e in services.events(share)]
+
+
+def test_a_failed_reply_leaves_nothing_behind(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message, its attachments, copy, tokens and the share's link commit together."""
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    real_record = audit.record
+
+    def failing_record(action: str, **kwargs: Any) -> Any:
+        if action == "share.replied":  # the last write of the reply's transaction
+            raise RuntimeError("disk full")
+        return real_record(action, **kwargs)
+
+    monkeypatch.setattr(audit, "record", failing_record)
+    photo = SimpleUploadedFile("photo.png", PNG_1PX, "image/png")
+    with pytest.raises(RuntimeError):
+        reply(patient, "x", [photo])
+    for model in (Message, Attachment, Delivery, SearchToken, ShareReply):
+        assert not model.objects.exists(), model
+    assert not AuditEvent.objects.filter(action="message.receive").exists()
+    assert list(message_blob_store().iter_ids()) == []
+
+
+def test_an_expired_upload_asks_the_patient_to_send_again(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    monkeypatch.setattr(messaging, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
+    response = reply(patient, "x", [SimpleUploadedFile("photo.png", PNG_1PX, "image/png")])
+    assert response.status_code == 400
+    assert "L&#x27;envoi des fichiers a pris trop de temps" in response.content.decode()
+    assert not ShareReply.objects.exists() and not Message.objects.exists()
+    assert list(message_blob_store().iter_ids()) == []
+
+
+def test_the_practitioner_sees_the_patient_as_the_sender(db: None) -> None:
+    doctor = make_user()
+    _share, message = replied(doctor)
+    mailbox = Mailbox.objects.get(owner=doctor)
+    client = Client()
+    client.force_login(doctor)
+    listing = client.get(f"/messages/{mailbox.pk}/inbox/").content.decode()
+    assert PATIENT_SENDER in listing and "boîte supprimée" not in listing
+    thread = client.get(f"/messages/m/{message.pk}/").content.decode()
+    assert f"<strong>{PATIENT_SENDER}</strong>" in thread and "boîte supprimée" not in thread
+
+    _token, raw = create_token(doctor, "test")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    detail = api.get(f"/api/v1/messages/{message.pk}").json()
+    assert (detail["sender"], detail["sender_name"], detail["sender_kind"]) == (None, PATIENT_SENDER, "patient_link")
+    results = api.get(f"/api/v1/mailboxes/{mailbox.pk}/messages").json()["results"]
+    assert [(r["id"], r["sender_name"], r["sender_kind"]) for r in results] == [
+        (str(message.pk), PATIENT_SENDER, "patient_link")
+    ]
+    english = api.get(f"/api/v1/messages/{message.pk}", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert english["sender_name"] == "Patient — Élodie Durand (secure link)"
+
+
+def test_replies_delivered_before_external_senders_get_their_patient(db: None) -> None:
+    """The data migration names the patient of replies written by the former code, which
+    left the message without any sender."""
+    _share, message = replied()
+    _other_share, other = replied()
+    Message.objects.filter(pk__in=[message.pk, other.pk]).update(external_sender=None)
+    assert Message.objects.get(pk=message.pk).sender_label == "(boîte supprimée)"
+    migration = importlib.import_module("pli.sharing.migrations.0002_patient_reply_senders")
+    migration.name_patient_senders(apps, None)
+    for pk in (message.pk, other.pk):
+        assert Message.objects.get(pk=pk).sender_label == PATIENT_SENDER

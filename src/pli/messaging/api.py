@@ -146,15 +146,24 @@ class MailboxMessagesView(MessagingView):
         return Response({"next": next_url, "results": results})
 
 
+def _sender_data(message: Message) -> dict[str, Any]:
+    """Who sent it: a mailbox's address and name; for a message from outside Pli's mailboxes
+    (no address to answer to) the label readers see, decrypted now, and its kind."""
+    sender = message.sender
+    if sender is not None:
+        return {"sender": sender.address, "sender_name": sender.name, "sender_kind": "mailbox"}
+    if message.external_sender:
+        return {"sender": None, "sender_name": message.sender_label, "sender_kind": message.sender_kind}
+    return {"sender": None, "sender_name": None, "sender_kind": "mailbox"}
+
+
 def _summary(copy: Delivery) -> dict[str, Any]:
     message = copy.message
-    sender = message.sender
     return {
         "id": message.pk,
         "thread_id": message.thread_id,
         "subject": message.subject,
-        "sender": sender.address if sender else None,
-        "sender_name": sender.name if sender else None,
+        **_sender_data(message),
         "sent_at": message.sent_at.isoformat(),
         "unread": copy.is_incoming and copy.read_at is None,
         "folder": copy.folder,
@@ -166,15 +175,13 @@ def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
     recipients = services.message_recipients(message)
     sent_by_caller = any(c.role == Role.SENDER for c in copies)
     patient = message.patient
-    sender = message.sender
     return {
         "id": message.pk,
         "thread_id": message.thread_id,
         "in_reply_to": message.in_reply_to_id,
         "subject": message.subject,
         "body": message.body,
-        "sender": sender.address if sender else None,
-        "sender_name": sender.name if sender else None,
+        **_sender_data(message),
         "to": [r.mailbox.address for r in recipients if r.role == Role.TO],
         "cc": [r.mailbox.address for r in recipients if r.role == Role.CC],
         "sent_at": message.sent_at.isoformat(),

@@ -14,6 +14,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from pli.accounts.models import Mailbox
@@ -33,6 +34,12 @@ class Role(models.TextChoices):
     SENDER = "sender", _("Sender")
 
 
+class ExternalSender(models.TextChoices):
+    """Where a message from outside Pli's mailboxes comes from (see ``Message.external_sender``)."""
+
+    PATIENT_LINK = "patient_link", _("A patient, through a secure link")
+
+
 class Message(EncryptedModel):
     thread_id = models.UUIDField(default=uuid.uuid4, db_index=True, editable=False)
     # Directory data (public by nature): who sent it is not health data.
@@ -47,6 +54,10 @@ class Message(EncryptedModel):
     patient = EncryptedJSONField(null=True)
     attachment_count = models.PositiveSmallIntegerField(default=0)
     attachments_size = models.PositiveBigIntegerField(default=0)
+    # A message received from outside Pli's mailboxes has no sender mailbox; this says who
+    # sent it: {"kind": an ExternalSender, "name": "..."}. Encrypted like the content: the
+    # name of a patient is health data. Null for messages between mailboxes.
+    external_sender = EncryptedJSONField(null=True)
 
     attachments: models.Manager[Attachment]
     deliveries: models.Manager[Delivery]
@@ -56,6 +67,30 @@ class Message(EncryptedModel):
 
     def __str__(self) -> str:
         return f"message {self.pk}"
+
+    @property
+    def sender_kind(self) -> str:
+        """``mailbox`` (a Pli mailbox, possibly deleted since) or an :class:`ExternalSender`."""
+        if self.sender_id is None and self.external_sender:
+            return str(self.external_sender.get("kind") or "external")
+        return "mailbox"
+
+    @property
+    def sender_label(self) -> str:
+        """Who the message is from, as its readers see it, in the active language: decrypted
+        here, at display time (a patient's name is stored only in ``external_sender``)."""
+        sender = self.sender
+        if sender is not None:
+            return sender.name
+        external = self.external_sender
+        if not external:
+            return gettext("(deleted mailbox)")
+        name = str(external.get("name") or "").strip()
+        if external.get("kind") == ExternalSender.PATIENT_LINK:
+            if name:
+                return gettext("Patient — %(name)s (secure link)") % {"name": name}
+            return gettext("Patient (secure link)")
+        return name or gettext("(unknown sender)")
 
 
 class Attachment(EncryptedModel):

@@ -10,7 +10,7 @@ from rest_framework import serializers
 
 from pli.accounts.models import Mailbox
 from pli.messaging.forms import BODY_MAX, GIVEN_NAMES_MAX, NAME_MAX, SUBJECT_MAX
-from pli.messaging.models import Folder, Role
+from pli.messaging.models import ExternalSender, Folder, Role
 
 
 class MailboxSerializer(serializers.Serializer[Any]):
@@ -21,12 +21,30 @@ class MailboxSerializer(serializers.Serializer[Any]):
     unread = serializers.IntegerField(help_text="Unread messages in the inbox.")
 
 
+SENDER_HELP = (
+    "Address of the sending mailbox; null for a message from outside Pli's mailboxes (see `sender_kind`) "
+    "or from a deleted mailbox."
+)
+SENDER_NAME_HELP = (
+    "Name of the sending mailbox or, for a message from outside Pli's mailboxes, who sent it (a patient "
+    "replying through a secure link), in the language of the request."
+)
+
+
+def sender_kind_field() -> serializers.ChoiceField:
+    return serializers.ChoiceField(
+        choices=["mailbox", *ExternalSender.values],
+        help_text="mailbox: sent from a Pli mailbox; patient_link: a patient's reply through a secure link.",
+    )
+
+
 class MessageSummarySerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     thread_id = serializers.UUIDField()
     subject = serializers.CharField(allow_blank=True)
-    sender = serializers.CharField(allow_null=True, help_text="Address of the sending mailbox.")
-    sender_name = serializers.CharField(allow_null=True)
+    sender = serializers.CharField(allow_null=True, help_text=SENDER_HELP)
+    sender_name = serializers.CharField(allow_null=True, help_text=SENDER_NAME_HELP)
+    sender_kind = sender_kind_field()
     sent_at = serializers.DateTimeField()
     unread = serializers.BooleanField()
     folder = serializers.ChoiceField(choices=Folder.choices)
@@ -75,8 +93,9 @@ class MessageSerializer(serializers.Serializer[Any]):
     in_reply_to = serializers.UUIDField(allow_null=True)
     subject = serializers.CharField(allow_blank=True)
     body = serializers.CharField(allow_blank=True)
-    sender = serializers.CharField(allow_null=True)
-    sender_name = serializers.CharField(allow_null=True)
+    sender = serializers.CharField(allow_null=True, help_text=SENDER_HELP)
+    sender_name = serializers.CharField(allow_null=True, help_text=SENDER_NAME_HELP)
+    sender_kind = sender_kind_field()
     to = serializers.ListField(child=serializers.CharField())
     cc = serializers.ListField(child=serializers.CharField())
     sent_at = serializers.DateTimeField()

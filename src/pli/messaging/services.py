@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 from django.utils import timezone
@@ -30,11 +30,20 @@ from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore
 from pli.core import keys
-from pli.core.db import insert_rows
+from pli.core.db import compiled_sql, hydrate, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.messaging import search, tasks
-from pli.messaging.models import Attachment, Delivery, Folder, Message, Reading, Role, SearchToken
+from pli.messaging.models import (
+    Attachment,
+    Delivery,
+    ExternalSender,
+    Folder,
+    Message,
+    Reading,
+    Role,
+    SearchToken,
+)
 from pli.messaging.uploads import MAX_PENDING_AGE, PendingAttachment, UploadSession, attachment_aad, blob_store
 
 logger = logging.getLogger(__name__)
@@ -110,7 +119,7 @@ def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str
     """Active mailboxes for ``addresses`` (case-insensitive), and the addresses not found."""
     # NUL can't be sent to PostgreSQL; no address holds one anyway.
     wanted = list(dict.fromkeys(a.strip().lower() for a in addresses if a.strip() and "\x00" not in a))
-    found = {m.address.lower(): m for m in Mailbox.objects.filter(address__in=wanted, is_active=True)}
+    found = {m.address.lower(): m for m in _active_mailboxes(wanted)}
     missing = [a for a in wanted if a not in found]
     if missing:
         # Addresses are stored as typed; a second, case-insensitive pass catches "Dr.X@…".
@@ -120,6 +129,22 @@ def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str
                 found[address] = match
                 missing.remove(address)
     return [found[a] for a in wanted if a in found], missing
+
+
+def _active_mailboxes(addresses: list[str]) -> list[Mailbox]:
+    if not addresses:
+        return []
+    # Every send runs this lookup: its SQL is compiled once (pli.core.db.compiled_sql).
+    # ``is_active=True`` compiles to a bare column test, without a parameter.
+    params = list(addresses)
+    sql = compiled_sql(
+        "messaging.active_mailboxes",
+        params,
+        lambda: Mailbox.objects.filter(address__in=addresses, is_active=True).order_by(),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [hydrate(Mailbox, row) for row in cursor.fetchall()]
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -162,7 +187,30 @@ def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAt
     return pending
 
 
-def _check_pending(store: BlobStore, uploads: Sequence[PendingAttachment]) -> None:
+class DurableUpload(Protocol):
+    """A file already encrypted into the attachment store (:func:`blob_store`) under its own
+    key with :func:`attachment_aad`, and made durable: :class:`PendingAttachment`, or what
+    another app's upload handler leaves (a patient's reply)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def completed_at(self) -> float: ...
+    @property
+    def blob_id(self) -> str: ...
+
+
+def _check_pending(store: BlobStore, uploads: Sequence[DurableUpload]) -> None:
     now = time.monotonic()
     for item in uploads:
         if now - item.completed_at > MAX_PENDING_AGE or not store.exists(item.blob_id):
@@ -241,7 +289,7 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
     last_used = draft.sender.last_used_at
     touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
 
-    with transaction.atomic():
+    with transaction.atomic(), pipelined():
         _check_pending(session.store, pending)
         insert_rows(data_keys)
         insert_rows([message])
@@ -282,6 +330,93 @@ def _answered_copies(author: User, parent: Message, sender: Mailbox) -> list[int
     )
     chosen = [pk for pk, mailbox_id in copies if mailbox_id == sender.pk] or [pk for pk, _ in copies]
     return chosen
+
+
+# --- receiving from outside Pli's mailboxes ------------------------------------------------
+
+
+def receive_external_message(
+    mailbox: Mailbox,
+    *,
+    sender_kind: ExternalSender,
+    sender_name: str,
+    subject: str,
+    body: str,
+    patient: dict[str, str] | None = None,
+    attachments: Sequence[DurableUpload] = (),
+    thread_id: uuid.UUID | None = None,
+    in_reply_to: Message | None = None,
+    actor: Any = None,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+) -> Message:
+    """Deliver to ``mailbox``'s inbox a message that no Pli mailbox sent (a patient answering
+    a secure share): the message, its attachments, the copy, its search tokens and the audit
+    event commit together, or nothing does.
+
+    Inside the caller's transaction it joins it, so the caller's own rows (the share's link
+    to the reply) commit or roll back with the message. ``sender_name`` is who readers see
+    as the sender; it is encrypted with the message, like the subject. The attachments'
+    blobs belong to the caller's upload batch until the commit: the caller keeps them on
+    success and discards them otherwise (:class:`UploadExpired` if one is too old).
+    """
+    now = now or timezone.now()
+    pending = list(attachments)
+    if thread_id is None:
+        thread_id = in_reply_to.thread_id if in_reply_to is not None else uuid.uuid4()
+    # As in send_message: everything is sealed and prepared before the transaction opens.
+    message_key = new_data_key()
+    data_keys = [DataKey.wrapping(message_key)]
+    message = Message(
+        thread_id=thread_id,
+        sender=None,
+        author=None,
+        in_reply_to=in_reply_to,
+        sent_at=now,
+        attachment_count=len(pending),
+        attachments_size=sum(p.size for p in pending),
+        data_key=data_keys[0],
+    )
+    message.__dict__["_pli_dek"] = message_key
+    message.subject = subject
+    message.body = body
+    message.patient = patient
+    message.external_sender = {"kind": str(sender_kind), "name": sender_name}
+    rows: list[Attachment] = []
+    for position, item in enumerate(pending):
+        data_key = DataKey.wrapping(item.key)
+        data_keys.append(data_key)
+        attachment = Attachment(id=item.id, message=message, position=position, size=item.size, data_key=data_key)
+        attachment.__dict__["_pli_dek"] = item.key
+        attachment.name = item.name
+        attachment.content_type = item.content_type
+        attachment.sha256 = item.sha256
+        rows.append(attachment)
+    copy = Delivery(message=message, mailbox=mailbox, role=Role.TO, folder=Folder.INBOX, sent_at=now, delivered_at=now)
+    tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(subject, patient)]
+
+    with transaction.atomic():
+        _check_pending(blob_store(), pending)
+        insert_rows(data_keys)
+        insert_rows([message])
+        insert_rows(rows)
+        insert_rows([copy])
+        insert_rows(tokens)
+        audit.record(
+            "message.receive",
+            actor=actor,
+            target=message,
+            request=request,
+            details={
+                "mailbox": str(mailbox.pk),
+                "origin": str(sender_kind),
+                "attachments": len(pending),
+                "bytes": message.attachments_size,
+            },
+        )
+    message.__dict__["attachment_list"] = rows
+    transaction.on_commit(tasks.ensure_cleanup_scheduled)
+    return message
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -358,6 +493,8 @@ LIST_FIELDS = (
     "message__sent_at",
     "message__subject",
     "message__attachment_count",
+    # Null but for messages from outside Pli's mailboxes, whose sender it names.
+    "message__external_sender",
     "message__data_key__id",
     "message__data_key__key_version",
     "message__data_key__wrapped",

@@ -1,9 +1,11 @@
 """Where shares meet the practitioner's mailbox (``pli.messaging``).
 
-* A patient's reply becomes a message in the share's reply mailbox: no sender mailbox (the
-  patient has none), the patient's identity as the message's patient context, the files as
-  attachments (already encrypted into the messaging blob store by the upload handler, under
-  each attachment's own key). All replies of one share form one thread.
+* A patient's reply becomes a message received in the share's reply mailbox, through
+  messaging's own service (``receive_external_message``): no sender mailbox (the patient has
+  none) but the patient as its external sender, the patient's identity as the message's
+  patient context, the files as attachments (already encrypted into the messaging blob store
+  by the upload handler, under each attachment's own key). All replies of one share form
+  one thread, whose id is the share's; a ``ShareReply`` row names each reply's message.
 * A received message's attachments can be forwarded to a patient: each one is re-encrypted
   under a new document key into the shares' blob store.
 """
@@ -16,20 +18,20 @@ import uuid
 from collections.abc import Sequence
 
 from django.conf import settings
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import translation
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from pli.accounts.models import User
-from pli.core.models import DataKey
 from pli.crypto import new_data_key
-from pli.messaging import search
 from pli.messaging import services as messaging
-from pli.messaging.models import Attachment, Delivery, Folder, Message, Role, SearchToken
+from pli.messaging.models import Attachment, ExternalSender
 from pli.messaging.uploads import attachment_aad
 from pli.messaging.uploads import blob_store as message_blob_store
 from pli.sharing.models import PatientShare, ShareDocument
+from pli.sharing.services import PATIENT
 from pli.sharing.uploads import PendingFile, UploadRules, share_blob_store
 
 REPLY_MAX_FILES = 5
@@ -50,12 +52,6 @@ def reply_rules() -> UploadRules:
     )
 
 
-def _saved_key(dek: bytes) -> DataKey:
-    data_key = DataKey.wrapping(dek)
-    data_key.save(force_insert=True)
-    return data_key
-
-
 def patient_context(share: PatientShare) -> dict[str, str]:
     context = {
         "family_name": share.patient_family_name,
@@ -67,48 +63,42 @@ def patient_context(share: PatientShare) -> dict[str, str]:
     return context
 
 
+def patient_name(share: PatientShare) -> str:
+    return f"{share.patient_given_name} {share.patient_family_name}"
+
+
 def deliver_patient_reply(
-    share: PatientShare, text: str, files: Sequence[PendingFile], now: datetime.datetime
+    share: PatientShare,
+    text: str,
+    files: Sequence[PendingFile],
+    now: datetime.datetime,
+    *,
+    request: HttpRequest | None = None,
 ) -> uuid.UUID:
     """Inside the caller's transaction (which checked that the share has a reply mailbox):
-    the reply as a message in that mailbox."""
+    the reply as a message received in that mailbox, in the share's thread (its id is the
+    share's), from the patient."""
     mailbox = share.reply_mailbox
     assert mailbox is not None  # noqa: S101 - services.reply refuses shares without one
-    patient = patient_context(share)
     with translation.override(settings.LANGUAGE_CODE):
-        subject = _("Reply from %(name)s to your secure share") % {
-            "name": f"{share.patient_given_name} {share.patient_family_name}"
-        }
+        subject = _("Reply from %(name)s to your secure share") % {"name": patient_name(share)}
         intro = _("Reply to the documents you shared on %(date)s: %(url)s") % {
             "date": date_format(share.created_at, "SHORT_DATE_FORMAT"),
             "url": settings.PUBLIC_URL + reverse("sharing:detail", args=[share.pk]),
         }
-    message = Message(
+    message = messaging.receive_external_message(
+        mailbox,
+        sender_kind=ExternalSender.PATIENT_LINK,
+        sender_name=patient_name(share),
+        subject=subject,
+        body=f"{intro}\n\n{text}".strip(),
+        patient=patient_context(share),
+        attachments=files,
         thread_id=share.pk,
-        sender=None,
-        author=None,
-        sent_at=now,
-        attachment_count=len(files),
-        attachments_size=sum(f.size for f in files),
+        actor=PATIENT,
+        request=request,
+        now=now,
     )
-    message.subject = subject
-    message.body = f"{intro}\n\n{text}".strip()
-    message.patient = patient
-    message.save(force_insert=True)
-    for position, pending in enumerate(files):
-        attachment = Attachment(
-            id=pending.id, message=message, position=position, size=pending.size, data_key=_saved_key(pending.key)
-        )
-        attachment.name = pending.name
-        attachment.content_type = pending.content_type
-        attachment.sha256 = pending.sha256
-        attachment.save(force_insert=True)
-    Delivery.objects.create(
-        message=message, mailbox=mailbox, role=Role.TO, folder=Folder.INBOX, sent_at=now, delivered_at=now
-    )
-    tokens = search.message_tokens(subject, patient)
-    if tokens:
-        SearchToken.objects.bulk_create([SearchToken(message=message, token=t) for t in tokens])
     return message.pk
 
 

@@ -363,6 +363,7 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             "empty": _("Write a message or add a file."),
             "closed": _("This conversation is closed: replies are no longer accepted."),
             "no_session": _("Your session has expired; please confirm your identity again."),
+            "upload_expired": _("Sending the files took too long; please send them again."),
         }
         return _documents_page(
             request, share, token, status=400, reply_form=form, reply_error=messages.get(exc.code, exc.message)

@@ -26,7 +26,7 @@ from django.utils import timezone
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobStore
-from pli.core.db import insert_rows
+from pli.core.db import insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.sharing import notifications, tokens
@@ -210,7 +210,7 @@ def create_share(
     messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
     queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
     data_keys += [n.data_key for n in queued if n.data_key is not None]
-    with transaction.atomic():
+    with transaction.atomic(), pipelined():
         insert_rows(data_keys)
         insert_rows([share])
         insert_rows(rows)
@@ -622,17 +622,29 @@ def reply(
             raise ShareError("no_session")
         if not share.allow_reply or share.closed_at is not None or share.reply_mailbox_id is None:
             raise ShareError("closed")
-        message_id = _deliver_reply(share, text, files, now)
+        message_id = _deliver_reply(share, text, files, now, request)
         answer = ShareReply.objects.create(share=share, message_id=message_id, created_at=now, file_count=len(files))
         audit.record("share.replied", actor=PATIENT, target=share, request=request, details={"files": len(files)})
     return answer
 
 
-def _deliver_reply(share: PatientShare, text: str, files: Sequence[PendingFile], now: datetime.datetime) -> uuid.UUID:
+def _deliver_reply(
+    share: PatientShare,
+    text: str,
+    files: Sequence[PendingFile],
+    now: datetime.datetime,
+    request: HttpRequest | None,
+) -> uuid.UUID:
     """Hand the reply to the practitioner's mailbox; the message is linked to the share by id."""
+    from pli.messaging.services import UploadExpired
     from pli.sharing import mailbox
 
-    return mailbox.deliver_patient_reply(share, text, files, now)
+    try:
+        return mailbox.deliver_patient_reply(share, text, files, now, request=request)
+    except UploadExpired:
+        # The upload outlived what messaging accepts of a pending blob (the orphan cleanup
+        # may already have taken it): the patient sends again.
+        raise ShareError("upload_expired") from None
 
 
 # -- the practitioner's actions --------------------------------------------------------------
