@@ -145,6 +145,15 @@ def test_the_sender_label_is_the_patient_in_the_readers_language(db: None) -> No
     }
 
 
+def test_replying_quotes_the_patient_and_addresses_nobody(db: None) -> None:
+    doctor = practitioner()
+    message = receive(doctor, body="Voici mes résultats.")
+    page = web_client(doctor).get(f"/messages/compose/?reply_to={message.pk}").content.decode()
+    assert "a écrit :" in page and "Patient — Élodie Durand (lien sécurisé) a écrit :" in page
+    # A patient has no mailbox: nothing is put in "to" that the send would then refuse.
+    assert '<input type="text" name="to" value=""' in page
+
+
 def test_mailbox_senders_are_unchanged(db: None) -> None:
     alice, bob = practitioner(), practitioner()
     response = api_client(alice).post(

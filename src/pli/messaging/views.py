@@ -210,10 +210,12 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
         if incoming and wanted is None:
             sender = incoming[0].mailbox
         recipients = services.message_recipients(message)
+        # A message from outside Pli's mailboxes (a patient's reply) has no address to
+        # answer to, but its readers still see who wrote it.
         origin = message.sender.address if message.sender else ""
         header = _("On %(date)s, %(sender)s wrote:") % {
             "date": message.sent_at.strftime("%d/%m/%Y %H:%M"),
-            "sender": origin,
+            "sender": origin or message.sender_label,
         }
         if mode == "forward":
             initial["forward_of"] = message.pk
