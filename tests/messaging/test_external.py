@@ -130,6 +130,8 @@ def test_the_sender_label_is_the_patient_in_the_readers_language(db: None) -> No
     assert "boîte supprimée" not in html
     thread = web_client(doctor).get(f"/messages/m/{anonymous.pk}/").content.decode()
     assert "<strong>Patient (lien sécurisé)</strong>" in thread and "&lt;&gt;" not in thread
+    # The conversation is a secure share's (its thread is the share's id): one click away.
+    assert f'href="/shares/{anonymous.thread_id}">Voir le partage sécurisé</a>' in thread
 
     client = api_client(doctor)
     detail = client.get(f"/api/v1/messages/{named.pk}").json()
