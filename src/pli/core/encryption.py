@@ -170,6 +170,15 @@ class EncryptedModel(models.Model):
                 self.data_encryption_key()
             super().save(*args, **kwargs)
 
+    def adopt_key(self, dek: bytes) -> DataKey:
+        """Seal this new object with ``dek`` (a key chosen before it existed, such as an
+        upload's): its ``data_key`` becomes an unsaved row wrapping ``dek``, returned for
+        the caller to insert along with the object (pli.core.db.insert_rows)."""
+        data_key = DataKey.wrapping(dek)
+        self.data_key = data_key
+        self.__dict__["_pli_dek"] = dek
+        return data_key
+
     def _aad(self, field_name: str) -> bytes:
         return f"{self._meta.label_lower}|{self.pk}|{field_name}".encode()
 

@@ -29,7 +29,6 @@ from pli.accounts import services as accounts_services
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore
-from pli.core import keys
 from pli.core.db import compiled_sql, hydrate, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
@@ -217,6 +216,29 @@ def _check_pending(store: BlobStore, uploads: Sequence[DurableUpload]) -> None:
             raise UploadExpired(item.blob_id)
 
 
+def _seal_message(
+    message: Message, subject: str, body: str, patient: dict[str, str] | None, pending: Sequence[DurableUpload]
+) -> tuple[list[DataKey], list[Attachment]]:
+    """Give the new ``message`` its content and an attachment per upload, each object under
+    its own data key (an upload keeps the key its blob was encrypted with). Returns the
+    unsaved key rows and attachments, to insert with the message."""
+    message.attachment_count = len(pending)
+    message.attachments_size = sum(p.size for p in pending)
+    data_keys = [message.adopt_key(new_data_key())]
+    message.subject = subject
+    message.body = body
+    message.patient = patient
+    attachments: list[Attachment] = []
+    for position, item in enumerate(pending):
+        attachment = Attachment(id=item.id, message=message, position=position, size=item.size)
+        data_keys.append(attachment.adopt_key(item.key))
+        attachment.name = item.name
+        attachment.content_type = item.content_type
+        attachment.sha256 = item.sha256
+        attachments.append(attachment)
+    return data_keys, attachments
+
+
 def send_message(author: User, draft: Draft, *, session: UploadSession, request: HttpRequest | None = None) -> Message:
     """Send ``draft``: the message, its attachments, a copy per recipient mailbox and the
     sender's copy in "sent" commit together, or nothing does.
@@ -233,33 +255,14 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
     # Everything is built (keys wrapped, rows prepared, tokens computed) before the
     # transaction opens: on SQLite the write lock is held from BEGIN to COMMIT, so the
     # transaction only runs the inserts.
-    message_key = new_data_key()
-    data_keys = [DataKey.wrapping(message_key)]
     message = Message(
         thread_id=parent.thread_id if parent is not None else uuid.uuid4(),
         sender=draft.sender,
         author=author,
         in_reply_to=parent,
         sent_at=now,
-        attachment_count=len(pending),
-        attachments_size=sum(p.size for p in pending),
-        data_key=data_keys[0],
     )
-    message.__dict__["_pli_dek"] = message_key
-    message.subject = draft.subject
-    message.body = draft.body
-    message.patient = draft.patient
-
-    attachments: list[Attachment] = []
-    for position, item in enumerate(pending):
-        data_key = DataKey.wrapping(item.key)
-        data_keys.append(data_key)
-        attachment = Attachment(id=item.id, message=message, position=position, size=item.size, data_key=data_key)
-        attachment.__dict__["_pli_dek"] = item.key
-        attachment.name = item.name
-        attachment.content_type = item.content_type
-        attachment.sha256 = item.sha256
-        attachments.append(attachment)
+    data_keys, attachments = _seal_message(message, draft.subject, draft.body, draft.patient, pending)
 
     copies = [
         Delivery(
@@ -365,33 +368,9 @@ def receive_external_message(
     if thread_id is None:
         thread_id = in_reply_to.thread_id if in_reply_to is not None else uuid.uuid4()
     # As in send_message: everything is sealed and prepared before the transaction opens.
-    message_key = new_data_key()
-    data_keys = [DataKey.wrapping(message_key)]
-    message = Message(
-        thread_id=thread_id,
-        sender=None,
-        author=None,
-        in_reply_to=in_reply_to,
-        sent_at=now,
-        attachment_count=len(pending),
-        attachments_size=sum(p.size for p in pending),
-        data_key=data_keys[0],
-    )
-    message.__dict__["_pli_dek"] = message_key
-    message.subject = subject
-    message.body = body
-    message.patient = patient
+    message = Message(thread_id=thread_id, sender=None, author=None, in_reply_to=in_reply_to, sent_at=now)
     message.external_sender = {"kind": str(sender_kind), "name": sender_name}
-    rows: list[Attachment] = []
-    for position, item in enumerate(pending):
-        data_key = DataKey.wrapping(item.key)
-        data_keys.append(data_key)
-        attachment = Attachment(id=item.id, message=message, position=position, size=item.size, data_key=data_key)
-        attachment.__dict__["_pli_dek"] = item.key
-        attachment.name = item.name
-        attachment.content_type = item.content_type
-        attachment.sha256 = item.sha256
-        rows.append(attachment)
+    data_keys, rows = _seal_message(message, subject, body, patient, pending)
     copy = Delivery(message=message, mailbox=mailbox, role=Role.TO, folder=Folder.INBOX, sent_at=now, delivered_at=now)
     tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(subject, patient)]
 
@@ -850,7 +829,6 @@ def seed_messages(
 ) -> int:
     """Deliver many attachment-less messages at once, encrypted like any other but without
     per-message audit events: for demo data and benchmarks, never for user actions."""
-    ring = keys.keyring()
     start = timezone.now() - datetime.timedelta(seconds=len(subjects))
     created = 0
     for offset in range(0, len(subjects), batch_size):
@@ -860,13 +838,9 @@ def seed_messages(
         copies: list[Delivery] = []
         tokens: list[SearchToken] = []
         for index, subject in enumerate(chunk):
-            dek = new_data_key()
-            data_key = DataKey(key_version=ring.current_version)
-            data_key.wrapped = ring.wrap_data_key(dek, data_key.context)
-            data_keys.append(data_key)
             moment = start + datetime.timedelta(seconds=offset + index)
-            message = Message(sender=sender, sent_at=moment, data_key=data_key)
-            message.__dict__["_pli_dek"] = dek
+            message = Message(sender=sender, sent_at=moment)
+            data_keys.append(message.adopt_key(new_data_key()))
             message.subject = subject
             message.body = body
             messages.append(message)

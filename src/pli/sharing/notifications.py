@@ -147,10 +147,7 @@ def prepare(
     prepared = []
     for message in messages:
         notification = _notification(share, kind, message, now, share.expires_at)
-        # Sealing happens at insert time, with this key.
-        dek = new_data_key()
-        notification.data_key = DataKey.wrapping(dek)
-        notification.__dict__["_pli_dek"] = dek
+        notification.adopt_key(new_data_key())  # sealed at insert time, with this key
         prepared.append(notification)
     return prepared
 

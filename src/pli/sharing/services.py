@@ -171,8 +171,6 @@ def create_share(
     token = tokens.new_token()
     # Every row is built and sealed beforehand and inserted in a few statements: on SQLite
     # the write lock is held from BEGIN to COMMIT, so the transaction only writes.
-    share_key = new_data_key()
-    data_keys = [DataKey.wrapping(share_key)]
     share = PatientShare(
         organisation=organisation,
         created_by=user,
@@ -186,9 +184,8 @@ def create_share(
         counters_reset_at=now,
         document_count=len(documents),
         documents_size=sum(d.size for d in documents),
-        data_key=data_keys[0],
     )
-    share.__dict__["_pli_dek"] = share_key
+    data_keys = [share.adopt_key(new_data_key())]
     share.patient_given_name = data.given_name.strip()
     share.patient_family_name = data.family_name.strip()
     share.patient_birth_date = data.birth_date
@@ -198,12 +195,9 @@ def create_share(
     share.message = data.message.strip() or None
     rows = []
     for position, pending in enumerate(documents):
+        document = ShareDocument(id=pending.id, share=share, position=position, size=pending.size, created_at=now)
         # The key the blob was encrypted with during the upload.
-        data_keys.append(DataKey.wrapping(pending.key))
-        document = ShareDocument(
-            id=pending.id, share=share, position=position, size=pending.size, created_at=now, data_key=data_keys[-1]
-        )
-        document.__dict__["_pli_dek"] = pending.key
+        data_keys.append(document.adopt_key(pending.key))
         document.name = pending.name
         document.content_type = pending.content_type
         rows.append(document)
