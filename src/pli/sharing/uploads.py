@@ -14,16 +14,14 @@ The push-style blob writer and the file-name and content-type rules are the mess
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
@@ -31,7 +29,15 @@ from django.utils.translation import gettext as _
 
 from pli.blobs import BlobStore
 from pli.crypto import new_data_key
-from pli.messaging.uploads import BlobWriter, TailRecorder, clean_content_type, clean_name
+from pli.messaging.uploads import (
+    BlobWriter,
+    EncryptedUpload,
+    PendingAttachment,
+    TailRecorder,
+    UploadSession,
+    clean_content_type,
+    clean_name,
+)
 
 DOCUMENTS_FIELD = "documents"
 REPLY_FILES_FIELD = "files"
@@ -95,65 +101,11 @@ def document_rules() -> UploadRules:
     )
 
 
-@dataclass
-class PendingFile:
-    """A finished, durable blob waiting for the transaction that saves its object."""
-
-    id: uuid.UUID
-    key: bytes = field(repr=False)
-    name: str = field(repr=False)
-    content_type: str
-    size: int
-    sha256: str = field(repr=False)
-    completed_at: float  # time.monotonic()
-
-    @property
-    def blob_id(self) -> str:
-        return self.id.hex
-
-
-class UploadBatch:
-    """The blobs written for one request. Unless :meth:`keep` is called (the object was
-    saved), leaving the ``with`` block deletes them; a crash in between leaves orphans for
-    the cleanup."""
-
-    def __init__(self, store: BlobStore) -> None:
-        self.store = store
-        self.pending: list[PendingFile] = []
-        self.open_writers: set[BlobWriter] = set()
-        self._kept = False
-
-    def keep(self) -> None:
-        self._kept = True
-
-    def discard(self) -> None:
-        for writer in list(self.open_writers):
-            writer.abort()
-        self.open_writers.clear()
-        if self._kept:
-            return
-        for item in self.pending:
-            with contextlib.suppress(OSError):
-                self.store.delete(item.blob_id)
-        self.pending.clear()
-
-    def __enter__(self) -> UploadBatch:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.discard()
-
-
-class EncryptedFile(UploadedFile):
-    """What ``request.FILES`` holds for an encrypted upload: its metadata, no content."""
-
-    def __init__(self, pending: PendingFile, field_name: str) -> None:
-        super().__init__(file=None, name=pending.name, content_type=pending.content_type, size=pending.size)
-        self.pending = pending
-        self.field_name = field_name
-
-    def close(self) -> None:  # nothing is open
-        return None
+# The same plumbing as messaging's attachments, under the names this app's code reads best
+# with: a finished durable blob, the blobs of one request, and what request.FILES holds.
+PendingFile = PendingAttachment
+UploadBatch = UploadSession
+EncryptedFile = EncryptedUpload
 
 
 class DocumentUploadHandler(FileUploadHandler):
