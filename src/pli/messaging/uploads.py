@@ -25,6 +25,7 @@ import re
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ ATTACHMENTS_FIELD = "attachments"
 # DATA_UPLOAD_MAX_MEMORY_SIZE) and multipart framing.
 _FIELDS_ALLOWANCE = 4 * 2**20
 _TAIL_SIZE = 4096
+_SNIFF_BYTES = 8
 MAX_NAME_LENGTH = 255
 # A committed message must never point at a blob that the orphan cleanup could already have
 # removed: an upload older than this is refused at send time, and the cleanup only touches
@@ -309,31 +311,91 @@ class TailRecorder:
         return getattr(self._stream, name)
 
 
+def _too_many_files(rules: UploadRules) -> str:
+    return _("At most %(count)d files can be sent at once.") % {"count": rules.max_files}
+
+
+def _too_large_files(rules: UploadRules, total: bool) -> str:
+    if total:
+        return _("The files can total at most %(size)s.") % {"size": filesizeformat(rules.max_total_bytes)}
+    return _("Each file can be at most %(size)s.") % {"size": filesizeformat(rules.max_file_bytes)}
+
+
+@dataclass(frozen=True)
+class UploadRules:
+    """What one form accepts in its file field, and how its refusals read."""
+
+    field: str
+    max_files: int
+    max_file_bytes: int
+    max_total_bytes: int
+    store: BlobStore
+    aad_for: Callable[[uuid.UUID], bytes]
+    # When set, only these types are accepted, recognised by their first bytes.
+    accepted_types: dict[str, tuple[bytes, ...]] | None = None
+    too_many: Callable[[UploadRules], str] = _too_many_files
+    # Called with whether the total (True) or a single file (False) is over its limit.
+    too_large: Callable[[UploadRules, bool], str] = _too_large_files
+    # The field a body cut off before any file is blamed on (default: the file field).
+    cut_off_field: str | None = None
+
+
+def sniff(head: bytes, accepted: dict[str, tuple[bytes, ...]]) -> str | None:
+    for content_type, magics in accepted.items():
+        if head.startswith(magics):
+            return content_type
+    return None
+
+
+def attachment_rules(store: BlobStore) -> UploadRules:
+    """A message's attachments: any type, a limit on their number and their total size."""
+    return UploadRules(
+        field=ATTACHMENTS_FIELD,
+        max_files=max_attachments(),
+        max_file_bytes=max_message_bytes(),
+        max_total_bytes=max_message_bytes(),
+        store=store,
+        aad_for=attachment_aad,
+        too_many=lambda rules: too_many_message(),
+        too_large=lambda rules, total: too_large_message(),
+        cut_off_field="detail",
+    )
+
+
 class EncryptingUploadHandler(FileUploadHandler):
+    """Encrypts every file of ``rules.field`` into ``session`` as its bytes arrive,
+    enforcing ``rules`` on the way (see the module's docstring)."""
+
     # Read the body 1 MiB at a time: gunicorn reads ahead up to 1 MiB and copies what it
     # holds beyond each read, so smaller reads copy the same bytes over and over.
     chunk_size = 2**20
 
-    def __init__(self, request: HttpRequest, session: UploadSession) -> None:
+    def __init__(self, request: HttpRequest, session: UploadSession, rules: UploadRules) -> None:
         super().__init__(request)
         self.session = session
-        self.max_files = max_attachments()
-        self.max_bytes = max_message_bytes()
+        self.rules = rules
         self.total = 0
         self.files = 0
         self.writer: BlobWriter | None = None
         self._pending_id: uuid.UUID | None = None
         self._key = b""
+        self._file_bytes = 0
         self._recorder: TailRecorder | None = None
         self._boundary = b""
         self._content_length = 0
         self.interrupted = False
 
+    def _too_large(self) -> UploadRejected:
+        total = self.total > self.rules.max_total_bytes
+        return UploadRejected(self.rules.field, self.rules.too_large(self.rules, total), status=413)
+
     def handle_raw_input(
         self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: str | None = None
     ) -> None:
-        if content_length > self.max_bytes + _FIELDS_ALLOWANCE:
-            raise UploadRejected(ATTACHMENTS_FIELD, too_large_message(), status=413)
+        if content_length > self.rules.max_total_bytes + _FIELDS_ALLOWANCE:
+            self.total = content_length
+            raise self._too_large()
+        # Django passes the boundary as bytes, whatever its annotation says.
         self._boundary = boundary if isinstance(boundary, bytes) else str(boundary).encode("ascii")
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
@@ -344,42 +406,62 @@ class EncryptingUploadHandler(FileUploadHandler):
 
     def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
         super().new_file(field_name, file_name, *args, **kwargs)
-        if field_name != ATTACHMENTS_FIELD:
-            raise UploadRejected(field_name, _("Files are accepted only in the “attachments” field."))
+        if field_name != self.rules.field:
+            raise UploadRejected(
+                field_name, _("Files are accepted only in the “%(field)s” field.") % {"field": self.rules.field}
+            )
         self.files += 1
-        if self.files > self.max_files:
-            raise UploadRejected(ATTACHMENTS_FIELD, too_many_message())
+        if self.files > self.rules.max_files:
+            raise UploadRejected(self.rules.field, self.rules.too_many(self.rules))
         self._pending_id = uuid.uuid4()
         self._key = new_data_key()
-        self.writer = BlobWriter(self.session.store, self._pending_id.hex, self._key, attachment_aad(self._pending_id))
+        self._file_bytes = 0
+        self.writer = BlobWriter(
+            self.session.store, self._pending_id.hex, self._key, self.rules.aad_for(self._pending_id)
+        )
         self.session.open_writers.add(self.writer)
 
     def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
         assert self.writer is not None  # noqa: S101 - new_file() always runs first
         self.total += len(raw_data)
-        if self.total > self.max_bytes:
+        self._file_bytes += len(raw_data)
+        if self.total > self.rules.max_total_bytes or self._file_bytes > self.rules.max_file_bytes:
             self._abort_current()
-            raise UploadRejected(ATTACHMENTS_FIELD, too_large_message(), status=413)
+            raise self._too_large()
         try:
             self.writer.write(raw_data)
         except BaseException:
             self._abort_current()
             raise
+        if self.rules.accepted_types is not None and len(self.writer.head) >= _SNIFF_BYTES:
+            self._check_type(self.writer.head)
         return None
+
+    def _check_type(self, head: bytes) -> str:
+        assert self.rules.accepted_types is not None  # noqa: S101 - callers check
+        found = sniff(head, self.rules.accepted_types)
+        if found is None:
+            self._abort_current()
+            raise UploadRejected(self.rules.field, _("Only PDF, JPEG and PNG files are accepted."), status=415)
+        return found
 
     def file_complete(self, file_size: int) -> EncryptedUpload | None:
         writer, pending_id = self.writer, self._pending_id
         if writer is None or pending_id is None:
             return None
+        name = clean_name(self.file_name or "")
+        if self.rules.accepted_types is not None:
+            content_type = self._check_type(writer.head)
+        else:
+            content_type = clean_content_type(self.content_type, name, writer.head)
         self.writer = None
         self.session.open_writers.discard(writer)
         writer.finish()
-        name = clean_name(self.file_name or "")
         pending = PendingAttachment(
             id=pending_id,
             key=self._key,
             name=name,
-            content_type=clean_content_type(self.content_type, name, writer.head),
+            content_type=content_type,
             size=writer.size,
             sha256=writer.sha256,
             completed_at=time.monotonic(),
@@ -399,9 +481,9 @@ class EncryptingUploadHandler(FileUploadHandler):
             if not complete:
                 self.interrupted = True
         if self.interrupted:
+            field_name = self.rules.field if self.files else (self.rules.cut_off_field or self.rules.field)
             raise UploadRejected(
-                ATTACHMENTS_FIELD if self.files else "detail",
-                _("The upload was cut off before its end; nothing was saved. Please send it again."),
+                field_name, _("The upload was cut off before its end; nothing was saved. Please send it again.")
             )
         return None
 
@@ -412,9 +494,10 @@ class EncryptingUploadHandler(FileUploadHandler):
             self.writer = None
 
 
-def install(request: HttpRequest, session: UploadSession) -> None:
-    """Make ``request`` encrypt its file uploads into ``session`` (before anything reads POST)."""
-    request.upload_handlers = [EncryptingUploadHandler(request, session)]
+def install(request: HttpRequest, session: UploadSession, rules: UploadRules | None = None) -> None:
+    """Make ``request`` encrypt its file uploads into ``session`` (before anything reads POST),
+    under ``rules`` (a message's attachments unless told otherwise)."""
+    request.upload_handlers = [EncryptingUploadHandler(request, session, rules or attachment_rules(session.store))]
 
 
 def pending_uploads(files: Any) -> list[PendingAttachment]:
