@@ -22,11 +22,7 @@ class Command(BaseCommand):
             raise CommandError("`pli run` is for development; use `pli migrate` and `pli serve` in production")
         keys.keyring()
         call_command("migrate", interactive=False, verbosity=0)
-        from pli.accounts.demo import format_demo, seed_demo
-
-        seeded = seed_demo()
-        if seeded is not None:
-            self.stdout.write("\n" + format_demo(seeded))
+        self._seed_demo()
         url = f"http://{options['host']}:{options['port']}/"
         self.stdout.write(self.style.SUCCESS(f"\nPli is starting: open {url}\n"))
         self.stdout.write(f"Data dir: {settings.DATA_DIR}  (database, blobs, keys)\n\n")
@@ -38,3 +34,20 @@ class Command(BaseCommand):
         # web server; it stops with it.
         with background_worker(self.stdout):
             serve(options["host"], options["port"])
+
+    def _seed_demo(self) -> None:
+        from pli.accounts.demo import format_demo, seed_demo
+        from pli.messaging.demo import format_demo_messages, seed_demo_messages
+        from pli.sharing.demo import format_demo_shares, seed_demo_shares
+
+        seeded = seed_demo()
+        if seeded is None:
+            return
+        organisation = seeded.organisation
+        # Example content only with a demo created now: an existing one is left as its
+        # users left it (messages deleted stay deleted).
+        if seeded.created:
+            seed_demo_messages(organisation)
+            seed_demo_shares(organisation)
+        content = format_demo_messages(organisation) + format_demo_shares(organisation)
+        self.stdout.write("\n" + format_demo(seeded) + ("\n" + content if content else ""))
