@@ -66,14 +66,34 @@ def hydrate(model: type[M], values: Sequence[Any]) -> M:
     """A saved instance of ``model`` from the values of its concrete columns, in order,
     converted as the ORM's compiler converts them (the backend's converters, then the
     field's ``from_db_value``)."""
-    fields = model._meta.concrete_fields
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        col = field.get_col(model._meta.db_table)
-        for converter in [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]:
+    names, steps = _hydration(model, connection.vendor)
+    converted = list(values)
+    for index, col, converters in steps:
+        value = converted[index]
+        for converter in converters:
             value = converter(value, col, connection)
-        converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+        converted[index] = value
+    return model.from_db(connection.alias, names, converted)
+
+
+_HYDRATION: dict[tuple[type[Model], str], tuple[list[str], list[tuple[int, Any, list[Any]]]]] = {}
+
+
+def _hydration(model: type[Model], vendor: str) -> tuple[list[str], list[tuple[int, Any, list[Any]]]]:
+    """The column names and, for the columns that need any, their converters: worked out
+    once per model and database vendor."""
+    key = (model, vendor)
+    plan = _HYDRATION.get(key)
+    if plan is None:
+        steps = []
+        for index, field in enumerate(model._meta.concrete_fields):
+            col = field.get_col(model._meta.db_table)
+            converters = [*connection.ops.get_db_converters(col), *col.get_db_converters(connection)]
+            if converters:
+                steps.append((index, col, converters))
+        plan = ([f.attname for f in model._meta.concrete_fields], steps)
+        _HYDRATION[key] = plan
+    return plan
 
 
 @contextlib.contextmanager
