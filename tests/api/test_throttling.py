@@ -94,3 +94,14 @@ def test_concurrent_requests_never_exceed_the_limit(
     assert statuses.count(200) == 10
     assert statuses.count(429) == 14
     assert RateCounter.objects.get().count == 24
+
+
+def test_the_counters_skip_the_write_ahead_log_on_postgresql(db: None) -> None:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT relpersistence FROM pg_class WHERE relname = 'pli_api_rate_counter'")
+            assert cursor.fetchone() == ("u",)
+        else:
+            # SQLite has no such notion: the table is an ordinary one there.
+            cursor.execute("SELECT name FROM sqlite_master WHERE name = 'pli_api_rate_counter'")
+            assert cursor.fetchone() == ("pli_api_rate_counter",)
