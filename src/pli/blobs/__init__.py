@@ -1,5 +1,6 @@
 """Encrypted blob storage (attachment contents) on the local file system; no Django import."""
 
+from pli.blobs.read_ahead import ReadAhead
 from pli.blobs.store import (
     BlobError,
     BlobInfo,
@@ -10,4 +11,13 @@ from pli.blobs.store import (
     validate_blob_id,
 )
 
-__all__ = ["BlobError", "BlobInfo", "BlobNotFound", "BlobReader", "BlobStore", "BlobTooLarge", "validate_blob_id"]
+__all__ = [
+    "BlobError",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobReader",
+    "BlobStore",
+    "BlobTooLarge",
+    "ReadAhead",
+    "validate_blob_id",
+]

@@ -29,7 +29,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.accounts.models import Mailbox, User
-from pli.blobs import BlobReader
+from pli.blobs import BlobReader, ReadAhead
 from pli.messaging import services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
@@ -343,7 +343,8 @@ def content_disposition(kind: str, name: str) -> str:
 def attachment_response(attachment: Attachment, reader: BlobReader, *, download: bool) -> StreamingHttpResponse:
     content_type = attachment.content_type
     inline = not download and content_type in uploads.INLINE_TYPES
-    response = StreamingHttpResponse(reader, content_type=content_type)
+    # Decrypting ahead overlaps the cipher with the socket writes (see pli.blobs.read_ahead).
+    response = StreamingHttpResponse(ReadAhead(reader), content_type=content_type)
     response["Content-Length"] = str(attachment.size)
     response["Content-Disposition"] = content_disposition("inline" if inline else "attachment", attachment.name)
     response["X-Content-Type-Options"] = "nosniff"

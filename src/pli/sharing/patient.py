@@ -35,6 +35,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.audit import services as audit
+from pli.blobs import ReadAhead
 from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
@@ -301,7 +302,8 @@ def _document(request: HttpRequest, token: str, document_id: uuid.UUID, *, downl
     )
     if document is None:
         raise Http404
-    reader = services.open_document_blob(document)
+    # Decrypting ahead overlaps the cipher with the socket writes (see pli.blobs.read_ahead).
+    reader = ReadAhead(services.open_document_blob(document))
     content_type = document.content_type
     inline = not download and content_type in INLINE_TYPES
     response = StreamingHttpResponse(reader, content_type=content_type if inline else "application/octet-stream")

@@ -1,0 +1,88 @@
+"""Attachments of several segments, decrypted ahead while they stream: whole and intact
+through the API and the pages, and a download cut short leaves nothing running or open."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from django.core.signals import request_finished
+from django.db import close_old_connections
+
+from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
+from pli.crypto import SEGMENT_SIZE
+from pli.messaging.models import Attachment
+from pli.messaging.uploads import blob_store
+
+# Eight segments: the later ones come from the read-ahead helper, which is still reading
+# after the third (it runs at most a few segments ahead).
+CONTENT = b"%PDF-1.4\n" + os.urandom(7 * SEGMENT_SIZE + 4321)
+
+
+def helpers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "pli-blob-read-ahead"]
+
+
+def descriptors_on(path: Path) -> int:
+    """How many descriptors this process has open on the file at ``path``."""
+    wanted = path.stat()
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found = os.stat(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used, or one closed since
+            continue
+        count += (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino)
+    return count
+
+
+def close_as_the_server_does(response: Any) -> None:
+    """What the WSGI server does when the client goes away mid-download: close the response.
+    (Without closing the test's database connection, as Django's test client does too.)"""
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
+
+
+def _send() -> tuple[str, Any, Attachment]:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    upload = io.BytesIO(CONTENT)
+    upload.name = "scanner.pdf"
+    fields = {"sender": a_box.address, "to": [b_box.address], "subject": "Imagerie", **patient_fields()}
+    response = api_client(alice).post("/api/v1/messages", {**fields, "attachments": [upload]})
+    assert response.status_code == 201, response.content
+    return response.json()["id"], bob, Attachment.objects.get()
+
+
+def test_large_attachment_streams_whole(db: None) -> None:
+    message_id, bob, attachment = _send()
+    path = blob_store().path_for(attachment.blob_id)
+    api = api_client(bob).get(f"/api/v1/messages/{message_id}/attachments/{attachment.pk}")
+    assert api.status_code == 200
+    assert int(api["Content-Length"]) == len(CONTENT)
+    assert b"".join(api.streaming_content) == CONTENT
+    page = web_client(bob).get(f"/messages/m/{message_id}/a/{attachment.pk}/?download=1")
+    assert page.status_code == 200
+    assert b"".join(page.streaming_content) == CONTENT
+    assert helpers() == []
+    assert descriptors_on(path) == 0
+
+
+def test_download_cut_short_stops_decrypting(db: None) -> None:
+    message_id, bob, attachment = _send()
+    path = blob_store().path_for(attachment.blob_id)
+    response = api_client(bob).get(f"/api/v1/messages/{message_id}/attachments/{attachment.pk}")
+    pieces = iter(response.streaming_content)
+    received = next(pieces) + next(pieces) + next(pieces)
+    assert CONTENT.startswith(received)
+    assert helpers() != []
+    assert descriptors_on(path) == 1
+    close_as_the_server_does(response)
+    assert helpers() == []
+    assert descriptors_on(path) == 0

@@ -1,0 +1,50 @@
+"""A patient's document of several segments, decrypted ahead while it streams: whole and
+intact, and a download cut short leaves nothing running or open."""
+
+from __future__ import annotations
+
+import os
+
+from messaging.test_downloads import close_as_the_server_does, descriptors_on, helpers
+from pli.crypto import SEGMENT_SIZE
+from pli.sharing.models import ShareDocument
+from pli.sharing.uploads import share_blob_store
+from sharing.helpers import Patient, code_in, last_sms, make_share, pending_document, run_tasks
+
+# Eight segments: the later ones come from the read-ahead helper, which is still reading
+# after the third (it runs at most a few segments ahead).
+CONTENT = b"%PDF-1.4\n" + os.urandom(7 * SEGMENT_SIZE + 4321)
+
+
+def _signed_in_patient() -> tuple[Patient, ShareDocument]:
+    share, token = make_share(documents=[pending_document("scanner.pdf", CONTENT)])
+    patient = Patient(token)
+    assert patient.birth_date("15/02/1984").status_code == 303
+    run_tasks()
+    assert patient.code(code_in(last_sms())).status_code == 303
+    return patient, share.documents.get()
+
+
+def test_large_document_streams_whole(db: None) -> None:
+    patient, document = _signed_in_patient()
+    for action in ("view", "download"):
+        response = patient.get(f"/documents/{document.pk}/{action}")
+        assert response.status_code == 200
+        assert int(response["Content-Length"]) == len(CONTENT)
+        assert b"".join(response.streaming_content) == CONTENT
+    assert helpers() == []
+    assert descriptors_on(share_blob_store().path_for(document.blob_id)) == 0
+
+
+def test_download_cut_short_stops_decrypting(db: None) -> None:
+    patient, document = _signed_in_patient()
+    path = share_blob_store().path_for(document.blob_id)
+    response = patient.get(f"/documents/{document.pk}/download")
+    pieces = iter(response.streaming_content)
+    received = next(pieces) + next(pieces) + next(pieces)
+    assert CONTENT.startswith(received)
+    assert helpers() != []
+    assert descriptors_on(path) == 1
+    close_as_the_server_does(response)
+    assert helpers() == []
+    assert descriptors_on(path) == 0
