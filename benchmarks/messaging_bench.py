@@ -20,38 +20,38 @@ API's per-token rate limit raised, the limiter still running). Units: 1 MB = 10*
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-MB = 1_000_000
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
-BIN = Path(sys.executable).parent
+from benchmarks.common import (
+    BENCH_DIR,
+    MB,
+    Figure,
+    Server,
+    create_database,
+    multipart,
+    percentile,
+    pli,
+    postgresql_half,
+    server_env,
+    vm,
+)
+
 INBOX = int(os.environ.get("PLI_BENCH_INBOX") or 100_000)
 CLIENTS = 8
 SEND_SECONDS = float(os.environ.get("PLI_BENCH_SEND_SECONDS") or 10)
 ATTACHMENT = 100_000
 PAGE_REQUESTS = 300
 DOWNLOAD = 100 * MB
-WORKERS = int(os.environ.get("PLI_BENCH_WORKERS") or 4)
-THREADS = int(os.environ.get("PLI_BENCH_THREADS") or 2)
 
-Figure = tuple[str, float, str]
 
 SETUP = """
 import json, time
@@ -106,110 +106,10 @@ print("READ" + json.dumps({"seconds": min(times), "bytes": total}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(data_dir: Path, database_url: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLI_", "DJANGO_"))}
-    env.update(
-        PLI_DATA_DIR=str(data_dir),
-        PLI_ENV="development",
-        PLI_LOG_LEVEL="WARNING",
-        DJANGO_SETTINGS_MODULE="benchmarks.messaging_settings",
-        PYTHONPATH=str(ROOT),
-    )
-    if database_url:
-        env["PLI_DATABASE_URL"] = database_url
-    return env
-
-
-def _pli(env: dict[str, str], *args: str, marker: str = "") -> Any:
-    result = subprocess.run(
-        [str(BIN / "pli"), *args], env=env, capture_output=True, text=True, cwd=ROOT, check=False, timeout=3600
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"pli {args[0]} failed: {result.stderr[-3000:]}")
-    if not marker:
-        return None
-    line = next(line for line in result.stdout.splitlines() if line.startswith(marker))
-    return json.loads(line[len(marker) :])
-
-
-def _vm(pid: int, field: str) -> int:
-    """A /proc/<pid>/status memory figure, in kB."""
-    match = re.search(rf"^{field}:\s+(\d+) kB$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
-class Server:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.port = _free_port()
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        cmd = [str(BIN / "pli"), "serve", "--port", str(self.port), "--threads", str(THREADS)]
-        if WORKERS:
-            cmd += ["--workers", str(WORKERS)]
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen(
-                cmd, env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-            with contextlib.suppress(OSError):
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200 and len(self.workers()) >= 1:
-                    time.sleep(1)  # let every worker finish booting
-                    return
-            time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def workers(self) -> list[int]:
-        if self.process is None:
-            return []
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
-
-
-def _multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts: list[bytes] = []
-    for name, value in fields:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, filename, content in files:
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        parts += [head, content, b"\r\n"]
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 def _bench_sends(port: int, users: dict[str, Any]) -> float:
     sender, recipient = users["user0"], users["user1"]
     fields = [("sender", sender["address"]), ("to", recipient["address"]), ("subject", "Bilan"), ("body", "Voir PJ.")]
-    body, content_type = _multipart(fields, [("attachments", "bilan.pdf", os.urandom(ATTACHMENT))])
+    body, content_type = multipart(fields, [("attachments", "bilan.pdf", os.urandom(ATTACHMENT))])
     counts = [0] * CLIENTS
     errors: list[str] = []
     start_gate = threading.Barrier(CLIENTS + 1)
@@ -255,12 +155,6 @@ def _bench_sends(port: int, users: dict[str, Any]) -> float:
     return sum(counts) / elapsed
 
 
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
 def _bench_pages(port: int, users: dict[str, Any]) -> tuple[float, float]:
     reader = users["user1"]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -282,7 +176,7 @@ def _bench_pages(port: int, users: dict[str, Any]) -> tuple[float, float]:
         page = json.loads(data)
         if len(page["results"]) != 50:
             raise RuntimeError("a page should hold 50 messages")
-        results.append(_percentile(latencies, 99))
+        results.append(percentile(latencies, 99))
     conn.close()
     return results[0], results[1]
 
@@ -291,7 +185,7 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
     sender, recipient = users["user0"], users["user1"]
     content = os.urandom(1 << 20) * (DOWNLOAD // (1 << 20)) + os.urandom(DOWNLOAD % (1 << 20))
     fields = [("sender", sender["address"]), ("to", recipient["address"]), ("subject", "Imagerie")]
-    body, content_type = _multipart(fields, [("attachments", "scanner.dcm", content)])
+    body, content_type = multipart(fields, [("attachments", "scanner.dcm", content)])
     del content
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
     conn.request(
@@ -308,7 +202,7 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
     message_id, attachment_id = created["id"], created["attachments"][0]["id"]
     url = f"/api/v1/messages/{message_id}/attachments/{attachment_id}"
     headers = {"Authorization": f"Bearer {recipient['tokens'][0]}"}
-    before = max(_vm(pid, "VmHWM") for pid in server.workers())
+    before = max(vm(pid, "VmHWM") for pid in server.workers())
     buffer = memoryview(bytearray(1 << 20))
     rates = []
     for _ in range(5):
@@ -326,8 +220,8 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
             raise RuntimeError(f"download failed: {response.status}, {total} bytes")
         rates.append(DOWNLOAD / elapsed / MB)
     conn.close()
-    after = max(_vm(pid, "VmHWM") for pid in server.workers())
-    read = _pli(env, "shell", "-c", BLOB_READ.replace("ATTACHMENT_ID", attachment_id), marker="READ")
+    after = max(vm(pid, "VmHWM") for pid in server.workers())
+    read = pli(env, "shell", "-c", BLOB_READ.replace("ATTACHMENT_ID", attachment_id), marker="READ")
     direct = read["bytes"] / read["seconds"] / MB
     # Best of five, like the direct read it is compared with: this machine is shared and a
     # run can lose the CPU to other work; the best run shows what the code path can do.
@@ -341,23 +235,13 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
     ]
 
 
-def _create_database(base_url: str) -> str:
-    import psycopg
-
-    parts = urlsplit(base_url)
-    name = f"pli_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 def measure(database_url: str | None) -> list[Figure]:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(dir=BENCH_DIR, prefix="messaging-"))
     try:
-        env = _env(data_dir / "data", database_url)
-        _pli(env, "migrate", "--no-input", "--verbosity", "0")
-        users = _pli(env, "shell", "-c", SETUP.replace("INBOX", str(INBOX)), marker="SETUP")
+        env = server_env(data_dir / "data", database_url)
+        pli(env, "migrate", "--no-input", "--verbosity", "0")
+        users = pli(env, "shell", "-c", SETUP.replace("INBOX", str(INBOX)), marker="SETUP")
         users["user1"]["deep_cursor"] = users["deep_cursor"]
         server = Server(env, data_dir / "server.log")
         server.start()
@@ -379,40 +263,17 @@ def measure(database_url: str | None) -> list[Figure]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _postgresql_half() -> list[Figure]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLI_DATABASE")}
-    env["PLI_TEST_PG_FSYNC"] = "on"
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [
-            str(ROOT / "scripts" / "with-postgresql.sh"),
-            sys.executable,
-            "-m",
-            "benchmarks.messaging_bench",
-            "postgresql",
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"PostgreSQL half failed: {result.stderr[-3000:]}")
-    line = result.stdout.strip().splitlines()[-1]
-    return [(name, value, unit) for name, value, unit in json.loads(line)]
-
-
 def run() -> list[Figure]:
     figures = [(f"{name}[sqlite]", value, unit) for name, value, unit in measure(None)]
-    figures += [(f"{name}[postgresql]", value, unit) for name, value, unit in _postgresql_half()]
+    figures += [
+        (f"{name}[postgresql]", value, unit) for name, value, unit in postgresql_half("benchmarks.messaging_bench")
+    ]
     return figures
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["postgresql"]:
-        url = _create_database(os.environ["PLI_DATABASE_URL"])
+        url = create_database(os.environ["PLI_DATABASE_URL"])
         print(json.dumps(measure(url)))
     elif sys.argv[1:2] == ["sqlite"]:
         for name, value, unit in measure(None):

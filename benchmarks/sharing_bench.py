@@ -36,20 +36,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.messaging_bench import (
+from benchmarks.common import (
     BENCH_DIR,
     BIN,
     MB,
     ROOT,
+    Figure,
     Server,
-    _create_database,
-    _env,
-    _multipart,
-    _percentile,
-    _pli,
+    create_database,
+    multipart,
+    percentile,
+    pli,
+    postgresql_half,
+    server_env,
 )
-
-Figure = tuple[str, float, str]
 
 CLIENTS = 8
 CREATE_SECONDS = float(os.environ.get("PLI_BENCH_SEND_SECONDS") or 10)
@@ -131,7 +131,7 @@ def _share_fields(n: int) -> list[tuple[str, str]]:
 
 
 def _bench_create(port: int, tokens: list[str]) -> float:
-    body, content_type = _multipart(_share_fields(0), [("documents", "bilan.pdf", _pdf(DOCUMENT))])
+    body, content_type = multipart(_share_fields(0), [("documents", "bilan.pdf", _pdf(DOCUMENT))])
     counts = [0] * CLIENTS
     errors: list[str] = []
     gate = threading.Barrier(CLIENTS + 1)
@@ -302,13 +302,13 @@ def _bench_open(port: int, shares: list[dict[str, str]], inbox: CodeInbox) -> tu
         thread.join()
     if errors:
         raise RuntimeError(f"patient flow failed: {errors[:5]}")
-    return _percentile(steps, 99), _percentile(flows, 99)
+    return percentile(steps, 99), percentile(flows, 99)
 
 
 def _bench_download(port: int, env: dict[str, str], tokens: list[str], inbox: CodeInbox) -> list[Figure]:
     content = _pdf(DOWNLOAD)
     fields = [(k, v) for k, v in _share_fields(1) if k != "patient_mobile"] + [("patient_mobile", "+33699999999")]
-    body, content_type = _multipart(fields, [("documents", "scanner.pdf", content)])
+    body, content_type = multipart(fields, [("documents", "scanner.pdf", content)])
     del content
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     conn.request("POST", "/api/v1/shares", body, {"Authorization": f"Bearer {tokens[0]}", "Content-Type": content_type})
@@ -356,7 +356,7 @@ def _bench_download(port: int, env: dict[str, str], tokens: list[str], inbox: Co
             raise RuntimeError(f"download failed: {reply.status}, {total} bytes")
         rates.append(DOWNLOAD / elapsed / MB)
     browser.conn.close()
-    read = _pli(env, "shell", "-c", BLOB_READ.replace("DOCUMENT_ID", document_id), marker="READ")
+    read = pli(env, "shell", "-c", BLOB_READ.replace("DOCUMENT_ID", document_id), marker="READ")
     direct = read["bytes"] / read["seconds"] / MB
     rate = max(rates)  # best of five, like the blob read it is compared with
     return [
@@ -371,13 +371,13 @@ def measure(database_url: str | None) -> list[Figure]:
     data_dir = Path(tempfile.mkdtemp(dir=BENCH_DIR, prefix="sharing-"))
     worker: subprocess.Popen[bytes] | None = None
     try:
-        env = _env(data_dir / "data", database_url)
+        env = server_env(data_dir / "data", database_url)
         sms_dir = data_dir / "sms"
         env["PLI_SMS_URL"] = f"file://{sms_dir}"
         env["PLI_EMAIL_URL"] = f"file://{data_dir / 'email'}"
-        _pli(env, "migrate", "--no-input", "--verbosity", "0")
+        pli(env, "migrate", "--no-input", "--verbosity", "0")
         count = PATIENTS * FLOWS_PER_PATIENT
-        setup = _pli(env, "shell", "-c", SETUP.replace("COUNT", str(count)), marker="SETUP")
+        setup = pli(env, "shell", "-c", SETUP.replace("COUNT", str(count)), marker="SETUP")
         server = Server(env, data_dir / "server.log")
         server.start()
         with (data_dir / "worker.log").open("ab") as log:
@@ -408,28 +408,11 @@ def measure(database_url: str | None) -> list[Figure]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _postgresql_half() -> list[Figure]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLI_DATABASE")}
-    env["PLI_TEST_PG_FSYNC"] = "on"
-    env["PYTHONPATH"] = str(ROOT)
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "with-postgresql.sh"), sys.executable, "-m", "benchmarks.sharing_bench", "postgresql"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"PostgreSQL half failed: {result.stderr[-3000:]}")
-    line = result.stdout.strip().splitlines()[-1]
-    return [(name, value, unit) for name, value, unit in json.loads(line)]
-
-
 def run() -> list[Figure]:
     figures = [(f"{name}[sqlite]", value, unit) for name, value, unit in measure(None)]
-    figures += [(f"{name}[postgresql]", value, unit) for name, value, unit in _postgresql_half()]
+    figures += [
+        (f"{name}[postgresql]", value, unit) for name, value, unit in postgresql_half("benchmarks.sharing_bench")
+    ]
     return figures
 
 
@@ -440,7 +423,7 @@ def _print(figures: list[Any]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["postgresql"]:
-        print(json.dumps(measure(_create_database(os.environ["PLI_DATABASE_URL"]))))
+        print(json.dumps(measure(create_database(os.environ["PLI_DATABASE_URL"]))))
     elif sys.argv[1:2] == ["sqlite"]:
         _print([(f"{name}[sqlite]", value, unit) for name, value, unit in measure(None)])
     else:

@@ -1,0 +1,165 @@
+"""What the server benchmarks share: a real `pli serve` on loopback, the `pli` command,
+multipart bodies, percentiles, and the PostgreSQL half run under scripts/with-postgresql.sh."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MB = 1_000_000
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "var" / "bench"
+BIN = Path(sys.executable).parent
+WORKERS = int(os.environ.get("PLI_BENCH_WORKERS") or 4)
+THREADS = int(os.environ.get("PLI_BENCH_THREADS") or 2)
+
+Figure = tuple[str, float, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLI_", "DJANGO_"))}
+    env.update(
+        PLI_DATA_DIR=str(data_dir),
+        PLI_ENV="development",
+        PLI_LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="benchmarks.messaging_settings",
+        PYTHONPATH=str(ROOT),
+    )
+    if database_url:
+        env["PLI_DATABASE_URL"] = database_url
+    return env
+
+
+def pli(env: dict[str, str], *args: str, marker: str = "") -> Any:
+    result = subprocess.run(
+        [str(BIN / "pli"), *args], env=env, capture_output=True, text=True, cwd=ROOT, check=False, timeout=3600
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pli {args[0]} failed: {result.stderr[-3000:]}")
+    if not marker:
+        return None
+    line = next(line for line in result.stdout.splitlines() if line.startswith(marker))
+    return json.loads(line[len(marker) :])
+
+
+def vm(pid: int, field: str) -> int:
+    """A /proc/<pid>/status memory figure, in kB."""
+    match = re.search(rf"^{field}:\s+(\d+) kB$", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [str(BIN / "pli"), "serve", "--port", str(self.port), "--threads", str(THREADS)]
+        if WORKERS:
+            cmd += ["--workers", str(WORKERS)]
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                cmd, env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200 and len(self.workers()) >= 1:
+                    time.sleep(1)  # let every worker finish booting
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def workers(self) -> list[int]:
+        if self.process is None:
+            return []
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, filename, content in files:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        parts += [head, content, b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def create_database(base_url: str) -> str:
+    import psycopg
+
+    parts = urlsplit(base_url)
+    name = f"pli_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def postgresql_half(module: str) -> list[Figure]:
+    """``python -m <module> postgresql`` in a fresh PostgreSQL cluster with fsync on (so that
+    commits are really durable); its last output line is the figures as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLI_DATABASE")}
+    env["PLI_TEST_PG_FSYNC"] = "on"
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "with-postgresql.sh"), sys.executable, "-m", module, "postgresql"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=3600,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"PostgreSQL half failed: {result.stderr[-3000:]}")
+    line = result.stdout.strip().splitlines()[-1]
+    return [(name, value, unit) for name, value, unit in json.loads(line)]
