@@ -3,15 +3,18 @@ multipart bodies, percentiles, and the PostgreSQL half run under scripts/with-po
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +29,24 @@ WORKERS = int(os.environ.get("PLI_BENCH_WORKERS") or 4)
 THREADS = int(os.environ.get("PLI_BENCH_THREADS") or 2)
 
 Figure = tuple[str, float, str]
+_RUN_DIR = "PLI_BENCH_RUN_DIR"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for one measurement's data, removed when the whole run ends.
+
+    Not removed at once: on this machine's ext4 (no journal), creating files stays slow for
+    about 30 s after many were deleted, so a measurement following another's clean-up (the
+    PostgreSQL half after the SQLite one) would pay for it. The run's directory is handed to
+    child processes through the environment and removed by the process that made it.
+    """
+    root = os.environ.get(_RUN_DIR)
+    if root is None:
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        root = tempfile.mkdtemp(dir=BENCH_DIR, prefix="run-")
+        os.environ[_RUN_DIR] = root
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix=prefix))
 
 
 def free_port() -> int:

@@ -23,16 +23,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    BENCH_DIR,
     MB,
     Figure,
     Server,
@@ -41,6 +37,7 @@ from benchmarks.common import (
     percentile,
     pli,
     postgresql_half,
+    scratch_dir,
     server_env,
     vm,
 )
@@ -236,31 +233,27 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
 
 
 def measure(database_url: str | None) -> list[Figure]:
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(dir=BENCH_DIR, prefix="messaging-"))
+    data_dir = scratch_dir("messaging-")
+    env = server_env(data_dir / "data", database_url)
+    pli(env, "migrate", "--no-input", "--verbosity", "0")
+    users = pli(env, "shell", "-c", SETUP.replace("INBOX", str(INBOX)), marker="SETUP")
+    users["user1"]["deep_cursor"] = users["deep_cursor"]
+    server = Server(env, data_dir / "server.log")
+    server.start()
     try:
-        env = server_env(data_dir / "data", database_url)
-        pli(env, "migrate", "--no-input", "--verbosity", "0")
-        users = pli(env, "shell", "-c", SETUP.replace("INBOX", str(INBOX)), marker="SETUP")
-        users["user1"]["deep_cursor"] = users["deep_cursor"]
-        server = Server(env, data_dir / "server.log")
-        server.start()
-        try:
-            first, deep = _bench_pages(server.port, users)
-            sends = _bench_sends(server.port, users)
-            download = _bench_download(server, env, users)
-        finally:
-            server.stop()
-        return [
-            ("message_send_per_s", sends, "messages/s"),
-            ("inbox_page_p99_ms", max(first, deep), "ms"),
-            ("inbox_first_page_p99_ms", first, "ms"),
-            ("inbox_deep_page_p99_ms", deep, "ms"),
-            *download,
-            ("inbox_seed_100k_s", users["seed_seconds"] * 100_000 / INBOX, "s"),
-        ]
+        first, deep = _bench_pages(server.port, users)
+        sends = _bench_sends(server.port, users)
+        download = _bench_download(server, env, users)
     finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        server.stop()
+    return [
+        ("message_send_per_s", sends, "messages/s"),
+        ("inbox_page_p99_ms", max(first, deep), "ms"),
+        ("inbox_first_page_p99_ms", first, "ms"),
+        ("inbox_deep_page_p99_ms", deep, "ms"),
+        *download,
+        ("inbox_seed_100k_s", users["seed_seconds"] * 100_000 / INBOX, "s"),
+    ]
 
 
 def run() -> list[Figure]:

@@ -27,17 +27,14 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
-    BENCH_DIR,
     BIN,
     MB,
     ROOT,
@@ -48,6 +45,7 @@ from benchmarks.common import (
     percentile,
     pli,
     postgresql_half,
+    scratch_dir,
     server_env,
 )
 
@@ -367,8 +365,7 @@ def _bench_download(port: int, env: dict[str, str], tokens: list[str], inbox: Co
 
 
 def measure(database_url: str | None) -> list[Figure]:
-    BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(dir=BENCH_DIR, prefix="sharing-"))
+    data_dir = scratch_dir("sharing-")
     worker: subprocess.Popen[bytes] | None = None
     try:
         env = server_env(data_dir / "data", database_url)
@@ -405,7 +402,6 @@ def measure(database_url: str | None) -> list[Figure]:
         if worker is not None:
             worker.terminate()
             worker.wait(timeout=30)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def run() -> list[Figure]:
