@@ -32,6 +32,13 @@ Figure = tuple[str, float, str]
 _RUN_DIR = "PLI_BENCH_RUN_DIR"
 
 
+def settle() -> None:
+    """Write back what earlier phases left dirty before a timed phase: otherwise the kernel
+    flushes it during the measurement (a gigabyte of shared documents, say) and every
+    fsync'ed commit of the phase waits behind it."""
+    os.sync()
+
+
 def scratch_dir(prefix: str) -> Path:
     """A new directory for one measurement's data, removed when the whole run ends.
 

@@ -39,6 +39,7 @@ from benchmarks.common import (
     postgresql_half,
     scratch_dir,
     server_env,
+    settle,
     vm,
 )
 
@@ -241,8 +242,11 @@ def measure(database_url: str | None) -> list[Figure]:
     server = Server(env, data_dir / "server.log")
     server.start()
     try:
+        settle()
         first, deep = _bench_pages(server.port, users)
+        settle()
         sends = _bench_sends(server.port, users)
+        settle()
         download = _bench_download(server, env, users)
     finally:
         server.stop()

@@ -47,6 +47,7 @@ from benchmarks.common import (
     postgresql_half,
     scratch_dir,
     server_env,
+    settle,
 )
 
 CLIENTS = 8
@@ -381,13 +382,16 @@ def measure(database_url: str | None) -> list[Figure]:
             worker = subprocess.Popen([str(BIN / "pli"), "worker"], env=env, cwd=ROOT, stdout=log, stderr=log)
         inbox = CodeInbox(sms_dir)
         try:
+            settle()
             step_p99, flow_p99 = _bench_open(server.port, setup["shares"], inbox)
+            settle()
             download = _bench_download(server.port, env, setup["tokens"], inbox)
             # Creation is measured with the worker stopped: the figure is the API's, with
             # the notifications queued; delivering them is the worker's (on another core or
             # machine in a real deployment) and has a figure of its own in the tests.
             worker.terminate()
             worker.wait(timeout=30)
+            settle()
             created = _bench_create(server.port, setup["tokens"])
         finally:
             inbox.close()
