@@ -16,8 +16,6 @@ says it is fictional.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,18 +23,10 @@ from django.conf import settings
 from django.db import transaction
 
 from pli.accounts.models import Mailbox, Organisation, User
-from pli.crypto import new_data_key
 from pli.messaging import services
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Delivery, Message
-from pli.messaging.uploads import (
-    BlobWriter,
-    PendingAttachment,
-    UploadSession,
-    attachment_aad,
-    clean_content_type,
-    clean_name,
-)
+from pli.messaging.uploads import UploadSession, store_bytes
 
 # The demo accounts of pli.accounts.demo.PEOPLE.
 GP = "jeanne.martin@example.org"
@@ -105,34 +95,6 @@ def demo_pdf(title: str, lines: Sequence[str | tuple[str, ...]]) -> bytes:
         out += f"{offset:010d} 00000 n \n".encode()
     out += f"trailer<</Size {len(objects) + 1}/Root 1 0 R>>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
-
-
-def attach(session: UploadSession, name: str, content: bytes, content_type: str) -> PendingAttachment:
-    """``content`` encrypted into ``session``'s store as :class:`EncryptingUploadHandler`
-    leaves an uploaded file: a fresh key, the attachment's associated data, fsynced and
-    renamed into place before the message's transaction."""
-    attachment_id = uuid.uuid4()
-    key = new_data_key()
-    writer = BlobWriter(session.store, attachment_id.hex, key, attachment_aad(attachment_id))
-    session.open_writers.add(writer)
-    try:
-        writer.write(content)
-        writer.finish()
-    finally:
-        session.open_writers.discard(writer)
-        writer.abort()  # a no-op once finished
-    clean = clean_name(name)
-    pending = PendingAttachment(
-        id=attachment_id,
-        key=key,
-        name=clean,
-        content_type=clean_content_type(content_type, clean, writer.head),
-        size=writer.size,
-        sha256=writer.sha256,
-        completed_at=time.monotonic(),
-    )
-    session.add(pending)
-    return pending
 
 
 # --- the content ----------------------------------------------------------------------------
@@ -282,7 +244,7 @@ def _send(
     with UploadSession() as session:
         uploads = []
         if attachment is not None:
-            uploads.append(attach(session, attachment[0], attachment[1], "application/pdf"))
+            uploads.append(store_bytes(session, attachment[0], attachment[1], "application/pdf"))
         form = ComposeForm(data, user=author, uploads=uploads)
         if not form.is_valid():
             raise DemoContentError(f"demo message refused: {form.errors.as_json()}")

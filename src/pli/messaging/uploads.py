@@ -494,6 +494,40 @@ class EncryptingUploadHandler(FileUploadHandler):
             self.writer = None
 
 
+def store_bytes(
+    session: UploadSession,
+    name: str,
+    content: bytes,
+    content_type: str,
+    aad_for: Callable[[uuid.UUID], bytes] = attachment_aad,
+) -> PendingAttachment:
+    """``content`` encrypted into ``session``'s store as :class:`EncryptingUploadHandler`
+    leaves an uploaded file (a fresh key, the future object's associated data, fsynced and
+    renamed into place), for content made by Pli itself rather than sent by a browser."""
+    file_id = uuid.uuid4()
+    key = new_data_key()
+    writer = BlobWriter(session.store, file_id.hex, key, aad_for(file_id))
+    session.open_writers.add(writer)
+    try:
+        writer.write(content)
+        writer.finish()
+    finally:
+        session.open_writers.discard(writer)
+        writer.abort()  # a no-op once finished
+    clean = clean_name(name)
+    pending = PendingAttachment(
+        id=file_id,
+        key=key,
+        name=clean,
+        content_type=clean_content_type(content_type, clean, writer.head),
+        size=writer.size,
+        sha256=writer.sha256,
+        completed_at=time.monotonic(),
+    )
+    session.add(pending)
+    return pending
+
+
 def install(request: HttpRequest, session: UploadSession, rules: UploadRules | None = None) -> None:
     """Make ``request`` encrypt its file uploads into ``session`` (before anything reads POST),
     under ``rules`` (a message's attachments unless told otherwise)."""

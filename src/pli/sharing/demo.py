@@ -13,8 +13,6 @@ The patients' e-mail addresses are at example.org (reserved, never delivered).
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,9 +20,8 @@ from django.conf import settings
 from django.db import transaction
 
 from pli.accounts.models import Organisation, User
-from pli.crypto import new_data_key
 from pli.messaging.demo import CARDIOLOGIST, GP, DemoContentError, demo_pdf
-from pli.messaging.uploads import BlobWriter, clean_content_type, clean_name
+from pli.messaging.uploads import store_bytes
 from pli.sharing import services
 from pli.sharing.forms import ShareForm
 from pli.sharing.models import PatientShare
@@ -40,32 +37,7 @@ DEMO_MOBILE = "+33 6 00 00 00 01"
 
 
 def add_document(batch: UploadBatch, name: str, content: bytes, content_type: str) -> PendingFile:
-    """``content`` encrypted into ``batch``'s store as :class:`~pli.messaging.uploads.EncryptingUploadHandler` leaves
-    a document: a fresh key, the document's associated data, fsynced and renamed into place
-    before the share's transaction."""
-    rules = document_rules()
-    document_id = uuid.uuid4()
-    key = new_data_key()
-    writer = BlobWriter(batch.store, document_id.hex, key, rules.aad_for(document_id))
-    batch.open_writers.add(writer)
-    try:
-        writer.write(content)
-        writer.finish()
-    finally:
-        batch.open_writers.discard(writer)
-        writer.abort()  # a no-op once finished
-    clean = clean_name(name)
-    pending = PendingFile(
-        id=document_id,
-        key=key,
-        name=clean,
-        content_type=clean_content_type(content_type, clean, writer.head),
-        size=writer.size,
-        sha256=writer.sha256,
-        completed_at=time.monotonic(),
-    )
-    batch.pending.append(pending)
-    return pending
+    return store_bytes(batch, name, content, content_type, aad_for=document_rules().aad_for)
 
 
 @dataclass(frozen=True)
