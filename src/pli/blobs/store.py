@@ -130,7 +130,7 @@ class BlobStore:
         """
         final = self.path_for(blob_id)
         meter = _Meter(max_size)
-        _make_dirs(self.temp_dir)
+        make_dirs(self.temp_dir)
         fd, temp_name = tempfile.mkstemp(dir=self.temp_dir, prefix=f"{blob_id}.", suffix=_TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb", buffering=0) as raw:
@@ -144,13 +144,13 @@ class BlobStore:
                     for piece in encrypt_stream(key, aad, meter.watch(chunks)):
                         _write_all(raw, piece)
                 os.fsync(raw.fileno())
-            _make_dirs(final.parent)
+            make_dirs(final.parent)
             os.rename(temp_name, final)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_name)
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return BlobInfo(
             size=meter.size,
             sha256=meter.digest.hexdigest(),
@@ -207,7 +207,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def cleanup_temp(self, older_than_seconds: float) -> int:
         """Remove temporary files not written to for ``older_than_seconds``; return the count.
@@ -277,7 +277,7 @@ def _write_all(raw: BinaryIO, data: bytes) -> None:
         view = view[written:]
 
 
-def _make_dirs(directory: Path) -> None:
+def make_dirs(directory: Path) -> None:
     """Create ``directory`` and its missing parents with mode 0700, durably."""
     missing: list[Path] = []
     current = directory
@@ -292,10 +292,10 @@ def _make_dirs(directory: Path) -> None:
         # mkdir's mode is filtered by the umask; set it exactly.
         path.chmod(0o700)
         # The new entry lives in the parent: fsync it so the directory survives a crash.
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

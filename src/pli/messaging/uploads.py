@@ -39,6 +39,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from pli.blobs import BlobStore
+from pli.blobs.store import fsync_dir, make_dirs
 from pli.crypto import StreamEncryptor, new_data_key
 
 ATTACHMENTS_FIELD = "attachments"
@@ -148,32 +149,6 @@ class PendingAttachment:
         return self.id.hex
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ensure_dir(directory: Path) -> None:
-    """Create ``directory`` and missing parents (mode 0700), each new entry made durable."""
-    if directory.is_dir():
-        return
-    missing: list[Path] = []
-    current = directory
-    while not current.is_dir() and current.parent != current:
-        missing.append(current)
-        current = current.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        path.chmod(0o700)
-        _fsync_dir(path.parent)
-
-
 class BlobWriter:
     """Encrypts pushed plaintext into a blob: ``write()`` pieces, then ``finish()`` or ``abort()``.
 
@@ -186,7 +161,7 @@ class BlobWriter:
         self._done = True  # until the temporary file exists
         self.blob_id = blob_id
         self.final = store.path_for(blob_id)
-        _ensure_dir(store.temp_dir)
+        make_dirs(store.temp_dir)
         fd, self.temp_name = tempfile.mkstemp(dir=store.temp_dir, prefix=f"{blob_id}.", suffix=".part")
         self._file = os.fdopen(fd, "wb", buffering=0)
         self._done = False
@@ -223,13 +198,13 @@ class BlobWriter:
             self._write(self._encryptor.finalize())
             os.fsync(self._file.fileno())
             self._file.close()
-            _ensure_dir(self.final.parent)
+            make_dirs(self.final.parent)
             os.rename(self.temp_name, self.final)
             self._done = True
         except BaseException:
             self.abort()
             raise
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
 
     def abort(self) -> None:
         if self._done:
