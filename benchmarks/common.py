@@ -172,6 +172,38 @@ def create_database(base_url: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+_BLOB_READ = """
+import json, time
+from {module} import {model}
+from {store_module} import {store}
+obj = {model}.objects.select_related("data_key").get(pk="{object_id}")
+store = {store}()
+times = []
+for _ in range(5):
+    start = time.perf_counter()
+    total = 0
+    with store.open(obj.blob_id, obj.data_encryption_key(), obj.blob_aad("content")) as reader:
+        for piece in reader:
+            total += len(piece)
+    times.append(time.perf_counter() - start)
+assert total == obj.size
+print("READ" + json.dumps({{"seconds": min(times), "bytes": total}}))
+"""
+
+
+def blob_read_mb_s(env: dict[str, str], model: str, store: str, object_id: str) -> float:
+    """Best of five reads (and decryptions) of an object's blob straight from its store, in a
+    separate process: what a download is compared with. ``model`` and ``store`` are dotted
+    paths (``pli.messaging.models.Attachment``, ``pli.messaging.uploads.blob_store``)."""
+    module, _, model_name = model.rpartition(".")
+    store_module, _, store_name = store.rpartition(".")
+    script = _BLOB_READ.format(
+        module=module, model=model_name, store_module=store_module, store=store_name, object_id=object_id
+    )
+    read = pli(env, "shell", "-c", script, marker="READ")
+    return float(read["bytes"] / read["seconds"] / MB)
+
+
 def postgresql_half(module: str) -> list[Figure]:
     """``python -m <module> postgresql`` in a fresh PostgreSQL cluster with fsync on (so that
     commits are really durable); its last output line is the figures as JSON."""

@@ -32,6 +32,7 @@ from benchmarks.common import (
     MB,
     Figure,
     Server,
+    blob_read_mb_s,
     create_database,
     multipart,
     percentile,
@@ -83,24 +84,6 @@ if connection.vendor == "postgresql":
 deep = Delivery.objects.filter(mailbox=inbox, folder="inbox").order_by("-sent_at", "-id")[int(INBOX * 0.9)]
 out["deep_cursor"] = services.encode_cursor(deep)
 print("SETUP" + json.dumps(out))
-"""
-
-BLOB_READ = """
-import json, time
-from pli.messaging.models import Attachment
-from pli.messaging.uploads import blob_store
-a = Attachment.objects.select_related("data_key").get(pk="ATTACHMENT_ID")
-store = blob_store()
-times = []
-for _ in range(5):
-    start = time.perf_counter()
-    total = 0
-    with store.open(a.blob_id, a.data_encryption_key(), a.blob_aad("content")) as reader:
-        for piece in reader:
-            total += len(piece)
-    times.append(time.perf_counter() - start)
-assert total == a.size
-print("READ" + json.dumps({"seconds": min(times), "bytes": total}))
 """
 
 
@@ -219,8 +202,7 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
         rates.append(DOWNLOAD / elapsed / MB)
     conn.close()
     after = max(vm(pid, "VmHWM") for pid in server.workers())
-    read = pli(env, "shell", "-c", BLOB_READ.replace("ATTACHMENT_ID", attachment_id), marker="READ")
-    direct = read["bytes"] / read["seconds"] / MB
+    direct = blob_read_mb_s(env, "pli.messaging.models.Attachment", "pli.messaging.uploads.blob_store", attachment_id)
     # Best of five, like the direct read it is compared with: this machine is shared and a
     # run can lose the CPU to other work; the best run shows what the code path can do.
     rate = max(rates)

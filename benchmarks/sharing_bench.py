@@ -40,6 +40,7 @@ from benchmarks.common import (
     ROOT,
     Figure,
     Server,
+    blob_read_mb_s,
     create_database,
     multipart,
     percentile,
@@ -90,23 +91,6 @@ ShareNotification.objects.update(state="cancelled")  # the links themselves need
 print("SETUP" + json.dumps(out))
 """
 
-BLOB_READ = """
-import json, time
-from pli.sharing.models import ShareDocument
-from pli.sharing.uploads import share_blob_store
-d = ShareDocument.objects.select_related("data_key").get(pk="DOCUMENT_ID")
-store = share_blob_store()
-times = []
-for _ in range(5):
-    start = time.perf_counter()
-    total = 0
-    with store.open(d.blob_id, d.data_encryption_key(), d.blob_aad("content")) as reader:
-        for piece in reader:
-            total += len(piece)
-    times.append(time.perf_counter() - start)
-assert total == d.size
-print("READ" + json.dumps({"seconds": min(times), "bytes": total}))
-"""
 
 _CSRF_INPUT = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 _DOCUMENT_LINK = re.compile(rb"/p/[A-Za-z0-9_-]{43}/documents/([0-9a-f-]{36})/download")
@@ -355,8 +339,9 @@ def _bench_download(port: int, env: dict[str, str], tokens: list[str], inbox: Co
             raise RuntimeError(f"download failed: {reply.status}, {total} bytes")
         rates.append(DOWNLOAD / elapsed / MB)
     browser.conn.close()
-    read = pli(env, "shell", "-c", BLOB_READ.replace("DOCUMENT_ID", document_id), marker="READ")
-    direct = read["bytes"] / read["seconds"] / MB
+    direct = blob_read_mb_s(
+        env, "pli.sharing.models.ShareDocument", "pli.sharing.uploads.share_blob_store", document_id
+    )
     rate = max(rates)  # best of five, like the blob read it is compared with
     return [
         ("share_download_mb_s", rate, "MB/s"),
