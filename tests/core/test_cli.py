@@ -114,3 +114,17 @@ def test_serve_answers_healthz_with_a_production_server(tmp_path: Path) -> None:
     # The development key and database were created in the data dir, privately.
     assert (tmp_path / "keys" / "master-v1.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "pli.sqlite3").exists()
+
+
+def _tune_in_child(env: dict[str, str]) -> str:
+    code = "from pli.core.server import tune_allocator; print(tune_allocator())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout.strip()
+
+
+def test_serve_tunes_glibcs_allocator_unless_the_operator_did() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    assert _tune_in_child(env) == "True"  # glibc, as on every supported host
+    assert _tune_in_child({**env, "MALLOC_TRIM_THRESHOLD_": "0"}) == "False"

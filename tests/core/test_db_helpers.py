@@ -2,22 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from pli.accounts.models import Mailbox, User
-from pli.core.db import compiled_sql, hydrate, insert_rows, pipelined
+from pli.core.db import db_value, fetch, hydrate, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.testing.accounts import make_user
 
 
-def test_compiled_sql_checks_the_parameter_order(db: None) -> None:
+def test_fetch_checks_the_parameter_order(db: None) -> None:
+    make_user(email="x@example.fr")
     with pytest.raises(RuntimeError, match="not in the order"):
-        compiled_sql("test.wrong_order", ["x", "Dr X"], lambda: Mailbox.objects.filter(Q(name="Dr X"), Q(address="x")))
-    sql = compiled_sql("test.right_order", ["x", "Dr X"], lambda: Mailbox.objects.filter(address="x", name="Dr X"))
+        fetch("test.wrong_order", ["x", "Dr X"], lambda: Mailbox.objects.filter(Q(name="Dr X"), Q(address="x")))
+    address = Mailbox.objects.get().address
+    found = fetch("test.right_order", [address, ""], lambda: Mailbox.objects.filter(address=address, name__gt=""))
+    assert [m.address for m in found] == [address]
     # Compiled once: a later call with other values of the same shape reuses the SQL.
-    assert compiled_sql("test.right_order", ["y", "Dr Y"], lambda: Mailbox.objects.none()) == sql
+    assert fetch("test.right_order", ["nobody@pli.localhost", ""], lambda: Mailbox.objects.none()) == []
+
+
+def test_fetch_loads_select_related_objects_like_the_orm(db: None, django_assert_num_queries: Any) -> None:
+    user = make_user()
+    mailbox = Mailbox.objects.select_related("owner", "organisation").get(owner=user)
+    params = [db_value(Mailbox, "id", mailbox.pk)]
+    found = fetch(
+        "test.with_related",
+        params,
+        lambda: Mailbox.objects.select_related("owner", "organisation").filter(pk=mailbox.pk),
+    )
+    assert len(found) == 1
+    with django_assert_num_queries(0):
+        assert found[0].owner == user
+        assert found[0].owner.email == user.email
+        assert found[0].organisation.name == mailbox.organisation.name
+    # A null foreign key comes back as None, as the ORM's outer join gives it.
+    Mailbox.objects.filter(pk=mailbox.pk).update(kind=Mailbox.Kind.ORGANISATIONAL, owner=None)
+    again = fetch("test.with_related", params, lambda: Mailbox.objects.none())
+    with django_assert_num_queries(0):
+        assert again[0].owner is None
+
+
+def test_fetch_refuses_what_it_cannot_load(db: None) -> None:
+    with pytest.raises(RuntimeError, match="plain columns"):
+        fetch("test.only", [], lambda: Mailbox.objects.only("address"))
+    with pytest.raises(RuntimeError, match="more than model columns"):
+        fetch("test.annotated", [], lambda: Mailbox.objects.annotate(n=Count("members")))
 
 
 def test_hydrate_converts_columns_like_the_orm(db: None) -> None:
@@ -49,3 +82,14 @@ def test_a_failing_statement_in_a_pipelined_transaction_raises_and_commits_nothi
     with transaction.atomic(), pipelined():
         insert_rows([first])
     assert DataKey.objects.filter(pk=first.pk).exists()
+
+
+def test_insert_rows_writes_every_row_across_statements(db: None) -> None:
+    # More rows than one statement takes (1,000), and not a multiple of it.
+    keys = [DataKey.wrapping(i.to_bytes(32, "big")) for i in range(2_345)]
+    before = DataKey.objects.count()
+    with transaction.atomic(), pipelined():
+        insert_rows(keys)
+    assert DataKey.objects.count() == before + len(keys)
+    assert set(DataKey.objects.filter(pk__in=[k.pk for k in keys]).values_list("pk", flat=True)) == {k.pk for k in keys}
+    assert all(not k._state.adding for k in keys)

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -25,7 +25,7 @@ from pli.accounts.models import User
 from pli.api.models import ApiToken
 from pli.api.scopes import DEFAULT_SCOPES, SCOPES
 from pli.audit import services as audit
-from pli.core.db import compiled_sql, hydrate
+from pli.core.db import fetch
 
 TOKEN_PREFIX = "pli_"  # noqa: S105 — a public marker that makes tokens recognisable, not a secret
 _ALPHABET = string.ascii_letters + string.digits  # no "-" or "_": a double-click selects it whole
@@ -138,21 +138,13 @@ def authenticate_token(raw: str, *, request: HttpRequest | None = None) -> ApiTo
 
 def _token_by_digest(digests: list[str]) -> ApiToken | None:
     """The token (with its user) whose digest is one of ``digests``: every API request
-    runs this lookup, so its SQL is compiled once (pli.core.db.compiled_sql)."""
-    sql = compiled_sql(
+    runs this lookup, so its SQL is compiled once (pli.core.db.fetch)."""
+    found = fetch(
         "api.token_by_digest",
         digests,
         lambda: ApiToken.objects.select_related("user").filter(digest__in=digests).order_by()[:1],
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, digests)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    width = len(ApiToken._meta.concrete_fields)
-    token = hydrate(ApiToken, row[:width])
-    token.user = hydrate(User, row[width:])
-    return token
+    return found[0] if found else None
 
 
 def _record_use(token: ApiToken, request: HttpRequest | None) -> None:

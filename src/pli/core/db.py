@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.db.models.fields import AutoFieldMixin
 
 M = TypeVar("M", bound=Model)
 
 
 def insert_rows(objects: Sequence[Model]) -> None:
-    """INSERT new rows of one model in a single statement, without reading anything back.
+    """INSERT new rows of one model, many rows to a statement, without reading anything back.
 
     The values are prepared exactly as Django's own insert does (``pre_save``, which seals
     encrypted fields and fills ``auto_now_add``, then ``get_db_prep_save``), but without
@@ -27,39 +27,108 @@ def insert_rows(objects: Sequence[Model]) -> None:
     fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
     db = connections[DEFAULT_DB_ALIAS]  # the thread's connection itself, not the proxy
     quote = db.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608 - names from the model, values bound
-        quote(meta.db_table), ", ".join(quote(f.column) for f in fields), ", ".join(["%s"] * len(fields))
+    head = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 - names from the model, values bound
+        quote(meta.db_table), ", ".join(quote(f.column) for f in fields)
     )
+    placeholders = "({})".format(", ".join(["%s"] * len(fields)))
     rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
+    # As many rows to a statement as the backend takes parameters (PostgreSQL's protocol
+    # counts them in 16 bits; Django knows SQLite's limit), up to a thousand rows.
+    batch = max(1, min(db.ops.bulk_batch_size(fields, objects), 65535 // len(fields), 1000))
     with db.cursor() as cursor:
-        if len(rows) == 1:
-            cursor.execute(sql, rows[0])
-        else:
-            cursor.executemany(sql, rows)
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            cursor.execute(head + ", ".join([placeholders] * len(chunk)), [v for row in chunk for v in row])
     for obj in objects:
         obj._state.adding = False
         obj._state.db = db.alias
 
 
-_COMPILED: dict[tuple[str, str, int], str] = {}
+def fetch(name: str, params: Sequence[Any], build: Callable[[], QuerySet[M]]) -> list[M]:
+    """The objects ``build()``'s queryset yields, with the ones it ``select_related``, from
+    SQL compiled once per database vendor, ``name`` and number of ``params`` (see
+    :func:`compiled_sql`: the queryset's parameters must equal ``params``, in order).
 
-
-def compiled_sql(name: str, params: Sequence[Any], build: Callable[[], QuerySet[Any]]) -> str:
-    """The SQL of the queryset ``build()`` returns, compiled once per database vendor, query
-    ``name`` and number of ``params``; run it with ``params``.
-
-    For queries every request runs: Django compiles a queryset's SQL on each evaluation,
-    which costs several times more than running it. At compile time the queryset's own
-    parameters must equal ``params``: the caller's order is checked, not assumed.
+    For the lookups every request of a hot path makes (the link a patient opens, a
+    download's access check): compiling a queryset with joins and subqueries costs the ORM
+    a millisecond or more, several times what running it costs. ``params`` are database
+    values (:func:`db_value`). Only plain columns and one level of forward
+    ``select_related`` are supported; anything else is refused when the SQL is compiled.
     """
     key = (connection.vendor, name, len(params))
-    sql = _COMPILED.get(key)
-    if sql is None:
-        sql, built = build().query.sql_with_params()
-        if list(built) != list(params):
-            raise RuntimeError(f"compiled query {name}: parameters {built!r} are not in the order given")
-        _COMPILED[key] = sql
-    return sql
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan(name, params, build())
+        _PLANS[key] = plan
+    with connection.cursor() as cursor:
+        cursor.execute(plan.sql, params)
+        rows = cursor.fetchall()
+    return [plan.load(row) for row in rows]
+
+
+def db_value(model: type[Model], field: str, value: Any) -> Any:
+    """``value`` as the ORM passes it to the database for ``model.field`` (a UUID is a
+    ``uuid.UUID`` on PostgreSQL and hex text on SQLite, a datetime text on SQLite...)."""
+    column = model._meta.get_field(field)
+    if not isinstance(column, Field):
+        raise TypeError(f"{model.__name__}.{field} is not a concrete field")
+    return column.get_db_prep_value(value, connection, prepared=False)
+
+
+class _Plan:
+    """A compiled query and how its columns become objects: ``(model, start, stop)`` for
+    the main model, then one ``(field, model, start, stop, pk index)`` per related object."""
+
+    def __init__(self, sql: str, model: type[Model], span: tuple[int, int], related: list[tuple[Any, ...]]) -> None:
+        self.sql = sql
+        self.model = model
+        self.span = span
+        self.related = related
+
+    def load(self, row: Sequence[Any]) -> Any:
+        obj = hydrate(self.model, row[self.span[0] : self.span[1]])
+        for field, model, start, stop, pk in self.related:
+            values = row[start:stop]
+            # An outer join that found nothing: a null foreign key.
+            target = hydrate(model, values) if values[pk] is not None else None
+            # As the ORM's RelatedPopulator: cache the object (or None) on the field.
+            field.set_cached_value(obj, target)
+            if target is not None and field.unique:
+                field.remote_field.set_cached_value(target, obj)
+        return obj
+
+
+_PLANS: dict[tuple[str, str, int], _Plan] = {}
+
+
+def _plan(name: str, params: Sequence[Any], queryset: QuerySet[Any]) -> _Plan:
+    compiler = queryset.query.get_compiler(using=connection.alias)
+    sql, built = compiler.as_sql()
+    if list(built) != list(params):
+        raise RuntimeError(f"compiled query {name}: parameters {built!r} are not in the order given")
+
+    def span(model: type[Model], fields: list[int]) -> tuple[int, int]:
+        targets = [getattr(compiler.select[i][0], "target", None) for i in fields]
+        columns = list(model._meta.concrete_fields)
+        if not fields or fields != list(range(fields[0], fields[-1] + 1)) or targets != columns:
+            raise RuntimeError(f"compiled query {name}: {model.__name__} is not selected as its plain columns")
+        return fields[0], fields[-1] + 1
+
+    info = compiler.klass_info
+    if info is None:
+        raise RuntimeError(f"compiled query {name}: not a query of model instances")
+    related = []
+    covered = span(info["model"], info["select_fields"])[1] - info["select_fields"][0]
+    for sub in info.get("related_klass_infos", []):
+        if sub["reverse"] or sub.get("related_klass_infos"):
+            raise RuntimeError(f"compiled query {name}: only one level of forward select_related is supported")
+        start, stop = span(sub["model"], sub["select_fields"])
+        pk = list(sub["model"]._meta.concrete_fields).index(sub["model"]._meta.pk)
+        related.append((sub["field"], sub["model"], start, stop, pk))
+        covered += stop - start
+    if covered != len(compiler.select):
+        raise RuntimeError(f"compiled query {name}: it selects more than model columns")
+    return _Plan(sql, info["model"], (info["select_fields"][0], info["select_fields"][-1] + 1), related)
 
 
 def hydrate(model: type[M], values: Sequence[Any]) -> M:

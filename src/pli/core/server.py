@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
+import platform
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -37,8 +40,43 @@ class PliServer(BaseApplication):  # type: ignore[misc]
         return application
 
 
+logger = logging.getLogger(__name__)
+
+# glibc's mallopt() parameters and the values `pli serve` sets (see tune_allocator).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_THRESHOLD = 32 * 1024 * 1024
+_OPERATOR_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def tune_allocator() -> bool:
+    """Keep the 1 MiB buffers of uploads and downloads on the heap, reused between requests.
+
+    By default glibc gives each allocation of 128 KiB and more its own fresh pages from the
+    kernel and returns them when freed (or trims the heap soon after), so every segment a
+    download decrypts or an upload reads first takes some 256 page faults. With these two
+    thresholds the memory a worker freed is reused instead: the 100 MB attachment download
+    of the benchmark went from about 2,600 to 3,000 MB/s (best of 12, back to back). A
+    worker keeps up to 32 MiB of freed memory for reuse. Set by the master before it forks
+    the workers, which inherit it; an operator's own MALLOC_*_ variables win. Returns
+    whether the settings were applied.
+    """
+    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _OPERATOR_SETTINGS):
+        return False
+    libc = ctypes.CDLL(None)
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if not applied:
+        logger.warning("mallopt refused the allocator settings; using glibc's defaults")
+    return applied
+
+
 def serve(host: str, port: int, workers: int | None = None, threads: int = 4) -> None:
     cores = os.cpu_count() or 1
+    tune_allocator()
     PliServer(
         {
             "bind": f"{host}:{port}",

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import Count, Q, QuerySet, prefetch_related_objects
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -29,7 +29,7 @@ from pli.accounts import services as accounts_services
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore
-from pli.core.db import compiled_sql, hydrate, insert_rows, pipelined
+from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.messaging import search, tasks
@@ -133,17 +133,14 @@ def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str
 def _active_mailboxes(addresses: list[str]) -> list[Mailbox]:
     if not addresses:
         return []
-    # Every send runs this lookup: its SQL is compiled once (pli.core.db.compiled_sql).
+    # Every send runs this lookup: its SQL is compiled once (pli.core.db.fetch).
     # ``is_active=True`` compiles to a bare column test, without a parameter.
     params = list(addresses)
-    sql = compiled_sql(
+    return fetch(
         "messaging.active_mailboxes",
         params,
         lambda: Mailbox.objects.filter(address__in=addresses, is_active=True).order_by(),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [hydrate(Mailbox, row) for row in cursor.fetchall()]
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -537,6 +534,37 @@ def visible_copies(user: Any, message_id: uuid.UUID | str) -> list[Delivery]:
     )
 
 
+def _visible_attachment(user: Any, message_id: uuid.UUID | str, attachment_id: uuid.UUID | str) -> Attachment | None:
+    """The attachment (with its data key) if ``user`` has a copy of its message, else None.
+
+    One query, compiled once (pli.core.db.fetch): it is all a download does before its
+    first byte, and the ORM would take longer to write it than the database to answer.
+    """
+    try:
+        message_uuid = uuid.UUID(str(message_id))
+        attachment_uuid = uuid.UUID(str(attachment_id))
+    except ValueError:
+        return None
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    pk = db_value(Attachment, "id", attachment_uuid)
+    message = db_value(Attachment, "message", message_uuid)
+    user_id = db_value(User, "id", user.pk)
+
+    def build() -> QuerySet[Attachment]:
+        copies = Delivery.objects.filter(message_id=OuterRef("message_id"), mailbox__in=mailboxes_for(user))
+        return (
+            Attachment.objects.select_related("data_key")
+            .filter(Exists(copies), pk=attachment_uuid, message_id=message_uuid)
+            .order_by()[:1]
+        )
+
+    # The 1 is the EXISTS subquery's "SELECT 1"; then mailboxes_for's, then ours.
+    params = [1, user_id, Mailbox.Kind.ORGANISATIONAL.value, user_id, user_id, message, pk]
+    found = fetch("messaging.visible_attachment", params, build)
+    return found[0] if found else None
+
+
 def visible_message(user: Any, message_id: uuid.UUID | str) -> Message:
     copies = visible_copies(user, message_id)
     if not copies:
@@ -660,15 +688,9 @@ def open_attachment(
     user: User, message_id: uuid.UUID | str, attachment_id: uuid.UUID | str, *, request: HttpRequest | None = None
 ) -> tuple[Attachment, BlobReader]:
     """The attachment and a stream of its plaintext; the download is recorded."""
-    copies = visible_copies(user, message_id)
-    if not copies:
+    attachment = _visible_attachment(user, message_id, attachment_id)
+    if attachment is None:
         raise NotVisible
-    try:
-        attachment = Attachment.objects.select_related("data_key").get(
-            pk=uuid.UUID(str(attachment_id)), message_id=copies[0].message_id
-        )
-    except (Attachment.DoesNotExist, ValueError) as exc:
-        raise NotVisible from exc
     if attachment.data_key_id is None:
         raise NotVisible  # crypto-shredded: the content is gone for good
     try:

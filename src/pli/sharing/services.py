@@ -26,7 +26,7 @@ from django.utils import timezone
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobStore
-from pli.core.db import insert_rows, pipelined
+from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.sharing import notifications, tokens
@@ -234,11 +234,17 @@ def find_share(token: str) -> PatientShare | None:
     """The share a link's token opens, or None. Never raises on a malformed token."""
     if not tokens.plausible_token(token):
         return None
-    return (
-        PatientShare.objects.select_related("created_by", "organisation", "data_key")
-        .filter(token_hash=tokens.token_hash(token))
-        .first()
+    # Every patient page starts here: the SQL is compiled once (pli.core.db.fetch).
+    token_hash = tokens.token_hash(token)
+    found = fetch(
+        "sharing.find_share",
+        [token_hash],
+        lambda: PatientShare.objects.select_related(*_SHARE_RELATED).filter(token_hash=token_hash).order_by()[:1],
     )
+    return found[0] if found else None
+
+
+_SHARE_RELATED = ("created_by", "organisation", "data_key")
 
 
 def find_session(share: PatientShare, key: str | None, now: datetime.datetime | None = None) -> PatientSession | None:
@@ -246,9 +252,16 @@ def find_session(share: PatientShare, key: str | None, now: datetime.datetime | 
     if not key or len(key) > 100:
         return None
     now = now or timezone.now()
-    return PatientSession.objects.filter(
-        key_hash=tokens.session_key_hash(key), share=share, ended_at__isnull=True, last_seen_at__gt=now - PATIENT_IDLE
-    ).first()
+    key_hash, idle_since = tokens.session_key_hash(key), now - PATIENT_IDLE
+    found = fetch(
+        "sharing.find_session",
+        # In the order Django writes keyword filters: sorted by name.
+        [key_hash, db_value(PatientSession, "last_seen_at", idle_since), db_value(PatientSession, "share", share.pk)],
+        lambda: PatientSession.objects.filter(
+            key_hash=key_hash, share=share, ended_at__isnull=True, last_seen_at__gt=idle_since
+        ).order_by()[:1],
+    )
+    return found[0] if found else None
 
 
 def touch_session(session: PatientSession, now: datetime.datetime | None = None) -> None:
@@ -260,11 +273,20 @@ def touch_session(session: PatientSession, now: datetime.datetime | None = None)
 
 
 def _lock_share(share_id: uuid.UUID) -> PatientShare:
-    return (
-        PatientShare.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("created_by", "organisation", "data_key")
-        .get(pk=share_id)
+    """The share, locked until the transaction ends: every patient step serialises on it."""
+    found = fetch(
+        "sharing.lock_share",
+        [db_value(PatientShare, "id", share_id)],
+        lambda: (
+            PatientShare.objects.select_for_update(of=("self",), no_key=True)
+            .select_related(*_SHARE_RELATED)
+            .filter(pk=share_id)
+            .order_by()
+        ),
     )
+    if not found:
+        raise PatientShare.DoesNotExist(f"share {share_id}")
+    return found[0]
 
 
 def _refusal(share: PatientShare, now: datetime.datetime) -> str:
@@ -499,17 +521,17 @@ def check_code(
         return StepResult(reason, attempts_left=max(0, MAX_CODE_FAILURES - attempts))
 
 
-def _advance(share: PatientShare, progress: str) -> None:
+def _advance(share: PatientShare, progress: str) -> list[str]:
     """Move the patient's progress forward (never back); the status follows unless it is
-    locked, revoked or expired."""
+    locked, revoked or expired. Returns the fields changed, for the caller's save."""
     if PROGRESS_ORDER.index(Status(progress)) <= PROGRESS_ORDER.index(Status(share.progress)):
-        return
+        return []
     share.progress = progress
     fields = ["progress"]
     if share.status in PROGRESS_ORDER:
         share.status = progress
         fields.append("status")
-    share.save(update_fields=fields)
+    return fields
 
 
 def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, trail: _Trail) -> StepResult:
@@ -521,8 +543,7 @@ def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, 
     if share.opened_at is None:
         share.opened_at = now
         fields.append("opened_at")
-    share.save(update_fields=fields)
-    _advance(share, Status.OPENED)
+    share.save(update_fields=fields + _advance(share, Status.OPENED))
     trail.add("share.opened", share)
     return StepResult("ok")
 
@@ -563,22 +584,21 @@ def record_document_access(
     with transaction.atomic():
         share = _lock_share(share_id)
         session = open_session(share, session_key, now)
-        document = share.documents.filter(pk=document_id).first() if session is not None else None
+        document = _document(share, document_id) if session is not None else None
         if session is None or document is None:
             audit.record(
                 "share.access_denied", actor=PATIENT, target=share, request=request, outcome=audit.DENIED,
                 details={"reason": "no_session" if session is None else "no_document", "step": "document"},
             )  # fmt: skip
             return None
-        PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        touch_session(session, now)
         share.download_count = F("download_count") + 1
         fields = ["download_count"]
         if share.downloaded_at is None:
             share.downloaded_at = now
             fields.append("downloaded_at")
-        share.save(update_fields=fields)
         # Viewing in the browser hands over the document just as a download does.
-        _advance(share, Status.DOWNLOADED)
+        share.save(update_fields=fields + _advance(share, Status.DOWNLOADED))
         audit.record(
             "share.downloaded" if download else "share.viewed",
             actor=PATIENT,
@@ -587,6 +607,19 @@ def record_document_access(
             details={"document": str(document.pk)},
         )
     return document
+
+
+def _document(share: PatientShare, document_id: uuid.UUID) -> ShareDocument | None:
+    """One of the share's documents, with its data key (compiled once: pli.core.db.fetch)."""
+    params = [db_value(ShareDocument, "id", document_id), db_value(ShareDocument, "share", share.pk)]
+    found = fetch(
+        "sharing.document",
+        params,
+        lambda: (
+            ShareDocument.objects.select_related("data_key").filter(share_id=share.pk, pk=document_id).order_by()[:1]
+        ),
+    )
+    return found[0] if found else None
 
 
 def end_session(share: PatientShare, session_key: str | None, now: datetime.datetime | None = None) -> None:
