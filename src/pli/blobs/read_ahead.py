@@ -56,7 +56,7 @@ class ReadAhead(Iterator[bytes]):
             raise ValueError("depth must be at least 1")
         self._reader = reader
         self._depth = depth
-        self._queue: queue.Queue[_Item] | None = None
+        self._queue: _Channel | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._taken = 0
@@ -90,7 +90,7 @@ class ReadAhead(Iterator[bytes]):
         raise StopIteration
 
     def _start(self) -> None:
-        self._queue = queue.Queue(self._depth)
+        self._queue = _Channel(self._depth)
         self._thread = threading.Thread(
             target=_decrypt_ahead,
             args=(self._reader, self._queue, self._stop),
@@ -128,7 +128,41 @@ class ReadAhead(Iterator[bytes]):
         self.close()
 
 
-def _decrypt_ahead(reader: Iterator[bytes], out: queue.Queue[_Item], stop: threading.Event) -> None:
+class _Channel:
+    """The hand-over from the helper to the consumer, bounded to ``depth`` waiting items.
+
+    Built on two of the standard library's C-level SimpleQueues (the items, and credits
+    for free places) rather than queue.Queue, whose Python-level condition variables cost
+    more per segment than the rest of the hand-over."""
+
+    def __init__(self, depth: int) -> None:
+        self._items: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._credits: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(depth):
+            self._credits.put(None)
+
+    def put(self, item: _Item) -> None:
+        """Wait for a free place, then hand ``item`` over."""
+        self._credits.get()
+        self._items.put(item)
+
+    def get(self) -> _Item:
+        item = self._items.get()
+        self._credits.put(None)
+        return item
+
+    def release(self) -> None:
+        """Drop what waits and free one more place, so that a blocked ``put`` returns."""
+        while True:
+            try:
+                self._items.get_nowait()
+            except queue.Empty:
+                break
+            self._credits.put(None)
+        self._credits.put(None)
+
+
+def _decrypt_ahead(reader: Iterator[bytes], out: _Channel, stop: threading.Event) -> None:
     try:
         for piece in reader:
             # After stop, _release has made room for this one put; then nothing more is
@@ -143,14 +177,10 @@ def _decrypt_ahead(reader: Iterator[bytes], out: queue.Queue[_Item], stop: threa
         _close(reader)
 
 
-def _release(out: queue.Queue[_Item], stop: threading.Event) -> None:
-    """Tell the helper to stop, and make room in the queue so that a blocked put returns."""
+def _release(out: _Channel, stop: threading.Event) -> None:
+    """Tell the helper to stop, and make room in the channel so that a blocked put returns."""
     stop.set()
-    while True:
-        try:
-            out.get_nowait()
-        except queue.Empty:
-            return
+    out.release()
 
 
 def _close(reader: Iterator[bytes]) -> None:
