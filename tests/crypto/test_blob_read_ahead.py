@@ -254,3 +254,25 @@ def test_abandoned_read_ahead_stops_its_helper(store: BlobStore) -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth"):
         ReadAhead(Counting(1), depth=0)
+
+
+def test_eager_decrypts_from_the_start_on_the_helper() -> None:
+    reader = Counting(10)
+    with ReadAhead(reader, eager=True) as ahead:
+        # Before anything is asked for, the helper has begun (up to its bound).
+        _until(lambda: len(reader.taken_by) >= DEFAULT_DEPTH + 1)
+        assert _helpers() != []
+        pieces = list(ahead)
+    assert pieces == [i.to_bytes(4, "big") for i in range(1, 11)]
+    assert threading.get_ident() not in reader.taken_by
+    assert reader.closed
+    assert _helpers() == []
+
+
+def test_eager_closed_unread_closes_the_file(store: BlobStore) -> None:
+    store.put(BLOB_ID, [SIX], KEY, AAD)
+    ahead = ReadAhead(store.open(BLOB_ID, KEY, AAD), eager=True)
+    _until(lambda: _open(store) == 1)
+    ahead.close()
+    assert _open(store) == 0
+    assert _helpers() == []

@@ -44,14 +44,17 @@ _Item = bytes | BaseException | _End
 class ReadAhead(Iterator[bytes]):
     """An iterator of plaintext segments, decrypted ahead of the consumer on a helper thread.
 
-    The first two segments are decrypted on the caller's thread, and the helper starts once
-    the second is handed out: the first bytes leave as soon as they would without a helper,
-    and a blob of one segment never starts a thread (a start costs about as much as
-    decrypting a segment). ``close()`` stops the helper and closes ``reader``; a ReadAhead
-    dropped without ``close()`` stops its helper when it is garbage-collected.
+    By default the first two segments are decrypted on the caller's thread, and the helper
+    starts once the second is handed out: the first bytes leave as soon as they would
+    without a helper, and a blob of one segment never starts a thread (a start costs about
+    as much as decrypting a segment). With ``eager``, for a blob known to span several
+    segments, the helper starts at once, so that the first segments are decrypted while the
+    caller finishes its own work (a download's audit record is committed meanwhile; nothing
+    is sent before). ``close()`` stops the helper and closes ``reader``; a ReadAhead dropped
+    without ``close()`` stops its helper when it is garbage-collected.
     """
 
-    def __init__(self, reader: Iterator[bytes], *, depth: int = DEFAULT_DEPTH) -> None:
+    def __init__(self, reader: Iterator[bytes], *, depth: int = DEFAULT_DEPTH, eager: bool = False) -> None:
         if depth < 1:
             raise ValueError("depth must be at least 1")
         self._reader = reader
@@ -63,6 +66,8 @@ class ReadAhead(Iterator[bytes]):
         self._finished = False
         self._closed = False
         self._abandon: weakref.finalize[..., ReadAhead] | None = None
+        if eager:
+            self._start()
 
     def __iter__(self) -> ReadAhead:
         return self

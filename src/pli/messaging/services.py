@@ -28,10 +28,11 @@ from django.utils import timezone
 from pli.accounts import services as accounts_services
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
-from pli.blobs import BlobNotFound, BlobReader, BlobStore
+from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
+from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search, tasks
 from pli.messaging.models import (
     Attachment,
@@ -686,7 +687,7 @@ def message_attachments(message: Message) -> list[Attachment]:
 
 def open_attachment(
     user: User, message_id: uuid.UUID | str, attachment_id: uuid.UUID | str, *, request: HttpRequest | None = None
-) -> tuple[Attachment, BlobReader]:
+) -> tuple[Attachment, ReadAhead]:
     """The attachment and a stream of its plaintext; the download is recorded."""
     attachment = _visible_attachment(user, message_id, attachment_id)
     if attachment is None:
@@ -694,10 +695,13 @@ def open_attachment(
     if attachment.data_key_id is None:
         raise NotVisible  # crypto-shredded: the content is gone for good
     try:
-        reader = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
+        blob = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
     except BlobNotFound:
         logger.error("attachment %s has no blob", attachment.pk)
         raise
+    # The first segments are decrypted while the download is recorded; nothing is sent
+    # before the record commits (see pli.blobs.read_ahead).
+    reader = ReadAhead(blob, eager=attachment.size > SEGMENT_SIZE)
     try:
         with transaction.atomic():
             audit.record(

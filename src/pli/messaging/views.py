@@ -29,7 +29,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.accounts.models import Mailbox, User
-from pli.blobs import BlobReader, ReadAhead
+from pli.blobs import ReadAhead
 from pli.messaging import services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
@@ -340,11 +340,10 @@ def content_disposition(kind: str, name: str) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def attachment_response(attachment: Attachment, reader: BlobReader, *, download: bool) -> StreamingHttpResponse:
+def attachment_response(attachment: Attachment, content: ReadAhead, *, download: bool) -> StreamingHttpResponse:
     content_type = attachment.content_type
     inline = not download and content_type in uploads.INLINE_TYPES
-    # Decrypting ahead overlaps the cipher with the socket writes (see pli.blobs.read_ahead).
-    response = StreamingHttpResponse(ReadAhead(reader), content_type=content_type)
+    response = StreamingHttpResponse(content, content_type=content_type)
     response["Content-Length"] = str(attachment.size)
     response["Content-Disposition"] = content_disposition("inline" if inline else "attachment", attachment.name)
     response["X-Content-Type-Options"] = "nosniff"

@@ -35,7 +35,6 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.audit import services as audit
-from pli.blobs import ReadAhead
 from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
@@ -297,13 +296,12 @@ def _document(request: HttpRequest, token: str, document_id: uuid.UUID, *, downl
     if refusal is not None:
         return refusal
     assert share is not None  # noqa: S101
-    document = services.record_document_access(
+    opened = services.open_document(
         share.pk, document_id, session_key=_key(request), download=download, request=request
     )
-    if document is None:
+    if opened is None:
         raise Http404
-    # Decrypting ahead overlaps the cipher with the socket writes (see pli.blobs.read_ahead).
-    reader = ReadAhead(services.open_document_blob(document))
+    document, reader = opened
     content_type = document.content_type
     inline = not download and content_type in INLINE_TYPES
     response = StreamingHttpResponse(reader, content_type=content_type if inline else "application/octet-stream")

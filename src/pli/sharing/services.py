@@ -25,10 +25,11 @@ from django.utils import timezone
 
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
-from pli.blobs import BlobStore
+from pli.blobs import BlobStore, ReadAhead
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
+from pli.crypto.stream import SEGMENT_SIZE
 from pli.sharing import notifications, tokens
 from pli.sharing.models import (
     PROGRESS_ORDER,
@@ -578,8 +579,11 @@ def record_document_access(
     download: bool,
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
+    on_found: Callable[[ShareDocument], object] | None = None,
 ) -> ShareDocument | None:
-    """Audit a view or download by the patient (before any byte is sent); None if refused."""
+    """Audit a view or download by the patient (before any byte is sent); None if refused.
+    ``on_found`` is called with the document once the access is allowed, before it is
+    recorded."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _lock_share(share_id)
@@ -591,6 +595,8 @@ def record_document_access(
                 details={"reason": "no_session" if session is None else "no_document", "step": "document"},
             )  # fmt: skip
             return None
+        if on_found is not None:
+            on_found(document)
         touch_session(session, now)
         share.download_count = F("download_count") + 1
         fields = ["download_count"]
@@ -782,6 +788,35 @@ def close_conversation(
 def open_document_blob(document: ShareDocument) -> Any:
     """The document's plaintext, streamed (a :class:`pli.blobs.BlobReader`)."""
     return share_blob_store().open(document.blob_id, document.data_encryption_key(), document.blob_aad("content"))
+
+
+def open_document(
+    share_id: uuid.UUID,
+    document_id: uuid.UUID,
+    *,
+    session_key: str | None,
+    download: bool,
+    request: HttpRequest | None = None,
+) -> tuple[ShareDocument, ReadAhead] | None:
+    """The document and its plaintext for the patient, the access recorded (see
+    :func:`record_document_access`); None if refused. The first segments are decrypted
+    while the access is recorded; nothing can be sent before the record commits."""
+    opened: list[ReadAhead] = []
+
+    def start(document: ShareDocument) -> None:
+        opened.append(ReadAhead(open_document_blob(document), eager=document.size > SEGMENT_SIZE))
+
+    try:
+        document = record_document_access(
+            share_id, document_id, session_key=session_key, download=download, request=request, on_found=start
+        )
+    except BaseException:
+        for content in opened:
+            content.close()
+        raise
+    if document is None:
+        return None
+    return document, opened[0]
 
 
 # -- periodic jobs ---------------------------------------------------------------------------
