@@ -535,6 +535,12 @@ def _advance(share: PatientShare, progress: str) -> list[str]:
     return fields
 
 
+def _save_progress(share: PatientShare, fields: list[str]) -> None:
+    """Write the patient's progress (counters, times, status: nothing sealed) in the step's
+    transaction, without the savepoint and signals of a model save."""
+    PatientShare.objects.filter(pk=share.pk).update(**{name: getattr(share, name) for name in fields})
+
+
 def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, trail: _Trail) -> StepResult:
     PatientSession.objects.filter(pk=session.pk).update(
         stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
@@ -544,7 +550,7 @@ def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, 
     if share.opened_at is None:
         share.opened_at = now
         fields.append("opened_at")
-    share.save(update_fields=fields + _advance(share, Status.OPENED))
+    _save_progress(share, fields + _advance(share, Status.OPENED))
     trail.add("share.opened", share)
     return StepResult("ok")
 
@@ -604,7 +610,7 @@ def record_document_access(
             share.downloaded_at = now
             fields.append("downloaded_at")
         # Viewing in the browser hands over the document just as a download does.
-        share.save(update_fields=fields + _advance(share, Status.DOWNLOADED))
+        _save_progress(share, fields + _advance(share, Status.DOWNLOADED))
         audit.record(
             "share.downloaded" if download else "share.viewed",
             actor=PATIENT,
