@@ -9,6 +9,7 @@ import pytest
 from accounts_helpers import sign_in
 from allauth.mfa.recovery_codes.internal.auth import RecoveryCodes
 from django.test import Client
+from django.urls import reverse
 
 from pli.accounts import services
 from pli.accounts.models import Membership, Organisation, User
@@ -108,3 +109,8 @@ def test_navigation_for_signed_in_users(organisation: Organisation, admin_client
     body = admin_client.get("/account/").content.decode()
     assert 'action="/logout/"' in body and "Se déconnecter" in body
     assert 'href="/organisations/"' in body
+
+
+def test_login_page_offers_one_password_reset_link(db: None, client: Client) -> None:
+    body = client.get("/login/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert body.count(f'href="{reverse("account_reset_password")}"') == 1
