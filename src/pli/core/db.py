@@ -23,14 +23,8 @@ def insert_rows(objects: Sequence[Model]) -> None:
     """
     if not objects:
         return
-    meta = objects[0]._meta
-    fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
     db = connections[DEFAULT_DB_ALIAS]  # the thread's connection itself, not the proxy
-    quote = db.ops.quote_name
-    head = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 - names from the model, values bound
-        quote(meta.db_table), ", ".join(quote(f.column) for f in fields)
-    )
-    placeholders = "({})".format(", ".join(["%s"] * len(fields)))
+    fields, head, placeholders = _insert_plan(type(objects[0]), db.vendor)
     rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
     # As many rows to a statement as the backend takes parameters (PostgreSQL's protocol
     # counts them in 16 bits; Django knows SQLite's limit), up to a thousand rows.
@@ -42,6 +36,25 @@ def insert_rows(objects: Sequence[Model]) -> None:
     for obj in objects:
         obj._state.adding = False
         obj._state.db = db.alias
+
+
+_INSERTS: dict[tuple[type[Model], str], tuple[list[Any], str, str]] = {}
+
+
+def _insert_plan(model: type[Model], vendor: str) -> tuple[list[Any], str, str]:
+    """The columns an insert writes, the statement's head and one row's placeholders:
+    worked out once per model and database vendor."""
+    plan = _INSERTS.get((model, vendor))
+    if plan is None:
+        meta = model._meta
+        fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
+        quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+        head = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 - names from the model, values bound
+            quote(meta.db_table), ", ".join(quote(f.column) for f in fields)
+        )
+        plan = (fields, head, "({})".format(", ".join(["%s"] * len(fields))))
+        _INSERTS[(model, vendor)] = plan
+    return plan
 
 
 def fetch(name: str, params: Sequence[Any], build: Callable[[], QuerySet[M]]) -> list[M]:
