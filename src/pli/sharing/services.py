@@ -148,6 +148,17 @@ class ShareInput:
         return "<ShareInput>"
 
 
+def _own_mailbox(user: User) -> Mailbox | None:
+    """The practitioner's active personal mailbox, with its organisation (every share
+    creation looks it up: compiled once, pli.core.db.fetch)."""
+    found = fetch(
+        "sharing.own_mailbox",
+        [db_value(Mailbox, "owner", user.pk)],
+        lambda: Mailbox.objects.select_related("organisation").filter(owner=user, is_active=True).order_by()[:1],
+    )
+    return found[0] if found else None
+
+
 def create_share(
     user: User,
     data: ShareInput,
@@ -164,7 +175,7 @@ def create_share(
     if not documents:
         raise ShareError("no_documents", "at least one document is required")
     # Replies go to the practitioner's own mailbox; its organisation is the share's.
-    mailbox = Mailbox.objects.filter(owner=user, is_active=True).select_related("organisation").first()
+    mailbox = _own_mailbox(user)
     organisation = mailbox.organisation if mailbox is not None else organisation_for(user)
     days = data.expires_in_days or default_expiry_days(user, organisation)
     if not 1 <= days <= MAX_EXPIRY_DAYS:
