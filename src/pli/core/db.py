@@ -59,8 +59,9 @@ def _insert_plan(model: type[Model], vendor: str) -> tuple[list[Any], str, str]:
 
 def fetch(name: str, params: Sequence[Any], build: Callable[[], QuerySet[M]]) -> list[M]:
     """The objects ``build()``'s queryset yields, with the ones it ``select_related``, from
-    SQL compiled once per database vendor, ``name`` and number of ``params`` (see
-    :func:`compiled_sql`: the queryset's parameters must equal ``params``, in order).
+    SQL compiled once per database vendor, ``name`` and number of ``params``. When it is
+    compiled, the queryset's own parameters must equal ``params``: the caller's order is
+    checked, not assumed.
 
     For the lookups every request of a hot path makes (the link a patient opens, a
     download's access check): compiling a queryset with joins and subqueries costs the ORM
@@ -131,7 +132,8 @@ def _plan(name: str, params: Sequence[Any], queryset: QuerySet[Any]) -> _Plan:
     if info is None:
         raise RuntimeError(f"compiled query {name}: not a query of model instances")
     related = []
-    covered = span(info["model"], info["select_fields"])[1] - info["select_fields"][0]
+    base = span(info["model"], info["select_fields"])
+    covered = base[1] - base[0]
     for sub in info.get("related_klass_infos", []):
         if sub["reverse"] or sub.get("related_klass_infos"):
             raise RuntimeError(f"compiled query {name}: only one level of forward select_related is supported")
@@ -141,7 +143,7 @@ def _plan(name: str, params: Sequence[Any], queryset: QuerySet[Any]) -> _Plan:
         covered += stop - start
     if covered != len(compiler.select):
         raise RuntimeError(f"compiled query {name}: it selects more than model columns")
-    return _Plan(sql, info["model"], (info["select_fields"][0], info["select_fields"][-1] + 1), related)
+    return _Plan(sql, info["model"], base, related)
 
 
 def hydrate(model: type[M], values: Sequence[Any]) -> M:
