@@ -15,6 +15,7 @@ import pytest
 from pli.blobs import BlobReader, BlobStore, ReadAhead
 from pli.blobs.read_ahead import DEFAULT_DEPTH
 from pli.crypto import SEGMENT_SIZE, DecryptionError
+from pli.testing.blobs import descriptors_on, read_ahead_threads
 
 BLOB_ID = "0123456789abcdef0123456789abcdef"
 AAD = b"attachment:" + BLOB_ID.encode()
@@ -23,7 +24,6 @@ FIRST = SEGMENT_SIZE - 40 - 16  # plaintext bytes in the first segment (after th
 FULL = SEGMENT_SIZE - 16  # plaintext bytes in each following segment
 # Six segments: enough for the helper to run ahead of the consumer.
 SIX = os.urandom(FIRST + 4 * FULL + 777)
-HELPER = "pli-blob-read-ahead"
 
 
 @pytest.fixture
@@ -33,19 +33,7 @@ def store(tmp_path: Path) -> BlobStore:
 
 def _open(store: BlobStore) -> int:
     """How many descriptors this process has open on the blob's file."""
-    wanted = store.path_for(BLOB_ID).stat()
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found = os.stat(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor listdir itself used, or one closed since
-            continue
-        count += (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino)
-    return count
-
-
-def _helpers() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == HELPER]
+    return descriptors_on(store.path_for(BLOB_ID))
 
 
 def _until(condition: Callable[[], bool], seconds: float = 10) -> None:
@@ -100,7 +88,7 @@ def test_same_pieces_as_the_plain_reader(store: BlobStore, size: int) -> None:
     assert pieces == plain
     assert b"".join(pieces) == data
     assert _open(store) == 0
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 def test_later_segments_are_decrypted_on_a_helper_thread() -> None:
@@ -113,7 +101,7 @@ def test_later_segments_are_decrypted_on_a_helper_thread() -> None:
     assert reader.taken_by[:2] == [me, me]
     assert me not in reader.taken_by[2:]
     assert reader.closed
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 def test_one_segment_starts_no_thread(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,7 +137,7 @@ def test_truncated_blob_fails_at_the_same_place(store: BlobStore, length: int) -
     assert pieces == plain
     assert SIX.startswith(b"".join(pieces))
     assert len(b"".join(pieces)) < len(SIX)
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 @pytest.mark.parametrize("segment", [0, 1, 2, 5])
@@ -195,7 +183,7 @@ def test_reader_error_comes_in_order_and_closes_the_reader() -> None:
     assert isinstance(error, OSError)
     assert pieces == [i.to_bytes(4, "big") for i in range(1, 6)]
     assert reader.closed
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 def test_runs_at_most_depth_segments_ahead() -> None:
@@ -210,7 +198,7 @@ def test_runs_at_most_depth_segments_ahead() -> None:
     assert len(reader.taken_by) == bound
     ahead.close()
     assert reader.closed
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 def test_close_mid_stream_stops_the_helper_and_closes_the_file(store: BlobStore) -> None:
@@ -219,11 +207,11 @@ def test_close_mid_stream_stops_the_helper_and_closes_the_file(store: BlobStore)
     assert next(ahead) == SIX[:FIRST]
     next(ahead)
     next(ahead)
-    assert _helpers() != []
+    assert read_ahead_threads() != []
     assert _open(store) == 1
     ahead.close()
     assert _open(store) == 0
-    assert _helpers() == []
+    assert read_ahead_threads() == []
     with pytest.raises(StopIteration):
         next(ahead)
     ahead.close()  # twice is fine
@@ -242,7 +230,7 @@ def test_abandoned_read_ahead_stops_its_helper(store: BlobStore) -> None:
     ahead = _ahead(store)
     for _ in range(3):
         next(ahead)
-    (helper,) = _helpers()
+    (helper,) = read_ahead_threads()
     assert _open(store) == 1
     del ahead
     gc.collect()
@@ -261,12 +249,12 @@ def test_eager_decrypts_from_the_start_on_the_helper() -> None:
     with ReadAhead(reader, eager=True) as ahead:
         # Before anything is asked for, the helper has begun (up to its bound).
         _until(lambda: len(reader.taken_by) >= DEFAULT_DEPTH + 1)
-        assert _helpers() != []
+        assert read_ahead_threads() != []
         pieces = list(ahead)
     assert pieces == [i.to_bytes(4, "big") for i in range(1, 11)]
     assert threading.get_ident() not in reader.taken_by
     assert reader.closed
-    assert _helpers() == []
+    assert read_ahead_threads() == []
 
 
 def test_eager_closed_unread_closes_the_file(store: BlobStore) -> None:
@@ -275,4 +263,4 @@ def test_eager_closed_unread_closes_the_file(store: BlobStore) -> None:
     _until(lambda: _open(store) == 1)
     ahead.close()
     assert _open(store) == 0
-    assert _helpers() == []
+    assert read_ahead_threads() == []

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-from pathlib import Path
 from typing import Any
 
 from django.core.signals import request_finished
@@ -16,27 +14,12 @@ from messaging.factories import api_client, patient_fields, personal_mailbox, pr
 from pli.crypto import SEGMENT_SIZE
 from pli.messaging.models import Attachment
 from pli.messaging.uploads import blob_store
+from pli.testing.blobs import descriptors_on
+from pli.testing.blobs import read_ahead_threads as helpers
 
 # Eight segments: the later ones come from the read-ahead helper, which is still reading
 # after the third (it runs at most a few segments ahead).
 CONTENT = b"%PDF-1.4\n" + os.urandom(7 * SEGMENT_SIZE + 4321)
-
-
-def helpers() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "pli-blob-read-ahead"]
-
-
-def descriptors_on(path: Path) -> int:
-    """How many descriptors this process has open on the file at ``path``."""
-    wanted = path.stat()
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            found = os.stat(f"/proc/self/fd/{fd}")
-        except OSError:  # the descriptor listdir itself used, or one closed since
-            continue
-        count += (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino)
-    return count
 
 
 def close_as_the_server_does(response: Any) -> None:
