@@ -158,6 +158,15 @@ def test_addresses_are_case_insensitive_and_comma_lists_work(people: dict[str, U
     assert detail["cc"] == []  # already a "to" recipient: one copy only
 
 
+def test_addresses_copied_with_their_display_names(people: dict[str, User]) -> None:
+    bob, carol = personal_mailbox(people["bob"]).address, personal_mailbox(people["carol"]).address
+    data = _base(people, to=[f'"Durand, Bob" <{bob}>; Carol Petit <{carol}>'])
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert response.status_code == 201, response.content
+    detail = api_client(people["alice"]).get(f"/api/v1/messages/{response.json()['id']}").json()
+    assert sorted(detail["to"]) == sorted([bob, carol])
+
+
 def test_bad_folder_and_cursor(people: dict[str, User]) -> None:
     client = api_client(people["alice"])
     box = personal_mailbox(people["alice"])

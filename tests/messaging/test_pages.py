@@ -133,6 +133,10 @@ def test_compose_prefills_reply_and_forward(pair: tuple[User, User]) -> None:
     reply = client.get(f"/messages/compose/?reply_to={sent['id']}")
     form = reply.context["form"]
     assert form.initial["subject"] == "RE : Bilan"
+    # An answer to an answer keeps one prefix, whichever client wrote it.
+    answer = _send(bob, alice, subject="Re: Bilan", in_reply_to=sent["id"])
+    again = web_client(alice).get(f"/messages/compose/?reply_to={answer['id']}")
+    assert again.context["form"].initial["subject"] == "Re: Bilan"
     assert form.initial["to"] == [personal_mailbox(alice).address]
     assert form.initial["patient_family_name"] == "Durand"
     assert form.initial["body"].splitlines()[-1] == "> Texte"

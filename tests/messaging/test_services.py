@@ -218,6 +218,11 @@ def test_search_through_keyed_tokens_only(trio: tuple[User, User, User]) -> None
     assert found(text="élodie") == [hit["id"]]
     assert found(text=ins) == [hit["id"]]
     assert found(text=ins[:13]) == [hit["id"]]
+    # As printed on a carte Vitale, and beside a name.
+    spaced = " ".join([ins[0], ins[1:3], ins[3:5], ins[5:7], ins[7:10], ins[10:13], ins[13:]])
+    assert found(text=spaced) == [hit["id"]]
+    assert found(text=f"lefèvre {spaced[:-3]}") == [hit["id"]]
+    assert found(text=f"{spaced} autre") == []
     assert found(text="echographie inexistant") == []
     assert len(found(sender=alice.first_name)) == 2
     assert found(sender="personne") == []

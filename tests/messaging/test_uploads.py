@@ -16,7 +16,7 @@ from messaging.conftest import stored_blobs, temp_files
 from messaging.factories import api_client, personal_mailbox, practitioner, unique_marker, web_client
 from pli.accounts.models import User
 from pli.messaging.models import Attachment, Delivery, Message
-from pli.messaging.uploads import blob_store
+from pli.messaging.uploads import TailRecorder, blob_store
 
 MB = 2**20
 
@@ -179,3 +179,60 @@ def test_anonymous_upload_is_refused_before_parsing(db: None) -> None:
     response = Client().post("/api/v1/messages", {"attachments": [_file("a.txt", b"a")]})
     assert response.status_code == 401
     assert stored_blobs() == []
+
+
+def _latin1_named(body: bytes, name: str) -> bytes:
+    """``body`` with the file name ``name`` written in Latin-1, as some older clients do."""
+    encoded = f'filename="{name}"'.encode()
+    assert encoded in body
+    return body.replace(encoded, f'filename="{name}"'.encode("latin-1"))
+
+
+@pytest.mark.parametrize("via", ["api", "web"])
+def test_a_file_name_not_in_utf8_is_refused_not_dropped(pair: tuple[User, User], via: str) -> None:
+    """Django skips a part whose header is not UTF-8: the file would silently go missing
+    from a message that is then sent."""
+    alice, bob = pair
+    payload = _payload(
+        alice, bob, attachments=[_file("compte-rendu-échographie.pdf", b"%PDF-1.4"), _file("b.txt", b"b")]
+    )
+    body = _latin1_named(encode_multipart(BOUNDARY, payload), "compte-rendu-échographie.pdf")
+    if via == "api":
+        response = api_client(alice).generic("POST", "/api/v1/messages", body, content_type=MULTIPART_CONTENT)
+        assert response.status_code == 400, response.content
+        assert "UTF-8" in response.json()["attachments"][0]
+    else:
+        response = web_client(alice).generic("POST", "/messages/compose/", body, content_type=MULTIPART_CONTENT)
+        assert response.status_code == 400
+        assert 'id="id_attachments_error"' in response.content.decode()
+    _assert_nothing_saved()
+
+
+def test_text_in_the_attachments_field_is_refused(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments="notafile"))
+    assert response.status_code == 400
+    assert "fichiers" in response.json()["attachments"][0]
+    _assert_nothing_saved()
+
+
+def _parts_with_unreadable_headers(body: bytes, read_sizes: list[int]) -> str | None:
+    boundary = BOUNDARY.encode()
+    recorder = TailRecorder(io.BytesIO(body), boundary)
+    sizes = iter(read_sizes)
+    while recorder.read(next(sizes, 1 << 20)):
+        pass
+    return recorder.unreadable_field
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000])
+def test_part_headers_are_read_across_any_split_of_the_body(size: int) -> None:
+    """The headers' check must not depend on where the stream's reads happen to cut."""
+    fields = {"subject": "é" * 50, "attachments": [_file("é.bin", os.urandom(3000)), _file("b.bin", b"--")]}
+    body = encode_multipart(BOUNDARY, fields)
+    assert _parts_with_unreadable_headers(body, [size] * len(body)) is None
+    latin = _latin1_named(body, "é.bin")
+    assert _parts_with_unreadable_headers(latin, [size] * len(latin)) == "attachments"
+    # The first part has no line break before its delimiter.
+    first = latin.replace(b'name="subject"', b'name="sujet\xe9"')
+    assert _parts_with_unreadable_headers(first, [size] * len(first)) == "sujet\ufffd"

@@ -352,6 +352,8 @@ class AttachmentView(MessagingView):
         operation_id="messages_attachment_retrieve",
         summary="The content of an attachment, streamed",
         responses={(200, "*/*"): OpenApiTypes.BINARY},
+        # The JSON renderer is there for error bodies only; no format is chosen by query.
+        parameters=[OpenApiParameter("format", exclude=True)],
         tags=TAGS,
     )
     def get(self, request: Request, message_id: uuid.UUID, attachment_id: uuid.UUID) -> HttpResponseBase:

@@ -14,7 +14,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from stdnum.exceptions import (
@@ -29,6 +28,7 @@ from stdnum.exceptions import (
 from stdnum.fr import nir
 
 from pli.accounts.models import User
+from pli.core.sizes import limit_size
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
 from pli.messaging.uploads import (
@@ -46,6 +46,9 @@ GIVEN_NAMES_MAX = 200
 MAX_RECIPIENTS = 50
 
 _SPLIT = re.compile(r"[\s,;]+")
+# "Paul Durand <paul.durand@…>", as copied from a mail client: the display name (quoted, or
+# up to the previous comma or semicolon) gives way to the address between the brackets.
+_NAMED_ADDRESS = re.compile(r'(?:"[^"]*"|[^,;<>"])*<\s*([^<>\s]*)\s*>')
 
 SEX_CHOICES = [("", "—"), ("F", _("Female")), ("M", _("Male")), ("I", _("Undetermined"))]
 PATIENT_FIELDS = ("patient_ins", "patient_family_name", "patient_given_names", "patient_birth_date", "patient_sex")
@@ -87,7 +90,8 @@ class AddressListField(forms.Field):
             value = [value]
         addresses: list[str] = []
         for item in value:
-            addresses += [a for a in _SPLIT.split(str(item).strip()) if a]
+            bare = _NAMED_ADDRESS.sub(r" \1 ", str(item))
+            addresses += [a for a in _SPLIT.split(bare.strip()) if a]
         return list(dict.fromkeys(a.lower() for a in addresses))
 
     def validate(self, value: list[str]) -> None:
@@ -276,7 +280,17 @@ class ComposeForm(forms.Form):
         data["forwarded"] = forwarded
         count = len(self.uploads) + len(forwarded)
         size = sum(p.size for p in self.uploads) + sum(a.size for a in forwarded)
-        if count > max_attachments():
+        if any(value != "" for value in MultiValueInput().value_from_datadict(self.data, self.files, "attachments")):
+            # A client that sent text where files belong would otherwise see its message
+            # go out without them.
+            self.add_error(
+                "attachments",
+                ValidationError(
+                    _("Attachments must be sent as files (multipart/form-data parts with a file name)."),
+                    code="not_a_file",
+                ),
+            )
+        elif count > max_attachments():
             self.add_error("attachments", ValidationError(too_many_message(), code="too_many"))
         elif size > max_message_bytes():
             self.add_error("attachments", ValidationError(too_large_message(), code="too_large"))
@@ -332,5 +346,5 @@ class ComposeForm(forms.Form):
 def attachment_limits_text() -> str:
     return str(
         _("Up to %(count)d files, %(size)s in total.")
-        % {"count": max_attachments(), "size": filesizeformat(max_message_bytes())}
+        % {"count": max_attachments(), "size": limit_size(max_message_bytes())}
     )

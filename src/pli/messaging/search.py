@@ -28,6 +28,11 @@ INS = "i"
 KINDS = (SUBJECT, PATIENT_NAME, INS)
 
 _WORD = re.compile(r"[^\W_]+")
+# 13 characters (sex, year, month, department with Corsica's 2A/2B, commune, order), then
+# optionally the 2-digit key.
+_INS = re.compile(r"[0-9][0-9AB]{12}(?:[0-9]{2})?", re.ASCII)
+# Groups an INS is commonly typed in: 1 58 04 69 999 001 64, or one per character at most.
+_INS_MAX_GROUPS = 15
 
 
 def fold(text: str) -> str:
@@ -69,18 +74,32 @@ def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
     return distinct[:MAX_TOKENS_PER_MESSAGE]
 
 
+def _ins_at(raw: list[str], start: int) -> tuple[str, int] | None:
+    """An INS typed from ``raw[start]`` on, in one piece or in groups ("1 58 04 69 999 001
+    64", as printed on a carte Vitale): the normalised INS and the index after it."""
+    for end in range(min(len(raw), start + _INS_MAX_GROUPS), start, -1):
+        ins = normalise_ins("".join(raw[start:end]))
+        if _INS.fullmatch(ins):
+            return ins, end
+    return None
+
+
 def query_tokens(text: str, kinds: Iterable[str] = KINDS) -> list[list[str]]:
     """For each query word, the tokens it may match (one per kind); a message must match
     at least one token of every word."""
     kinds = tuple(kinds)
     groups: list[list[str]] = []
-    for raw in text.split():
-        ins = normalise_ins(raw)
-        if INS in kinds and re.fullmatch(r"[0-9]{1}[0-9AB]{12}([0-9]{2})?", ins):
+    raw = text.split()
+    index = 0
+    while index < len(raw):
+        found = _ins_at(raw, index) if INS in kinds else None
+        if found is not None:
+            ins, index = found
             groups.append([token(INS, ins), *(token(kind, ins.casefold()) for kind in kinds if kind != INS)])
             continue
-        for word in words(raw):
+        for word in words(raw[index]):
             alternatives = [token(kind, word) for kind in kinds if kind != INS]
             if alternatives:
                 groups.append(alternatives)
+        index += 1
     return groups

@@ -34,12 +34,12 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from pli.blobs import BlobStore
 from pli.blobs.store import fsync_dir, make_dirs
+from pli.core.sizes import limit_size
 from pli.crypto import StreamEncryptor, new_data_key
 
 ATTACHMENTS_FIELD = "attachments"
@@ -47,6 +47,9 @@ ATTACHMENTS_FIELD = "attachments"
 # DATA_UPLOAD_MAX_MEMORY_SIZE) and multipart framing.
 _FIELDS_ALLOWANCE = 4 * 2**20
 _TAIL_SIZE = 4096
+# Django refuses part headers over 1 KiB itself; past this we stop reading them.
+_MAX_PART_HEADER = 8 * 1024
+_PART_NAME = re.compile(rb'\bname="([^"]*)"')
 _SNIFF_BYTES = 8
 MAX_NAME_LENGTH = 255
 # A committed message must never point at a blob that the orphan cleanup could already have
@@ -93,7 +96,7 @@ def too_many_message() -> str:
 
 
 def too_large_message() -> str:
-    return _("Attachments can total at most %(size)s per message.") % {"size": filesizeformat(max_message_bytes())}
+    return _("Attachments can total at most %(size)s per message.") % {"size": limit_size(max_message_bytes())}
 
 
 def blob_store() -> BlobStore:
@@ -264,17 +267,70 @@ class EncryptedUpload(UploadedFile):
 
 class TailRecorder:
     """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
-    multipart body (closing boundary present, full length read) from a truncated one."""
+    multipart body (closing boundary present, full length read) from a truncated one.
 
-    def __init__(self, stream: Any) -> None:
+    It also reads the headers of every part as they pass. Django skips a header line that
+    is not UTF-8, and with it the whole part: a file named in Windows-1252 by an older
+    client would vanish from the message while the send succeeds. ``unreadable_field`` is
+    the field of the first such part (or ``""`` when its name cannot be read either)."""
+
+    def __init__(self, stream: Any, boundary: bytes) -> None:
         self._stream = stream
         self.count = 0
         self.tail = b""
+        self.unreadable_field: str | None = None
+        self._delimiter = b"\r\n--" + boundary
+        # The first delimiter opens the body, with no line break before it.
+        self._carry = b"\r\n"
+        self._header: bytearray | None = None
 
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
         self.tail = (self.tail + data[-_TAIL_SIZE:])[-_TAIL_SIZE:]
+        if self.unreadable_field is None:
+            self._scan(data)
         return data
+
+    def _scan(self, data: bytes) -> None:
+        delimiter = self._delimiter
+        while data and self.unreadable_field is None:
+            if self._header is not None:
+                self._header += data
+                end = self._header.find(b"\r\n\r\n")
+                if end == -1:
+                    if len(self._header) > _MAX_PART_HEADER:
+                        # Django refuses headers this long itself; stop reading them.
+                        self._header = None
+                        self._carry = b""
+                    return
+                data = bytes(self._header[end + 4 :])
+                self._check_header(bytes(self._header[:end]))
+                self._header = None
+                self._carry = b""
+                continue
+            # A delimiter may straddle two reads: look across the join first.
+            joined = self._carry + data[: len(delimiter) - 1]
+            found = joined.find(delimiter)
+            if found != -1:
+                start = found + len(delimiter) - len(self._carry)
+            else:
+                found = data.find(delimiter)
+                if found == -1:
+                    self._carry = (self._carry + data[-(len(delimiter) - 1) :])[-(len(delimiter) - 1) :]
+                    return
+                start = found + len(delimiter)
+            self._header = bytearray()
+            data = data[start:]
+
+    def _check_header(self, header: bytes) -> None:
+        # After a delimiter: "--" closes the body; otherwise a line break, then the headers.
+        if header.startswith(b"--"):
+            return
+        try:
+            header.decode("utf-8")
+        except UnicodeDecodeError:
+            name = _PART_NAME.search(header)
+            self.unreadable_field = name.group(1).decode("ascii", "replace") if name else ""
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
         return self._seen(self._stream.read(*args, **kwargs))
@@ -292,8 +348,8 @@ def _too_many_files(rules: UploadRules) -> str:
 
 def _too_large_files(rules: UploadRules, total: bool) -> str:
     if total:
-        return _("The files can total at most %(size)s.") % {"size": filesizeformat(rules.max_total_bytes)}
-    return _("Each file can be at most %(size)s.") % {"size": filesizeformat(rules.max_file_bytes)}
+        return _("The files can total at most %(size)s.") % {"size": limit_size(rules.max_total_bytes)}
+    return _("Each file can be at most %(size)s.") % {"size": limit_size(rules.max_file_bytes)}
 
 
 @dataclass(frozen=True)
@@ -313,6 +369,9 @@ class UploadRules:
     too_large: Callable[[UploadRules, bool], str] = _too_large_files
     # The field a body cut off before any file is blamed on (default: the file field).
     cut_off_field: str | None = None
+    # An empty file is a valid attachment between professionals; a patient given an empty
+    # document has nothing to read.
+    allow_empty: bool = True
 
 
 def sniff(head: bytes, accepted: dict[str, tuple[bytes, ...]]) -> str | None:
@@ -375,7 +434,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
         if stream is not None:
-            self._recorder = TailRecorder(stream)
+            self._recorder = TailRecorder(stream, self._boundary)
             input_data._stream = self._recorder
         return None
 
@@ -425,6 +484,9 @@ class EncryptingUploadHandler(FileUploadHandler):
         if writer is None or pending_id is None:
             return None
         name = clean_name(self.file_name or "")
+        if not self.rules.allow_empty and writer.size == 0:
+            self._abort_current()
+            raise UploadRejected(self.rules.field, _("The file “%(name)s” is empty.") % {"name": name})
         if self.rules.accepted_types is not None:
             content_type = self._check_type(writer.head)
         else:
@@ -459,6 +521,14 @@ class EncryptingUploadHandler(FileUploadHandler):
             field_name = self.rules.field if self.files else (self.rules.cut_off_field or self.rules.field)
             raise UploadRejected(
                 field_name, _("The upload was cut off before its end; nothing was saved. Please send it again.")
+            )
+        if recorder is not None and recorder.unreadable_field is not None:
+            raise UploadRejected(
+                recorder.unreadable_field or self.rules.field,
+                _(
+                    "A file name or field name could not be read: it is not encoded in UTF-8. "
+                    "Rename the file, or send its name in UTF-8; nothing was saved."
+                ),
             )
         return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -184,8 +185,15 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
-def _prefix(subject: str, prefix: str) -> str:
-    return subject if subject.lower().startswith(prefix.lower()) else f"{prefix} {subject}".strip()
+# Prefixes mail clients put on replies and forwards, in French, English and neighbouring
+# languages ("RE :", "Re:", "AW:", "TR :", "Fwd:", "WG:"...): an answer to an answer keeps
+# one prefix instead of piling them up.
+_REPLY_PREFIX = re.compile(r"\s*(?:re|réf|ref|aw|antw|sv|rif)\s*(?:\[[0-9]+\])?\s*:", re.IGNORECASE)
+_FORWARD_PREFIX = re.compile(r"\s*(?:fwd?|tr|wg|enc|rv)\s*:", re.IGNORECASE)
+
+
+def _prefix(subject: str, prefix: str, already: re.Pattern[str]) -> str:
+    return subject if already.match(subject) else f"{prefix} {subject}".strip()
 
 
 def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
@@ -219,12 +227,12 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
         }
         if mode == "forward":
             initial["forward_of"] = message.pk
-            initial["subject"] = _prefix(message.subject, _("Fwd:"))
+            initial["subject"] = _prefix(message.subject, _("Fwd:"), _FORWARD_PREFIX)
             initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
             initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
         else:
             initial["in_reply_to"] = message.pk
-            initial["subject"] = _prefix(message.subject, _("Re:"))
+            initial["subject"] = _prefix(message.subject, _("Re:"), _REPLY_PREFIX)
             initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
             sent_by_me = message.sender_id in own and not incoming
             if sent_by_me:

@@ -1,0 +1,30 @@
+"""Size limits read as they were set: 10,000,000 bytes is "10 Mo", 100 MiB is "100 Mio"."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import translation
+
+from pli.core.sizes import limit_size
+
+
+@pytest.mark.parametrize(
+    ("value", "french", "english"),
+    [
+        (10 * 10**6, "10 Mo", "10 MB"),
+        (100 * 2**20, "100 Mio", "100 MB"),
+        (1_500_000, "1,5 Mo", "1.5 MB"),
+        (3 * 2**30, "3 Gio", "3 GB"),
+        (2_500, "2,5 ko", "2.5 KB"),
+    ],
+)
+def test_limits_in_the_units_they_were_set_in(value: int, french: str, english: str) -> None:
+    with translation.override("fr"):
+        assert limit_size(value) == french
+    with translation.override("en"):
+        assert limit_size(value) == english
+
+
+def test_small_limits_in_bytes() -> None:
+    with translation.override("en"):
+        assert limit_size(512).replace("\xa0", " ") == "512 bytes"
