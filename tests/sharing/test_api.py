@@ -186,3 +186,26 @@ def test_too_many_documents(db: None, settings: Any) -> None:
     assert response.status_code == 400
     assert "documents" in response.json()
     assert not PatientShare.objects.exists()
+
+
+def test_allow_reply_is_read_strictly(db: None) -> None:
+    """Software sends flags as 0/1, no/yes, false/true: "0" must not let the patient reply."""
+    client = api(make_user())
+    for raw, expected in [("0", False), ("no", False), ("OFF", False), ("", False), ("1", True), ("yes", True)]:
+        response = client.post("/api/v1/shares", fields(allow_reply=raw))
+        assert response.status_code == 201, (raw, response.content)
+        assert PatientShare.objects.get(pk=response.json()["id"]).allow_reply is expected, raw
+    refused = client.post("/api/v1/shares", fields(allow_reply="maybe"))
+    assert refused.status_code == 400
+    assert "allow_reply" in refused.json()
+
+
+def test_an_empty_document_is_refused(db: None) -> None:
+    from pli.sharing.uploads import share_blob_store
+
+    empty = SimpleUploadedFile("vide.pdf", b"", "application/pdf")
+    response = api(make_user()).post("/api/v1/shares", fields(documents=[empty]))
+    assert response.status_code == 400
+    assert "vide.pdf" in response.json()["documents"][0]
+    assert not PatientShare.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []

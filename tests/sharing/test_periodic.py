@@ -17,7 +17,17 @@ from pli.sharing.models import OneTimeCode, PatientSession, ShareDocument, Share
 from pli.sharing.tasks import periodic_jobs, schedule_periodic
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_user
-from sharing.helpers import Patient, link_token, make_share, run_tasks, sms_messages, token_of
+from sharing.helpers import (
+    MOBILE,
+    Patient,
+    code_in,
+    last_sms,
+    link_token,
+    make_share,
+    run_tasks,
+    sms_messages,
+    token_of,
+)
 
 DAY = datetime.timedelta(days=1)
 
@@ -25,6 +35,11 @@ DAY = datetime.timedelta(days=1)
 def test_one_reminder_after_five_days_with_a_fresh_link(db: None) -> None:
     share, first_token = make_share()
     run_tasks()
+    # The patient has started with the first link when the reminder goes out.
+    started = Patient(first_token)
+    assert started.birth_date().status_code == 303
+    run_tasks()
+    code = code_in(last_sms(MOBILE))
     now = timezone.now()
     assert services.send_due_reminders(now + 4 * DAY) == 0
     assert services.send_due_reminders(now + 5 * DAY + datetime.timedelta(minutes=1)) == 1
@@ -33,13 +48,22 @@ def test_one_reminder_after_five_days_with_a_fresh_link(db: None) -> None:
     reminders = share.notifications.filter(kind=ShareNotification.Kind.REMINDER)
     assert {n.channel for n in reminders} == {"email", "sms"} and {n.state for n in reminders} == {"sent"}
     texts = [m["text"] for m in sms_messages()]
-    assert len(texts) == 2 and link_token(texts[-1]) == reminder_token != first_token
+    link_texts = [t for t in texts if "/p/" in t]
+    assert len(link_texts) == 2 and link_token(link_texts[-1]) == reminder_token != first_token
     assert "Rappel" in texts[-1]
     # Only once.
     assert services.send_due_reminders(now + 6 * DAY) == 0
     assert services.send_due_reminders(now + 20 * DAY) == 0
     assert Patient(reminder_token).get().status_code == 200
     assert "reminder_queued" in [e.type for e in services.events(share)]
+    # The first link still works, and so does the code it led to.
+    assert Patient(first_token).get().status_code == 200
+    assert started.code(code).status_code == 303
+    assert started.get("/documents").status_code == 200
+    # A practitioner's resend retires both.
+    services.resend(share.created_by, share.pk)
+    assert Patient(first_token).get().status_code == 404
+    assert Patient(reminder_token).get().status_code == 404
 
 
 def test_no_reminder_once_opened_or_revoked(db: None) -> None:

@@ -41,6 +41,22 @@ def test_the_api_takes_iso_dates_only() -> None:
     assert validation.parse_iso_birth_date("1984-02-15") == datetime.date(1984, 2, 15)
     with pytest.raises(ValidationError):
         validation.parse_iso_birth_date("15/02/1984")
+    # A day that does not exist is explained in the API's own format.
+    with pytest.raises(ValidationError) as raised:
+        validation.parse_iso_birth_date("1980-02-30")
+    assert "AAAA-MM-JJ" in raised.value.messages[0] and "JJ/MM/AAAA" not in raised.value.messages[0]
+
+
+def _other_digits(text: str, zero: int) -> str:
+    """``text`` with its digits written in another script, whose zero is ``zero``."""
+    return "".join(chr(zero + int(ch)) if ch.isdigit() else ch for ch in text)
+
+
+# Full-width and Arabic-Indic digits.
+@pytest.mark.parametrize("raw", [_other_digits("2000-01-01", 0xFF10), _other_digits("15/02/1984", 0x0660)])
+def test_dates_take_ascii_digits_only(raw: str) -> None:
+    with pytest.raises(ValidationError):
+        validation.parse_birth_date(raw)
 
 
 def test_ins_with_its_key() -> None:

@@ -228,3 +228,12 @@ def test_a_received_message_offers_to_send_its_attachments_to_a_patient(db: None
     message_id = send_message_with_attachment(colleague, doctor, pdf_bytes())
     page = browser(doctor).get(f"/messages/m/{message_id}/").content.decode()
     assert f'href="/shares/new?message={message_id}"' in page
+
+
+def test_an_expired_share_reads_expire_in_the_masculine(db: None) -> None:
+    """ "expired" is also an invitation's state ("expirée"): each keeps its own French."""
+    user = make_user()
+    share, _token = make_share(user)
+    PatientShare.objects.filter(pk=share.pk).update(status=Status.EXPIRED)
+    listing = browser(user).get("/shares/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'data-status="expired">expiré<' in listing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django import forms
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
@@ -31,8 +32,21 @@ from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, do
 TAGS = ["shares"]
 
 
+class StrictBooleanField(forms.BooleanField):
+    """A flag sent by software: ``allow_reply=0`` must not mean yes, as a checkbox's
+    "any value is checked" would."""
+
+    # Not the checkbox widget: it turns any value but "false" into True before we see it.
+    widget = forms.TextInput
+
+    def to_python(self, value: Any) -> bool:
+        return validation.parse_boolean(value)
+
+
 class ApiShareForm(ShareForm):
     """The API takes the birth date as ``YYYY-MM-DD`` only (the web form also takes DD/MM/YYYY)."""
+
+    allow_reply = StrictBooleanField(required=False)
 
     def clean_patient_birth_date(self) -> Any:
         return validation.parse_iso_birth_date(self.cleaned_data["patient_birth_date"])

@@ -49,6 +49,7 @@ def reply_rules() -> UploadRules:
         store=message_blob_store(),
         aad_for=attachment_aad,
         accepted_types=REPLY_TYPES,
+        allow_empty=False,
     )
 
 

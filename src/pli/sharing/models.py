@@ -62,6 +62,10 @@ class PatientShare(EncryptedModel):
     message = EncryptedTextField(null=True)
 
     token_hash = models.CharField(max_length=64, unique=True)
+    # The link a reminder replaced: it keeps working, so that the first message and a
+    # patient half-way through identifying themselves are not cut off. A practitioner's
+    # resend retires both.
+    earlier_token_hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SENT, db_index=True)
     progress = models.CharField(max_length=16, choices=Status.choices, default=Status.SENT)
     lock_reason = models.CharField(max_length=16, choices=LockReason.choices, blank=True)

@@ -35,6 +35,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.audit import services as audit
+from pli.core.sizes import limit_size
 from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
@@ -273,7 +274,7 @@ def _documents_page(
         "closed": share.closed_at is not None,
         "reply_form": extra.pop("reply_form", None) or ReplyForm(),
         "reply_max_files": REPLY_MAX_FILES,
-        "reply_max_bytes": REPLY_MAX_FILE_BYTES,
+        "reply_max_size": limit_size(REPLY_MAX_FILE_BYTES),
         "replies": list(share.replies.all()),
         **extra,
     }

@@ -250,8 +250,12 @@ def find_share(token: str) -> PatientShare | None:
     token_hash = tokens.token_hash(token)
     found = fetch(
         "sharing.find_share",
-        [token_hash],
-        lambda: PatientShare.objects.select_related(*_SHARE_RELATED).filter(token_hash=token_hash).order_by()[:1],
+        [token_hash, token_hash],
+        lambda: (
+            PatientShare.objects.select_related(*_SHARE_RELATED)
+            .filter(Q(token_hash=token_hash) | Q(earlier_token_hash=token_hash))
+            .order_by()[:1]
+        ),
     )
     return found[0] if found else None
 
@@ -762,12 +766,15 @@ def unlock(
     return share
 
 
-def _new_link(share: PatientShare, kind: str, now: datetime.datetime) -> list[str]:
-    """Replace the link's token (the previous link stops working) and queue the new one."""
+def _new_link(share: PatientShare, kind: str, now: datetime.datetime, *, keep_current: bool = False) -> list[str]:
+    """Queue a new link. Only its hash is stored, so the patient gets a new token: with
+    ``keep_current`` (a reminder) the current link keeps working beside it; otherwise every
+    earlier link stops working."""
     token = tokens.new_token()
+    share.earlier_token_hash = share.token_hash if keep_current else None
     share.token_hash = tokens.token_hash(token)
     share.link_sent_at = now
-    share.save(update_fields=["token_hash", "link_sent_at"])
+    share.save(update_fields=["token_hash", "earlier_token_hash", "link_sent_at"])
     notifications.cancel_pending(share, kinds=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER])
     return notifications.queue_link(share, token, kind, now)
 
@@ -840,7 +847,8 @@ def open_document(
 
 
 def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -> int:
-    """One reminder for a share not opened after 5 days (with a fresh link)."""
+    """One reminder for a share not opened after 5 days (with a fresh link; the first one
+    keeps working)."""
     now = now or timezone.now()
     due = PatientShare.objects.filter(
         status=Status.SENT, reminder_sent_at__isnull=True, created_at__lte=now - REMINDER_AFTER, expires_at__gt=now
@@ -857,7 +865,7 @@ def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -
                 continue
             share.reminder_sent_at = now
             share.save(update_fields=["reminder_sent_at"])
-            channels = _new_link(share, ShareNotification.Kind.REMINDER, now)
+            channels = _new_link(share, ShareNotification.Kind.REMINDER, now, keep_current=True)
             audit.record("share.reminder_queued", target=share, details={"channels": ",".join(channels)})
             count += 1
     return count

@@ -57,6 +57,7 @@ def document_rules() -> UploadRules:
         max_total_bytes=int(getattr(settings, "PLI_SHARE_MAX_BYTES", 200 * MB)),
         store=share_blob_store(),
         aad_for=lambda pending_id: ShareDocument(id=pending_id).blob_aad("content"),
+        allow_empty=False,
     )
 
 

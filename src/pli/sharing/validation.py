@@ -18,10 +18,13 @@ from stdnum.fr import nir
 
 from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
 
-_FRENCH_DATE = re.compile(r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})")
-_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_CODE = re.compile(r"\d{6}")
+# ASCII digits only: "\\d" alone would also take other scripts' digits (full-width, Arabic-Indic...).
+_FRENCH_DATE = re.compile(r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})", re.ASCII)
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
+_CODE = re.compile(r"\d{6}", re.ASCII)
 OLDEST_YEAR = 1880
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 def parse_birth_date(raw: str) -> datetime.date:
@@ -52,7 +55,27 @@ def parse_iso_birth_date(raw: str) -> datetime.date:
     text = (raw or "").strip()
     if not _ISO_DATE.fullmatch(text):
         raise ValidationError(_("Give the birth date as YYYY-MM-DD."), code="invalid")
-    return parse_birth_date(text)
+    try:
+        return parse_birth_date(text)
+    except ValidationError as exc:
+        if exc.code == "invalid":  # well formed, but no such day (1980-02-30)
+            raise ValidationError(
+                _("This date does not exist; give the birth date as YYYY-MM-DD."), code="invalid"
+            ) from None
+        raise
+
+
+def parse_boolean(raw: object) -> bool:
+    """An API flag: ``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``; absent
+    or empty is false. Anything else is refused rather than guessed."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValidationError(_("Give true or false."), code="invalid")
 
 
 def normalise_ins(raw: str) -> str:

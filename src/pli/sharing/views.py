@@ -10,7 +10,6 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
-from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -18,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.accounts.models import User
+from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment
 from pli.sharing import mailbox, services
@@ -80,7 +80,7 @@ def _new_page(
         "source": source,
         "documents_error": documents_error,
         "limits": _("Up to %(count)d files, %(size)s each at most.")
-        % {"count": rules.max_files, "size": filesizeformat(rules.max_file_bytes)},
+        % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
         "default_days": services.default_expiry_days(_user(request)),
     }
     return render(request, "sharing/new.html", context, status=status)
