@@ -4,6 +4,7 @@ bytes arrive; a cut-off upload saves nothing."""
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
+from hypothesis import given
+from hypothesis import strategies as st
 
 from messaging.conftest import stored_blobs, temp_files
 from messaging.factories import api_client, personal_mailbox, practitioner, unique_marker, web_client
 from pli.accounts.models import User
 from pli.messaging.models import Attachment, Delivery, Message
-from pli.messaging.uploads import TailRecorder, blob_store
+from pli.messaging.uploads import TailRecorder, UploadRejected, blob_store
 
 MB = 2**20
 
@@ -216,23 +219,49 @@ def test_text_in_the_attachments_field_is_refused(pair: tuple[User, User]) -> No
     _assert_nothing_saved()
 
 
-def _parts_with_unreadable_headers(body: bytes, read_sizes: list[int]) -> str | None:
-    boundary = BOUNDARY.encode()
-    recorder = TailRecorder(io.BytesIO(body), boundary)
-    sizes = iter(read_sizes)
-    while recorder.read(next(sizes, 1 << 20)):
-        pass
-    return recorder.unreadable_field
+def _refused_field(body: bytes, read_size: int | list[int]) -> str | None:
+    """The field the stream wrapper refuses while ``body`` is read ``read_size`` bytes at a
+    time (or reads of the given sizes, in turn), or None."""
+    recorder = TailRecorder(io.BytesIO(body), BOUNDARY.encode(), "attachments")
+    sizes = itertools.cycle(read_size if isinstance(read_size, list) else [read_size])
+    try:
+        while recorder.read(next(sizes)):
+            pass
+    except UploadRejected as exc:
+        return exc.field
+    return None
 
 
-@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000])
+_MIXED = encode_multipart(
+    BOUNDARY, {"subject": "x", "attachments": [_file("a.bin", os.urandom(5000)), _file("é.bin", b"\r\n--x")]}
+)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=40))
+def test_part_headers_are_read_across_random_splits(sizes: list[int]) -> None:
+    assert _refused_field(_MIXED, sizes) is None
+    assert _refused_field(_latin1_named(_MIXED, "é.bin"), sizes) == "attachments"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, 1 << 20])
 def test_part_headers_are_read_across_any_split_of_the_body(size: int) -> None:
     """The headers' check must not depend on where the stream's reads happen to cut."""
     fields = {"subject": "é" * 50, "attachments": [_file("é.bin", os.urandom(3000)), _file("b.bin", b"--")]}
     body = encode_multipart(BOUNDARY, fields)
-    assert _parts_with_unreadable_headers(body, [size] * len(body)) is None
+    assert _refused_field(body, size) is None
     latin = _latin1_named(body, "é.bin")
-    assert _parts_with_unreadable_headers(latin, [size] * len(latin)) == "attachments"
-    # The first part has no line break before its delimiter.
+    assert _refused_field(latin, size) == "attachments"
+    # The first part has no line break before its delimiter; its name is not UTF-8 either.
     first = latin.replace(b'name="subject"', b'name="sujet\xe9"')
-    assert _parts_with_unreadable_headers(first, [size] * len(first)) == "sujet\ufffd"
+    assert _refused_field(first, size) == "sujet\ufffd"
+    long = encode_multipart(BOUNDARY, {"attachments": [_file("a" * 990 + ".pdf", b"%PDF")]})
+    assert _refused_field(long, size) == "attachments"
+
+
+def test_a_file_name_too_long_for_the_parser_is_refused_naming_the_field(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    payload = _payload(alice, bob, attachments=[_file("compte-rendu-" + "x" * 2000 + ".pdf", b"%PDF-1.4")])
+    response = api_client(alice).post("/api/v1/messages", payload)
+    assert response.status_code == 400
+    assert "trop long" in response.json()["attachments"][0]
+    _assert_nothing_saved()

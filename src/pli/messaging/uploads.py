@@ -47,8 +47,9 @@ ATTACHMENTS_FIELD = "attachments"
 # DATA_UPLOAD_MAX_MEMORY_SIZE) and multipart framing.
 _FIELDS_ALLOWANCE = 4 * 2**20
 _TAIL_SIZE = 4096
-# Django refuses part headers over 1 KiB itself; past this we stop reading them.
-_MAX_PART_HEADER = 8 * 1024
+# Django's parser refuses a part whose headers (after the delimiter's line break) do not
+# end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
+_PART_HEADER_LIMIT = 1000
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
 _SNIFF_BYTES = 8
 MAX_NAME_LENGTH = 255
@@ -269,16 +270,22 @@ class TailRecorder:
     """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
     multipart body (closing boundary present, full length read) from a truncated one.
 
-    It also reads the headers of every part as they pass. Django skips a header line that
-    is not UTF-8, and with it the whole part: a file named in Windows-1252 by an older
-    client would vanish from the message while the send succeeds. ``unreadable_field`` is
-    the field of the first such part (or ``""`` when its name cannot be read either)."""
+    It also reads the headers of every part as they pass, and refuses (raising
+    :class:`UploadRejected`, naming the part's field, ``field`` when unknown) two kinds that
+    Django's parser would mishandle:
 
-    def __init__(self, stream: Any, boundary: bytes) -> None:
+    * a header line that is not UTF-8 (a file named in Windows-1252 by an older client):
+      Django skips the line, and with it the whole part, so the message would go out
+      without that file while the send succeeds;
+    * headers over Django's 1 KiB limit (a file name of a thousand characters), which it
+      refuses with an English message naming no field.
+    """
+
+    def __init__(self, stream: Any, boundary: bytes, field: str) -> None:
         self._stream = stream
         self.count = 0
         self.tail = b""
-        self.unreadable_field: str | None = None
+        self._field = field
         self._delimiter = b"\r\n--" + boundary
         # The first delimiter opens the body, with no line break before it.
         self._carry = b"\r\n"
@@ -287,50 +294,60 @@ class TailRecorder:
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
         self.tail = (self.tail + data[-_TAIL_SIZE:])[-_TAIL_SIZE:]
-        if self.unreadable_field is None:
-            self._scan(data)
+        self._scan(data)
         return data
 
     def _scan(self, data: bytes) -> None:
-        delimiter = self._delimiter
-        while data and self.unreadable_field is None:
+        # By position, not by slicing: a read is up to 1 MiB, and the file data in it is
+        # only searched, never copied.
+        delimiter, overlap = self._delimiter, len(self._delimiter) - 1
+        pos, size = 0, len(data)
+        while pos < size:
             if self._header is not None:
-                self._header += data
+                before = len(self._header)
+                self._header += data[pos : pos + _PART_HEADER_LIMIT + 4 - before]
+                if self._header.startswith(b"--"):
+                    # The closing delimiter: what follows is not a part.
+                    self._header = None
+                    return
                 end = self._header.find(b"\r\n\r\n")
                 if end == -1:
-                    if len(self._header) > _MAX_PART_HEADER:
-                        # Django refuses headers this long itself; stop reading them.
-                        self._header = None
-                        self._carry = b""
-                    return
-                data = bytes(self._header[end + 4 :])
+                    if len(self._header) <= _PART_HEADER_LIMIT:
+                        return  # all of ``data`` taken; the headers go on in the next read
+                    self._check_header(bytes(self._header))  # refuses: too long
                 self._check_header(bytes(self._header[:end]))
+                pos += end + 4 - before
                 self._header = None
-                self._carry = b""
                 continue
             # A delimiter may straddle two reads: look across the join first.
-            joined = self._carry + data[: len(delimiter) - 1]
-            found = joined.find(delimiter)
-            if found != -1:
-                start = found + len(delimiter) - len(self._carry)
+            carry, self._carry = self._carry, b""
+            found = (carry + data[pos : pos + overlap]).find(delimiter)
+            if found != -1 and found < len(carry):
+                pos += found + len(delimiter) - len(carry)
             else:
-                found = data.find(delimiter)
+                found = data.find(delimiter, pos)
                 if found == -1:
-                    self._carry = (self._carry + data[-(len(delimiter) - 1) :])[-(len(delimiter) - 1) :]
+                    self._carry = data[-overlap:] if size - pos >= overlap else (carry + data[pos:])[-overlap:]
                     return
-                start = found + len(delimiter)
+                pos = found + len(delimiter)
             self._header = bytearray()
-            data = data[start:]
 
     def _check_header(self, header: bytes) -> None:
-        # After a delimiter: "--" closes the body; otherwise a line break, then the headers.
-        if header.startswith(b"--"):
-            return
+        # ``header`` follows a delimiter: a line break, then the part's header lines.
+        name = _PART_NAME.search(header)
+        field = name.group(1).decode("utf-8", "replace") if name else self._field
+        if len(header) > _PART_HEADER_LIMIT:
+            raise UploadRejected(field, _("The file name is too long; nothing was saved."))
         try:
             header.decode("utf-8")
         except UnicodeDecodeError:
-            name = _PART_NAME.search(header)
-            self.unreadable_field = name.group(1).decode("ascii", "replace") if name else ""
+            raise UploadRejected(
+                field,
+                _(
+                    "A file name or field name could not be read: it is not encoded in UTF-8. "
+                    "Rename the file, or send its name in UTF-8; nothing was saved."
+                ),
+            ) from None
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
         return self._seen(self._stream.read(*args, **kwargs))
@@ -434,7 +451,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
         if stream is not None:
-            self._recorder = TailRecorder(stream, self._boundary)
+            self._recorder = TailRecorder(stream, self._boundary, self.rules.field)
             input_data._stream = self._recorder
         return None
 
@@ -521,14 +538,6 @@ class EncryptingUploadHandler(FileUploadHandler):
             field_name = self.rules.field if self.files else (self.rules.cut_off_field or self.rules.field)
             raise UploadRejected(
                 field_name, _("The upload was cut off before its end; nothing was saved. Please send it again.")
-            )
-        if recorder is not None and recorder.unreadable_field is not None:
-            raise UploadRejected(
-                recorder.unreadable_field or self.rules.field,
-                _(
-                    "A file name or field name could not be read: it is not encoded in UTF-8. "
-                    "Rename the file, or send its name in UTF-8; nothing was saved."
-                ),
             )
         return None
 
