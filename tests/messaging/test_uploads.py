@@ -265,3 +265,15 @@ def test_a_file_name_too_long_for_the_parser_is_refused_naming_the_field(pair: t
     assert response.status_code == 400
     assert "trop long" in response.json()["attachments"][0]
     _assert_nothing_saved()
+
+
+@pytest.mark.parametrize("field", ["subject", "to", "patient_family_name"])
+def test_a_text_field_far_too_long_is_named(pair: tuple[User, User], field: str) -> None:
+    """Django refuses text fields past 2.5 MB in all without saying which one."""
+    alice, bob = pair
+    payload = _payload(alice, bob, attachments=[_file("a.pdf", b"%PDF-1.4")])
+    payload[field] = "x" * 3_000_000
+    response = api_client(alice).post("/api/v1/messages", payload)
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    _assert_nothing_saved()

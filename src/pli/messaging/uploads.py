@@ -51,6 +51,9 @@ _TAIL_SIZE = 4096
 # end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
 _PART_HEADER_LIMIT = 1000
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
+_PART_FILENAME = re.compile(rb"\bfilename\*?=", re.IGNORECASE)
+# Above any text field's own limit (a message body: 200,000 characters, at most 800 KB).
+_TEXT_PART_LIMIT = 1_000_000
 _SNIFF_BYTES = 8
 MAX_NAME_LENGTH = 255
 # A committed message must never point at a blob that the orphan cleanup could already have
@@ -290,6 +293,8 @@ class TailRecorder:
         # The first delimiter opens the body, with no line break before it.
         self._carry = b"\r\n"
         self._header: bytearray | None = None
+        self._text_field: str | None = None
+        self._text_bytes = 0
 
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
@@ -327,10 +332,21 @@ class TailRecorder:
             else:
                 found = data.find(delimiter, pos)
                 if found == -1:
+                    self._count_text(size - pos)
                     self._carry = data[-overlap:] if size - pos >= overlap else (carry + data[pos:])[-overlap:]
                     return
+                self._count_text(found - pos)
                 pos = found + len(delimiter)
             self._header = bytearray()
+
+    def _count_text(self, count: int) -> None:
+        # Django refuses text fields past DATA_UPLOAD_MAX_MEMORY_SIZE in all, without saying
+        # which: one far beyond any field's own limit is named here.
+        if self._text_field is None:
+            return
+        self._text_bytes += count
+        if self._text_bytes > _TEXT_PART_LIMIT:
+            raise UploadRejected(self._text_field, _("This field is far too long; nothing was saved."))
 
     def _check_header(self, header: bytes) -> None:
         # ``header`` follows a delimiter: a line break, then the part's header lines.
@@ -348,6 +364,9 @@ class TailRecorder:
                     "Rename the file, or send its name in UTF-8; nothing was saved."
                 ),
             ) from None
+        # A part without a file name is a text field: its size is watched (see _scan).
+        self._text_field = None if _PART_FILENAME.search(header) else field
+        self._text_bytes = 0
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
         return self._seen(self._stream.read(*args, **kwargs))
