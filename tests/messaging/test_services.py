@@ -189,6 +189,26 @@ def test_shared_mailbox_team_sees_who_read_and_answered(db: None) -> None:
     assert receipts[0]["read_at"] is not None and receipts[0]["answered_at"] is not None
 
 
+def test_reading_through_one_mailbox_leaves_the_shared_copy_unread(db: None) -> None:
+    org = OrganisationFactory()
+    doctor, nurse, outsider = practitioner(org), practitioner(org), practitioner()
+    team, own = shared_mailbox(org, [doctor, nurse]), personal_mailbox(doctor)
+    sent = send(api_client(outsider), personal_mailbox(outsider), [own, team], subject="Bilan")
+    client = api_client(doctor)
+    read = client.get(f"/api/v1/messages/{sent['id']}?mailbox={own.pk}")
+    assert read.status_code == 200
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=own).read_at is not None
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=team).read_at is None
+    assert services.unread_counts([team.pk])[team.pk] == 1
+    # Not in that mailbox, or not a mailbox id: as for any other message.
+    elsewhere = personal_mailbox(nurse)
+    assert client.get(f"/api/v1/messages/{sent['id']}?mailbox={elsewhere.pk}").status_code == 404
+    assert "mailbox" in client.get(f"/api/v1/messages/{sent['id']}?mailbox=x").json()
+    # Without it, every copy of the caller's becomes read.
+    client.get(f"/api/v1/messages/{sent['id']}")
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=team).read_at is not None
+
+
 def test_recipient_does_not_see_receipts(trio: tuple[User, User, User]) -> None:
     alice, bob, _ = trio
     sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])

@@ -264,18 +264,35 @@ class MessageCreateView(MessagingView):
         )
 
 
+def _mailbox_query(request: Request) -> uuid.UUID | None:
+    raw = request.query_params.get("mailbox")
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        raise ValidationError({"mailbox": [_("Must be a mailbox id.")]}) from None
+
+
 class MessageDetailView(MessagingView):
     required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_SEND]}
 
     @extend_schema(
         operation_id="messages_retrieve",
         summary="A message, marked read in your mailboxes",
+        parameters=[
+            OpenApiParameter(
+                "mailbox",
+                OpenApiTypes.UUID,
+                description="Read it through this mailbox only: the copies in your other mailboxes "
+                "(a shared one, say) stay unread. 404 if the message is not in it.",
+            )
+        ],
         responses=MessageSerializer,
         tags=TAGS,
     )
     def get(self, request: Request, message_id: uuid.UUID) -> Response:
+        mailbox_id = _mailbox_query(request)
         try:
-            opened = services.open_message(_user(request), message_id, request=request._request)
+            opened = services.open_message(_user(request), message_id, mailbox_id=mailbox_id, request=request._request)
         except services.NotVisible:
             raise _not_found() from None
         return Response(message_data(opened.message, opened.copies))
@@ -288,11 +305,7 @@ class MessageDetailView(MessagingView):
         tags=TAGS,
     )
     def delete(self, request: Request, message_id: uuid.UUID) -> Response:
-        raw = request.query_params.get("mailbox")
-        try:
-            mailbox_id = uuid.UUID(raw) if raw else None
-        except ValueError:
-            raise ValidationError({"mailbox": [_("Must be a mailbox id.")]}) from None
+        mailbox_id = _mailbox_query(request)
         try:
             services.delete_message(_user(request), message_id, mailbox_id=mailbox_id, request=request._request)
         except services.NotVisible:

@@ -579,10 +579,19 @@ class Opened:
     copies: list[Delivery]
 
 
-def open_message(user: User, message_id: uuid.UUID | str, *, request: HttpRequest | None = None) -> Opened:
-    """Read a message: its incoming copies in ``user``'s mailboxes become read, and the
-    reading is recorded (for shared mailboxes, every member who opens it)."""
+def open_message(
+    user: User,
+    message_id: uuid.UUID | str,
+    *,
+    mailbox_id: uuid.UUID | None = None,
+    request: HttpRequest | None = None,
+) -> Opened:
+    """Read a message: its incoming copies in ``user``'s mailboxes (or only the one in
+    ``mailbox_id``) become read, and the reading is recorded (for shared mailboxes, every
+    member who opens it)."""
     copies = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        copies = [c for c in copies if c.mailbox_id == mailbox_id]
     if not copies:
         raise NotVisible
     message = copies[0].message
