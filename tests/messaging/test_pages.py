@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
 from pli.accounts.models import User
@@ -140,9 +141,16 @@ def test_compose_prefills_reply_and_forward(pair: tuple[User, User]) -> None:
     assert form.initial["to"] == [personal_mailbox(alice).address]
     assert form.initial["patient_family_name"] == "Durand"
     assert form.initial["body"].splitlines()[-1] == "> Texte"
+    # Quoted in the reader's time zone, with the author's name.
+    sent_at = timezone.localtime(Message.objects.get(pk=sent["id"]).sent_at).strftime("%d/%m/%Y %H:%M")
+    author = f"{personal_mailbox(alice).name} <{personal_mailbox(alice).address}>"
+    assert f"Le {sent_at}, {author} a écrit :" in form.initial["body"]
     forward = client.get(f"/messages/compose/?forward={sent['id']}")
     html = forward.content.decode()
     assert forward.context["form"].initial["subject"] == "TR : Bilan"
+    forwarded = forward.context["form"].initial["body"]
+    assert "Message transféré" in forwarded and f"De : {author}" in forwarded and "Objet : Bilan" in forwarded
+    assert forwarded.splitlines()[-1] == "Texte"
     assert 'name="forward_attachments"' in html and "cr.pdf" in html and "checked" in html
     _no_inline_code(html)
 

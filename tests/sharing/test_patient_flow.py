@@ -159,6 +159,29 @@ def test_wrong_codes_lock_after_three(db: None) -> None:
     assert patient.code(right).status_code == 403
 
 
+def test_after_a_wrong_code_the_field_is_empty_focused_and_the_channel_still_said(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    sent = patient.birth_date()
+    run_tasks()
+    right = code_in(last_sms())
+    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    response = patient.client.post(sent["Location"], {"code": wrong})
+    assert response.status_code == 400
+    html = response.content.decode()
+    code_input = re.search(r"<input[^>]*name=\"code\"[^>]*>", html)
+    assert code_input is not None
+    assert wrong not in code_input.group(0) and "autofocus" in code_input.group(0)
+    assert "par SMS" in html
+
+
+def test_a_refused_birth_date_keeps_the_focus_on_its_field(db: None) -> None:
+    _share, token = make_share()
+    html = Patient(token).birth_date("le quinze février").content.decode()
+    birth_date = re.search(r"<input[^>]*name=\"birth_date\"[^>]*>", html)
+    assert birth_date is not None and "autofocus" in birth_date.group(0)
+
+
 def test_expired_code_is_refused_and_counted(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)

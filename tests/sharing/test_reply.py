@@ -131,8 +131,8 @@ def test_the_reply_is_received_through_the_messaging_service(db: None) -> None:
     assert [a.name for a in messaging.message_attachments(message)] == ["photo.png"]
     copy = Delivery.objects.get(message=message)
     assert (copy.mailbox, copy.folder, copy.read_at) == (mailbox, Folder.INBOX, None)
-    # The subject ("Réponse de Élodie Durand à votre envoi sécurisé") is searchable by its words.
-    for words in ("reponse envoi", "Durand"):
+    # The subject ("Élodie Durand a répondu à votre envoi sécurisé") is searchable by its words.
+    for words in ("repondu envoi", "Durand"):
         page = messaging.folder_page(mailbox, Folder.INBOX, query=messaging.SearchQuery(text=words))
         assert [c.message_id for c in page.items] == [message.pk], words
     assert "replied" in [e.type for e in services.events(share)]
@@ -206,3 +206,25 @@ def test_replies_delivered_before_external_senders_get_their_patient(db: None) -
     migration.name_patient_senders(apps, None)
     for pk in (message.pk, other.pk):
         assert Message.objects.get(pk=pk).sender_label == PATIENT_SENDER
+
+
+def test_a_patients_reply_is_answered_with_a_new_share_to_the_same_person(db: None) -> None:
+    """A patient has no mailbox: "Reply" would open an empty form."""
+    doctor = make_user()
+    share, message = replied(doctor)
+    client = Client()
+    client.force_login(doctor)
+    thread = client.get(f"/messages/m/{message.pk}/").content.decode()
+    assert f"/shares/new?patient_of={share.pk}" in thread
+    assert "mode=reply_all" not in thread and f"reply_to={message.pk}&amp;mode=reply" not in thread
+    page = client.get(f"/shares/new?patient_of={share.pk}")
+    assert page.status_code == 200
+    initial = page.context["form"].initial
+    assert (initial["patient_family_name"], initial["patient_birth_date"]) == ("Durand", "15/02/1984")
+    assert initial["patient_mobile"] == "06 12 34 56 78" and initial["allow_reply"] is True
+    # Reading the patient's details is recorded, and only the share's owner may.
+    assert AuditEvent.objects.filter(action="share.read", target_id=str(share.pk), actor_id=str(doctor.pk)).exists()
+    intruder = Client()
+    intruder.force_login(make_user())
+    assert intruder.get(f"/shares/new?patient_of={share.pk}").status_code == 404
+    assert client.get("/shares/new?patient_of=x").status_code == 404

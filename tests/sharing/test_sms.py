@@ -304,3 +304,11 @@ def test_a_number_twilio_refuses_fails_for_good(db: None, twilio: FakeTwilio) ->
     assert notification.state == "failed" and notification.last_error == "sms:http_400:21614"
     events = [e for e in services.events(share) if e.type == "notification_failed"]
     assert events[-1].details["final"] is True
+
+
+def test_numbers_are_displayed_as_people_write_them() -> None:
+    from pli.notify.sms import display_number
+
+    assert display_number("+33612345678") == "06 12 34 56 78"
+    assert display_number("+262692123456") == "+262 692 12 34 56"
+    assert display_number("not a number") == "not a number"

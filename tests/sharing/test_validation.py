@@ -19,6 +19,9 @@ def test_both_birth_date_forms_give_the_same_date(day: datetime.date) -> None:
     assert validation.parse_birth_date(day.strftime("%d/%m/%Y")) == day
     assert validation.parse_birth_date(day.isoformat()) == day
     assert validation.parse_birth_date(f" {day.day}/{day.month}/{day.year} ") == day
+    # From a phone's digits-only keypad.
+    assert validation.parse_birth_date(day.strftime("%d%m%Y")) == day
+    assert validation.parse_birth_date(day.strftime("%d %m %Y")) == day
 
 
 @given(st.text(max_size=30))

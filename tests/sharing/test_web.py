@@ -237,3 +237,13 @@ def test_an_expired_share_reads_expire_in_the_masculine(db: None) -> None:
     PatientShare.objects.filter(pk=share.pk).update(status=Status.EXPIRED)
     listing = browser(user).get("/shares/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert 'data-status="expired">expiré<' in listing
+
+
+def test_the_share_page_is_a_recorded_read_and_shows_the_mobile_as_written_in_france(db: None) -> None:
+    from pli.audit.models import AuditEvent
+
+    user = make_user()
+    share, _token = make_share(user)
+    detail = browser(user).get(f"/shares/{share.pk}").content.decode()
+    assert "06 12 34 56 78" in detail and "+33612345678" not in detail
+    assert AuditEvent.objects.filter(action="share.read", target_id=str(share.pk), actor_id=str(user.pk)).count() == 1

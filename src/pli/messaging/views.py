@@ -23,9 +23,10 @@ from django.http import (
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -105,10 +106,14 @@ class SearchForm(forms.Form):
     q = forms.CharField(label=gettext_lazy("Words of the subject, patient name or INS"), max_length=200, required=False)
     sender = forms.CharField(label=gettext_lazy("Sender"), max_length=200, required=False)
     date_from = forms.DateField(
-        label=gettext_lazy("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+        label=pgettext_lazy("date range", "From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
     date_to = forms.DateField(
-        label=gettext_lazy("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+        label=pgettext_lazy("date range", "To"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
 
     def clean(self) -> dict[str, Any]:
@@ -221,15 +226,24 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
         # A message from outside Pli's mailboxes (a patient's reply) has no address to
         # answer to, but its readers still see who wrote it.
         origin = message.sender.address if message.sender else ""
-        header = _("On %(date)s, %(sender)s wrote:") % {
-            "date": message.sent_at.strftime("%d/%m/%Y %H:%M"),
-            "sender": origin or message.sender_label,
-        }
+        # The reader's time, not the stored UTC; the person's name as well as the address.
+        sent_at = timezone.localtime(message.sent_at).strftime("%d/%m/%Y %H:%M")
+        author = f"{message.sender_label} <{origin}>" if origin else message.sender_label
+        header = _("On %(date)s, %(sender)s wrote:") % {"date": sent_at, "sender": author}
         if mode == "forward":
             initial["forward_of"] = message.pk
             initial["subject"] = _prefix(message.subject, _("Fwd:"), _FORWARD_PREFIX)
             initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
-            initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
+            # As mail clients write it, so the next reader knows where the message came from.
+            to = ", ".join(r.mailbox.address for r in recipients if r.role == Role.TO)
+            forwarded = [
+                _("---------- Forwarded message ----------"),
+                _("From: %(sender)s") % {"sender": author},
+                _("Date: %(date)s") % {"date": sent_at},
+                _("Subject: %(subject)s") % {"subject": message.subject},
+                _("To: %(recipients)s") % {"recipients": to},
+            ]
+            initial["body"] = "\n\n" + "\n".join(forwarded) + "\n\n" + message.body
         else:
             initial["in_reply_to"] = message.pk
             initial["subject"] = _prefix(message.subject, _("Re:"), _REPLY_PREFIX)

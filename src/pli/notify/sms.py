@@ -146,6 +146,21 @@ def normalise_mobile(raw: str, allowed_regions: Iterable[str] = DEFAULT_ALLOWED_
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def display_number(e164: str) -> str:
+    """``+33612345678`` → ``06 12 34 56 78`` (a French number as the French write it),
+    ``+262692123456`` → ``+262 692 12 34 56``; as stored if it cannot be parsed."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    style = (
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if number.country_code == 33
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+    return phonenumbers.format_number(number, style)
+
+
 def mask_number(e164: str) -> str:
     """``+33612345678`` → ``+33 6 •• •• •• 78``: enough for a person to recognise their phone."""
     try:

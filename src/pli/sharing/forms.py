@@ -24,7 +24,7 @@ class ShareForm(forms.Form):
         label=_("Birth date"),
         max_length=20,
         help_text=_("DD/MM/YYYY. The patient confirms it before seeing anything."),
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off", "placeholder": "JJ/MM/AAAA"}),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "off", "placeholder": _("DD/MM/YYYY")}),
     )
     patient_ins = forms.CharField(
         label=_("INS (optional)"),
@@ -55,7 +55,9 @@ class ShareForm(forms.Form):
     expires_in_days = forms.IntegerField(
         label=_("Link valid for (days)"), min_value=1, max_value=MAX_EXPIRY_DAYS, required=False
     )
-    allow_reply = forms.BooleanField(label=_("Allow the patient to reply with a message and files"), required=False)
+    allow_reply = forms.BooleanField(
+        label=_("Allow the patient to reply with a message and files"), required=False, label_suffix=""
+    )
 
     def clean_patient_birth_date(self) -> Any:
         return validation.parse_birth_date(self.cleaned_data["patient_birth_date"])
@@ -105,7 +107,7 @@ class BirthDateForm(forms.Form):
         label=_("Your birth date"),
         max_length=20,
         help_text=_("For example 31/01/1980 (day/month/year)."),
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "bday", "placeholder": "JJ/MM/AAAA"}),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "bday", "placeholder": _("DD/MM/YYYY")}),
     )
 
     def clean_birth_date(self) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
@@ -35,6 +36,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.audit import services as audit
+from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
@@ -71,6 +73,9 @@ def _redirect(name: str, token: str, query: str = "") -> HttpResponseRedirect:
 
 
 def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    for value in context.values():
+        if isinstance(value, forms.BaseForm):
+            focus_first_error(value)
     # The page's Referrer-Policy is the global "same-origin" (settings): the token in the
     # address never reaches another site, and Chromium still sends a real Origin with the
     # forms, which "no-referrer" would turn into "null" and the CSRF check would refuse.
@@ -204,8 +209,10 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         sent = request.GET.get("sent")
         return _code_page(request, share, token, CodeForm(), sent=sent if sent in Channel.values else "")
     form = CodeForm(request.POST)
+    sent = request.GET.get("sent")
+    channel = {"sent": sent if sent in Channel.values else ""}
     if not form.is_valid():
-        return _code_page(request, share, token, form, status=400)
+        return _code_page(request, share, token, _without_code(form), status=400, **channel)
     result = services.check_code(share.pk, form.cleaned_data["code"], session_key=key, request=request)
     if result.outcome == "ok":
         return _redirect("patient_documents", token)
@@ -215,7 +222,13 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         share.refresh_from_db()
         return _ended(request, share, result.outcome)
     form.add_error("code", _code_error(result.outcome, result.attempts_left))
-    return _code_page(request, share, token, form, status=400)
+    return _code_page(request, share, token, _without_code(form), status=400, **channel)
+
+
+def _without_code(form: CodeForm) -> CodeForm:
+    """The refused form, its field emptied: the next code is typed, not corrected."""
+    form.data = {**form.data, "code": ""}
+    return form
 
 
 def _code_error(outcome: str, left: int) -> str:

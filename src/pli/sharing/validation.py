@@ -19,7 +19,12 @@ from stdnum.fr import nir
 from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
 
 # ASCII digits only: "\\d" alone would also take other scripts' digits (full-width, Arabic-Indic...).
-_FRENCH_DATE = re.compile(r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})", re.ASCII)
+# Separators are optional: a phone's numeric keypad has no "/" (iOS shows digits only),
+# so 31011980 and 31 01 1980 are read as 31/01/1980.
+_FRENCH_DATE = re.compile(
+    r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})|(\d{1,2})\s+(\d{1,2})\s+(\d{4})", re.ASCII
+)
+_COMPACT_DATE = re.compile(r"(\d{2})(\d{2})(\d{4})", re.ASCII)
 _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
 _CODE = re.compile(r"\d{6}", re.ASCII)
 OLDEST_YEAR = 1880
@@ -28,17 +33,18 @@ _FALSE = frozenset({"false", "0", "no", "off", ""})
 
 
 def parse_birth_date(raw: str) -> datetime.date:
-    """``JJ/MM/AAAA`` (also with dots or dashes) or ``YYYY-MM-DD``."""
+    """``JJ/MM/AAAA`` (also with dots, dashes, spaces or no separator) or ``YYYY-MM-DD``."""
     text = (raw or "").strip()
     if not text:
         raise ValidationError(_("Enter the birth date."), code="required")
     iso = _ISO_DATE.fullmatch(text)
-    french = _FRENCH_DATE.fullmatch(text)
+    french = _FRENCH_DATE.fullmatch(text) or _COMPACT_DATE.fullmatch(text)
     try:
         if iso:
             value = datetime.date(int(iso[1]), int(iso[2]), int(iso[3]))
         elif french:
-            value = datetime.date(int(french[3]), int(french[2]), int(french[1]))
+            day, month, year = (part for part in french.groups() if part is not None)
+            value = datetime.date(int(year), int(month), int(day))
         else:
             raise ValueError
     except ValueError:

@@ -17,9 +17,12 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.accounts.models import User
+from pli.audit import services as audit
+from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment
+from pli.notify.sms import display_number
 from pli.sharing import mailbox, services
 from pli.sharing.forms import ShareForm
 from pli.sharing.models import PatientShare, Status
@@ -72,6 +75,7 @@ def _new_page(
     documents_error: str = "",
 ) -> HttpResponse:
     rules = document_rules()
+    focus_first_error(form)
     chosen = set(request.POST.getlist("attachments")) if request.method == "POST" else {str(a.pk) for a in attachments}
     context = {
         "form": form,
@@ -107,7 +111,26 @@ def new_share(request: HttpRequest) -> HttpResponse:
 
 @csrf_protect
 def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.UUID | None) -> HttpResponse:
-    return _new_page(request, ShareForm(), attachments, source)
+    # The organisation's default, visible and editable where it applies.
+    initial: dict[str, object] = {"expires_in_days": services.default_expiry_days(_user(request))}
+    earlier = request.GET.get("patient_of")
+    if earlier:
+        # Answering a patient who replied through a share: a new share to the same person.
+        try:
+            share = _share_or_404(request, uuid.UUID(earlier))
+        except ValueError:
+            raise Http404 from None
+        audit.record("share.read", actor=_user(request), target=share, request=request)
+        initial |= {
+            "patient_family_name": share.patient_family_name,
+            "patient_given_name": share.patient_given_name,
+            "patient_birth_date": share.patient_birth_date.strftime("%d/%m/%Y"),
+            "patient_ins": share.patient_ins or "",
+            "patient_mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
+            "patient_email": share.patient_email or "",
+            "allow_reply": share.allow_reply,
+        }
+    return _new_page(request, ShareForm(initial=initial), attachments, source)
 
 
 @csrf_protect
@@ -145,6 +168,8 @@ def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
 @require_GET
 def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     share = _share_or_404(request, share_id)
+    # The page shows who the patient is and how to reach them: a read of health data.
+    audit.record("share.read", actor=_user(request), target=share, request=request)
     now = timezone.now()
     context = {
         "share": share,
@@ -154,6 +179,7 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
         "events": services.events(share),
         "replies": list(share.replies.all()),
         "Status": Status,
+        "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
     }
     return render(request, "sharing/detail.html", context)
 
