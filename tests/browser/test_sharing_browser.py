@@ -51,12 +51,20 @@ def test_share_a_pdf_with_a_patient(
     page.get_by_label("Nom de famille").fill("Durand")
     page.get_by_label("Prénom(s)").fill("Élodie")
     page.get_by_label("Date de naissance").fill("15/02/1984")
-    page.get_by_label("Téléphone mobile").fill("06 12 34 56 78")
+    # A landline by mistake: refused, with the focus on that field and the PDF still chosen.
+    page.get_by_label("Téléphone mobile").fill("01 45 67 89 01")
     page.get_by_label("Adresse e-mail").fill("elodie.durand@example.org")
     page.get_by_label("Message au patient (facultatif)").fill("Voici le compte rendu de votre examen.")
     page.set_input_files(
         "#id_documents", files=[{"name": "compte-rendu.pdf", "mimeType": "application/pdf", "buffer": pdf}]
     )
+    page.click("#share-submit")
+    page.wait_for_selector("#id_patient_mobile_error")
+    assert page.evaluate("document.activeElement.id") == "id_patient_mobile"
+    assert page.evaluate("document.getElementById('id_documents').files.length") == 1
+    assert problems == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    problems.clear()
+    page.get_by_label("Téléphone mobile").fill("06 12 34 56 78")
     page.click("#share-submit")
     page.wait_for_url("**/shares/*")
     assert page.locator(".share-status").first.get_attribute("data-status") == "sent"

@@ -7,7 +7,7 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import reverse
@@ -22,6 +22,7 @@ from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment
+from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, services
 from pli.sharing.forms import ShareForm
@@ -155,7 +156,11 @@ def _create(
     )
     batch.keep()
     messages.success(request, _("The share is created; the patient is being notified."))
-    return HttpResponseRedirect(reverse("sharing:detail", args=[share.pk]), status=303)
+    location = reverse("sharing:detail", args=[share.pk])
+    if request.headers.get(UPLOAD_HEADER):
+        # The page's script sent it (with a progress bar): it follows the location itself.
+        return JsonResponse({"location": location}, status=201)
+    return HttpResponseRedirect(location, status=303)
 
 
 def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
