@@ -57,30 +57,8 @@
     return true;
   }
 
-  function swapPage(html, keptInput) {
-    var doc = new DOMParser().parseFromString(html, "text/html");
-    var fresh = doc.querySelector(".mail-main");
-    var current = document.querySelector(".mail-main");
-    if (!fresh || !current) {
-      document.open();
-      document.write(html);
-      document.close();
-      return;
-    }
-    current.replaceWith(document.adoptNode(fresh));
-    var form = document.getElementById("compose-form");
-    if (form && keptInput && !form.querySelector("#id_attachments[aria-invalid]")) {
-      // Keep the files the user chose: only the other fields had errors.
-      var placeholder = form.querySelector("#id_attachments");
-      if (placeholder) placeholder.replaceWith(keptInput);
-    }
-    init(document);
-    var summary = document.getElementById("compose-errors");
-    if (summary) summary.focus();
-  }
-
   function sendWithProgress(form, event) {
-    if (!window.XMLHttpRequest || !window.FormData) return;
+    if (!window.XMLHttpRequest || !window.FormData || !window.Pli) return;
     event.preventDefault();
     if (!checkFiles(form)) return;
     var button = form.querySelector("#send-button");
@@ -88,34 +66,26 @@
     var bar = form.querySelector("#upload-bar");
     var percent = form.querySelector("#upload-percent");
     var input = form.querySelector("#id_attachments");
-    var xhr = new XMLHttpRequest();
-    xhr.open("POST", form.action);
-    xhr.setRequestHeader("X-Pli-Upload", "1");
     if (box) box.hidden = false;
     if (button) button.disabled = true;
-    xhr.upload.addEventListener("progress", function (e) {
-      if (!e.lengthComputable || !bar) return;
-      var value = Math.round((e.loaded / e.total) * 100);
-      bar.value = value;
-      if (percent) percent.textContent = value + " %";
+    window.Pli.postWithProgress(form, {
+      progress: function (value) {
+        if (bar) bar.value = value;
+        if (percent) percent.textContent = value + " %";
+      },
+      refused: function (html) {
+        // Keep the files the user chose unless they were the problem.
+        if (!window.Pli.swapPart(html, ".mail-main", input)) return;
+        init(document);
+        var summary = document.getElementById("compose-errors");
+        if (summary) summary.focus();
+      },
+      failed: function () {
+        if (button) button.disabled = false;
+        if (box) box.hidden = true;
+        showFileError(form, form.dataset.msgFailed);
+      },
     });
-    xhr.addEventListener("load", function () {
-      if (xhr.status === 201) {
-        try {
-          window.location.assign(JSON.parse(xhr.responseText).location);
-          return;
-        } catch (err) { /* fall through to a plain reload */ }
-        window.location.reload();
-        return;
-      }
-      swapPage(xhr.responseText, input);
-    });
-    xhr.addEventListener("error", function () {
-      if (button) button.disabled = false;
-      if (box) box.hidden = true;
-      showFileError(form, form.dataset.msgFailed);
-    });
-    xhr.send(new FormData(form));
   }
 
   function lastToken(value) {

@@ -4,60 +4,31 @@
 (function () {
   "use strict";
 
-  function swapForm(html, keptInput) {
-    var doc = new DOMParser().parseFromString(html, "text/html");
-    var fresh = doc.getElementById("share-page");
-    var current = document.getElementById("share-page");
-    if (!fresh || !current) {
-      document.open();
-      document.write(html);
-      document.close();
-      return;
-    }
-    current.replaceWith(document.adoptNode(fresh));
-    var input = document.getElementById("id_documents");
-    if (input && keptInput && keptInput.files.length && !input.hasAttribute("aria-invalid")) {
-      input.replaceWith(keptInput);
-    }
-    init();
-    // The server marked the first field in error with autofocus; a swapped page has to be
-    // told, and the summary is the next best place.
-    var target = document.querySelector("#share-form [autofocus]") || document.getElementById("share-errors");
-    if (target) target.focus();
-  }
-
   function send(form, event) {
-    if (!window.XMLHttpRequest || !window.FormData) return;
+    if (!window.XMLHttpRequest || !window.FormData || !window.Pli) return;
     event.preventDefault();
     var button = document.getElementById("share-submit");
     var progress = document.getElementById("share-progress");
     var input = document.getElementById("id_documents");
-    var xhr = new XMLHttpRequest();
-    xhr.open("POST", form.action);
-    xhr.setRequestHeader("X-Pli-Upload", "1");
     if (button) button.disabled = true;
     if (progress) progress.hidden = false;
-    xhr.upload.addEventListener("progress", function (e) {
-      if (e.lengthComputable && progress) progress.value = Math.round((e.loaded / e.total) * 100);
+    window.Pli.postWithProgress(form, {
+      progress: function (percent) { if (progress) progress.value = percent; },
+      refused: function (html) {
+        if (!window.Pli.swapPart(html, "#share-page", input && input.files.length ? input : null)) return;
+        init();
+        // The server gave the first field in error autofocus, which a swapped page
+        // ignores; the summary is the next best place.
+        var target = document.querySelector("#share-form [autofocus]") || document.getElementById("share-errors");
+        if (target) target.focus();
+      },
+      failed: function () {
+        // Nothing was created: let the form post the plain way.
+        if (button) button.disabled = false;
+        if (progress) progress.hidden = true;
+        form.dataset.plain = "1";
+      },
     });
-    xhr.addEventListener("load", function () {
-      if (xhr.status === 201) {
-        try {
-          window.location.assign(JSON.parse(xhr.responseText).location);
-          return;
-        } catch (err) { /* a plain reload below */ }
-        window.location.reload();
-        return;
-      }
-      swapForm(xhr.responseText, input);
-    });
-    xhr.addEventListener("error", function () {
-      // The connection failed: nothing was created. Let the form post the plain way.
-      if (button) button.disabled = false;
-      if (progress) progress.hidden = true;
-      form.dataset.plain = "1";
-    });
-    xhr.send(new FormData(form));
   }
 
   function init() {
