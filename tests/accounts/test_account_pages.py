@@ -113,4 +113,14 @@ def test_navigation_for_signed_in_users(organisation: Organisation, admin_client
 
 def test_login_page_offers_one_password_reset_link(db: None, client: Client) -> None:
     body = client.get("/login/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
-    assert body.count(f'href="{reverse("account_reset_password")}"') == 1
+    link = f'href="{reverse("account_reset_password")}"'
+    assert body.count(link) == 1 and "Mot de passe oublié" in body
+    # After the password, so that Tab goes from the e-mail address to the password.
+    assert body.index('name="login"') < body.index('name="password"') < body.index(link)
+
+
+def test_a_wrong_password_is_said_without_pointing_at_fields(db: None, client: Client) -> None:
+    body = client.post(
+        "/login/", {"login": "nobody@example.org", "password": "wrong password"}, HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert 'role="alert"' in body and "signalés ci-dessous" not in body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from allauth.account.forms import LoginForm as AllauthLoginForm
 from allauth.account.forms import ResetPasswordForm as AllauthResetPasswordForm
 from allauth.core import context
 from allauth.mfa.base.forms import AuthenticateForm, ReauthenticateForm
@@ -34,6 +35,16 @@ PROFESSIONS = (
 
 
 # --- allauth forms, with the instance-wide limits ---------------------------------------
+
+
+class LoginForm(AllauthLoginForm):  # type: ignore[misc]
+    """allauth puts the "forgotten password" link in the password's help text, which is
+    rendered before the password input: Tab from the e-mail address landed on the link. The
+    sign-in page shows the link after the password instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["password"].help_text = ""
 
 
 class ResetPasswordForm(AllauthResetPasswordForm):  # type: ignore[misc]
