@@ -277,3 +277,13 @@ def test_a_text_field_far_too_long_is_named(pair: tuple[User, User], field: str)
     assert response.status_code == 400
     assert list(response.json()) == [field]
     _assert_nothing_saved()
+
+
+def test_a_malformed_multipart_body_is_refused_in_french(pair: tuple[User, User]) -> None:
+    alice, _bob = pair
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", b"--x\r\nnot a part", content_type="multipart/form-data; boundary="
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"][0].startswith("Le corps multipart est illisible")
+    _assert_nothing_saved()

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -242,6 +242,12 @@ class MessageCreateView(MessagingView):
                 return Response({"body": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
             except (TooManyFieldsSent, TooManyFilesSent):
                 return Response({"detail": [_("Too many form fields.")]}, status=status.HTTP_400_BAD_REQUEST)
+            except ParseError:
+                # DRF's own message quotes Django's parser in English ("Invalid boundary…").
+                return Response(
+                    {"detail": [_("The multipart body could not be read; nothing was saved.")]},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
             form = ComposeForm(data, files, user=user, uploads=uploads.pending_uploads(files))
             if not form.is_valid():
                 return Response(form_errors(form), status=status.HTTP_400_BAD_REQUEST)
