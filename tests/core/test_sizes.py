@@ -16,6 +16,12 @@ from pli.core.sizes import limit_size
         (1_500_000, "1,5 Mo", "1.5 MB"),
         (3 * 2**30, "3 Gio", "3 GB"),
         (2_500, "2,5 ko", "2.5 KB"),
+        # Multiples of 1024 in powers of 1000 too: read as set.
+        (16_000_000, "16 Mo", "16 MB"),
+        (2 * 10**9, "2 Go", "2 GB"),
+        # Neither: rounded, not cut.
+        (1_990_000, "2 Mo", "2 MB"),
+        (1_234_567, "1,2 Mo", "1.2 MB"),
     ],
 )
 def test_limits_in_the_units_they_were_set_in(value: int, french: str, english: str) -> None:

@@ -167,6 +167,12 @@ def test_addresses_copied_with_their_display_names(people: dict[str, User]) -> N
     assert sorted(detail["to"]) == sorted([bob, carol])
 
 
+def test_a_recipient_list_beyond_any_real_one_is_refused(people: dict[str, User]) -> None:
+    data = _base(people, to=["Paul Durand " * 3000])
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert response.status_code == 400 and "to" in response.json()
+
+
 def test_bad_folder_and_cursor(people: dict[str, User]) -> None:
     client = api_client(people["alice"])
     box = personal_mailbox(people["alice"])

@@ -237,10 +237,29 @@ _MIXED = encode_multipart(
 )
 
 
+# Django reads on after the closing delimiter: so must the check.
+_AFTER_CLOSE = (
+    _MIXED
+    + f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="late"; filename="'.encode()
+    + "é.bin".encode("latin-1")
+    + f'"\r\n\r\nxx\r\n--{BOUNDARY}--\r\n'.encode()
+)
+
+
 @given(st.lists(st.integers(min_value=1, max_value=6000), min_size=1, max_size=40))
 def test_part_headers_are_read_across_random_splits(sizes: list[int]) -> None:
     assert _refused_field(_MIXED, sizes) is None
     assert _refused_field(_latin1_named(_MIXED, "é.bin"), sizes) == "attachments"
+    assert _refused_field(_AFTER_CLOSE, sizes) == "late"
+
+
+def test_an_empty_file_name_is_a_text_field_as_django_reads_it() -> None:
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="subject"; filename=""\r\n\r\n'.encode()
+        + b"x" * 1_200_000
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    assert _refused_field(body, 1 << 20) == "subject"
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1000, 1 << 20])

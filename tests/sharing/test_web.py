@@ -104,6 +104,14 @@ def test_too_large_documents_are_refused_early(db: None, settings: Any) -> None:
     assert not temp.exists() or list(temp.iterdir()) == []
 
 
+def test_a_text_field_refused_while_streaming_is_shown_next_to_it(db: None) -> None:
+    response = browser(make_user()).post("/shares/new", form(message="x" * 1_200_000))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'id="id_message_error"' in html and 'id="id_documents_error"' not in html
+    assert not PatientShare.objects.exists()
+
+
 def test_list_detail_and_actions(db: None) -> None:
     user = make_user()
     client = browser(user)

@@ -4,10 +4,13 @@ Django's ``filesizeformat`` counts in powers of 1024 and always prints a decimal
 10,000,000 bytes (the patient reply's "10 MB") reads "9.5 MB", which people take for another
 limit, and 100 MiB reads "100.0 MB". A limit set in powers of 1024 is shown in those units
 (French "Mio"), one set in powers of 1000 in these ("Mo", as phones show file sizes), both
-without a needless ".0".
+without a needless ".0"; powers of 1000 win when both read exactly (16,000,000 bytes is
+16 Mo, not 15,3 Mio).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.template.defaultfilters import filesizeformat
 from django.utils import formats
@@ -22,13 +25,26 @@ _DECIMAL_UNITS = (
 )
 
 
+def _exact(value: int, units: tuple[tuple[int, Any], ...]) -> str | None:
+    """``value`` in the largest of ``units`` it reaches, if that takes at most one decimal."""
+    for unit, label in units:
+        if value >= unit:
+            return _show(label, value / unit) if (value * 10) % unit == 0 else None
+    return None
+
+
+def _show(label: Any, amount: float) -> str:
+    amount = round(amount, 1)
+    number = formats.number_format(int(amount)) if amount.is_integer() else formats.number_format(amount, 1)
+    return str(label) % number
+
+
 def limit_size(value: int) -> str:
     if value < 1000:
         return str(filesizeformat(value))
-    units = _BINARY_UNITS if value % 1024 == 0 else _DECIMAL_UNITS
-    for unit, label in units:
-        if value >= unit:
-            amount = value / unit
-            number = formats.number_format(int(amount)) if amount.is_integer() else formats.number_format(amount, 1)
-            return str(label) % number
-    return str(filesizeformat(value))  # 1000 to 1023 bytes
+    found = _exact(value, _DECIMAL_UNITS) or _exact(value, _BINARY_UNITS)
+    if found is not None:
+        return found
+    # Set in neither (1,990,000 bytes): powers of 1000, rounded.
+    unit, label = next((unit, label) for unit, label in _DECIMAL_UNITS if value >= unit)
+    return _show(label, value / unit)

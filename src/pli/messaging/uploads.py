@@ -51,7 +51,8 @@ _TAIL_SIZE = 4096
 # end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
 _PART_HEADER_LIMIT = 1000
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
-_PART_FILENAME = re.compile(rb"\bfilename\*?=", re.IGNORECASE)
+# A file part, as Django tells them: a non-empty file name (filename="" is a text field).
+_PART_FILENAME = re.compile(rb'\bfilename(?:="[^"]|=[^"\s;]|\*=)', re.IGNORECASE)
 # Above any text field's own limit (a message body: 200,000 characters, at most 800 KB).
 _TEXT_PART_LIMIT = 1_000_000
 _SNIFF_BYTES = 8
@@ -312,9 +313,14 @@ class TailRecorder:
                 before = len(self._header)
                 self._header += data[pos : pos + _PART_HEADER_LIMIT + 4 - before]
                 if self._header.startswith(b"--"):
-                    # The closing delimiter: what follows is not a part.
+                    # The closing delimiter. Django goes on reading parts after it, so the
+                    # scan does too; what lies between is no field's text.
+                    pos += 2 - before
                     self._header = None
-                    return
+                    self._text_field = None
+                    continue
+                if len(self._header) < 2:
+                    return  # one byte after a delimiter: "-" may begin the closing one
                 end = self._header.find(b"\r\n\r\n")
                 if end == -1:
                     if len(self._header) <= _PART_HEADER_LIMIT:

@@ -192,8 +192,8 @@ def _quote(text: str) -> str:
 
 # Prefixes mail clients put on replies and forwards, in French, English and neighbouring
 # languages ("RE :", "Re:", "AW:", "TR :", "Fwd:", "WG:"...): an answer to an answer keeps
-# one prefix instead of piling them up.
-_REPLY_PREFIX = re.compile(r"\s*(?:re|réf|ref|aw|antw|sv|rif)\s*(?:\[[0-9]+\])?\s*:", re.IGNORECASE)
+# one prefix instead of piling them up. Not "Réf :", which starts many a first subject.
+_REPLY_PREFIX = re.compile(r"\s*(?:re|aw|antw|sv|rif)\s*(?:\[[0-9]+\])?\s*:", re.IGNORECASE)
 _FORWARD_PREFIX = re.compile(r"\s*(?:fwd?|tr|wg|enc|rv)\s*:", re.IGNORECASE)
 
 

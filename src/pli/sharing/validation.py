@@ -18,15 +18,15 @@ from stdnum.fr import nir
 
 from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
 
-# ASCII digits only: "\\d" alone would also take other scripts' digits (full-width, Arabic-Indic...).
-# Separators are optional: a phone's numeric keypad has no "/" (iOS shows digits only),
-# so 31011980 and 31 01 1980 are read as 31/01/1980.
+# ASCII digits only ("\d" would also take other scripts' digits: full-width, Arabic-Indic...);
+# any spaces, a no-break one included. Separators are optional: a phone's numeric keypad has
+# no "/" (iOS shows digits only), so 31011980 and 31 01 1980 are read as 31/01/1980.
 _FRENCH_DATE = re.compile(
-    r"(\d{1,2})\s*[/.\-]\s*(\d{1,2})\s*[/.\-]\s*(\d{4})|(\d{1,2})\s+(\d{1,2})\s+(\d{4})", re.ASCII
+    r"([0-9]{1,2})\s*[/.\-]\s*([0-9]{1,2})\s*[/.\-]\s*([0-9]{4})|([0-9]{1,2})\s+([0-9]{1,2})\s+([0-9]{4})"
 )
-_COMPACT_DATE = re.compile(r"(\d{2})(\d{2})(\d{4})", re.ASCII)
-_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII)
-_CODE = re.compile(r"\d{6}", re.ASCII)
+_COMPACT_DATE = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{4})")
+_ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_CODE = re.compile(r"[0-9]{6}")
 OLDEST_YEAR = 1880
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})

@@ -103,7 +103,13 @@ def new_share(request: HttpRequest) -> HttpResponse:
         try:
             request.POST  # noqa: B018 - parse (and encrypt) the upload now, inside the batch
         except UploadRejected as exc:
-            return _new_page(request, ShareForm(), attachments, source, status=exc.status, documents_error=exc.message)
+            form = ShareForm()
+            if exc.field not in form.fields:
+                return _new_page(request, form, attachments, source, status=exc.status, documents_error=exc.message)
+            # A text field refused as the body streamed in (far too long): said next to it.
+            form.cleaned_data = {}
+            form.add_error(exc.field, exc.message)
+            return _new_page(request, form, attachments, source, status=exc.status)
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             error = _("The form could not be read; please send it again.")
             return _new_page(request, ShareForm(), attachments, source, status=400, documents_error=error)
