@@ -184,6 +184,8 @@ def test_unknown_api_paths_are_a_json_404(db: None, client: Client, path: str) -
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert json.loads(response.content) == {"detail": "Introuvable."} or json.loads(response.content)["detail"]
+    # Written like every other API answer (DRF's renderer): compact.
+    assert response.content == b'{"detail":"Introuvable."}'
 
 
 def test_wrong_method_is_a_json_405(raw_token: str, client: Client) -> None:

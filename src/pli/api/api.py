@@ -61,4 +61,7 @@ class MeView(APIView):
 @login_not_required
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Any /api/ path that matches no endpoint: a JSON answer, like the rest of the API."""
-    return JsonResponse({"detail": _("Not found.")}, status=404)
+    # Written as DRF's renderer writes the other answers: compact, UTF-8.
+    return JsonResponse(
+        {"detail": _("Not found.")}, status=404, json_dumps_params={"separators": (",", ":"), "ensure_ascii": False}
+    )
