@@ -27,7 +27,8 @@ $(VENV)/.dev-installed: $(BIN)/uv requirements/dev.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(VENV)/.base-installed $@
 
-install: $(VENV)/.base-installed
+# The translations are compiled too: without them the interface falls back to English.
+install: $(VENV)/.base-installed messages
 
 messages: $(VENV)/.base-installed
 	cd src/pli && ../../$(BIN)/pli compilemessages --verbosity 0

@@ -160,7 +160,13 @@ def load(environ: dict[str, str] | None = None) -> Config:
     email_url = env_vars.get("PLI_EMAIL_URL", default_email)
     if production and not email_url:
         raise ConfigError("PLI_EMAIL_URL is required in production (smtp://host:port or smtps://…)")
-    sms_url = env_vars.get("PLI_SMS_URL") or f"file://{data_dir / 'outbox' / 'sms'}"
+    # Development keeps SMS as JSON files too. In production that default would leave every
+    # patient without their code (and their links and codes in files): it must be chosen.
+    sms_url = env_vars.get("PLI_SMS_URL") or (f"file://{data_dir / 'outbox' / 'sms'}" if not production else "")
+    if production and not sms_url:
+        raise ConfigError(
+            "PLI_SMS_URL is required in production (twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=…)"
+        )
 
     log_level = (env_vars.get("PLI_LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -17,6 +17,7 @@ def prod_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PLI_KEYS_DIR": str(tmp_path / "keys"),
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
+        "PLI_SMS_URL": "file:///nonexistent/sms",
     }
     env.update(extra)
     return env
@@ -51,6 +52,7 @@ def test_production_with_everything_set_loads(tmp_path: Path) -> None:
         ({"PLI_PUBLIC_URL": "http://pli.example.fr"}, "must use https"),
         ({"PLI_DEBUG": "1"}, "PLI_DEBUG cannot be enabled"),
         ({"PLI_EMAIL_URL": ""}, "PLI_EMAIL_URL is required"),
+        ({"PLI_SMS_URL": ""}, "PLI_SMS_URL is required"),
     ],
 )
 def test_production_refuses_missing_or_default_secrets(tmp_path: Path, override: dict[str, str], message: str) -> None:

@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="{status,rotate,rewrap,retire,generate}")
         sub.add_parser("status", help="key versions in use and how many data keys each wraps")
-        sub.add_parser("rotate", help="create a new master key version; new objects use it at once")
+        sub.add_parser("rotate", help="create a new master key version (then restart servers and workers, and rewrap)")
         sub.add_parser("rewrap", help="re-wrap every data key under the current version (data untouched)")
         retire = sub.add_parser("retire", help="delete an old master key version no data key uses any more")
         retire.add_argument("version", type=int)
