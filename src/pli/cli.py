@@ -13,24 +13,29 @@ Pli — messagerie sécurisée de santé. Operator commands:
 
   run                  development: migrate, seed demo data, serve with the worker
   serve                serve Pli with gunicorn (production server)
-  worker               deliver e-mail/SMS notifications and run periodic jobs
+  worker               deliver e-mail/SMS notifications and run the periodic jobs
+                       (reminders, expiry, clean-up); run one beside serve
   migrate              create or update the database schema
   keys status          master key versions and how many data keys each wraps
-  keys rotate          create a new master key version; new objects use it
+  keys rotate          create a new master key version (then restart, and rewrap)
   keys rewrap          re-wrap existing data keys under the current master key
   keys retire N        delete master key version N once no data key uses it
+  keys generate        print a random key (for a key file or PLI_MASTER_KEY)
   audit verify         check the audit trail's hash chain
-  worker               run background jobs (notifications, reminders, cleanup)
   createorg            create an organisation (prints its slug)
   createuser           create a member of an organisation
   token create         create an API token for a user (prints it)
   directory import F   load the public Annuaire Santé extract
+  messaging cleanup-blobs
+                       remove attachment blobs no message references
   dev totp EMAIL       development: current TOTP code of a demo account
   check --deploy       Django's deployment checks
 
-Configuration comes from PLI_* environment variables (see README.md):
+Configuration comes from PLI_* environment variables (see README.md and
+docs/operations.md), among them:
   PLI_ENV, PLI_DATA_DIR, PLI_DATABASE_URL, PLI_PUBLIC_URL, PLI_SECRET_KEY,
-  PLI_KEYS_DIR or PLI_MASTER_KEY, PLI_EMAIL_URL, PLI_SMS_URL, PLI_SMS_ALLOWED_REGIONS.
+  PLI_KEYS_DIR or PLI_MASTER_KEY, PLI_EMAIL_URL, PLI_SMS_URL, PLI_SMS_ALLOWED_REGIONS,
+  PLI_TRUSTED_PROXIES.
 
 `pli help --commands` lists every command; `pli help COMMAND` shows its options.
 """

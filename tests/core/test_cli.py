@@ -25,7 +25,16 @@ def run_pli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.
 def test_help_lists_operator_commands(tmp_path: Path) -> None:
     result = run_pli("--help", env={"PLI_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0
-    for command in ("serve", "migrate", "keys status", "keys rotate", "keys rewrap", "audit verify"):
+    for command in (
+        "serve",
+        "worker",
+        "migrate",
+        "keys status",
+        "keys rotate",
+        "keys rewrap",
+        "keys generate",
+        "audit verify",
+    ):
         assert command in result.stdout
 
 
