@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from pli.audit.models import AuditEvent
@@ -247,16 +248,45 @@ def without_csrf(html: bytes) -> bytes:
     return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b"", html)
 
 
+def _age_codes(share: PatientShare, seconds: int = 31) -> None:
+    """As if the codes (and the share's counting window) had started ``seconds`` earlier:
+    past the resend cool-down, still within the hour."""
+    earlier = datetime.timedelta(seconds=seconds)
+    OneTimeCode.objects.filter(share=share).update(created_at=F("created_at") - earlier)
+    PatientShare.objects.filter(pk=share.pk).update(counters_reset_at=F("counters_reset_at") - earlier)
+
+
 def test_codes_per_hour_limit_locks(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
     assert patient.birth_date().status_code == 303
     for _ in range(4):
+        _age_codes(share)
         assert patient.new_code().status_code == 303
+    _age_codes(share)
     assert OneTimeCode.objects.filter(share=share).count() == 5
     assert patient.new_code().status_code == 403
     share.refresh_from_db()
     assert share.status == Status.LOCKED and share.lock_reason == "codes_sent"
+
+
+def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
+    """The first code is probably on its way: a second one would retire it and count
+    towards the hourly limit."""
+    share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    response = patient.new_code()
+    assert response.status_code == 429
+    assert "Vous pourrez en demander un autre dans" in response.content.decode()
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+    # The other channel is a deliberate choice: no wait.
+    assert patient.new_code(channel="email").status_code == 303
+    _age_codes(share)
+    assert patient.new_code(channel="email").status_code == 303
+    assert OneTimeCode.objects.filter(share=share).count() == 3
 
 
 def test_new_code_retires_the_previous_one(db: None) -> None:

@@ -256,6 +256,13 @@ def new_code(request: HttpRequest, token: str) -> HttpResponse:
         return _redirect("patient_code", token, f"?sent={result.channel}")
     if result.outcome == "no_session":
         return _redirect("patient_landing", token, "?session=expired")
+    if result.outcome == "too_soon":
+        wait = ngettext(
+            "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d second.",
+            "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d seconds.",
+            result.wait_seconds,
+        ) % {"count": result.wait_seconds}
+        return _code_page(request, share, token, CodeForm(), status=429, sent=result.channel, resend_error=wait)
     share.refresh_from_db()
     return _ended(request, share, result.outcome)
 

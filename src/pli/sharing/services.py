@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ from pli.sharing.uploads import PendingFile, share_blob_store
 MAX_BIRTH_DATE_FAILURES = 5
 MAX_CODE_FAILURES = 3
 MAX_CODES_PER_HOUR = 5
+# "Send a new code" again within this delay, by the same channel, is refused rather than
+# obeyed: the first code is probably on its way (an SMS can take a minute), and every code
+# sent retires the one before and counts towards the hourly limit that locks the share. An
+# impatient patient tapping twice would otherwise be told their first code is invalid.
+RESEND_COOLDOWN = datetime.timedelta(seconds=30)
 CODE_VALIDITY = datetime.timedelta(minutes=10)
 PATIENT_IDLE = datetime.timedelta(minutes=15)
 REMINDER_AFTER = datetime.timedelta(days=5)
@@ -358,6 +364,7 @@ class StepResult:
     session_key: str | None = None
     channel: str = ""
     attempts_left: int = 0
+    wait_seconds: int = 0  # "too_soon": before another code may be asked for
 
 
 def check_birth_date(
@@ -482,6 +489,12 @@ def request_new_code(
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="new_code")
             return StepResult("no_session")
         PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
+        latest = share.codes.order_by("-created_at", "-pk").first()
+        if latest is not None and latest.channel == new_code.message.channel:
+            waited = now - latest.created_at
+            if waited < RESEND_COOLDOWN:
+                wait = math.ceil((RESEND_COOLDOWN - waited).total_seconds())
+                return StepResult("too_soon", channel=latest.channel, wait_seconds=wait)
         return _issue_code(share, new_code, now, trail)
 
 
