@@ -289,6 +289,21 @@ def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
     assert OneTimeCode.objects.filter(share=share).count() == 3
 
 
+def test_the_birth_date_given_again_at_once_sends_no_second_code(db: None) -> None:
+    """The back button, then "Continue" again: the first code is still on its way."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    again = patient.birth_date()
+    assert again.status_code == 303 and "/code" in again["Location"]
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    run_tasks()
+    assert patient.code(code_in(last_sms())).status_code == 303
+    # Another browser is another patient session: it gets its own code.
+    assert Patient(token).birth_date().status_code == 303
+    assert OneTimeCode.objects.filter(share=share).count() == 2
+
+
 def test_new_code_retires_the_previous_one(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)

@@ -411,6 +411,11 @@ def check_birth_date(
         else:
             PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
         trail.add("share.birth_date_confirmed", share)
+        if session_key is not None and key == session_key:
+            # The same browser again (the back button), while its code is on its way.
+            recent = _recent_code(share, new_code.message.channel, now)
+            if recent is not None:
+                return StepResult("ok", session_key=key, channel=recent.channel)
         result = _issue_code(share, new_code, now, trail)
         if result.outcome != "ok":
             return result
@@ -489,13 +494,25 @@ def request_new_code(
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="new_code")
             return StepResult("no_session")
         PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-        latest = share.codes.order_by("-created_at", "-pk").first()
-        if latest is not None and latest.channel == new_code.message.channel:
-            waited = now - latest.created_at
-            if waited < RESEND_COOLDOWN:
-                wait = math.ceil((RESEND_COOLDOWN - waited).total_seconds())
-                return StepResult("too_soon", channel=latest.channel, wait_seconds=wait)
+        recent = _recent_code(share, new_code.message.channel, now)
+        if recent is not None:
+            wait = math.ceil((RESEND_COOLDOWN - (now - recent.created_at)).total_seconds())
+            return StepResult("too_soon", channel=recent.channel, wait_seconds=wait)
         return _issue_code(share, new_code, now, trail)
+
+
+def _recent_code(share: PatientShare, channel: str, now: datetime.datetime) -> OneTimeCode | None:
+    """The code sent by ``channel`` less than RESEND_COOLDOWN ago and still usable, if any."""
+    latest = share.codes.order_by("-created_at", "-pk").first()
+    if (
+        latest is None
+        or latest.channel != channel
+        or latest.retired
+        or latest.used_at is not None
+        or now - latest.created_at >= RESEND_COOLDOWN
+    ):
+        return None
+    return latest
 
 
 def check_code(
