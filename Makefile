@@ -30,8 +30,10 @@ $(VENV)/.dev-installed: $(BIN)/uv requirements/dev.lock pyproject.toml
 # The translations are compiled too: without them the interface falls back to English.
 install: $(VENV)/.base-installed messages
 
+# Without Pli's settings: compiling needs no configuration, and an operator's shell may hold
+# a production environment whose secrets only the service manager provides.
 messages: $(VENV)/.base-installed
-	cd src/pli && ../../$(BIN)/pli compilemessages --verbosity 0
+	cd src/pli && DJANGO_SETTINGS_MODULE= ../../$(BIN)/django-admin compilemessages --verbosity 0
 
 run: $(VENV)/.base-installed messages
 	$(BIN)/pli migrate --no-input --verbosity 0
