@@ -86,6 +86,8 @@ def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any
     assert page.get_attribute("#id_patient_ins", "aria-invalid") == "true"
     assert page.input_value("#id_subject") == "Compte rendu de consultation"
     assert page.evaluate("document.getElementById('id_attachments').files.length") == 1
+    assert "compte-rendu.pdf" in page.locator("#file-list").inner_text()
+    assert page.evaluate("document.activeElement.id") == "id_patient_ins"
     page.fill("#id_patient_ins", "284029912345655")
     page.click("#send-button")
     page.wait_for_url("**/messages/m/**")

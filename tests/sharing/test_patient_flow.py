@@ -277,8 +277,9 @@ def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
     patient = Patient(token)
     patient.birth_date()
     response = patient.new_code()
-    assert response.status_code == 429
-    assert "Vous pourrez en demander un autre dans" in response.content.decode()
+    # Redirected, so that a reload never posts again; the page says how long to wait.
+    assert response.status_code == 303 and "wait=" in response["Location"]
+    assert "Vous pourrez en demander un autre dans" in patient.client.get(response["Location"]).content.decode()
     assert OneTimeCode.objects.filter(share=share).count() == 1
     share.refresh_from_db()
     assert share.status == Status.SENT

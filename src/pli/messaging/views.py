@@ -235,7 +235,7 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             initial["subject"] = _prefix(message.subject, _("Fwd:"), _FORWARD_PREFIX)
             initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
             # As mail clients write it, so the next reader knows where the message came from.
-            to = ", ".join(r.mailbox.address for r in recipients if r.role == Role.TO)
+            to = ", ".join(f"{r.mailbox.name} <{r.mailbox.address}>" for r in recipients if r.role == Role.TO)
             forwarded = [
                 _("---------- Forwarded message ----------"),
                 _("From: %(sender)s") % {"sender": author},

@@ -207,7 +207,14 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         return _redirect("patient_documents", token)
     if request.method == "GET":
         sent = request.GET.get("sent")
-        return _code_page(request, share, token, CodeForm(), sent=sent if sent in Channel.values else "")
+        return _code_page(
+            request,
+            share,
+            token,
+            CodeForm(),
+            sent=sent if sent in Channel.values else "",
+            resend_error=_wait_text(request),
+        )
     form = CodeForm(request.POST)
     sent = request.GET.get("sent")
     channel = {"sent": sent if sent in Channel.values else ""}
@@ -223,6 +230,19 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         return _ended(request, share, result.outcome)
     form.add_error("code", _code_error(result.outcome, result.attempts_left))
     return _code_page(request, share, token, _without_code(form), status=400, **channel)
+
+
+def _wait_text(request: HttpRequest) -> str:
+    """Why no new code was sent ("wait" set by new_code), or ""."""
+    raw = request.GET.get("wait", "")
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= services.RESEND_COOLDOWN.total_seconds():
+        return ""
+    count = int(raw)
+    return ngettext(
+        "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d second.",
+        "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d seconds.",
+        count,
+    ) % {"count": count}
 
 
 def _without_code(form: CodeForm) -> CodeForm:
@@ -257,12 +277,8 @@ def new_code(request: HttpRequest, token: str) -> HttpResponse:
     if result.outcome == "no_session":
         return _redirect("patient_landing", token, "?session=expired")
     if result.outcome == "too_soon":
-        wait = ngettext(
-            "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d second.",
-            "A code has just been sent: it can take a minute to arrive. You can ask for another in %(count)d seconds.",
-            result.wait_seconds,
-        ) % {"count": result.wait_seconds}
-        return _code_page(request, share, token, CodeForm(), status=429, sent=result.channel, resend_error=wait)
+        # Redirected like a sent code, so that reloading the page never posts again.
+        return _redirect("patient_code", token, f"?sent={result.channel}&wait={result.wait_seconds}")
     share.refresh_from_db()
     return _ended(request, share, result.outcome)
 

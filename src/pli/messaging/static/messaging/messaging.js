@@ -77,8 +77,11 @@
         // Keep the files the user chose unless they were the problem.
         if (!window.Pli.swapPart(html, ".mail-main", input)) return;
         init(document);
-        var summary = document.getElementById("compose-errors");
-        if (summary) summary.focus();
+        var fresh = document.getElementById("compose-form");
+        if (fresh) checkFiles(fresh); // list the kept files again
+        // The first field in error, read with its message; else the summary.
+        var target = (fresh && fresh.querySelector("[aria-invalid=true]")) || document.getElementById("compose-errors");
+        if (target) target.focus();
       },
       failed: function () {
         if (button) button.disabled = false;
