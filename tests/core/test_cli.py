@@ -138,3 +138,22 @@ def test_serve_tunes_glibcs_allocator_unless_the_operator_did() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     assert _tune_in_child(env) == "True"  # glibc, as on every supported host
     assert _tune_in_child({**env, "MALLOC_TRIM_THRESHOLD_": "0"}) == "False"
+
+
+def test_the_served_application_is_frozen_out_of_the_collectors_full_passes(tmp_path: Path) -> None:
+    # In a child: freezing is for the life of a process, and would follow this test run.
+    code = (
+        "import gc; from pli.core.server import PliServer\n"
+        "before = gc.get_freeze_count()\n"
+        "app = PliServer({'bind': '127.0.0.1:0'}).load()\n"
+        "print(before, gc.get_freeze_count(), callable(app))"
+    )
+    env = {**os.environ, "PLI_DATA_DIR": str(tmp_path), "PLI_ENV": "development"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    before, frozen, loaded = result.stdout.split()
+    assert (before, loaded) == ("0", "True")
+    # Django's and Pli's modules, classes and URL patterns: tens of thousands of objects.
+    assert int(frozen) > 20_000

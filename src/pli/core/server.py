@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import platform
@@ -37,6 +38,7 @@ class PliServer(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from pli.wsgi import application
 
+        freeze_loaded_objects()
         return application
 
 
@@ -72,6 +74,20 @@ def tune_allocator() -> bool:
     if not applied:
         logger.warning("mallopt refused the allocator settings; using glibc's defaults")
     return applied
+
+
+def freeze_loaded_objects() -> None:
+    """Keep the objects of the loaded application out of the garbage collector's full passes.
+
+    Loading Django, DRF, allauth and Pli leaves some 90,000 objects that live as long as the
+    worker. Each full collection walked them all: measured in a worker serving downloads,
+    a pause of 50 to 55 ms about every 1,500 requests, landing on whichever request was
+    running. Frozen in the master before it forks, they are never walked again (and their
+    memory pages stay shared with the workers instead of being copied when the collector
+    writes to them).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def serve(host: str, port: int, workers: int | None = None, threads: int = 4) -> None:
