@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "pli.core.middleware.ClientTimeoutMiddleware",
     "pli.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -58,6 +59,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "pli.core.middleware.RequestFramingMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -369,6 +371,9 @@ def _env_count(name: str, default: int, minimum: int, maximum: int) -> int:
 PLI_MAX_ATTACHMENTS = _env_count("PLI_MAX_ATTACHMENTS", 20, 0, 1000)
 PLI_MAX_MESSAGE_BYTES = _env_count("PLI_MAX_MESSAGE_BYTES", 100 * 2**20, 0, 2**40)
 PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)
+# Seconds a client may leave `pli serve` waiting, sending or reading, before it is let go
+# (pli.core.middleware.ClientTimeoutMiddleware).
+PLI_CLIENT_TIMEOUT = _env_count("PLI_CLIENT_TIMEOUT", 60, 1, 3600)
 
 # --- Patient shares and SMS (pli.sharing, pli.notify.sms) ------------------------------
 from pli.notify.sms import SmsConfigError, parse_allowed_regions, parse_sms_url  # noqa: E402

@@ -286,6 +286,19 @@ def test_a_file_name_too_long_for_the_parser_is_refused_naming_the_field(pair: t
     _assert_nothing_saved()
 
 
+@pytest.mark.parametrize("field", ["to", "cc"])
+def test_an_address_list_too_long_to_read_is_blamed_on_its_own_field(pair: tuple[User, User], field: str) -> None:
+    """It used to be reported under sender, to and cc alike: an integrator was told the
+    sender was wrong."""
+    alice, bob = pair
+    payload = _payload(alice, bob)
+    payload[field] = "x@pli.localhost, " * 3000
+    response = api_client(alice).post("/api/v1/messages", payload)
+    assert response.status_code == 400
+    assert list(response.json()) == [field]
+    _assert_nothing_saved()
+
+
 @pytest.mark.parametrize("field", ["subject", "to", "patient_family_name"])
 def test_a_text_field_far_too_long_is_named(pair: tuple[User, User], field: str) -> None:
     """Django refuses text fields past 2.5 MB in all without saying which one."""

@@ -3,6 +3,34 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+
+# Widgets that take several values of one name (``to=a&to=b``, several files).
+_MULTIPLE = (forms.SelectMultiple, forms.MultipleHiddenInput)
+
+
+def refuse_repeated_fields(form: forms.BaseForm, multiple: tuple[str, ...] = ()) -> None:
+    """Add an error to every single-value field the request gives more than once.
+
+    Django keeps the last of the values and drops the others without a word: an integration
+    that sends ``sender`` twice, or ``allow_reply=true`` then ``allow_reply=false``, would
+    have one of them silently ignored. ``multiple`` names the fields (beyond the widgets
+    made for it) that take a list.
+    """
+    getlist = getattr(form.data, "getlist", None)
+    if not callable(getlist):
+        return
+    for name, field in form.fields.items():
+        widget = field.widget
+        if name in multiple or isinstance(widget, _MULTIPLE) or getattr(widget, "allow_multiple_selected", False):
+            continue
+        if len(getlist(form.add_prefix(name))) > 1:
+            # Whatever else was found wrong with the kept value is beside the point.
+            form.errors.pop(name, None)
+            form.add_error(
+                name, ValidationError(_("This field is given more than once: send it once."), code="repeated")
+            )
 
 
 def focus_first_error(form: forms.BaseForm) -> None:

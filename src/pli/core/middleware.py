@@ -1,4 +1,5 @@
-"""Response headers that Django's own settings don't cover."""
+"""Response headers that Django's own settings don't cover, and request framing it would
+misread."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import ipaddress
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.utils.translation import gettext as _
 
 # Nothing in Pli needs these browser features; denying them shrinks what injected content
 # could do.
@@ -59,3 +61,63 @@ class TrustedProxyMiddleware:
                         request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(hop))
                     break
         return self.get_response(request)
+
+
+class ClientTimeoutMiddleware:
+    """A client that stops sending (or reading) for PLI_CLIENT_TIMEOUT seconds is let go.
+
+    Once a request has started, gunicorn's threads wait on the client's socket without a
+    limit: an upload that stalls half-way (a phone losing its network, or someone doing it
+    on purpose) held a thread for good, and a handful of them stopped the service. The
+    timeout applies to each wait for bytes, in both directions, for this request only
+    (gunicorn resets the socket for the next one); reads that time out end the request
+    (see pli.messaging.uploads.TailRecorder and RequestFramingMiddleware).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        sock = request.META.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(settings.PLI_CLIENT_TIMEOUT)
+        return self.get_response(request)
+
+
+def _refusal(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+class RequestFramingMiddleware:
+    """Refuses, in the user's language, request bodies Django would read wrongly or not at all:
+
+    * a Content-Type header that cannot be parsed (see pli.core.wsgi);
+    * a chunked body: without Content-Length Django reads no body at all, and a send came
+      back as "sender required" although the client had sent it;
+    * a compressed body (Content-Encoding): Django does not decompress it;
+
+    and answers 400 when the client stopped sending its body (instead of a 500 logged as
+    a server error).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if getattr(request, "unreadable_content_type", False):
+            return _refusal(request, _("The request's Content-Type header could not be read."), 400)
+        meta = request.META
+        if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return _refusal(
+                request, _("Send the request with a Content-Length header: chunked bodies are not accepted."), 411
+            )
+        if meta.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() not in {"", "identity"}:
+            return _refusal(request, _("Send the request's body uncompressed: Content-Encoding is not accepted."), 415)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, UnreadablePostError):
+            return _refusal(request, _("The request's body could not be read to its end."), 400)
+        return None

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import platform
+import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -16,7 +17,14 @@ from pli.core.logging import redact
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
-    """Gunicorn's access log, with patient-link and invitation tokens masked."""
+    """Gunicorn's access log, with patient-link and invitation tokens masked; a client let go
+    after PLI_CLIENT_TIMEOUT is one warning line, not an error with a traceback."""
+
+    def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            self.warning("client stopped reading or sending for PLI_CLIENT_TIMEOUT seconds: connection closed")
+            return
+        super().exception(msg, *args, **kwargs)
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)

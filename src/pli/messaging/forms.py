@@ -6,6 +6,7 @@ Field names are the API's contract (``sender``, ``to``, ``cc``, ``subject``, ``b
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import uuid
@@ -28,6 +29,7 @@ from stdnum.exceptions import (
 from stdnum.fr import nir
 
 from pli.accounts.models import User
+from pli.core.forms import refuse_repeated_fields
 from pli.core.sizes import limit_size
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
@@ -196,7 +198,9 @@ class ComposeForm(forms.Form):
             for name in ("to", "cc"):
                 field = self.fields[name]
                 raw = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
-                addresses += AddressListField().to_python(raw)
+                # Unreadable (far too long): that field's own cleaning says so, under its name.
+                with contextlib.suppress(ValidationError):
+                    addresses += AddressListField().to_python(raw)
             found, _missing = services.resolve_addresses(a for a in addresses if plausible_address(a.strip()))
             book = {m.address.lower(): m for m in found}
             self._book = book
@@ -274,6 +278,7 @@ class ComposeForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        refuse_repeated_fields(self, multiple=("to", "cc"))
         to, cc = data.get("to"), data.get("cc")
         if to is not None and cc is not None and not to and not cc and "to" not in self.errors:
             self.add_error("to", ValidationError(_("Give at least one recipient."), code="required"))

@@ -17,6 +17,9 @@ would otherwise silently drop the unfinished part and keep the rest.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import collections
 import contextlib
 import hashlib
 import mimetypes
@@ -28,12 +31,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParser
+from django.utils.http import parse_header_parameters
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
@@ -51,8 +56,9 @@ _TAIL_SIZE = 4096
 # end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
 _PART_HEADER_LIMIT = 1000
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
-# A file part, as Django tells them: a non-empty file name (filename="" is a text field).
-_PART_FILENAME = re.compile(rb'\bfilename(?:="[^"]|=[^"\s;]|\*=)', re.IGNORECASE)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+# What Django's parser decodes (base64) or passes through as they are (it lowercases them).
+_TRANSFER_ENCODINGS = {"base64", "binary", "8bit", "7bit"}
 # Above any text field's own limit (a message body: 200,000 characters, at most 800 KB).
 _TEXT_PART_LIMIT = 1_000_000
 _SNIFF_BYTES = 8
@@ -274,50 +280,80 @@ class TailRecorder:
     """Wraps the request stream, counting bytes and keeping the last few, to tell a complete
     multipart body (closing boundary present, full length read) from a truncated one.
 
-    It also reads the headers of every part as they pass, and refuses (raising
-    :class:`UploadRejected`, naming the part's field, ``field`` when unknown) two kinds that
-    Django's parser would mishandle:
+    It also reads every part as it passes and refuses (raising :class:`UploadRejected`,
+    naming the part's field, ``field`` when unknown) what Django's parser would quietly
+    mishandle, so that a send never succeeds without what was sent:
 
-    * a header line that is not UTF-8 (a file named in Windows-1252 by an older client):
-      Django skips the line, and with it the whole part, so the message would go out
-      without that file while the send succeeds;
+    * a part Django skips: headers that are not UTF-8 (a file named in Windows-1252 by an
+      older client) or that it cannot parse, no ``Content-Disposition`` or no field name, a
+      file name that is empty once cleaned (``..``, ``dossier/``);
+    * the boundary anywhere but after a CRLF: Django splits there too, so a file holding
+      ``--boundary`` was cut short, and a body written with bare LF line breaks lost parts;
     * headers over Django's 1 KiB limit (a file name of a thousand characters), which it
-      refuses with an English message naming no field.
+      refuses with an English message naming no field;
+    * a text field that is not in the request's encoding (Django would store ``�`` in place
+      of every unreadable character), or far too long (Django's 2.5 MB refusal names no field).
+
+    File names are kept as sent (:attr:`file_names`, one per file part, in order): Django's
+    own cleaning also decodes HTML entities, turning ``bilan&notes.pdf`` into ``bilan¬es.pdf``.
     """
 
-    def __init__(self, stream: Any, boundary: bytes, field: str) -> None:
+    def __init__(
+        self, stream: Any, boundary: bytes, field: str, encoding: str | None = None, body_field: str | None = None
+    ) -> None:
         self._stream = stream
         self.count = 0
         self.tail = b""
         self._field = field
-        self._delimiter = b"\r\n--" + boundary
-        # The first delimiter opens the body, with no line break before it.
-        self._carry = b"\r\n"
+        # What a fault of the whole body (not of one part) is blamed on.
+        self._body_field = body_field or field
+        self._encoding = encoding or settings.DEFAULT_CHARSET
+        self._dash = b"--" + boundary
+        # The last bytes read, for a boundary (and the CRLF before it) cut by a read. The body
+        # begins as if after a line break: its first delimiter needs none.
+        self._before = b"\r\n"
+        # After a boundary: the part's headers as they arrive.
         self._header: bytearray | None = None
+        # The text part being read: its field, the stream offset of its first byte, its bytes.
         self._text_field: str | None = None
-        self._text_bytes = 0
+        self._text_start = 0
+        self._text = bytearray()
+        self._text_base64 = False
+        self._part_field: str | None = None
+        self._last_field: str | None = None
+        self.file_names: collections.deque[str] = collections.deque()
 
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
         self.tail = (self.tail + data[-_TAIL_SIZE:])[-_TAIL_SIZE:]
         self._scan(data)
+        self._before = (self._before + data[-len(self._dash) - 1 :])[-len(self._dash) - 1 :]
         return data
 
     def _scan(self, data: bytes) -> None:
         # By position, not by slicing: a read is up to 1 MiB, and the file data in it is
-        # only searched, never copied.
-        delimiter, overlap = self._delimiter, len(self._delimiter) - 1
+        # only searched, never copied (text parts, a few kB, are kept to be decoded).
+        dash, base = self._dash, self.count - len(data)
         pos, size = 0, len(data)
+        if self._header is None:
+            # A boundary that began in the previous read.
+            before = self._before
+            joined = before + data[: len(dash) - 1]
+            found = joined.find(dash, max(0, len(before) - len(dash) + 1))
+            if -1 < found < len(before):
+                self._text_bytes(data, 0, found + len(dash) - len(before))
+                self._boundary_at(base - len(before) + found, joined[found - 2 : found])
+                pos = found + len(dash) - len(before)
         while pos < size:
             if self._header is not None:
-                before = len(self._header)
-                self._header += data[pos : pos + _PART_HEADER_LIMIT + 4 - before]
+                before_len = len(self._header)
+                self._header += data[pos : pos + _PART_HEADER_LIMIT + 4 - before_len]
                 if self._header.startswith(b"--"):
                     # The closing delimiter. Django goes on reading parts after it, so the
                     # scan does too; what lies between is no field's text.
-                    pos += 2 - before
+                    pos += 2 - before_len
                     self._header = None
-                    self._text_field = None
+                    self._part_field = None
                     continue
                 if len(self._header) < 2:
                     return  # one byte after a delimiter: "-" may begin the closing one
@@ -326,62 +362,174 @@ class TailRecorder:
                     if len(self._header) <= _PART_HEADER_LIMIT:
                         return  # all of ``data`` taken; the headers go on in the next read
                     self._check_header(bytes(self._header))  # refuses: too long
-                self._check_header(bytes(self._header[:end]))
-                pos += end + 4 - before
+                pos += end + 4 - before_len
+                self._check_header(bytes(self._header[:end]), start=base + pos)
                 self._header = None
                 continue
-            # A delimiter may straddle two reads: look across the join first.
-            carry, self._carry = self._carry, b""
-            found = (carry + data[pos : pos + overlap]).find(delimiter)
-            if found != -1 and found < len(carry):
-                pos += found + len(delimiter) - len(carry)
-            else:
-                found = data.find(delimiter, pos)
-                if found == -1:
-                    self._count_text(size - pos)
-                    self._carry = data[-overlap:] if size - pos >= overlap else (carry + data[pos:])[-overlap:]
-                    return
-                self._count_text(found - pos)
-                pos = found + len(delimiter)
-            self._header = bytearray()
+            found = data.find(dash, pos)
+            if found == -1:
+                self._text_bytes(data, pos, size)
+                return
+            self._text_bytes(data, pos, found + len(dash))
+            preceding = data[found - 2 : found] if found >= 2 else (self._before + data[:found])[-2:]
+            self._boundary_at(base + found, preceding)
+            pos = found + len(dash)
 
-    def _count_text(self, count: int) -> None:
+    def _boundary_at(self, offset: int, preceding: bytes) -> None:
+        """A boundary string begins at stream ``offset``, after the bytes ``preceding``."""
+        if preceding != b"\r\n":
+            self._malformed(self._part_field)
+        if self._text_field is not None:
+            # The CRLF before the boundary belongs to it, not to the field's value.
+            self._end_text(offset - 2)
+        self._header = bytearray()
+        self._last_field, self._part_field = self._part_field, None
+
+    def _text_bytes(self, data: bytes, start: int, end: int) -> None:
+        """Keep ``data[start:end]`` if a text part is being read (the end may overshoot)."""
+        if self._text_field is None or end <= start:
+            return
+        self._text += data[start:end]
         # Django refuses text fields past DATA_UPLOAD_MAX_MEMORY_SIZE in all, without saying
         # which: one far beyond any field's own limit is named here.
-        if self._text_field is None:
-            return
-        self._text_bytes += count
-        if self._text_bytes > _TEXT_PART_LIMIT:
+        if len(self._text) > _TEXT_PART_LIMIT + len(self._dash) + 2:
             raise UploadRejected(self._text_field, _("This field is far too long; nothing was saved."))
 
-    def _check_header(self, header: bytes) -> None:
-        # ``header`` follows a delimiter: a line break, then the part's header lines.
-        name = _PART_NAME.search(header)
-        field = name.group(1).decode("utf-8", "replace") if name else self._field
-        if len(header) > _PART_HEADER_LIMIT:
-            raise UploadRejected(field, _("The file name is too long; nothing was saved."))
+    def _end_text(self, end: int) -> None:
+        assert self._text_field is not None  # noqa: S101 - callers check
+        value = bytes(self._text[: max(0, end - self._text_start)])
+        field, self._text_field, self._text = self._text_field, None, bytearray()
+        if len(value) > _TEXT_PART_LIMIT:
+            raise UploadRejected(field, _("This field is far too long; nothing was saved."))
+        if self._text_base64:
+            with contextlib.suppress(binascii.Error, ValueError):
+                value = base64.b64decode(value)  # as Django does; what it keeps as sent is checked as sent
         try:
-            header.decode("utf-8")
+            value.decode(self._encoding)
         except UnicodeDecodeError:
             raise UploadRejected(
                 field,
                 _(
-                    "A file name or field name could not be read: it is not encoded in UTF-8. "
-                    "Rename the file, or send its name in UTF-8; nothing was saved."
-                ),
+                    "This text could not be read: it is not encoded in %(encoding)s. Send it in "
+                    "UTF-8 (or name its encoding in the request's Content-Type); nothing was saved."
+                )
+                % {"encoding": self._encoding.upper()},
             ) from None
-        # A part without a file name is a text field: its size is watched (see _scan).
-        self._text_field = None if _PART_FILENAME.search(header) else field
-        self._text_bytes = 0
+
+    def _check_header(self, header: bytes, start: int = 0) -> None:
+        # ``header`` follows a boundary: the rest of its line (blank), then the part's headers.
+        named = _PART_NAME.search(header)
+        field = named.group(1).decode("utf-8", "replace") if named else self._field
+        lines = header.split(b"\r\n")
+        if len(header) > _PART_HEADER_LIMIT or lines[0].strip():
+            if _BARE_LF.search(header) or self._dash in header or lines[0].strip():
+                # Bare LF line breaks, a boundary inside the previous part's data, or one
+                # followed by more than a line break (a longer string in that data).
+                self._malformed(self._last_field)
+            raise UploadRejected(field, _("The file name is too long; nothing was saved."))
+        headers: dict[str, tuple[str, dict[str, str]]] = {}
+        for line in lines[1:]:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UploadRejected(
+                    field,
+                    _(
+                        "A file name or field name could not be read: it is not encoded in UTF-8. "
+                        "Rename the file, or send its name in UTF-8; nothing was saved."
+                    ),
+                ) from None
+            # Read as Django's parser reads it: a line it cannot parse, it skips.
+            try:
+                main, params = parse_header_parameters(text)
+                name, value = main.split(":", 1)
+            except Exception:  # whatever the parser trips on, Django would skip the line (or crash)
+                name, value, params = "", "", {}
+            if not name or name in headers:
+                raise UploadRejected(
+                    field,
+                    _(
+                        "A part of the form has a header line that could not be read, or one "
+                        "given twice; nothing was saved."
+                    ),
+                )
+            headers[name] = (value.strip(), params)
+        _disposition, disposition = headers.get("content-disposition", ("", {}))
+        part_name = disposition.get("name", "").strip()
+        if not part_name:
+            raise UploadRejected(field, _("A part of the form names no field; nothing was saved."))
+        self._part_field = field = part_name
+        transfer = headers.get("content-transfer-encoding", ("binary", {}))[0]
+        if transfer not in _TRANSFER_ENCODINGS:
+            raise UploadRejected(
+                field,
+                _("Only the base64, binary, 8bit and 7bit transfer encodings are accepted; nothing was saved."),
+            )
+        sent_name = disposition.get("filename", "")
+        if sent_name:
+            # A file part, as Django tells them (filename="" is a text field).
+            kept = _file_name(sent_name)
+            if kept is None or not MultiPartParser.sanitize_file_name(None, sent_name):  # type: ignore[arg-type]
+                raise UploadRejected(
+                    field,
+                    _("A file has no usable name (empty, “.”, “..” or a folder); name it and send it again."),
+                )
+            self.file_names.append(kept)
+            return
+        # A text field: its value is checked once it ends (see _end_text).
+        self._text_field = field
+        self._text_start = start
+        self._text = bytearray()
+        self._text_base64 = transfer == "base64"
+
+    def _malformed(self, field: str | None) -> NoReturn:
+        raise UploadRejected(
+            field or self._body_field,
+            _(
+                "The multipart body is malformed: its boundary appears without a CRLF line "
+                "break before it (lines ended by LF alone, or the boundary string inside a "
+                "file's data). Send it with CRLF line breaks and a boundary found in no "
+                "file; nothing was saved."
+            ),
+        )
+
+    def check_end(self) -> None:
+        """Refuse a body that ended inside a part's headers (Django skips such a part)."""
+        if self._header:
+            self._malformed(self._last_field)
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
-        return self._seen(self._stream.read(*args, **kwargs))
+        try:
+            data = self._stream.read(*args, **kwargs)
+        except TimeoutError:
+            raise self._stalled() from None
+        return self._seen(data)
 
     def readline(self, *args: Any, **kwargs: Any) -> bytes:
-        return self._seen(self._stream.readline(*args, **kwargs))
+        try:
+            data = self._stream.readline(*args, **kwargs)
+        except TimeoutError:
+            raise self._stalled() from None
+        return self._seen(data)
+
+    def _stalled(self) -> UploadRejected:
+        # pli.core.middleware.ClientTimeoutMiddleware: the client sent nothing for a while.
+        return UploadRejected(
+            self._part_field or self._body_field,
+            _("The upload stopped arriving before its end; nothing was saved. Please send it again."),
+            status=408,
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _file_name(sent: str) -> str | None:
+    """A file name as sent, less any folder and unprintable character (as Django cleans it,
+    but without decoding HTML entities); None if nothing is left."""
+    name = sent.rsplit("/")[-1].rsplit("\\")[-1]
+    name = "".join(char for char in name if char.isprintable())
+    return None if name.strip() in {"", ".", ".."} else name
 
 
 def _too_many_files(rules: UploadRules) -> str:
@@ -476,12 +624,17 @@ class EncryptingUploadHandler(FileUploadHandler):
         self._content_length = content_length
         stream = getattr(input_data, "_stream", None)
         if stream is not None:
-            self._recorder = TailRecorder(stream, self._boundary, self.rules.field)
+            self._recorder = TailRecorder(
+                stream, self._boundary, self.rules.field, encoding, self.rules.cut_off_field or self.rules.field
+            )
             input_data._stream = self._recorder
         return None
 
     def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
         super().new_file(field_name, file_name, *args, **kwargs)
+        if self._recorder is not None and self._recorder.file_names:
+            # The name as sent (the recorder saw this part's headers before the parser did).
+            self.file_name = self._recorder.file_names.popleft()
         if field_name != self.rules.field:
             raise UploadRejected(
                 field_name, _("Files are accepted only in the “%(field)s” field.") % {"field": self.rules.field}
@@ -564,6 +717,8 @@ class EncryptingUploadHandler(FileUploadHandler):
             raise UploadRejected(
                 field_name, _("The upload was cut off before its end; nothing was saved. Please send it again.")
             )
+        if recorder is not None:
+            recorder.check_end()
         return None
 
     def _abort_current(self) -> None:

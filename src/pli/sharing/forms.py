@@ -13,6 +13,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from pli.core.forms import refuse_repeated_fields
 from pli.sharing import validation
 from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
@@ -76,6 +77,7 @@ class ShareForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        refuse_repeated_fields(self)
         if (
             "patient_email" in data
             and "patient_mobile" in data
