@@ -72,6 +72,12 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("subject too long", {"subject": "x" * 301}, "subject", "300"),
     ("body too long", {"body": "x" * 200_001}, "body", "200"),
     ("family name too long", patient_fields(patient_family_name="x" * 101), "patient_family_name", "100"),
+    (
+        "direction override in a name",
+        patient_fields(patient_given_names="Jean\u202efdp.exe"),
+        "patient_given_names",
+        "caractère de contrôle invisible",
+    ),
     ("unknown reply", {"in_reply_to": "6b1c6d59-8a8e-4b8b-9d3e-1d1a0e4f5f10"}, "in_reply_to", "Message inconnu"),
     ("malformed reply", {"in_reply_to": "42"}, "in_reply_to", "UUID"),
     ("too many recipients", {"to": [f"x{i}@pli.localhost" for i in range(51)]}, "to", "50"),

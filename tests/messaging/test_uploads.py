@@ -319,3 +319,13 @@ def test_a_malformed_multipart_body_is_refused_in_french(pair: tuple[User, User]
     assert response.status_code == 400
     assert response.json()["detail"][0].startswith("Le corps multipart est illisible")
     _assert_nothing_saved()
+
+
+def test_text_too_large_in_all_is_not_blamed_on_the_body(pair: tuple[User, User]) -> None:
+    """Fields the API does not know, each under the per-field limit, past Django's total."""
+    alice, bob = pair
+    payload = _payload(alice, bob, **{f"extra{i}": "x" * 900_000 for i in range(3)})
+    response = api_client(alice).post("/api/v1/messages", payload)
+    assert response.status_code == 400
+    assert list(response.json()) == ["detail"]
+    _assert_nothing_saved()

@@ -95,6 +95,14 @@ def test_bad_input_is_a_400_naming_each_field(db: None) -> None:
     assert not PatientShare.objects.exists()
 
 
+def test_a_name_with_a_direction_override_is_refused(db: None) -> None:
+    """U+202E would show "Durand" followed by reversed text in the practitioner's list."""
+    response = api(make_user()).post("/api/v1/shares", fields(patient_family_name="Durand\u202e"))
+    assert response.status_code == 400
+    assert "invisible" in response.json()["patient_family_name"][0]
+    assert not PatientShare.objects.exists()
+
+
 def test_a_contact_is_required(db: None) -> None:
     response = api(make_user()).post("/api/v1/shares", fields(patient_email=None, patient_mobile=None))
     assert response.status_code == 400

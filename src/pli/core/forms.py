@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
+
+# Control characters, and the marks that change the direction text is shown in: in a name
+# they only serve to make it display as something else.
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def refuse_invisible_controls(value: str) -> None:
+    """A validator for people's names."""
+    if _INVISIBLE.search(value):
+        raise ValidationError(
+            _("This name contains an invisible control character (a text direction mark, say): type it again."),
+            code="control",
+        )
+
 
 # Widgets that take several values of one name (``to=a&to=b``, several files).
 _MULTIPLE = (forms.SelectMultiple, forms.MultipleHiddenInput)

@@ -239,7 +239,7 @@ class MessageCreateView(MessagingView):
             except UploadRejected as exc:
                 return Response({exc.field: [exc.message]}, status=exc.status)
             except RequestDataTooBig:
-                return Response({"body": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
+                return Response({"detail": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
             except (TooManyFieldsSent, TooManyFilesSent):
                 return Response({"detail": [_("Too many form fields.")]}, status=status.HTTP_400_BAD_REQUEST)
             except ParseError:

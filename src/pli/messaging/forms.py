@@ -29,7 +29,7 @@ from stdnum.exceptions import (
 from stdnum.fr import nir
 
 from pli.accounts.models import User
-from pli.core.forms import refuse_repeated_fields
+from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
 from pli.core.sizes import limit_size
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
@@ -145,8 +145,12 @@ class ComposeForm(forms.Form):
         required=False,
         help_text=_("15 characters: the NIR or NIA and its 2-digit key."),
     )
-    patient_family_name = forms.CharField(label=_("Birth name"), max_length=NAME_MAX, required=False)
-    patient_given_names = forms.CharField(label=_("Given names"), max_length=GIVEN_NAMES_MAX, required=False)
+    patient_family_name = forms.CharField(
+        label=_("Birth name"), max_length=NAME_MAX, required=False, validators=[refuse_invisible_controls]
+    )
+    patient_given_names = forms.CharField(
+        label=_("Given names"), max_length=GIVEN_NAMES_MAX, required=False, validators=[refuse_invisible_controls]
+    )
     patient_birth_date = forms.DateField(
         label=_("Birth date"),
         required=False,

@@ -13,14 +13,18 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from pli.core.forms import refuse_repeated_fields
+from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
 from pli.sharing import validation
 from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
 
 class ShareForm(forms.Form):
-    patient_family_name = forms.CharField(label=_("Family name"), max_length=150)
-    patient_given_name = forms.CharField(label=_("Given name(s)"), max_length=150)
+    patient_family_name = forms.CharField(
+        label=_("Family name"), max_length=150, validators=[refuse_invisible_controls]
+    )
+    patient_given_name = forms.CharField(
+        label=_("Given name(s)"), max_length=150, validators=[refuse_invisible_controls]
+    )
     patient_birth_date = forms.CharField(
         label=_("Birth date"),
         max_length=20,
