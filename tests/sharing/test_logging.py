@@ -31,6 +31,21 @@ def test_every_patient_path_is_masked() -> None:
         assert "/p/[redacted]" in redact(path)
 
 
+def test_the_token_is_masked_however_the_path_is_spelled() -> None:
+    """Routing decodes the path: these all reach the patient pages."""
+    for line in [
+        f'"GET /%70/{FAKE_TOKEN} HTTP/1.1" 200',
+        f'"GET /p%2F{FAKE_TOKEN}/code HTTP/1.1" 200',
+        f'"GET /P/{FAKE_TOKEN} HTTP/1.1" 404',
+        f"Mozilla/5.0 {FAKE_TOKEN}",
+    ]:
+        assert FAKE_TOKEN not in redact(line)
+    # What is not a token stays readable.
+    uuid_path = "/api/v1/messages/7f1f0c4e-2b4a-4a39-8d8e-3f2b9c1f0a11"
+    assert redact(uuid_path) == uuid_path
+    assert redact("/messages/?q=r%C3%A9sultats") == "/messages/?q=r%C3%A9sultats"
+
+
 def test_the_audit_trail_never_holds_the_token(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)
@@ -69,9 +84,9 @@ def test_gunicorn_access_log_masks_the_token(tmp_path: Path) -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        for suffix in ("", "/code", "/documents"):
+        for path in (f"/p/{FAKE_TOKEN}", f"/p/{FAKE_TOKEN}/code", f"/%70/{FAKE_TOKEN}", f"/p%2F{FAKE_TOKEN}"):
             try:
-                urllib.request.urlopen(f"{base}/p/{FAKE_TOKEN}{suffix}", timeout=5).close()  # noqa: S310
+                urllib.request.urlopen(f"{base}{path}", timeout=5).close()  # noqa: S310
             except urllib.error.HTTPError as exc:
                 assert exc.code == 404
                 exc.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.db.models import F
+from django.test import Client
 from django.utils import timezone
 
 from pli.audit.models import AuditEvent
@@ -383,6 +384,26 @@ def test_resend_replaces_the_link(db: None) -> None:
     assert Patient(old_token).get().status_code == 404
 
 
+def test_a_new_link_ends_the_sessions_opened_with_the_old_one(db: None) -> None:
+    """A link is resent because the first went astray: whoever opened it is let out."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    services.resend(share.created_by, share.pk)
+    assert patient.get("/documents").status_code != 200
+
+
+def test_too_many_unknown_links_say_when_to_try_again(db: None) -> None:
+    from pli.sharing.patient import UNKNOWN_LINK_LIMIT, UNKNOWN_LINK_WINDOW
+
+    client = Client(REMOTE_ADDR="203.0.113.77")  # an address of its own: counts are per address
+    for _ in range(UNKNOWN_LINK_LIMIT):
+        assert client.get("/p/" + "C" * 43).status_code == 404
+    refused = client.get("/p/" + "D" * 43)
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == str(UNKNOWN_LINK_WINDOW)
+
+
 def test_leave_ends_the_session(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)
@@ -436,3 +457,38 @@ def test_reopening_the_link_returns_to_the_current_step(db: None) -> None:
     run_tasks()
     patient.code(code_in(last_sms()))
     assert patient.get()["Location"] == f"/p/{token}/documents"
+
+
+def test_the_session_key_changes_once_both_factors_pass(db: None) -> None:
+    """Session fixation: a key planted in the patient's browser must open nothing."""
+    _share, token = make_share()
+    attacker = Patient(token)
+    assert attacker.birth_date().status_code == 303
+    planted = attacker.client.cookies["pli_patient"].value
+    victim = Patient(token)
+    victim.client.cookies["pli_patient"] = planted
+    run_tasks()
+    opened = victim.code(code_in(last_sms()))
+    assert opened.status_code == 303
+    assert opened.cookies["pli_patient"].value != planted
+    assert victim.get("/documents").status_code == 200
+    assert attacker.get("/documents").status_code != 200
+
+
+def test_wrong_codes_in_all_lock_whatever_the_code(db: None) -> None:
+    """Two guesses on each new code, codes spread over hours: ten wrong codes lock."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for round_ in range(5):
+        run_tasks()
+        wrong = f"{(int(code_in(last_sms())) + 1) % 10**6:06d}"
+        assert patient.code(wrong).status_code == 400
+        status = patient.code(wrong).status_code
+        if round_ < 4:
+            assert status == 400
+            OneTimeCode.objects.filter(share=share).update(created_at=F("created_at") - datetime.timedelta(hours=2))
+            assert patient.new_code().status_code == 303
+    assert status == 403
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED and share.lock_reason == "code" and share.code_failures == 10

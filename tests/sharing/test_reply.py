@@ -75,6 +75,23 @@ def test_files_are_checked_by_their_content(db: None) -> None:
     assert list(message_blob_store().iter_ids()) == []
 
 
+def test_a_file_name_ends_as_its_content_is(db: None) -> None:
+    """A PDF named compte-rendu.bat would reach the practitioner as a script to double-click."""
+    doctor = make_user()
+    share, token = make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    files = [
+        SimpleUploadedFile("compte-rendu.bat", pdf_bytes("x"), "application/pdf"),
+        SimpleUploadedFile("lettre.HTA", PNG_1PX, "image/png"),
+        SimpleUploadedFile("Scan.PDF", pdf_bytes("y"), "application/pdf"),
+    ]
+    assert reply(patient, "x", files).status_code == 303
+    message = messaging.visible_message(doctor, ShareReply.objects.get(share=share).message_id)
+    names = [a.name for a in Attachment.objects.filter(message=message).order_by("position")]
+    assert names == ["compte-rendu.bat.pdf", "lettre.HTA.png", "Scan.PDF"]
+
+
 def test_files_over_ten_megabytes_are_refused(db: None) -> None:
     _share, token = make_share(allow_reply=True)
     patient = Patient(token)
@@ -228,3 +245,31 @@ def test_a_patients_reply_is_answered_with_a_new_share_to_the_same_person(db: No
     intruder.force_login(make_user())
     assert intruder.get(f"/shares/new?patient_of={share.pk}").status_code == 404
     assert client.get("/shares/new?patient_of=x").status_code == 404
+
+
+def test_replies_are_limited_per_day(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone past the two factors must not fill the disk or the practitioner's mailbox."""
+    monkeypatch.setattr("pli.sharing.mailbox.REPLIES_PER_DAY", 2)
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    assert [reply(patient, f"message {i}").status_code for i in range(2)] == [303, 303]
+    refused = reply(patient, "encore", [SimpleUploadedFile("a.pdf", pdf_bytes("a"), "application/pdf")])
+    assert refused.status_code == 429
+    assert "demain" in refused.content.decode()
+    assert ShareReply.objects.count() == 2
+    assert Attachment.objects.count() == 0 and list(message_blob_store().iter_ids()) == []
+
+
+def test_reply_files_are_limited_in_bytes_per_day(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = pdf_bytes("a")
+    monkeypatch.setattr("pli.sharing.mailbox.REPLY_BYTES_PER_DAY", len(content) * 3)
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    files = [SimpleUploadedFile(f"{i}.pdf", content, "application/pdf") for i in range(2)]
+    assert reply(patient, "deux", files).status_code == 303
+    files = [SimpleUploadedFile(f"{i}.pdf", content, "application/pdf") for i in range(2)]
+    assert reply(patient, "deux de plus", files).status_code == 429
+    assert reply(patient, "du texte seul").status_code == 303
+    assert ShareReply.objects.count() == 2 and Attachment.objects.count() == 2

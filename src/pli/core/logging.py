@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote
 
 # Patient links (/p/<token>) and single-use invitation or reset links carry bearer secrets.
-_SECRET_PATH = re.compile(r"(/(?:p|invitation|invitations|password/reset/key)/)[^/\s\"?]+")
+_SECRET_PATH = re.compile(r"(/(?:p|invitation|invitations|password/reset/key)/)[^/\s\"?]+", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+# Anything shaped like a link token or a patient session key (43 URL-safe characters), where
+# it may appear: a request line spelled another way, a header a client filled with it.
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 
 def redact(text: str) -> str:
-    return _BEARER.sub(r"\1[redacted]", _SECRET_PATH.sub(r"\1[redacted]", text))
+    # Routing reads the path percent-decoded: "/%70/<token>" and "/p%2F<token>" reach the
+    # patient pages, so the secrets are looked for in the decoded text too.
+    decoded = unquote(text)
+    masked = _SECRET_PATH.sub(r"\1[redacted]", decoded)
+    text = masked if masked != decoded else _SECRET_PATH.sub(r"\1[redacted]", text)
+    return _TOKEN.sub("[redacted]", _BEARER.sub(r"\1[redacted]", text))
 
 
 class RedactFilter(logging.Filter):

@@ -28,7 +28,7 @@ class RedactingLogger(Logger):  # type: ignore[misc]
 
     def atoms(self, resp: Any, req: Any, environ: Any, request_time: Any) -> dict[str, Any]:
         atoms: dict[str, Any] = super().atoms(resp, req, environ, request_time)
-        for name in ("r", "U", "q", "f"):
+        for name in ("r", "U", "q", "f", "a"):
             if isinstance(atoms.get(name), str):
                 atoms[name] = redact(atoms[name])
         return atoms

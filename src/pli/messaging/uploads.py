@@ -524,6 +524,20 @@ class TailRecorder:
         return getattr(self._stream, name)
 
 
+# File name endings for the types a restricted form accepts (a patient's reply).
+_EXTENSIONS = {"application/pdf": (".pdf",), "image/jpeg": (".jpg", ".jpeg"), "image/png": (".png",)}
+
+
+def _named_as(name: str, content_type: str) -> str:
+    """``name`` ending as its (sniffed) type does: a PDF sent as ``compte-rendu.bat`` would
+    reach the practitioner's computer as a script to double-click; it becomes
+    ``compte-rendu.bat.pdf``."""
+    endings = _EXTENSIONS.get(content_type)
+    if not endings or name.lower().endswith(endings):
+        return name
+    return name + endings[0]
+
+
 def _file_name(sent: str) -> str | None:
     """A file name as sent, less any folder and unprintable character (as Django cleans it,
     but without decoding HTML entities); None if nothing is left."""
@@ -684,6 +698,7 @@ class EncryptingUploadHandler(FileUploadHandler):
             raise UploadRejected(self.rules.field, _("The file “%(name)s” is empty.") % {"name": name})
         if self.rules.accepted_types is not None:
             content_type = self._check_type(writer.head)
+            name = clean_name(_named_as(name, content_type))
         else:
             content_type = clean_content_type(self.content_type, name, writer.head)
         self.writer = None

@@ -36,6 +36,10 @@ from pli.sharing.uploads import PendingFile, UploadRules, share_blob_store
 
 REPLY_MAX_FILES = 5
 REPLY_MAX_FILE_BYTES = 10 * 10**6
+# Per share, over the last 24 hours: a patient answers a few times; someone past the two
+# factors must not fill the server's disk or the practitioner's mailbox.
+REPLIES_PER_DAY = 10
+REPLY_BYTES_PER_DAY = 100 * 10**6
 
 
 def reply_rules() -> UploadRules:

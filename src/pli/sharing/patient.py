@@ -102,7 +102,9 @@ def _unknown(request: HttpRequest) -> HttpResponse:
     except ValueError:
         count = 1
     if count > UNKNOWN_LINK_LIMIT:
-        return _render(request, "too_many.html", {}, status=429)
+        refused = _render(request, "too_many.html", {}, status=429)
+        refused["Retry-After"] = str(UNKNOWN_LINK_WINDOW)
+        return refused
     audit.record(
         "share.access_denied",
         actor=services.PATIENT,
@@ -222,7 +224,10 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         return _code_page(request, share, token, _without_code(form), status=400, **channel)
     result = services.check_code(share.pk, form.cleaned_data["code"], session_key=key, request=request)
     if result.outcome == "ok":
-        return _redirect("patient_documents", token)
+        opened = _redirect("patient_documents", token)
+        if result.session_key is not None:
+            _set_key(opened, result.session_key)
+        return opened
     if result.outcome == "no_session":
         return _redirect("patient_landing", token, "?session=expired")
     if result.outcome in (Status.LOCKED, Status.EXPIRED, Status.REVOKED):
@@ -306,7 +311,7 @@ def _documents_page(
         "documents": documents,
         "inline_types": INLINE_TYPES,
         "history": [(event, names.get(str(event.details.get("document", "")), "")) for event in history],
-        "can_reply": share.allow_reply and share.closed_at is None and share.reply_mailbox_id is not None,
+        "can_reply": services.replies_open(share),
         "closed": share.closed_at is not None,
         "reply_form": extra.pop("reply_form", None) or ReplyForm(),
         "reply_max_files": REPLY_MAX_FILES,
@@ -401,9 +406,17 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             "closed": _("This conversation is closed: replies are no longer accepted."),
             "no_session": _("Your session has expired; please confirm your identity again."),
             "upload_expired": _("Sending the files took too long; please send them again."),
+            "too_many_replies": _(
+                "You have sent many replies today: please try again tomorrow, or contact the practice directly."
+            ),
         }
         return _documents_page(
-            request, share, token, status=400, reply_form=form, reply_error=messages.get(exc.code, exc.message)
+            request,
+            share,
+            token,
+            status=429 if exc.code == "too_many_replies" else 400,
+            reply_form=form,
+            reply_error=messages.get(exc.code, exc.message),
         )
     batch.keep()
     return _redirect("patient_documents", token, "?replied=1")

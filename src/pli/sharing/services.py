@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -50,6 +50,9 @@ from pli.sharing.uploads import PendingFile, share_blob_store
 MAX_BIRTH_DATE_FAILURES = 5
 MAX_CODE_FAILURES = 3
 MAX_CODES_PER_HOUR = 5
+# Wrong codes in all, whatever the code: two guesses on each of five codes an hour would
+# otherwise never lock, some 20,000 guesses over a 90-day link (a 2% chance at 6 digits).
+MAX_TOTAL_CODE_FAILURES = 10
 # "Send a new code" again within this delay, by the same channel, is refused rather than
 # obeyed: the first code is probably on its way (an SMS can take a minute), and every code
 # sent retires the one before and counts towards the hourly limit that locks the share. An
@@ -78,9 +81,42 @@ class ShareError(Exception):
 # -- reading ---------------------------------------------------------------------------------
 
 
+def _creator_is_member() -> Exists:
+    return Exists(Membership.objects.filter(user=OuterRef("created_by"), organisation=OuterRef("organisation")))
+
+
+def _in_charge(user: User) -> Q:
+    """Who may see and act on a share: its creator, while a member of the share's
+    organisation; once the creator has left it, the organisation's administrators, so that
+    the organisation keeps control (a locked-out patient still has someone to unlock the
+    share) and the creator, now elsewhere, loses it."""
+    memberships = Membership.objects.filter(user=user)
+    admin_of = memberships.filter(role=Membership.Role.ADMIN).values("organisation")
+    return (
+        Q(created_by=user, organisation__isnull=True)
+        | Q(created_by=user, organisation__in=memberships.values("organisation"))
+        | Q(Q(organisation__in=admin_of), ~_creator_is_member())
+    )
+
+
 def shares_for(user: User) -> QuerySet[PatientShare]:
-    """The shares a professional may see and act on: the ones they created."""
-    return PatientShare.objects.filter(created_by=user).select_related("organisation", "created_by", "data_key")
+    """The shares a professional may see and act on (see _in_charge)."""
+    return PatientShare.objects.filter(_in_charge(user)).select_related("organisation", "created_by", "data_key")
+
+
+def replies_open(share: PatientShare) -> bool:
+    """Whether the patient may answer: allowed, not closed, and the practitioner still in the
+    share's organisation with their mailbox there (a reply must not follow them elsewhere)."""
+    if not share.allow_reply or share.closed_at is not None or share.reply_mailbox_id is None:
+        return False
+    if share.organisation_id is None:
+        return True
+    return Mailbox.objects.filter(
+        pk=share.reply_mailbox_id,
+        is_active=True,
+        organisation_id=share.organisation_id,
+        owner__memberships__organisation_id=share.organisation_id,
+    ).exists()
 
 
 def organisation_for(user: User) -> Organisation | None:
@@ -555,13 +591,14 @@ def check_code(
             reason = "wrong"
         share.code_failures = F("code_failures") + 1
         share.save(update_fields=["code_failures"])
+        share.refresh_from_db(fields=["code_failures"])
         attempts = 0
         if latest is not None:
             OneTimeCode.objects.filter(pk=latest.pk).update(attempts=F("attempts") + 1)
             latest.refresh_from_db(fields=["attempts"])
             attempts = latest.attempts
         trail.add("share.code_failed", share, outcome=audit.FAILURE, reason=reason, attempts=attempts)
-        if latest is not None and attempts >= MAX_CODE_FAILURES:
+        if (latest is not None and attempts >= MAX_CODE_FAILURES) or share.code_failures >= MAX_TOTAL_CODE_FAILURES:
             _lock(share, LockReason.CODE, now, trail)
             return StepResult(Status.LOCKED)
         return StepResult(reason, attempts_left=max(0, MAX_CODE_FAILURES - attempts))
@@ -587,8 +624,11 @@ def _save_progress(share: PatientShare, fields: list[str]) -> None:
 
 
 def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, trail: _Trail) -> StepResult:
+    # A new key once both factors have passed: a key planted in the patient's browser before
+    # (session fixation) opens nothing.
+    key = tokens.new_session_key()
     PatientSession.objects.filter(pk=session.pk).update(
-        stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
+        key_hash=tokens.session_key_hash(key), stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
     )
     share.open_count = F("open_count") + 1
     fields = ["open_count"]
@@ -597,7 +637,7 @@ def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, 
         fields.append("opened_at")
     _save_progress(share, fields + _advance(share, Status.OPENED))
     trail.add("share.opened", share)
-    return StepResult("ok")
+    return StepResult("ok", session_key=key)
 
 
 def open_session(
@@ -704,12 +744,26 @@ def reply(
         session = open_session(share, session_key, now)
         if session is None:
             raise ShareError("no_session")
-        if not share.allow_reply or share.closed_at is not None or share.reply_mailbox_id is None:
+        if not replies_open(share):
             raise ShareError("closed")
+        _check_reply_allowance(share, files, now)
         message_id = _deliver_reply(share, text, files, now, request)
         answer = ShareReply.objects.create(share=share, message_id=message_id, created_at=now, file_count=len(files))
         audit.record("share.replied", actor=PATIENT, target=share, request=request, details={"files": len(files)})
     return answer
+
+
+def _check_reply_allowance(share: PatientShare, files: Sequence[PendingFile], now: datetime.datetime) -> None:
+    from pli.messaging.models import Attachment
+    from pli.sharing.mailbox import REPLIES_PER_DAY, REPLY_BYTES_PER_DAY
+
+    since = now - datetime.timedelta(days=1)
+    recent = list(share.replies.filter(created_at__gt=since).values_list("message_id", flat=True))
+    if len(recent) >= REPLIES_PER_DAY:
+        raise ShareError("too_many_replies")
+    sent = Attachment.objects.filter(message_id__in=recent).aggregate(total=Sum("size"))["total"] or 0
+    if sent + sum(f.size for f in files) > REPLY_BYTES_PER_DAY:
+        raise ShareError("too_many_replies")
 
 
 def _deliver_reply(
@@ -738,7 +792,7 @@ def _own_share(user: User, share_id: uuid.UUID) -> PatientShare:
     share = (
         PatientShare.objects.select_for_update(of=("self",), no_key=True)
         .select_related("created_by", "organisation")
-        .filter(pk=share_id, created_by=user)
+        .filter(_in_charge(user), pk=share_id)
         .first()
     )
     if share is None:
@@ -788,8 +842,18 @@ def unlock(
         share.lock_reason = ""
         share.locked_at = None
         share.birth_date_failures = 0
+        share.code_failures = 0
         share.counters_reset_at = now
-        share.save(update_fields=["status", "lock_reason", "locked_at", "birth_date_failures", "counters_reset_at"])
+        share.save(
+            update_fields=[
+                "status",
+                "lock_reason",
+                "locked_at",
+                "birth_date_failures",
+                "code_failures",
+                "counters_reset_at",
+            ]
+        )
         share.codes.filter(retired=False).update(retired=True)
         share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
         audit.record("share.unlocked", actor=user, target=share, request=request)
@@ -820,6 +884,9 @@ def resend(
         if share.status == Status.LOCKED:
             raise ShareError("locked")
         channels = _new_link(share, ShareNotification.Kind.LINK, now)
+        # A new link is often sent because the first one went astray: whoever opened it is
+        # let out with it.
+        share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
         audit.record(
             "share.resent", actor=user, target=share, request=request, details={"channels": ",".join(channels)}
         )

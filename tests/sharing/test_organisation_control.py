@@ -1,0 +1,83 @@
+"""A share stays with the organisation it was made in: a practitioner who leaves loses it, the
+organisation's administrators take it over, and patients' replies do not follow the
+practitioner elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.test import Client
+
+from pli.accounts import services as accounts
+from pli.accounts.models import Membership, User
+from pli.api.services import create_token
+from pli.sharing import services
+from pli.sharing.models import PatientShare, ShareReply, Status
+from pli.testing.accounts import make_organisation, make_user
+from sharing.helpers import Patient, make_share
+
+
+def _api(user: User) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {create_token(user, 'test')[1]}")
+
+
+def _status(user: User, share: PatientShare) -> int:
+    return int(_api(user).get(f"/api/v1/shares/{share.pk}").status_code)
+
+
+def _leaves(user: User, organisation: Any, admin: User) -> None:
+    """``user`` joins another organisation, then ``admin`` removes them from ``organisation``."""
+    elsewhere = make_organisation()
+    other_admin = make_user(elsewhere, role="admin")
+    accounts.add_member(elsewhere, user, "practitioner", actor=other_admin)
+    accounts.remove_member(Membership.objects.get(user=user, organisation=organisation), actor=admin)
+
+
+def test_the_creator_alone_acts_on_a_share_while_a_member(db: None) -> None:
+    org = make_organisation()
+    admin, paul, colleague = make_user(org, role="admin"), make_user(org), make_user(org)
+    share, _token = make_share(paul)
+    assert [_status(u, share) for u in (paul, admin, colleague)] == [200, 404, 404]
+
+
+def test_a_practitioner_who_leaves_loses_the_share_and_the_admins_take_it_over(db: None) -> None:
+    org = make_organisation()
+    admin, paul, colleague = make_user(org, role="admin"), make_user(org), make_user(org)
+    share, _token = make_share(paul)
+    _leaves(paul, org, admin)
+
+    assert _status(paul, share) == 404
+    assert Client().get("/shares/").status_code in (302, 403)  # anonymous: nothing
+    paul_web = Client()
+    paul_web.force_login(paul)
+    assert paul_web.get(f"/shares/{share.pk}").status_code == 404
+    assert _status(colleague, share) == 404  # not an administrator
+    # The organisation keeps control: its administrator can see, unlock, revoke.
+    assert _status(admin, share) == 200
+    assert _api(admin).post(f"/api/v1/shares/{share.pk}/revoke").status_code == 200
+    share.refresh_from_db()
+    assert share.status == Status.REVOKED
+    assert share.pk in {s.pk for s in services.shares_for(admin)}
+    assert share.pk not in {s.pk for s in services.shares_for(paul)}
+
+
+def test_a_patients_reply_does_not_follow_a_practitioner_who_left(db: None) -> None:
+    org = make_organisation()
+    admin, paul = make_user(org, role="admin"), make_user(org)
+    _share, token = make_share(paul, allow_reply=True)
+    _leaves(paul, org, admin)
+    patient = Patient(token)
+    assert 'name="files"' not in patient.sign_in().content.decode()
+    response = patient.client.post(patient.url("/reply"), {"text": "Merci docteur"})
+    assert response.status_code == 400
+    assert not ShareReply.objects.exists()
+
+
+def test_an_admin_does_not_see_shares_of_other_organisations(db: None) -> None:
+    org, other = make_organisation(), make_organisation()
+    admin, paul = make_user(org, role="admin"), make_user(other)
+    other_admin = make_user(other, role="admin")
+    share, _token = make_share(paul)
+    _leaves(paul, other, other_admin)
+    assert _status(admin, share) == 404
+    assert _status(other_admin, share) == 200
