@@ -23,3 +23,14 @@ def stored_blobs() -> list[str]:
 def temp_files() -> list[Path]:
     directory = blob_store().temp_dir
     return list(directory.iterdir()) if directory.is_dir() else []
+
+
+def assert_nothing_saved() -> None:
+    """A refused send left no message, attachment, copy, blob or partial upload."""
+    from pli.messaging.models import Attachment, Delivery, Message
+
+    assert Message.objects.count() == 0
+    assert Attachment.objects.count() == 0
+    assert Delivery.objects.count() == 0
+    assert stored_blobs() == []
+    assert temp_files() == []

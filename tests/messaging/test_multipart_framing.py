@@ -14,7 +14,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.conftest import stored_blobs, temp_files
+from messaging.conftest import assert_nothing_saved, temp_files
 from messaging.factories import api_client, personal_mailbox, practitioner, web_client
 from pli.accounts.models import User
 from pli.messaging.models import Attachment, Delivery, Message
@@ -51,17 +51,19 @@ def _body(parts: list[tuple[bytes, bytes]], newline: bytes = CRLF, boundary: str
     return out + dash + b"--" + newline
 
 
+def _share_parts() -> list[tuple[bytes, bytes]]:
+    fields = {
+        "patient_given_name": "Jeanne",
+        "patient_family_name": "Durand",
+        "patient_birth_date": "1980-01-31",
+        "patient_email": "jeanne.durand@example.org",
+    }
+    return [(f'Content-Disposition: form-data; name="{k}"'.encode(), v.encode()) for k, v in fields.items()]
+
+
 def _post(user: User, body: bytes, url: str = "/api/v1/messages", content_type: str = MULTIPART_CONTENT) -> Any:
     client = api_client(user) if url.startswith("/api/") else web_client(user)
     return client.generic("POST", url, body, content_type=content_type)
-
-
-def _assert_nothing_saved() -> None:
-    assert Message.objects.count() == 0
-    assert Attachment.objects.count() == 0
-    assert Delivery.objects.count() == 0
-    assert stored_blobs() == []
-    assert temp_files() == []
 
 
 PDF = b"%PDF-1.4 compte rendu"
@@ -91,7 +93,7 @@ def test_a_part_the_parser_would_skip_is_refused(pair: tuple[User, User], part: 
     assert response.status_code == 400, response.content
     (field,) = response.json()
     assert field in {"attachments", "detail"}
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize("name", [b"..", b".", b"dossier/", b"C:\\docs\\", b"bilan&#47;", b"\x07\x08", b"   "])
@@ -100,7 +102,7 @@ def test_a_file_name_that_cleans_to_nothing_is_refused(pair: tuple[User, User], 
     response = _post(alice, _body([*_text_parts(alice, bob), _file_part(name, PDF)]))
     assert response.status_code == 400, response.content
     assert "nom" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize(
@@ -138,7 +140,7 @@ def test_the_boundary_inside_a_file_is_refused_not_cut_short(pair: tuple[User, U
     response = _post(alice, _body([*_text_parts(alice, bob), _file_part(b"a.pdf", content)]))
     assert response.status_code == 400, response.content
     assert "CRLF" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_the_boundary_after_a_line_break_inside_a_file_is_refused(pair: tuple[User, User]) -> None:
@@ -147,7 +149,7 @@ def test_the_boundary_after_a_line_break_inside_a_file_is_refused(pair: tuple[Us
     response = _post(alice, _body([*_text_parts(alice, bob), _file_part(b"a.eml", content)]))
     assert response.status_code == 400, response.content
     assert "attachments" in response.json()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize("size", [10, 5000])
@@ -158,7 +160,7 @@ def test_a_body_with_bare_lf_line_breaks_is_refused_as_such(pair: tuple[User, Us
     assert response.status_code == 400, response.content
     ((field, (message,)),) = response.json().items()
     assert field == "detail" and "LF" in message
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_one_part_with_bare_lf_among_crlf_parts_is_refused(pair: tuple[User, User]) -> None:
@@ -168,7 +170,7 @@ def test_one_part_with_bare_lf_among_crlf_parts_is_refused(pair: tuple[User, Use
     body = lf_part + _body([*_text_parts(alice, bob), _file_part(b"big.bin", os.urandom(50_000))])
     response = _post(alice, body)
     assert response.status_code == 400, response.content
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_text_not_in_utf8_is_refused_naming_its_field(pair: tuple[User, User]) -> None:
@@ -179,7 +181,7 @@ def test_text_not_in_utf8_is_refused_naming_its_field(pair: tuple[User, User]) -
     response = _post(alice, _body(parts))
     assert response.status_code == 400, response.content
     assert "UTF-8" in response.json()["body"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_text_in_the_encoding_the_request_names_is_read_in_it(pair: tuple[User, User]) -> None:
@@ -212,7 +214,7 @@ def test_a_transfer_encoding_the_parser_ignores_is_refused(pair: tuple[User, Use
     response = _post(alice, _body([*_text_parts(alice, bob), part]))
     assert response.status_code == 400, response.content
     assert "base64" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_the_web_form_shows_a_malformed_body_in_french(pair: tuple[User, User]) -> None:
@@ -221,7 +223,7 @@ def test_the_web_form_shows_a_malformed_body_in_french(pair: tuple[User, User]) 
     response = _post(alice, _body([*_text_parts(alice, bob), _file_part(b"a.pdf", content)]), "/messages/compose/")
     assert response.status_code == 400
     assert "Le corps multipart est mal formé" in response.content.decode()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_a_share_document_the_parser_would_skip_is_refused(pair: tuple[User, User]) -> None:
@@ -229,13 +231,7 @@ def test_a_share_document_the_parser_would_skip_is_refused(pair: tuple[User, Use
     from pli.sharing.models import PatientShare
 
     alice, _bob = pair
-    fields = {
-        "patient_given_name": "Jeanne",
-        "patient_family_name": "Durand",
-        "patient_birth_date": "1980-01-31",
-        "patient_email": "jeanne.durand@example.org",
-    }
-    parts = [(f'Content-Disposition: form-data; name="{k}"'.encode(), v.encode()) for k, v in fields.items()]
+    parts = _share_parts()
     parts += [_file_part(b"cr.pdf", PDF, b"documents"), _file_part(b"..", PDF, b"documents")]
     response = _post(alice, _body(parts), "/api/v1/shares")
     assert response.status_code == 400, response.content
@@ -287,7 +283,7 @@ def test_a_single_value_field_given_twice_is_refused(pair: tuple[User, User], fi
     response = _post(alice, _body(parts))
     assert response.status_code == 400, response.content
     assert response.json()[field] == ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_recipients_and_files_may_repeat(pair: tuple[User, User]) -> None:
@@ -312,16 +308,30 @@ def test_a_share_field_given_twice_is_refused(pair: tuple[User, User], field: st
     from pli.sharing.models import PatientShare
 
     alice, _bob = pair
-    fields = {
-        "patient_given_name": "Jeanne",
-        "patient_family_name": "Durand",
-        "patient_birth_date": "1980-01-31",
-        "patient_email": "jeanne.durand@example.org",
-    }
-    parts = [(f'Content-Disposition: form-data; name="{k}"'.encode(), v.encode()) for k, v in fields.items()]
+    parts = _share_parts()
     parts += [(f'Content-Disposition: form-data; name="{field}"'.encode(), value) for value in values]
     parts.append(_file_part(b"cr.pdf", PDF, b"documents"))
     response = _post(alice, _body(parts), "/api/v1/shares")
     assert response.status_code == 400, response.content
     assert list(response.json()) == [field]
     assert PatientShare.objects.count() == 0
+
+
+def test_a_file_the_parser_and_the_check_disagree_on_is_refused(db: None) -> None:
+    """Names as sent are matched to the parser's files by order: should the two ever see
+    different parts, a file must not get another's name."""
+    from django.test import RequestFactory
+
+    from pli.messaging.uploads import EncryptingUploadHandler, UploadSession, attachment_rules
+
+    with UploadSession() as session:
+        handler = EncryptingUploadHandler(RequestFactory().post("/"), session, attachment_rules(session.store))
+        recorder = TailRecorder(io.BytesIO(b""), BOUNDARY.encode(), "attachments")
+        recorder.file_names.append(("a.pdf", "a.pdf"))
+        handler._recorder = recorder
+        with pytest.raises(UploadRejected):
+            handler.new_file("attachments", "b.pdf", "application/pdf", 10)
+        recorder.file_names.append(("ordonnance§ion2.pdf", "ordonnance&section2.pdf"))
+        handler.new_file("attachments", "ordonnance§ion2.pdf", "application/pdf", 10)
+        assert handler.file_name == "ordonnance&section2.pdf"
+        handler.upload_interrupted()

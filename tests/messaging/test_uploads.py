@@ -15,10 +15,10 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.conftest import stored_blobs, temp_files
+from messaging.conftest import assert_nothing_saved, stored_blobs, temp_files
 from messaging.factories import api_client, personal_mailbox, practitioner, unique_marker, web_client
 from pli.accounts.models import User
-from pli.messaging.models import Attachment, Delivery, Message
+from pli.messaging.models import Attachment
 from pli.messaging.uploads import TailRecorder, UploadRejected, blob_store
 
 MB = 2**20
@@ -43,14 +43,6 @@ def _payload(sender: User, recipient: User, **extra: Any) -> dict[str, Any]:
         "body": "Bonjour",
         **extra,
     }
-
-
-def _assert_nothing_saved() -> None:
-    assert Message.objects.count() == 0
-    assert Attachment.objects.count() == 0
-    assert Delivery.objects.count() == 0
-    assert stored_blobs() == []
-    assert temp_files() == []
 
 
 @pytest.mark.parametrize("via", ["api", "web"])
@@ -87,7 +79,7 @@ def test_too_many_attachments_is_refused_naming_the_field(pair: tuple[User, User
     response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=files))
     assert response.status_code == 400
     assert "3" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_too_large_is_refused_while_streaming(pair: tuple[User, User], settings: Any) -> None:
@@ -97,7 +89,7 @@ def test_too_large_is_refused_while_streaming(pair: tuple[User, User], settings:
     response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=files))
     assert response.status_code == 413
     assert "attachments" in response.json()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_a_body_announcing_too_much_is_refused_before_reading(pair: tuple[User, User], settings: Any) -> None:
@@ -107,7 +99,7 @@ def test_a_body_announcing_too_much_is_refused_before_reading(pair: tuple[User, 
     response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments=[big]))
     assert response.status_code == 413
     assert list(response.json()) == ["attachments"]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_web_form_shows_the_limit_next_to_the_attachments(pair: tuple[User, User], settings: Any) -> None:
@@ -118,7 +110,7 @@ def test_web_form_shows_the_limit_next_to_the_attachments(pair: tuple[User, User
     assert response.status_code == 400
     html = response.content.decode()
     assert 'id="id_attachments_error"' in html and "au plus 1 pièce jointe" in html
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize("cut", [0.3, 0.6, 0.95, -3])
@@ -130,7 +122,7 @@ def test_truncated_multipart_saves_nothing(pair: tuple[User, User], cut: float) 
     response = client.generic("POST", "/api/v1/messages", body[:end], content_type=MULTIPART_CONTENT)
     assert response.status_code == 400, response.content
     assert set(response.json()) <= {"attachments", "detail", "sender", "to", "body", "subject"}
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_truncated_multipart_in_the_web_form(pair: tuple[User, User]) -> None:
@@ -138,7 +130,7 @@ def test_truncated_multipart_in_the_web_form(pair: tuple[User, User]) -> None:
     body = encode_multipart(BOUNDARY, _payload(alice, bob, attachments=[_file("a.bin", os.urandom(200_000))]))
     response = web_client(alice).generic("POST", "/messages/compose/", body[:-200], content_type=MULTIPART_CONTENT)
     assert response.status_code == 400
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_files_only_in_the_attachments_field(pair: tuple[User, User]) -> None:
@@ -146,7 +138,7 @@ def test_files_only_in_the_attachments_field(pair: tuple[User, User]) -> None:
     response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, body=_file("x.txt", b"x")))
     assert response.status_code == 400
     assert "body" in response.json()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_rejected_form_discards_the_uploaded_blobs(pair: tuple[User, User]) -> None:
@@ -156,7 +148,7 @@ def test_rejected_form_discards_the_uploaded_blobs(pair: tuple[User, User]) -> N
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
     assert "to" in response.json()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_declared_type_must_match_the_content_to_be_shown_inline(pair: tuple[User, User]) -> None:
@@ -208,7 +200,7 @@ def test_a_file_name_not_in_utf8_is_refused_not_dropped(pair: tuple[User, User],
         response = web_client(alice).generic("POST", "/messages/compose/", body, content_type=MULTIPART_CONTENT)
         assert response.status_code == 400
         assert 'id="id_attachments_error"' in response.content.decode()
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_text_in_the_attachments_field_is_refused(pair: tuple[User, User]) -> None:
@@ -216,7 +208,7 @@ def test_text_in_the_attachments_field_is_refused(pair: tuple[User, User]) -> No
     response = api_client(alice).post("/api/v1/messages", _payload(alice, bob, attachments="notafile"))
     assert response.status_code == 400
     assert "fichiers" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def _refused_field(body: bytes, read_size: int | list[int]) -> str | None:
@@ -283,7 +275,7 @@ def test_a_file_name_too_long_for_the_parser_is_refused_naming_the_field(pair: t
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
     assert "trop long" in response.json()["attachments"][0]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize("field", ["to", "cc"])
@@ -296,7 +288,7 @@ def test_an_address_list_too_long_to_read_is_blamed_on_its_own_field(pair: tuple
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
     assert list(response.json()) == [field]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 @pytest.mark.parametrize("field", ["subject", "to", "patient_family_name"])
@@ -308,7 +300,7 @@ def test_a_text_field_far_too_long_is_named(pair: tuple[User, User], field: str)
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
     assert list(response.json()) == [field]
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_a_malformed_multipart_body_is_refused_in_french(pair: tuple[User, User]) -> None:
@@ -318,7 +310,7 @@ def test_a_malformed_multipart_body_is_refused_in_french(pair: tuple[User, User]
     )
     assert response.status_code == 400
     assert response.json()["detail"][0].startswith("Le corps multipart est illisible")
-    _assert_nothing_saved()
+    assert_nothing_saved()
 
 
 def test_text_too_large_in_all_is_not_blamed_on_the_body(pair: tuple[User, User]) -> None:
@@ -328,4 +320,4 @@ def test_text_too_large_in_all_is_not_blamed_on_the_body(pair: tuple[User, User]
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
     assert list(response.json()) == ["detail"]
-    _assert_nothing_saved()
+    assert_nothing_saved()

@@ -38,6 +38,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParser
+from django.utils.encoding import force_str
 from django.utils.http import parse_header_parameters
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -294,7 +295,7 @@ class TailRecorder:
     * a text field that is not in the request's encoding (Django would store ``�`` in place
       of every unreadable character), or far too long (Django's 2.5 MB refusal names no field).
 
-    File names are kept as sent (:attr:`file_names`, one per file part, in order): Django's
+    File names are kept as sent (:attr:`file_names`, per file part, in order): Django's
     own cleaning also decodes HTML entities, turning ``bilan&notes.pdf`` into ``bilan¬es.pdf``.
     """
 
@@ -321,7 +322,8 @@ class TailRecorder:
         self._text_base64 = False
         self._part_field: str | None = None
         self._last_field: str | None = None
-        self.file_names: collections.deque[str] = collections.deque()
+        # Per file part, in order: the name Django's parser will give, and the name as sent.
+        self.file_names: collections.deque[tuple[str, str]] = collections.deque()
 
     def _seen(self, data: bytes) -> bytes:
         self.count += len(data)
@@ -469,12 +471,16 @@ class TailRecorder:
         if sent_name:
             # A file part, as Django tells them (filename="" is a text field).
             kept = _file_name(sent_name)
-            if kept is None or not MultiPartParser.sanitize_file_name(None, sent_name):  # type: ignore[arg-type]
+            # What Django's parser will hand the upload handler for this part (the method
+            # uses nothing of its instance).
+            as_parsed = force_str(sent_name.encode(), self._encoding, errors="replace")
+            parsers = MultiPartParser.sanitize_file_name(None, as_parsed)  # type: ignore[arg-type]
+            if kept is None or not parsers:
                 raise UploadRejected(
                     field,
                     _("A file has no usable name (empty, “.”, “..” or a folder); name it and send it again."),
                 )
-            self.file_names.append(kept)
+            self.file_names.append((parsers, kept))
             return
         # A text field: its value is checked once it ends (see _end_text).
         self._text_field = field
@@ -646,9 +652,14 @@ class EncryptingUploadHandler(FileUploadHandler):
 
     def new_file(self, field_name: str, file_name: str, *args: Any, **kwargs: Any) -> None:
         super().new_file(field_name, file_name, *args, **kwargs)
-        if self._recorder is not None and self._recorder.file_names:
-            # The name as sent (the recorder saw this part's headers before the parser did).
-            self.file_name = self._recorder.file_names.popleft()
+        if self._recorder is not None:
+            # The name as sent: the recorder saw this part's headers before the parser did.
+            # Should the two ever disagree on which part this is, refuse rather than give a
+            # file another's name.
+            expected, kept = self._recorder.file_names.popleft() if self._recorder.file_names else ("", "")
+            if expected != file_name:
+                raise UploadRejected(self.rules.field, _("The multipart body could not be read; nothing was saved."))
+            self.file_name = kept
         if field_name != self.rules.field:
             raise UploadRejected(
                 field_name, _("Files are accepted only in the “%(field)s” field.") % {"field": self.rules.field}
