@@ -257,6 +257,24 @@ def _age_codes(share: PatientShare, seconds: int = 31) -> None:
     PatientShare.objects.filter(pk=share.pk).update(counters_reset_at=F("counters_reset_at") - earlier)
 
 
+def test_switching_channels_back_and_forth_waits_like_asking_again(db: None) -> None:
+    """An impatient patient tapping "by e-mail", "by SMS", "by e-mail"... used to spend the
+    hourly allowance in seconds and lock the share."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303  # a code by SMS
+    assert patient.new_code(channel="email").status_code == 303  # the other channel: at once
+    back = patient.new_code(channel="sms")
+    assert back.status_code == 303 and "wait=" in back["Location"]
+    assert "wait=" in patient.new_code(channel="email")["Location"]
+    assert OneTimeCode.objects.filter(share=share).count() == 2
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+    _age_codes(share)
+    assert "wait=" not in patient.new_code(channel="sms")["Location"]
+    assert OneTimeCode.objects.filter(share=share).count() == 3
+
+
 def test_codes_per_hour_limit_locks(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)

@@ -530,7 +530,11 @@ def request_new_code(
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="new_code")
             return StepResult("no_session")
         PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-        recent = _recent_code(share, new_code.message.channel, now)
+        # The wait counts from the last code sent by this channel, even one the other channel's
+        # code has since replaced: switching back and forth would otherwise spend the hourly
+        # allowance in seconds and lock the share.
+        channel_codes = share.codes.filter(channel=new_code.message.channel, used_at__isnull=True)
+        recent = channel_codes.filter(created_at__gt=now - RESEND_COOLDOWN).order_by("-created_at", "-pk").first()
         if recent is not None:
             wait = math.ceil((RESEND_COOLDOWN - (now - recent.created_at)).total_seconds())
             return StepResult("too_soon", channel=recent.channel, wait_seconds=wait)
