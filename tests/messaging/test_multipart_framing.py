@@ -176,12 +176,23 @@ def test_one_part_with_bare_lf_among_crlf_parts_is_refused(pair: tuple[User, Use
 def test_text_not_in_utf8_is_refused_naming_its_field(pair: tuple[User, User]) -> None:
     """Django would store "R�sultats : h�moglobine" for text sent in Windows-1252."""
     alice, bob = pair
-    headers = b"\r\nContent-Type: text/plain; charset=windows-1252"
-    parts = _with_body(alice, bob, headers, "Résultats : hémoglobine".encode("cp1252"))
-    response = _post(alice, _body(parts))
+    response = _post(alice, _body(_with_body(alice, bob, b"", "Résultats : hémoglobine".encode("cp1252"))))
     assert response.status_code == 400, response.content
     assert "UTF-8" in response.json()["body"][0]
     assert_nothing_saved()
+
+
+@pytest.mark.parametrize("charset", ["windows-1252", "ISO-8859-1"])
+def test_text_in_the_charset_its_part_names_is_read_in_it(pair: tuple[User, User], charset: str) -> None:
+    """As Java's HttpClient sends text by default (RFC 7578 allows a part its own charset)."""
+    alice, bob = pair
+    headers = f"\r\nContent-Type: text/plain; charset={charset}".encode()
+    parts = _with_body(alice, bob, headers, "Résultats : hémoglobine".encode(charset))
+    response = _post(alice, _body(parts))
+    assert response.status_code == 201, response.content
+    read = api_client(bob).get(f"/api/v1/messages/{response.json()['id']}")
+    assert read.json()["body"] == "Résultats : hémoglobine"
+    assert read.json()["subject"] == "Résultats"
 
 
 def test_text_in_the_encoding_the_request_names_is_read_in_it(pair: tuple[User, User]) -> None:
@@ -335,3 +346,47 @@ def test_a_file_the_parser_and_the_check_disagree_on_is_refused(db: None) -> Non
         handler.new_file("attachments", "ordonnance§ion2.pdf", "application/pdf", 10)
         assert handler.file_name == "ordonnance&section2.pdf"
         handler.upload_interrupted()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b'Content-Disposition: form-data; name="attachments"; filename="scan--' + BOUNDARY.encode() + b'.pdf"',
+        b'Content-Disposition: form-data; name="body"; x="--' + BOUNDARY.encode() + b'"',
+    ],
+    ids=["in a file name", "in a parameter"],
+)
+def test_the_boundary_inside_a_parts_headers_is_refused(pair: tuple[User, User], headers: bytes) -> None:
+    """Django splits the headers there: the part lost them and was skipped (201, no file)."""
+    alice, bob = pair
+    response = _post(alice, _body([*_text_parts(alice, bob)[:3], (headers, PDF)]))
+    assert response.status_code == 400, response.content
+    assert_nothing_saved()
+
+
+def test_a_boundary_right_after_the_closing_one_is_refused(pair: tuple[User, User]) -> None:
+    """Django reads "--B--B" as two boundaries: what follows is a part it parses."""
+    alice, bob = pair
+    dash = b"--" + BOUNDARY.encode()
+    latin = b'Content-Disposition: form-data; name="body"\r\n\r\n' + "résultats".encode("latin-1") + b"\r\n"
+    start = _body(_text_parts(alice, bob)[:3]).removesuffix(b"--\r\n")
+    body = start + dash + b"\r\n" + latin + dash + b"--\r\n"  # "--B--B": its "--" begins a boundary
+    response = _post(alice, body)
+    assert response.status_code == 400, response.content
+    assert_nothing_saved()
+
+
+def test_a_preamble_holding_a_part_is_refused(pair: tuple[User, User]) -> None:
+    """Django reads what precedes the first boundary as a part: here, an unchecked copy."""
+    alice, bob = pair
+    carol = personal_mailbox(practitioner()).address.encode()
+    preamble = b'Content-Disposition: form-data; name="cc"\r\n\r\n' + carol + b"\r\n"
+    response = _post(alice, preamble + _body(_text_parts(alice, bob)))
+    assert response.status_code == 400, response.content
+    assert_nothing_saved()
+
+
+def test_line_breaks_before_the_first_boundary_are_accepted(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    response = _post(alice, b"\r\n\r\n" + _body([*_text_parts(alice, bob), _file_part(b"a.pdf", PDF)]))
+    assert response.status_code == 201, response.content

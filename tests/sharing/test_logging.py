@@ -40,6 +40,9 @@ def test_the_token_is_masked_however_the_path_is_spelled() -> None:
         f"Mozilla/5.0 {FAKE_TOKEN}",
     ]:
         assert FAKE_TOKEN not in redact(line)
+    # Decoding for the search must not let a request write a line of its own.
+    forged = redact('"GET /p/x%0A127.0.0.1 - admin "GET /admin/ HTTP/1.1" 200')
+    assert "\n" not in forged and "%0A" in forged
     # What is not a token stays readable.
     uuid_path = "/api/v1/messages/7f1f0c4e-2b4a-4a39-8d8e-3f2b9c1f0a11"
     assert redact(uuid_path) == uuid_path

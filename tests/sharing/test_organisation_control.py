@@ -81,3 +81,18 @@ def test_an_admin_does_not_see_shares_of_other_organisations(db: None) -> None:
     _leaves(paul, other, other_admin)
     assert _status(admin, share) == 404
     assert _status(other_admin, share) == 200
+
+
+def test_someone_removed_then_added_elsewhere_shares_in_the_new_organisation(db: None) -> None:
+    """Removed from their last organisation (account and mailbox switched off), then added
+    to another: their mailbox and their new shares belong to the new one, not the old."""
+    org, elsewhere = make_organisation(), make_organisation()
+    admin, paul = make_user(org, role="admin"), make_user(org)
+    make_user(org, role="admin")  # so that the organisation keeps one once Paul is gone
+    accounts.remove_member(Membership.objects.get(user=paul, organisation=org), actor=admin)
+    accounts.add_member(elsewhere, paul, "practitioner", actor=make_user(elsewhere, role="admin"))
+    paul.refresh_from_db()
+    share, _token = make_share(paul, allow_reply=True)
+    assert share.organisation_id == elsewhere.pk
+    assert share.reply_mailbox is not None and share.reply_mailbox.organisation_id == elsewhere.pk
+    assert [_status(u, share) for u in (paul, admin)] == [200, 404]

@@ -270,9 +270,13 @@ def test_switching_channels_back_and_forth_waits_like_asking_again(db: None) -> 
     assert OneTimeCode.objects.filter(share=share).count() == 2
     share.refresh_from_db()
     assert share.status == Status.SENT
-    _age_codes(share)
-    assert "wait=" not in patient.new_code(channel="sms")["Location"]
-    assert OneTimeCode.objects.filter(share=share).count() == 3
+    # One code every 30 seconds from then on, whichever the channel: the five codes of the
+    # hour last two minutes of switching, not a few seconds.
+    for channel, count in (("sms", 3), ("email", 4)):
+        _age_codes(share)
+        assert "wait=" not in patient.new_code(channel=channel)["Location"]
+        assert "wait=" in patient.new_code(channel="email" if channel == "sms" else "sms")["Location"]
+        assert OneTimeCode.objects.filter(share=share).count() == count
 
 
 def test_codes_per_hour_limit_locks(db: None) -> None:
@@ -510,3 +514,15 @@ def test_wrong_codes_in_all_lock_whatever_the_code(db: None) -> None:
     assert status == 403
     share.refresh_from_db()
     assert share.status == Status.LOCKED and share.lock_reason == "code" and share.code_failures == 10
+
+
+def test_wrong_codes_stop_counting_once_the_patient_is_in(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    run_tasks()
+    right = code_in(last_sms())
+    assert patient.code(f"{(int(right) + 1) % 10**6:06d}").status_code == 400
+    assert patient.code(right).status_code == 303
+    share.refresh_from_db()
+    assert share.code_failures == 0

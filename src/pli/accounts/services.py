@@ -348,9 +348,15 @@ def add_member(
         if Membership.objects.filter(user=user, organisation=organisation).exists():
             raise ValidationError({"email": _("This person is already a member of the organisation.")})
         membership = Membership.objects.create(user=user, organisation=organisation, role=role)
-        if not user.is_active:
-            user.is_active = True
-            user.save(update_fields=["is_active"])
+        # From the database, not the instance (which may predate a removal): an account
+        # switched off when it lost its last organisation is switched on again.
+        type(user).objects.filter(pk=user.pk, is_active=False).update(is_active=True)
+        user.is_active = True
+        # A personal mailbox left behind in an organisation the person is no longer in (they
+        # were removed from their last one) comes back in this one, not in the old one.
+        Mailbox.objects.filter(owner=user).exclude(organisation__memberships__user=user).update(
+            organisation=organisation
+        )
         Mailbox.objects.filter(owner=user).update(is_active=True)
         audit.record(
             "membership.added",

@@ -11,6 +11,7 @@ _SECRET_PATH = re.compile(r"(/(?:p|invitation|invitations|password/reset/key)/)[
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 # Anything shaped like a link token or a patient session key (43 URL-safe characters), where
 # it may appear: a request line spelled another way, a header a client filled with it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 
@@ -19,7 +20,12 @@ def redact(text: str) -> str:
     # patient pages, so the secrets are looked for in the decoded text too.
     decoded = unquote(text)
     masked = _SECRET_PATH.sub(r"\1[redacted]", decoded)
-    text = masked if masked != decoded else _SECRET_PATH.sub(r"\1[redacted]", text)
+    if masked != decoded:
+        # Logged decoded, so its line breaks and other controls go back to %XX: a request
+        # for "/p/x%0A<a forged log line>" must stay one line.
+        text = _CONTROL.sub(lambda found: f"%{ord(found.group()):02X}", masked)
+    else:
+        text = _SECRET_PATH.sub(r"\1[redacted]", text)
     return _TOKEN.sub("[redacted]", _BEARER.sub(r"\1[redacted]", text))
 
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponseBase
+from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ParseError, ValidationError
+from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -235,14 +236,18 @@ class MessageCreateView(MessagingView):
             # handlers, which would write plaintext temporary files.
             uploads.install(request._request, session)
             try:
-                data, files = request.POST, request.FILES
+                # Django's parsing, as the web form's (pli.messaging.uploads.install adds to it),
+                # for the media types DRF's parsers of this view take.
+                if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
+                    raise UnsupportedMediaType(request.content_type)
+                data, files = request._request.POST, request._request.FILES
             except UploadRejected as exc:
                 return Response({exc.field: [exc.message]}, status=exc.status)
             except RequestDataTooBig:
                 return Response({"detail": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
             except (TooManyFieldsSent, TooManyFilesSent):
                 return Response({"detail": [_("Too many form fields.")]}, status=status.HTTP_400_BAD_REQUEST)
-            except ParseError:
+            except (ParseError, MultiPartParserError):
                 # DRF's own message quotes Django's parser in English ("Invalid boundary…").
                 return Response(
                     {"detail": [_("The multipart body could not be read; nothing was saved.")]},

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import collections
 import contextlib
 import hashlib
@@ -57,6 +58,7 @@ _TAIL_SIZE = 4096
 # end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
 _PART_HEADER_LIMIT = 1000
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
+_PREAMBLE_LIMIT = 1024
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 # What Django's parser decodes (base64) or passes through as they are (it lowercases them).
 _TRANSFER_ENCODINGS = {"base64", "binary", "8bit", "7bit"}
@@ -308,7 +310,7 @@ class TailRecorder:
         self._field = field
         # What a fault of the whole body (not of one part) is blamed on.
         self._body_field = body_field or field
-        self._encoding = encoding or settings.DEFAULT_CHARSET
+        self._encoding = _codec(encoding) or _codec(settings.DEFAULT_CHARSET) or "utf-8"
         self._dash = b"--" + boundary
         # The last bytes read, for a boundary (and the CRLF before it) cut by a read. The body
         # begins as if after a line break: its first delimiter needs none.
@@ -320,12 +322,20 @@ class TailRecorder:
         self._text_start = 0
         self._text = bytearray()
         self._text_base64 = False
+        self._text_charset: str | None = None
+        # Text parts that name a charset of their own (RFC 7578, as Java's HttpClient does
+        # with ISO-8859-1): field -> its values in order, each None or read in that charset.
+        self.text_values: dict[str, list[str | None]] = {}
         self._part_field: str | None = None
         self._last_field: str | None = None
+        self._preamble = True  # before the first boundary
+        self._head = bytearray()  # the body's first bytes, while it is
         # Per file part, in order: the name Django's parser will give, and the name as sent.
         self.file_names: collections.deque[tuple[str, str]] = collections.deque()
 
     def _seen(self, data: bytes) -> bytes:
+        if self._preamble and len(self._head) <= _PREAMBLE_LIMIT:
+            self._head += data[: _PREAMBLE_LIMIT + 1 - len(self._head)]
         self.count += len(data)
         self.tail = (self.tail + data[-_TAIL_SIZE:])[-_TAIL_SIZE:]
         self._scan(data)
@@ -351,6 +361,12 @@ class TailRecorder:
                 before_len = len(self._header)
                 self._header += data[pos : pos + _PART_HEADER_LIMIT + 4 - before_len]
                 if self._header.startswith(b"--"):
+                    if self._header.startswith(dash):
+                        # "--boundary--boundary": Django sees a second boundary there, not
+                        # the closing one.
+                        self._malformed(self._last_field)
+                    if len(self._header) < len(dash) and dash.startswith(self._header):
+                        return  # it may still turn out to be a boundary: the next read says
                     # The closing delimiter. Django goes on reading parts after it, so the
                     # scan does too; what lies between is no field's text.
                     pos += 2 - before_len
@@ -384,6 +400,12 @@ class TailRecorder:
         if self._text_field is not None:
             # The CRLF before the boundary belongs to it, not to the field's value.
             self._end_text(offset - 2)
+        if self._preamble:
+            # Django reads what precedes the first boundary as a part of its own (with headers,
+            # a field nobody checked): only line breaks may come before it.
+            if offset > _PREAMBLE_LIMIT or bytes(self._head[:offset]).strip(b" \t\r\n"):
+                self._malformed(None)
+            self._preamble, self._head = False, bytearray()
         self._header = bytearray()
         self._last_field, self._part_field = self._part_field, None
 
@@ -406,17 +428,23 @@ class TailRecorder:
         if self._text_base64:
             with contextlib.suppress(binascii.Error, ValueError):
                 value = base64.b64decode(value)  # as Django does; what it keeps as sent is checked as sent
+        encoding = self._text_charset or self._encoding
+        values = self.text_values.setdefault(field, [])
         try:
-            value.decode(self._encoding)
+            text = value.decode(encoding)
         except UnicodeDecodeError:
+            text = None
+        # Django reads every text part in the request's charset: a part's own is applied after.
+        values.append(text if encoding != self._encoding else None)
+        if text is None:
             raise UploadRejected(
                 field,
                 _(
                     "This text could not be read: it is not encoded in %(encoding)s. Send it in "
                     "UTF-8 (or name its encoding in the request's Content-Type); nothing was saved."
                 )
-                % {"encoding": self._encoding.upper()},
-            ) from None
+                % {"encoding": encoding.upper()},
+            )
 
     def _check_header(self, header: bytes, start: int = 0) -> None:
         # ``header`` follows a boundary: the rest of its line (blank), then the part's headers.
@@ -429,6 +457,9 @@ class TailRecorder:
                 # followed by more than a line break (a longer string in that data).
                 self._malformed(self._last_field)
             raise UploadRejected(field, _("The file name is too long; nothing was saved."))
+        if self._dash in header:
+            # Django splits the headers there: the part would lose them and be skipped.
+            self._malformed(field)
         headers: dict[str, tuple[str, dict[str, str]]] = {}
         for line in lines[1:]:
             try:
@@ -487,6 +518,7 @@ class TailRecorder:
         self._text_start = start
         self._text = bytearray()
         self._text_base64 = transfer == "base64"
+        self._text_charset = _codec(headers.get("content-type", ("", {}))[1].get("charset"))
 
     def _malformed(self, field: str | None) -> NoReturn:
         raise UploadRejected(
@@ -501,7 +533,8 @@ class TailRecorder:
 
     def check_end(self) -> None:
         """Refuse a body that ended inside a part's headers (Django skips such a part)."""
-        if self._header:
+        header = bytes(self._header or b"")
+        if header and not (header.startswith(b"--") and self._dash.startswith(header)):
             self._malformed(self._last_field)
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
@@ -542,6 +575,16 @@ def _named_as(name: str, content_type: str) -> str:
     if not endings or name.lower().endswith(endings):
         return name
     return name + endings[0]
+
+
+def _codec(name: str | None) -> str | None:
+    """A charset's codec name, or None when unnamed or unknown (then the request's is used)."""
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
 
 
 def _file_name(sent: str) -> str | None:
@@ -745,6 +788,9 @@ class EncryptingUploadHandler(FileUploadHandler):
             )
         if recorder is not None:
             recorder.check_end()
+            if recorder.file_names:
+                # A file part the check saw that the parser never handed over.
+                raise UploadRejected(self.rules.field, _("The multipart body could not be read; nothing was saved."))
         return None
 
     def _abort_current(self) -> None:
@@ -791,7 +837,26 @@ def store_bytes(
 def install(request: HttpRequest, session: UploadSession, rules: UploadRules | None = None) -> None:
     """Make ``request`` encrypt its file uploads into ``session`` (before anything reads POST),
     under ``rules`` (a message's attachments unless told otherwise)."""
-    request.upload_handlers = [EncryptingUploadHandler(request, session, rules or attachment_rules(session.store))]
+    handler = EncryptingUploadHandler(request, session, rules or attachment_rules(session.store))
+    request.upload_handlers = [handler]
+    parse = request.parse_file_upload
+
+    def parse_and_recode(*args: Any, **kwargs: Any) -> Any:
+        post, files = parse(*args, **kwargs)
+        recorder = handler._recorder
+        if recorder is None or all(value is None for values in recorder.text_values.values() for value in values):
+            return post, files
+        post = post.copy()
+        for name, values in recorder.text_values.items():
+            parsed = post.getlist(name)
+            if len(parsed) != len(values):
+                raise UploadRejected(name, _("The multipart body could not be read; nothing was saved."))
+            recoded = [value if value is not None else kept for value, kept in zip(values, parsed, strict=True)]
+            post.setlist(name, recoded)
+        post._mutable = False
+        return post, files
+
+    request.parse_file_upload = parse_and_recode  # type: ignore[method-assign]
 
 
 def pending_uploads(files: Any) -> list[PendingAttachment]:

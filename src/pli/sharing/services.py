@@ -216,8 +216,12 @@ def create_share(
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
     if not documents:
         raise ShareError("no_documents", "at least one document is required")
-    # Replies go to the practitioner's own mailbox; its organisation is the share's.
+    # Replies go to the practitioner's own mailbox; its organisation is the share's, provided
+    # the practitioner is a member of it (the share would otherwise belong to an organisation
+    # they are not in, and be in the hands of its administrators).
     mailbox = _own_mailbox(user)
+    if mailbox is not None and not Membership.objects.filter(user=user, organisation=mailbox.organisation_id).exists():
+        mailbox = None
     organisation = mailbox.organisation if mailbox is not None else organisation_for(user)
     days = data.expires_in_days or default_expiry_days(user, organisation)
     if not 1 <= days <= MAX_EXPIRY_DAYS:
@@ -530,11 +534,13 @@ def request_new_code(
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="new_code")
             return StepResult("no_session")
         PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
-        # The wait counts from the last code sent by this channel, even one the other channel's
-        # code has since replaced: switching back and forth would otherwise spend the hourly
-        # allowance in seconds and lock the share.
-        channel_codes = share.codes.filter(channel=new_code.message.channel, used_at__isnull=True)
-        recent = channel_codes.filter(created_at__gt=now - RESEND_COOLDOWN).order_by("-created_at", "-pk").first()
+        # The wait counts from the last code, whatever its channel, except for a first code by
+        # the other channel (the first went where the patient cannot read it): switching back
+        # and forth would otherwise spend the hourly allowance in seconds and lock the share.
+        channel = new_code.message.channel
+        recent = share.codes.filter(created_at__gt=now - RESEND_COOLDOWN).order_by("-created_at", "-pk").first()
+        if recent is not None and recent.channel != channel and not share.codes.filter(channel=channel).exists():
+            recent = None
         if recent is not None:
             wait = math.ceil((RESEND_COOLDOWN - (now - recent.created_at)).total_seconds())
             return StepResult("too_soon", channel=recent.channel, wait_seconds=wait)
@@ -635,7 +641,9 @@ def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, 
         key_hash=tokens.session_key_hash(key), stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
     )
     share.open_count = F("open_count") + 1
-    fields = ["open_count"]
+    # The patient is in: the wrong codes before (typos, an old SMS) stop counting.
+    share.code_failures = 0
+    fields = ["open_count", "code_failures"]
     if share.opened_at is None:
         share.opened_at = now
         fields.append("opened_at")
