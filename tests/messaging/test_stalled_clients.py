@@ -93,3 +93,14 @@ def test_a_download_nobody_reads_frees_its_thread(live: tuple[Server, dict[str, 
         assert _answered_within(server, TIMEOUT + 10) >= TIMEOUT - 1
     log = server.log.read_text()
     assert "PLI_CLIENT_TIMEOUT" in log and "Traceback" not in log
+
+
+def test_a_request_that_stalls_in_its_headers_frees_its_thread(live: tuple[Server, dict[str, Any], Path]) -> None:
+    """gunicorn reads the request line and headers before Pli's code runs."""
+    server, _users, _data_dir = live
+    with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+        stalled.sendall(b"POST /api/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.5)
+        assert _answered_within(server, TIMEOUT + 10) >= TIMEOUT - 1.5
+    log = server.log.read_text()
+    assert "Traceback" not in log

@@ -7,6 +7,8 @@ import gc
 import logging
 import os
 import platform
+import socket
+import struct
 import sys
 from typing import Any
 
@@ -21,7 +23,7 @@ class RedactingLogger(Logger):  # type: ignore[misc]
     after PLI_CLIENT_TIMEOUT is one warning line, not an error with a traceback."""
 
     def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
-        if isinstance(sys.exc_info()[1], TimeoutError):
+        if isinstance(sys.exc_info()[1], TimeoutError | BlockingIOError):
             self.warning("client stopped reading or sending for PLI_CLIENT_TIMEOUT seconds: connection closed")
             return
         super().exception(msg, *args, **kwargs)
@@ -98,6 +100,23 @@ def freeze_loaded_objects() -> None:
     gc.freeze()
 
 
+def limit_client_waits(server: Any) -> None:
+    """Let a client go once it has sent (or read) nothing for PLI_CLIENT_TIMEOUT seconds,
+    from the first byte of its request on.
+
+    gunicorn reads a request's line and headers before Pli's code runs, on a blocking socket
+    without a limit: ten clients sending half a request line held every thread (pli.core.
+    middleware.ClientTimeoutMiddleware only covers the body and the answer). The kernel's
+    receive and send timeouts, set on the listening sockets, pass to every accepted one.
+    """
+    from django.conf import settings
+
+    timeval = struct.pack("ll", int(settings.PLI_CLIENT_TIMEOUT), 0)
+    for listener in server.LISTENERS:
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            listener.sock.setsockopt(socket.SOL_SOCKET, option, timeval)
+
+
 def serve(host: str, port: int, workers: int | None = None, threads: int = 4) -> None:
     cores = os.cpu_count() or 1
     tune_allocator()
@@ -108,6 +127,7 @@ def serve(host: str, port: int, workers: int | None = None, threads: int = 4) ->
             "worker_class": "gthread",
             "threads": threads,
             "preload_app": True,
+            "when_ready": limit_client_waits,
             "accesslog": "-",
             "errorlog": "-",
             "logger_class": "pli.core.server.RedactingLogger",
