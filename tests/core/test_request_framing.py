@@ -74,3 +74,26 @@ def test_a_body_cut_off_while_read_is_a_400() -> None:
     response = middleware.process_exception(request, UnreadablePostError("timed out"))
     assert response is not None and response.status_code == 400
     assert middleware.process_exception(request, ValueError("other")) is None
+
+
+@pytest.mark.parametrize("charset", ["idna", "punycode", "utf-16", "hex"])
+def test_a_charset_django_cannot_read_forms_in_is_refused(db: None, charset: str) -> None:
+    """Django decodes the form's text with it: idna raised a 500."""
+    body = b'--B\r\nContent-Disposition: form-data; name="subject"\r\n\r\nx\r\n--B--\r\n'
+    response = Client().generic("POST", "/api/v1/messages", body, f"multipart/form-data; boundary=B; charset={charset}")
+    assert response.status_code == 415
+    assert "UTF-8" in response.json()["detail"]
+
+
+def test_a_media_type_in_capitals_is_read(db: None) -> None:
+    from messaging.factories import api_client, personal_mailbox, practitioner
+
+    alice, bob = practitioner(), practitioner()
+    fields = {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "x"}
+    body = b"".join(
+        f'--Bnd\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    )
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", body + b"--Bnd--\r\n", "Multipart/Form-Data; boundary=Bnd; charset=UTF-8"
+    )
+    assert response.status_code == 201, response.content

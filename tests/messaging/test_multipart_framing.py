@@ -390,3 +390,42 @@ def test_line_breaks_before_the_first_boundary_are_accepted(pair: tuple[User, Us
     alice, bob = pair
     response = _post(alice, b"\r\n\r\n" + _body([*_text_parts(alice, bob), _file_part(b"a.pdf", PDF)]))
     assert response.status_code == 201, response.content
+
+
+def test_a_part_after_the_closing_boundary_is_refused(pair: tuple[User, User]) -> None:
+    """Django parses what follows "--B--" up to a blank line as one more part's headers."""
+    alice, bob = pair
+    epilogue = b'Content-Disposition: form-data; name="body"\r\n\r\n' + "lésion".encode("cp1252") + b"\r\n"
+    response = _post(alice, _body(_text_parts(alice, bob)[:3]) + epilogue)
+    assert response.status_code == 400, response.content
+    assert_nothing_saved()
+
+
+def test_base64_files_are_refused_and_bad_base64_text_too(pair: tuple[User, User]) -> None:
+    """Django decodes leniently: joined padded pieces left a file (or a text) cut short."""
+    alice, bob = pair
+    data = b"%PDF-1.4\n" + os.urandom(2990)
+    pieces = b"".join(base64.b64encode(data[i : i + 1000]) for i in range(0, len(data), 1000))
+    part = (_file_part(b"c.pdf", b"")[0] + b"\r\nContent-Transfer-Encoding: base64", pieces)
+    response = _post(alice, _body([*_text_parts(alice, bob), part]))
+    assert response.status_code == 400, response.content
+    assert "base64" in response.json()["attachments"][0]
+    joined = base64.b64encode(b"Patient stable. ") + base64.b64encode("Allergie pénicilline".encode())
+    text = _with_body(alice, bob, b"\r\nContent-Transfer-Encoding: base64", joined)
+    response = _post(alice, _body(text))
+    assert response.status_code == 400, response.content
+    assert "base64" in response.json()["body"][0]
+    assert_nothing_saved()
+
+
+def test_a_boundary_that_reads_as_a_header_line_is_refused(pair: tuple[User, User]) -> None:
+    """With a boundary "a:b", a delimiter line inside a part's headers parses as a header."""
+    alice, bob = pair
+    lost = (
+        b'--a:b\r\nContent-Disposition: form-data; name="attachments"; filename="lost.pdf"\r\n'
+        b"--a:b\r\nContent-Type: application/pdf\r\n\r\nDATA\r\n"
+    )
+    body = _body(_text_parts(alice, bob), boundary="a:b").removesuffix(b"--a:b--\r\n") + lost + b"--a:b--\r\n"
+    response = _post(alice, body, content_type='multipart/form-data; boundary="a:b"')
+    assert response.status_code == 400, response.content
+    assert_nothing_saved()

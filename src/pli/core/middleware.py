@@ -3,6 +3,7 @@ misread."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ipaddress
 from collections.abc import Callable
@@ -84,6 +85,17 @@ class ClientTimeoutMiddleware:
         return self.get_response(request)
 
 
+# Charsets a form's text may name: Django decodes the body with it.
+_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252", "iso8859-2", "cp1250"})
+
+
+def _codec_name(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return ""
+
+
 def _refusal(request: HttpRequest, message: str, status: int) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=status)
@@ -108,7 +120,15 @@ class RequestFramingMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if getattr(request, "unreadable_content_type", False):
             return _refusal(request, _("The request's Content-Type header could not be read."), 400)
+        if request.encoding and _codec_name(request.encoding) not in _CHARSETS:
+            # Django would decode the body with it: "idna" raised a 500, "utf-16" garbled.
+            return _refusal(request, _("The request's charset is not supported: send it in UTF-8."), 415)
         meta = request.META
+        media_type, separator, parameters = meta.get("CONTENT_TYPE", "").partition(";")
+        if media_type != media_type.lower():
+            # Media types are case-insensitive; Django's multipart parser only takes them in
+            # lower case (the boundary, among the parameters, keeps its case).
+            meta["CONTENT_TYPE"] = media_type.lower() + separator + parameters
         if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
             return _refusal(
                 request, _("Send the request with a Content-Length header: chunked bodies are not accepted."), 411

@@ -367,9 +367,15 @@ class TailRecorder:
                         self._malformed(self._last_field)
                     if len(self._header) < len(dash) and dash.startswith(self._header):
                         return  # it may still turn out to be a boundary: the next read says
-                    # The closing delimiter. Django goes on reading parts after it, so the
-                    # scan does too; what lies between is no field's text.
-                    pos += 2 - before_len
+                    # The closing delimiter. Django goes on reading after it: what follows up
+                    # to a blank line it parses as one more part's headers.
+                    end = self._header.find(b"\r\n\r\n")
+                    if end == -1 and len(self._header) <= _PART_HEADER_LIMIT:
+                        return  # the epilogue goes on in the next read (or the body ends)
+                    if (end != -1 and self._header[2:end].strip(b" \t\r\n")) or dash in self._header:
+                        self._malformed(self._last_field)  # a part after the closing boundary
+                    taken = len(self._header) if end == -1 else end + 4
+                    pos += taken - before_len
                     self._header = None
                     self._part_field = None
                     continue
@@ -426,8 +432,12 @@ class TailRecorder:
         if len(value) > _TEXT_PART_LIMIT:
             raise UploadRejected(field, _("This field is far too long; nothing was saved."))
         if self._text_base64:
-            with contextlib.suppress(binascii.Error, ValueError):
-                value = base64.b64decode(value)  # as Django does; what it keeps as sent is checked as sent
+            try:
+                # Strictly: Django's lenient decoding kept "Patient stable. " of two joined
+                # pieces and dropped "Allergie pénicilline : NE PAS PRESCRIRE." without a word.
+                value = base64.b64decode(b"".join(value.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise UploadRejected(field, _("This field's base64 could not be read; nothing was saved.")) from None
         encoding = self._text_charset or self._encoding
         values = self.text_values.setdefault(field, [])
         try:
@@ -499,6 +509,11 @@ class TailRecorder:
                 _("Only the base64, binary, 8bit and 7bit transfer encodings are accepted; nothing was saved."),
             )
         sent_name = disposition.get("filename", "")
+        if sent_name and transfer == "base64":
+            # Django decodes a file's base64 leniently, chunk by chunk: joined padded pieces or
+            # the URL-safe alphabet left a file cut short, stored with a 201 (RFC 7578 deprecates
+            # transfer encodings; no browser or HTTP library sends files so).
+            raise UploadRejected(field, _("Send files as they are: base64 is accepted for text fields only."))
         if sent_name:
             # A file part, as Django tells them (filename="" is a text field).
             kept = _file_name(sent_name)
@@ -534,7 +549,7 @@ class TailRecorder:
     def check_end(self) -> None:
         """Refuse a body that ended inside a part's headers (Django skips such a part)."""
         header = bytes(self._header or b"")
-        if header and not (header.startswith(b"--") and self._dash.startswith(header)):
+        if header and not header.startswith(b"--"):
             self._malformed(self._last_field)
 
     def read(self, *args: Any, **kwargs: Any) -> bytes:
