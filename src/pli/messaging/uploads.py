@@ -372,9 +372,9 @@ class TailRecorder:
                     end = self._header.find(b"\r\n\r\n")
                     if end == -1 and len(self._header) <= _PART_HEADER_LIMIT:
                         return  # the epilogue goes on in the next read (or the body ends)
-                    if (end != -1 and self._header[2:end].strip(b" \t\r\n")) or dash in self._header:
-                        self._malformed(self._last_field)  # a part after the closing boundary
                     taken = len(self._header) if end == -1 else end + 4
+                    if self._header[2:taken].strip(b" \t\r\n") if end != -1 else dash in self._header:
+                        self._malformed(self._last_field)  # a part after the closing boundary
                     pos += taken - before_len
                     self._header = None
                     self._part_field = None
