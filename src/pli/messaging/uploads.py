@@ -854,6 +854,8 @@ def install(request: HttpRequest, session: UploadSession, rules: UploadRules | N
     under ``rules`` (a message's attachments unless told otherwise)."""
     handler = EncryptingUploadHandler(request, session, rules or attachment_rules(session.store))
     request.upload_handlers = [handler]
+    # Django reads every text part in the request's charset; a part that names its own
+    # (RFC 7578) is read in it by the recorder, and its value replaced once parsed.
     parse = request.parse_file_upload
 
     def parse_and_recode(*args: Any, **kwargs: Any) -> Any:
