@@ -42,6 +42,7 @@ class Config:
     allowed_hosts: tuple[str, ...]
     mail_domain: str
     trusted_proxies: tuple[str, ...] = ()
+    database_prepared_statements: bool = True
 
     @property
     def production(self) -> bool:
@@ -128,6 +129,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
     database_url = env_vars.get("PLI_DATABASE_URL") or None
     if database_url is not None:
         database_url = _check_database_url(database_url)
+    database_prepared_statements = _bool("PLI_DATABASE_PREPARED_STATEMENTS", env_vars, default=True)
 
     public_url = _check_public_url(env_vars.get("PLI_PUBLIC_URL") or "http://127.0.0.1:8000")
 
@@ -203,4 +205,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         allowed_hosts=allowed_hosts,
         mail_domain=mail_domain,
         trusted_proxies=trusted_proxies,
+        database_prepared_statements=database_prepared_statements,
     )

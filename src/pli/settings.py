@@ -107,6 +107,17 @@ if PLI.database_url:
     except ValueError as exc:
         raise ImproperlyConfigured(f"PLI_DATABASE_URL is malformed: {exc}") from None
     _db["ENGINE"] = "django.db.backends.postgresql"
+    # Parameters bound by the server rather than quoted into the SQL text, and the
+    # statements a connection keeps running prepared once (psycopg prepares one at its 5th
+    # run), so PostgreSQL stops parsing and planning them for every request: sends went up
+    # by about a fifth on the benchmark (docs/decisions.md). Django leaves both off for the
+    # sake of transaction-pooling proxies that lose prepared statements between
+    # transactions; behind one of those, PLI_DATABASE_PREPARED_STATEMENTS=off. Options in
+    # the URL's query string (?server_side_binding=false) win.
+    _options = _db.setdefault("OPTIONS", {})
+    _options.setdefault("server_side_binding", True)
+    if PLI.database_prepared_statements:
+        _options.setdefault("prepare_threshold", 5)
     # Tests name their own database; keep it on the same server.
     _db.setdefault("TEST", {})
 else:

@@ -89,3 +89,12 @@ def test_unreadable_data_dir_is_named(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="PLI_DATA_DIR: cannot create"):
         load({"PLI_DATA_DIR": str(blocker / "sub")})
+
+
+def test_prepared_statements_are_on_unless_switched_off(tmp_path: Path) -> None:
+    assert load({"PLI_DATA_DIR": str(tmp_path)}).database_prepared_statements is True
+    for value in ("off", "0", "false"):
+        config = load({"PLI_DATA_DIR": str(tmp_path), "PLI_DATABASE_PREPARED_STATEMENTS": value})
+        assert config.database_prepared_statements is False
+    with pytest.raises(ConfigError, match="PLI_DATABASE_PREPARED_STATEMENTS must be true or false"):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_DATABASE_PREPARED_STATEMENTS": "sometimes"})
