@@ -76,9 +76,10 @@ def test_a_body_cut_off_while_read_is_a_400() -> None:
     assert middleware.process_exception(request, ValueError("other")) is None
 
 
-@pytest.mark.parametrize("charset", ["idna", "punycode", "utf-16", "hex"])
+@pytest.mark.parametrize("charset", ["idna", "punycode", "utf-16", "hex", "ebcdic", "x-unknown"])
 def test_a_charset_django_cannot_read_forms_in_is_refused(db: None, charset: str) -> None:
-    """Django decodes the form's text with it: idna raised a 500."""
+    """Django decodes the form's text with it (idna raised a 500), or, with a name Python does
+    not know, reads it as UTF-8 without a word."""
     body = b'--B\r\nContent-Disposition: form-data; name="subject"\r\n\r\nx\r\n--B--\r\n'
     response = Client().generic("POST", "/api/v1/messages", body, f"multipart/form-data; boundary=B; charset={charset}")
     assert response.status_code == 415

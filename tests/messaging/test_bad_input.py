@@ -147,6 +147,20 @@ def test_json_body_is_unsupported_not_a_crash(people: dict[str, User]) -> None:
     assert response.status_code == 415
 
 
+def test_head_neither_reads_a_message_nor_downloads_its_files(people: dict[str, User]) -> None:
+    """A proxy's or link checker's HEAD set the sender's read receipt and was recorded as a
+    read (and, on an attachment, as a download)."""
+    sent = api_client(people["alice"]).post("/api/v1/messages", _base(people, attachments=[_pdf()])).json()
+    bob = api_client(people["bob"])
+    message = f"/api/v1/messages/{sent['id']}"
+    assert bob.head(message).status_code == 405
+    assert bob.head(f"{message}/attachments/{sent['attachments'][0]['id']}").status_code == 405
+    assert [box["unread"] for box in bob.get("/api/v1/mailboxes").json()] == [1]
+    assert not AuditEvent.objects.filter(action__in=["message.read", "attachment.download"]).exists()
+    assert bob.get(message).status_code == 200
+    assert AuditEvent.objects.filter(action="message.read").count() == 1
+
+
 def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
     """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
     data = _base(people, to=[personal_mailbox(people["carol"]).address])
@@ -200,6 +214,25 @@ def test_bad_move(people: dict[str, User]) -> None:
     assert response.status_code == 400 and "folder" in response.json()
     response = client.delete(f"/api/v1/messages/{sent}")
     assert response.status_code == 400 and "folder" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "imbriqué"),
+        ('{"folder": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}", "imbriqué"),
+        ('{"folder": "\\ud800"}', "Unicode"),
+    ],
+)
+def test_json_python_cannot_take_is_a_400_not_a_500(people: dict[str, User], body: str, reason: str) -> None:
+    """Nesting past the recursion limit, and a lone surrogate (which no error message quoting
+    it could render), each made a 500."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    assert reason in response.json()["detail"]
 
 
 @pytest.mark.parametrize(

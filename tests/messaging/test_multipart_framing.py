@@ -195,6 +195,25 @@ def test_text_in_the_charset_its_part_names_is_read_in_it(pair: tuple[User, User
     assert read.json()["subject"] == "Résultats"
 
 
+@pytest.mark.parametrize("charset", ["utf-7", "utf-16", "x-unknown"])
+def test_a_part_charset_outside_the_supported_ones_is_refused(pair: tuple[User, User], charset: str) -> None:
+    """UTF-7 text decoded to a lone surrogate, which encryption could not encode: a 500,
+    on messages and shares alike."""
+    from pli.sharing.models import PatientShare
+
+    alice, bob = pair
+    headers = f"\r\nContent-Type: text/plain; charset={charset}".encode()
+    response = _post(alice, _body(_with_body(alice, bob, headers, b"+2AA-")))
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()["body"][0]
+    share_parts = [*_share_parts(), (b'Content-Disposition: form-data; name="message"' + headers, b"+2AA-")]
+    response = _post(alice, _body([*share_parts, _file_part(b"cr.pdf", PDF, b"documents")]), "/api/v1/shares")
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()["message"][0]
+    assert_nothing_saved()
+    assert PatientShare.objects.count() == 0
+
+
 def test_text_in_the_encoding_the_request_names_is_read_in_it(pair: tuple[User, User]) -> None:
     alice, bob = pair
     parts = _with_body(alice, bob, b"", "Résultats : hémoglobine".encode("cp1252"))

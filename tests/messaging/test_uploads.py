@@ -309,7 +309,7 @@ def test_a_malformed_multipart_body_is_refused_in_french(pair: tuple[User, User]
         "POST", "/api/v1/messages", b"--x\r\nnot a part", content_type="multipart/form-data; boundary="
     )
     assert response.status_code == 400
-    assert response.json()["detail"][0].startswith("Le corps multipart est illisible")
+    assert response.json()["detail"].startswith("Le corps multipart est illisible")
     assert_nothing_saved()
 
 

@@ -109,6 +109,15 @@ def test_a_contact_is_required(db: None) -> None:
     assert "patient_mobile" in response.json() and "patient_email" in response.json()
 
 
+def test_a_json_body_is_refused_as_such_not_read_as_no_fields(db: None) -> None:
+    """Integrators were told that every field they had sent was missing."""
+    data = fields(documents=None)
+    response = api(make_user()).post("/api/v1/shares", data, content_type="application/json")
+    assert response.status_code == 415
+    assert "application/json" in response.json()["detail"]
+    assert PatientShare.objects.count() == 0
+
+
 def test_files_only_in_documents(db: None) -> None:
     response = api(make_user()).post(
         "/api/v1/shares", fields(other=SimpleUploadedFile("x.pdf", pdf_bytes(), "application/pdf"))

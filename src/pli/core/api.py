@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -47,3 +48,16 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": _("Malformed request: %(reason)s") % {"reason": exc.detail}}, status=400)
     return drf_exception_handler(exc, context)
+
+
+def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:
+    """A form's errors as the API answers them: field → messages, and what concerns no
+    single field as one text under ``detail``, like every other API error."""
+    body: dict[str, Any] = {}
+    for name, messages in errors.items():
+        texts = [str(message) for message in messages]
+        if name == "__all__":
+            body["detail"] = " ".join(texts)
+        else:
+            body[name] = texts
+    return body

@@ -3,7 +3,6 @@ misread."""
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import ipaddress
 from collections.abc import Callable
@@ -11,6 +10,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.utils.translation import gettext as _
+
+from pli.core import charsets
 
 # Nothing in Pli needs these browser features; denying them shrinks what injected content
 # could do.
@@ -85,17 +86,6 @@ class ClientTimeoutMiddleware:
         return self.get_response(request)
 
 
-# Charsets a form's text may name: Django decodes the body with it.
-_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252", "iso8859-2", "cp1250"})
-
-
-def _codec_name(name: str) -> str:
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return ""
-
-
 def _refusal(request: HttpRequest, message: str, status: int) -> HttpResponse:
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": message}, status=status)
@@ -120,8 +110,10 @@ class RequestFramingMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if getattr(request, "unreadable_content_type", False):
             return _refusal(request, _("The request's Content-Type header could not be read."), 400)
-        if request.encoding and _codec_name(request.encoding) not in _CHARSETS:
-            # Django would decode the body with it: "idna" raised a 500, "utf-16" garbled.
+        charset = (getattr(request, "content_params", None) or {}).get("charset")
+        if charset and not charsets.supported(charset):
+            # Django would decode the body with it ("idna" raised a 500, "utf-16" garbled),
+            # or, with a name Python does not know, as UTF-8 without a word.
             return _refusal(request, _("The request's charset is not supported: send it in UTF-8."), 415)
         meta = request.META
         media_type, separator, parameters = meta.get("CONTENT_TYPE", "").partition(";")

@@ -15,7 +15,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -23,8 +23,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
+from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
+from pli.core.api import form_error_body
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
@@ -51,10 +53,6 @@ def _user(request: Request) -> User:
 
 def _not_found() -> NotFound:
     return NotFound(_("Not found."))
-
-
-def form_errors(form: ComposeForm) -> dict[str, list[str]]:
-    return {("detail" if name == "__all__" else name): [str(e) for e in errors] for name, errors in form.errors.items()}
 
 
 def _attachment_data(attachment: Attachment) -> dict[str, Any]:
@@ -244,18 +242,18 @@ class MessageCreateView(MessagingView):
             except UploadRejected as exc:
                 return Response({exc.field: [exc.message]}, status=exc.status)
             except RequestDataTooBig:
-                return Response({"detail": [_("The text fields are too large.")]}, status=status.HTTP_400_BAD_REQUEST)
+                return Response({"detail": _("The text fields are too large.")}, status=status.HTTP_400_BAD_REQUEST)
             except (TooManyFieldsSent, TooManyFilesSent):
-                return Response({"detail": [_("Too many form fields.")]}, status=status.HTTP_400_BAD_REQUEST)
+                return Response({"detail": _("Too many form fields.")}, status=status.HTTP_400_BAD_REQUEST)
             except (ParseError, MultiPartParserError):
                 # DRF's own message quotes Django's parser in English ("Invalid boundary…").
                 return Response(
-                    {"detail": [_("The multipart body could not be read; nothing was saved.")]},
+                    {"detail": _("The multipart body could not be read; nothing was saved.")},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
             form = ComposeForm(data, files, user=user, uploads=uploads.pending_uploads(files))
             if not form.is_valid():
-                return Response(form_errors(form), status=status.HTTP_400_BAD_REQUEST)
+                return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)
             try:
                 message = services.send_message(user, form.draft(), session=session, request=request._request)
             except services.UploadExpired:
@@ -285,6 +283,9 @@ def _mailbox_query(request: Request) -> uuid.UUID | None:
 
 class MessageDetailView(MessagingView):
     required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_SEND]}
+    # No HEAD: a GET marks the message read and sets the sender's receipt, which a proxy's
+    # or link checker's "safe" HEAD must not do.
+    http_method_names = ["get", "delete", "options"]
 
     @extend_schema(
         operation_id="messages_retrieve",
@@ -371,6 +372,8 @@ class AnyContentRenderer(BaseRenderer):
 
 class AttachmentView(MessagingView):
     renderer_classes = [JSONRenderer, AnyContentRenderer]
+    # No HEAD: it would be recorded as a download.
+    http_method_names = ["get", "options"]
 
     @extend_schema(
         operation_id="messages_attachment_retrieve",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import collections
 import contextlib
 import hashlib
@@ -46,6 +45,8 @@ from django.utils.translation import ngettext
 
 from pli.blobs import BlobStore
 from pli.blobs.store import fsync_dir, make_dirs
+from pli.core import charsets
+from pli.core.charsets import codec_name
 from pli.core.sizes import limit_size
 from pli.crypto import StreamEncryptor, new_data_key
 
@@ -310,7 +311,7 @@ class TailRecorder:
         self._field = field
         # What a fault of the whole body (not of one part) is blamed on.
         self._body_field = body_field or field
-        self._encoding = _codec(encoding) or _codec(settings.DEFAULT_CHARSET) or "utf-8"
+        self._encoding = codec_name(encoding) or codec_name(settings.DEFAULT_CHARSET) or "utf-8"
         self._dash = b"--" + boundary
         # The last bytes read, for a boundary (and the CRLF before it) cut by a read. The body
         # begins as if after a line break: its first delimiter needs none.
@@ -533,7 +534,11 @@ class TailRecorder:
         self._text_start = start
         self._text = bytearray()
         self._text_base64 = transfer == "base64"
-        self._text_charset = _codec(headers.get("content-type", ("", {}))[1].get("charset"))
+        part_charset = headers.get("content-type", ("", {}))[1].get("charset")
+        if part_charset and not charsets.supported(part_charset):
+            # UTF-7 gave lone surrogates, which neither encryption nor the database takes.
+            raise UploadRejected(field, _("This text's charset is not supported: send it in UTF-8; nothing was saved."))
+        self._text_charset = codec_name(part_charset)
 
     def _malformed(self, field: str | None) -> NoReturn:
         raise UploadRejected(
@@ -590,16 +595,6 @@ def _named_as(name: str, content_type: str) -> str:
     if not endings or name.lower().endswith(endings):
         return name
     return name + endings[0]
-
-
-def _codec(name: str | None) -> str | None:
-    """A charset's codec name, or None when unnamed or unknown (then the request's is used)."""
-    if not name:
-        return None
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return None
 
 
 def _file_name(sent: str) -> str | None:

@@ -14,16 +14,18 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.exceptions import NotFound, UnsupportedMediaType
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
+from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
+from pli.core.api import form_error_body
 from pli.sharing import services, validation
 from pli.sharing.forms import ShareForm
 from pli.sharing.models import PatientShare, Status
@@ -169,16 +171,20 @@ class SharesView(APIView):
             # handlers, which would write plaintext temporary files.
             install(request._request, batch, rules)
             try:
+                # Django's parsing (with pli.sharing.uploads' checks), for the media types
+                # DRF's parsers of this view take: JSON is refused, not read as no fields.
+                if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
+                    raise UnsupportedMediaType(request.content_type)
                 data, files = request._request.POST, request._request.FILES
             except UploadRejected as exc:
                 return Response({exc.field: [exc.message]}, status=exc.status)
             except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
-                return Response({"detail": [_("The form could not be read; please send it again.")]}, status=400)
+                return Response({"detail": _("The form could not be read; please send it again.")}, status=400)
             form = ApiShareForm(data)
             documents = pending_files(files, DOCUMENTS_FIELD)
-            errors: dict[str, list[str]] = {}
+            errors: dict[str, Any] = {}
             if not form.is_valid():
-                errors.update({name: [str(e) for e in errs] for name, errs in form.errors.items()})
+                errors.update(form_error_body(form.errors))
             if not documents:
                 errors[DOCUMENTS_FIELD] = [_("Add at least one document.")]
             if errors:
