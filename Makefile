@@ -37,7 +37,7 @@ messages: $(VENV)/.base-installed
 
 run: $(VENV)/.base-installed messages
 	$(BIN)/pli migrate --no-input --verbosity 0
-	$(BIN)/pli run --port $(PORT)
+	PLI_PUBLIC_URL=$${PLI_PUBLIC_URL:-http://127.0.0.1:$(PORT)} $(BIN)/pli run --port $(PORT)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests scripts benchmarks

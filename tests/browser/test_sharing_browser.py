@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
+from pli.sharing.models import PatientShare
 from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
 from sharing.helpers import code_in, last_sms, link_token, pdf_bytes, run_tasks
 
@@ -121,5 +122,24 @@ def test_share_a_pdf_with_a_patient(
     # Back to the practitioner.
     page.reload()
     assert page.locator(".share-status").first.get_attribute("data-status") == "downloaded"
+
+    # Revoking asks first (it cannot be undone): dismissed, nothing happens; accepted, done.
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def handle(dialog: Any) -> None:
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+
+        return handle
+
+    page.once("dialog", answer(False))
+    page.get_by_role("button", name="Révoquer le lien").click()
+    assert asked and "ne pourra plus ouvrir" in asked[0]
+    assert PatientShare.objects.get().status == "downloaded"
+    page.once("dialog", answer(True))
+    with page.expect_navigation():
+        page.get_by_role("button", name="Révoquer le lien").click()
+    assert PatientShare.objects.get().status == "revoked"
     assert problems == [] and patient_problems == []
     assert external == [] and patient_external == []

@@ -120,6 +120,11 @@ def test_french_is_the_default_language(db: None, client: Client) -> None:
     assert "Aller au contenu" in body
 
 
+def test_page_titles_name_the_page_then_pli(db: None, client: Client) -> None:
+    """The separator was never printed: "Se connecterPli"."""
+    assert "<title>Se connecter · Pli</title>" in client.get("/login/").content.decode()
+
+
 def test_static_assets_are_local(db: None, client: Client) -> None:
     user = User.objects.create_user("doc@example.fr", password="irrelevant-pass-123")
     enrol_totp(user)  # without a second factor every page redirects to enrolment

@@ -4,7 +4,8 @@ import io
 
 from django.test import Client
 
-from messaging.factories import patient_fields, personal_mailbox, practitioner, web_client
+from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, shared_mailbox, web_client
+from pli.accounts.models import Membership, User
 from pli.messaging.models import Attachment, Delivery, Folder, Message
 
 
@@ -57,3 +58,48 @@ def test_send_read_reply_through_the_pages(db: None) -> None:
 
 def test_anonymous_is_sent_to_login(db: None) -> None:
     assert Client().get("/messages/").status_code == 302
+
+
+def test_reading_and_filing_touch_only_the_mailbox_read_in(db: None) -> None:
+    """A practitioner who opened and binned his own copy also marked the shared mailbox's
+    copy read and moved it to the trash, for the whole team."""
+    alice = practitioner()
+    paul = practitioner()
+    claire = practitioner(Membership.objects.get(user=paul).organisation)
+    team = shared_mailbox(Membership.objects.get(user=paul).organisation, [paul, claire])
+    own = personal_mailbox(paul)
+    message_id = _send_to(alice, [own.address, team.address])
+    p = web_client(paul)
+
+    inbox = p.get(f"/messages/{own.pk}/inbox/").content.decode()
+    assert f"/messages/m/{message_id}/?mailbox={own.pk}" in inbox
+    page = p.get(f"/messages/m/{message_id}/?mailbox={own.pk}").content.decode()
+    assert f'name="mailbox" value="{own.pk}"' in page
+    assert f'href="/messages/{own.pk}/inbox/"' in page  # back to the folder it came from
+    assert Delivery.objects.get(message_id=message_id, mailbox=own).read_at is not None
+    assert Delivery.objects.get(message_id=message_id, mailbox=team).read_at is None
+
+    moved = p.post(f"/messages/m/{message_id}/move/", {"folder": "trash", "mailbox": str(own.pk)})
+    assert moved.status_code == 302
+    assert Delivery.objects.get(message_id=message_id, mailbox=own).folder == Folder.TRASH
+    assert Delivery.objects.get(message_id=message_id, mailbox=team).folder == Folder.INBOX
+
+    # A link without the mailbox (a notification, the share page) opens the personal copy.
+    p.get(f"/messages/m/{message_id}/")
+    assert Delivery.objects.get(message_id=message_id, mailbox=team).read_at is None
+    # The shared copy is read from the shared mailbox, by whoever opens it there.
+    c = web_client(claire)
+    assert c.get(f"/messages/m/{message_id}/?mailbox={team.pk}").status_code == 200
+    assert Delivery.objects.get(message_id=message_id, mailbox=team).read_by == claire
+    # A mailbox that does not hold the message, or someone else's: not found.
+    assert c.get(f"/messages/m/{message_id}/?mailbox={own.pk}").status_code == 404
+    assert c.get(f"/messages/m/{message_id}/?mailbox=nonsense").status_code == 404
+
+
+def _send_to(sender: User, addresses: list[str]) -> str:
+    response = api_client(sender).post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(sender).address, "to": addresses, "subject": "ECG", "body": "Voir."},
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])

@@ -642,14 +642,29 @@ class ThreadEntry:
         return [c for c in self.copies if c.is_incoming]
 
 
-def open_thread(user: User, message_id: uuid.UUID | str, *, request: HttpRequest | None = None) -> list[ThreadEntry]:
-    """Every message of the thread that ``user`` can see, oldest first, all marked read."""
+def open_thread(
+    user: User,
+    message_id: uuid.UUID | str,
+    *,
+    mailbox_id: uuid.UUID | None = None,
+    request: HttpRequest | None = None,
+) -> list[ThreadEntry]:
+    """The thread as one of ``user``'s mailboxes holds it, oldest first, marked read there.
+
+    The mailbox is ``mailbox_id`` (NotVisible if the message is not in it), or else the
+    user's personal one if the message is there, or else the first that has it. Only that
+    mailbox's copies are read and offered to file: a practitioner reading his own copy
+    must not mark the shared mailbox's one read for the whole team, nor bin it.
+    """
     anchor = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        anchor = [copy for copy in anchor if copy.mailbox_id == mailbox_id]
     if not anchor:
         raise NotVisible
-    mailbox_ids = list(mailboxes_for(user).values_list("pk", flat=True))
+    own = [copy for copy in anchor if copy.mailbox.owner_id == user.pk]
+    chosen = (own or anchor)[0].mailbox_id
     copies = list(
-        Delivery.objects.filter(message__thread_id=anchor[0].message.thread_id, mailbox_id__in=mailbox_ids)
+        Delivery.objects.filter(message__thread_id=anchor[0].message.thread_id, mailbox_id=chosen)
         .select_related("message", "message__data_key", "message__sender", "mailbox", "read_by", "answered_by")
         .order_by("sent_at", "message_id", "role")
     )

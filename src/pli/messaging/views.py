@@ -161,8 +161,15 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
 
 @require_GET
 def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
+    # The mailbox it is read in (the folder lists link with it): only that copy is
+    # marked read and filed.
+    raw_mailbox = request.GET.get("mailbox")
     try:
-        entries = services.open_thread(_user(request), message_id, request=request)
+        mailbox_id = uuid.UUID(raw_mailbox) if raw_mailbox else None
+    except ValueError:
+        raise Http404 from None
+    try:
+        entries = services.open_thread(_user(request), message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
         raise Http404 from None
     current = next((e for e in entries if e.message.pk == message_id), entries[-1])
@@ -436,7 +443,7 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
         messages.error(request, _("Only a message in the trash can be deleted for good."))
         return redirect("messaging:thread", message_id=message_id)
     messages.success(request, _("Message deleted for good."))
-    return redirect("messaging:folder", mailbox_id=copies[0].mailbox_id, folder=Folder.TRASH)
+    return redirect("messaging:folder", mailbox_id=mailbox_id or copies[0].mailbox_id, folder=Folder.TRASH)
 
 
 def message_url(message: Message) -> str:

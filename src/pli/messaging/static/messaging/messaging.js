@@ -139,13 +139,6 @@
         });
       });
     }
-    Array.prototype.forEach.call(document.querySelectorAll("form[data-confirm]"), function (f) {
-      if (f.dataset.ready) return;
-      f.dataset.ready = "1";
-      f.addEventListener("submit", function (event) {
-        if (!window.confirm(f.dataset.confirm)) event.preventDefault();
-      });
-    });
   }
 
   document.addEventListener("DOMContentLoaded", function () { init(document); });
