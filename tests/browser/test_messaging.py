@@ -150,3 +150,46 @@ def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any
     # The reply is unread for Alice until she opened the thread, which she just did.
     assert page.locator(".main-nav .unread-count").count() == 0
     assert [p for p in problems if "Content Security Policy" in p] == []
+
+
+@pytest.mark.browser
+def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in_again(
+    page: Any, live_server: Any
+) -> None:
+    """The sign-in page used to be written over the compose page: text and files were lost."""
+    from pli.messaging.models import Message
+
+    cache.clear()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice"), make_user(org, first_name="Bruno")
+    _sign_in(page, alice)
+    page.click("text=Écrire un message")
+    page.fill("#id_to", Mailbox.objects.get(owner=bob).address)
+    page.fill("#id_subject", "Avis cardiologique")
+    page.fill("#id_body", "Merci de votre avis sur l'ECG joint.")
+    page.set_input_files(
+        "#id_attachments", files=[{"name": "ecg.pdf", "mimeType": "application/pdf", "buffer": _pdf("ECG")}]
+    )
+    page.context.clear_cookies()  # the session ends (idle too long, signed out elsewhere)
+    page.click("button[type=submit]:has-text('Envoyer')")
+    alert = page.locator("#compose-form-signed-out")
+    alert.wait_for()
+    assert "Votre session a pris fin" in alert.inner_text()
+    assert page.input_value("#id_subject") == "Avis cardiologique"
+    assert page.evaluate("document.getElementById('id_attachments').files.length") == 1
+    assert Message.objects.count() == 0
+
+    # Signing in again in another tab, then sending from this one: the form's CSRF token is
+    # no longer the browser's, and the script fetches the new one.
+    cache.clear()  # the authenticator code just used may be given again (as 30 s later)
+    other = page.context.new_page()
+    _sign_in(other, alice)
+    other.close()
+    page.click("button[type=submit]:has-text('Envoyer')")
+    page.wait_for_url("**/messages/m/**")
+    message = Message.objects.get()
+    assert message.subject == "Avis cardiologique"
+    assert message.attachments.count() == 1
+    assert [p for p in problems if "403" not in p and "Forbidden" not in p] == []

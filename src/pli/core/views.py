@@ -70,4 +70,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 @login_not_required
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    return _error(request, "core/errors/csrf.html", 403)
+    response = _error(request, "core/errors/csrf.html", 403)
+    # Told apart from other refusals by the upload forms' script, which then fetches the
+    # token a new sign-in (in another tab) gave and sends again (pli/upload-form.js).
+    response["X-Pli-Csrf-Failure"] = "1"
+    return response

@@ -27,17 +27,73 @@
     return fresh;
   };
 
+  function path(url) {
+    return new URL(url, window.location.href).pathname;
+  }
+
+  /* The session ended while the form was being filled in (the server sent the request to
+     the sign-in page): nothing was saved, and the form stays as it is, files included.
+     Say so above the form, with a way to sign in again beside it; the next submission
+     then goes through (see freshToken). */
+  function signedOut(form) {
+    var id = form.id + "-signed-out";
+    var box = document.getElementById(id);
+    if (!box) {
+      box = document.createElement("div");
+      box.id = id;
+      box.className = "flash-error card";
+      box.setAttribute("role", "alert");
+      box.tabIndex = -1;
+      var text = document.createElement("p");
+      text.textContent = form.dataset.msgSignedOut || "";
+      var link = document.createElement("a");
+      link.href = form.dataset.loginUrl || "/login/";
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.textContent = form.dataset.msgSignIn || "";
+      box.appendChild(text);
+      box.appendChild(link);
+      form.parentNode.insertBefore(box, form);
+    }
+    box.focus();
+  }
+
+  /* Signing in again (in another tab) gives the browser a new CSRF token, so the one in this
+     form is refused: read the new one from this page, fetched anew. */
+  function freshToken(form, done, out) {
+    var xhr = new XMLHttpRequest();
+    xhr.open("GET", window.location.href);
+    xhr.responseType = "document";
+    xhr.addEventListener("load", function () {
+      var token = xhr.responseXML && xhr.responseXML.querySelector("input[name=csrfmiddlewaretoken]");
+      var mine = form.querySelector("input[name=csrfmiddlewaretoken]");
+      if (xhr.status !== 200 || path(xhr.responseURL) !== window.location.pathname || !token || !mine) {
+        out();
+        return;
+      }
+      mine.value = token.value;
+      done();
+    });
+    xhr.addEventListener("error", out);
+    xhr.send();
+  }
+
   /* POST ``form`` by XHR with the X-Pli-Upload header. The server answers 201 with the
      ``location`` to go to once the data is saved; any other answer is a page showing why
      not, handed to ``handlers.refused(html)``. ``handlers.progress(percent)`` follows the
-     upload; ``handlers.failed()`` is called when the connection fails (nothing was saved). */
-  Pli.postWithProgress = function (form, handlers) {
+     upload; ``handlers.failed()`` is called when the connection fails and
+     ``handlers.stopped()`` when the session had ended (nothing was saved either way). */
+  Pli.postWithProgress = function (form, handlers, retried) {
     var xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
     xhr.setRequestHeader("X-Pli-Upload", "1");
     xhr.upload.addEventListener("progress", function (e) {
       if (e.lengthComputable && handlers.progress) handlers.progress(Math.round((e.loaded / e.total) * 100));
     });
+    var out = function () {
+      if (handlers.stopped) handlers.stopped();
+      signedOut(form);
+    };
     xhr.addEventListener("load", function () {
       if (xhr.status === 201) {
         try {
@@ -45,6 +101,14 @@
           return;
         } catch (err) { /* a plain reload below */ }
         window.location.reload();
+        return;
+      }
+      if (xhr.responseURL && path(xhr.responseURL) !== path(form.action)) {
+        out();
+        return;
+      }
+      if (xhr.status === 403 && xhr.getResponseHeader("X-Pli-Csrf-Failure") && !retried) {
+        freshToken(form, function () { Pli.postWithProgress(form, handlers, true); }, out);
         return;
       }
       handlers.refused(xhr.responseText);

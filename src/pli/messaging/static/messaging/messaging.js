@@ -88,6 +88,10 @@
         if (box) box.hidden = true;
         showFileError(form, form.dataset.msgFailed);
       },
+      stopped: function () {
+        if (button) button.disabled = false;
+        if (box) box.hidden = true;
+      },
     });
   }
 

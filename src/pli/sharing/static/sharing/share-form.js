@@ -28,6 +28,10 @@
         if (progress) progress.hidden = true;
         form.dataset.plain = "1";
       },
+      stopped: function () {
+        if (button) button.disabled = false;
+        if (progress) progress.hidden = true;
+      },
     });
   }
 
