@@ -40,6 +40,14 @@ def test_impossible_birth_dates_are_refused(raw: str) -> None:
         validation.parse_birth_date(raw)
 
 
+def test_a_well_written_date_that_does_not_exist_is_said_so() -> None:
+    """31/02/1990 was answered "Enter the birth date as DD/MM/YYYY", which it was."""
+    with pytest.raises(ValidationError) as raised:
+        validation.parse_birth_date("31/02/1990")
+    assert raised.value.code == "nonexistent"
+    assert "Cette date n" in raised.value.messages[0] and "JJ/MM/AAAA" not in raised.value.messages[0]
+
+
 def test_the_api_takes_iso_dates_only() -> None:
     assert validation.parse_iso_birth_date("1984-02-15") == datetime.date(1984, 2, 15)
     with pytest.raises(ValidationError):
@@ -65,9 +73,13 @@ def test_dates_take_ascii_digits_only(raw: str) -> None:
 def test_ins_with_its_key() -> None:
     assert validation.normalise_ins("2 84 02 99 123 456 55") == "284029912345655"
     assert validation.normalise_ins("1 85 05 2a 006 084 35") == "185052A00608435"  # Corsica
-    for wrong in ("284029912345656", "12345", ""):
-        with pytest.raises(ValidationError):
+    # What is wrong is said: the key, or the length (the share form said "15 characters" of
+    # an INS that had them).
+    for wrong, code in (("284029912345656", "checksum"), ("28402991234565", "length"), ("ABCDEFGHIJKLMNO", "invalid")):
+        with pytest.raises(ValidationError) as refused:
             validation.normalise_ins(wrong)
+        assert refused.value.code == code
+    assert validation.normalise_ins(" ") == ""  # no INS given: the form makes it optional
 
 
 @given(st.text(max_size=20))

@@ -156,7 +156,7 @@ def test_pages_need_a_login(db: None) -> None:
     assert response.status_code == 302 and "/login/" in response["Location"]
 
 
-def send_message_with_attachment(sender: User, recipient: User, content: bytes) -> str:
+def send_message_with_attachment(sender: User, recipient: User, content: bytes, **patient: str) -> str:
     _token, raw = create_token(sender, "test")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
     response = client.post(
@@ -167,6 +167,7 @@ def send_message_with_attachment(sender: User, recipient: User, content: bytes) 
             "subject": "Résultats",
             "body": "Ci-joint",
             "attachments": [SimpleUploadedFile("irm.pdf", content, "application/pdf")],
+            **patient,
         },
     )
     assert response.status_code == 201, response.content
@@ -193,6 +194,25 @@ def test_create_from_a_received_message(db: None) -> None:
     assert document.name == "irm.pdf" and document.data_key_id != attachment.data_key_id
     with open_document_blob(document) as reader:
         assert b"".join(reader) == content
+
+
+def test_a_message_about_a_patient_fills_in_the_patients_identity(db: None) -> None:
+    """The identity was typed again: a birth date mistyped there locks the patient out."""
+    colleague, doctor = make_user(), make_user()
+    patient = {
+        "patient_family_name": "Dupont",
+        "patient_given_names": "Marie-Hélène",
+        "patient_birth_date": "1985-03-12",
+        "patient_sex": "F",
+        "patient_ins": "285037512345688",
+    }
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes(), **patient)
+    page = browser(doctor).get(f"/shares/new?message={message_id}").content.decode()
+    for value in ("Dupont", "Marie-Hélène", "12/03/1985", "285037512345688"):
+        assert f'value="{value}"' in page
+    from pli.audit.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="message.read", target_id=message_id).exists()
 
 
 def test_a_message_the_user_cannot_see_is_not_found(db: None) -> None:

@@ -17,19 +17,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
-from stdnum.exceptions import (
-    InvalidChecksum,
-    InvalidComponent,
-    InvalidFormat,
-    InvalidLength,
-)
-from stdnum.exceptions import (
-    ValidationError as NirError,
-)
-from stdnum.fr import nir
 
 from pli.accounts.models import User
 from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
+from pli.core.ins import normalise_ins
 from pli.core.sizes import limit_size
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
@@ -244,18 +235,7 @@ class ComposeForm(forms.Form):
         return self._recipients("cc")
 
     def clean_patient_ins(self) -> str:
-        raw = self.cleaned_data.get("patient_ins", "")
-        value = re.sub(r"[\s.-]", "", raw).upper()
-        if not value:
-            return ""
-        try:
-            return str(nir.validate(value))
-        except InvalidChecksum:
-            raise ValidationError(_("This INS has a wrong key: check the last two digits."), code="checksum") from None
-        except InvalidLength:
-            raise ValidationError(_("An INS has 15 characters (13 and a 2-digit key)."), code="length") from None
-        except (InvalidFormat, InvalidComponent, NirError):
-            raise ValidationError(_("This is not a valid INS."), code="invalid") from None
+        return normalise_ins(self.cleaned_data.get("patient_ins", ""))
 
     def clean_patient_birth_date(self) -> datetime.date | None:
         value: datetime.date | None = self.cleaned_data.get("patient_birth_date")

@@ -13,9 +13,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from stdnum.exceptions import ValidationError as StdnumError
-from stdnum.fr import nir
 
+from pli.core.ins import normalise_ins as normalise_ins
 from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
 
 # ASCII digits only ("\d" would also take other scripts' digits: full-width, Arabic-Indic...);
@@ -46,11 +45,10 @@ def parse_birth_date(raw: str) -> datetime.date:
             day, month, year = (part for part in french.groups() if part is not None)
             value = datetime.date(int(year), int(month), int(day))
         else:
-            raise ValueError
+            raise ValidationError(_("Enter the birth date as DD/MM/YYYY, for example 31/01/1980."), code="invalid")
     except ValueError:
-        raise ValidationError(
-            _("Enter the birth date as DD/MM/YYYY, for example 31/01/1980."), code="invalid"
-        ) from None
+        # Well written, but no such day (31/02/1990): the format is not the problem.
+        raise ValidationError(_("This date does not exist: check the day and the month."), code="nonexistent") from None
     if value.year < OLDEST_YEAR or value > timezone.localdate():
         raise ValidationError(_("This birth date is not plausible; check the year."), code="implausible")
     return value
@@ -64,7 +62,7 @@ def parse_iso_birth_date(raw: str) -> datetime.date:
     try:
         return parse_birth_date(text)
     except ValidationError as exc:
-        if exc.code == "invalid":  # well formed, but no such day (1980-02-30)
+        if exc.code == "nonexistent":  # well formed, but no such day (1980-02-30)
             raise ValidationError(
                 _("This date does not exist; give the birth date as YYYY-MM-DD."), code="invalid"
             ) from None
@@ -82,18 +80,6 @@ def parse_boolean(raw: object) -> bool:
     if text in _FALSE:
         return False
     raise ValidationError(_("Give true or false."), code="invalid")
-
-
-def normalise_ins(raw: str) -> str:
-    """The INS (NIR or NIA): 13 characters and a 2-digit key; Corsica's 2A/2B are accepted."""
-    compact = re.sub(r"[\s.\-]+", "", raw or "").upper()
-    try:
-        return str(nir.validate(compact))
-    except StdnumError:
-        raise ValidationError(
-            _("This INS is not valid: it has 15 characters (13 digits and a 2-digit key); check for a typing mistake."),
-            code="invalid",
-        ) from None
 
 
 def normalise_patient_mobile(raw: str) -> str:

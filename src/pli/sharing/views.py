@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.contrib import messages
@@ -137,6 +138,20 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
             "patient_email": share.patient_email or "",
             "allow_reply": share.allow_reply,
         }
+    elif source is not None:
+        # From a message about a patient: the identity its banner shows, rather than typed
+        # again (a mistyped birth date would lock the patient out).
+        message = messaging.visible_message(_user(request), source)
+        patient = message.patient or {}
+        if patient.get("family_name"):
+            audit.record("message.read", actor=_user(request), target=message, request=request)
+            birth = patient.get("birth_date") or ""
+            initial |= {
+                "patient_family_name": patient["family_name"],
+                "patient_given_name": patient.get("given_names", ""),
+                "patient_birth_date": datetime.date.fromisoformat(birth).strftime("%d/%m/%Y") if birth else "",
+                "patient_ins": patient.get("ins", ""),
+            }
     return _new_page(request, ShareForm(initial=initial), attachments, source)
 
 
