@@ -354,6 +354,7 @@ SPECTACULAR_SETTINGS = {
     # validatorUrl null: Swagger UI would otherwise send the schema to swagger.io.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
+    "PATH_CONVERTER_OVERRIDES": {"guid": {"type": "string", "format": "uuid"}},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pli.api.schema.document_error_responses",

@@ -161,6 +161,18 @@ def test_head_neither_reads_a_message_nor_downloads_its_files(people: dict[str, 
     assert AuditEvent.objects.filter(action="message.read").count() == 1
 
 
+def test_ids_in_capitals_are_the_same_ids(people: dict[str, User]) -> None:
+    """Software built on SQL Server or .NET writes GUIDs in capitals: a 404 told it the
+    message did not exist."""
+    sent = api_client(people["alice"]).post("/api/v1/messages", _base(people, attachments=[_pdf()])).json()
+    bob = api_client(people["bob"])
+    message = f"/api/v1/messages/{sent['id'].upper()}"
+    assert bob.get(message).json()["id"] == sent["id"]
+    attachment = bob.get(f"{message}/attachments/{sent['attachments'][0]['id'].upper()}")
+    assert attachment.status_code == 200
+    assert bob.post(f"{message}/move", {"folder": "archive"}, content_type="application/json").status_code == 200
+
+
 def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
     """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
     data = _base(people, to=[personal_mailbox(people["carol"]).address])

@@ -64,6 +64,11 @@ def test_create_then_follow_the_status(db: None) -> None:
 
     listing = client.get("/api/v1/shares").json()
     assert [item["id"] for item in listing] == [str(share.pk)]
+    # Times in UTC, as the messages give them (they came in the server's time zone).
+    times = [body["expires_at"], detail["created_at"], *[e["at"] for e in detail["events"]], listing[0]["expires_at"]]
+    assert all(t.endswith("+00:00") for t in times), times
+    # An id in capitals (SQL Server, .NET) is the same share.
+    assert client.get(f"/api/v1/shares/{str(share.pk).upper()}").json()["id"] == str(share.pk)
 
 
 def test_default_expiry_is_the_organisation_policy(db: None) -> None:

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from rest_framework import serializers
 
 from pli.accounts.models import Mailbox, Membership
+
+
+class UTCDateTimeField(serializers.DateTimeField):
+    """A time in UTC, as every time the API gives (``2026-11-29T23:34:02.119146+00:00``):
+    DRF's field gives the server's time zone, so shares and messages disagreed."""
+
+    def to_representation(self, value: datetime.datetime | None) -> str | None:  # type: ignore[override]
+        return value.astimezone(datetime.UTC).isoformat() if value is not None else None
 
 
 class MeOrganisationSerializer(serializers.Serializer[Any]):

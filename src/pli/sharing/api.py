@@ -25,6 +25,7 @@ from pli.accounts.models import User
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
+from pli.api.serializers import UTCDateTimeField
 from pli.core.api import form_error_body
 from pli.sharing import services, validation
 from pli.sharing.forms import ShareForm
@@ -83,19 +84,19 @@ class ShareCreateSerializer(serializers.Serializer[Any]):
 class ShareCreatedSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
-    expires_at = serializers.DateTimeField()
+    expires_at = UTCDateTimeField()
 
 
 class ShareEventSerializer(serializers.Serializer[Any]):
     type = serializers.CharField(help_text="created, notification_sent, notification_failed, code_sent, opened, …")
-    at = serializers.DateTimeField()
+    at = UTCDateTimeField()
 
 
 class ShareSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
-    created_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
     allow_reply = serializers.BooleanField()
     documents = serializers.IntegerField(help_text="Number of documents.")
     events = ShareEventSerializer(many=True)
@@ -104,8 +105,8 @@ class ShareSerializer(serializers.Serializer[Any]):
 class ShareSummarySerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
-    created_at = serializers.DateTimeField()
-    expires_at = serializers.DateTimeField()
+    created_at = UTCDateTimeField()
+    expires_at = UTCDateTimeField()
 
 
 def _user(request: Request) -> User:
