@@ -173,6 +173,28 @@ def test_ids_in_capitals_are_the_same_ids(people: dict[str, User]) -> None:
     assert bob.post(f"{message}/move", {"folder": "archive"}, content_type="application/json").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("ins_prefix", "birth_date", "refused"),
+    [
+        ("2840299123456", "1985-02-15", True),  # the INS says born in 1984
+        ("2840299123456", "1984-03-15", True),  # ... in February
+        ("2842099123456", "1984-07-15", False),  # month 20: unknown, not compared
+        ("2840299123456", "1984-02-29", False),
+    ],
+)
+def test_a_birth_date_the_ins_contradicts_is_refused(
+    people: dict[str, User], ins_prefix: str, birth_date: str, refused: bool
+) -> None:
+    """Identity vigilance: a birth date typed wrong went out beside a valid INS."""
+    data = _base(people, **patient_fields(patient_ins=valid_ins(ins_prefix), patient_birth_date=birth_date))
+    response = api_client(people["alice"]).post("/api/v1/messages", data)
+    if refused:
+        assert response.status_code == 400 and "INS" in response.json()["patient_birth_date"][0]
+        assert Message.objects.count() == 0
+    else:
+        assert response.status_code == 201, response.content
+
+
 def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
     """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
     data = _base(people, to=[personal_mailbox(people["carol"]).address])

@@ -123,6 +123,15 @@ def test_a_json_body_is_refused_as_such_not_read_as_no_fields(db: None) -> None:
     assert PatientShare.objects.count() == 0
 
 
+def test_a_birth_date_the_ins_contradicts_is_refused(db: None) -> None:
+    response = api(make_user()).post(
+        "/api/v1/shares", fields(patient_ins="284029912345655", patient_birth_date="1984-12-15")
+    )
+    assert response.status_code == 400
+    assert "INS" in response.json()["patient_birth_date"][0]
+    assert PatientShare.objects.count() == 0
+
+
 def test_files_only_in_documents(db: None) -> None:
     response = api(make_user()).post(
         "/api/v1/shares", fields(other=SimpleUploadedFile("x.pdf", pdf_bytes(), "application/pdf"))

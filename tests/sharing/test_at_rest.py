@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
+from stdnum.fr import nir
 
 from pli.api.services import create_token
 from pli.sharing import services
@@ -76,13 +77,16 @@ def test_no_marker_at_rest(
         email = f"{m['email'].lower()}@example.org"
         content = (m["content"].encode() + b"\n") * 3000 + pdf_bytes()
         day = birth.split("-")
-        secrets += [*m.values(), mobile, "+33" + mobile[1:], birth, f"{day[2]}/{day[1]}/{day[0]}", "".join(day)]
+        # An INS that agrees with the birth date (year and month), as the forms require.
+        ins_prefix = f"2{day[0][2:]}{day[1]}99{mobile[-6:]}"
+        ins = ins_prefix + nir.calc_check_digits(ins_prefix)
+        secrets += [*m.values(), mobile, "+33" + mobile[1:], birth, f"{day[2]}/{day[1]}/{day[0]}", "".join(day), ins]
         data = {
             "patient_given_name": m["given"],
             "patient_family_name": m["family"],
             "patient_mobile": mobile,
             "patient_email": email,
-            "patient_ins": "284029912345655",
+            "patient_ins": ins,
             "message": f"Message {m['message']}",
             "allow_reply": "true",
             "documents": SimpleUploadedFile(f"{m['name']}.pdf", content, "application/pdf"),

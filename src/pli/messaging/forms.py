@@ -20,7 +20,7 @@ from django.utils.translation import ngettext
 
 from pli.accounts.models import User
 from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
-from pli.core.ins import normalise_ins
+from pli.core.ins import birth_date_mismatch, contradicts_birth_date, normalise_ins
 from pli.core.sizes import limit_size
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
@@ -316,6 +316,8 @@ class ComposeForm(forms.Form):
         if ins and sex in ("M", "F") and ins[0] in "12" and ins[0] != ("1" if sex == "M" else "2"):
             self.add_error("patient_sex", ValidationError(_("The sex does not match the INS."), code="mismatch"))
         birth: datetime.date | None = data.get("patient_birth_date")
+        if ins and birth and contradicts_birth_date(ins, birth):
+            self.add_error("patient_birth_date", birth_date_mismatch())
         data["patient"] = {
             "ins": ins,
             "family_name": (data.get("patient_family_name") or "").strip(),

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
+from pli.core.ins import birth_date_mismatch, contradicts_birth_date
 from pli.sharing import validation
 from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
@@ -91,6 +92,9 @@ class ShareForm(forms.Form):
             message = _("Give the patient's mobile number or e-mail address (or both).")
             self.add_error("patient_mobile", ValidationError(message, code="no_contact"))
             self.add_error("patient_email", ValidationError(message, code="no_contact"))
+        ins, birth = data.get("patient_ins"), data.get("patient_birth_date")
+        if ins and birth and contradicts_birth_date(ins, birth):
+            self.add_error("patient_birth_date", birth_date_mismatch())
         return data
 
     def share_input(self) -> ShareInput:
