@@ -195,6 +195,14 @@ def test_a_birth_date_the_ins_contradicts_is_refused(
         assert response.status_code == 201, response.content
 
 
+def test_a_name_typed_without_picking_the_suggestion_is_explained(people: dict[str, User]) -> None:
+    """It read «sophie» n'est pas une adresse de messagerie, of "Sophie Leroy"."""
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people, to=["Sophie Leroy"]))
+    assert response.status_code == 400
+    message = response.json()["to"][0]
+    assert "Sophie Leroy" in message and "suggestions" in message
+
+
 def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
     """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
     data = _base(people, to=[personal_mailbox(people["carol"]).address])
@@ -224,7 +232,7 @@ def test_addresses_copied_with_their_display_names(people: dict[str, User]) -> N
 def test_a_recipient_list_beyond_any_real_one_is_refused(people: dict[str, User]) -> None:
     data = _base(people, to=["Paul Durand " * 3000])
     response = api_client(people["alice"]).post("/api/v1/messages", data)
-    assert response.status_code == 400 and "to" in response.json()
+    assert response.status_code == 400 and "trop longue" in response.json()["to"][0]
 
 
 def test_bad_folder_and_cursor(people: dict[str, User]) -> None:

@@ -93,7 +93,8 @@ def test_thread_page_shows_banner_links_and_attachments_safely(pair: tuple[User,
     assert "<script>alert" not in html and "&lt;script&gt;" in html
     assert '<a href="https://example.fr/a?b=1&amp;c=2" rel="noopener noreferrer nofollow"' in html
     assert 'href="javascript' not in html
-    assert "patient-banner" in html and "DURAND" in html and "15/02/1984" in html
+    # The month in words: 02/03/1985 is 3 February in French and 2 March in English.
+    assert "patient-banner" in html and "DURAND" in html and "15 février 1984" in html
     pdf, other = sent["attachments"]
     assert f'/a/{pdf["id"]}/" target="_blank"' in html  # PDFs can be viewed
     assert f'/a/{other["id"]}/" target' not in html  # other files are only downloaded

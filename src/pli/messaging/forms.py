@@ -89,8 +89,14 @@ class AddressListField(forms.Field):
         for item in value:
             if len(str(item)) > _MAX_ADDRESS_TEXT:
                 raise ValidationError(
-                    _("At most %(count)d recipients per message."), code="too_many", params={"count": MAX_RECIPIENTS}
+                    _("This list of recipients is too long: at most %(count)d recipients per message."),
+                    code="too_many",
+                    params={"count": MAX_RECIPIENTS},
                 )
+            if str(item).strip() and "@" not in str(item):
+                # A name typed without picking the suggestion ("Sophie Leroy"): said whole,
+                # with what to do, rather than "“sophie” is not a mailbox address".
+                raise ValidationError(_not_an_address(str(item).strip()), code="invalid")
             bare = _NAMED_ADDRESS.sub(r" \1 ", str(item))
             addresses += [a for a in _SPLIT.split(bare.strip()) if a]
         return list(dict.fromkeys(a.lower() for a in addresses))
@@ -103,9 +109,15 @@ class AddressListField(forms.Field):
             )
         for address in value:
             if not plausible_address(address):
-                raise ValidationError(
-                    _("“%(address)s” is not a mailbox address."), code="invalid", params={"address": address[:80]}
-                )
+                raise ValidationError(_not_an_address(address), code="invalid")
+
+
+def _not_an_address(text: str) -> str:
+    if "@" in text:
+        return _("“%(address)s” is not a mailbox address.") % {"address": text[:80]}
+    return _(
+        "“%(name)s” is not an address: pick the person among the suggestions shown as you type, or type their address."
+    ) % {"name": text[:80]}
 
 
 class MultipleFileInput(forms.ClearableFileInput):

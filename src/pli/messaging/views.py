@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from pli.accounts.models import Mailbox, User
 from pli.blobs import ReadAhead
+from pli.core.sizes import limit_size
 from pli.messaging import services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
@@ -300,6 +301,7 @@ def _render_compose(request: HttpRequest, form: ComposeForm, status: int = 200) 
             "limits": attachment_limits_text(),
             "max_attachments": uploads.max_attachments(),
             "max_bytes": uploads.max_message_bytes(),
+            "max_size": limit_size(uploads.max_message_bytes()),
             "body_max": BODY_MAX,
             "directory_url": _directory_url(),
             "patient_open": any(

@@ -19,6 +19,8 @@
       item.textContent = message;
       list.appendChild(item);
       list.hidden = false;
+      // Read out as it appears: the focus stays where the user is.
+      list.setAttribute("role", "alert");
       input.setAttribute("aria-invalid", "true");
     } else {
       list.hidden = true;
