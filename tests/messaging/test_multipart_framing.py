@@ -117,6 +117,28 @@ def test_file_names_are_kept_as_sent(pair: tuple[User, User], name: str) -> None
     assert Attachment.objects.get().name == name
 
 
+def test_a_quote_escaped_as_browsers_do_is_a_quote(pair: tuple[User, User]) -> None:
+    """Browsers, curl and urllib3 send ``"`` as ``%22`` (WHATWG): it reached the patient as
+    ``CR %22IRM%22.pdf``. The request as requests/urllib3 builds it."""
+    import urllib3
+
+    alice, bob = pair
+    fields = [
+        (name, (None, value))
+        for name, value in (
+            ("sender", personal_mailbox(alice).address),
+            ("to", personal_mailbox(bob).address),
+            ("subject", "IRM"),
+        )
+    ]
+    fields.append(("attachments", ('CR "IRM" été.pdf', PDF, "application/pdf")))
+    body, content_type = urllib3.encode_multipart_formdata(fields)
+    assert b'filename="CR %22IRM%22 \xc3\xa9t\xc3\xa9.pdf"' in body
+    response = _post(alice, body, content_type=content_type)
+    assert response.status_code == 201, response.content
+    assert Attachment.objects.get().name == 'CR "IRM" été.pdf'
+
+
 def test_the_web_form_keeps_file_names_as_sent(pair: tuple[User, User]) -> None:
     alice, bob = pair
     handle = io.BytesIO(PDF)

@@ -599,7 +599,14 @@ def _named_as(name: str, content_type: str) -> str:
 
 def _file_name(sent: str) -> str | None:
     """A file name as sent, less any folder and unprintable character (as Django cleans it,
-    but without decoding HTML entities); None if nothing is left."""
+    but without decoding HTML entities); None if nothing is left.
+
+    Browsers, curl and urllib3 write a double quote in a file name as ``%22`` (and line
+    breaks as ``%0D``/``%0A``, dropped here like any control character), as the WHATWG's
+    multipart/form-data encoding says: ``CR "IRM".pdf`` would otherwise reach the patient
+    as ``CR %22IRM%22.pdf``.
+    """
+    sent = sent.replace("%22", '"').replace("%0D", "").replace("%0A", "")
     name = sent.rsplit("/")[-1].rsplit("\\")[-1]
     name = "".join(char for char in name if char.isprintable())
     return None if name.strip() in {"", ".", ".."} else name
