@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from django.test import Client
 
@@ -103,3 +104,29 @@ def _send_to(sender: User, addresses: list[str]) -> str:
     )
     assert response.status_code == 201, response.content
     return str(response.json()["id"])
+
+
+def test_a_refused_upload_gives_back_what_was_typed(db: None, settings: Any) -> None:
+    """Without the page's script, 21 files came back as an empty form: recipients, subject
+    and text to type again."""
+    settings.PLI_MAX_ATTACHMENTS = 2
+    alice, bob = practitioner(), practitioner()
+    files = [io.BytesIO(b"%PDF-1.4 x") for _ in range(3)]
+    for number, handle in enumerate(files):
+        handle.name = f"cr{number}.pdf"
+    response = web_client(alice).post(
+        "/messages/compose/",
+        {
+            "sender": personal_mailbox(alice).address,
+            "to": personal_mailbox(bob).address,
+            "subject": "Avis sur ECG",
+            "body": "Pouvez-vous regarder ces tracés ?",
+            "attachments": files,
+        },
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "au plus" in page  # the reason, next to the files
+    assert 'value="Avis sur ECG"' in page and "Pouvez-vous regarder ces tracés ?</textarea>" in page
+    assert personal_mailbox(bob).address in page
+    assert Message.objects.count() == 0

@@ -69,10 +69,14 @@ def test_files_are_checked_by_their_content(db: None) -> None:
     patient = Patient(token)
     patient.sign_in()
     disguised = SimpleUploadedFile("photo.jpg", b"MZ\x90\x00" + b"\x00" * 200, "image/jpeg")
-    response = reply(patient, "x", [disguised])
+    response = reply(patient, "Ma tension ce matin : 14/9.", [disguised])
     assert response.status_code == 415
     assert not ShareReply.objects.exists()
     assert list(message_blob_store().iter_ids()) == []
+    # The refused file is named, and what the patient wrote is still in the box.
+    page = response.content.decode()
+    assert "« photo.jpg »" in page
+    assert "Ma tension ce matin : 14/9.</textarea>" in page
 
 
 def test_a_file_name_ends_as_its_content_is(db: None) -> None:

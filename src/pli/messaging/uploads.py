@@ -327,6 +327,8 @@ class TailRecorder:
         # Text parts that name a charset of their own (RFC 7578, as Java's HttpClient does
         # with ISO-8859-1): field -> its values in order, each None or read in that charset.
         self.text_values: dict[str, list[str | None]] = {}
+        # Every text read, by field: shown again when a later part is refused (texts_read).
+        self.texts: dict[str, list[str]] = {}
         self._part_field: str | None = None
         self._last_field: str | None = None
         self._preamble = True  # before the first boundary
@@ -447,6 +449,8 @@ class TailRecorder:
             text = None
         # Django reads every text part in the request's charset: a part's own is applied after.
         values.append(text if encoding != self._encoding else None)
+        if text is not None:
+            self.texts.setdefault(field, []).append(text)
         if text is None:
             raise UploadRejected(
                 field,
@@ -756,7 +760,10 @@ class EncryptingUploadHandler(FileUploadHandler):
         found = sniff(head, self.rules.accepted_types)
         if found is None:
             self._abort_current()
-            raise UploadRejected(self.rules.field, _("Only PDF, JPEG and PNG files are accepted."), status=415)
+            message = _("“%(name)s” cannot be sent: only PDF, JPEG and PNG files are accepted.") % {
+                "name": clean_name(self.file_name or "")[:120]
+            }
+            raise UploadRejected(self.rules.field, message, status=415)
         return found
 
     def file_complete(self, file_size: int) -> EncryptedUpload | None:
@@ -849,6 +856,17 @@ def store_bytes(
     )
     session.add(pending)
     return pending
+
+
+def texts_read(request: HttpRequest, multiple: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The text fields read before an upload was refused (a file of the wrong type, too large):
+    the form is shown again with what was typed, where the files cannot be given back. A
+    field of ``multiple`` gives all its values, any other its last."""
+    for handler in request.upload_handlers:
+        recorder = getattr(handler, "_recorder", None)
+        if isinstance(recorder, TailRecorder):
+            return {name: (values if name in multiple else values[-1]) for name, values in recorder.texts.items()}
+    return {}
 
 
 def install(request: HttpRequest, session: UploadSession, rules: UploadRules | None = None) -> None:

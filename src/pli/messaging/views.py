@@ -338,8 +338,13 @@ def compose(request: HttpRequest) -> HttpResponseBase:
 
 
 def _form_with_error(request: HttpRequest, user: User, field: str, message: str) -> ComposeForm:
-    """A fresh form showing why the upload was refused (its fields could not be read)."""
-    form = ComposeForm(user=user, initial=_initial(request, user))
+    """The form again, with what was typed before the upload was refused (the files cannot
+    be given back), and why."""
+    typed = uploads.texts_read(request, multiple=("to", "cc"))
+    initial = _initial(request, user) | {
+        name: value for name, value in typed.items() if name in ComposeForm.base_fields
+    }
+    form = ComposeForm(user=user, initial=initial)
     form.cleaned_data = {}
     form.add_error(field if field in form.fields else "attachments", message)
     return form

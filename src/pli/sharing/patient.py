@@ -42,7 +42,7 @@ from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
 from pli.sharing.models import Channel, PatientSession, PatientShare, Status
-from pli.sharing.uploads import REPLY_FILES_FIELD, UploadBatch, UploadRejected, install, pending_files
+from pli.sharing.uploads import REPLY_FILES_FIELD, UploadBatch, UploadRejected, install, pending_files, texts_read
 
 COOKIE = "pli_patient"
 # Shown in the browser's own viewer, in a sandbox: no script, no form, no access to Pli.
@@ -382,7 +382,10 @@ def reply(request: HttpRequest, token: str) -> HttpResponse:
         try:
             request.POST  # noqa: B018 - parse (and encrypt) the upload now, inside the batch
         except UploadRejected as exc:
-            return _documents_page(request, share, token, status=exc.status, reply_error=exc.message)
+            # What the patient wrote stays in the box (the files must be chosen again).
+            typed = texts_read(request).get("text", "")
+            form = ReplyForm(initial={"text": typed})
+            return _documents_page(request, share, token, status=exc.status, reply_error=exc.message, reply_form=form)
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             return _documents_page(request, share, token, status=400, reply_error=_malformed())
         return _save_reply(request, token, share, batch)

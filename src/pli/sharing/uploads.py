@@ -28,6 +28,7 @@ from pli.messaging.uploads import UploadRejected as UploadRejected
 from pli.messaging.uploads import UploadRules as UploadRules
 from pli.messaging.uploads import install as install
 from pli.messaging.uploads import sniff as sniff
+from pli.messaging.uploads import texts_read as texts_read
 
 DOCUMENTS_FIELD = "documents"
 REPLY_FILES_FIELD = "files"

@@ -28,7 +28,15 @@ from pli.notify.sms import display_number
 from pli.sharing import mailbox, services
 from pli.sharing.forms import ShareForm
 from pli.sharing.models import PatientShare, Status
-from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
+from pli.sharing.uploads import (
+    DOCUMENTS_FIELD,
+    UploadBatch,
+    UploadRejected,
+    document_rules,
+    install,
+    pending_files,
+    texts_read,
+)
 
 PAGE_SIZE = 50
 
@@ -104,7 +112,9 @@ def new_share(request: HttpRequest) -> HttpResponse:
         try:
             request.POST  # noqa: B018 - parse (and encrypt) the upload now, inside the batch
         except UploadRejected as exc:
-            form = ShareForm()
+            # What was typed stays (the documents must be chosen again).
+            typed = texts_read(request)
+            form = ShareForm(initial={name: value for name, value in typed.items() if name in ShareForm.base_fields})
             if exc.field not in form.fields:
                 return _new_page(request, form, attachments, source, status=exc.status, documents_error=exc.message)
             # A text field refused as the body streamed in (far too long): said next to it.
