@@ -36,6 +36,23 @@ def test_linkify_makes_web_addresses_clickable(url: str) -> None:
     assert f">{escape(url).rstrip('.,;:!?)')}</a>" in html or len(url.rstrip(".,;:!?)")) <= len("https://")
 
 
+@pytest.mark.parametrize(
+    ("text", "href"),
+    [
+        ("Voir www.ameli.fr.", "https://www.ameli.fr"),
+        ("(www.has-sante.fr/reco)", "https://www.has-sante.fr/reco"),
+        ("https://www.ameli.fr/x", "https://www.ameli.fr/x"),
+    ],
+)
+def test_linkify_takes_www_addresses_as_mail_programs_do(text: str, href: str) -> None:
+    assert re.findall(r'href="([^"]*)"', str(linkify(text))) == [href]
+
+
+@pytest.mark.parametrize("text", ["dr.www.x", "contact@www.cabinet.fr", "www.", "www.fr"])
+def test_linkify_leaves_www_inside_other_words_alone(text: str) -> None:
+    assert "<a " not in str(linkify(text))
+
+
 @given(st.text(max_size=200))
 def test_content_disposition_is_one_safe_header_line(name: str) -> None:
     value = content_disposition("attachment", name or "x")

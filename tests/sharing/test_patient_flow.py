@@ -526,3 +526,11 @@ def test_wrong_codes_stop_counting_once_the_patient_is_in(db: None) -> None:
     assert patient.code(right).status_code == 303
     share.refresh_from_db()
     assert share.code_failures == 0
+
+
+def test_links_in_the_practitioners_message_are_clickable_and_nothing_else(db: None) -> None:
+    _share, token = make_share(message="Plus d'informations : https://www.ameli.fr\nou www.has-sante.fr <b>")
+    html = Patient(token).sign_in().content.decode()
+    assert '<a href="https://www.ameli.fr" rel="noopener noreferrer nofollow" target="_blank">' in html
+    assert '<a href="https://www.has-sante.fr"' in html
+    assert "&lt;b&gt;" in html and "<br>" in html

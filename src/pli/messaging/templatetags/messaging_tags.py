@@ -13,7 +13,8 @@ register = template.Library()
 
 # Matched on the *escaped* text, so a URL can't smuggle markup: "<", ">" and quotes are
 # already entities, and an entity for one of them ends the URL.
-_URL = re.compile(r"\bhttps?://(?:(?!&quot;|&#x27;|&lt;|&gt;)[^\s<>\"'])+", re.IGNORECASE)
+# "www.ameli.fr" too, as mail programs do, but not inside a longer name or an address.
+_URL = re.compile(r"(?:\bhttps?://|(?<![\w@./-])www\.)(?:(?!&quot;|&#x27;|&lt;|&gt;)[^\s<>\"'])+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}»"
 
 
@@ -24,14 +25,15 @@ def _link(match: re.Match[str]) -> str:
     if url[len(stripped) : len(stripped) + 1] == ")" and stripped.count("(") > stripped.count(")"):
         stripped += ")"
     tail = url[len(stripped) :]
-    if len(stripped) <= len("https://"):
+    scheme = "" if stripped.lower().startswith("http") else "https://"
+    if len(stripped) <= len("https://") or (scheme and "." not in stripped[4:]):
         return url
-    return f'<a href="{stripped}" rel="noopener noreferrer nofollow" target="_blank">{stripped}</a>{tail}'
+    return f'<a href="{scheme}{stripped}" rel="noopener noreferrer nofollow" target="_blank">{stripped}</a>{tail}'
 
 
 @register.filter(is_safe=True)
 def linkify(text: str | None) -> SafeString:
-    """Plain text → safe HTML with http(s) links; line breaks are kept by CSS (pre-wrap)."""
+    """Plain text → safe HTML with http(s) and www. links; line breaks are kept by CSS (pre-wrap)."""
     escaped = str(escape(text or ""))
     return mark_safe(_URL.sub(_link, escaped))  # noqa: S308 - escaped above, links built from escaped text
 
