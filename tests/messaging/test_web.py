@@ -130,3 +130,12 @@ def test_a_refused_upload_gives_back_what_was_typed(db: None, settings: Any) -> 
     assert 'value="Avis sur ECG"' in page and "Pouvez-vous regarder ces tracés ?</textarea>" in page
     assert personal_mailbox(bob).address in page
     assert Message.objects.count() == 0
+
+
+def test_messages_open_on_the_first_mailbox_with_something_unread(db: None) -> None:
+    """A secretary landed on her own, empty inbox while the team's mail waited."""
+    alice, claire = practitioner(), practitioner()
+    team = shared_mailbox(Membership.objects.get(user=claire).organisation, [claire])
+    c = web_client(claire)
+    _send_to(alice, [team.address])
+    assert c.get("/messages/")["Location"] == f"/messages/{team.pk}/inbox/"

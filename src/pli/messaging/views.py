@@ -60,9 +60,13 @@ def _mailbox_or_404(request: HttpRequest, mailbox_id: uuid.UUID) -> Mailbox:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    mailbox = services.mailboxes_for(_user(request)).first()
-    if mailbox is None:
+    mailboxes = list(services.mailboxes_for(_user(request)))
+    if not mailboxes:
         return render(request, "messaging/no_mailbox.html")
+    # The first that has something unread: a secretary's work arrives in the shared
+    # mailbox, and she used to land on her own, empty one.
+    counts = services.unread_counts(m.pk for m in mailboxes)
+    mailbox = next((m for m in mailboxes if counts.get(m.pk)), mailboxes[0])
     return redirect("messaging:folder", mailbox_id=mailbox.pk, folder=Folder.INBOX)
 
 
