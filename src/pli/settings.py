@@ -355,6 +355,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "PATH_CONVERTER_OVERRIDES": {"guid": {"type": "string", "format": "uuid"}},
+    "ENUM_NAME_OVERRIDES": {"ShareEventTypeEnum": "pli.sharing.api.EVENT_TYPES"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pli.api.schema.document_error_responses",

@@ -196,6 +196,13 @@ def test_schema_documents_the_share_endpoints(db: None) -> None:
     for path in ("/api/v1/shares", "/api/v1/shares/{share_id}", "/api/v1/shares/{share_id}/revoke"):
         assert path in text
     assert "patient_birth_date" in text and "expires_in_days" in text
+    # The bodies of a conflict and of a too-large upload are described, not just named.
+    operations = schema.json()["paths"]
+    conflict = operations["/api/v1/shares/{share_id}/unlock"]["post"]["responses"]["409"]
+    assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    too_large = operations["/api/v1/shares"]["post"]["responses"]["413"]
+    assert too_large["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationError"}
+    assert {"408", "411", "415"} <= set(operations["/api/v1/shares"]["post"]["responses"])
 
 
 def test_a_cut_off_upload_saves_nothing(db: None) -> None:

@@ -65,5 +65,11 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if "{" in path:
                 responses.setdefault("404", _error("No such object, or not yours."))
             if operation.get("requestBody"):
-                responses.setdefault("415", _error("Unsupported request body type."))
+                responses.setdefault("415", _error("Unsupported request body type, charset or encoding."))
+                responses.setdefault("411", _error("A chunked body: send it with Content-Length."))
+                responses.setdefault("408", _error("The client stopped sending its body (PLI_CLIENT_TIMEOUT)."))
+            # Views describe these in words; their bodies are the shared shapes.
+            for code, schema in (("409", "Error"), ("413", "ValidationError")):
+                if code in responses and "content" not in responses[code]:
+                    responses[code] = _error(responses[code].get("description", ""), schema)
     return result

@@ -87,8 +87,12 @@ class ShareCreatedSerializer(serializers.Serializer[Any]):
     expires_at = UTCDateTimeField()
 
 
+# What GET /api/v1/shares/{id} lists in ``events`` (named in the schema by settings.py).
+EVENT_TYPES = [action.removeprefix("share.") for action in services.EVENT_ACTIONS]
+
+
 class ShareEventSerializer(serializers.Serializer[Any]):
-    type = serializers.CharField(help_text="created, notification_sent, notification_failed, code_sent, opened, …")
+    type = serializers.ChoiceField(choices=EVENT_TYPES)
     at = UTCDateTimeField()
 
 
