@@ -181,15 +181,26 @@ def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in
     assert page.evaluate("document.getElementById('id_attachments').files.length") == 1
     assert Message.objects.count() == 0
 
-    # Signing in again in another tab, then sending from this one: the form's CSRF token is
-    # no longer the browser's, and the script fetches the new one.
+    # Someone else signs in in this browser: what Alice wrote is not sent as theirs.
     cache.clear()  # the authenticator code just used may be given again (as 30 s later)
+    other = page.context.new_page()
+    _sign_in(other, bob)
+    other.close()
+    page.evaluate("document.getElementById('compose-form-signed-out').remove()")
+    page.click("button[type=submit]:has-text('Envoyer')")
+    alert.wait_for()
+    assert Message.objects.count() == 0
+
+    # Alice signs in again in another tab, then sends from this one: the form's CSRF token
+    # is no longer the browser's, and the script fetches the new one.
+    page.context.clear_cookies()
+    cache.clear()
     other = page.context.new_page()
     _sign_in(other, alice)
     other.close()
     page.click("button[type=submit]:has-text('Envoyer')")
     page.wait_for_url("**/messages/m/**")
     message = Message.objects.get()
-    assert message.subject == "Avis cardiologique"
+    assert message.subject == "Avis cardiologique" and message.author == alice
     assert message.attachments.count() == 1
     assert [p for p in problems if "403" not in p and "Forbidden" not in p] == []

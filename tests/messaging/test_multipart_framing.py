@@ -180,7 +180,7 @@ def test_a_body_with_bare_lf_line_breaks_is_refused_as_such(pair: tuple[User, Us
     body = _body([*_text_parts(alice, bob), _file_part(b"a.bin", b"a" * size)], newline=b"\n")
     response = _post(alice, body)
     assert response.status_code == 400, response.content
-    ((field, (message,)),) = response.json().items()
+    ((field, message),) = response.json().items()  # the body as a whole: one text
     assert field == "detail" and "LF" in message
     assert_nothing_saved()
 

@@ -163,7 +163,7 @@ def test_compose_post_then_redirect_and_xhr_json(pair: tuple[User, User]) -> Non
     response = client.post("/messages/compose/", data)
     assert response.status_code == 303
     message = Message.objects.get()
-    assert response["Location"] == f"/messages/m/{message.pk}/"
+    assert response["Location"] == f"/messages/m/{message.pk}/?mailbox={message.sender_id}"  # the sent copy
     assert "Message envoyé" in client.get(response["Location"]).content.decode()
     response = client.post("/messages/compose/", data, HTTP_X_PLI_UPLOAD="1")
     assert response.status_code == 201

@@ -139,3 +139,54 @@ def test_messages_open_on_the_first_mailbox_with_something_unread(db: None) -> N
     c = web_client(claire)
     _send_to(alice, [team.address])
     assert c.get("/messages/")["Location"] == f"/messages/{team.pk}/inbox/"
+
+
+def test_replying_from_ones_own_sent_copy_answers_its_recipients(db: None) -> None:
+    """Paul, a member of the shared mailbox he wrote to, replied from his sent copy: the
+    answer went to himself (his shared inbox's copy counted as received)."""
+    paul = practitioner()
+    team = shared_mailbox(Membership.objects.get(user=paul).organisation, [paul])
+    own = personal_mailbox(paul)
+    message_id = _send_to(paul, [team.address])
+    page = web_client(paul).get(f"/messages/compose/?reply_to={message_id}&mode=reply&mailbox={own.pk}")
+    initial = page.context["form"].initial
+    assert initial["sender"] == own.address and initial["to"] == [team.address]
+    # Answered from the shared mailbox's copy, it goes back to Paul, from the team.
+    page = web_client(paul).get(f"/messages/compose/?reply_to={message_id}&mode=reply&mailbox={team.pk}")
+    initial = page.context["form"].initial
+    assert initial["sender"] == team.address and initial["to"] == [own.address]
+
+
+def test_a_refused_upload_keeps_every_forwarded_attachment_ticked(db: None, settings: Any) -> None:
+    alice, bob = practitioner(), practitioner()
+    files = []
+    for number in range(3):
+        handle = io.BytesIO(b"%PDF-1.4 x")
+        handle.name = f"cr{number}.pdf"
+        files.append(handle)
+    sent = (
+        api_client(alice)
+        .post(
+            "/api/v1/messages",
+            {
+                "sender": personal_mailbox(alice).address,
+                "to": [personal_mailbox(bob).address],
+                "attachments": files[:2],
+            },
+        )
+        .json()
+    )
+    forwarded = [a["id"] for a in sent["attachments"]]
+    settings.PLI_MAX_ATTACHMENTS = 3
+    response = web_client(bob).post(
+        "/messages/compose/",
+        {
+            "sender": personal_mailbox(bob).address,
+            "to": personal_mailbox(alice).address,
+            "forward_of": sent["id"],
+            "forward_attachments": forwarded,
+            "attachments": [io.BytesIO(b"x") for _ in range(4)],
+        },
+    )
+    assert response.status_code == 400
+    assert sorted(response.context["form"].initial["forward_attachments"]) == sorted(forwarded)

@@ -275,3 +275,22 @@ def test_the_share_page_is_a_recorded_read_and_shows_the_mobile_as_written_in_fr
     detail = browser(user).get(f"/shares/{share.pk}").content.decode()
     assert "06 12 34 56 78" in detail and "+33612345678" not in detail
     assert AuditEvent.objects.filter(action="share.read", target_id=str(share.pk), actor_id=str(user.pk)).count() == 1
+
+
+def test_a_document_refused_as_it_streams_in_leaves_the_rest_of_the_form_filled(db: None, settings: Any) -> None:
+    """The files come last in the form, so what is typed has reached the server before a
+    document too large is refused: the message and the options were lost."""
+    settings.PLI_SHARE_MAX_DOCUMENT_BYTES = 1000
+    client = browser(make_user())
+    page = client.get("/shares/new").content.decode()
+    assert page.index('name="documents"') > max(page.index(f'name="{n}"') for n in ("message", "allow_reply"))
+    data = {
+        **form(documents=None, message="Votre compte rendu d'IRM.", allow_reply="on"),
+        "documents": SimpleUploadedFile("irm.pdf", pdf_bytes("irm") * 100, "application/pdf"),
+    }
+    response = client.post("/shares/new", data)
+    assert response.status_code == 413
+    initial = response.context["form"].initial
+    assert initial["message"] == "Votre compte rendu d'IRM." and initial["allow_reply"] == "on"
+    assert initial["patient_family_name"] == "Durand" and initial["expires_in_days"] == 30
+    assert not PatientShare.objects.exists()

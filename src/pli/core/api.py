@@ -61,3 +61,9 @@ def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:
         else:
             body[name] = texts
     return body
+
+
+def field_error_body(field: str, message: str) -> dict[str, Any]:
+    """One refusal as the API answers it: ``{"detail": "…"}`` for the request as a whole,
+    ``{field: ["…"]}`` for one field."""
+    return {"detail": message} if field == "detail" else {field: [message]}

@@ -26,7 +26,7 @@ from pli.accounts.models import User
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
-from pli.core.api import form_error_body
+from pli.core.api import field_error_body, form_error_body
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
@@ -240,7 +240,7 @@ class MessageCreateView(MessagingView):
                     raise UnsupportedMediaType(request.content_type)
                 data, files = request._request.POST, request._request.FILES
             except UploadRejected as exc:
-                return Response({exc.field: [exc.message]}, status=exc.status)
+                return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except RequestDataTooBig:
                 return Response({"detail": _("The text fields are too large.")}, status=status.HTTP_400_BAD_REQUEST)
             except (TooManyFieldsSent, TooManyFilesSent):

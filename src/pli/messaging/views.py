@@ -231,7 +231,9 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             raise Http404
         message = copies[0].message
         own = {m.pk for m in mailboxes}
-        incoming = [c for c in copies if c.is_incoming]
+        # As the copy in the mailbox it is answered from stands: one's own sent copy is
+        # answered to its recipients, even when one's shared mailbox received it too.
+        incoming = [c for c in ([c for c in copies if str(c.mailbox_id) == wanted] or copies) if c.is_incoming]
         if incoming and wanted is None:
             sender = incoming[0].mailbox
         recipients = services.message_recipients(message)
@@ -344,7 +346,7 @@ def compose(request: HttpRequest) -> HttpResponseBase:
 def _form_with_error(request: HttpRequest, user: User, field: str, message: str) -> ComposeForm:
     """The form again, with what was typed before the upload was refused (the files cannot
     be given back), and why."""
-    typed = uploads.texts_read(request, multiple=("to", "cc"))
+    typed = uploads.texts_read(request, multiple=("to", "cc", "forward_attachments"))
     initial = _initial(request, user) | {
         name: value for name, value in typed.items() if name in ComposeForm.base_fields
     }
@@ -365,7 +367,7 @@ def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
         form.add_error("attachments", _("The upload took too long and expired. Please attach the files again."))
         return _render_compose(request, form, status=400)
     messages.success(request, _("Message sent."))
-    location = reverse("messaging:thread", args=[message.pk])
+    location = _thread_url(message.pk, message.sender_id)
     if request.headers.get(UPLOAD_HEADER):
         return JsonResponse({"location": location}, status=201)
     return HttpResponseRedirect(location, status=303)
@@ -422,13 +424,19 @@ def _mailbox_param(request: HttpRequest) -> uuid.UUID | None:
         raise Http404 from None
 
 
+def _thread_url(message_id: uuid.UUID, mailbox_id: uuid.UUID | None) -> str:
+    """The thread as read in ``mailbox_id`` (see thread)."""
+    url = reverse("messaging:thread", args=[message_id])
+    return f"{url}?mailbox={mailbox_id}" if mailbox_id else url
+
+
 @require_POST
 def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     folder = request.POST.get("folder", "")
+    mailbox_id = _mailbox_param(request)
     if folder not in services.MOVE_TARGETS:
         messages.error(request, _("Unknown folder."))
-        return redirect("messaging:thread", message_id=message_id)
-    mailbox_id = _mailbox_param(request)
+        return redirect(_thread_url(message_id, mailbox_id))
     try:
         copies = services.move_message(_user(request), message_id, folder, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
@@ -452,7 +460,7 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
         raise Http404 from None
     except services.NotInTrash:
         messages.error(request, _("Only a message in the trash can be deleted for good."))
-        return redirect("messaging:thread", message_id=message_id)
+        return redirect(_thread_url(message_id, mailbox_id))
     messages.success(request, _("Message deleted for good."))
     return redirect("messaging:folder", mailbox_id=mailbox_id or copies[0].mailbox_id, folder=Folder.TRASH)
 

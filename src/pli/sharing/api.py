@@ -26,7 +26,7 @@ from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
-from pli.core.api import form_error_body
+from pli.core.api import field_error_body, form_error_body
 from pli.sharing import services, validation
 from pli.sharing.forms import ShareForm
 from pli.sharing.models import PatientShare, Status
@@ -182,7 +182,7 @@ class SharesView(APIView):
                     raise UnsupportedMediaType(request.content_type)
                 data, files = request._request.POST, request._request.FILES
             except UploadRejected as exc:
-                return Response({exc.field: [exc.message]}, status=exc.status)
+                return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
                 return Response({"detail": _("The form could not be read; please send it again.")}, status=400)
             form = ApiShareForm(data)

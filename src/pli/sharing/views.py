@@ -114,7 +114,9 @@ def new_share(request: HttpRequest) -> HttpResponse:
         except UploadRejected as exc:
             # What was typed stays (the documents must be chosen again).
             typed = texts_read(request)
-            form = ShareForm(initial={name: value for name, value in typed.items() if name in ShareForm.base_fields})
+            initial = {"expires_in_days": services.default_expiry_days(_user(request))}
+            initial |= {name: value for name, value in typed.items() if name in ShareForm.base_fields}
+            form = ShareForm(initial=initial)
             if exc.field not in form.fields:
                 return _new_page(request, form, attachments, source, status=exc.status, documents_error=exc.message)
             # A text field refused as the body streamed in (far too long): said next to it.

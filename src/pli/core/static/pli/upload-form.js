@@ -59,15 +59,20 @@
   }
 
   /* Signing in again (in another tab) gives the browser a new CSRF token, so the one in this
-     form is refused: read the new one from this page, fetched anew. */
+     form is refused: read the new one from this page, fetched anew, but only if the same
+     person signed in (data-user): someone else's session must not send what this one wrote,
+     from a mailbox they share. */
   function freshToken(form, done, out) {
     var xhr = new XMLHttpRequest();
     xhr.open("GET", window.location.href);
     xhr.responseType = "document";
     xhr.addEventListener("load", function () {
-      var token = xhr.responseXML && xhr.responseXML.querySelector("input[name=csrfmiddlewaretoken]");
+      var page = xhr.responseXML;
+      var token = page && page.querySelector("input[name=csrfmiddlewaretoken]");
+      var same = page && page.getElementById(form.id);
       var mine = form.querySelector("input[name=csrfmiddlewaretoken]");
-      if (xhr.status !== 200 || path(xhr.responseURL) !== window.location.pathname || !token || !mine) {
+      if (xhr.status !== 200 || path(xhr.responseURL) !== window.location.pathname || !token || !mine ||
+          !same || !form.dataset.user || same.dataset.user !== form.dataset.user) {
         out();
         return;
       }
