@@ -149,6 +149,9 @@ def test_scopes_are_enforced(db: None) -> None:
     assert reader.post(f"/api/v1/shares/{share.pk}/revoke").status_code == 403
     writer = api(user, ["shares:write"])
     assert writer.get(f"/api/v1/shares/{share.pk}").status_code == 403
+    # Nor does acting on it read it: what happened to the share is for readers.
+    assert writer.post(f"/api/v1/shares/{share.pk}/revoke").json() == {"id": str(share.pk), "status": "revoked"}
+    assert "events" in api(user).post(f"/api/v1/shares/{share.pk}/revoke").json()
     assert Client().get(f"/api/v1/shares/{share.pk}").status_code == 401
 
 

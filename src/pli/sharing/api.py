@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
+from pli.api.models import ApiToken
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
@@ -238,11 +239,17 @@ class _ShareActionView(APIView):
                 raise NotFound(_("Not found.")) from None
             detail = CONFLICTS.get(exc.code) or _("This action is not possible.")
             return Response({"detail": str(detail)}, status=status.HTTP_409_CONFLICT)
+        token = request.auth
+        if isinstance(token, ApiToken) and not token.has_scopes([SHARES_READ]):
+            # A write-only token acts; what happened to the share (the patient's steps, their
+            # times) is for tokens that may read it.
+            return Response({"id": str(share.pk), "status": share.effective_status(timezone.now())})
         return Response(ShareSerializer(share_data(share)).data)
 
 
 _ACTION_SCHEMA: dict[str, Any] = {
     "request": None,
+    "description": "Answers the share as GET does; with a token without `shares:read`, only its `id` and `status`.",
     "responses": {200: ShareSerializer, 409: OpenApiResponse(description="Not possible in the share's state.")},
     "tags": TAGS,
 }
