@@ -17,7 +17,7 @@ from pli.sharing.models import PatientShare, ShareDocument, Status
 from pli.sharing.services import open_document_blob
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_user
-from sharing.helpers import Patient, make_share, pdf_bytes, run_tasks, token_of
+from sharing.helpers import Patient, make_share, pdf_bytes, pending_document, run_tasks, token_of
 
 
 class RefusingHandler(FileUploadHandler):
@@ -126,6 +126,23 @@ def test_list_detail_and_actions(db: None) -> None:
     assert share.status == Status.REVOKED
     detail = client.get(f"/shares/{share.pk}").content.decode()
     assert 'data-status="revoked"' in detail and 'data-event="revoked"' in detail
+
+
+def test_the_history_names_the_document_the_patient_opened(db: None) -> None:
+    user = make_user()
+    share, token = make_share(
+        user, documents=[pending_document("compte-rendu.pdf"), pending_document("ordonnance.pdf")]
+    )
+    run_tasks()
+    patient = Patient(token)
+    patient.sign_in()
+    document = next(d for d in share.documents.all() if d.name == "ordonnance.pdf")
+    b"".join(patient.get(f"/documents/{document.pk}/download").streaming_content)
+    detail = browser(user).get(f"/shares/{share.pk}").content.decode()
+    history = detail.split('id="history-title"', 1)[1]
+    downloaded = history.split('data-event="downloaded"', 1)[1].split("</li>", 1)[0]
+    assert "ordonnance.pdf" in downloaded
+    assert "compte-rendu.pdf" not in history  # listed above with the documents, not as opened
 
 
 def test_unlock_and_resend_from_the_page(db: None) -> None:

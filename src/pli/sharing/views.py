@@ -209,12 +209,16 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     # The page shows who the patient is and how to reach them: a read of health data.
     audit.record("share.read", actor=_user(request), target=share, request=request)
     now = timezone.now()
+    documents = list(share.documents.select_related("data_key"))
+    # The audit names a document by id only (no health data there); the page, like the
+    # patient's, shows which one was opened.
+    names = {str(d.pk): d.name for d in documents}
     context = {
         "share": share,
         "status": share.effective_status(now),
-        "documents": list(share.documents.select_related("data_key")),
+        "documents": documents,
         "notifications": list(share.notifications.defer("recipient", "subject", "text", "html")),
-        "events": services.events(share),
+        "events": [(e, names.get(str(e.details.get("document", "")), "")) for e in services.events(share)],
         "replies": list(share.replies.all()),
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
