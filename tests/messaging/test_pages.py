@@ -218,11 +218,30 @@ def test_search_page(pair: tuple[User, User]) -> None:
     _send(alice, bob, subject="Autre")
     client = web_client(bob)
     box = personal_mailbox(bob)
-    html = client.get(f"/messages/{box.pk}/search/?q=genou").content.decode()
+    html = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}).content.decode()
     assert "Radiographie du genou" in html and "Autre" not in html
-    bad = client.get(f"/messages/{box.pk}/search/?date_from=2024-05-02&date_to=2024-05-01")
+    bad = client.post(f"/messages/{box.pk}/search/", {"date_from": "2024-05-02", "date_to": "2024-05-01"})
     assert bad.status_code == 400 and "précède" in bad.content.decode()
     _no_inline_code(html)
+
+
+def test_search_words_never_travel_in_the_url(pair: tuple[User, User]) -> None:
+    """Patient names and INS are searched for: in a URL they would stay in the browser's
+    history, the next page's Referer and proxies' logs."""
+    alice, bob = pair
+    box = personal_mailbox(bob)
+    services.seed_messages(personal_mailbox(alice), box, [f"Radiographie du genou {n}" for n in range(55)])
+    client = web_client(bob)
+    assert "Radiographie" not in client.get(f"/messages/{box.pk}/search/?q=genou").content.decode()
+    for page in (client.get(f"/messages/{box.pk}/inbox/"), client.get(f"/messages/{box.pk}/search/")):
+        forms = re.findall(r"<form[^>]*role=\"search\"[^>]*>", page.content.decode())
+        assert forms and all('method="post"' in f for f in forms)
+    first = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}).content.decode()
+    cursor = re.search(r'name="cursor" value="([^"]+)"', first)
+    assert cursor and 'name="q" value="genou"' in first and "?q=" not in first
+    second = client.post(f"/messages/{box.pk}/search/", {"q": "genou", "cursor": cursor.group(1)}).content.decode()
+    assert first.count("Radiographie du genou") == services.PAGE_SIZE
+    assert second.count("Radiographie du genou") == 55 - services.PAGE_SIZE
 
 
 @pytest.mark.parametrize(
@@ -230,6 +249,7 @@ def test_search_page(pair: tuple[User, User]) -> None:
 )
 def test_search_page_refuses_bad_dates_and_sizes(pair: tuple[User, User], query: str) -> None:
     alice, _ = pair
-    response = web_client(alice).get(f"/messages/{personal_mailbox(alice).pk}/search/?{query}")
+    name, _, value = query.partition("=")
+    response = web_client(alice).post(f"/messages/{personal_mailbox(alice).pk}/search/", {name: value})
     assert response.status_code == 400
     assert 'aria-invalid="true"' in response.content.decode()

@@ -1,4 +1,5 @@
-"""Log hygiene: secrets that can appear in request paths never reach a log line."""
+"""Log hygiene: secrets that can appear in request paths, and the values of query parameters
+that may carry health data, never reach a log line."""
 
 from __future__ import annotations
 
@@ -15,9 +16,31 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 
+# Query parameters whose values are ids, cursors or switches, written as they are. Any other
+# parameter's value is masked: a search's words are patient names and INS
+# (GET /api/v1/mailboxes/{id}/messages?q=...), and a parameter added later is masked until
+# someone decides it is harmless.
+SAFE_QUERY_PARAMETERS = frozenset(
+    {
+        "cursor", "download", "folder", "format", "forward", "lang", "language", "limit", "mailbox",
+        "message", "mode", "next", "page", "patient_of", "replied", "reply_to", "sent", "session",
+        "to", "wait",
+    }
+)  # fmt: skip
+_QUERY_PARAMETER = re.compile(r"([?&;])([^=&;?#\s\"]+)=([^&;#\s\"]*)")
+
+
+def _mask_query_value(found: re.Match[str]) -> str:
+    separator, name, value = found.groups()
+    if not value or unquote(name).lower() in SAFE_QUERY_PARAMETERS:
+        return found.group()
+    return f"{separator}{name}=[redacted]"
+
+
 def redact(text: str) -> str:
     # Routing reads the path percent-decoded: "/%70/<token>" and "/p%2F<token>" reach the
     # patient pages, so the secrets are looked for in the decoded text too.
+    text = _QUERY_PARAMETER.sub(_mask_query_value, text)
     decoded = unquote(text)
     masked = _SECRET_PATH.sub(r"\1[redacted]", decoded)
     if masked != decoded:
@@ -26,6 +49,7 @@ def redact(text: str) -> str:
         text = _CONTROL.sub(lambda found: f"%{ord(found.group()):02X}", masked)
     else:
         text = _SECRET_PATH.sub(r"\1[redacted]", text)
+    text = _QUERY_PARAMETER.sub(_mask_query_value, text)
     return _TOKEN.sub("[redacted]", _BEARER.sub(r"\1[redacted]", text))
 
 

@@ -108,8 +108,19 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
 
 
 class SearchForm(forms.Form):
-    q = forms.CharField(label=gettext_lazy("Words of the subject, patient name or INS"), max_length=200, required=False)
-    sender = forms.CharField(label=gettext_lazy("Sender"), max_length=200, required=False)
+    # Not remembered by the browser: a practice's computer is shared.
+    q = forms.CharField(
+        label=gettext_lazy("Words of the subject, patient name or INS"),
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    sender = forms.CharField(
+        label=gettext_lazy("Sender"),
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
     date_from = forms.DateField(
         label=pgettext_lazy("date range", "From"),
         required=False,
@@ -134,11 +145,15 @@ class SearchForm(forms.Form):
         return data
 
 
-@require_GET
+@require_http_methods(["GET", "POST"])
 def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
+    """The search form (GET) and its results (POST). Posted, not in the query string: the
+    words are patient names and INS, which must not sit in URLs, the browser's history, the
+    Referer of the next page or a proxy's log."""
     mailbox = _mailbox_or_404(request, mailbox_id)
-    form = SearchForm(request.GET or None)
+    form = SearchForm(request.POST if request.method == "POST" else None)
     page = None
+    cursor = request.POST.get("cursor") or None
     if form.is_bound and form.is_valid():
         query = services.SearchQuery(
             text=form.cleaned_data["q"],
@@ -148,19 +163,14 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         )
         if query:
             try:
-                page = services.folder_page(mailbox, None, cursor=request.GET.get("cursor") or None, query=query)
+                page = services.folder_page(mailbox, None, cursor=cursor, query=query)
             except services.BadCursor:
                 raise Http404 from None
             services.record_listing(_user(request), mailbox, "search", len(page.items), request)
             _name_recipients(page.items)
     status = 400 if form.is_bound and not form.is_valid() else 200
-    params = request.GET.copy()
-    params.pop("cursor", None)
     return render(
-        request,
-        "messaging/search.html",
-        {"mailbox": mailbox, "search_form": form, "page": page, "query_string": params.urlencode()},
-        status=status,
+        request, "messaging/search.html", {"mailbox": mailbox, "search_form": form, "page": page}, status=status
     )
 
 
