@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
 from pli.accounts.models import User
+from pli.audit.models import AuditEvent
 from pli.messaging import services
 from pli.messaging.models import Delivery, Folder, Message
 from pli.messaging.views import content_disposition
@@ -154,6 +155,20 @@ def test_compose_prefills_reply_and_forward(pair: tuple[User, User]) -> None:
     assert forwarded.splitlines()[-1] == "Texte"
     assert 'name="forward_attachments"' in html and "cr.pdf" in html and "checked" in html
     _no_inline_code(html)
+    # Each form showed the message: each is a recorded read, by whom and for what.
+    reads = AuditEvent.objects.filter(action="message.read", target_id=sent["id"], actor_id=str(bob.pk))
+    assert sorted(e.details["for"] for e in reads) == ["forward", "reply"]
+    web_client(bob).get(f"/messages/compose/?reply_to={sent['id']}&mode=<script>")
+    assert reads.filter(details__for="reply").count() == 2
+
+
+def test_a_message_page_title_does_not_name_its_subject(pair: tuple[User, User]) -> None:
+    """Titles stay in the browser's history and tabs; subjects name patients."""
+    alice, bob = pair
+    sent = _send(alice, bob, subject="Henri Exemple a répondu")
+    html = web_client(bob).get(f"/messages/m/{sent['id']}/").content.decode()
+    title = re.search(r"<title>(.*?)</title>", html, re.S)
+    assert title and "Exemple" not in title.group(1) and "Message" in title.group(1)
 
 
 def test_compose_post_then_redirect_and_xhr_json(pair: tuple[User, User]) -> None:
@@ -253,3 +268,17 @@ def test_search_page_refuses_bad_dates_and_sizes(pair: tuple[User, User], query:
     response = web_client(alice).post(f"/messages/{personal_mailbox(alice).pk}/search/", {name: value})
     assert response.status_code == 400
     assert 'aria-invalid="true"' in response.content.decode()
+
+
+def test_patient_fields_are_not_remembered_by_the_browser(pair: tuple[User, User]) -> None:
+    """A practice's computer is shared: its browser must not offer the last patient's name."""
+    alice, _ = pair
+    client = web_client(alice)
+    for url, names in [
+        ("/messages/compose/", ["subject", "patient_ins", "patient_family_name", "patient_given_names"]),
+        ("/shares/new", ["patient_family_name", "patient_given_name", "patient_ins", "message"]),
+    ]:
+        html = client.get(url).content.decode()
+        for name in names:
+            tag = re.search(rf'<(?:input|textarea)[^>]*name="{name}"[^>]*>', html)
+            assert tag and 'autocomplete="off"' in tag.group(), (url, name)

@@ -188,6 +188,9 @@ class ComposeForm(forms.Form):
         field.choices = [(str(a.pk), a.name) for a in self.forward_candidates]
         for name in ("to", "cc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-directory-search": "1"})
+        # Not remembered by the browser: a practice's computer is shared, and these name patients.
+        for name in ("subject", *PATIENT_FIELDS):
+            self.fields[name].widget.attrs["autocomplete"] = "off"
 
     # -- fields ------------------------------------------------------------------------------
 

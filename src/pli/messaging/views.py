@@ -31,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.accounts.models import Mailbox, User
+from pli.audit import services as audit
 from pli.blobs import ReadAhead
 from pli.core.sizes import limit_size
 from pli.messaging import services, uploads
@@ -235,11 +236,15 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
     source_id, mode = request.GET.get("reply_to") or request.GET.get("forward"), request.GET.get("mode", "reply")
     if request.GET.get("forward"):
         mode = "forward"
+    elif mode != "reply_all":
+        mode = "reply"
     if source_id:
         copies = services.visible_copies(user, source_id)
         if not copies:
             raise Http404
         message = copies[0].message
+        # The form shows the message (its text quoted, its patient, its attachments' names).
+        audit.record("message.read", actor=user, target=message, request=request, details={"for": mode})
         own = {m.pk for m in mailboxes}
         # As the copy in the mailbox it is answered from stands: one's own sent copy is
         # answered to its recipients, even when one's shared mailbox received it too.

@@ -65,6 +65,13 @@ class ShareForm(forms.Form):
         label=_("Allow the patient to reply with a message and files"), required=False, label_suffix=""
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Not remembered by the browser: a practice's computer is shared, and these name the
+        # patient (the birth date and contacts already say so in their widgets).
+        for name in ("patient_family_name", "patient_given_name", "patient_ins", "message"):
+            self.fields[name].widget.attrs["autocomplete"] = "off"
+
     def clean_patient_birth_date(self) -> Any:
         return validation.parse_birth_date(self.cleaned_data["patient_birth_date"])
 
