@@ -19,6 +19,9 @@ PRODUCTION = "production"
 # Secrets shorter than this, or taken from the well-known placeholders, are refused in
 # production: a guessable SECRET_KEY lets anyone forge sessions and password-reset links.
 MIN_SECRET_KEY_LENGTH = 50
+# A random key of 50 characters from any usual alphabet has far more distinct characters than
+# this; "aaaa…" or "abab…" has fewer.
+MIN_SECRET_KEY_DISTINCT = 10
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "insecure"})
 
 
@@ -116,6 +119,33 @@ def _check_public_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _check_production_email_url(url: str) -> None:
+    """Patient links and one-time codes go out by e-mail: in production they must reach a
+    mail server, and cross the network only encrypted."""
+    scheme = url.strip().partition("://")[0].lower()
+    if scheme in {"console", "file"}:
+        raise ConfigError(
+            f"PLI_EMAIL_URL {scheme}:// is for development: it writes patients' links in clear "
+            "(a log or files) and sends nothing"
+        )
+    if scheme == "smtp":
+        host = urlsplit(url.strip()).hostname or ""
+        if not _is_loopback(host):
+            raise ConfigError(
+                "PLI_EMAIL_URL smtp:// to another machine sends patients' links unencrypted: use "
+                "smtp+starttls:// or smtps://, or a relay on this machine (smtp://127.0.0.1)"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def load(environ: dict[str, str] | None = None) -> Config:
     env_vars = dict(os.environ if environ is None else environ)
     env = env_vars.get("PLI_ENV", DEVELOPMENT) or DEVELOPMENT
@@ -123,7 +153,17 @@ def load(environ: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"PLI_ENV must be 'development' or 'production', not {env!r}")
     production = env == PRODUCTION
 
-    data_dir = Path(env_vars.get("PLI_DATA_DIR") or "var").expanduser().resolve()
+    raw_data_dir = env_vars.get("PLI_DATA_DIR") or ""
+    if production:
+        # Resolved against the working directory, a relative path would let the server and
+        # the worker (started from different places) keep blobs in different folders.
+        if not raw_data_dir:
+            raise ConfigError("PLI_DATA_DIR is required in production (an absolute path, e.g. /var/lib/pli)")
+        for name in ("PLI_DATA_DIR", "PLI_KEYS_DIR"):
+            value = env_vars.get(name) or ""
+            if value and not Path(value).expanduser().is_absolute():
+                raise ConfigError(f"{name} must be an absolute path in production, not {value!r}")
+    data_dir = Path(raw_data_dir or "var").expanduser().resolve()
     _ensure_private_dir(data_dir, "PLI_DATA_DIR")
 
     database_url = env_vars.get("PLI_DATABASE_URL") or None
@@ -137,7 +177,11 @@ def load(environ: dict[str, str] | None = None) -> Config:
     if production:
         if not secret_key:
             raise ConfigError("PLI_SECRET_KEY is required in production (50+ random characters)")
-        if len(secret_key) < MIN_SECRET_KEY_LENGTH or secret_key.lower() in PLACEHOLDER_SECRETS:
+        if (
+            len(secret_key) < MIN_SECRET_KEY_LENGTH
+            or secret_key.lower() in PLACEHOLDER_SECRETS
+            or len(set(secret_key)) < MIN_SECRET_KEY_DISTINCT
+        ):
             raise ConfigError(f"PLI_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters")
         if public_url.startswith("http://"):
             raise ConfigError("PLI_PUBLIC_URL must use https:// in production")
@@ -162,12 +206,19 @@ def load(environ: dict[str, str] | None = None) -> Config:
     email_url = env_vars.get("PLI_EMAIL_URL", default_email)
     if production and not email_url:
         raise ConfigError("PLI_EMAIL_URL is required in production (smtp://host:port or smtps://…)")
+    if production:
+        _check_production_email_url(email_url)
     # Development keeps SMS as JSON files too. In production that default would leave every
     # patient without their code (and their links and codes in files): it must be chosen.
     sms_url = env_vars.get("PLI_SMS_URL") or (f"file://{data_dir / 'outbox' / 'sms'}" if not production else "")
     if production and not sms_url:
         raise ConfigError(
             "PLI_SMS_URL is required in production (twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=…)"
+        )
+    if production and sms_url.strip().lower().startswith("file:"):
+        raise ConfigError(
+            "PLI_SMS_URL file:// is for development and tests: it writes patients' links and codes "
+            "in clear files and sends nothing"
         )
 
     log_level = (env_vars.get("PLI_LOG_LEVEL") or "INFO").upper()

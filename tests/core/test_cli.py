@@ -64,7 +64,7 @@ def test_production_refuses_an_empty_keys_dir(tmp_path: Path) -> None:
         "PLI_SECRET_KEY": STRONG_SECRET,
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
-        "PLI_SMS_URL": "file:///nonexistent/sms",
+        "PLI_SMS_URL": "twilio://ACxxxxxxxx:secret@api.twilio.com?from=Pli",
         "PLI_KEYS_DIR": str(tmp_path / "keys"),
     }
     result = run_pli("keys", "status", env=env)

@@ -17,7 +17,7 @@ def prod_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "PLI_KEYS_DIR": str(tmp_path / "keys"),
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
-        "PLI_SMS_URL": "file:///nonexistent/sms",
+        "PLI_SMS_URL": "twilio://ACxxxxxxxx:secret@api.twilio.com?from=Pli",
     }
     env.update(extra)
     return env
@@ -37,6 +37,13 @@ def test_development_defaults_generate_a_private_secret_key(tmp_path: Path) -> N
 
 
 def test_production_with_everything_set_loads(tmp_path: Path) -> None:
+    for relay in (
+        "smtp://localhost:25",
+        "smtp://[::1]:25",
+        "smtp+starttls://relay.example.fr",
+        "smtps://u:p@relay.example.fr",
+    ):
+        assert load(prod_env(tmp_path, PLI_EMAIL_URL=relay)).production
     config = load(prod_env(tmp_path))
     assert config.production and config.https
     assert "127.0.0.1" not in config.allowed_hosts
@@ -53,6 +60,15 @@ def test_production_with_everything_set_loads(tmp_path: Path) -> None:
         ({"PLI_DEBUG": "1"}, "PLI_DEBUG cannot be enabled"),
         ({"PLI_EMAIL_URL": ""}, "PLI_EMAIL_URL is required"),
         ({"PLI_SMS_URL": ""}, "PLI_SMS_URL is required"),
+        ({"PLI_SECRET_KEY": "a" * 60}, "PLI_SECRET_KEY is too weak"),
+        ({"PLI_SECRET_KEY": "ab" * 30}, "PLI_SECRET_KEY is too weak"),
+        ({"PLI_DATA_DIR": ""}, "PLI_DATA_DIR is required in production"),
+        ({"PLI_DATA_DIR": "var/pli"}, "PLI_DATA_DIR must be an absolute path"),
+        ({"PLI_KEYS_DIR": "keys"}, "PLI_KEYS_DIR must be an absolute path"),
+        ({"PLI_EMAIL_URL": "console://"}, "console:// is for development"),
+        ({"PLI_EMAIL_URL": "file:///var/mail/pli"}, "file:// is for development"),
+        ({"PLI_EMAIL_URL": "smtp://relay.example.fr:25"}, "use smtp\\+starttls:// or smtps://"),
+        ({"PLI_SMS_URL": "file:///var/sms"}, "PLI_SMS_URL file:// is for development"),
     ],
 )
 def test_production_refuses_missing_or_default_secrets(tmp_path: Path, override: dict[str, str], message: str) -> None:

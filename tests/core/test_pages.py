@@ -75,7 +75,7 @@ def test_hsts_and_secure_cookies_in_production(db: None, client: Client, setting
         "PLI_MASTER_KEY": "1:" + "A" * 43 + "=",
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
-        "PLI_SMS_URL": "file:///nonexistent/sms",
+        "PLI_SMS_URL": "twilio://ACxxxxxxxx:secret@api.twilio.com?from=Pli",
         "PLI_DATA_DIR": live.DATA_DIR.as_posix() + "-prod",
         "DJANGO_SETTINGS_MODULE": "pli.settings",
         "PATH": "/usr/bin:/bin",
