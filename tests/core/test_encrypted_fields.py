@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import datetime
 import os
 from pathlib import Path
@@ -160,3 +161,37 @@ def test_purpose_key_created_in_a_rolled_back_transaction_is_not_kept(db: None) 
         doomed = keys.purpose_key("rolled-back")
         raise RuntimeError
     assert keys.purpose_key("rolled-back") != doomed
+
+
+def test_a_running_process_takes_up_a_rotation_by_another(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pli keys rotate` runs in its own process: a server that went on wrapping under the old
+    version would write data that `pli keys retire` makes unreadable."""
+    Specimen.objects.create(note="before")  # this process has loaded v1
+    from pli.crypto.keyring import add_key_version
+
+    add_key_version(settings.PLI_KEYS_DIR)  # what the other process does
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    new = Specimen.objects.create(note="after")
+    assert DataKey.objects.get(pk=new.data_key_id).key_version == 2
+
+
+def test_a_wrong_key_of_the_right_version_is_named(db: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from django.core.management.base import CommandError
+
+    Specimen.objects.create(note="x")
+    call_command("keys", "status")
+    assert "checked: v1 open their data keys" in capsys.readouterr().out
+    keys_dir = Path(settings.PLI_KEYS_DIR)
+    good = (keys_dir / "master-v1.key").read_bytes()
+    (keys_dir / "master-v1.key").write_bytes(base64.b64encode(os.urandom(32)))
+    keys.reset()
+    with pytest.raises(CommandError, match="master key v1 does not open the data keys"):
+        call_command("keys", "status")
+    assert keys.keyring_checked() is False
+    from django.test import Client
+
+    health = Client().get("/healthz")
+    assert health.status_code == 503 and health.json()["keys"] == "error"
+    (keys_dir / "master-v1.key").write_bytes(good)
+    keys.reset()
+    assert keys.keyring_checked() is True

@@ -1,8 +1,17 @@
-"""The instance's master keyring, loaded once per process from the operator's configuration."""
+"""The instance's master keyring, loaded from the operator's configuration.
+
+Keys in a directory (PLI_KEYS_DIR) are read again when the directory changes (looked at
+once a second at most): `pli keys rotate` adds a file, and every running server and worker
+wraps new data keys under the new version within a second, restarted or not. A process
+that kept wrapping under the old version would write data that `pli keys retire` then
+makes unreadable. Keys from PLI_MASTER_KEY change only with a restart.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 from django.conf import settings
 
@@ -10,6 +19,17 @@ from pli.crypto import Keyring
 
 _lock = threading.Lock()
 _keyring: Keyring | None = None
+_stamp: tuple[int, int] | None = None
+_looked_at = 0.0
+RECHECK_SECONDS = 1.0
+
+
+def _directory_stamp() -> tuple[int, int] | None:
+    try:
+        found = os.stat(settings.PLI_KEYS_DIR)
+    except OSError:
+        return None
+    return (found.st_mtime_ns, found.st_ino)
 
 
 def load_keyring() -> Keyring:
@@ -21,12 +41,82 @@ def load_keyring() -> Keyring:
 
 
 def keyring() -> Keyring:
-    global _keyring
-    if _keyring is None:
+    global _keyring, _stamp, _looked_at
+    ring = _keyring
+    if ring is not None and not settings.PLI_MASTER_KEY_ENV:
+        now = time.monotonic()
+        if now - _looked_at >= RECHECK_SECONDS:
+            _looked_at = now
+            if _directory_stamp() != _stamp:
+                ring = None
+    if ring is None:
         with _lock:
-            if _keyring is None:
+            if _keyring is None or (not settings.PLI_MASTER_KEY_ENV and _directory_stamp() != _stamp):
+                # Stamped before reading: a change while reading is seen next time.
+                stamp = None if settings.PLI_MASTER_KEY_ENV else _directory_stamp()
                 _keyring = load_keyring()
-    return _keyring
+                _stamp = stamp
+                _looked_at = time.monotonic()
+            ring = _keyring
+    return ring
+
+
+class KeyMismatch(Exception):
+    """A master key version does not open the data keys wrapped under it: a wrong key."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"master key v{version} does not open the data keys wrapped under it: the wrong key "
+            "was given for that version (a restored or copied key file, a mistyped PLI_MASTER_KEY?)"
+        )
+        self.version = version
+
+
+def check_keyring(ring: Keyring | None = None) -> list[int]:
+    """Unwrap one data key of each version the keyring holds; raise KeyMismatch for a
+    version whose key does not open them. Returns the versions checked (those in use)."""
+    from pli.core.models import DataKey
+
+    ring = ring or keyring()
+    checked = []
+    for version in ring.versions:
+        sample = DataKey.objects.filter(key_version=version).order_by().first()
+        if sample is None:
+            continue
+        try:
+            ring.unwrap_data_key(bytes(sample.wrapped), sample.context)
+        except Exception as exc:
+            raise KeyMismatch(version) from exc
+        checked.append(version)
+    return checked
+
+
+_checked: tuple[Keyring, bool] | None = None
+
+
+def keyring_checked() -> bool:
+    """check_keyring() once per keyring this process loads (the health check's view). A
+    database error propagates and is not remembered."""
+    global _checked
+    ring = keyring()
+    if _checked is None or _checked[0] is not ring:
+        try:
+            check_keyring(ring)
+            _checked = (ring, True)
+        except KeyMismatch:
+            _checked = (ring, False)
+    return _checked[1]
+
+
+def check_at_start() -> None:
+    """For `pli serve` and `pli worker`: refuse to start with a wrong master key, rather than
+    answer every read with an error. Nothing to check before the first migration."""
+    from django.db import DatabaseError
+
+    try:
+        check_keyring()
+    except DatabaseError:
+        return
 
 
 _purpose_keys: dict[str, bytes] = {}
@@ -65,7 +155,9 @@ def purpose_key(name: str) -> bytes:
 
 def reset() -> None:
     """Forget the cached keys (after rotation, and in tests)."""
-    global _keyring
+    global _keyring, _stamp, _checked
     with _lock:
         _keyring = None
+        _stamp = None
+        _checked = None
         _purpose_keys.clear()

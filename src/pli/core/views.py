@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -11,6 +13,8 @@ from django.views.decorators.http import require_GET
 
 from pli import __version__
 from pli.core import keys
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -28,12 +32,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-    except Exception:
+    except Exception as exc:
         checks["database"] = "error"
+        logger.error("health check: the database does not answer (%s)", type(exc).__name__)
     try:
+        # The keys must load, and open the data keys they wrapped (a wrong key loads fine).
+        if checks["database"] == "ok" and not keys.keyring_checked():
+            checks["keys"] = "error"
+            logger.error("health check: a master key does not open its data keys (run `pli keys status`)")
         keys.keyring()
-    except Exception:
+    except Exception as exc:
         checks["keys"] = "error"
+        logger.error("health check: the master keys do not load (%s)", type(exc).__name__)
     ok = all(value == "ok" for value in checks.values())
     return JsonResponse(
         {"status": "ok" if ok else "error", "version": __version__, **checks}, status=200 if ok else 503

@@ -23,7 +23,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="{status,rotate,rewrap,retire,generate}")
         sub.add_parser("status", help="key versions in use and how many data keys each wraps")
-        sub.add_parser("rotate", help="create a new master key version (then restart servers and workers, and rewrap)")
+        sub.add_parser(
+            "rotate", help="create a new master key version (running servers and workers take it up), then rewrap"
+        )
         sub.add_parser("rewrap", help="re-wrap every data key under the current version (data untouched)")
         retire = sub.add_parser("retire", help="delete an old master key version no data key uses any more")
         retire.add_argument("version", type=int)
@@ -57,14 +59,21 @@ class Command(BaseCommand):
         missing = set(counts) - set(ring.versions)
         if missing:
             raise CommandError(f"data keys are wrapped by missing master key version(s) {sorted(missing)}")
+        # A wrong key of the right version loads like the right one: open a data key of each.
+        try:
+            checked = keys.check_keyring(ring)
+        except keys.KeyMismatch as exc:
+            raise CommandError(str(exc)) from None
+        if checked:
+            self.stdout.write("checked: " + ", ".join(f"v{v}" for v in checked) + " open their data keys")
 
     def do_rotate(self, options: dict[str, Any]) -> None:
         self._directory_managed()
         version = add_key_version(settings.PLI_KEYS_DIR)
         keys.reset()
         self.stdout.write(
-            f"created master key v{version} in {settings.PLI_KEYS_DIR}; new objects use it. "
-            "Restart running servers, then run `pli keys rewrap` to move existing data keys."
+            f"created master key v{version} in {settings.PLI_KEYS_DIR}; new objects use it (running "
+            "servers and workers see it within a second). Then run `pli keys rewrap` to move existing data keys."
         )
 
     def do_rewrap(self, options: dict[str, Any]) -> None:

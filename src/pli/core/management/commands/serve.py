@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pli.core import keys
 
@@ -18,8 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--threads", type=int, default=4, help="threads per process")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # Fail before forking if the keys are missing or unreadable.
+        # Fail before forking if the keys are missing, unreadable or wrong.
         keys.keyring()
+        try:
+            keys.check_at_start()
+        except keys.KeyMismatch as exc:
+            raise CommandError(str(exc)) from None
         from pli.core.server import serve
 
         serve(options["host"], options["port"], options["workers"], options["threads"])

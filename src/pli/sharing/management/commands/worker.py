@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pli.core import keys
 
@@ -31,7 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--max-tasks", type=int, default=None, help="exit after this many jobs")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        keys.keyring()  # fail now, not at the first job, if the master keys are missing
+        keys.keyring()  # fail now, not at the first job, if the master keys are missing or wrong
+        try:
+            keys.check_at_start()
+        except keys.KeyMismatch as exc:
+            raise CommandError(str(exc)) from None
         from pli.messaging.tasks import schedule_cleanup
         from pli.sharing.tasks import schedule_periodic
 
