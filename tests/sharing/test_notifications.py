@@ -150,6 +150,33 @@ def test_smtp_outage_is_retried_with_back_off_then_delivered(db: None, smtp_serv
     assert notification.recipient is None and notification.text is None and notification.data_key_id is None
 
 
+@pytest.mark.parametrize(
+    ("stage", "reply", "retried"),
+    [
+        ("mail", "530 5.7.0 Authentication required", True),  # the relay's set-up: fixed later
+        ("mail", "553 5.7.1 Sender address rejected", True),
+        ("rcpt", "450 4.2.1 Mailbox busy", True),
+        ("rcpt", "550 5.1.1 No such user", False),  # this address will never take it
+    ],
+)
+def test_only_a_refusal_of_the_address_drops_an_email(
+    db: None, smtp_server: Any, stage: str, reply: str, retried: bool
+) -> None:
+    setattr(smtp_server, f"refuse_{stage}", reply)
+    share, token = make_share(doctor(), mobile=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.last_error == ("smtp:recipient_refused" if stage == "rcpt" else f"smtp:{reply[:3]}")
+    assert notification.state == ("pending" if retried else "failed")
+    if retried:
+        setattr(smtp_server, f"refuse_{stage}", None)  # the operator fixed the relay
+        make_due()
+        run_tasks()
+        notification.refresh_from_db()
+        assert notification.state == "sent"
+        assert link_token(smtp_server.wait_for(1)[0].body) == token
+
+
 def test_the_practitioner_is_never_blocked_by_a_provider_outage(db: None, settings: Any) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"

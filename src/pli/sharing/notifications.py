@@ -197,11 +197,18 @@ def _send(notification: ShareNotification) -> str:
         message.attach_alternative(notification.html, "text/html")
     try:
         message.send(fail_silently=False)
-    except smtplib.SMTPRecipientsRefused:
-        raise DeliveryFailed("smtp:recipient_refused", retryable=False) from None
-    except smtplib.SMTPResponseException as exc:
-        # 5xx is a permanent refusal of this message; 4xx is "try again later".
+    except smtplib.SMTPRecipientsRefused as exc:
+        # A 5xx for the address is final; a 4xx ("mailbox busy", greylisting) is not.
+        codes = [code for code, _text in exc.recipients.values()]
+        raise DeliveryFailed("smtp:recipient_refused", retryable=all(code < 500 for code in codes)) from None
+    except smtplib.SMTPDataError as exc:
+        # The message itself refused (5xx): sending it again would be refused again.
         raise DeliveryFailed(f"smtp:{exc.smtp_code}", retryable=exc.smtp_code < 500) from None
+    except smtplib.SMTPResponseException as exc:
+        # Refused before the message was even offered (authentication 530/535, the sender
+        # address, the greeting): the relay's set-up or Pli's, which an operator fixes. Kept
+        # and retried until the notification expires, rather than dropped for good.
+        raise DeliveryFailed(f"smtp:{exc.smtp_code}", retryable=True) from None
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryFailed(f"smtp:{type(exc).__name__}", retryable=True) from None
     return ""
