@@ -414,7 +414,10 @@ PLI_SHARE_MAX_BYTES = _env_count("PLI_SHARE_MAX_BYTES", 200 * 10**6, 1, 2**40)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "pli.core.logging.RedactFilter"}},
+    "filters": {
+        "redact": {"()": "pli.core.logging.RedactFilter"},
+        "without_traceback": {"()": "pli.core.logging.WithoutTraceback"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
@@ -423,5 +426,11 @@ LOGGING = {
     "loggers": {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "django.security.DisallowedHost": {
+            "handlers": ["console"],
+            "level": "WARNING",
+            "filters": ["without_traceback"],
+            "propagate": False,
+        },
     },
 }

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from pli.audit.models import AuditEvent
 from pli.core.logging import redact
@@ -116,3 +117,13 @@ def test_gunicorn_access_log_masks_the_token(tmp_path: Path) -> None:
     assert FAKE_TOKEN not in output
     assert "/api/v1/mailboxes/b1/messages?q=[redacted]" in output
     assert "DUPONTMARKER" not in output
+
+
+def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
+    """A load balancer probing by IP, or a scanner: expected, not an error with a traceback."""
+    from django.test import Client
+
+    with caplog.at_level("WARNING", logger="django.security.DisallowedHost"):
+        assert Client(HTTP_HOST="203.0.113.9").get("/healthz").status_code == 400
+    records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)

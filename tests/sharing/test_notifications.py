@@ -10,6 +10,7 @@ import stat
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.test import Client
@@ -99,6 +100,7 @@ def test_email_through_a_real_smtp_server_is_neutral(db: None, smtp_server: Any)
             assert secret.lower() not in part.lower()
     assert "Cabinet des Lilas" in text
     assert "/p/" in text and "jamais" in text  # how to recognise a genuine message (French)
+    assert mail.message["Message-ID"].endswith(f"@{settings.PLI_MAIL_DOMAIN}>")
     share.refresh_from_db()
     assert set(share.notifications.values_list("state", flat=True)) == {"sent"}
     assert AuditEvent.objects.filter(action="share.notification_sent", target_id=str(share.pk)).count() == 2

@@ -138,3 +138,17 @@ def test_periodic_job_sends_due_reminders(db: None) -> None:
     schedule_periodic()
     run_tasks()
     assert share.notifications.filter(kind=ShareNotification.Kind.REMINDER, state="sent").count() == 2
+
+
+def test_periodic_job_forgets_expired_sign_in_sessions(db: None) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    old, current = SessionStore(), SessionStore()
+    for store in (old, current):
+        store["_auth_user_id"] = "1"
+        store.create()
+    Session.objects.filter(session_key=old.session_key).update(expire_date=timezone.now() - DAY)
+    schedule_periodic()
+    run_tasks()
+    assert list(Session.objects.values_list("session_key", flat=True)) == [current.session_key]

@@ -61,3 +61,15 @@ class RedactFilter(logging.Filter):
             record.msg = cleaned
             record.args = None
         return True
+
+
+class WithoutTraceback(logging.Filter):
+    """For requests refused as expected (a wrong Host header, from a load balancer probing by
+    IP or a scanner): one line, not a traceback logged as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        if record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

@@ -20,6 +20,7 @@ import smtplib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email.utils import make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -191,7 +192,9 @@ def _send(notification: ShareNotification) -> str:
         subject=notification.subject or "",
         body=notification.text or "",
         to=[notification.recipient or ""],
-        headers={"Auto-Submitted": "auto-generated"},
+        # The instance's domain, not this machine's name (often "localhost"): spam filters
+        # mark down messages whose Message-ID names no real domain.
+        headers={"Auto-Submitted": "auto-generated", "Message-ID": make_msgid(domain=settings.PLI_MAIL_DOMAIN)},
     )
     if notification.html:
         message.attach_alternative(notification.html, "text/html")

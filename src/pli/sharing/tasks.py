@@ -46,6 +46,7 @@ def periodic_jobs() -> dict[str, Any]:
     try:
         result: dict[str, Any] = services.run_periodic()
         result["pruned_jobs"] = prune_finished_jobs()
+        result["expired_sessions"] = clear_expired_sessions()
         return result
     finally:
         schedule_periodic(PERIOD)
@@ -59,6 +60,15 @@ def schedule_periodic(delay: datetime.timedelta = datetime.timedelta(0)) -> bool
             return False
         periodic_jobs.using(run_after=timezone.now() + delay).enqueue()
     return True
+
+
+def clear_expired_sessions() -> int:
+    """Sign-in sessions past their expiry: the database would otherwise keep every one ever
+    opened (with its user id and, for allauth, the browser and address)."""
+    from django.contrib.sessions.models import Session
+
+    deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    return deleted
 
 
 def prune_finished_jobs(now: datetime.datetime | None = None) -> int:
