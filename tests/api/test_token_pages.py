@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.test import Client
@@ -9,7 +10,7 @@ from pli.accounts.models import User
 from pli.api import services
 from pli.api.models import ApiToken
 from pli.audit.models import AuditEvent
-from pli.testing.accounts import make_user
+from pli.testing.accounts import TEST_PASSWORD, make_user
 
 TOKEN = re.compile(r"pli_[A-Za-z0-9]{52}")
 
@@ -21,9 +22,42 @@ def user(db: None) -> User:
 
 @pytest.fixture
 def signed_in(user: User) -> Client:
+    """Signed in, and the password given again a moment ago (creating a token asks for it)."""
     client = Client()
     client.force_login(user)
+    session = client.session
+    # allauth's record of a password given again (what its reauthentication page writes).
+    session["account_authentication_methods_user"] = str(user.pk)
+    session["account_authentication_methods"] = [{"method": "password", "at": time.time(), "reauthenticated": True}]
+    session.save()
     return client
+
+
+def test_creating_a_token_asks_for_the_password_again(user: User) -> None:
+    """A session left open or stolen must not become lasting API access."""
+    client = Client()
+    client.force_login(user)
+    assert client.get("/settings/tokens/").status_code == 200  # the list needs nothing more
+    response = client.post("/settings/tokens/", {"name": "Script", "scopes": ["messages:read"]})
+    assert response.status_code == 302 and response["Location"].startswith("/account/reauthenticate/")
+    assert not ApiToken.objects.exists()
+
+
+def test_a_new_password_revokes_every_token(user: User, signed_in: Client) -> None:
+    tokens = [services.create_token(user, name)[1] for name in ("Logiciel", "Script")]
+    response = signed_in.post(
+        "/account/password/change/",
+        {
+            "oldpassword": TEST_PASSWORD,
+            "password1": "Nouveau-mot-de-passe-2026!",
+            "password2": "Nouveau-mot-de-passe-2026!",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert AuditEvent.objects.filter(action="auth.password.changed", target_id=str(user.pk)).exists()
+    assert all(services.authenticate_token(raw) is None for raw in tokens)
+    revoked = AuditEvent.objects.filter(action="api.token_revoked", details__reason="changed")
+    assert revoked.count() == 2
 
 
 def test_list_shows_tokens_without_their_secret(user: User, signed_in: Client) -> None:

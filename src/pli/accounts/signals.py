@@ -45,7 +45,14 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
 
 def on_password_event(action: str) -> Any:
     def receiver(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
-        audit.record(action, actor=user, target=user, request=_request({"request": request}))
+        from pli.api.services import revoke_all_tokens
+
+        http_request = _request({"request": request})
+        audit.record(action, actor=user, target=user, request=http_request)
+        # Changing or resetting one's password is the remedy for a stolen account: API tokens
+        # made meanwhile must not survive it.
+        if user is not None:
+            revoke_all_tokens(user, action.rsplit(".", 1)[-1], request=http_request)
 
     return receiver
 

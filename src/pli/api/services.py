@@ -70,7 +70,9 @@ def _clean_scopes(scopes: list[str] | tuple[str, ...] | None) -> list[str]:
     return [scope for scope in SCOPES if scope in scopes]
 
 
-def create_token(user: User, name: str, scopes: list[str] | tuple[str, ...] | None = None) -> tuple[ApiToken, str]:
+def create_token(
+    user: User, name: str, scopes: list[str] | tuple[str, ...] | None = None, *, request: HttpRequest | None = None
+) -> tuple[ApiToken, str]:
     """A new token for ``user``; returns it with its plaintext, which is never seen again."""
     name = name.strip()
     if not name:
@@ -99,7 +101,9 @@ def create_token(user: User, name: str, scopes: list[str] | tuple[str, ...] | No
             digest=token_digest(raw),
             scopes=clean_scopes,
         )
-        audit.record("api.token_created", actor=user, target=token, details={"scopes": " ".join(clean_scopes)})
+        audit.record(
+            "api.token_created", actor=user, target=token, request=request, details={"scopes": " ".join(clean_scopes)}
+        )
     return token, raw
 
 
@@ -113,6 +117,19 @@ def revoke_token(user: User, token_id: int, *, request: HttpRequest | None = Non
             token.save(update_fields=["revoked_at"])
             audit.record("api.token_revoked", actor=user, target=token, request=request)
     return token
+
+
+def revoke_all_tokens(user: User, reason: str, *, request: HttpRequest | None = None) -> int:
+    """Revoke every active token of ``user`` (their password changed or was reset: a token
+    made from a stolen session must not outlive the usual remedy)."""
+    with transaction.atomic():
+        tokens = list(ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True))
+        now = timezone.now()
+        for token in tokens:
+            token.revoked_at = now
+            token.save(update_fields=["revoked_at"])
+            audit.record("api.token_revoked", actor=user, target=token, request=request, details={"reason": reason})
+    return len(tokens)
 
 
 def authenticate_token(raw: str, *, request: HttpRequest | None = None) -> ApiToken | None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
+from allauth.account.decorators import reauthentication_required
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,6 +20,12 @@ from pli.api.forms import TokenForm
 from pli.api.models import ApiToken
 from pli.api.scopes import SCOPES
 
+# A token outlives the session: making one asks for the password (or second factor) again,
+# so that a session left open or stolen cannot be turned into lasting API access.
+_reauthenticated = cast(
+    Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]], reauthentication_required(allow_get=True)
+)
+
 
 def _user(request: HttpRequest) -> User:
     user = request.user
@@ -25,6 +35,7 @@ def _user(request: HttpRequest) -> User:
 
 
 @require_http_methods(["GET", "POST"])
+@_reauthenticated
 def token_list(request: HttpRequest) -> HttpResponse:
     user = _user(request)
     form = TokenForm(request.POST if request.method == "POST" else None)
@@ -32,7 +43,9 @@ def token_list(request: HttpRequest) -> HttpResponse:
     plaintext = ""
     if request.method == "POST" and form.is_valid():
         try:
-            created, plaintext = services.create_token(user, form.cleaned_data["name"], form.cleaned_data["scopes"])
+            created, plaintext = services.create_token(
+                user, form.cleaned_data["name"], form.cleaned_data["scopes"], request=request
+            )
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
