@@ -12,6 +12,7 @@ from django.core.files.uploadhandler import FileUploadHandler
 from django.test import Client
 
 from pli.accounts.models import Mailbox, User
+from pli.audit.models import AuditEvent
 from pli.api.services import create_token
 from pli.sharing.models import PatientShare, ShareDocument, Status
 from pli.sharing.services import open_document_blob
@@ -119,6 +120,8 @@ def test_list_detail_and_actions(db: None) -> None:
     run_tasks()
     listing = client.get("/shares/").content.decode()
     assert "DURAND" in listing and 'data-status="sent"' in listing
+    # The list names patients: it is a recorded read.
+    assert AuditEvent.objects.filter(action="share.list", actor_id=str(user.pk), details__count=1).exists()
     Patient(token).sign_in()
     assert 'data-status="opened"' in client.get(f"/shares/{share.pk}").content.decode()
     assert client.post(f"/shares/{share.pk}/revoke").status_code == 303

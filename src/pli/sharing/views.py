@@ -63,6 +63,14 @@ def share_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     rows = [(share, share.effective_status(now)) for share in page.object_list]
+    # The list names the patients: a read, recorded like a mailbox's folder list.
+    audit.record(
+        "share.list",
+        actor=_user(request),
+        target=_user(request),
+        request=request,
+        details={"page": page.number, "count": len(rows)},
+    )
     return render(request, "sharing/list.html", {"page": page, "rows": rows})
 
 
