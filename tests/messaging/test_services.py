@@ -340,6 +340,41 @@ def test_cleanup_command(trio: tuple[User, User, User]) -> None:
         call_command("messaging", "cleanup-blobs", "--older-than", "60")
 
 
+def test_cleanup_refuses_a_data_dir_bound_to_another_database(trio: tuple[User, User, User], caplog: Any) -> None:
+    """Against another database (a freshly migrated one, staging, a restore in progress),
+    every blob would look orphaned: the clean-up would delete every document for good."""
+    from pli.core import instance
+    from pli.messaging import tasks
+    from pli.sharing import services as sharing_services
+    from pli.sharing.uploads import share_blob_store
+
+    store = blob_store()
+    store.put("f" * 32, [b"orphan"], os.urandom(32), b"aad")
+    _age("f" * 32, 4000)
+    share_store = share_blob_store()
+    share_store.put("9" * 32, [b"orphan"], os.urandom(32), b"aad")
+    os.utime(share_store.path_for("9" * 32), (time.time() - 7200, time.time() - 7200))
+    instance.check_blob_dir()  # binds the data dir to this database
+    marker = instance.marker_path()
+    bound = marker.read_text()
+    assert bound.strip() == instance.database_instance_id()
+    marker.write_text("00000000-0000-4000-8000-000000000000\n")  # another instance's data dir
+    try:
+        with pytest.raises(CommandError, match="belong to different Pli instances"):
+            call_command("messaging", "cleanup-blobs")
+        assert tasks.cleanup_orphan_blobs.call(reschedule=False) == {"refused": 1}
+        assert sharing_services.cleanup()["orphans"] == 0
+        with pytest.raises(CommandError, match="belong to different Pli instances"):
+            call_command("serve", "--port", "1")
+        assert store.path_for("f" * 32).exists() and share_store.path_for("9" * 32).exists()
+        assert "blob cleanup refused" in caplog.text
+        marker.unlink()  # the operator confirms the pairing: bound again at the next run
+        assert services.cleanup_orphan_blobs().orphans == 1
+        assert marker.read_text() == bound
+    finally:
+        marker.write_text(bound)
+
+
 def test_cleanup_task_runs_and_reschedules(trio: tuple[User, User, User]) -> None:
     from pli.messaging import tasks
 

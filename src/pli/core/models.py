@@ -79,3 +79,17 @@ class PurposeKey(models.Model):
 
     def __str__(self) -> str:
         return f"purpose key {self.name}"
+
+
+class InstanceId(models.Model):
+    """One row: this database's instance id, which ``PLI_BLOB_DIR/instance`` repeats
+    (pli.core.instance). Made by the migration that created the table."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    value = models.UUIDField(default=uuid.uuid4)
+
+    class Meta:
+        db_table = "pli_instance_id"
+
+    def __str__(self) -> str:
+        return f"instance {self.value}"

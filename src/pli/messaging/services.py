@@ -29,6 +29,7 @@ from pli.accounts import services as accounts_services
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
+from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
@@ -844,6 +845,8 @@ def cleanup_orphan_blobs(older_than: float | None = None) -> CleanupResult:
     is never taken; the modification time is checked again just before removal.
     """
     age = orphan_blob_age() if older_than is None else older_than
+    # Against another database, every blob would look orphaned (raises DataDirMismatch).
+    instance.check_blob_dir()
     store = blob_store()
     limit = time.time() - age
 

@@ -19,11 +19,17 @@ _scheduled_in_this_process = threading.Event()
 @task()
 def cleanup_orphan_blobs(reschedule: bool = True) -> dict[str, int]:
     """Remove blobs of aborted sends, then plan the next run (every hour while a worker runs)."""
+    from pli.core.instance import DataDirMismatch
     from pli.messaging import services
 
-    result = services.cleanup_orphan_blobs()
-    if reschedule:
-        schedule_cleanup()
+    try:
+        result = services.cleanup_orphan_blobs()
+    except DataDirMismatch as exc:
+        logger.error("blob cleanup refused: %s", exc)
+        return {"refused": 1}
+    finally:
+        if reschedule:
+            schedule_cleanup()
     return {"orphans": result.orphans, "temporary": result.temporary}
 
 

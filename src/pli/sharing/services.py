@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ from django.utils import timezone
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobStore, ReadAhead
+from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
@@ -67,6 +69,8 @@ MAX_EXPIRY_DAYS = 90
 PURGE_AFTER_END = datetime.timedelta(days=30)
 # The audit actor of the patient's steps (who has no account).
 PATIENT = ("patient", "")
+
+logger = logging.getLogger(__name__)
 
 
 class ShareError(Exception):
@@ -1055,6 +1059,12 @@ def _remove_orphan_blobs(now: datetime.datetime) -> int:
     an hour are considered, far beyond any request that could still commit one."""
     import time
 
+    try:
+        # Against another database, every blob would look orphaned.
+        instance.check_blob_dir()
+    except instance.DataDirMismatch as exc:
+        logger.error("blob cleanup refused: %s", exc)
+        return 0
     store = share_blob_store()
     store.cleanup_temp(ORPHAN_AGE_SECONDS)
     limit = time.time() - ORPHAN_AGE_SECONDS

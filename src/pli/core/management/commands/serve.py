@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pli.core import keys
+from pli.core import instance, keys
 
 
 class Command(BaseCommand):
@@ -22,7 +22,8 @@ class Command(BaseCommand):
         keys.keyring()
         try:
             keys.check_at_start()
-        except keys.KeyMismatch as exc:
+            instance.check_at_start()
+        except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
         from pli.core.server import serve
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pli.core.instance import DataDirMismatch
 from pli.messaging import services, tasks
 
 
@@ -33,7 +34,10 @@ class Command(BaseCommand):
                 f"--older-than must be at least {int(services.orphan_blob_age())} seconds: "
                 "a younger blob may belong to a send still in progress"
             )
-        result = services.cleanup_orphan_blobs(older_than)
+        try:
+            result = services.cleanup_orphan_blobs(older_than)
+        except DataDirMismatch as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(f"removed {result.orphans} orphan blobs and {result.temporary} temporary files")
         if options.get("schedule"):
             added = tasks.schedule_cleanup()

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pli.core import keys
+from pli.core import instance, keys
 
 
 class Command(BaseCommand):
@@ -34,7 +34,8 @@ class Command(BaseCommand):
         keys.keyring()  # fail now, not at the first job, if the master keys are missing or wrong
         try:
             keys.check_at_start()
-        except keys.KeyMismatch as exc:
+            instance.check_at_start()
+        except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
         from pli.messaging.tasks import schedule_cleanup
         from pli.sharing.tasks import schedule_periodic

@@ -1,0 +1,103 @@
+"""Which database the encrypted blobs belong to.
+
+Clean-up jobs delete the blobs that no row of the database references. Pointed at another
+database (a freshly migrated one, staging, a restore in progress) they would delete every
+document of the data dir, for good. So the database holds an instance id (a row made by its
+first migration) and ``PLI_BLOB_DIR/instance`` holds the same id; a clean-up, `pli serve`
+and `pli worker` refuse to go on when the two differ.
+
+The file is written the first time the two meet (a new instance, or the first start after
+the upgrade that brought this check). After restoring a database backup older than that
+upgrade, the ids differ although the pairing is right: deleting the file binds the data
+dir to the database again.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+
+from pli.blobs.store import fsync_dir, make_dirs
+
+MARKER_NAME = "instance"
+
+
+class DataDirMismatch(Exception):
+    def __init__(self, marker: Path, expected: str, found: str) -> None:
+        super().__init__(
+            f"the database and {marker.parent} belong to different Pli instances (database "
+            f"{expected}, data dir {found}): refusing to touch the blobs. Check PLI_DATABASE_URL "
+            f"and PLI_DATA_DIR. If this pairing is right (after restoring an older database "
+            f"backup), delete {marker} and start again."
+        )
+
+
+def marker_path() -> Path:
+    return Path(settings.PLI_BLOB_DIR) / MARKER_NAME
+
+
+def database_instance_id() -> str:
+    from pli.core.models import InstanceId
+
+    row = InstanceId.objects.filter(pk=1).first()
+    if row is None:
+        # The row comes with the migrations; it is missing only from a database whose tables
+        # were emptied by hand or by a test's flush. Adopt the data dir's id, or make one.
+        found = _read(marker_path())
+        row, _ = InstanceId.objects.get_or_create(pk=1, defaults={"value": uuid.UUID(found) if found else uuid.uuid4()})
+    return str(row.value)
+
+
+def check_blob_dir() -> None:
+    """Raise DataDirMismatch unless the blob dir belongs to this database; bind a blob dir
+    that carries no id yet."""
+    expected = database_instance_id()
+    marker = marker_path()
+    found = _read(marker)
+    if found is None:
+        _write(marker, expected)
+        found = _read(marker)  # another process may have bound it first
+    if found != expected:
+        raise DataDirMismatch(marker, expected, found or "none")
+
+
+def _read(marker: Path) -> str | None:
+    try:
+        text = marker.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return "unreadable"
+    return text or None
+
+
+def _write(marker: Path, value: str) -> None:
+    make_dirs(marker.parent)
+    temporary = marker.with_name(f".{MARKER_NAME}.{uuid.uuid4().hex}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, f"{value}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        # Never replace an id another process wrote meanwhile.
+        os.link(temporary, marker)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
+    fsync_dir(marker.parent)
+
+
+def check_at_start() -> None:
+    """For `pli serve` and `pli worker`; nothing to check before the first migration."""
+    from django.db import DatabaseError
+
+    try:
+        check_blob_dir()
+    except DatabaseError:
+        return
