@@ -12,8 +12,8 @@ from django.core.files.uploadhandler import FileUploadHandler
 from django.test import Client
 
 from pli.accounts.models import Mailbox, User
-from pli.audit.models import AuditEvent
 from pli.api.services import create_token
+from pli.audit.models import AuditEvent
 from pli.sharing.models import PatientShare, ShareDocument, Status
 from pli.sharing.services import open_document_blob
 from pli.sharing.uploads import share_blob_store
