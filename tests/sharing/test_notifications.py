@@ -152,6 +152,12 @@ def test_smtp_outage_is_retried_with_back_off_then_delivered(db: None, smtp_serv
     assert notification.recipient is None and notification.text is None and notification.data_key_id is None
 
 
+def web_client_for(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 @pytest.mark.parametrize(
     ("stage", "reply", "retried"),
     [
@@ -170,6 +176,11 @@ def test_only_a_refusal_of_the_address_drops_an_email(
     notification = share.notifications.get()
     assert notification.last_error == ("smtp:recipient_refused" if stage == "rcpt" else f"smtp:{reply[:3]}")
     assert notification.state == ("pending" if retried else "failed")
+    # The practitioner sees whether the patient was told at all.
+    page = web_client_for(share.created_by)
+    listing = page.get("/shares/").content.decode()
+    detail = page.get(f"/shares/{share.pk}").content.decode()
+    assert ("share-undelivered" in listing) is (not retried) and ("share-undelivered" in detail) is (not retried)
     if retried:
         setattr(smtp_server, f"refuse_{stage}", None)  # the operator fixed the relay
         make_due()

@@ -16,7 +16,7 @@ import datetime
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -720,6 +720,22 @@ def record_document_access(
             details={"document": str(document.pk)},
         )
     return document
+
+
+def undelivered(share_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The shares whose link reached the patient by no channel: every link notification
+    failed for good. Their status still says "sent" (the link exists); the practitioner
+    must be told that the patient does not know about it."""
+    states: dict[uuid.UUID, set[str]] = {}
+    rows = ShareNotification.objects.filter(
+        share_id__in=list(share_ids), kind__in=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER]
+    ).values_list("share_id", "state")
+    for share_id, state in rows:
+        states.setdefault(share_id, set()).add(state)
+    alive = {ShareNotification.State.SENT, ShareNotification.State.PENDING}
+    return {
+        share_id for share_id, seen in states.items() if ShareNotification.State.FAILED in seen and not seen & alive
+    }
 
 
 def _document(share: PatientShare, document_id: uuid.UUID) -> ShareDocument | None:
