@@ -63,6 +63,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A session ends PLI_SESSION_MAX_HOURS after sign-in, however active (before the
+    # login check below, which then sends the person to sign in again).
+    "pli.accounts.middleware.SessionLifetimeMiddleware",
     # Secure by default: every view needs a logged-in user unless it is decorated with
     # @login_not_required (the named public list is in pli.core.public).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
@@ -175,6 +178,12 @@ except ValueError:
     raise ImproperlyConfigured(
         "PLI_SESSION_IDLE_MINUTES must be a whole number of minutes between 1 and 1440"
     ) from None
+try:
+    PLI_SESSION_MAX_HOURS = int(os.environ.get("PLI_SESSION_MAX_HOURS") or 12)
+    if not 1 <= PLI_SESSION_MAX_HOURS <= 7 * 24:
+        raise ValueError
+except ValueError:
+    raise ImproperlyConfigured("PLI_SESSION_MAX_HOURS must be a whole number of hours between 1 and 168") from None
 SESSION_COOKIE_AGE = PLI_SESSION_IDLE_MINUTES * 60
 SESSION_SAVE_EVERY_REQUEST = True  # 30 minutes *idle*, not 30 minutes after login
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True

@@ -326,6 +326,25 @@ def test_sessions_expire_after_thirty_idle_minutes(organisation: Organisation, c
     assert client.get("/account/")["Location"].startswith("/login/")
 
 
+def test_a_session_ends_twelve_hours_after_sign_in_however_active(
+    organisation: Organisation, client: Client, settings: Any
+) -> None:
+    assert settings.PLI_SESSION_MAX_HOURS == 12
+    user = make_user(organisation, email="doc@example.org")
+    sign_in(client, "doc@example.org", code=totp_code())
+    assert client.get("/account/").status_code == 200
+    session = client.session
+    session["pli_signed_in_at"] -= 11 * 3600  # used all day: still open
+    session.save()
+    assert client.get("/account/").status_code == 200
+    session = client.session
+    session["pli_signed_in_at"] -= 3600 + 60
+    session.save()
+    assert client.get("/account/")["Location"].startswith("/login/")
+    assert "auth.session_expired" in _actions(user)
+    assert client.get("/account/")["Location"].startswith("/login/")  # signed out for good
+
+
 def test_logout_ends_the_session(organisation: Organisation, client: Client) -> None:
     user = make_user(organisation, email="doc@example.org")
     sign_in(client, "doc@example.org", code=totp_code())

@@ -3,13 +3,17 @@ let them enrol one (or sign out)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.urls import reverse
 
 from pli.accounts.adapter import has_second_factor
+from pli.audit import services as audit
 
 # URL names reachable before enrolment. Recovery-code pages come right after the first
 # factor is added; reauthentication is what allauth asks before adding one.
@@ -52,3 +56,33 @@ class SecondFactorRequiredMiddleware:
         if has_second_factor(user):
             return None
         return HttpResponseRedirect(reverse("mfa_index"))
+
+
+SIGNED_IN_AT = "pli_signed_in_at"
+
+
+class SessionLifetimeMiddleware:
+    """End a session PLI_SESSION_MAX_HOURS after its sign-in. The idle timeout alone let a
+    session that is used now and then (a stolen cookie, say) last for ever."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            now = int(time.time())
+            started = request.session.get(SIGNED_IN_AT)
+            if not isinstance(started, int):
+                # Signed in before this check existed: counted from now.
+                request.session[SIGNED_IN_AT] = now
+            elif now - started > settings.PLI_SESSION_MAX_HOURS * 3600:
+                logout(request)
+                audit.record("auth.session_expired", actor=user, target=user, request=request)
+        return self.get_response(request)
+
+
+def record_sign_in(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """user_logged_in receiver: the start of the session's lifetime."""
+    if request is not None and hasattr(request, "session"):
+        request.session[SIGNED_IN_AT] = int(time.time())

@@ -119,7 +119,10 @@ def on_second_factor_failed(
 
 
 def connect() -> None:
+    from pli.accounts.middleware import record_sign_in
+
     auth_signals.user_logged_in.connect(on_logged_in, dispatch_uid="pli.audit.login")
+    auth_signals.user_logged_in.connect(record_sign_in, dispatch_uid="pli.session.signed_in_at")
     auth_signals.user_logged_out.connect(on_logged_out, dispatch_uid="pli.audit.logout")
     auth_signals.user_login_failed.connect(on_login_failed, dispatch_uid="pli.audit.login_failed")
     account_signals.password_changed.connect(
