@@ -115,12 +115,13 @@ def test_serve_answers_healthz_with_a_production_server(tmp_path: Path) -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise
                 time.sleep(0.2)
-        assert body["status"] == "ok"
+        assert body["status"] == "ok" and body["mode"] == "development"
         assert headers["X-Frame-Options"] == "DENY"
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0].decode()
     assert "Booting worker" in output or "Listening at" in output
+    assert "development mode" in output
     # The development key and database were created in the data dir, privately.
     assert (tmp_path / "keys" / "master-v1.key").stat().st_mode & 0o077 == 0
     assert (tmp_path / "pli.sqlite3").exists()

@@ -20,6 +20,12 @@ def test_healthz_is_public_and_reports_ready(db: None, client: Client) -> None:
     assert body["status"] == "ok"
     assert body["database"] == "ok" and body["keys"] == "ok"
     assert response["Cache-Control"] == "no-store"
+    assert body["mode"] == "development"  # a monitor sees an instance started without PLI_ENV
+
+
+def test_healthz_says_nothing_of_the_mode_in_production(db: None, client: Client, settings: Any) -> None:
+    settings.PLI_ENV = "production"
+    assert "mode" not in json.loads(client.get("/healthz").content)
 
 
 def test_pages_require_login_by_default(db: None, client: Client) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -45,9 +46,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["keys"] = "error"
         logger.error("health check: the master keys do not load (%s)", type(exc).__name__)
     ok = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ok else "error", "version": __version__, **checks}, status=200 if ok else 503
-    )
+    body: dict[str, str] = {"status": "ok" if ok else "error", "version": __version__, **checks}
+    if settings.PLI_ENV != "production":
+        # So that a monitor notices an instance started without PLI_ENV=production.
+        body["mode"] = settings.PLI_ENV
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 def _error(request: HttpRequest, template: str, status: int) -> HttpResponse:

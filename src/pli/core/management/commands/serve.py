@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pli.core import instance, keys
@@ -26,5 +27,12 @@ class Command(BaseCommand):
         except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
         from pli.core.server import serve
+
+        if settings.PLI_ENV == "development":
+            # A service unit that forgot PLI_ENV=production runs without HSTS or secure
+            # cookies, with generated secrets and a page showing captured e-mails and SMS.
+            self.stderr.write(
+                "pli: development mode (PLI_ENV is not 'production'): for trying Pli out, never for real data"
+            )
 
         serve(options["host"], options["port"], options["workers"], options["threads"])
