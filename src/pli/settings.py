@@ -51,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "pli.core.middleware.RequestIdMiddleware",
     "pli.core.middleware.ClientTimeoutMiddleware",
     "pli.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -426,10 +427,11 @@ LOGGING = {
     "filters": {
         "redact": {"()": "pli.core.logging.RedactFilter"},
         "without_traceback": {"()": "pli.core.logging.WithoutTraceback"},
+        "request_id": {"()": "pli.core.logging.RequestIdFilter"},
     },
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact", "request_id"]},
     },
     "root": {"handlers": ["console"], "level": PLI.log_level},
     "loggers": {

@@ -5,6 +5,7 @@ values of query parameters that can hold health data (a search's words)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def test_gunicorn_access_log_masks_the_token(tmp_path: Path) -> None:
     assert FAKE_TOKEN not in output
     assert "/api/v1/mailboxes/b1/messages?q=[redacted]" in output
     assert "DUPONTMARKER" not in output
+    # Each access line carries the request's id, which the response gives back too.
+    assert re.search(r'/healthz HTTP/1\.1" 200 .* rid=[0-9a-f]{16}$', output, re.MULTILINE)
 
 
 def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
@@ -127,3 +130,24 @@ def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
         assert Client(HTTP_HOST="203.0.113.9").get("/healthz").status_code == 400
     records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)
+
+
+def test_a_request_id_joins_the_response_and_the_log_lines(db: None, caplog: Any, settings: Any) -> None:
+    from django.test import Client
+
+    from pli.core.logging import RequestIdFilter
+
+    handler_filter = RequestIdFilter()
+    caplog.handler.addFilter(handler_filter)
+    with caplog.at_level("WARNING", logger="django.security.DisallowedHost"):
+        response = Client(HTTP_HOST="203.0.113.9").get("/healthz")
+    rid = response["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", rid)
+    assert [r.request_id for r in caplog.records if r.name == "django.security.DisallowedHost"] == [rid]
+    # An id from the trusted reverse proxy is kept; from anyone else, replaced. (Each new
+    # client builds the middleware again, which reads the setting.)
+    settings.PLI_TRUSTED_PROXIES = ("127.0.0.1",)
+    proxied = Client(REMOTE_ADDR="127.0.0.1", HTTP_X_REQUEST_ID="nginx-req-0042").get("/healthz")
+    assert proxied["X-Request-Id"] == "nginx-req-0042"
+    forged = Client(REMOTE_ADDR="198.51.100.7", HTTP_X_REQUEST_ID="nginx-req-0042").get("/healthz")
+    assert forged["X-Request-Id"] != "nginx-req-0042"

@@ -3,6 +3,7 @@ that may carry health data, never reach a log line."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 from urllib.parse import unquote
@@ -72,4 +73,14 @@ class WithoutTraceback(logging.Filter):
         record.exc_text = None
         if record.levelno > logging.WARNING:
             record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# The id of the request being handled on this thread, for log lines ("-" outside requests).
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("pli_request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
         return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
+import uuid
 from collections.abc import Callable
 
 from django.conf import settings
@@ -12,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostE
 from django.utils.translation import gettext as _
 
 from pli.core import charsets
+from pli.core.logging import request_id_var
 
 # Nothing in Pli needs these browser features; denying them shrinks what injected content
 # could do.
@@ -19,6 +22,40 @@ PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
     "microphone=(), payment=(), usb=(), interest-cohort=()"
 )
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+class RequestIdMiddleware:
+    """One id per request, in the response's X-Request-Id (the access log writes it) and in
+    every application log line written meanwhile, so that an error is found beside its
+    request. A well-formed id set by the operator's reverse proxy (from a trusted address,
+    PLI_TRUSTED_PROXIES) is kept, so that its logs match too."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.PLI_TRUSTED_PROXIES]
+
+    def _from_proxy(self, request: HttpRequest) -> str | None:
+        given = request.META.get("HTTP_X_REQUEST_ID", "")
+        if not given or not _REQUEST_ID.fullmatch(given):
+            return None
+        try:
+            peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return None
+        return given if any(peer in network for network in self.proxies) else None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request_id = self._from_proxy(request) or uuid.uuid4().hex[:16]
+        token = request_id_var.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response.headers["X-Request-Id"] = request_id
+        return response
 
 
 class SecurityHeadersMiddleware:

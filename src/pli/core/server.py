@@ -129,6 +129,9 @@ def serve(host: str, port: int, workers: int | None = None, threads: int = 4) ->
             "preload_app": True,
             "when_ready": limit_client_waits,
             "accesslog": "-",
+            # gunicorn's usual line, then the request id (X-Request-Id) that the
+            # application's log lines of the same request carry.
+            "access_log_format": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" rid=%({x-request-id}o)s',
             "errorlog": "-",
             "logger_class": "pli.core.server.RedactingLogger",
             # Large attachments stream through; the timeout guards a stuck worker, not a slow upload.
