@@ -158,3 +158,32 @@ def test_the_served_application_is_frozen_out_of_the_collectors_full_passes(tmp_
     assert (before, loaded) == ("0", "True")
     # Django's and Pli's modules, classes and URL patterns: tens of thousands of objects.
     assert int(frozen) > 20_000
+
+
+def test_serve_hands_no_database_connection_to_its_workers(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up checks query the database; gunicorn forks the workers after them."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    from pli.core import server
+
+    seen: list[bool] = []
+    monkeypatch.setattr(server, "serve", lambda *a, **k: seen.append(any(c.connection for c in connections.all())))
+    call_command("serve", "--port", "1")
+    assert seen == [False]
+    # And it refuses a data dir bound to another database, before serving anything.
+    from django.core.management import CommandError
+
+    from pli.core import instance
+
+    marker = instance.marker_path()
+    bound = marker.read_text()
+    marker.write_text("00000000-0000-4000-8000-000000000000\n")
+    try:
+        with pytest.raises(CommandError, match="belong to different Pli instances"):
+            call_command("serve", "--port", "1")
+    finally:
+        marker.write_text(bound)
+    assert seen == [False]

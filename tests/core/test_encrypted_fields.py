@@ -195,3 +195,22 @@ def test_a_wrong_key_of_the_right_version_is_named(db: None, capsys: pytest.Capt
     (keys_dir / "master-v1.key").write_bytes(good)
     keys.reset()
     assert keys.keyring_checked() is True
+
+
+def test_a_key_file_being_written_does_not_break_running_processes(
+    db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator writes master-v2.key, then makes it private: meanwhile, requests go on."""
+    Specimen.objects.create(note="before")
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    new_key = Path(settings.PLI_KEYS_DIR) / "master-v2.key"
+    new_key.write_bytes(base64.b64encode(os.urandom(32)))
+    new_key.chmod(0o644)  # refused by the keyring: readable by others
+    with caplog.at_level("ERROR", logger="pli.core.keys"):
+        made = Specimen.objects.create(note="while the file is open to others")
+    assert DataKey.objects.get(pk=made.data_key_id).key_version == 1
+    assert "not re-read" in caplog.text
+    new_key.chmod(0o600)  # the directory's mtime does not change; the file's ctime does
+    after = Specimen.objects.create(note="after")
+    assert DataKey.objects.get(pk=after.data_key_id).key_version == 2
+    assert Specimen.objects.get(pk=made.pk).note == "while the file is open to others"

@@ -364,11 +364,13 @@ def test_cleanup_refuses_a_data_dir_bound_to_another_database(trio: tuple[User, 
             call_command("messaging", "cleanup-blobs")
         assert tasks.cleanup_orphan_blobs.call(reschedule=False) == {"refused": 1}
         assert sharing_services.cleanup()["orphans"] == 0
-        with pytest.raises(CommandError, match="belong to different Pli instances"):
-            call_command("serve", "--port", "1")
         assert store.path_for("f" * 32).exists() and share_store.path_for("9" * 32).exists()
         assert "blob cleanup refused" in caplog.text
-        marker.unlink()  # the operator confirms the pairing: bound again at the next run
+        marker.unlink()
+        marker.mkdir()  # unreadable as a file (as one written by root is to the service user)
+        with pytest.raises(CommandError, match=r"cannot read .*instance"):
+            call_command("messaging", "cleanup-blobs")
+        marker.rmdir()  # the operator confirms the pairing: bound again at the next run
         assert services.cleanup_orphan_blobs().orphans == 1
         assert marker.read_text() == bound
     finally:

@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pli.audit.models import AuditEvent
 from pli.core.logging import redact
 from sharing.helpers import Patient, make_share
@@ -41,6 +43,8 @@ def test_query_values_are_masked_unless_known_to_be_harmless() -> None:
         "/messages/b1/search/?sender=[redacted]&date_from=[redacted]"
     )
     assert redact("/messages/m/1/?mailbox=2") == "/messages/m/1/?mailbox=2"
+    # A sign-in page's next= holds a whole URL, its words included.
+    assert "DUPONTEL" not in redact("/login/?next=/messages/b1/search/%3Fq%3DDUPONTEL%2BJean")
     # Spelled so that only the decoded path shows the parameter, beside a token.
     assert "Dupont" not in redact(f"/p/{FAKE_TOKEN}%3Fq%3DDupont")
 
@@ -60,7 +64,7 @@ def test_the_token_is_masked_however_the_path_is_spelled() -> None:
     # What is not a token stays readable.
     uuid_path = "/api/v1/messages/7f1f0c4e-2b4a-4a39-8d8e-3f2b9c1f0a11"
     assert redact(uuid_path) == uuid_path
-    assert redact("/directory/r%C3%A9sultats?next=%2Fmessages%2F") == "/directory/r%C3%A9sultats?next=%2Fmessages%2F"
+    assert redact("/directory/r%C3%A9sultats?cursor=%2Fx%2F") == "/directory/r%C3%A9sultats?cursor=%2Fx%2F"
 
 
 def test_the_audit_trail_never_holds_the_token(db: None) -> None:
@@ -144,6 +148,15 @@ def test_a_request_id_joins_the_response_and_the_log_lines(db: None, caplog: Any
     rid = response["X-Request-Id"]
     assert re.fullmatch(r"[0-9a-f]{16}", rid)
     assert [r.request_id for r in caplog.records if r.name == "django.security.DisallowedHost"] == [rid]
+    # Django's own line for an error response is written after the middleware returned.
+    from pli.core import keys
+
+    with caplog.at_level("ERROR", logger="django.request"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "keyring_checked", lambda: False)
+        failed = Client().get("/healthz")
+    assert failed.status_code == 503
+    lines = [r for r in caplog.records if r.name == "django.request"]
+    assert lines and all(r.request_id == failed["X-Request-Id"] for r in lines)
     # An id from the trusted reverse proxy is kept; from anyone else, replaced. (Each new
     # client builds the middleware again, which reads the setting.)
     settings.PLI_TRUSTED_PROXIES = ("127.0.0.1",)

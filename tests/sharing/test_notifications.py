@@ -165,6 +165,10 @@ def web_client_for(user: Any) -> Client:
         ("mail", "553 5.7.1 Sender address rejected", True),
         ("rcpt", "450 4.2.1 Mailbox busy", True),
         ("rcpt", "550 5.1.1 No such user", False),  # this address will never take it
+        ("rcpt", "552 5.2.2 Mailbox full", False),
+        ("rcpt", "553 Mailbox name not allowed", False),
+        ("rcpt", "554 5.7.1 <x@example.org>: Relay access denied", True),  # the relay's set-up
+        ("rcpt", "550 5.7.1 Client does not have permissions to send as this sender", True),
     ],
 )
 def test_only_a_refusal_of_the_address_drops_an_email(

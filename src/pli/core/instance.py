@@ -26,12 +26,23 @@ MARKER_NAME = "instance"
 
 
 class DataDirMismatch(Exception):
-    def __init__(self, marker: Path, expected: str, found: str) -> None:
-        super().__init__(
+    """The blob directory is not this database's, or cannot be told to be."""
+
+    @classmethod
+    def other_instance(cls, marker: Path, expected: str, found: str) -> DataDirMismatch:
+        return cls(
             f"the database and {marker.parent} belong to different Pli instances (database "
             f"{expected}, data dir {found}): refusing to touch the blobs. Check PLI_DATABASE_URL "
             f"and PLI_DATA_DIR. If this pairing is right (after restoring an older database "
             f"backup), delete {marker} and start again."
+        )
+
+    @classmethod
+    def unreadable(cls, marker: Path, exc: Exception) -> DataDirMismatch:
+        # Written by another user (a command run as root, say): say so, not "mismatch".
+        return cls(
+            f"cannot read {marker} ({type(exc).__name__}: {exc}): it must belong to the user "
+            "Pli runs as, like the rest of PLI_DATA_DIR; refusing to touch the blobs"
         )
 
 
@@ -47,7 +58,11 @@ def database_instance_id() -> str:
         # The row comes with the migrations; it is missing only from a database whose tables
         # were emptied by hand or by a test's flush. Adopt the data dir's id, or make one.
         found = _read(marker_path())
-        row, _ = InstanceId.objects.get_or_create(pk=1, defaults={"value": uuid.UUID(found) if found else uuid.uuid4()})
+        try:
+            value = uuid.UUID(found) if found else uuid.uuid4()
+        except ValueError:
+            value = uuid.uuid4()  # then check_blob_dir() reports the mismatch
+        row, _ = InstanceId.objects.get_or_create(pk=1, defaults={"value": value})
     return str(row.value)
 
 
@@ -61,7 +76,7 @@ def check_blob_dir() -> None:
         _write(marker, expected)
         found = _read(marker)  # another process may have bound it first
     if found != expected:
-        raise DataDirMismatch(marker, expected, found or "none")
+        raise DataDirMismatch.other_instance(marker, expected, found or "none")
 
 
 def _read(marker: Path) -> str | None:
@@ -69,8 +84,8 @@ def _read(marker: Path) -> str | None:
         text = marker.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError):
-        return "unreadable"
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataDirMismatch.unreadable(marker, exc) from None
     return text or None
 
 

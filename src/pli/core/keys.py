@@ -9,6 +9,7 @@ makes unreadable. Keys from PLI_MASTER_KEY change only with a restart.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,19 +18,32 @@ from django.conf import settings
 
 from pli.crypto import Keyring
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _keyring: Keyring | None = None
-_stamp: tuple[int, int] | None = None
+_stamp: object = None
 _looked_at = 0.0
 RECHECK_SECONDS = 1.0
 
 
-def _directory_stamp() -> tuple[int, int] | None:
+_Stamp = tuple[tuple[str, int, int, int, int], ...]
+
+
+def _directory_stamp() -> _Stamp | None:
+    """What the keys directory holds, as far as a change matters: the directory itself, and
+    each file's name, inode, size, and modification and change times (a key copied over an
+    old one, or its permissions fixed, changes these but not the directory's)."""
+    directory = settings.PLI_KEYS_DIR
     try:
-        found = os.stat(settings.PLI_KEYS_DIR)
+        found = os.stat(directory)
+        entries = [(".", found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)]
+        with os.scandir(directory) as listing:
+            for entry in listing:
+                info = entry.stat(follow_symlinks=True)
+                entries.append((entry.name, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns))
     except OSError:
         return None
-    return (found.st_mtime_ns, found.st_ino)
+    return tuple(sorted(entries))
 
 
 def load_keyring() -> Keyring:
@@ -54,9 +68,18 @@ def keyring() -> Keyring:
             if _keyring is None or (not settings.PLI_MASTER_KEY_ENV and _directory_stamp() != _stamp):
                 # Stamped before reading: a change while reading is seen next time.
                 stamp = None if settings.PLI_MASTER_KEY_ENV else _directory_stamp()
-                _keyring = load_keyring()
-                _stamp = stamp
                 _looked_at = time.monotonic()
+                try:
+                    loaded = load_keyring()
+                except Exception as exc:
+                    if _keyring is None:
+                        raise
+                    # A key file being written, or left readable by others: keep serving with
+                    # the keys already in hand, and say why once (until the directory changes).
+                    _stamp = stamp
+                    logger.error("master keys not re-read, keeping the previous ones: %s", exc)
+                else:
+                    _keyring, _stamp = loaded, stamp
             ring = _keyring
     return ring
 

@@ -20,11 +20,11 @@ _TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 # Query parameters whose values are ids, cursors or switches, written as they are. Any other
 # parameter's value is masked: a search's words are patient names and INS
 # (GET /api/v1/mailboxes/{id}/messages?q=...), and a parameter added later is masked until
-# someone decides it is harmless.
+# someone decides it is harmless. Not "next": it holds a whole URL, query string included.
 SAFE_QUERY_PARAMETERS = frozenset(
     {
         "cursor", "download", "folder", "format", "forward", "lang", "language", "limit", "mailbox",
-        "message", "mode", "next", "page", "patient_of", "replied", "reply_to", "sent", "session",
+        "message", "mode", "page", "patient_of", "replied", "reply_to", "sent", "session",
         "to", "wait",
     }
 )  # fmt: skip
@@ -84,3 +84,8 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+def forget_request_id(**_: object) -> None:
+    """request_finished receiver: lines logged between requests carry no request's id."""
+    request_id_var.set("-")

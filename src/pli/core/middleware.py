@@ -49,11 +49,10 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = self._from_proxy(request) or uuid.uuid4().hex[:16]
-        token = request_id_var.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            request_id_var.reset(token)
+        # Kept until the response is finished (request_finished clears it): Django logs a
+        # 4xx or 5xx after the middleware returns, and a download streams after it too.
+        request_id_var.set(request_id)
+        response = self.get_response(request)
         response.headers["X-Request-Id"] = request_id
         return response
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import smtplib
 import uuid
 from collections.abc import Sequence
@@ -201,9 +202,8 @@ def _send(notification: ShareNotification) -> str:
     try:
         message.send(fail_silently=False)
     except smtplib.SMTPRecipientsRefused as exc:
-        # A 5xx for the address is final; a 4xx ("mailbox busy", greylisting) is not.
-        codes = [code for code, _text in exc.recipients.values()]
-        raise DeliveryFailed("smtp:recipient_refused", retryable=all(code < 500 for code in codes)) from None
+        final = all(_address_refused_for_good(code, text) for code, text in exc.recipients.values())
+        raise DeliveryFailed("smtp:recipient_refused", retryable=not final) from None
     except smtplib.SMTPDataError as exc:
         # The message itself refused (5xx): sending it again would be refused again.
         raise DeliveryFailed(f"smtp:{exc.smtp_code}", retryable=exc.smtp_code < 500) from None
@@ -215,6 +215,24 @@ def _send(notification: ShareNotification) -> str:
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryFailed(f"smtp:{type(exc).__name__}", retryable=True) from None
     return ""
+
+
+_ENHANCED_CODE = re.compile(rb"\s*([245])\.(\d{1,3})\.\d{1,3}\b")
+
+
+def _address_refused_for_good(code: int, text: bytes | str) -> bool:
+    """Whether a refusal at RCPT TO is about the address itself (RFC 3463: 5.1.x, a bad or
+    unknown address; 5.2.x, the mailbox), rather than about Pli (5.7.x: "relay access
+    denied", "not allowed to send as", which an operator fixes) or a 4xx (try later)."""
+    if code < 500:
+        return False
+    raw = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    enhanced = _ENHANCED_CODE.match(raw)
+    if enhanced:
+        return enhanced.group(1) == b"5" and enhanced.group(2) in (b"1", b"2")
+    # No enhanced code: 550 "mailbox unavailable", 551, 553 "name not allowed" are about the
+    # address; 554 "transaction failed" (often a relay refusal) and others are retried.
+    return code in (550, 551, 552, 553)
 
 
 def retry_delay(attempts: int) -> datetime.timedelta:

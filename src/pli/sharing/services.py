@@ -724,8 +724,10 @@ def record_document_access(
 
 def undelivered(share_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """The shares whose link reached the patient by no channel: every link notification
-    failed for good. Their status still says "sent" (the link exists); the practitioner
-    must be told that the patient does not know about it."""
+    failed for good or was given up (a worker down past its deadline). Their status still
+    says "sent" (the link exists); the practitioner must be told that the patient does not
+    know about it. (A revoked or expired share's notifications are given up too: callers
+    show this only for a share still "sent".)"""
     states: dict[uuid.UUID, set[str]] = {}
     rows = ShareNotification.objects.filter(
         share_id__in=list(share_ids), kind__in=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER]
@@ -733,9 +735,7 @@ def undelivered(share_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     for share_id, state in rows:
         states.setdefault(share_id, set()).add(state)
     alive = {ShareNotification.State.SENT, ShareNotification.State.PENDING}
-    return {
-        share_id for share_id, seen in states.items() if ShareNotification.State.FAILED in seen and not seen & alive
-    }
+    return {share_id for share_id, seen in states.items() if seen and not seen & alive}
 
 
 def _document(share: PatientShare, document_id: uuid.UUID) -> ShareDocument | None:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from pli.core import instance, keys
 
@@ -26,6 +27,10 @@ class Command(BaseCommand):
             instance.check_at_start()
         except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
+        finally:
+            # The checks opened a database connection: gunicorn's workers must not inherit it
+            # (SQLite forbids using one across fork(); on PostgreSQL it would be shared).
+            connections.close_all()
         from pli.core.server import serve
 
         if settings.PLI_ENV == "development":
