@@ -56,8 +56,19 @@ def test_a_new_password_revokes_every_token(user: User, signed_in: Client) -> No
     assert response.status_code == 302, response.content.decode()[:2000]
     assert AuditEvent.objects.filter(action="auth.password.changed", target_id=str(user.pk)).exists()
     assert all(services.authenticate_token(raw) is None for raw in tokens)
-    revoked = AuditEvent.objects.filter(action="api.token_revoked", details__reason="changed")
-    assert revoked.count() == 2
+    assert AuditEvent.objects.filter(action="api.token_revoked").count() == 2
+
+
+def test_a_password_set_any_other_way_revokes_them_too(user: User) -> None:
+    """`pli changepassword`, the admin: whatever saves a new password."""
+    _, raw = services.create_token(user, "Logiciel")
+    user.set_password(TEST_PASSWORD)  # the same password again (a rehash at sign-in): kept
+    user.save()
+    assert services.authenticate_token(raw) is not None
+    user.set_password("Un-tout-autre-mot-de-passe-2026")
+    assert services.authenticate_token(raw) is not None  # not before it is saved
+    user.save()
+    assert services.authenticate_token(raw) is None
 
 
 def test_list_shows_tokens_without_their_secret(user: User, signed_in: Client) -> None:

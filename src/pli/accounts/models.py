@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar
 
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import AbstractUser, BaseUserManager
 from django.db import models
 from django.utils import timezone
@@ -50,6 +51,15 @@ class User(AbstractUser):
 
     class Meta:
         db_table = "pli_user"
+
+    def set_password(self, raw_password: str | None) -> None:
+        # A new password (from any path: allauth's pages, `pli changepassword`, the admin)
+        # revokes the account's API tokens once saved (pli.accounts.signals). Not a rehash of
+        # the same password, which Django does at sign-in when the hasher's settings change.
+        old = self.password
+        super().set_password(raw_password)
+        if self.pk is not None and not (old and raw_password is not None and check_password(raw_password, old)):
+            self._pli_new_password = True
 
     def __str__(self) -> str:
         return self.display_name

@@ -50,11 +50,21 @@ def on_password_event(action: str) -> Any:
         http_request = _request({"request": request})
         audit.record(action, actor=user, target=user, request=http_request)
         # Changing or resetting one's password is the remedy for a stolen account: API tokens
-        # made meanwhile must not survive it.
+        # made meanwhile must not survive it. (Saving the user revoked them already, from any
+        # path; here the revocation is recorded with the request's address if any is left.)
         if user is not None:
             revoke_all_tokens(user, action.rsplit(".", 1)[-1], request=http_request)
 
     return receiver
+
+
+def on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_save of User: a password set since the last save revokes the API tokens."""
+    if getattr(instance, "_pli_new_password", False):
+        instance._pli_new_password = False
+        from pli.api.services import revoke_all_tokens
+
+        revoke_all_tokens(instance, "password")
 
 
 def on_authenticator_added(
@@ -119,8 +129,12 @@ def on_second_factor_failed(
 
 
 def connect() -> None:
-    from pli.accounts.middleware import record_sign_in
+    from django.db.models.signals import post_save
 
+    from pli.accounts.middleware import record_sign_in
+    from pli.accounts.models import User
+
+    post_save.connect(on_user_saved, sender=User, dispatch_uid="pli.accounts.password_revokes_tokens")
     auth_signals.user_logged_in.connect(on_logged_in, dispatch_uid="pli.audit.login")
     auth_signals.user_logged_in.connect(record_sign_in, dispatch_uid="pli.session.signed_in_at")
     auth_signals.user_logged_out.connect(on_logged_out, dispatch_uid="pli.audit.logout")
