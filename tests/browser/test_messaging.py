@@ -204,3 +204,28 @@ def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in
     assert message.subject == "Avis cardiologique" and message.author == alice
     assert message.attachments.count() == 1
     assert [p for p in problems if "403" not in p and "Forbidden" not in p] == []
+
+
+@pytest.mark.browser
+def test_back_from_a_search_result_returns_to_the_results(page: Any, live_server: Any) -> None:
+    """The search is posted (its words stay out of URLs), yet its results are a page the
+    browser goes back to, with neither a resubmission prompt nor the words in the address."""
+    from pli.messaging import services
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(Mailbox.objects.get(owner=alice), box, ["Radiographie DUPONTEL", "Autre chose"])
+    page.set_default_timeout(15000)
+    _sign_in(page, bob)
+    page.fill("#quick-q", "dupontel")
+    page.press("#quick-q", "Enter")
+    page.wait_for_url("**/search/?s=*")
+    assert "dupontel" not in page.url.lower()
+    page.click("text=Radiographie DUPONTEL")
+    page.wait_for_url("**/messages/m/**")
+    page.go_back()
+    page.wait_for_url("**/search/?s=*")
+    assert page.locator("text=Radiographie DUPONTEL").count() == 1
+    assert page.locator("text=Autre chose").count() == 0

@@ -233,7 +233,7 @@ def test_search_page(pair: tuple[User, User]) -> None:
     _send(alice, bob, subject="Autre")
     client = web_client(bob)
     box = personal_mailbox(bob)
-    html = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}).content.decode()
+    html = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}, follow=True).content.decode()
     assert "Radiographie du genou" in html and "Autre" not in html
     bad = client.post(f"/messages/{box.pk}/search/", {"date_from": "2024-05-02", "date_to": "2024-05-01"})
     assert bad.status_code == 400 and "précède" in bad.content.decode()
@@ -242,21 +242,33 @@ def test_search_page(pair: tuple[User, User]) -> None:
 
 def test_search_words_never_travel_in_the_url(pair: tuple[User, User]) -> None:
     """Patient names and INS are searched for: in a URL they would stay in the browser's
-    history, the next page's Referer and proxies' logs."""
+    history, the next page's Referer and proxies' logs. The results are still a page (a GET)
+    one can go back to, whose link holds the words sealed."""
     alice, bob = pair
     box = personal_mailbox(bob)
     services.seed_messages(personal_mailbox(alice), box, [f"Radiographie du genou {n}" for n in range(55)])
     client = web_client(bob)
-    assert "Radiographie" not in client.get(f"/messages/{box.pk}/search/?q=genou").content.decode()
     for page in (client.get(f"/messages/{box.pk}/inbox/"), client.get(f"/messages/{box.pk}/search/")):
         forms = re.findall(r"<form[^>]*role=\"search\"[^>]*>", page.content.decode())
         assert forms and all('method="post"' in f for f in forms)
-    first = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}).content.decode()
-    cursor = re.search(r'name="cursor" value="([^"]+)"', first)
-    assert cursor and 'name="q" value="genou"' in first and "?q=" not in first
-    second = client.post(f"/messages/{box.pk}/search/", {"q": "genou", "cursor": cursor.group(1)}).content.decode()
-    assert first.count("Radiographie du genou") == services.PAGE_SIZE
+    posted = client.post(f"/messages/{box.pk}/search/", {"q": "genou"})
+    assert posted.status_code == 303
+    results_url = posted["Location"]
+    assert "genou" not in results_url and "?s=" in results_url
+    first = client.get(results_url).content.decode()
+    assert first.count("Radiographie du genou") == services.PAGE_SIZE and 'value="genou"' in first
+    more = re.search(r'href="(\?s=[^"]+&amp;cursor=[^"]+)" rel="next"', first)
+    assert more and "genou" not in more.group(1)
+    second = client.get(f"/messages/{box.pk}/search/" + more.group(1).replace("&amp;", "&")).content.decode()
     assert second.count("Radiographie du genou") == 55 - services.PAGE_SIZE
+    # The same link opens nothing for another account, nor once altered.
+    other = web_client(alice).get(results_url.replace(str(box.pk), str(personal_mailbox(alice).pk)))
+    assert other.status_code == 302 and "Radiographie" not in other.content.decode()
+    tampered = client.get(results_url[:-3] + ("AAA" if not results_url.endswith("AAA") else "BBB"))
+    assert tampered.status_code == 302
+    # An old link with the words in clear is sealed and redirected, once.
+    legacy = client.get(f"/messages/{box.pk}/search/?q=genou")
+    assert legacy.status_code == 303 and "genou" not in legacy["Location"]
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import ReadAhead
 from pli.core.sizes import limit_size
-from pli.messaging import services, uploads
+from pli.messaging import search_links, services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
 from pli.messaging.uploads import UploadRejected, UploadSession
@@ -148,13 +148,31 @@ class SearchForm(forms.Form):
 
 @require_http_methods(["GET", "POST"])
 def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
-    """The search form (GET) and its results (POST). Posted, not in the query string: the
-    words are patient names and INS, which must not sit in URLs, the browser's history, the
-    Referer of the next page or a proxy's log."""
+    """The search form, and its results. The form is posted and answered with a redirect to
+    the results, whose link holds the words sealed (pli.messaging.search_links): the words
+    are patient names and INS, which must not sit in URLs, the browser's history, the next
+    page's Referer or a proxy's log, while the results stay a page one can go back to."""
     mailbox = _mailbox_or_404(request, mailbox_id)
-    form = SearchForm(request.POST if request.method == "POST" else None)
+    user = _user(request)
+    names = list(SearchForm.base_fields)
+    if request.method == "POST" or any(request.GET.get(name) for name in names):
+        # Posted, or an old link that still carries the words: sealed, then redirected.
+        source = request.POST if request.method == "POST" else request.GET
+        form = SearchForm(source)
+        if not form.is_valid():
+            return render(request, "messaging/search.html", {"mailbox": mailbox, "search_form": form}, status=400)
+        given = {name: source.get(name, "") for name in names if source.get(name)}
+        if not given:
+            return redirect("messaging:search", mailbox.pk)
+        token = search_links.seal(user.pk, mailbox.pk, given)
+        return HttpResponseRedirect(f"{reverse('messaging:search', args=[mailbox.pk])}?s={token}", status=303)
+    token = request.GET.get("s", "")
+    fields = search_links.unseal(user.pk, mailbox.pk, token) if token else None
+    if token and fields is None:
+        messages.info(request, _("That search link is no longer valid: search again."))
+        return redirect("messaging:search", mailbox.pk)
+    form = SearchForm(fields)
     page = None
-    cursor = request.POST.get("cursor") or None
     if form.is_bound and form.is_valid():
         query = services.SearchQuery(
             text=form.cleaned_data["q"],
@@ -164,14 +182,15 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         )
         if query:
             try:
-                page = services.folder_page(mailbox, None, cursor=cursor, query=query)
+                page = services.folder_page(mailbox, None, cursor=request.GET.get("cursor") or None, query=query)
             except services.BadCursor:
                 raise Http404 from None
-            services.record_listing(_user(request), mailbox, "search", len(page.items), request)
+            services.record_listing(user, mailbox, "search", len(page.items), request)
             _name_recipients(page.items)
-    status = 400 if form.is_bound and not form.is_valid() else 200
     return render(
-        request, "messaging/search.html", {"mailbox": mailbox, "search_form": form, "page": page}, status=status
+        request,
+        "messaging/search.html",
+        {"mailbox": mailbox, "search_form": form, "page": page, "search_token": token},
     )
 
 
