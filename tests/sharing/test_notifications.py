@@ -274,3 +274,15 @@ def test_the_worker_command_runs_jobs_and_starts_the_scheduler(transactional_db:
     runs = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path)
     assert runs.filter(status="SUCCESSFUL").count() == 1
     assert runs.get(status="READY").run_after > timezone.now()
+
+
+def test_a_link_given_up_unsent_is_flagged_too(db: None) -> None:
+    """A worker down past the notification's deadline: given up, never sent."""
+    from pli.sharing import services
+
+    share, _token = make_share(doctor(), mobile=None)
+    share.notifications.update(state="cancelled", last_error="expired")
+    assert services.undelivered([share.pk]) == {share.pk}
+    assert "share-undelivered" in web_client_for(share.created_by).get("/shares/").content.decode()
+    share.notifications.update(state="sent")
+    assert services.undelivered([share.pk]) == set()
