@@ -25,6 +25,16 @@ PERMISSIONS_POLICY = (
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+_Networks = list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def _trusted(address: str, proxies: _Networks) -> bool:
+    """Whether ``address`` is one of the operator's reverse proxies (PLI_TRUSTED_PROXIES)."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
 
 
 class RequestIdMiddleware:
@@ -41,11 +51,7 @@ class RequestIdMiddleware:
         given = request.META.get("HTTP_X_REQUEST_ID", "")
         if not given or not _REQUEST_ID.fullmatch(given):
             return None
-        try:
-            peer = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-        except ValueError:
-            return None
-        return given if any(peer in network for network in self.proxies) else None
+        return given if _trusted(request.META.get("REMOTE_ADDR", ""), self.proxies) else None
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = self._from_proxy(request) or uuid.uuid4().hex[:16]
@@ -83,18 +89,11 @@ class TrustedProxyMiddleware:
         self.get_response = get_response
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in settings.PLI_TRUSTED_PROXIES]
 
-    def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self.proxies)
-
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.proxies and self._trusted(request.META.get("REMOTE_ADDR", "")):
+        if self.proxies and _trusted(request.META.get("REMOTE_ADDR", ""), self.proxies):
             hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
             for hop in reversed(hops):
-                if not self._trusted(hop):
+                if not _trusted(hop, self.proxies):
                     with contextlib.suppress(ValueError):  # a garbled hop leaves REMOTE_ADDR as is
                         request.META["REMOTE_ADDR"] = str(ipaddress.ip_address(hop))
                     break
