@@ -22,6 +22,7 @@ from messaging.factories import (
 )
 from pli.accounts.models import Mailbox, User
 from pli.api.scopes import MESSAGES_READ
+from pli.audit.models import AuditEvent
 from pli.messaging.models import Delivery, Folder, Message
 
 
@@ -98,6 +99,13 @@ def test_outsiders_get_exactly_a_not_found(world: World, who: str) -> None:
     assert copy.folder == Folder.INBOX and copy.read_at is None
     listed = [m["id"] for m in client.get("/api/v1/mailboxes").json()]
     assert str(world.mailbox.pk) not in listed
+    # Each refusal is in the audit trail, with who tried what (ids as the caller gave them).
+    outsider = str(getattr(world, who).pk)
+    denied = AuditEvent.objects.filter(actor_id=outsider, outcome="denied")
+    steps = {(e.action, e.details["step"]) for e in denied}
+    assert {("message.access_denied", s) for s in ("read", "download", "move", "delete")} <= steps
+    assert ("mailbox.access_denied", "api") in steps
+    assert denied.filter(target_id=str(world.message_id)).exists()
 
 
 @pytest.mark.parametrize("who", ["same_org", "other_org"])
@@ -168,6 +176,15 @@ def test_web_pages_answer_not_found_to_outsiders(world: World, who: str) -> None
     ]:
         assert client.get(url).status_code == 404, url
     assert client.post(f"/messages/m/{m}/move/", {"folder": "trash"}).status_code == 404
+    denied = AuditEvent.objects.filter(actor_id=str(getattr(world, who).pk), outcome="denied")
+    assert {e.details["step"] for e in denied.filter(action="message.access_denied")} >= {
+        "read",
+        "download",
+        "reply",
+        "forward",
+        "move",
+    }
+    assert denied.filter(action="mailbox.access_denied", target_id=str(world.mailbox.pk)).exists()
     assert client.post(f"/messages/m/{m}/delete/").status_code == 404
     assert Delivery.objects.get(message_id=m, mailbox=world.mailbox).folder == Folder.INBOX
 

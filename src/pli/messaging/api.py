@@ -120,6 +120,7 @@ class MailboxMessagesView(MessagingView):
         try:
             mailbox = services.mailbox_for(user, mailbox_id)
         except services.NotVisible:
+            services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
             raise _not_found() from None
         query = FolderQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -306,6 +307,9 @@ class MessageDetailView(MessagingView):
         try:
             opened = services.open_message(_user(request), message_id, mailbox_id=mailbox_id, request=request._request)
         except services.NotVisible:
+            services.record_denied(
+                _user(request), request._request, ("messaging.message", message_id), "read", mailbox=mailbox_id
+            )
             raise _not_found() from None
         return Response(message_data(opened.message, opened.copies))
 
@@ -321,6 +325,9 @@ class MessageDetailView(MessagingView):
         try:
             services.delete_message(_user(request), message_id, mailbox_id=mailbox_id, request=request._request)
         except services.NotVisible:
+            services.record_denied(
+                _user(request), request._request, ("messaging.message", message_id), "delete", mailbox=mailbox_id
+            )
             raise _not_found() from None
         except services.NotInTrash:
             raise ValidationError({"folder": [_("Move the message to the trash first.")]}) from None
@@ -341,6 +348,7 @@ class MessageMoveView(MessagingView):
     def post(self, request: Request, message_id: uuid.UUID) -> Response:
         user = _user(request)
         if not services.visible_copies(user, message_id):
+            services.record_denied(user, request._request, ("messaging.message", message_id), "move")
             raise _not_found()
         body = MoveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -353,6 +361,8 @@ class MessageMoveView(MessagingView):
                 request=request._request,
             )
         except services.NotVisible:
+            mailbox = body.validated_data.get("mailbox")
+            services.record_denied(user, request._request, ("messaging.message", message_id), "move", mailbox=mailbox)
             raise _not_found() from None
         return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
 
@@ -387,5 +397,12 @@ class AttachmentView(MessagingView):
         try:
             item, reader = services.open_attachment(_user(request), message_id, attachment_id, request=request._request)
         except services.NotVisible:
+            services.record_denied(
+                _user(request),
+                request._request,
+                ("messaging.message", message_id),
+                "download",
+                attachment=attachment_id,
+            )
             raise _not_found() from None
         return attachment_response(item, reader, download=True)

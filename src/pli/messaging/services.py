@@ -59,6 +59,27 @@ class NotVisible(Exception):
     exactly as for a missing one."""
 
 
+def record_denied(
+    user: Any, request: HttpRequest | None, target: tuple[str, object], step: str, **details: object
+) -> None:
+    """An access refused as "not found" (the object is missing, or not the caller's): kept
+    in the audit trail, so that someone trying ids (or a colleague who should not read a
+    mailbox) shows up there. ``target`` is (type, id) as given by the caller, who may have
+    guessed it; ``step`` names what was attempted."""
+    try:
+        target_id = str(uuid.UUID(str(target[1])))
+    except ValueError:
+        target_id = "(not an id)"  # what was typed is not kept: it could be anything
+    audit.record(
+        f"{target[0].split('.')[-1]}.access_denied",
+        actor=user,
+        target=(target[0], target_id),
+        request=request,
+        outcome=audit.DENIED,
+        details={"step": step, **{k: str(v)[:64] for k, v in details.items() if v is not None}},
+    )
+
+
 class NotInTrash(Exception):
     """Only a copy in the trash can be deleted for good."""
 

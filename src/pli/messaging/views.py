@@ -56,6 +56,7 @@ def _mailbox_or_404(request: HttpRequest, mailbox_id: uuid.UUID) -> Mailbox:
     try:
         return services.mailbox_for(_user(request), mailbox_id)
     except services.NotVisible:
+        services.record_denied(_user(request), request, ("accounts.mailbox", mailbox_id), "web")
         raise Http404 from None
 
 
@@ -206,6 +207,7 @@ def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         entries = services.open_thread(_user(request), message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
+        services.record_denied(_user(request), request, ("messaging.message", message_id), "read", mailbox=mailbox_id)
         raise Http404 from None
     current = next((e for e in entries if e.message.pk == message_id), entries[-1])
     back_mailbox = current.copies[0].mailbox
@@ -260,6 +262,7 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
     if source_id:
         copies = services.visible_copies(user, source_id)
         if not copies:
+            services.record_denied(user, request, ("messaging.message", source_id), mode)
             raise Http404
         message = copies[0].message
         # The form shows the message (its text quoted, its patient, its attachments' names).
@@ -434,6 +437,9 @@ def attachment(request: HttpRequest, message_id: uuid.UUID, attachment_id: uuid.
     try:
         item, reader = services.open_attachment(_user(request), message_id, attachment_id, request=request)
     except services.NotVisible:
+        services.record_denied(
+            _user(request), request, ("messaging.message", message_id), "download", attachment=attachment_id
+        )
         raise Http404 from None
     return attachment_response(item, reader, download=bool(request.GET.get("download")))
 
@@ -474,6 +480,7 @@ def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         copies = services.move_message(_user(request), message_id, folder, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
+        services.record_denied(_user(request), request, ("messaging.message", message_id), "move", mailbox=mailbox_id)
         raise Http404 from None
     if folder in (Folder.INBOX, Folder.SENT):
         messages.success(request, _("Moved back."))
@@ -491,6 +498,7 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         services.delete_message(user, message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
+        services.record_denied(user, request, ("messaging.message", message_id), "delete", mailbox=mailbox_id)
         raise Http404 from None
     except services.NotInTrash:
         messages.error(request, _("Only a message in the trash can be deleted for good."))

@@ -82,7 +82,10 @@ def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.
     try:
         message_id = uuid.UUID(source)
         return message_id, mailbox.received_attachments(_user(request), message_id)
-    except (ValueError, messaging.NotVisible):
+    except ValueError:
+        raise Http404 from None
+    except messaging.NotVisible:
+        messaging.record_denied(_user(request), request, ("messaging.message", message_id), "share")
         raise Http404 from None
 
 
