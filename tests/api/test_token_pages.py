@@ -56,7 +56,8 @@ def test_a_new_password_revokes_every_token(user: User, signed_in: Client) -> No
     assert response.status_code == 302, response.content.decode()[:2000]
     assert AuditEvent.objects.filter(action="auth.password.changed", target_id=str(user.pk)).exists()
     assert all(services.authenticate_token(raw) is None for raw in tokens)
-    assert AuditEvent.objects.filter(action="api.token_revoked").count() == 2
+    revoked = AuditEvent.objects.filter(action="api.token_revoked")
+    assert revoked.count() == 2 and all(e.ip == "127.0.0.1" for e in revoked)  # from where: recorded
 
 
 def test_a_password_set_any_other_way_revokes_them_too(user: User) -> None:

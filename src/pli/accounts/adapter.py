@@ -78,6 +78,18 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
             usage.rollback()
             self._pli_global_usage = None
 
+    def set_password(self, user: AbstractBaseUser, password: str) -> None:
+        """allauth's password change, reset and set: the API tokens are revoked here, with
+        the request's address in the audit, rather than by the save (which has no request)."""
+        from pli.api.services import revoke_all_tokens
+
+        user.set_password(password)
+        new = bool(getattr(user, "_pli_new_password", False))
+        user._pli_new_password = False  # type: ignore[attr-defined]
+        user.save()
+        if new:
+            revoke_all_tokens(user, "password", request=self.request)  # type: ignore[arg-type]
+
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
         # A relay outage must not turn "reset my password" into an error page, nor reveal
         # through a different answer whether an e-mail was due.

@@ -45,21 +45,17 @@ def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = Non
 
 def on_password_event(action: str) -> Any:
     def receiver(sender: Any, request: Any = None, user: Any = None, **kwargs: Any) -> None:
-        from pli.api.services import revoke_all_tokens
-
-        http_request = _request({"request": request})
-        audit.record(action, actor=user, target=user, request=http_request)
-        # Changing or resetting one's password is the remedy for a stolen account: API tokens
-        # made meanwhile must not survive it. (Saving the user revoked them already, from any
-        # path; here the revocation is recorded with the request's address if any is left.)
-        if user is not None:
-            revoke_all_tokens(user, action.rsplit(".", 1)[-1], request=http_request)
+        # (The API tokens were revoked as the password was saved: AccountAdapter.set_password.)
+        audit.record(action, actor=user, target=user, request=_request({"request": request}))
 
     return receiver
 
 
 def on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """post_save of User: a password set since the last save revokes the API tokens."""
+    """post_save of User: a password set since the last save revokes the API tokens.
+    Changing or resetting one's password is the remedy for a stolen account: tokens made
+    meanwhile must not survive it, whichever way the password was saved (`pli
+    changepassword`, the admin; allauth's pages revoke them with the request's address)."""
     if getattr(instance, "_pli_new_password", False):
         instance._pli_new_password = False
         from pli.api.services import revoke_all_tokens

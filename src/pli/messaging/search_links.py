@@ -32,8 +32,16 @@ def _aad(user_id: object, mailbox_id: object) -> bytes:
     return f"pli-search|{user_id}|{mailbox_id}".encode()
 
 
+# Payloads are padded to a multiple of this, so that a link's length does not tell a
+# 15-digit INS from a name.
+_PAD_TO = 128
+
+
 def seal(user_id: object, mailbox_id: object, fields: dict[str, str]) -> str:
-    payload = json.dumps({"at": int(time.time()), "fields": fields}, separators=(",", ":")).encode()
+    # UTF-8 as it is (not \u escapes): 200 emoji must still fit in a URL.
+    text = json.dumps({"at": int(time.time()), "fields": fields}, separators=(",", ":"), ensure_ascii=False)
+    payload = text.encode("utf-8")
+    payload += b" " * (-len(payload) % _PAD_TO)
     nonce = os.urandom(_NONCE_SIZE)
     sealed = AESGCM(keys.purpose_key(PURPOSE)).encrypt(nonce, payload, _aad(user_id, mailbox_id))
     return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")

@@ -162,7 +162,13 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         form = SearchForm(source)
         if not form.is_valid():
             return render(request, "messaging/search.html", {"mailbox": mailbox, "search_form": form}, status=400)
-        given = {name: source.get(name, "") for name in names if source.get(name)}
+        # The cleaned values (dates in ISO form), not the text as typed: a link opened later,
+        # in another language, reads the same.
+        given = {
+            name: value.isoformat() if isinstance(value, datetime.date) else str(value)
+            for name, value in form.cleaned_data.items()
+            if value
+        }
         if not given:
             return redirect("messaging:search", mailbox.pk)
         token = search_links.seal(user.pk, mailbox.pk, given)
