@@ -58,15 +58,20 @@ def test_an_upload_that_stalls_is_refused_and_frees_its_thread(live: tuple[Serve
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as stalled:
         stalled.sendall(head + part + os.urandom(1_500_000))
-        time.sleep(0.5)  # the upload has started: a temporary blob is being written
-        assert list((data_dir / "blobs" / "messages" / "tmp").iterdir())
+        # The upload has started: a temporary blob is being written (waited for, not slept
+        # on: a loaded machine may take longer than half a second to get there).
+        temporary = data_dir / "blobs" / "messages" / "tmp"
+        deadline = time.monotonic() + 10
+        while not (temporary.is_dir() and list(temporary.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(temporary.iterdir())
         # The one thread is busy with the stalled upload until the timeout lets it go.
         assert _answered_within(server, TIMEOUT + 10) >= TIMEOUT - 1
         stalled.settimeout(10)
         reply = stalled.recv(4096)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert "cessé d" in reply.decode(errors="replace")
-    assert list((data_dir / "blobs" / "messages" / "tmp").iterdir()) == []
+    assert list(temporary.iterdir()) == []
     log = server.log.read_text()
     assert "Traceback" not in log and "Internal Server Error" not in log
 
