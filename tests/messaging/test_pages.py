@@ -305,3 +305,24 @@ def test_patient_fields_are_not_remembered_by_the_browser(pair: tuple[User, User
         for name in names:
             tag = re.search(rf'<(?:input|textarea)[^>]*name="{name}"[^>]*>', html)
             assert tag and 'autocomplete="off"' in tag.group(), (url, name)
+
+
+def test_one_unreadable_message_does_not_take_the_mailbox_down(pair: tuple[User, User], caplog: Any) -> None:
+    """A message whose key cannot be opened (a master key missing or wrong, a damaged row):
+    the lists name it unreadable and log why; the others are listed; opening it still fails."""
+    from pli.core.models import DataKey
+
+    alice, bob = pair
+    _send(alice, bob, subject="Lisible")
+    broken = _send(alice, bob, subject="Abîmé")
+    key = Message.objects.get(pk=broken["id"]).data_key_id
+    DataKey.objects.filter(pk=key).update(wrapped=b"\x01" + bytes(60))  # a damaged wrapping
+    box = personal_mailbox(bob)
+    with caplog.at_level("ERROR", logger="pli.messaging.models"):
+        page = web_client(bob).get(f"/messages/{box.pk}/inbox/")
+        listed = api_client(bob).get(f"/api/v1/mailboxes/{box.pk}/messages").json()["results"]
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Lisible" in html and "illisible" in html and "Abîmé" not in html
+    assert sorted(m["subject"] for m in listed) == ["(illisible : prévenez votre administrateur)", "Lisible"]
+    assert f"message {broken['id']}: subject unreadable" in caplog.text

@@ -152,7 +152,7 @@ def _sender_data(message: Message) -> dict[str, Any]:
     sender = message.sender
     if sender is not None:
         return {"sender": sender.address, "sender_name": sender.name, "sender_kind": "mailbox"}
-    if message.external_sender:
+    if message.readable_external_sender():
         return {"sender": None, "sender_name": message.sender_label, "sender_kind": message.sender_kind}
     return {"sender": None, "sender_name": None, "sender_kind": "mailbox"}
 
@@ -162,7 +162,7 @@ def _summary(copy: Delivery) -> dict[str, Any]:
     return {
         "id": message.pk,
         "thread_id": message.thread_id,
-        "subject": message.subject,
+        "subject": message.listed_subject,
         **_sender_data(message),
         "sent_at": message.sent_at.isoformat(),
         "unread": copy.is_incoming and copy.read_at is None,

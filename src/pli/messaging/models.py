@@ -10,15 +10,22 @@ encrypted under the attachment's own data key. Search goes through keyed tokens
 
 from __future__ import annotations
 
+import logging
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 from pli.accounts.models import Mailbox
-from pli.core.encryption import EncryptedJSONField, EncryptedModel, EncryptedTextField
+from pli.core.encryption import ContentShredded, EncryptedJSONField, EncryptedModel, EncryptedTextField
+from pli.crypto import CryptoError
+
+logger = logging.getLogger(__name__)
+# Shown in lists for a message whose key cannot be opened (translated where shown).
+UNREADABLE = gettext_noop("(unreadable: tell your administrator)")
 
 
 class Folder(models.TextChoices):
@@ -69,10 +76,34 @@ class Message(EncryptedModel):
         return f"message {self.pk}"
 
     @property
+    def listed_subject(self) -> str:
+        """The subject for a list of messages. One message whose key cannot be opened (a
+        master key missing or wrong, a damaged row) must not make the whole mailbox fail:
+        the list says so for that one, the error is logged, and opening it still fails."""
+        try:
+            return str(self.subject or "")
+        except (CryptoError, ContentShredded) as exc:
+            logger.error("message %s: subject unreadable in a listing (%s)", self.pk, type(exc).__name__)
+            return gettext(UNREADABLE)
+
+    def readable_external_sender(self) -> dict[str, Any] | None:
+        """``external_sender``, or None with the error logged if it cannot be decrypted (see
+        listed_subject): who wrote is shown in lists too."""
+        try:
+            external = self.external_sender
+        except (CryptoError, ContentShredded) as exc:
+            logger.error("message %s: sender unreadable (%s)", self.pk, type(exc).__name__)
+            return {"kind": "unreadable"}
+        return external if isinstance(external, dict) else None
+
+    @property
     def sender_kind(self) -> str:
         """``mailbox`` (a Pli mailbox, possibly deleted since) or an :class:`ExternalSender`."""
-        if self.sender_id is None and self.external_sender:
-            return str(self.external_sender.get("kind") or "external")
+        external = self.readable_external_sender() if self.sender_id is None else None
+        if external:
+            if external.get("kind") == "unreadable":
+                return str(ExternalSender.PATIENT_LINK)  # the only kind from outside so far
+            return str(external.get("kind") or "external")
         return "mailbox"
 
     @property
@@ -82,9 +113,11 @@ class Message(EncryptedModel):
         sender = self.sender
         if sender is not None:
             return sender.name
-        external = self.external_sender
+        external = self.readable_external_sender()
         if not external:
             return gettext("(deleted mailbox)")
+        if external.get("kind") == "unreadable":
+            return gettext(UNREADABLE)
         name = str(external.get("name") or "").strip()
         if external.get("kind") == ExternalSender.PATIENT_LINK:
             if name:
