@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,22 @@ def _answered_within(server: Server, seconds: float) -> float:
 def test_an_upload_that_stalls_is_refused_and_frees_its_thread(live: tuple[Server, dict[str, Any], Path]) -> None:
     server, users, data_dir = live
     sender, recipient = users["user0"], users["user1"]
+    # A long boundary: "--B" turns up in 1.5 MB of random bytes about one time in ten, and a
+    # boundary inside a file's data is refused at once (400), with no upload to stall.
+    boundary = f"pli-{uuid.uuid4().hex}"
     part = (
-        "--B\r\n"
+        f"--{boundary}\r\n"
         'Content-Disposition: form-data; name="sender"\r\n\r\n'
-        f"{sender['address']}\r\n--B\r\n"
+        f"{sender['address']}\r\n--{boundary}\r\n"
         'Content-Disposition: form-data; name="to"\r\n\r\n'
-        f"{recipient['address']}\r\n--B\r\n"
+        f"{recipient['address']}\r\n--{boundary}\r\n"
         'Content-Disposition: form-data; name="attachments"; filename="cr.pdf"\r\n\r\n'
         "%PDF-1.4 "
     ).encode()
     head = (
         "POST /api/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {sender['token']}\r\n"
-        "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 3000000\r\n\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 3000000\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as stalled:
         stalled.sendall(head + part + os.urandom(1_500_000))
