@@ -81,14 +81,16 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
     def set_password(self, user: AbstractBaseUser, password: str) -> None:
         """allauth's password change, reset and set: the API tokens are revoked here, with
         the request's address in the audit, rather than by the save (which has no request)."""
+        from pli.accounts.models import User
         from pli.api.services import revoke_all_tokens
 
         user.set_password(password)
-        new = bool(getattr(user, "_pli_new_password", False))
-        user._pli_new_password = False  # type: ignore[attr-defined]
+        # Taken before the save, so that the save's own revocation (without a request) does
+        # not happen: the one below records where the change came from.
+        new = isinstance(user, User) and user.take_new_password()
         user.save()
-        if new:
-            revoke_all_tokens(user, "password", request=self.request)  # type: ignore[arg-type]
+        if new and isinstance(user, User):
+            revoke_all_tokens(user, "password", request=self.request)
 
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
         # A relay outage must not turn "reset my password" into an error page, nor reveal

@@ -52,6 +52,8 @@ class User(AbstractUser):
     class Meta:
         db_table = "pli_user"
 
+    _pli_new_password = False
+
     def set_password(self, raw_password: str | None) -> None:
         # A new password (from any path: allauth's pages, `pli changepassword`, the admin)
         # revokes the account's API tokens once saved (pli.accounts.signals). Not a rehash of
@@ -60,6 +62,13 @@ class User(AbstractUser):
         super().set_password(raw_password)
         if self.pk is not None and not (old and raw_password is not None and check_password(raw_password, old)):
             self._pli_new_password = True
+
+    def take_new_password(self) -> bool:
+        """Whether a new password was set since the last call (and forget it): the API tokens
+        are revoked once per new password (pli.accounts.adapter, pli.accounts.signals)."""
+        new = self._pli_new_password
+        self._pli_new_password = False
+        return new
 
     def __str__(self) -> str:
         return self.display_name

@@ -56,8 +56,7 @@ def on_user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     Changing or resetting one's password is the remedy for a stolen account: tokens made
     meanwhile must not survive it, whichever way the password was saved (`pli
     changepassword`, the admin; allauth's pages revoke them with the request's address)."""
-    if getattr(instance, "_pli_new_password", False):
-        instance._pli_new_password = False
+    if instance.take_new_password():
         from pli.api.services import revoke_all_tokens
 
         revoke_all_tokens(instance, "password")
