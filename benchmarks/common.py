@@ -204,6 +204,94 @@ def blob_read_mb_s(env: dict[str, str], model: str, store: str, object_id: str) 
     return float(read["bytes"] / read["seconds"] / MB)
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process, all its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the whole machine since boot."""
+    with open("/proc/stat") as handle:
+        ticks = [int(value) for value in handle.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait; guest time is within user
+
+
+class CpuMeter:
+    """Where the CPU went during a timed phase: the server's workers, this (client)
+    process, and how much of the machine stayed idle. A download that leaves cores idle is
+    held back by hand-overs between threads and processes, not by the work itself."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self._pids = server_pids
+
+    def __enter__(self) -> CpuMeter:
+        self._server = sum(_process_cpu_s(pid) for pid in self._pids)
+        self._client = sum(os.times()[:2])
+        self._idle, self._total = _machine_ticks()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server_s = sum(_process_cpu_s(pid) for pid in self._pids) - self._server
+        self.client_s = sum(os.times()[:2]) - self._client
+        idle, total = _machine_ticks()
+        self.idle_pct = 100 * (idle - self._idle) / max(1, total - self._total)
+
+    def figures(self, prefix: str, count: int) -> list[Figure]:
+        return [
+            (f"{prefix}_server_cpu_ms", 1000 * self.server_s / count, "ms"),
+            (f"{prefix}_client_cpu_ms", 1000 * self.client_s / count, "ms"),
+            (f"{prefix}_machine_idle_pct", self.idle_pct, "%"),
+        ]
+
+
+_LOOPBACK_SENDER = """
+import socket, sys
+size, segment = int(sys.argv[1]), 1 << 20
+data = bytes(range(256)) * (segment // 256)
+with socket.create_server(("127.0.0.1", 0)) as server:
+    print(server.getsockname()[1], flush=True)
+    conn, _ = server.accept()
+    while conn.recv(1):
+        left = size
+        while left:
+            view = memoryview(data)[: min(segment, left)]
+            conn.sendall(view)
+            left -= len(view)
+"""
+
+
+def loopback_mb_s(size: int, rounds: int = 5) -> float:
+    """Best of ``rounds`` transfers of ``size`` bytes over loopback TCP between two Python
+    processes, the sender sending ready-made bytes 1 MiB at a time and the receiver reading
+    as the benchmarks' clients do: the most any download can reach on this machine with
+    this client, before the server does any work of its own."""
+    sender = subprocess.Popen([sys.executable, "-c", _LOOPBACK_SENDER, str(size)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sender.stdout is not None  # noqa: S101 -- stdout=PIPE
+        port = int(sender.stdout.readline())
+        buffer = memoryview(bytearray(1 << 20))
+        best = 0.0
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            for _ in range(rounds):
+                start = time.perf_counter()
+                conn.sendall(b"g")
+                received = 0
+                while received < size:
+                    count = conn.recv_into(buffer, min(len(buffer), size - received))
+                    if not count:
+                        raise RuntimeError("loopback sender went away")
+                    received += count
+                best = max(best, size / (time.perf_counter() - start) / MB)
+        return best
+    finally:
+        sender.kill()
+        sender.wait()
+
+
 def postgresql_half(module: str) -> list[Figure]:
     """``python -m <module> postgresql`` in a fresh PostgreSQL cluster with fsync on (so that
     commits are really durable); its last output line is the figures as JSON."""
