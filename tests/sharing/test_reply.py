@@ -4,6 +4,7 @@ their first bytes) arriving in the practitioner's mailbox as a message linked to
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pytest
@@ -94,6 +95,40 @@ def test_a_file_name_ends_as_its_content_is(db: None) -> None:
     message = messaging.visible_message(doctor, ShareReply.objects.get(share=share).message_id)
     names = [a.name for a in Attachment.objects.filter(message=message).order_by("position")]
     assert names == ["compte-rendu.bat.pdf", "lettre.HTA.png", "Scan.PDF"]
+
+
+def _tag(html: str, pattern: str) -> str:
+    found = re.search(pattern, html)
+    assert found is not None, pattern
+    return found.group(0)
+
+
+def test_a_refused_reply_points_to_what_to_fix_and_takes_the_focus_there(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal is one message above the form: the field it concerns is marked invalid,
+    points to it and has the focus; a refusal of the whole reply has the focus itself."""
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    textarea, file_input = r"<textarea[^>]*>", r"<input[^>]*name=\"files\"[^>]*>"
+    message = r"<p[^>]*id=\"reply-error\"[^>]*>"
+
+    empty = reply(patient, "").content.decode()
+    box = _tag(empty, textarea)
+    assert 'aria-invalid="true"' in box and 'aria-describedby="reply-error"' in box and "autofocus" in box
+    assert "autofocus" not in _tag(empty, message) and "aria-invalid" not in _tag(empty, file_input)
+
+    disguised = SimpleUploadedFile("photo.jpg", b"MZ\x90\x00" + b"\x00" * 200, "image/jpeg")
+    refused_file = reply(patient, "x", [disguised]).content.decode()
+    files = _tag(refused_file, file_input)
+    assert 'aria-invalid="true"' in files and "reply-error" in files and "autofocus" in files
+    assert "aria-invalid" not in _tag(refused_file, textarea)
+
+    monkeypatch.setattr("pli.sharing.mailbox.REPLIES_PER_DAY", 0)
+    too_many = reply(patient, "encore").content.decode()
+    assert "autofocus" in _tag(too_many, message)
+    assert "aria-invalid" not in _tag(too_many, textarea) + _tag(too_many, file_input)
 
 
 def test_files_over_ten_megabytes_are_refused(db: None) -> None:

@@ -51,6 +51,8 @@ INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/g
 # Unknown links per client address before we stop answering (and auditing) for a while.
 UNKNOWN_LINK_LIMIT = 30
 UNKNOWN_LINK_WINDOW = 600
+# The id of the reply form's refusal message, which the field it concerns points to.
+REPLY_ERROR_ID = "reply-error"
 
 
 def _key(request: HttpRequest) -> str | None:
@@ -304,6 +306,14 @@ def _documents_page(
     documents = list(share.documents.select_related("data_key"))
     history = services.events(share, services.PATIENT_HISTORY_ACTIONS)
     names = {str(d.pk): d.name for d in documents}
+    reply_form = extra.pop("reply_form", None) or ReplyForm()
+    error_field = extra.pop("reply_error_field", "")
+    if error_field == "text":
+        # The refusal is the page's message, not the form's: the box points to it, as
+        # Django's own field errors do, and takes the focus (the patient pages run no script).
+        reply_form.fields["text"].widget.attrs.update(
+            {"aria-invalid": "true", "aria-describedby": REPLY_ERROR_ID, "autofocus": True}
+        )
     context = {
         **_sender(share),
         "token": token,
@@ -313,7 +323,8 @@ def _documents_page(
         "history": [(event, names.get(str(event.details.get("document", "")), "")) for event in history],
         "can_reply": services.replies_open(share),
         "closed": share.closed_at is not None,
-        "reply_form": extra.pop("reply_form", None) or ReplyForm(),
+        "reply_form": reply_form,
+        "reply_error_field": error_field,
         "reply_max_files": REPLY_MAX_FILES,
         "reply_max_size": limit_size(REPLY_MAX_FILE_BYTES),
         "replies": list(share.replies.all()),
@@ -385,7 +396,15 @@ def reply(request: HttpRequest, token: str) -> HttpResponse:
             # What the patient wrote stays in the box (the files must be chosen again).
             typed = texts_read(request).get("text", "")
             form = ReplyForm(initial={"text": typed})
-            return _documents_page(request, share, token, status=exc.status, reply_error=exc.message, reply_form=form)
+            return _documents_page(
+                request,
+                share,
+                token,
+                status=exc.status,
+                reply_error=exc.message,
+                reply_error_field=exc.field if exc.field in ("text", REPLY_FILES_FIELD) else "",
+                reply_form=form,
+            )
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             return _documents_page(request, share, token, status=400, reply_error=_malformed())
         return _save_reply(request, token, share, batch)
@@ -420,6 +439,7 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             status=429 if exc.code == "too_many_replies" else 400,
             reply_form=form,
             reply_error=messages.get(exc.code, exc.message),
+            reply_error_field={"empty": "text", "upload_expired": REPLY_FILES_FIELD}.get(exc.code, ""),
         )
     batch.keep()
     return _redirect("patient_documents", token, "?replied=1")
