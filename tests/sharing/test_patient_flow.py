@@ -470,6 +470,29 @@ def test_english_version_of_the_patient_pages(db: None) -> None:
     assert "Votre date de naissance" in french
 
 
+def test_the_language_switch_never_leads_to_a_step_that_takes_only_a_post(db: None) -> None:
+    """It comes back to the page's address with a GET: after a reply or "Leave" (addresses
+    that answer a GET with 405) it goes to the link instead, which leads to the right step."""
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+
+    def switch_target(html: str) -> str:
+        found = re.search(r'<input name="next" type="hidden" value="([^"]*)">', html)
+        assert found is not None
+        return found.group(1)
+
+    refused = patient.birth_date("01/01/1990").content.decode()
+    assert switch_target(refused) == f"/p/{token}"
+    documents = patient.sign_in().content.decode()
+    assert switch_target(documents) == f"/p/{token}/documents"
+    empty_reply = patient.client.post(patient.url("/reply"), {"text": ""})
+    assert empty_reply.status_code == 400
+    assert switch_target(empty_reply.content.decode()) == f"/p/{token}"
+    left = patient.client.post(patient.url("/leave"))
+    assert switch_target(left.content.decode()) == f"/p/{token}"
+    assert patient.get().status_code == 200
+
+
 def test_reopening_the_link_returns_to_the_current_step(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)

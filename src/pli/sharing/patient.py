@@ -51,6 +51,8 @@ INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/g
 # Unknown links per client address before we stop answering (and auditing) for a while.
 UNKNOWN_LINK_LIMIT = 30
 UNKNOWN_LINK_WINDOW = 600
+# Steps that take only a POST: the language switch must not send a GET there (see _render).
+_POST_ONLY = frozenset({"patient_new_code", "patient_reply", "patient_leave"})
 # The id of the reply form's refusal message, which the field it concerns points to.
 REPLY_ERROR_ID = "reply-error"
 
@@ -78,6 +80,12 @@ def _render(request: HttpRequest, template: str, context: dict[str, Any], status
     for value in context.values():
         if isinstance(value, forms.BaseForm):
             focus_first_error(value)
+    # The language switch comes back to the page's address with a GET, which the steps that
+    # take only a POST refuse (405, a blank page): from those, back to the link itself,
+    # which leads to wherever the patient now is (documents, code, birth date, "locked").
+    match = request.resolver_match
+    if match is not None and match.url_name in _POST_ONLY and "token" in match.kwargs:
+        context = {**context, "lang_next": _url("patient_landing", match.kwargs["token"])}
     # The page's Referrer-Policy is the global "same-origin" (settings): the token in the
     # address never reaches another site, and Chromium still sends a real Origin with the
     # forms, which "no-referrer" would turn into "null" and the CSRF check would refuse.
