@@ -123,7 +123,8 @@ class BirthDateForm(forms.Form):
     birth_date = forms.CharField(
         label=_("Your birth date"),
         max_length=20,
-        help_text=_("For example 31/01/1980 (day/month/year)."),
+        # A phone's numeric keypad may have no "/": the digits alone are accepted, and said so.
+        help_text=_("For example 31/01/1980 (day/month/year), or the digits alone: 31011980."),
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "bday", "placeholder": _("DD/MM/YYYY")}),
     )
 
