@@ -160,3 +160,22 @@ def test_forwarded_for_is_trusted_only_from_configured_proxies(settings: Any) ->
     proxied = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "6.6.6.6, 203.0.113.5, 10.0.0.9"}
     TrustedProxyMiddleware(view)(factory.get("/", **proxied))
     assert seen == ["198.51.100.7", "198.51.100.7", "203.0.113.5"]
+
+
+def test_a_patients_error_page_leads_back_to_their_link(db: None) -> None:
+    # An expired form on a patient page (CSRF failure) and a mistyped address under the
+    # link: "/" would be the professionals' sign-in, which means nothing to a patient.
+    client = Client(enforce_csrf_checks=True)
+    token = "AbC-123_xyz"
+    for response in (
+        client.post(f"/p/{token}", {"birth_date": "01/01/1980"}),
+        client.get(f"/p/{token}/no-such-step"),
+    ):
+        assert response.status_code in (403, 404)
+        body = response.content.decode()
+        assert f'<input name="next" type="hidden" value="/p/{token}">' in body
+        assert f'<a href="/p/{token}">Revenir à votre lien sécurisé</a>' in body
+        assert "no-such-step" not in body
+    # Anywhere else the error page still points home, never at the requested address.
+    body = client.get("/px/AbC-123_xyz").content.decode()
+    assert '<input name="next" type="hidden" value="/">' in body and "AbC-123" not in body

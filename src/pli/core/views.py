@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -53,8 +56,19 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=200 if ok else 503)
 
 
+_PATIENT_PATH = re.compile(r"^/p/([^/]+)")
+
+
 def _error(request: HttpRequest, template: str, status: int) -> HttpResponse:
-    return render(request, template, status=status)
+    context = {}
+    # A patient who lands on an error page (an expired form, a mistyped address) goes back
+    # to their link, which leads to wherever they are, rather than to the professionals'
+    # sign-in page at "/". The token is the one already in the address bar.
+    match = _PATIENT_PATH.match(request.path_info)
+    if match is not None:
+        with contextlib.suppress(NoReverseMatch):
+            context["error_home"] = reverse("sharing:patient_landing", args=[match.group(1)])
+    return render(request, template, context, status=status)
 
 
 @login_not_required
