@@ -291,6 +291,7 @@ def test_search_page_refuses_bad_dates_and_sizes(pair: tuple[User, User], query:
     response = web_client(alice).post(f"/messages/{personal_mailbox(alice).pk}/search/", {name: value})
     assert response.status_code == 400
     assert 'aria-invalid="true"' in response.content.decode()
+    assert "<title>Erreur\u00a0: " in response.content.decode()
 
 
 def test_patient_fields_are_not_remembered_by_the_browser(pair: tuple[User, User]) -> None:

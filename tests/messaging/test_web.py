@@ -127,6 +127,7 @@ def test_a_refused_upload_gives_back_what_was_typed(db: None, settings: Any) -> 
     assert response.status_code == 400
     page = response.content.decode()
     assert "au plus" in page  # the reason, next to the files
+    assert "<title>Erreur\u00a0: " in page
     assert 'value="Avis sur ECG"' in page and "Pouvez-vous regarder ces tracés ?</textarea>" in page
     assert personal_mailbox(bob).address in page
     assert Message.objects.count() == 0

@@ -557,3 +557,14 @@ def test_links_in_the_practitioners_message_are_clickable_and_nothing_else(db: N
     assert '<a href="https://www.ameli.fr" rel="noopener noreferrer nofollow" target="_blank">' in html
     assert '<a href="https://www.has-sante.fr"' in html
     assert "&lt;b&gt;" in html and "<br>" in html
+
+
+def test_a_refused_step_says_so_in_the_page_title(db: None) -> None:
+    # The title is what a screen reader announces first on the page that comes back.
+    _share, token = make_share()
+    patient = Patient(token)
+    title = re.compile(r"<title>([^<]*)</title>")
+    first = title.search(patient.get().content.decode())
+    assert first is not None and not first.group(1).startswith("Erreur")
+    refused = title.search(patient.birth_date("16/02/1984").content.decode())
+    assert refused is not None and refused.group(1) == f"Erreur\u00a0: {first.group(1)}"

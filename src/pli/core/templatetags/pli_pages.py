@@ -1,0 +1,23 @@
+"""Tags of the page shell (base.html)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms, template
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def page_has_errors(context: template.Context) -> bool:
+    """Whether a form on the page was refused.
+
+    The page's title then starts with "Erreur :". A screen reader announces the title first
+    when a refused form comes back as a new page; without it, nothing says that the sending
+    failed until the person happens on the message (RGAA 11.10, the French State's design
+    system does the same)."""
+    values: list[Any] = list(context.flatten().values())
+    # Not only bound forms: a refused upload comes back as an unbound form given its error
+    # (the files cannot be sent back). On an unbound form, .errors validates nothing.
+    return any(isinstance(value, forms.BaseForm) and bool(value.errors) for value in values)
