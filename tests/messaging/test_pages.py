@@ -98,6 +98,7 @@ def test_thread_page_shows_banner_links_and_attachments_safely(pair: tuple[User,
     assert "patient-banner" in html and "DURAND" in html and "15 février 1984" in html
     pdf, other = sent["attachments"]
     assert f'/a/{pdf["id"]}/" target="_blank"' in html  # PDFs can be viewed
+    assert f"{pdf['name']} (s\u2019ouvre dans un nouvel onglet)</span>" in html  # in a new tab, said first
     assert f'/a/{other["id"]}/" target' not in html  # other files are only downloaded
     _no_inline_code(html)
 

@@ -61,6 +61,7 @@ def test_whole_path_by_sms(db: None) -> None:
     html = documents.content.decode()
     assert "compte-rendu.pdf" in html
     assert "Voici vos résultats." in html
+    assert "compte-rendu.pdf (s\u2019ouvre dans un nouvel onglet)</span>" in html  # said before it happens
     share.refresh_from_db()
     assert share.status == Status.OPENED
 
