@@ -248,6 +248,31 @@ class CpuMeter:
         ]
 
 
+def timed_downloads(
+    conn: http.client.HTTPConnection, url: str, headers: dict[str, str], size: int, rounds: int = 5
+) -> list[float]:
+    """MB/s of ``rounds`` downloads of ``url`` (``size`` bytes each) one after the other on
+    the keep-alive ``conn``, each read into one reused 1 MiB buffer, as an efficient client
+    does; from the request to the last byte."""
+    buffer = memoryview(bytearray(1 << 20))
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        conn.request("GET", url, headers=headers)
+        response = conn.getresponse()
+        total = 0
+        while True:
+            count = response.readinto(buffer)
+            if not count:
+                break
+            total += count
+        elapsed = time.perf_counter() - start
+        if response.status != 200 or total != size:
+            raise RuntimeError(f"download failed: {response.status}, {total} bytes")
+        rates.append(size / elapsed / MB)
+    return rates
+
+
 _LOOPBACK_SENDER = """
 import socket, sys
 size, segment = int(sys.argv[1]), 1 << 20

@@ -49,6 +49,7 @@ from benchmarks.common import (
     scratch_dir,
     server_env,
     settle,
+    timed_downloads,
     vm,
 )
 
@@ -192,23 +193,8 @@ def _bench_download(server: Server, env: dict[str, str], users: dict[str, Any]) 
     url = f"/api/v1/messages/{message_id}/attachments/{attachment_id}"
     headers = {"Authorization": f"Bearer {recipient['tokens'][0]}"}
     before = max(vm(pid, "VmHWM") for pid in server.workers())
-    buffer = memoryview(bytearray(1 << 20))
-    rates = []
     with CpuMeter(server.workers()) as cpu:
-        for _ in range(5):
-            start = time.perf_counter()
-            conn.request("GET", url, headers=headers)
-            response = conn.getresponse()
-            total = 0
-            while True:
-                count = response.readinto(buffer)
-                if not count:
-                    break
-                total += count
-            elapsed = time.perf_counter() - start
-            if response.status != 200 or total != DOWNLOAD:
-                raise RuntimeError(f"download failed: {response.status}, {total} bytes")
-            rates.append(DOWNLOAD / elapsed / MB)
+        rates = timed_downloads(conn, url, headers, DOWNLOAD)
     conn.close()
     after = max(vm(pid, "VmHWM") for pid in server.workers())
     direct = blob_read_mb_s(env, "pli.messaging.models.Attachment", "pli.messaging.uploads.blob_store", attachment_id)

@@ -55,6 +55,7 @@ from benchmarks.common import (
     scratch_dir,
     server_env,
     settle,
+    timed_downloads,
 )
 
 CLIENTS = 8
@@ -328,24 +329,9 @@ def _bench_download(server: Server, env: dict[str, str], tokens: list[str], inbo
         raise RuntimeError("the patient does not see the document")
     document_id = found_document.group(1).decode()
     url = f"{link}/documents/{document_id}/download"
-    buffer = memoryview(bytearray(1 << 20))
-    rates = []
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())}
     with CpuMeter(server.workers()) as cpu:
-        for _ in range(5):
-            headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in browser.cookies.items())}
-            start = time.perf_counter()
-            browser.conn.request("GET", url, headers=headers)
-            reply = browser.conn.getresponse()
-            total = 0
-            while True:
-                count = reply.readinto(buffer)
-                if not count:
-                    break
-                total += count
-            elapsed = time.perf_counter() - start
-            if reply.status != 200 or total != DOWNLOAD:
-                raise RuntimeError(f"download failed: {reply.status}, {total} bytes")
-            rates.append(DOWNLOAD / elapsed / MB)
+        rates = timed_downloads(browser.conn, url, headers, DOWNLOAD)
     browser.conn.close()
     direct = blob_read_mb_s(
         env, "pli.sharing.models.ShareDocument", "pli.sharing.uploads.share_blob_store", document_id
