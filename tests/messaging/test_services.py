@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
-from messaging.conftest import stored_blobs, temp_files
+from messaging.conftest import assert_nothing_saved, stored_blobs, temp_files
 from messaging.factories import (
     OrganisationFactory,
     api_client,
@@ -23,11 +23,13 @@ from messaging.factories import (
     practitioner,
     shared_mailbox,
     valid_ins,
+    web_client,
 )
 from pli.accounts.models import Mailbox, User
 from pli.audit.models import AuditEvent
 from pli.core.models import DataKey
 from pli.messaging import search, services
+from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Reading, Role, SearchToken
 from pli.messaging.uploads import blob_store
 
@@ -107,8 +109,6 @@ def test_reply_all_prefill_and_self_copy(trio: tuple[User, User, User]) -> None:
     # Sending to oneself gives two copies: "sent" and "inbox".
     folders = sorted(Delivery.objects.filter(message_id=first["id"], mailbox=a_box).values_list("folder", flat=True))
     assert folders == ["inbox", "sent"]
-    from messaging.factories import web_client
-
     page = web_client(bob).get(f"/messages/compose/?reply_to={first['id']}&mode=reply_all")
     form = page.context["form"]
     assert form.initial["to"] == [a_box.address]
@@ -166,6 +166,64 @@ def test_purged_blob_is_removed_after_commit(transactional_db: None) -> None:
     assert stored_blobs() == []
 
 
+def _deleted_for_good_once_checked(monkeypatch: pytest.MonkeyPatch, message_id: str, holders: list[User]) -> None:
+    """Every holder deletes the message for good right after the compose form accepted it as
+    the one answered or forwarded: what a concurrent request does in that window."""
+    real_draft = ComposeForm.draft
+
+    def draft(form: ComposeForm) -> Any:
+        result = real_draft(form)
+        for user in holders:
+            services.move_message(user, message_id, Folder.TRASH)
+            services.delete_message(user, message_id)
+        return result
+
+    monkeypatch.setattr(ComposeForm, "draft", draft)
+
+
+def test_reply_to_a_message_deleted_meanwhile_is_refused(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    first = send(api_client(alice), a_box, [b_box], subject="Avis")
+    _deleted_for_good_once_checked(monkeypatch, first["id"], [alice, bob])
+    data = {"sender": b_box.address, "to": [a_box.address], "subject": "RE", "body": "Texte"}
+    response = api_client(bob).post("/api/v1/messages", {**data, "in_reply_to": first["id"]})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["in_reply_to"]
+    assert not Message.objects.exists() and not Delivery.objects.exists()
+
+
+def test_forward_of_a_message_deleted_meanwhile_is_refused(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob, carol = practitioner(), practitioner(), practitioner()
+    a_box, b_box, c_box = (personal_mailbox(u) for u in (alice, bob, carol))
+    first = send(api_client(alice), a_box, [b_box], attachments=[_file("irm.pdf", b"%PDF-" + os.urandom(5000))])
+    _deleted_for_good_once_checked(monkeypatch, first["id"], [alice, bob])
+    data = {"sender": b_box.address, "to": [c_box.address], "subject": "TR", "body": "Texte"}
+    forward = {"forward_of": first["id"], "forward_attachments": [first["attachments"][0]["id"]]}
+    response = api_client(bob).post("/api/v1/messages", {**data, **forward})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["forward_of"]
+    assert_nothing_saved()
+
+
+def test_forward_without_attachments_of_a_message_deleted_meanwhile_is_refused_on_the_page(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    first = send(api_client(alice), a_box, [b_box], subject="Avis")
+    _deleted_for_good_once_checked(monkeypatch, first["id"], [alice, bob])
+    data = {"sender": b_box.address, "to": [a_box.address], "subject": "TR", "body": "Texte"}
+    response = web_client(bob).post("/messages/compose/", {**data, "forward_of": first["id"]})
+    assert response.status_code == 400
+    assert response.context["form"].errors["forward_of"]
+    assert not Message.objects.exists() and not Delivery.objects.exists()
+
+
 def test_shared_mailbox_team_sees_who_read_and_answered(db: None) -> None:
     org = OrganisationFactory()
     nurse, doctor, outsider = practitioner(org), practitioner(org), practitioner()
@@ -180,8 +238,6 @@ def test_shared_mailbox_team_sees_who_read_and_answered(db: None) -> None:
     send(api_client(doctor), team, [personal_mailbox(outsider)], in_reply_to=sent["id"])
     copy.refresh_from_db()
     assert copy.answered_by == doctor
-    from messaging.factories import web_client
-
     html = web_client(nurse).get(f"/messages/m/{sent['id']}/").content.decode()
     assert "lu par" in html and "répondu par" in html and doctor.display_name in html
     # The sender sees receipts per recipient.

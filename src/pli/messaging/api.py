@@ -262,6 +262,9 @@ class MessageCreateView(MessagingView):
                     {"attachments": [_("The upload took too long and expired. Please send again.")]},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
+            except services.SourceGone as exc:
+                # Deleted for good meanwhile: answered as the form would answer now.
+                return Response({exc.field: [_("Unknown message.")]}, status=status.HTTP_400_BAD_REQUEST)
             attachments = message.__dict__["attachment_list"]
         return Response(
             {

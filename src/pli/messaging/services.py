@@ -84,6 +84,14 @@ class NotInTrash(Exception):
     """Only a copy in the trash can be deleted for good."""
 
 
+class SourceGone(Exception):
+    """The message answered or forwarded was deleted for good after the form accepted it."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
 class UploadExpired(Exception):
     """A pending attachment blob is missing or too old to be committed safely."""
 
@@ -267,7 +275,11 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
     by :func:`copy_attachment`) when the transaction starts. On success the session is told
     to keep them; on failure the caller's session discards them.
     """
-    forwarded = [copy_attachment(original, session) for original in draft.forward_attachments]
+    try:
+        forwarded = [copy_attachment(original, session) for original in draft.forward_attachments]
+    except BlobNotFound:
+        # Only a deletion for good removes a stored attachment's blob.
+        raise SourceGone("forward_of") from None
     pending = [*draft.uploads, *forwarded]
     parent = draft.in_reply_to or draft.forward_of
     now = timezone.now()
@@ -337,6 +349,13 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
                 "forward": draft.forward_of is not None,
             },
         )
+        # The parent was visible when the form checked it, but its last copy may have been
+        # deleted for good since: the foreign key would then fail at COMMIT (a 500). Checked
+        # after audit.record, which holds the audit chain's head lock that delete_message
+        # also takes before purging: a purge committed before this point is seen here, and
+        # a later one waits for this commit, then finds this message and unlinks it.
+        if parent is not None and not Message.objects.filter(pk=parent.pk).exists():
+            raise SourceGone("in_reply_to" if draft.in_reply_to is not None else "forward_of")
     session.keep()
     message.__dict__["attachment_list"] = attachments
     transaction.on_commit(tasks.ensure_cleanup_scheduled)

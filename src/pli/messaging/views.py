@@ -409,6 +409,9 @@ def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
     except services.UploadExpired:
         form.add_error("attachments", _("The upload took too long and expired. Please attach the files again."))
         return _render_compose(request, form, status=400)
+    except services.SourceGone as exc:
+        form.add_error(exc.field, _("Unknown message."))
+        return _render_compose(request, form, status=400)
     messages.success(request, _("Message sent."))
     location = _thread_url(message.pk, message.sender_id)
     if request.headers.get(UPLOAD_HEADER):
