@@ -314,3 +314,23 @@ def test_a_document_refused_as_it_streams_in_leaves_the_rest_of_the_form_filled(
     assert initial["message"] == "Votre compte rendu d'IRM." and initial["allow_reply"] == "on"
     assert initial["patient_family_name"] == "Durand" and initial["expires_in_days"] == 30
     assert not PatientShare.objects.exists()
+
+
+def test_a_message_deleted_for_good_meanwhile_is_refused_clearly(db: None) -> None:
+    # The page was opened, then the message left the trash for good (its blobs go with it)
+    # before the form was sent: a 400 saying so, not a 500, and no share.
+    from pli.messaging.models import Attachment
+    from pli.messaging.uploads import blob_store
+
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm-genou"))
+    client = browser(doctor)
+    attachment = Attachment.objects.get(message_id=message_id)
+    blob_store().delete(attachment.blob_id)
+    response = client.post(
+        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Ce message a été supprimé entre-temps" in page and "<title>Erreur" in page
+    assert not PatientShare.objects.exists()

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from pli.accounts.models import User
 from pli.audit import services as audit
+from pli.blobs import BlobNotFound
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
@@ -106,6 +107,7 @@ def _new_page(
         "chosen": chosen,
         "source": source,
         "documents_error": documents_error,
+        "page_error": bool(documents_error),
         "limits": _("Up to %(count)d files, %(size)s each at most.")
         % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
         "default_days": services.default_expiry_days(_user(request)),
@@ -195,7 +197,13 @@ def _create(
         )
     if not valid:
         return _new_page(request, form, attachments, source, status=400)
-    copies = mailbox.copy_attachments(forwarded)
+    try:
+        copies = mailbox.copy_attachments(forwarded)
+    except BlobNotFound:
+        # Only a deletion for good removes a stored attachment: the message went from the
+        # trash after this page was opened.
+        error = _("This message was deleted in the meantime: its attachments can no longer be sent.")
+        return _new_page(request, form, [], source, status=400, documents_error=error)
     batch.pending.extend(copies)
     share = services.create_share(
         _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source

@@ -11,7 +11,8 @@ register = template.Library()
 
 @register.simple_tag(takes_context=True)
 def page_has_errors(context: template.Context) -> bool:
-    """Whether a form on the page was refused.
+    """Whether a form on the page was refused (or the view says so with ``page_error``, for
+    an error shown outside any form field).
 
     The page's title then starts with "Erreur :". A screen reader announces the title first
     when a refused form comes back as a new page; without it, nothing says that the sending
@@ -20,4 +21,6 @@ def page_has_errors(context: template.Context) -> bool:
     values: list[Any] = list(context.flatten().values())
     # Not only bound forms: a refused upload comes back as an unbound form given its error
     # (the files cannot be sent back). On an unbound form, .errors validates nothing.
-    return any(isinstance(value, forms.BaseForm) and bool(value.errors) for value in values)
+    return bool(context.get("page_error")) or any(
+        isinstance(value, forms.BaseForm) and bool(value.errors) for value in values
+    )
