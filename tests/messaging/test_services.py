@@ -156,6 +156,25 @@ def test_delete_for_good_shreds_when_the_last_copy_goes(trio: tuple[User, User, 
     assert AuditEvent.objects.filter(action="message.shred").count() == 1
 
 
+def test_a_second_delete_of_the_same_copies_records_nothing(
+    trio: tuple[User, User, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two requests (a double click) read the copies before either deletes them: the second
+    # one finds nothing left to delete and must not record a delete and a shred again.
+    alice, bob, _ = trio
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    for user in (alice, bob):
+        services.move_message(user, sent["id"], Folder.TRASH)
+    services.delete_message(alice, sent["id"])
+    stale = services.visible_copies(bob, sent["id"])
+    assert services.delete_message(bob, sent["id"]) == 1
+    monkeypatch.setattr(services, "visible_copies", lambda *args, **kwargs: stale)
+    with pytest.raises(services.NotVisible):
+        services.delete_message(bob, sent["id"])
+    assert AuditEvent.objects.filter(action="message.delete").count() == 2
+    assert AuditEvent.objects.filter(action="message.shred").count() == 1
+
+
 def test_purged_blob_is_removed_after_commit(transactional_db: None) -> None:
     alice, bob = practitioner(), practitioner()
     a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)

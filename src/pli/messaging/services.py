@@ -836,11 +836,15 @@ def delete_message(
         raise NotInTrash
     message = copies[0].message
     with transaction.atomic():
-        Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
-        audit.record("message.delete", actor=user, target=message, request=request, details={"copies": len(trashed)})
+        removed, _ = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
+        if not removed:
+            # Deleted by a concurrent request (a double click) since the copies were read:
+            # recording a second delete, and a second shred, would falsify the trail.
+            raise NotVisible
+        audit.record("message.delete", actor=user, target=message, request=request, details={"copies": removed})
         if not Delivery.objects.filter(message=message).exists():
             _purge(message)
-    return len(trashed)
+    return removed
 
 
 def _purge(message: Message) -> None:
