@@ -4,6 +4,7 @@ way of getting it wrong."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 from typing import Any
 
@@ -13,10 +14,13 @@ from django.test import Client
 from django.utils import timezone
 
 from pli.audit.models import AuditEvent
-from pli.sharing import services
-from pli.sharing.models import OneTimeCode, PatientShare, Status
+from pli.core import keys
+from pli.core.models import PurposeKey
+from pli.sharing import services, tokens
+from pli.sharing.models import OneTimeCode, PatientSession, PatientShare, Status
 from pli.testing.accounts import make_user
 from sharing.helpers import (
+    BIRTH_DATE,
     EMAIL,
     MOBILE,
     Patient,
@@ -27,6 +31,7 @@ from sharing.helpers import (
     pending_document,
     run_tasks,
     sms_messages,
+    token_of,
 )
 
 
@@ -118,6 +123,21 @@ def test_get_never_changes_anything(db: None) -> None:
     assert counters(share) == before
 
 
+def test_a_get_of_a_steps_address_takes_no_step(db: None) -> None:
+    """Mail scanners and link previews follow every link they find, with GET: the steps
+    (a new code, leaving, replying) answer a GET with 405 and change nothing."""
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    before = counters(share)
+    events = AuditEvent.objects.count()
+    for suffix in ("/code/new", "/code/new?channel=email", "/leave", "/reply"):
+        assert patient.get(suffix).status_code == 405, suffix
+    assert counters(share) == before
+    assert AuditEvent.objects.count() == events
+    assert PatientSession.objects.filter(share=share, ended_at__isnull=True).count() == 1
+
+
 def test_wrong_birth_dates_lock_after_five(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
@@ -136,6 +156,9 @@ def test_wrong_birth_dates_lock_after_five(db: None) -> None:
     assert response.status_code == 403
     assert share.created_by.display_name in response.content.decode()
     assert OneTimeCode.objects.filter(share=share).count() == 0
+    # Opening the link again says so at once, rather than asking for the birth date.
+    page = patient.get()
+    assert page.status_code == 403 and 'name="birth_date"' not in page.content.decode()
 
 
 def test_malformed_birth_date_is_a_form_error_not_an_attempt(db: None) -> None:
@@ -215,6 +238,21 @@ def test_replayed_code_is_refused_and_counted(db: None) -> None:
     assert share.code_failures == 1
 
 
+def test_a_code_seen_once_used_opens_nothing_for_another_session(db: None) -> None:
+    """Someone who knows the birth date waits on a session of their own and reads the code
+    over the patient's shoulder once the patient has used it: the latest code, used."""
+    share, token = make_share()
+    intruder = Patient(token)
+    assert intruder.birth_date().status_code == 303
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    used = code_in(last_sms())
+    assert intruder.code(used).status_code == 400
+    assert intruder.get("/documents").status_code == 303
+    share.refresh_from_db()
+    assert share.code_failures == 1 and share.open_count == 1
+
+
 def test_code_of_another_share_is_refused_and_counted(db: None) -> None:
     doctor = make_user()
     share_a, token_a = make_share(doctor)
@@ -231,6 +269,29 @@ def test_code_of_another_share_is_refused_and_counted(db: None) -> None:
     share_a.refresh_from_db()
     assert share_a.code_failures == 1
     assert OneTimeCode.objects.get(share=share_a).attempts == 1
+
+
+def test_a_code_hash_is_bound_to_its_share(db: None) -> None:
+    """The same six digits sent for two shares are kept as two unrelated hashes."""
+    doctor = make_user()
+    share_a, _token_a = make_share(doctor)
+    share_b, _token_b = make_share(doctor)
+    assert tokens.code_hash(share_a.pk, "123456") == tokens.code_hash(share_a.pk, "123456")
+    assert tokens.code_hash(share_a.pk, "123456") != tokens.code_hash(share_b.pk, "123456")
+
+
+def test_the_link_is_stored_as_a_hash_keyed_by_the_instance(db: None) -> None:
+    """A copy of the database cannot even test a guessed token: the hash is keyed by a
+    secret of the instance (wrapped by the master key), not a plain digest."""
+    share, token = make_share()
+    assert token not in share.token_hash
+    assert share.token_hash != hashlib.sha256(token.encode()).hexdigest()
+    assert services.find_share(token) == share
+    # Under another instance's key, the same token opens nothing.
+    PurposeKey.objects.filter(name="share-token").delete()
+    keys.reset()
+    assert tokens.token_hash(token) != share.token_hash
+    assert services.find_share(token) is None
 
 
 def test_guessed_token_is_refused_counted_and_reveals_nothing(db: None) -> None:
@@ -292,6 +353,39 @@ def test_codes_per_hour_limit_locks(db: None) -> None:
     assert patient.new_code().status_code == 403
     share.refresh_from_db()
     assert share.status == Status.LOCKED and share.lock_reason == "codes_sent"
+
+
+def test_codes_older_than_an_hour_no_longer_count(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for _ in range(4):
+        _age_codes(share)
+        assert patient.new_code().status_code == 303
+    # The hour's five codes, an hour and a minute ago: a sixth is sent, nothing locks.
+    _age_codes(share, 3600 + 60)
+    assert patient.new_code().status_code == 303
+    assert OneTimeCode.objects.filter(share=share).count() == 6
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+
+
+def test_unlocking_a_share_locked_by_its_codes_lets_a_code_through_at_once(db: None) -> None:
+    """The codes that locked it are what the practitioner lifted: they no longer count."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for _ in range(4):
+        _age_codes(share)
+        assert patient.new_code().status_code == 303
+    _age_codes(share)
+    assert patient.new_code().status_code == 403
+    share.refresh_from_db()
+    assert share.lock_reason == "codes_sent"
+    services.unlock(share.created_by, share.pk)
+    assert patient.sign_in().status_code == 200
+    share.refresh_from_db()
+    assert share.status == Status.OPENED
 
 
 def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
@@ -358,9 +452,87 @@ def test_session_expires_after_fifteen_idle_minutes(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
     assert patient.sign_in().status_code == 200
-    share.patient_sessions.update(last_seen_at=timezone.now() - datetime.timedelta(minutes=16))
+    share.patient_sessions.update(last_seen_at=timezone.now() - datetime.timedelta(minutes=14, seconds=50))
+    assert patient.get("/documents").status_code == 200  # just in time (and kept alive)
+    share.patient_sessions.update(last_seen_at=timezone.now() - datetime.timedelta(minutes=15, seconds=10))
     response = patient.get("/documents")
     assert response.status_code == 303 and "session=expired" in response["Location"]
+
+
+def test_the_birth_date_alone_opens_no_document(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    document = share.documents.get()
+    for suffix in ("/documents", f"/documents/{document.pk}/view", f"/documents/{document.pk}/download"):
+        response = patient.get(suffix)
+        assert response.status_code == 303 and "session=expired" in response["Location"], suffix
+    share.refresh_from_db()
+    assert share.download_count == 0 and share.status == Status.SENT
+
+
+def test_a_session_opens_only_the_share_it_was_opened_on(db: None) -> None:
+    """The cookie's path is /p/: the browser sends it with every patient link, another
+    share's too (the same patient, the same practitioner, the same birth date)."""
+    doctor = make_user()
+    _share_a, token_a = make_share(doctor)
+    share_b, token_b = make_share(doctor, documents=[pending_document("autre.pdf", pdf_bytes("autre"))])
+    patient = Patient(token_a)
+    assert patient.sign_in().status_code == 200
+    document_b = share_b.documents.get()
+    patient.token = token_b
+    assert patient.get().status_code == 200  # the birth date is asked for
+    for suffix in ("/documents", f"/documents/{document_b.pk}/download"):
+        response = patient.get(suffix)
+        assert response.status_code == 303 and "session=expired" in response["Location"], suffix
+    share_b.refresh_from_db()
+    assert share_b.download_count == 0 and share_b.open_count == 0
+
+
+def test_a_document_of_another_share_is_not_found(db: None) -> None:
+    doctor = make_user()
+    share_a, token_a = make_share(doctor)
+    share_b, _token_b = make_share(doctor, documents=[pending_document("autre.pdf", pdf_bytes("autre"))])
+    patient = Patient(token_a)
+    assert patient.sign_in().status_code == 200
+    other = share_b.documents.get()
+    for action in ("view", "download"):
+        assert patient.get(f"/documents/{other.pk}/{action}").status_code == 404, action
+    share_a.refresh_from_db()
+    assert share_a.download_count == 0
+    denied = AuditEvent.objects.filter(action="share.access_denied", target_id=str(share_a.pk))
+    assert [e.details["reason"] for e in denied] == ["no_document", "no_document"]
+
+
+def test_the_session_cookie_is_for_the_patient_pages_only_and_out_of_scripts_reach(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    sent = patient.birth_date()
+    run_tasks()
+    opened = patient.code(code_in(last_sms()))
+    for response in (sent, opened):
+        cookie = response.cookies["pli_patient"]
+        assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/p/"
+
+
+def test_the_steps_refuse_an_expired_share_before_the_periodic_job_records_it(db: None) -> None:
+    """The pages refuse an expired link; the services refuse it too, on their own."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    key = patient.client.cookies["pli_patient"].value
+    PatientShare.objects.filter(pk=share.pk).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    share.refresh_from_db()
+    assert share.status == Status.OPENED  # not recorded yet
+    document = share.documents.get()
+    assert services.open_session(share, key) is None
+    assert services.record_document_access(share.pk, document.pk, session_key=key, download=True) is None
+    assert services.check_birth_date(share.pk, BIRTH_DATE).outcome == Status.EXPIRED
+    assert services.request_new_code(share.pk, session_key=key).outcome == Status.EXPIRED
+    assert services.check_code(share.pk, "123456", session_key=key).outcome == Status.EXPIRED
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    share.refresh_from_db()
+    assert share.download_count == 0
 
 
 def test_revoked_and_expired_links_say_so(db: None) -> None:
@@ -414,6 +586,10 @@ def test_a_new_link_ends_the_sessions_opened_with_the_old_one(db: None) -> None:
     assert patient.sign_in().status_code == 200
     services.resend(share.created_by, share.pk)
     assert patient.get("/documents").status_code != 200
+    # Not even through the new link, in the same browser (its cookie kept): both factors again.
+    patient.token = token_of(share)
+    response = patient.get("/documents")
+    assert response.status_code == 303 and "session=expired" in response["Location"]
 
 
 def test_too_many_unknown_links_say_when_to_try_again(db: None) -> None:

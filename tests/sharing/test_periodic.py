@@ -11,6 +11,7 @@ from typing import Any
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.sharing import services
 from pli.sharing.models import OneTimeCode, PatientSession, ShareDocument, ShareNotification, Status
@@ -101,6 +102,8 @@ def test_cleanup_forgets_codes_sessions_and_old_documents(db: None, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         assert services.cleanup(later + 31 * DAY)["documents"] == 1
     assert not ShareDocument.objects.exists() and not store.exists(document.blob_id)
+    # Shredded: the key goes too, so that no copy of the blob (a backup) can be read.
+    assert not DataKey.objects.filter(pk=document.data_key_id).exists()
     share.refresh_from_db()
     assert share.document_count == 0
 

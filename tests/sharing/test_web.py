@@ -263,6 +263,8 @@ def test_close_conversation(db: None, status: str) -> None:
     browser(user).post(f"/shares/{share.pk}/close")
     share.refresh_from_db()
     assert share.closed_at is not None
+    closed = AuditEvent.objects.get(action="share.closed", target_id=str(share.pk))
+    assert closed.actor_id == str(user.pk)
 
 
 def test_documents_are_stored_under_their_own_keys(db: None) -> None:
