@@ -20,7 +20,7 @@ from messaging.factories import (
     shared_mailbox,
     web_client,
 )
-from pli.accounts.models import Mailbox, User
+from pli.accounts.models import Mailbox, Membership, User
 from pli.api.scopes import MESSAGES_READ
 from pli.audit.models import AuditEvent
 from pli.messaging.models import Delivery, Folder, Message
@@ -160,6 +160,10 @@ def test_scopes_are_enforced(world: World) -> None:
     response = reader.post("/api/v1/messages", {"sender": world.mailbox.address, "body": "x"})
     assert response.status_code == 403
     assert Delivery.objects.get(message_id=world.message_id, mailbox=world.mailbox).folder == Folder.INBOX
+    # Deleting for good is a change, not a read: even a copy already in the trash stays.
+    Delivery.objects.filter(message_id=world.message_id, mailbox=world.mailbox).update(folder=Folder.TRASH)
+    assert reader.delete(f"/api/v1/messages/{world.message_id}").status_code == 403
+    assert Delivery.objects.filter(message_id=world.message_id, mailbox=world.mailbox).exists()
 
 
 @pytest.mark.parametrize("who", ["same_org", "other_org"])
@@ -208,3 +212,41 @@ def test_member_leaving_the_shared_mailbox_loses_access(db: None) -> None:
     assert client.get(f"/api/v1/messages/{message_id}").status_code == 200
     mailbox.memberships.filter(user=member).delete()
     assert client.get(f"/api/v1/messages/{message_id}").status_code == 404
+
+
+def test_a_mailbox_switched_off_is_out_of_reach(db: None) -> None:
+    """Its owner, still an active account, neither lists it, nor reads what it holds."""
+    sender, owner = practitioner(), practitioner()
+    box = personal_mailbox(owner)
+    response = api_client(sender).post(
+        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [box.address], "body": "x"}
+    )
+    message_id = response.json()["id"]
+    Mailbox.objects.filter(pk=box.pk).update(is_active=False)
+    client = api_client(owner)
+    assert str(box.pk) not in [m["id"] for m in client.get("/api/v1/mailboxes").json()]
+    assert client.get(f"/api/v1/mailboxes/{box.pk}/messages").status_code == 404
+    assert client.get(f"/api/v1/messages/{message_id}").status_code == 404
+    assert web_client(owner).get(f"/messages/{box.pk}/inbox/").status_code == 404
+    assert Delivery.objects.get(message_id=message_id, mailbox=box).read_at is None
+
+
+def test_a_shared_mailbox_is_out_of_reach_once_its_organisation_is_left(db: None) -> None:
+    """Even if its member row lingers (leaving removes it too): the organisation decides."""
+    org = OrganisationFactory()
+    member, sender = practitioner(org), practitioner()
+    mailbox = shared_mailbox(org, [member])
+    response = api_client(sender).post(
+        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [mailbox.address], "body": "x"}
+    )
+    message_id = response.json()["id"]
+    client = api_client(member)
+    assert client.get(f"/api/v1/messages/{message_id}").status_code == 200
+    Membership.objects.filter(user=member, organisation=org).delete()
+    assert mailbox.memberships.filter(user=member).exists()
+    assert str(mailbox.pk) not in [m["id"] for m in client.get("/api/v1/mailboxes").json()]
+    assert client.get(f"/api/v1/messages/{message_id}").status_code == 404
+    response = client.post(
+        "/api/v1/messages", {"sender": mailbox.address, "to": [personal_mailbox(sender).address], "body": "x"}
+    )
+    assert response.status_code == 400 and "sender" in response.json()
