@@ -26,8 +26,9 @@ from messaging.factories import (
     web_client,
 )
 from pli.accounts.models import Mailbox, User
+from pli.audit import services as audit
 from pli.audit.models import AuditEvent
-from pli.core.models import DataKey
+from pli.core.models import DataKey, PurposeKey
 from pli.messaging import search, services
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Reading, Role, SearchToken
@@ -499,6 +500,60 @@ def test_audit_records_send_read_download_move_delete(trio: tuple[User, User, Us
         assert event.ip == "127.0.0.1"
     assert events["message.send"].target_id == sent["id"]
     assert events["attachment.download"].details["message"] == sent["id"]
+
+
+def test_every_reading_is_recorded_not_only_the_first(trio: tuple[User, User, User]) -> None:
+    """A message already read, read again (by the API, on the page, by its sender): each
+    reading shows health data, each is in the trail."""
+    alice, bob, _ = trio
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    client = api_client(bob)
+    for _ in range(2):
+        assert client.get(f"/api/v1/messages/{sent['id']}").status_code == 200
+    assert web_client(bob).get(f"/messages/m/{sent['id']}/").status_code == 200
+    assert api_client(alice).get(f"/api/v1/messages/{sent['id']}").status_code == 200
+    reads = AuditEvent.objects.filter(action="message.read", target_id=sent["id"])
+    assert sorted(reads.values_list("actor_id", flat=True)) == sorted([str(bob.pk)] * 3 + [str(alice.pk)])
+
+
+def test_listing_a_folder_is_recorded(trio: tuple[User, User, User]) -> None:
+    """A list shows subjects and patients' names: it is a read."""
+    alice, bob, _ = trio
+    box = personal_mailbox(bob)
+    send(api_client(alice), personal_mailbox(alice), [box])
+    assert api_client(bob).get(f"/api/v1/mailboxes/{box.pk}/messages?folder=inbox").status_code == 200
+    assert web_client(bob).get(f"/messages/{box.pk}/archive/").status_code == 200
+    listed = AuditEvent.objects.filter(action="mailbox.list", target_id=str(box.pk), actor_id=str(bob.pk))
+    assert [(e.details["folder"], e.details["count"]) for e in listed.order_by("seq")] == [("inbox", 1), ("archive", 0)]
+
+
+def test_a_send_that_fails_at_its_last_write_leaves_nothing(
+    trio: tuple[User, User, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The message, its attachments, copies and search tokens commit together or not at all."""
+    alice, bob, _ = trio
+    client = api_client(alice)
+    # Data keys of objects (not the instance's purpose keys, made once on first use).
+    object_keys = DataKey.objects.exclude(pk__in=PurposeKey.objects.values("data_key_id"))
+    keys_before = object_keys.count()
+    real_record = audit.record
+
+    def failing_record(action: str, **kwargs: Any) -> Any:
+        if action == "message.send":  # the last write of the send's transaction
+            raise RuntimeError("disk full")
+        return real_record(action, **kwargs)
+
+    monkeypatch.setattr(audit, "record", failing_record)
+    data = {
+        "sender": personal_mailbox(alice).address,
+        "to": [personal_mailbox(bob).address],
+        "subject": "Objet",
+        "attachments": [_file("a.pdf", b"%PDF-1.4 1")],
+    }
+    assert client.post("/api/v1/messages", data).status_code == 500
+    assert_nothing_saved()
+    assert not SearchToken.objects.exists()
+    assert object_keys.count() == keys_before
 
 
 def test_first_send_plans_the_hourly_cleanup(transactional_db: None) -> None:
