@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import io
 import re
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
+from messaging.factories import (
+    OrganisationFactory,
+    api_client,
+    patient_fields,
+    personal_mailbox,
+    practitioner,
+    shared_mailbox,
+    web_client,
+)
 from pli.accounts.models import User
 from pli.audit.models import AuditEvent
-from pli.messaging import services
+from pli.messaging import search_links, services
 from pli.messaging.models import Delivery, Folder, Message
 from pli.messaging.views import content_disposition
 
@@ -281,6 +291,34 @@ def test_search_words_never_travel_in_the_url(pair: tuple[User, User]) -> None:
     # An old link with the words in clear is sealed and redirected, once.
     legacy = client.get(f"/messages/{box.pk}/search/?q=genou")
     assert legacy.status_code == 303 and "genou" not in legacy["Location"]
+
+
+def test_a_search_link_opens_only_in_the_mailbox_it_was_made_in(db: None) -> None:
+    """The same person's other mailbox (a shared one, whose team may include others): the
+    words sealed for one mailbox are not searched in another."""
+    org = OrganisationFactory()
+    bob = practitioner(org)
+    box, shared = personal_mailbox(bob), shared_mailbox(org, [bob])
+    client = web_client(bob)
+    results_url = client.post(f"/messages/{box.pk}/search/", {"q": "genou"})["Location"]
+    assert client.get(results_url).status_code == 200
+    moved = client.get(results_url.replace(str(box.pk), str(shared.pk)))
+    assert moved.status_code == 302 and moved["Location"] == f"/messages/{shared.pk}/search/"
+
+
+def test_a_search_link_expires_after_a_working_day(pair: tuple[User, User], monkeypatch: pytest.MonkeyPatch) -> None:
+    _alice, bob = pair
+    box = personal_mailbox(bob)
+    client = web_client(bob)
+    # Sealed a working day and a minute ago (the clock moved for the sealing only).
+    sealed_at = time.time() - search_links.LIFETIME_SECONDS - 60
+    monkeypatch.setattr(search_links, "time", SimpleNamespace(time=lambda: sealed_at))
+    old = client.post(f"/messages/{box.pk}/search/", {"q": "genou"})["Location"]
+    monkeypatch.undo()
+    response = client.get(old)
+    assert response.status_code == 302 and response["Location"] == f"/messages/{box.pk}/search/"
+    fresh = client.post(f"/messages/{box.pk}/search/", {"q": "genou"})["Location"]
+    assert client.get(fresh).status_code == 200
 
 
 @pytest.mark.parametrize(
