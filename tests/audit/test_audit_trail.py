@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -7,12 +10,27 @@ from django.db import DatabaseError, connection, transaction
 from django.test import RequestFactory
 
 from pli.audit import services as audit
+from pli.audit.chain import event_hash
 from pli.audit.models import AuditEvent, AuditHead
 from pli.core.models import DataKey
 
 
 def _fill(n: int = 5) -> list[AuditEvent]:
     return [audit.record("test.event", actor=("user", str(i)), target=("thing", str(i))) for i in range(n)]
+
+
+def _hash(event: AuditEvent) -> str:
+    """The hash ``event`` should carry: the algorithm is documented, anyone can compute it."""
+    fields = ("seq", "at", "actor_type", "actor_id", "action", "target_type", "target_id", "ip", "outcome", "details")
+    return event_hash(prev_hash=event.prev_hash, **{name: getattr(event, name) for name in fields})
+
+
+def _rewrite(seq: int, **changes: Any) -> None:
+    """Alter an entry and give it the hash of its new content, as a forger would."""
+    event = AuditEvent.objects.get(seq=seq)
+    for name, value in changes.items():
+        setattr(event, name, value)
+    AuditEvent.objects.filter(seq=seq).update(**changes, hash=_hash(event))
 
 
 def test_record_is_a_one_liner_and_chains(db: None) -> None:
@@ -124,3 +142,35 @@ def test_raw_sql_tamper_of_details_is_detected(db: None, audit_unlocked: None) -
     with connection.cursor() as cursor:
         cursor.execute("UPDATE pli_audit_event SET details = %s WHERE seq = 1", ['{"reason": "forged"}'])
     assert audit.verify().first_bad_seq == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"at": datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)},
+        {"actor_type": "system"},
+        {"actor_id": "someone-else"},
+        {"action": "forged.event"},
+        {"target_type": "other.thing"},
+        {"target_id": "another-id"},
+        {"ip": "198.51.100.7"},
+        {"outcome": "denied"},
+        {"details": {"reason": "forged"}},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_verify_names_an_entry_with_any_field_altered(db: None, audit_unlocked: None, change: dict[str, Any]) -> None:
+    _fill(4)
+    AuditEvent.objects.filter(seq=3).update(**change)
+    result = audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "entry 3 was altered" in result.problem
+
+
+def test_verify_detects_an_entry_rewritten_with_a_matching_hash(db: None, audit_unlocked: None) -> None:
+    """Its own hash checks out; the next entry still names the hash it had."""
+    _fill(4)
+    _rewrite(2, actor_id="someone-else")
+    result = audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "entry 3 does not follow entry 2" in result.problem
