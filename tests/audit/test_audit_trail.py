@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -174,3 +175,46 @@ def test_verify_detects_an_entry_rewritten_with_a_matching_hash(db: None, audit_
     result = audit.verify()
     assert (result.ok, result.first_bad_seq) == (False, 3)
     assert "entry 3 does not follow entry 2" in result.problem
+
+
+def test_verify_detects_the_last_entry_rewritten_with_a_matching_hash(db: None, audit_unlocked: None) -> None:
+    """No entry follows it, but the head remembers its hash."""
+    _fill(3)
+    _rewrite(3, action="forged.event")
+    result = audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+    assert "entry 3 was altered" in result.problem
+
+
+def test_verify_detects_an_entry_slipped_in_past_the_head(db: None, audit_unlocked: None) -> None:
+    """Chained to the last entry, but written to the table alone (the head not moved)."""
+    events = _fill(3)
+    forged = AuditEvent.objects.get(seq=3)
+    forged.pk = None
+    forged.seq = 4
+    forged.action = "forged.event"
+    forged.prev_hash = events[-1].hash
+    forged.hash = _hash(forged)
+    forged.save(force_insert=True)
+    result = audit.verify()
+    assert (result.ok, result.first_bad_seq) == (False, 4)
+    assert "entry 4" in result.problem and "inserted" in result.problem
+
+
+def test_verify_of_a_trail_in_use_is_not_a_false_alarm(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries appended while the walk runs (the instance keeps working during the nightly
+    check) are not taken for entries removed at the end."""
+    _fill(3)
+    walk = audit._events
+
+    def walk_then_append(*args: Any) -> Iterator[AuditEvent]:
+        seen = list(walk(*args))  # the walk's snapshot...
+        audit.record("test.event", actor=("user", "late"))  # ...then an append commits
+        return iter(seen)
+
+    monkeypatch.setattr(audit, "_events", walk_then_append)
+    result = audit.verify()
+    assert result.ok, result.problem
+    assert result.checked in (3, 4)
+    monkeypatch.undo()
+    assert audit.verify().checked == 4

@@ -167,16 +167,27 @@ class Verification:
     problem: str = ""
 
 
-def _events() -> Iterator[AuditEvent]:
-    return AuditEvent.objects.order_by("seq").iterator(chunk_size=5000)
+def _events(last_seq: int | None) -> Iterator[AuditEvent]:
+    events = AuditEvent.objects.order_by("seq")
+    if last_seq is not None:
+        events = events.filter(seq__lte=last_seq)
+    return events.iterator(chunk_size=5000)
 
 
 def verify() -> Verification:
-    """Walk the chain from the start; report the first entry altered, removed or inserted."""
+    """Walk the chain from the start to its head; report the first entry altered, removed or
+    inserted.
+
+    The head is read before the walk, which stops there: on an instance in use, entries
+    appended while the walk runs (after its snapshot) would otherwise look like entries
+    removed at the end.
+    """
+    head = AuditHead.objects.filter(pk=1).first()
     expected_prev = GENESIS_HASH
+    before_last = GENESIS_HASH
     expected_seq = 1
     checked = 0
-    for event in _events():
+    for event in _events(head.seq if head is not None else None):
         if event.seq != expected_seq:
             if event.seq > expected_seq:
                 problem = f"entry {expected_seq} is missing (removed)"
@@ -193,21 +204,35 @@ def verify() -> Verification:
             )
         if _hash_of(event) != event.hash:
             return Verification(False, checked, expected_prev, event.seq, f"entry {event.seq} was altered")
-        expected_prev = event.hash
+        before_last, expected_prev = expected_prev, event.hash
         expected_seq += 1
         checked += 1
-    head = AuditHead.objects.filter(pk=1).first()
     if head is None:
         if checked == 0:
             return Verification(True, 0, expected_prev)
         return Verification(False, checked, expected_prev, checked + 1, "the trail's head row was removed")
-    if head.seq != checked or head.hash != expected_prev:
+    if head.seq != checked:
         return Verification(
             False,
             checked,
             expected_prev,
             checked + 1,
             f"the trail ends at entry {checked} but its head records entry {head.seq} (entries removed at the end)",
+        )
+    if head.hash != expected_prev and checked == 0:
+        return Verification(False, 0, expected_prev, 1, "the trail's head row was altered")
+    if head.hash != expected_prev:
+        # The last entry, rewritten with a hash of its own content: no entry follows it to
+        # tell, but the head kept the hash it had.
+        return Verification(
+            False, checked - 1, before_last, checked, f"entry {checked} was altered (the head records another hash)"
+        )
+    # Past the head: entries appended since it was read (the head has moved on with them,
+    # in the same transaction), or one written to the table alone (the head has not).
+    beyond = AuditEvent.objects.filter(seq__gt=head.seq).order_by("seq").values_list("seq", flat=True).first()
+    if beyond is not None and AuditHead.objects.filter(pk=1, seq__lt=beyond).exists():
+        return Verification(
+            False, checked, expected_prev, beyond, f"entry {beyond} is past the trail's head (inserted)"
         )
     return Verification(True, checked, expected_prev)
 
