@@ -67,6 +67,18 @@ def test_ciphertext_copied_to_another_row_or_field_fails(db: None) -> None:
         _ = Specimen.objects.get(pk=a.pk).meta
 
 
+def test_a_wrapped_key_opens_only_as_the_key_row_it_was_made_for(db: None) -> None:
+    """Copied over another object's key row, a wrapped key does not open: it is bound to
+    its row's id, not only to the master key."""
+    a = Specimen.objects.create(note="alpha")
+    b = Specimen.objects.create(note="beta")
+    wrapped = DataKey.objects.get(pk=a.data_key_id).wrapped
+    DataKey.objects.filter(pk=b.data_key_id).update(wrapped=wrapped)
+    assert DataKey.objects.get(pk=a.data_key_id).unwrap()
+    with pytest.raises(DecryptionError):
+        DataKey.objects.get(pk=b.data_key_id).unwrap()
+
+
 def test_tampered_ciphertext_is_refused(db: None) -> None:
     s = Specimen.objects.create(note="intact")
     raw = bytearray(_raw("pli_testing_specimen", "note", s.pk))
