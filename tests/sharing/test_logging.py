@@ -67,6 +67,14 @@ def test_the_token_is_masked_however_the_path_is_spelled() -> None:
     assert redact("/directory/r%C3%A9sultats?cursor=%2Fx%2F") == "/directory/r%C3%A9sultats?cursor=%2Fx%2F"
 
 
+def test_an_api_token_after_bearer_is_masked() -> None:
+    """An API token is longer than a link's token: only its "Bearer" shows it for what it is."""
+    raw = "pli_" + "A1b2C3d4" * 6 + "E5f6"  # "pli_" and 52 letters and digits
+    for line in (f"Authorization: Bearer {raw}", f'"HTTP_AUTHORIZATION": "bearer {raw}"'):
+        masked = redact(line)
+        assert raw[4:] not in masked and "[redacted]" in masked
+
+
 def test_the_audit_trail_never_holds_the_token(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)
