@@ -155,6 +155,20 @@ def test_last_second_factor_cannot_be_removed(organisation: Organisation, client
     assert Authenticator.objects.filter(user=user, type="totp").exists()
 
 
+def test_recovery_codes_alone_are_not_a_second_factor(organisation: Organisation, client: Client) -> None:
+    """They stand in for the authenticator app once in a while: they do not let the app be
+    removed, nor open the pages without it."""
+    user = make_user(organisation, email="doc@example.org")
+    RecoveryCodes.activate(user)
+    sign_in(client, "doc@example.org", code=totp_code())
+    client.post("/account/reauthenticate/", {"password": TEST_PASSWORD})
+    response = client.post("/account/2fa/totp/deactivate/")
+    assert "seul second facteur" in response.content.decode()
+    assert Authenticator.objects.filter(user=user, type="totp").exists()
+    Authenticator.objects.filter(user=user, type="totp").delete()  # removed some other way
+    assert client.get("/account/")["Location"] == "/account/2fa/"
+
+
 def test_second_factor_changes_are_audited(transactional_db: None, organisation: Organisation, client: Client) -> None:
     user = make_user(organisation, email="doc@example.org")
     RecoveryCodes.activate(user)
