@@ -179,3 +179,30 @@ def test_a_patients_error_page_leads_back_to_their_link(db: None) -> None:
     # Anywhere else the error page still points home, never at the requested address.
     body = client.get("/px/AbC-123_xyz").content.decode()
     assert '<input name="next" type="hidden" value="/">' in body and "AbC-123" not in body
+
+
+def test_the_error_title_never_validates_a_form_itself() -> None:
+    # Some forms act when validated (sign-in authenticates, a second factor uses its code):
+    # the page shell only reads the errors the view already found.
+    from django import forms
+    from django.template import Context
+
+    from pli.core.templatetags.pli_pages import page_has_errors
+
+    validated: list[str] = []
+
+    class Acting(forms.Form):
+        code = forms.CharField()
+
+        def clean(self) -> dict[str, Any]:
+            validated.append("clean")
+            raise forms.ValidationError("refused")
+
+    fresh = Acting({"code": "123456"})
+    assert page_has_errors(Context({"form": fresh})) is False and validated == []
+    assert not fresh.is_valid() and validated == ["clean"]
+    assert page_has_errors(Context({"form": fresh})) is True and validated == ["clean"]
+    given = Acting()  # an unbound form given its error by the view, as the compose page does
+    given.cleaned_data = {}
+    given.add_error("code", "refused")
+    assert page_has_errors(Context({"form": given})) is True

@@ -19,8 +19,15 @@ def page_has_errors(context: template.Context) -> bool:
     failed until the person happens on the message (RGAA 11.10, the French State's design
     system does the same)."""
     values: list[Any] = list(context.flatten().values())
-    # Not only bound forms: a refused upload comes back as an unbound form given its error
-    # (the files cannot be sent back). On an unbound form, .errors validates nothing.
     return bool(context.get("page_error")) or any(
-        isinstance(value, forms.BaseForm) and bool(value.errors) for value in values
+        isinstance(value, forms.BaseForm) and _refused(value) for value in values
     )
+
+
+def _refused(form: forms.BaseForm) -> bool:
+    # Only the errors the view already has: reading .errors of a bound form not validated
+    # yet would validate it from the template, and some forms' validation acts (a sign-in
+    # form's authenticates, a second factor's uses up the code). Unbound forms count too: a
+    # refused upload comes back as an unbound form given its error (files cannot be resent).
+    errors = getattr(form, "_errors", None)
+    return bool(errors)
