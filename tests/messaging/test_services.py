@@ -164,11 +164,14 @@ def test_a_second_delete_of_the_same_copies_records_nothing(
     # one finds nothing left to delete and must not record a delete and a shred again.
     alice, bob, _ = trio
     sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    services.open_message(bob, sent["id"])  # its reading goes with the copy, not counted as one
     for user in (alice, bob):
         services.move_message(user, sent["id"], Folder.TRASH)
     services.delete_message(alice, sent["id"])
     stale = services.visible_copies(bob, sent["id"])
     assert services.delete_message(bob, sent["id"]) == 1
+    deletes = AuditEvent.objects.filter(action="message.delete").order_by("seq")
+    assert [event.details for event in deletes][-1] == {"copies": 1}
     monkeypatch.setattr(services, "visible_copies", lambda *args, **kwargs: stale)
     with pytest.raises(services.NotVisible):
         services.delete_message(bob, sent["id"])

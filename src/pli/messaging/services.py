@@ -836,7 +836,8 @@ def delete_message(
         raise NotInTrash
     message = copies[0].message
     with transaction.atomic():
-        removed, _ = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
+        _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
+        removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
         if not removed:
             # Deleted by a concurrent request (a double click) since the copies were read:
             # recording a second delete, and a second shred, would falsify the trail.
