@@ -318,9 +318,43 @@ def test_a_document_refused_as_it_streams_in_leaves_the_rest_of_the_form_filled(
     assert not PatientShare.objects.exists()
 
 
-def test_a_message_deleted_for_good_meanwhile_is_refused_clearly(db: None) -> None:
-    # The page was opened, then the message left the trash for good (its blobs go with it)
-    # before the form was sent: a 400 saying so, not a 500, and no share.
+def test_a_message_deleted_for_good_after_its_page_opened_is_refused_clearly(db: None) -> None:
+    # A colleague emptied the trash while the form was being filled in: a 400 saying so,
+    # what was typed kept, no share, and no "refused access" recorded against the sender.
+    from pli.messaging import services as messaging
+    from pli.messaging.models import Attachment, Folder
+
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm-genou"))
+    client = browser(doctor)
+    assert client.get(f"/shares/new?message={message_id}").status_code == 200
+    attachment = Attachment.objects.get(message_id=message_id)
+    for holder in (colleague, doctor):
+        messaging.move_message(holder, message_id, Folder.TRASH)
+        messaging.delete_message(holder, message_id)
+    response = client.post(f"/shares/new?message={message_id}", {**form(), "attachments": [str(attachment.pk)]})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "Ce message a été supprimé entre-temps" in page and "<title>Erreur" in page
+    assert 'value="Durand"' in page and '<form method="post" action="/shares/new" ' in page  # without it
+    assert not PatientShare.objects.exists() and not list(share_blob_store().iter_ids())
+    assert not AuditEvent.objects.filter(action="message.access_denied").exists()
+
+
+def test_posting_a_share_from_a_message_out_of_reach_is_refused_like_a_deleted_one(db: None) -> None:
+    # The same answer as for a message deleted for good: it tells nothing of the id. The
+    # attempt on a message that exists is recorded.
+    colleague, doctor, other = make_user(), make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm-genou"))
+    response = browser(other).post(f"/shares/new?message={message_id}", form())
+    assert response.status_code == 400 and "Ce message a été supprimé entre-temps" in response.content.decode()
+    assert not PatientShare.objects.exists()
+    assert AuditEvent.objects.filter(action="message.access_denied", target_id=message_id).count() == 1
+
+
+def test_a_blob_gone_while_the_share_is_made_is_refused_clearly(db: None) -> None:
+    # The narrower window: the message's rows were read, then its blobs went (the purge
+    # removes them after it commits) before they were copied.
     from pli.messaging.models import Attachment
     from pli.messaging.uploads import blob_store
 

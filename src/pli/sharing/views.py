@@ -14,6 +14,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -23,7 +24,7 @@ from pli.blobs import BlobNotFound
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
-from pli.messaging.models import Attachment
+from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, services
@@ -77,6 +78,13 @@ def share_list(request: HttpRequest) -> HttpResponse:
     return render(request, "sharing/list.html", {"page": page, "rows": rows})
 
 
+_SOURCE_GONE = gettext_noop("This message was deleted in the meantime: its attachments can no longer be sent.")
+
+
+class _SourceGone(Exception):
+    """The message a share was being made from is out of reach since its page was opened."""
+
+
 def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.UUID | None, list[Attachment]]:
     if not source:
         return None, []
@@ -86,7 +94,14 @@ def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.
     except ValueError:
         raise Http404 from None
     except messaging.NotVisible:
-        messaging.record_denied(_user(request), request, ("messaging.message", message_id), "share")
+        # A message deleted for good is no refused access; one that exists is, either way.
+        if Message.objects.filter(pk=message_id).exists():
+            messaging.record_denied(_user(request), request, ("messaging.message", message_id), "share")
+        if request.method == "POST":
+            # Sent from the page, which showed the message: most likely deleted for good
+            # since (by a colleague, from the trash). Said with what was typed, not a 404;
+            # the same for any message out of reach, so the answer tells nothing of its id.
+            raise _SourceGone from None
         raise Http404 from None
 
 
@@ -118,7 +133,13 @@ def _new_page(
 @csrf_exempt  # checked by _create, once the encrypting upload handler is in place
 @require_http_methods(["GET", "POST"])
 def new_share(request: HttpRequest) -> HttpResponse:
-    source, attachments = _source_attachments(request, request.GET.get("message"))
+    try:
+        source, attachments = _source_attachments(request, request.GET.get("message"))
+    except _SourceGone:
+        # Read with no upload handler at all (before the CSRF check reads it): the files
+        # sent are dropped unread, never written out in clear; the texts come back.
+        request.upload_handlers = []
+        return _source_gone(request)
     if request.method == "GET":
         return _get_new(request, attachments, source)
     rules = document_rules()
@@ -142,6 +163,16 @@ def new_share(request: HttpRequest) -> HttpResponse:
             error = _("The form could not be read; please send it again.")
             return _new_page(request, ShareForm(), attachments, source, status=400, documents_error=error)
         return _create(request, batch, attachments, source)
+
+
+@csrf_protect
+def _source_gone(request: HttpRequest) -> HttpResponse:
+    try:
+        form = ShareForm(request.POST)
+    except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
+        form = ShareForm()
+    form.is_valid()
+    return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
 
 
 @csrf_protect
@@ -201,9 +232,8 @@ def _create(
         copies = mailbox.copy_attachments(forwarded)
     except BlobNotFound:
         # Only a deletion for good removes a stored attachment: the message went from the
-        # trash after this page was opened.
-        error = _("This message was deleted in the meantime: its attachments can no longer be sent.")
-        return _new_page(request, form, [], source, status=400, documents_error=error)
+        # trash while this request ran.
+        return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
     batch.pending.extend(copies)
     share = services.create_share(
         _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
