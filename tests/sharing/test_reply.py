@@ -129,6 +129,10 @@ def test_a_refused_reply_points_to_what_to_fix_and_takes_the_focus_there(
     too_many = reply(patient, "encore").content.decode()
     assert "autofocus" in _tag(too_many, message)
     assert "aria-invalid" not in _tag(too_many, textarea) + _tag(too_many, file_input)
+    # Each time the title says so first, as on the other refused pages.
+    for page in (empty, refused_file, too_many):
+        assert _tag(page, r"<title>[^<]*").startswith("<title>Erreur\u00a0: ")
+    assert "<title>Erreur" not in patient.get("/documents").content.decode()
 
 
 def test_files_over_ten_megabytes_are_refused(db: None) -> None:

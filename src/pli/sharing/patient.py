@@ -336,6 +336,8 @@ def _documents_page(
         "reply_max_files": REPLY_MAX_FILES,
         "reply_max_size": limit_size(REPLY_MAX_FILE_BYTES),
         "replies": list(share.replies.all()),
+        # A refused reply is the page's message, not a form error: the title says it too.
+        "page_error": bool(extra.get("reply_error")),
         **extra,
     }
     return _render(request, "documents.html", context, status=status)
