@@ -341,12 +341,21 @@ def test_a_message_deleted_for_good_after_its_page_opened_is_refused_clearly(db:
     assert not AuditEvent.objects.filter(action="message.access_denied").exists()
 
 
-def test_posting_a_share_from_a_message_out_of_reach_is_refused_like_a_deleted_one(db: None) -> None:
+def test_posting_a_share_from_a_message_out_of_reach_is_refused_like_a_deleted_one(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The same answer as for a message deleted for good: it tells nothing of the id. The
-    # attempt on a message that exists is recorded.
+    # attempt on a message that exists is recorded. The document sent along is read by no
+    # upload handler (Django's own would hold it in clear, in memory or in a temporary file).
+    from django.core.files import uploadhandler
+
     colleague, doctor, other = make_user(), make_user(), make_user()
     message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm-genou"))
+    received: list[str] = []
+    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
+        monkeypatch.setattr(handler, "new_file", lambda self, *args, **kwargs: received.append(args[1]))
     response = browser(other).post(f"/shares/new?message={message_id}", form())
+    assert received == []
     assert response.status_code == 400 and "Ce message a été supprimé entre-temps" in response.content.decode()
     assert not PatientShare.objects.exists()
     assert AuditEvent.objects.filter(action="message.access_denied", target_id=message_id).count() == 1

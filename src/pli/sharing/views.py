@@ -7,6 +7,7 @@ import uuid
 
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.files.uploadhandler import FileUploadHandler
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
@@ -85,6 +86,17 @@ class _SourceGone(Exception):
     """The message a share was being made from is out of reach since its page was opened."""
 
 
+class _DropFiles(FileUploadHandler):
+    """Reads the files of a form that is refused anyway, keeping none of their bytes. (An
+    empty handler list would not do: Django then falls back to its own handlers.)"""
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        return None
+
+    def file_complete(self, file_size: int) -> None:
+        return None
+
+
 def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.UUID | None, list[Attachment]]:
     if not source:
         return None, []
@@ -136,9 +148,9 @@ def new_share(request: HttpRequest) -> HttpResponse:
     try:
         source, attachments = _source_attachments(request, request.GET.get("message"))
     except _SourceGone:
-        # Read with no upload handler at all (before the CSRF check reads it): the files
-        # sent are dropped unread, never written out in clear; the texts come back.
-        request.upload_handlers = []
+        # Read (before the CSRF check reads it) by a handler that keeps nothing: the files
+        # sent are dropped, never held or written out in clear; the texts come back.
+        request.upload_handlers = [_DropFiles(request)]
         return _source_gone(request)
     if request.method == "GET":
         return _get_new(request, attachments, source)
