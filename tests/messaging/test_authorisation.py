@@ -200,14 +200,20 @@ def test_web_pages_need_a_login(world: World) -> None:
         assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
+def _message(sender: User, to: Mailbox) -> str:
+    """The id of a one-line message ``sender`` sent to ``to`` through the API."""
+    response = api_client(sender).post(
+        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [to.address], "body": "x"}
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
 def test_member_leaving_the_shared_mailbox_loses_access(db: None) -> None:
     org = OrganisationFactory()
     member, sender = practitioner(org), practitioner()
     mailbox = shared_mailbox(org, [member])
-    response = api_client(sender).post(
-        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [mailbox.address], "body": "x"}
-    )
-    message_id = response.json()["id"]
+    message_id = _message(sender, mailbox)
     client = api_client(member)
     assert client.get(f"/api/v1/messages/{message_id}").status_code == 200
     mailbox.memberships.filter(user=member).delete()
@@ -218,10 +224,7 @@ def test_a_mailbox_switched_off_is_out_of_reach(db: None) -> None:
     """Its owner, still an active account, neither lists it, nor reads what it holds."""
     sender, owner = practitioner(), practitioner()
     box = personal_mailbox(owner)
-    response = api_client(sender).post(
-        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [box.address], "body": "x"}
-    )
-    message_id = response.json()["id"]
+    message_id = _message(sender, box)
     Mailbox.objects.filter(pk=box.pk).update(is_active=False)
     client = api_client(owner)
     assert str(box.pk) not in [m["id"] for m in client.get("/api/v1/mailboxes").json()]
@@ -236,10 +239,7 @@ def test_a_shared_mailbox_is_out_of_reach_once_its_organisation_is_left(db: None
     org = OrganisationFactory()
     member, sender = practitioner(org), practitioner()
     mailbox = shared_mailbox(org, [member])
-    response = api_client(sender).post(
-        "/api/v1/messages", {"sender": personal_mailbox(sender).address, "to": [mailbox.address], "body": "x"}
-    )
-    message_id = response.json()["id"]
+    message_id = _message(sender, mailbox)
     client = api_client(member)
     assert client.get(f"/api/v1/messages/{message_id}").status_code == 200
     Membership.objects.filter(user=member, organisation=org).delete()

@@ -320,6 +320,18 @@ def _age_codes(share: PatientShare, seconds: int = 31) -> None:
     PatientShare.objects.filter(pk=share.pk).update(counters_reset_at=F("counters_reset_at") - earlier)
 
 
+def _five_codes_sent() -> tuple[PatientShare, Patient]:
+    """A share whose patient gave the birth date and asked for four more codes, each past
+    the resend cool-down: the hour's five."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for _ in range(4):
+        _age_codes(share)
+        assert patient.new_code().status_code == 303
+    return share, patient
+
+
 def test_switching_channels_back_and_forth_waits_like_asking_again(db: None) -> None:
     """An impatient patient tapping "by e-mail", "by SMS", "by e-mail"... used to spend the
     hourly allowance in seconds and lock the share."""
@@ -343,12 +355,7 @@ def test_switching_channels_back_and_forth_waits_like_asking_again(db: None) -> 
 
 
 def test_codes_per_hour_limit_locks(db: None) -> None:
-    share, token = make_share()
-    patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    for _ in range(4):
-        _age_codes(share)
-        assert patient.new_code().status_code == 303
+    share, patient = _five_codes_sent()
     _age_codes(share)
     assert OneTimeCode.objects.filter(share=share).count() == 5
     assert patient.new_code().status_code == 403
@@ -357,12 +364,7 @@ def test_codes_per_hour_limit_locks(db: None) -> None:
 
 
 def test_codes_older_than_an_hour_no_longer_count(db: None) -> None:
-    share, token = make_share()
-    patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    for _ in range(4):
-        _age_codes(share)
-        assert patient.new_code().status_code == 303
+    share, patient = _five_codes_sent()
     # The hour's five codes, an hour and a minute ago: a sixth is sent, nothing locks.
     _age_codes(share, 3600 + 60)
     assert patient.new_code().status_code == 303
@@ -373,12 +375,7 @@ def test_codes_older_than_an_hour_no_longer_count(db: None) -> None:
 
 def test_unlocking_a_share_locked_by_its_codes_lets_a_code_through_at_once(db: None) -> None:
     """The codes that locked it are what the practitioner lifted: they no longer count."""
-    share, token = make_share()
-    patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    for _ in range(4):
-        _age_codes(share)
-        assert patient.new_code().status_code == 303
+    share, patient = _five_codes_sent()
     _age_codes(share)
     assert patient.new_code().status_code == 403
     share.refresh_from_db()
