@@ -312,9 +312,22 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
                 to_list = [origin] if origin else []
             cc_list: list[str] = []
             if mode == "reply_all":
-                me = sender.address if sender else ""
-                to_list += [r.mailbox.address for r in recipients if r.role == Role.TO and r.mailbox.address != me]
-                cc_list = [r.mailbox.address for r in recipients if r.role == Role.CC and r.mailbox.address != me]
+                # Not the mailbox answered from, nor the replier's own (her answer would come
+                # back to her, unread), nor one closed since (the form would refuse it). A
+                # shared mailbox she belongs to stays: the team sees the answer.
+                left_out = {m.address.lower() for m in mailboxes if m.owner_id == user.pk}
+                if sender is not None:
+                    left_out.add(sender.address.lower())
+
+                def others(role: str) -> list[str]:
+                    return [
+                        r.mailbox.address
+                        for r in recipients
+                        if r.role == role and r.mailbox.is_active and r.mailbox.address.lower() not in left_out
+                    ]
+
+                to_list += others(Role.TO)
+                cc_list = others(Role.CC)
             initial["to"] = list(dict.fromkeys(to_list))
             initial["cc"] = list(dict.fromkeys(cc_list))
         patient = message.patient

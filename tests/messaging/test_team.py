@@ -1,0 +1,105 @@
+"""A practice at work: a secretary and two GPs sharing an organisational mailbox, each with a
+personal one too, writing with a hospital department's shared mailbox in another
+organisation. Who read and who answered, unread counts, reply to all, receipts, search."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from messaging.factories import (
+    OrganisationFactory,
+    api_client,
+    personal_mailbox,
+    practitioner,
+    shared_mailbox,
+    web_client,
+)
+from pli.accounts.models import Mailbox, User
+
+
+@dataclass
+class Practice:
+    claire: User  # the secretary
+    jeanne: User  # a GP
+    marc: User  # a GP
+    team: Mailbox  # the practice's shared mailbox
+    paul: User  # a cardiologist at the hospital
+    cardio: Mailbox  # the hospital department's shared mailbox
+
+    def own(self, user: User) -> Mailbox:
+        return personal_mailbox(user)
+
+
+@pytest.fixture
+def practice(db: None) -> Practice:
+    lilas, hospital = OrganisationFactory(name="Cabinet des Lilas"), OrganisationFactory(name="CHU")
+    claire, jeanne, marc = practitioner(lilas), practitioner(lilas), practitioner(lilas)
+    paul = practitioner(hospital)
+    return Practice(
+        claire=claire,
+        jeanne=jeanne,
+        marc=marc,
+        team=shared_mailbox(lilas, [claire, jeanne, marc]),
+        paul=paul,
+        cardio=shared_mailbox(hospital, [paul], name="Cardiologie"),
+    )
+
+
+def _send(user: User, sender: Mailbox, to: list[Mailbox], cc: Sequence[Mailbox] = (), **extra: Any) -> str:
+    data = {
+        "sender": sender.address,
+        "to": [m.address for m in to],
+        "cc": [m.address for m in cc],
+        "subject": "Compte rendu",
+        "body": "Texte",
+        **extra,
+    }
+    response = api_client(user).post("/api/v1/messages", data)
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def _unread(user: User) -> dict[str, int]:
+    return {m["name"]: m["unread"] for m in api_client(user).get("/api/v1/mailboxes").json()}
+
+
+# --- reply to all ---------------------------------------------------------------------------
+
+
+def test_reply_to_all_leaves_out_the_repliers_own_mailbox_and_closed_ones(practice: Practice) -> None:
+    """Jeanne answered the hospital to all from the shared mailbox: her own personal
+    mailbox was in the copies (her answer came back to her, unread), and so was a colleague's
+    mailbox closed since, which the form then refused as an unknown address."""
+    p = practice
+    leaver = practitioner(p.team.organisation)
+    elsewhere = practitioner()
+    message_id = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)], [p.own(leaver), p.own(elsewhere)])
+    Mailbox.objects.filter(pk=p.own(leaver).pk).update(is_active=False)
+    client = web_client(p.jeanne)
+    page = client.get(f"/messages/compose/?reply_to={message_id}&mode=reply_all&mailbox={p.team.pk}")
+    initial = page.context["form"].initial
+    assert initial["sender"] == p.team.address
+    assert initial["to"] == [p.cardio.address]
+    assert initial["cc"] == [p.own(elsewhere).address]
+    # From her own mailbox, the team stays among the recipients: it sees the answer.
+    page = client.get(f"/messages/compose/?reply_to={message_id}&mode=reply_all&mailbox={p.own(p.jeanne).pk}")
+    initial = page.context["form"].initial
+    assert initial["to"] == [p.cardio.address, p.team.address]
+    assert initial["cc"] == [p.own(elsewhere).address]
+    # What the page offers is sent as it stands.
+    sent = client.post(
+        "/messages/compose/",
+        {
+            "sender": initial["sender"],
+            "to": ", ".join(initial["to"]),
+            "cc": ", ".join(initial["cc"]),
+            "in_reply_to": message_id,
+            "subject": initial["subject"],
+            "body": "Vu.",
+        },
+    )
+    assert sent.status_code == 303, sent.context["form"].errors if sent.context else sent
