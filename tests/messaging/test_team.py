@@ -19,6 +19,7 @@ from messaging.factories import (
     web_client,
 )
 from pli.accounts.models import Mailbox, User
+from pli.messaging.models import Delivery, Folder
 
 
 @dataclass
@@ -103,3 +104,32 @@ def test_reply_to_all_leaves_out_the_repliers_own_mailbox_and_closed_ones(practi
         },
     )
     assert sent.status_code == 303, sent.context["form"].errors if sent.context else sent
+
+
+# --- unread and read ------------------------------------------------------------------------
+
+
+def test_reading_in_the_shared_mailbox_reads_ones_own_copy_too(practice: Practice) -> None:
+    """A message to the team and to Jeanne, which she read in the shared mailbox, still
+    counted as unread in her own: her own copy is hers alone, and she has read it. Read in
+    her own mailbox, it stays unread for the team (decisions.md, 2026-11-30)."""
+    p = practice
+    first = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    second = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    assert _unread(p.jeanne)[p.own(p.jeanne).name] == 2
+    page = web_client(p.jeanne).get(f"/messages/m/{first}/?mailbox={p.team.pk}")
+    assert page.status_code == 200
+    api = api_client(p.jeanne).get(f"/api/v1/messages/{second}?mailbox={p.team.pk}")
+    assert api.status_code == 200
+    # The caller's copies as listed are still those of the mailbox asked for.
+    assert [c["mailbox"] for c in api.json()["copies"]] == [str(p.team.pk)]
+    assert _unread(p.jeanne) == {p.own(p.jeanne).name: 0, p.team.name: 0}
+    own_copy = Delivery.objects.get(message_id=first, mailbox=p.own(p.jeanne))
+    assert own_copy.read_by == p.jeanne and own_copy.folder == Folder.INBOX
+    # Marc reads his colleague's copy nowhere: hers is read by her only.
+    third = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    assert web_client(p.marc).get(f"/messages/m/{third}/?mailbox={p.team.pk}").status_code == 200
+    assert _unread(p.jeanne) == {p.own(p.jeanne).name: 1, p.team.name: 0}
+    # The web pages count as the API does.
+    nav = web_client(p.jeanne).get(f"/messages/{p.team.pk}/inbox/").context["mail_nav"]
+    assert {e.mailbox.name: e.unread for e in nav.mailboxes} == _unread(p.jeanne)

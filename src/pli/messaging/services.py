@@ -640,11 +640,28 @@ def open_message(
     return Opened(message=message, copies=copies)
 
 
+def _own_unread_copies(user: User, messages: Sequence[Message], copies: Sequence[Delivery]) -> list[Delivery]:
+    """``user``'s copies of ``messages`` in their personal mailbox, unread, that ``copies``
+    leave out: read through a shared mailbox, a message is read by the person too, and
+    their own mailbox is theirs alone (the shared copy is not read by one's own, see
+    :func:`open_thread`)."""
+    if all(copy.mailbox.owner_id == user.pk for copy in copies):
+        return []
+    return list(
+        Delivery.objects.filter(
+            message_id__in=[m.pk for m in messages],
+            mailbox__owner=user,
+            role__in=INCOMING,
+            read_at__isnull=True,
+        ).exclude(pk__in=[c.pk for c in copies])
+    )
+
+
 def _mark_read(
     user: User, messages: Sequence[Message], copies: Sequence[Delivery], request: HttpRequest | None
 ) -> None:
     now = timezone.now()
-    incoming = [c for c in copies if c.is_incoming]
+    incoming = [c for c in [*copies, *_own_unread_copies(user, messages, copies)] if c.is_incoming]
     with transaction.atomic():
         unread = [c.pk for c in incoming if c.read_at is None]
         if unread:
