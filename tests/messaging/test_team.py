@@ -133,3 +133,54 @@ def test_reading_in_the_shared_mailbox_reads_ones_own_copy_too(practice: Practic
     # The web pages count as the API does.
     nav = web_client(p.jeanne).get(f"/messages/{p.team.pk}/inbox/").context["mail_nav"]
     assert {e.mailbox.name: e.unread for e in nav.mailboxes} == _unread(p.jeanne)
+
+
+# --- who answered ---------------------------------------------------------------------------
+
+
+def test_an_answer_from_ones_own_mailbox_shows_in_the_shared_one(practice: Practice) -> None:
+    """Jeanne answered from her own mailbox a letter the hospital sent to her and to the
+    team: the team's copy did not say so, and Claire answered the hospital a second time."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    _send(p.jeanne, p.own(p.jeanne), [p.cardio], in_reply_to=message_id)
+    team_copy = Delivery.objects.get(message_id=message_id, mailbox=p.team)
+    assert team_copy.answered_by == p.jeanne and team_copy.answered_at is not None
+    html = web_client(p.claire).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
+    assert "répondu par" in html and p.jeanne.display_name in html
+    inbox = web_client(p.claire).get(f"/messages/{p.team.pk}/inbox/").content.decode()
+    assert "répondu" in inbox
+    # Reading is still per mailbox: her answer did not mark the team's copy read.
+    assert team_copy.read_at is None
+
+
+def test_two_members_who_answer_are_both_shown(practice: Practice) -> None:
+    """Claire and Marc answered the same letter (at once, each unaware of the other): the
+    team saw one name only, the last, and the time of the last answer."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    _send(p.claire, p.team, [p.cardio], in_reply_to=message_id)
+    first = Delivery.objects.get(message_id=message_id, mailbox=p.team).answered_at
+    _send(p.marc, p.own(p.marc), [p.cardio], in_reply_to=message_id)
+    copy = Delivery.objects.get(message_id=message_id, mailbox=p.team)
+    # The sender's receipt keeps the first answer's time, and who gave it.
+    assert copy.answered_at == first and copy.answered_by == p.claire
+    html = web_client(p.jeanne).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
+    team_line = html[html.index('class="mail-team') :]
+    team_line = team_line[: team_line.index("</p>")]
+    assert "répondu par" in team_line
+    assert p.claire.display_name in team_line and p.marc.display_name in team_line
+
+
+def test_who_read_and_answered_stays_once_a_member_has_left(practice: Practice) -> None:
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    assert web_client(p.marc).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").status_code == 200
+    _send(p.marc, p.team, [p.cardio], in_reply_to=message_id)
+    from pli.accounts.models import Membership
+    from pli.accounts.services import remove_member
+
+    remove_member(Membership.objects.get(user=p.marc, organisation=p.team.organisation))
+    html = web_client(p.claire).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
+    team_line = html[html.index('class="mail-team') :]
+    assert "lu par" in team_line and "répondu par" in team_line and p.marc.display_name in team_line

@@ -160,10 +160,12 @@ class Delivery(models.Model):
     delivered_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True, blank=True)
     read_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    # The first answer, as the sender's receipt shows it; every member's is an Answer.
     answered_at = models.DateTimeField(null=True, blank=True)
     answered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
 
     readings: models.Manager[Reading]
+    answers: models.Manager[Answer]
 
     class Meta:
         db_table = "pli_delivery"
@@ -209,6 +211,23 @@ class Reading(models.Model):
 
     def __str__(self) -> str:
         return f"read by user {self.user_id}"
+
+
+class Answer(models.Model):
+    """Who answered a copy, and when (their first answer): for shared mailboxes the team sees
+    every member who answered, and two answering the same letter see each other."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="answers")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    answered_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pli_answer"
+        ordering = ["answered_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "user"], name="answer_once_per_user")]
+
+    def __str__(self) -> str:
+        return f"answered by user {self.user_id}"
 
 
 class SearchToken(models.Model):

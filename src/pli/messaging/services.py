@@ -36,6 +36,7 @@ from pli.crypto import new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search, tasks
 from pli.messaging.models import (
+    Answer,
     Attachment,
     Delivery,
     ExternalSender,
@@ -319,7 +320,7 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
                     )
                 )
     tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(draft.subject, draft.patient)]
-    answered = _answered_copies(author, draft.in_reply_to, draft.sender) if draft.in_reply_to is not None else []
+    answered = _answered_copies(author, draft.in_reply_to) if draft.in_reply_to is not None else []
     # CNIL: a mailbox unused for a year is deleted; a day's precision is plenty.
     last_used = draft.sender.last_used_at
     touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
@@ -332,7 +333,13 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
         insert_rows(copies)
         insert_rows(tokens)
         if answered:
-            Delivery.objects.filter(pk__in=answered).update(answered_at=now, answered_by=author)
+            # The receipt keeps the first answer; every member who answers is listed.
+            Delivery.objects.filter(pk__in=answered, answered_at__isnull=True).update(
+                answered_at=now, answered_by=author
+            )
+            Answer.objects.bulk_create(
+                [Answer(delivery_id=pk, user=author, answered_at=now) for pk in answered], ignore_conflicts=True
+            )
         if touch_mailbox:
             Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
         audit.record(
@@ -362,16 +369,16 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
     return message
 
 
-def _answered_copies(author: User, parent: Message, sender: Mailbox) -> list[int]:
-    """The copies of ``parent`` that this reply answers: the one in the sending mailbox if
-    it received the message, else the author's other copies."""
-    copies = list(
+def _answered_copies(author: User, parent: Message) -> list[int]:
+    """The copies of ``parent`` that this reply answers: every one the author received, in
+    their own mailbox and in the shared ones they work in, whichever they answered from. A
+    GP who answers from her own mailbox a letter sent to her and to the team has answered it
+    for the team too, and the team must see it (or answer a second time)."""
+    return list(
         Delivery.objects.filter(message=parent, role__in=INCOMING, mailbox__in=mailboxes_for(author)).values_list(
-            "pk", "mailbox_id"
+            "pk", flat=True
         )
     )
-    chosen = [pk for pk, mailbox_id in copies if mailbox_id == sender.pk] or [pk for pk, _ in copies]
-    return chosen
 
 
 # --- receiving from outside Pli's mailboxes ------------------------------------------------
@@ -743,7 +750,7 @@ def open_thread(
     for message in messages:
         message.__dict__["attachment_list"] = attachments.get(message.pk, [])
     _mark_read(user, messages, copies, request)
-    prefetch_related_objects(copies, "readings__user")
+    prefetch_related_objects(copies, "readings__user", "answers__user")
     return [ThreadEntry(m, by_message[m.pk], recipients.get(m.pk, [])) for m in messages]
 
 
