@@ -19,6 +19,7 @@ from messaging.factories import (
     web_client,
 )
 from pli.accounts.models import Mailbox, User
+from pli.messaging import services
 from pli.messaging.models import Delivery, Folder
 
 
@@ -184,3 +185,39 @@ def test_who_read_and_answered_stays_once_a_member_has_left(practice: Practice) 
     html = web_client(p.claire).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
     team_line = html[html.index('class="mail-team') :]
     assert "lu par" in team_line and "répondu par" in team_line and p.marc.display_name in team_line
+
+
+# --- receipts -------------------------------------------------------------------------------
+
+
+def test_the_sender_keeps_recipients_and_receipts_once_a_recipient_deletes(practice: Practice) -> None:
+    """Jeanne read the hospital's letter, then deleted it for good: the hospital's sent copy
+    lost her from its "Cc" line and her receipt with it, as if she had never received it."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team], [p.own(p.jeanne)])
+    client = api_client(p.jeanne)
+    own = p.own(p.jeanne).pk
+    assert client.get(f"/api/v1/messages/{message_id}?mailbox={own}").status_code == 200
+    moved = client.post(
+        f"/api/v1/messages/{message_id}/move", {"folder": "trash", "mailbox": str(own)}, content_type="application/json"
+    )
+    assert moved.status_code == 200
+    assert client.delete(f"/api/v1/messages/{message_id}?mailbox={own}").status_code == 204
+    assert client.get(f"/api/v1/messages/{message_id}?mailbox={own}").status_code == 404
+    seen = api_client(p.paul).get(f"/api/v1/messages/{message_id}").json()
+    assert seen["to"] == [p.team.address] and seen["cc"] == [p.own(p.jeanne).address]
+    receipts = {r["address"]: r for r in seen["receipts"]}
+    assert receipts[p.own(p.jeanne).address]["read_at"] is not None
+    assert receipts[p.team.address]["read_at"] is None
+    # Recipients in the order of the message: "to" first, then "cc".
+    assert [r["role"] for r in seen["receipts"]] == ["to", "cc"]
+    html = web_client(p.paul).get(f"/messages/m/{message_id}/?mailbox={p.cardio.pk}").content.decode()
+    assert html.count('class="receipt-row"') == 2 and p.own(p.jeanne).address in html
+    # The team still sees her among the recipients too.
+    html = web_client(p.claire).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
+    assert p.own(p.jeanne).address in html
+    # Once the last copy goes, nothing is left of the message, receipts included.
+    for user, box in ((p.paul, p.cardio), (p.claire, p.team)):
+        services.move_message(user, message_id, Folder.TRASH, mailbox_id=box.pk)
+        services.delete_message(user, message_id, mailbox_id=box.pk)
+    assert not services.message_recipients_for([message_id])

@@ -198,6 +198,41 @@ class Delivery(models.Model):
         return Folder.SENT if self.role == Role.SENDER else Folder.INBOX
 
 
+class DeletedCopy(models.Model):
+    """A recipient's copy deleted for good while the message lives on in other mailboxes:
+    who received it and what became of it (delivered, read, answered), never its content.
+    The sender's receipts and every reader's "To"/"Cc" still name that recipient; it goes
+    with the message when the last copy does."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=8, choices=Role.choices)
+    delivered_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pli_deleted_copy"
+        constraints = [models.UniqueConstraint(fields=["message", "mailbox"], name="deleted_copy_once_per_mailbox")]
+
+    def __str__(self) -> str:
+        return f"deleted copy of message {self.message_id} in mailbox {self.mailbox_id}"
+
+    def as_recipient(self) -> Delivery:
+        """The copy as it stood, for the lists of recipients (never saved)."""
+        return Delivery(
+            message_id=self.message_id,
+            mailbox=self.mailbox,
+            role=self.role,
+            folder=Folder.TRASH,
+            sent_at=self.delivered_at,
+            delivered_at=self.delivered_at,
+            read_at=self.read_at,
+            answered_at=self.answered_at,
+        )
+
+
 class Reading(models.Model):
     """Who opened a copy, and when: for shared mailboxes the team sees every reader."""
 

@@ -38,6 +38,7 @@ from pli.messaging import search, tasks
 from pli.messaging.models import (
     Answer,
     Attachment,
+    DeletedCopy,
     Delivery,
     ExternalSender,
     Folder,
@@ -738,11 +739,7 @@ def open_thread(
         by_message.setdefault(copy.message_id, []).append(copy)
     messages = [group[0].message for group in by_message.values()]
     recipients: dict[uuid.UUID, list[Delivery]] = {}
-    for row in (
-        Delivery.objects.filter(message_id__in=by_message.keys(), role__in=INCOMING)
-        .select_related("mailbox", "read_by", "answered_by")
-        .order_by("role", "mailbox__name")
-    ):
+    for row in message_recipients_for(by_message.keys()):
         recipients.setdefault(row.message_id, []).append(row)
     attachments: dict[uuid.UUID, list[Attachment]] = {}
     for attachment in Attachment.objects.filter(message_id__in=by_message.keys()).select_related("data_key"):
@@ -755,19 +752,18 @@ def open_thread(
 
 
 def message_recipients(message: Message) -> list[Delivery]:
-    return list(
-        Delivery.objects.filter(message=message, role__in=INCOMING)
-        .select_related("mailbox", "read_by", "answered_by")
-        .order_by("role", "mailbox__name")
-    )
+    return message_recipients_for([message.pk])
 
 
-def message_recipients_for(message_ids: Iterable[uuid.UUID]) -> list[Delivery]:
-    return list(
-        Delivery.objects.filter(message_id__in=list(message_ids), role__in=INCOMING)
-        .select_related("mailbox")
-        .order_by("role", "mailbox__name")
-    )
+def message_recipients_for(message_ids: Iterable[uuid.UUID | str]) -> list[Delivery]:
+    """The to/cc copies of these messages, "to" first, by name: those still held and, as
+    they stood, those their mailbox deleted for good (:class:`DeletedCopy`), so that a
+    recipient who deletes a message still appears where it went, with their receipt."""
+    ids = list(message_ids)
+    rows = list(Delivery.objects.filter(message_id__in=ids, role__in=INCOMING).select_related("mailbox"))
+    rows += [gone.as_recipient() for gone in DeletedCopy.objects.filter(message_id__in=ids).select_related("mailbox")]
+    rows.sort(key=lambda row: (row.role != Role.TO, row.mailbox.name, row.mailbox.address))
+    return rows
 
 
 def message_attachments(message: Message) -> list[Attachment]:
@@ -866,6 +862,23 @@ def delete_message(
             # Deleted by a concurrent request (a double click) since the copies were read:
             # recording a second delete, and a second shred, would falsify the trail.
             raise NotVisible
+        now = timezone.now()
+        DeletedCopy.objects.bulk_create(
+            [
+                DeletedCopy(
+                    message_id=c.message_id,
+                    mailbox_id=c.mailbox_id,
+                    role=c.role,
+                    delivered_at=c.delivered_at,
+                    read_at=c.read_at,
+                    answered_at=c.answered_at,
+                    deleted_at=now,
+                )
+                for c in trashed
+                if c.is_incoming
+            ],
+            ignore_conflicts=True,
+        )
         audit.record("message.delete", actor=user, target=message, request=request, details={"copies": removed})
         if not Delivery.objects.filter(message=message).exists():
             _purge(message)
