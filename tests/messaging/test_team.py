@@ -19,7 +19,7 @@ from messaging.factories import (
     web_client,
 )
 from pli.accounts.models import Mailbox, User
-from pli.messaging import services
+from pli.messaging import search, services
 from pli.messaging.models import Delivery, Folder
 
 
@@ -221,3 +221,47 @@ def test_the_sender_keeps_recipients_and_receipts_once_a_recipient_deletes(pract
         services.move_message(user, message_id, Folder.TRASH, mailbox_id=box.pk)
         services.delete_message(user, message_id, mailbox_id=box.pk)
     assert not services.message_recipients_for([message_id])
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+def _found(box: Mailbox, **query: Any) -> list[str]:
+    page = services.folder_page(box, None, query=services.SearchQuery(**query))
+    return [str(c.message_id) for c in page.items]
+
+
+def _patient(family: str, given: str, ins: str = "") -> dict[str, str]:
+    return {
+        "patient_ins": ins,
+        "patient_family_name": family,
+        "patient_given_names": given,
+        "patient_birth_date": "1958-04-02",
+        "patient_sex": "M",
+    }
+
+
+@pytest.mark.parametrize("typed", ["a", "l'", "-", "à", "' -"])
+def test_a_search_with_no_word_to_look_for_finds_nothing(practice: Practice, typed: str) -> None:
+    """ "a", an apostrophe or a dash searched for gave back the whole mailbox: words of one
+    letter are not indexed, and no word left meant no condition at all."""
+    p = practice
+    _send(p.paul, p.cardio, [p.team], subject="À voir")
+    assert _found(p.team, text=typed) == []
+    response = api_client(p.claire).get(f"/api/v1/mailboxes/{p.team.pk}/messages", {"q": typed})
+    assert response.status_code == 200 and response.json()["results"] == []
+    page = web_client(p.claire).post(f"/messages/{p.team.pk}/search/", {"q": typed})
+    assert page.status_code == 400
+    assert 'aria-invalid="true"' in page.content.decode() and "au moins" in page.content.decode()
+
+
+def test_search_never_reaches_another_mailbox_nor_the_trash(practice: Practice) -> None:
+    p = practice
+    word = "Coronarographie"
+    to_team = _send(p.paul, p.cardio, [p.team], subject=word)
+    to_jeanne = _send(p.paul, p.cardio, [p.own(p.jeanne)], subject=word)
+    assert _found(p.team, text=word) == [to_team]
+    assert _found(p.own(p.jeanne), text=word) == [to_jeanne]
+    services.move_message(p.claire, to_team, Folder.TRASH, mailbox_id=p.team.pk)
+    assert _found(p.team, text=word) == []
+    assert search.query_tokens(word)  # the word itself is searchable

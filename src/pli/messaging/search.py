@@ -84,22 +84,33 @@ def _ins_at(raw: list[str], start: int) -> tuple[str, int] | None:
     return None
 
 
-def query_tokens(text: str, kinds: Iterable[str] = KINDS) -> list[list[str]]:
-    """For each query word, the tokens it may match (one per kind); a message must match
-    at least one token of every word."""
+def query_words(text: str, kinds: Iterable[str] = KINDS) -> list[list[tuple[str, str]]]:
+    """For each query word, the (kind, word) pairs it may match (one per kind); a message
+    must match at least one pair of every word. Empty when nothing in ``text`` can be looked
+    for (single letters, punctuation), which then matches no message, not every one."""
     kinds = tuple(kinds)
-    groups: list[list[str]] = []
+    groups: list[list[tuple[str, str]]] = []
     raw = text.split()
     index = 0
     while index < len(raw):
         found = _ins_at(raw, index) if INS in kinds else None
         if found is not None:
             ins, index = found
-            groups.append([token(INS, ins), *(token(kind, ins.casefold()) for kind in kinds if kind != INS)])
+            groups.append([(INS, ins), *((kind, ins.casefold()) for kind in kinds if kind != INS)])
             continue
         for word in words(raw[index]):
-            alternatives = [token(kind, word) for kind in kinds if kind != INS]
+            alternatives = [(kind, word) for kind in kinds if kind != INS]
             if alternatives:
                 groups.append(alternatives)
         index += 1
     return groups
+
+
+def searchable(text: str) -> bool:
+    """Whether ``text`` holds anything to look for (see :func:`query_words`)."""
+    return bool(query_words(text))
+
+
+def query_tokens(text: str, kinds: Iterable[str] = KINDS) -> list[list[str]]:
+    """:func:`query_words` as tokens."""
+    return [[token(kind, word) for kind, word in group] for group in query_words(text, kinds)]

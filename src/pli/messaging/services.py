@@ -493,7 +493,10 @@ def _day_start(day: datetime.date) -> datetime.datetime:
 
 
 def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delivery]:
-    for group in search.query_tokens(query.text):
+    groups = search.query_tokens(query.text)
+    if query.text.strip() and not groups:
+        return qs.none()  # "a" or "-": no word to match, not a search for everything
+    for group in groups:
         qs = qs.filter(message_id__in=SearchToken.objects.filter(token__in=group).values("message_id"))
     sender = query.sender.strip()
     if sender:

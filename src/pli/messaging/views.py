@@ -36,6 +36,7 @@ from pli.blobs import ReadAhead
 from pli.core.sizes import limit_size
 from pli.messaging import search_links, services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
+from pli.messaging.search import searchable
 from pli.messaging.models import Attachment, Folder, Message, Role
 from pli.messaging.uploads import UploadRejected, UploadSession
 
@@ -133,6 +134,12 @@ class SearchForm(forms.Form):
         required=False,
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
+
+    def clean_q(self) -> str:
+        value: str = self.cleaned_data.get("q") or ""
+        if value.strip() and not searchable(value):
+            raise forms.ValidationError(_("Type at least one word of two letters or more, or an INS."), code="no_word")
+        return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
