@@ -16,6 +16,7 @@ from messaging.factories import (
     personal_mailbox,
     practitioner,
     shared_mailbox,
+    valid_ins,
     web_client,
 )
 from pli.accounts.models import Mailbox, User
@@ -239,6 +240,22 @@ def _patient(family: str, given: str, ins: str = "") -> dict[str, str]:
         "patient_birth_date": "1958-04-02",
         "patient_sex": "M",
     }
+
+
+def test_search_finds_compound_names_however_they_are_typed(practice: Practice) -> None:
+    """N'Diaye was found as "N'Diaye" or "n diaye", never as "NDIAYE", the way many
+    systems write it; nor Le Gall as "LEGALL", nor Jean-Pierre as "Jeanpierre"."""
+    p = practice
+    ndiaye = _send(p.paul, p.cardio, [p.team], **_patient("N'Diaye", "Jean-Pierre", valid_ins("1580469999001")))
+    legall = _send(p.paul, p.cardio, [p.team], subject="Bilan", **_patient("Le Gall", "Yann"))
+    for typed in ("N'Diaye", "n\u2019diaye", "NDIAYE", "ndiaye", "Jean-Pierre", "jean pierre", "JEANPIERRE"):
+        assert _found(p.team, text=typed) == [ndiaye], typed
+    for typed in ("Le Gall", "LEGALL", "le-gall", "legall yann"):
+        assert _found(p.team, text=typed) == [legall], typed
+    # A married woman's name as French letters write it: only the birth name is known.
+    assert _found(p.team, text="née Le Gall") == [legall]
+    assert _found(p.team, text="N'Diaye 1 58 04 69 999 001") == [ndiaye]
+    assert _found(p.team, text="Bilan") == [legall]
 
 
 @pytest.mark.parametrize("typed", ["a", "l'", "-", "à", "' -"])

@@ -33,6 +33,12 @@ _WORD = re.compile(r"[^\W_]+")
 _INS = re.compile(r"[0-9][0-9AB]{12}(?:[0-9]{2})?", re.ASCII)
 # Groups an INS is commonly typed in: 1 58 04 69 999 001 64, or one per character at most.
 _INS_MAX_GROUPS = 15
+# A name of several parts is also indexed joined, as other software and people write it:
+# N'Diaye as NDIAYE, Le Gall as LEGALL, Jean-Pierre as JEANPIERRE (of the first parts only).
+_NAME_MAX_PARTS = 6
+# "Dupont née Martin", "Martin épouse Dupont": how letters name a patient. Only birth names
+# are known, so the word that says which is which is not looked for.
+_NAME_LINKS = frozenset({"ne", "nee", "epouse"})
 
 
 def fold(text: str) -> str:
@@ -50,6 +56,12 @@ def words(text: str) -> list[str]:
     return list(seen)
 
 
+def joined_names(text: str) -> list[str]:
+    """Each run of two or more consecutive parts of a name, written as one word."""
+    parts = _WORD.findall(fold(text))[:_NAME_MAX_PARTS]
+    return ["".join(parts[start:end]) for start in range(len(parts)) for end in range(start + 2, len(parts) + 1)]
+
+
 def normalise_ins(value: str) -> str:
     return re.sub(r"[\s.-]", "", value).upper()
 
@@ -63,8 +75,9 @@ def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
     """Every token of one message: subject words, patient names, INS."""
     pairs: list[tuple[str, str]] = [(SUBJECT, w) for w in words(subject)]
     if patient:
-        names = " ".join(filter(None, [patient.get("family_name", ""), patient.get("given_names", "")]))
-        pairs += [(PATIENT_NAME, w) for w in words(names)]
+        names = [patient.get("family_name") or "", patient.get("given_names") or ""]
+        pairs += [(PATIENT_NAME, w) for w in words(" ".join(names))]
+        pairs += [(PATIENT_NAME, w) for name in names for w in joined_names(name)]
         ins = normalise_ins(patient.get("ins") or "")
         if ins:
             pairs.append((INS, ins))
@@ -88,9 +101,13 @@ def query_words(text: str, kinds: Iterable[str] = KINDS) -> list[list[tuple[str,
     """For each query word, the (kind, word) pairs it may match (one per kind); a message
     must match at least one pair of every word. Empty when nothing in ``text`` can be looked
     for (single letters, punctuation), which then matches no message, not every one."""
-    kinds = tuple(kinds)
-    groups: list[list[tuple[str, str]]] = []
     raw = text.split()
+    names = [part for part in raw if not (words(part) and set(words(part)) <= _NAME_LINKS)]
+    return _query_words(names, tuple(kinds)) or _query_words(raw, tuple(kinds))
+
+
+def _query_words(raw: list[str], kinds: tuple[str, ...]) -> list[list[tuple[str, str]]]:
+    groups: list[list[tuple[str, str]]] = []
     index = 0
     while index < len(raw):
         found = _ins_at(raw, index) if INS in kinds else None

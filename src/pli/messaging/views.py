@@ -36,8 +36,8 @@ from pli.blobs import ReadAhead
 from pli.core.sizes import limit_size
 from pli.messaging import search_links, services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
-from pli.messaging.search import searchable
 from pli.messaging.models import Attachment, Folder, Message, Role
+from pli.messaging.search import searchable
 from pli.messaging.uploads import UploadRejected, UploadSession
 
 FOLDERS = [Folder.INBOX, Folder.SENT, Folder.ARCHIVE, Folder.TRASH]
