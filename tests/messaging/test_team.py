@@ -4,6 +4,7 @@ organisation. Who read and who answered, unread counts, reply to all, receipts, 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -270,6 +271,21 @@ def test_a_search_with_no_word_to_look_for_finds_nothing(practice: Practice, typ
     page = web_client(p.claire).post(f"/messages/{p.team.pk}/search/", {"q": typed})
     assert page.status_code == 400
     assert 'aria-invalid="true"' in page.content.decode() and "au moins" in page.content.decode()
+
+
+def test_search_by_sender_ignores_accents_case_and_dashes(practice: Practice) -> None:
+    """On SQLite a name in capitals with an accent ("HÔPITAL") or typed without one did not
+    match the sender "Hôpital Édouard-Herriot"."""
+    p = practice
+    Mailbox.objects.filter(pk=p.cardio.pk).update(name="Hôpital Édouard-Herriot — Cardiologie")
+    message_id = _send(p.paul, p.cardio, [p.team])
+    _send(p.jeanne, p.own(p.jeanne), [p.team])
+    for typed in ("Hôpital", "HÔPITAL", "hopital", "édouard herriot", "EDOUARD-HERRIOT", "cardiologie"):
+        assert _found(p.team, sender=typed) == [message_id], typed
+    assert _found(p.team, sender="hopital nord") == []
+    # With the other criteria: the same search, the same answer.
+    today = datetime.date.today()
+    assert _found(p.team, sender="hopital", date_from=today, date_to=today) == [message_id]
 
 
 def test_search_never_reaches_another_mailbox_nor_the_trash(practice: Practice) -> None:

@@ -56,9 +56,14 @@ def words(text: str) -> list[str]:
     return list(seen)
 
 
+def name_parts(text: str) -> list[str]:
+    """The parts of a name, folded, of any length ("N'Diaye" gives "n", "diaye")."""
+    return _WORD.findall(fold(text))
+
+
 def joined_names(text: str) -> list[str]:
     """Each run of two or more consecutive parts of a name, written as one word."""
-    parts = _WORD.findall(fold(text))[:_NAME_MAX_PARTS]
+    parts = name_parts(text)[:_NAME_MAX_PARTS]
     return ["".join(parts[start:end]) for start in range(len(parts)) for end in range(start + 2, len(parts) + 1)]
 
 

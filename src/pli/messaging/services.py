@@ -498,14 +498,30 @@ def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delive
         return qs.none()  # "a" or "-": no word to match, not a search for everything
     for group in groups:
         qs = qs.filter(message_id__in=SearchToken.objects.filter(token__in=group).values("message_id"))
-    sender = query.sender.strip()
-    if sender:
-        qs = qs.filter(Q(message__sender__address__icontains=sender) | Q(message__sender__name__icontains=sender))
+    if query.sender.strip():
+        qs = qs.filter(message__sender_id__in=_senders_like(qs, query.sender))
     if query.date_from:
         qs = qs.filter(sent_at__gte=_day_start(query.date_from))
     if query.date_to:
         qs = qs.filter(sent_at__lt=_day_start(query.date_to + datetime.timedelta(days=1)))
     return qs
+
+
+def _senders_like(copies: QuerySet[Delivery], text: str) -> list[uuid.UUID]:
+    """The senders of ``copies`` whose name or address holds every word of ``text``, without
+    regard to accents, case or dashes ("HÔPITAL", "edouard herriot" for "Hôpital
+    Édouard-Herriot"). Compared here: SQLite's LIKE folds the case of ASCII letters only, and
+    neither database folds accents. Names and addresses are directory data, not health data."""
+    wanted = search.name_parts(text)
+    if not wanted:
+        return []
+    senders = Mailbox.objects.filter(pk__in=copies.values("message__sender_id")).values_list("pk", "name", "address")
+    found = []
+    for pk, name, address in senders:
+        known = " ".join(search.name_parts(f"{name} {address}"))
+        if all(word in known for word in wanted):
+            found.append(pk)
+    return found
 
 
 LIST_FIELDS = (
