@@ -5,6 +5,7 @@ organisation. Who read and who answered, unread counts, reply to all, receipts, 
 from __future__ import annotations
 
 import datetime
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from messaging.factories import (
 )
 from pli.accounts.models import Mailbox, User
 from pli.messaging import search, services
-from pli.messaging.models import Delivery, Folder
+from pli.messaging.models import Delivery, Folder, Message
 
 
 @dataclass
@@ -298,3 +299,40 @@ def test_search_never_reaches_another_mailbox_nor_the_trash(practice: Practice) 
     services.move_message(p.claire, to_team, Folder.TRASH, mailbox_id=p.team.pk)
     assert _found(p.team, text=word) == []
     assert search.query_tokens(word)  # the word itself is searchable
+
+
+# --- forward --------------------------------------------------------------------------------
+
+
+def test_a_forward_keeps_the_files_the_patient_and_every_recipient(practice: Practice) -> None:
+    """Forwarded from the shared mailbox, the hospital's letter kept its file (once) and the
+    patient, but its header named only the "To" recipients: the GP in copy was left out."""
+    p = practice
+    pdf = io.BytesIO(b"%PDF-1.4 compte rendu")
+    pdf.name = "cr.pdf"
+    message_id = _send(p.paul, p.cardio, [p.team], [p.own(p.jeanne)], attachments=[pdf], **_patient("Le Gall", "Yann"))
+    client = web_client(p.claire)
+    page = client.get(f"/messages/compose/?forward={message_id}&mailbox={p.team.pk}")
+    initial = page.context["form"].initial
+    assert f"Cc : {p.own(p.jeanne).name} <{p.own(p.jeanne).address}>" in initial["body"]
+    assert initial["patient_family_name"] == "Le Gall"
+    sent = client.post(
+        "/messages/compose/",
+        {
+            "sender": p.team.address,
+            "to": p.own(p.marc).address,
+            "subject": initial["subject"],
+            "body": initial["body"],
+            "forward_of": message_id,
+            "forward_attachments": initial["forward_attachments"],
+            **{name: initial[name] for name in initial if name.startswith("patient_")},
+        },
+    )
+    assert sent.status_code == 303
+    forwarded = Message.objects.exclude(pk=message_id).get()
+    assert [a.name for a in forwarded.attachments.all()] == ["cr.pdf"]
+    assert forwarded.patient["family_name"] == "Le Gall"
+    assert forwarded.thread_id == Message.objects.get(pk=message_id).thread_id
+    # A forward is not an answer: the letter stays unanswered, and the API says it answers nothing.
+    assert Delivery.objects.get(message_id=message_id, mailbox=p.team).answered_at is None
+    assert api_client(p.marc).get(f"/api/v1/messages/{forwarded.pk}").json()["in_reply_to"] is None

@@ -293,7 +293,9 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
         thread_id=parent.thread_id if parent is not None else uuid.uuid4(),
         sender=draft.sender,
         author=author,
-        in_reply_to=parent,
+        # A forward answers nothing (the API's in_reply_to would say it did); it stays in
+        # the thread of what it forwards.
+        in_reply_to=draft.in_reply_to,
         sent_at=now,
     )
     data_keys, attachments = _seal_message(message, draft.subject, draft.body, draft.patient, pending)

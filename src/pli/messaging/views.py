@@ -299,14 +299,18 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             initial["subject"] = _prefix(message.subject, _("Fwd:"), _FORWARD_PREFIX)
             initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
             # As mail clients write it, so the next reader knows where the message came from.
-            to = ", ".join(f"{r.mailbox.name} <{r.mailbox.address}>" for r in recipients if r.role == Role.TO)
+            def named(role: str) -> str:
+                return ", ".join(f"{r.mailbox.name} <{r.mailbox.address}>" for r in recipients if r.role == role)
+
             forwarded = [
                 _("---------- Forwarded message ----------"),
                 _("From: %(sender)s") % {"sender": author},
                 _("Date: %(date)s") % {"date": sent_at},
                 _("Subject: %(subject)s") % {"subject": message.subject},
-                _("To: %(recipients)s") % {"recipients": to},
+                _("To: %(recipients)s") % {"recipients": named(Role.TO)},
             ]
+            if any(r.role == Role.CC for r in recipients):
+                forwarded.append(_("Cc: %(recipients)s") % {"recipients": named(Role.CC)})
             initial["body"] = "\n\n" + "\n".join(forwarded) + "\n\n" + message.body
         else:
             initial["in_reply_to"] = message.pk
