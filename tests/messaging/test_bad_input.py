@@ -203,6 +203,21 @@ def test_a_name_typed_without_picking_the_suggestion_is_explained(people: dict[s
     assert "Sophie Leroy" in message and "suggestions" in message
 
 
+def test_a_name_typed_among_addresses_is_named_whole(people: dict[str, User]) -> None:
+    """Beside an address in the page's field, the name came back cut and lower-cased:
+    «paul» is not an address, of "Paul Durand, …"."""
+    typed = f"Sophie Leroy, {personal_mailbox(people['bob']).address}"
+    response = web_client(people["alice"]).post("/messages/compose/", _base(people, to=typed))
+    assert response.status_code == 400
+    (message,) = response.context["form"].errors["to"]
+    assert "« Sophie Leroy »" in message and "suggestions" in message
+    # Named addresses as a mail program copies them are still read, commas in names too.
+    bob, carol = personal_mailbox(people["bob"]).address, personal_mailbox(people["carol"]).address
+    named = f'"Leroy, Sophie" <{bob}>; Bob <{carol}>'
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people, to=[named]))
+    assert response.status_code == 201, response.content
+
+
 def test_cross_organisation_recipient_is_fine(people: dict[str, User]) -> None:
     """Any mailbox of the same Pli instance can be reached, whatever its organisation."""
     data = _base(people, to=[personal_mailbox(people["carol"]).address])

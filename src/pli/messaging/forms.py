@@ -39,6 +39,8 @@ GIVEN_NAMES_MAX = 200
 MAX_RECIPIENTS = 50
 
 _SPLIT = re.compile(r"[\s,;]+")
+# What separates the people of a list as typed in the page (a name may hold spaces).
+_LIST_SEPARATOR = re.compile(r"[,;\n]")
 # "Paul Durand <paul.durand@…>", as copied from a mail client: the display name (quoted, or
 # up to the previous comma or semicolon) gives way to the address between the brackets.
 # Anchored at the start or after a separator, and its two alternatives never start alike: a
@@ -93,11 +95,13 @@ class AddressListField(forms.Field):
                     code="too_many",
                     params={"count": MAX_RECIPIENTS},
                 )
-            if str(item).strip() and "@" not in str(item):
-                # A name typed without picking the suggestion ("Sophie Leroy"): said whole,
-                # with what to do, rather than "“sophie” is not a mailbox address".
-                raise ValidationError(_not_an_address(str(item).strip()), code="invalid")
             bare = _NAMED_ADDRESS.sub(r" \1 ", str(item))
+            for part in _LIST_SEPARATOR.split(bare):
+                if part.strip() and "@" not in part:
+                    # A name typed without picking the suggestion ("Sophie Leroy"), alone or
+                    # among addresses: said whole, with what to do, rather than "“sophie”
+                    # is not a mailbox address".
+                    raise ValidationError(_not_an_address(part.strip()), code="invalid")
             addresses += [a for a in _SPLIT.split(bare.strip()) if a]
         return list(dict.fromkeys(a.lower() for a in addresses))
 

@@ -298,6 +298,7 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             initial["forward_of"] = message.pk
             initial["subject"] = _prefix(message.subject, _("Fwd:"), _FORWARD_PREFIX)
             initial["forward_attachments"] = [str(a.pk) for a in services.message_attachments(message)]
+
             # As mail clients write it, so the next reader knows where the message came from.
             def named(role: str) -> str:
                 return ", ".join(f"{r.mailbox.name} <{r.mailbox.address}>" for r in recipients if r.role == role)
