@@ -229,3 +229,59 @@ def test_back_from_a_search_result_returns_to_the_results(page: Any, live_server
     page.wait_for_url("**/search/?s=*")
     assert page.locator("text=Radiographie DUPONTEL").count() == 1
     assert page.locator("text=Autre chose").count() == 0
+
+
+@pytest.mark.browser
+def test_a_practice_answers_the_hospital_from_its_shared_mailbox(browser: Any, page: Any, live_server: Any) -> None:
+    """A GP reads the hospital's letter in the team's mailbox: it is read in her own too,
+    her answer to all does not come back to her, and the secretary sees who answered."""
+    from django.test import Client
+
+    from pli.accounts.services import create_shared_mailbox
+    from pli.api.services import create_token
+
+    cache.clear()
+    lilas, hospital = make_organisation("Cabinet des Lilas"), make_organisation("CHU")
+    claire = make_user(lilas, first_name="Claire", last_name="Petit")
+    jeanne = make_user(lilas, first_name="Jeanne", last_name="Martin")
+    paul = make_user(hospital, first_name="Paul", last_name="Durand")
+    team = create_shared_mailbox(lilas, "Secrétariat", [claire, jeanne])
+    cardio = create_shared_mailbox(hospital, "Cardiologie", [paul])
+    own = Mailbox.objects.get(owner=jeanne)
+    _token, raw = create_token(paul, "test", None)
+    sent = Client(HTTP_AUTHORIZATION=f"Bearer {raw}").post(
+        "/api/v1/messages",
+        {"sender": cardio.address, "to": [team.address, own.address], "subject": "Bilan cardiologique"},
+    )
+    assert sent.status_code == 201, sent.content
+
+    _sign_in(page, jeanne)
+    team_box = page.locator(".mail-box", has_text=team.address)
+    team_box.locator("a:has-text('Boîte de réception')").click()
+    page.locator(".mail-row a", has_text="Bilan cardiologique").click()
+    page.wait_for_url("**/messages/m/**")
+    # Read by her in the team's mailbox: nothing left unread in her own either.
+    assert page.locator(".mail-sidebar .unread-count").count() == 0
+    page.click(".mail-actions a:has-text('Répondre à tous')")
+    page.wait_for_url("**/messages/compose/**")
+    assert page.input_value("#id_to") == cardio.address
+    assert page.input_value("#id_cc") == ""
+    page.fill("#id_body", "Merci, nous la recevons jeudi.")
+    page.click("#send-button")
+    page.wait_for_url("**/messages/m/**")
+
+    cache.clear()  # the authenticator code just used may be given again (as 30 s later)
+    context = browser.new_context(base_url=live_server.url, locale="fr-FR")
+    other = context.new_page()
+    other.set_default_timeout(15_000)
+    try:
+        _sign_in(other, claire)
+        other.goto(f"/messages/{team.pk}/inbox/")
+        row = other.locator(".mail-row", has_text="Bilan cardiologique")
+        assert "répondu" in row.inner_text()
+        row.locator("a").click()
+        other.wait_for_url("**/messages/m/**")
+        team_line = other.locator(".mail-team").first.inner_text()
+        assert "lu par Jeanne Martin" in team_line and "répondu par Jeanne Martin" in team_line
+    finally:
+        context.close()
