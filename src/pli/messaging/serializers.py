@@ -90,7 +90,9 @@ class CopySerializer(serializers.Serializer[Any]):
 class MessageSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     thread_id = serializers.UUIDField()
-    in_reply_to = serializers.UUIDField(allow_null=True)
+    in_reply_to = serializers.UUIDField(
+        allow_null=True, help_text="The message this one answers; null for a new message or a forward."
+    )
     subject = serializers.CharField(allow_blank=True)
     body = serializers.CharField(allow_blank=True)
     sender = serializers.CharField(allow_null=True, help_text=SENDER_HELP)
@@ -103,7 +105,9 @@ class MessageSerializer(serializers.Serializer[Any]):
     attachments = AttachmentSerializer(many=True)
     copies = CopySerializer(many=True, help_text="Where the message is filed in each of your mailboxes.")
     receipts = ReceiptSerializer(
-        many=True, help_text="Delivery and reading per recipient; only for messages sent from your mailboxes."
+        many=True,
+        help_text='Delivery and reading per recipient, "to" first; only for messages sent from your mailboxes. '
+        "A recipient who deleted the message keeps the receipt it had.",
     )
 
 
