@@ -13,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from messaging.conftest import assert_nothing_saved, stored_blobs, temp_files
 from messaging.factories import (
@@ -345,6 +346,31 @@ def test_api_search_parameter(trio: tuple[User, User, User]) -> None:
     send(api_client(alice), a_box, [b_box], subject="Biologie")
     page = api_client(bob).get(f"/api/v1/mailboxes/{b_box.pk}/messages?q=thoracique").json()
     assert [r["id"] for r in page["results"]] == [hit["id"]]
+
+
+def test_api_searches_by_sender_and_dates_as_the_web_page_does(trio: tuple[User, User, User]) -> None:
+    alice, bob, carol = trio
+    a_box, b_box, c_box = personal_mailbox(alice), personal_mailbox(bob), personal_mailbox(carol)
+    Mailbox.objects.filter(pk=a_box.pk).update(name="Hôpital Édouard-Herriot")
+    from_alice = send(api_client(alice), a_box, [b_box], subject="Scanner")
+    send(api_client(carol), c_box, [b_box], subject="Biologie")
+    url = f"/api/v1/mailboxes/{b_box.pk}/messages"
+    client = api_client(bob)
+    today = timezone.localdate()
+
+    def found(**params: str) -> list[str]:
+        response = client.get(url, params)
+        assert response.status_code == 200, response.content
+        return [r["id"] for r in response.json()["results"]]
+
+    assert found(sender="HOPITAL edouard") == [from_alice["id"]]
+    assert found(sender="hopital", q="scanner", date_from=today.isoformat()) == [from_alice["id"]]
+    assert found(date_to=(today - datetime.timedelta(days=1)).isoformat()) == []
+    assert len(found(date_from=today.isoformat(), date_to=today.isoformat())) == 2
+    refused = client.get(url, {"date_from": today.isoformat(), "date_to": "2020-01-01"})
+    assert refused.status_code == 400 and list(refused.json()) == ["date_to"]
+    refused = client.get(url, {"date_from": "31/02/2026"}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert refused.status_code == 400 and "date" in refused.json()["date_from"][0].lower()
 
 
 def test_cursor_pagination_walks_every_message_once(trio: tuple[User, User, User]) -> None:

@@ -40,7 +40,7 @@ from pli.messaging.serializers import (
     MoveSerializer,
 )
 from pli.messaging.uploads import UploadRejected, UploadSession
-from pli.messaging.views import attachment_response
+from pli.messaging.views import SearchForm, attachment_response
 
 TAGS = ["messages"]
 
@@ -98,6 +98,10 @@ class FolderQuerySerializer(serializers.Serializer[Any]):
     q = serializers.CharField(required=False, max_length=200, allow_blank=True)
 
 
+# Checked by the web search's form; `q` keeps the serializer (no word to look for finds nothing).
+_SEARCH_CRITERIA = ("sender", "date_from", "date_to")
+
+
 class MailboxMessagesView(MessagingView):
     @extend_schema(
         operation_id="mailbox_messages_list",
@@ -111,6 +115,15 @@ class MailboxMessagesView(MessagingView):
                 description=f"Messages per page (1 to {services.MAX_PAGE_SIZE}, default {services.PAGE_SIZE}).",
             ),
             OpenApiParameter("q", str, description="Search words: subject words, patient names or INS (whole words)."),
+            OpenApiParameter(
+                "sender",
+                str,
+                description="Words of the sender's name or address (accents and case ignored).",
+            ),
+            OpenApiParameter(
+                "date_from", OpenApiTypes.DATE, description="Sent on or after this day (YYYY-MM-DD, Paris time)."
+            ),
+            OpenApiParameter("date_to", OpenApiTypes.DATE, description="Sent on or before this day (YYYY-MM-DD)."),
         ],
         responses=MessagePageSerializer,
         tags=TAGS,
@@ -125,7 +138,16 @@ class MailboxMessagesView(MessagingView):
         query = FolderQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        search = services.SearchQuery(text=params.get("q") or "")
+        # The web search's own form checks the other criteria, so both refuse the same dates.
+        criteria = SearchForm({name: request.query_params.get(name, "") for name in _SEARCH_CRITERIA})
+        if not criteria.is_valid():
+            return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
+        search = services.SearchQuery(
+            text=params.get("q") or "",
+            sender=criteria.cleaned_data["sender"],
+            date_from=criteria.cleaned_data["date_from"],
+            date_to=criteria.cleaned_data["date_to"],
+        )
         try:
             page = services.folder_page(
                 mailbox,
