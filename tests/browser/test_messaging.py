@@ -60,6 +60,17 @@ def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any
     # Alice writes to Bruno (another organisation), with a PDF and the patient's identity.
     _sign_in(page, alice)
     page.click("text=Écrire un message")
+    # The chosen files' sizes are written in the page's language, then in English.
+    big = {"name": "irm.dcm", "mimeType": "application/dicom", "buffer": b"\0" * (3 << 19)}
+    page.set_input_files("#id_attachments", files=[big])
+    assert "irm.dcm (1,5\u202fMo)" in page.locator("#file-list").inner_text()
+    page.click(".lang-switch button[value=en]")
+    page.wait_for_selector("html[lang=en]")
+    page.set_input_files("#id_attachments", files=[big])
+    assert "irm.dcm (1.5 MB)" in page.locator("#file-list").inner_text()
+    page.click(".lang-switch button[value=fr]")
+    page.wait_for_selector("html[lang=fr]")
+    page.set_input_files("#id_attachments", files=[])
     # Recipients are suggested from the directory as one types.
     page.locator("#id_to").press_sequentially("Bruno Pet", delay=30)
     option = page.locator(f'#directory-results option[value="{bob_box.address}"]')

@@ -3,10 +3,23 @@
 (function () {
   "use strict";
 
+  // In the page's language ("1,5 Mo" in French, "1.5 MB" in English), in powers of 1024
+  // like the sizes the server writes.
   function formatSize(bytes) {
-    if (bytes < 1024) return bytes + " o";
-    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(0) + " Ko";
-    return (bytes / (1024 * 1024)).toFixed(1) + " Mo";
+    var lang = document.documentElement.lang || "fr";
+    var unit = "byte", value = bytes, digits = 0;
+    if (bytes >= 1024 * 1024) {
+      unit = "megabyte"; value = bytes / (1024 * 1024); digits = 1;
+    } else if (bytes >= 1024) {
+      unit = "kilobyte"; value = bytes / 1024;
+    }
+    try {
+      return new Intl.NumberFormat(lang, {
+        style: "unit", unit: unit, unitDisplay: "short", maximumFractionDigits: digits
+      }).format(value);
+    } catch (e) {
+      return value.toFixed(digits) + " " + {byte: "B", kilobyte: "kB", megabyte: "MB"}[unit];
+    }
   }
 
   function showFileError(form, message) {
