@@ -46,6 +46,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def relay_down(settings: Any) -> None:
+    """E-mail through SMTP to a loopback port where nothing listens."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST = "127.0.0.1"
+    settings.EMAIL_PORT = free_port()
+
+
 def doctor() -> Any:
     organisation = make_organisation("Cabinet des Lilas")
     return make_user(organisation, first_name="Jeanne", last_name="Martin")
@@ -286,3 +293,48 @@ def test_a_link_given_up_unsent_is_flagged_too(db: None) -> None:
     assert "share-undelivered" in web_client_for(share.created_by).get("/shares/").content.decode()
     share.notifications.update(state="sent")
     assert services.undelivered([share.pk]) == set()
+
+
+def test_new_notifications_and_codes_go_before_retries(db: None, settings: Any) -> None:
+    """The database backend sorts a job due now after every overdue one: during an outage
+    of a hung relay (20 s a try), retries due one after another kept new links and the
+    patient's one-time codes waiting behind them."""
+    relay_down(settings)
+    stalled, _token = make_share(doctor(), mobile=None, email="other@example.org")
+    run_tasks()
+    make_due()  # its retry is overdue
+    share, token = make_share(doctor(), email=None)
+    assert run_tasks(limit=1) == 1
+    assert [m["to"] for m in sms_messages()] == [MOBILE]  # the new link went first
+    # A patient waiting at the screen for a code goes before a new link and a retry.
+    make_share(doctor(), email=None, mobile="+33698765432")
+    Patient(token).birth_date()
+    make_due()
+    assert run_tasks(limit=1) == 1
+    assert share.notifications.get(kind="code").state == "sent"
+    assert stalled.notifications.get().attempts == 1
+
+
+def test_a_backlog_does_not_double_the_deliveries(db: None, settings: Any) -> None:
+    """The periodic job re-queues a notification whose job a dead worker left behind; one
+    whose job is merely waiting (a worker busy for longer than the claim) must not get a
+    second job: both would try, and every retry after them, ignoring the back-off."""
+    relay_down(settings)
+    share, _token = make_share(doctor(), mobile=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.attempts == 1
+    notifications.requeue_stuck(timezone.now() + datetime.timedelta(minutes=10))
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.attempts == 2
+    waiting = DBTaskResult.objects.filter(task_path=deliver_notification.module_path, status="READY")
+    assert waiting.count() == 1
+    # A job left over from an earlier attempt (queued twice by an older version) does nothing.
+    deliver_notification.enqueue(str(notification.pk), 1)
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.attempts == 3
+    assert waiting.count() == 1

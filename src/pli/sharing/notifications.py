@@ -45,6 +45,13 @@ FIRST_RETRY_SECONDS = 30
 MAX_RETRY_SECONDS = 3600
 # A worker owns a delivery this long; past it (a crashed worker) another may take it over.
 CLAIM = datetime.timedelta(minutes=5)
+# Job priorities (higher first). The database backend otherwise takes overdue jobs first,
+# and a job queued for "now" sorts after all of them: during an outage of a relay that
+# hangs (20 s a try), retries falling due one after another kept new links, and the codes
+# patients wait for at the screen (valid 10 minutes), queued behind them.
+PRIORITY_CODE = 20
+PRIORITY_FIRST_ATTEMPT = 10
+PRIORITY_RETRY = 0
 
 
 def link_for(token: str) -> str:
@@ -154,10 +161,21 @@ def prepare(
     return prepared
 
 
-def enqueue_delivery(notification: ShareNotification) -> None:
+def enqueue_delivery(notification: ShareNotification, *, run_after: datetime.datetime | None = None) -> None:
+    """Queue the job that makes the notification's next attempt. The job carries the
+    number of attempts made so far: a job left over from an earlier attempt finds another
+    number and does nothing, so a notification never has two attempts in flight."""
     from pli.sharing.tasks import deliver_notification
 
-    deliver_notification.enqueue(str(notification.pk))
+    if notification.kind == ShareNotification.Kind.CODE:
+        priority = PRIORITY_CODE
+    elif notification.attempts == 0:
+        priority = PRIORITY_FIRST_ATTEMPT
+    else:
+        priority = PRIORITY_RETRY
+    deliver_notification.using(priority=priority, run_after=run_after).enqueue(
+        str(notification.pk), notification.attempts
+    )
 
 
 def queue_link(
@@ -250,17 +268,22 @@ def _still_wanted(notification: ShareNotification, now: datetime.datetime) -> st
     return ""
 
 
-def deliver(notification_id: uuid.UUID | str, *, now: datetime.datetime | None = None) -> str:
+def deliver(
+    notification_id: uuid.UUID | str, *, now: datetime.datetime | None = None, attempts: int | None = None
+) -> str:
     """Try to send one notification now; return its state afterwards.
 
     Runs in the worker. The provider is called outside any transaction (a slow SMTP server
     must not hold a database lock); a short claim keeps a second worker away meanwhile.
+    ``attempts`` is the count the job was queued for (see :func:`enqueue_delivery`); a job
+    of an earlier attempt is skipped (jobs queued before it existed carry none).
     """
     now = now or timezone.now()
-    claimed = (
-        ShareNotification.objects.filter(pk=notification_id, state=ShareNotification.State.PENDING)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
-        .update(claimed_until=now + CLAIM)
+    candidates = ShareNotification.objects.filter(pk=notification_id, state=ShareNotification.State.PENDING)
+    if attempts is not None:
+        candidates = candidates.filter(attempts=attempts)
+    claimed = candidates.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(
+        claimed_until=now + CLAIM
     )
     if not claimed:
         return "skipped"
@@ -319,13 +342,12 @@ def _finish(
 
 
 def _retry_later(notification: ShareNotification, attempts: int, next_at: datetime.datetime, reason: str) -> str:
-    from pli.sharing.tasks import deliver_notification
-
     with transaction.atomic():
         ShareNotification.objects.filter(pk=notification.pk).update(
             attempts=attempts, next_attempt_at=next_at, claimed_until=None, last_error=reason
         )
-        deliver_notification.using(run_after=next_at).enqueue(str(notification.pk))
+        notification.attempts = attempts
+        enqueue_delivery(notification, run_after=next_at)
         audit.record(
             "share.notification_failed",
             target=("sharing.patientshare", str(notification.share_id)),
@@ -360,17 +382,33 @@ def cancel_pending(share: PatientShare, kinds: Sequence[str] | None = None) -> N
 
 
 def requeue_stuck(now: datetime.datetime | None = None) -> int:
-    """A worker that died mid-delivery leaves its job "running" forever: queue it again."""
+    """A worker that died mid-delivery leaves its job "running" forever: queue it again.
+
+    Overdue is not enough: a job may be waiting its turn behind others (a worker busy
+    through an outage); a second job for it would only find itself stale."""
     now = now or timezone.now()
     stuck = ShareNotification.objects.filter(
         state=ShareNotification.State.PENDING, next_attempt_at__lte=now - CLAIM
     ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    from django_tasks_db.models import DBTaskResult
+
     from pli.sharing.tasks import deliver_notification
 
+    waiting: set[tuple[str, int | None]] = set()
+    for args_kwargs in DBTaskResult.objects.filter(
+        task_path=deliver_notification.module_path, status="READY"
+    ).values_list("args_kwargs", flat=True):
+        args = args_kwargs.get("args") if isinstance(args_kwargs, dict) else None
+        if args:
+            waiting.add((str(args[0]), args[1] if len(args) > 1 else None))
     count = 0
-    for notification_id in stuck.values_list("pk", flat=True)[:500]:
+    for notification in stuck.only("pk", "kind", "attempts").order_by("next_attempt_at")[:1000]:
+        if waiting & {(str(notification.pk), None), (str(notification.pk), notification.attempts)}:
+            continue
         with transaction.atomic():
-            ShareNotification.objects.filter(pk=notification_id).update(next_attempt_at=now)
-            deliver_notification.enqueue(str(notification_id))
+            ShareNotification.objects.filter(pk=notification.pk).update(next_attempt_at=now)
+            enqueue_delivery(notification)
         count += 1
+        if count >= 500:
+            break
     return count

@@ -31,9 +31,9 @@ KEEP_FINISHED = datetime.timedelta(days=7)
 
 
 @task()
-def deliver_notification(notification_id: str) -> str:
+def deliver_notification(notification_id: str, attempts: int | None = None) -> str:
     try:
-        return notifications.deliver(notification_id)
+        return notifications.deliver(notification_id, attempts=attempts)
     except Exception:
         # Unexpected (a bug, the database away): the notification stays pending and the
         # periodic job queues it again; the traceback goes to the job row, never content.
