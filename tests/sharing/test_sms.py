@@ -162,7 +162,8 @@ class FakeTwilio:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.replies: list[tuple[int, dict[str, Any]]] = []
+        # (status, JSON payload[, headers]), or raw bytes to write instead of an HTTP answer.
+        self.replies: list[Any] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -176,9 +177,16 @@ class FakeTwilio:
                         "form": parse_qs(body),
                     }
                 )
-                status, payload = fake.replies.pop(0) if fake.replies else fake.accept()
-                data = json.dumps(payload).encode()
+                reply = fake.replies.pop(0) if fake.replies else fake.accept()
+                if isinstance(reply, bytes):
+                    self.wfile.write(reply)
+                    self.close_connection = True
+                    return
+                status, payload, *more = reply
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (more[0] if more else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -312,3 +320,94 @@ def test_numbers_are_displayed_as_people_write_them() -> None:
     assert display_number("+33612345678") == "06 12 34 56 78"
     assert display_number("+262692123456") == "+262 692 12 34 56"
     assert display_number("not a number") == "not a number"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",  # not HTTP at all
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n{",  # cut short
+        b"",  # connection closed without an answer
+    ],
+)
+def test_a_garbled_answer_is_a_failed_attempt_retried_later(db: None, twilio: FakeTwilio, raw: bytes) -> None:
+    """It used to crash the job: no attempt recorded, nothing on the share's page, and the
+    notification stuck until the periodic job queued it again minutes later."""
+    from django_tasks_db.models import DBTaskResult
+
+    twilio.replies.append(raw)
+    share, _token = make_share(email=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "pending" and notification.attempts == 1
+    assert notification.last_error.startswith("sms:")
+    assert not DBTaskResult.objects.filter(status="FAILED").exists()
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert notification.state == "sent" and len(twilio.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n\r\nnot json",
+        b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 300\r\n\r\n{"sid": "SM',
+    ],
+)
+def test_a_message_twilio_created_is_not_sent_again(db: None, twilio: FakeTwilio, raw: bytes) -> None:
+    """201 Created: Twilio has the message and will send it, whatever the body says after.
+    Sending again would text the patient once more at every retry, for up to 30 days."""
+    twilio.replies.append(raw)
+    share, _token = make_share(email=None)
+    run_tasks()
+    make_due()
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "sent" and len(twilio.requests) == 1
+
+
+def test_retry_after_is_honoured(db: None, twilio: FakeTwilio) -> None:
+    from django.utils import timezone
+
+    twilio.replies.append((429, {"code": 20429, "status": 429}, {"Retry-After": "600"}))
+    share, _token = make_share(email=None)
+    started = timezone.now()
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "pending" and notification.last_error == "sms:http_429:20429"
+    assert (notification.next_attempt_at - started).total_seconds() >= 600
+    # An absurd value is capped like the back-off.
+    twilio.replies.append((503, {}, {"Retry-After": "86400"}))
+    make_due()
+    run_tasks()
+    notification.refresh_from_db()
+    assert (notification.next_attempt_at - timezone.now()).total_seconds() <= 3600
+
+
+def test_redirects_are_not_followed(twilio: FakeTwilio) -> None:
+    """urllib follows a redirect of a POST as a GET to any address, Authorization header
+    included, plain http too: the credentials would leave for wherever it points."""
+    elsewhere = FakeTwilio()
+    elsewhere.thread.start()
+    try:
+        target = f"http://127.0.0.1:{elsewhere.port}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+        twilio.replies.append((302, {}, {"Location": target}))
+        with pytest.raises(sms.SmsError) as caught:
+            sms.parse_sms_url(twilio.url()).send("+33612345678", "x")
+        assert caught.value.retryable and caught.value.reason == "http_302"
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.server.shutdown()
+        elsewhere.server.server_close()
+
+
+def test_an_sms_folder_that_cannot_be_written_is_a_failed_attempt(db: None, settings: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings.PLI_SMS_URL = f"file://{blocker / 'sms'}"
+    share, _token = make_share(email=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "pending" and notification.attempts == 1
+    assert notification.last_error.startswith("sms:")

@@ -26,8 +26,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import email.utils
+import http.client
 import ipaddress
 import json
+import logging
 import os
 import tempfile
 import urllib.error
@@ -40,6 +43,8 @@ from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlencode, urlsplit
 
 import phonenumbers
+
+logger = logging.getLogger(__name__)
 
 # Metropolitan France and the five overseas departments (Guadeloupe, Martinique, Guyane,
 # La Réunion, Mayotte): the numbers a French practice's patients normally have.
@@ -67,14 +72,16 @@ class InvalidPhoneNumber(ValueError):
 
 
 class SmsError(Exception):
-    """Sending failed. ``retryable`` tells the delivery job whether to try again later."""
+    """Sending failed. ``retryable`` tells the delivery job whether to try again later;
+    ``retry_after`` (seconds) is how long the provider asked us to wait, if it said."""
 
     retryable = True
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
         # ``reason`` is a short code or the provider's status, never the text or the number.
         super().__init__(reason)
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class SmsRejected(SmsError):
@@ -247,30 +254,73 @@ class TwilioBackend:
 
     def send(self, to: str, text: str) -> str:
         request = self.request_for(to, text)
+        response: http.client.HTTPResponse | urllib.error.HTTPError
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                status = response.status
-                body = response.read(65536)
+            response = _OPENER.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
-            status = exc.code
-            body = exc.read(65536)
-            exc.close()
+            response = exc
         except (urllib.error.URLError, OSError) as exc:
             raise SmsError(f"unreachable:{type(exc).__name__}") from None
-        payload = _json_object(body)
-        if status in (200, 201):
+        except http.client.HTTPException as exc:
+            # An answer that is not HTTP (a status line of garbage): nothing says the
+            # message was taken, so it is tried again, like any provider fault.
+            raise SmsError(f"bad_response:{type(exc).__name__}") from None
+        with response:
+            status = response.getcode() or 0
+            retry_after = _retry_after(response.headers.get("Retry-After"))
+            try:
+                body: bytes | None = response.read(65536)
+            except (OSError, http.client.HTTPException):
+                body = None  # cut short or timed out after the status line
+        payload = _json_object(body or b"")
+        if status in (200, 201, 202):
             sid = payload.get("sid")
-            if not isinstance(sid, str) or not sid:
-                raise SmsError("bad_response")
-            return sid
+            if isinstance(sid, str) and sid:
+                return sid
+            if status != 200:
+                # Created (Twilio answers 201): the message is Twilio's to send, whatever
+                # the rest of the answer says. Sending it again would text the patient again
+                # at every retry.
+                logger.warning("SMS accepted (HTTP %d) without a readable message id", status)
+                return ""
+            raise SmsError("bad_response")
         code = payload.get("code")
         reason = f"http_{status}" + (f":{code}" if isinstance(code, int) else "")
         # 400: Twilio validated the request and refused it (invalid or unreachable number,
         # blocked sender…): trying again would fail the same way. Anything else (429, 5xx,
-        # 401 after a credential change) may succeed later, so the job keeps the message.
+        # 401 after a credential change, a redirect) may succeed later, so the job keeps
+        # the message.
         if status == 400:
             raise SmsRejected(reason)
-        raise SmsError(reason)
+        raise SmsError(reason, retry_after=retry_after)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a redirect of the POST as a GET to any address, plain http
+    included, with the Authorization header: the credentials would go wherever it points.
+    Twilio's API does not redirect; a redirect is answered as the error it is."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (RFC 9110: a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _json_object(body: bytes) -> dict[str, object]:

@@ -193,10 +193,11 @@ def queue_link(
 
 
 class DeliveryFailed(Exception):
-    def __init__(self, reason: str, retryable: bool) -> None:
+    def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason[:64]
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 def _send(notification: ShareNotification) -> str:
@@ -206,7 +207,9 @@ def _send(notification: ShareNotification) -> str:
         except sms.InvalidPhoneNumber as exc:
             raise DeliveryFailed(f"number:{exc.code}", retryable=False) from None
         except sms.SmsError as exc:
-            raise DeliveryFailed(f"sms:{exc.reason}", retryable=exc.retryable) from None
+            raise DeliveryFailed(f"sms:{exc.reason}", retryable=exc.retryable, retry_after=exc.retry_after) from None
+        except OSError as exc:  # the file backend's folder (development)
+            raise DeliveryFailed(f"sms:{type(exc).__name__}", retryable=True) from None
     message = EmailMultiAlternatives(
         subject=notification.subject or "",
         body=notification.text or "",
@@ -253,8 +256,10 @@ def _address_refused_for_good(code: int, text: bytes | str) -> bool:
     return code in (550, 551, 552, 553)
 
 
-def retry_delay(attempts: int) -> datetime.timedelta:
-    seconds = min(MAX_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1))
+def retry_delay(attempts: int, asked: float | None = None) -> datetime.timedelta:
+    """The wait before the next attempt; at least what the provider ``asked`` for
+    (Retry-After, in seconds), never more than the cap."""
+    seconds = min(MAX_RETRY_SECONDS, max(FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1), asked or 0))
     return datetime.timedelta(seconds=seconds)
 
 
@@ -297,7 +302,7 @@ def deliver(
     try:
         provider_id = _send(notification)
     except DeliveryFailed as exc:
-        next_at = now + retry_delay(attempts)
+        next_at = now + retry_delay(attempts, exc.retry_after)
         if not exc.retryable or next_at >= notification.give_up_at:
             logger.warning("notification %s failed for good: %s", notification.pk, exc.reason)
             return _finish(notification, ShareNotification.State.FAILED, now, attempts=attempts, reason=exc.reason)
