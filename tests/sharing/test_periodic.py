@@ -155,3 +155,69 @@ def test_periodic_job_forgets_expired_sign_in_sessions(db: None) -> None:
     schedule_periodic()
     run_tasks()
     assert list(Session.objects.values_list("session_key", flat=True)) == [current.session_key]
+
+
+def test_the_next_periodic_run_is_planned_before_this_one_works(db: None, monkeypatch: Any) -> None:
+    """The next run used to be queued only once this one ended. A worker killed during a
+    run (the OOM killer, a deploy), or a database lost during one (so that re-queueing in
+    `finally` failed too), ended the chain: with another worker still running, reminders,
+    expiry and the re-queueing of stuck notifications stopped until some worker restarted."""
+    from django.db import OperationalError
+
+    from pli.sharing import tasks
+
+    planned: list[bool] = []
+    lost = False
+    schedule = tasks.schedule_periodic
+
+    def run_periodic(now: datetime.datetime | None = None) -> dict[str, int]:
+        nonlocal lost
+        planned.append(DBTaskResult.objects.filter(task_path=periodic_jobs.module_path, status="READY").exists())
+        lost = True
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def schedule_unless_lost(delay: datetime.timedelta = datetime.timedelta(0)) -> bool:
+        if lost:
+            raise OperationalError("server closed the connection unexpectedly")
+        return schedule(delay)
+
+    monkeypatch.setattr(services, "run_periodic", run_periodic)
+    monkeypatch.setattr(tasks, "schedule_periodic", schedule_unless_lost)
+    schedule()
+    run_tasks()
+    assert planned == [True]
+    runs = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path)
+    assert runs.filter(status="FAILED").count() == 1
+    assert runs.get(status="READY").run_after > timezone.now() + datetime.timedelta(minutes=4)
+
+
+def test_a_periodic_run_is_not_joined_by_the_next_one(db: None, monkeypatch: Any) -> None:
+    """The next run is planned as one starts: should a run last longer than the period,
+    the next one, on another worker, leaves the work to it (and plans the one after)."""
+    import uuid
+
+    ran: list[bool] = []
+
+    def run_periodic(now: datetime.datetime | None = None) -> dict[str, int]:
+        ran.append(True)
+        return {}
+
+    monkeypatch.setattr(services, "run_periodic", run_periodic)
+    DBTaskResult.objects.create(
+        id=uuid.uuid4(),
+        args_kwargs={"args": [], "kwargs": {}},
+        task_path=periodic_jobs.module_path,
+        backend_name="default",
+        run_after=timezone.now(),
+        status="RUNNING",
+        started_at=timezone.now() - datetime.timedelta(minutes=6),
+    )
+    schedule_periodic()
+    run_tasks()
+    assert ran == []
+    assert DBTaskResult.objects.filter(task_path=periodic_jobs.module_path, status="READY").exists()
+    # A run left "running" long ago (its worker was killed) holds nothing back.
+    DBTaskResult.objects.filter(status="RUNNING").update(started_at=timezone.now() - datetime.timedelta(hours=1))
+    DBTaskResult.objects.filter(status="READY").update(run_after=timezone.now())
+    run_tasks()
+    assert ran == [True]

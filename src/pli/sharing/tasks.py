@@ -6,8 +6,9 @@
   never loses them.
 * :func:`periodic_jobs` is the scheduler: reminders after 5 days, expiry, re-queueing of
   deliveries a dead worker left behind, clean-up. It re-enqueues itself to run again
-  :data:`PERIOD` later; ``pli worker`` starts the chain when no run is waiting, and a run
-  that finds another one waiting does not add a second, so several workers share one chain.
+  :data:`PERIOD` later (as it starts, so that a run that dies does not end the chain);
+  ``pli worker`` starts the chain when no run is waiting, and a run that finds another one
+  waiting does not add a second, so several workers share one chain.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from django_tasks import task
+from django_tasks import TaskContext, task
 from django_tasks_db.models import DBTaskResult
 
 from pli.sharing import notifications, services
@@ -26,6 +27,7 @@ from pli.sharing import notifications, services
 logger = logging.getLogger(__name__)
 
 PERIOD = datetime.timedelta(minutes=5)
+OVERLAP_GUARD = datetime.timedelta(minutes=30)
 # Finished job rows are kept this long for operators, then pruned.
 KEEP_FINISHED = datetime.timedelta(days=7)
 
@@ -41,15 +43,28 @@ def deliver_notification(notification_id: str, attempts: int | None = None) -> s
         raise
 
 
-@task()
-def periodic_jobs() -> dict[str, Any]:
-    try:
-        result: dict[str, Any] = services.run_periodic()
-        result["pruned_jobs"] = prune_finished_jobs()
-        result["expired_sessions"] = clear_expired_sessions()
-        return result
-    finally:
-        schedule_periodic(PERIOD)
+@task(takes_context=True)
+def periodic_jobs(context: TaskContext) -> dict[str, Any]:
+    # The next run is planned before this one works, not after: a worker killed during the
+    # run, or a database lost during it (re-queueing at the end would fail too), would
+    # otherwise end the chain, and the other workers would run no reminder, expiry or
+    # re-queueing until one of them restarted.
+    schedule_periodic(PERIOD)
+    # A run that outlasts PERIOD is not joined by the next one on another worker (a run
+    # left "running" by a killed worker holds the next ones back for OVERLAP_GUARD at most).
+    busy = (
+        DBTaskResult.objects.filter(
+            task_path=periodic_jobs.module_path, status="RUNNING", started_at__gt=timezone.now() - OVERLAP_GUARD
+        )
+        .exclude(pk=context.task_result.id)
+        .exists()
+    )
+    if busy:
+        return {"skipped": "another run in progress"}
+    result: dict[str, Any] = services.run_periodic()
+    result["pruned_jobs"] = prune_finished_jobs()
+    result["expired_sessions"] = clear_expired_sessions()
+    return result
 
 
 def schedule_periodic(delay: datetime.timedelta = datetime.timedelta(0)) -> bool:
