@@ -221,3 +221,23 @@ def test_a_periodic_run_is_not_joined_by_the_next_one(db: None, monkeypatch: Any
     DBTaskResult.objects.filter(status="READY").update(run_after=timezone.now())
     run_tasks()
     assert ran == [True]
+
+
+def test_a_reminder_still_waiting_when_the_patient_opens_is_not_sent(db: None) -> None:
+    """The reminder is for a share not opened. Queued on day 5 while the provider was down,
+    it used to go out once the provider was back, to a patient who had opened it since."""
+    from pli.sharing import notifications
+
+    share, token = make_share(email=None)
+    run_tasks()
+    assert services.send_due_reminders(timezone.now() + 5 * DAY + datetime.timedelta(minutes=1)) == 1
+    reminder = share.notifications.get(kind=ShareNotification.Kind.REMINDER)
+    # The provider is down: the reminder waits. The patient opens the share with the first link.
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    assert notifications.deliver(share.notifications.get(kind=ShareNotification.Kind.CODE).pk) == "sent"
+    assert patient.code(code_in(last_sms(MOBILE))).status_code == 303
+    run_tasks()
+    reminder.refresh_from_db()
+    assert reminder.state == ShareNotification.State.CANCELLED
+    assert not [m for m in sms_messages() if "Rappel" in m["text"]]

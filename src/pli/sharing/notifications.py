@@ -270,6 +270,10 @@ def _still_wanted(notification: ShareNotification, now: datetime.datetime) -> st
         return "expired"
     if share.status in (Status.REVOKED, Status.EXPIRED) or share.expires_at <= now:
         return "share_ended"
+    if notification.kind == ShareNotification.Kind.REMINDER and share.opened_at is not None:
+        # The reminder is for a share not opened; held up by an outage, it may find the
+        # patient has opened the share since.
+        return "share_opened"
     return ""
 
 
