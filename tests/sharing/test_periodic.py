@@ -241,3 +241,20 @@ def test_a_reminder_still_waiting_when_the_patient_opens_is_not_sent(db: None) -
     reminder.refresh_from_db()
     assert reminder.state == ShareNotification.State.CANCELLED
     assert not [m for m in sms_messages() if "Rappel" in m["text"]]
+
+
+def test_the_reminder_does_not_say_the_first_link_stopped_working(db: None, smtp_server: Any) -> None:
+    """Since the reminder adds a link instead of replacing the first one, its e-mail must
+    not tell the patient the first one no longer works."""
+    share, first_token = make_share(mobile=None)
+    run_tasks()
+    assert services.send_due_reminders(timezone.now() + 5 * DAY + datetime.timedelta(minutes=1)) == 1
+    run_tasks()
+    reminder = smtp_server.wait_for(2)[-1]
+    text = reminder.body
+    html = reminder.message.get_body(preferencelist=("html",)).get_content()
+    assert link_token(text) == link_token(html) != first_token
+    for part in (text, html):
+        assert "ne fonctionne plus" not in part
+        assert "fonctionne toujours" in part
+    assert Patient(first_token).get().status_code == 200
