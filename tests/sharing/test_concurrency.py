@@ -92,3 +92,26 @@ def test_concurrent_wrong_codes_stop_at_three(transactional_db: None) -> None:
     share.refresh_from_db()
     assert share.status == Status.LOCKED and share.lock_reason == "code"
     assert not PatientSession.objects.filter(share=share, stage=PatientSession.Stage.OPEN).exists()
+
+
+def test_concurrent_periodic_runs_queue_one_reminder(transactional_db: None) -> None:
+    """Several workers may run the periodic job at once: the share gets one reminder."""
+    from django.utils import timezone
+
+    from pli.sharing.models import ShareNotification
+
+    share, _token = make_share(now=timezone.now() - datetime.timedelta(days=6))
+    assert sum(race(lambda _i: services.send_due_reminders())) == 1
+    reminders = share.notifications.filter(kind=ShareNotification.Kind.REMINDER)
+    assert sorted(reminders.values_list("channel", flat=True)) == ["email", "sms"]
+
+
+def test_concurrent_workers_deliver_a_notification_once(transactional_db: None) -> None:
+    from pli.sharing import notifications
+    from sharing.helpers import sms_messages
+
+    share, _token = make_share(email=None)
+    notification = share.notifications.get()
+    outcomes = race(lambda _i: notifications.deliver(notification.pk))
+    assert Counter(outcomes) == {"sent": 1, "skipped": THREADS - 1}
+    assert len(sms_messages()) == 1
