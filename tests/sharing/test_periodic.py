@@ -246,7 +246,7 @@ def test_a_reminder_still_waiting_when_the_patient_opens_is_not_sent(db: None) -
 def test_the_reminder_does_not_say_the_first_link_stopped_working(db: None, smtp_server: Any) -> None:
     """Since the reminder adds a link instead of replacing the first one, its e-mail must
     not tell the patient the first one no longer works."""
-    share, first_token = make_share(mobile=None)
+    _share, first_token = make_share(mobile=None)
     run_tasks()
     assert services.send_due_reminders(timezone.now() + 5 * DAY + datetime.timedelta(minutes=1)) == 1
     run_tasks()
