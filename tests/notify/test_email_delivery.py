@@ -204,3 +204,75 @@ def test_eml_file_mode_survives_umask(tmp_path: Path) -> None:
         os.umask(old)
     (path,) = tmp_path.glob("*.eml")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def _self_signed(tmp_path: Path) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize("mode", ["smtps", "starttls"])
+def test_a_relay_with_an_untrusted_certificate_gets_nothing(tmp_path: Path, settings: Any, mode: str) -> None:
+    """TLS to the relay verifies its certificate: a self-signed one fails the send (the job
+    retries) instead of handing the link over an unauthenticated channel."""
+    import socket
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    received: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope.content)
+            return "250 OK"
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*_self_signed(tmp_path))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    class StartTls(Controller):
+        def factory(self) -> SMTP:
+            return SMTP(self.handler, tls_context=context, require_starttls=True)
+
+    if mode == "smtps":
+        controller: Controller = Controller(Handler(), hostname="127.0.0.1", port=port, ssl_context=context)
+    else:
+        controller = StartTls(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings.EMAIL_BACKEND = SMTP_BACKEND
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        settings.EMAIL_USE_SSL, settings.EMAIL_USE_TLS = mode == "smtps", mode == "starttls"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            EmailMessage("s", "https://pli.example.fr/p/token", to=["patient@example.org"]).send()
+    finally:
+        controller.stop()
+    assert received == []
