@@ -22,7 +22,7 @@ from pli.sharing import demo as sharing_demo
 from pli.sharing import services as sharing_services
 from pli.sharing.services import MAX_BIRTH_DATE_FAILURES
 from pli.testing.accounts import make_organisation, make_user
-from sharing.helpers import Patient, code_in, last_sms, make_share, run_tasks
+from sharing.helpers import Patient, last_code, make_share, run_tasks
 
 PHONE = {"width": 375, "height": 667}
 DESKTOP = {"width": 1280, "height": 800}
@@ -123,7 +123,7 @@ def test_patient_pages_on_a_phone(browser: Any, live_server: Any, settings: Any,
         audit("code")
 
         run_tasks()
-        right_code = code_in(last_sms())
+        right_code = last_code()
         code.fill(_other_code(right_code))
         page.click("button[type=submit]:has-text('Ouvrir mes documents')")
         page.wait_for_selector("#id_code_error")

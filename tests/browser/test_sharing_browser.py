@@ -13,7 +13,7 @@ from django.core.cache import cache
 
 from pli.sharing.models import PatientShare
 from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
-from sharing.helpers import code_in, last_sms, link_token, pdf_bytes, run_tasks
+from sharing.helpers import last_code, last_sms, link_token, pdf_bytes, run_tasks
 
 
 def watch(page: Any) -> tuple[list[str], list[str]]:
@@ -91,7 +91,7 @@ def test_share_a_pdf_with_a_patient(
     patient.click("button[type=submit]:has-text('Continuer')")
     patient.wait_for_url(f"**/p/{token}/code**")
     run_tasks()
-    patient.get_by_label("Code reçu").fill(code_in(last_sms()))
+    patient.get_by_label("Code reçu").fill(last_code())
     patient.click("button[type=submit]:has-text('Ouvrir mes documents')")
     patient.wait_for_url(f"**/p/{token}/documents")
     assert "Voici le compte rendu de votre examen." in patient.content()

@@ -27,7 +27,7 @@ from pli.api.services import create_token
 from pli.sharing import services
 from pli.sharing.models import PatientShare
 from pli.testing.accounts import make_organisation, make_user
-from sharing.helpers import Patient, code_in, last_sms, pdf_bytes, run_tasks, token_of
+from sharing.helpers import Patient, last_code, pdf_bytes, run_tasks, token_of
 
 
 def marker(label: str) -> str:
@@ -117,7 +117,7 @@ def test_no_marker_at_rest(
         birth = share.patient_birth_date
         patient.birth_date(birth.strftime("%d/%m/%Y"))
         run_tasks()
-        assert patient.code(code_in(last_sms(share.patient_mobile or ""))).status_code == 303
+        assert patient.code(last_code(share.patient_mobile or "")).status_code == 303
         page = patient.get("/documents").content.decode()
         assert f"{m['name']}.pdf" in page and m["message"] in page
         document = share.documents.get()

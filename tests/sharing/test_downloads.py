@@ -9,7 +9,7 @@ from messaging.test_downloads import close_as_the_server_does, descriptors_on, h
 from pli.crypto import SEGMENT_SIZE
 from pli.sharing.models import ShareDocument
 from pli.sharing.uploads import share_blob_store
-from sharing.helpers import Patient, code_in, last_sms, make_share, pending_document, run_tasks
+from sharing.helpers import Patient, last_code, make_share, pending_document, run_tasks
 
 # Eight segments: the later ones come from the read-ahead helper, which is still reading
 # after the third (it runs at most a few segments ahead).
@@ -21,7 +21,7 @@ def _signed_in_patient() -> tuple[Patient, ShareDocument]:
     patient = Patient(token)
     assert patient.birth_date("15/02/1984").status_code == 303
     run_tasks()
-    assert patient.code(code_in(last_sms())).status_code == 303
+    assert patient.code(last_code()).status_code == 303
     return patient, share.documents.get()
 
 

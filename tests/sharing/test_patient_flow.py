@@ -25,7 +25,7 @@ from sharing.helpers import (
     MOBILE,
     Patient,
     code_in,
-    last_sms,
+    last_code,
     make_share,
     pdf_bytes,
     pending_document,
@@ -55,7 +55,7 @@ def test_whole_path_by_sms(db: None) -> None:
     assert response.status_code == 303
     assert response["Location"] == f"/p/{token}/code?sent=sms"
     run_tasks()
-    code = code_in(last_sms())
+    code = last_code()
     code_page = patient.get("/code?sent=sms")
     assert 'name="code"' in code_page.content.decode()
 
@@ -174,7 +174,7 @@ def test_wrong_codes_lock_after_three(db: None) -> None:
     patient = Patient(token)
     patient.birth_date()
     run_tasks()
-    right = code_in(last_sms())
+    right = last_code()
     wrong = f"{(int(right) + 1) % 10**6:06d}"
     for attempt in (1, 2):
         assert patient.code(wrong).status_code == 400
@@ -190,7 +190,7 @@ def test_after_a_wrong_code_the_field_is_empty_focused_and_the_channel_still_sai
     patient = Patient(token)
     sent = patient.birth_date()
     run_tasks()
-    right = code_in(last_sms())
+    right = last_code()
     wrong = f"{(int(right) + 1) % 10**6:06d}"
     response = patient.client.post(sent["Location"], {"code": wrong})
     assert response.status_code == 400
@@ -213,7 +213,7 @@ def test_expired_code_is_refused_and_counted(db: None) -> None:
     patient = Patient(token)
     patient.birth_date()
     run_tasks()
-    code = code_in(last_sms())
+    code = last_code()
     OneTimeCode.objects.filter(share=share).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
     response = patient.code(code)
     assert response.status_code == 400
@@ -227,7 +227,7 @@ def test_replayed_code_is_refused_and_counted(db: None) -> None:
     first = Patient(token)
     first.birth_date()
     run_tasks()
-    code = code_in(last_sms())
+    code = last_code()
     assert first.code(code).status_code == 303
     # Someone else, who also knows the birth date, replays the same code.
     second = Patient(token)
@@ -246,7 +246,7 @@ def test_a_code_seen_once_used_opens_nothing_for_another_session(db: None) -> No
     assert intruder.birth_date().status_code == 303
     patient = Patient(token)
     assert patient.sign_in().status_code == 200
-    used = code_in(last_sms())
+    used = last_code()
     assert intruder.code(used).status_code == 400
     assert intruder.get("/documents").status_code == 303
     share.refresh_from_db()
@@ -263,8 +263,8 @@ def test_code_of_another_share_is_refused_and_counted(db: None, monkeypatch: pyt
     a.birth_date()
     b.birth_date()
     run_tasks()
-    code_b = code_in(last_sms("+33698765432"))
-    code_a = code_in(last_sms(MOBILE))
+    code_b = last_code("+33698765432")
+    code_a = last_code(MOBILE)
     assert code_a != code_b
     assert a.code(code_b).status_code == 400
     share_a.refresh_from_db()
@@ -415,7 +415,7 @@ def test_the_birth_date_given_again_at_once_sends_no_second_code(db: None) -> No
     assert again.status_code == 303 and "/code" in again["Location"]
     assert OneTimeCode.objects.filter(share=share).count() == 1
     run_tasks()
-    assert patient.code(code_in(last_sms())).status_code == 303
+    assert patient.code(last_code()).status_code == 303
     # Another browser is another patient session: it gets its own code.
     assert Patient(token).birth_date().status_code == 303
     assert OneTimeCode.objects.filter(share=share).count() == 2
@@ -426,7 +426,7 @@ def test_new_code_retires_the_previous_one(db: None) -> None:
     patient = Patient(token)
     patient.birth_date()
     run_tasks()
-    old = code_in(last_sms())
+    old = last_code()
     patient.new_code(channel="email")
     run_tasks()
     assert OneTimeCode.objects.filter(share=share, retired=False).get().channel == "email"
@@ -438,7 +438,7 @@ def test_code_needs_the_birth_date_in_the_same_browser(db: None) -> None:
     _share, token = make_share()
     Patient(token).birth_date()
     run_tasks()
-    code = code_in(last_sms())
+    code = last_code()
     stranger = Patient(token)
     response = stranger.code(code)
     assert response.status_code == 303
@@ -507,7 +507,7 @@ def test_the_session_cookie_is_for_the_patient_pages_only_and_out_of_scripts_rea
     patient = Patient(token)
     sent = patient.birth_date()
     run_tasks()
-    opened = patient.code(code_in(last_sms()))
+    opened = patient.code(last_code())
     for response in (sent, opened):
         cookie = response.cookies["pli_patient"]
         assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/p/"
@@ -675,7 +675,7 @@ def test_reopening_the_link_returns_to_the_current_step(db: None) -> None:
     response = patient.get()
     assert response.status_code == 303 and response["Location"] == f"/p/{token}/code"
     run_tasks()
-    patient.code(code_in(last_sms()))
+    patient.code(last_code())
     assert patient.get()["Location"] == f"/p/{token}/documents"
 
 
@@ -688,7 +688,7 @@ def test_the_session_key_changes_once_both_factors_pass(db: None) -> None:
     victim = Patient(token)
     victim.client.cookies["pli_patient"] = planted
     run_tasks()
-    opened = victim.code(code_in(last_sms()))
+    opened = victim.code(last_code())
     assert opened.status_code == 303
     assert opened.cookies["pli_patient"].value != planted
     assert victim.get("/documents").status_code == 200
@@ -702,7 +702,7 @@ def test_wrong_codes_in_all_lock_whatever_the_code(db: None) -> None:
     assert patient.birth_date().status_code == 303
     for round_ in range(5):
         run_tasks()
-        wrong = f"{(int(code_in(last_sms())) + 1) % 10**6:06d}"
+        wrong = f"{(int(last_code()) + 1) % 10**6:06d}"
         assert patient.code(wrong).status_code == 400
         status = patient.code(wrong).status_code
         if round_ < 4:
@@ -719,7 +719,7 @@ def test_wrong_codes_stop_counting_once_the_patient_is_in(db: None) -> None:
     patient = Patient(token)
     patient.birth_date()
     run_tasks()
-    right = code_in(last_sms())
+    right = last_code()
     assert patient.code(f"{(int(right) + 1) % 10**6:06d}").status_code == 400
     assert patient.code(right).status_code == 303
     share.refresh_from_db()

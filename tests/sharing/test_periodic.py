@@ -21,8 +21,7 @@ from pli.testing.accounts import make_user
 from sharing.helpers import (
     MOBILE,
     Patient,
-    code_in,
-    last_sms,
+    last_code,
     link_token,
     make_share,
     run_tasks,
@@ -40,7 +39,7 @@ def test_one_reminder_after_five_days_with_a_fresh_link(db: None) -> None:
     started = Patient(first_token)
     assert started.birth_date().status_code == 303
     run_tasks()
-    code = code_in(last_sms(MOBILE))
+    code = last_code(MOBILE)
     now = timezone.now()
     assert services.send_due_reminders(now + 4 * DAY) == 0
     assert services.send_due_reminders(now + 5 * DAY + datetime.timedelta(minutes=1)) == 1
@@ -236,7 +235,7 @@ def test_a_reminder_still_waiting_when_the_patient_opens_is_not_sent(db: None) -
     patient = Patient(token)
     assert patient.birth_date().status_code == 303
     assert notifications.deliver(share.notifications.get(kind=ShareNotification.Kind.CODE).pk) == "sent"
-    assert patient.code(code_in(last_sms(MOBILE))).status_code == 303
+    assert patient.code(last_code(MOBILE)).status_code == 303
     run_tasks()
     reminder.refresh_from_db()
     assert reminder.state == ShareNotification.State.CANCELLED
