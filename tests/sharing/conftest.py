@@ -13,3 +13,7 @@ def _own_outboxes(settings: Any, tmp_path: Path) -> Iterator[None]:
     settings.PLI_BLOB_DIR = tmp_path / "blobs"
     settings.PLI_SMS_URL = f"file://{tmp_path / 'sms'}"
     yield
+    # A channel paused after a slow failure (pli.sharing.notifications) stays in its test.
+    from pli.sharing import notifications
+
+    notifications._paused_until.clear()

@@ -338,3 +338,38 @@ def test_a_backlog_does_not_double_the_deliveries(db: None, settings: Any) -> No
     notification.refresh_from_db()
     assert notification.attempts == 3
     assert waiting.count() == 1
+
+
+def test_a_hung_relay_holds_the_worker_for_one_try_not_one_per_email(
+    db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that accepts connections and never answers held the worker for the whole
+    timeout (20 s in production) on every e-mail in turn, and every SMS queued behind them
+    waited. After one slow failure, e-mail is left alone for a minute: the next e-mails are
+    not tried (a failed attempt, retried with the back-off) and the SMS goes out at once."""
+    import time
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections complete in the kernel; nobody ever answers
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", hung.getsockname()[1]
+        settings.EMAIL_TIMEOUT = 1
+        monkeypatch.setattr(notifications, "SLOW_FAILURE_SECONDS", 0.5)
+        first, _t = make_share(doctor(), mobile=None, email="a@example.org")
+        second, _t = make_share(doctor(), mobile=None, email="b@example.org")
+        texted, _t = make_share(doctor(), email=None)
+        started = time.monotonic()
+        run_tasks()
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.9, elapsed  # one timeout, not two
+    assert first.notifications.get().attempts == 1
+    postponed = second.notifications.get()
+    assert postponed.state == "pending" and postponed.attempts == 1 and postponed.last_error == "smtp:paused"
+    assert texted.notifications.get().state == "sent"
+    # Both e-mails have their next try waiting.
+    waiting = DBTaskResult.objects.filter(task_path=deliver_notification.module_path, status="READY")
+    assert {job.args_kwargs["args"][0] for job in waiting} == {
+        str(first.notifications.get().pk),
+        str(postponed.pk),
+    }

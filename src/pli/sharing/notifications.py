@@ -18,6 +18,7 @@ import datetime
 import logging
 import re
 import smtplib
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ CLAIM = datetime.timedelta(minutes=5)
 PRIORITY_CODE = 20
 PRIORITY_FIRST_ATTEMPT = 10
 PRIORITY_RETRY = 0
+# A relay or provider that fails only at the timeout (it takes the connection and never
+# answers) held the worker that long (20 s for SMTP, 15 s for SMS) on each message of its
+# channel in turn, and everything queued behind them waited, the other channel included.
+# After such a failure, this worker leaves the channel alone for a minute: its messages
+# are not tried meanwhile but fail at once (reason "smtp:paused" or "sms:paused") and are
+# retried with the usual back-off, which also keeps them from churning through the queue.
+SLOW_FAILURE_SECONDS = 5.0
+PAUSE_AFTER_SLOW_FAILURE = 60.0
+_paused_until: dict[str, float] = {}  # channel -> time.monotonic() deadline, in this process
 
 
 def link_for(token: str) -> str:
@@ -303,9 +313,15 @@ def deliver(
             notification, ShareNotification.State.CANCELLED, now, attempts=notification.attempts, reason=reason
         )
     attempts = notification.attempts + 1
+    started = time.monotonic()
     try:
+        if _paused_until.get(notification.channel, 0.0) > started:
+            prefix = "sms" if notification.channel == Channel.SMS else "smtp"
+            raise DeliveryFailed(f"{prefix}:paused", retryable=True)
         provider_id = _send(notification)
     except DeliveryFailed as exc:
+        if exc.retryable and time.monotonic() - started >= SLOW_FAILURE_SECONDS:
+            _paused_until[notification.channel] = time.monotonic() + PAUSE_AFTER_SLOW_FAILURE
         next_at = now + retry_delay(attempts, exc.retry_after)
         if not exc.retryable or next_at >= notification.give_up_at:
             logger.warning("notification %s failed for good: %s", notification.pk, exc.reason)
@@ -314,6 +330,7 @@ def deliver(
             "notification %s failed (%s); attempt %d, next at %s", notification.pk, exc.reason, attempts, next_at
         )
         return _retry_later(notification, attempts, next_at, exc.reason)
+    _paused_until.pop(notification.channel, None)
     return _finish(notification, ShareNotification.State.SENT, now, attempts=attempts, provider_id=provider_id)
 
 
