@@ -27,7 +27,7 @@ from pli.sharing import notifications, services
 logger = logging.getLogger(__name__)
 
 PERIOD = datetime.timedelta(minutes=5)
-OVERLAP_GUARD = datetime.timedelta(minutes=30)
+OVERLAP_GUARD = datetime.timedelta(minutes=15)
 # Finished job rows are kept this long for operators, then pruned.
 KEEP_FINISHED = datetime.timedelta(days=7)
 
