@@ -192,6 +192,9 @@ def test_only_a_refusal_of_the_address_drops_an_email(
     listing = page.get("/shares/").content.decode()
     detail = page.get(f"/shares/{share.pk}").content.decode()
     assert ("share-undelivered" in listing) is (not retried) and ("share-undelivered" in detail) is (not retried)
+    # Retried: told the patient has not been reached yet, as long as it lasts.
+    assert ("share-delayed" in listing) is retried and ("share-delayed" in detail) is retried
+    assert ("notification retardée" in listing) is retried and ("Pli réessaie" in detail) is retried
     if retried:
         setattr(smtp_server, f"refuse_{stage}", None)  # the operator fixed the relay
         make_due()
@@ -199,6 +202,7 @@ def test_only_a_refusal_of_the_address_drops_an_email(
         notification.refresh_from_db()
         assert notification.state == "sent"
         assert link_token(smtp_server.wait_for(1)[0].body) == token
+        assert "share-delayed" not in page.get("/shares/").content.decode()
 
 
 def test_the_practitioner_is_never_blocked_by_a_provider_outage(db: None, settings: Any) -> None:
@@ -289,10 +293,21 @@ def test_a_link_given_up_unsent_is_flagged_too(db: None) -> None:
 
     share, _token = make_share(doctor(), mobile=None)
     share.notifications.update(state="cancelled", last_error="expired")
-    assert services.undelivered([share.pk]) == {share.pk}
+    assert services.undelivered([share.pk]) == {share.pk: "failed"}
     assert "share-undelivered" in web_client_for(share.created_by).get("/shares/").content.decode()
     share.notifications.update(state="sent")
-    assert services.undelivered([share.pk]) == set()
+    assert services.undelivered([share.pk]) == {}
+
+
+def test_a_link_not_yet_delivered_is_flagged_only_once_an_attempt_failed(db: None) -> None:
+    from pli.sharing import services
+
+    share, _token = make_share(doctor())  # by SMS and by e-mail
+    assert services.undelivered([share.pk]) == {}  # queued, not tried yet
+    share.notifications.update(attempts=1, last_error="smtp:421")
+    assert services.undelivered([share.pk]) == {share.pk: "delayed"}
+    share.notifications.filter(channel="sms").update(state="sent")
+    assert services.undelivered([share.pk]) == {}  # the SMS reached the patient
 
 
 def test_new_notifications_and_codes_go_before_retries(db: None, settings: Any) -> None:

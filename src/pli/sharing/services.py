@@ -722,20 +722,35 @@ def record_document_access(
     return document
 
 
-def undelivered(share_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """The shares whose link reached the patient by no channel: every link notification
-    failed for good or was given up (a worker down past its deadline). Their status still
-    says "sent" (the link exists); the practitioner must be told that the patient does not
-    know about it. (A revoked or expired share's notifications are given up too: callers
-    show this only for a share still "sent".)"""
-    states: dict[uuid.UUID, set[str]] = {}
+def undelivered(share_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The shares whose link has reached the patient by no channel yet, each with why:
+
+    * ``"failed"``: every link notification failed for good or was given up (a worker down
+      past its deadline): the patient does not know about the link;
+    * ``"delayed"``: none sent yet and the provider refused or did not answer at least once;
+      Pli keeps retrying (for as long as the link lasts), but the practitioner may want to
+      reach the patient another way meanwhile.
+
+    Their status still says "sent" (the link exists). A revoked or expired share's
+    notifications are given up too: callers show this only for a share still "sent"."""
+    seen: dict[uuid.UUID, set[str]] = {}
+    tried: set[uuid.UUID] = set()
     rows = ShareNotification.objects.filter(
         share_id__in=list(share_ids), kind__in=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER]
-    ).values_list("share_id", "state")
-    for share_id, state in rows:
-        states.setdefault(share_id, set()).add(state)
-    alive = {ShareNotification.State.SENT, ShareNotification.State.PENDING}
-    return {share_id for share_id, seen in states.items() if seen and not seen & alive}
+    ).values_list("share_id", "state", "attempts")
+    for share_id, state, attempts in rows:
+        seen.setdefault(share_id, set()).add(state)
+        if state == ShareNotification.State.PENDING and attempts:
+            tried.add(share_id)
+    result: dict[uuid.UUID, str] = {}
+    for share_id, states in seen.items():
+        if ShareNotification.State.SENT in states:
+            continue
+        if ShareNotification.State.PENDING not in states:
+            result[share_id] = "failed"
+        elif share_id in tried:
+            result[share_id] = "delayed"
+    return result
 
 
 def _document(share: PatientShare, document_id: uuid.UUID) -> ShareDocument | None:

@@ -66,8 +66,8 @@ def share_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     shares_on_page = list(page.object_list)
-    failed = services.undelivered(s.pk for s in shares_on_page)
-    rows = [(share, share.effective_status(now), share.pk in failed) for share in shares_on_page]
+    unreached = services.undelivered(s.pk for s in shares_on_page)
+    rows = [(share, share.effective_status(now), unreached.get(share.pk, "")) for share in shares_on_page]
     # The list names the patients: a read, recorded like a mailbox's folder list.
     audit.record(
         "share.list",
@@ -285,7 +285,7 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
         "replies": list(share.replies.all()),
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
-        "undelivered": bool(services.undelivered([share.pk])),
+        "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
     }
     return render(request, "sharing/detail.html", context)
 
