@@ -394,8 +394,9 @@ def _env_count(name: str, default: int, minimum: int, maximum: int) -> int:
 
 
 # Per message: how many attachments, and how many bytes they may total (checked while the
-# upload streams in). Blobs of aborted sends older than PLI_ORPHAN_BLOB_AGE seconds are
-# removed by `pli messaging cleanup-blobs` and the periodic task.
+# upload streams in). Blobs of aborted sends and shares older than PLI_ORPHAN_BLOB_AGE
+# seconds are removed by `pli messaging cleanup-blobs` (attachments) and the worker's
+# periodic jobs (both).
 PLI_MAX_ATTACHMENTS = _env_count("PLI_MAX_ATTACHMENTS", 20, 0, 1000)
 PLI_MAX_MESSAGE_BYTES = _env_count("PLI_MAX_MESSAGE_BYTES", 100 * 2**20, 0, 2**40)
 PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
@@ -248,5 +249,18 @@ def test_an_empty_document_is_refused(db: None) -> None:
     response = api(make_user()).post("/api/v1/shares", fields(documents=[empty]))
     assert response.status_code == 400
     assert "vide.pdf" in response.json()["documents"][0]
+    assert not PatientShare.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []
+
+
+def test_an_upload_too_old_to_commit_is_refused_and_nothing_kept(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pli.sharing import services
+    from pli.sharing.uploads import share_blob_store
+
+    monkeypatch.setattr(services, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
+    response = api(make_user()).post("/api/v1/shares", fields())
+    assert response.status_code == 400
+    again = "L'envoi des fichiers a pris trop de temps ; veuillez les envoyer à nouveau."
+    assert response.json() == {"documents": [again]}
     assert not PatientShare.objects.exists()
     assert list(share_blob_store().iter_ids()) == []

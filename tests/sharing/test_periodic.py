@@ -8,13 +8,14 @@ import os
 import time
 from typing import Any
 
+import pytest
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.sharing import services
-from pli.sharing.models import OneTimeCode, PatientSession, ShareDocument, ShareNotification, Status
+from pli.sharing.models import OneTimeCode, PatientSession, PatientShare, ShareDocument, ShareNotification, Status
 from pli.sharing.tasks import periodic_jobs, schedule_periodic
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_user
@@ -24,7 +25,9 @@ from sharing.helpers import (
     last_code,
     link_token,
     make_share,
+    pending_document,
     run_tasks,
+    share_input,
     sms_messages,
     token_of,
 )
@@ -120,6 +123,45 @@ def test_cleanup_removes_orphan_blobs_only(db: None) -> None:
     os.utime(store.path_for(kept), (hour_ago, hour_ago))
     assert services.cleanup()["orphans"] == 1
     assert not store.exists(orphan) and store.exists(kept) and store.exists(recent)
+
+
+def test_a_document_the_cleanup_may_have_taken_is_never_committed(db: None) -> None:
+    """A share sent slowly: its first document was finished two hours before the last one
+    arrived, and the worker's clean-up, finding that blob old and referenced by nothing,
+    removed it meanwhile. The share is refused, never saved with a document whose content
+    is gone."""
+    document = pending_document()
+    store = share_blob_store()
+    two_hours_ago = time.time() - 7200
+    os.utime(store.path_for(document.blob_id), (two_hours_ago, two_hours_ago))
+    document.completed_at -= 7200
+    assert services.cleanup()["orphans"] == 1  # the worker, while the rest was uploading
+    with pytest.raises(services.ShareError):
+        services.create_share(make_user(), share_input(), [document])
+    assert not PatientShare.objects.exists() and not ShareDocument.objects.exists()
+
+
+def test_an_upload_finished_long_ago_is_refused_before_the_cleanup_can_take_it(db: None) -> None:
+    """The clean-up takes only blobs older than PLI_ORPHAN_BLOB_AGE (an hour at least); a
+    document finished more than half that long ago is refused at once, so that no share is
+    ever committed with a blob that the clean-up of another process is about to remove."""
+    document = pending_document()
+    document.completed_at -= services.MAX_PENDING_AGE + 1
+    with pytest.raises(services.ShareError):
+        services.create_share(make_user(), share_input(), [document])
+    assert not PatientShare.objects.exists()
+
+
+def test_the_cleanup_of_shares_keeps_orphans_younger_than_the_configured_age(db: None, settings: Any) -> None:
+    settings.PLI_ORPHAN_BLOB_AGE = 3 * 3600
+    store = share_blob_store()
+    orphan = "f" * 32
+    store.put(orphan, [b"an upload whose share never committed"], new_data_key(), b"aad")
+    two_hours_ago = time.time() - 7200
+    os.utime(store.path_for(orphan), (two_hours_ago, two_hours_ago))
+    assert services.cleanup()["orphans"] == 0 and store.exists(orphan)
+    settings.PLI_ORPHAN_BLOB_AGE = 3600
+    assert services.cleanup()["orphans"] == 1 and not store.exists(orphan)
 
 
 def test_the_scheduler_keeps_one_waiting_run(db: None) -> None:

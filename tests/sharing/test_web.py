@@ -379,3 +379,17 @@ def test_a_blob_gone_while_the_share_is_made_is_refused_clearly(db: None) -> Non
     page = response.content.decode()
     assert "Ce message a été supprimé entre-temps" in page and "<title>Erreur" in page
     assert not PatientShare.objects.exists()
+
+
+def test_an_upload_too_old_to_commit_asks_to_send_again_keeping_the_form(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pli.sharing import services
+
+    monkeypatch.setattr(services, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
+    response = browser(make_user()).post("/shares/new", form())
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "L&#x27;envoi des fichiers a pris trop de temps ; veuillez les envoyer à nouveau." in page
+    assert 'value="Durand"' in page
+    assert not PatientShare.objects.exists() and list(share_blob_store().iter_ids()) == []

@@ -195,7 +195,15 @@ class SharesView(APIView):
                 errors[DOCUMENTS_FIELD] = [_("Add at least one document.")]
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
-            share = services.create_share(user, form.share_input(), documents, request=request._request)
+            try:
+                share = services.create_share(user, form.share_input(), documents, request=request._request)
+            except services.ShareError as exc:
+                if exc.code != "upload_expired":
+                    raise
+                return Response(
+                    {DOCUMENTS_FIELD: [_("Sending the files took too long; please send them again.")]},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
             batch.keep()
         body = {"id": share.pk, "status": share.status, "expires_at": share.expires_at}
         return Response(ShareCreatedSerializer(body).data, status=status.HTTP_201_CREATED)

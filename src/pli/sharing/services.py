@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
+from pli.messaging.services import orphan_blob_age
+from pli.messaging.uploads import MAX_PENDING_AGE
 from pli.sharing import notifications, tokens
 from pli.sharing.models import (
     PROGRESS_ORDER,
@@ -267,6 +270,7 @@ def create_share(
     queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
     data_keys += [n.data_key for n in queued if n.data_key is not None]
     with transaction.atomic(), pipelined():
+        _check_uploads(documents)
         insert_rows(data_keys)
         insert_rows([share])
         insert_rows(rows)
@@ -287,6 +291,18 @@ def create_share(
             },
         )
     return share
+
+
+def _check_uploads(documents: Sequence[PendingFile]) -> None:
+    """Refuse documents whose blob may be gone: the orphan clean-up (of any process) takes
+    unreferenced blobs older than :func:`orphan_age` (at least twice MAX_PENDING_AGE), so a
+    document finished longer ago than MAX_PENDING_AGE, in an upload that went on for a long
+    time, is never committed. Checked in the transaction, as messaging checks its uploads."""
+    store = share_blob_store()
+    now = time.monotonic()
+    for document in documents:
+        if now - document.completed_at > MAX_PENDING_AGE or not store.exists(document.blob_id):
+            raise ShareError("upload_expired", "the upload took too long; send the documents again")
 
 
 # -- the patient's steps ---------------------------------------------------------------------
@@ -1082,14 +1098,16 @@ def _blob_deleter(store: BlobStore, blob_ids: list[str]) -> Callable[[], None]:
     return delete
 
 
-ORPHAN_AGE_SECONDS = 3600
+def orphan_age() -> float:
+    """How old an unreferenced blob must be to be removed: PLI_ORPHAN_BLOB_AGE, as for
+    messaging's attachments, and never less than twice the age at which a finished upload
+    stops being accepted (:func:`_check_uploads`)."""
+    return orphan_blob_age()
 
 
 def _remove_orphan_blobs(now: datetime.datetime) -> int:
     """Blobs written by an upload whose transaction never committed. Only blobs older than
-    an hour are considered, far beyond any request that could still commit one."""
-    import time
-
+    :func:`orphan_age` are considered, beyond any request that could still commit one."""
     try:
         # Against another database, every blob would look orphaned.
         instance.check_blob_dir()
@@ -1097,8 +1115,9 @@ def _remove_orphan_blobs(now: datetime.datetime) -> int:
         logger.error("blob cleanup refused: %s", exc)
         return 0
     store = share_blob_store()
-    store.cleanup_temp(ORPHAN_AGE_SECONDS)
-    limit = time.time() - ORPHAN_AGE_SECONDS
+    age = orphan_age()
+    store.cleanup_temp(age)
+    limit = time.time() - age
     candidates: list[str] = []
     for blob_id in store.iter_ids():
         try:

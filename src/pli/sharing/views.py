@@ -247,9 +247,15 @@ def _create(
         # trash while this request ran.
         return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
     batch.pending.extend(copies)
-    share = services.create_share(
-        _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
-    )
+    try:
+        share = services.create_share(
+            _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
+        )
+    except services.ShareError as exc:
+        if exc.code != "upload_expired":
+            raise
+        error = _("Sending the files took too long; please send them again.")
+        return _new_page(request, form, attachments, source, status=400, documents_error=error)
     batch.keep()
     messages.success(request, _("The share is created; the patient is being notified."))
     location = reverse("sharing:detail", args=[share.pk])
