@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "pli.core.middleware.RequestIdMiddleware",
+    # A page that fails for a full disk says so (507) instead of the generic error page.
+    "pli.core.storage.StorageFullMiddleware",
     "pli.core.middleware.ClientTimeoutMiddleware",
     "pli.core.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",

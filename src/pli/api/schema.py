@@ -62,6 +62,10 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 responses.setdefault(
                     "429", _error("Too many requests with this token; retry after `Retry-After` seconds.")
                 )
+                # Every authenticated request writes (the token's last use, the audit trail).
+                responses.setdefault(
+                    "507", _error("The server's storage (its disk or its database's) is full: nothing was saved.")
+                )
             if "{" in path:
                 responses.setdefault("404", _error("No such object, or not yours."))
             if operation.get("requestBody"):

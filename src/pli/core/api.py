@@ -15,6 +15,8 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from pli.core import storage
+
 logger = logging.getLogger("pli.api")
 
 
@@ -22,6 +24,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Every API error as JSON ``{"detail": …}`` (or field → messages), whatever the view
     renders on success, and never a traceback or an HTML page."""
     response = _error_response(exc, context)
+    if response is None and storage.is_full(exc):
+        # Not a bug: the disk (the blobs' or the database's) has no room; nothing was saved.
+        storage.log_full(exc)
+        response = Response({"detail": storage.message()}, status=storage.INSUFFICIENT_STORAGE)
     if response is None:
         if settings.DEBUG:
             return None  # Django's debug page, for a developer who asked for it

@@ -87,6 +87,14 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 
 
 @login_not_required
+def storage_full(request: HttpRequest) -> HttpResponse:
+    """A page that failed for a full disk (pli.core.storage): 507, saying so."""
+    from pli.core import storage
+
+    return _error(request, "core/errors/507.html", storage.INSUFFICIENT_STORAGE)
+
+
+@login_not_required
 def server_error(request: HttpRequest) -> HttpResponse:
     # Rendered without the request context: a failing context processor must not turn the
     # error page into a second error.

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import DatabaseError
 from django.http import (
     Http404,
     HttpRequest,
@@ -33,6 +34,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import ReadAhead
+from pli.core import storage
 from pli.core.sizes import limit_size
 from pli.messaging import search_links, services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
@@ -408,6 +410,14 @@ def compose(request: HttpRequest) -> HttpResponseBase:
             request._mark_post_parse_error()  # type: ignore[attr-defined]
             message = _("The form could not be read (too large or malformed). Please try again.")
             return _render_compose(request, _form_with_error(request, user, "body", message), status=400)
+        except OSError as exc:
+            if not storage.is_full(exc):
+                raise
+            # No room for the files: the form again, as typed, with the files still chosen.
+            storage.log_full(exc)
+            request._mark_post_parse_error()  # type: ignore[attr-defined]
+            form = _form_with_error(request, user, "attachments", storage.message())
+            return _render_compose(request, form, status=storage.INSUFFICIENT_STORAGE)
         return csrf_protect(_send)(request, session)
 
 
@@ -437,6 +447,12 @@ def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
     except services.SourceGone as exc:
         form.add_error(exc.field, _("Unknown message."))
         return _render_compose(request, form, status=400)
+    except (OSError, DatabaseError) as exc:
+        if not storage.is_full(exc):
+            raise
+        storage.log_full(exc)
+        form.add_error("attachments", storage.message())
+        return _render_compose(request, form, status=storage.INSUFFICIENT_STORAGE)
     messages.success(request, _("Message sent."))
     location = _thread_url(message.pk, message.sender_id)
     if request.headers.get(UPLOAD_HEADER):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 import uuid
@@ -119,23 +120,31 @@ def copy_attachments(attachments: Sequence[Attachment]) -> list[PendingFile]:
     source = message_blob_store()
     target = share_blob_store()
     copies: list[PendingFile] = []
-    for attachment in attachments:
-        new_id = uuid.uuid4()
-        key = new_data_key()
-        aad = ShareDocument(id=new_id).blob_aad("content")
-        with source.open(
-            attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")
-        ) as reader:
-            info = target.put(new_id.hex, reader, key, aad)
-        copies.append(
-            PendingFile(
-                id=new_id,
-                key=key,
-                name=attachment.name,
-                content_type=attachment.content_type,
-                size=info.size,
-                sha256=info.sha256,
-                completed_at=time.monotonic(),
+    try:
+        for attachment in attachments:
+            new_id = uuid.uuid4()
+            key = new_data_key()
+            aad = ShareDocument(id=new_id).blob_aad("content")
+            with source.open(
+                attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")
+            ) as reader:
+                info = target.put(new_id.hex, reader, key, aad)
+            copies.append(
+                PendingFile(
+                    id=new_id,
+                    key=key,
+                    name=attachment.name,
+                    content_type=attachment.content_type,
+                    size=info.size,
+                    sha256=info.sha256,
+                    completed_at=time.monotonic(),
+                )
             )
-        )
+    except BaseException:
+        # A later copy failed (its source deleted meanwhile, no room left): the copies
+        # made are not the caller's to discard yet, so they go now.
+        for copy in copies:
+            with contextlib.suppress(OSError):
+                target.delete(copy.blob_id)
+        raise
     return copies

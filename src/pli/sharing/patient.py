@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import DatabaseError
 from django.http import (
     Http404,
     HttpRequest,
@@ -36,6 +37,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from pli.audit import services as audit
+from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.sharing import services
@@ -417,7 +419,26 @@ def reply(request: HttpRequest, token: str) -> HttpResponse:
             )
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             return _documents_page(request, share, token, status=400, reply_error=_malformed())
+        except OSError as exc:
+            if not storage.is_full(exc):
+                raise
+            storage.log_full(exc)
+            request._mark_post_parse_error()  # type: ignore[attr-defined]
+            form = ReplyForm(initial={"text": texts_read(request).get("text", "")})
+            return _no_room(request, share, token, form)
         return _save_reply(request, token, share, batch)
+
+
+def _no_room(request: HttpRequest, share: PatientShare, token: str, form: ReplyForm) -> HttpResponse:
+    """The disk is full (pli.core.storage): the page again, what the patient wrote kept."""
+    return _documents_page(
+        request,
+        share,
+        token,
+        status=storage.INSUFFICIENT_STORAGE,
+        reply_error=storage.patient_message(),
+        reply_form=form,
+    )
 
 
 def _malformed() -> str:
@@ -432,6 +453,11 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
         return _documents_page(request, share, token, status=400, reply_form=form)
     try:
         services.reply(share.pk, form.cleaned_data["text"], files, session_key=_key(request), request=request)
+    except (OSError, DatabaseError) as exc:
+        if not storage.is_full(exc):
+            raise
+        storage.log_full(exc)
+        return _no_room(request, share, token, form)
     except services.ShareError as exc:
         messages = {
             "empty": _("Write a message or add a file."),

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.files.uploadhandler import FileUploadHandler
 from django.core.paginator import Paginator
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
@@ -22,6 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from pli.accounts.models import User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound
+from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.messaging import services as messaging
@@ -174,6 +176,22 @@ def new_share(request: HttpRequest) -> HttpResponse:
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             error = _("The form could not be read; please send it again.")
             return _new_page(request, ShareForm(), attachments, source, status=400, documents_error=error)
+        except OSError as exc:
+            if not storage.is_full(exc):
+                raise
+            # No room for the documents: the form again, as typed.
+            storage.log_full(exc)
+            request._mark_post_parse_error()  # type: ignore[attr-defined]
+            initial = {"expires_in_days": services.default_expiry_days(_user(request))}
+            initial |= {name: value for name, value in texts_read(request).items() if name in ShareForm.base_fields}
+            return _new_page(
+                request,
+                ShareForm(initial=initial),
+                attachments,
+                source,
+                status=storage.INSUFFICIENT_STORAGE,
+                documents_error=storage.message(),
+            )
         return _create(request, batch, attachments, source)
 
 
@@ -242,20 +260,26 @@ def _create(
         return _new_page(request, form, attachments, source, status=400)
     try:
         copies = mailbox.copy_attachments(forwarded)
+        batch.pending.extend(copies)
+        share = services.create_share(
+            _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
+        )
     except BlobNotFound:
         # Only a deletion for good removes a stored attachment: the message went from the
         # trash while this request ran.
         return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
-    batch.pending.extend(copies)
-    try:
-        share = services.create_share(
-            _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
-        )
     except services.ShareError as exc:
         if exc.code != "upload_expired":
             raise
         error = _("Sending the files took too long; please send them again.")
         return _new_page(request, form, attachments, source, status=400, documents_error=error)
+    except (OSError, DatabaseError) as exc:
+        if not storage.is_full(exc):
+            raise
+        storage.log_full(exc)
+        return _new_page(
+            request, form, attachments, source, status=storage.INSUFFICIENT_STORAGE, documents_error=storage.message()
+        )
     batch.keep()
     messages.success(request, _("The share is created; the patient is being notified."))
     location = reverse("sharing:detail", args=[share.pk])
