@@ -134,12 +134,13 @@ else:
         "OPTIONS": {
             # WAL lets readers proceed during a write; IMMEDIATE takes the write lock at
             # BEGIN so concurrent writers queue (busy timeout) instead of failing with
-            # "database is locked" half-way through a transaction; secure_delete overwrites
-            # freed pages so deleted health data does not linger in the file.
+            # "database is locked" half-way through a transaction; synchronous=FULL syncs the
+            # WAL at every commit, so that a 2xx survives a power cut (docs/decisions.md);
+            # secure_delete overwrites freed pages so deleted health data does not linger.
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             "init_command": (
-                "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;PRAGMA secure_delete=ON;PRAGMA foreign_keys=ON;"
+                "PRAGMA journal_mode=WAL;PRAGMA synchronous=FULL;PRAGMA secure_delete=ON;PRAGMA foreign_keys=ON;"
             ),
         },
         # A file, not Django's shared-cache in-memory default: shared cache uses table

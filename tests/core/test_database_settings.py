@@ -51,3 +51,18 @@ def test_statements_a_connection_keeps_running_are_prepared(db: None) -> None:
             # SQLite has no such options (Python's sqlite3 caches compiled statements itself);
             # sqlite3.connect would refuse them.
             assert not {"server_side_binding", "prepare_threshold"} & set(connection.settings_dict["OPTIONS"])
+
+
+def test_a_commit_is_durable_when_it_returns(db: None) -> None:
+    """A 2xx means committed and durable. With SQLite's WAL, ``synchronous=NORMAL`` lets the
+    last commits roll back after a power cut or a crash of the machine: a message answered
+    201 could vanish, and one deleted for good could come back without its attachments
+    (their blobs are unlinked, and the unlinking made durable, once the commit returns).
+    ``FULL`` syncs the WAL at every commit; PostgreSQL does so by default."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone()[0] == 2  # FULL
+        else:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] != "off"
