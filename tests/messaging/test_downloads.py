@@ -7,10 +7,12 @@ import io
 import os
 from typing import Any
 
+import pytest
 from django.core.signals import request_finished
 from django.db import close_old_connections
 
 from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
+from pli.audit.models import AuditEvent
 from pli.crypto import SEGMENT_SIZE
 from pli.messaging.models import Attachment
 from pli.messaging.uploads import blob_store
@@ -69,3 +71,40 @@ def test_download_cut_short_stops_decrypting(db: None) -> None:
     close_as_the_server_does(response)
     assert helpers() == []
     assert descriptors_on(path) == 0
+
+
+def _content_unavailable(problem: str, monkeypatch: Any) -> None:
+    """The attachment's blob is gone (``missing``), or its file cannot be opened
+    (``unreadable``: permissions, as the blob store reports them)."""
+    if problem == "missing":
+        os.unlink(blob_store().path_for(Attachment.objects.get().blob_id))
+        return
+    from pli.blobs import BlobStore
+
+    def refuse(store: BlobStore, blob_id: str, *args: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(store.path_for(blob_id)))
+
+    monkeypatch.setattr(BlobStore, "open", refuse)
+
+
+@pytest.mark.parametrize("problem", ["missing", "unreadable"])
+def test_a_blob_that_cannot_be_read_is_said_so_clearly(
+    db: None, monkeypatch: Any, caplog: pytest.LogCaptureFixture, problem: str
+) -> None:
+    """A row whose blob is missing or unreadable (a lost file, the wrong owner after a
+    restore): a 500 that says the file's content cannot be read (not "try again in a
+    moment"), one error line naming the attachment, no traceback, and no download recorded."""
+    message_id, bob, attachment = _send()
+    _content_unavailable(problem, monkeypatch)
+    page = web_client(bob).get(f"/messages/m/{message_id}/a/{attachment.pk}/?download=1")
+    assert page.status_code == 500
+    assert "Le contenu de ce fichier est illisible sur le serveur" in page.content.decode()
+    api = api_client(bob).get(f"/api/v1/messages/{message_id}/attachments/{attachment.pk}")
+    assert api.status_code == 500
+    assert api.json()["detail"].startswith("Le contenu de ce fichier est illisible sur le serveur")
+    lines = [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    reason = {"missing": "missing", "unreadable": "EACCES"}[problem]
+    assert [r.getMessage() for r in lines] == [f"attachment {attachment.pk}: its content cannot be read ({reason})"] * 2
+    assert all(r.exc_info is None for r in lines)
+    assert not AuditEvent.objects.filter(action="attachment.download").exists()
+    assert helpers() == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from messaging.test_downloads import close_as_the_server_does, descriptors_on, helpers
 from pli.crypto import SEGMENT_SIZE
 from pli.sharing.models import ShareDocument
@@ -48,3 +50,21 @@ def test_download_cut_short_stops_decrypting(db: None) -> None:
     close_as_the_server_does(response)
     assert helpers() == []
     assert descriptors_on(path) == 0
+
+
+def test_a_document_whose_blob_is_missing_tells_the_patient_to_contact_the_practice(
+    db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    patient, document = _signed_in_patient()
+    os.unlink(share_blob_store().path_for(document.blob_id))
+    response = patient.get(f"/documents/{document.pk}/download")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "Ce document ne peut pas être ouvert pour le moment. Contactez directement le cabinet." in page
+    assert f'href="/p/{patient.token}"' in page  # back to the link, not to the professionals' sign-in
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    assert lines == [f"share document {document.pk}: its content cannot be read (missing)"]
+    share = document.share
+    share.refresh_from_db()
+    assert share.download_count == 0 and share.downloaded_at is None  # nothing was handed over
+    assert helpers() == []

@@ -12,6 +12,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -92,6 +93,20 @@ def storage_full(request: HttpRequest) -> HttpResponse:
     from pli.core import storage
 
     return _error(request, "core/errors/507.html", storage.INSUFFICIENT_STORAGE)
+
+
+def content_unavailable_message() -> str:
+    return _(
+        "The content of this file cannot be read on the server: it cannot be downloaded for now. "
+        "Tell the administrator of your Pli instance."
+    )
+
+
+def content_unavailable(request: HttpRequest) -> HttpResponse:
+    """A file whose stored content cannot be read (its blob missing or unreadable): a 500 that
+    says so, rather than the generic page's "try again in a moment"; a patient is sent to
+    the practice. The cause is logged by whoever found it."""
+    return _error(request, "core/errors/content_unavailable.html", 500)
 
 
 @login_not_required

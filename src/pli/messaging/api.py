@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -27,6 +27,7 @@ from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
 from pli.core.api import field_error_body, form_error_body
+from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
@@ -430,4 +431,6 @@ class AttachmentView(MessagingView):
                 attachment=attachment_id,
             )
             raise _not_found() from None
+        except services.ContentUnavailable:
+            raise APIException(content_unavailable_message()) from None
         return attachment_response(item, reader, download=True)

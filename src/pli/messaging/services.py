@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import datetime
+import errno
 import logging
 import time
 import uuid
@@ -100,6 +101,19 @@ class UploadExpired(Exception):
 
 class BadCursor(Exception):
     pass
+
+
+class ContentUnavailable(Exception):
+    """The attachment exists but its blob cannot be read (missing, or its file unreadable):
+    a fault of the server's storage, logged where it is raised."""
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """How a blob failed to open, for the log: ``missing`` or the errno's name (no path)."""
+    if isinstance(exc, BlobNotFound):
+        return "missing"
+    number = exc.errno if isinstance(exc, OSError) else None
+    return errno.errorcode.get(number or 0, type(exc).__name__)
 
 
 # --- mailboxes ------------------------------------------------------------------------------
@@ -802,9 +816,10 @@ def open_attachment(
         raise NotVisible  # crypto-shredded: the content is gone for good
     try:
         blob = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
-    except BlobNotFound:
-        logger.error("attachment %s has no blob", attachment.pk)
-        raise
+    except (BlobNotFound, OSError) as exc:
+        # Not the user's doing: said plainly to them, and to the operator in one line.
+        logger.error("attachment %s: its content cannot be read (%s)", attachment.pk, unreadable_reason(exc))
+        raise ContentUnavailable from exc
     # The first segments are decrypted while the download is recorded; nothing is sent
     # before the record commits (see pli.blobs.read_ahead).
     reader = ReadAhead(blob, eager=attachment.size > SEGMENT_SIZE)

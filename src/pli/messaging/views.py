@@ -36,6 +36,7 @@ from pli.audit import services as audit
 from pli.blobs import ReadAhead
 from pli.core import storage
 from pli.core.sizes import limit_size
+from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
 from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
@@ -491,6 +492,8 @@ def attachment(request: HttpRequest, message_id: uuid.UUID, attachment_id: uuid.
             _user(request), request, ("messaging.message", message_id), "download", attachment=attachment_id
         )
         raise Http404 from None
+    except services.ContentUnavailable:
+        return content_unavailable(request)
     return attachment_response(item, reader, download=bool(request.GET.get("download")))
 
 

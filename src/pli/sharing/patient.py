@@ -40,6 +40,7 @@ from pli.audit import services as audit
 from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
+from pli.core.views import content_unavailable
 from pli.sharing import services
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
@@ -361,9 +362,12 @@ def _document(request: HttpRequest, token: str, document_id: uuid.UUID, *, downl
     if refusal is not None:
         return refusal
     assert share is not None  # noqa: S101
-    opened = services.open_document(
-        share.pk, document_id, session_key=_key(request), download=download, request=request
-    )
+    try:
+        opened = services.open_document(
+            share.pk, document_id, session_key=_key(request), download=download, request=request
+        )
+    except services.ContentUnavailable:
+        return content_unavailable(request)
     if opened is None:
         raise Http404
     document, reader = opened

@@ -28,13 +28,13 @@ from django.utils import timezone
 
 from pli.accounts.models import Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
-from pli.blobs import BlobStore, ReadAhead
+from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
-from pli.messaging.services import orphan_blob_age
+from pli.messaging.services import orphan_blob_age, unreadable_reason
 from pli.messaging.uploads import MAX_PENDING_AGE
 from pli.sharing import notifications, tokens
 from pli.sharing.models import (
@@ -74,6 +74,10 @@ PURGE_AFTER_END = datetime.timedelta(days=30)
 PATIENT = ("patient", "")
 
 logger = logging.getLogger(__name__)
+
+
+class ContentUnavailable(Exception):
+    """The document exists but its blob cannot be read (missing, or its file unreadable)."""
 
 
 class ShareError(Exception):
@@ -988,7 +992,13 @@ def open_document(
     opened: list[ReadAhead] = []
 
     def start(document: ShareDocument) -> None:
-        opened.append(ReadAhead(open_document_blob(document), eager=document.size > SEGMENT_SIZE))
+        try:
+            blob = open_document_blob(document)
+        except (BlobNotFound, OSError) as exc:
+            # Raised inside the access's transaction: nothing is recorded as handed over.
+            logger.error("share document %s: its content cannot be read (%s)", document.pk, unreadable_reason(exc))
+            raise ContentUnavailable from exc
+        opened.append(ReadAhead(blob, eager=document.size > SEGMENT_SIZE))
 
     try:
         document = record_document_access(
