@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 
 from pli.accounts.models import Mailbox, User
-from pli.core.db import db_value, fetch, hydrate, insert_rows, pipelined
+from pli.core.db import commit_may_have_happened, db_value, fetch, hydrate, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.testing.accounts import make_user
+from pli.testing.faults import connection_lost_error, database_full_error
 
 
 def test_fetch_checks_the_parameter_order(db: None) -> None:
@@ -93,3 +95,19 @@ def test_insert_rows_writes_every_row_across_statements(db: None) -> None:
     assert DataKey.objects.count() == before + len(keys)
     assert set(DataKey.objects.filter(pk__in=[k.pk for k in keys]).values_list("pk", flat=True)) == {k.pk for k in keys}
     assert all(not k._state.adding for k in keys)
+
+
+def test_which_failures_leave_a_commit_outcome_unknown(db: None) -> None:
+    """Only a lost connection (or SQLite's I/O error) may hide a commit that happened; a
+    refused statement, a full disk, a busy database or any other error certainly did not
+    commit, and the request's uploads can go at once."""
+    assert commit_may_have_happened(connection_lost_error())
+    assert not commit_may_have_happened(database_full_error())
+    assert not commit_may_have_happened(IntegrityError("duplicate key"))
+    assert not commit_may_have_happened(OSError(5, "Input/output error"))
+    assert not commit_may_have_happened(None)
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    locked = OperationalError("database is locked")
+    locked.__cause__ = busy
+    assert not commit_may_have_happened(locked)

@@ -15,7 +15,7 @@ from messaging.factories import api_client, personal_mailbox, practitioner, web_
 from pli.accounts.models import User
 from pli.messaging import services
 from pli.messaging.models import Message
-from pli.testing.storage import FullDisk, database_full_error
+from pli.testing.faults import FullDisk, database_full_error
 
 NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage : rien n\u2019a été enregistré."
 

@@ -22,7 +22,12 @@ import pytest
 import requests
 from django.db import connection
 
+from messaging.conftest import stored_blobs
+from messaging.factories import api_client, personal_mailbox, practitioner
 from messaging.live import Server, create_database, drop_database, pli, server_env, setup_users
+from pli.messaging import services
+from pli.messaging.models import Attachment, Message
+from pli.testing.faults import LostAfterCommit
 
 CLIENTS = 6
 ROUNDS = 3
@@ -194,3 +199,25 @@ def test_killing_the_server_never_leaves_half_a_message(
         f"durability: {len(committed)} acknowledged, {state['messages']} committed, "
         f"{len(state['orphans'])} orphans and {len(state['temp'])} partial files cleaned"
     )
+
+
+def test_a_send_whose_commit_outcome_is_unknown_keeps_its_blobs(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database committed the message, then the connection broke before it said so (a
+    PostgreSQL restart, a network cut). The request fails, yet the message exists: its
+    blobs must stay, for the orphan clean-up to judge once the database answers again,
+    never be discarded with the failed request's uploads."""
+    alice, bob = practitioner(), practitioner()
+    fault = LostAfterCommit(monkeypatch, services, "insert_rows")
+    client = api_client(alice)
+    upload = __import__("io").BytesIO(os.urandom(5000))
+    upload.name = "bilan.pdf"
+    fields = {"sender": personal_mailbox(alice).address, "to": [personal_mailbox(bob).address], "subject": "Bilan"}
+    response = client.post("/api/v1/messages", {**fields, "attachments": [upload]})
+    assert fault.fired and response.status_code == 500
+    attachment = Attachment.objects.get()  # committed, though the request failed
+    assert Message.objects.count() == 1
+    assert stored_blobs() == [attachment.blob_id]
+    assert services.cleanup_orphan_blobs(older_than=0).orphans == 0
+    assert stored_blobs() == [attachment.blob_id]

@@ -16,7 +16,7 @@ from pli.sharing import services
 from pli.sharing.models import PatientShare, ShareReply
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_user
-from pli.testing.storage import FullDisk, database_full_error
+from pli.testing.faults import FullDisk, database_full_error
 from sharing.helpers import Patient, make_share, pdf_bytes
 
 NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage : rien n\u2019a été enregistré."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -194,3 +195,31 @@ def pipelined() -> Iterator[None]:
     # (IntegrityError...), as if the statement had failed on its own.
     with connection.wrap_database_errors, connection.connection.pipeline():
         yield
+
+
+# SQLite's primary result code for an I/O error (the extended codes keep it in the low byte).
+_SQLITE_IOERR = 10
+# PostgreSQL's SQLSTATE classes for a lost connection and for a server shutting down.
+_CONNECTION_LOST = ("08", "57")
+
+
+def commit_may_have_happened(exc: BaseException | None) -> bool:
+    """Whether ``exc``, raised out of a transaction, leaves its outcome unknown: the
+    connection broke (PostgreSQL restarted, the network was cut, SQLite's disk failed) and
+    the database may have committed before it could say so. False when the transaction
+    certainly did not commit: a statement or constraint refused, a full disk, a busy SQLite,
+    any error that is not the database's."""
+    from django.db import DatabaseError, DataError, IntegrityError, NotSupportedError, ProgrammingError
+
+    from pli.core import storage
+
+    if not isinstance(exc, DatabaseError) or storage.is_full(exc):
+        return False
+    if isinstance(exc, IntegrityError | DataError | ProgrammingError | NotSupportedError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        return not isinstance(code, int) or code & 0xFF == _SQLITE_IOERR
+    sqlstate = getattr(cause, "sqlstate", None)
+    return not isinstance(sqlstate, str) or sqlstate[:2] in _CONNECTION_LOST

@@ -22,6 +22,7 @@ import binascii
 import collections
 import contextlib
 import hashlib
+import logging
 import mimetypes
 import os
 import re
@@ -47,8 +48,11 @@ from pli.blobs import BlobStore
 from pli.blobs.store import fsync_dir, make_dirs
 from pli.core import charsets
 from pli.core.charsets import codec_name
+from pli.core.db import commit_may_have_happened
 from pli.core.sizes import limit_size
 from pli.crypto import StreamEncryptor, new_data_key
+
+logger = logging.getLogger(__name__)
 
 ATTACHMENTS_FIELD = "attachments"
 # Beyond the attachments, a request carries form fields (Django caps them at
@@ -236,7 +240,12 @@ class BlobWriter:
 
 class UploadSession:
     """The blobs written for one request. Unless :meth:`keep` is called (the message was
-    saved), :meth:`discard` deletes them; a crash in between leaves orphans for the cleanup."""
+    saved), :meth:`discard` deletes them; a crash in between leaves orphans for the cleanup.
+
+    Used as a context manager, a failure whose transaction may have committed all the same
+    (the connection to the database broke: :func:`pli.core.db.commit_may_have_happened`)
+    keeps the blobs: rows may reference them, and the orphan clean-up removes them later
+    only if none does."""
 
     def __init__(self, store: BlobStore | None = None) -> None:
         self.store = store or blob_store()
@@ -264,7 +273,13 @@ class UploadSession:
     def __enter__(self) -> UploadSession:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, traceback: object) -> None:
+        if not self._kept and self.pending and commit_may_have_happened(exc):
+            logger.warning(
+                "the database failed with a commit's outcome unknown: %d uploaded blob(s) left to the orphan clean-up",
+                len(self.pending),
+            )
+            self.keep()
         self.discard()
 
 

@@ -1,6 +1,7 @@
-"""A full disk for tests, without mounting one (that needs root): blob writes that fail
-with ENOSPC as a full file system answers, and the error a database driver raises when its
-own disk is full, as Django hands it on."""
+"""Faults for tests, without the machinery they take for real: a full disk (mounting one
+needs root) where blob writes fail with ENOSPC as a full file system answers, and the errors
+a database driver raises when its disk is full or its connection is lost, as Django hands
+them on."""
 
 from __future__ import annotations
 
@@ -59,9 +60,54 @@ def database_full_error() -> DatabaseError:
             raise AssertionError("SQLite stored 100 kB in two pages")
         finally:
             probe.close()
+    return _as_django_raises(cause)
+
+
+def connection_lost_error() -> DatabaseError:
+    """What Django raises when the connection to the database breaks (the server restarted,
+    the network was cut): the driver's own error, with no SQLSTATE."""
+    cause: Exception
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        cause = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+    else:
+        cause = sqlite3.OperationalError("disk I/O error")
+    return _as_django_raises(cause)
+
+
+def _as_django_raises(cause: Exception) -> DatabaseError:
     try:
         with connection.wrap_database_errors:
             raise cause
     except DatabaseError as exc:
         return exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class LostAfterCommit:
+    """The database commits, then the connection breaks before it says so: the commit of
+    the first transaction that calls ``getattr(module, name)`` (which arms the fault) writes
+    everything and raises :func:`connection_lost_error`. Needs a test whose transactions
+    really commit (``transactional_db``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+        self.fired = False
+        armed = False
+        original = getattr(module, name)
+
+        def arm(*args: Any, **kwargs: Any) -> Any:
+            nonlocal armed
+            armed = True
+            return original(*args, **kwargs)
+
+        commit = connection.commit
+
+        def commit_then_lose_the_connection() -> None:
+            commit()
+            if armed and not self.fired:
+                self.fired = True
+                raise connection_lost_error()
+
+        monkeypatch.setattr(module, name, arm)
+        monkeypatch.setattr(connection, "commit", commit_then_lose_the_connection)
