@@ -352,6 +352,70 @@ def test_cleanup_temp(store: BlobStore) -> None:
     assert store.exists(BLOB_ID)
 
 
+THIRD_ID = "00112233445566778899aabbccddeeff"
+
+
+def _age(store: BlobStore, *blob_ids: str, seconds: float = 3600) -> None:
+    then = time.time() - seconds
+    for blob_id in blob_ids:
+        os.utime(store.path_for(blob_id), (then, then))
+
+
+def test_sweep_removes_only_old_blobs_nothing_claims(store: BlobStore) -> None:
+    for blob_id in (BLOB_ID, OTHER_ID, THIRD_ID):
+        store.put(blob_id, [b"x"], KEY, AAD)
+    _age(store, BLOB_ID, OTHER_ID)  # THIRD_ID was just written: an upload about to commit
+    stale = store.temp_dir / f"{BLOB_ID}.old.part"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    asked: list[list[str]] = []
+
+    def referenced(batch: list[str]) -> set[str]:
+        asked.append(sorted(batch))
+        return {OTHER_ID}
+
+    result = store.sweep(600, referenced)
+    assert (result.removed, result.temporary, result.failed) == (1, 1, 0)
+    assert asked == [sorted([BLOB_ID, OTHER_ID])]
+    assert sorted(store.iter_ids()) == sorted([OTHER_ID, THIRD_ID]) and not stale.exists()
+
+
+def test_sweep_goes_on_past_what_it_cannot_read_or_remove(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file or folder whose permissions were changed by hand stopped the whole clean-up
+    (the first error ended it), leaving every other orphan on the disk for good."""
+    for blob_id in (BLOB_ID, OTHER_ID, THIRD_ID):
+        store.put(blob_id, [b"x"], KEY, AAD)
+    _age(store, BLOB_ID, OTHER_ID, THIRD_ID)
+    stuck_file = store.path_for(BLOB_ID)
+    stuck_folder = store.path_for(THIRD_ID).parent
+    real_unlink, real_scandir = Path.unlink, os.scandir
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path == stuck_file:
+            raise PermissionError(13, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    def scandir(path: str | Path = ".") -> object:
+        if Path(path) == stuck_folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    monkeypatch.setattr(os, "scandir", scandir)
+    with caplog.at_level("WARNING", logger="pli.blobs.store"):
+        result = store.sweep(600, lambda batch: set())
+    assert (result.removed, result.failed) == (1, 2)
+    assert not store.path_for(OTHER_ID).exists()
+    assert stuck_file.exists() and store.path_for(THIRD_ID).exists()
+    logged = caplog.text
+    assert BLOB_ID in logged and "EACCES" in logged and str(store.root.parent) not in logged
+    # Without a handler for them, the errors are raised as before.
+    with pytest.raises(PermissionError):
+        list(store.iter_ids())
+
+
 def test_reader_closes_its_file(store: BlobStore) -> None:
     store.put(BLOB_ID, [BIG], KEY, AAD)
     fd_dir = Path("/proc/self/fd")

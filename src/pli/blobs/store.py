@@ -14,19 +14,32 @@ caller's per-blob data key and associated data; the store itself keeps no key.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pli.crypto.stream import ReadableInto, ciphertext_size, decrypt_file, encrypt_file, encrypt_stream
 
-__all__ = ["BlobError", "BlobInfo", "BlobNotFound", "BlobReader", "BlobStore", "BlobTooLarge", "validate_blob_id"]
+__all__ = [
+    "BlobError",
+    "BlobInfo",
+    "BlobNotFound",
+    "BlobReader",
+    "BlobStore",
+    "BlobTooLarge",
+    "SweepResult",
+    "validate_blob_id",
+]
+
+logger = logging.getLogger(__name__)
 
 _BLOB_ID_RE = re.compile(r"[0-9a-f]{32}")
 _TEMP_DIR = "tmp"
@@ -52,6 +65,16 @@ class BlobTooLarge(BlobError):
     def __init__(self, max_size: int) -> None:
         super().__init__(f"blob exceeds the maximum size of {max_size} bytes")
         self.max_size = max_size
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What :meth:`BlobStore.sweep` did: blobs and temporary files removed, and entries it
+    could not read or remove (each logged; the next sweep tries them again)."""
+
+    removed: int
+    temporary: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -183,13 +206,32 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobNotFound(blob_id) from None
 
-    def iter_ids(self) -> Iterator[str]:
-        """Yield the id of every stored blob (in no particular order)."""
+    def iter_ids(self, on_error: Callable[[OSError], None] | None = None) -> Iterator[str]:
+        """Yield the id of every stored blob (in no particular order).
+
+        A folder that cannot be read raises, unless ``on_error`` is given: it is then told,
+        and the folder skipped."""
         for first in _list_dirs(self.root):
             if len(first.name) != 2 or first.name == _TEMP_DIR:
                 continue
-            for second in _list_dirs(first):
-                for entry in os.scandir(second):
+            try:
+                seconds = _list_dirs(first)
+            except OSError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+                continue
+            for second in seconds:
+                try:
+                    entries = list(os.scandir(second))
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(exc)
+                    continue
+                for entry in entries:
                     if (
                         entry.is_file(follow_symlinks=False)
                         and _BLOB_ID_RE.fullmatch(entry.name)
@@ -209,11 +251,12 @@ class BlobStore:
             return
         fsync_dir(path.parent)
 
-    def cleanup_temp(self, older_than_seconds: float) -> int:
+    def cleanup_temp(self, older_than_seconds: float, on_error: Callable[[OSError], None] | None = None) -> int:
         """Remove temporary files not written to for ``older_than_seconds``; return the count.
 
         A write in progress keeps touching its file, so its modification time stays recent;
-        choose a delay well above the slowest expected upload.
+        choose a delay well above the slowest expected upload. A file that cannot be
+        removed raises, unless ``on_error`` is given: it is then told, and the file skipped.
         """
         limit = time.time() - older_than_seconds
         removed = 0
@@ -230,7 +273,57 @@ class BlobStore:
                     removed += 1
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
         return removed
+
+    def sweep(self, older_than_seconds: float, referenced: Callable[[list[str]], set[str]]) -> SweepResult:
+        """Remove the blobs that ``referenced`` does not claim, once unmodified for
+        ``older_than_seconds``, and the stale temporary files.
+
+        ``referenced`` gets ids in batches of at most 500 and returns those that rows of the
+        database still point to. A blob's age is checked again just before it goes, so one
+        rewritten meanwhile stays. What cannot be read or removed (a folder or a file whose
+        permissions were changed by hand, an I/O error) is logged and skipped, never
+        stopping the sweep: one stuck file must not leave every other orphan on the disk.
+        """
+        limit = time.time() - older_than_seconds
+        failed = 0
+
+        def failure(exc: OSError) -> None:
+            nonlocal failed
+            failed += 1
+            # The id is in the file's name; a blob holds nothing readable, its name no health data.
+            name = os.path.basename(exc.filename) if isinstance(exc.filename, str) else "?"
+            logger.warning("blob sweep of %s: %s could not be removed or read (%s)", self.root.name, name, _reason(exc))
+
+        def is_old(blob_id: str) -> bool:
+            try:
+                return self.path_for(blob_id).stat().st_mtime < limit
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                failure(exc)
+                return False
+
+        candidates = [blob_id for blob_id in self.iter_ids(on_error=failure) if is_old(blob_id)]
+        removed = 0
+        for start in range(0, len(candidates), 500):
+            batch = candidates[start : start + 500]
+            claimed = referenced(batch)
+            for blob_id in batch:
+                if blob_id in claimed or not is_old(blob_id):
+                    continue
+                try:
+                    self.delete(blob_id)
+                except OSError as exc:
+                    failure(exc)
+                    continue
+                removed += 1
+        temporary = self.cleanup_temp(older_than_seconds, on_error=failure)
+        return SweepResult(removed=removed, temporary=temporary, failed=failed)
 
 
 class _ClosableReader(ReadableInto, Protocol):
@@ -301,6 +394,10 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _reason(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
 
 
 def _list_dirs(directory: Path) -> list[Path]:

@@ -965,30 +965,20 @@ def cleanup_orphan_blobs(older_than: float | None = None) -> CleanupResult:
     age = orphan_blob_age() if older_than is None else older_than
     # Against another database, every blob would look orphaned (raises DataDirMismatch).
     instance.check_blob_dir()
-    store = blob_store()
-    limit = time.time() - age
 
-    def is_old(blob_id: str) -> bool:
-        try:
-            return store.path_for(blob_id).stat().st_mtime < limit
-        except FileNotFoundError:
-            return False
+    def referenced(batch: list[str]) -> set[str]:
+        ids = Attachment.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
+        return {pk.hex for pk in ids}
 
-    candidates = [blob_id for blob_id in store.iter_ids() if is_old(blob_id)]
-    removed = 0
-    for start in range(0, len(candidates), 500):
-        batch = candidates[start : start + 500]
-        referenced = {
-            pk.hex
-            for pk in Attachment.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
-        }
-        for blob_id in batch:
-            if blob_id not in referenced and is_old(blob_id):
-                store.delete(blob_id)
-                removed += 1
-    temporary = store.cleanup_temp(age)
-    if removed or temporary:
-        logger.info("blob cleanup: %d orphan blobs and %d temporary files removed", removed, temporary)
+    swept = blob_store().sweep(age, referenced)
+    removed, temporary = swept.removed, swept.temporary
+    if removed or temporary or swept.failed:
+        logger.info(
+            "blob cleanup: %d orphan blobs and %d temporary files removed; %d could not be read or removed",
+            removed,
+            temporary,
+            swept.failed,
+        )
     return CleanupResult(orphans=removed, temporary=temporary)
 
 

@@ -1124,29 +1124,12 @@ def _remove_orphan_blobs(now: datetime.datetime) -> int:
     except instance.DataDirMismatch as exc:
         logger.error("blob cleanup refused: %s", exc)
         return 0
-    store = share_blob_store()
-    age = orphan_age()
-    store.cleanup_temp(age)
-    limit = time.time() - age
-    candidates: list[str] = []
-    for blob_id in store.iter_ids():
-        try:
-            if store.path_for(blob_id).stat().st_mtime < limit:
-                candidates.append(blob_id)
-        except FileNotFoundError:
-            continue
-    removed = 0
-    for start in range(0, len(candidates), 500):
-        batch = candidates[start : start + 500]
-        known = {
-            d.hex
-            for d in ShareDocument.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
-        }
-        for blob_id in batch:
-            if blob_id not in known:
-                store.delete(blob_id)
-                removed += 1
-    return removed
+
+    def referenced(batch: list[str]) -> set[str]:
+        ids = ShareDocument.objects.filter(pk__in=[uuid.UUID(b) for b in batch]).values_list("pk", flat=True)
+        return {pk.hex for pk in ids}
+
+    return share_blob_store().sweep(orphan_age(), referenced).removed
 
 
 def run_periodic(now: datetime.datetime | None = None) -> dict[str, int]:
