@@ -388,3 +388,34 @@ def test_a_hung_relay_holds_the_worker_for_one_try_not_one_per_email(
         str(first.notifications.get().pk),
         str(postponed.pk),
     }
+
+
+def test_job_rows_are_pruned_once_old_whatever_the_job_and_when_left_running(db: None) -> None:
+    """Only finished notification and periodic rows were pruned: the hourly clean-up's
+    rows, and those a killed worker left "running", stayed for ever."""
+    from pli.messaging.tasks import cleanup_orphan_blobs
+    from pli.sharing.tasks import KEEP_FINISHED, periodic_jobs, prune_finished_jobs
+
+    now = timezone.now()
+    old, recent = now - KEEP_FINISHED - datetime.timedelta(hours=1), now - datetime.timedelta(hours=1)
+
+    def job(task: Any, status: str, at: datetime.datetime, *args: Any) -> str:
+        row = DBTaskResult.objects.get(pk=task.enqueue(*args).id)
+        row.status, row.started_at = status, at
+        row.finished_at = at if status in ("SUCCESSFUL", "FAILED") else None
+        row.save()
+        return str(row.pk)
+
+    DBTaskResult.objects.all().delete()
+    gone = [
+        job(cleanup_orphan_blobs, "SUCCESSFUL", old),
+        job(periodic_jobs, "FAILED", old),
+        job(deliver_notification, "RUNNING", old, "00000000-0000-0000-0000-000000000000", 0),  # worker killed
+    ]
+    kept = [
+        job(cleanup_orphan_blobs, "SUCCESSFUL", recent),
+        job(periodic_jobs, "RUNNING", recent),
+        job(periodic_jobs, "READY", old),  # waiting: never pruned
+    ]
+    assert prune_finished_jobs(now) == len(gone)
+    assert sorted(str(pk) for pk in DBTaskResult.objects.values_list("pk", flat=True)) == sorted(kept)
