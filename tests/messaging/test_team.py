@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import datetime
 import io
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from messaging.factories import (
     OrganisationFactory,
@@ -188,6 +190,53 @@ def test_who_read_and_answered_stays_once_a_member_has_left(practice: Practice) 
     html = web_client(p.claire).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
     team_line = html[html.index('class="mail-team') :]
     assert "lu par" in team_line and "répondu par" in team_line and p.marc.display_name in team_line
+
+
+def test_an_answer_while_a_colleague_deletes_the_teams_copy_is_sent(
+    transactional_db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jeanne answered from her own mailbox a letter sent to her and to the team while Claire
+    deleted the team's copy for good: the answer was recorded on a copy that no longer
+    existed, and the send failed with a 500 (the foreign key of who answered)."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    services.move_message(p.claire, message_id, Folder.TRASH, mailbox_id=p.team.pk)
+    answered_read, deleted = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def claire_deletes() -> None:
+        try:
+            answered_read.wait(10)
+            services.delete_message(p.claire, message_id, mailbox_id=p.team.pk)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            deleted.set()
+            connection.close()
+
+    real = services._answered_copies
+
+    def answered_copies(author: User, parent: Message) -> list[int]:
+        found = real(author, parent)
+        answered_read.set()
+        # Claire's delete commits now, unless Jeanne's send holds what it answers (then
+        # it waits for the send).
+        deleted.wait(2)
+        return found
+
+    monkeypatch.setattr(services, "_answered_copies", answered_copies)
+    claire = threading.Thread(target=claire_deletes)
+    claire.start()
+    client = api_client(p.jeanne)
+    client.raise_request_exception = False
+    data = {"sender": p.own(p.jeanne).address, "to": [p.cardio.address], "subject": "RE", "body": "Vu."}
+    response = client.post("/api/v1/messages", {**data, "in_reply_to": message_id})
+    claire.join()
+    assert response.status_code == 201, response.content
+    assert failures == []
+    own_copy = Delivery.objects.get(message_id=message_id, mailbox=p.own(p.jeanne))
+    assert own_copy.answered_by == p.jeanne
+    assert not Delivery.objects.filter(message_id=message_id, mailbox=p.team).exists()
 
 
 # --- receipts -------------------------------------------------------------------------------

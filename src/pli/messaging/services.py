@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 from django.utils import timezone
@@ -337,7 +337,6 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
                     )
                 )
     tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(draft.subject, draft.patient)]
-    answered = _answered_copies(author, draft.in_reply_to) if draft.in_reply_to is not None else []
     # CNIL: a mailbox unused for a year is deleted; a day's precision is plenty.
     last_used = draft.sender.last_used_at
     touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
@@ -349,6 +348,9 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
         insert_rows(attachments)
         insert_rows(copies)
         insert_rows(tokens)
+        # Read in the transaction, the copies locked: one deleted for good meanwhile (by a
+        # colleague, from the shared mailbox's trash) must not be recorded as answered.
+        answered = _answered_copies(author, draft.in_reply_to) if draft.in_reply_to is not None else []
         if answered:
             # The receipt keeps the first answer; every member who answers is listed.
             Delivery.objects.filter(pk__in=answered, answered_at__isnull=True).update(
@@ -390,11 +392,15 @@ def _answered_copies(author: User, parent: Message) -> list[int]:
     """The copies of ``parent`` that this reply answers: every one the author received, in
     their own mailbox and in the shared ones they work in, whichever they answered from. A
     GP who answers from her own mailbox a letter sent to her and to the team has answered it
-    for the team too, and the team must see it (or answer a second time)."""
+    for the team too, and the team must see it (or answer a second time).
+
+    Called in the send's transaction: the copies stay locked (PostgreSQL; SQLite's write
+    lock covers it) until the answer commits, as :func:`delete_message` locks those it
+    deletes."""
     return list(
-        Delivery.objects.filter(message=parent, role__in=INCOMING, mailbox__in=mailboxes_for(author)).values_list(
-            "pk", flat=True
-        )
+        Delivery.objects.filter(message=parent, role__in=INCOMING, mailbox__in=mailboxes_for(author))
+        .select_for_update(of=("self",), no_key=True)
+        .values_list("pk", flat=True)
     )
 
 
@@ -892,6 +898,10 @@ def delete_message(
         raise NotInTrash
     message = copies[0].message
     with transaction.atomic():
+        if connection.features.has_select_for_update:
+            # Locked before Django gathers the rows that point to them (who read, who
+            # answered): an answer committing meanwhile would point to a deleted copy.
+            list(Delivery.objects.filter(pk__in=[c.pk for c in trashed]).select_for_update().values_list("pk"))
         _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
         removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
         if not removed:
