@@ -112,6 +112,32 @@ def test_reply_to_all_leaves_out_the_repliers_own_mailbox_and_closed_ones(practi
     assert sent.status_code == 303, sent.context["form"].errors if sent.context else sent
 
 
+def test_reply_to_ones_own_sent_message_leaves_out_mailboxes_closed_since(practice: Practice) -> None:
+    """Jeanne wrote to the hospital and to a colleague who has left since: answering her
+    own sent letter (to add something) put the closed mailbox back among the recipients, and
+    the form refused the send as an unknown address."""
+    p = practice
+    leaver = practitioner(p.team.organisation)
+    message_id = _send(p.jeanne, p.own(p.jeanne), [p.cardio, p.own(leaver)])
+    Mailbox.objects.filter(pk=p.own(leaver).pk).update(is_active=False)
+    client = web_client(p.jeanne)
+    for mode in ("reply", "reply_all"):
+        page = client.get(f"/messages/compose/?reply_to={message_id}&mode={mode}")
+        initial = page.context["form"].initial
+        assert initial["to"] == [p.cardio.address], mode
+    sent = client.post(
+        "/messages/compose/",
+        {
+            "sender": initial["sender"],
+            "to": ", ".join(initial["to"]),
+            "in_reply_to": message_id,
+            "subject": initial["subject"],
+            "body": "J\u2019ajoute le bilan.",
+        },
+    )
+    assert sent.status_code == 303, sent.context["form"].errors if sent.context else sent
+
+
 # --- unread and read ------------------------------------------------------------------------
 
 

@@ -322,7 +322,8 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
             sent_by_me = message.sender_id in own and not incoming
             if sent_by_me:
-                to_list = [r.mailbox.address for r in recipients if r.role == Role.TO]
+                # Not a mailbox closed since: the form would refuse it.
+                to_list = [r.mailbox.address for r in recipients if r.role == Role.TO and r.mailbox.is_active]
             else:
                 to_list = [origin] if origin else []
             cc_list: list[str] = []
