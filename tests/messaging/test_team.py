@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from messaging.factories import (
     OrganisationFactory,
@@ -165,6 +166,32 @@ def test_reading_in_the_shared_mailbox_reads_ones_own_copy_too(practice: Practic
     # The web pages count as the API does.
     nav = web_client(p.jeanne).get(f"/messages/{p.team.pk}/inbox/").context["mail_nav"]
     assert {e.mailbox.name: e.unread for e in nav.mailboxes} == _unread(p.jeanne)
+
+
+def _queries(action: Any) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        action()
+    return len(captured.captured_queries)
+
+
+def test_reading_ones_own_copy_too_costs_no_extra_query(practice: Practice) -> None:
+    """Reading a message held by the team and by oneself marks one's own copy read from the
+    copies already loaded: it cost a query more than reading a message held by oneself only,
+    and a thread in one's own mailbox loaded the team's readers and answers it never shows."""
+    p = practice
+    both = [_send(p.paul, p.cardio, [p.team, p.own(p.jeanne)]) for _ in range(2)]
+    alone = [_send(p.paul, p.cardio, [p.own(p.jeanne)]) for _ in range(2)]
+    client = api_client(p.jeanne)
+    client.get("/api/v1/mailboxes")
+    baseline = _queries(lambda: client.get(f"/api/v1/messages/{alone[0]}"))
+    assert _queries(lambda: client.get(f"/api/v1/messages/{both[0]}")) == baseline
+    assert _queries(lambda: client.get(f"/api/v1/messages/{both[1]}?mailbox={p.team.pk}")) == baseline
+    assert _unread(p.jeanne) == {p.own(p.jeanne).name: 1, p.team.name: 0}
+    web = web_client(p.jeanne)
+    with CaptureQueriesContext(connection) as captured:
+        assert web.get(f"/messages/m/{alone[1]}/").status_code == 200
+    reads = " ".join(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT"))
+    assert "pli_reading" not in reads and "pli_answer" not in reads
 
 
 # --- who answered ---------------------------------------------------------------------------

@@ -679,23 +679,29 @@ def open_message(
     """Read a message: its incoming copies in ``user``'s mailboxes (or only the one in
     ``mailbox_id``) become read, and the reading is recorded (for shared mailboxes, every
     member who opens it)."""
-    copies = visible_copies(user, message_id)
-    if mailbox_id is not None:
-        copies = [c for c in copies if c.mailbox_id == mailbox_id]
+    visible = visible_copies(user, message_id)
+    copies = visible if mailbox_id is None else [c for c in visible if c.mailbox_id == mailbox_id]
     if not copies:
         raise NotVisible
     message = copies[0].message
-    _mark_read(user, [message], copies, request)
+    _mark_read(user, [message], copies, request, held=visible)
     return Opened(message=message, copies=copies)
 
 
-def _own_unread_copies(user: User, messages: Sequence[Message], copies: Sequence[Delivery]) -> list[Delivery]:
+def _own_unread_copies(
+    user: User, messages: Sequence[Message], copies: Sequence[Delivery], held: Sequence[Delivery] | None
+) -> list[Delivery]:
     """``user``'s copies of ``messages`` in their personal mailbox, unread, that ``copies``
     leave out: read through a shared mailbox, a message is read by the person too, and
     their own mailbox is theirs alone (the shared copy is not read by one's own, see
-    :func:`open_thread`)."""
+    :func:`open_thread`). ``held``, when given, is every copy of ``messages`` in the user's
+    mailboxes, already loaded: no query then."""
     if all(copy.mailbox.owner_id == user.pk for copy in copies):
         return []
+    if held is not None:
+        return [
+            c for c in held if c.mailbox.owner_id == user.pk and c.is_incoming and c.read_at is None and c not in copies
+        ]
     return list(
         Delivery.objects.filter(
             message_id__in=[m.pk for m in messages],
@@ -707,10 +713,15 @@ def _own_unread_copies(user: User, messages: Sequence[Message], copies: Sequence
 
 
 def _mark_read(
-    user: User, messages: Sequence[Message], copies: Sequence[Delivery], request: HttpRequest | None
+    user: User,
+    messages: Sequence[Message],
+    copies: Sequence[Delivery],
+    request: HttpRequest | None,
+    *,
+    held: Sequence[Delivery] | None = None,
 ) -> None:
     now = timezone.now()
-    incoming = [c for c in [*copies, *_own_unread_copies(user, messages, copies)] if c.is_incoming]
+    incoming = [c for c in [*copies, *_own_unread_copies(user, messages, copies, held)] if c.is_incoming]
     with transaction.atomic():
         unread = [c.pk for c in incoming if c.read_at is None]
         if unread:
@@ -788,7 +799,9 @@ def open_thread(
     for message in messages:
         message.__dict__["attachment_list"] = attachments.get(message.pk, [])
     _mark_read(user, messages, copies, request)
-    prefetch_related_objects(copies, "readings__user", "answers__user")
+    # Who read and who answered, shown for the shared mailboxes' copies only.
+    shared = [c for c in copies if c.is_incoming and c.mailbox.kind == Mailbox.Kind.ORGANISATIONAL]
+    prefetch_related_objects(shared, "readings__user", "answers__user")
     return [ThreadEntry(m, by_message[m.pk], recipients.get(m.pk, [])) for m in messages]
 
 
