@@ -385,6 +385,21 @@ def test_retry_after_is_honoured(db: None, twilio: FakeTwilio) -> None:
     assert (notification.next_attempt_at - timezone.now()).total_seconds() <= 3600
 
 
+def test_a_retry_after_that_is_no_number_is_ignored(db: None, twilio: FakeTwilio) -> None:
+    """A Retry-After of digits Python reads as digits but not as a number ("\u00b2", sent as
+    one Latin-1 byte) broke the delivery job: no attempt was recorded, and the notification
+    waited for the re-queueing of stuck jobs, to fail the same way each time."""
+    from django_tasks_db.models import DBTaskResult
+
+    twilio.replies.append(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: \xb2\r\nContent-Length: 2\r\n\r\n{}")
+    share, _token = make_share(email=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert notification.state == "pending" and notification.attempts == 1
+    assert notification.last_error == "sms:http_503"
+    assert not DBTaskResult.objects.filter(status="FAILED").exists()
+
+
 def test_redirects_are_not_followed(twilio: FakeTwilio) -> None:
     """urllib follows a redirect of a POST as a GET to any address, Authorization header
     included, plain http too: the credentials would leave for wherever it points."""
