@@ -438,3 +438,20 @@ def test_a_forward_keeps_the_files_the_patient_and_every_recipient(practice: Pra
     # A forward is not an answer: the letter stays unanswered, and the API says it answers nothing.
     assert Delivery.objects.get(message_id=message_id, mailbox=p.team).answered_at is None
     assert api_client(p.marc).get(f"/api/v1/messages/{forwarded.pk}").json()["in_reply_to"] is None
+
+
+def test_answers_given_before_the_answer_table_are_carried_into_it(practice: Practice, transactional_db: None) -> None:
+    """Migration 0003 fills pli_answer from the copies answered until then."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    from pli.messaging.models import Answer
+
+    p = practice
+    letter = _send(p.paul, p.cardio, [p.team])
+    _send(p.jeanne, p.team, [p.cardio], in_reply_to=letter)
+    answered = set(Delivery.objects.filter(answered_by__isnull=False).values_list("pk", "answered_by", "answered_at"))
+    assert answered and set(Answer.objects.values_list("delivery", "user", "answered_at")) == answered
+    MigrationExecutor(connection).migrate([("messaging", "0002_message_external_sender")])
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert set(Answer.objects.values_list("delivery", "user", "answered_at")) == answered

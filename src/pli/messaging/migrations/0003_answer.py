@@ -5,19 +5,13 @@ from django.conf import settings
 from django.db import migrations, models
 
 
-def answers_so_far(apps, schema_editor):
-    """Each copy already answered keeps who answered it, as an Answer."""
-    Delivery = apps.get_model("messaging", "Delivery")
-    Answer = apps.get_model("messaging", "Answer")
-    answered = Delivery.objects.filter(answered_by__isnull=False, answered_at__isnull=False)
-    rows = answered.values_list("pk", "answered_by_id", "answered_at").iterator(chunk_size=2000)
-    batch = []
-    for delivery_id, user_id, answered_at in rows:
-        batch.append(Answer(delivery_id=delivery_id, user_id=user_id, answered_at=answered_at))
-        if len(batch) >= 2000:
-            Answer.objects.bulk_create(batch)
-            batch = []
-    Answer.objects.bulk_create(batch)
+# Each copy already answered keeps who answered it, as an Answer: one statement, so that a
+# large pli_delivery table is not read row by row into Python.
+ANSWERS_SO_FAR = """
+INSERT INTO pli_answer (delivery_id, user_id, answered_at)
+SELECT id, answered_by_id, answered_at FROM pli_delivery
+WHERE answered_by_id IS NOT NULL AND answered_at IS NOT NULL
+"""
 
 
 class Migration(migrations.Migration):
@@ -42,5 +36,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('delivery', 'user'), name='answer_once_per_user')],
             },
         ),
-        migrations.RunPython(answers_so_far, migrations.RunPython.noop),
+        migrations.RunSQL(ANSWERS_SO_FAR, migrations.RunSQL.noop),
     ]
