@@ -19,7 +19,7 @@ from django_tasks_db.models import DBTaskResult
 
 from pli.audit.models import AuditEvent
 from pli.sharing import notifications, services
-from pli.sharing.models import PatientShare, ShareNotification
+from pli.sharing.models import Channel, PatientShare, ShareNotification
 from pli.sharing.tasks import deliver_notification
 from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import (
@@ -388,6 +388,24 @@ def test_a_hung_relay_holds_the_worker_for_one_try_not_one_per_email(
         str(first.notifications.get().pk),
         str(postponed.pk),
     }
+
+
+def test_a_paused_channel_still_carries_one_time_codes(db: None) -> None:
+    """A patient waits at the screen for the code: after a slow failure of the SMS
+    provider, links and reminders wait a minute, the code is tried at once."""
+    import time
+
+    from sharing.helpers import Patient, last_code
+
+    share, token = make_share(doctor(), email=None)
+    run_tasks()
+    notifications._paused_until[Channel.SMS] = time.monotonic() + 60
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = share.notifications.get(kind="code")
+    assert code.state == "sent" and code.last_error == ""
+    assert patient.code(last_code()).status_code == 303
 
 
 def test_job_rows_are_pruned_once_old_whatever_the_job_and_when_left_running(db: None) -> None:

@@ -59,6 +59,7 @@ PRIORITY_RETRY = 0
 # After such a failure, this worker leaves the channel alone for a minute: its messages
 # are not tried meanwhile but fail at once (reason "smtp:paused" or "sms:paused") and are
 # retried with the usual back-off, which also keeps them from churning through the queue.
+# One-time codes are the exception: they are always tried (see deliver).
 SLOW_FAILURE_SECONDS = 5.0
 PAUSE_AFTER_SLOW_FAILURE = 60.0
 _paused_until: dict[str, float] = {}  # channel -> time.monotonic() deadline, in this process
@@ -315,7 +316,10 @@ def deliver(
     attempts = notification.attempts + 1
     started = time.monotonic()
     try:
-        if _paused_until.get(notification.channel, 0.0) > started:
+        # A one-time code is tried all the same: the patient waits for it at the screen,
+        # and it is the only job of the channel worth a timeout.
+        paused = _paused_until.get(notification.channel, 0.0) > started
+        if paused and notification.kind != ShareNotification.Kind.CODE:
             prefix = "sms" if notification.channel == Channel.SMS else "smtp"
             raise DeliveryFailed(f"{prefix}:paused", retryable=True)
         provider_id = _send(notification)
