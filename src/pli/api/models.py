@@ -56,3 +56,30 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.count} in period {self.period}"
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a user sent to a creating endpoint (pli.api.idempotency).
+
+    Nothing the client chose is stored readable: the key is kept as an HMAC (of the user,
+    the endpoint and the key) and the request as an HMAC of its fields and of its files'
+    SHA-256. ``object_id`` is null while the first request is in flight; it is set, in the
+    transaction that creates the message or share, to what that request created.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.CharField(max_length=20)
+    digest = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    object_id = models.UUIDField(null=True, blank=True)
+    # When the first request claimed the key; then when it committed (the 24 hours run from there).
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "pli_api_idempotency_key"
+        constraints = [
+            models.UniqueConstraint(fields=["user", "endpoint", "digest"], name="pli_api_idempotency_key_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} key of user {self.user_id}"

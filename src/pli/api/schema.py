@@ -7,6 +7,7 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 SECURITY_SCHEME = "bearerAuth"
 
@@ -73,7 +74,23 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 responses.setdefault("411", _error("A chunked body: send it with Content-Length."))
                 responses.setdefault("408", _error("The client stopped sending its body (PLI_CLIENT_TIMEOUT)."))
             # Views describe these in words; their bodies are the shared shapes.
-            for code, schema in (("409", "Error"), ("413", "ValidationError")):
+            for code, schema in (("409", "Error"), ("413", "ValidationError"), ("422", "Error")):
                 if code in responses and "content" not in responses[code]:
                     responses[code] = _error(responses[code].get("description", ""), schema)
     return result
+
+
+# The creating calls (POST /messages, POST /shares): pli.api.idempotency.
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Optional, 1 to 255 printable ASCII characters (a UUID, say), new for each new request. "
+    "Sent again with exactly the same request (after a dropped connection), it answers the first "
+    "request's `201` and body again instead of creating a second one. Kept 24 hours, per user and endpoint.",
+)
+IDEMPOTENCY_RESPONSES = {
+    409: OpenApiResponse(description="A request with this `Idempotency-Key` is still being processed."),
+    422: OpenApiResponse(description="This `Idempotency-Key` was already used for a different request."),
+}

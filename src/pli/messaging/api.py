@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import partial
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -23,8 +24,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
+from pli.api import idempotency
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
+from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
 from pli.core.api import field_error_body, form_error_body
 from pli.core.views import content_unavailable_message
@@ -248,11 +251,25 @@ class MessageCreateView(MessagingView):
         responses={
             201: MessageCreatedSerializer,
             413: OpenApiResponse(description="Attachments too large (per message limit); `attachments` named."),
+            **IDEMPOTENCY_RESPONSES,
         },
+        parameters=[IDEMPOTENCY_KEY],
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
         user = _user(request)
+        try:
+            key = idempotency.requested_key(request._request)
+            held = idempotency.claim(user, idempotency.MESSAGES, key) if key is not None else None
+        except idempotency.Refused as exc:
+            return Response(exc.body, status=exc.status)
+        try:
+            return self._send(request, user, held)
+        finally:
+            if held is not None:
+                idempotency.release(held)
+
+    def _send(self, request: Request, user: User, held: idempotency.Claim | None) -> Response:
         with UploadSession() as session:
             # Before anything reads the body: files must never reach Django's default
             # handlers, which would write plaintext temporary files.
@@ -275,11 +292,24 @@ class MessageCreateView(MessagingView):
                     {"detail": _("The multipart body could not be read; nothing was saved.")},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
+            on_created = None
+            if held is not None:
+                request_fingerprint = idempotency.fingerprint(held, data, files)
+                if held.used:
+                    # Answered from the first request's result; this one's blobs are
+                    # discarded with the session, as those of any request that saves nothing.
+                    return _replay(request, user, held, request_fingerprint)
+                on_created = partial(idempotency.complete, held, request_fingerprint=request_fingerprint)
             form = ComposeForm(data, files, user=user, uploads=uploads.pending_uploads(files))
             if not form.is_valid():
                 return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)
             try:
-                message = services.send_message(user, form.draft(), session=session, request=request._request)
+                message = services.send_message(
+                    user, form.draft(), session=session, request=request._request, on_created=on_created
+                )
+            except idempotency.Conflict:
+                conflict = idempotency.in_flight()
+                return Response(conflict.body, status=conflict.status)
             except services.UploadExpired:
                 return Response(
                     {"attachments": [_("The upload took too long and expired. Please send again.")]},
@@ -289,15 +319,31 @@ class MessageCreateView(MessagingView):
                 # Deleted for good meanwhile: answered as the form would answer now.
                 return Response({exc.field: [_("Unknown message.")]}, status=status.HTTP_400_BAD_REQUEST)
             attachments = message.__dict__["attachment_list"]
-        return Response(
-            {
-                "id": message.pk,
-                "thread_id": message.thread_id,
-                "sent_at": message.sent_at.isoformat(),
-                "attachments": [_attachment_data(a) for a in attachments],
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        return Response(_created_body(message, attachments), status=status.HTTP_201_CREATED)
+
+
+def _created_body(message: Message, attachments: list[Attachment]) -> dict[str, Any]:
+    return {
+        "id": message.pk,
+        "thread_id": message.thread_id,
+        "sent_at": message.sent_at.isoformat(),
+        "attachments": [_attachment_data(a) for a in attachments],
+    }
+
+
+def _replay(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
+    """The answer of the first request with this Idempotency-Key, rebuilt from its message."""
+    try:
+        idempotency.check_same_request(held, request_fingerprint)
+        copies = services.visible_copies(user, held.row.object_id or "")
+        if not copies:
+            # Deleted for good since (or its mailbox left): nothing to answer with.
+            raise idempotency.gone()
+    except idempotency.Refused as exc:
+        return Response(exc.body, status=exc.status)
+    message = copies[0].message
+    idempotency.record_replay(user, idempotency.MESSAGES, message, request._request)
+    return Response(_created_body(message, services.message_attachments(message)), status=status.HTTP_201_CREATED)
 
 
 def _mailbox_query(request: Request) -> uuid.UUID | None:

@@ -15,7 +15,7 @@ import errno
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -283,9 +283,17 @@ def _seal_message(
     return data_keys, attachments
 
 
-def send_message(author: User, draft: Draft, *, session: UploadSession, request: HttpRequest | None = None) -> Message:
+def send_message(
+    author: User,
+    draft: Draft,
+    *,
+    session: UploadSession,
+    request: HttpRequest | None = None,
+    on_created: Callable[[uuid.UUID], None] | None = None,
+) -> Message:
     """Send ``draft``: the message, its attachments, a copy per recipient mailbox and the
-    sender's copy in "sent" commit together, or nothing does.
+    sender's copy in "sent" commit together, or nothing does. ``on_created`` runs in that
+    transaction with the message's id (the API records its Idempotency-Key there).
 
     The attachment blobs are already durable (written and fsynced by the upload handler or
     by :func:`copy_attachment`) when the transaction starts. On success the session is told
@@ -382,6 +390,8 @@ def send_message(author: User, draft: Draft, *, session: UploadSession, request:
         # a later one waits for this commit, then finds this message and unlinks it.
         if parent is not None and not Message.objects.filter(pk=parent.pk).exists():
             raise SourceGone("in_reply_to" if draft.in_reply_to is not None else "forward_of")
+        if on_created is not None:
+            on_created(message.pk)
     session.keep()
     message.__dict__["attachment_list"] = attachments
     transaction.on_commit(tasks.ensure_cleanup_scheduled)

@@ -4,6 +4,7 @@ validates, services act and audit; a share of someone else is a 404 like a missi
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -22,9 +23,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
+from pli.api import idempotency
 from pli.api.models import ApiToken
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
+from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.core.api import field_error_body, form_error_body
@@ -166,11 +169,25 @@ class SharesView(APIView):
         responses={
             201: ShareCreatedSerializer,
             413: OpenApiResponse(description="Documents too large; `documents` named."),
+            **IDEMPOTENCY_RESPONSES,
         },
+        parameters=[IDEMPOTENCY_KEY],
         tags=TAGS,
     )
     def post(self, request: Request) -> Response:
         user = _user(request)
+        try:
+            key = idempotency.requested_key(request._request)
+            held = idempotency.claim(user, idempotency.SHARES, key) if key is not None else None
+        except idempotency.Refused as exc:
+            return Response(exc.body, status=exc.status)
+        try:
+            return self._create(request, user, held)
+        finally:
+            if held is not None:
+                idempotency.release(held)
+
+    def _create(self, request: Request, user: User, held: idempotency.Claim | None) -> Response:
         rules = document_rules()
         with UploadBatch(rules.store) as batch:
             # Before anything reads the body: files must never reach Django's default
@@ -186,6 +203,14 @@ class SharesView(APIView):
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
                 return Response({"detail": _("The form could not be read; please send it again.")}, status=400)
+            on_created = None
+            if held is not None:
+                request_fingerprint = idempotency.fingerprint(held, data, files)
+                if held.used:
+                    # The first request's share answered again; this one's documents are
+                    # discarded with the batch, as those of any request that saves nothing.
+                    return _replay(request, user, held, request_fingerprint)
+                on_created = partial(idempotency.complete, held, request_fingerprint=request_fingerprint)
             form = ApiShareForm(data)
             documents = pending_files(files, DOCUMENTS_FIELD)
             errors: dict[str, Any] = {}
@@ -196,7 +221,12 @@ class SharesView(APIView):
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
             try:
-                share = services.create_share(user, form.share_input(), documents, request=request._request)
+                share = services.create_share(
+                    user, form.share_input(), documents, request=request._request, on_created=on_created
+                )
+            except idempotency.Conflict:
+                conflict = idempotency.in_flight()
+                return Response(conflict.body, status=conflict.status)
             except services.ShareError as exc:
                 if exc.code != "upload_expired":
                     raise
@@ -205,8 +235,24 @@ class SharesView(APIView):
                     status=status.HTTP_400_BAD_REQUEST,
                 )
             batch.keep()
-        body = {"id": share.pk, "status": share.status, "expires_at": share.expires_at}
-        return Response(ShareCreatedSerializer(body).data, status=status.HTTP_201_CREATED)
+        return Response(_created_body(share), status=status.HTTP_201_CREATED)
+
+
+def _created_body(share: PatientShare) -> Any:
+    return ShareCreatedSerializer({"id": share.pk, "status": share.status, "expires_at": share.expires_at}).data
+
+
+def _replay(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
+    """The answer of the first request with this Idempotency-Key, rebuilt from its share."""
+    try:
+        idempotency.check_same_request(held, request_fingerprint)
+        share = services.shares_for(user).filter(pk=held.row.object_id or "").first()
+        if share is None:
+            raise idempotency.gone()
+    except idempotency.Refused as exc:
+        return Response(exc.body, status=exc.status)
+    idempotency.record_replay(user, idempotency.SHARES, share, request._request)
+    return Response(_created_body(share), status=status.HTTP_201_CREATED)
 
 
 class ShareDetailView(APIView):

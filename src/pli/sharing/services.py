@@ -220,8 +220,11 @@ def create_share(
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
     source_message_id: uuid.UUID | None = None,
+    on_created: Callable[[uuid.UUID], None] | None = None,
 ) -> PatientShare:
-    """Save the share and its (already encrypted) documents; queue the link notifications."""
+    """Save the share and its (already encrypted) documents; queue the link notifications.
+    ``on_created`` runs in the same transaction with the share's id (the API records its
+    Idempotency-Key there)."""
     now = now or timezone.now()
     if not data.email and not data.mobile:
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
@@ -294,6 +297,8 @@ def create_share(
                 "from_message": source_message_id is not None,
             },
         )
+        if on_created is not None:
+            on_created(share.pk)
     return share
 
 

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django_tasks import TaskContext, task
 from django_tasks_db.models import DBTaskResult
 
+from pli.api import idempotency
 from pli.sharing import notifications, services
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
     result: dict[str, Any] = services.run_periodic()
     result["pruned_jobs"] = prune_finished_jobs()
     result["expired_sessions"] = clear_expired_sessions()
+    result["expired_idempotency_keys"] = idempotency.prune_expired()
     return result
 
 
