@@ -25,6 +25,7 @@ import hmac
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
+from rest_framework.response import Response
 
 from pli.accounts.models import User
 from pli.api.models import IdempotencyKey
@@ -132,6 +134,21 @@ def claim(user: User, endpoint: str, key: str) -> Claim:
         # Another worker claimed it between our read and our insert (PostgreSQL).
         raise in_flight() from None
     return Claim(row, used=False, secret=settings.SECRET_KEY)
+
+
+def guarded(request: HttpRequest, user: User, endpoint: str, create: Callable[[Claim | None], Response]) -> Response:
+    """Answer a creating call under its Idempotency-Key, if it has one: ``create`` gets the
+    claim (None without a key) and the claim is released unless ``create`` used it."""
+    try:
+        key = requested_key(request)
+        held = claim(user, endpoint, key) if key is not None else None
+    except Refused as exc:
+        return Response(exc.body, status=exc.status)
+    try:
+        return create(held)
+    finally:
+        if held is not None:
+            release(held)
 
 
 def release(held: Claim) -> None:

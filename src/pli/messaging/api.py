@@ -258,16 +258,9 @@ class MessageCreateView(MessagingView):
     )
     def post(self, request: Request) -> Response:
         user = _user(request)
-        try:
-            key = idempotency.requested_key(request._request)
-            held = idempotency.claim(user, idempotency.MESSAGES, key) if key is not None else None
-        except idempotency.Refused as exc:
-            return Response(exc.body, status=exc.status)
-        try:
-            return self._send(request, user, held)
-        finally:
-            if held is not None:
-                idempotency.release(held)
+        return idempotency.guarded(
+            request._request, user, idempotency.MESSAGES, lambda held: self._send(request, user, held)
+        )
 
     def _send(self, request: Request, user: User, held: idempotency.Claim | None) -> Response:
         with UploadSession() as session:

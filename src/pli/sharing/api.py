@@ -176,16 +176,9 @@ class SharesView(APIView):
     )
     def post(self, request: Request) -> Response:
         user = _user(request)
-        try:
-            key = idempotency.requested_key(request._request)
-            held = idempotency.claim(user, idempotency.SHARES, key) if key is not None else None
-        except idempotency.Refused as exc:
-            return Response(exc.body, status=exc.status)
-        try:
-            return self._create(request, user, held)
-        finally:
-            if held is not None:
-                idempotency.release(held)
+        return idempotency.guarded(
+            request._request, user, idempotency.SHARES, lambda held: self._create(request, user, held)
+        )
 
     def _create(self, request: Request, user: User, held: idempotency.Claim | None) -> Response:
         rules = document_rules()
