@@ -108,3 +108,36 @@ def test_a_blob_that_cannot_be_read_is_said_so_clearly(
     assert all(r.exc_info is None for r in lines)
     assert not AuditEvent.objects.filter(action="attachment.download").exists()
     assert helpers() == []
+
+
+@pytest.mark.parametrize("problem", ["unreadable", "altered"])
+def test_forwarding_an_attachment_that_cannot_be_read_is_said_so_clearly(
+    db: None, monkeypatch: Any, caplog: pytest.LogCaptureFixture, problem: str
+) -> None:
+    """Forwarding (web and API) copies the attachment: a file the server cannot open, or one
+    that fails authentication, gave the generic 500 page and a traceback. Now the same
+    answer as a download of it, one log line, and nothing sent."""
+    from pli.messaging.models import Message
+
+    message_id, bob, attachment = _send()
+    if problem == "unreadable":
+        _content_unavailable(problem, monkeypatch)
+    else:
+        path = blob_store().path_for(attachment.blob_id)
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 1
+        path.write_bytes(bytes(data))
+    b_box = personal_mailbox(bob)
+    fields = {"sender": b_box.address, "to": [b_box.address], "subject": "TR", "body": "Pour avis"}
+    forward = {"forward_of": message_id, "forward_attachments": [str(attachment.pk)]}
+    api = api_client(bob).post("/api/v1/messages", {**fields, **forward})
+    assert api.status_code == 500
+    assert api.json()["detail"].startswith("Le contenu de ce fichier est illisible sur le serveur")
+    page = web_client(bob).post("/messages/compose/", {**fields, **forward})
+    assert page.status_code == 500
+    assert "Le contenu de ce fichier est illisible sur le serveur" in page.content.decode()
+    reason = {"unreadable": "EACCES", "altered": "DecryptionError"}[problem]
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    assert lines == [f"attachment {attachment.pk}: its content cannot be read ({reason})"] * 2
+    assert Message.objects.count() == 1
+    assert sorted(blob_store().iter_ids()) == [attachment.blob_id]

@@ -194,6 +194,34 @@ def send_message_with_attachment(sender: User, recipient: User, content: bytes, 
     return str(response.json()["id"])
 
 
+def test_a_share_from_an_attachment_that_cannot_be_read_is_said_so_clearly(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attachment's file cannot be opened on the server: the page says so (it was the
+    generic 500), and nothing is saved, not even the copies made before it."""
+    from pli.blobs import BlobStore
+    from pli.messaging.models import Attachment
+
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm"))
+    attachment = Attachment.objects.get(message_id=message_id)
+    real_open = BlobStore.open
+
+    def refuse(store: BlobStore, blob_id: str, *args: Any) -> Any:
+        if blob_id == attachment.blob_id:
+            raise PermissionError(13, "Permission denied", str(store.path_for(blob_id)))
+        return real_open(store, blob_id, *args)
+
+    monkeypatch.setattr(BlobStore, "open", refuse)
+    response = browser(doctor).post(
+        f"/shares/new?message={message_id}", {**form(), "attachments": [str(attachment.pk)]}
+    )
+    assert response.status_code == 500
+    assert "Le contenu de ce fichier est illisible sur le serveur" in response.content.decode()
+    assert not PatientShare.objects.exists() and not ShareDocument.objects.exists()
+    assert list(share_blob_store().iter_ids()) == []
+
+
 def test_create_from_a_received_message(db: None) -> None:
     colleague, doctor = make_user(), make_user()
     content = pdf_bytes("irm-genou")

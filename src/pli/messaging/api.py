@@ -311,6 +311,8 @@ class MessageCreateView(MessagingView):
             except services.SourceGone as exc:
                 # Deleted for good meanwhile: answered as the form would answer now.
                 return Response({exc.field: [_("Unknown message.")]}, status=status.HTTP_400_BAD_REQUEST)
+            except services.ContentUnavailable:
+                raise APIException(content_unavailable_message()) from None
             attachments = message.__dict__["attachment_list"]
         return Response(_created_body(message, attachments), status=status.HTTP_201_CREATED)
 

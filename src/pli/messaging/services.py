@@ -15,7 +15,7 @@ import errno
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,11 +29,11 @@ from django.utils import timezone
 from pli.accounts import services as accounts_services
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
-from pli.blobs import BlobNotFound, BlobStore, ReadAhead
+from pli.blobs import BlobNotFound, BlobReader, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
-from pli.crypto import new_data_key
+from pli.crypto import DecryptionError, new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search, tasks
 from pli.messaging.models import (
@@ -114,6 +114,31 @@ def unreadable_reason(exc: BaseException) -> str:
         return "missing"
     number = exc.errno if isinstance(exc, OSError) else None
     return errno.errorcode.get(number or 0, type(exc).__name__)
+
+
+def unavailable(attachment: Attachment, exc: BaseException) -> ContentUnavailable:
+    """The attachment's content cannot be read: said to the operator in one line (its id and
+    why, never a path or a name), and to the user as ContentUnavailable."""
+    logger.error("attachment %s: its content cannot be read (%s)", attachment.pk, unreadable_reason(exc))
+    return ContentUnavailable()
+
+
+@contextlib.contextmanager
+def reading_source(attachment: Attachment) -> Iterator[BlobReader]:
+    """The attachment's content, to copy elsewhere (a forward, a share). A blob deleted for
+    good stays BlobNotFound (the caller says the message is gone); one whose file cannot be
+    opened (permissions after a restore) or that fails authentication (altered) is
+    ContentUnavailable, not a bare 500. Errors writing the copy pass through unchanged (a
+    full disk is answered 507)."""
+    try:
+        reader = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
+    except OSError as exc:
+        raise unavailable(attachment, exc) from exc
+    with reader:
+        try:
+            yield reader
+        except DecryptionError as exc:
+            raise unavailable(attachment, exc) from exc
 
 
 # --- mailboxes ------------------------------------------------------------------------------
@@ -215,7 +240,7 @@ def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAt
     store = session.store
     new_id = uuid.uuid4()
     key = new_data_key()
-    with store.open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")) as reader:
+    with reading_source(attachment) as reader:
         info = store.put(new_id.hex, reader, key, attachment_aad(new_id))
     pending = PendingAttachment(
         id=new_id,
@@ -847,8 +872,7 @@ def open_attachment(
         blob = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
     except (BlobNotFound, OSError) as exc:
         # Not the user's doing: said plainly to them, and to the operator in one line.
-        logger.error("attachment %s: its content cannot be read (%s)", attachment.pk, unreadable_reason(exc))
-        raise ContentUnavailable from exc
+        raise unavailable(attachment, exc) from exc
     # The first segments are decrypted while the download is recorded; nothing is sent
     # before the record commits (see pli.blobs.read_ahead).
     reader = ReadAhead(blob, eager=attachment.size > SEGMENT_SIZE)

@@ -449,6 +449,8 @@ def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
     except services.SourceGone as exc:
         form.add_error(exc.field, _("Unknown message."))
         return _render_compose(request, form, status=400)
+    except services.ContentUnavailable:
+        return content_unavailable(request)
     except (OSError, DatabaseError) as exc:
         if not storage.is_full(exc):
             raise

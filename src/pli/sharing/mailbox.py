@@ -117,7 +117,6 @@ def received_attachments(user: User, message_id: uuid.UUID | str) -> list[Attach
 def copy_attachments(attachments: Sequence[Attachment]) -> list[PendingFile]:
     """Re-encrypt attachments as share documents (each under a new key), before the share's
     transaction; blobs of a share that is never saved are removed by the orphan cleanup."""
-    source = message_blob_store()
     target = share_blob_store()
     copies: list[PendingFile] = []
     try:
@@ -125,9 +124,7 @@ def copy_attachments(attachments: Sequence[Attachment]) -> list[PendingFile]:
             new_id = uuid.uuid4()
             key = new_data_key()
             aad = ShareDocument(id=new_id).blob_aad("content")
-            with source.open(
-                attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content")
-            ) as reader:
+            with messaging.reading_source(attachment) as reader:
                 info = target.put(new_id.hex, reader, key, aad)
             copies.append(
                 PendingFile(

@@ -26,6 +26,7 @@ from pli.blobs import BlobNotFound
 from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
+from pli.core.views import content_unavailable
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
@@ -268,6 +269,8 @@ def _create(
         # Only a deletion for good removes a stored attachment: the message went from the
         # trash while this request ran.
         return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
+    except messaging.ContentUnavailable:
+        return content_unavailable(request)
     except services.ShareError as exc:
         if exc.code != "upload_expired":
             raise
