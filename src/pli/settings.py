@@ -403,6 +403,11 @@ def _env_count(name: str, default: int, minimum: int, maximum: int) -> int:
 PLI_MAX_ATTACHMENTS = _env_count("PLI_MAX_ATTACHMENTS", 20, 0, 1000)
 PLI_MAX_MESSAGE_BYTES = _env_count("PLI_MAX_MESSAGE_BYTES", 100 * 2**20, 0, 2**40)
 PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)
+
+# /healthz reports the data directory's disk as "low" (and its status as "degraded") once
+# less than this many megabytes are free there: room for about ten of the largest sends, so
+# that an operator is told before uploads start failing with 507.
+PLI_DISK_MIN_FREE_MB = _env_count("PLI_DISK_MIN_FREE_MB", 2000, 0, 10**9)
 # Seconds a client may leave `pli serve` waiting, sending or reading, before it is let go
 # (pli.core.middleware.ClientTimeoutMiddleware).
 PLI_CLIENT_TIMEOUT = _env_count("PLI_CLIENT_TIMEOUT", 60, 1, 3600)

@@ -13,14 +13,34 @@ from pli.core import public
 from pli.testing.accounts import enrol_totp
 
 
-def test_healthz_is_public_and_reports_ready(db: None, client: Client) -> None:
+def test_healthz_is_public_and_reports_ready(db: None, client: Client, settings: Any) -> None:
+    settings.PLI_DISK_MIN_FREE_MB = 0  # whatever the test machine's disk holds
     response = client.get("/healthz")
     assert response.status_code == 200
     body = json.loads(response.content)
     assert body["status"] == "ok"
-    assert body["database"] == "ok" and body["keys"] == "ok"
+    assert body["database"] == "ok" and body["keys"] == "ok" and body["disk"] == "ok"
     assert response["Cache-Control"] == "no-store"
     assert body["mode"] == "development"  # a monitor sees an instance started without PLI_ENV
+
+
+def test_healthz_reports_a_low_disk_without_failing(
+    db: None, client: Client, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.PLI_DISK_MIN_FREE_MB = 0
+    assert json.loads(client.get("/healthz").content)["disk"] == "ok"
+    # More free space asked for than any disk has: the data directory's real disk is "low".
+    settings.PLI_DISK_MIN_FREE_MB = 10**9
+    for _ in range(2):
+        response = client.get("/healthz")
+        assert response.status_code == 200  # still serving: not taken out of a load balancer
+        body = json.loads(response.content)
+        assert body["status"] == "degraded" and body["disk"] == "low"
+    # Said once when it becomes low, not at every probe.
+    assert [r.levelname for r in caplog.records if "PLI_DISK_MIN_FREE_MB" in r.getMessage()] == ["WARNING"]
+    settings.PLI_DISK_MIN_FREE_MB = 0
+    body = json.loads(client.get("/healthz").content)
+    assert body["status"] == "ok" and body["disk"] == "ok"
 
 
 def test_healthz_says_nothing_of_the_mode_in_production(db: None, client: Client, settings: Any) -> None:

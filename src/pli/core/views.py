@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -32,7 +33,8 @@ def home(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Ready when the database answers and the master keys load; no detail on failure."""
+    """Ready when the database answers and the master keys load; no detail on failure.
+    Also says whether the data directory's disk runs low, without failing for it."""
     checks = {"database": "ok", "keys": "ok"}
     try:
         with connection.cursor() as cursor:
@@ -50,11 +52,41 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["keys"] = "error"
         logger.error("health check: the master keys do not load (%s)", type(exc).__name__)
     ok = all(value == "ok" for value in checks.values())
-    body: dict[str, str] = {"status": "ok" if ok else "error", "version": __version__, **checks}
+    disk = _disk_check()
+    status = "error" if not ok else "degraded" if disk != "ok" else "ok"
+    body: dict[str, str] = {"status": status, "version": __version__, **checks, "disk": disk}
     if settings.PLI_ENV != "production":
         # So that a monitor notices an instance started without PLI_ENV=production.
         body["mode"] = settings.PLI_ENV
+    # A low disk keeps 200: the instance still serves reading and small sends, and a load
+    # balancer must not take it out; a monitor alerts on "degraded".
     return JsonResponse(body, status=200 if ok else 503)
+
+
+# Whether the last check in this process found the disk low, so that the warning is logged
+# when it becomes low rather than at every probe.
+_disk_was_low = False
+
+
+def _disk_check() -> str:
+    """ "ok", "low" (less than PLI_DISK_MIN_FREE_MB free where blobs and, on SQLite, the
+    database are written) or "error" (the directory cannot be examined)."""
+    global _disk_was_low
+    try:
+        free = shutil.disk_usage(settings.DATA_DIR).free
+    except OSError as exc:
+        logger.error("health check: cannot examine the data directory's disk (%s)", type(exc).__name__)
+        return "error"
+    low = free < settings.PLI_DISK_MIN_FREE_MB * 10**6
+    if low and not _disk_was_low:
+        logger.warning(
+            "health check: %d MB free on the data directory's disk, under PLI_DISK_MIN_FREE_MB (%d): "
+            "uploads will fail with 507 once it is full",
+            free // 10**6,
+            settings.PLI_DISK_MIN_FREE_MB,
+        )
+    _disk_was_low = low
+    return "low" if low else "ok"
 
 
 _PATIENT_PATH = re.compile(r"^/p/([^/]+)")
