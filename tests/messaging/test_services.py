@@ -445,6 +445,45 @@ def test_cleanup_command(trio: tuple[User, User, User]) -> None:
         call_command("messaging", "cleanup-blobs", "--older-than", "60")
 
 
+def test_reindex_command_indexes_older_messages_as_new_ones(
+    trio: tuple[User, User, User], caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    patient = patient_fields(patient_family_name="N\u2019Diaye")
+    older = send(api_client(alice), a_box, [b_box], subject="Bilan", **patient)
+    stale = send(api_client(alice), a_box, [b_box], subject="Radio")
+    unreadable = send(api_client(alice), a_box, [b_box], subject="Scanner")
+    # As indexed by a version that did not join compound names, and a token of a word the
+    # message no longer holds (rules that changed).
+    SearchToken.objects.filter(message_id=older["id"], token=search.token(search.PATIENT_NAME, "ndiaye")).delete()
+    SearchToken.objects.create(message_id=stale["id"], token=search.token(search.SUBJECT, "perime"))
+    # A message whose data key row is gone cannot be decrypted: it keeps what it had.
+    DataKey.objects.filter(pk=Message.objects.get(pk=unreadable["id"]).data_key_id).delete()
+    kept = set(SearchToken.objects.filter(message_id=unreadable["id"]).values_list("token", flat=True))
+
+    def found(text: str) -> list[str]:
+        page = services.folder_page(b_box, None, query=services.SearchQuery(text=text))
+        return [str(c.message_id) for c in page.items]
+
+    assert found("ndiaye") == [] and found("perime") == [stale["id"]]
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 messages could not be decrypted"):
+        call_command("messaging", "reindex", stdout=out)
+    assert "reindexed 2 messages" in out.getvalue()
+    assert found("ndiaye") == [older["id"]] and found("diaye") == [older["id"]] and found("bilan") == [older["id"]]
+    assert found("perime") == [] and found("radio") == [stale["id"]]
+    assert set(SearchToken.objects.filter(message_id=unreadable["id"]).values_list("token", flat=True)) == kept
+    assert any(unreadable["id"] in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    event = AuditEvent.objects.get(action="message.reindex")
+    assert event.actor_type == "system" and event.details == {"messages": 2, "unreadable": 1}
+    # Running it again changes nothing.
+    before = sorted(SearchToken.objects.values_list("message_id", "token"))
+    with pytest.raises(CommandError):
+        call_command("messaging", "reindex", stdout=io.StringIO())
+    assert sorted(SearchToken.objects.values_list("message_id", "token")) == before
+
+
 def test_cleanup_refuses_a_data_dir_bound_to_another_database(trio: tuple[User, User, User], caplog: Any) -> None:
     """Against another database (a freshly migrated one, staging, a restore in progress),
     every blob would look orphaned: the clean-up would delete every document for good."""

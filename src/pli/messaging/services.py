@@ -32,8 +32,9 @@ from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
+from pli.core.encryption import ContentShredded
 from pli.core.models import DataKey
-from pli.crypto import DecryptionError, new_data_key
+from pli.crypto import CryptoError, DecryptionError, new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search, tasks
 from pli.messaging.models import (
@@ -1091,3 +1092,48 @@ def seed_messages(
             insert_rows(tokens)
         created += len(chunk)
     return created
+
+
+@dataclass
+class ReindexResult:
+    messages: int = 0
+    unreadable: int = 0
+
+
+def reindex_messages(batch_size: int = 500) -> ReindexResult:
+    """Compute every message's search tokens again from its subject and patient context.
+
+    For an instance upgraded to a version that indexes more of a message (as when joined
+    compound names were added), so that older messages are found like new ones. Each batch
+    replaces its messages' tokens in one transaction, with the messages locked, so a message
+    deleted meanwhile is skipped rather than given tokens again; sends and reads go on
+    meanwhile. A message whose content cannot be decrypted keeps its tokens and is counted
+    (and logged by id). One audit event says it was done, with the counts.
+    """
+    result = ReindexResult()
+    last: uuid.UUID | None = None
+    while True:
+        with transaction.atomic():
+            batch = Message.objects.select_related("data_key").select_for_update(of=("self",)).order_by("pk")
+            if last is not None:
+                batch = batch.filter(pk__gt=last)
+            messages = list(batch[:batch_size])
+            if not messages:
+                break
+            last = messages[-1].pk
+            rebuilt: list[uuid.UUID] = []
+            tokens: list[SearchToken] = []
+            for message in messages:
+                try:
+                    words = search.message_tokens(str(message.subject or ""), message.patient)
+                except (CryptoError, ContentShredded) as exc:
+                    logger.error("message %s: not reindexed, content unreadable (%s)", message.pk, type(exc).__name__)
+                    result.unreadable += 1
+                    continue
+                rebuilt.append(message.pk)
+                tokens += [SearchToken(message=message, token=t) for t in words]
+            SearchToken.objects.filter(message_id__in=rebuilt).delete()
+            insert_rows(tokens)
+            result.messages += len(rebuilt)
+    audit.record("message.reindex", details={"messages": result.messages, "unreadable": result.unreadable})
+    return result

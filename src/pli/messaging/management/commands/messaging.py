@@ -1,4 +1,5 @@
-"""``pli messaging cleanup-blobs``: remove attachment blobs that no message references."""
+"""``pli messaging cleanup-blobs``: remove attachment blobs that no message references;
+``pli messaging reindex``: compute the search tokens of every message again."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pli.messaging import services, tasks
 
 
 class Command(BaseCommand):
-    help = "Messaging maintenance: `cleanup-blobs` removes blobs of aborted sends (orphans) and stale uploads."
+    help = (
+        "Messaging maintenance: `cleanup-blobs` removes blobs of aborted sends (orphans) and stale uploads; "
+        "`reindex` computes the search tokens of every message again (after an upgrade that indexes more)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True, metavar="{cleanup-blobs}")
+        sub = parser.add_subparsers(dest="action", required=True, metavar="{cleanup-blobs,reindex}")
         cleanup = sub.add_parser("cleanup-blobs", help="remove orphan attachment blobs and stale temporary files")
         cleanup.add_argument(
             "--older-than",
@@ -27,7 +31,21 @@ class Command(BaseCommand):
             "--schedule", action="store_true", help="also plan the hourly background cleanup (needs a worker)"
         )
 
+        sub.add_parser(
+            "reindex",
+            help="compute the search tokens of every message again, so that older messages are found like new ones",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] == "reindex":
+            reindexed = services.reindex_messages()
+            self.stdout.write(f"reindexed {reindexed.messages} messages")
+            if reindexed.unreadable:
+                raise CommandError(
+                    f"{reindexed.unreadable} messages could not be decrypted and kept their former search "
+                    "tokens (their ids are in the log); run `pli keys status`"
+                )
+            return
         older_than = options.get("older_than")
         if older_than is not None and older_than < services.orphan_blob_age():
             raise CommandError(
