@@ -257,6 +257,12 @@ def test_retry_delays_grow_and_are_capped() -> None:
     assert max(delays) == 3600 and delays == sorted(delays)
 
 
+def test_the_periodic_requeue_reads_no_job_when_nothing_is_stuck(db: None, django_assert_num_queries: Any) -> None:
+    make_share(doctor(), email=None)  # its notification's job waits its turn: not stuck
+    with django_assert_num_queries(1):
+        assert notifications.requeue_stuck() == 0
+
+
 def test_a_worker_that_died_leaves_nothing_behind(db: None) -> None:
     share, _token = make_share(doctor(), email=None)
     notification = share.notifications.get()

@@ -420,6 +420,10 @@ def requeue_stuck(now: datetime.datetime | None = None) -> int:
     stuck = ShareNotification.objects.filter(
         state=ShareNotification.State.PENDING, next_attempt_at__lte=now - CLAIM
     ).filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    candidates = list(stuck.only("pk", "kind", "attempts").order_by("next_attempt_at")[:1000])
+    if not candidates:
+        # The usual case: no need to read the waiting jobs (thousands during an outage).
+        return 0
     from django_tasks_db.models import DBTaskResult
 
     from pli.sharing.tasks import deliver_notification
@@ -432,7 +436,7 @@ def requeue_stuck(now: datetime.datetime | None = None) -> int:
         if args:
             waiting.add((str(args[0]), args[1] if len(args) > 1 else None))
     count = 0
-    for notification in stuck.only("pk", "kind", "attempts").order_by("next_attempt_at")[:1000]:
+    for notification in candidates:
         if waiting & {(str(notification.pk), None), (str(notification.pk), notification.attempts)}:
             continue
         with transaction.atomic():
