@@ -316,6 +316,11 @@ def test_search_through_keyed_tokens_only(trio: tuple[User, User, User]) -> None
     assert found(text="ÉCHOGRAPHIE controle") == [hit["id"]]
     assert found(text="lefevre") == [hit["id"]]
     assert found(text="élodie") == [hit["id"]]
+    # A patient's name by its first letters (three or more), as practice software finds
+    # patients; subject words only whole.
+    assert found(text="lef") == [hit["id"]] and found(text="LEFÈV élo") == [hit["id"]]
+    assert found(text="le") == [] and found(text="efe") == [] and found(text="lefevres") == []
+    assert found(text="echo") == [] and found(text="abdo") == []
     assert found(text=ins) == [hit["id"]]
     assert found(text=ins[:13]) == [hit["id"]]
     # As printed on a carte Vitale, and beside a name.

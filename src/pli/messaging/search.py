@@ -36,6 +36,11 @@ _INS_MAX_GROUPS = 15
 # A name of several parts is also indexed joined, as other software and people write it:
 # N'Diaye as NDIAYE, Le Gall as LEGALL, Jean-Pierre as JEANPIERRE (of the first parts only).
 _NAME_MAX_PARTS = 6
+# A patient's name is also found by its first letters ("lef" finds Lefèvre), as in the
+# patient search of practice software: each name word's beginnings of this many letters
+# and more are indexed too, keyed like every token. Subjects are not: their words are found
+# whole, and a message holds one patient but many subject words.
+NAME_PREFIX_MIN = 3
 # "Dupont née Martin", "Martin épouse Dupont": how letters name a patient. Only birth names
 # are known, so the word that says which is which is not looked for.
 _NAME_LINKS = frozenset({"ne", "nee", "epouse"})
@@ -67,6 +72,11 @@ def joined_names(text: str) -> list[str]:
     return ["".join(parts[start:end]) for start in range(len(parts)) for end in range(start + 2, len(parts) + 1)]
 
 
+def prefixes(word: str) -> list[str]:
+    """The beginnings of ``word`` that are indexed besides the word itself."""
+    return [word[:length] for length in range(NAME_PREFIX_MIN, len(word))]
+
+
 def normalise_ins(value: str) -> str:
     return re.sub(r"[\s.-]", "", value).upper()
 
@@ -81,13 +91,15 @@ def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
     pairs: list[tuple[str, str]] = [(SUBJECT, w) for w in words(subject)]
     if patient:
         names = [patient.get("family_name") or "", patient.get("given_names") or ""]
-        pairs += [(PATIENT_NAME, w) for w in words(" ".join(names))]
-        pairs += [(PATIENT_NAME, w) for name in names for w in joined_names(name)]
+        whole = words(" ".join(names)) + [w for name in names for w in joined_names(name)]
+        pairs += [(PATIENT_NAME, w) for w in whole]
         ins = normalise_ins(patient.get("ins") or "")
         if ins:
             pairs.append((INS, ins))
             # Without its key too, as people often type only the 13 characters.
             pairs.append((INS, ins[:13]))
+        # Last, so that a long subject leaves out beginnings rather than whole words.
+        pairs += [(PATIENT_NAME, start) for w in whole for start in prefixes(w)]
     distinct = list(dict.fromkeys(token(kind, word) for kind, word in pairs))
     return distinct[:MAX_TOKENS_PER_MESSAGE]
 

@@ -116,7 +116,7 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
 class SearchForm(forms.Form):
     # Not remembered by the browser: a practice's computer is shared.
     q = forms.CharField(
-        label=gettext_lazy("Words of the subject, patient name or INS"),
+        label=gettext_lazy("Words of the subject, patient name (or its first letters) or INS"),
         max_length=200,
         required=False,
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
