@@ -19,6 +19,9 @@ from collections.abc import Iterable
 from pli.core.keys import purpose_key
 
 PURPOSE = "search-index"
+# Patient shares are indexed under a key of their own: the same patient's shares and
+# messages give unrelated tokens, so the two tables cannot be joined on them.
+SHARES_PURPOSE = "share-search-index"
 TOKEN_BYTES = 8
 MAX_TOKENS_PER_MESSAGE = 256
 
@@ -81,13 +84,14 @@ def normalise_ins(value: str) -> str:
     return re.sub(r"[\s.-]", "", value).upper()
 
 
-def token(kind: str, word: str) -> str:
-    digest = hmac.new(purpose_key(PURPOSE), f"{kind}:{word}".encode(), hashlib.sha256).digest()
+def token(kind: str, word: str, purpose: str = PURPOSE) -> str:
+    digest = hmac.new(purpose_key(purpose), f"{kind}:{word}".encode(), hashlib.sha256).digest()
     return digest[:TOKEN_BYTES].hex()
 
 
-def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
-    """Every token of one message: subject words, patient names, INS."""
+def message_tokens(subject: str, patient: dict[str, str] | None, purpose: str = PURPOSE) -> list[str]:
+    """Every token of one message: subject words, patient names, INS. (Of a patient share
+    too: no subject, and :data:`SHARES_PURPOSE`.)"""
     pairs: list[tuple[str, str]] = [(SUBJECT, w) for w in words(subject)]
     if patient:
         names = [patient.get("family_name") or "", patient.get("given_names") or ""]
@@ -100,7 +104,7 @@ def message_tokens(subject: str, patient: dict[str, str] | None) -> list[str]:
             pairs.append((INS, ins[:13]))
         # Last, so that a long subject leaves out beginnings rather than whole words.
         pairs += [(PATIENT_NAME, start) for w in whole for start in prefixes(w)]
-    distinct = list(dict.fromkeys(token(kind, word) for kind, word in pairs))
+    distinct = list(dict.fromkeys(token(kind, word, purpose) for kind, word in pairs))
     return distinct[:MAX_TOKENS_PER_MESSAGE]
 
 
@@ -145,6 +149,6 @@ def searchable(text: str) -> bool:
     return bool(query_words(text))
 
 
-def query_tokens(text: str, kinds: Iterable[str] = KINDS) -> list[list[str]]:
+def query_tokens(text: str, kinds: Iterable[str] = KINDS, purpose: str = PURPOSE) -> list[list[str]]:
     """:func:`query_words` as tokens."""
-    return [[token(kind, word) for kind, word in group] for group in query_words(text, kinds)]
+    return [[token(kind, word, purpose) for kind, word in group] for group in query_words(text, kinds)]

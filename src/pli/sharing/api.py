@@ -3,6 +3,7 @@ validates, services act and audit; a share of someone else is a 404 like a missi
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from functools import partial
 from typing import Any
@@ -13,7 +14,8 @@ from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, UnsupportedMediaType
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -30,9 +32,10 @@ from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
+from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body
 from pli.sharing import services, validation
-from pli.sharing.forms import ShareForm
+from pli.sharing.forms import ShareFilterForm, ShareForm
 from pli.sharing.models import PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
@@ -117,6 +120,14 @@ class ShareSummarySerializer(serializers.Serializer[Any]):
     expires_at = UTCDateTimeField()
 
 
+MAX_LIST = 200
+
+
+class ShareListQuerySerializer(serializers.Serializer[Any]):
+    created_before = serializers.DateTimeField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIST)
+
+
 def _user(request: Request) -> User:
     user = request.user
     assert isinstance(user, User)  # noqa: S101 - IsAuthenticated ran first
@@ -149,18 +160,67 @@ class SharesView(APIView):
 
     @extend_schema(
         operation_id="shares_list",
-        summary="Your patient shares, most recent first (at most 200)",
+        summary="Your patient shares, most recent first (at most `limit`, 200 by default)",
+        description=(
+            'When more shares may follow, the answer has a `Link` header with `rel="next"`: the same '
+            "query with `created_before` set to the last share's `created_at`."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "q",
+                str,
+                description="The patient: names (whole, or their first three letters or more) or INS; every word "
+                "must match. Accents and case are ignored.",
+            ),
+            OpenApiParameter("status", str, enum=list(Status.values), description="The status, as `status` reads."),
+            OpenApiParameter(
+                "created_before", OpenApiTypes.DATETIME, description="Only shares created before this instant."
+            ),
+            OpenApiParameter("limit", int, description="1 to 200 (default 200)."),
+        ],
         responses=ShareSummarySerializer(many=True),
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
+        user = _user(request)
+        # A plain dict, not the QueryDict: DRF would take an empty value as an absent one.
+        query = request.query_params
+        given = {name: query[name] for name in ("created_before", "limit") if name in query}
+        params = ShareListQuerySerializer(data=given)
+        params.is_valid(raise_exception=True)
+        # The web list's own form: both refuse the same searches.
+        criteria = ShareFilterForm({name: request.query_params.get(name, "") for name in ("q", "status")})
+        if not criteria.is_valid():
+            return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
         now = timezone.now()
-        shares = services.shares_for(_user(request)).order_by("-created_at")[:200]
+        text, wanted = criteria.cleaned_data["q"], criteria.cleaned_data["status"]
+        shares = services.filter_shares(services.shares_for(user), text, wanted, now).order_by("-created_at")
+        before = params.validated_data.get("created_before")
+        if before is not None:
+            shares = shares.filter(created_at__lt=before)
+        limit = params.validated_data.get("limit") or MAX_LIST
+        found = list(shares[:limit])
+        if text:
+            # Which patient was looked for is not kept; that someone looked, and found how
+            # many, is (as for the web list).
+            audit.record(
+                "share.list",
+                actor=user,
+                target=user,
+                request=request._request,
+                details={"count": len(found), "search": True},
+            )
         data = [
             {"id": s.pk, "status": s.effective_status(now), "created_at": s.created_at, "expires_at": s.expires_at}
-            for s in shares
+            for s in found
         ]
-        return Response(ShareSummarySerializer(data, many=True).data)
+        response = Response(ShareSummarySerializer(data, many=True).data)
+        if len(found) == limit:
+            following = request.query_params.copy()
+            last = found[-1].created_at.astimezone(datetime.UTC)
+            following["created_before"] = last.isoformat().replace("+00:00", "Z")
+            response["Link"] = f'<{request.build_absolute_uri(f"{request.path}?{following.urlencode()}")}>; rel="next"'
+        return response
 
     @extend_schema(
         operation_id="shares_create",

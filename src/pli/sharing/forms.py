@@ -15,7 +15,9 @@ from django.utils.translation import gettext_lazy as _
 
 from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
 from pli.core.ins import birth_date_mismatch, contradicts_birth_date
+from pli.messaging.search import INS, PATIENT_NAME, query_words
 from pli.sharing import validation
+from pli.sharing.models import Status
 from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
 
@@ -150,3 +152,23 @@ class ReplyForm(forms.Form):
     text = forms.CharField(
         label=_("Your message"), max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4})
     )
+
+
+class ShareFilterForm(forms.Form):
+    """The shares list's search: the patient (names, their first letters, or INS) and the
+    status as the list shows it. Same names in the API's query string."""
+
+    # Not remembered by the browser: a practice's computer is shared.
+    q = forms.CharField(
+        label=_("Patient name (or its first letters) or INS"),
+        max_length=200,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    status = forms.ChoiceField(label=_("Status"), choices=[("", _("All")), *Status.choices], required=False)
+
+    def clean_q(self) -> str:
+        value: str = self.cleaned_data.get("q") or ""
+        if value.strip() and not query_words(value, (PATIENT_NAME, INS)):
+            raise ValidationError(_("Type at least one word of two letters or more, or an INS."), code="no_word")
+        return value

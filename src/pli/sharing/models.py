@@ -243,3 +243,18 @@ class ShareReply(models.Model):
 
     def __str__(self) -> str:
         return f"reply {self.pk} to share {self.share_id}"
+
+
+class ShareSearchToken(models.Model):
+    """A keyed blind-index token of the patient's names or INS (see pli.messaging.search,
+    under the shares' own key): how a practitioner finds a share by its patient."""
+
+    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="+")
+    token = models.CharField(max_length=16)
+
+    class Meta:
+        db_table = "pli_share_search_token"
+        constraints = [models.UniqueConstraint(fields=["token", "share"], name="share_search_token_unique")]
+
+    def __str__(self) -> str:
+        return "share search token"

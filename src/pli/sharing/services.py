@@ -34,6 +34,7 @@ from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
+from pli.messaging import search
 from pli.messaging.services import orphan_blob_age, unreadable_reason
 from pli.messaging.uploads import MAX_PENDING_AGE
 from pli.sharing import notifications, tokens
@@ -47,6 +48,7 @@ from pli.sharing.models import (
     ShareDocument,
     ShareNotification,
     ShareReply,
+    ShareSearchToken,
     Status,
 )
 from pli.sharing.uploads import PendingFile, share_blob_store
@@ -273,6 +275,7 @@ def create_share(
         document.name = pending.name
         document.content_type = pending.content_type
         rows.append(document)
+    found_by = [ShareSearchToken(share=share, token=t) for t in _patient_tokens(data)]
     messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
     queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
     data_keys += [n.data_key for n in queued if n.data_key is not None]
@@ -281,6 +284,7 @@ def create_share(
         insert_rows(data_keys)
         insert_rows([share])
         insert_rows(rows)
+        insert_rows(found_by)
         insert_rows(queued)
         for notification in queued:
             notifications.enqueue_delivery(notification)
@@ -300,6 +304,36 @@ def create_share(
         if on_created is not None:
             on_created(share.pk)
     return share
+
+
+def _patient_tokens(data: ShareInput) -> list[str]:
+    patient = {"family_name": data.family_name, "given_names": data.given_name, "ins": data.ins or ""}
+    return search.message_tokens("", patient, search.SHARES_PURPOSE)
+
+
+def filter_shares(
+    shares: QuerySet[PatientShare], text: str = "", status: str = "", now: datetime.datetime | None = None
+) -> QuerySet[PatientShare]:
+    """``shares`` whose patient's names (whole, or their first letters) or INS match every
+    word of ``text``, and whose status as shown is ``status``. Text with nothing to look for
+    (see pli.messaging.search.searchable) matches nothing. The status is matched as
+    PatientShare.effective_status computes it, in the query rather than share by share."""
+    if text.strip():
+        groups = search.query_tokens(text, (search.PATIENT_NAME, search.INS), search.SHARES_PURPOSE)
+        if not groups:
+            return shares.none()
+        for group in groups:
+            shares = shares.filter(pk__in=ShareSearchToken.objects.filter(token__in=group).values("share_id"))
+    if status:
+        now = now or timezone.now()
+        running = Q(status__in=[*PROGRESS_ORDER, Status.LOCKED])
+        if status == Status.EXPIRED:
+            shares = shares.filter(Q(status=Status.EXPIRED) | (running & Q(expires_at__lte=now)))
+        elif status == Status.REVOKED:
+            shares = shares.filter(status=Status.REVOKED)
+        else:
+            shares = shares.filter(status=status, expires_at__gt=now)
+    return shares
 
 
 def _check_uploads(documents: Sequence[PendingFile]) -> None:

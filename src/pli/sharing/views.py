@@ -27,12 +27,13 @@ from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
+from pli.messaging import search_links
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, services
-from pli.sharing.forms import ShareForm
+from pli.sharing.forms import ShareFilterForm, ShareForm
 from pli.sharing.models import PatientShare, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -63,9 +64,49 @@ def _error_text(code: str) -> str:
     return texts.get(code, _("This action is not possible."))
 
 
-@require_GET
+# The search's sealed link (pli.messaging.search_links) is bound to the user and to this
+# in place of a mailbox.
+_SEARCH_SCOPE = "shares"
+
+
+@require_http_methods(["GET", "POST"])
 def share_list(request: HttpRequest) -> HttpResponse:
+    """The list, and its search. A search is posted and answered with a redirect to a link
+    holding its words sealed, as the mailbox's search is (a patient's name must not sit in
+    URLs, the history or logs); a status alone may be a plain link (``?status=locked``)."""
+    user = _user(request)
+    if request.method == "POST":
+        form = ShareFilterForm(request.POST)
+        if not form.is_valid():
+            return _list_page(request, form, status=400)
+        given = {name: str(value) for name, value in form.cleaned_data.items() if value}
+        if not given.get("q"):
+            target = reverse("sharing:list")
+            return HttpResponseRedirect(f"{target}?status={given['status']}" if given else target, status=303)
+        token = search_links.seal(user.pk, _SEARCH_SCOPE, given)
+        return HttpResponseRedirect(f"{reverse('sharing:list')}?s={token}", status=303)
+    token = request.GET.get("s", "")
+    if token:
+        fields = search_links.unseal(user.pk, _SEARCH_SCOPE, token)
+        if fields is None:
+            messages.info(request, _("That search link is no longer valid: search again."))
+            return HttpResponseRedirect(reverse("sharing:list"), status=303)
+    else:
+        fields = {"status": request.GET["status"]} if request.GET.get("status") else None
+    form = ShareFilterForm(fields)
+    if form.is_bound and not form.is_valid():
+        return _list_page(request, form, status=400)
+    return _list_page(request, form, search_token=token)
+
+
+def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, search_token: str = "") -> HttpResponse:
     shares = services.shares_for(_user(request)).order_by("-created_at")
+    now = timezone.now()
+    filtering = form.is_bound and form.is_valid() and any(form.cleaned_data.values())
+    if status != 200:
+        shares = shares.none()
+    elif filtering:
+        shares = services.filter_shares(shares, form.cleaned_data["q"], form.cleaned_data["status"], now)
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     shares_on_page = list(page.object_list)
@@ -77,9 +118,17 @@ def share_list(request: HttpRequest) -> HttpResponse:
         actor=_user(request),
         target=_user(request),
         request=request,
-        details={"page": page.number, "count": len(rows)},
+        details={"page": page.number, "count": len(rows), "search": bool(filtering)},
     )
-    return render(request, "sharing/list.html", {"page": page, "rows": rows})
+    # What the pager's links carry to keep the search: the sealed link, or the status.
+    if search_token:
+        keep = f"s={search_token}&"
+    elif filtering and form.cleaned_data["status"]:
+        keep = f"status={form.cleaned_data['status']}&"
+    else:
+        keep = ""
+    context = {"page": page, "rows": rows, "form": form, "filtering": filtering, "keep": keep}
+    return render(request, "sharing/list.html", context, status=status)
 
 
 _SOURCE_GONE = gettext_noop("This message was deleted in the meantime: its attachments can no longer be sent.")
