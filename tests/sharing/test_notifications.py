@@ -5,8 +5,10 @@ down, and never carrying health data."""
 from __future__ import annotations
 
 import datetime
+import logging
 import socket
 import stat
+import uuid
 from typing import Any
 
 import pytest
@@ -203,6 +205,27 @@ def test_only_a_refusal_of_the_address_drops_an_email(
         assert notification.state == "sent"
         assert link_token(smtp_server.wait_for(1)[0].body) == token
         assert "share-delayed" not in page.get("/shares/").content.decode()
+
+
+@pytest.mark.parametrize("local", ['"x\x0bab:{marker}"', '"x\x1cRe:{marker}"'])
+def test_an_address_no_email_can_carry_fails_for_good_without_repeating_it(
+    db: None, smtp_server: Any, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], local: str
+) -> None:
+    # An address Django's validator takes but the e-mail package cannot put in a header
+    # (stored before the forms refused it): the error raised there repeats the address.
+    # It used to crash the job, whose traceback the job row and the worker's log kept.
+    caplog.set_level(logging.DEBUG)
+    marker = f"Mkaddr{uuid.uuid4().hex[:10]}"
+    share, _token = make_share(doctor(), email=local.format(marker=marker) + "@example.org", mobile=None)
+    run_tasks()
+    notification = share.notifications.get()
+    assert (notification.state, notification.last_error) == ("failed", "smtp:bad_address")
+    assert smtp_server.messages == []
+    jobs = DBTaskResult.objects.filter(task_path=deliver_notification.module_path)
+    assert [job.status for job in jobs] == ["SUCCESSFUL"]
+    for job in jobs:
+        assert marker not in f"{job.args_kwargs} {job.return_value} {job.exception_class_path} {job.traceback}"
+    assert marker not in caplog.text + "".join(capfd.readouterr())
 
 
 def test_the_practitioner_is_never_blocked_by_a_provider_outage(db: None, settings: Any) -> None:

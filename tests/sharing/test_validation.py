@@ -98,3 +98,31 @@ def test_mobile_messages_name_the_problem(db: None) -> None:
         validation.normalise_patient_mobile("01 45 67 89 01")
     assert caught.value.code == "not_mobile"
     assert validation.normalise_patient_mobile("06 12 34 56 78") == "+33612345678"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"x\x0bab:c"@example.org',  # a vertical tab the e-mail package takes for a line break
+        '"a\x1cb"@example.org',
+        '"a\x7f"@example.org',
+        "a@" + "é" * 63 + ".org",  # one label, too long once in IDNA
+    ],
+)
+def test_an_address_the_link_email_could_not_carry_is_refused(raw: str) -> None:
+    # Django's validator takes these; the link's e-mail could not be written to them.
+    with pytest.raises(ValidationError) as caught:
+        validation.normalise_email(raw)
+    assert caught.value.code == "invalid"
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=127), min_size=1, max_size=12))
+def test_any_address_taken_can_be_written_into_an_email(local: str) -> None:
+    from django.core.mail import EmailMessage
+
+    for raw in (f"{local}@example.org", f'"{local}"@example.org', f"{local}@exämple.fr"):
+        try:
+            address = validation.normalise_email(raw)
+        except ValidationError:
+            continue
+        EmailMessage(subject="s", body="b", to=[address]).message().as_bytes(linesep="\r\n")

@@ -15,6 +15,7 @@ notification and in the share's audit events, and retried later by a new job
 from __future__ import annotations
 
 import datetime
+import email.errors
 import logging
 import re
 import smtplib
@@ -231,6 +232,14 @@ def _send(notification: ShareNotification) -> str:
     )
     if notification.html:
         message.attach_alternative(notification.html, "text/html")
+    try:
+        # Written out before any connection: an address the e-mail package cannot put in a
+        # header (a control character, a domain IDNA refuses) fails for good here. Its error
+        # repeats the address, so it must not end the job as a crash, whose traceback the
+        # job row and the log keep.
+        message.message().as_bytes(linesep="\r\n")
+    except (ValueError, email.errors.MessageError):
+        raise DeliveryFailed("smtp:bad_address", retryable=False) from None
     try:
         message.send(fail_silently=False)
     except smtplib.SMTPRecipientsRefused as exc:
