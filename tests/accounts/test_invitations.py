@@ -235,6 +235,32 @@ def test_invitation_form_validates(organisation: Organisation, admin_client: Cli
     assert not Invitation.objects.exists()
 
 
+@pytest.mark.parametrize("address", ['"x\x0bab:Mkinv"@example.org', f"lea@{'a' * 70}.example.org"])
+def test_an_address_no_email_can_carry_is_refused_without_a_500(
+    organisation: Organisation, admin_client: Client, address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Django's validator takes these; the e-mail package refuses them in the To header with
+    # an error repeating the address, which made the invitation a 500 with it in the log.
+    response = admin_client.post(
+        f"/organisations/{organisation.slug}/members/invite/", {"email": address, "role": "practitioner"}
+    )
+    assert response.status_code == 400
+    assert 'id="id_email_error"' in response.content.decode()
+    assert not Invitation.objects.exists()
+    assert "Mkinv" not in caplog.text and "a" * 70 not in caplog.text
+
+
+def test_an_invitation_e_mail_that_cannot_be_written_is_not_sent_and_not_logged(
+    transactional_db: None, smtp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pli.notify.email import send_templated
+
+    # Past the forms (an address stored before they refused it): refused before connecting.
+    sent = send_templated(to='"x\x0bab:Mkinv"@example.org', template_prefix="accounts/email/invitation", context={})
+    assert sent is False and smtp_server.messages == []
+    assert "Mkinv" not in caplog.text and "not sent" in caplog.text
+
+
 def test_posting_invitations_is_rate_limited(organisation: Organisation, admin: User) -> None:
     token = _invite(organisation, admin)
     client = Client(REMOTE_ADDR="192.0.2.50")

@@ -228,6 +228,28 @@ def test_an_address_no_email_can_carry_fails_for_good_without_repeating_it(
     assert marker not in caplog.text + "".join(capfd.readouterr())
 
 
+def test_a_delivery_that_crashes_keeps_no_value_from_the_error(
+    db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A bug whose error repeats a value (as the e-mail package's errors repeat addresses,
+    # or PostgreSQL's a row's key): the job row and the log get the error's type and where.
+    caplog.set_level(logging.DEBUG)
+    marker = f"Mkcrash{uuid.uuid4().hex[:10]}"
+    share, _token = make_share(doctor(), email=None)
+
+    def crash(notification_id: str, attempts: int | None = None) -> str:
+        raise ValueError(f"cannot deliver to {marker}")
+
+    monkeypatch.setattr(notifications, "deliver", crash)
+    run_tasks()
+    (job,) = DBTaskResult.objects.filter(task_path=deliver_notification.module_path)
+    assert job.status == "FAILED" and job.exception_class_path == "pli.core.logging.JobCrashed"
+    assert "builtins.ValueError at" in job.traceback and "test_notifications.py" in job.traceback
+    assert marker not in f"{job.args_kwargs} {job.return_value} {job.traceback}"
+    assert marker not in caplog.text + "".join(capfd.readouterr())
+    assert share.notifications.get().state == "pending"  # queued again by the periodic job
+
+
 def test_the_practitioner_is_never_blocked_by_a_provider_outage(db: None, settings: Any) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST = "127.0.0.1"

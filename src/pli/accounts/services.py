@@ -36,6 +36,7 @@ from django.utils.translation import gettext as _
 from pli.accounts import validators
 from pli.accounts.models import Invitation, Mailbox, MailboxMember, Membership, Organisation, User
 from pli.audit import services as audit
+from pli.notify.email import deliverable
 
 Role = Membership.Role
 
@@ -247,6 +248,8 @@ def normalise_email(email: str) -> str:
     email = (email or "").strip().lower()
     try:
         validate_email(email)
+        if not deliverable(email):  # an invitation could not be sent to it
+            raise ValidationError("not deliverable")
     except ValidationError:
         raise ValidationError({"email": _("Enter a valid e-mail address.")}) from None
     return email

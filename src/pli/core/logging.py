@@ -89,3 +89,44 @@ class RequestIdFilter(logging.Filter):
 def forget_request_id(**_: object) -> None:
     """request_finished receiver: lines logged between requests carry no request's id."""
     request_id_var.set("-")
+
+
+class JobCrashed(Exception):
+    """What a background job raises in place of an unexpected error (see
+    :func:`jobs_crash_without_values`): the error's type and where it happened."""
+
+
+def crash_summary(exc: BaseException) -> str:
+    """An unexpected error's type, its errno or SQLSTATE when it has one, and the last frames
+    it went through: what an operator needs to find the bug, without the error's message,
+    which may repeat a value (a patient's address refused by the e-mail package, a
+    database row's key in PostgreSQL's DETAIL)."""
+    import traceback
+    from pathlib import Path
+
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "errno", None)
+    frames = traceback.extract_tb(exc.__traceback__)[-4:]
+    where = " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))
+    return f"{kind}{f' ({code})' if code else ''} at {where}"
+
+
+class jobs_crash_without_values:
+    """Around a background job's body: an unexpected error is logged and raised again as
+    :class:`JobCrashed`, with :func:`crash_summary` only and its cause dropped. django-tasks
+    keeps the traceback of a job that raised in its database row, in clear, and the worker
+    logs it: neither may carry a value from the error's message."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self._log = log
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or not isinstance(exc, Exception) or isinstance(exc, JobCrashed):
+            return
+        summary = crash_summary(exc)
+        self._log.error("%s crashed: %s", self._what, summary)
+        raise JobCrashed(summary) from None

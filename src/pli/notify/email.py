@@ -15,8 +15,10 @@ import time.
 from __future__ import annotations
 
 import dataclasses
+import email.errors
 import logging
 import os
+import re
 import secrets
 import smtplib
 import tempfile
@@ -174,6 +176,34 @@ class EmlFileBackend(BaseEmailBackend):
             raise
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def deliverable(address: str) -> bool:
+    """Whether an address Django's validate_email accepted can be put in a message's To
+    header. The validator takes control characters in a quoted local part
+    ("a\x0bb:c"@example.org) and domain labels too long for IDNA; the e-mail package then
+    refuses the header with an error that repeats the address, so such addresses are
+    refused where they are typed."""
+    if _CONTROL.search(address):
+        return False
+    try:
+        address.rpartition("@")[2].encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def writable(message: EmailMessage) -> bool:
+    """Whether ``message`` can be written out (its headers put in wire form): checked before
+    connecting, as what the e-mail package raises otherwise repeats the header's value."""
+    try:
+        message.message().as_bytes(linesep="\r\n")
+    except (ValueError, email.errors.MessageError):
+        return False
+    return True
+
+
 def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) -> bool:
     """Render ``<prefix>_subject.txt`` and ``<prefix>_message.txt`` and send one plain-text
     e-mail. Returns False (and logs the failure, without the address or content) when the
@@ -184,6 +214,9 @@ def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) ->
     subject = " ".join(render_to_string(f"{template_prefix}_subject.txt", context).split())
     body = render_to_string(f"{template_prefix}_message.txt", context)
     message = EmailMessage(subject=subject, body=body, to=[to])
+    if not writable(message):
+        logger.warning("e-mail %s not sent: an address or header the e-mail format cannot carry", template_prefix)
+        return False
     try:
         message.send()
     except (OSError, smtplib.SMTPException) as exc:

@@ -15,7 +15,6 @@ notification and in the share's audit events, and retried later by a new job
 from __future__ import annotations
 
 import datetime
-import email.errors
 import logging
 import re
 import smtplib
@@ -38,6 +37,7 @@ from pli.audit import services as audit
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.notify import sms
+from pli.notify.email import writable
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 
 logger = logging.getLogger(__name__)
@@ -232,14 +232,11 @@ def _send(notification: ShareNotification) -> str:
     )
     if notification.html:
         message.attach_alternative(notification.html, "text/html")
-    try:
-        # Written out before any connection: an address the e-mail package cannot put in a
-        # header (a control character, a domain IDNA refuses) fails for good here. Its error
-        # repeats the address, so it must not end the job as a crash, whose traceback the
-        # job row and the log keep.
-        message.message().as_bytes(linesep="\r\n")
-    except (ValueError, email.errors.MessageError):
-        raise DeliveryFailed("smtp:bad_address", retryable=False) from None
+    # Written out before any connection: an address the e-mail package cannot put in a
+    # header (one stored before such addresses were refused) fails for good here, rather
+    # than as a crash whose error repeats the address.
+    if not writable(message):
+        raise DeliveryFailed("smtp:bad_address", retryable=False)
     try:
         message.send(fail_silently=False)
     except smtplib.SMTPRecipientsRefused as exc:

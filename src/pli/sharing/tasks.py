@@ -24,6 +24,7 @@ from django_tasks import TaskContext, task
 from django_tasks_db.models import DBTaskResult
 
 from pli.api import idempotency
+from pli.core.logging import jobs_crash_without_values
 from pli.sharing import notifications, services
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,11 @@ KEEP_FINISHED = datetime.timedelta(days=7)
 
 @task()
 def deliver_notification(notification_id: str, attempts: int | None = None) -> str:
-    try:
+    # Unexpected (a bug, the database away): the notification stays pending and the
+    # periodic job queues it again; the job row and the log get the error's type and
+    # where, never its message (an e-mail package's error repeats the address).
+    with jobs_crash_without_values(logger, f"notification {notification_id}: delivery"):
         return notifications.deliver(notification_id, attempts=attempts)
-    except Exception:
-        # Unexpected (a bug, the database away): the notification stays pending and the
-        # periodic job queues it again; the traceback goes to the job row, never content.
-        logger.exception("notification %s: delivery crashed", notification_id)
-        raise
 
 
 @task(takes_context=True)
@@ -63,10 +62,11 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
     )
     if busy:
         return {"skipped": "another run in progress"}
-    result: dict[str, Any] = services.run_periodic()
-    result["pruned_jobs"] = prune_finished_jobs()
-    result["expired_sessions"] = clear_expired_sessions()
-    result["expired_idempotency_keys"] = idempotency.prune_expired()
+    with jobs_crash_without_values(logger, "periodic jobs"):
+        result: dict[str, Any] = services.run_periodic()
+        result["pruned_jobs"] = prune_finished_jobs()
+        result["expired_sessions"] = clear_expired_sessions()
+        result["expired_idempotency_keys"] = idempotency.prune_expired()
     return result
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from pli.core.ins import normalise_ins as normalise_ins
+from pli.notify.email import deliverable
 from pli.notify.sms import InvalidPhoneNumber, allowed_regions, normalise_mobile
 
 # ASCII digits only ("\d" would also take other scripts' digits: full-width, Arabic-Indic...);
@@ -26,7 +27,6 @@ _FRENCH_DATE = re.compile(
 _COMPACT_DATE = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{4})")
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _CODE = re.compile(r"[0-9]{6}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 OLDEST_YEAR = 1880
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -100,14 +100,11 @@ def normalise_email(raw: str) -> str:
     value = (raw or "").strip()
     try:
         validate_email(value)
-        # Django's validator takes control characters in a quoted local part
-        # ("a\x0bb:c"@example.org) and domain labels too long for IDNA. Neither can be put
-        # in the To header of the link's e-mail, and the error raised there repeats the
-        # address: refused here, where the practitioner can correct it.
-        if _CONTROL.search(value):
-            raise ValidationError("control character")
-        value.rpartition("@")[2].encode("idna")
-    except (ValidationError, UnicodeError):
+        # Refused here, where the practitioner can correct it, rather than by the link's
+        # e-mail (see pli.notify.email.deliverable).
+        if not deliverable(value):
+            raise ValidationError("not deliverable")
+    except ValidationError:
         raise ValidationError(_("Enter a valid e-mail address."), code="invalid") from None
     local, _at, domain = value.rpartition("@")
     return f"{local}@{domain.lower()}"
