@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from messaging.factories import (
     web_client,
 )
 from pli.accounts.models import Mailbox, User
+from pli.audit.models import AuditEvent
 from pli.messaging import search, services
 from pli.messaging.models import Delivery, Folder, Message
 
@@ -290,6 +291,38 @@ def test_an_answer_while_a_colleague_deletes_the_teams_copy_is_sent(
     own_copy = Delivery.objects.get(message_id=message_id, mailbox=p.own(p.jeanne))
     assert own_copy.answered_by == p.jeanne
     assert not Delivery.objects.filter(message_id=message_id, mailbox=p.team).exists()
+
+
+def _after_reading(
+    monkeypatch: pytest.MonkeyPatch, interleaved: Callable[[], object], reader: str = "visible_copies"
+) -> None:
+    """Run ``interleaved`` (a colleague's request, committed) once, right after the next
+    service call has read what ``reader`` returns (its copies of the message, by default),
+    before it writes anything."""
+    real, pending = getattr(services, reader), [interleaved]
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        if pending:
+            pending.pop()()
+        return found
+
+    monkeypatch.setattr(services, reader, read)
+
+
+def test_a_delete_for_good_spares_a_copy_a_colleague_took_out_of_the_trash(
+    transactional_db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claire deleted for good a letter in the team's trash while Marc moved it to the
+    archive: the letter Marc had just filed was gone (the delete had seen it in the trash)."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    services.move_message(p.claire, message_id, Folder.TRASH, mailbox_id=p.team.pk)
+    _after_reading(monkeypatch, lambda: services.move_message(p.marc, message_id, Folder.ARCHIVE, mailbox_id=p.team.pk))
+    with pytest.raises(services.NotInTrash):
+        services.delete_message(p.claire, message_id, mailbox_id=p.team.pk)
+    assert Delivery.objects.get(message_id=message_id, mailbox=p.team).folder == Folder.ARCHIVE
+    assert not AuditEvent.objects.filter(action__in=["message.delete", "message.shred"]).exists()
 
 
 # --- receipts -------------------------------------------------------------------------------

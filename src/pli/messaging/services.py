@@ -946,10 +946,23 @@ def delete_message(
         raise NotInTrash
     message = copies[0].message
     with transaction.atomic():
+        locked = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).order_by("pk")
         if connection.features.has_select_for_update:
             # Locked before Django gathers the rows that point to them (who read, who
             # answered): an answer committing meanwhile would point to a deleted copy.
-            list(Delivery.objects.filter(pk__in=[c.pk for c in trashed]).select_for_update().values_list("pk"))
+            locked = locked.select_for_update()
+        # Read again in the transaction: a colleague may have taken the copy out of the
+        # shared mailbox's trash since it was read above (what they just filed must not be
+        # deleted for good), or read or answered it (the sender's receipt keeps that).
+        current = {
+            pk: (folder, read, answered)
+            for pk, folder, read, answered in locked.values_list("pk", "folder", "read_at", "answered_at")
+        }
+        if current and all(folder != Folder.TRASH for folder, _read, _answered in current.values()):
+            raise NotInTrash
+        trashed = [c for c in trashed if c.pk in current and current[c.pk][0] == Folder.TRASH]
+        for copy in trashed:
+            _folder, copy.read_at, copy.answered_at = current[copy.pk]
         _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
         removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
         if not removed:
