@@ -325,6 +325,32 @@ def test_a_delete_for_good_spares_a_copy_a_colleague_took_out_of_the_trash(
     assert not AuditEvent.objects.filter(action__in=["message.delete", "message.shred"]).exists()
 
 
+@pytest.mark.parametrize(
+    ("page", "reader"),
+    [
+        ("/messages/m/{id}/?mailbox={mailbox}", "visible_copies"),
+        ("/messages/m/{id}/?mailbox={mailbox}", "message_recipients_for"),
+        ("/api/v1/messages/{id}?mailbox={mailbox}", "visible_copies"),
+    ],
+)
+def test_opening_a_copy_a_colleague_deletes_for_good_is_not_found(
+    transactional_db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch, page: str, reader: str
+) -> None:
+    """Marc opened a letter in the team's trash while Claire deleted it for good: the page
+    failed with a 500, either finding no copy left to show or recording his reading on a
+    copy that no longer existed (the foreign key of who read)."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    services.move_message(p.claire, message_id, Folder.TRASH, mailbox_id=p.team.pk)
+    _after_reading(monkeypatch, lambda: services.delete_message(p.claire, message_id, mailbox_id=p.team.pk), reader)
+    client = api_client(p.marc) if page.startswith("/api/") else web_client(p.marc)
+    client.raise_request_exception = False
+    response = client.get(page.format(id=message_id, mailbox=p.team.pk))
+    assert response.status_code == 404
+    assert not Delivery.objects.filter(message_id=message_id, mailbox=p.team).exists()
+    assert not AuditEvent.objects.filter(action="message.read").exists()
+
+
 # --- receipts -------------------------------------------------------------------------------
 
 

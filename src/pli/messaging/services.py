@@ -759,6 +759,20 @@ def _mark_read(
     now = timezone.now()
     incoming = [c for c in [*copies, *_own_unread_copies(user, messages, copies, held)] if c.is_incoming]
     with transaction.atomic():
+        if incoming:
+            # Read again, locked, in the transaction: a colleague may have deleted a copy
+            # for good since it was read (from the shared mailbox's trash), and a reading
+            # recorded on it would fail at COMMIT. delete_message locks the copies it
+            # deletes, so one still here stays until this commits.
+            present = set(
+                Delivery.objects.filter(pk__in=[c.pk for c in incoming])
+                .select_for_update(of=("self",), no_key=True)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            if not any(c.pk in present for c in copies if c.is_incoming):
+                raise NotVisible
+            incoming = [c for c in incoming if c.pk in present]
         unread = [c.pk for c in incoming if c.read_at is None]
         if unread:
             Delivery.objects.filter(pk__in=unread, read_at__isnull=True).update(read_at=now, read_by=user)
@@ -822,6 +836,8 @@ def open_thread(
         .select_related("message", "message__data_key", "message__sender", "mailbox", "read_by", "answered_by")
         .order_by("sent_at", "message_id", "role")
     )
+    if not copies:
+        raise NotVisible  # deleted for good by a colleague since the anchor was read
     by_message: dict[uuid.UUID, list[Delivery]] = {}
     for copy in copies:
         by_message.setdefault(copy.message_id, []).append(copy)
