@@ -325,6 +325,35 @@ def test_a_delete_for_good_spares_a_copy_a_colleague_took_out_of_the_trash(
     assert not AuditEvent.objects.filter(action__in=["message.delete", "message.shred"]).exists()
 
 
+def test_a_move_after_a_colleague_deleted_the_copy_for_good_is_not_found(
+    transactional_db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marc filed a letter from the team's trash while Claire deleted it for good: he was
+    told it was archived, and the trail recorded a move after its deletion."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    services.move_message(p.claire, message_id, Folder.TRASH, mailbox_id=p.team.pk)
+    _after_reading(monkeypatch, lambda: services.delete_message(p.claire, message_id, mailbox_id=p.team.pk))
+    with pytest.raises(services.NotVisible):
+        services.move_message(p.marc, message_id, Folder.ARCHIVE, mailbox_id=p.team.pk)
+    assert not AuditEvent.objects.filter(action="message.move", actor_id=str(p.marc.pk)).exists()
+
+
+def test_a_move_files_the_copy_where_asked_whatever_a_colleague_did_meanwhile(
+    transactional_db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marc put back into the inbox a letter that Claire took out of the archive meanwhile:
+    the move, seeing it already in the inbox, left it where Claire had put it."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    _after_reading(
+        monkeypatch, lambda: services.move_message(p.claire, message_id, Folder.ARCHIVE, mailbox_id=p.team.pk)
+    )
+    copies = services.move_message(p.marc, message_id, Folder.INBOX, mailbox_id=p.team.pk)
+    assert [c.folder for c in copies] == [Folder.INBOX]
+    assert Delivery.objects.get(message_id=message_id, mailbox=p.team).folder == Folder.INBOX
+
+
 @pytest.mark.parametrize(
     ("page", "reader"),
     [

@@ -932,7 +932,20 @@ def move_message(
     if not copies:
         raise NotVisible
     with transaction.atomic():
+        # Read again, locked, in the transaction: a colleague may have filed the copy
+        # elsewhere since it was read (it must still go where this user asked), or deleted
+        # it for good (nothing is moved, nor recorded as moved).
+        current = dict(
+            Delivery.objects.filter(pk__in=[c.pk for c in copies])
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+            .values_list("pk", "folder")
+        )
+        copies = [c for c in copies if c.pk in current]
+        if not copies:
+            raise NotVisible
         for copy in copies:
+            copy.folder = current[copy.pk]
             target = copy.home_folder if folder in (Folder.INBOX, Folder.SENT) else folder
             if copy.folder != target:
                 copy.folder = target
