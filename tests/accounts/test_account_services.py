@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import pytest
 from allauth.account.models import EmailAddress
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import connection
 
 from pli.accounts import services
 from pli.accounts.models import Mailbox, MailboxMember, Membership, Organisation, User
@@ -206,3 +210,48 @@ def test_services_check_the_actor_is_admin_of_that_organisation(organisation: Or
     with pytest.raises(PermissionDenied):
         services.invite_member(organisation, email="x@example.org", role="assistant", actor=practitioner)
     assert Membership.objects.get(user=stranger).role == "practitioner"
+
+
+@pytest.mark.parametrize("each", ["steps_down", "removes_the_other"])
+def test_two_admins_leaving_at_once_leave_one(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, each: str
+) -> None:
+    """The practice's two administrators step down (or remove each other) at the same
+    moment: if each saw the other still an administrator, the organisation would be left with
+    none, and nobody could invite, remove or appoint anyone any more. The membership is
+    locked with its organisation (``select_related`` without ``of``: on PostgreSQL the
+    joined organisation row is locked too), which makes the second wait for the first."""
+    organisation = make_organisation("Cabinet Beta")
+    alice = make_user(organisation, role="admin", email="alice@beta.example.org", second_factor=False)
+    bruno = make_user(organisation, role="admin", email="bruno@beta.example.org", second_factor=False)
+    real, both_checked = services._other_admins, threading.Barrier(2)
+
+    def other_admins(membership: Membership) -> bool:
+        found = real(membership)
+        # Each waits for the other's check, unless the other waits for this one to commit.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_checked.wait(timeout=2)
+        return found
+
+    monkeypatch.setattr(services, "_other_admins", other_admins)
+    outcomes: dict[str, str] = {}
+
+    def leave(actor: User, other: User) -> None:
+        try:
+            if each == "steps_down":
+                services.change_role(Membership.objects.get(user=actor), "practitioner", actor=actor)
+            else:
+                services.remove_member(Membership.objects.get(user=other), actor=actor)
+            outcomes[actor.email] = "done"
+        except (ValidationError, PermissionDenied) as exc:
+            outcomes[actor.email] = type(exc).__name__
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=leave, args=pair) for pair in ((alice, bruno), (bruno, alice))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert list(outcomes.values()).count("done") == 1, outcomes
+    assert Membership.objects.filter(organisation=organisation, role="admin", user__is_active=True).count() == 1
