@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 
@@ -138,3 +140,22 @@ def test_admin_manages_own_members_through_the_pages(
     assert admin_client.post(f"/organisations/{organisation.slug}/members/{membership.pk}/remove/").status_code == 302
     assert not User.objects.get(pk=member.pk).is_active
     assert admin_client.get("/organisations/")["Location"] == f"/organisations/{organisation.slug}/members/"
+
+
+def test_removing_a_member_removed_meanwhile_is_no_error(
+    organisation: Organisation, admin: User, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double click, or two administrators at once: the second request found the
+    membership, then the first one committed the removal before it locked the row."""
+    member = make_user(organisation)
+    membership = Membership.objects.get(user=member, organisation=organisation)
+    original = services.remove_member
+
+    def after_another_admin(found: Membership, **kwargs: Any) -> None:
+        original(Membership.objects.get(pk=found.pk), actor=admin)  # the other request, committed
+        original(found, **kwargs)
+
+    monkeypatch.setattr(services, "remove_member", after_another_admin)
+    response = admin_client.post(f"/organisations/{organisation.slug}/members/{membership.pk}/remove/")
+    assert response.status_code == 302 and response["Location"] == f"/organisations/{organisation.slug}/members/"
+    assert not Membership.objects.filter(pk=membership.pk).exists()

@@ -243,6 +243,9 @@ def remove_member(request: HttpRequest, slug: str, membership_id: int) -> HttpRe
         for message in exc.messages:
             messages.error(request, message)
         return redirect("accounts:member", slug=organisation.slug, membership_id=membership.pk)
+    except Membership.DoesNotExist:
+        # Removed meanwhile (a second click, or another administrator): done all the same.
+        pass
     messages.success(
         request, _("%(name)s is no longer a member of the organisation.") % {"name": membership.user.display_name}
     )
