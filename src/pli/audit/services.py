@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,34 +80,57 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event to the trail, inside the caller's transaction."""
+    return record_each(action, actor=actor, targets=[target], request=request, outcome=outcome, details=details)[0]
+
+
+def record_each(
+    action: str,
+    *,
+    actor: Any = None,
+    targets: Sequence[Any],
+    request: HttpRequest | None = None,
+    outcome: str = SUCCESS,
+    details: dict[str, Any] | None = None,
+) -> list[AuditEvent]:
+    """Append one event per target (the same action, actor and details), inside the caller's
+    transaction. The events follow each other in the chain as if recorded one by one, but
+    cost what one does: one read of the head, one insert, one update. A thread of 60
+    messages opened is 60 reads, and was 180 statements."""
+    if not targets:
+        return []
     actor_type, actor_id = _actor(actor if actor is not None or request is None else getattr(request, "user", None))
-    target_type, target_id = _target(target)
     clean_details = _check_details(dict(details or {}))
+    ip = _client_ip(request)
     # Inside the caller's transaction, no savepoint of its own: it would cost two more
     # statements (on PostgreSQL, round trips) in every audited request, and an event that
     # cannot be appended fails the caller's block anyway.
     with contextlib.nullcontext() if connection.in_atomic_block else transaction.atomic():
         seq, prev_hash = _locked_head()
-        event = AuditEvent(
-            seq=seq + 1,
-            at=timezone.now(),
-            actor_type=actor_type,
-            actor_id=actor_id,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            ip=_client_ip(request),
-            outcome=outcome,
-            details=clean_details,
-            prev_hash=prev_hash,
-        )
-        event.hash = _hash_of(event)
+        events = []
+        for target in targets:
+            target_type, target_id = _target(target)
+            seq += 1
+            event = AuditEvent(
+                seq=seq,
+                at=timezone.now(),
+                actor_type=actor_type,
+                actor_id=actor_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                ip=ip,
+                outcome=outcome,
+                details=dict(clean_details),
+                prev_hash=prev_hash,
+            )
+            event.hash = prev_hash = _hash_of(event)
+            events.append(event)
         # Plain statements rather than model saves: this runs in every audited request,
         # and on SQLite inside the write lock.
-        insert_rows([event])
+        insert_rows(events)
         with connection.cursor() as cursor:
-            cursor.execute(_ADVANCE_HEAD, [event.seq, event.hash])
-    return event
+            cursor.execute(_ADVANCE_HEAD, [seq, prev_hash])
+    return events
 
 
 _HEAD = AuditHead._meta.db_table

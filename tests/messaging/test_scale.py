@@ -1,0 +1,66 @@
+"""The web pages at a busy practice's scale: the number of SQL queries a page costs must not
+grow with the data (messages in a thread, attachments, members of a team, pages). Timings
+are measured by hand, never asserted (see docs/operations.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from messaging.factories import OrganisationFactory, api_client, personal_mailbox, practitioner, web_client
+from pli.accounts.models import User
+from pli.audit import services as audit
+from pli.audit.models import AuditEvent
+
+
+def _queries(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url)
+    assert response.status_code == 200, response.content[:500]
+    return len(captured.captured_queries)
+
+
+def _send(sender: User, recipient: User, **extra: Any) -> str:
+    data = {
+        "sender": personal_mailbox(sender).address,
+        "to": [personal_mailbox(recipient).address],
+        "subject": "Suivi",
+        "body": "Texte",
+        **extra,
+    }
+    response = api_client(sender).post("/api/v1/messages", data)
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def _thread(alice: User, bob: User, length: int) -> str:
+    """A thread of ``length`` messages between them; the id of its last message."""
+    last = _send(alice, bob)
+    for n in range(1, length):
+        last = _send(bob, alice, in_reply_to=last) if n % 2 else _send(alice, bob, in_reply_to=last)
+    return last
+
+
+@pytest.fixture
+def pair(db: None) -> tuple[User, User]:
+    organisation = OrganisationFactory()
+    return practitioner(organisation), practitioner(organisation)
+
+
+def test_a_long_thread_costs_the_queries_of_a_short_one(pair: tuple[User, User]) -> None:
+    """Each message shown is a read, recorded in the audit trail: one event per message, but
+    appended together (one lock of the chain's head), not three statements per message."""
+    alice, bob = pair
+    short, long = _thread(alice, bob, 2), _thread(alice, bob, 12)
+    client = web_client(bob)
+    client.get(f"/messages/m/{short}/")
+    client.get(f"/messages/m/{long}/")
+    before = AuditEvent.objects.filter(action="message.read").count()
+    assert _queries(client, f"/messages/m/{long}/") == _queries(client, f"/messages/m/{short}/")
+    # Still one event per message read.
+    assert AuditEvent.objects.filter(action="message.read").count() == before + 12 + 2
+    assert audit.verify().ok
