@@ -4,6 +4,7 @@ are measured by hand, never asserted (see docs/operations.md)."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from messaging.factories import OrganisationFactory, api_client, personal_mailbox, practitioner, web_client
-from pli.accounts.models import User
+from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.audit.models import AuditEvent
+from pli.messaging import services
 
 
 def _queries(client: Client, url: str) -> int:
@@ -64,3 +66,39 @@ def test_a_long_thread_costs_the_queries_of_a_short_one(pair: tuple[User, User])
     # Still one event per message read.
     assert AuditEvent.objects.filter(action="message.read").count() == before + 12 + 2
     assert audit.verify().ok
+
+
+def _search_sql(box: Mailbox, query: services.SearchQuery) -> tuple[list[str], str]:
+    """The subjects a search finds, and the SQL of its page query (the last one)."""
+    with CaptureQueriesContext(connection) as captured:
+        page = services.folder_page(box, None, query=query)
+    return [str(item.message.subject) for item in page.items], captured.captured_queries[-1]["sql"]
+
+
+def _plan(sql: str) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+        return " ".join(str(row[-1]) for row in cursor.fetchall())
+
+
+def test_a_common_word_is_searched_newest_first_by_index(pair: tuple[User, User], monkeypatch: Any) -> None:
+    """A word in many messages of the instance is not listed message by message: the
+    mailbox's copies are walked newest first by an index, and the walk stops with the page,
+    across folders. A rare word is still looked up from its messages; both find the same."""
+    alice, bob = pair
+    for n in range(6):
+        _send(alice, bob, subject=f"Bilan sanguin {n}")
+    _send(alice, bob, subject="Radiographie")
+    box = personal_mailbox(bob)
+    query = services.SearchQuery(text="bilan")
+    rare, _ = _search_sql(box, query)
+    monkeypatch.setattr(services, "RARE_WORD_MESSAGES", 3)
+    common, sql = _search_sql(box, query)
+    assert common == rare == [f"Bilan sanguin {n}" for n in reversed(range(6))]
+    if connection.vendor == "sqlite":  # PostgreSQL's plans for tables this small say little
+        plan = _plan(sql)
+        assert "delivery_mailbox_page" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+        # A date range is one range of the same index.
+        _, dated = _search_sql(box, services.SearchQuery(date_from=datetime.date.today()))
+        assert "delivery_mailbox_page (mailbox_id=? AND sent_at>?)" in _plan(dated)

@@ -171,6 +171,9 @@ class Delivery(models.Model):
         db_table = "pli_delivery"
         indexes = [
             models.Index(fields=["mailbox", "folder", "-sent_at", "-id"], name="delivery_folder_page"),
+            # A search covers every folder but the trash: newest first across folders, and
+            # a date range, are one index walk too (not a sort of the whole mailbox).
+            models.Index(fields=["mailbox", "-sent_at", "-id"], name="delivery_mailbox_page"),
             # Unread counts: (mailbox, "inbox", NULL) is one index range, with bound parameters
             # too (SQLite can't match a partial index's condition against them).
             models.Index(fields=["mailbox", "folder", "read_at"], name="delivery_unread"),

@@ -550,12 +550,26 @@ def _day_start(day: datetime.date) -> datetime.datetime:
     return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
 
 
+# Below this many messages in the instance, a word of a search is looked up from its messages.
+RARE_WORD_MESSAGES = 1000
+
+
 def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delivery]:
     groups = search.query_tokens(query.text)
     if query.text.strip() and not groups:
         return qs.none()  # "a" or "-": no word to match, not a search for everything
     for group in groups:
-        qs = qs.filter(message_id__in=SearchToken.objects.filter(token__in=group).values("message_id"))
+        tokens = SearchToken.objects.filter(token__in=group)
+        # Two ways to match a word, each fast where the other is slow. A rare word (an INS,
+        # a patient's name) is found from its few messages in the instance. A common one
+        # ("bilan") is in thousands of messages of every mailbox: the copies are walked
+        # newest first, each checked by the token index, up to the page's end; listing
+        # every message of the instance with the word instead grew with the instance.
+        # Counting stops at the threshold: it costs at most that many index entries.
+        if tokens[:RARE_WORD_MESSAGES].count() < RARE_WORD_MESSAGES:
+            qs = qs.filter(message_id__in=tokens.values("message_id"))
+        else:
+            qs = qs.filter(Exists(tokens.filter(message_id=OuterRef("message_id"))))
     if query.sender.strip():
         qs = qs.filter(message__sender_id__in=_senders_like(qs, query.sender))
     if query.date_from:
