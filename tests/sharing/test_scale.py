@@ -1,0 +1,32 @@
+"""The practitioner's share list at scale: the shares of the whole instance are not scanned
+to find one practitioner's (timings are measured by hand, never asserted)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from pli.sharing import services
+from pli.testing.accounts import make_user
+from sharing.helpers import make_share
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
+def test_a_practitioners_share_list_is_a_range_of_their_own_shares(db: None) -> None:
+    doctor, colleague = make_user(), make_user()
+    for user in (doctor, doctor, colleague):
+        make_share(user)
+    with CaptureQueriesContext(connection) as captured:
+        shares = list(services.shares_for(doctor).order_by("-created_at")[:50])
+        assert services.shares_for(doctor).count() == len(shares) == 2
+    for query in captured.captured_queries:
+        if "pli_patient_share" in query["sql"]:
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN QUERY PLAN {query['sql']}")
+                plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "(created_by_id=?)" in plan, plan
+            # Not an "or" over the organisation's shares either: with statistics of a
+            # full table, SQLite scans the whole table for it.
+            assert "SCAN pli_patient_share" not in plan, plan
+            assert "MULTI-INDEX OR" not in plan, plan
