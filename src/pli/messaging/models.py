@@ -151,18 +151,26 @@ class Attachment(EncryptedModel):
 class Delivery(models.Model):
     """One mailbox's copy of a message: where it is filed and what happened to it."""
 
+    # Every send inserts a copy per recipient, and each index of this table is written for
+    # each: only the indexes the pages read are kept. The mailbox is the first column of
+    # the three below (its own index would be a fourth copy of it), and read_by and
+    # answered_by are never looked up (users are deactivated, never deleted).
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
-    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+", db_index=False)
     role = models.CharField(max_length=8, choices=Role.choices)
     folder = models.CharField(max_length=8, choices=Folder.choices)
     # A copy of the message's time, so a folder page is one index range scan.
     sent_at = models.DateTimeField()
     delivered_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True, blank=True)
-    read_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    read_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     # The first answer, as the sender's receipt shows it; every member's is an Answer.
     answered_at = models.DateTimeField(null=True, blank=True)
-    answered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    answered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
 
     readings: models.Manager[Reading]
     answers: models.Manager[Answer]
