@@ -17,7 +17,7 @@ from pli.api.services import create_token
 from pli.audit.models import AuditEvent
 from pli.messaging import search
 from pli.sharing import services
-from pli.sharing.models import PatientShare, ShareSearchToken, Status
+from pli.sharing.models import PatientShare, Status
 from pli.testing.accounts import make_user
 from sharing.helpers import make_share
 
@@ -68,8 +68,8 @@ def test_a_share_is_found_by_its_patient_and_its_status(db: None) -> None:
     assert found(user, "ndiaye", "sent") == set()
     # Keyed tokens under the shares' own key: no word, and not the messages' tokens.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT token FROM pli_share_search_token")
-        stored = {row[0] for row in cursor.fetchall()}
+        cursor.execute("SELECT search_tokens FROM pli_patient_share")
+        stored = {token for (row,) in cursor.fetchall() for token in row.split()}
     assert search.token(search.PATIENT_NAME, "lefevre", search.SHARES_PURPOSE) in stored
     assert search.token(search.PATIENT_NAME, "lefevre") not in stored
     assert all(len(t) == 16 and "lef" not in t for t in stored)
@@ -147,5 +147,5 @@ def test_shares_made_before_the_index_are_indexed_by_the_migration(db: None, tra
     MigrationExecutor(connection).migrate([("sharing", "0003_share_earlier_link")])
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
-    assert ShareSearchToken.objects.filter(share_id=share.pk).exists()
+    assert PatientShare.objects.get(pk=share.pk).search_tokens.strip()
     assert found(user, "lef") == {str(share.pk)} and found(user, INS) == {str(share.pk)}

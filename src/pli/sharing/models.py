@@ -89,6 +89,11 @@ class PatientShare(EncryptedModel):
     download_count = models.PositiveIntegerField(default=0)
     document_count = models.PositiveSmallIntegerField(default=0)
     documents_size = models.PositiveBigIntegerField(default=0)
+    # Keyed tokens of the patient's names and INS (pli.messaging.search, under the shares'
+    # own key), space-separated: how a practitioner finds a share by its patient. On the row
+    # rather than in a table of their own: a search only goes through the shares one may
+    # see, and a creation then writes no more rows (a table cost share creation 8%).
+    search_tokens = models.TextField(default="", blank=True, editable=False)
 
     documents: models.Manager[ShareDocument]
     codes: models.Manager[OneTimeCode]
@@ -243,18 +248,3 @@ class ShareReply(models.Model):
 
     def __str__(self) -> str:
         return f"reply {self.pk} to share {self.share_id}"
-
-
-class ShareSearchToken(models.Model):
-    """A keyed blind-index token of the patient's names or INS (see pli.messaging.search,
-    under the shares' own key): how a practitioner finds a share by its patient."""
-
-    share = models.ForeignKey(PatientShare, on_delete=models.CASCADE, related_name="+")
-    token = models.CharField(max_length=16)
-
-    class Meta:
-        db_table = "pli_share_search_token"
-        constraints = [models.UniqueConstraint(fields=["token", "share"], name="share_search_token_unique")]
-
-    def __str__(self) -> str:
-        return "share search token"

@@ -48,7 +48,6 @@ from pli.sharing.models import (
     ShareDocument,
     ShareNotification,
     ShareReply,
-    ShareSearchToken,
     Status,
 )
 from pli.sharing.uploads import PendingFile, share_blob_store
@@ -269,6 +268,7 @@ def create_share(
     share.patient_email = data.email or None
     share.patient_mobile = data.mobile or None
     share.message = data.message.strip() or None
+    share.search_tokens = _patient_tokens(data)
     rows = []
     for position, pending in enumerate(documents):
         document = ShareDocument(id=pending.id, share=share, position=position, size=pending.size, created_at=now)
@@ -277,7 +277,6 @@ def create_share(
         document.name = pending.name
         document.content_type = pending.content_type
         rows.append(document)
-    found_by = [ShareSearchToken(share=share, token=t) for t in _patient_tokens(data)]
     messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
     queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
     data_keys += [n.data_key for n in queued if n.data_key is not None]
@@ -286,7 +285,6 @@ def create_share(
         insert_rows(data_keys)
         insert_rows([share])
         insert_rows(rows)
-        insert_rows(found_by)
         insert_rows(queued)
         for notification in queued:
             notifications.enqueue_delivery(notification)
@@ -308,9 +306,14 @@ def create_share(
     return share
 
 
-def _patient_tokens(data: ShareInput) -> list[str]:
+def _patient_tokens(data: ShareInput) -> str:
+    """PatientShare.search_tokens: each token between spaces, so that one is matched whole."""
     patient = {"family_name": data.family_name, "given_names": data.given_name, "ins": data.ins or ""}
-    return search.message_tokens("", patient, search.SHARES_PURPOSE)
+    return token_list(search.message_tokens("", patient, search.SHARES_PURPOSE))
+
+
+def token_list(tokens: Sequence[str]) -> str:
+    return f" {' '.join(tokens)} " if tokens else ""
 
 
 def filter_shares(
@@ -325,7 +328,12 @@ def filter_shares(
         if not groups:
             return shares.none()
         for group in groups:
-            shares = shares.filter(pk__in=ShareSearchToken.objects.filter(token__in=group).values("share_id"))
+            # Within the shares one may see (one's own, an organisation's for its
+            # administrators), not an index of the instance's.
+            alternatives = Q()
+            for token in group:
+                alternatives |= Q(search_tokens__contains=f" {token} ")
+            shares = shares.filter(alternatives)
     if status:
         now = now or timezone.now()
         running = Q(status__in=[*PROGRESS_ORDER, Status.LOCKED])

@@ -1,10 +1,10 @@
 """Patient shares found by their patient: a blind index like the messages' (keyed tokens of
-the names and INS, pli.messaging.search), filled here for the shares made before it.
+the names and INS, pli.messaging.search, kept on the share's row), filled here for the
+shares made before it.
 
 The formats are those of this point in time (pli.core.encryption, DataKey.context); the
 historical models have no encryption methods, so the ciphertexts are opened here."""
 
-import django.db.models.deletion
 from django.db import migrations, models
 
 BATCH = 500
@@ -13,7 +13,6 @@ FIELDS = ("patient_family_name", "patient_given_name", "patient_ins")
 
 def index_shares(apps, schema_editor):
     PatientShare = apps.get_model("sharing", "PatientShare")
-    ShareSearchToken = apps.get_model("sharing", "ShareSearchToken")
     DataKey = apps.get_model("core", "DataKey")
     if not PatientShare.objects.exists():
         return
@@ -32,7 +31,6 @@ def index_shares(apps, schema_editor):
             return
         last = rows[-1][0]
         wrapped = dict(DataKey.objects.filter(pk__in=[row[1] for row in rows]).values_list("pk", "wrapped"))
-        tokens = []
         for pk, key_id, *sealed in rows:
             dek = ring.unwrap_data_key(bytes(wrapped[key_id]), b"datakey|" + key_id.bytes)
             plain = {
@@ -45,11 +43,8 @@ def index_shares(apps, schema_editor):
                 "given_names": plain.get("patient_given_name", ""),
                 "ins": plain.get("patient_ins", ""),
             }
-            tokens += [
-                ShareSearchToken(share_id=pk, token=token)
-                for token in search.message_tokens("", patient, search.SHARES_PURPOSE)
-            ]
-        ShareSearchToken.objects.bulk_create(tokens, ignore_conflicts=True)
+            tokens = search.message_tokens("", patient, search.SHARES_PURPOSE)
+            PatientShare.objects.filter(pk=pk).update(search_tokens=f" {' '.join(tokens)} " if tokens else "")
 
 
 class Migration(migrations.Migration):
@@ -59,22 +54,10 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.CreateModel(
-            name="ShareSearchToken",
-            fields=[
-                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
-                ("token", models.CharField(max_length=16)),
-                (
-                    "share",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="sharing.patientshare"
-                    ),
-                ),
-            ],
-            options={
-                "db_table": "pli_share_search_token",
-                "constraints": [models.UniqueConstraint(fields=("token", "share"), name="share_search_token_unique")],
-            },
+        migrations.AddField(
+            model_name="patientshare",
+            name="search_tokens",
+            field=models.TextField(blank=True, default="", editable=False),
         ),
         migrations.RunPython(index_shares, migrations.RunPython.noop),
     ]
