@@ -94,7 +94,7 @@ def test_the_list_is_searched_by_a_posted_form_and_a_sealed_link(db: None) -> No
     locked = client.get("/shares/?status=locked").content.decode()
     assert "DURAND" in locked and "LEFÈVRE" not in locked
     none = client.get("/shares/?status=revoked", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
-    assert "Aucun partage ne correspond" in none
+    assert "Aucun envoi ne correspond" in none
     # Bad input: said next to the field, 400, nothing listed.
     refused = client.post("/shares/", {"q": "a", "status": ""}, HTTP_ACCEPT_LANGUAGE="fr")
     assert refused.status_code == 400 and "au moins un mot" in refused.content.decode()
