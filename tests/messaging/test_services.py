@@ -473,9 +473,9 @@ def test_reindex_command_indexes_older_messages_as_new_ones(
 
     assert found("ndiaye") == [] and found("perime") == [stale["id"]]
     out = io.StringIO()
-    with pytest.raises(CommandError, match="1 messages could not be decrypted"):
+    with pytest.raises(CommandError, match="1 messages and 0 patient shares could not be decrypted"):
         call_command("messaging", "reindex", stdout=out)
-    assert "reindexed 2 messages" in out.getvalue()
+    assert "reindexed 2 messages and 0 patient shares" in out.getvalue()
     assert found("ndiaye") == [older["id"]] and found("diaye") == [older["id"]] and found("bilan") == [older["id"]]
     assert found("perime") == [] and found("radio") == [stale["id"]]
     assert set(SearchToken.objects.filter(message_id=unreadable["id"]).values_list("token", flat=True)) == kept

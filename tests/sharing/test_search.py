@@ -149,3 +149,33 @@ def test_shares_made_before_the_index_are_indexed_by_the_migration(db: None, tra
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert PatientShare.objects.get(pk=share.pk).search_tokens.strip()
     assert found(user, "lef") == {str(share.pk)} and found(user, INS) == {str(share.pk)}
+
+
+def test_the_reindex_command_indexes_shares_again(db: None, caplog: Any) -> None:
+    import io
+
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    from pli.core.db import db_value
+
+    user = make_user()
+    kept, _token = make_share(user, family_name="Lefèvre")
+    lost, _token = make_share(user, family_name="Durand")
+    # As indexed by an older version (nothing), and one whose name no longer decrypts.
+    PatientShare.objects.filter(pk=kept.pk).update(search_tokens="")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pli_patient_share SET patient_family_name = %s WHERE id = %s",
+            [b"\x01" + bytes(60), db_value(PatientShare, "id", lost.pk)],
+        )
+    before = PatientShare.objects.get(pk=lost.pk).search_tokens
+    assert found(user, "lef") == set()
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="0 messages and 1 patient shares could not be decrypted"):
+        call_command("messaging", "reindex", stdout=out)
+    assert "reindexed 0 messages and 1 patient shares" in out.getvalue()
+    assert found(user, "lef") == {str(kept.pk)}
+    assert PatientShare.objects.get(pk=lost.pk).search_tokens == before
+    assert any(str(lost.pk) in r.getMessage() for r in caplog.records)
+    assert AuditEvent.objects.get(action="share.reindex").details == {"shares": 1, "unreadable": 1}

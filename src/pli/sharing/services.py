@@ -31,8 +31,9 @@ from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
+from pli.core.encryption import ContentShredded
 from pli.core.models import DataKey
-from pli.crypto import new_data_key
+from pli.crypto import CryptoError, new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search
 from pli.messaging.services import orphan_blob_age, unreadable_reason
@@ -1190,3 +1191,42 @@ def run_periodic(now: datetime.datetime | None = None) -> dict[str, int]:
     }
     result.update(cleanup(now))
     return result
+
+
+def reindex_shares(batch_size: int = 500) -> tuple[int, int]:
+    """Compute every share's search tokens again (see pli.messaging.services.reindex_messages,
+    which `pli messaging reindex` runs with it): (shares reindexed, shares that could not be
+    decrypted and kept their tokens)."""
+    done = unreadable = 0
+    last: uuid.UUID | None = None
+    while True:
+        with transaction.atomic():
+            batch = PatientShare.objects.select_related("data_key").select_for_update(of=("self",)).order_by("pk")
+            if last is not None:
+                batch = batch.filter(pk__gt=last)
+            shares = list(batch[:batch_size])
+            if not shares:
+                break
+            last = shares[-1].pk
+            for share in shares:
+                if share.data_key_id is None:
+                    continue  # shredded: nothing to find it by
+                try:
+                    patient = ShareInput(
+                        given_name=share.patient_given_name,
+                        family_name=share.patient_family_name,
+                        birth_date=datetime.date.min,
+                        email=None,
+                        mobile=None,
+                        ins=share.patient_ins,
+                    )
+                except (CryptoError, ContentShredded) as exc:
+                    logger.error("share %s: not reindexed, content unreadable (%s)", share.pk, type(exc).__name__)
+                    unreadable += 1
+                    continue
+                tokens = _patient_tokens(patient)
+                if tokens != share.search_tokens:
+                    PatientShare.objects.filter(pk=share.pk).update(search_tokens=tokens)
+                done += 1
+    audit.record("share.reindex", details={"shares": done, "unreadable": unreadable})
+    return done, unreadable

@@ -1,5 +1,6 @@
 """``pli messaging cleanup-blobs``: remove attachment blobs that no message references;
-``pli messaging reindex``: compute the search tokens of every message again."""
+``pli messaging reindex``: compute the search tokens of every message, and patient share,
+again."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pli.messaging import services, tasks
 class Command(BaseCommand):
     help = (
         "Messaging maintenance: `cleanup-blobs` removes blobs of aborted sends (orphans) and stale uploads; "
-        "`reindex` computes the search tokens of every message again (after an upgrade that indexes more)."
+        "`reindex` computes the search tokens of every message and patient share again (after an upgrade "
+        "that indexes more)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,17 +35,22 @@ class Command(BaseCommand):
 
         sub.add_parser(
             "reindex",
-            help="compute the search tokens of every message again, so that older messages are found like new ones",
+            help="compute the search tokens of every message and patient share again, so that older ones are found "
+            "like new ones",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "reindex":
+            from pli.sharing.services import reindex_shares
+
+            # Patient shares are found by the same tokens (their patient's names and INS).
             reindexed = services.reindex_messages()
-            self.stdout.write(f"reindexed {reindexed.messages} messages")
-            if reindexed.unreadable:
+            shares, unreadable_shares = reindex_shares()
+            self.stdout.write(f"reindexed {reindexed.messages} messages and {shares} patient shares")
+            if reindexed.unreadable or unreadable_shares:
                 raise CommandError(
-                    f"{reindexed.unreadable} messages could not be decrypted and kept their former search "
-                    "tokens (their ids are in the log); run `pli keys status`"
+                    f"{reindexed.unreadable} messages and {unreadable_shares} patient shares could not be "
+                    "decrypted and kept their former search tokens (their ids are in the log); run `pli keys status`"
                 )
             return
         older_than = options.get("older_than")
