@@ -27,6 +27,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +36,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pli.accounts.models import User
@@ -149,6 +151,25 @@ def guarded(request: HttpRequest, user: User, endpoint: str, create: Callable[[C
     finally:
         if held is not None:
             release(held)
+
+
+def before_creating(
+    request: Request, held: Claim | None, data: Any, files: Any, replay: Callable[[Claim, str], Response]
+) -> tuple[Response | None, Callable[[uuid.UUID], None]]:
+    """Once a creating call's body is read: with a key already used, the first request's
+    answer (``replay``, given the claim and this request's fingerprint), and nothing is created; otherwise
+    None and the callback the service runs in its creating transaction: the token is read
+    again for a long request (pli.api.authentication.on_created), then the key is tied to
+    the new object."""
+    from pli.api import authentication
+
+    completing = None
+    if held is not None:
+        request_fingerprint = fingerprint(held, data, files)
+        if held.used:
+            return replay(held, request_fingerprint), authentication.on_created(request, None)
+        completing = partial(complete, held, request_fingerprint=request_fingerprint)
+    return None, authentication.on_created(request, completing)
 
 
 def release(held: Claim) -> None:

@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
-from pli.api import authentication, idempotency
+from pli.api import idempotency
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
@@ -285,15 +285,13 @@ class MessageCreateView(MessagingView):
                     {"detail": _("The multipart body could not be read; nothing was saved.")},
                     status=status.HTTP_400_BAD_REQUEST,
                 )
-            completing = None
-            if held is not None:
-                request_fingerprint = idempotency.fingerprint(held, data, files)
-                if held.used:
-                    # Answered from the first request's result; this one's blobs are
-                    # discarded with the session, as those of any request that saves nothing.
-                    return _replay(request, user, held, request_fingerprint)
-                completing = partial(idempotency.complete, held, request_fingerprint=request_fingerprint)
-            on_created = authentication.on_created(request, completing)
+            replayed, on_created = idempotency.before_creating(
+                request, held, data, files, partial(_replay, request, user)
+            )
+            if replayed is not None:
+                # Answered from the first request's result; this one's blobs are
+                # discarded with the session, as those of any request that saves nothing.
+                return replayed
             form = ComposeForm(data, files, user=user, uploads=uploads.pending_uploads(files))
             if not form.is_valid():
                 return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)

@@ -25,7 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from pli.accounts.models import User
-from pli.api import authentication, idempotency
+from pli.api import idempotency
 from pli.api.models import ApiToken
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
@@ -256,15 +256,13 @@ class SharesView(APIView):
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
                 return Response({"detail": _("The form could not be read; please send it again.")}, status=400)
-            completing = None
-            if held is not None:
-                request_fingerprint = idempotency.fingerprint(held, data, files)
-                if held.used:
-                    # The first request's share answered again; this one's documents are
-                    # discarded with the batch, as those of any request that saves nothing.
-                    return _replay(request, user, held, request_fingerprint)
-                completing = partial(idempotency.complete, held, request_fingerprint=request_fingerprint)
-            on_created = authentication.on_created(request, completing)
+            replayed, on_created = idempotency.before_creating(
+                request, held, data, files, partial(_replay, request, user)
+            )
+            if replayed is not None:
+                # The first request's share answered again; this one's documents are
+                # discarded with the batch, as those of any request that saves nothing.
+                return replayed
             form = ApiShareForm(data)
             documents = pending_files(files, DOCUMENTS_FIELD)
             errors: dict[str, Any] = {}
