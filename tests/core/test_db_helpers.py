@@ -10,7 +10,7 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 
 from pli.accounts.models import Mailbox, User
-from pli.core.db import commit_may_have_happened, db_value, fetch, hydrate, insert_rows, pipelined
+from pli.core.db import commit_may_have_happened, db_value, fetch, hydrate, insert_rows, pipelined, unsynced
 from pli.core.models import DataKey
 from pli.testing.accounts import make_user
 from pli.testing.faults import connection_lost_error, database_full_error
@@ -111,3 +111,37 @@ def test_which_failures_leave_a_commit_outcome_unknown(db: None) -> None:
     locked = OperationalError("database is locked")
     locked.__cause__ = busy
     assert not commit_may_have_happened(locked)
+
+
+def _sync_setting() -> Any:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA synchronous")
+        else:
+            cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+def test_unsynced_commits_without_waiting_for_the_disk_then_syncs_again(transactional_db: None) -> None:
+    synced = _sync_setting()
+    with unsynced():
+        assert connection.in_atomic_block
+        assert _sync_setting() == (1 if connection.vendor == "sqlite" else "off")  # NORMAL: no sync at commit
+        make_user(email="counted@example.fr")
+    assert User.objects.filter(email="counted@example.fr").exists()
+    assert _sync_setting() == synced
+    # A failing block rolls back, and the next transactions are synced again.
+    with pytest.raises(IntegrityError), unsynced():
+        make_user(email="other@example.fr")
+        insert_rows([User(email="counted@example.fr", password="!")])
+    assert not User.objects.filter(email="other@example.fr").exists()
+    assert _sync_setting() == synced
+
+
+def test_unsynced_inside_a_transaction_leaves_the_outer_commit_synced(transactional_db: None) -> None:
+    synced = _sync_setting()
+    with transaction.atomic():
+        with unsynced():
+            make_user(email="inner@example.fr")
+        assert _sync_setting() == synced
+    assert User.objects.filter(email="inner@example.fr").exists()

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Field, Model, QuerySet
 from django.db.models.fields import AutoFieldMixin
 
@@ -194,6 +194,41 @@ def pipelined() -> Iterator[None]:
     # An error the server reports at the pipeline's end is the driver's: make it Django's
     # (IntegrityError...), as if the statement had failed on its own.
     with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
+
+
+@contextlib.contextmanager
+def unsynced() -> Iterator[None]:
+    """A transaction whose commit does not wait for the disk, for writes whose loss after a
+    power cut or a crash of the machine does no harm (an API rate counter), on paths where
+    a sync per request costs more than the request's own work.
+
+    Atomic all the same, and a crash of Pli's processes loses nothing: only the machine
+    going down can take back its last such commits. The next synced commit makes them
+    durable too (SQLite's WAL and PostgreSQL's are written in order). On SQLite the sync
+    also happens under the writers' lock (pli.core.sqlite3), so skipping it shortens
+    every other writer's wait. Inside an outer transaction it is a savepoint, and the outer
+    commit is synced as usual.
+    """
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous")
+            level = int(cursor.fetchone()[0])
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with transaction.atomic():
+                yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute(f"PRAGMA synchronous={level}")
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         yield
 
 
