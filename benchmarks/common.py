@@ -12,11 +12,13 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -248,29 +250,55 @@ class CpuMeter:
         ]
 
 
+@dataclass
+class Downloads:
+    """What :func:`timed_downloads` measured, one entry per download: MB/s from the request
+    to the last byte; the time to the first byte of the body (the server's work before it
+    may send anything: authentication, access checks, the audit record's synced commit);
+    and MB/s of the streaming alone (the bytes after the first read, over the time after
+    it)."""
+
+    rates: list[float]
+    first_byte_ms: list[float]
+    streaming: list[float]
+
+    def figures(self, prefix: str, blob_read: float) -> list[Figure]:
+        """The median time to the first byte, and the best streaming rate alone, also
+        against the blob read (``blob_read``, MB/s)."""
+        streaming = max(self.streaming)
+        return [
+            (f"{prefix}_first_byte_median_ms", statistics.median(self.first_byte_ms), "ms"),
+            (f"{prefix}_streaming_mb_s", streaming, "MB/s"),
+            (f"{prefix}_streaming_vs_blob_read_pct", 100 * streaming / blob_read, "%"),
+        ]
+
+
 def timed_downloads(
     conn: http.client.HTTPConnection, url: str, headers: dict[str, str], size: int, rounds: int = 5
-) -> list[float]:
-    """MB/s of ``rounds`` downloads of ``url`` (``size`` bytes each) one after the other on
-    the keep-alive ``conn``, each read into one reused 1 MiB buffer, as an efficient client
-    does; from the request to the last byte."""
+) -> Downloads:
+    """``rounds`` downloads of ``url`` (``size`` bytes each) one after the other on the
+    keep-alive ``conn``, each read into one reused 1 MiB buffer, as an efficient client
+    does."""
     buffer = memoryview(bytearray(1 << 20))
-    rates = []
+    measured = Downloads([], [], [])
     for _ in range(rounds):
         start = time.perf_counter()
         conn.request("GET", url, headers=headers)
         response = conn.getresponse()
-        total = 0
+        total = head = response.readinto(buffer)
+        first = time.perf_counter()
         while True:
             count = response.readinto(buffer)
             if not count:
                 break
             total += count
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
         if response.status != 200 or total != size:
             raise RuntimeError(f"download failed: {response.status}, {total} bytes")
-        rates.append(size / elapsed / MB)
-    return rates
+        measured.rates.append(size / (end - start) / MB)
+        measured.first_byte_ms.append(1000 * (first - start))
+        measured.streaming.append((size - head) / (end - first) / MB)
+    return measured
 
 
 _LOOPBACK_SENDER = """
