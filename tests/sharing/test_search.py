@@ -179,3 +179,14 @@ def test_the_reindex_command_indexes_shares_again(db: None, caplog: Any) -> None
     assert PatientShare.objects.get(pk=lost.pk).search_tokens == before
     assert any(str(lost.pk) in r.getMessage() for r in caplog.records)
     assert AuditEvent.objects.get(action="share.reindex").details == {"shares": 1, "unreadable": 1}
+
+
+def test_the_api_list_refuses_a_time_out_of_range_with_a_clear_answer(db: None) -> None:
+    # Without an offset, a time is taken in the server's zone (Paris, +00:09:21 in year 1):
+    # once in UTC it falls before year 1, which neither database can hold.
+    client = api(make_user())
+    for value in ("0001-01-01T00:00:00", "0001-01-01", "0001-01-01T00:05:00+00:10", "9999-12-31T23:59:59Z"):
+        refused = client.get("/api/v1/shares", {"created_before": value}, HTTP_ACCEPT_LANGUAGE="fr")
+        assert refused.status_code == 400, value
+        assert "hors de l" in refused.json()["created_before"][0], value
+    assert client.get("/api/v1/shares", {"created_before": "0001-01-01T00:10:00"}).status_code == 200

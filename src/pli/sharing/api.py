@@ -123,8 +123,21 @@ class ShareSummarySerializer(serializers.Serializer[Any]):
 MAX_LIST = 200
 
 
+class _InstantField(serializers.DateTimeField):
+    """A time the database can hold once in UTC: without an offset, a time is taken in the
+    server's zone, which near year 1 puts it before year 1 in UTC (an OverflowError, a 500)."""
+
+    def enforce_timezone(self, value: datetime.datetime) -> datetime.datetime:
+        try:
+            instant: datetime.datetime = super().enforce_timezone(value)
+            instant.astimezone(datetime.UTC)
+        except OverflowError:
+            self.fail("overflow")
+        return instant
+
+
 class ShareListQuerySerializer(serializers.Serializer[Any]):
-    created_before = serializers.DateTimeField(required=False)
+    created_before = _InstantField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIST)
 
 
