@@ -169,6 +169,20 @@ def test_reading_in_the_shared_mailbox_reads_ones_own_copy_too(practice: Practic
     assert {e.mailbox.name: e.unread for e in nav.mailboxes} == _unread(p.jeanne)
 
 
+def test_opening_the_teams_sent_copy_of_a_letter_unread_in_ones_own_inbox(practice: Practice) -> None:
+    """Jeanne wrote from the team's mailbox to the team and to herself, then opened the
+    letter in the team's sent folder before reading it in her own inbox: a 404, the
+    reading's re-check finding none of the opened copies incoming (only her own copy is)."""
+    p = practice
+    first = _send(p.jeanne, p.team, [p.own(p.jeanne)])
+    second = _send(p.jeanne, p.team, [p.own(p.jeanne)])
+    assert web_client(p.jeanne).get(f"/messages/m/{first}/?mailbox={p.team.pk}").status_code == 200
+    assert api_client(p.jeanne).get(f"/api/v1/messages/{second}?mailbox={p.team.pk}").status_code == 200
+    # Read through the team's copy, it is read in her own mailbox too.
+    assert Delivery.objects.get(message_id=first, mailbox=p.own(p.jeanne)).read_by == p.jeanne
+    assert _unread(p.jeanne)[p.own(p.jeanne).name] == 0
+
+
 def _queries(action: Any) -> int:
     with CaptureQueriesContext(connection) as captured:
         action()

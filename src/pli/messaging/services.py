@@ -784,7 +784,8 @@ def _mark_read(
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
-            if not any(c.pk in present for c in copies if c.is_incoming):
+            opened = [c.pk for c in copies if c.is_incoming]
+            if opened and not present.intersection(opened):
                 raise NotVisible
             incoming = [c for c in incoming if c.pk in present]
         unread = [c.pk for c in incoming if c.read_at is None]
