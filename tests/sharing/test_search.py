@@ -190,3 +190,21 @@ def test_the_api_list_refuses_a_time_out_of_range_with_a_clear_answer(db: None) 
         assert refused.status_code == 400, value
         assert "hors de l" in refused.json()["created_before"][0], value
     assert client.get("/api/v1/shares", {"created_before": "0001-01-01T00:10:00"}).status_code == 200
+
+
+def test_the_web_list_shows_the_status_it_filtered_on(db: None, monkeypatch: Any) -> None:
+    """A locked share expiring while the page was made was listed under « Verrouillé »
+    (filtered at one instant) and shown expired (its status read at a later one)."""
+    import types
+
+    from pli.sharing import views
+
+    user = make_user()
+    share, _token = make_share(user, family_name="Durand")
+    PatientShare.objects.filter(pk=share.pk).update(status=Status.LOCKED)
+    expires = PatientShare.objects.get(pk=share.pk).expires_at
+    instants = iter([expires - datetime.timedelta(microseconds=1), expires])
+    # The view's clock only: the first instant filters, any later one reads the status.
+    monkeypatch.setattr(views, "timezone", types.SimpleNamespace(now=lambda: next(instants, expires)))
+    page = browser(user).get("/shares/?status=locked")
+    assert [status for _share, status, _unreached in page.context["rows"]] == [Status.LOCKED]

@@ -108,7 +108,6 @@ def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, s
     elif filtering:
         shares = services.filter_shares(shares, form.cleaned_data["q"], form.cleaned_data["status"], now)
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
-    now = timezone.now()
     shares_on_page = list(page.object_list)
     unreached = services.undelivered(s.pk for s in shares_on_page)
     rows = [(share, share.effective_status(now), unreached.get(share.pk, "")) for share in shares_on_page]
