@@ -208,3 +208,28 @@ def test_the_web_list_shows_the_status_it_filtered_on(db: None, monkeypatch: Any
     monkeypatch.setattr(views, "timezone", types.SimpleNamespace(now=lambda: next(instants, expires)))
     page = browser(user).get("/shares/?status=locked")
     assert [status for _share, status, _unreached in page.context["rows"]] == [Status.LOCKED]
+
+
+def test_one_share_that_cannot_be_decrypted_leaves_the_list_and_its_search_working(db: None, caplog: Any) -> None:
+    """As in a mailbox: a share whose patient cannot be decrypted (a wrong master key, a
+    damaged row) is listed as unreadable, with its id logged, instead of a 500 for every
+    share of the practitioner."""
+    from pli.core.db import db_value
+
+    user = make_user()
+    make_share(user, family_name="Lefèvre")
+    lost, _token = make_share(user, family_name="Legrand")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pli_patient_share SET patient_family_name = %s WHERE id = %s",
+            [b"\x01" + bytes(60), db_value(PatientShare, "id", lost.pk)],
+        )
+    client = browser(user)
+    page = client.get("/shares/")
+    assert page.status_code == 200
+    assert "LEFÈVRE" in page.content.decode()
+    assert "(illisible : prévenez votre administrateur)" in page.content.decode()
+    results = client.post("/shares/", {"status": "sent"}, follow=True)
+    assert results.status_code == 200
+    assert "LEFÈVRE" in results.content.decode()
+    assert f"share {lost.pk}: patient unreadable in a listing" in caplog.text

@@ -14,15 +14,20 @@ one tamper-evident history for the practitioner, the patient and the auditor.
 from __future__ import annotations
 
 import datetime
+import logging
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import pgettext_lazy
 
 from pli.accounts.models import Mailbox, Organisation
-from pli.core.encryption import EncryptedDateField, EncryptedModel, EncryptedTextField
+from pli.core.encryption import ContentShredded, EncryptedDateField, EncryptedModel, EncryptedTextField
+from pli.crypto import CryptoError
+from pli.messaging.models import UNREADABLE
+
+logger = logging.getLogger(__name__)
 
 
 class Status(models.TextChoices):
@@ -112,6 +117,18 @@ class PatientShare(EncryptedModel):
         if (self.status in PROGRESS_ORDER or self.status == Status.LOCKED) and self.expires_at <= now:
             return Status.EXPIRED
         return self.status
+
+    @property
+    def listed_patient(self) -> str:
+        """The patient's names for a list of shares. One share whose key cannot be opened (a
+        master key missing or wrong, a damaged row) must not make the whole list fail, as
+        in a mailbox (Message.listed_subject): the list says so for that one, the error is
+        logged, and opening it still fails."""
+        try:
+            return f"{self.patient_family_name.upper()} {self.patient_given_name}"
+        except (CryptoError, ContentShredded) as exc:
+            logger.error("share %s: patient unreadable in a listing (%s)", self.pk, type(exc).__name__)
+            return gettext(UNREADABLE)
 
     @property
     def sender_name(self) -> str:
