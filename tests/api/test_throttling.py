@@ -105,3 +105,33 @@ def test_the_counters_skip_the_write_ahead_log_on_postgresql(db: None) -> None:
             # SQLite has no such notion: the table is an ordinary one there.
             cursor.execute("SELECT name FROM sqlite_master WHERE name = 'pli_api_rate_counter'")
             assert cursor.fetchone() == ("pli_api_rate_counter",)
+
+
+def test_a_retry_when_retry_after_says_is_accepted(user: User, limited: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that goes over the limit within one period and waits what Retry-After says
+    is served: the end of the period is not enough when the period's requests still weigh
+    over the limit at the start of the next one."""
+    raw = services.create_token(user, "integration")[1]
+    client = Client()
+    clock = [60 * 3000 + 10.0]
+    monkeypatch.setattr(throttling, "_clock", lambda: clock[0])
+    assert [client.get("/api/v1/me", **bearer(raw)).status_code for _ in range(4)] == [200, 200, 200, 429]
+    refused = client.get("/api/v1/me", **bearer(raw))
+    assert refused.status_code == 429
+    clock[0] += int(refused["Retry-After"])
+    assert client.get("/api/v1/me", **bearer(raw)).status_code == 200
+
+
+def test_retry_after_while_the_previous_period_ages(user: User, limited: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = services.create_token(user, "integration")[1]
+    client = Client()
+    clock = [60 * 4000 + 59.0]
+    monkeypatch.setattr(throttling, "_clock", lambda: clock[0])
+    assert [client.get("/api/v1/me", **bearer(raw)).status_code for _ in range(3)] == [200, 200, 200]
+    clock[0] += 2.0
+    refused = client.get("/api/v1/me", **bearer(raw))
+    assert refused.status_code == 429
+    wait = int(refused["Retry-After"])
+    assert wait < 59  # within this period, once the previous one weighs little enough
+    clock[0] += wait
+    assert client.get("/api/v1/me", **bearer(raw)).status_code == 200

@@ -51,6 +51,17 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(number), _DURATIONS[unit.strip()[0]]
 
 
+def _retry_after(count: int, previous: int, into: float, duration: int, limit: int) -> float:
+    """Seconds until one more request fits, if none comes meanwhile. Not merely the end of
+    the period: the period's own requests then weigh fully as the previous period's."""
+    if count + 1 <= limit:
+        # Within this period, once the previous one has aged enough (it weighs, since the
+        # request was refused).
+        return (1 - (limit - count - 1) / previous) * duration - into
+    # In the next period, where this one's count weighs less as it ages.
+    return duration - into + max(0.0, (1 - (limit - 1) / count) * duration)
+
+
 class TokenRateThrottle(BaseThrottle):
     scope = "api_token"
 
@@ -80,7 +91,7 @@ class TokenRateThrottle(BaseThrottle):
         estimate = count + previous * (1 - into / duration)
         if estimate <= limit:
             return True
-        self._wait = max(1.0, math.ceil(duration - into))
+        self._wait = max(1.0, math.floor(_retry_after(count, previous, into, duration, limit)) + 1)
         return False
 
     def wait(self) -> float | None:
