@@ -378,6 +378,24 @@ def test_api_searches_by_sender_and_dates_as_the_web_page_does(trio: tuple[User,
     assert refused.status_code == 400 and "date" in refused.json()["date_from"][0].lower()
 
 
+def test_api_dates_mean_the_same_day_whatever_the_language(trio: tuple[User, User, User]) -> None:
+    """The API's dates are YYYY-MM-DD, as documented: a day typed the French or the American
+    way is refused with the format, rather than read as 1 February in French and as 2 January
+    in English, by the request's Accept-Language."""
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    send(api_client(alice), a_box, [b_box], subject="Scanner")
+    url = f"/api/v1/mailboxes/{b_box.pk}/messages"
+    client = api_client(bob)
+    for language in ("fr", "en"):
+        for name in ("date_from", "date_to"):
+            refused = client.get(url, {name: "01/02/2026"}, HTTP_ACCEPT_LANGUAGE=language)
+            assert refused.status_code == 400, (language, name)
+            assert ("AAAA-MM-JJ" if language == "fr" else "YYYY-MM-DD") in refused.json()[name][0]
+    french = client.get(url, {"date_from": "01/02/2026"}, HTTP_ACCEPT_LANGUAGE="fr").json()
+    assert french == {"date_from": ["Saisissez une date au format AAAA-MM-JJ."]}
+
+
 def test_cursor_pagination_walks_every_message_once(trio: tuple[User, User, User]) -> None:
     alice, bob, _ = trio
     a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)

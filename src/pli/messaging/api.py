@@ -8,6 +8,7 @@ import uuid
 from functools import partial
 from typing import Any
 
+from django import forms
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
@@ -106,6 +107,20 @@ class FolderQuerySerializer(serializers.Serializer[Any]):
 _SEARCH_CRITERIA = ("sender", "date_from", "date_to")
 
 
+class _ApiSearchForm(SearchForm):
+    """The web search's checks, with the dates only as the API documents them (YYYY-MM-DD):
+    Django's other formats follow the request's language, so that 01/02/2026 was the 1st of
+    February in French and the 2nd of January in English."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("date_from", "date_to"):
+            field = self.fields[name]
+            assert isinstance(field, forms.DateField)  # noqa: S101 - SearchForm's own
+            field.input_formats = ["%Y-%m-%d"]
+            field.error_messages["invalid"] = _("Enter a date as YYYY-MM-DD.")
+
+
 class MailboxMessagesView(MessagingView):
     @extend_schema(
         operation_id="mailbox_messages_list",
@@ -143,7 +158,7 @@ class MailboxMessagesView(MessagingView):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         # The web search's own form checks the other criteria, so both refuse the same dates.
-        criteria = SearchForm({name: request.query_params.get(name, "") for name in _SEARCH_CRITERIA})
+        criteria = _ApiSearchForm({name: request.query_params.get(name, "") for name in _SEARCH_CRITERIA})
         if not criteria.is_valid():
             return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
         search = services.SearchQuery(
