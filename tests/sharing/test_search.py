@@ -233,3 +233,18 @@ def test_one_share_that_cannot_be_decrypted_leaves_the_list_and_its_search_worki
     assert results.status_code == 200
     assert "LEFÈVRE" in results.content.decode()
     assert f"share {lost.pk}: patient unreadable in a listing" in caplog.text
+
+
+def test_a_name_with_a_ligature_is_found_as_people_type_it(db: None) -> None:
+    """Œ and Æ are written OE and AE on most keyboards, in the INS's traits (capitals without
+    diacritics) and in practice software: « oeuvrard » finds Œuvrard, « lae » Lætitia, and
+    « cœur » Coeur, in shares as in messages."""
+    user = make_user()
+    oeuvrard = str(make_share(user, family_name="Œuvrard", given_name="Lætitia")[0].pk)
+    coeur = str(make_share(user, family_name="Coeur", given_name="Jean")[0].pk)
+    assert found(user, "oeuvrard") == {oeuvrard}
+    assert found(user, "OEU") == {oeuvrard}
+    assert found(user, "laetitia") == {oeuvrard}
+    assert found(user, "cœur") == {coeur}
+    patient = {"family_name": "Œuvrard", "given_names": "Lætitia"}
+    assert set(search.query_tokens("oeuvrard laetitia")[0]) & set(search.message_tokens("", patient))

@@ -49,10 +49,15 @@ NAME_PREFIX_MIN = 3
 _NAME_LINKS = frozenset({"ne", "nee", "epouse"})
 
 
+# Ligatures that Unicode does not decompose, written as two letters on most keyboards, in
+# the INS's traits and in practice software: Œuvrard as OEUVRARD, Lætitia as LAETITIA.
+_LIGATURES = str.maketrans({"œ": "oe", "æ": "ae"})
+
+
 def fold(text: str) -> str:
-    """Lower-case, accent-free form: "Élodie" and "elodie" match."""
+    """Lower-case, accent-free form: "Élodie" and "elodie" match, "Œuvrard" and "oeuvrard"."""
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().translate(_LIGATURES)
 
 
 def words(text: str) -> list[str]:
