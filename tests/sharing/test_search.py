@@ -137,6 +137,10 @@ def test_the_api_lists_by_patient_and_status_page_by_page(db: None) -> None:
     assert client.get("/api/v1/shares", {"limit": 0}).status_code == 400
     assert client.get("/api/v1/shares", {"created_before": "hier"}).status_code == 400
     assert client.get("/api/v1/shares", {"created_before": ""}).status_code == 400
+    # One answer names every refused parameter, in French.
+    several = client.get("/api/v1/shares", {"status": "archived", "limit": 0, "q": "a"}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert several.status_code == 400 and set(several.json()) == {"status", "limit", "q"}
+    assert "supérieure ou égale" in several.json()["limit"][0]
 
 
 def test_shares_made_before_the_index_are_indexed_by_the_migration(db: None, transactional_db: None) -> None:

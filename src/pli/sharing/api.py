@@ -200,11 +200,12 @@ class SharesView(APIView):
         query = request.query_params
         given = {name: query[name] for name in ("created_before", "limit") if name in query}
         params = ShareListQuerySerializer(data=given)
-        params.is_valid(raise_exception=True)
         # The web list's own form: both refuse the same searches.
         criteria = ShareFilterForm({name: request.query_params.get(name, "") for name in ("q", "status")})
-        if not criteria.is_valid():
-            return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
+        # Checked together, so that one answer names every refused parameter.
+        if not all([params.is_valid(), criteria.is_valid()]):
+            body = {**form_error_body(criteria.errors), **params.errors}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
         now = timezone.now()
         text, wanted = criteria.cleaned_data["q"], criteria.cleaned_data["status"]
         shares = services.filter_shares(services.shares_for(user), text, wanted, now).order_by("-created_at")
