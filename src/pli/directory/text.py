@@ -10,8 +10,10 @@ import functools
 import re
 import unicodedata
 
-# Ligatures and letters that NFKD does not split into a base letter plus an accent.
-_SPECIAL = str.maketrans(
+# Ligatures and letters that NFKD does not split into a base letter plus an accent, as
+# keyboards, the INS's traits and practice software write them (Œuvrard as OEUVRARD, Đặng as
+# DANG, Łukasz as LUKASZ). Also the messages' and shares' search (pli.messaging.search).
+SPECIAL_LETTERS = str.maketrans(
     {"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "đ": "d", "ł": "l", "\u0131": "i"}
 )  # the last one: dotless i
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -28,7 +30,7 @@ def fold(text: str) -> str:
     Cached: an import folds the same professions, specialties, towns and first names
     millions of times. The cache is bounded, so memory is too.
     """
-    lowered = text.lower().translate(_SPECIAL)
+    lowered = text.lower().translate(SPECIAL_LETTERS)
     decomposed = unicodedata.normalize("NFKD", lowered)
     ascii_only = "".join(char for char in decomposed if not unicodedata.combining(char))
     return _NOT_ALNUM.sub(" ", ascii_only).strip()

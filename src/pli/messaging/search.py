@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Iterable
 
 from pli.core.keys import purpose_key
+from pli.directory.text import SPECIAL_LETTERS
 
 PURPOSE = "search-index"
 # Patient shares are indexed under a key of their own: the same patient's shares and
@@ -49,15 +50,11 @@ NAME_PREFIX_MIN = 3
 _NAME_LINKS = frozenset({"ne", "nee", "epouse"})
 
 
-# Ligatures that Unicode does not decompose, written as two letters on most keyboards, in
-# the INS's traits and in practice software: Œuvrard as OEUVRARD, Lætitia as LAETITIA.
-_LIGATURES = str.maketrans({"œ": "oe", "æ": "ae"})
-
-
 def fold(text: str) -> str:
-    """Lower-case, accent-free form: "Élodie" and "elodie" match, "Œuvrard" and "oeuvrard"."""
+    """Lower-case, accent-free form: "Élodie" and "elodie" match, "Œuvrard" and "oeuvrard",
+    "Đặng" and "dang" (the directory's letters, pli.directory.text.SPECIAL_LETTERS)."""
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().translate(_LIGATURES)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().translate(SPECIAL_LETTERS)
 
 
 def words(text: str) -> list[str]:
