@@ -187,7 +187,9 @@ class SharesView(APIView):
             ),
             OpenApiParameter("status", str, enum=list(Status.values), description="The status, as `status` reads."),
             OpenApiParameter(
-                "created_before", OpenApiTypes.DATETIME, description="Only shares created before this instant."
+                "created_before",
+                OpenApiTypes.DATETIME,
+                description="Only shares created before this instant (ISO 8601; without an offset, Paris time).",
             ),
             OpenApiParameter("limit", int, description="1 to 200 (default 200)."),
         ],
