@@ -161,6 +161,48 @@ def test_the_served_application_is_frozen_out_of_the_collectors_full_passes(tmp_
     assert int(frozen) > 20_000
 
 
+def test_the_served_application_is_warmed_up_before_the_workers_fork(tmp_path: Path) -> None:
+    """What each worker would otherwise do on its first requests is done once by the master:
+    every Pli template compiled and cached, the URLconf and views imported, the translation
+    catalogs loaded, the settings' lazily imported modules imported; and no database
+    connection is left for the workers to inherit."""
+    code = (
+        "import json, sys\n"
+        "from pli.core.server import PliServer\n"
+        "PliServer({'bind': '127.0.0.1:0'}).load()\n"
+        "from django.db import connections\n"
+        "from django.template import engines\n"
+        "from django.utils.translation import trans_real\n"
+        "loaders = engines['django'].engine.template_loaders\n"
+        "cached = {getattr(t, 'name', '') for loader in loaders for t in loader.get_template_cache.values()}\n"
+        "print(json.dumps({\n"
+        "    'templates': sorted(cached),\n"
+        "    'languages': sorted(trans_real._translations),\n"
+        "    'modules': [m for m in ('pli.urls', 'pli.sharing.patient', 'pli.core.context_processors',\n"
+        "                            'django.contrib.messages.storage.fallback') if m in sys.modules],\n"
+        "    'connected': any(c.connection is not None for c in connections.all()),\n"
+        "}))"
+    )
+    env = {**os.environ, "PLI_DATA_DIR": str(tmp_path), "PLI_ENV": "development"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    warmed = json.loads(result.stdout.splitlines()[-1])
+    package = Path(__file__).resolve().parents[2] / "src" / "pli"
+    templates = {
+        path.relative_to(directory).as_posix()
+        for directory in package.rglob("templates")
+        for path in directory.rglob("*")
+        if path.suffix in {".html", ".txt"}
+    }
+    assert len(templates) > 80
+    assert set(warmed["templates"]) >= templates
+    assert warmed["languages"] == ["en", "fr"]
+    assert len(warmed["modules"]) == 4
+    assert warmed["connected"] is False
+
+
 def test_serve_hands_no_database_connection_to_its_workers(
     transactional_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
