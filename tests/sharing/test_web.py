@@ -244,6 +244,39 @@ def test_create_from_a_received_message(db: None) -> None:
         assert b"".join(reader) == content
 
 
+@pytest.mark.parametrize(
+    ("limits", "uploaded", "expected"),
+    [
+        # The message's attachment and one more document: two, for one allowed.
+        ({"PLI_SHARE_MAX_DOCUMENTS": 1}, True, "Au plus 1 "),
+        # A message may carry a larger file than a share accepts (100 MiB against 100 MB).
+        ({"PLI_SHARE_MAX_DOCUMENT_BYTES": 1000}, False, "Chaque fichier"),
+        ({"PLI_SHARE_MAX_BYTES": 2000}, True, "ne peut dépasser"),
+    ],
+)
+def test_a_received_messages_attachments_count_in_the_shares_limits(
+    db: None, settings: Any, limits: dict[str, int], uploaded: bool, expected: str
+) -> None:
+    """The share's limits (documents, size of each, total) held only for the files
+    uploaded: those taken from the message were added on top, unchecked."""
+    from pli.messaging.models import Attachment
+
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm") + b"%" * 1500)
+    attachment = Attachment.objects.get(message_id=message_id)
+    for name, value in limits.items():
+        setattr(settings, name, value)
+    document = SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf") if uploaded else None
+    response = browser(doctor).post(
+        f"/shares/new?message={message_id}", {**form(documents=document), "attachments": [str(attachment.pk)]}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'id="id_documents_error"' in page and expected in page
+    assert 'value="Durand"' in page
+    assert not PatientShare.objects.exists() and not list(share_blob_store().iter_ids())
+
+
 def test_a_message_about_a_patient_fills_in_the_patients_identity(db: None) -> None:
     """The identity was typed again: a birth date mistyped there locks the patient out."""
     colleague, doctor = make_user(), make_user()
