@@ -191,3 +191,35 @@ def test_a_refused_upload_keeps_every_forwarded_attachment_ticked(db: None, sett
     )
     assert response.status_code == 400
     assert sorted(response.context["form"].initial["forward_attachments"]) == sorted(forwarded)
+
+
+def test_a_reply_or_forward_to_a_subject_of_full_length_can_be_sent_as_prefilled(db: None) -> None:
+    """A "Re: " before a subject of 300 characters, the most a subject may have, made a form
+    that was refused on the subject the practitioner had not typed."""
+    from pli.messaging.forms import SUBJECT_MAX
+
+    alice, bob = practitioner(), practitioner()
+    subject = "Bilan " + "x" * (SUBJECT_MAX - 6)
+    sent = api_client(alice).post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": [personal_mailbox(bob).address], "subject": subject},
+    )
+    assert sent.status_code == 201, sent.content
+    message_id = sent.json()["id"]
+    client = web_client(bob)
+    for query, prefix in ((f"reply_to={message_id}", "RE : "), (f"forward={message_id}", "TR : ")):
+        initial = client.get(f"/messages/compose/?{query}").context["form"].initial
+        # The prefix kept, the end of the subject cut.
+        assert initial["subject"].startswith(prefix + "Bilan ") and len(initial["subject"]) == SUBJECT_MAX
+        fields = {"in_reply_to": initial.get("in_reply_to"), "forward_of": initial.get("forward_of")}
+        response = client.post(
+            "/messages/compose/",
+            {
+                "sender": initial["sender"],
+                "to": personal_mailbox(alice).address,
+                "subject": initial["subject"],
+                "body": initial["body"],
+                **{name: value for name, value in fields.items() if value},
+            },
+        )
+        assert response.status_code == 303, response.context["form"].errors

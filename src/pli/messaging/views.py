@@ -38,7 +38,7 @@ from pli.core import storage
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
-from pli.messaging.forms import BODY_MAX, ComposeForm, attachment_limits_text
+from pli.messaging.forms import BODY_MAX, SUBJECT_MAX, ComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
 from pli.messaging.search import searchable
 from pli.messaging.uploads import UploadRejected, UploadSession
@@ -258,7 +258,9 @@ _FORWARD_PREFIX = re.compile(r"\s*(?:fwd?|tr|wg|enc|rv)\s*:", re.IGNORECASE)
 
 
 def _prefix(subject: str, prefix: str, already: re.Pattern[str]) -> str:
-    return subject if already.match(subject) else f"{prefix} {subject}".strip()
+    # Cut to the longest subject the form takes: a subject of that length answered came
+    # back refused on a field the practitioner had not typed.
+    return (subject if already.match(subject) else f"{prefix} {subject}".strip())[:SUBJECT_MAX]
 
 
 def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
