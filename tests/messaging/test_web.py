@@ -223,3 +223,12 @@ def test_a_reply_or_forward_to_a_subject_of_full_length_can_be_sent_as_prefilled
             },
         )
         assert response.status_code == 303, response.context["form"].errors
+
+
+def test_a_limit_of_one_attachment_is_written_in_the_singular(db: None, settings: Any) -> None:
+    """PLI_MAX_ATTACHMENTS may be 1: the page said « Jusqu'à 1 fichiers » and « au plus 1
+    pièces jointes »."""
+    settings.PLI_MAX_ATTACHMENTS = 1
+    page = web_client(practitioner()).get("/messages/compose/").content.decode()
+    assert "Jusqu\u2019à 1 fichier," in page
+    assert "Un message peut porter au plus 1 pièce jointe." in page

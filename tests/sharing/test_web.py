@@ -454,3 +454,15 @@ def test_an_upload_too_old_to_commit_asks_to_send_again_keeping_the_form(
     assert "L&#x27;envoi des fichiers a pris trop de temps ; veuillez les envoyer à nouveau." in page
     assert 'value="Durand"' in page
     assert not PatientShare.objects.exists() and list(share_blob_store().iter_ids()) == []
+
+
+def test_a_limit_of_one_document_is_written_in_the_singular(db: None, settings: Any) -> None:
+    """PLI_SHARE_MAX_DOCUMENTS may be 1: the page said « Jusqu'à 1 fichiers », and refused a
+    second document with « Au plus 1 fichiers peuvent être envoyés »."""
+    settings.PLI_SHARE_MAX_DOCUMENTS = 1
+    client = browser(make_user())
+    assert "Jusqu\u2019à 1 fichier, " in client.get("/shares/new").content.decode()
+    documents = [SimpleUploadedFile(f"cr{n}.pdf", pdf_bytes(f"cr{n}"), "application/pdf") for n in range(2)]
+    response = client.post("/shares/new", form(documents=documents))
+    assert response.status_code == 400
+    assert "Au plus 1 fichier peut être envoyé à la fois." in response.content.decode()

@@ -362,7 +362,8 @@ class ComposeForm(forms.Form):
 
 
 def attachment_limits_text() -> str:
-    return str(
-        _("Up to %(count)d files, %(size)s in total.")
-        % {"count": max_attachments(), "size": limit_size(max_message_bytes())}
-    )
+    count = max_attachments()
+    return ngettext("Up to %(count)d file, %(size)s in total.", "Up to %(count)d files, %(size)s in total.", count) % {
+        "count": count,
+        "size": limit_size(max_message_bytes()),
+    }

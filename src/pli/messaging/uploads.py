@@ -632,7 +632,9 @@ def _file_name(sent: str) -> str | None:
 
 
 def _too_many_files(rules: UploadRules) -> str:
-    return _("At most %(count)d files can be sent at once.") % {"count": rules.max_files}
+    return ngettext(
+        "At most %(count)d file can be sent at once.", "At most %(count)d files can be sent at once.", rules.max_files
+    ) % {"count": rules.max_files}
 
 
 def _too_large_files(rules: UploadRules, total: bool) -> str:

@@ -16,7 +16,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext_noop, ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -187,7 +187,9 @@ def _new_page(
         "source": source,
         "documents_error": documents_error,
         "page_error": bool(documents_error),
-        "limits": _("Up to %(count)d files, %(size)s each at most.")
+        "limits": ngettext(
+            "Up to %(count)d file, %(size)s at most.", "Up to %(count)d files, %(size)s each at most.", rules.max_files
+        )
         % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
         "default_days": services.default_expiry_days(_user(request)),
     }
