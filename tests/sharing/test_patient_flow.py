@@ -743,3 +743,26 @@ def test_a_refused_step_says_so_in_the_page_title(db: None) -> None:
     assert first is not None and not first.group(1).startswith("Erreur")
     refused = title.search(patient.birth_date("16/02/1984").content.decode())
     assert refused is not None and refused.group(1) == f"Erreur\u00a0: {first.group(1)}"
+
+
+def test_the_attempts_left_said_after_a_wrong_code_count_the_wrong_codes_in_all(db: None) -> None:
+    """Nine wrong codes in all (over several codes): the next wrong one locks, whatever the
+    current code's own count, and the page must say one attempt is left, not two."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    for _round in range(4):
+        run_tasks()
+        wrong = f"{(int(last_code()) + 1) % 10**6:06d}"
+        assert patient.code(wrong).status_code == 400
+        assert patient.code(wrong).status_code == 400
+        OneTimeCode.objects.filter(share=share).update(created_at=F("created_at") - datetime.timedelta(hours=2))
+        assert patient.new_code().status_code == 303
+    run_tasks()
+    wrong = f"{(int(last_code()) + 1) % 10**6:06d}"
+    response = patient.code(wrong)
+    assert response.status_code == 400
+    share.refresh_from_db()
+    assert share.code_failures == 9
+    assert "Il reste 1 essai avant le verrouillage" in response.content.decode()
+    assert patient.code(wrong).status_code == 403

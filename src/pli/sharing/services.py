@@ -685,7 +685,10 @@ def check_code(
         if (latest is not None and attempts >= MAX_CODE_FAILURES) or share.code_failures >= MAX_TOTAL_CODE_FAILURES:
             _lock(share, LockReason.CODE, now, trail)
             return StepResult(Status.LOCKED)
-        return StepResult(reason, attempts_left=max(0, MAX_CODE_FAILURES - attempts))
+        # Whichever limit comes first locks: the patient is told what is really left, not
+        # the current code's own allowance when the count in all is nearer its end.
+        left = min(MAX_CODE_FAILURES - attempts, MAX_TOTAL_CODE_FAILURES - share.code_failures)
+        return StepResult(reason, attempts_left=max(0, left))
 
 
 def _advance(share: PatientShare, progress: str) -> list[str]:
