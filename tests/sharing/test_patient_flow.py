@@ -766,3 +766,22 @@ def test_the_attempts_left_said_after_a_wrong_code_count_the_wrong_codes_in_all(
     assert share.code_failures == 9
     assert "Il reste 1 essai avant le verrouillage" in response.content.decode()
     assert patient.code(wrong).status_code == 403
+
+
+def test_a_code_replaced_by_a_newer_one_is_said_to_be_no_longer_valid(db: None) -> None:
+    """The first SMS arrives late, after the patient asked for another code: typing it is
+    not a wrong guess to correct, but an old code; the page says to use the latest one."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    first = last_code()
+    assert patient.new_code(channel="email").status_code == 303
+    response = patient.code(first)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "plus valable : utilisez le dernier code reçu" in html
+    assert "pas le bon code" not in html
+    # Still counted: only the latest code opens the documents.
+    share.refresh_from_db()
+    assert share.code_failures == 1

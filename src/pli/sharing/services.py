@@ -656,7 +656,8 @@ def check_code(
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
             return StepResult("no_session")
         latest = share.codes.order_by("-created_at", "-pk").first()
-        matches = latest is not None and tokens.same(latest.code_hash, tokens.code_hash(share.pk, code))
+        typed_hash = tokens.code_hash(share.pk, code)
+        matches = latest is not None and tokens.same(latest.code_hash, typed_hash)
         if latest is not None and matches:
             used = OneTimeCode.objects.filter(
                 pk=latest.pk, used_at__isnull=True, retired=False, attempts__lt=MAX_CODE_FAILURES, expires_at__gt=now
@@ -671,6 +672,11 @@ def check_code(
             reason = "retired"
         elif latest.expires_at <= now:
             reason = "code_expired"
+        elif share.codes.filter(code_hash=typed_hash).exclude(pk=latest.pk).exists():
+            # A code this share was sent before the latest (an SMS that arrived late, after
+            # "send a new code"): not a guess to retype, the patient needs the newest one.
+            # Still counted, like any code that opens nothing.
+            reason = "retired"
         else:
             reason = "wrong"
         share.code_failures = F("code_failures") + 1
