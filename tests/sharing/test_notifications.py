@@ -488,3 +488,12 @@ def test_job_rows_are_pruned_once_old_whatever_the_job_and_when_left_running(db:
     ]
     assert prune_finished_jobs(now) == len(gone)
     assert sorted(str(pk) for pk in DBTaskResult.objects.values_list("pk", flat=True)) == sorted(kept)
+
+
+def test_the_code_email_does_not_say_the_birth_date_still_protects_the_documents(db: None) -> None:
+    """A code is sent only once the birth date has been given: to someone who did not ask
+    for it, what still stands between another person and the documents is the code."""
+    share, _token = make_share(mobile=None)
+    text = notifications.render_code(share, "123456", Channel.EMAIL, 10).text
+    assert "sans votre date de naissance" not in text
+    assert "personne ne peut ouvrir vos documents sans ce code" in text
