@@ -785,3 +785,23 @@ def test_a_code_replaced_by_a_newer_one_is_said_to_be_no_longer_valid(db: None) 
     # Still counted: only the latest code opens the documents.
     share.refresh_from_db()
     assert share.code_failures == 1
+
+
+def test_send_a_new_code_keeps_the_channel_the_patient_switched_to(db: None) -> None:
+    """The SMS did not come, the patient had the code sent by e-mail; once that one has
+    expired, "Send a new code" must send it by e-mail again, not back by SMS."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    switched = patient.new_code(channel="email")
+    assert switched.status_code == 303 and switched["Location"].endswith("?sent=email")
+    _age_codes(share)
+    html = patient.client.get(switched["Location"]).content.decode()
+    forms = re.findall(r"<form [^>]*action=\"/p/[^\"]*/code/new\"[^>]*>(.*?)</form>", html, re.S)
+    again = next(form for form in forms if "Envoyer un nouveau code" in form)
+    fields = dict(re.findall(r"<input type=\"hidden\" name=\"([^\"]+)\" value=\"([^\"]*)\"", again))
+    fields.pop("csrfmiddlewaretoken", None)
+    response = patient.client.post(patient.url("/code/new"), fields)
+    assert response.status_code == 303 and response["Location"].endswith("?sent=email")
+    latest = OneTimeCode.objects.filter(share=share).order_by("-created_at").first()
+    assert latest is not None and latest.channel == "email"
