@@ -805,3 +805,21 @@ def test_send_a_new_code_keeps_the_channel_the_patient_switched_to(db: None) -> 
     assert response.status_code == 303 and response["Location"].endswith("?sent=email")
     latest = OneTimeCode.objects.filter(share=share).order_by("-created_at").first()
     assert latest is not None and latest.channel == "email"
+
+
+def test_the_code_page_says_the_first_code_counts_and_that_more_locks(db: None) -> None:
+    """The hour's five codes include the one sent on the birth date, and a sixth locks the
+    share: "you can ask for up to 5 codes" had the patient lock it on the fifth tap."""
+    share, token = make_share()
+    patient = Patient(token)
+    sent = patient.birth_date()
+    html = patient.client.get(sent["Location"]).content.decode()
+    assert "demander jusqu" not in html
+    assert "Au plus 5 codes sont envoyés par heure, celui-ci compris" in html
+    assert "verrouille l" in html
+    # What the page says is what happens: four more codes, then the sixth locks.
+    for _ in range(4):
+        _age_codes(share)
+        assert patient.new_code().status_code == 303
+    _age_codes(share)
+    assert patient.new_code().status_code == 403
