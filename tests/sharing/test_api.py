@@ -264,3 +264,21 @@ def test_an_upload_too_old_to_commit_is_refused_and_nothing_kept(db: None, monke
     assert response.json() == {"documents": [again]}
     assert not PatientShare.objects.exists()
     assert list(share_blob_store().iter_ids()) == []
+
+
+def test_a_document_sent_as_text_is_refused_not_dropped(db: None) -> None:
+    """A text part named ``documents`` beside a real file was dropped without a word: the
+    patient got the share without that document."""
+    data = fields(documents=[SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf"), "JVBERi0xLjQK"])
+    response = api(make_user()).post("/api/v1/shares", data)
+    assert response.status_code == 400
+    assert "fichiers" in response.json()["documents"][0]
+    assert not PatientShare.objects.exists()
+
+
+def test_a_document_sent_only_as_text_is_named_as_such(db: None) -> None:
+    response = api(make_user()).post("/api/v1/shares", fields(documents="JVBERi0xLjQK"), HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 400
+    assert response.json()["documents"] == [
+        "Documents must be sent as files (multipart/form-data parts with a file name)."
+    ]

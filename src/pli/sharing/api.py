@@ -284,7 +284,14 @@ class SharesView(APIView):
             errors: dict[str, Any] = {}
             if not form.is_valid():
                 errors.update(form_error_body(form.errors))
-            if not documents:
+            if any(value != "" for value in data.getlist(DOCUMENTS_FIELD)):
+                # A document sent as a text part (its content base64-encoded, say) is not a
+                # file: the patient would otherwise get the share without it, or the client
+                # be told that it sent no document at all.
+                errors[DOCUMENTS_FIELD] = [
+                    _("Documents must be sent as files (multipart/form-data parts with a file name).")
+                ]
+            elif not documents:
                 errors[DOCUMENTS_FIELD] = [_("Add at least one document.")]
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
