@@ -293,6 +293,27 @@ def test_json_python_cannot_take_is_a_400_not_a_500(people: dict[str, User], bod
 
 
 @pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        ("application/json", '{"folder": "archive", "note": "' + "x" * 3_000_000 + '"}', "trop volumineux"),
+        ("application/x-www-form-urlencoded", "folder=archive&note=" + "x" * 3_000_000, "trop volumineux"),
+        ("application/x-www-form-urlencoded", "folder=archive&" + "&".join(f"f{i}=x" for i in range(1100)), "champs"),
+    ],
+    ids=["JSON too large", "form too large", "too many fields"],
+)
+def test_a_move_body_past_djangos_limits_is_a_400_not_a_500(
+    people: dict[str, User], content_type: str, body: str, reason: str
+) -> None:
+    """DATA_UPLOAD_MAX_MEMORY_SIZE and DATA_UPLOAD_MAX_NUMBER_FIELDS, met while DRF parsed the
+    body, reached the API as unhandled errors."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type=content_type)
+    assert response.status_code == 400, response.content
+    assert reason in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
     "raw", ["MTAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwLjE", "MS45OTk5OTk5OTk5OTk5OTk5OTk5OTk5", "LTEuMQ", "eA"]
 )
 def test_out_of_range_cursors_are_400(people: dict[str, User], raw: str) -> None:

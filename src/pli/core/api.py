@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -51,6 +52,13 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         return Response({"detail": _("Not found.")}, status=status.HTTP_404_NOT_FOUND)
+    # Django's own limits on a body (DATA_UPLOAD_MAX_MEMORY_SIZE, _NUMBER_FIELDS, _NUMBER_FILES),
+    # met while DRF parses one (a JSON or form body of a move or a share action): Django's
+    # views answer them 400, and so does the API, not 500.
+    if isinstance(exc, RequestDataTooBig):
+        return Response({"detail": _("The request's body is too large.")}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return Response({"detail": _("The request has too many fields.")}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": _("Malformed request: %(reason)s") % {"reason": exc.detail}}, status=400)
     return drf_exception_handler(exc, context)
