@@ -333,3 +333,35 @@ def test_control_characters_in_addresses_are_refused(people: dict[str, User], fi
     response = api_client(people["alice"]).post("/api/v1/messages", data)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def _urlencoded(people: dict[str, User], subject: bytes) -> bytes:
+    sender = personal_mailbox(people["alice"]).address.replace("@", "%40").encode()
+    to = personal_mailbox(people["bob"]).address.replace("@", "%40").encode()
+    return b"sender=" + sender + b"&to=" + to + b"&subject=" + subject + b"&body=Texte"
+
+
+@pytest.mark.parametrize("charset", ["utf8", "UTF-8", "us-ascii"])
+def test_an_urlencoded_form_in_utf8_spelled_any_way_is_sent(people: dict[str, User], charset: str) -> None:
+    """Django refuses any charset not spelled "utf-8" on such a form: "utf8" made a 500."""
+    response = api_client(people["alice"]).post(
+        "/api/v1/messages",
+        _urlencoded(people, b"R%C3%A9sultats" if charset != "us-ascii" else b"Resultats"),
+        content_type=f"application/x-www-form-urlencoded; charset={charset}",
+    )
+    assert response.status_code == 201, response.content
+    assert Message.objects.get().subject == ("Résultats" if charset != "us-ascii" else "Resultats")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/messages", "/api/v1/shares", "MOVE"])
+def test_an_urlencoded_form_in_another_charset_is_a_415_not_a_500(people: dict[str, User], path: str) -> None:
+    client = api_client(people["alice"])
+    if path == "MOVE":
+        path = f"/api/v1/messages/{client.post('/api/v1/messages', _base(people)).json()['id']}/move"
+    response = client.post(
+        path,
+        _urlencoded(people, b"R%E9sultats") + b"&folder=archive",
+        content_type="application/x-www-form-urlencoded; charset=ISO-8859-1",
+    )
+    assert response.status_code == 415, response.content
+    assert "UTF-8" in response.json()["detail"]

@@ -150,6 +150,20 @@ class RequestFramingMiddleware:
             # Django would decode the body with it ("idna" raised a 500, "utf-16" garbled),
             # or, with a name Python does not know, as UTF-8 without a word.
             return _refusal(request, _("The request's charset is not supported: send it in UTF-8."), 415)
+        if charset and request.content_type == "application/x-www-form-urlencoded":
+            # Django reads such a form in UTF-8 only (as RFC 1866 has it) and raises on any
+            # charset not spelled "utf-8": "utf8" or "us-ascii" made a 500 in an API view.
+            if charsets.codec_name(charset) in {"utf-8", "ascii"}:
+                request.encoding = "utf-8"  # the same text, in the spelling Django expects
+            else:
+                return _refusal(
+                    request,
+                    _(
+                        "A form sent as application/x-www-form-urlencoded must be in UTF-8 "
+                        "(multipart/form-data may name another charset)."
+                    ),
+                    415,
+                )
         meta = request.META
         media_type, separator, parameters = meta.get("CONTENT_TYPE", "").partition(";")
         if media_type != media_type.lower():
