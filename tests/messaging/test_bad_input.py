@@ -365,3 +365,15 @@ def test_an_urlencoded_form_in_another_charset_is_a_415_not_a_500(people: dict[s
     )
     assert response.status_code == 415, response.content
     assert "UTF-8" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("subject", [b"R%E9sultats", b"R\xe9sultats"], ids=["percent-encoded", "raw byte"])
+def test_an_urlencoded_form_not_in_utf8_is_refused_not_garbled(people: dict[str, User], subject: bytes) -> None:
+    """Django read Latin-1 bytes as U+FFFD (or, for a raw byte, the whole body as Latin-1)
+    and the message went out with a garbled subject."""
+    response = api_client(people["alice"]).post(
+        "/api/v1/messages", _urlencoded(people, subject), content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()["subject"][0]
+    assert not Message.objects.exists()

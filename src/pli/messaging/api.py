@@ -288,6 +288,7 @@ class MessageCreateView(MessagingView):
                 if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
                     raise UnsupportedMediaType(request.content_type)
                 data, files = request._request.POST, request._request.FILES
+                uploads.check_urlencoded_text(request._request)
             except UploadRejected as exc:
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except RequestDataTooBig:

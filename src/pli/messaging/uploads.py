@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -884,6 +885,38 @@ def texts_read(request: HttpRequest, multiple: tuple[str, ...] = ()) -> dict[str
         if isinstance(recorder, TailRecorder):
             return {name: (values if name in multiple else values[-1]) for name, values in recorder.texts.items()}
     return {}
+
+
+def check_urlencoded_text(request: HttpRequest) -> None:
+    """Refuse (UploadRejected naming the field) a form sent as
+    ``application/x-www-form-urlencoded`` whose text is not in the request's charset.
+
+    Django reads such a form leniently: a percent-encoded byte sequence that is not valid
+    UTF-8 (``subject=%E9t%E9``, Latin-1 from older software) becomes U+FFFD, and a raw byte
+    that is not makes it read the whole body as Latin-1. Either way the message was sent
+    with its subject, body or patient's names garbled, without a word. To be called once
+    ``request.POST`` has been read (the body is then kept)."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        return
+    encoding = codec_name(request.encoding) or codec_name(settings.DEFAULT_CHARSET) or "utf-8"
+
+    def readable(raw: bytes) -> str | None:
+        try:
+            return urllib.parse.unquote_to_bytes(raw.replace(b"+", b" ")).decode(encoding)
+        except UnicodeDecodeError:
+            return None
+
+    for pair in request.body.split(b"&"):
+        name, _separator, value = pair.partition(b"=")
+        field = readable(name)
+        if field is None or readable(value) is None:
+            raise UploadRejected(
+                field or "detail",
+                _(
+                    "This text could not be read: a form sent as application/x-www-form-urlencoded "
+                    "must be in UTF-8; nothing was saved."
+                ),
+            )
 
 
 def install(request: HttpRequest, session: UploadSession, rules: UploadRules | None = None) -> None:
