@@ -377,3 +377,27 @@ def test_an_urlencoded_form_not_in_utf8_is_refused_not_garbled(people: dict[str,
     assert response.status_code == 400, response.content
     assert "UTF-8" in response.json()["subject"][0]
     assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "french", "english"),
+    [
+        (b'{folder: "archive"}', "pas du JSON valide (ligne 1, colonne 2)", "not valid JSON (line 1, column 2)"),
+        (b'{"folder": "archiv\xe9"}', "pas encodé en UTF-8", "not encoded in UTF-8"),
+        (b'{"folder": NaN}', "pas du JSON valide.", "not valid JSON."),
+    ],
+    ids=["syntax", "not UTF-8", "NaN"],
+)
+def test_unreadable_json_is_explained_in_the_callers_language(
+    people: dict[str, User], body: bytes, french: str, english: str
+) -> None:
+    """The answer quoted Python's parser, in English, inside a French sentence."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    path = f"/api/v1/messages/{sent}/move"
+    response = client.generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Requête mal formée : le ")
+    assert french in response.json()["detail"] and "Expecting" not in response.json()["detail"]
+    response = client.generic("POST", path, body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
+    assert english in response.json()["detail"]

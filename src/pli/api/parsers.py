@@ -26,6 +26,10 @@ class JSONParser(parsers.JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError(_("the JSON is nested too deeply.")) from None
+        except ParseError as exc:
+            # DRF's own message is Python's, in English ("JSON parse error - Expecting
+            # property name enclosed in double quotes…"), inside a French answer.
+            raise ParseError(_unreadable(exc.__context__)) from None
         try:
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
@@ -33,3 +37,14 @@ class JSONParser(parsers.JSONParser):
         except RecursionError:
             raise ParseError(_("the JSON is nested too deeply.")) from None
         return data
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    if isinstance(cause, json.JSONDecodeError):
+        return _("the body is not valid JSON (line %(line)d, column %(column)d).") % {
+            "line": cause.lineno,
+            "column": cause.colno,
+        }
+    if isinstance(cause, UnicodeDecodeError):
+        return _("the JSON is not encoded in UTF-8.")
+    return _("the body is not valid JSON.")
