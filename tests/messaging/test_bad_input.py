@@ -401,3 +401,14 @@ def test_unreadable_json_is_explained_in_the_callers_language(
     assert french in response.json()["detail"] and "Expecting" not in response.json()["detail"]
     response = client.generic("POST", path, body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
     assert english in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ['["archive"]', '"archive"', "42"])
+def test_a_json_body_that_is_not_an_object_is_answered_under_detail(people: dict[str, User], body: str) -> None:
+    """DRF's "non_field_errors" key is in neither the README nor the schema's error shapes."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["detail"]
+    assert isinstance(response.json()["detail"], str) and "dictionnaire" in response.json()["detail"]

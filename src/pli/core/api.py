@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from pli.core import storage
@@ -61,7 +62,20 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         return Response({"detail": _("The request has too many fields.")}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.ParseError):
         return Response({"detail": _("Malformed request: %(reason)s") % {"reason": exc.detail}}, status=400)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if (
+        isinstance(exc, exceptions.ValidationError)
+        and response is not None
+        and isinstance(response.data, dict)
+        and api_settings.NON_FIELD_ERRORS_KEY in response.data
+    ):
+        # What concerns no single field (a JSON body that is a list, not an object) is under
+        # ``detail`` as one text, as every other API error has it; DRF names it
+        # "non_field_errors", which neither the README nor the schema lists.
+        data = dict(response.data)
+        texts = [str(message) for message in data.pop(api_settings.NON_FIELD_ERRORS_KEY)]
+        response.data = {"detail": " ".join(texts), **data}
+    return response
 
 
 def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:
