@@ -412,3 +412,23 @@ def test_a_json_body_that_is_not_an_object_is_answered_under_detail(people: dict
     assert response.status_code == 400
     assert list(response.json()) == ["detail"]
     assert isinstance(response.json()["detail"], str) and "dictionnaire" in response.json()["detail"]
+
+
+def test_a_field_given_twice_is_refused_not_the_last_one_kept(people: dict[str, User]) -> None:
+    """folder=inbox&folder=trash filed the message in the trash; folder=sent&folder=inbox
+    listed the inbox."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.post(
+        f"/api/v1/messages/{sent}/move",
+        "folder=archive&folder=trash",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400
+    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]}
+    assert client.get(f"/api/v1/messages/{sent}").json()["copies"][0]["folder"] == "sent"
+    box = personal_mailbox(people["alice"]).pk
+    response = client.get(f"/api/v1/mailboxes/{box}/messages?folder=sent&folder=inbox&limit=5")
+    assert response.status_code == 400 and list(response.json()) == ["folder"]
+    response = client.get(f"/api/v1/messages/{sent}?mailbox={box}&mailbox={box}")
+    assert response.status_code == 400 and list(response.json()) == ["mailbox"]

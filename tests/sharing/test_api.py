@@ -282,3 +282,10 @@ def test_a_document_sent_only_as_text_is_named_as_such(db: None) -> None:
     assert response.json()["documents"] == [
         "Documents must be sent as files (multipart/form-data parts with a file name)."
     ]
+
+
+def test_a_list_parameter_given_twice_is_refused(db: None) -> None:
+    """status=sent&status=revoked listed the revoked shares only, without a word."""
+    response = api(make_user()).get("/api/v1/shares?status=sent&status=revoked")
+    assert response.status_code == 400
+    assert list(response.json()) == ["status"]

@@ -78,6 +78,20 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     return response
 
 
+def refuse_repeated(data: Any, names: Iterable[str]) -> None:
+    """Raise a 400 naming each of ``names`` (single-value fields or query parameters) that
+    ``data`` (a QueryDict) gives more than once. Django and DRF keep the last value and drop
+    the others without a word: ``folder=inbox&folder=trash`` filed the message in the trash."""
+    getlist = getattr(data, "getlist", None)
+    if not callable(getlist):
+        return  # a JSON object holds each name once
+    repeated = {
+        name: [_("This field is given more than once: send it once.")] for name in names if len(getlist(name)) > 1
+    }
+    if repeated:
+        raise exceptions.ValidationError(repeated)
+
+
 def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:
     """A form's errors as the API answers them: field → messages, and what concerns no
     single field as one text under ``detail``, like every other API error."""

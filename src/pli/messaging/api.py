@@ -30,7 +30,7 @@ from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
-from pli.core.api import field_error_body, form_error_body
+from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
@@ -154,6 +154,7 @@ class MailboxMessagesView(MessagingView):
         except services.NotVisible:
             services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
             raise _not_found() from None
+        refuse_repeated(request.query_params, [*FolderQuerySerializer().fields, *_SEARCH_CRITERIA])
         query = FolderQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
@@ -357,6 +358,7 @@ def _replay(request: Request, user: User, held: idempotency.Claim, request_finge
 
 
 def _mailbox_query(request: Request) -> uuid.UUID | None:
+    refuse_repeated(request.query_params, ["mailbox"])
     raw = request.query_params.get("mailbox")
     try:
         return uuid.UUID(raw) if raw else None
@@ -432,6 +434,7 @@ class MessageMoveView(MessagingView):
         if not services.visible_copies(user, message_id):
             services.record_denied(user, request._request, ("messaging.message", message_id), "move")
             raise _not_found()
+        refuse_repeated(request.data, MoveSerializer().fields)
         body = MoveSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

@@ -33,7 +33,7 @@ from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
-from pli.core.api import field_error_body, form_error_body
+from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.sharing import services, validation
 from pli.sharing.forms import ShareFilterForm, ShareForm
 from pli.sharing.models import PatientShare, Status
@@ -200,6 +200,7 @@ class SharesView(APIView):
         user = _user(request)
         # A plain dict, not the QueryDict: DRF would take an empty value as an absent one.
         query = request.query_params
+        refuse_repeated(query, ["q", "status", "created_before", "limit"])
         given = {name: query[name] for name in ("created_before", "limit") if name in query}
         params = ShareListQuerySerializer(data=given)
         # The web list's own form: both refuse the same searches.
