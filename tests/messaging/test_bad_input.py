@@ -432,3 +432,21 @@ def test_a_field_given_twice_is_refused_not_the_last_one_kept(people: dict[str, 
     assert response.status_code == 400 and list(response.json()) == ["folder"]
     response = client.get(f"/api/v1/messages/{sent}?mailbox={box}&mailbox={box}")
     assert response.status_code == 400 and list(response.json()) == ["mailbox"]
+
+
+@pytest.mark.parametrize("name", ["folder", "limit", "cursor", "date_from", "date_to"])
+def test_an_empty_listing_parameter_is_refused_not_taken_as_absent(people: dict[str, User], name: str) -> None:
+    """folder= listed the inbox and date_to= set no bound, where the schema allows only a
+    folder or a date (schemathesis: schema-violating request accepted)."""
+    box = personal_mailbox(people["alice"]).pk
+    response = api_client(people["alice"]).get(f"/api/v1/mailboxes/{box}/messages?{name}=")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [name]
+
+
+def test_an_empty_search_is_no_search(people: dict[str, User]) -> None:
+    client = api_client(people["alice"])
+    client.post("/api/v1/messages", _base(people))
+    box = personal_mailbox(people["alice"]).pk
+    response = client.get(f"/api/v1/mailboxes/{box}/messages?folder=sent&q=&sender=")
+    assert response.status_code == 200 and len(response.json()["results"]) == 1

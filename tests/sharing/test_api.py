@@ -289,3 +289,11 @@ def test_a_list_parameter_given_twice_is_refused(db: None) -> None:
     response = api(make_user()).get("/api/v1/shares?status=sent&status=revoked")
     assert response.status_code == 400
     assert list(response.json()) == ["status"]
+
+
+def test_an_empty_status_is_refused_an_empty_search_is_none(db: None) -> None:
+    """status= listed every share, where the schema allows only a status."""
+    client = api(make_user())
+    response = client.get("/api/v1/shares?status=")
+    assert response.status_code == 400 and list(response.json()) == ["status"]
+    assert client.get("/api/v1/shares?q=").status_code == 200

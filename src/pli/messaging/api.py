@@ -103,6 +103,7 @@ class FolderQuerySerializer(serializers.Serializer[Any]):
     q = serializers.CharField(required=False, max_length=200, allow_blank=True)
 
 
+_FOLDER_QUERY = ("folder", "cursor", "limit", "q")
 # Checked by the web search's form; `q` keeps the serializer (no word to look for finds nothing).
 _SEARCH_CRITERIA = ("sender", "date_from", "date_to")
 
@@ -119,6 +120,14 @@ class _ApiSearchForm(SearchForm):
             assert isinstance(field, forms.DateField)  # noqa: S101 - SearchForm's own
             field.input_formats = ["%Y-%m-%d"]
             field.error_messages["invalid"] = _("Enter a date as YYYY-MM-DD.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for name in ("date_from", "date_to"):
+            # Given, but empty: not a date (the schema says so), rather than no criterion.
+            if name in self.data and not str(self.data[name]).strip() and name not in self.errors:
+                self.add_error(name, self.fields[name].error_messages["invalid"])
+        return data
 
 
 class MailboxMessagesView(MessagingView):
@@ -154,12 +163,16 @@ class MailboxMessagesView(MessagingView):
         except services.NotVisible:
             services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
             raise _not_found() from None
-        refuse_repeated(request.query_params, [*FolderQuerySerializer().fields, *_SEARCH_CRITERIA])
-        query = FolderQuerySerializer(data=request.query_params)
+        given = request.query_params
+        refuse_repeated(given, [*_FOLDER_QUERY, *_SEARCH_CRITERIA])
+        # Plain dicts of what was given, not the QueryDict: DRF reads an empty value there as
+        # an absent one, so that folder= listed the inbox, limit= gave 50 and date_to= no
+        # bound, where the schema allows only a folder, a number, a date.
+        query = FolderQuerySerializer(data={name: given[name] for name in _FOLDER_QUERY if name in given})
         query.is_valid(raise_exception=True)
         params = query.validated_data
         # The web search's own form checks the other criteria, so both refuse the same dates.
-        criteria = _ApiSearchForm({name: request.query_params.get(name, "") for name in _SEARCH_CRITERIA})
+        criteria = _ApiSearchForm({name: given[name] for name in _SEARCH_CRITERIA if name in given})
         if not criteria.is_valid():
             return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
         search = services.SearchQuery(

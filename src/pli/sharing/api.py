@@ -62,6 +62,19 @@ class ApiShareForm(ShareForm):
         return validation.parse_iso_birth_date(self.cleaned_data["patient_birth_date"])
 
 
+class _ApiShareFilterForm(ShareFilterForm):
+    """The web list's search; an empty ``status`` is not "any status" here, as in the page's
+    menu: the schema lists the statuses only."""
+
+    def clean_status(self) -> str:
+        value: str = self.cleaned_data.get("status") or ""
+        if not value and "status" in self.data:
+            raise forms.ValidationError(
+                self.fields["status"].error_messages["invalid_choice"], code="invalid_choice", params={"value": ""}
+            )
+        return value
+
+
 class ShareCreateSerializer(serializers.Serializer[Any]):
     """The multipart request (for the schema; validation is the share form's)."""
 
@@ -204,7 +217,7 @@ class SharesView(APIView):
         given = {name: query[name] for name in ("created_before", "limit") if name in query}
         params = ShareListQuerySerializer(data=given)
         # The web list's own form: both refuse the same searches.
-        criteria = ShareFilterForm({name: request.query_params.get(name, "") for name in ("q", "status")})
+        criteria = _ApiShareFilterForm({name: query[name] for name in ("q", "status") if name in query})
         # Checked together, so that one answer names every refused parameter.
         if not all([params.is_valid(), criteria.is_valid()]):
             body = {**form_error_body(criteria.errors), **params.errors}
