@@ -106,6 +106,10 @@ TEMPLATES = [
     },
 ]
 
+# A file sent to a view that takes none is dropped, never kept in memory or written to a
+# plaintext temporary file; views that take files install their encrypting handler.
+FILE_UPLOAD_HANDLERS = ["pli.core.uploads.DropFiles"]
+
 # --- Database -------------------------------------------------------------------------
 if PLI.database_url:
     try:

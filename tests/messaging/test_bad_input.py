@@ -450,3 +450,27 @@ def test_an_empty_search_is_no_search(people: dict[str, User]) -> None:
     box = personal_mailbox(people["alice"]).pk
     response = client.get(f"/api/v1/mailboxes/{box}/messages?folder=sent&q=&sender=")
     assert response.status_code == 200 and len(response.json()["results"]) == 1
+
+
+def test_a_file_sent_to_a_move_never_reaches_the_disk_in_clear(
+    people: dict[str, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DRF's multipart parser handed it to Django's default handlers, which write a file
+    over FILE_UPLOAD_MAX_MEMORY_SIZE to a plaintext temporary file."""
+    from django.core.files import uploadedfile
+
+    written: list[str] = []
+    original = uploadedfile.TemporaryUploadedFile.__init__
+
+    def recording(self: Any, name: str, *args: Any, **kwargs: Any) -> None:
+        written.append(name)
+        original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(uploadedfile.TemporaryUploadedFile, "__init__", recording)
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    document = io.BytesIO(b"%PDF-1.4 " + b"x" * 3_000_000)
+    document.name = "compte-rendu.pdf"
+    response = client.post(f"/api/v1/messages/{sent}/move", {"folder": "archive", "file": document})
+    assert response.status_code == 200, response.content
+    assert written == []

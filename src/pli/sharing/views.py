@@ -7,7 +7,6 @@ import uuid
 
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.core.files.uploadhandler import FileUploadHandler
 from django.core.paginator import Paginator
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -26,6 +25,7 @@ from pli.blobs import BlobNotFound
 from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
+from pli.core.uploads import DropFiles
 from pli.core.views import content_unavailable
 from pli.messaging import search_links
 from pli.messaging import services as messaging
@@ -138,17 +138,6 @@ class _SourceGone(Exception):
     """The message a share was being made from is out of reach since its page was opened."""
 
 
-class _DropFiles(FileUploadHandler):
-    """Reads the files of a form that is refused anyway, keeping none of their bytes. (An
-    empty handler list would not do: Django then falls back to its own handlers.)"""
-
-    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
-        return None
-
-    def file_complete(self, file_size: int) -> None:
-        return None
-
-
 def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.UUID | None, list[Attachment]]:
     if not source:
         return None, []
@@ -204,7 +193,7 @@ def new_share(request: HttpRequest) -> HttpResponse:
     except _SourceGone:
         # Read (before the CSRF check reads it) by a handler that keeps nothing: the files
         # sent are dropped, never held or written out in clear; the texts come back.
-        request.upload_handlers = [_DropFiles(request)]
+        request.upload_handlers = [DropFiles(request)]
         return _source_gone(request)
     if request.method == "GET":
         return _get_new(request, attachments, source)
