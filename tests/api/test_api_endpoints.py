@@ -188,6 +188,21 @@ def test_unknown_api_paths_are_a_json_404(db: None, client: Client, path: str) -
     assert response.content == b'{"detail":"Introuvable."}'
 
 
+def test_a_body_refused_before_the_view_is_written_like_every_other_answer(raw_token: str, client: Client) -> None:
+    """The framing middleware's 415 came with spaces and \u2019 escapes, where every other
+    answer is compact UTF-8."""
+    response = client.post(
+        "/api/v1/messages", b"x", content_type="multipart/form-data; boundary=x; charset=utf-16", **bearer(raw_token)
+    )
+    assert response.status_code == 415
+    assert (
+        response.content
+        == (
+            '{"detail":"L\u2019encodage (charset) de la requête n\u2019est pas pris en charge : envoyez-la en UTF-8."}'
+        ).encode()
+    )
+
+
 def test_wrong_method_is_a_json_405(raw_token: str, client: Client) -> None:
     response = client.post("/api/v1/me", {}, content_type="application/json", **bearer(raw_token))
     assert response.status_code == 405

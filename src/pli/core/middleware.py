@@ -123,7 +123,10 @@ class ClientTimeoutMiddleware:
 
 def _refusal(request: HttpRequest, message: str, status: int) -> HttpResponse:
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": message}, status=status)
+        # Written as DRF's renderer writes every other API answer: compact, UTF-8.
+        return JsonResponse(
+            {"detail": message}, status=status, json_dumps_params={"separators": (",", ":"), "ensure_ascii": False}
+        )
     return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
