@@ -474,3 +474,10 @@ def test_a_file_sent_to_a_move_never_reaches_the_disk_in_clear(
     response = client.post(f"/api/v1/messages/{sent}/move", {"folder": "archive", "file": document})
     assert response.status_code == 200, response.content
     assert written == []
+
+
+def test_one_answer_names_every_refused_listing_parameter(people: dict[str, User]) -> None:
+    box = personal_mailbox(people["alice"]).pk
+    response = api_client(people["alice"]).get(f"/api/v1/mailboxes/{box}/messages?folder=spam&date_from=01/02/2026")
+    assert response.status_code == 400
+    assert set(response.json()) == {"folder", "date_from"}

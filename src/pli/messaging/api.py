@@ -169,12 +169,14 @@ class MailboxMessagesView(MessagingView):
         # an absent one, so that folder= listed the inbox, limit= gave 50 and date_to= no
         # bound, where the schema allows only a folder, a number, a date.
         query = FolderQuerySerializer(data={name: given[name] for name in _FOLDER_QUERY if name in given})
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
         # The web search's own form checks the other criteria, so both refuse the same dates.
         criteria = _ApiSearchForm({name: given[name] for name in _SEARCH_CRITERIA if name in given})
-        if not criteria.is_valid():
-            return Response(form_error_body(criteria.errors), status=status.HTTP_400_BAD_REQUEST)
+        # Checked together, so that one answer names every refused parameter (a wrong folder
+        # and a wrong date took two tries to learn).
+        if not all([query.is_valid(), criteria.is_valid()]):
+            body = {**form_error_body(criteria.errors), **query.errors}
+            return Response(body, status=status.HTTP_400_BAD_REQUEST)
+        params = query.validated_data
         search = services.SearchQuery(
             text=params.get("q") or "",
             sender=criteria.cleaned_data["sender"],
