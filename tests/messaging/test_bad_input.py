@@ -78,6 +78,13 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "patient_given_names",
         "caractère de contrôle invisible",
     ),
+    (
+        "direction override in the subject",
+        {"subject": "R\u00e9sultats \u202efdp.exe"},
+        "subject",
+        "caractère de contrôle invisible",
+    ),
+    ("control character in the subject", {"subject": "Bilan\x1b[2J"}, "subject", "caractère de contrôle invisible"),
     ("unknown reply", {"in_reply_to": "6b1c6d59-8a8e-4b8b-9d3e-1d1a0e4f5f10"}, "in_reply_to", "Message inconnu"),
     ("malformed reply", {"in_reply_to": "42"}, "in_reply_to", "UUID"),
     ("too many recipients", {"to": [f"x{i}@pli.localhost" for i in range(51)]}, "to", "50"),
@@ -125,6 +132,14 @@ def test_web_form_shows_the_error_next_to_the_field(
     segment = html[html.index(f'id="id_{field}_error"') :][:2000]
     assert french.lower() in segment.lower().replace("&#x27;", "'").replace("&nbsp;", " ")
     assert Message.objects.count() == 0
+
+
+def test_line_breaks_and_tabs_in_a_subject_become_spaces(people: dict[str, User]) -> None:
+    """A subject pasted from another program keeps its words, on one line."""
+    client = api_client(people["alice"])
+    response = client.post("/api/v1/messages", _base(people, subject="Bilan\r\ndu\t\tjour\n"))
+    assert response.status_code == 201, response.content
+    assert client.get(f"/api/v1/messages/{response.json()['id']}").json()["subject"] == "Bilan du jour"
 
 
 def test_english_when_asked(people: dict[str, User]) -> None:

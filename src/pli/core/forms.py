@@ -13,9 +13,13 @@ from django.utils.translation import gettext as _
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+def contains_invisible_controls(value: str) -> bool:
+    return _INVISIBLE.search(value) is not None
+
+
 def refuse_invisible_controls(value: str) -> None:
     """A validator for people's names."""
-    if _INVISIBLE.search(value):
+    if contains_invisible_controls(value):
         raise ValidationError(
             _("This name contains an invisible control character (a text direction mark, say): type it again."),
             code="control",

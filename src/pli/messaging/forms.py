@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from pli.accounts.models import User
-from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
+from pli.core.forms import contains_invisible_controls, refuse_invisible_controls, refuse_repeated_fields
 from pli.core.ins import birth_date_mismatch, contradicts_birth_date, normalise_ins
 from pli.core.sizes import limit_size
 from pli.messaging import services
@@ -140,6 +140,9 @@ class MultipleFileField(forms.Field):
         return list(value) if isinstance(value, list | tuple) else [value]
 
 
+_LINE_BREAKS = re.compile(r"[\t\r\n]+")
+
+
 class ComposeForm(forms.Form):
     sender = forms.CharField(label=_("From"), max_length=254)
     to = AddressListField(label=_("To"), required=False)
@@ -246,6 +249,18 @@ class ComposeForm(forms.Form):
                 code="unknown",
             )
         return [book[a] for a in addresses]
+
+    def clean_subject(self) -> str:
+        # A subject is one line, in lists and in the API's answers: line breaks and tabs
+        # pasted from another program become a space. Any other control character, or a mark
+        # that turns the text around, only makes the subject display as something else.
+        subject = _LINE_BREAKS.sub(" ", self.cleaned_data.get("subject", ""))
+        if contains_invisible_controls(subject):
+            raise ValidationError(
+                _("The subject contains an invisible control character (a text direction mark, say): type it again."),
+                code="control",
+            )
+        return subject
 
     def clean_to(self) -> list[Any]:
         return self._recipients("to")
