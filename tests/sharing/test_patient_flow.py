@@ -416,9 +416,24 @@ def test_the_birth_date_given_again_at_once_sends_no_second_code(db: None) -> No
     assert OneTimeCode.objects.filter(share=share).count() == 1
     run_tasks()
     assert patient.code(last_code()).status_code == 303
-    # Another browser is another patient session: it gets its own code.
+    # Another browser, once that code is used, is given a code of its own.
     assert Patient(token).birth_date().status_code == 303
     assert OneTimeCode.objects.filter(share=share).count() == 2
+
+
+def test_a_double_tap_on_a_first_visit_sends_one_code(db: None) -> None:
+    """Both requests of a double tap come without a cookie: two sessions, one code."""
+    share, token = make_share()
+    first, second = Patient(token), Patient(token)
+    assert first.birth_date().status_code == 303
+    assert second.birth_date().status_code == 303
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    run_tasks()
+    codes = [m for m in sms_messages() if m["to"] == MOBILE and "/p/" not in m["text"]]
+    assert len(codes) == 1
+    # The browser keeps whichever session it was given last: the code opens it.
+    assert second.code(last_code()).status_code == 303
+    assert second.client.get(f"/p/{token}/documents").status_code == 200
 
 
 def test_new_code_retires_the_previous_one(db: None) -> None:

@@ -525,11 +525,14 @@ def check_birth_date(
         else:
             PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
         trail.add("share.birth_date_confirmed", share)
-        if session_key is not None and key == session_key:
-            # The same browser again (the back button), while its code is on its way.
-            recent = _recent_code(share, new_code.message.channel, now)
-            if recent is not None:
-                return StepResult("ok", session_key=key, channel=recent.channel)
+        # A code on its way (sent less than RESEND_COOLDOWN ago, unused) is not replaced: the
+        # same browser again (the back button), or a double tap on a first visit, whose two
+        # requests come without a cookie and so open two sessions. A code opens the share for
+        # any session past the birth date, so the one on its way serves this session too;
+        # replacing it made the first SMS useless and spent the hour's allowance twice.
+        recent = _recent_code(share, new_code.message.channel, now)
+        if recent is not None:
+            return StepResult("ok", session_key=key, channel=recent.channel)
         result = _issue_code(share, new_code, now, trail)
         if result.outcome != "ok":
             return result
