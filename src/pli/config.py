@@ -129,7 +129,10 @@ def _check_production_email_url(url: str) -> None:
             "(a log or files) and sends nothing"
         )
     if scheme == "smtp":
-        host = urlsplit(url.strip()).hostname or ""
+        try:
+            host = urlsplit(url.strip()).hostname or ""
+        except ValueError:  # an unbalanced IPv6 bracket: said as one line, not a traceback
+            raise ConfigError("PLI_EMAIL_URL smtp:// has an invalid host (an unclosed [ or ])") from None
         if not _is_loopback(host):
             raise ConfigError(
                 "PLI_EMAIL_URL smtp:// to another machine sends patients' links unencrypted: use "

@@ -68,6 +68,7 @@ def test_production_with_everything_set_loads(tmp_path: Path) -> None:
         ({"PLI_EMAIL_URL": "console://"}, "console:// is for development"),
         ({"PLI_EMAIL_URL": "file:///var/mail/pli"}, "file:// is for development"),
         ({"PLI_EMAIL_URL": "smtp://relay.example.fr:25"}, "use smtp\\+starttls:// or smtps://"),
+        ({"PLI_EMAIL_URL": "smtp://[::1:25"}, "PLI_EMAIL_URL .* invalid host"),
         ({"PLI_SMS_URL": "file:///var/sms"}, "PLI_SMS_URL file:// is for development"),
     ],
 )

@@ -77,6 +77,16 @@ def test_console_and_file_urls() -> None:
         ("file://relative/dir", "three slashes"),
         ("file:///", "absolute directory"),
         ("console://somewhere", "nothing after"),
+        # urlsplit raises ValueError on an unclosed IPv6 bracket: it was a traceback.
+        ("smtp://[::1:25", "invalid host"),
+        ("smtps://user:secret@[relay:465", "invalid host"),
+        # Django logs in only with both: the user alone was silently dropped, and every
+        # message then failed at the relay's "authentication required".
+        ("smtps://user@relay", "user name without a password"),
+        # smtplib sends AUTH as ASCII: any other character made every delivery crash.
+        ("smtps://user:p%C3%A4ss@relay", "ASCII"),
+        ("smtps://us%C3%A9r:pass@relay", "ASCII"),
+        ("smtps://user:p\u00e4ss@relay", "ASCII"),
     ],
 )
 def test_malformed_urls_give_one_clear_sentence(url: str, fragment: str) -> None:

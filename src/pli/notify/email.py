@@ -73,7 +73,10 @@ def parse_email_url(url: str) -> EmailSettings:
     if not separator:
         raise ImproperlyConfigured(_EXPECTED + ".")
     scheme = scheme.lower()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced IPv6 bracket; its message would be a traceback
+        raise ImproperlyConfigured(f"PLI_EMAIL_URL {scheme}:// has an invalid host (an unclosed [ or ]).") from None
     if parts.query or parts.fragment:
         raise ImproperlyConfigured("PLI_EMAIL_URL must not have a query (?…) or fragment (#…).")
     if scheme == "console":
@@ -103,6 +106,17 @@ def parse_email_url(url: str) -> EmailSettings:
         password = unquote(parts.password or "")
         if password and not user:
             raise ImproperlyConfigured(f"PLI_EMAIL_URL {scheme}:// has a password without a user name.")
+        if user and not password:
+            # Django's SMTP backend logs in only when it has both: the user name alone would
+            # be dropped, and the relay would refuse every message as unauthenticated.
+            raise ImproperlyConfigured(f"PLI_EMAIL_URL {scheme}:// has a user name without a password.")
+        if not (user + password).isascii():
+            # smtplib encodes AUTH in ASCII: any other character made every login, and so
+            # every e-mail, crash with UnicodeEncodeError instead of failing as a relay error.
+            raise ImproperlyConfigured(
+                f"PLI_EMAIL_URL {scheme}:// user name and password must be ASCII characters "
+                "(Python's SMTP client cannot send others)."
+            )
         return EmailSettings(
             backend=SMTP_BACKEND,
             host=parts.hostname,
