@@ -102,12 +102,22 @@ def test_twilio_url() -> None:
     assert AUTH_TOKEN not in repr(backend)
 
 
+def test_a_port_given_with_the_twilio_host_is_kept() -> None:
+    # It was dropped: the requests went to port 443 of that host whatever the URL said.
+    backend = sms.parse_sms_url(f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@sms-proxy.internal:8443?from=Pli")
+    assert isinstance(backend, sms.TwilioBackend)
+    assert backend.endpoint == "https://sms-proxy.internal:8443"
+
+
 def test_twilio_api_key_url() -> None:
     backend = sms.parse_sms_url(
         f"twilio://SK123:keysecret@api.twilio.com?account_sid={ACCOUNT_SID}&messaging_service_sid=MG1"
     )
     assert isinstance(backend, sms.TwilioBackend)
     assert backend.username == "SK123" and backend.account_sid == ACCOUNT_SID and backend.messaging_service_sid == "MG1"
+
+
+TWILIO_URL = f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Pli"
 
 
 @pytest.mark.parametrize(
@@ -121,6 +131,14 @@ def test_twilio_api_key_url() -> None:
         (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Pli&sender=x", "unknown parameters"),
         (f"twilio://SK1:{AUTH_TOKEN}@api.twilio.com?from=Pli", "Account SID"),
         (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Pli&endpoint=http://sms.example.org", "loopback"),
+        # urlsplit raises ValueError on an unclosed IPv6 bracket: it was a traceback at start.
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@[::1?from=Pli", "invalid host"),
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Pli&endpoint=http://[::1", "invalid host"),
+        # A port that is no number was accepted, and every SMS then failed (or was sent to
+        # the default port): said at start instead.
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com:abc?from=Pli", "invalid port"),
+        (f"{TWILIO_URL}&endpoint=http://127.0.0.1:abc", "invalid host or port"),
+        (f"{TWILIO_URL}&endpoint=https://u:p@sms.example.org", "base URL"),
     ],
 )
 def test_bad_urls_are_explained_without_echoing_secrets(url: str, words: str) -> None:

@@ -347,7 +347,10 @@ def parse_sms_url(url: str) -> SmsBackend:
     if not separator:
         raise SmsConfigError(_EXPECTED)
     scheme = scheme.lower()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced IPv6 bracket; its message would be a traceback
+        raise SmsConfigError(f"PLI_SMS_URL {scheme}:// has an invalid host (an unclosed [ or ])") from None
     if scheme == "file":
         if parts.netloc or parts.query or parts.fragment:
             raise SmsConfigError("PLI_SMS_URL file URLs need an absolute directory with three slashes: file:///dir")
@@ -380,10 +383,27 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
     account_sid = single.get("account_sid") or username
     if not account_sid.startswith("AC"):
         raise SmsConfigError("PLI_SMS_URL twilio:// needs the Account SID (AC…) as user name or ?account_sid=AC…")
-    host = split.hostname or "api.twilio.com"
+    try:
+        split.port  # noqa: B018 - raises for a port that is no number or out of range
+    except ValueError:
+        raise SmsConfigError("PLI_SMS_URL twilio:// has an invalid port") from None
+    # The host as written, with its port: a port given here was dropped, and the requests
+    # went to 443 whatever the URL said.
+    host = split.netloc.rpartition("@")[2] or "api.twilio.com"
     endpoint = single.get("endpoint") or f"https://{host}"
-    target = urlsplit(endpoint)
-    if target.scheme not in ("http", "https") or not target.hostname or target.path not in ("", "/"):
+    try:
+        target = urlsplit(endpoint)
+        target.port  # noqa: B018 - as above
+    except ValueError:
+        # Accepted before, it failed every SMS at send time instead of stopping Pli here.
+        raise SmsConfigError("PLI_SMS_URL endpoint has an invalid host or port") from None
+    if (
+        target.scheme not in ("http", "https")
+        or not target.hostname
+        or target.path not in ("", "/")
+        or target.username is not None
+        or target.password is not None
+    ):
         raise SmsConfigError("PLI_SMS_URL endpoint must be a base URL such as https://api.twilio.com")
     if target.scheme == "http" and not _is_loopback(target.hostname):
         raise SmsConfigError("PLI_SMS_URL endpoint may use plain http only on a loopback address")
