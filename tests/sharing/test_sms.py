@@ -102,6 +102,17 @@ def test_twilio_url() -> None:
     assert AUTH_TOKEN not in repr(backend)
 
 
+def test_a_sender_number_written_with_its_plus_keeps_it() -> None:
+    # The query was read as a form, "+" as a space: "?from=+33700000000" sent From
+    # 33700000000, which Twilio refuses (400, so every SMS failed for good).
+    backend = sms.parse_sms_url(f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=+33700000000")
+    assert isinstance(backend, sms.TwilioBackend)
+    assert backend.sender == "+33700000000"
+    assert b"From=%2B33700000000" in (backend.request_for("+33612345678", "x").data or b"")
+    spaced = sms.parse_sms_url(f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Cabinet%20Pli")
+    assert isinstance(spaced, sms.TwilioBackend) and spaced.sender == "Cabinet Pli"
+
+
 def test_a_port_given_with_the_twilio_host_is_kept() -> None:
     # It was dropped: the requests went to port 443 of that host whatever the URL said.
     backend = sms.parse_sms_url(f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@sms-proxy.internal:8443?from=Pli")

@@ -9,10 +9,11 @@ Accepted URLs::
     twilio://API_KEY_SID:API_KEY_SECRET@api.twilio.com?account_sid=AC…&from=SENDER
         Twilio's Programmable Messaging REST API (``POST /2010-04-01/Accounts/{AccountSid}/
         Messages.json``, form-encoded ``To``, ``From`` or ``MessagingServiceSid``, ``Body``,
-        HTTP Basic authentication). ``from`` is a Twilio number in E.164 or an alphanumeric
-        sender id; ``messaging_service_sid=MG…`` may replace it. ``endpoint=https://host``
-        sends to another base URL (a proxy, or a loopback server in tests; plain http is
-        accepted for loopback addresses only, since the request carries the credentials).
+        HTTP Basic authentication). ``from`` is a Twilio number in E.164 (its ``+`` as is)
+        or an alphanumeric sender id (a space written ``%20``); ``messaging_service_sid=MG…``
+        may replace it. ``endpoint=https://host`` sends to another base URL (a proxy, or a
+        loopback server in tests; plain http is accepted for loopback addresses only, since
+        the request carries the credentials).
 
 Only mobile numbers of the allowed regions are accepted (by default metropolitan France and
 the overseas departments; ``PLI_SMS_ALLOWED_REGIONS=FR,BE`` changes that).
@@ -370,7 +371,10 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
     password = unquote(split.password or "")
     if not username or not password:
         raise SmsConfigError("PLI_SMS_URL twilio:// needs ACCOUNT_SID:AUTH_TOKEN (or API_KEY_SID:SECRET) before the @")
-    query = parse_qs(split.query, keep_blank_values=True)
+    # RFC 3986, not HTML forms: "+" is a plus. Read as a space, "?from=+33700000000" (the
+    # E.164 number the documentation asks for) sent From 33700000000, which Twilio refuses
+    # for good. A space is written %20.
+    query = parse_qs(split.query.replace("+", "%2B"), keep_blank_values=True)
     allowed = {"from", "messaging_service_sid", "account_sid", "endpoint"}
     unknown = sorted(set(query) - allowed)
     if unknown:
