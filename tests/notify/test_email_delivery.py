@@ -286,3 +286,27 @@ def test_a_relay_with_an_untrusted_certificate_gets_nothing(tmp_path: Path, sett
     finally:
         controller.stop()
     assert received == []
+
+
+def test_account_emails_name_the_instance_domain_in_their_message_id(smtp_server: Any, settings: Any) -> None:
+    # Django names this machine there (often "localhost"), which spam filters mark down: the
+    # patients' notifications named the instance's domain, invitations and password resets
+    # did not.
+    from allauth.core import context as allauth_context
+    from django.test import RequestFactory
+
+    from pli.accounts.adapter import AccountAdapter
+
+    settings.PLI_MAIL_DOMAIN = "pli.example.fr"
+    assert send_templated(
+        to="doc@example.org",
+        template_prefix="account/email/password_reset_key",
+        context={"password_reset_url": "https://pli.example.fr/x"},
+    )
+    request = RequestFactory().get("/", HTTP_HOST="127.0.0.1")
+    with allauth_context.request_context(request):
+        AccountAdapter(request).send_mail(
+            "account/email/password_reset_key", "doc@example.org", {"password_reset_url": "https://pli.example.fr/x"}
+        )
+    mails = smtp_server.wait_for(2)
+    assert [str(mail.message["Message-ID"]).endswith("@pli.example.fr>") for mail in mails] == [True, True]

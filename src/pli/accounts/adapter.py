@@ -13,6 +13,7 @@ from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
@@ -91,6 +92,14 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
         user.save()
         if new and isinstance(user, User):
             revoke_all_tokens(user, "password", request=self.request)
+
+    def render_mail(self, *args: Any, **kwargs: Any) -> EmailMessage:
+        from pli.notify.email import message_id
+
+        message: EmailMessage = super().render_mail(*args, **kwargs)
+        # The instance's domain rather than this machine's name (see message_id).
+        message.extra_headers.setdefault("Message-ID", message_id())
+        return message
 
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
         # A relay outage must not turn "reset my password" into an error page, nor reveal

@@ -24,7 +24,7 @@ import smtplib
 import tempfile
 import time
 from collections.abc import Sequence
-from email.utils import parseaddr
+from email.utils import make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -218,6 +218,15 @@ def writable(message: EmailMessage) -> bool:
     return True
 
 
+def message_id() -> str:
+    """A Message-ID naming the instance's mail domain. Django's default names this machine
+    (often "localhost"), and spam filters mark down messages whose Message-ID names no real
+    domain: every e-mail Pli sends takes this one."""
+    from django.conf import settings
+
+    return make_msgid(domain=settings.PLI_MAIL_DOMAIN)
+
+
 def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) -> bool:
     """Render ``<prefix>_subject.txt`` and ``<prefix>_message.txt`` and send one plain-text
     e-mail. Returns False (and logs the failure, without the address or content) when the
@@ -227,7 +236,7 @@ def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) ->
 
     subject = " ".join(render_to_string(f"{template_prefix}_subject.txt", context).split())
     body = render_to_string(f"{template_prefix}_message.txt", context)
-    message = EmailMessage(subject=subject, body=body, to=[to])
+    message = EmailMessage(subject=subject, body=body, to=[to], headers={"Message-ID": message_id()})
     if not writable(message):
         logger.warning("e-mail %s not sent: an address or header the e-mail format cannot carry", template_prefix)
         return False

@@ -22,7 +22,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.utils import make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +36,7 @@ from pli.audit import services as audit
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.notify import sms
-from pli.notify.email import writable
+from pli.notify.email import message_id, writable
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 
 logger = logging.getLogger(__name__)
@@ -226,9 +225,7 @@ def _send(notification: ShareNotification) -> str:
         subject=notification.subject or "",
         body=notification.text or "",
         to=[notification.recipient or ""],
-        # The instance's domain, not this machine's name (often "localhost"): spam filters
-        # mark down messages whose Message-ID names no real domain.
-        headers={"Auto-Submitted": "auto-generated", "Message-ID": make_msgid(domain=settings.PLI_MAIL_DOMAIN)},
+        headers={"Auto-Submitted": "auto-generated", "Message-ID": message_id()},
     )
     if notification.html:
         message.attach_alternative(notification.html, "text/html")
