@@ -284,6 +284,29 @@ def test_notification_of_a_revoked_share_is_cancelled(db: None) -> None:
     assert sms_messages() == []
 
 
+@pytest.mark.parametrize("retryable", [False, True], ids=["final", "retryable"])
+def test_a_notification_cancelled_while_being_sent_stays_cancelled(
+    db: None, monkeypatch: pytest.MonkeyPatch, retryable: bool
+) -> None:
+    """A newer code or a revocation lands while the provider is being tried, and the
+    provider then refuses: no failure is shown for a message nobody wants any more."""
+    share, _token = make_share(doctor(), email=None)
+    link = share.notifications.get(kind="link")
+
+    def refused_meanwhile(notification: ShareNotification) -> str:
+        services.revoke(share.created_by, share.pk)
+        raise notifications.DeliveryFailed("sms:refused", retryable=retryable)
+
+    monkeypatch.setattr(notifications, "_send", refused_meanwhile)
+    failures = AuditEvent.objects.filter(action="share.notification_failed").count()
+    jobs = DBTaskResult.objects.count()
+    assert notifications.deliver(link.pk) == "cancelled"
+    link.refresh_from_db()
+    assert (link.state, link.last_error, link.attempts) == ("cancelled", "cancelled", 0)
+    assert AuditEvent.objects.filter(action="share.notification_failed").count() == failures
+    assert DBTaskResult.objects.count() == jobs  # no further attempt queued
+
+
 def test_a_code_not_delivered_in_time_is_abandoned(db: None, settings: Any) -> None:
     share, token = make_share(doctor(), email=None)
     run_tasks()

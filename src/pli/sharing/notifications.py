@@ -351,10 +351,18 @@ def _finish(
     provider_id: str = "",
 ) -> str:
     sent = state == ShareNotification.State.SENT
+    rows = ShareNotification.objects.filter(pk=notification.pk)
+    if not sent:
+        # Cancelled while the provider was being tried (a newer code, a revocation): it stays
+        # cancelled. A failure would show the practitioner a problem with a message nobody
+        # wants any more. One that went out is recorded as sent all the same: it did.
+        rows = rows.filter(state=ShareNotification.State.PENDING)
     with transaction.atomic():
+        if not rows.exists():
+            return ShareNotification.State.CANCELLED
         # The payload (link, code) is no longer needed: shred it with its data key.
         close(
-            ShareNotification.objects.filter(pk=notification.pk),
+            rows,
             state=state,
             attempts=attempts,
             sent_at=now if sent else None,
@@ -376,9 +384,11 @@ def _finish(
 
 def _retry_later(notification: ShareNotification, attempts: int, next_at: datetime.datetime, reason: str) -> str:
     with transaction.atomic():
-        ShareNotification.objects.filter(pk=notification.pk).update(
+        updated = ShareNotification.objects.filter(pk=notification.pk, state=ShareNotification.State.PENDING).update(
             attempts=attempts, next_attempt_at=next_at, claimed_until=None, last_error=reason
         )
+        if not updated:  # cancelled meanwhile: nothing more to try
+            return ShareNotification.State.CANCELLED
         notification.attempts = attempts
         enqueue_delivery(notification, run_after=next_at)
         audit.record(
