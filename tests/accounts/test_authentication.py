@@ -207,6 +207,28 @@ def test_second_factor_attempts_are_limited_per_account(organisation: Organisati
     assert "verrouillé" in response.content.decode()
 
 
+def test_second_factor_attempts_refused_by_a_limit_are_audited(organisation: Organisation, settings: Any) -> None:
+    """A code refused because the account is locked is what an attacker holding the password
+    keeps sending: like a refused password, it is written to the trail, not dropped."""
+    user = make_user(organisation, email="doc@example.org")
+    client = Client()
+    client.post("/login/", {"login": "doc@example.org", "password": TEST_PASSWORD})
+    wrong = f"{(int(totp_code()) + 7) % 1_000_000:06d}"
+    for _attempt in range(5):
+        client.post("/account/2fa/authenticate/", {"code": wrong})
+    assert "verrouillé" in client.post("/account/2fa/authenticate/", {"code": wrong}).content.decode()
+    events = AuditEvent.objects.filter(action="auth.second_factor", target_id=str(user.pk)).order_by("seq")
+    assert [e.outcome for e in events] == ["failure"] * 5 + ["denied"]
+    assert events.last().details == {"reason": "account_or_address_limit", "reauthentication": False}  # type: ignore[union-attr]
+
+    settings.PLI_GLOBAL_RATE_LIMITS = {**settings.PLI_GLOBAL_RATE_LIMITS, "second_factor_failed": "0/m"}
+    other = make_user(organisation, email="other@example.org")
+    response = sign_in(Client(), "other@example.org", code=totp_code(), REMOTE_ADDR="203.0.113.20")
+    assert "codes erronés" in response.content.decode()
+    event = AuditEvent.objects.filter(action="auth.second_factor", target_id=str(other.pk)).latest("seq")
+    assert (event.outcome, event.details["reason"]) == ("denied", "instance_limit")
+
+
 def test_attempts_are_limited_per_address(organisation: Organisation) -> None:
     for number in range(11):
         make_user(organisation, email=f"person{number}@example.org")

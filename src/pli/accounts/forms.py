@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 
 from pli.accounts import ratelimits, validators
 from pli.accounts.models import Membership, Organisation, User
+from pli.audit import services as audit
 
 # Suggestions only (a datalist): the national directory has many more professions.
 PROFESSIONS = (
@@ -63,6 +64,8 @@ class _InstanceLimitedCodeMixin:
     limits them per account and per address); right ones don't."""
 
     fields: dict[str, forms.Field]
+    user: User
+    reauthentication = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -72,13 +75,34 @@ class _InstanceLimitedCodeMixin:
     def clean_code(self) -> str:
         usage = ratelimits.consume(context.request, "second_factor_failed")
         if usage is None:
+            self._record_refused("instance_limit")
             raise ValidationError(
                 _("Pli is receiving an unusual number of wrong codes and is slowing them down. Wait one minute."),
                 code="rate_limited",
             )
-        code: str = super().clean_code()  # type: ignore[misc]
+        try:
+            code: str = super().clean_code()  # type: ignore[misc]
+        except ValidationError as exc:
+            # allauth refuses a locked account's code without checking it, and without the
+            # failure signal: recorded here, as a refused password is (AccountAdapter), so
+            # that the trail shows someone holding the password still trying codes.
+            if exc.code == "too_many_login_attempts":
+                self._record_refused("account_or_address_limit")
+            raise
         usage.rollback()
         return code
+
+    def _record_refused(self, reason: str) -> None:
+        request = context.request
+        signed_in = bool(getattr(getattr(request, "user", None), "is_authenticated", False))
+        audit.record(
+            "auth.second_factor",
+            actor=self.user if signed_in else ("anonymous", ""),
+            target=self.user,
+            request=request,
+            outcome=audit.DENIED,
+            details={"reason": reason, "reauthentication": self.reauthentication},
+        )
 
 
 class ActivateTOTPForm(AllauthActivateTOTPForm):  # type: ignore[misc]
@@ -99,7 +123,7 @@ class SecondFactorForm(_InstanceLimitedCodeMixin, AuthenticateForm):  # type: ig
 
 
 class SecondFactorReauthenticateForm(_InstanceLimitedCodeMixin, ReauthenticateForm):  # type: ignore[misc]
-    pass
+    reauthentication = True
 
 
 # --- Organisation administration -------------------------------------------------------
