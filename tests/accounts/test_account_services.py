@@ -150,6 +150,29 @@ def test_update_shared_mailbox_members(organisation: Organisation, admin: User) 
     assert event.details == {"added": 1, "removed": 1}
 
 
+def test_shared_mailbox_access_granted_and_withdrawn_names_each_person(organisation: Organisation, admin: User) -> None:
+    """A shared mailbox holds health data: the trail must tell who could read it when, so
+    each person given or losing access is named, not only counted."""
+    a = make_user(organisation, second_factor=False)
+    b = make_user(organisation, second_factor=False)
+    c = make_user(organisation, second_factor=False)
+    mailbox = services.create_shared_mailbox(organisation, "Accueil", [a, b], actor=admin)
+    services.update_shared_mailbox(mailbox, name="Accueil", members=[b, c], actor=admin)
+
+    def people(action: str) -> list[tuple[str, str, str]]:
+        events = AuditEvent.objects.filter(action=action).order_by("seq")
+        return [(e.actor_id, e.target_id, e.details["mailbox"]) for e in events]
+
+    box = str(mailbox.pk)
+    assert sorted(people("mailbox.member_added")) == sorted(
+        [(str(admin.pk), str(a.pk), box), (str(admin.pk), str(b.pk), box), (str(admin.pk), str(c.pk), box)]
+    )
+    assert people("mailbox.member_removed") == [(str(admin.pk), str(a.pk), box)]
+    # Leaving the organisation takes one out of its shared mailboxes: named the same way.
+    services.remove_member(Membership.objects.get(user=b), actor=admin)
+    assert people("mailbox.member_removed") == [(str(admin.pk), str(a.pk), box), (str(admin.pk), str(b.pk), box)]
+
+
 def test_inactive_users_have_no_mailbox(organisation: Organisation) -> None:
     user = make_user(organisation, second_factor=False)
     User.objects.filter(pk=user.pk).update(is_active=False)

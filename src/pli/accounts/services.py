@@ -416,7 +416,10 @@ def remove_member(membership: Membership, *, actor: User | None = None, request:
             raise ValidationError(_("You cannot remove yourself: ask another administrator."))
         if membership.role == Role.ADMIN and not _other_admins(membership):
             raise ValidationError(_("An organisation needs at least one administrator: appoint another one first."))
-        MailboxMember.objects.filter(user=user, mailbox__organisation=organisation).delete()
+        left = list(
+            MailboxMember.objects.filter(user=user, mailbox__organisation=organisation).select_related("mailbox")
+        )
+        MailboxMember.objects.filter(pk__in=[row.pk for row in left]).delete()
         membership.delete()
         remaining = Membership.objects.filter(user=user).select_related("organisation").order_by("created_at").first()
         personal = Mailbox.objects.filter(owner=user).first()
@@ -436,6 +439,8 @@ def remove_member(membership: Membership, *, actor: User | None = None, request:
             request=request,
             details={"organisation": organisation.pk, "deactivated": remaining is None},
         )
+        for row in left:
+            _record_mailbox_access("mailbox.member_removed", row.mailbox, [user.pk], actor, request)
 
 
 # --- Shared mailboxes -------------------------------------------------------------------
@@ -483,7 +488,23 @@ def create_shared_mailbox(
             request=request,
             details={"organisation": organisation.pk, "members": len(checked)},
         )
+        _record_mailbox_access("mailbox.member_added", mailbox, [user.pk for user in checked], actor, request)
     return mailbox
+
+
+def _record_mailbox_access(
+    action: str, mailbox: Mailbox, user_ids: Iterable[int], actor: User | None, request: HttpRequest | None
+) -> None:
+    """One event per person given or losing access to a shared mailbox, naming them: a
+    count alone would not tell who could read its messages at a given time."""
+    targets = [("accounts.user", str(pk)) for pk in sorted(user_ids)]
+    audit.record_each(
+        action,
+        actor=actor,
+        targets=targets,
+        request=request,
+        details={"mailbox": str(mailbox.pk), "organisation": mailbox.organisation_id},
+    )
 
 
 def update_shared_mailbox(
@@ -516,6 +537,8 @@ def update_shared_mailbox(
             request=request,
             details={"added": len(wanted - current), "removed": len(current - wanted)},
         )
+        _record_mailbox_access("mailbox.member_added", mailbox, wanted - current, actor, request)
+        _record_mailbox_access("mailbox.member_removed", mailbox, current - wanted, actor, request)
     return mailbox
 
 
