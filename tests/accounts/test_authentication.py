@@ -309,6 +309,22 @@ def test_password_reset_reveals_nothing_and_works(organisation: Organisation, sm
     assert sign_in(Client(), "doc@example.org", "une toute nouvelle phrase")["Location"] == "/account/2fa/authenticate/"
 
 
+def test_password_reauthentication_is_audited_as_such(organisation: Organisation, client: Client) -> None:
+    """Typing the password again unlocks what outlives the session (an API token, a new
+    second factor): it is in the trail like a second-factor reauthentication, under the
+    signed-in user, and a wrong one is not written as an anonymous failed sign-in."""
+    user = make_user(organisation, email="doc@example.org")
+    sign_in(client, "doc@example.org", code=totp_code())
+    client.post("/account/reauthenticate/", {"password": "not the password"})
+    client.post("/account/reauthenticate/", {"password": TEST_PASSWORD})
+    events = AuditEvent.objects.filter(action="auth.reauthentication").order_by("seq")
+    assert [(e.actor_id, e.target_id, e.outcome, e.details) for e in events] == [
+        (str(user.pk), str(user.pk), "failure", {"method": "password"}),
+        (str(user.pk), str(user.pk), "success", {"method": "password"}),
+    ]
+    assert not AuditEvent.objects.filter(action="auth.login", outcome="failure").exists()
+
+
 def test_password_reset_requests_are_limited_per_address_book_entry(organisation: Organisation) -> None:
     make_user(organisation, email="doc@example.org")
     for _attempt in range(3):

@@ -9,6 +9,7 @@ import smtplib
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.core import context
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -78,6 +79,27 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
         if usage is not None:
             usage.rollback()
             self._pli_global_usage = None
+
+    def reauthenticate(self, user: AbstractBaseUser, password: str) -> bool:
+        """The password typed again by a signed-in user (before making an API token or
+        changing a second factor): recorded as such, under that user. allauth checks it
+        through a sign-in attempt, whose failure the login_failed receiver would otherwise
+        write as an anonymous failed sign-in, and whose success it writes nowhere."""
+        request = context.request
+        request.pli_reauthentication = True
+        try:
+            ok = bool(super().reauthenticate(user, password))
+        finally:
+            request.pli_reauthentication = False
+        audit.record(
+            "auth.reauthentication",
+            actor=user,
+            target=user,
+            request=request,
+            outcome=audit.SUCCESS if ok else audit.FAILURE,
+            details={"method": "password"},
+        )
+        return ok
 
     def set_password(self, user: AbstractBaseUser, password: str) -> None:
         """allauth's password change, reset and set: the API tokens are revoked here, with

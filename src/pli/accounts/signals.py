@@ -31,6 +31,8 @@ def on_logged_out(sender: Any, user: Any = None, **kwargs: Any) -> None:
 def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     from pli.accounts.models import User
 
+    if getattr(request, "pli_reauthentication", False):
+        return  # a signed-in user's password typed again: AccountAdapter.reauthenticate records it
     email = str(credentials.get("email") or credentials.get("username") or "")
     target = User.objects.filter(email__iexact=email).first() if email else None
     audit.record(
