@@ -8,14 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from accounts_helpers import extract_link
+from accounts_helpers import extract_link, sign_in
 from django.test import Client
 from django.utils import timezone
 
 from pli.accounts import services
 from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
 from pli.audit.models import AuditEvent
-from pli.testing.accounts import make_organisation, make_user
+from pli.testing.accounts import make_organisation, make_user, totp_code
 
 NEW_PASSWORD = "le soleil se leve sur la baie"
 
@@ -208,6 +208,43 @@ def test_existing_account_joins_after_signing_in(organisation: Organisation, adm
     assert client.post(f"/invitation/{token}/").status_code == 302
     assert Membership.objects.filter(user=member, organisation=organisation, role="practitioner").exists()
     assert Client().get(f"/invitation/{token}/").status_code == 410
+
+
+def test_a_former_member_whose_account_was_switched_off_can_rejoin(organisation: Organisation, admin: User) -> None:
+    """Leaving one's last organisation switches the account off, and a switched-off account
+    cannot sign in: "sign in, then open the link again" was a dead end, so an administrator
+    could never take a former colleague back. The link itself, sent to the account's
+    address, switches it on with the new membership; signing in still takes the password
+    and the second factor."""
+    former = make_user(organisation, email="back@example.org")
+    services.remove_member(Membership.objects.get(user=former), actor=admin)
+    former.refresh_from_db()
+    assert not former.is_active
+    token = _invite(organisation, admin, email="back@example.org", role="assistant")
+    client = Client()
+    page = client.get(f"/invitation/{token}/")
+    assert page.status_code == 200 and "désactivé" in page.content.decode()
+    response = client.post(f"/invitation/{token}/")
+    assert response.status_code == 302 and response["Location"] == "/login/"
+    former.refresh_from_db()
+    assert former.is_active
+    assert Membership.objects.filter(user=former, organisation=organisation, role="assistant").exists()
+    assert Mailbox.objects.get(owner=former).is_active
+    # Not signed in by the link: the password and the second factor, as before.
+    assert client.get("/account/").status_code == 302
+    assert sign_in(client, "back@example.org", code=totp_code())["Location"] == "/"
+    assert Client().get(f"/invitation/{token}/").status_code == 410
+
+
+def test_a_switched_off_account_is_not_switched_on_by_someone_else_signed_in(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    former = make_user(organisation, email="back@example.org")
+    services.remove_member(Membership.objects.get(user=former), actor=admin)
+    token = _invite(organisation, admin, email="back@example.org")
+    assert admin_client.post(f"/invitation/{token}/").status_code == 403
+    former.refresh_from_db()
+    assert not former.is_active
 
 
 def test_someone_else_signed_in_cannot_accept(organisation: Organisation, admin: User, admin_client: Client) -> None:

@@ -403,7 +403,13 @@ def _invitation_for_existing_account(
     request: HttpRequest, token: str, found: Invitation, existing: User
 ) -> HttpResponse:
     signed_in_as_invitee = request.user.is_authenticated and request.user.pk == existing.pk
-    if request.method == "POST" and signed_in_as_invitee:
+    # An account switched off when its owner left their last organisation cannot sign in,
+    # so "sign in, then open the link again" would be a dead end. The link, sent to the
+    # account's address and used once, switches it on again with the new membership (as it
+    # would create an account); it signs nobody in: that still takes the account's password
+    # and second factor. Not while someone else is signed in on this browser.
+    rejoining = not existing.is_active and not request.user.is_authenticated
+    if request.method == "POST" and (signed_in_as_invitee or rejoining):
         try:
             services.accept_invitation_as(token, existing, request=request)
         except services.InvitationProblem as problem:
@@ -412,12 +418,19 @@ def _invitation_for_existing_account(
             for message in exc.messages:
                 messages.error(request, message)
             return redirect("accounts:profile")
+        if rejoining:
+            messages.success(
+                request,
+                _("You are a member of %(name)s again. Sign in with your password and your second factor.")
+                % {"name": found.organisation.name},
+            )
+            return redirect("account_login")
         messages.success(request, _("You are now a member of %(name)s.") % {"name": found.organisation.name})
         return redirect("accounts:profile")
     return render(
         request,
         "accounts/invitation_existing.html",
-        {"invitation": found, "signed_in_as_invitee": signed_in_as_invitee},
+        {"invitation": found, "signed_in_as_invitee": signed_in_as_invitee, "rejoining": rejoining},
         status=200 if request.method == "GET" else 403,
     )
 
