@@ -236,6 +236,31 @@ def test_a_former_member_whose_account_was_switched_off_can_rejoin(organisation:
     assert Client().get(f"/invitation/{token}/").status_code == 410
 
 
+def test_what_a_former_member_left_signed_in_does_not_come_back_with_the_account(
+    organisation: Organisation, admin: User
+) -> None:
+    """Leaving one's last organisation ends one's sessions and revokes one's API tokens.
+    Switched off, they only stopped working; rejoining (the test above) brought back a token
+    left in the old practice's software, now opening the new organisation's mailboxes."""
+    from django.contrib.sessions.models import Session
+
+    from pli.api import services as api
+
+    former = make_user(organisation, email="back@example.org")
+    _token, raw = api.create_token(former, "Logiciel du cabinet")
+    browser = Client()
+    assert sign_in(browser, "back@example.org", code=totp_code())["Location"] == "/"
+    services.remove_member(Membership.objects.get(user=former), actor=admin)
+    session_key = browser.cookies["pli_session"].value
+    assert not Session.objects.filter(session_key=session_key).exists()
+    event = AuditEvent.objects.filter(action="api.token_revoked").latest("seq")
+    assert (event.actor_id, event.details) == (str(admin.pk), {"reason": "deactivated"})
+    token = _invite(organisation, admin, email="back@example.org")
+    assert Client().post(f"/invitation/{token}/").status_code == 302
+    assert Client().get("/api/v1/me", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    assert browser.get("/account/").status_code == 302
+
+
 def test_a_switched_off_account_is_not_switched_on_by_someone_else_signed_in(
     organisation: Organisation, admin: User, admin_client: Client
 ) -> None:

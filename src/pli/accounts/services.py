@@ -429,6 +429,7 @@ def remove_member(membership: Membership, *, actor: User | None = None, request:
             if personal is not None:
                 personal.is_active = False
                 personal.save(update_fields=["is_active"])
+            _end_access(user, actor, request)
         elif personal is not None and personal.organisation_id == organisation.pk:
             personal.organisation = remaining.organisation
             personal.save(update_fields=["organisation"])
@@ -441,6 +442,19 @@ def remove_member(membership: Membership, *, actor: User | None = None, request:
         )
         for row in left:
             _record_mailbox_access("mailbox.member_removed", row.mailbox, [user.pk], actor, request)
+
+
+def _end_access(user: User, actor: User | None, request: HttpRequest | None) -> None:
+    """An account switched off ends its sessions and revokes its API tokens. Switching off
+    alone only suspends them, and a new invitation switches the account on again
+    (add_member): a token left in the former practice's software, or a browser left signed
+    in there, would then open the mailboxes of the organisation the person joined."""
+    from pli.api.services import revoke_all_tokens
+
+    # Done by the administrator, or by the operator's command (actor None): not by the person.
+    revoke_all_tokens(user, "deactivated", request=request, actor=actor or ("system", ""))
+    for session in UserSession.objects.filter(user=user):
+        session.end()
 
 
 # --- Shared mailboxes -------------------------------------------------------------------

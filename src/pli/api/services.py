@@ -119,16 +119,21 @@ def revoke_token(user: User, token_id: int, *, request: HttpRequest | None = Non
     return token
 
 
-def revoke_all_tokens(user: User, reason: str, *, request: HttpRequest | None = None) -> int:
+def revoke_all_tokens(
+    user: User, reason: str, *, request: HttpRequest | None = None, actor: User | tuple[str, str] | None = None
+) -> int:
     """Revoke every active token of ``user`` (their password changed or was reset: a token
-    made from a stolen session must not outlive the usual remedy)."""
+    made from a stolen session must not outlive the usual remedy; or their account was
+    switched off). ``actor`` is who did it when not ``user`` (an audit actor; None: ``user``)."""
     with transaction.atomic():
         tokens = list(ApiToken.objects.select_for_update().filter(user=user, revoked_at__isnull=True))
         now = timezone.now()
         for token in tokens:
             token.revoked_at = now
             token.save(update_fields=["revoked_at"])
-            audit.record("api.token_revoked", actor=user, target=token, request=request, details={"reason": reason})
+            audit.record(
+                "api.token_revoked", actor=actor or user, target=token, request=request, details={"reason": reason}
+            )
     return len(tokens)
 
 
