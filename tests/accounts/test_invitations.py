@@ -279,6 +279,19 @@ def test_someone_else_signed_in_cannot_accept(organisation: Organisation, admin:
     assert not User.objects.filter(email="new@example.org").exists()
 
 
+def test_resending_to_someone_who_became_a_member_meanwhile_says_so(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    """The operator's `pli createuser` made the invitee a member while the invitation was
+    pending: "send again" answered a 500 (the service's refusal went unhandled)."""
+    invitation = services.invite_member(organisation, email="new@example.org", role="assistant", actor=admin).invitation
+    make_user(organisation, email="new@example.org", second_factor=False)
+    response = admin_client.post(f"/organisations/{organisation.slug}/invitations/{invitation.pk}/resend/", follow=True)
+    assert response.status_code == 200
+    assert "déjà membre" in response.content.decode()
+    assert Invitation.objects.filter(email="new@example.org").count() == 1
+
+
 def test_inviting_a_current_member_is_refused(organisation: Organisation, admin: User, admin_client: Client) -> None:
     response = admin_client.post(
         f"/organisations/{organisation.slug}/members/invite/", {"email": admin.email, "role": "assistant"}

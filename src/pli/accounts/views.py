@@ -182,15 +182,21 @@ def resend_invitation(request: HttpRequest, slug: str, invitation_id: uuid.UUID)
     invitation = get_object_or_404(Invitation, pk=invitation_id, organisation=organisation)
     if invitation.accepted_at is not None:
         raise Http404
-    sent = services.invite_member(
-        organisation,
-        email=invitation.email,
-        role=invitation.role,
-        first_name=invitation.first_name,
-        last_name=invitation.last_name,
-        actor=_user(request),
-        request=request,
-    )
+    try:
+        sent = services.invite_member(
+            organisation,
+            email=invitation.email,
+            role=invitation.role,
+            first_name=invitation.first_name,
+            last_name=invitation.last_name,
+            actor=_user(request),
+            request=request,
+        )
+    except ValidationError as exc:
+        # The person became a member meanwhile (`pli createuser`), say: told, not a 500.
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("accounts:members", slug=organisation.slug)
     if sent.delivered is False:
         messages.warning(request, _("The e-mail to %(email)s could not be sent.") % {"email": invitation.email})
     else:
