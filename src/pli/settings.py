@@ -261,7 +261,11 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Pli] "
 ACCOUNT_PREVENT_ENUMERATION = True
 ACCOUNT_EMAIL_UNKNOWN_ACCOUNTS = False
 ACCOUNT_EMAIL_NOTIFICATIONS = True  # password and second-factor changes are e-mailed to the user
-ACCOUNT_FORMS = {"login": "pli.accounts.forms.LoginForm", "reset_password": "pli.accounts.forms.ResetPasswordForm"}
+ACCOUNT_FORMS = {
+    "login": "pli.accounts.forms.LoginForm",
+    "reset_password": "pli.accounts.forms.ResetPasswordForm",
+    "change_password": "pli.accounts.forms.ChangePasswordForm",
+}
 MFA_FORMS = {
     "activate_totp": "pli.accounts.forms.ActivateTOTPForm",
     "authenticate": "pli.accounts.forms.SecondFactorForm",

@@ -325,6 +325,24 @@ def test_password_reauthentication_is_audited_as_such(organisation: Organisation
     assert not AuditEvent.objects.filter(action="auth.login", outcome="failure").exists()
 
 
+def test_wrong_current_passwords_on_the_change_page_lock_and_are_audited(
+    organisation: Organisation, client: Client
+) -> None:
+    """The password change page checks the current password: with a session left open it
+    was a password oracle outside the account's lockout (5 tries a minute, for ever) and
+    outside the trail. Its wrong guesses now count and are recorded like any other."""
+    user = make_user(organisation, email="doc@example.org")
+    sign_in(client, "doc@example.org", code=totp_code())
+    new = "une toute nouvelle phrase"
+    for attempt in range(5):
+        guess = {"oldpassword": f"guess number {attempt}", "password1": new, "password2": new}
+        assert client.post("/account/password/change/", guess).status_code == 200
+    failures = AuditEvent.objects.filter(action="auth.reauthentication", outcome="failure", target_id=str(user.pk))
+    assert failures.count() == 5
+    # The account is now locked, as after five wrong passwords at sign-in.
+    assert "verrouillé" in sign_in(Client(), "doc@example.org", REMOTE_ADDR="10.9.9.9").content.decode()
+
+
 def test_password_reset_requests_are_limited_per_address_book_entry(organisation: Organisation) -> None:
     make_user(organisation, email="doc@example.org")
     for _attempt in range(3):
