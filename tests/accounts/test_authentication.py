@@ -323,6 +323,13 @@ def test_password_reauthentication_is_audited_as_such(organisation: Organisation
         (str(user.pk), str(user.pk), "success", {"method": "password"}),
     ]
     assert not AuditEvent.objects.filter(action="auth.login", outcome="failure").exists()
+    # Locked after five wrong ones: refused, and recorded as such, not as a sign-in.
+    for _attempt in range(5):
+        client.post("/account/reauthenticate/", {"password": "not the password"})
+    assert "verrouillé" in client.post("/account/reauthenticate/", {"password": TEST_PASSWORD}).content.decode()
+    last = AuditEvent.objects.filter(action="auth.reauthentication").latest("seq")
+    assert (last.actor_id, last.outcome, last.details["reason"]) == (str(user.pk), "denied", "account_or_address_limit")
+    assert not AuditEvent.objects.filter(action="auth.login", outcome="denied").exists()
 
 
 def test_wrong_current_passwords_on_the_change_page_lock_and_are_audited(

@@ -136,6 +136,17 @@ def _record_locked(request: HttpRequest, email: Any, reason: str) -> None:
     from pli.accounts.models import User
 
     target = User.objects.filter(email__iexact=str(email or "")).first() if email else None
+    if getattr(request, "pli_reauthentication", False):
+        # A signed-in user's password typed again, refused by the limits (AccountAdapter.reauthenticate).
+        audit.record(
+            "auth.reauthentication",
+            actor=request.user,
+            target=target,
+            request=request,
+            outcome=audit.DENIED,
+            details={"method": "password", "reason": reason},
+        )
+        return
     audit.record(
         "auth.login",
         actor=("anonymous", ""),
