@@ -140,6 +140,41 @@ def test_reply_to_ones_own_sent_message_leaves_out_mailboxes_closed_since(practi
     assert sent.status_code == 303, sent.context["form"].errors if sent.context else sent
 
 
+def test_reply_to_ones_own_letter_with_oneself_in_copy_goes_to_its_recipients(practice: Practice) -> None:
+    """Jeanne wrote to the hospital with herself in copy: her own mailbox holds the letter
+    sent and received, and "Reply" on it was addressed to her alone (the hospital never got
+    the answer); "Reply to all" put her own mailbox among the recipients."""
+    p = practice
+    own = p.own(p.jeanne)
+    message_id = _send(p.jeanne, own, [p.cardio], [own])
+    client = web_client(p.jeanne)
+    for mode in ("reply", "reply_all"):
+        initial = (
+            client.get(f"/messages/compose/?reply_to={message_id}&mode={mode}&mailbox={own.pk}").context["form"].initial
+        )
+        assert initial["sender"] == own.address, mode
+        assert initial["to"] == [p.cardio.address], mode
+        assert initial["cc"] == [], mode
+    # Written from the team to the hospital and to herself: answered from the team, the
+    # answer goes to the hospital, not back to her own mailbox.
+    message_id = _send(p.jeanne, p.team, [p.cardio, own])
+    for mode in ("reply", "reply_all"):
+        initial = (
+            client.get(f"/messages/compose/?reply_to={message_id}&mode={mode}&mailbox={p.team.pk}")
+            .context["form"]
+            .initial
+        )
+        assert initial["to"] == [p.cardio.address], mode
+    # A colleague answering the team's letter still writes to everyone it went to.
+    initial = (
+        web_client(p.marc)
+        .get(f"/messages/compose/?reply_to={message_id}&mode=reply_all&mailbox={p.team.pk}")
+        .context["form"]
+        .initial
+    )
+    assert sorted(initial["to"]) == sorted([p.cardio.address, own.address])
+
+
 # --- unread and read ------------------------------------------------------------------------
 
 

@@ -291,6 +291,17 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
         incoming = [c for c in ([c for c in copies if str(c.mailbox_id) == wanted] or copies) if c.is_incoming]
         if incoming and wanted is None:
             sender = incoming[0].mailbox
+        # Answered from the mailbox that sent it, a letter is one's own even when that
+        # mailbox received it too (the author put herself in copy): answered to her, it
+        # went to her alone and never to its recipients.
+        sent_by_me = message.sender_id in own and (
+            not incoming or (sender is not None and sender.pk == message.sender_id)
+        )
+        # Not the mailbox answered from, nor the replier's own (her answer would come back
+        # to her, unread), unless nobody else is left to answer.
+        left_out = {m.address.lower() for m in mailboxes if m.owner_id == user.pk}
+        if sender is not None:
+            left_out.add(sender.address.lower())
         recipients = services.message_recipients(message)
         # A message from outside Pli's mailboxes (a patient's reply) has no address to
         # answer to, but its readers still see who wrote it.
@@ -322,20 +333,16 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             initial["in_reply_to"] = message.pk
             initial["subject"] = _prefix(message.subject, _("Re:"), _REPLY_PREFIX)
             initial["body"] = f"\n\n{header}\n{_quote(message.body)}"
-            sent_by_me = message.sender_id in own and not incoming
             if sent_by_me:
                 # Not a mailbox closed since: the form would refuse it.
                 to_list = [r.mailbox.address for r in recipients if r.role == Role.TO and r.mailbox.is_active]
+                to_list = [a for a in to_list if a.lower() not in left_out] or to_list
             else:
                 to_list = [origin] if origin else []
             cc_list: list[str] = []
             if mode == "reply_all":
-                # Not the mailbox answered from, nor the replier's own (her answer would come
-                # back to her, unread), nor one closed since (the form would refuse it). A
-                # shared mailbox she belongs to stays: the team sees the answer.
-                left_out = {m.address.lower() for m in mailboxes if m.owner_id == user.pk}
-                if sender is not None:
-                    left_out.add(sender.address.lower())
+                # Not those left out above, nor one closed since (the form would refuse it).
+                # A shared mailbox she belongs to stays: the team sees the answer.
 
                 def others(role: str) -> list[str]:
                     return [
