@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from pli.api.services import create_token
+from pli.sharing import services
 from pli.sharing.models import PatientShare, Status
 from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import Patient, make_share, pdf_bytes, run_tasks, token_of
@@ -191,6 +192,24 @@ def test_expired_share_reads_as_expired(db: None) -> None:
     user = make_user()
     share, _token = make_share(user, now=timezone.now() - datetime.timedelta(days=40))
     assert api(user).get(f"/api/v1/shares/{share.pk}").json()["status"] == "expired"
+
+
+def test_an_expired_share_cannot_be_revoked(db: None) -> None:
+    """Revoking changed an expired share into a revoked one: its status rewritten, and its
+    documents, due for deletion 30 days after the expiry, kept 30 days after the revocation."""
+    user = make_user()
+    client = api(user)
+    unrecorded, _token = make_share(user, now=timezone.now() - datetime.timedelta(days=40))
+    recorded, _token = make_share(user, now=timezone.now() - datetime.timedelta(days=40))
+    services.expire_shares()
+    for share in (unrecorded, recorded):
+        response = client.post(f"/api/v1/shares/{share.pk}/revoke")
+        assert response.status_code == 409
+        assert response.json()["detail"] == "Cet envoi a expiré."
+        share.refresh_from_db()
+        assert share.revoked_at is None and share.status != Status.REVOKED
+        assert client.get(f"/api/v1/shares/{share.pk}").json()["status"] == "expired"
+        assert "revoked" not in [e.type for e in services.events(share)]
 
 
 def test_schema_documents_the_share_endpoints(db: None) -> None:

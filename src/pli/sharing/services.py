@@ -937,6 +937,10 @@ def revoke(
         share = _own_share(user, share_id)
         if share.status == Status.REVOKED:
             return share
+        # An expired link already opens nothing; revoking it would rewrite how it ended and
+        # restart the clock of its documents' deletion (PURGE_AFTER_END from revoked_at).
+        if share.effective_status(now) == Status.EXPIRED:
+            raise ShareError(Status.EXPIRED)
         share.status = Status.REVOKED
         share.revoked_at = now
         share.save(update_fields=["status", "revoked_at"])
