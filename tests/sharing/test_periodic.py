@@ -299,3 +299,18 @@ def test_the_reminder_does_not_say_the_first_link_stopped_working(db: None, smtp
         assert "ne fonctionne plus" not in part
         assert "fonctionne toujours" in part
     assert Patient(first_token).get().status_code == 200
+
+
+def test_no_reminder_right_after_the_practitioner_sends_a_new_link(db: None) -> None:
+    """The reminder counted from the share's creation: a new link sent on day 5 (after an
+    unlock, or because the first one went astray) was followed minutes later by a "Rappel"
+    carrying yet another link. It counts from the link the patient has now."""
+    start = timezone.now() - 6 * DAY
+    share, _token = make_share(email=None, now=start)
+    resent_at = start + 5 * DAY - datetime.timedelta(hours=1)
+    services.resend(share.created_by, share.pk, now=resent_at)
+    assert services.send_due_reminders(start + 5 * DAY + datetime.timedelta(minutes=5)) == 0
+    assert not share.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+    # Five days after the new link, still not opened: the one reminder.
+    assert services.send_due_reminders(resent_at + 5 * DAY + datetime.timedelta(minutes=1)) == 1
+    assert services.send_due_reminders(resent_at + 20 * DAY) == 0

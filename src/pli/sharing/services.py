@@ -1086,8 +1086,11 @@ def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -
     """One reminder for a share not opened after 5 days (with a fresh link; the first one
     keeps working)."""
     now = now or timezone.now()
+    # Counted from the link the patient has now, not from the share's creation: a new link
+    # the practitioner sent on day 5 was otherwise followed minutes later by a reminder.
+    sent_before = now - REMINDER_AFTER
     due = PatientShare.objects.filter(
-        status=Status.SENT, reminder_sent_at__isnull=True, created_at__lte=now - REMINDER_AFTER, expires_at__gt=now
+        status=Status.SENT, reminder_sent_at__isnull=True, link_sent_at__lte=sent_before, expires_at__gt=now
     ).values_list("pk", flat=True)[:limit]
     count = 0
     for share_id in list(due):
@@ -1097,7 +1100,12 @@ def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -
                 .select_related("created_by", "organisation")
                 .get(pk=share_id)
             )
-            if share.status != Status.SENT or share.reminder_sent_at is not None or share.expires_at <= now:
+            if (
+                share.status != Status.SENT
+                or share.reminder_sent_at is not None
+                or share.link_sent_at > sent_before
+                or share.expires_at <= now
+            ):
                 continue
             share.reminder_sent_at = now
             share.save(update_fields=["reminder_sent_at"])
