@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pli.core.server import TEMPLATE_SUFFIXES
+
 PLI = str(Path(sys.executable).with_name("pli"))
 STRONG_SECRET = "x" * 30 + "Zq8!mR2#vL9@xT4$wN6%aa"
 
@@ -142,6 +144,16 @@ def test_serve_tunes_glibcs_allocator_unless_the_operator_did() -> None:
     assert _tune_in_child({**env, "MALLOC_TRIM_THRESHOLD_": "0"}) == "False"
 
 
+def _in_child(code: str, data_dir: Path) -> str:
+    """Run ``code`` in a fresh Python process on a development instance; its output."""
+    env = {**os.environ, "PLI_DATA_DIR": str(data_dir), "PLI_ENV": "development"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout
+
+
 def test_the_served_application_is_frozen_out_of_the_collectors_full_passes(tmp_path: Path) -> None:
     # In a child: freezing is for the life of a process, and would follow this test run.
     code = (
@@ -150,12 +162,7 @@ def test_the_served_application_is_frozen_out_of_the_collectors_full_passes(tmp_
         "app = PliServer({'bind': '127.0.0.1:0'}).load()\n"
         "print(before, gc.get_freeze_count(), callable(app))"
     )
-    env = {**os.environ, "PLI_DATA_DIR": str(tmp_path), "PLI_ENV": "development"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
-    )
-    before, frozen, loaded = result.stdout.split()
+    before, frozen, loaded = _in_child(code, tmp_path).split()
     assert (before, loaded) == ("0", "True")
     # Django's and Pli's modules, classes and URL patterns: tens of thousands of objects.
     assert int(frozen) > 20_000
@@ -183,18 +190,13 @@ def test_the_served_application_is_warmed_up_before_the_workers_fork(tmp_path: P
         "    'connected': any(c.connection is not None for c in connections.all()),\n"
         "}))"
     )
-    env = {**os.environ, "PLI_DATA_DIR": str(tmp_path), "PLI_ENV": "development"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
-    )
-    warmed = json.loads(result.stdout.splitlines()[-1])
+    warmed = json.loads(_in_child(code, tmp_path).splitlines()[-1])
     package = Path(__file__).resolve().parents[2] / "src" / "pli"
     templates = {
         path.relative_to(directory).as_posix()
         for directory in package.rglob("templates")
         for path in directory.rglob("*")
-        if path.suffix in {".html", ".txt"}
+        if path.suffix in TEMPLATE_SUFFIXES
     }
     assert len(templates) > 80
     assert set(warmed["templates"]) >= templates
