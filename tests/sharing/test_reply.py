@@ -316,3 +316,52 @@ def test_reply_files_are_limited_in_bytes_per_day(db: None, monkeypatch: pytest.
     assert reply(patient, "deux de plus", files).status_code == 429
     assert reply(patient, "du texte seul").status_code == 303
     assert ShareReply.objects.count() == 2 and Attachment.objects.count() == 2
+
+
+def _submission(page: Any) -> str:
+    found = re.search(r'name="submission" value="([^"]+)"', page.content.decode())
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_same_reply_form_sent_twice_is_one_reply(db: None) -> None:
+    """A double tap on « Envoyer », or the form sent again after an answer that never came."""
+    doctor = make_user()
+    share, token = make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    page = patient.sign_in()
+    submission = _submission(page)
+    assert _submission(patient.get("/documents")) != submission  # each page its own
+
+    def send() -> Any:
+        scan = SimpleUploadedFile("examen.pdf", pdf_bytes("examen"), "application/pdf")
+        return patient.client.post(
+            patient.url("/reply"), {"text": "Voici mon examen", "files": [scan], "submission": submission}
+        )
+
+    first, second = send(), send()
+    assert first.status_code == second.status_code == 303
+    assert second["Location"].endswith("?replied=1")
+    answer = ShareReply.objects.get(share=share)
+    assert Message.objects.filter(pk=answer.message_id).count() == Message.objects.count() == 1
+    attachment = Attachment.objects.get()
+    assert list(message_blob_store().iter_ids()) == [attachment.blob_id]  # the second's file removed
+    assert [e.type for e in services.events(share)].count("replied") == 1
+
+    # Another page's form is another reply.
+    again = patient.client.post(
+        patient.url("/reply"), {"text": "Et une question", "submission": _submission(patient.get("/documents"))}
+    )
+    assert again.status_code == 303 and ShareReply.objects.filter(share=share).count() == 2
+
+
+def test_an_altered_reply_form_is_refused(db: None) -> None:
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    response = patient.client.post(patient.url("/reply"), {"text": "Bonjour", "submission": "<script>"})
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "pas pu être lue" in page
+    assert "<script>" not in page and "Bonjour</textarea>" in page
+    assert not ShareReply.objects.exists()

@@ -7,6 +7,7 @@ the web page and the API validate alike; files arrive encrypted through
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django import forms
@@ -152,6 +153,13 @@ class ReplyForm(forms.Form):
     text = forms.CharField(
         label=_("Your message"), max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4})
     )
+    # New with each page shown: the same form sent twice is one reply (services.reply).
+    submission = forms.RegexField(regex=r"\A[A-Za-z0-9_-]{16,64}\Z", required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.initial["submission"] = secrets.token_urlsafe(24)
 
 
 class ShareFilterForm(forms.Form):

@@ -258,10 +258,20 @@ class ShareReply(models.Model):
     message_id = models.UUIDField()
     file_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField()
+    # The random value of the form the reply came from: the same form sent twice (a double
+    # tap, a resubmission after a lost answer) is one reply. Empty for older replies.
+    submission = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         db_table = "pli_share_reply"
         ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["share", "submission"],
+                condition=~models.Q(submission=""),
+                name="pli_share_reply_submission_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"reply {self.pk} to share {self.share_id}"

@@ -454,9 +454,20 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
     form = ReplyForm(request.POST)
     files = pending_files(request.FILES, REPLY_FILES_FIELD)
     if not form.is_valid():
+        if "submission" in form.errors:
+            # Not the patient's doing (the page's hidden value was altered): a fresh form.
+            fresh = ReplyForm(initial={"text": form.data.get("text", "")})
+            return _documents_page(request, share, token, status=400, reply_form=fresh, reply_error=_malformed())
         return _documents_page(request, share, token, status=400, reply_form=form)
     try:
-        services.reply(share.pk, form.cleaned_data["text"], files, session_key=_key(request), request=request)
+        _answer, created = services.reply(
+            share.pk,
+            form.cleaned_data["text"],
+            files,
+            session_key=_key(request),
+            request=request,
+            submission=form.cleaned_data["submission"],
+        )
     except (OSError, DatabaseError) as exc:
         if not storage.is_full(exc):
             raise
@@ -481,7 +492,8 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             reply_error=messages.get(exc.code, exc.message),
             reply_error_field={"empty": "text", "upload_expired": REPLY_FILES_FIELD}.get(exc.code, ""),
         )
-    batch.keep()
+    if created:
+        batch.keep()
     return _redirect("patient_documents", token, "?replied=1")
 
 

@@ -862,8 +862,11 @@ def reply(
     session_key: str | None,
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
-) -> ShareReply:
-    """The patient's answer, delivered to the practitioner's mailbox as a message."""
+    submission: str = "",
+) -> tuple[ShareReply, bool]:
+    """The patient's answer, delivered to the practitioner's mailbox as a message; with
+    whether it is new. A ``submission`` (the form's random value) already answered is the
+    same reply sent again (a double tap): the earlier one is returned and nothing is sent."""
     now = now or timezone.now()
     text = text.strip()
     if not text and not files:
@@ -873,13 +876,19 @@ def reply(
         session = open_session(share, session_key, now)
         if session is None:
             raise ShareError("no_session")
+        if submission:
+            earlier = share.replies.filter(submission=submission).first()
+            if earlier is not None:
+                return earlier, False
         if not replies_open(share):
             raise ShareError("closed")
         _check_reply_allowance(share, files, now)
         message_id = _deliver_reply(share, text, files, now, request)
-        answer = ShareReply.objects.create(share=share, message_id=message_id, created_at=now, file_count=len(files))
+        answer = ShareReply.objects.create(
+            share=share, message_id=message_id, created_at=now, file_count=len(files), submission=submission
+        )
         audit.record("share.replied", actor=PATIENT, target=share, request=request, details={"files": len(files)})
-    return answer
+    return answer, True
 
 
 def _check_reply_allowance(share: PatientShare, files: Sequence[PendingFile], now: datetime.datetime) -> None:
