@@ -14,6 +14,7 @@ from django.test import Client
 from pli.accounts.models import Mailbox, User
 from pli.api.services import create_token
 from pli.audit.models import AuditEvent
+from pli.sharing import services
 from pli.sharing.models import PatientShare, ShareDocument, Status
 from pli.sharing.services import open_document_blob
 from pli.sharing.uploads import share_blob_store
@@ -160,6 +161,24 @@ def test_unlock_and_resend_from_the_page(db: None) -> None:
     assert share.status == Status.SENT
     assert Patient(token).get().status_code == 404
     assert Patient(token_of(share)).get().status_code == 200
+
+
+def test_a_refused_resend_leaves_the_share_locked(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = make_user()
+    client = browser(user)
+    share, token = make_share(user)
+    for _ in range(5):
+        Patient(token).birth_date("02/02/2002")
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise services.ShareError("expired")
+
+    monkeypatch.setattr(services, "resend", refused)
+    page = client.post(f"/shares/{share.pk}/unlock", {"resend": "1"}, follow=True).content.decode()
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED  # not unlocked without the new link it was asked with
+    assert not AuditEvent.objects.filter(action="share.unlocked").exists()
+    assert 'data-status="locked"' in page
 
 
 def test_other_practitioners_cannot_see_or_act(db: None) -> None:

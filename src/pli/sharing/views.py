@@ -8,7 +8,7 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.core.paginator import Paginator
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
@@ -390,10 +390,12 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
     }
     function, done = functions[action]
     try:
-        function(user, share_id, request=request)
-        if action == "unlock" and request.POST.get("resend"):
-            services.resend(user, share_id, request=request)
-            done = _("The share is unlocked and a new link is being sent to the patient.")
+        # Unlock-and-resend is one change: a refused resend leaves the share as it was.
+        with transaction.atomic():
+            function(user, share_id, request=request)
+            if action == "unlock" and request.POST.get("resend"):
+                services.resend(user, share_id, request=request)
+                done = _("The share is unlocked and a new link is being sent to the patient.")
     except services.ShareError as exc:
         if exc.code == "not_found":
             raise Http404 from None
