@@ -365,3 +365,37 @@ def test_an_altered_reply_form_is_refused(db: None) -> None:
     assert "pas pu être lue" in page
     assert "<script>" not in page and "Bonjour</textarea>" in page
     assert not ShareReply.objects.exists()
+
+
+def test_a_refused_reply_shows_the_documents_again_audited(db: None) -> None:
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+
+    def listed() -> int:
+        return AuditEvent.objects.filter(action="share.documents_listed", target_id=str(share.pk)).count()
+
+    before = listed()
+    response = reply(patient, "   ")  # nothing written, no file
+    assert response.status_code == 400 and "résultats.pdf" in response.content.decode()
+    assert listed() == before + 1
+
+
+def test_a_reply_whose_session_ended_meanwhile_shows_no_documents(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new link sent while the patient was writing lets them out: the refused reply
+    sends them to confirm who they are, not back to the documents."""
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    calls: list[int] = []
+    real = services.open_session
+
+    def ends_after_the_first_check(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) == 1 else None
+
+    monkeypatch.setattr(services, "open_session", ends_after_the_first_check)
+    response = reply(patient, "Bonjour")
+    assert len(calls) == 2
+    assert response.status_code == 303 and response["Location"].endswith("?session=expired")
+    assert not ShareReply.objects.exists()

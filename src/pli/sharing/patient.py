@@ -399,10 +399,20 @@ def download_document(request: HttpRequest, token: str, document_id: uuid.UUID) 
 @csrf_exempt  # checked by _save_reply, once the encrypting upload handler is in place
 @require_POST
 def reply(request: HttpRequest, token: str) -> HttpResponse:
-    share, _session, refusal = _open(request, token)
+    share, session, refusal = _open(request, token)
     if refusal is not None:
         return refusal
-    assert share is not None  # noqa: S101
+    assert share is not None and session is not None  # noqa: S101
+    response = _reply(request, token, share)
+    if not isinstance(response, HttpResponseRedirect):
+        # Refused, the documents page is shown again: it lists them, so it is audited as
+        # when it is first shown. On a full disk the audit may fail too: the storage
+        # middleware's page (which lists nothing) is shown instead.
+        services.record_documents_page(share, session, request)
+    return response
+
+
+def _reply(request: HttpRequest, token: str, share: PatientShare) -> HttpResponse:
     rules = reply_rules()
     with UploadBatch(rules.store) as batch:
         install(request, batch, rules)
@@ -474,10 +484,13 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
         storage.log_full(exc)
         return _no_room(request, share, token, form)
     except services.ShareError as exc:
+        if exc.code == "no_session":
+            # Ended while the reply was on its way (a new link sent meanwhile, or idle too
+            # long): the documents are not shown again; the patient confirms who they are.
+            return _redirect("patient_landing", token, "?session=expired")
         messages = {
             "empty": _("Write a message or add a file."),
             "closed": _("This conversation is closed: replies are no longer accepted."),
-            "no_session": _("Your session has expired; please confirm your identity again."),
             "upload_expired": _("Sending the files took too long; please send them again."),
             "too_many_replies": _(
                 "You have sent many replies today: please try again tomorrow, or contact the practice directly."
