@@ -246,8 +246,21 @@ def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
 # --- compose --------------------------------------------------------------------------------
 
 
+# What a reply quotes or a forward carries of the text, at most: the form's body must
+# still fit in BODY_MAX with what the practitioner writes above it.
+QUOTED_MAX = BODY_MAX // 2
+FORWARDED_MAX = BODY_MAX - 20_000
+
+
+def _cut(text: str, limit: int, note: str) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(note) - 2].rstrip() + "\n" + note
+
+
 def _quote(text: str) -> str:
-    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    quoted = "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+    return _cut(quoted, QUOTED_MAX, _("> […] (cut here: the whole message is in the conversation)"))
 
 
 # Prefixes mail clients put on replies and forwards, in French, English and neighbouring
@@ -328,7 +341,8 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
             ]
             if any(r.role == Role.CC for r in recipients):
                 forwarded.append(_("Cc: %(recipients)s") % {"recipients": named(Role.CC)})
-            initial["body"] = "\n\n" + "\n".join(forwarded) + "\n\n" + message.body
+            body = _cut(message.body, FORWARDED_MAX, _("[…] (the rest of this message is too long to be forwarded)"))
+            initial["body"] = "\n\n" + "\n".join(forwarded) + "\n\n" + body
         else:
             initial["in_reply_to"] = message.pk
             initial["subject"] = _prefix(message.subject, _("Re:"), _REPLY_PREFIX)
