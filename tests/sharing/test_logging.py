@@ -134,6 +134,32 @@ def test_gunicorn_access_log_masks_the_token(tmp_path: Path) -> None:
     assert re.search(r'/healthz HTTP/1\.1" 200 .* rid=[0-9a-f]{16}$', output, re.MULTILINE)
 
 
+def test_gunicorn_error_log_masks_the_token(tmp_path: Path) -> None:
+    """gunicorn names the request in its error log when a response fails before its first
+    byte (a patient's document whose blob does not authenticate) and when it refuses a
+    request line: the token must be masked there too."""
+    from gunicorn.config import Config
+
+    from pli.core.server import RedactingLogger
+
+    config = Config()
+    config.set("errorlog", str(tmp_path / "error.log"))
+    log = RedactingLogger(config)
+    log.setup(config)  # as a configuration reload does: still masked, and masked once
+    uri = f"/p/{FAKE_TOKEN}/documents/7f1f0c4e-2b4a-4a39-8d8e-3f2b9c1f0a11/view"
+    try:
+        raise ValueError("segment 0 failed authentication")
+    except ValueError:
+        log.exception("Error handling request %s %s", "GET", uri)
+    log.warning(f"Invalid request from ip=127.0.0.1: Invalid Request Line 'GET {uri} x HTTP/1.1'")
+    for handler in log.error_log.handlers:
+        handler.flush()
+    output = (tmp_path / "error.log").read_text()
+    assert FAKE_TOKEN not in output
+    assert output.count("/p/[redacted]/documents/") == 2
+    assert "segment 0 failed authentication" in output  # the traceback is still there
+
+
 def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
     """A load balancer probing by IP, or a scanner: expected, not an error with a traceback."""
     from django.test import Client

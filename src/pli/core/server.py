@@ -16,12 +16,22 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger
 
-from pli.core.logging import redact
+from pli.core.logging import RedactFilter, redact
+
+# One instance, so that setting the logger up again (a reload) does not add a second one.
+_REDACT = RedactFilter()
 
 
 class RedactingLogger(Logger):  # type: ignore[misc]
-    """Gunicorn's access log, with patient-link and invitation tokens masked; a client let go
-    after PLI_CLIENT_TIMEOUT is one warning line, not an error with a traceback."""
+    """Gunicorn's access and error logs, with patient-link and invitation tokens masked; a
+    client let go after PLI_CLIENT_TIMEOUT is one warning line, not an error with a traceback."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        # The error log names the request too: "Error handling request GET /p/<token>/…"
+        # when a response fails before its first byte (a document whose blob does not
+        # authenticate), "Invalid request from ip=…: Invalid Request Line '…'".
+        self.error_log.addFilter(_REDACT)
 
     def exception(self, msg: str, *args: Any, **kwargs: Any) -> None:
         if isinstance(sys.exc_info()[1], TimeoutError | BlockingIOError):
