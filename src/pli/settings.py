@@ -454,11 +454,17 @@ LOGGING = {
     "loggers": {
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "django.security": {"handlers": ["console"], "level": "WARNING", "propagate": False},
-        "django.security.DisallowedHost": {
-            "handlers": ["console"],
-            "level": "WARNING",
-            "filters": ["without_traceback"],
-            "propagate": False,
+        # Requests refused as expected, which anyone can send: a wrong Host header, a form
+        # over Django's limits (size, number of fields or files). A 400 for the client; one
+        # warning line for the operator, not an error with a traceback at every request.
+        **{
+            f"django.security.{name}": {
+                "handlers": ["console"],
+                "level": "WARNING",
+                "filters": ["without_traceback"],
+                "propagate": False,
+            }
+            for name in ("DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent")
         },
     },
 }

@@ -170,6 +170,25 @@ def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
     assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)
 
 
+@pytest.mark.parametrize(
+    ("data", "logger"),
+    [
+        ("x=" + "a" * 3_000_000, "django.security.RequestDataTooBig"),
+        ("&".join(["a=1"] * 1200), "django.security.TooManyFieldsSent"),
+    ],
+)
+def test_a_form_over_djangos_limits_is_one_warning_line(db: None, caplog: Any, data: str, logger: str) -> None:
+    """Anyone can post a form too large or with too many fields, to any page: a 400 for
+    them, and for the operator one line, not an error with a traceback at every request."""
+    from django.test import Client
+
+    with caplog.at_level("WARNING", logger=logger):
+        response = Client().post("/login/", data, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400
+    records = [r for r in caplog.records if r.name == logger]
+    assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)
+
+
 def test_a_request_id_joins_the_response_and_the_log_lines(db: None, caplog: Any, settings: Any) -> None:
     from django.test import Client
 

@@ -66,7 +66,8 @@ class RedactFilter(logging.Filter):
 
 class WithoutTraceback(logging.Filter):
     """For requests refused as expected (a wrong Host header, from a load balancer probing by
-    IP or a scanner): one line, not a traceback logged as an error."""
+    IP or a scanner; a form over Django's size limits): one line, not a traceback logged as an
+    error."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.exc_info = None
