@@ -141,3 +141,29 @@ def test_forwarding_an_attachment_that_cannot_be_read_is_said_so_clearly(
     assert lines == [f"attachment {attachment.pk}: its content cannot be read ({reason})"] * 2
     assert Message.objects.count() == 1
     assert sorted(blob_store().iter_ids()) == [attachment.blob_id]
+
+
+def _alter_first_segment(path: Any) -> None:
+    data = bytearray(path.read_bytes())
+    data[200] ^= 1  # inside the first segment, past the stream's header
+    path.write_bytes(bytes(data))
+
+
+def test_an_attachment_altered_at_its_start_is_said_so_before_anything_is_sent(
+    db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first segment failed authentication only once the response had begun: the
+    browser got the server's bare English « Internal Server Error », the API client HTML,
+    and the download was recorded as made."""
+    message_id, bob, attachment = _send()
+    _alter_first_segment(blob_store().path_for(attachment.blob_id))
+    page = web_client(bob).get(f"/messages/m/{message_id}/a/{attachment.pk}/?download=1")
+    assert page.status_code == 500 and not page.streaming
+    assert "Le contenu de ce fichier est illisible sur le serveur" in page.content.decode()
+    api = api_client(bob).get(f"/api/v1/messages/{message_id}/attachments/{attachment.pk}")
+    assert api.status_code == 500 and not api.streaming
+    assert api.json()["detail"].startswith("Le contenu de ce fichier est illisible sur le serveur")
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    assert lines == [f"attachment {attachment.pk}: its content cannot be read (DecryptionError)"] * 2
+    assert not AuditEvent.objects.filter(action="attachment.download").exists()
+    assert helpers() == []

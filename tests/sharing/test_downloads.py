@@ -68,3 +68,23 @@ def test_a_document_whose_blob_is_missing_tells_the_patient_to_contact_the_pract
     share.refresh_from_db()
     assert share.download_count == 0 and share.downloaded_at is None  # nothing was handed over
     assert helpers() == []
+
+
+def test_a_document_altered_at_its_start_tells_the_patient_before_anything_is_sent(
+    db: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    patient, document = _signed_in_patient()
+    path = share_blob_store().path_for(document.blob_id)
+    data = bytearray(path.read_bytes())
+    data[200] ^= 1  # inside the first segment, past the stream's header
+    path.write_bytes(bytes(data))
+    for step in ("view", "download"):
+        response = patient.get(f"/documents/{document.pk}/{step}")
+        assert response.status_code == 500 and not response.streaming
+        assert "Ce document ne peut pas être ouvert pour le moment." in response.content.decode()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    assert lines == [f"share document {document.pk}: its content cannot be read (DecryptionError)"] * 2
+    share = document.share
+    share.refresh_from_db()
+    assert share.download_count == 0 and share.downloaded_at is None  # nothing was handed over
+    assert helpers() == []

@@ -66,13 +66,24 @@ class ReadAhead(Iterator[bytes]):
         self._finished = False
         self._closed = False
         self._abandon: weakref.finalize[..., ReadAhead] | None = None
+        self._held: bytes | None = None
         if eager:
             self._start()
 
     def __iter__(self) -> ReadAhead:
         return self
 
+    def check_start(self) -> None:
+        """Take the first segment now, to be handed out first: a blob that cannot be read
+        from its very start (missing data, altered, wrong key) raises here, while its
+        caller can still refuse cleanly, rather than once a response has begun."""
+        if self._held is None and not self._finished:
+            self._held = next(self, None)
+
     def __next__(self) -> bytes:
+        if self._held is not None:
+            piece, self._held = self._held, None
+            return piece
         if self._finished:
             raise StopIteration
         if self._queue is None:

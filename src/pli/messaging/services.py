@@ -917,6 +917,12 @@ def open_attachment(
                 request=request,
                 details={"message": str(attachment.message_id)},
             )
+            # Decrypted meanwhile: an attachment altered or unreadable from its start is
+            # refused, its download not recorded, instead of a response that breaks off.
+            try:
+                reader.check_start()
+            except (CryptoError, OSError) as exc:
+                raise unavailable(attachment, exc) from exc
     except BaseException:
         reader.close()
         raise

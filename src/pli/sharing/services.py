@@ -769,10 +769,11 @@ def record_document_access(
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
     on_found: Callable[[ShareDocument], object] | None = None,
+    on_recorded: Callable[[], object] | None = None,
 ) -> ShareDocument | None:
     """Audit a view or download by the patient (before any byte is sent); None if refused.
     ``on_found`` is called with the document once the access is allowed, before it is
-    recorded."""
+    recorded; ``on_recorded`` once it is, before the record commits (raising undoes it)."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _lock_share(share_id)
@@ -801,6 +802,8 @@ def record_document_access(
             request=request,
             details={"document": str(document.pk)},
         )
+        if on_recorded is not None:
+            on_recorded()
     return document
 
 
@@ -1075,9 +1078,25 @@ def open_document(
             raise ContentUnavailable from exc
         opened.append(ReadAhead(blob, eager=document.size > SEGMENT_SIZE))
 
+    def check() -> None:
+        # Decrypted meanwhile: a document altered or unreadable from its start is refused
+        # with the page that says so, its access not recorded, instead of a response that
+        # breaks off at its first byte.
+        try:
+            opened[0].check_start()
+        except (CryptoError, OSError) as exc:
+            logger.error("share document %s: its content cannot be read (%s)", document_id, unreadable_reason(exc))
+            raise ContentUnavailable from exc
+
     try:
         document = record_document_access(
-            share_id, document_id, session_key=session_key, download=download, request=request, on_found=start
+            share_id,
+            document_id,
+            session_key=session_key,
+            download=download,
+            request=request,
+            on_found=start,
+            on_recorded=check,
         )
     except BaseException:
         for content in opened:
