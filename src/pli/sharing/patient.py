@@ -48,6 +48,8 @@ from pli.sharing.models import Channel, PatientSession, PatientShare, Status
 from pli.sharing.uploads import REPLY_FILES_FIELD, UploadBatch, UploadRejected, install, pending_files, texts_read
 
 COOKIE = "pli_patient"
+# Session keys kept in the cookie, one per share: the oldest is dropped past this.
+KEYS_KEPT = 4
 # Shown in the browser's own viewer, in a sandbox: no script, no form, no access to Pli.
 INLINE_CSP = "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; object-src 'self'"
 INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -60,13 +62,30 @@ _POST_ONLY = frozenset({"patient_new_code", "patient_reply", "patient_leave"})
 REPLY_ERROR_ID = "reply-error"
 
 
-def _key(request: HttpRequest) -> str | None:
-    return request.COOKIES.get(COOKIE)
+def _keys(request: HttpRequest) -> list[str]:
+    """The session keys the browser holds, the latest first: one per share it was let into
+    (a patient may have documents from two practices open at once)."""
+    return [key for key in request.COOKIES.get(COOKIE, "").split(".") if key][:KEYS_KEPT]
 
 
-def _set_key(response: HttpResponse, key: str) -> None:
+def _key(request: HttpRequest, share: PatientShare) -> str | None:
+    keys = _keys(request)
+    if len(keys) <= 1:
+        return keys[0] if keys else None  # checked by each step, as any key is
+    return services.live_session_key(share, keys)
+
+
+def _set_key(request: HttpRequest, response: HttpResponse, key: str, replacing: str | None = None) -> None:
+    kept = [key, *(k for k in _keys(request) if k not in (key, replacing))][:KEYS_KEPT]
+    _set_keys(response, kept)
+
+
+def _set_keys(response: HttpResponse, keys: list[str]) -> None:
+    if not keys:
+        response.delete_cookie(COOKIE, path="/p/", samesite="Strict")
+        return
     response.set_cookie(
-        COOKIE, key, path="/p/", httponly=True, secure=settings.SESSION_COOKIE_SECURE, samesite="Strict"
+        COOKIE, ".".join(keys), path="/p/", httponly=True, secure=settings.SESSION_COOKIE_SECURE, samesite="Strict"
     )
 
 
@@ -158,7 +177,7 @@ def landing(request: HttpRequest, token: str) -> HttpResponse:
     if share is None:
         assert refusal is not None  # noqa: S101 - _resolve returns one or the other
         return refusal
-    key = _key(request)
+    key = _key(request, share)
     if request.method == "GET":
         session = services.find_session(share, key)
         if session is not None and session.stage == PatientSession.Stage.OPEN:
@@ -173,7 +192,7 @@ def landing(request: HttpRequest, token: str) -> HttpResponse:
     if result.outcome == "ok":
         response = _redirect("patient_code", token, f"?sent={result.channel}")
         if result.session_key and result.session_key != key:
-            _set_key(response, result.session_key)
+            _set_key(request, response, result.session_key)
         return response
     if result.outcome == "wrong":
         form.add_error("birth_date", _wrong_birth_date(result.attempts_left))
@@ -214,7 +233,7 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
     if share is None:
         assert refusal is not None  # noqa: S101
         return refusal
-    key = _key(request)
+    key = _key(request, share)
     session = services.find_session(share, key)
     if session is None:
         return _redirect("patient_landing", token, "?session=expired")
@@ -239,7 +258,7 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
     if result.outcome == "ok":
         opened = _redirect("patient_documents", token)
         if result.session_key is not None:
-            _set_key(opened, result.session_key)
+            _set_key(request, opened, result.session_key, replacing=key)
         return opened
     if result.outcome == "no_session":
         return _redirect("patient_landing", token, "?session=expired")
@@ -289,7 +308,7 @@ def new_code(request: HttpRequest, token: str) -> HttpResponse:
         assert refusal is not None  # noqa: S101
         return refusal
     channel = request.POST.get("channel") or None
-    result = services.request_new_code(share.pk, session_key=_key(request), channel=channel, request=request)
+    result = services.request_new_code(share.pk, session_key=_key(request, share), channel=channel, request=request)
     if result.outcome == "ok":
         return _redirect("patient_code", token, f"?sent={result.channel}")
     if result.outcome == "no_session":
@@ -305,7 +324,7 @@ def _open(request: HttpRequest, token: str) -> tuple[PatientShare | None, Patien
     share, refusal = _resolve(request, token)
     if share is None:
         return None, None, refusal
-    session = services.open_session(share, _key(request))
+    session = services.open_session(share, _key(request, share))
     if session is None:
         return share, None, _redirect("patient_landing", token, "?session=expired")
     return share, session, None
@@ -364,7 +383,7 @@ def _document(request: HttpRequest, token: str, document_id: uuid.UUID, *, downl
     assert share is not None  # noqa: S101
     try:
         opened = services.open_document(
-            share.pk, document_id, session_key=_key(request), download=download, request=request
+            share.pk, document_id, session_key=_key(request, share), download=download, request=request
         )
     except services.ContentUnavailable:
         return content_unavailable(request)
@@ -474,7 +493,7 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             share.pk,
             form.cleaned_data["text"],
             files,
-            session_key=_key(request),
+            session_key=_key(request, share),
             request=request,
             submission=form.cleaned_data["submission"],
         )
@@ -514,8 +533,10 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
 @require_POST
 def leave(request: HttpRequest, token: str) -> HttpResponse:
     share = services.find_share(token)
-    if share is not None:
-        services.end_session(share, _key(request), timezone.now())
+    key = services.live_session_key(share, _keys(request)) if share is not None else None
+    if share is not None and key is not None:
+        services.end_session(share, key, timezone.now())
     response = _render(request, "left.html", {})
-    response.delete_cookie(COOKIE, path="/p/", samesite="Strict")
+    if key is not None:  # the other shares' sessions stay open in this browser
+        _set_keys(response, [k for k in _keys(request) if k != key])
     return response

@@ -383,6 +383,22 @@ def find_share(token: str) -> PatientShare | None:
 _SHARE_RELATED = ("created_by", "organisation", "data_key")
 
 
+def live_session_key(share: PatientShare, keys: Sequence[str], now: datetime.datetime | None = None) -> str | None:
+    """Of the session keys a browser holds (one per share it has been let into), the one of
+    a live session on ``share``, if any."""
+    now = now or timezone.now()
+    hashes = {tokens.session_key_hash(key): key for key in keys if key and len(key) <= 100}
+    found = (
+        PatientSession.objects.filter(
+            share=share, key_hash__in=list(hashes), ended_at__isnull=True, last_seen_at__gt=now - PATIENT_IDLE
+        )
+        .order_by("-last_seen_at")
+        .values_list("key_hash", flat=True)
+        .first()
+    )
+    return hashes[found] if found else None
+
+
 def find_session(share: PatientShare, key: str | None, now: datetime.datetime | None = None) -> PatientSession | None:
     """The patient's live session on this share, if the cookie holds one."""
     if not key or len(key) > 100:
