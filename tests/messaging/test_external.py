@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from django.utils import translation
 
-from messaging.factories import api_client, personal_mailbox, practitioner, web_client
+from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, web_client
 from pli.accounts.models import User
 from pli.audit.models import AuditEvent
 from pli.core.models import DataKey
@@ -174,3 +174,39 @@ def test_mailbox_senders_are_unchanged(db: None) -> None:
     personal_mailbox(alice).delete()
     with translation.override("fr"):
         assert Message.objects.select_related("sender").get(pk=message.pk).sender_label == "(boîte supprimée)"
+
+
+def test_a_patient_who_answered_is_found_by_sender(db: None) -> None:
+    """Lists show a patient's answer as from « Patient — Élodie Durand (lien sécurisé) », yet
+    the search by sender looked at mailboxes' names only: « Durand » found nothing. The
+    patient is found through the keyed tokens of the message's patient names (the label
+    itself is sealed), whole or by their first letters as in the other search field."""
+    doctor, colleague = practitioner(), practitioner()
+    mailbox = personal_mailbox(doctor)
+    answer = receive(doctor)
+    # A colleague's letter about the same patient is not from her.
+    response = api_client(colleague).post(
+        "/api/v1/messages",
+        {
+            "sender": personal_mailbox(colleague).address,
+            "to": [mailbox.address],
+            "subject": "Bilan",
+            **patient_fields(patient_family_name="Durand", patient_given_names="Élodie"),
+        },
+    )
+    assert response.status_code == 201, response.content
+    letter = response.json()["id"]
+
+    def found(sender: str) -> list[str]:
+        page = services.folder_page(mailbox, None, query=services.SearchQuery(sender=sender))
+        return [str(copy.message_id) for copy in page.items]
+
+    for typed in ("Durand", "ÉLODIE durand", "dur", "Élodie"):
+        assert found(typed) == [str(answer.pk)], typed
+    assert found("Durand Martin") == []
+    assert found(colleague.last_name) == [letter]
+    listing = api_client(doctor).get(f"/api/v1/mailboxes/{mailbox.pk}/messages", {"sender": "durand"}).json()
+    assert [row["id"] for row in listing["results"]] == [str(answer.pk)]
+    # A letter whose mailbox was deleted since is not taken for the patient's.
+    personal_mailbox(colleague).delete()
+    assert found("Durand") == [str(answer.pk)]

@@ -146,7 +146,8 @@ class MailboxMessagesView(MessagingView):
             OpenApiParameter(
                 "sender",
                 str,
-                description="Words of the sender's name or address (accents and case ignored).",
+                description="Words of the sender's name or address (accents and case ignored); for a patient's "
+                "answer, of the patient's names.",
             ),
             OpenApiParameter(
                 "date_from", OpenApiTypes.DATE, description="Sent on or after this day (YYYY-MM-DD, Paris time)."

@@ -571,7 +571,7 @@ def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delive
         else:
             qs = qs.filter(Exists(tokens.filter(message_id=OuterRef("message_id"))))
     if query.sender.strip():
-        qs = qs.filter(message__sender_id__in=_senders_like(qs, query.sender))
+        qs = qs.filter(Q(message__sender_id__in=_senders_like(qs, query.sender)) | _from_patient(query.sender))
     if query.date_from:
         qs = qs.filter(sent_at__gte=_day_start(query.date_from))
     if query.date_to:
@@ -594,6 +594,19 @@ def _senders_like(copies: QuerySet[Delivery], text: str) -> list[uuid.UUID]:
         if all(word in known for word in wanted):
             found.append(pk)
     return found
+
+
+def _from_patient(text: str) -> Q:
+    """The messages a patient sent (no sender mailbox; lists name them « Patient — name »)
+    whose patient has every word of ``text`` among their names, whole or by their first
+    letters: that name is sealed, but it is the message's patient, indexed by keyed tokens."""
+    groups = search.query_tokens(text, kinds=(search.PATIENT_NAME,))
+    if not groups:
+        return Q(pk__in=[])
+    condition = Q(message__sender__isnull=True, message__external_sender__isnull=False)
+    for group in groups:
+        condition &= Q(message_id__in=SearchToken.objects.filter(token__in=group).values("message_id"))
+    return condition
 
 
 LIST_FIELDS = (
