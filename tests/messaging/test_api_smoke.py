@@ -41,3 +41,17 @@ def test_api_round_trip(db: None) -> None:
     assert sent["receipts"][0]["read_at"] is not None
     schema = a.get("/api/v1/schema/")
     assert schema.status_code == 200
+
+
+def test_the_schema_says_how_the_listing_searches(db: None) -> None:
+    """The schema said `q` matched whole words only, so an integrator did not offer the
+    search by a patient's first letters that the API does; nor did `sender` say that a
+    patient's answer is found by the patient's names."""
+    client = api_client(practitioner())
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    parameters = {
+        p["name"]: p.get("description", "")
+        for p in schema["paths"]["/api/v1/mailboxes/{mailbox_id}/messages"]["get"]["parameters"]
+    }
+    assert "first three letters" in parameters["q"] and "whole words" not in parameters["q"]
+    assert "patient's names" in parameters["sender"]

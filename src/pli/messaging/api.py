@@ -142,7 +142,12 @@ class MailboxMessagesView(MessagingView):
                 int,
                 description=f"Messages per page (1 to {services.MAX_PAGE_SIZE}, default {services.PAGE_SIZE}).",
             ),
-            OpenApiParameter("q", str, description="Search words: subject words, patient names or INS (whole words)."),
+            OpenApiParameter(
+                "q",
+                str,
+                description="Search words: subject words (whole), patient names (whole, or their first three "
+                "letters or more) or INS.",
+            ),
             OpenApiParameter(
                 "sender",
                 str,
