@@ -45,9 +45,12 @@ _NAME_MAX_PARTS = 6
 # and more are indexed too, keyed like every token. Subjects are not: their words are found
 # whole, and a message holds one patient but many subject words.
 NAME_PREFIX_MIN = 3
-# "Dupont née Martin", "Martin épouse Dupont": how letters name a patient. Only birth names
-# are known, so the word that says which is which is not looked for.
-_NAME_LINKS = frozenset({"ne", "nee", "epouse"})
+# "Mme Dupont née Martin", "Martin épouse Dupont": how letters name a patient. Only birth
+# names are known, so neither the word that says which is which, nor the name in use (before
+# "née", after "épouse"), nor the title is looked for.
+_BORN = frozenset({"ne", "nee"})
+_MARRIED = frozenset({"epouse", "epoux", "ep"})
+_TITLES = frozenset({"mme", "madame", "mlle", "mademoiselle", "monsieur", "mr"})
 
 
 def fold(text: str) -> str:
@@ -125,8 +128,23 @@ def query_words(text: str, kinds: Iterable[str] = KINDS) -> list[list[tuple[str,
     must match at least one pair of every word. Empty when nothing in ``text`` can be looked
     for (single letters, punctuation), which then matches no message, not every one."""
     raw = text.split()
-    names = [part for part in raw if not (words(part) and set(words(part)) <= _NAME_LINKS)]
-    return _query_words(names, tuple(kinds)) or _query_words(raw, tuple(kinds))
+    return _query_words(_birth_names(raw), tuple(kinds)) or _query_words(raw, tuple(kinds))
+
+
+def _birth_names(raw: list[str]) -> list[str]:
+    """``raw`` without what names a patient otherwise than by birth: a title, "née" and the
+    name in use before it, "épouse" and the name in use after it."""
+    kept: list[str] = []
+    before: list[str] = []  # the words before "née", looked for when none follows it
+    for part in raw:
+        found = set(words(part))
+        if found and found <= _BORN:
+            before, kept = kept, []
+        elif found and found <= _MARRIED:
+            break
+        elif not (found and found <= _TITLES):
+            kept.append(part)
+    return kept or before
 
 
 def _query_words(raw: list[str], kinds: tuple[str, ...]) -> list[list[tuple[str, str]]]:
