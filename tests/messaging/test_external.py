@@ -210,3 +210,27 @@ def test_a_patient_who_answered_is_found_by_sender(db: None) -> None:
     # A letter whose mailbox was deleted since is not taken for the patient's.
     personal_mailbox(colleague).delete()
     assert found("Durand") == [str(answer.pk)]
+
+
+def test_patients_answers_are_found_by_the_words_of_their_label(db: None) -> None:
+    """« Patient » typed as the sender, as lists label these messages (« Patient — Élodie
+    Durand (lien sécurisé) »), found nothing: the label's own words are not the patient's
+    names. They now find every patient's answer, or narrow the names typed beside them."""
+    doctor, colleague = practitioner(), practitioner()
+    mailbox = personal_mailbox(doctor)
+    durand = receive(doctor)
+    other = receive(
+        doctor, sender_name="Paul Girard", patient={**PATIENT, "family_name": "Girard", "given_names": "Paul"}
+    )
+    response = api_client(colleague).post(
+        "/api/v1/messages", {"sender": personal_mailbox(colleague).address, "to": [mailbox.address], "subject": "Bilan"}
+    )
+    assert response.status_code == 201, response.content
+
+    def found(sender: str) -> set[str]:
+        page = services.folder_page(mailbox, None, query=services.SearchQuery(sender=sender))
+        return {str(copy.message_id) for copy in page.items}
+
+    assert found("patient") == found("Patient (lien sécurisé)") == {str(durand.pk), str(other.pk)}
+    assert found("Patient — Durand") == found("durand lien sécurisé") == {str(durand.pk)}
+    assert found("patient inconnu") == set()

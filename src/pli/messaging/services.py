@@ -596,12 +596,20 @@ def _senders_like(copies: QuerySet[Delivery], text: str) -> list[uuid.UUID]:
     return found
 
 
+# The words of the label of a patient's answer (« Patient — name (lien sécurisé) », or
+# "(secure link)"): they say it is a patient's, not which one.
+_PATIENT_LABEL = frozenset({"patient", "patiente", "lien", "securise", "secure", "link"})
+
+
 def _from_patient(text: str) -> Q:
     """The messages a patient sent (no sender mailbox; lists name them « Patient — name »)
     whose patient has every word of ``text`` among their names, whole or by their first
-    letters: that name is sealed, but it is the message's patient, indexed by keyed tokens."""
-    groups = search.query_tokens(text, kinds=(search.PATIENT_NAME,))
-    if not groups:
+    letters: that name is sealed, but it is the message's patient, indexed by keyed tokens.
+    The words of the label itself find every patient's answer."""
+    names = [part for part in text.split() if not set(search.words(part)) <= _PATIENT_LABEL]
+    labelled = any(search.words(part) for part in text.split() if part not in names)
+    groups = search.query_tokens(" ".join(names), kinds=(search.PATIENT_NAME,))
+    if not groups and (names or not labelled):
         return Q(pk__in=[])
     condition = Q(message__sender__isnull=True, message__external_sender__isnull=False)
     for group in groups:
