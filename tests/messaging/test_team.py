@@ -551,6 +551,21 @@ def test_search_by_sender_ignores_accents_case_and_dashes(practice: Practice) ->
     assert _found(p.team, sender="hopital", date_from=today, date_to=today) == [message_id]
 
 
+def test_search_by_sender_finds_compound_names_typed_as_one_word(practice: Practice) -> None:
+    """A patient's N'Diaye is found as NDIAYE, as many systems write it, but a sender's was
+    not: « ndiaye » or « legall » as the sender found nothing from « Dr Awa N'Diaye » or
+    « Yann Le Gall »."""
+    p = practice
+    Mailbox.objects.filter(pk=p.cardio.pk).update(name="Dr Awa N\u2019Diaye")
+    Mailbox.objects.filter(pk=p.own(p.marc).pk).update(name="Yann Le Gall")
+    from_ndiaye = _send(p.paul, p.cardio, [p.team])
+    from_legall = _send(p.marc, p.own(p.marc), [p.team])
+    for typed in ("NDIAYE", "awa ndiaye", "n'diaye"):
+        assert _found(p.team, sender=typed) == [from_ndiaye], typed
+    for typed in ("LEGALL", "yann legall", "Le Gall"):
+        assert _found(p.team, sender=typed) == [from_legall], typed
+
+
 def test_search_never_reaches_another_mailbox_nor_the_trash(practice: Practice) -> None:
     p = practice
     word = "Coronarographie"

@@ -582,15 +582,17 @@ def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delive
 def _senders_like(copies: QuerySet[Delivery], text: str) -> list[uuid.UUID]:
     """The senders of ``copies`` whose name or address holds every word of ``text``, without
     regard to accents, case or dashes ("HÔPITAL", "edouard herriot" for "Hôpital
-    Édouard-Herriot"). Compared here: SQLite's LIKE folds the case of ASCII letters only, and
-    neither database folds accents. Names and addresses are directory data, not health data."""
+    Édouard-Herriot"), a name of several parts also written as one ("ndiaye" for "N'Diaye",
+    as patients' names are found). Compared here: SQLite's LIKE folds the case of ASCII
+    letters only, and neither database folds accents. Names and addresses are directory
+    data, not health data."""
     wanted = search.name_parts(text)
     if not wanted:
         return []
     senders = Mailbox.objects.filter(pk__in=copies.values("message__sender_id")).values_list("pk", "name", "address")
     found = []
     for pk, name, address in senders:
-        known = " ".join(search.name_parts(f"{name} {address}"))
+        known = " ".join([*search.name_parts(f"{name} {address}"), *search.joined_names(name)])
         if all(word in known for word in wanted):
             found.append(pk)
     return found
