@@ -267,6 +267,10 @@ def test_shared_mailbox_team_sees_who_read_and_answered(db: None) -> None:
     # The sender sees receipts per recipient.
     receipts = api_client(outsider).get(f"/api/v1/messages/{sent['id']}").json()["receipts"]
     assert receipts[0]["read_at"] is not None and receipts[0]["answered_at"] is not None
+    # In the pages too: the answer's time beside the reading's.
+    page = web_client(outsider).get(f"/messages/m/{sent['id']}/").content.decode()
+    row = page[page.index('class="receipt-row"') : page.index("</tr>", page.index('class="receipt-row"'))]
+    assert "receipt-read" in row and "receipt-answered" in row and "répondu" in row
 
 
 def test_reading_through_one_mailbox_leaves_the_shared_copy_unread(db: None) -> None:
