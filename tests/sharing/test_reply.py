@@ -290,6 +290,42 @@ def test_a_patients_reply_is_answered_with_a_new_share_to_the_same_person(db: No
     assert client.get("/shares/new?patient_of=x").status_code == 404
 
 
+def test_answering_a_patient_by_a_new_share_marks_the_reply_answered(db: None) -> None:
+    """The team sees who answered a patient's reply, as for a letter answered by a reply."""
+    doctor = make_user()
+    share, message = replied(doctor)
+    client = Client()
+    client.force_login(doctor)
+    thread = client.get(f"/messages/m/{message.pk}/").content.decode()
+    link = f"/shares/new?patient_of={share.pk}&answering={message.pk}"
+    assert link.replace("&", "&amp;") in thread
+    page = client.get(link).content.decode()
+    assert f'name="answering" value="{message.pk}"' in page
+    data = {
+        "patient_family_name": "Durand",
+        "patient_given_name": "Élodie",
+        "patient_birth_date": "15/02/1984",
+        "patient_mobile": "06 12 34 56 78",
+        "message": "Voici l\u2019ordonnance.",
+        "answering": str(message.pk),
+        "documents": SimpleUploadedFile("ordonnance.pdf", pdf_bytes("ordonnance"), "application/pdf"),
+    }
+    assert client.post("/shares/new", data).status_code == 303
+    copy = Delivery.objects.get(message=message)
+    assert copy.answered_by == doctor and copy.answered_at is not None
+    assert PatientShare.objects.count() == 2
+    # Not a message of one's own: nothing to mark, the share is made all the same.
+    stranger = Client()
+    stranger.force_login(make_user())
+    assert (
+        stranger.post(
+            "/shares/new", {**data, "documents": SimpleUploadedFile("o.pdf", pdf_bytes("o"), "application/pdf")}
+        ).status_code
+        == 303
+    )
+    assert PatientShare.objects.count() == 3
+
+
 def test_replies_are_limited_per_day(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """Someone past the two factors must not fill the disk or the practitioner's mailbox."""
     monkeypatch.setattr("pli.sharing.mailbox.REPLIES_PER_DAY", 2)

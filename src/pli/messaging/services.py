@@ -382,17 +382,8 @@ def send_message(
         insert_rows(attachments)
         insert_rows(copies)
         insert_rows(tokens)
-        # Read in the transaction, the copies locked: one deleted for good meanwhile (by a
-        # colleague, from the shared mailbox's trash) must not be recorded as answered.
-        answered = _answered_copies(author, draft.in_reply_to) if draft.in_reply_to is not None else []
-        if answered:
-            # The receipt keeps the first answer; every member who answers is listed.
-            Delivery.objects.filter(pk__in=answered, answered_at__isnull=True).update(
-                answered_at=now, answered_by=author
-            )
-            Answer.objects.bulk_create(
-                [Answer(delivery_id=pk, user=author, answered_at=now) for pk in answered], ignore_conflicts=True
-            )
+        if draft.in_reply_to is not None:
+            _mark_answered(author, draft.in_reply_to, now)
         if touch_mailbox:
             Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
         audit.record(
@@ -422,6 +413,27 @@ def send_message(
     message.__dict__["attachment_list"] = attachments
     transaction.on_commit(tasks.ensure_cleanup_scheduled)
     return message
+
+
+def mark_answered(author: User, message_id: uuid.UUID, now: datetime.datetime) -> None:
+    """``author`` answered the message another way than by a reply (a patient's answer,
+    by a new secure share): their copies of it are answered, for the team to see. To be
+    called in the transaction that makes the answer."""
+    parent = Message.objects.filter(pk=message_id).first()
+    if parent is not None:
+        _mark_answered(author, parent, now)
+
+
+def _mark_answered(author: User, parent: Message, now: datetime.datetime) -> None:
+    # Read in the transaction, the copies locked: one deleted for good meanwhile (by a
+    # colleague, from the shared mailbox's trash) must not be recorded as answered.
+    answered = _answered_copies(author, parent)
+    if answered:
+        # The receipt keeps the first answer; every member who answers is listed.
+        Delivery.objects.filter(pk__in=answered, answered_at__isnull=True).update(answered_at=now, answered_by=author)
+        Answer.objects.bulk_create(
+            [Answer(delivery_id=pk, user=author, answered_at=now) for pk in answered], ignore_conflicts=True
+        )
 
 
 def _answered_copies(author: User, parent: Message) -> list[int]:

@@ -181,8 +181,19 @@ def _new_page(
         )
         % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
         "default_days": services.default_expiry_days(_user(request)),
+        "answering": _answering(request) or "",
     }
     return render(request, "sharing/new.html", context, status=status)
+
+
+def _answering(request: HttpRequest) -> uuid.UUID | None:
+    """The patient's message this share answers (« Répondre au patient »), if any: once
+    the share is made, the message is answered for the team to see."""
+    value = (request.POST if request.method == "POST" else request.GET).get("answering", "")
+    try:
+        return uuid.UUID(value) if value else None
+    except ValueError:
+        return None
 
 
 @csrf_exempt  # checked by _create, once the encrypting upload handler is in place
@@ -305,8 +316,15 @@ def _create(
     try:
         copies = mailbox.copy_attachments(forwarded)
         batch.pending.extend(copies)
+        answering, now = _answering(request), timezone.now()
         share = services.create_share(
-            _user(request), form.share_input(), [*uploads, *copies], request=request, source_message_id=source
+            _user(request),
+            form.share_input(),
+            [*uploads, *copies],
+            request=request,
+            now=now,
+            source_message_id=source,
+            on_created=(lambda _id: messaging.mark_answered(_user(request), answering, now)) if answering else None,
         )
     except BlobNotFound:
         # Only a deletion for good removes a stored attachment: the message went from the
