@@ -232,3 +232,19 @@ def test_serve_hands_no_database_connection_to_its_workers(
     finally:
         marker.write_text(bound)
     assert seen == [False]
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "0"])
+def test_a_wrong_port_is_one_line_not_a_traceback(tmp_path: Path, port: str) -> None:
+    # `PORT=9000 make run` is documented; a mistyped PORT was a ValueError traceback (or
+    # gunicorn's OverflowError once the server had started).
+    for command in ("serve", "run"):
+        result = run_pli(command, env={"PLI_DATA_DIR": str(tmp_path), "PORT": port}, timeout=30)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"PORT must be a port number between 1 and 65535, not '{port}'" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = run_pli("serve", "--port", port, env={"PLI_DATA_DIR": str(tmp_path)}, timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--port: must be a port number between 1 and 65535" in result.stderr

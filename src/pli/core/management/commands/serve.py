@@ -1,13 +1,36 @@
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from pli.core import instance, keys
+
+
+def port_number(value: str) -> int:
+    """A TCP port for ``--port`` (argparse reports a wrong one in its usage line)."""
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number between 1 and 65535, not {value!r}")
+    return port
+
+
+def default_port() -> int:
+    """``PORT`` from the environment (8000 when unset); a wrong value is a configuration
+    error of one line, not a traceback (or gunicorn's OverflowError) at start."""
+    raw = os.environ.get("PORT") or "8000"
+    try:
+        return port_number(raw)
+    except argparse.ArgumentTypeError:
+        raise ImproperlyConfigured(f"PORT must be a port number between 1 and 65535, not {raw!r}") from None
 
 
 class Command(BaseCommand):
@@ -15,7 +38,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("PLI_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--port", type=port_number, default=default_port())
         parser.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
         parser.add_argument("--threads", type=int, default=4, help="threads per process")
 
