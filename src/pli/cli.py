@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pli.settings")
 
     from django.core.exceptions import ImproperlyConfigured
+    from django.db import OperationalError, connections
 
     from pli.crypto import CryptoError
 
@@ -65,6 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     except CryptoError as exc:
         sys.stderr.write(f"pli: key error: {exc}\n")
         sys.exit(2)
+    except OperationalError as exc:
+        # The database cannot be reached (down, wrong host or port, refused credentials):
+        # one line, as for the configuration. An error once connected keeps its traceback.
+        if connections["default"].connection is not None:
+            raise
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        sys.stderr.write(f"pli: cannot connect to the database: {reason}\n")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -248,3 +248,18 @@ def test_a_wrong_port_is_one_line_not_a_traceback(tmp_path: Path, port: str) -> 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--port: must be a port number between 1 and 65535" in result.stderr
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # Nothing listens on the port: `pli migrate` during an installation (or the worker
+    # started before PostgreSQL) printed some forty lines of traceback.
+    env = {"PLI_DATA_DIR": str(tmp_path), "PLI_DATABASE_URL": f"postgresql://pli:secret@127.0.0.1:{_free_port()}/pli"}
+    for args in (["migrate"], ["worker", "--batch"], ["keys", "status"]):
+        result = run_pli(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("pli: cannot connect to the database: connection failed")
+        assert "Connection refused" in lines[0]
+        assert "secret" not in result.stderr
