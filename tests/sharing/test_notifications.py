@@ -520,3 +520,41 @@ def test_the_code_email_does_not_say_the_birth_date_still_protects_the_documents
     text = notifications.render_code(share, "123456", Channel.EMAIL, 10).text
     assert "sans votre date de naissance" not in text
     assert "personne ne peut ouvrir vos documents sans ce code" in text
+
+
+def test_the_worker_waits_for_a_database_that_went_away(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL restart made django-tasks' loop raise and `pli worker` exit: nothing was
+    delivered until someone started it again. It now waits and carries on."""
+    from django.core.management import call_command
+    from django.db import OperationalError
+    from django_tasks_db.management.commands import db_worker
+
+    from pli.sharing.management.commands import worker
+
+    runs: list[bool] = []
+
+    def run(self: Any) -> None:
+        runs.append(self.startup_delay)
+        if len(runs) < 3:
+            raise OperationalError('connection failed: connection to server at "db" failed: Connection refused')
+
+    slept: list[float] = []
+    monkeypatch.setattr(db_worker.Worker, "run", run)
+    monkeypatch.setattr(worker.time, "sleep", slept.append)
+    with caplog.at_level(logging.WARNING, logger="pli.sharing.worker"):
+        call_command("worker", verbosity=0)
+    assert runs == [True, False, False]
+    assert slept == [2.0, 5.0]
+    assert [r.getMessage() for r in caplog.records if r.name == "pli.sharing.worker"] == [
+        'worker: database unreachable (connection failed: connection to server at "db" failed: '
+        f"Connection refused): trying again in {delay:g} s"
+        for delay in (2.0, 5.0)
+    ]
+
+    # A batch run (cron, tests) still fails at once.
+    runs.clear()
+    with pytest.raises(OperationalError):
+        call_command("worker", batch=True, verbosity=0)
+    assert runs == [False]

@@ -7,14 +7,24 @@ clean-up; see :mod:`pli.sharing.tasks`). Run one or more next to the web server;
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
+import time
 from typing import Any
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import InterfaceError, OperationalError, connections
 
 from pli.core import instance, keys
+
+logger = logging.getLogger("pli.sharing.worker")
+
+# Seconds between attempts while the database cannot be reached: first soon (a restart takes
+# a few seconds), then at most every minute.
+DATABASE_RETRY_DELAYS = (2.0, 5.0, 15.0, 30.0, 60.0)
 
 
 class Command(BaseCommand):
@@ -55,4 +65,26 @@ class Command(BaseCommand):
         }
         if options["max_tasks"]:
             worker_options["max_tasks"] = options["max_tasks"]
-        call_command("db_worker", **worker_options)
+        failures, last_failure = 0, 0.0
+        while True:
+            try:
+                call_command("db_worker", **worker_options)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                # PostgreSQL restarted or out of reach: django-tasks' loop raises and the
+                # worker used to exit, leaving notifications undelivered until someone
+                # started it again (a supervisor's start limit gives up within a second).
+                # Wait for the database instead; a job it was running is re-queued by the
+                # periodic jobs, as after a crash. A batch run still fails at once.
+                if options["batch"] or options["max_tasks"]:
+                    raise
+                if time.monotonic() - last_failure > 600:
+                    failures = 0  # a new outage, not the same one going on
+                delay = DATABASE_RETRY_DELAYS[min(failures, len(DATABASE_RETRY_DELAYS) - 1)]
+                failures, last_failure = failures + 1, time.monotonic()
+                reason = " ".join(str(exc).split())
+                logger.warning("worker: database unreachable (%s): trying again in %g s", reason, delay)
+                with contextlib.suppress(OperationalError, InterfaceError):
+                    connections.close_all()
+                time.sleep(delay)
+                worker_options["startup_delay"] = False
