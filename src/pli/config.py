@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ MIN_SECRET_KEY_LENGTH = 50
 # this; "aaaa…" or "abab…" has fewer.
 MIN_SECRET_KEY_DISTINCT = 10
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "insecure"})
+# A domain name in ASCII (an internationalised one in its xn-- form): labels of letters,
+# digits and inner hyphens, separated by dots.
+_DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 class ConfigError(Exception):
@@ -234,6 +238,13 @@ def load(environ: dict[str, str] | None = None) -> Config:
 
     # Mailbox addresses are <name>@<mail domain>; an IP address or localhost makes a poor domain.
     mail_domain = (env_vars.get("PLI_MAIL_DOMAIN") or "").strip().lower()
+    if mail_domain and not _DOMAIN.fullmatch(mail_domain):
+        # Every mailbox address is made of it, and kept: "jeanne.martin@pli example.fr"
+        # would stay wrong after the variable is corrected.
+        raise ConfigError(
+            f"PLI_MAIL_DOMAIN must be a domain name such as pli.example.fr (xn-- form for accented "
+            f"names), not {env_vars['PLI_MAIL_DOMAIN']!r}"
+        )
     if not mail_domain:
         mail_domain = host if "." in host and not host.replace(".", "").isdigit() else "pli.localhost"
 

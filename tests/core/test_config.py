@@ -115,3 +115,15 @@ def test_prepared_statements_are_on_unless_switched_off(tmp_path: Path) -> None:
         assert config.database_prepared_statements is False
     with pytest.raises(ConfigError, match="PLI_DATABASE_PREPARED_STATEMENTS must be true or false"):
         load({"PLI_DATA_DIR": str(tmp_path), "PLI_DATABASE_PREPARED_STATEMENTS": "sometimes"})
+
+
+def test_mail_domain_must_be_a_domain_name(tmp_path: Path) -> None:
+    # Mailbox addresses are made of it and stored: a mistyped value gave accounts addresses
+    # such as "claire.dupont@pli example.fr", which no correction of the variable mends.
+    assert load({"PLI_DATA_DIR": str(tmp_path), "PLI_MAIL_DOMAIN": " Pli.Example.fr "}).mail_domain == "pli.example.fr"
+    assert load({"PLI_DATA_DIR": str(tmp_path), "PLI_MAIL_DOMAIN": "xn--sant-epa.fr"}).mail_domain == "xn--sant-epa.fr"
+    wrong = ("pli example.fr", "https://pli.example.fr", "@pli.example.fr", "pli.example.fr.", "-pli.fr", "santé.fr")
+    for value in wrong:
+        with pytest.raises(ConfigError, match="PLI_MAIL_DOMAIN must be a domain name") as caught:
+            load({"PLI_DATA_DIR": str(tmp_path), "PLI_MAIL_DOMAIN": value})
+        assert repr(value) in str(caught.value)
