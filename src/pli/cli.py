@@ -46,6 +46,15 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args in (["-h"], ["--help"], ["help"]):
         sys.stdout.write(OPERATOR_HELP)
         return
+    if args == ["keys", "generate"]:
+        # The first master key is made before PLI_KEYS_DIR or PLI_MASTER_KEY hold one, and
+        # production refuses to load its settings without them: this needs no configuration.
+        import base64
+
+        from pli.crypto.keyring import MASTER_KEY_SIZE
+
+        sys.stdout.write(base64.b64encode(os.urandom(MASTER_KEY_SIZE)).decode("ascii") + "\n")
+        return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pli.settings")
 
     from django.core.exceptions import ImproperlyConfigured

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -263,3 +264,17 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> 
         assert lines[0].startswith("pli: cannot connect to the database: connection failed")
         assert "Connection refused" in lines[0]
         assert "secret" not in result.stderr
+
+
+def test_keys_generate_needs_no_configuration(tmp_path: Path) -> None:
+    # The configuration error for a missing master key says "see `pli keys generate`", and
+    # PLI_MASTER_KEY needs a key before it is set: in production, without one, the command
+    # refused with that very error.
+    for env in (
+        {"PLI_ENV": "production", "PLI_DATA_DIR": str(tmp_path / "data")},
+        {"PLI_ENV": "production", "PLI_DATA_DIR": str(tmp_path / "data"), "PLI_SECRET_KEY": STRONG_SECRET},
+    ):
+        result = run_pli("keys", "generate", env=env)
+        assert result.returncode == 0, result.stderr
+        assert len(base64.b64decode(result.stdout.strip(), validate=True)) == 32
+        assert not (tmp_path / "data").exists()  # nothing written
