@@ -255,6 +255,17 @@ def load(environ: dict[str, str] | None = None) -> Config:
         except ValueError:
             raise ConfigError(f"PLI_TRUSTED_PROXIES: {proxy!r} is not an IP address or network") from None
 
+    # Read by `pli serve` (gunicorn), which said only "Error: 'x' does not appear to be an
+    # IPv4 or IPv6 network" for a wrong entry; checked here as gunicorn does (strictly).
+    for proxy in (p.strip() for p in env_vars.get("PLI_FORWARDED_ALLOW_IPS", "").split(",") if p.strip()):
+        try:
+            if proxy != "*":
+                ipaddress.ip_network(proxy)
+        except ValueError:
+            raise ConfigError(
+                f"PLI_FORWARDED_ALLOW_IPS: {proxy!r} is not an IP address or network (e.g. 10.0.0.0/24), or *"
+            ) from None
+
     return Config(
         env=env,
         data_dir=data_dir,

@@ -127,3 +127,13 @@ def test_mail_domain_must_be_a_domain_name(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="PLI_MAIL_DOMAIN must be a domain name") as caught:
             load({"PLI_DATA_DIR": str(tmp_path), "PLI_MAIL_DOMAIN": value})
         assert repr(value) in str(caught.value)
+
+
+def test_forwarded_allow_ips_is_checked_with_the_variable_named(tmp_path: Path) -> None:
+    # gunicorn refused a wrong entry with "Error: 'foo' does not appear to be an IPv4 or IPv6
+    # network", naming no variable, once `pli serve` had passed every other check.
+    for value in ("127.0.0.1", "10.0.0.0/24, ::1", "*", ""):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_FORWARDED_ALLOW_IPS": value})
+    for value in ("proxy.internal", "10.0.0.1/24"):  # gunicorn wants the network's own address
+        with pytest.raises(ConfigError, match=f"PLI_FORWARDED_ALLOW_IPS: '{value}' is not an IP address"):
+            load({"PLI_DATA_DIR": str(tmp_path), "PLI_FORWARDED_ALLOW_IPS": f"127.0.0.1,{value}"})
