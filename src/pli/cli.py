@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pli.settings")
 
     from django.core.exceptions import ImproperlyConfigured
-    from django.db import OperationalError, connections
+    from django.db import OperationalError, ProgrammingError, connections
 
     from pli.crypto import CryptoError
 
@@ -75,16 +75,43 @@ def main(argv: list[str] | None = None) -> None:
     except CryptoError as exc:
         sys.stderr.write(f"pli: key error: {exc}\n")
         sys.exit(2)
-    except OperationalError as exc:
+    except (OperationalError, ProgrammingError) as exc:
+        # A missing table or column ("relation … does not exist" on PostgreSQL, "no such
+        # table" on SQLite) in a database that lacks this release's migrations. A server
+        # that could not be reached is not tried again for that (a dropped connection
+        # attempt can take minutes).
+        database = connections["default"]
+        unreachable = isinstance(exc, OperationalError) and database.connection is None and database.vendor != "sqlite"
+        pending = 0 if unreachable or args[0] == "migrate" else _unapplied_migrations()
+        if pending:
+            sys.stderr.write(
+                f"pli: the database lacks {pending} migration(s) of this release: run `pli migrate` first\n"
+            )
+            sys.exit(1)
         # The database cannot be reached (down, wrong host or port, refused credentials):
         # one line, as for the configuration. An error once connected keeps its traceback.
-        if connections["default"].connection is not None:
+        if isinstance(exc, ProgrammingError) or database.connection is not None:
             raise
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         sys.stderr.write(f"pli: cannot connect to the database: {reason}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _unapplied_migrations() -> int:
+    """How many of this release's migrations the database lacks (0 if that cannot be told)."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        connection = connections[DEFAULT_DB_ALIAS]
+        if connection.in_atomic_block:
+            return 0
+        executor = MigrationExecutor(connection)
+        return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+    except Exception:
+        return 0
 
 
 if __name__ == "__main__":

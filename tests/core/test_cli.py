@@ -278,3 +278,19 @@ def test_keys_generate_needs_no_configuration(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert len(base64.b64decode(result.stdout.strip(), validate=True)) == 32
         assert not (tmp_path / "data").exists()  # nothing written
+
+
+def test_an_unmigrated_database_says_to_run_migrate(tmp_path: Path) -> None:
+    # An operator who starts the worker (or runs any command) before `pli migrate` got the
+    # traceback of "no such table" (SQLite) or "relation … does not exist" (PostgreSQL).
+    env = {"PLI_DATA_DIR": str(tmp_path)}
+    for args in (["worker", "--batch"], ["keys", "status"], ["audit", "verify"], ["createorg", "--name", "X"]):
+        result = run_pli(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("pli: the database lacks ")
+        assert lines[0].endswith(" migration(s) of this release: run `pli migrate` first")
+    assert run_pli("migrate", env=env).returncode == 0
+    assert run_pli("keys", "status", env=env).returncode == 0
