@@ -74,6 +74,8 @@ def _bool(name: str, environ: dict[str, str], default: bool = False) -> bool:
 def _ensure_private_dir(path: Path, name: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:  # a file there: "cannot create …: File exists" misled
+        raise ConfigError(f"{name}: {path} is a file, not a directory") from None
     except OSError as exc:
         raise ConfigError(f"{name}: cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):

@@ -106,6 +106,8 @@ def test_unreadable_data_dir_is_named(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError, match="PLI_DATA_DIR: cannot create"):
         load({"PLI_DATA_DIR": str(blocker / "sub")})
+    with pytest.raises(ConfigError, match=f"PLI_DATA_DIR: {blocker} is a file, not a directory"):
+        load({"PLI_DATA_DIR": str(blocker)})
 
 
 def test_prepared_statements_are_on_unless_switched_off(tmp_path: Path) -> None:
