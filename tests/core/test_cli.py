@@ -294,3 +294,13 @@ def test_an_unmigrated_database_says_to_run_migrate(tmp_path: Path) -> None:
         assert lines[0].endswith(" migration(s) of this release: run `pli migrate` first")
     assert run_pli("migrate", env=env).returncode == 0
     assert run_pli("keys", "status", env=env).returncode == 0
+
+
+@pytest.mark.parametrize("option", ["--threads", "--workers"])
+def test_serve_refuses_no_threads_or_workers_in_one_line(tmp_path: Path, option: str) -> None:
+    # `--threads 0` started gunicorn, whose workers then failed to boot one after the
+    # other, each with a traceback.
+    result = run_pli("serve", option, "0", env={"PLI_DATA_DIR": str(tmp_path)}, timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{option}: must be a whole number of at least 1, not '0'" in result.stderr

@@ -23,6 +23,18 @@ def port_number(value: str) -> int:
     return port
 
 
+def positive_count(value: str) -> int:
+    """``--workers`` and ``--threads``: gunicorn's workers failed to boot, each with a
+    traceback, on ``--threads 0``."""
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return count
+
+
 def default_port() -> int:
     """``PORT`` from the environment (8000 when unset); a wrong value is a configuration
     error of one line, not a traceback (or gunicorn's OverflowError) at start."""
@@ -39,8 +51,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("PLI_HOST", "127.0.0.1"))
         parser.add_argument("--port", type=port_number, default=default_port())
-        parser.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
-        parser.add_argument("--threads", type=int, default=4, help="threads per process")
+        parser.add_argument("--workers", type=positive_count, default=None, help="processes (default: number of cores)")
+        parser.add_argument("--threads", type=positive_count, default=4, help="threads per process")
 
     def handle(self, *args: Any, **options: Any) -> None:
         # Fail before forking if the keys are missing, unreadable or wrong.
