@@ -226,3 +226,28 @@ def test_a_key_file_being_written_does_not_break_running_processes(
     after = Specimen.objects.create(note="after")
     assert DataKey.objects.get(pk=after.data_key_id).key_version == 2
     assert Specimen.objects.get(pk=made.pk).note == "while the file is open to others"
+
+
+def test_data_keys_under_a_missing_version_stop_serve_and_the_health_check(db: None) -> None:
+    """A backup restored without the retired key its data keys use (or a host missing a
+    version another one added): `pli keys status` said so, but `pli serve` and `pli worker`
+    started and /healthz answered 200 while no such object could be read."""
+    from django.core.management.base import CommandError
+    from django.test import Client
+
+    made = Specimen.objects.create(note="under a key this instance has not got")
+    DataKey.objects.filter(pk=made.data_key_id).update(key_version=7)
+    keys.reset()
+    with pytest.raises(keys.KeyMismatch, match=r"missing master key version\(s\) \[7\]"):
+        keys.check_keyring()
+    assert keys.keyring_checked() is False
+    health = Client().get("/healthz")
+    assert health.status_code == 503 and health.json()["keys"] == "error"
+    # What `pli serve` and `pli worker` run first, and refuse to start on (as a KeyMismatch).
+    with pytest.raises(keys.KeyMismatch, match=r"missing master key version\(s\) \[7\]"):
+        keys.check_at_start()
+    with pytest.raises(CommandError, match=r"missing master key version\(s\) \[7\]"):
+        call_command("keys", "status")
+    DataKey.objects.filter(pk=made.data_key_id).update(key_version=1)
+    keys.reset()
+    assert keys.keyring_checked() is True

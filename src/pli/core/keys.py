@@ -95,12 +95,31 @@ class KeyMismatch(Exception):
         self.version = version
 
 
+class MissingKeyVersions(KeyMismatch):
+    """Data keys are wrapped by master key versions the keyring lacks: an old backup
+    restored without its retired key, or a host missing the version another one added."""
+
+    def __init__(self, versions: list[int]) -> None:
+        Exception.__init__(
+            self,
+            f"data keys are wrapped by missing master key version(s) {versions}: add the key file(s) "
+            "(or PLI_MASTER_KEY entries) of the backup's keys; `pli keys status` lists them",
+        )
+        self.version = versions[0]
+        self.versions = versions
+
+
 def check_keyring(ring: Keyring | None = None) -> list[int]:
     """Unwrap one data key of each version the keyring holds; raise KeyMismatch for a
-    version whose key does not open them. Returns the versions checked (those in use)."""
+    version whose key does not open them, MissingKeyVersions when data keys use versions
+    it lacks. Returns the versions checked (those in use)."""
     from pli.core.models import DataKey
 
     ring = ring or keyring()
+    others = DataKey.objects.exclude(key_version__in=ring.versions).order_by()
+    missing = sorted(others.values_list("key_version", flat=True).distinct())
+    if missing:
+        raise MissingKeyVersions(missing)
     checked = []
     for version in ring.versions:
         sample = DataKey.objects.filter(key_version=version).order_by().first()

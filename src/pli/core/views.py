@@ -46,7 +46,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         # The keys must load, and open the data keys they wrapped (a wrong key loads fine).
         if checks["database"] == "ok" and not keys.keyring_checked():
             checks["keys"] = "error"
-            logger.error("health check: a master key does not open its data keys (run `pli keys status`)")
+            logger.error("health check: the master keys do not open every data key (run `pli keys status`)")
         keys.keyring()
     except Exception as exc:
         checks["keys"] = "error"
