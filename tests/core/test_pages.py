@@ -24,6 +24,14 @@ def test_healthz_is_public_and_reports_ready(db: None, client: Client, settings:
     assert body["mode"] == "development"  # a monitor sees an instance started without PLI_ENV
 
 
+def test_healthz_answers_a_head_probe(db: None, client: Client, settings: Any) -> None:
+    # Load balancers and uptime monitors often probe with HEAD (HAProxy's
+    # `option httpchk HEAD /healthz`): a 405 read as "down" for a healthy instance.
+    settings.PLI_DISK_MIN_FREE_MB = 0
+    assert client.head("/healthz").status_code == 200
+    assert client.post("/healthz").status_code == 405
+
+
 def test_healthz_reports_a_low_disk_without_failing(
     db: None, client: Client, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

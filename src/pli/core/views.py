@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from pli import __version__
 from pli.core import keys
@@ -31,7 +31,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_not_required
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Ready when the database answers and the master keys load; no detail on failure.
     Also says whether the data directory's disk runs low, without failing for it."""
