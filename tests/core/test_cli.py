@@ -304,3 +304,13 @@ def test_serve_refuses_no_threads_or_workers_in_one_line(tmp_path: Path, option:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{option}: must be a whole number of at least 1, not '0'" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value"), [("--interval", "-1"), ("--interval", "nan"), ("--max-tasks", "0")])
+def test_worker_options_are_checked_before_it_starts(tmp_path: Path, option: str, value: str) -> None:
+    # `--interval -1` (or nan) started the worker, which died at its first wait with a
+    # traceback; `--max-tasks 0` meant no limit.
+    result = run_pli("worker", option, value, env={"PLI_DATA_DIR": str(tmp_path)}, timeout=20)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"argument {option}:" in result.stderr

@@ -17,6 +17,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import InterfaceError, OperationalError, connections
+from django_tasks_db.management.commands.db_worker import valid_interval, valid_max_tasks
 
 from pli.core import instance, keys
 
@@ -33,12 +34,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--interval",
-            type=float,
+            type=valid_interval,  # finite and not negative: -1 or nan crashed the worker at its first wait
             default=0.5,
             help="seconds to wait when no job is due (default 0.5: one-time codes must arrive quickly)",
         )
         parser.add_argument("--batch", action="store_true", help="run the jobs that are due, then exit")
-        parser.add_argument("--max-tasks", type=int, default=None, help="exit after this many jobs")
+        parser.add_argument("--max-tasks", type=valid_max_tasks, default=None, help="exit after this many jobs")
 
     def handle(self, *args: Any, **options: Any) -> None:
         keys.keyring()  # fail now, not at the first job, if the master keys are missing or wrong
