@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args in (["-h"], ["--help"], ["help"]):
         sys.stdout.write(OPERATOR_HELP)
         return
+    if args == ["--version"]:
+        # Django's own answer would be its version (5.2.x), not Pli's, which /healthz reports.
+        from pli import __version__
+
+        sys.stdout.write(f"{__version__}\n")
+        return
     if args == ["keys", "generate"]:
         # The first master key is made before PLI_KEYS_DIR or PLI_MASTER_KEY hold one, and
         # production refuses to load its settings without them: this needs no configuration.

@@ -314,3 +314,13 @@ def test_worker_options_are_checked_before_it_starts(tmp_path: Path, option: str
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"argument {option}:" in result.stderr
+
+
+def test_version_is_plis(tmp_path: Path) -> None:
+    # `pli --version` printed Django's version (5.2.x): after an upgrade, the operator
+    # could not tell which Pli release was installed, as /healthz reports it.
+    from pli import __version__
+
+    result = run_pli("--version", env={"PLI_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 0
+    assert result.stdout == f"{__version__}\n"
