@@ -117,9 +117,17 @@ def _check_database_url(url: str) -> str:
 
 
 def _check_public_url(url: str) -> str:
-    parts = urlsplit(url)
+    expected = f"PLI_PUBLIC_URL must be an http(s) URL such as https://pli.example.fr, not {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is no number or out of range
+    except ValueError:  # "[::1" or ":abc": a traceback, or links to a port that cannot be
+        raise ConfigError(expected) from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"PLI_PUBLIC_URL must be an http(s) URL such as https://pli.example.fr, not {url!r}")
+        raise ConfigError(expected)
+    if parts.username is not None or parts.password is not None:
+        # Every patient link and e-mail would carry them: https://user:pw@host/p/…
+        raise ConfigError("PLI_PUBLIC_URL must not hold a user name or password")
     if parts.path not in {"", "/"} or parts.query or parts.fragment:
         raise ConfigError("PLI_PUBLIC_URL must not have a path, query or fragment")
     return f"{parts.scheme}://{parts.netloc}"

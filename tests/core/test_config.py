@@ -99,6 +99,17 @@ def test_unknown_env_and_bad_public_url(tmp_path: Path) -> None:
         load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "ftp://x"})
     with pytest.raises(ConfigError, match="PLI_PUBLIC_URL must not have a path"):
         load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "https://x.fr/app"})
+    # Accepted before: links went out to a port that cannot be, or with credentials in
+    # them; an unclosed IPv6 bracket was a traceback.
+    for url in ("https://pli.example.fr:99999", "https://pli.example.fr:abc", "https://[::1"):
+        with pytest.raises(ConfigError, match="PLI_PUBLIC_URL must be an http"):
+            load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": url})
+    with pytest.raises(ConfigError, match="PLI_PUBLIC_URL must not hold a user name or password"):
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "https://user:pw@pli.example.fr"})
+    assert (
+        load({"PLI_DATA_DIR": str(tmp_path), "PLI_PUBLIC_URL": "https://[::1]:8443/"}).public_url
+        == "https://[::1]:8443"
+    )
 
 
 def test_unreadable_data_dir_is_named(tmp_path: Path) -> None:
