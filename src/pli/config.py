@@ -98,7 +98,10 @@ def _development_secret_key(data_dir: Path) -> str:
 
 
 def _check_database_url(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket: a traceback otherwise
+        raise ConfigError("PLI_DATABASE_URL has an invalid host (an unclosed [ or ])") from None
     if parts.scheme not in {"postgres", "postgresql", "pgsql", "postgis"}:
         raise ConfigError(
             "PLI_DATABASE_URL must be a PostgreSQL URL such as "

@@ -85,6 +85,7 @@ def test_production_refuses_missing_or_default_secrets(tmp_path: Path, override:
         ("postgresql://u:p@h:5432/", "no database name"),
         ("postgresql:///db", "no host"),
         ("not a url", "must be a PostgreSQL URL"),
+        ("postgresql://u:p@[::1/db", r"invalid host \(an unclosed \[ or \]\)"),
     ],
 )
 def test_malformed_database_url_is_named(tmp_path: Path, url: str, message: str) -> None:
