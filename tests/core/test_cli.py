@@ -324,3 +324,16 @@ def test_version_is_plis(tmp_path: Path) -> None:
     result = run_pli("--version", env={"PLI_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0
     assert result.stdout == f"{__version__}\n"
+
+
+def test_the_sqlite_database_is_private_in_a_shared_data_dir(tmp_path: Path) -> None:
+    # A data dir made by the operator or systemd (StateDirectory=, mode 0755): the database
+    # file (names, e-mail addresses, password hashes in clear) was created 0644.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    assert run_pli("migrate", env={"PLI_DATA_DIR": str(data_dir)}).returncode == 0
+    database = data_dir / "pli.sqlite3"
+    for path in (database, data_dir / "pli.sqlite3-wal", data_dir / "pli.sqlite3-shm"):
+        if path.exists() or path == database:
+            assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))

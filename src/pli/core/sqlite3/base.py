@@ -27,8 +27,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._writer_locked = False
 
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
-        conn = super().get_new_connection(conn_params)
         name = str(self.settings_dict["NAME"])
+        if not self.is_in_memory_db() and not name.startswith("file:"):
+            # SQLite would create the file under the process's umask (0644, readable by every
+            # local user where PLI_DATA_DIR is not private, as systemd's StateDirectory= makes
+            # it): names, addresses, password hashes. Its -wal and -shm files take the
+            # database file's mode.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        conn = super().get_new_connection(conn_params)
         if not self.is_in_memory_db() and not name.startswith("file:"):
             # One descriptor per connection: flock locks belong to the open file, so two
             # connections of one process exclude each other like two processes do.
