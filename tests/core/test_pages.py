@@ -32,6 +32,27 @@ def test_healthz_answers_a_head_probe(db: None, client: Client, settings: Any) -
     assert client.post("/healthz").status_code == 405
 
 
+def test_healthz_blames_the_database_when_its_tables_are_missing(
+    db: None, client: Client, settings: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Started before `pli migrate`, the instance answered "database": "ok", "keys": "error"
+    # and logged that the master keys did not load: the operator looked at the keys.
+    from django.db import ProgrammingError
+
+    from pli.core import keys
+
+    def missing_table() -> bool:
+        raise ProgrammingError('relation "pli_data_key" does not exist')
+
+    settings.PLI_DISK_MIN_FREE_MB = 0
+    monkeypatch.setattr(keys, "keyring_checked", missing_table)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = json.loads(response.content)
+    assert body["database"] == "error" and body["keys"] == "ok"
+    assert "has `pli migrate` run?" in caplog.text
+
+
 def test_healthz_reports_a_low_disk_without_failing(
     db: None, client: Client, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

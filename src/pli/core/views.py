@@ -9,7 +9,7 @@ import shutil
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import NoReverseMatch, reverse
@@ -48,6 +48,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
             checks["keys"] = "error"
             logger.error("health check: the master keys do not open every data key (run `pli keys status`)")
         keys.keyring()
+    except DatabaseError as exc:
+        # Reading the data keys failed, not the keys: a database without Pli's tables.
+        checks["database"] = "error"
+        logger.error("health check: the database cannot be read (%s); has `pli migrate` run?", type(exc).__name__)
     except Exception as exc:
         checks["keys"] = "error"
         logger.error("health check: the master keys do not load (%s)", type(exc).__name__)
