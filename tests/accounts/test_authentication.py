@@ -309,6 +309,21 @@ def test_password_reset_reveals_nothing_and_works(organisation: Organisation, sm
     assert sign_in(Client(), "doc@example.org", "une toute nouvelle phrase")["Location"] == "/account/2fa/authenticate/"
 
 
+def test_password_reset_link_is_on_the_public_url_whatever_the_host(
+    organisation: Organisation, smtp_server: Any, settings: Any
+) -> None:
+    # allauth built the link from the request's Host: with PLI_ALLOWED_HOSTS=* (or any extra
+    # name someone else controls), a request sent with "Host: evil.example" mailed the
+    # victim a link carrying their reset key to evil.example.
+    settings.ALLOWED_HOSTS = ["*"]
+    make_user(organisation, email="doc@example.org")
+    Client(HTTP_HOST="evil.example").post("/account/password/reset/", {"email": "doc@example.org"})
+    mails = smtp_server.wait_for(1)
+    link = extract_link(mails[0].body, "/account/password/reset/key/")
+    assert link.startswith(settings.PUBLIC_URL + "/account/password/reset/key/"), link
+    assert "evil.example" not in mails[0].body
+
+
 def test_password_reauthentication_is_audited_as_such(organisation: Organisation, client: Client) -> None:
     """Typing the password again unlocks what outlives the session (an API token, a new
     second factor): it is in the trail like a second-factor reauthentication, under the

@@ -7,11 +7,13 @@ import base64
 import logging
 import smtplib
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.core import context
 from allauth.mfa.adapter import DefaultMFAAdapter
 from allauth.mfa.models import Authenticator
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
@@ -54,6 +56,13 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
             "This account is deactivated. Contact your organisation's administrator to have it reactivated."
         ),
     }
+
+    def get_reset_password_from_key_url(self, key: str) -> str:
+        """The reset link on PLI_PUBLIC_URL, as every other link Pli sends. allauth builds it
+        from the request's Host header: with an extra name in PLI_ALLOWED_HOSTS (``*``, say)
+        anyone could have a victim's reset key mailed as a link to their own site."""
+        link = urlsplit(str(super().get_reset_password_from_key_url(key)))
+        return str(settings.PUBLIC_URL) + urlunsplit(("", "", link.path, link.query, ""))
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         # Accounts come from invitations (pli.accounts.services) or operator commands only.
