@@ -21,6 +21,8 @@ import base64
 import binascii
 import collections
 import contextlib
+import email.message
+import email.utils
 import hashlib
 import logging
 import mimetypes
@@ -496,19 +498,15 @@ class TailRecorder:
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError:
-                raise UploadRejected(
-                    field,
-                    _(
-                        "A file name or field name could not be read: it is not encoded in UTF-8. "
-                        "Rename the file, or send its name in UTF-8; nothing was saved."
-                    ),
-                ) from None
+                raise UploadRejected(field, _not_utf8_name()) from None
             # Read as Django's parser reads it: a line it cannot parse, it skips.
             try:
                 main, params = parse_header_parameters(text)
                 name, value = main.split(":", 1)
             except Exception:  # whatever the parser trips on, Django would skip the line (or crash)
                 name, value, params = "", "", {}
+            if not _extended_values_readable(text):
+                raise UploadRejected(field, _not_utf8_name())
             if not name or name in headers:
                 raise UploadRejected(
                     field,
@@ -615,6 +613,30 @@ def _named_as(name: str, content_type: str) -> str:
     if not endings or name.lower().endswith(endings):
         return name
     return name + endings[0]
+
+
+def _not_utf8_name() -> str:
+    return _(
+        "A file name or field name could not be read: it is not encoded in UTF-8. "
+        "Rename the file, or send its name in UTF-8; nothing was saved."
+    )
+
+
+def _extended_values_readable(line: str) -> bool:
+    """Whether each RFC 2231 value of a part's header line (``filename*=UTF-8''…``) is text
+    in the charset it names. Django decodes them with replacement characters: a name sent
+    as ``%FF.pdf`` reached its reader as ``�.pdf``."""
+    if "*" not in line:
+        return True
+    header = email.message.Message()
+    header["x"] = line
+    for _name, value in header.get_params(header="x", failobj=[]):
+        if isinstance(value, tuple):
+            try:
+                email.utils.collapse_rfc2231_value(value, errors="strict")
+            except UnicodeDecodeError:
+                return False
+    return True
 
 
 def _file_name(sent: str) -> str | None:

@@ -1,0 +1,100 @@
+"""What a hospital software integrator meets on the API's edges: requests built by other
+HTTP libraries, and answers read against the schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.test.client import BOUNDARY, MULTIPART_CONTENT
+
+from messaging.factories import api_client, personal_mailbox, practitioner
+from pli.accounts.models import User
+from pli.messaging.models import Attachment, Message
+from pli.sharing.models import PatientShare
+
+CRLF = b"\r\n"
+PDF = b"%PDF-1.4 compte rendu"
+
+
+@pytest.fixture(autouse=True)
+def _own_blob_dir(settings: Any, tmp_path: Path) -> Iterator[None]:
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    yield
+
+
+@pytest.fixture
+def pair(db: None) -> tuple[User, User]:
+    return practitioner(), practitioner()
+
+
+def _body(parts: list[tuple[bytes, bytes]]) -> bytes:
+    dash = b"--" + BOUNDARY.encode()
+    out = b"".join(dash + CRLF + headers + CRLF + CRLF + value + CRLF for headers, value in parts)
+    return out + dash + b"--" + CRLF
+
+
+def _text(name: str, value: str) -> tuple[bytes, bytes]:
+    return (f'Content-Disposition: form-data; name="{name}"'.encode(), value.encode())
+
+
+def _message_parts(sender: User, recipient: User) -> list[tuple[bytes, bytes]]:
+    return [
+        _text("sender", personal_mailbox(sender).address),
+        _text("to", personal_mailbox(recipient).address),
+        _text("subject", "Compte rendu"),
+    ]
+
+
+def _share_parts() -> list[tuple[bytes, bytes]]:
+    return [
+        _text("patient_given_name", "Jeanne"),
+        _text("patient_family_name", "Durand"),
+        _text("patient_birth_date", "1980-01-31"),
+        _text("patient_email", "jeanne.durand@example.org"),
+    ]
+
+
+# RFC 2231 names whose percent-escapes are not text in the charset they name: Django
+# decodes them with replacement characters, so that the file reached its reader as "�.pdf".
+UNREADABLE_EXTENDED_NAMES = [b"filename*=UTF-8''%FF.pdf", b"filename*=utf-8''compte-rendu-%C3.pdf"]
+
+
+@pytest.mark.parametrize("name", UNREADABLE_EXTENDED_NAMES)
+def test_a_message_file_name_in_broken_utf8_is_refused(pair: tuple[User, User], name: bytes) -> None:
+    alice, bob = pair
+    part = (b'Content-Disposition: form-data; name="attachments"; ' + name, PDF)
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", _body([*_message_parts(alice, bob), part]), content_type=MULTIPART_CONTENT
+    )
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()["attachments"][0]
+    assert Message.objects.count() == 0
+    assert Attachment.objects.count() == 0
+
+
+@pytest.mark.parametrize("name", UNREADABLE_EXTENDED_NAMES)
+def test_a_share_document_name_in_broken_utf8_is_refused(pair: tuple[User, User], name: bytes) -> None:
+    alice, _bob = pair
+    part = (b'Content-Disposition: form-data; name="documents"; ' + name, PDF)
+    response = api_client(alice).generic(
+        "POST", "/api/v1/shares", _body([*_share_parts(), part]), content_type=MULTIPART_CONTENT
+    )
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()["documents"][0]
+    assert PatientShare.objects.count() == 0
+
+
+def test_an_extended_file_name_in_its_charset_is_read(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    parts = [
+        (b"Content-Disposition: form-data; name=\"attachments\"; filename*=UTF-8''r%C3%A9sultat.pdf", PDF),
+        (b"Content-Disposition: form-data; name=\"attachments\"; filename*=ISO-8859-1''%E9t%E9.pdf", PDF),
+    ]
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", _body([*_message_parts(alice, bob), *parts]), content_type=MULTIPART_CONTENT
+    )
+    assert response.status_code == 201, response.content
+    assert [item["name"] for item in response.json()["attachments"]] == ["résultat.pdf", "été.pdf"]
