@@ -98,3 +98,23 @@ def test_an_extended_file_name_in_its_charset_is_read(pair: tuple[User, User]) -
     )
     assert response.status_code == 201, response.content
     assert [item["name"] for item in response.json()["attachments"]] == ["résultat.pdf", "été.pdf"]
+
+
+def test_forwarded_attachments_are_named_by_ids_in_any_case(pair: tuple[User, User]) -> None:
+    """Ids are read in any case (``C35DF0EC-…`` as SQL Server writes them): ``forward_of``
+    was, but the attachments to forward beside it were refused as unknown."""
+    alice, bob = pair
+    file_part = (b'Content-Disposition: form-data; name="attachments"; filename="cr.pdf"', PDF)
+    sent = api_client(alice).generic(
+        "POST", "/api/v1/messages", _body([*_message_parts(alice, bob), file_part]), content_type=MULTIPART_CONTENT
+    )
+    assert sent.status_code == 201, sent.content
+    message_id, attachment_id = sent.json()["id"], sent.json()["attachments"][0]["id"]
+    forward = [
+        *_message_parts(bob, alice),
+        _text("forward_of", message_id.upper()),
+        _text("forward_attachments", attachment_id.upper()),
+    ]
+    response = api_client(bob).generic("POST", "/api/v1/messages", _body(forward), content_type=MULTIPART_CONTENT)
+    assert response.status_code == 201, response.content
+    assert [item["name"] for item in response.json()["attachments"]] == ["cr.pdf"]

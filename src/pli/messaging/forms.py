@@ -143,6 +143,21 @@ class MultipleFileField(forms.Field):
 _LINE_BREAKS = re.compile(r"[\t\r\n]+")
 
 
+class AttachmentChoiceField(forms.MultipleChoiceField):
+    """Attachment ids, read in any of the ways a UUID is written (``C35DF0EC-…`` as SQL
+    Server writes them), as the message ids beside them are."""
+
+    def to_python(self, value: Any) -> list[str]:
+        return [_canonical_uuid(item) for item in super().to_python(value)]
+
+
+def _canonical_uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text  # refused as an unknown choice, quoted as sent
+
+
 class ComposeForm(forms.Form):
     sender = forms.CharField(label=_("From"), max_length=254)
     to = AddressListField(label=_("To"), required=False)
@@ -172,7 +187,7 @@ class ComposeForm(forms.Form):
     in_reply_to = forms.UUIDField(required=False, widget=forms.HiddenInput)
     forward_of = forms.UUIDField(required=False, widget=forms.HiddenInput)
     attachments = MultipleFileField(label=_("Attachments"), required=False)
-    forward_attachments = forms.MultipleChoiceField(
+    forward_attachments = AttachmentChoiceField(
         label=_("Attachments forwarded"), required=False, choices=[], widget=forms.CheckboxSelectMultiple
     )
 
