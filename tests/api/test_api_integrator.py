@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT
+from jsonschema import Draft4Validator
 
 from messaging.factories import api_client, personal_mailbox, practitioner
 from pli.accounts.models import User
 from pli.messaging.models import Attachment, Message
 from pli.sharing.models import PatientShare
+from pli.testing.accounts import make_user
+from sharing.helpers import make_share
 
 CRLF = b"\r\n"
 PDF = b"%PDF-1.4 compte rendu"
@@ -118,3 +122,40 @@ def test_forwarded_attachments_are_named_by_ids_in_any_case(pair: tuple[User, Us
     response = api_client(bob).generic("POST", "/api/v1/messages", _body(forward), content_type=MULTIPART_CONTENT)
     assert response.status_code == 201, response.content
     assert [item["name"] for item in response.json()["attachments"]] == ["cr.pdf"]
+
+
+def _response_schema(path: str, method: str, status: str) -> dict[str, Any]:
+    """The schema an operation's answer is documented with, as JSON Schema (draft 4, as
+    OpenAPI 3.0's objects are), its references resolved against the document."""
+    document = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        node = {key: convert(value) for key, value in node.items()}
+        if node.pop("nullable", False):
+            node = {"anyOf": [node, {"type": "null"}]}
+        if "$ref" in node:
+            node["$ref"] = node["$ref"].replace("#/components/schemas/", "#/definitions/")
+        return node
+
+    operation = document["paths"][path][method]
+    schema = operation["responses"][status]["content"]["application/json"]["schema"]
+    return {**convert(schema), "definitions": convert(document["components"]["schemas"])}
+
+
+@pytest.mark.parametrize("action", ["revoke", "resend"])
+def test_a_share_action_answers_as_its_schema_says_whatever_the_scopes(db: None, action: str) -> None:
+    """A token without ``shares:read`` gets only the share's ``id`` and ``status`` (by
+    design); the schema required every field of a share, so that clients generated from
+    it failed to read the answer."""
+    user = make_user()
+    schema = _response_schema(f"/api/v1/shares/{{share_id}}/{action}", "post", "200")
+    for scopes in (["shares:write"], ["shares:write", "shares:read"]):
+        share, _token = make_share(user)
+        response = api_client(user, scopes).post(f"/api/v1/shares/{share.pk}/{action}")
+        assert response.status_code == 200, response.content
+        errors = [error.message for error in Draft4Validator(schema).iter_errors(response.json())]
+        assert errors == [], (scopes, errors)

@@ -126,6 +126,22 @@ class ShareSerializer(serializers.Serializer[Any]):
     events = ShareEventSerializer(many=True)
 
 
+_READERS_ONLY = "Absent for a token without `shares:read`."
+
+
+class ShareActionResultSerializer(serializers.Serializer[Any]):
+    """What an action answers: the share as GET gives it, or only its `id` and `status` to a
+    token without `shares:read`."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Status.choices)
+    created_at = UTCDateTimeField(required=False, help_text=_READERS_ONLY)
+    expires_at = UTCDateTimeField(required=False, help_text=_READERS_ONLY)
+    allow_reply = serializers.BooleanField(required=False, help_text=_READERS_ONLY)
+    documents = serializers.IntegerField(required=False, help_text=f"Number of documents. {_READERS_ONLY}")
+    events = ShareEventSerializer(many=True, required=False, help_text=_READERS_ONLY)
+
+
 class ShareSummarySerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -393,7 +409,10 @@ class _ShareActionView(APIView):
 _ACTION_SCHEMA: dict[str, Any] = {
     "request": None,
     "description": "Answers the share as GET does; with a token without `shares:read`, only its `id` and `status`.",
-    "responses": {200: ShareSerializer, 409: OpenApiResponse(description="Not possible in the share's state.")},
+    "responses": {
+        200: ShareActionResultSerializer,
+        409: OpenApiResponse(description="Not possible in the share's state."),
+    },
     "tags": TAGS,
 }
 
