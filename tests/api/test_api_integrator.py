@@ -14,7 +14,9 @@ from jsonschema import Draft4Validator
 
 from messaging.factories import api_client, personal_mailbox, practitioner
 from pli.accounts.models import User
+from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Message
+from pli.sharing.api import ApiShareForm
 from pli.sharing.models import PatientShare
 from pli.testing.accounts import make_user
 from sharing.helpers import make_share
@@ -159,3 +161,29 @@ def test_a_share_action_answers_as_its_schema_says_whatever_the_scopes(db: None,
         assert response.status_code == 200, response.content
         errors = [error.message for error in Draft4Validator(schema).iter_errors(response.json())]
         assert errors == [], (scopes, errors)
+
+
+def _schema_document() -> dict[str, Any]:
+    response = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+@pytest.mark.parametrize(
+    ("path", "form"), [("/api/v1/messages", ComposeForm), ("/api/v1/shares", ApiShareForm)], ids=["messages", "shares"]
+)
+def test_request_lengths_in_the_schema_are_those_the_api_checks(db: None, path: str, form: Any) -> None:
+    """A client generated from the schema checks lengths before sending: an e-mail address
+    of 300 characters passed it, to be refused by the server; an empty optional field
+    (sent as the client's database holds it) was refused by the client, accepted here."""
+    document = _schema_document()
+    body = document["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    properties = document["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]["properties"]
+    for name, field in form.base_fields.items():
+        documented = properties[name]
+        if documented.get("type") != "string" or documented.get("format") == "date":
+            continue
+        assert documented.get("maxLength") == field.max_length, name
+        if not field.required:
+            assert "minLength" not in documented, name

@@ -81,13 +81,23 @@ class ShareCreateSerializer(serializers.Serializer[Any]):
     patient_given_name = serializers.CharField(max_length=150)
     patient_family_name = serializers.CharField(max_length=150)
     patient_birth_date = serializers.DateField(help_text="YYYY-MM-DD.")
-    patient_email = serializers.EmailField(required=False, help_text="E-mail and/or mobile: at least one.")
-    patient_mobile = serializers.CharField(
-        required=False, help_text="A French mobile number (E.164 or national); the one-time code goes there by SMS."
+    patient_email = serializers.EmailField(
+        required=False, allow_blank=True, max_length=254, help_text="E-mail and/or mobile: at least one."
     )
-    patient_ins = serializers.CharField(required=False, help_text="INS (NIR/NIA): 13 characters and a 2-digit key.")
+    patient_mobile = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=40,
+        help_text="A French mobile number (E.164 or national); the one-time code goes there by SMS.",
+    )
+    patient_ins = serializers.CharField(
+        required=False, allow_blank=True, max_length=30, help_text="INS (NIR/NIA): 13 characters and a 2-digit key."
+    )
     message = serializers.CharField(
-        required=False, max_length=5000, help_text="Shown to the patient once identified; never in notifications."
+        required=False,
+        allow_blank=True,
+        max_length=5000,
+        help_text="Shown to the patient once identified; never in notifications.",
     )
     documents = serializers.ListField(
         child=serializers.FileField(), help_text="One part per document (repeat the field)."
