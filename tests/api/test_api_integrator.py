@@ -81,6 +81,30 @@ def test_a_message_file_name_in_broken_utf8_is_refused(pair: tuple[User, User], 
     assert Attachment.objects.count() == 0
 
 
+# RFC 2231 names in a charset Pli does not read text in (pli.core.charsets): UTF-7 and
+# Python's escape codecs gave lone surrogates, which no name can be stored with (a 500).
+UNSUPPORTED_CHARSET_NAMES = [
+    b"filename*=UTF-7''+2AA-.pdf",
+    b"filename*=unicode_escape''%5Cud800.pdf",
+    b"filename*=UTF-16LE''a%00.%00p%00d%00f%00",
+]
+
+
+@pytest.mark.parametrize("name", UNSUPPORTED_CHARSET_NAMES)
+@pytest.mark.parametrize(("path", "field"), [("/api/v1/messages", "attachments"), ("/api/v1/shares", "documents")])
+def test_a_file_name_in_an_unsupported_charset_is_refused(
+    pair: tuple[User, User], name: bytes, path: str, field: str
+) -> None:
+    alice, bob = pair
+    texts = _message_parts(alice, bob) if field == "attachments" else _share_parts()
+    part = (f'Content-Disposition: form-data; name="{field}"; '.encode() + name, PDF)
+    response = api_client(alice).generic("POST", path, _body([*texts, part]), content_type=MULTIPART_CONTENT)
+    assert response.status_code == 400, response.content
+    assert "UTF-8" in response.json()[field][0]
+    assert Message.objects.count() == 0
+    assert PatientShare.objects.count() == 0
+
+
 @pytest.mark.parametrize("name", UNREADABLE_EXTENDED_NAMES)
 def test_a_share_document_name_in_broken_utf8_is_refused(pair: tuple[User, User], name: bytes) -> None:
     alice, _bob = pair

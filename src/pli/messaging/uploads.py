@@ -624,14 +624,18 @@ def _not_utf8_name() -> str:
 
 def _extended_values_readable(line: str) -> bool:
     """Whether each RFC 2231 value of a part's header line (``filename*=UTF-8''…``) is text
-    in the charset it names. Django decodes them with replacement characters: a name sent
-    as ``%FF.pdf`` reached its reader as ``�.pdf``."""
+    in the charset it names, one Pli reads text in (pli.core.charsets). Django decodes them
+    with replacement characters: a name sent as ``%FF.pdf`` reached its reader as ``�.pdf``;
+    and in any charset Python knows: UTF-7 gave lone surrogates, which no name is stored
+    with (a 500)."""
     if "*" not in line:
         return True
     header = email.message.Message()
     header["x"] = line
     for _name, value in header.get_params(header="x", failobj=[]):
         if isinstance(value, tuple):
+            if value[0] and not charsets.supported(value[0]):
+                return False
             try:
                 email.utils.collapse_rfc2231_value(value, errors="strict")
             except UnicodeDecodeError:
