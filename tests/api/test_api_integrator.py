@@ -211,3 +211,32 @@ def test_request_lengths_in_the_schema_are_those_the_api_checks(db: None, path: 
         assert documented.get("maxLength") == field.max_length, name
         if not field.required:
             assert "minLength" not in documented, name
+
+
+@pytest.mark.parametrize(("path", "field"), [("/api/v1/messages", "detail"), ("/api/v1/shares", "documents")])
+@pytest.mark.parametrize("ending", [b"--" + BOUNDARY.encode() + CRLF, b""], ids=["closing-without-dashes", "none"])
+def test_a_complete_body_without_its_closing_boundary_is_not_called_cut_off(
+    pair: tuple[User, User], path: str, field: str, ending: bytes
+) -> None:
+    """Every byte arrived, but the body does not end as multipart must (a hand-built body
+    without the final ``--boundary--``, or a header naming another boundary): the client
+    was told the upload had been cut off and to send it again, which fails the same way."""
+    alice, bob = pair
+    texts = _message_parts(alice, bob) if path.endswith("messages") else _share_parts()
+    body = _body(texts).removesuffix(b"--" + BOUNDARY.encode() + b"--" + CRLF) + ending
+    response = api_client(alice).generic("POST", path, body, content_type=MULTIPART_CONTENT, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 400, response.content
+    refusal = response.json()[field]
+    message = refusal if field == "detail" else refusal[0]
+    assert "closing boundary" in message and "cut off" not in message
+    assert Message.objects.count() == 0
+    assert PatientShare.objects.count() == 0
+
+
+def test_the_missing_closing_boundary_is_said_in_french_by_default(pair: tuple[User, User]) -> None:
+    alice, bob = pair
+    body = _body(_message_parts(alice, bob)).removesuffix(b"--" + BOUNDARY.encode() + b"--" + CRLF)
+    response = api_client(alice).generic("POST", "/api/v1/messages", body, content_type=MULTIPART_CONTENT)
+    assert response.status_code == 400, response.content
+    assert "ne se termine pas par sa limite de fin" in response.json()["detail"]
+    assert "rien n\u2019a été enregistré" in response.json()["detail"]

@@ -845,12 +845,27 @@ class EncryptingUploadHandler(FileUploadHandler):
     def upload_complete(self) -> None:
         self._abort_current()
         recorder = self._recorder
+        unterminated = False
         if recorder is not None:
-            complete = recorder.count >= self._content_length and b"--" + self._boundary + b"--" in recorder.tail
-            if not complete:
+            arrived = recorder.count >= self._content_length
+            closed = b"--" + self._boundary + b"--" in recorder.tail
+            # Every byte arrived, yet no closing boundary: the body is malformed (built by
+            # hand without its final "--", or with another boundary than its header names),
+            # and sending it again would fail the same way.
+            unterminated = arrived and not closed and not self.interrupted
+            if not (arrived and closed):
                 self.interrupted = True
         if self.interrupted:
             field_name = self.rules.field if self.files else (self.rules.cut_off_field or self.rules.field)
+            if unterminated:
+                raise UploadRejected(
+                    field_name,
+                    _(
+                        "The multipart body does not end with its closing boundary (the boundary "
+                        "its Content-Type names, followed by “--”): check that the body uses that "
+                        "boundary and ends with it; nothing was saved."
+                    ),
+                )
             raise UploadRejected(
                 field_name, _("The upload was cut off before its end; nothing was saved. Please send it again.")
             )
