@@ -240,3 +240,19 @@ def test_the_missing_closing_boundary_is_said_in_french_by_default(pair: tuple[U
     assert response.status_code == 400, response.content
     assert "ne se termine pas par sa limite de fin" in response.json()["detail"]
     assert "rien n\u2019a été enregistré" in response.json()["detail"]
+
+
+def test_a_json_field_given_twice_is_refused_not_the_last_one_kept(pair: tuple[User, User]) -> None:
+    """``{"folder": "archive", "folder": "trash"}`` binned the message, as
+    ``folder=archive&folder=trash`` used to: the JSON parser keeps the last name."""
+    alice, bob = pair
+    client = api_client(alice)
+    sent = client.post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
+    ).json()["id"]
+    body = b'{"folder": "archive", "folder": "trash"}'
+    response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]}
+    assert client.get(f"/api/v1/messages/{sent}").json()["copies"][0]["folder"] == "sent"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import io
 import json
 from collections.abc import Mapping
 from typing import IO, Any
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 
 
 class JSONParser(parsers.JSONParser):
@@ -16,14 +19,18 @@ class JSONParser(parsers.JSONParser):
 
     * nesting deep enough to exhaust Python's recursion limit (``[[[[…]]]]``);
     * a lone UTF-16 surrogate (``"\\ud800"``), valid JSON that no UTF-8 text can hold: an
-      error message quoting it could not be rendered, nor the value encrypted or stored.
+      error message quoting it could not be rendered, nor the value encrypted or stored;
+
+    and, naming it, a field the object gives twice, of which Python keeps the last
+    (``{"folder": "archive", "folder": "trash"}`` binned the message), as forms refuse them.
     """
 
     def parse(
         self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
+        raw = stream.read()
         try:
-            data = super().parse(stream, media_type, parser_context)
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError(_("the JSON is nested too deeply.")) from None
         except ParseError as exc:
@@ -36,7 +43,24 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(_("the JSON holds text that is not valid Unicode.")) from None
         except RecursionError:
             raise ParseError(_("the JSON is nested too deeply.")) from None
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        repeated = _repeated_names(raw.decode(encoding))
+        if repeated:
+            raise ValidationError({name: [_("This field is given more than once: send it once.")] for name in repeated})
         return data
+
+
+class _Members(list[tuple[str, Any]]):
+    """An object's members as the JSON gives them, repeated names included."""
+
+
+def _repeated_names(text: str) -> list[str]:
+    """The names the body's top-level object gives more than once."""
+    top = json.loads(text, object_pairs_hook=_Members)
+    if not isinstance(top, _Members):
+        return []
+    counts = collections.Counter(name for name, _value in top)
+    return [name for name, count in counts.items() if count > 1]
 
 
 def _unreadable(cause: BaseException | None) -> str:
