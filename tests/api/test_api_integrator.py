@@ -256,3 +256,19 @@ def test_a_json_field_given_twice_is_refused_not_the_last_one_kept(pair: tuple[U
     assert response.status_code == 400, response.content
     assert response.json() == {"folder": ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]}
     assert client.get(f"/api/v1/messages/{sent}").json()["copies"][0]["folder"] == "sent"
+
+
+def test_a_json_null_body_is_answered_in_the_callers_language(pair: tuple[User, User]) -> None:
+    """DRF answers ``null`` with "No data provided", never translated, inside French answers."""
+    alice, bob = pair
+    client = api_client(alice)
+    sent = client.post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
+    ).json()["id"]
+    path = f"/api/v1/messages/{sent}/move"
+    response = client.generic("POST", path, b"null", content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"detail": "Aucune donnée envoyée : envoyez les champs dans un objet JSON."}
+    response = client.generic("POST", path, b"null", content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.json() == {"detail": "No data sent: send the fields in a JSON object."}

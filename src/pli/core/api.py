@@ -73,7 +73,13 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         # ``detail`` as one text, as every other API error has it; DRF names it
         # "non_field_errors", which neither the README nor the schema lists.
         data = dict(response.data)
-        texts = [str(message) for message in data.pop(api_settings.NON_FIELD_ERRORS_KEY)]
+        texts = [
+            # DRF's "No data provided" (a JSON body of null) is English in any language.
+            _("No data sent: send the fields in a JSON object.")
+            if getattr(message, "code", "") == "null"
+            else str(message)
+            for message in data.pop(api_settings.NON_FIELD_ERRORS_KEY)
+        ]
         response.data = {"detail": " ".join(texts), **data}
     return response
 
