@@ -272,3 +272,16 @@ def test_a_json_null_body_is_answered_in_the_callers_language(pair: tuple[User, 
     assert response.json() == {"detail": "Aucune donnée envoyée : envoyez les champs dans un objet JSON."}
     response = client.generic("POST", path, b"null", content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
     assert response.json() == {"detail": "No data sent: send the fields in a JSON object."}
+
+
+def test_the_schema_documents_the_response_headers_clients_must_read(db: None) -> None:
+    """The next page of shares is only in a ``Link`` header, when to retry after a 429 only
+    in ``Retry-After``: the schema named neither, so generated clients exposed neither."""
+    document = _schema_document()
+    listing = document["paths"]["/api/v1/shares"]["get"]["responses"]
+    assert "Link" in listing["200"]["headers"]
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "Retry-After" in responses["429"].get("headers", {}), (method, path)
+            assert "WWW-Authenticate" in responses["401"].get("headers", {}), (method, path)

@@ -37,11 +37,22 @@ _VALIDATION_ERROR = {
 }
 
 
-def _error(description: str, schema: str = "Error") -> dict[str, Any]:
-    return {
+def _error(description: str, schema: str = "Error", headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
     }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'The scheme to use: `Bearer realm="api"`.'}
+}
+_RETRY_AFTER = {
+    "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Seconds to wait before retrying."}
+}
 
 
 def document_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
@@ -58,10 +69,13 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("400", _error("Invalid input, per field.", "ValidationError"))
             if secured:
-                responses.setdefault("401", _error("Missing, invalid or revoked token."))
+                responses.setdefault("401", _error("Missing, invalid or revoked token.", headers=_WWW_AUTHENTICATE))
                 responses.setdefault("403", _error("The token lacks a scope, or the user a right, this request needs."))
                 responses.setdefault(
-                    "429", _error("Too many requests with this token; retry after `Retry-After` seconds.")
+                    "429",
+                    _error(
+                        "Too many requests with this token; retry after `Retry-After` seconds.", headers=_RETRY_AFTER
+                    ),
                 )
                 # Every authenticated request writes (the token's last use, the audit trail).
                 responses.setdefault(

@@ -231,6 +231,13 @@ class SharesView(APIView):
                 description="Only shares created before this instant (ISO 8601; without an offset, Paris time).",
             ),
             OpenApiParameter("limit", int, description="1 to 200 (default 200)."),
+            OpenApiParameter(
+                "Link",
+                str,
+                location=OpenApiParameter.HEADER,
+                response=[200],
+                description='`<URL>; rel="next"`: the next page, when more shares may follow.',
+            ),
         ],
         responses=ShareSummarySerializer(many=True),
         tags=TAGS,
