@@ -285,3 +285,40 @@ def test_the_schema_documents_the_response_headers_clients_must_read(db: None) -
             responses = operation["responses"]
             assert "Retry-After" in responses["429"].get("headers", {}), (method, path)
             assert "WWW-Authenticate" in responses["401"].get("headers", {}), (method, path)
+
+
+def test_bad_input_answers_have_the_documented_shape(pair: tuple[User, User]) -> None:
+    """400s are field → list of messages, with what concerns no field as one text under
+    ``detail``; the schema said ``detail`` held a list too, and described nothing else."""
+    alice, bob = pair
+    client = api_client(alice)
+    schema = _response_schema("/api/v1/messages/{message_id}/move", "post", "400")
+    assert schema["$ref"] == "#/definitions/ValidationError"
+    assert schema["definitions"]["ValidationError"]["properties"]["detail"]["type"] == "string"
+    sent = client.post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
+    ).json()["id"]
+    move = f"/api/v1/messages/{sent}/move"
+    refusals = [
+        client.generic("POST", move, b'["archive"]', content_type="application/json"),
+        client.generic("POST", move, b'{"folder": "x", "mailbox": "y"}', content_type="application/json"),
+        client.generic("POST", move, b"{folder", content_type="application/json"),
+        client.post("/api/v1/messages", {"sender": "x"}),
+        client.get(f"/api/v1/mailboxes/{personal_mailbox(alice).pk}/messages?folder=x&date_from=y"),
+        client.get("/api/v1/shares?status=x"),
+    ]
+    for response in refusals:
+        assert response.status_code == 400, response.content
+        errors = [error.message for error in Draft4Validator(schema).iter_errors(response.json())]
+        assert errors == [], (response.json(), errors)
+
+
+def test_a_django_validation_error_for_no_field_is_one_text(db: None) -> None:
+    from django.core.exceptions import ValidationError as DjangoValidationError
+
+    from pli.core.api import exception_handler
+
+    response = exception_handler(DjangoValidationError(["Premier.", "Second."]), {})
+    assert response is not None and response.status_code == 400
+    assert response.data == {"detail": "Premier. Second."}

@@ -32,8 +32,9 @@ _ERROR = {
 }
 _VALIDATION_ERROR = {
     "type": "object",
-    "description": "Field name (or `detail`) → list of messages.",
-    "additionalProperties": {},
+    "description": "Field name → list of messages; what concerns no single field is one text under `detail`.",
+    "properties": {"detail": {"type": "string", "description": "What concerns the request as a whole."}},
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
 
 

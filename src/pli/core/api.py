@@ -49,8 +49,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's handler, plus Django validation errors turned into 400s with field names."""
     if isinstance(exc, DjangoValidationError):
-        detail: Any = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
-        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+        if hasattr(exc, "error_dict"):
+            return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
+        # What concerns no field is one text under ``detail``, as in every other answer.
+        return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         return Response({"detail": _("Not found.")}, status=status.HTTP_404_NOT_FOUND)
     # Django's own limits on a body (DATA_UPLOAD_MAX_MEMORY_SIZE, _NUMBER_FIELDS, _NUMBER_FILES),
