@@ -322,3 +322,15 @@ def test_a_django_validation_error_for_no_field_is_one_text(db: None) -> None:
     response = exception_handler(DjangoValidationError(["Premier.", "Second."]), {})
     assert response is not None and response.status_code == 400
     assert response.data == {"detail": "Premier. Second."}
+
+
+@pytest.mark.parametrize(("path", "field"), [("/api/v1/messages", "attachments"), ("/api/v1/shares", "documents")])
+def test_a_stalled_upload_answer_matches_its_schema(db: None, path: str, field: str) -> None:
+    """An upload that stops arriving is refused naming the part it stopped in
+    (``{"attachments": ["…"]}``, tests/messaging/test_stalled_clients.py); the schema
+    documented a 408 as ``{"detail": "…"}`` only."""
+    from pli.core.api import field_error_body
+
+    schema = _response_schema(path, "post", "408")
+    body = field_error_body(field, "The upload stopped arriving before its end; nothing was saved.")
+    assert [error.message for error in Draft4Validator(schema).iter_errors(body)] == []

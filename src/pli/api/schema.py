@@ -87,7 +87,13 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if operation.get("requestBody"):
                 responses.setdefault("415", _error("Unsupported request body type, charset or encoding."))
                 responses.setdefault("411", _error("A chunked body: send it with Content-Length."))
-                responses.setdefault("408", _error("The client stopped sending its body (PLI_CLIENT_TIMEOUT)."))
+                responses.setdefault(
+                    "408",
+                    _error(
+                        "The client stopped sending its body (PLI_CLIENT_TIMEOUT); the part it stopped in is named.",
+                        "ValidationError",
+                    ),
+                )
             # Views describe these in words; their bodies are the shared shapes.
             for code, schema in (("409", "Error"), ("413", "ValidationError"), ("422", "Error")):
                 if code in responses and "content" not in responses[code]:
