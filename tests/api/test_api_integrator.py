@@ -334,3 +334,22 @@ def test_a_stalled_upload_answer_matches_its_schema(db: None, path: str, field: 
     schema = _response_schema(path, "post", "408")
     body = field_error_body(field, "The upload stopped arriving before its end; nothing was saved.")
     assert [error.message for error in Draft4Validator(schema).iter_errors(body)] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        b'filename*0="a"; filename*1="b.pdf"; filename*=utf-8\'\'a.pdf',
+        b'filename*=UTF-8\'en\'%E2%82%AC.pdf; filename*0="a"; filename*1="b.pdf"',
+    ],
+)
+def test_a_disposition_the_header_parser_trips_on_is_refused_not_a_500(pair: tuple[User, User], params: bytes) -> None:
+    """RFC 2231 continuations mixed with a whole extended value make Python's header parser
+    raise (a TypeError): Django skips such a line, and Pli refuses it."""
+    alice, bob = pair
+    part = (b'Content-Disposition: form-data; name="attachments"; ' + params, PDF)
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", _body([*_message_parts(alice, bob), part]), content_type=MULTIPART_CONTENT
+    )
+    assert response.status_code == 400, response.content
+    assert Message.objects.count() == 0

@@ -505,7 +505,7 @@ class TailRecorder:
                 name, value = main.split(":", 1)
             except Exception:  # whatever the parser trips on, Django would skip the line (or crash)
                 name, value, params = "", "", {}
-            if not _extended_values_readable(text):
+            if name and not _extended_values_readable(text):
                 raise UploadRejected(field, _not_utf8_name())
             if not name or name in headers:
                 raise UploadRejected(
