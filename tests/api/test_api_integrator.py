@@ -353,3 +353,12 @@ def test_a_disposition_the_header_parser_trips_on_is_refused_not_a_500(pair: tup
     )
     assert response.status_code == 400, response.content
     assert Message.objects.count() == 0
+
+
+def test_the_schema_says_when_an_idempotency_conflict_is_final(db: None) -> None:
+    """A 409 also answers a key whose message or share was deleted since: retrying, as the
+    schema's "still being processed" invited, never succeeds."""
+    document = _schema_document()
+    for path in ("/api/v1/messages", "/api/v1/shares"):
+        description = document["paths"][path]["post"]["responses"]["409"]["description"]
+        assert "still being processed" in description and "no longer exists" in description

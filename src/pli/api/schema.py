@@ -112,6 +112,9 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "request's `201` and body again instead of creating a second one. Kept 24 hours, per user and endpoint.",
 )
 IDEMPOTENCY_RESPONSES = {
-    409: OpenApiResponse(description="A request with this `Idempotency-Key` is still being processed."),
+    409: OpenApiResponse(
+        description="A request with this `Idempotency-Key` is still being processed (retry later), or the "
+        "message or share it made no longer exists (use a new key); `detail` says which."
+    ),
     422: OpenApiResponse(description="This `Idempotency-Key` was already used for a different request."),
 }
