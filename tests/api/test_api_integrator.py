@@ -362,3 +362,19 @@ def test_the_schema_says_when_an_idempotency_conflict_is_final(db: None) -> None
     for path in ("/api/v1/messages", "/api/v1/shares"):
         description = document["paths"][path]["post"]["responses"]["409"]["description"]
         assert "still being processed" in description and "no longer exists" in description
+
+
+def test_a_json_body_starting_with_a_byte_order_mark_is_read(pair: tuple[User, User]) -> None:
+    """Windows tools (PowerShell's ``Out-File -Encoding utf8``, .NET's ``StreamWriter``)
+    start UTF-8 files with a byte order mark, which RFC 8259 lets a parser ignore: the body
+    was refused as "not valid JSON (line 1, column 1)"."""
+    alice, bob = pair
+    client = api_client(alice)
+    sent = client.post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
+    ).json()["id"]
+    body = b'\xef\xbb\xbf{"folder": "archive"}'
+    response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert response.json()["copies"][0]["folder"] == "archive"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import json
@@ -23,12 +24,14 @@ class JSONParser(parsers.JSONParser):
 
     and, naming it, a field the object gives twice, of which Python keeps the last
     (``{"folder": "archive", "folder": "trash"}`` binned the message), as forms refuse them.
+    A UTF-8 byte order mark before the JSON, as Windows tools write one, is ignored
+    (RFC 8259 allows it; Python's parser refused the body as invalid at column 1).
     """
 
     def parse(
         self, stream: IO[Any], media_type: str | None = None, parser_context: Mapping[str, Any] | None = None
     ) -> Any:
-        raw = stream.read()
+        raw = stream.read().removeprefix(codecs.BOM_UTF8)
         try:
             data = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
