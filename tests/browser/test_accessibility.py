@@ -181,6 +181,64 @@ def test_patient_pages_on_a_phone(browser: Any, live_server: Any, settings: Any,
     assert outside == []
 
 
+# A 375 px phone at 200 % zoom (WCAG 1.4.4 and 1.4.10): 188 CSS pixels across.
+PHONE_ZOOMED = {"width": 188, "height": 667}
+
+# What sticks out of the screen, or of its card: either way the patient has to scroll
+# sideways, or cannot read or reach it at all.
+_OVERFLOWS = """() => {
+    const width = document.documentElement.clientWidth;
+    const problems = [];
+    if (document.documentElement.scrollWidth > width)
+        problems.push(`page ${document.documentElement.scrollWidth} px wide for ${width}`);
+    for (const el of document.querySelectorAll('main *')) {
+        const r = el.getBoundingClientRect();
+        if (!r.width || el.closest('.visually-hidden')) continue;
+        const card = el.parentElement.closest('.card');
+        const right = card ? card.getBoundingClientRect().right : width;
+        if (r.right > right + 0.5)
+            problems.push(`${Math.round(r.right - right)} px out: ${el.outerHTML.slice(0, 100)}`);
+        // A word wider than its box (its text runs out, the box does not).
+        else if (getComputedStyle(el).display !== 'inline' && el.scrollWidth > el.clientWidth + 1
+                 && getComputedStyle(el).overflowX === 'visible')
+            problems.push(`text ${el.scrollWidth - el.clientWidth} px out: ${el.outerHTML.slice(0, 100)}`);
+    }
+    return problems;
+}"""
+
+
+@pytest.mark.browser
+def test_patient_pages_zoomed_on_a_phone_need_no_sideways_scrolling(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    """Zoomed in, the reply's file picker pushed the page to 336 px (sideways scrolling of
+    the whole page), and a long word, a button or the host name spilled out of its card."""
+    cache.clear()
+    _outboxes(settings, tmp_path)
+    doctor = make_user(make_organisation("Cabinet des Lilas", city="Lyon"), first_name="Jeanne", last_name="Martin")
+    _share, token = make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    context = browser.new_context(
+        base_url=live_server.url, locale="fr-FR", viewport=PHONE_ZOOMED, is_mobile=True, has_touch=True
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    try:
+        page.goto(f"/p/{token}")
+        page.click(".patient-help summary")  # the host name, shown when opened
+        problems += [f"[landing] {problem}" for problem in page.evaluate(_OVERFLOWS)]
+        cookie = patient.client.cookies["pli_patient"]
+        context.add_cookies([{"name": "pli_patient", "value": cookie.value, "url": f"{live_server.url}/p/"}])
+        page.goto(f"/p/{token}/documents")
+        assert page.locator("#id_files").count() == 1
+        problems += [f"[documents] {problem}" for problem in page.evaluate(_OVERFLOWS)]
+    finally:
+        context.close()
+    assert not problems, "\n".join(problems)
+
+
 def _sign_in(page: Any, user: User, axe: Any) -> None:
     page.goto("/messages/")
     page.wait_for_url("**/login/**")
