@@ -307,6 +307,41 @@ def test_practitioner_pages_on_a_desktop(
 
 
 @pytest.mark.browser
+def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
+) -> None:
+    """A GP reading a thread or a share on her phone had the whole page scroll sideways: the
+    share's facts (a patient's e-mail address) and its notifications table, and a letter's
+    receipts table, were wider than the screen."""
+    cache.clear()
+    _outboxes(settings, tmp_path)
+    seeded = accounts_demo.seed_demo()
+    assert seeded is not None
+    sent = messaging_demo.seed_demo_messages(seeded.organisation)
+    assert sent is not None
+    assert sharing_demo.seed_demo_shares(seeded.organisation)
+    gp = User.objects.get(email=messaging_demo.GP)
+    context = browser.new_context(base_url=live_server.url, locale="fr-FR", viewport=PHONE, is_mobile=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    wide: list[str] = []
+    try:
+        _sign_in(page, gp, axe)
+        pages = ["/messages/", "/messages/compose/", f"/messages/m/{sent.opinion.pk}/", "/shares/", "/shares/new"]
+        pages += [f"/shares/{share.pk}" for share in sharing_services.shares_for(gp)]
+        for url in pages:
+            page.goto(url)
+            width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            if width[0] > width[1]:
+                wide.append(f"{url}: {width[0]} px wide for {width[1]}")
+            axe.check(page, f"{url} on a phone")
+    finally:
+        context.close()
+    assert not wide, "\n".join(wide)
+    axe.assert_clean()
+
+
+@pytest.mark.browser
 def test_axe_reports_a_field_without_a_label(browser: Any, axe: Any) -> None:
     """The check itself works: a page with an unlabelled field fails, naming the rule."""
     page = browser.new_page()
