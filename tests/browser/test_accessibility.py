@@ -282,6 +282,8 @@ def test_practitioner_pages_on_a_desktop(
         page.fill("#id_subject", "Sans destinataire")
         page.click("#send-button")
         page.wait_for_selector("#id_to_error")
+        # Refused by XHR, the page stays: its title must say so as a reloaded one would.
+        assert page.title().startswith("Erreur\u00a0: Écrire un message"), page.title()
         axe.check(page, "compose, refused")
 
         page.goto(f"/messages/m/{sent.opinion.pk}/")
@@ -293,6 +295,7 @@ def test_practitioner_pages_on_a_desktop(
         axe.check(page, "new share")
         page.click("#share-submit")
         page.wait_for_selector("#id_patient_family_name_error")
+        assert page.title().startswith("Erreur\u00a0: "), page.title()
         axe.check(page, "new share, refused")
         page.goto("/shares/")
         own = list(sharing_services.shares_for(gp))

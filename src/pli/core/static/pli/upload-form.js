@@ -20,6 +20,8 @@
       return null;
     }
     current.replaceWith(document.adoptNode(fresh));
+    // The refused page's title starts with "Erreur :"; the page stays, so take it over.
+    if (doc.title) document.title = doc.title;
     if (keptInput && keptInput.id) {
       var placeholder = document.getElementById(keptInput.id);
       if (placeholder && !placeholder.hasAttribute("aria-invalid")) placeholder.replaceWith(keptInput);
