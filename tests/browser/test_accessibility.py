@@ -275,6 +275,14 @@ def test_practitioner_pages_on_a_desktop(
         _sign_in(page, gp, axe)
         assert page.locator(".mail-row.is-unread").count() == 1
         axe.check(page, "inbox")
+        # "Skip to content" skips the mailboxes' links too: the next Tab is in the folder.
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.className") == "skip-link"
+        page.keyboard.press("Enter")
+        page.keyboard.press("Tab")
+        assert page.evaluate("!!document.activeElement.closest('.mail-main')"), page.evaluate(
+            "document.activeElement.outerHTML"
+        )
 
         page.click("text=Écrire un message")
         page.wait_for_url("**/messages/compose/**")
