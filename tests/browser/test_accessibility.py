@@ -152,6 +152,8 @@ def test_patient_pages_on_a_phone(browser: Any, live_server: Any, settings: Any,
         page.fill("#id_text", "Thank you, doctor.")
         page.click("form[action$='/reply'] button[type=submit]")
         page.wait_for_url("**/documents?replied=1")
+        # The new page says at once that the reply went (a screen reader reads the focus).
+        assert page.evaluate("document.activeElement.textContent.trim()") == "Your reply has been sent."
         audit("documents, reply sent")
         page.click(".patient-leave button")
         page.wait_for_url(f"**/p/{token}/leave")
