@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 from django.test import Client
@@ -232,3 +233,17 @@ def test_a_limit_of_one_attachment_is_written_in_the_singular(db: None, settings
     page = web_client(practitioner()).get("/messages/compose/").content.decode()
     assert "Jusqu\u2019à 1 fichier," in page
     assert "Un message peut porter au plus 1 pièce jointe." in page
+
+
+def test_the_recipient_fields_point_to_how_to_fill_them(db: None) -> None:
+    """« séparez plusieurs adresses par des virgules » stood below Cc, tied to neither
+    field: a screen reader going from field to field never read it."""
+    alice = practitioner()
+    client = web_client(alice)
+    page = client.get("/messages/compose/").content.decode()
+    assert 'id="recipients-help"' in page
+    for name in ("to", "cc"):
+        assert re.search(rf'<input [^>]*aria-describedby="recipients-help"[^>]* id="id_{name}"', page), name
+    # Refused, the error comes first, the instructions still follow.
+    page = client.post("/messages/compose/", {"sender": personal_mailbox(alice).address, "body": "x"}).content.decode()
+    assert re.search(r'<input [^>]*aria-invalid="true" aria-describedby="id_to_error recipients-help"', page)

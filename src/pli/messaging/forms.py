@@ -79,6 +79,19 @@ def plausible_address(address: str) -> bool:
     )
 
 
+# The compose page's instructions for To and Cc, shown once below them.
+RECIPIENTS_HELP_ID = "recipients-help"
+
+
+class _RecipientsBoundField(forms.BoundField):
+    """To and Cc: described by their own error, then by the instructions the two share, so
+    that a screen reader moving from field to field reads how to fill them in."""
+
+    @property
+    def aria_describedby(self) -> str | None:
+        return " ".join(filter(None, [super().aria_describedby, RECIPIENTS_HELP_ID]))
+
+
 class AddressListField(forms.Field):
     widget = MultiValueInput
 
@@ -210,6 +223,7 @@ class ComposeForm(forms.Form):
         field.choices = [(str(a.pk), a.name) for a in self.forward_candidates]
         for name in ("to", "cc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-directory-search": "1"})
+            self.fields[name].bound_field_class = _RecipientsBoundField
         # Not remembered by the browser: a practice's computer is shared, and these name patients.
         for name in ("subject", *PATIENT_FIELDS):
             self.fields[name].widget.attrs["autocomplete"] = "off"
