@@ -327,6 +327,8 @@ DEFAULT_FROM_EMAIL = SERVER_EMAIL = _email.default_from
 LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", _("Français")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# English with dates day first, as the forms take them (pli/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["pli.formats"]
 USE_I18N = True
 TIME_ZONE = "Europe/Paris"
 USE_TZ = True

@@ -10,6 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.test import Client
+from django.utils import timezone
 
 from pli.accounts.models import Mailbox, User
 from pli.api.services import create_token
@@ -485,3 +486,20 @@ def test_a_limit_of_one_document_is_written_in_the_singular(db: None, settings: 
     response = client.post("/shares/new", form(documents=documents))
     assert response.status_code == 400
     assert "Au plus 1 fichier peut être envoyé à la fois." in response.content.decode()
+
+
+def test_english_pages_show_dates_day_first_as_the_forms_take_them(db: None) -> None:
+    """The forms take day/month/year in both languages; the English pages showed dates
+    month first: a birth date typed 04/05/1960 (4 May) read back as 05/04/1960 on the
+    share's page, and the patient's history said 11/30/2026."""
+    client = browser(make_user())
+    client.cookies["django_language"] = "en"
+    assert "DD/MM/YYYY" in client.get("/shares/new").content.decode()
+    response = client.post("/shares/new", form(patient_birth_date="04/05/1960"))
+    assert response.status_code == 303
+    share = PatientShare.objects.get()
+    assert share.patient_birth_date.isoformat() == "1960-05-04"
+    detail = client.get(response["Location"]).content.decode()
+    assert "<dt>Born on</dt><dd>04/05/1960</dd>" in detail
+    created = timezone.localtime(share.created_at)
+    assert f"{created.strftime('%d/%m/%Y')} {created.strftime('%H:%M')}" in detail
