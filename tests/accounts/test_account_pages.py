@@ -124,3 +124,18 @@ def test_a_wrong_password_is_said_without_pointing_at_fields(db: None, client: C
         "/login/", {"login": "nobody@example.org", "password": "wrong password"}, HTTP_ACCEPT_LANGUAGE="fr"
     ).content.decode()
     assert 'role="alert"' in body and "signalés ci-dessous" not in body
+
+
+def test_a_refused_account_form_puts_the_focus_on_what_to_correct(db: None) -> None:
+    """The sign-in page came back refused with the focus nowhere: a screen reader read the
+    page from its top, and the alert, present at load, was not announced."""
+    user = make_user()
+    client = Client()
+    # A field refused: that field takes the focus (and is read with its error).
+    page = client.post("/login/", {"login": "", "password": "x"}).content.decode()
+    assert re.search(r'<input type="email" name="login"[^>]* autofocus[^>]* id="id_login">', page), page
+    assert page.count("autofocus") == 1
+    # Refused as a whole (a wrong password): the message above the fields does.
+    page = client.post("/login/", {"login": user.email, "password": "not the password"}).content.decode()
+    assert re.search(r'<div class="form-errors" role="alert" id="form-errors" tabindex="-1" autofocus>', page), page
+    assert page.count("autofocus") == 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms, template
+from django.core.exceptions import NON_FIELD_ERRORS
+
+from pli.core.forms import focus_first_error
 
 register = template.Library()
 
@@ -31,3 +34,16 @@ def _refused(form: forms.BaseForm) -> bool:
     # refused upload comes back as an unbound form given its error (files cannot be resent).
     errors = getattr(form, "_errors", None)
     return bool(errors)
+
+
+@register.simple_tag
+def error_summary_focus(form: forms.BaseForm) -> str:
+    """For a refused form's summary: give the first field in error the focus
+    (``pli.core.forms.focus_first_error``), or, when only the form as a whole was refused
+    (a wrong password), return `` autofocus`` for the summary itself. Used before the
+    fields are rendered; like ``_refused`` it reads only the errors the view already has."""
+    errors = getattr(form, "_errors", None) or {}
+    if any(name != NON_FIELD_ERRORS for name in errors):
+        focus_first_error(form)
+        return ""
+    return " autofocus" if errors else ""
