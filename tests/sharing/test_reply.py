@@ -3,6 +3,7 @@ their first bytes) arriving in the practitioner's mailbox as a message linked to
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import re
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from django.apps import apps
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.utils import timezone
 
 from pli.accounts.models import Mailbox, User
 from pli.api.services import create_token
@@ -435,3 +437,18 @@ def test_a_reply_whose_session_ended_meanwhile_shows_no_documents(db: None, monk
     assert len(calls) == 2
     assert response.status_code == 303 and response["Location"].endswith("?session=expired")
     assert not ShareReply.objects.exists()
+
+
+def test_the_reply_says_the_day_the_share_was_made_in_french_time(db: None) -> None:
+    """The intro gave the date of the share in UTC: a share made at half past midnight was
+    « transmis le » the day before."""
+    paris_midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    made = paris_midnight - datetime.timedelta(days=1) + datetime.timedelta(minutes=30)
+    assert made.astimezone(datetime.UTC).date() != made.date()  # the day before, in UTC
+    doctor = make_user()
+    share, token = make_share(doctor, allow_reply=True, now=made)
+    patient = Patient(token)
+    patient.sign_in()
+    assert reply(patient).status_code == 303
+    message = messaging.visible_message(doctor, ShareReply.objects.get(share=share).message_id)
+    assert f"que vous avez transmis le {made.strftime('%d/%m/%Y')} :" in message.body, message.body

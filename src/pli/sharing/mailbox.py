@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
@@ -89,7 +89,9 @@ def deliver_patient_reply(
     with translation.override(settings.LANGUAGE_CODE):
         subject = _("Reply from %(name)s to your secure share") % {"name": patient_name(share)}
         intro = _("Reply to the documents you shared on %(date)s: %(url)s") % {
-            "date": date_format(share.created_at, "SHORT_DATE_FORMAT"),
+            # In local time: date_format takes the UTC datetime as it is (shared at 00:30
+            # read as the day before).
+            "date": date_format(timezone.localtime(share.created_at), "SHORT_DATE_FORMAT"),
             "url": settings.PUBLIC_URL + reverse("sharing:detail", args=[share.pk]),
         }
     message = messaging.receive_external_message(
