@@ -844,3 +844,23 @@ def test_the_code_page_says_the_first_code_counts_and_that_more_locks(db: None) 
         assert patient.new_code().status_code == 303
     _age_codes(share)
     assert patient.new_code().status_code == 403
+
+
+def test_the_page_titles_say_the_step(db: None) -> None:
+    """The title, announced first by a screen reader and shown in the tab, said "Documents
+    qui vous sont transmis" on the birth date step: nothing told the patient there were two
+    steps, nor which one this was."""
+    _share, token = make_share()
+    patient = Patient(token)
+    title = re.compile(r"<title>([^<]*)</title>")
+
+    def title_of(response: Any) -> str:
+        found = title.search(response.content.decode())
+        assert found is not None
+        return found.group(1)
+
+    assert title_of(patient.get()) == "Étape 1 sur 2 : votre date de naissance · Pli"
+    assert patient.birth_date().status_code == 303
+    assert title_of(patient.get("/code")) == "Étape 2 sur 2 : le code reçu · Pli"
+    patient.client.cookies["django_language"] = "en"
+    assert title_of(patient.get("/code")) == "Step 2 of 2: the code you received · Pli"
