@@ -3,6 +3,7 @@ lockouts, password reset, sessions."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -572,3 +573,17 @@ def test_removing_a_factor_when_another_remains_is_audited(
     assert response.status_code == 302
     assert Authenticator.objects.filter(pk=key.pk).exists()
     assert "seul second facteur" in client.get(response["Location"]).content.decode()
+
+
+def test_a_refused_second_factor_code_is_typed_again_not_corrected(organisation: Organisation, client: Client) -> None:
+    """The wrong code came back in the field, with the focus: the next code, typed at once,
+    joined the old one's digits and was refused too, counting towards the lockout."""
+    make_user(organisation, email="doc@example.org")
+    wrong = f"{(int(totp_code()) + 1) % 10**6:06d}"
+    response = sign_in(client, "doc@example.org", code=wrong)
+    assert response.status_code == 200
+    page = response.content.decode()
+    field = re.search(r'<input type="text" name="code"[^>]*>', page)
+    assert field is not None and "autofocus" in field.group(0) and 'aria-invalid="true"' in field.group(0)
+    assert "value=" not in field.group(0), field.group(0)
+    assert wrong not in page

@@ -79,6 +79,7 @@ class _InstanceLimitedCodeMixin:
     limits them per account and per address); right ones don't."""
 
     fields: dict[str, forms.Field]
+    data: Any
     user: User
     reauthentication = False
 
@@ -86,6 +87,17 @@ class _InstanceLimitedCodeMixin:
         super().__init__(*args, **kwargs)
         # Digits keyboard on phones (recovery codes are digits too).
         self.fields["code"].widget.attrs.update(inputmode="numeric", autofocus=True)
+
+    def full_clean(self) -> None:
+        super().full_clean()  # type: ignore[misc]
+        # A refused code is typed again, not corrected (an authenticator shows a new one
+        # every 30 s): left in the focused field, the next code joined its digits and was
+        # refused too, counting towards the lockout.
+        errors = getattr(self, "_errors", None)
+        if errors and "code" in errors:
+            data = self.data.copy()
+            data["code"] = ""
+            self.data = data
 
     def clean_code(self) -> str:
         usage = ratelimits.consume(context.request, "second_factor_failed")
