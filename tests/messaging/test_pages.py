@@ -367,3 +367,19 @@ def test_one_unreadable_message_does_not_take_the_mailbox_down(pair: tuple[User,
     assert "Lisible" in html and "illisible" in html and "Abîmé" not in html
     assert sorted(m["subject"] for m in listed) == ["(illisible : prévenez votre administrateur)", "Lisible"]
     assert f"message {broken['id']}: subject unreadable" in caplog.text
+
+
+def test_a_refused_search_or_message_puts_the_focus_on_the_field_to_correct(pair: tuple[User, User]) -> None:
+    """Without the page's script (or for the search, always) a refused form came back with
+    the focus nowhere: the person had to find the field again among the mailboxes' links."""
+    alice, _bob = pair
+    client = web_client(alice)
+    box = personal_mailbox(alice)
+    bad = client.post(f"/messages/{box.pk}/search/", {"date_from": "2024-05-02", "date_to": "2024-05-01"})
+    assert bad.status_code == 400
+    assert re.search(r'<input type="date" name="date_to"[^>]* autofocus[^>]*>', bad.content.decode())
+    assert bad.content.decode().count("autofocus") == 1
+    refused = client.post("/messages/compose/", {"sender": box.address, "subject": "Sans destinataire", "body": "x"})
+    assert refused.status_code == 400
+    assert re.search(r'<input type="text" name="to"[^>]* autofocus[^>]*>', refused.content.decode())
+    assert refused.content.decode().count("autofocus") == 1

@@ -64,6 +64,6 @@ def focus_first_error(form: forms.BaseForm) -> None:
     if not form.is_bound or not form.errors:
         return
     for name, field in form.fields.items():
-        if name in form.errors:
+        if name in form.errors and not field.widget.is_hidden:
             field.widget.attrs["autofocus"] = True
             return

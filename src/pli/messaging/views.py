@@ -35,6 +35,7 @@ from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import ReadAhead
 from pli.core import storage
+from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
@@ -171,6 +172,7 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         source = request.POST if request.method == "POST" else request.GET
         form = SearchForm(source)
         if not form.is_valid():
+            focus_first_error(form)
             return render(request, "messaging/search.html", {"mailbox": mailbox, "search_form": form}, status=400)
         # The cleaned values (dates in ISO form), not the text as typed: a link opened later,
         # in another language, reads the same.
@@ -394,6 +396,7 @@ def _directory_url() -> str:
 
 
 def _render_compose(request: HttpRequest, form: ComposeForm, status: int = 200) -> HttpResponse:
+    focus_first_error(form)  # the page's script does it after a refusal it shows in place
     return render(
         request,
         "messaging/compose.html",
