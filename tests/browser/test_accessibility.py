@@ -325,7 +325,8 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
 ) -> None:
     """A GP reading a thread or a share on her phone had the whole page scroll sideways: the
     share's facts (a patient's e-mail address) and its notifications table, and a letter's
-    receipts table, were wider than the screen."""
+    receipts table, were wider than the screen; so were her account's facts (her e-mail
+    address), her sessions and her organisation's members."""
     cache.clear()
     _outboxes(settings, tmp_path)
     seeded = accounts_demo.seed_demo()
@@ -342,6 +343,7 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
         _sign_in(page, gp, axe)
         pages = ["/messages/", "/messages/compose/", f"/messages/m/{sent.opinion.pk}/", "/shares/", "/shares/new"]
         pages += [f"/shares/{share.pk}" for share in sharing_services.shares_for(gp)]
+        pages += ["/account/", "/account/sessions/", f"/organisations/{seeded.organisation.slug}/members/"]
         for url in pages:
             page.goto(url)
             width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
