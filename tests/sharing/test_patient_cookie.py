@@ -3,6 +3,8 @@ both; being let into the second does not let them out of the first."""
 
 from __future__ import annotations
 
+import re
+
 from pli.sharing.models import PatientSession
 from sharing.helpers import Patient, make_share
 
@@ -45,3 +47,30 @@ def test_the_cookie_keeps_the_latest_shares_only(db: None) -> None:
     assert browser.get("/documents")["Location"].endswith("?session=expired")
     for token in tokens[1:]:
         assert _same_browser(browser, token).get("/documents").status_code == 200
+
+
+def test_what_the_cookie_holds_besides_session_keys_is_dropped(db: None) -> None:
+    """Anything in the cookie that is not a key Pli issued (a non-Latin-1 character, which a
+    server cannot put back in a header, other separators, oversized pieces) is not sent
+    back: the patient still gets in, and the cookie holds their key alone."""
+    _share, token = make_share()
+    patient = Patient(token)
+    junk = ["\u20ac" * 3, "a b,c", "x" * 3000, "abc"]
+    # As a WSGI server hands it over: the header's bytes (UTF-8 here) read as Latin-1.
+    patient.client.cookies["pli_patient"] = ".".join(junk).encode().decode("latin-1")
+    sent = patient.birth_date()
+    assert sent.status_code == 303
+    value = sent.cookies["pli_patient"].value
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", value), value[:80]
+    assert patient.sign_in().status_code == 200
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", patient.client.cookies["pli_patient"].value)
+
+
+def test_pieces_not_shaped_like_a_key_take_no_place_of_a_real_one(db: None) -> None:
+    _share, token = make_share()
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    key = patient.client.cookies["pli_patient"].value
+    pieces = ["short", "x" * 200, "\u00e9t\u00e9", "!!", key]
+    patient.client.cookies["pli_patient"] = ".".join(pieces).encode().decode("latin-1")
+    assert patient.get("/documents").status_code == 200

@@ -41,7 +41,7 @@ from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
-from pli.sharing import services
+from pli.sharing import services, tokens
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
 from pli.sharing.models import Channel, PatientSession, PatientShare, Status
@@ -64,8 +64,11 @@ REPLY_ERROR_ID = "reply-error"
 
 def _keys(request: HttpRequest) -> list[str]:
     """The session keys the browser holds, the latest first: one per share it was let into
-    (a patient may have documents from two practices open at once)."""
-    return [key for key in request.COOKIES.get(COOKIE, "").split(".") if key][:KEYS_KEPT]
+    (a patient may have documents from two practices open at once). Anything else in the
+    cookie is ignored, and so never written back: a character a header cannot carry would
+    make every step fail, and junk would take the place of a share's key."""
+    pieces = request.COOKIES.get(COOKIE, "").split(".")
+    return [key for key in pieces if tokens.plausible_session_key(key)][:KEYS_KEPT]
 
 
 def _key(request: HttpRequest, share: PatientShare) -> str | None:

@@ -48,6 +48,11 @@ def new_session_key() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
+def plausible_session_key(key: str) -> bool:
+    """Whether ``key`` has the shape of a session key we issue (the same as a link token's)."""
+    return _TOKEN_SHAPE.fullmatch(key) is not None
+
+
 def session_key_hash(key: str) -> str:
     return hmac.new(purpose_key("patient-session"), key.encode("ascii", "replace"), hashlib.sha256).hexdigest()
 
