@@ -1,5 +1,5 @@
 """One browser, several shares: a patient who received documents from two practices opens
-both; being let into the second does not let them out of the first."""
+both; being let into the second does not let them out of the first, and « Quitter » closes all."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _same_browser(first: Patient, token: str) -> Patient:
     return other
 
 
-def test_two_shares_stay_open_side_by_side_and_leaving_one_keeps_the_other(db: None) -> None:
+def test_two_shares_stay_open_side_by_side_and_leaving_closes_both(db: None) -> None:
     _first, first_token = make_share()
     _second, second_token = make_share()
     first = Patient(first_token)
@@ -28,10 +28,15 @@ def test_two_shares_stay_open_side_by_side_and_leaving_one_keeps_the_other(db: N
     assert first.get()["Location"].endswith("/documents")
     assert second.get("/documents").status_code == 200
 
-    # Leaving the second ends it alone.
+    # « Quitter » closes both: on a shared computer nothing may stay open behind.
+    other_browser = Patient(first_token)
+    assert other_browser.sign_in().status_code == 200
     assert second.client.post(second.url("/leave")).status_code == 200
     assert second.get("/documents")["Location"].endswith("?session=expired")
-    assert first.get("/documents").status_code == 200
+    assert first.get("/documents")["Location"].endswith("?session=expired")
+    assert "pli_patient" not in second.client.cookies or not second.client.cookies["pli_patient"].value
+    # Another browser's session on the same share is not this browser's to end.
+    assert other_browser.get("/documents").status_code == 200
     assert PatientSession.objects.filter(ended_at__isnull=True, stage=PatientSession.Stage.OPEN).count() == 1
 
 

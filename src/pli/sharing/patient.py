@@ -535,11 +535,9 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
 @login_not_required
 @require_POST
 def leave(request: HttpRequest, token: str) -> HttpResponse:
-    share = services.find_share(token)
-    key = services.live_session_key(share, _keys(request)) if share is not None else None
-    if share is not None and key is not None:
-        services.end_session(share, key, timezone.now())
+    # Every share this browser was let into is closed, not only this one: « Quitter » on a
+    # shared computer (a library, a relative's phone) must leave nothing open behind.
+    services.end_sessions(_keys(request), timezone.now())
     response = _render(request, "left.html", {})
-    if key is not None:  # the other shares' sessions stay open in this browser
-        _set_keys(response, [k for k in _keys(request) if k != key])
+    _set_keys(response, [])
     return response

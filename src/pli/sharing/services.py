@@ -867,10 +867,11 @@ def _document(share: PatientShare, document_id: uuid.UUID) -> ShareDocument | No
     return found[0] if found else None
 
 
-def end_session(share: PatientShare, session_key: str | None, now: datetime.datetime | None = None) -> None:
-    now = now or timezone.now()
-    if session_key:
-        PatientSession.objects.filter(key_hash=tokens.session_key_hash(session_key), share=share).update(ended_at=now)
+def end_sessions(session_keys: Sequence[str], now: datetime.datetime | None = None) -> None:
+    """End the sessions of these keys, whatever their share (a browser leaving)."""
+    if session_keys:
+        hashes = [tokens.session_key_hash(key) for key in session_keys]
+        PatientSession.objects.filter(key_hash__in=hashes, ended_at__isnull=True).update(ended_at=now or timezone.now())
 
 
 def reply(
