@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from pli.notify import sms
 from pli.sharing import services
 from pli.sharing.models import ShareNotification
-from sharing.helpers import MOBILE, link_token, make_due, make_share, run_tasks
+from pli.testing.accounts import make_organisation, make_user
+from sharing.helpers import MOBILE, link_token, make_due, make_share, run_tasks, sms_messages
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "s3cr3t-auth-token"
@@ -180,6 +181,38 @@ def test_file_backend_writes_private_json(tmp_path: Path) -> None:
     record = json.loads(files[0].read_text())
     assert record["to"] == "+33612345678" and record["text"] == "Votre code : 123456" and record["id"] == first
     assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+# -- text encoding ----------------------------------------------------------------------------
+
+
+def test_segments_are_counted_as_the_networks_count_them() -> None:
+    assert sms.segments("a" * 160) == ("gsm", 1)
+    assert sms.segments("a" * 161) == ("gsm", 2)
+    assert sms.segments("é" * 153 * 2) == ("gsm", 2)  # é is in the GSM alphabet
+    assert sms.segments("€" * 80) == ("gsm", 1)  # two septets each
+    assert sms.segments("ô" * 70) == ("ucs2", 1)
+    assert sms.segments("ô" + "a" * 70) == ("ucs2", 2)
+
+
+def test_names_are_put_in_the_gsm_alphabet_where_they_can_be() -> None:
+    assert sms.to_gsm("François Lefèvre-Château") == "Francois Lefèvre-Chateau"
+    assert sms.to_gsm("Hôpital Saint-Côme d\u2019Évry «\u00a0Cœur\u00a0»") == 'Hopital Saint-Come d\'Évry " Coeur "'
+    assert sms.to_gsm("Dr 李明") == "Dr 李明"  # no GSM spelling: kept as written
+
+
+def test_an_accented_sender_does_not_double_the_link_sms(db: None) -> None:
+    """One "ô" or curly apostrophe in a practitioner's or organisation's name made the whole SMS UCS-2
+    (70 characters a segment): four segments instead of two, each paid, some phones showing
+    them out of order. The names are written in the GSM alphabet; the link is untouched."""
+    organisation = make_organisation("Hôpital privé Saint-Côme d\u2019Île-de-France")
+    user = make_user(organisation, first_name="Françoise", last_name="Lefèvre-Château")
+    _share, token = make_share(user)
+    run_tasks()
+    [message] = sms_messages()
+    assert "Francoise Lefèvre-Chateau (Hopital privé Saint-Come d'Ile-de-France)" in message["text"]
+    assert link_token(message["text"]) == token
+    assert sms.segments(message["text"]) == ("gsm", 2)
 
 
 # -- Twilio, against a loopback server ----------------------------------------------------------

@@ -114,11 +114,14 @@ def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
             )
         )
     if share.patient_mobile:
+        # The names in the GSM alphabet where they can be (only they: the link must stay
+        # exactly as it is): one "ô" or curly apostrophe made the whole SMS UCS-2, twice the segments.
+        names = {"sender_name": sms.to_gsm(share.sender_name), "organisation": sms.to_gsm(share.sender_organisation)}
         messages.append(
             Rendered(
                 channel=Channel.SMS,
                 recipient=share.patient_mobile,
-                text=render("sharing/notify/link_sms.txt", context),
+                text=render("sharing/notify/link_sms.txt", {**context, **names}),
             )
         )
     return messages
