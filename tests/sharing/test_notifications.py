@@ -558,3 +558,25 @@ def test_the_worker_waits_for_a_database_that_went_away(
     with pytest.raises(OperationalError):
         call_command("worker", batch=True, verbosity=0)
     assert runs == [False]
+
+
+def test_a_patient_reading_in_english_gets_the_code_in_english(db: None, smtp_server: Any) -> None:
+    """The link goes out in French (nothing says which language the patient reads), but
+    the code is asked for from the patient pages: a patient who switched them to English
+    got the code, with its warning never to give it to anyone, in French."""
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.client.cookies["django_language"] = "en"
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code_sms = [m["text"] for m in sms_messages() if "/p/" not in m["text"]]
+    assert len(code_sms) == 1 and "Never give it to anyone" in code_sms[0]
+    assert patient.new_code("email").status_code == 303
+    run_tasks()
+    codes = [mail for mail in smtp_server.wait_for(2) if "/p/" not in mail.body]
+    assert codes[0].subject == "Your Pli code" and "Never give it to anyone" in codes[0].body
+    # Someone reading in French still gets French.
+    _share, token = make_share(email="autre@example.org", mobile=None)
+    Patient(token).birth_date()
+    run_tasks()
+    assert any("Votre code Pli" in mail.body for mail in smtp_server.wait_for(4)[2:])

@@ -81,9 +81,10 @@ def notification_context(share: PatientShare, **extra: Any) -> dict[str, Any]:
     }
 
 
-def render(template: str, context: dict[str, Any]) -> str:
-    # Patients get French: the practitioner's interface language says nothing about theirs.
-    with translation.override(settings.LANGUAGE_CODE):
+def render(template: str, context: dict[str, Any], language: str | None = None) -> str:
+    # Patients get French unless they chose (``language``): the practitioner's interface
+    # language says nothing about theirs.
+    with translation.override(language or settings.LANGUAGE_CODE):
         return render_to_string(template, context).strip()
 
 
@@ -128,14 +129,17 @@ def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
 
 
 def render_code(share: PatientShare, code: str, channel: str, minutes: int) -> Rendered:
+    """A code is asked for from the patient pages: it goes out in the language they are
+    shown in (the active one), the language switch included."""
     context = notification_context(share, code=code, minutes=minutes)
+    language = translation.get_language()
     if channel == Channel.SMS:
-        return Rendered(channel, share.patient_mobile or "", render("sharing/notify/code_sms.txt", context))
+        return Rendered(channel, share.patient_mobile or "", render("sharing/notify/code_sms.txt", context, language))
     return Rendered(
         channel,
         share.patient_email or "",
-        render("sharing/notify/code_email.txt", context),
-        subject=" ".join(render("sharing/notify/code_subject.txt", context).split()),
+        render("sharing/notify/code_email.txt", context, language),
+        subject=" ".join(render("sharing/notify/code_subject.txt", context, language).split()),
     )
 
 
