@@ -503,3 +503,16 @@ def test_english_pages_show_dates_day_first_as_the_forms_take_them(db: None) -> 
     assert "<dt>Born on</dt><dd>04/05/1960</dd>" in detail
     created = timezone.localtime(share.created_at)
     assert f"{created.strftime('%d/%m/%Y')} {created.strftime('%H:%M')}" in detail
+
+
+def test_the_history_names_the_channels_as_the_notifications_table_does(db: None) -> None:
+    """The history showed the stored values: "notification remise au prestataire (email)",
+    "(sms)", beside a table of the same notifications saying "E-mail" and "SMS"."""
+    user = make_user()
+    share, _token = make_share(user)
+    run_tasks()
+    history = browser(user).get(f"/shares/{share.pk}").content.decode().split('id="history-title"', 1)[1]
+    sent = [item.split("</li>", 1)[0].strip() for item in history.split('data-event="notification_sent"')[1:]]
+    assert len(sent) == 2
+    assert any(item.endswith("(E-mail)") for item in sent) and any(item.endswith("(SMS)") for item in sent)
+    assert "(email)" not in history and "(sms)" not in history
