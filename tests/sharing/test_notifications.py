@@ -580,3 +580,25 @@ def test_a_patient_reading_in_english_gets_the_code_in_english(db: None, smtp_se
     Patient(token).birth_date()
     run_tasks()
     assert any("Votre code Pli" in mail.body for mail in smtp_server.wait_for(4)[2:])
+
+
+def test_the_code_goes_by_email_when_the_mobile_number_was_refused_for_good(
+    db: None, smtp_server: Any, settings: Any
+) -> None:
+    """The link SMS failed for good (the provider refused the number) but the e-mail went
+    out; the patient opened it and was told the code was on its way by SMS, to the number
+    that cannot receive one. The code now goes by e-mail, unless the patient asks for SMS."""
+    share, token = make_share()
+    settings.PLI_SMS_ALLOWED_REGIONS = ("BE",)  # the number is now refused for good
+    run_tasks()
+    assert share.notifications.get(channel=Channel.SMS).state == ShareNotification.State.FAILED
+    patient = Patient(token)
+    response = patient.birth_date()
+    assert response.status_code == 303 and response["Location"].endswith("?sent=email")
+    run_tasks()
+    assert any("Votre code Pli" in mail.body for mail in smtp_server.wait_for(2))
+    # A share whose SMS went out still sends its code by SMS.
+    settings.PLI_SMS_ALLOWED_REGIONS = ("FR",)
+    _share, token = make_share()
+    run_tasks()
+    assert Patient(token).birth_date()["Location"].endswith("?sent=sms")

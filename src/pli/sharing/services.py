@@ -561,6 +561,13 @@ def _code_channel(share: PatientShare, wanted: str | None) -> str:
     ]
     if wanted in available:
         return str(wanted)
+    if (
+        len(available) > 1
+        and share.notifications.filter(channel=Channel.SMS, state=ShareNotification.State.FAILED).exists()
+    ):
+        # An SMS to this number failed for good (the provider refused it): a code sent
+        # there would never arrive, and the patient came by the e-mail.
+        return str(Channel.EMAIL)
     return str(available[0])
 
 
