@@ -71,7 +71,7 @@ MIDDLEWARE = [
     "pli.accounts.middleware.SessionLifetimeMiddleware",
     # Secure by default: every view needs a logged-in user unless it is decorated with
     # @login_not_required (the named public list is in pli.core.public).
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "pli.accounts.middleware.LoginRequiredMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "allauth.usersessions.middleware.UserSessionsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

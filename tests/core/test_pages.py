@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from django.http import HttpResponse
@@ -81,6 +82,28 @@ def test_pages_require_login_by_default(db: None, client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"].startswith("/login/?next=/")
+
+
+def test_a_form_sent_after_the_session_ended_leads_back_to_its_page(db: None, client: Client) -> None:
+    """An action button (archive, revoke...) clicked once the session had ended led, after
+    signing in, to the action's URL, which answers GET with 405: the browser's bare error
+    page. The sign-in now leads back to the page the form was on, saying nothing was done."""
+    thread = "/messages/m/5f19d515-2554-4d9a-a93a-03261f603ec3/?mailbox=cc4e98cc-8b0c-437e-acae-c7eef2fac8ec"
+    response = client.post(
+        "/messages/m/5f19d515-2554-4d9a-a93a-03261f603ec3/move/",
+        {"folder": "archive"},
+        headers={"referer": f"http://testserver{thread}"},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=" + quote(thread, safe="/")
+    page = client.get(response["Location"])
+    assert "Votre session a pris fin : rien n\u2019a été fait." in page.content.decode()
+    # Another site's page, or none: the sign-in leads home, not to the action.
+    for headers in ({"referer": "https://elsewhere.example/page"}, {}):
+        response = client.post("/shares/4f6f7d1e-0000-4000-8000-000000000000/revoke", headers=headers)
+        assert response["Location"] == "/login/?next=/"
+    # A page asked for still comes back after signing in.
+    assert client.get("/shares/?status=locked")["Location"] == "/login/?next=/shares/%3Fstatus%3Dlocked"
 
 
 def test_only_named_views_are_public() -> None:

@@ -6,11 +6,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import logout
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
 
 from pli.accounts.adapter import has_second_factor
 from pli.audit import services as audit
@@ -86,3 +93,26 @@ def record_sign_in(sender: Any, request: HttpRequest | None = None, **kwargs: An
     """user_logged_in receiver: the start of the session's lifetime."""
     if request is not None and hasattr(request, "session"):
         request.session[SIGNED_IN_AT] = int(time.time())
+
+
+class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
+    """Django's, except for a form sent once the session has ended (an action button on a
+    page left open: archive, move to trash, revoke a link...). Django's sign-in led back to
+    the action's own URL, which answers GET with 405: the browser's bare error page. It now
+    leads back to the page the form was on, and says that nothing was done."""
+
+    def handle_no_permission(self, request: HttpRequest, view_func: Any) -> HttpResponseRedirect:
+        if request.method in ("GET", "HEAD"):
+            return super().handle_no_permission(request, view_func)
+        target = "/"
+        referer = request.headers.get("Referer", "")
+        if referer and url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            parts = urlsplit(referer)
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+        if hasattr(request, "_messages"):
+            messages.warning(request, _("Your session had ended: nothing was done. Sign in again, then do it again."))
+        return redirect_to_login(
+            target, resolve_url(self.get_login_url(view_func)), self.get_redirect_field_name(view_func)
+        )
