@@ -662,3 +662,39 @@ def test_first_send_plans_the_hourly_cleanup(transactional_db: None) -> None:
     send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
     (planned,) = DBTaskResult.objects.filter(task_path="pli.messaging.tasks.cleanup_orphan_blobs")
     assert planned.run_after > planned.enqueued_at + datetime.timedelta(minutes=59)
+
+
+def test_the_next_cleanup_is_planned_before_this_one_works(
+    trio: tuple[User, User, User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next hourly clean-up was queued only once this one ended (in `finally`). A worker
+    killed during a run, or a database lost during one (so that re-queueing failed too, and
+    the worker's reconnection loop plans nothing), ended the chain: orphan blobs then stayed
+    on the disk until some worker restarted."""
+    from django.db import OperationalError
+    from django_tasks_db.models import DBTaskResult
+
+    from pli.messaging import tasks
+
+    planned: list[bool] = []
+    lost = False
+    schedule = tasks.schedule_cleanup
+    runs = DBTaskResult.objects.filter(task_path=tasks.cleanup_orphan_blobs.module_path)
+
+    def cleanup(older_than: float | None = None) -> services.CleanupResult:
+        nonlocal lost
+        planned.append(runs.filter(status="READY").exists())
+        lost = True
+        raise OperationalError("server closed the connection unexpectedly")
+
+    def schedule_unless_lost(delay: datetime.timedelta = tasks.CLEANUP_INTERVAL) -> bool:
+        if lost:
+            raise OperationalError("server closed the connection unexpectedly")
+        return schedule(delay)
+
+    monkeypatch.setattr(services, "cleanup_orphan_blobs", cleanup)
+    monkeypatch.setattr(tasks, "schedule_cleanup", schedule_unless_lost)
+    with pytest.raises(OperationalError):
+        tasks.cleanup_orphan_blobs.call()
+    assert planned == [True]
+    assert runs.get(status="READY").run_after > timezone.now() + datetime.timedelta(minutes=59)

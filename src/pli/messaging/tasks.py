@@ -18,18 +18,21 @@ _scheduled_in_this_process = threading.Event()
 
 @task()
 def cleanup_orphan_blobs(reschedule: bool = True) -> dict[str, int]:
-    """Remove blobs of aborted sends, then plan the next run (every hour while a worker runs)."""
+    """Plan the next run (every hour while a worker runs), then remove blobs of aborted sends.
+
+    The next run is planned before this one works, not after: a worker killed during the
+    run, or a database lost during it (re-queueing at the end would fail too), would
+    otherwise end the chain until some worker restarted."""
     from pli.core.instance import DataDirMismatch
     from pli.messaging import services
 
+    if reschedule:
+        schedule_cleanup()
     try:
         result = services.cleanup_orphan_blobs()
     except DataDirMismatch as exc:
         logger.error("blob cleanup refused: %s", exc)
         return {"refused": 1}
-    finally:
-        if reschedule:
-            schedule_cleanup()
     return {"orphans": result.orphans, "temporary": result.temporary}
 
 
