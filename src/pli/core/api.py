@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from pli.core import storage
+from pli.core import outage, storage
 
 logger = logging.getLogger("pli.api")
 
@@ -30,6 +30,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # Not a bug: the disk (the blobs' or the database's) has no room; nothing was saved.
         storage.log_full(exc)
         response = Response({"detail": storage.message()}, status=storage.INSUFFICIENT_STORAGE)
+    if response is None and outage.is_unavailable(exc):
+        # Not a bug either: PostgreSQL restarting or out of reach; the next requests reconnect.
+        outage.log_unavailable(exc)
+        response = Response(
+            {"detail": outage.message()},
+            status=outage.SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(outage.RETRY_AFTER)},
+        )
     if response is None:
         if settings.DEBUG:
             return None  # Django's debug page, for a developer who asked for it

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 import shutil
+import sys
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -151,6 +152,15 @@ def server_error(request: HttpRequest) -> HttpResponse:
     # error page into a second error.
     from django.template import loader
 
+    from pli.core import outage
+
+    # Called while the request's exception is handled: the database out of reach is no bug.
+    failure = sys.exc_info()[1]
+    if failure is not None and outage.is_unavailable(failure):
+        outage.log_unavailable(failure)
+        response = HttpResponse(loader.get_template("core/errors/503.html").render(), status=outage.SERVICE_UNAVAILABLE)
+        response["Retry-After"] = str(outage.RETRY_AFTER)
+        return response
     return HttpResponse(loader.get_template("core/errors/500.html").render(), status=500)
 
 
