@@ -167,3 +167,39 @@ def test_an_attachment_altered_at_its_start_is_said_so_before_anything_is_sent(
     assert lines == [f"attachment {attachment.pk}: its content cannot be read (DecryptionError)"] * 2
     assert not AuditEvent.objects.filter(action="attachment.download").exists()
     assert helpers() == []
+
+
+def test_an_attachment_deleted_for_good_as_its_download_starts_is_not_found(
+    transactional_db: None, monkeypatch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last copy deleted for good (by a colleague of the shared mailbox, or in another
+    tab) between the download's access check and the opening of the blob: the blob is gone
+    with the message. That is "not found", as a moment later, not a 500 telling the reader
+    the file is unreadable on the server and the operator that a blob is missing."""
+    from django.db import transaction
+
+    from pli.messaging import services
+    from pli.messaging.models import Delivery, Message
+
+    message_id, bob, attachment = _send()
+    check = services._visible_attachment
+
+    def checked_then_deleted(*args: Any, **kwargs: Any) -> Any:
+        found = check(*args, **kwargs)
+        if found is None:
+            return None
+        with transaction.atomic():
+            Delivery.objects.filter(message_id=message_id).delete()
+            services._purge(Message.objects.get(pk=message_id))
+        return found
+
+    monkeypatch.setattr(services, "_visible_attachment", checked_then_deleted)
+    api = api_client(bob).get(f"/api/v1/messages/{message_id}/attachments/{attachment.pk}")
+    assert api.status_code == 404
+    assert stored_blobs_left() == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and r.name.startswith("pli")]
+    assert not AuditEvent.objects.filter(action="attachment.download").exists()
+
+
+def stored_blobs_left() -> list[str]:
+    return list(blob_store().iter_ids())

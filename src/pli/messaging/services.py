@@ -938,6 +938,10 @@ def open_attachment(
     try:
         blob = blob_store().open(attachment.blob_id, attachment.data_encryption_key(), attachment.blob_aad("content"))
     except (BlobNotFound, OSError) as exc:
+        if isinstance(exc, BlobNotFound) and _visible_attachment(user, message_id, attachment_id) is None:
+            # Deleted for good since the check above (its last copy, by a colleague or in
+            # another tab): gone, as it would be a moment later, not a fault of the storage.
+            raise NotVisible from None
         # Not the user's doing: said plainly to them, and to the operator in one line.
         raise unavailable(attachment, exc) from exc
     # The first segments are decrypted while the download is recorded; nothing is sent
