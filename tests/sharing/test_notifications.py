@@ -22,7 +22,7 @@ from django_tasks_db.models import DBTaskResult
 from pli.audit.models import AuditEvent
 from pli.sharing import notifications, services
 from pli.sharing.models import Channel, PatientShare, ShareNotification
-from pli.sharing.tasks import deliver_notification
+from pli.sharing.tasks import deliver_notification, periodic_jobs
 from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import (
     EMAIL,
@@ -602,3 +602,35 @@ def test_the_code_goes_by_email_when_the_mobile_number_was_refused_for_good(
     _share, token = make_share()
     run_tasks()
     assert Patient(token).birth_date()["Location"].endswith("?sent=sms")
+
+
+def test_the_worker_plans_the_periodic_jobs_again_once_the_database_is_back(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database lost while a periodic run or an hourly clean-up was starting (planning
+    its successor failed with everything else) left no run waiting: the worker reconnected
+    and delivered notifications, but reminders, expiry, the re-queueing of stuck deliveries
+    and the orphan blob clean-up stopped until it was restarted."""
+    from django.core.management import call_command
+    from django.db import OperationalError
+    from django_tasks_db.management.commands import db_worker
+
+    from pli.messaging.tasks import cleanup_orphan_blobs
+    from pli.sharing.management.commands import worker
+
+    chains = DBTaskResult.objects.filter(
+        task_path__in=[periodic_jobs.module_path, cleanup_orphan_blobs.module_path], status="READY"
+    )
+    waiting: list[set[str]] = []
+
+    def run(self: Any) -> None:
+        waiting.append(set(chains.values_list("task_path", flat=True)))
+        if len(waiting) == 1:
+            chains.delete()  # the runs that would have planned them died with the connection
+            raise OperationalError("consuming input failed: server closed the connection unexpectedly")
+
+    monkeypatch.setattr(db_worker.Worker, "run", run)
+    monkeypatch.setattr(worker.time, "sleep", lambda seconds: None)
+    call_command("worker", verbosity=0)
+    both = {periodic_jobs.module_path, cleanup_orphan_blobs.module_path}
+    assert waiting == [both, both]

@@ -51,9 +51,6 @@ class Command(BaseCommand):
         from pli.messaging.tasks import schedule_cleanup
         from pli.sharing.tasks import schedule_periodic
 
-        schedule_periodic()
-        # Blobs of aborted uploads are removed hourly by a job that re-enqueues itself.
-        schedule_cleanup()
         worker_id = f"{socket.gethostname()}-{os.getpid()}"[:64]
         worker_options: dict[str, Any] = {
             "queue_name": "*",
@@ -69,6 +66,11 @@ class Command(BaseCommand):
         failures, last_failure = 0, 0.0
         while True:
             try:
+                # At start and again once a lost database answers: a run that was starting
+                # when it went away died before planning its successor, ending its chain.
+                schedule_periodic()
+                # Blobs of aborted uploads are removed hourly by a job that re-enqueues itself.
+                schedule_cleanup()
                 call_command("db_worker", **worker_options)
                 return
             except (OperationalError, InterfaceError) as exc:
