@@ -516,3 +516,27 @@ def test_the_history_names_the_channels_as_the_notifications_table_does(db: None
     assert len(sent) == 2
     assert any(item.endswith("(E-mail)") for item in sent) and any(item.endswith("(SMS)") for item in sent)
     assert "(email)" not in history and "(sms)" not in history
+
+
+def test_the_history_shows_a_run_of_retries_once(db: None) -> None:
+    """A provider down for a day is some thirty « will retry » lines: the page shows the
+    latest, with how many attempts, and keeps every other event."""
+    from pli.audit import services as audit
+
+    user = make_user()
+    share, _token = make_share(user)
+    target = ("sharing.patientshare", str(share.pk))
+
+    def failed(attempt: int, channel: str = "sms", final: bool = False) -> None:
+        details = {"channel": channel, "kind": "link", "attempt": attempt, "reason": "timeout", "final": final}
+        audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
+
+    for attempt in (1, 2, 3):
+        failed(attempt)
+    failed(1, channel="email")
+    failed(4, final=True)
+    page = browser(user).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert page.count('data-event="notification_failed"') == 3  # three SMS as one, e-mail, the final one
+    assert page.count("3 tentatives à ce jour") == 1 and "tentative à ce jour" not in page.replace("3 tentatives", "")
+    # The trail (and the API's events) keep every attempt.
+    assert AuditEvent.objects.filter(action="share.notification_failed").count() == 5

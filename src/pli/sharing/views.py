@@ -389,13 +389,36 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
         "status": share.effective_status(now),
         "documents": documents,
         "notifications": list(share.notifications.defer("recipient", "subject", "text", "html")),
-        "events": [(e, names.get(str(e.details.get("document", "")), "")) for e in services.events(share)],
+        "events": _collapse_retries(
+            [(e, names.get(str(e.details.get("document", "")), "")) for e in services.events(share)]
+        ),
         "replies": list(share.replies.all()),
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
     }
     return render(request, "sharing/detail.html", context)
+
+
+def _is_retry(event: services.ShareEvent) -> bool:
+    return event.type == "notification_failed" and not event.details.get("final")
+
+
+def _collapse_retries(
+    events: list[tuple[services.ShareEvent, str]],
+) -> list[tuple[services.ShareEvent, str, int]]:
+    """The history with each run of « failed, will retry » of one notification shown once
+    (the latest, with how many attempts): a provider down for a day is some thirty retries,
+    which buried what the patient did."""
+    shown: list[tuple[services.ShareEvent, str, int]] = []
+    for event, name in events:
+        if shown and _is_retry(event) and _is_retry(shown[-1][0]):
+            before, now = shown[-1][0].details, event.details
+            if (before.get("channel"), before.get("kind")) == (now.get("channel"), now.get("kind")):
+                shown[-1] = (event, name, shown[-1][2] + 1)
+                continue
+        shown.append((event, name, 1))
+    return shown
 
 
 def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpResponse:
