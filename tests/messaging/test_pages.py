@@ -251,6 +251,26 @@ def test_search_page(pair: tuple[User, User]) -> None:
     _no_inline_code(html)
 
 
+def test_the_trash_is_searched_from_the_trash(pair: tuple[User, User]) -> None:
+    """A letter binned by mistake: the search (every folder but the trash) never found it,
+    from the trash page itself either."""
+    alice, bob = pair
+    binned = _send(alice, bob, subject="Radiographie du genou")["id"]
+    _send(alice, bob, subject="Genou gauche, contrôle")
+    services.move_message(bob, binned, Folder.TRASH)
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    trash = client.get(f"/messages/{box.pk}/trash/").content.decode()
+    assert '<input type="hidden" name="folder" value="trash">' in trash
+    found = client.post(f"/messages/{box.pk}/search/", {"q": "genou", "folder": "trash"}, follow=True)
+    html = found.content.decode()
+    assert "Radiographie du genou" in html and "Genou gauche" not in html
+    assert '<option value="trash" selected>' in html  # the page says where it looked
+    everywhere = client.post(f"/messages/{box.pk}/search/", {"q": "genou"}, follow=True).content.decode()
+    assert "Genou gauche" in everywhere and "Radiographie du genou" not in everywhere
+    assert client.post(f"/messages/{box.pk}/search/", {"q": "genou", "folder": "sent"}).status_code == 400
+
+
 def test_search_words_never_travel_in_the_url(pair: tuple[User, User]) -> None:
     """Patient names and INS are searched for: in a URL they would stay in the browser's
     history, the next page's Referer and proxies' logs. The results are still a page (a GET)

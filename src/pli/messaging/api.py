@@ -115,6 +115,7 @@ class _ApiSearchForm(SearchForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        del self.fields["folder"]  # the API's own `folder` parameter chooses the folder
         for name in ("date_from", "date_to"):
             field = self.fields[name]
             assert isinstance(field, forms.DateField)  # noqa: S101 - SearchForm's own

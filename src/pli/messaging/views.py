@@ -139,6 +139,13 @@ class SearchForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
     )
 
+    # Every folder but the trash, or the trash alone (a letter binned by mistake).
+    folder = forms.ChoiceField(
+        label=gettext_lazy("Where"),
+        choices=[("", gettext_lazy("Every folder but the trash")), (Folder.TRASH, gettext_lazy("The trash"))],
+        required=False,
+    )
+
     def clean_q(self) -> str:
         value: str = self.cleaned_data.get("q") or ""
         if value.strip() and not searchable(value):
@@ -201,7 +208,8 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         )
         if query:
             try:
-                page = services.folder_page(mailbox, None, cursor=request.GET.get("cursor") or None, query=query)
+                folder = form.cleaned_data["folder"] or None
+                page = services.folder_page(mailbox, folder, cursor=request.GET.get("cursor") or None, query=query)
             except services.BadCursor:
                 raise Http404 from None
             services.record_listing(user, mailbox, "search", len(page.items), request)
