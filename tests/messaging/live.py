@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,11 +83,69 @@ def pli(env: dict[str, str], *args: str, timeout: float = 300) -> str:
     return result.stdout
 
 
+@contextlib.contextmanager
+def own_database() -> Iterator[str | None]:
+    """On PostgreSQL, a database of its own for the server (dropped afterwards); None on
+    SQLite, where the server's data dir holds its own."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        yield None
+        return
+    url = create_database(os.environ["PLI_DATABASE_URL"])
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
+def shell_json(env: dict[str, str], script: str, marker: str) -> dict[str, Any]:
+    """Run ``script`` in ``pli shell``; it prints ``marker`` followed by a JSON object."""
+    out = pli(env, "shell", "-c", script)
+    line = next(line for line in out.splitlines() if line.startswith(marker))
+    return dict(json.loads(line[len(marker) :]))
+
+
 def setup_users(env: dict[str, str], count: int) -> dict[str, Any]:
     pli(env, "migrate", "--no-input", "--verbosity", "0")
-    out = pli(env, "shell", "-c", SETUP.replace("COUNT", str(count)))
-    line = next(line for line in out.splitlines() if line.startswith("SETUP"))
-    return dict(json.loads(line[len("SETUP") :]))
+    return shell_json(env, SETUP.replace("COUNT", str(count)), "SETUP")
+
+
+# Makes every file of a blob store two hours old, so that the orphan clean-up judges them.
+AGE_BLOBS = """
+import os, time
+from STORE_MODULE import STORE_FUNCTION as store
+then = time.time() - 7200
+for dirpath, _, names in os.walk(store().root):
+    for name in names:
+        os.utime(os.path.join(dirpath, name), (then, then))
+"""
+
+
+def age_blobs(env: dict[str, str], store: str) -> None:
+    """Age the files of the blob store returned by ``store`` ("module.function")."""
+    module, function = store.rsplit(".", 1)
+    pli(env, "shell", "-c", AGE_BLOBS.replace("STORE_MODULE", module).replace("STORE_FUNCTION", function))
+
+
+ClientLoop = Callable[["Server", dict[str, Any], int, threading.Event], None]
+
+
+def kill_during(server: Server, users: dict[str, Any], client: ClientLoop, *, rounds: int, clients: int) -> None:
+    """``rounds`` times: start the server, run ``clients`` threads of ``client`` against it,
+    SIGKILL it after 1 to 3 s (at random), then let the clients see it gone."""
+    rng = random.Random()
+    for _round in range(rounds):
+        server.start()
+        stop = threading.Event()
+        threads = [threading.Thread(target=client, args=(server, users, i, stop), daemon=True) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        time.sleep(rng.uniform(1.0, 3.0))
+        server.kill()
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
 
 
 class Server:

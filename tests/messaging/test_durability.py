@@ -8,12 +8,11 @@ three times over."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import os
 import random
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from django.db import connection
 
 from messaging.conftest import stored_blobs
 from messaging.factories import api_client, personal_mailbox, practitioner
-from messaging.live import Server, create_database, drop_database, pli, server_env, setup_users
+from messaging.live import Server, age_blobs, kill_during, own_database, pli, server_env, setup_users, shell_json
 from pli.messaging import services
 from pli.messaging.models import Attachment, Message
 from pli.testing.faults import LostAfterCommit
@@ -65,33 +64,15 @@ print("CHECK" + json.dumps({"problems": problems, "messages": Message.objects.co
       "orphans": sorted(blobs - referenced), "missing": sorted(referenced - blobs), "temp": temp}))
 """
 
-AGE_BLOBS = """
-import os, time
-from pli.messaging.uploads import blob_store
-root = blob_store().root
-then = time.time() - 7200
-for dirpath, _, names in os.walk(root):
-    for name in names:
-        os.utime(os.path.join(dirpath, name), (then, then))
-"""
-
 
 def _check(env: dict[str, str]) -> dict[str, Any]:
-    out = pli(env, "shell", "-c", CHECK)
-    line = next(line for line in out.splitlines() if line.startswith("CHECK"))
-    return dict(json.loads(line[len("CHECK") :]))
+    return shell_json(env, CHECK, "CHECK")
 
 
 @pytest.fixture
 def database_url(db: None) -> Iterator[str | None]:
-    if connection.vendor != "postgresql":
-        yield None
-        return
-    url = create_database(os.environ["PLI_DATABASE_URL"])
-    try:
+    with own_database() as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 def _sender(
@@ -134,21 +115,8 @@ def test_killing_the_server_never_leaves_half_a_message(
     request.addfinalizer(server.stop)
     committed: dict[str, list[tuple[str, str]]] = {}
     lock = threading.Lock()
-    rng = random.Random()
-    for _round in range(ROUNDS):
-        server.start()
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=_sender, args=(server, users, i, stop, committed, lock), daemon=True)
-            for i in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(rng.uniform(1.0, 3.0))
-        server.kill()
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+    client = functools.partial(_sender, committed=committed, lock=lock)
+    kill_during(server, users, client, rounds=ROUNDS, clients=CLIENTS)
 
     # Restarted: acknowledged messages read back whole through the API (a sample: the API
     # limits each token's rate), and all of them are checked in the database below.
@@ -189,7 +157,7 @@ def test_killing_the_server_never_leaves_half_a_message(
 
     # Sends cut short leave orphans (and partial temporary files); the cleanup, once they
     # are old enough, removes every one and nothing else.
-    pli(env, "shell", "-c", AGE_BLOBS)
+    age_blobs(env, "pli.messaging.uploads.blob_store")
     out = pli(env, "messaging", "cleanup-blobs")
     assert out.startswith("removed")
     after = _check(env)

@@ -8,8 +8,7 @@ own data dir (and, on PostgreSQL, its own database), SIGKILLed mid-requests thre
 
 from __future__ import annotations
 
-import json
-import os
+import functools
 import random
 import string
 import threading
@@ -20,9 +19,8 @@ from typing import Any
 
 import pytest
 import requests
-from django.db import connection
 
-from messaging.live import Server, create_database, drop_database, pli, server_env, setup_users
+from messaging.live import Server, age_blobs, kill_during, own_database, pli, server_env, setup_users, shell_json
 from sharing.helpers import pdf_bytes
 
 CLIENTS = 4
@@ -64,14 +62,6 @@ print("CHECK" + json.dumps({"problems": problems, "shares": PatientShare.objects
       "orphans": sorted(blobs - referenced), "missing": sorted(referenced - blobs), "temp": temp}))
 """
 
-AGE_BLOBS = """
-import os, time
-from pli.sharing.uploads import share_blob_store
-then = time.time() - 7200
-for dirpath, _, names in os.walk(share_blob_store().root):
-    for name in names:
-        os.utime(os.path.join(dirpath, name), (then, then))
-"""
 
 CLEANUP = """
 from django.utils import timezone
@@ -81,21 +71,13 @@ print("REMOVED", services._remove_orphan_blobs(timezone.now()))
 
 
 def _check(env: dict[str, str]) -> dict[str, Any]:
-    out = pli(env, "shell", "-c", CHECK)
-    line = next(line for line in out.splitlines() if line.startswith("CHECK"))
-    return dict(json.loads(line[len("CHECK") :]))
+    return shell_json(env, CHECK, "CHECK")
 
 
 @pytest.fixture
 def database_url(db: None) -> Iterator[str | None]:
-    if connection.vendor != "postgresql":
-        yield None
-        return
-    url = create_database(os.environ["PLI_DATABASE_URL"])
-    try:
+    with own_database() as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 def _creator(
@@ -145,21 +127,8 @@ def test_killing_the_server_never_leaves_half_a_share(
     request.addfinalizer(server.stop)
     committed: dict[str, list[int]] = {}
     lock = threading.Lock()
-    rng = random.Random()
-    for _round in range(ROUNDS):
-        server.start()
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=_creator, args=(server, users, i, stop, committed, lock), daemon=True)
-            for i in range(CLIENTS)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(rng.uniform(1.0, 3.0))
-        server.kill()
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=60)
+    client = functools.partial(_creator, committed=committed, lock=lock)
+    kill_during(server, users, client, rounds=ROUNDS, clients=CLIENTS)
 
     # Every acknowledged share is whole: documents readable, the link's notification and
     # its delivery job queued with it; no document row without its blob.
@@ -173,7 +142,7 @@ def test_killing_the_server_never_leaves_half_a_share(
 
     # Creations cut short leave orphan blobs (and partial temporary files); the clean-up,
     # once they are old enough, removes every one and nothing else.
-    pli(env, "shell", "-c", AGE_BLOBS)
+    age_blobs(env, "pli.sharing.uploads.share_blob_store")
     pli(env, "shell", "-c", CLEANUP)
     after = _check(env)
     assert after["orphans"] == [] and after["temp"] == [] and after["missing"] == []
