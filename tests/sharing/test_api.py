@@ -61,7 +61,11 @@ def test_create_then_follow_the_status(db: None) -> None:
     assert detail["status"] == "opened"
     types = [e["type"] for e in detail["events"]]
     assert types[0] == "created" and "notification_sent" in types and "opened" in types
-    assert all(set(e) == {"type", "at"} for e in detail["events"])
+    assert all(set(e) == {"type", "at", "channel", "final"} for e in detail["events"])
+    # Which channel each notification and code went by; nothing else in an event.
+    sent = [e for e in detail["events"] if e["type"] in ("notification_sent", "code_sent")]
+    assert sent and all(e["channel"] in ("sms", "email") and e["final"] is None for e in sent)
+    assert all(e["channel"] is None and e["final"] is None for e in detail["events"] if e not in sent)
     assert "Durand" not in str(detail)
 
     listing = client.get("/api/v1/shares").json()
@@ -316,3 +320,18 @@ def test_an_empty_status_is_refused_an_empty_search_is_none(db: None) -> None:
     response = client.get("/api/v1/shares?status=")
     assert response.status_code == 400 and list(response.json()) == ["status"]
     assert client.get("/api/v1/shares?q=").status_code == 200
+
+
+def test_events_say_whether_a_failed_notification_will_be_retried(db: None) -> None:
+    """An integrator must tell « Pli retries » from « the patient will never get it »."""
+    from pli.audit import services as audit
+
+    user = make_user()
+    share, _token = make_share(user)
+    target = ("sharing.patientshare", str(share.pk))
+    for final in (False, True):
+        details = {"channel": "sms", "kind": "link", "attempt": 1, "reason": "refused", "final": final}
+        audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
+    events = api(user).get(f"/api/v1/shares/{share.pk}").json()["events"]
+    failed = [(e["channel"], e["final"]) for e in events if e["type"] == "notification_failed"]
+    assert failed == [("sms", False), ("sms", True)]

@@ -36,7 +36,7 @@ from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.sharing import services, validation
 from pli.sharing.forms import ShareFilterForm, ShareForm
-from pli.sharing.models import PatientShare, Status
+from pli.sharing.models import Channel, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
 TAGS = ["shares"]
@@ -121,9 +121,36 @@ class ShareCreatedSerializer(serializers.Serializer[Any]):
 EVENT_TYPES = [action.removeprefix("share.") for action in services.EVENT_ACTIONS]
 
 
+# The events that name the channel they went by.
+_CHANNEL_EVENTS = frozenset({"notification_sent", "notification_failed", "code_sent"})
+
+
 class ShareEventSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=EVENT_TYPES)
     at = UTCDateTimeField()
+    channel = serializers.ChoiceField(
+        choices=Channel.choices,
+        allow_null=True,
+        help_text="For `notification_sent`, `notification_failed` and `code_sent`: the channel; null otherwise.",
+    )
+    final = serializers.BooleanField(
+        allow_null=True,
+        help_text=(
+            "For `notification_failed`: true when Pli has given up on this notification (the patient "
+            "will not receive it: reach them another way, or send a new link), false when it will retry; "
+            "null otherwise."
+        ),
+    )
+
+
+def event_data(event: services.ShareEvent) -> dict[str, Any]:
+    channel = event.details.get("channel") if event.type in _CHANNEL_EVENTS else None
+    return {
+        "type": event.type,
+        "at": event.at,
+        "channel": channel if channel in Channel.values else None,
+        "final": bool(event.details.get("final")) if event.type == "notification_failed" else None,
+    }
 
 
 class ShareSerializer(serializers.Serializer[Any]):
@@ -201,7 +228,7 @@ def share_data(share: PatientShare) -> dict[str, Any]:
         "expires_at": share.expires_at,
         "allow_reply": share.allow_reply,
         "documents": share.document_count,
-        "events": [{"type": e.type, "at": e.at} for e in services.events(share)],
+        "events": [event_data(e) for e in services.events(share)],
     }
 
 
