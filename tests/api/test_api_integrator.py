@@ -242,15 +242,22 @@ def test_the_missing_closing_boundary_is_said_in_french_by_default(pair: tuple[U
     assert "rien n\u2019a été enregistré" in response.json()["detail"]
 
 
+def _sent(client: Any, alice: User, bob: User) -> str:
+    """The id of a message alice sends bob (no attachment)."""
+    response = client.post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
 def test_a_json_field_given_twice_is_refused_not_the_last_one_kept(pair: tuple[User, User]) -> None:
     """``{"folder": "archive", "folder": "trash"}`` binned the message, as
     ``folder=archive&folder=trash`` used to: the JSON parser keeps the last name."""
     alice, bob = pair
     client = api_client(alice)
-    sent = client.post(
-        "/api/v1/messages",
-        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
-    ).json()["id"]
+    sent = _sent(client, alice, bob)
     body = b'{"folder": "archive", "folder": "trash"}'
     response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
     assert response.status_code == 400, response.content
@@ -262,10 +269,7 @@ def test_a_json_null_body_is_answered_in_the_callers_language(pair: tuple[User, 
     """DRF answers ``null`` with "No data provided", never translated, inside French answers."""
     alice, bob = pair
     client = api_client(alice)
-    sent = client.post(
-        "/api/v1/messages",
-        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
-    ).json()["id"]
+    sent = _sent(client, alice, bob)
     path = f"/api/v1/messages/{sent}/move"
     response = client.generic("POST", path, b"null", content_type="application/json")
     assert response.status_code == 400, response.content
@@ -295,10 +299,7 @@ def test_bad_input_answers_have_the_documented_shape(pair: tuple[User, User]) ->
     schema = _response_schema("/api/v1/messages/{message_id}/move", "post", "400")
     assert schema["$ref"] == "#/definitions/ValidationError"
     assert schema["definitions"]["ValidationError"]["properties"]["detail"]["type"] == "string"
-    sent = client.post(
-        "/api/v1/messages",
-        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
-    ).json()["id"]
+    sent = _sent(client, alice, bob)
     move = f"/api/v1/messages/{sent}/move"
     refusals = [
         client.generic("POST", move, b'["archive"]', content_type="application/json"),
@@ -370,10 +371,7 @@ def test_a_json_body_starting_with_a_byte_order_mark_is_read(pair: tuple[User, U
     was refused as "not valid JSON (line 1, column 1)"."""
     alice, bob = pair
     client = api_client(alice)
-    sent = client.post(
-        "/api/v1/messages",
-        {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "CR"},
-    ).json()["id"]
+    sent = _sent(client, alice, bob)
     body = b'\xef\xbb\xbf{"folder": "archive"}'
     response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
     assert response.status_code == 200, response.content

@@ -255,20 +255,24 @@ def _sign_in(page: Any, user: User, axe: Any) -> None:
     page.wait_for_url("**/messages/**/inbox/")
 
 
+def _demo() -> tuple[Any, Any, User]:
+    """The demo: an inbox with a read and an unread message, a thread with a patient banner
+    and a PDF, and two patient shares; with its GP."""
+    seeded = accounts_demo.seed_demo()
+    assert seeded is not None
+    sent = messaging_demo.seed_demo_messages(seeded.organisation)
+    assert sent is not None
+    assert sharing_demo.seed_demo_shares(seeded.organisation)
+    return seeded, sent, User.objects.get(email=messaging_demo.GP)
+
+
 @pytest.mark.browser
 def test_practitioner_pages_on_a_desktop(
     browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
 ) -> None:
     cache.clear()
     _outboxes(settings, tmp_path)
-    # The demo: an inbox with a read and an unread message, a thread with a patient banner
-    # and a PDF, and two patient shares.
-    seeded = accounts_demo.seed_demo()
-    assert seeded is not None
-    sent = messaging_demo.seed_demo_messages(seeded.organisation)
-    assert sent is not None
-    assert sharing_demo.seed_demo_shares(seeded.organisation)
-    gp = User.objects.get(email=messaging_demo.GP)
+    _seeded, sent, gp = _demo()
     context = browser.new_context(base_url=live_server.url, locale="fr-FR", viewport=DESKTOP)
     outside = _outside_requests(context)
     page = context.new_page()
@@ -329,12 +333,7 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
     address), her sessions and her organisation's members."""
     cache.clear()
     _outboxes(settings, tmp_path)
-    seeded = accounts_demo.seed_demo()
-    assert seeded is not None
-    sent = messaging_demo.seed_demo_messages(seeded.organisation)
-    assert sent is not None
-    assert sharing_demo.seed_demo_shares(seeded.organisation)
-    gp = User.objects.get(email=messaging_demo.GP)
+    seeded, sent, gp = _demo()
     context = browser.new_context(base_url=live_server.url, locale="fr-FR", viewport=PHONE, is_mobile=True)
     page = context.new_page()
     page.set_default_timeout(15_000)
