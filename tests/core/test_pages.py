@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -134,7 +135,7 @@ def test_security_headers_on_every_page(db: None, client: Client) -> None:
     assert response["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
-def test_hsts_and_secure_cookies_in_production(db: None, client: Client, settings: object) -> None:
+def test_hsts_and_secure_cookies_in_production(db: None, client: Client, settings: object, tmp_path: Path) -> None:
     from django.conf import settings as live
 
     assert live.SESSION_COOKIE_HTTPONLY and live.CSRF_COOKIE_HTTPONLY
@@ -154,7 +155,7 @@ def test_hsts_and_secure_cookies_in_production(db: None, client: Client, setting
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
         "PLI_SMS_URL": "twilio://ACxxxxxxxx:secret@api.twilio.com?from=Pli",
-        "PLI_DATA_DIR": live.DATA_DIR.as_posix() + "-prod",
+        "PLI_DATA_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "pli.settings",
         "PATH": "/usr/bin:/bin",
     }
