@@ -437,6 +437,25 @@ PLI_SHARE_MAX_DOCUMENTS = _env_count("PLI_SHARE_MAX_DOCUMENTS", 20, 1, 1000)
 PLI_SHARE_MAX_DOCUMENT_BYTES = _env_count("PLI_SHARE_MAX_DOCUMENT_BYTES", 100 * 10**6, 1, 2**40)
 PLI_SHARE_MAX_BYTES = _env_count("PLI_SHARE_MAX_BYTES", 200 * 10**6, 1, 2**40)
 
+
+def _env_hours(name: str, default: str) -> tuple[int, int]:
+    raw = (os.environ.get(name) or default).strip()
+    start, sep, end = raw.partition("-")
+    try:
+        hours = (int(start), int(end))
+        if not sep or not 0 <= hours[0] < hours[1] <= 24:
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be two hours of the day such as 9-20 (from 9:00 to 20:00; 0-24 for any time)"
+        ) from None
+    return hours
+
+
+# The hours, in the patient's local time, in which the 5-day reminder may go out: an
+# unattended message, it waits for the morning rather than wake anyone (pli.sharing.services).
+PLI_REMINDER_HOURS = _env_hours("PLI_REMINDER_HOURS", "9-20")
+
 # --- Logging --------------------------------------------------------------------------
 # Only our own structured lines and Django's errors; request bodies are never logged and
 # paths pass through a filter that masks patient-link tokens.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import time
+import zoneinfo
 from typing import Any
 
 import pytest
@@ -33,6 +34,7 @@ from sharing.helpers import (
 )
 
 DAY = datetime.timedelta(days=1)
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 
 def test_one_reminder_after_five_days_with_a_fresh_link(db: None) -> None:
@@ -314,3 +316,81 @@ def test_no_reminder_right_after_the_practitioner_sends_a_new_link(db: None) -> 
     # Five days after the new link, still not opened: the one reminder.
     assert services.send_due_reminders(resent_at + 5 * DAY + datetime.timedelta(minutes=1)) == 1
     assert services.send_due_reminders(resent_at + 20 * DAY) == 0
+
+
+def _paris(day: datetime.datetime, hour: int, minute: int = 0) -> datetime.datetime:
+    """``day``'s date at ``hour``:``minute`` in Paris, as an aware datetime."""
+    return datetime.datetime.combine(
+        day.astimezone(PARIS).date(), datetime.time(hour, minute), tzinfo=PARIS
+    ).astimezone(datetime.UTC)
+
+
+def test_a_reminder_falling_due_at_night_waits_for_the_morning(db: None, settings: Any) -> None:
+    """A reminder is sent by the worker, unattended: one that fell due at 23:30 went out at
+    23:30, an SMS in the middle of someone's night. It waits for PLI_REMINDER_HOURS."""
+    settings.PLI_REMINDER_HOURS = (9, 20)
+    created = _paris(timezone.now() - 10 * DAY, 23, 30)
+    share, _token = make_share(now=created)
+    due = created + 5 * DAY
+    assert services.send_due_reminders(due + datetime.timedelta(minutes=1)) == 0
+    assert services.send_due_reminders(_paris(due + DAY, 8, 55)) == 0
+    assert not share.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+    assert services.send_due_reminders(_paris(due + DAY, 9, 0)) == 1
+    assert share.notifications.filter(kind=ShareNotification.Kind.REMINDER).count() == 2  # e-mail and SMS
+    # 20:00 is the end: a share due then waits too.
+    evening, _token = make_share(now=_paris(timezone.now() - 10 * DAY, 20, 0))
+    assert services.send_due_reminders(_paris(evening.link_sent_at + 5 * DAY, 20, 0)) == 0
+    assert services.send_due_reminders(_paris(evening.link_sent_at + 5 * DAY, 19, 59) + DAY) == 1
+
+
+def test_the_window_is_the_patient_s_own_day_overseas(db: None, settings: Any) -> None:
+    """A patient in Guadeloupe is five or six hours behind Paris: at 9:00 in Paris it is
+    3:00 or 4:00 there. The mobile number tells where the patient lives; without one, the
+    instance's time zone decides."""
+    settings.PLI_REMINDER_HOURS = (9, 20)
+    sent = _paris(timezone.now() - 10 * DAY, 10, 0)
+    guadeloupe, _t = make_share(mobile="+590690123456", now=sent)
+    paris, _t = make_share(mobile=None, now=sent)
+    morning = _paris(sent + 5 * DAY, 10, 0)
+    assert services.send_due_reminders(morning) == 1
+    assert paris.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+    assert not guadeloupe.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+    # 16:00 in Paris is 10:00 or 11:00 in Guadeloupe.
+    assert services.send_due_reminders(_paris(sent + 5 * DAY, 16, 0)) == 1
+    assert guadeloupe.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+
+
+def test_shares_waiting_for_the_morning_do_not_hold_back_those_due(db: None, settings: Any) -> None:
+    """A run takes at most ``limit`` reminders; shares skipped because their patient's night
+    is not over must not take the places of those that may go (reminders go oldest first)."""
+    settings.PLI_REMINDER_HOURS = (9, 20)
+    sent = _paris(timezone.now() - 10 * DAY, 10, 0)
+    for minutes in range(3):
+        make_share(mobile="+590690123456", now=sent + datetime.timedelta(minutes=minutes))
+    local, _t = make_share(mobile=None, now=sent + datetime.timedelta(minutes=5))
+    assert services.send_due_reminders(_paris(sent + 5 * DAY, 10, 30), limit=2) == 1
+    assert local.notifications.filter(kind=ShareNotification.Kind.REMINDER).exists()
+
+
+@pytest.mark.parametrize("raw", ["20-9", "9", "9-25", "matin", "-1-20", "9-9"])
+def test_reminder_hours_are_checked_at_start_up(raw: str, tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PLI_REMINDER_HOURS": raw, "PLI_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "PLI_REMINDER_HOURS must be two hours of the day such as 9-20" in result.stderr
+
+
+def test_reminder_hours_default_to_nine_to_eight(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PLI_REMINDER_HOURS"}
+    env["PLI_DATA_DIR"] = str(tmp_path)
+    code = "import django; django.setup(); from django.conf import settings; print(settings.PLI_REMINDER_HOURS)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "(9, 20)"

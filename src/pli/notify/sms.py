@@ -45,6 +45,7 @@ from typing import Protocol
 from urllib.parse import SplitResult, parse_qs, unquote, urlencode, urlsplit
 
 import phonenumbers
+import phonenumbers.timezone
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,18 @@ def normalise_mobile(raw: str, allowed_regions: Iterable[str] = DEFAULT_ALLOWED_
     if phonenumbers.number_type(number) not in _MOBILE_TYPES:
         raise InvalidPhoneNumber("not_mobile")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def time_zone_name(e164: str) -> str | None:
+    """The time zone of the place a mobile number belongs to (``+590690…`` →
+    ``America/Guadeloupe``), or None when phonenumbers knows of none. Where a number may be
+    in several zones (Mayotte and La Réunion share +262), the first it names."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None
+    names = [name for name in phonenumbers.timezone.time_zones_for_number(number) if name != "Etc/Unknown"]
+    return names[0] if names else None
 
 
 def display_number(e164: str) -> str:

@@ -17,10 +17,12 @@ import logging
 import math
 import time
 import uuid
+import zoneinfo
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
@@ -38,6 +40,7 @@ from pli.crypto.stream import SEGMENT_SIZE
 from pli.messaging import search
 from pli.messaging.services import orphan_blob_age, unreadable_reason
 from pli.messaging.uploads import MAX_PENDING_AGE
+from pli.notify import sms
 from pli.sharing import notifications, tokens
 from pli.sharing.models import (
     PROGRESS_ORDER,
@@ -1134,37 +1137,75 @@ def open_document(
 # -- periodic jobs ---------------------------------------------------------------------------
 
 
+def patient_time_zone(share: PatientShare) -> zoneinfo.ZoneInfo:
+    """Where the patient probably is: the zone of their mobile number (Guadeloupe is five
+    or six hours behind Paris, La Réunion two or three ahead), else the instance's."""
+    name = sms.time_zone_name(share.patient_mobile) if share.patient_mobile else None
+    if name is not None:
+        with contextlib.suppress(zoneinfo.ZoneInfoNotFoundError, ValueError):
+            return zoneinfo.ZoneInfo(name)
+    return zoneinfo.ZoneInfo(settings.TIME_ZONE)
+
+
+def reminder_hours_open(share: PatientShare, now: datetime.datetime) -> bool:
+    """Whether ``now`` falls within PLI_REMINDER_HOURS for the patient of ``share``."""
+    start, end = settings.PLI_REMINDER_HOURS
+    return start <= now.astimezone(patient_time_zone(share)).hour < end
+
+
 def send_due_reminders(now: datetime.datetime | None = None, limit: int = 500) -> int:
     """One reminder for a share not opened after 5 days (with a fresh link; the first one
-    keeps working)."""
+    keeps working), sent within PLI_REMINDER_HOURS of the patient's day: a reminder that
+    falls due at night waits for the morning. At most ``limit`` reminders a run."""
     now = now or timezone.now()
     # Counted from the link the patient has now, not from the share's creation: a new link
     # the practitioner sent on day 5 was otherwise followed minutes later by a reminder.
     sent_before = now - REMINDER_AFTER
-    due = PatientShare.objects.filter(
-        status=Status.SENT, reminder_sent_at__isnull=True, link_sent_at__lte=sent_before, expires_at__gt=now
-    ).values_list("pk", flat=True)[:limit]
+    due = (
+        PatientShare.objects.filter(
+            status=Status.SENT, reminder_sent_at__isnull=True, link_sent_at__lte=sent_before, expires_at__gt=now
+        )
+        .order_by("link_sent_at", "pk")
+        .values_list("link_sent_at", "pk")
+    )
     count = 0
-    for share_id in list(due):
-        with transaction.atomic():
-            share = (
-                PatientShare.objects.select_for_update(of=("self",), no_key=True)
-                .select_related("created_by", "organisation")
-                .get(pk=share_id)
-            )
-            if (
-                share.status != Status.SENT
-                or share.reminder_sent_at is not None
-                or share.link_sent_at > sent_before
-                or share.expires_at <= now
-            ):
-                continue
-            share.reminder_sent_at = now
-            share.save(update_fields=["reminder_sent_at"])
-            channels = _new_link(share, ShareNotification.Kind.REMINDER, now, keep_current=True)
-            audit.record("share.reminder_queued", target=share, details={"channels": ",".join(channels)})
-            count += 1
+    last: tuple[datetime.datetime, uuid.UUID] | None = None
+    # Oldest first, in batches past the shares left waiting for their patient's morning,
+    # which would otherwise fill every run's batch and hold back those due now.
+    while count < limit:
+        after = (
+            due if last is None else due.filter(Q(link_sent_at__gt=last[0]) | Q(link_sent_at=last[0], pk__gt=last[1]))
+        )
+        batch = list(after[:limit])
+        if not batch:
+            break
+        last = batch[-1]
+        for _sent_at, share_id in batch:
+            if count < limit and _send_reminder(share_id, now, sent_before):
+                count += 1
     return count
+
+
+def _send_reminder(share_id: uuid.UUID, now: datetime.datetime, sent_before: datetime.datetime) -> bool:
+    with transaction.atomic():
+        share = (
+            PatientShare.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("created_by", "organisation", "data_key")
+            .get(pk=share_id)
+        )
+        if (
+            share.status != Status.SENT
+            or share.reminder_sent_at is not None
+            or share.link_sent_at > sent_before
+            or share.expires_at <= now
+            or not reminder_hours_open(share, now)
+        ):
+            return False
+        share.reminder_sent_at = now
+        share.save(update_fields=["reminder_sent_at"])
+        channels = _new_link(share, ShareNotification.Kind.REMINDER, now, keep_current=True)
+        audit.record("share.reminder_queued", target=share, details={"channels": ",".join(channels)})
+        return True
 
 
 def expire_shares(now: datetime.datetime | None = None, limit: int = 500) -> int:
