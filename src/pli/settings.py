@@ -413,6 +413,9 @@ def _env_count(name: str, default: int, minimum: int, maximum: int) -> int:
 PLI_MAX_ATTACHMENTS = _env_count("PLI_MAX_ATTACHMENTS", 20, 0, 1000)
 PLI_MAX_MESSAGE_BYTES = _env_count("PLI_MAX_MESSAGE_BYTES", 100 * 2**20, 0, 2**40)
 PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)
+# Days a message stays in a mailbox's trash before the worker deletes that copy for good
+# (pli.messaging.services.purge_old_trash); 0 keeps it until a user deletes it.
+PLI_TRASH_DAYS = _env_count("PLI_TRASH_DAYS", 30, 0, 3650)
 
 # /healthz reports the data directory's disk as "low" (and its status as "degraded") once
 # less than this many megabytes are free there: room for about ten of the largest sends, so

@@ -180,6 +180,109 @@ def test_a_second_delete_of_the_same_copies_records_nothing(
     assert AuditEvent.objects.filter(action="message.shred").count() == 1
 
 
+def test_the_trash_keeps_a_copy_for_its_days_then_deletes_it_for_good(
+    trio: tuple[User, User, User], django_capture_on_commit_callbacks: Any
+) -> None:
+    """A trash that keeps everything for ever keeps health data no one wants: after
+    PLI_TRASH_DAYS (30) in a trash, the copy is deleted for good as its user would, and the
+    message shredded with its last copy."""
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    sent = send(api_client(alice), a_box, [b_box], attachments=[_file("a.txt", b"secret")])
+    services.move_message(bob, sent["id"], Folder.TRASH)
+    bob_copy = Delivery.objects.get(message_id=sent["id"], mailbox=b_box)
+    assert bob_copy.trashed_at is not None
+    binned = bob_copy.trashed_at
+    services.move_message(alice, sent["id"], Folder.TRASH)
+    Delivery.objects.filter(mailbox=a_box).update(trashed_at=binned + datetime.timedelta(days=10))
+    day = datetime.timedelta(days=1)
+    assert services.purge_old_trash(binned + 30 * day - datetime.timedelta(minutes=1)) == 0
+    assert services.purge_old_trash(binned + 30 * day + datetime.timedelta(minutes=1)) == 1
+    assert not Delivery.objects.filter(mailbox=b_box).exists()
+    assert Message.objects.filter(pk=sent["id"]).exists()  # Alice's copy has 10 more days
+    # Alice's receipt still shows Bob received it.
+    assert [r.mailbox for r in services.message_recipients(Message.objects.get())] == [b_box]
+    delete = AuditEvent.objects.get(action="message.delete")
+    assert delete.details == {"copies": 1, "reason": "trash_retention"}
+    assert (delete.actor_type, delete.actor_id) == ("system", "")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.purge_old_trash(binned + 40 * day + datetime.timedelta(minutes=1)) == 1
+    assert not Message.objects.exists() and not Attachment.objects.exists()
+    assert stored_blobs() == []
+    assert AuditEvent.objects.filter(action="message.shred").count() == 1
+    assert services.purge_old_trash(binned + 400 * day) == 0
+
+
+def test_a_copy_taken_out_of_the_trash_is_kept_and_its_days_start_again(
+    trio: tuple[User, User, User], settings: Any
+) -> None:
+    alice, bob, _ = trio
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    sent = send(api_client(alice), a_box, [b_box])
+    services.move_message(bob, sent["id"], Folder.TRASH)
+    first = Delivery.objects.get(mailbox=b_box).trashed_at
+    assert first is not None
+    services.move_message(bob, sent["id"], Folder.ARCHIVE)
+    assert Delivery.objects.get(mailbox=b_box).trashed_at is None
+    assert services.purge_old_trash(first + datetime.timedelta(days=31)) == 0
+    # Binned again: counted from then, even by a run that read the copy when it was old.
+    long_ago = timezone.now() - datetime.timedelta(days=40)
+    Delivery.objects.filter(mailbox=b_box).update(folder=Folder.TRASH, trashed_at=long_ago)
+    stale = list(Delivery.objects.filter(mailbox=b_box).select_related("message", "mailbox"))
+    services.move_message(bob, sent["id"], Folder.INBOX)
+    services.move_message(bob, sent["id"], Folder.TRASH)
+    with pytest.raises(services.NotVisible):
+        services._delete_copies(stale, actor=None, trashed_before=timezone.now() - datetime.timedelta(days=30))
+    assert Delivery.objects.filter(mailbox=b_box, folder=Folder.TRASH).exists()
+    assert not AuditEvent.objects.filter(action="message.delete").exists()
+    # PLI_TRASH_DAYS=0: the trash keeps what users leave there.
+    settings.PLI_TRASH_DAYS = 0
+    assert services.purge_old_trash(timezone.now() + datetime.timedelta(days=3650)) == 0
+    assert Delivery.objects.filter(mailbox=b_box, folder=Folder.TRASH).exists()
+
+
+def test_the_worker_s_periodic_run_empties_old_trash(trio: tuple[User, User, User]) -> None:
+    from pli.sharing.tasks import schedule_periodic
+    from sharing.helpers import run_tasks
+
+    alice, bob, _ = trio
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    services.move_message(bob, sent["id"], Folder.TRASH)
+    Delivery.objects.filter(folder=Folder.TRASH).update(trashed_at=timezone.now() - datetime.timedelta(days=31))
+    schedule_periodic()
+    run_tasks()
+    assert not Delivery.objects.filter(folder=Folder.TRASH).exists()
+    assert Delivery.objects.filter(mailbox=personal_mailbox(alice)).exists()
+
+
+def test_copies_in_the_trash_before_the_retention_count_from_the_upgrade(transactional_db: None) -> None:
+    """Migration 0007: what users had left in their trash is not deleted on the day of the
+    upgrade; its days start then."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    alice, bob = practitioner(), practitioner()
+    sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])
+    MigrationExecutor(connection).migrate([("messaging", "0006_delivery_fewer_indexes")])
+    Delivery.objects.filter(mailbox=personal_mailbox(bob)).update(folder=Folder.TRASH)
+    before = timezone.now()
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    binned = Delivery.objects.get(message_id=sent["id"], folder=Folder.TRASH)
+    assert binned.trashed_at is not None and binned.trashed_at >= before
+    assert Delivery.objects.get(message_id=sent["id"], folder=Folder.SENT).trashed_at is None
+
+
+def test_the_trash_page_says_how_long_it_keeps_messages(trio: tuple[User, User, User], settings: Any) -> None:
+    alice, _bob, _ = trio
+    box = personal_mailbox(alice)
+    client = web_client(alice)
+    body = client.get(f"/messages/{box.pk}/trash/").content.decode()
+    assert "Les messages restent 30 jours dans la corbeille, puis sont supprimés définitivement." in body
+    assert "restent" not in client.get(f"/messages/{box.pk}/inbox/").content.decode()
+    settings.PLI_TRASH_DAYS = 0
+    assert "restent" not in client.get(f"/messages/{box.pk}/trash/").content.decode()
+
+
 def test_purged_blob_is_removed_after_commit(transactional_db: None) -> None:
     alice, bob = practitioner(), practitioner()
     a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)

@@ -171,6 +171,8 @@ class Delivery(models.Model):
     answered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # When the copy went into the trash: after PLI_TRASH_DAYS there it is deleted for good.
+    trashed_at = models.DateTimeField(null=True, blank=True)
 
     readings: models.Manager[Reading]
     answers: models.Manager[Answer]
@@ -185,6 +187,9 @@ class Delivery(models.Model):
             # Unread counts: (mailbox, "inbox", NULL) is one index range, with bound parameters
             # too (SQLite can't match a partial index's condition against them).
             models.Index(fields=["mailbox", "folder", "read_at"], name="delivery_unread"),
+            # The copies the trash retention job deletes, oldest first. Partial: a send
+            # writes no entry in it (its copies are not in the trash).
+            models.Index(fields=["trashed_at"], name="delivery_trashed", condition=models.Q(trashed_at__isnull=False)),
         ]
         constraints = [
             # A mailbox receives a message once (to wins over cc); a self-addressed message

@@ -1004,12 +1004,15 @@ def move_message(
         copies = [c for c in copies if c.pk in current]
         if not copies:
             raise NotVisible
+        now = timezone.now()
         for copy in copies:
             copy.folder = current[copy.pk]
             target = copy.home_folder if folder in (Folder.INBOX, Folder.SENT) else folder
             if copy.folder != target:
                 copy.folder = target
-                Delivery.objects.filter(pk=copy.pk).update(folder=target)
+                # The trash keeps a copy PLI_TRASH_DAYS from when it went in.
+                copy.trashed_at = now if target == Folder.TRASH else None
+                Delivery.objects.filter(pk=copy.pk).update(folder=target, trashed_at=copy.trashed_at)
         audit.record(
             "message.move",
             actor=user,
@@ -1033,51 +1036,104 @@ def delete_message(
     trashed = [c for c in copies if c.folder == Folder.TRASH]
     if not trashed:
         raise NotInTrash
-    message = copies[0].message
     with transaction.atomic():
-        locked = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).order_by("pk")
-        if connection.features.has_select_for_update:
-            # Locked before Django gathers the rows that point to them (who read, who
-            # answered): an answer committing meanwhile would point to a deleted copy.
-            locked = locked.select_for_update()
-        # Read again in the transaction: a colleague may have taken the copy out of the
-        # shared mailbox's trash since it was read above (what they just filed must not be
-        # deleted for good), or read or answered it (the sender's receipt keeps that).
-        current = {
-            pk: (folder, read, answered)
-            for pk, folder, read, answered in locked.values_list("pk", "folder", "read_at", "answered_at")
-        }
-        if current and all(folder != Folder.TRASH for folder, _read, _answered in current.values()):
-            raise NotInTrash
-        trashed = [c for c in trashed if c.pk in current and current[c.pk][0] == Folder.TRASH]
-        for copy in trashed:
-            _folder, copy.read_at, copy.answered_at = current[copy.pk]
-        _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
-        removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
+        removed = _delete_copies(trashed, actor=user, request=request)
         if not removed:
-            # Deleted by a concurrent request (a double click) since the copies were read:
-            # recording a second delete, and a second shred, would falsify the trail.
-            raise NotVisible
-        now = timezone.now()
-        DeletedCopy.objects.bulk_create(
-            [
-                DeletedCopy(
-                    message_id=c.message_id,
-                    mailbox_id=c.mailbox_id,
-                    role=c.role,
-                    delivered_at=c.delivered_at,
-                    read_at=c.read_at,
-                    answered_at=c.answered_at,
-                    deleted_at=now,
-                )
-                for c in trashed
-                if c.is_incoming
-            ],
-            ignore_conflicts=True,
+            raise NotInTrash
+    return removed
+
+
+def _delete_copies(
+    trashed: list[Delivery],
+    *,
+    actor: User | None,
+    request: HttpRequest | None = None,
+    trashed_before: datetime.datetime | None = None,
+) -> int:
+    """Delete for good those of ``trashed`` (copies of one message) that are still in the
+    trash (and went in before ``trashed_before``, if given), inside the caller's
+    transaction; shred the message when no mailbox holds it any more. Returns how many were
+    deleted: 0 when none was still there (NotVisible when they are gone altogether)."""
+    message = trashed[0].message
+    locked = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).order_by("pk")
+    if connection.features.has_select_for_update:
+        # Locked before Django gathers the rows that point to them (who read, who
+        # answered): an answer committing meanwhile would point to a deleted copy.
+        locked = locked.select_for_update()
+    # Read again in the transaction: a colleague may have taken the copy out of the
+    # shared mailbox's trash since it was read above (what they just filed must not be
+    # deleted for good), or read or answered it (the sender's receipt keeps that).
+    current = {
+        pk: (folder, read, answered)
+        for pk, folder, read, answered, since in locked.values_list(
+            "pk", "folder", "read_at", "answered_at", "trashed_at"
         )
-        audit.record("message.delete", actor=user, target=message, request=request, details={"copies": removed})
-        if not Delivery.objects.filter(message=message).exists():
-            _purge(message)
+        # Put back in the trash since the job read it: its days start again.
+        if trashed_before is None or (since is not None and since < trashed_before)
+    }
+    if current and all(folder != Folder.TRASH for folder, _read, _answered in current.values()):
+        return 0
+    trashed = [c for c in trashed if c.pk in current and current[c.pk][0] == Folder.TRASH]
+    for copy in trashed:
+        _folder, copy.read_at, copy.answered_at = current[copy.pk]
+    _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
+    removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
+    if not removed:
+        # Deleted by a concurrent request (a double click) since the copies were read:
+        # recording a second delete, and a second shred, would falsify the trail.
+        raise NotVisible
+    now = timezone.now()
+    DeletedCopy.objects.bulk_create(
+        [
+            DeletedCopy(
+                message_id=c.message_id,
+                mailbox_id=c.mailbox_id,
+                role=c.role,
+                delivered_at=c.delivered_at,
+                read_at=c.read_at,
+                answered_at=c.answered_at,
+                deleted_at=now,
+            )
+            for c in trashed
+            if c.is_incoming
+        ],
+        ignore_conflicts=True,
+    )
+    details: dict[str, Any] = {"copies": removed}
+    if trashed_before is not None:
+        details["reason"] = "trash_retention"
+    audit.record("message.delete", actor=actor, target=message, request=request, details=details)
+    if not Delivery.objects.filter(message=message).exists():
+        _purge(message)
+    return removed
+
+
+def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> int:
+    """Delete for good the copies that have been in the trash for PLI_TRASH_DAYS (never with
+    0), as their users would from the trash: recorded in the trail (``message.delete``, no
+    actor, reason ``trash_retention``), and the message shredded with its last copy. At
+    most ``limit`` messages a run; returns how many copies went."""
+    days = settings.PLI_TRASH_DAYS
+    if not days:
+        return 0
+    now = now or timezone.now()
+    before = now - datetime.timedelta(days=days)
+    message_ids = list(
+        Delivery.objects.filter(trashed_at__lt=before, folder=Folder.TRASH)
+        .order_by("trashed_at")
+        .values_list("message_id", flat=True)[: limit * 4]
+    )
+    removed = 0
+    for message_id in list(dict.fromkeys(message_ids))[:limit]:
+        with transaction.atomic():
+            copies = list(
+                Delivery.objects.filter(message_id=message_id, folder=Folder.TRASH, trashed_at__lt=before)
+                .select_related("message", "mailbox")
+                .order_by("pk")
+            )
+            if copies:
+                with contextlib.suppress(NotVisible):
+                    removed += _delete_copies(copies, actor=None, trashed_before=before)
     return removed
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
 from django.db import DatabaseError
@@ -110,6 +111,7 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
             "page": page,
             "search_form": SearchForm(),
             "first_page": not request.GET.get("cursor"),
+            "trash_days": settings.PLI_TRASH_DAYS if folder == Folder.TRASH else 0,
         },
     )
 

@@ -5,7 +5,8 @@
   (``run_after``) with exponential back-off, so a provider outage delays notifications but
   never loses them.
 * :func:`periodic_jobs` is the scheduler: reminders after 5 days, expiry, re-queueing of
-  deliveries a dead worker left behind, clean-up. It re-enqueues itself to run again
+  deliveries a dead worker left behind, clean-up, and the messages kept in a trash past
+  PLI_TRASH_DAYS (deleted for good). It re-enqueues itself to run again
   :data:`PERIOD` later (as it starts, so that a run that dies does not end the chain);
   ``pli worker`` starts the chain when no run is waiting, and a run that finds another one
   waiting does not add a second, so several workers share one chain.
@@ -25,6 +26,7 @@ from django_tasks_db.models import DBTaskResult
 
 from pli.api import idempotency
 from pli.core.logging import jobs_crash_without_values
+from pli.messaging import services as messaging
 from pli.sharing import notifications, services
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
         result["pruned_jobs"] = prune_finished_jobs()
         result["expired_sessions"] = clear_expired_sessions()
         result["expired_idempotency_keys"] = idempotency.prune_expired()
+        result["trash_copies_deleted"] = messaging.purge_old_trash()
     return result
 
 
