@@ -80,6 +80,31 @@ def _ensure_private_dir(path: Path, name: str) -> None:
         raise ConfigError(f"{name}: cannot create {path}: {exc.strerror}") from None
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise ConfigError(f"{name}: {path} is not readable and writable by this user")
+    refuse_root_in_others_dir(path, name, os.geteuid())
+
+
+def refuse_root_in_others_dir(path: Path, name: str, euid: int) -> None:
+    """Root may read and write anything, so a `pli` command run as root (`sudo pli keys
+    rotate`, say) would work, and leave behind files the service user cannot read: a key
+    file, blobs, the SQLite database. The server then fails later, far from the cause. A
+    directory that belongs to another user says who runs Pli: only that user may."""
+    if euid != 0:
+        return
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return
+    if owner != 0:
+        try:
+            import pwd
+
+            user = pwd.getpwuid(owner).pw_name
+        except (ImportError, KeyError):
+            user = f"#{owner}"  # sudo's notation for a uid
+        raise ConfigError(
+            f"{name}: {path} belongs to {user}, but pli runs as root: run it as that user "
+            f"(sudo -u {user} pli …), or it would leave files there that {user} cannot read"
+        )
 
 
 def _development_secret_key(data_dir: Path) -> str:
@@ -216,6 +241,8 @@ def load(environ: dict[str, str] | None = None) -> Config:
             "master-v1.key, see `pli keys generate`) or PLI_MASTER_KEY"
         )
     keys_dir = Path(keys_dir_raw).expanduser().resolve() if keys_dir_raw else data_dir / "keys"
+    if keys_dir_raw and not master_key_env:
+        refuse_root_in_others_dir(keys_dir, "PLI_KEYS_DIR", os.geteuid())
 
     debug = _bool("PLI_DEBUG", env_vars)
     if debug and production:

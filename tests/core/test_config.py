@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,20 @@ def test_forwarded_allow_ips_is_checked_with_the_variable_named(tmp_path: Path) 
     for value in ("proxy.internal", "10.0.0.1/24"):  # gunicorn wants the network's own address
         with pytest.raises(ConfigError, match=f"PLI_FORWARDED_ALLOW_IPS: '{value}' is not an IP address"):
             load({"PLI_DATA_DIR": str(tmp_path), "PLI_FORWARDED_ALLOW_IPS": f"127.0.0.1,{value}"})
+
+
+def test_root_is_refused_in_a_directory_that_belongs_to_the_service_user(tmp_path: Path) -> None:
+    """`sudo pli keys rotate` wrote master-v2.key owned by root, mode 0600: the server, run
+    as the service user, could not read it, and refused to start at its next restart."""
+    from pli.config import refuse_root_in_others_dir
+
+    owned = tmp_path / "pli-data"
+    owned.mkdir()
+    if owned.stat().st_uid == 0:  # the tests run as root here: give it to "nobody"
+        os.chown(owned, 65534, -1)
+    owner = owned.stat().st_uid
+    with pytest.raises(ConfigError, match=r"PLI_KEYS_DIR: .* but pli runs as root: run it as that user") as caught:
+        refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=0)
+    assert "sudo -u " in str(caught.value)
+    # The owner itself goes ahead.
+    refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=owner)
