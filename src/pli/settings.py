@@ -378,7 +378,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "PATH_CONVERTER_OVERRIDES": {"guid": {"type": "string", "format": "uuid"}},
-    "ENUM_NAME_OVERRIDES": {"ShareEventTypeEnum": "pli.sharing.api.EVENT_TYPES"},
+    "ENUM_NAME_OVERRIDES": {
+        "ShareEventTypeEnum": "pli.sharing.api.EVENT_TYPES",
+        "ShareFailureReasonEnum": "pli.sharing.notifications.FAILURE_CATEGORIES",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pli.api.schema.document_error_responses",

@@ -61,11 +61,12 @@ def test_create_then_follow_the_status(db: None) -> None:
     assert detail["status"] == "opened"
     types = [e["type"] for e in detail["events"]]
     assert types[0] == "created" and "notification_sent" in types and "opened" in types
-    assert all(set(e) == {"type", "at", "channel", "final"} for e in detail["events"])
+    assert all(set(e) == {"type", "at", "channel", "final", "reason"} for e in detail["events"])
     # Which channel each notification and code went by; nothing else in an event.
     sent = [e for e in detail["events"] if e["type"] in ("notification_sent", "code_sent")]
     assert sent and all(e["channel"] in ("sms", "email") and e["final"] is None for e in sent)
     assert all(e["channel"] is None and e["final"] is None for e in detail["events"] if e not in sent)
+    assert all(e["reason"] is None for e in detail["events"])
     assert "Durand" not in str(detail)
 
     listing = client.get("/api/v1/shares").json()

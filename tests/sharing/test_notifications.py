@@ -634,3 +634,60 @@ def test_the_worker_plans_the_periodic_jobs_again_once_the_database_is_back(
     call_command("worker", verbosity=0)
     both = {periodic_jobs.module_path, cleanup_orphan_blobs.module_path}
     assert waiting == [both, both]
+
+
+@pytest.mark.parametrize(
+    ("reply", "category", "advice"),
+    [
+        ("550 5.1.1 No such user", "address_refused", "a refusé l\u2019adresse"),
+        ("450 4.2.1 Mailbox busy", "provider_unavailable", "est resté indisponible"),
+    ],
+)
+def test_a_failed_email_says_why_and_what_to_do(
+    db: None, smtp_server: Any, settings: Any, reply: str, category: str, advice: str
+) -> None:
+    """The page said "notification failed" and nothing more: the GP could not tell a
+    mistyped address from an outage, nor what to do about it."""
+    smtp_server.refuse_rcpt = reply
+    settings.LANGUAGE_CODE = "fr"
+    share, _token = make_share(doctor(), mobile=None, email="durand.elodie@exemple.fr")
+    if category == "provider_unavailable":
+        # Retried until the link expires, then given up.
+        share.notifications.update(give_up_at=timezone.now() + datetime.timedelta(seconds=10))
+    run_tasks()
+    assert share.notifications.get().state == "failed"
+    page = web_client_for(share.created_by).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr")
+    text = page.content.decode()
+    assert f'data-failure="{category}"' in text and advice in text
+    # The history names the reason of each failure.
+    assert ("adresse refusée" in text) is (category == "address_refused")
+    # Recorded as a category, never with the address.
+    failed = AuditEvent.objects.filter(action="share.notification_failed")
+    assert {e.details["category"] for e in failed} == {category}
+    assert "durand.elodie" not in str([e.details for e in failed])
+    # The API says it too, beside the existing fields.
+    from pli.api.services import create_token
+
+    _api_token, raw = create_token(share.created_by, "test")
+    events = Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get(f"/api/v1/shares/{share.pk}").json()["events"]
+    failures = [e for e in events if e["type"] == "notification_failed"]
+    assert failures[-1]["reason"] == category and failures[-1]["final"] is True
+    assert all(e["reason"] is None for e in events if e["type"] != "notification_failed")
+
+
+def test_failure_categories_of_recorded_reasons() -> None:
+    category = notifications.failure_category
+    assert category("number:region", False) == "number_refused"
+    assert category("sms:http_400:21211", False) == "number_refused"
+    assert category("sms:http_400:21606", False) == "message_refused"  # Pli's sender, not the number
+    assert category("sms:http_400", False) == "message_refused"
+    assert category("smtp:bad_address", False) == "address_refused"
+    assert category("smtp:recipient_refused", False) == "address_refused"
+    assert category("smtp:recipient_refused", True) == "provider_unavailable"  # relay access denied, 4xx
+    assert category("smtp:554", False) == "message_refused"
+    assert category("sms:unreachable:URLError", True) == "provider_unavailable"
+    # Events recorded before categories were kept are read from their reason.
+    assert notifications.recorded_category({"reason": "smtp:recipient_refused", "final": True}) == "address_refused"
+    assert notifications.recorded_category({"reason": "smtp:recipient_refused", "final": False}) == (
+        "provider_unavailable"
+    )

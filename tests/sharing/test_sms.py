@@ -488,3 +488,27 @@ def test_an_sms_folder_that_cannot_be_written_is_a_failed_attempt(db: None, sett
     notification = share.notifications.get()
     assert notification.state == "pending" and notification.attempts == 1
     assert notification.last_error.startswith("sms:")
+
+
+@pytest.mark.parametrize(
+    ("code", "category", "advice"),
+    [
+        (21211, "number_refused", "le numéro de mobile a été refusé"),
+        (21606, "message_refused", "Prévenez l\u2019administrateur de Pli"),
+    ],
+)
+def test_a_refused_sms_says_why_on_the_share_page(
+    db: None, twilio: FakeTwilio, code: int, category: str, advice: str
+) -> None:
+    from django.test import Client
+
+    twilio.replies.append((400, {"code": code, "message": "refused", "status": 400}))
+    share, _token = make_share(email=None)
+    run_tasks()
+    client = Client()
+    client.force_login(share.created_by)
+    text = client.get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert f'data-failure="{category}"' in text and advice in text
+    (event,) = [e for e in services.events(share) if e.type == "notification_failed"]
+    assert event.details["category"] == category and event.failure == category
+    assert MOBILE not in str(event.details) and MOBILE[3:] not in str(event.details)

@@ -93,6 +93,20 @@ class SmsRejected(SmsError):
     retryable = False
 
 
+# Twilio's error codes (https://www.twilio.com/docs/api/errors) that refuse the number
+# itself: not a valid number, not a mobile, unreachable by SMS, or one whose owner
+# answered STOP. Other refusals (the sender, the region's permission, the content) are
+# about Pli's account or settings, not the patient's number.
+TWILIO_NUMBER_ERRORS = frozenset({21211, 21214, 21217, 21401, 21407, 21421, 21610, 21612, 21614})
+
+
+def refuses_number(reason: str) -> bool:
+    """Whether a refusal's reason (``http_400:21614``, as :class:`SmsRejected` gives it)
+    is about the number rather than about Pli's account or message."""
+    status, _sep, code = reason.partition(":")
+    return status == "http_400" and code.isdigit() and int(code) in TWILIO_NUMBER_ERRORS
+
+
 class SmsBackend(Protocol):
     def send(self, to: str, text: str) -> str:
         """Send ``text`` to ``to`` (E.164); return the provider's message id."""

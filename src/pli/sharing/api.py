@@ -34,7 +34,7 @@ from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
-from pli.sharing import services, validation
+from pli.sharing import notifications, services, validation
 from pli.sharing.forms import ShareFilterForm, ShareForm
 from pli.sharing.models import Channel, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
@@ -141,6 +141,17 @@ class ShareEventSerializer(serializers.Serializer[Any]):
             "null otherwise."
         ),
     )
+    reason = serializers.ChoiceField(
+        choices=notifications.FAILURE_CATEGORIES,
+        allow_null=True,
+        help_text=(
+            "For `notification_failed`: why. `address_refused`: the patient's mail server refused the e-mail "
+            "address; `number_refused`: the mobile number was refused (not a valid mobile, unreachable by SMS, "
+            "or blocked by its owner); correct the contact and resend. `message_refused`: refused for good for "
+            "another reason (Pli's settings); `provider_unavailable`: the provider did not answer or refused for "
+            "now. Null otherwise."
+        ),
+    )
 
 
 def event_data(event: services.ShareEvent) -> dict[str, Any]:
@@ -150,6 +161,7 @@ def event_data(event: services.ShareEvent) -> dict[str, Any]:
         "at": event.at,
         "channel": channel if channel in Channel.values else None,
         "final": bool(event.details.get("final")) if event.type == "notification_failed" else None,
+        "reason": event.failure,
     }
 
 

@@ -210,6 +210,38 @@ def queue_link(
     return [message.channel for message in messages]
 
 
+# Why a notification failed, in words a practitioner can act on (the share page, the API's
+# events): a category of the reason, never the address, number or text.
+ADDRESS_REFUSED = "address_refused"  # the patient's mail server refused the address
+NUMBER_REFUSED = "number_refused"  # the number is not one Pli or the SMS provider can text
+MESSAGE_REFUSED = "message_refused"  # refused for good, but not for the patient's details
+PROVIDER_UNAVAILABLE = "provider_unavailable"  # no answer, an outage, a refusal for now
+FAILURE_CATEGORIES = (ADDRESS_REFUSED, NUMBER_REFUSED, MESSAGE_REFUSED, PROVIDER_UNAVAILABLE)
+
+
+def failure_category(reason: str, retryable: bool) -> str:
+    """The category of a failure's ``reason`` (DeliveryFailed.reason); ``retryable`` is
+    whether the provider's answer allowed trying again (a notification given up after
+    retrying until its deadline failed for want of a provider, not because of its address)."""
+    if retryable:
+        return PROVIDER_UNAVAILABLE
+    prefix, _sep, rest = reason.partition(":")
+    if prefix == "number" or (prefix == "sms" and sms.refuses_number(rest)):
+        return NUMBER_REFUSED
+    if reason in ("smtp:bad_address", "smtp:recipient_refused"):
+        return ADDRESS_REFUSED
+    return MESSAGE_REFUSED
+
+
+def recorded_category(details: dict[str, Any]) -> str:
+    """The category of a ``share.notification_failed`` event's details; events recorded
+    before categories were kept get theirs from their reason."""
+    category = details.get("category")
+    if category in FAILURE_CATEGORIES:
+        return str(category)
+    return failure_category(str(details.get("reason") or ""), not details.get("final"))
+
+
 class DeliveryFailed(Exception):
     def __init__(self, reason: str, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -339,7 +371,14 @@ def deliver(
         next_at = now + retry_delay(attempts, exc.retry_after)
         if not exc.retryable or next_at >= notification.give_up_at:
             logger.warning("notification %s failed for good: %s", notification.pk, exc.reason)
-            return _finish(notification, ShareNotification.State.FAILED, now, attempts=attempts, reason=exc.reason)
+            return _finish(
+                notification,
+                ShareNotification.State.FAILED,
+                now,
+                attempts=attempts,
+                reason=exc.reason,
+                category=failure_category(exc.reason, exc.retryable),
+            )
         logger.info(
             "notification %s failed (%s); attempt %d, next at %s", notification.pk, exc.reason, attempts, next_at
         )
@@ -355,6 +394,7 @@ def _finish(
     *,
     attempts: int,
     reason: str = "",
+    category: str = "",
     provider_id: str = "",
 ) -> str:
     sent = state == ShareNotification.State.SENT
@@ -379,7 +419,7 @@ def _finish(
         if state != ShareNotification.State.CANCELLED:
             details: dict[str, Any] = {"channel": notification.channel, "kind": notification.kind, "attempt": attempts}
             if not sent:
-                details.update(reason=reason, final=True)
+                details.update(reason=reason, category=category or failure_category(reason, False), final=True)
             audit.record(
                 "share.notification_sent" if sent else "share.notification_failed",
                 target=("sharing.patientshare", str(notification.share_id)),
@@ -407,6 +447,7 @@ def _retry_later(notification: ShareNotification, attempts: int, next_at: dateti
                 "kind": notification.kind,
                 "attempt": attempts,
                 "reason": reason,
+                "category": PROVIDER_UNAVAILABLE,
                 "final": False,
             },
         )

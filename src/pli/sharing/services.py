@@ -181,6 +181,11 @@ class ShareEvent:
     outcome: str
     details: dict[str, Any]
 
+    @property
+    def failure(self) -> str | None:
+        """Why a notification failed (notifications.FAILURE_CATEGORIES); None for other events."""
+        return notifications.recorded_category(self.details) if self.type == "notification_failed" else None
+
 
 def events(share: PatientShare, actions: Sequence[str] = EVENT_ACTIONS) -> list[ShareEvent]:
     rows = audit.events_for(share).filter(action__in=actions).only("action", "at", "outcome", "details")

@@ -32,9 +32,9 @@ from pli.messaging import services as messaging
 from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
-from pli.sharing import mailbox, services
+from pli.sharing import mailbox, notifications, services
 from pli.sharing.forms import ShareFilterForm, ShareForm
-from pli.sharing.models import PatientShare, Status
+from pli.sharing.models import PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
     PendingFile,
@@ -384,20 +384,40 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     # The audit names a document by id only (no health data there); the page, like the
     # patient's, shows which one was opened.
     names = {str(d.pk): d.name for d in documents}
+    sent = list(share.notifications.defer("recipient", "subject", "text", "html"))
+    events = services.events(share)
     context = {
         "share": share,
         "status": share.effective_status(now),
         "documents": documents,
-        "notifications": list(share.notifications.defer("recipient", "subject", "text", "html")),
-        "events": _collapse_retries(
-            [(e, names.get(str(e.details.get("document", "")), "")) for e in services.events(share)]
-        ),
+        "notifications": sent,
+        "failures": _failed_channels(sent, events),
+        "events": _collapse_retries([(e, names.get(str(e.details.get("document", "")), "")) for e in events]),
         "replies": list(share.replies.all()),
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
     }
     return render(request, "sharing/detail.html", context)
+
+
+def _failed_channels(sent: list[ShareNotification], events: list[services.ShareEvent]) -> list[tuple[str, str]]:
+    """Each channel whose latest link (or reminder) failed for good, with why (a category
+    of the reason, from the failure's event): what the practitioner must fix or do."""
+    links = (ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER)
+    latest = {n.channel: n for n in sent if n.kind in links}
+    failures = []
+    for channel, notification in latest.items():
+        if notification.state != ShareNotification.State.FAILED:
+            continue
+        why = [
+            e.failure
+            for e in events
+            if e.failure and e.details.get("final") and e.details.get("channel") == channel
+            if e.details.get("kind") in links
+        ]
+        failures.append((channel, why[-1] if why else notifications.PROVIDER_UNAVAILABLE))
+    return failures
 
 
 def _is_retry(event: services.ShareEvent) -> bool:
