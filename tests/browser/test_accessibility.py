@@ -317,6 +317,16 @@ def test_practitioner_pages_on_a_desktop(
         axe.check(page, "shares list")
         page.goto(f"/shares/{own[0].pk}")
         axe.check(page, "share detail")
+        active = next(s for s in own if s.effective_status() in ("sent", "opened", "downloaded"))
+        page.goto(f"/shares/{active.pk}")
+        page.click(".share-contacts summary")
+        page.fill("#id_patient_mobile", "")
+        page.fill("#id_patient_email", "")
+        page.click(".share-contacts button[type=submit]")
+        page.wait_for_selector("#id_patient_mobile_error")
+        assert page.evaluate("document.activeElement.id") == "id_patient_mobile"
+        assert page.title().startswith("Erreur\u00a0: "), page.title()
+        axe.check(page, "share detail, contacts correction refused")
     finally:
         context.close()
     axe.assert_clean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -35,7 +36,7 @@ from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.sharing import notifications, services, validation
-from pli.sharing.forms import ShareFilterForm, ShareForm
+from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
 from pli.sharing.models import Channel, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
@@ -446,12 +447,28 @@ class _ShareActionView(APIView):
 
     def post(self, request: Request, share_id: uuid.UUID) -> Response:
         user = _user(request)
-        functions = {"revoke": services.revoke, "unlock": services.unlock, "resend": services.resend}
+        functions: dict[str, Callable[..., PatientShare]] = {
+            "revoke": services.revoke,
+            "unlock": services.unlock,
+            "resend": services.resend,
+        }
+        options: dict[str, Any] = {}
+        if self.action == "resend":
+            form = _contacts_form(request.data)
+            if form is not None:
+                if not form.is_valid():
+                    return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)
+                options["contacts"] = form.contacts()
         try:
-            share = functions[self.action](user, share_id, request=request._request)
+            share = functions[self.action](user, share_id, request=request._request, **options)
         except services.ShareError as exc:
             if exc.code == "not_found":
                 raise NotFound(_("Not found.")) from None
+            if exc.code == "no_contact":
+                # The correction would leave the patient with no contact at all.
+                message = _("Give the patient's mobile number or e-mail address (or both).")
+                body = {name: [message] for name in CONTACT_FIELDS if name in request.data}
+                return Response(body, status=status.HTTP_400_BAD_REQUEST)
             detail = CONFLICTS.get(exc.code) or _("This action is not possible.")
             return Response({"detail": str(detail)}, status=status.HTTP_409_CONFLICT)
         token = request.auth
@@ -460,6 +477,33 @@ class _ShareActionView(APIView):
             # times) is for tokens that may read it.
             return Response({"id": str(share.pk), "status": share.effective_status(timezone.now())})
         return Response(ShareSerializer(share_data(share)).data)
+
+
+CONTACT_FIELDS = ("patient_email", "patient_mobile")
+
+
+def _contacts_form(data: Any) -> ContactsForm | None:
+    """The contacts a resend corrects, if the request gives any (only those given change)."""
+    if not isinstance(data, Mapping) or not any(name in data for name in CONTACT_FIELDS):
+        return None
+    return ContactsForm(data, only_given=True)  # the request's own data: a field given twice is refused
+
+
+class ShareResendSerializer(serializers.Serializer[Any]):
+    """Corrected contacts (for the schema; validation is the share form's)."""
+
+    patient_email = serializers.EmailField(
+        required=False,
+        allow_blank=True,
+        max_length=254,
+        help_text="The patient's corrected e-mail address; empty to remove it. Absent: unchanged.",
+    )
+    patient_mobile = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=40,
+        help_text="The patient's corrected mobile number, as at creation; empty to remove it. Absent: unchanged.",
+    )
 
 
 _ACTION_SCHEMA: dict[str, Any] = {
@@ -499,7 +543,19 @@ class ShareResendView(_ShareActionView):
     @extend_schema(
         operation_id="shares_resend",
         summary="Send the patient a new link (the previous one stops working)",
-        **_ACTION_SCHEMA,
+        **{
+            **_ACTION_SCHEMA,
+            "description": (
+                "With `patient_email` and/or `patient_mobile`, corrects the patient's contacts first (checked as "
+                "at creation; at least one must remain), e.g. after a `notification_failed` event with `reason` "
+                "`address_refused` or `number_refused`. " + _ACTION_SCHEMA["description"]
+            ),
+            "request": ShareResendSerializer,
+            "responses": {
+                **_ACTION_SCHEMA["responses"],
+                400: OpenApiResponse(description="A contact refused; the field named."),
+            },
+        },
     )
     def post(self, request: Request, share_id: uuid.UUID) -> Response:
         return super().post(request, share_id)

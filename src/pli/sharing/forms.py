@@ -22,7 +22,31 @@ from pli.sharing.models import Status
 from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
 
-class ShareForm(forms.Form):
+class _ContactChecks(forms.Form):
+    """How the patient's contacts are checked, when a share is made and when they are
+    corrected (ContactsForm): the same normalisation and refusals."""
+
+    def clean_patient_mobile(self) -> str | None:
+        raw = self.cleaned_data.get("patient_mobile") or ""
+        return validation.normalise_patient_mobile(raw) if raw.strip() else None
+
+    def clean_patient_email(self) -> str | None:
+        raw = self.cleaned_data.get("patient_email") or ""
+        return validation.normalise_email(raw) if raw.strip() else None
+
+    def check_some_contact(self, data: dict[str, Any]) -> None:
+        if (
+            "patient_email" in data
+            and "patient_mobile" in data
+            and not data.get("patient_email")
+            and not data.get("patient_mobile")
+        ):
+            message = _("Give the patient's mobile number or e-mail address (or both).")
+            self.add_error("patient_mobile", ValidationError(message, code="no_contact"))
+            self.add_error("patient_email", ValidationError(message, code="no_contact"))
+
+
+class ShareForm(_ContactChecks):
     patient_family_name = forms.CharField(
         label=_("Family name"), max_length=150, validators=[refuse_invisible_controls]
     )
@@ -82,26 +106,10 @@ class ShareForm(forms.Form):
         raw = self.cleaned_data.get("patient_ins") or ""
         return validation.normalise_ins(raw) if raw.strip() else None
 
-    def clean_patient_mobile(self) -> str | None:
-        raw = self.cleaned_data.get("patient_mobile") or ""
-        return validation.normalise_patient_mobile(raw) if raw.strip() else None
-
-    def clean_patient_email(self) -> str | None:
-        raw = self.cleaned_data.get("patient_email") or ""
-        return validation.normalise_email(raw) if raw.strip() else None
-
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         refuse_repeated_fields(self)
-        if (
-            "patient_email" in data
-            and "patient_mobile" in data
-            and not data.get("patient_email")
-            and not data.get("patient_mobile")
-        ):
-            message = _("Give the patient's mobile number or e-mail address (or both).")
-            self.add_error("patient_mobile", ValidationError(message, code="no_contact"))
-            self.add_error("patient_email", ValidationError(message, code="no_contact"))
+        self.check_some_contact(data)
         ins, birth = data.get("patient_ins"), data.get("patient_birth_date")
         if ins and birth and contradicts_birth_date(ins, birth):
             self.add_error("patient_birth_date", birth_date_mismatch())
@@ -120,6 +128,32 @@ class ShareForm(forms.Form):
             expires_in_days=data.get("expires_in_days"),
             allow_reply=bool(data.get("allow_reply")),
         )
+
+
+class ContactsForm(_ContactChecks):
+    """The patient's contacts corrected on a share (a mistyped address or number), checked as
+    the share form checks them. Only the fields given are changed: the web page gives both,
+    the API may give one (``only_given``)."""
+
+    patient_mobile = ShareForm.base_fields["patient_mobile"]
+    patient_email = ShareForm.base_fields["patient_email"]
+
+    def __init__(self, *args: Any, only_given: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if only_given and self.is_bound:
+            for name in list(self.fields):
+                if name not in self.data:
+                    del self.fields[name]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        refuse_repeated_fields(self)
+        self.check_some_contact(data)
+        return data
+
+    def contacts(self) -> dict[str, str | None]:
+        """The corrected contacts, by ShareInput's names (``email``, ``mobile``)."""
+        return {name.removeprefix("patient_"): self.cleaned_data.get(name) for name in self.fields}
 
 
 class BirthDateForm(forms.Form):

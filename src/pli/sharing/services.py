@@ -18,13 +18,13 @@ import math
 import time
 import uuid
 import zoneinfo
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -569,14 +569,29 @@ def _code_channel(share: PatientShare, wanted: str | None) -> str:
     ]
     if wanted in available:
         return str(wanted)
-    if (
-        len(available) > 1
-        and share.notifications.filter(channel=Channel.SMS, state=ShareNotification.State.FAILED).exists()
-    ):
+    if len(available) > 1 and _sms_failed_for_good(share):
         # An SMS to this number failed for good (the provider refused it): a code sent
         # there would never arrive, and the patient came by the e-mail.
         return str(Channel.EMAIL)
     return str(available[0])
+
+
+def _sms_failed_for_good(share: PatientShare) -> bool:
+    """Whether an SMS to the share's current number failed for good: failures before the
+    practitioner corrected the number (resend's ``changed``) were about another one."""
+    failed = share.notifications.filter(channel=Channel.SMS, state=ShareNotification.State.FAILED)
+    if not failed.exists():
+        return False
+    corrections = audit.events_for(share).filter(action="share.resent").only("at", "details")
+    changed_at = [e.at for e in corrections if "mobile" in str(e.details.get("changed", "")).split(",")]
+    if not changed_at:
+        return True
+    # The correction's own link SMS is the last one queued before its event (same
+    # transaction, the share locked): it and those after went to the current number.
+    first = share.notifications.filter(channel=Channel.SMS, created_at__lte=changed_at[-1]).aggregate(
+        first=Max("created_at")
+    )["first"]
+    return first is None or failed.filter(created_at__gte=first).exists()
 
 
 @dataclass(frozen=True)
@@ -1051,23 +1066,54 @@ def _new_link(share: PatientShare, kind: str, now: datetime.datetime, *, keep_cu
 
 
 def resend(
-    user: User, share_id: uuid.UUID, *, request: HttpRequest | None = None, now: datetime.datetime | None = None
+    user: User,
+    share_id: uuid.UUID,
+    *,
+    request: HttpRequest | None = None,
+    now: datetime.datetime | None = None,
+    contacts: Mapping[str, str | None] | None = None,
 ) -> PatientShare:
-    """Send the patient a fresh link (the earlier one stops working)."""
+    """Send the patient a fresh link (the earlier one stops working). ``contacts`` corrects
+    the patient's ``email`` and/or ``mobile`` first (already validated, the mobile in E.164;
+    None removes one): a mistyped address no longer means a new share."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _own_share(user, share_id)
         _ensure_active(share, now)
         if share.status == Status.LOCKED:
             raise ShareError("locked")
+        changed = _correct_contacts(share, contacts or {})
         channels = _new_link(share, ShareNotification.Kind.LINK, now)
         # A new link is often sent because the first one went astray: whoever opened it is
         # let out with it.
         share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
-        audit.record(
-            "share.resent", actor=user, target=share, request=request, details={"channels": ",".join(channels)}
-        )
+        details = {"channels": ",".join(channels)}
+        if changed:
+            details["changed"] = ",".join(changed)  # which contacts, never their values
+        audit.record("share.resent", actor=user, target=share, request=request, details=details)
     return share
+
+
+def _correct_contacts(share: PatientShare, contacts: Mapping[str, str | None]) -> list[str]:
+    """Inside resend's transaction, the share locked: set the corrected contacts (sealed
+    under the share's key, as at creation); return which changed. What was on its way to
+    the former ones (a code, a link) is cancelled and the codes retired."""
+    changed = [name for name in ("email", "mobile") if name in contacts and contacts[name] != _contact(share, name)]
+    if not changed:
+        return []
+    if not any(contacts.get(name, _contact(share, name)) for name in ("email", "mobile")):
+        raise ShareError("no_contact", "an e-mail address or a mobile number is required")
+    for name in changed:
+        setattr(share, f"patient_{name}", contacts[name] or None)
+    share.save(update_fields=[f"patient_{name}" for name in changed])
+    share.codes.filter(retired=False).update(retired=True)
+    notifications.cancel_pending(share)
+    return changed
+
+
+def _contact(share: PatientShare, name: str) -> str | None:
+    value: str | None = share.patient_email if name == "email" else share.patient_mobile
+    return value
 
 
 def close_conversation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Callable
 
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -33,7 +34,7 @@ from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
-from pli.sharing.forms import ShareFilterForm, ShareForm
+from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
 from pli.sharing.models import PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -61,6 +62,7 @@ def _error_text(code: str) -> str:
         "expired": _("This share has expired."),
         "not_locked": _("This share is not locked."),
         "locked": _("This share is locked: unlock it first."),
+        "no_contact": _("Give the patient's mobile number or e-mail address (or both)."),
     }
     return texts.get(code, _("This action is not possible."))
 
@@ -376,7 +378,12 @@ def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
 
 @require_GET
 def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
-    share = _share_or_404(request, share_id)
+    return _detail_page(request, _share_or_404(request, share_id))
+
+
+def _detail_page(
+    request: HttpRequest, share: PatientShare, contacts_form: ContactsForm | None = None, status: int = 200
+) -> HttpResponse:
     # The page shows who the patient is and how to reach them: a read of health data.
     audit.record("share.read", actor=_user(request), target=share, request=request)
     now = timezone.now()
@@ -397,8 +404,15 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
+        "contacts_form": contacts_form or _contacts_form(share),
     }
-    return render(request, "sharing/detail.html", context)
+    return render(request, "sharing/detail.html", context, status=status)
+
+
+def _contacts_form(share: PatientShare) -> ContactsForm:
+    """The patient's contacts as the practitioner typed them, to correct."""
+    mobile = display_number(share.patient_mobile) if share.patient_mobile else ""
+    return ContactsForm(initial={"patient_mobile": mobile, "patient_email": share.patient_email or ""})
 
 
 def _failed_channels(sent: list[ShareNotification], events: list[services.ShareEvent]) -> list[tuple[str, str]]:
@@ -443,20 +457,33 @@ def _collapse_retries(
 
 def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpResponse:
     user = _user(request)
-    functions = {
+    functions: dict[str, tuple[Callable[..., PatientShare], str]] = {
         "revoke": (services.revoke, _("The link is revoked: the patient can no longer open it.")),
         "unlock": (services.unlock, _("The share is unlocked.")),
         "resend": (services.resend, _("A new link is being sent to the patient; the previous one no longer works.")),
         "close": (services.close_conversation, _("The conversation is closed.")),
     }
     function, done = functions[action]
+    resending = action == "resend" or (action == "unlock" and bool(request.POST.get("resend")))
+    contacts, corrected = None, ""
+    if resending and request.POST.get("contacts"):
+        # The patient's contacts corrected (a mistyped address or number) before the new link.
+        form = ContactsForm(request.POST)
+        if not form.is_valid():
+            focus_first_error(form)
+            return _detail_page(request, _share_or_404(request, share_id), form, status=400)
+        contacts = form.contacts()
+        if contacts != _current_contacts(request, share_id):
+            corrected = _("The patient's contact details are corrected and a new link is being sent to them.")
     try:
         # Unlock-and-resend is one change: a refused resend leaves the share as it was.
         with transaction.atomic():
-            function(user, share_id, request=request)
-            if action == "unlock" and request.POST.get("resend"):
-                services.resend(user, share_id, request=request)
-                done = _("The share is unlocked and a new link is being sent to the patient.")
+            function(user, share_id, request=request, **({"contacts": contacts} if action == "resend" else {}))
+            if action == "unlock" and resending:
+                services.resend(user, share_id, request=request, contacts=contacts)
+                done = corrected or _("The share is unlocked and a new link is being sent to the patient.")
+            elif corrected:
+                done = corrected
     except services.ShareError as exc:
         if exc.code == "not_found":
             raise Http404 from None
@@ -464,6 +491,11 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
     else:
         messages.success(request, done)
     return HttpResponseRedirect(reverse("sharing:detail", args=[share_id]), status=303)
+
+
+def _current_contacts(request: HttpRequest, share_id: uuid.UUID) -> dict[str, str | None]:
+    share = _share_or_404(request, share_id)
+    return {"email": share.patient_email, "mobile": share.patient_mobile}
 
 
 @require_POST
