@@ -134,6 +134,9 @@ def test_a_revoked_share_keeps_its_contacts(db: None) -> None:
     fields = {"contacts": "1", "patient_mobile": "06 98 76 54 32", "patient_email": ""}
     page = browser(share.created_by).post(f"/shares/{share.pk}/resend", fields, follow=True).content.decode()
     assert "Cet envoi a été révoqué" in page
+    # Even with a mistyped correction: the page no longer has the form to show it in.
+    typo = browser(share.created_by).post(f"/shares/{share.pk}/resend", {**fields, "patient_mobile": "x"}, follow=True)
+    assert typo.redirect_chain and "Cet envoi a été révoqué" in typo.content.decode()
     refused = api(share.created_by).post(
         f"/api/v1/shares/{share.pk}/resend", {"patient_mobile": "0698765432"}, content_type="application/json"
     )

@@ -470,8 +470,14 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
         # The patient's contacts corrected (a mistyped address or number) before the new link.
         form = ContactsForm(request.POST)
         if not form.is_valid():
+            share = _share_or_404(request, share_id)
+            ended = share.effective_status(timezone.now())
+            if ended in (Status.REVOKED, Status.EXPIRED):
+                # The page no longer shows the form: what ended the share is the answer.
+                messages.error(request, _error_text(ended))
+                return HttpResponseRedirect(reverse("sharing:detail", args=[share_id]), status=303)
             focus_first_error(form)
-            return _detail_page(request, _share_or_404(request, share_id), form, status=400)
+            return _detail_page(request, share, form, status=400)
         contacts = form.contacts()
         if contacts != _current_contacts(request, share_id):
             corrected = _("The patient's contact details are corrected and a new link is being sent to them.")
