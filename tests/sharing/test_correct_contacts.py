@@ -195,3 +195,18 @@ def test_a_contact_given_twice_is_refused_not_half_taken(db: None) -> None:
     assert response.status_code == 400 and set(response.json()) == {"patient_email"}
     share.refresh_from_db()
     assert share.patient_email == "patient@example.org"
+
+
+def test_a_number_removed_is_no_longer_said_to_be_refused(db: None, smtp_server: Any) -> None:
+    """The SMS failed for good (the number refused); the GP removes the number and keeps the
+    e-mail: the page no longer asks her to correct a number the share no longer has."""
+    share, _token = make_share(doctor())
+    share.notifications.filter(channel="sms").update(state=ShareNotification.State.FAILED, last_error="number:x")
+    client = browser(share.created_by)
+    assert 'data-failure="' in client.get(f"/shares/{share.pk}").content.decode()
+    client.post(
+        f"/shares/{share.pk}/resend", {"contacts": "1", "patient_mobile": "", "patient_email": "patient@example.org"}
+    )
+    run_tasks()
+    assert smtp_server.wait_for(1)
+    assert "data-failure" not in client.get(f"/shares/{share.pk}").content.decode()

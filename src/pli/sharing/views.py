@@ -35,7 +35,7 @@ from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
 from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
-from pli.sharing.models import PatientShare, ShareNotification, Status
+from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
     PendingFile,
@@ -398,7 +398,7 @@ def _detail_page(
         "status": share.effective_status(now),
         "documents": documents,
         "notifications": sent,
-        "failures": _failed_channels(sent, events),
+        "failures": _failed_channels(share, sent, events),
         "events": _collapse_retries([(e, names.get(str(e.details.get("document", "")), "")) for e in events]),
         "replies": list(share.replies.all()),
         "Status": Status,
@@ -415,11 +415,15 @@ def _contacts_form(share: PatientShare) -> ContactsForm:
     return ContactsForm(initial={"patient_mobile": mobile, "patient_email": share.patient_email or ""})
 
 
-def _failed_channels(sent: list[ShareNotification], events: list[services.ShareEvent]) -> list[tuple[str, str]]:
-    """Each channel whose latest link (or reminder) failed for good, with why (a category
-    of the reason, from the failure's event): what the practitioner must fix or do."""
+def _failed_channels(
+    share: PatientShare, sent: list[ShareNotification], events: list[services.ShareEvent]
+) -> list[tuple[str, str]]:
+    """Each of the patient's channels whose latest link (or reminder) failed for good, with
+    why (a category of the reason, from the failure's event): what the practitioner must
+    fix or do. A contact removed since is no longer a channel."""
     links = (ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER)
-    latest = {n.channel: n for n in sent if n.kind in links}
+    channels: dict[str, str | None] = {Channel.EMAIL: share.patient_email, Channel.SMS: share.patient_mobile}
+    latest = {n.channel: n for n in sent if n.kind in links and channels.get(n.channel)}
     failures = []
     for channel, notification in latest.items():
         if notification.state != ShareNotification.State.FAILED:
