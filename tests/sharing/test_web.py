@@ -540,3 +540,17 @@ def test_the_history_shows_a_run_of_retries_once(db: None) -> None:
     assert page.count("3 tentatives à ce jour") == 1 and "tentative à ce jour" not in page.replace("3 tentatives", "")
     # The trail (and the API's events) keep every attempt.
     assert AuditEvent.objects.filter(action="share.notification_failed").count() == 5
+
+
+def test_a_locked_share_says_what_locked_it(db: None) -> None:
+    """« Trop de tentatives » alone: the GP could not tell a birth date she mistyped (the
+    patient typing their real one five times) from someone trying codes."""
+    user = make_user()
+    share, token = make_share(user)
+    for _ in range(5):
+        Patient(token).birth_date("02/02/2002")
+    client = browser(user)
+    page = client.get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'data-lock-reason="birth_date"' in page
+    assert "Les dates de naissance saisies ne correspondaient pas" in page
+    assert "accès verrouillé (trop de dates de naissance erronées)" in page
