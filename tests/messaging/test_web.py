@@ -6,8 +6,10 @@ from typing import Any
 
 from django.test import Client
 
+from messaging.conftest import stored_blobs
 from messaging.factories import api_client, patient_fields, personal_mailbox, practitioner, shared_mailbox, web_client
 from pli.accounts.models import Membership, User
+from pli.audit.models import AuditEvent
 from pli.messaging.models import Attachment, Delivery, Folder, Message
 
 
@@ -247,3 +249,99 @@ def test_the_recipient_fields_point_to_how_to_fill_them(db: None) -> None:
     # Refused, the error comes first, the instructions still follow.
     page = client.post("/messages/compose/", {"sender": personal_mailbox(alice).address, "body": "x"}).content.decode()
     assert re.search(r'<input [^>]*aria-invalid="true" aria-describedby="id_to_error recipients-help"', page)
+
+
+def _submission(page: Any) -> str:
+    found = re.search(r'name="submission" value="([^"]+)"', page.content.decode())
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_same_compose_form_sent_twice_is_one_message(db: None) -> None:
+    """A double click on « Envoyer » without JavaScript, or the form sent again after a slow
+    answer: one message, the second request taken to it, its file discarded."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    a = web_client(alice)
+    submission = _submission(a.get("/messages/compose/"))
+    assert _submission(a.get("/messages/compose/")) != submission  # each page its own
+
+    def send(body: str = "Voir le compte rendu.") -> Any:
+        return a.post(
+            "/messages/compose/",
+            {
+                "sender": a_box.address,
+                "to": b_box.address,
+                "subject": "Résultats",
+                "body": body,
+                "attachments": [_pdf("cr")],
+                "submission": submission,
+            },
+        )
+
+    first, second = send(), send()
+    assert first.status_code == second.status_code == 303
+    message = Message.objects.get()
+    assert second["Location"] == first["Location"] == f"/messages/m/{message.pk}/?mailbox={a_box.pk}"
+    assert Delivery.objects.filter(mailbox=b_box).count() == 1
+    assert list(stored_blobs()) == [Attachment.objects.get().blob_id]  # the second's file removed
+    assert AuditEvent.objects.filter(action="message.send").count() == 1
+
+    # Sent again by the script (X-Pli-Upload): the same answer, the first message's place.
+    again = a.post(
+        "/messages/compose/",
+        {"sender": a_box.address, "to": b_box.address, "subject": "Résultats", "submission": submission},
+        HTTP_X_PLI_UPLOAD="1",
+    )
+    assert again.status_code == 201 and again.json()["location"] == first["Location"]
+    assert Message.objects.count() == 1
+
+    # Another page's form, or another user's form of the same value, is another message.
+    other = a.post(
+        "/messages/compose/",
+        {"sender": a_box.address, "to": b_box.address, "subject": "Autre", "submission": "x" * 32},
+    )
+    assert other.status_code == 303 and Message.objects.count() == 2
+    b = web_client(bob)
+    reply = b.post(
+        "/messages/compose/",
+        {"sender": b_box.address, "to": a_box.address, "subject": "Re", "submission": submission},
+    )
+    assert reply.status_code == 303 and Message.objects.count() == 3
+
+
+def test_an_altered_compose_submission_value_still_sends(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a = web_client(alice)
+    data = {"sender": personal_mailbox(alice).address, "to": personal_mailbox(bob).address, "subject": "Bonjour"}
+    response = a.post("/messages/compose/", {**data, "submission": "<script>"})
+    assert response.status_code == 303
+    assert a.post("/messages/compose/", {**data, "submission": "<script>"}).status_code == 303
+    assert Message.objects.filter(submission="").count() == 2
+
+
+def test_the_same_compose_form_sent_twice_at_once_is_one_message(db: None, monkeypatch: Any) -> None:
+    """The second request's check ran before the first one committed: the unique constraint
+    stops its insert, and it answers with the first message."""
+    from pli.messaging import services
+
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    a = web_client(alice)
+    submission = _submission(a.get("/messages/compose/"))
+    calls: list[str] = []
+    real = services._submitted
+
+    def racing(author: User, value: str) -> Message | None:
+        calls.append(value)
+        return None if len(calls) == 2 else real(author, value)  # the second request's check
+
+    monkeypatch.setattr(services, "_submitted", racing)
+    data = {"sender": a_box.address, "to": b_box.address, "subject": "Résultats", "submission": submission}
+    first = a.post("/messages/compose/", {**data, "attachments": [_pdf("cr")]})
+    second = a.post("/messages/compose/", {**data, "attachments": [_pdf("cr")]})
+    assert len(calls) == 3
+    assert first.status_code == second.status_code == 303 and second["Location"] == first["Location"]
+    assert Message.objects.count() == 1 and Delivery.objects.count() == 2
+    assert list(stored_blobs()) == [Attachment.objects.get().blob_id]
+    assert AuditEvent.objects.filter(action="message.send").count() == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -67,3 +69,24 @@ def focus_first_error(form: forms.BaseForm) -> None:
         if name in form.errors and not field.widget.is_hidden:
             field.widget.attrs["autofocus"] = True
             return
+
+
+_SUBMISSION = re.compile(r"\A[A-Za-z0-9_-]{16,64}\Z")
+
+
+class SubmissionField(forms.CharField):
+    """A web form's random value, new with each page shown (:func:`new_submission`): the
+    same form sent twice (a double click, a page sent again after a slow answer) is then
+    known as such and makes one message or one share. A value not of the page's making is
+    read as none: it only loses the sender that protection."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(required=False, max_length=None, widget=forms.HiddenInput, **kwargs)
+
+    def clean(self, value: Any) -> str:
+        text = super().clean(value)
+        return text if _SUBMISSION.match(text) else ""
+
+
+def new_submission() -> str:
+    return secrets.token_urlsafe(24)

@@ -19,7 +19,13 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from pli.accounts.models import User
-from pli.core.forms import contains_invisible_controls, refuse_invisible_controls, refuse_repeated_fields
+from pli.core.forms import (
+    SubmissionField,
+    contains_invisible_controls,
+    new_submission,
+    refuse_invisible_controls,
+    refuse_repeated_fields,
+)
 from pli.core.ins import birth_date_mismatch, contradicts_birth_date, normalise_ins
 from pli.core.sizes import limit_size
 from pli.messaging import services
@@ -403,6 +409,23 @@ class ComposeForm(forms.Form):
             forward_attachments=data.get("forwarded") or [],
             uploads=self.uploads,
         )
+
+
+class PageComposeForm(ComposeForm):
+    """The compose page's form: the API's fields, and the page's random value, so that the
+    page sent twice sends one message (services.send_message)."""
+
+    submission = SubmissionField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound and not self.initial.get("submission"):
+            self.initial["submission"] = new_submission()
+
+    def draft(self) -> services.Draft:
+        draft = super().draft()
+        draft.submission = self.cleaned_data.get("submission") or ""
+        return draft
 
 
 def attachment_limits_text() -> str:

@@ -65,12 +65,22 @@ class Message(EncryptedModel):
     # sent it: {"kind": an ExternalSender, "name": "..."}. Encrypted like the content: the
     # name of a patient is health data. Null for messages between mailboxes.
     external_sender = EncryptedJSONField(null=True)
+    # The random value of the web form it was sent from: the same form sent twice (a double
+    # click, a page sent again after a slow answer) is one message. Empty otherwise.
+    submission = models.CharField(max_length=64, blank=True, default="")
 
     attachments: models.Manager[Attachment]
     deliveries: models.Manager[Delivery]
 
     class Meta:
         db_table = "pli_message"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "submission"],
+                condition=~models.Q(submission=""),
+                name="pli_message_submission_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"message {self.pk}"

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 from django.utils import timezone
@@ -233,6 +233,8 @@ class Draft:
     forward_of: Message | None = None
     forward_attachments: list[Attachment] = field(default_factory=list)
     uploads: list[PendingAttachment] = field(default_factory=list)
+    # The web form's random value (see Message.submission); "" for the API and the demo.
+    submission: str = ""
 
 
 def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAttachment:
@@ -324,7 +326,13 @@ def send_message(
     The attachment blobs are already durable (written and fsynced by the upload handler or
     by :func:`copy_attachment`) when the transaction starts. On success the session is told
     to keep them; on failure the caller's session discards them.
+
+    A draft whose ``submission`` its author already sent is the same form sent twice: the
+    message sent the first time is returned, nothing is sent and the session keeps nothing.
     """
+    earlier = _submitted(author, draft.submission)
+    if earlier is not None:
+        return earlier
     try:
         forwarded = [copy_attachment(original, session) for original in draft.forward_attachments]
     except BlobNotFound:
@@ -345,6 +353,7 @@ def send_message(
         # the thread of what it forwards.
         in_reply_to=draft.in_reply_to,
         sent_at=now,
+        submission=draft.submission,
     )
     data_keys, attachments = _seal_message(message, draft.subject, draft.body, draft.patient, pending)
 
@@ -375,44 +384,58 @@ def send_message(
     last_used = draft.sender.last_used_at
     touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
 
-    with transaction.atomic(), pipelined():
-        _check_pending(session.store, pending)
-        insert_rows(data_keys)
-        insert_rows([message])
-        insert_rows(attachments)
-        insert_rows(copies)
-        insert_rows(tokens)
-        if draft.in_reply_to is not None:
-            _mark_answered(author, draft.in_reply_to, now)
-        if touch_mailbox:
-            Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
-        audit.record(
-            "message.send",
-            actor=author,
-            target=message,
-            request=request,
-            details={
-                "sender": str(draft.sender.pk),
-                "recipients": len(copies) - 1,
-                "attachments": len(pending),
-                "bytes": message.attachments_size,
-                "reply": draft.in_reply_to is not None,
-                "forward": draft.forward_of is not None,
-            },
-        )
-        # The parent was visible when the form checked it, but its last copy may have been
-        # deleted for good since: the foreign key would then fail at COMMIT (a 500). Checked
-        # after audit.record, which holds the audit chain's head lock that delete_message
-        # also takes before purging: a purge committed before this point is seen here, and
-        # a later one waits for this commit, then finds this message and unlinks it.
-        if parent is not None and not Message.objects.filter(pk=parent.pk).exists():
-            raise SourceGone("in_reply_to" if draft.in_reply_to is not None else "forward_of")
-        if on_created is not None:
-            on_created(message.pk)
+    try:
+        with transaction.atomic(), pipelined():
+            _check_pending(session.store, pending)
+            insert_rows(data_keys)
+            insert_rows([message])
+            insert_rows(attachments)
+            insert_rows(copies)
+            insert_rows(tokens)
+            if draft.in_reply_to is not None:
+                _mark_answered(author, draft.in_reply_to, now)
+            if touch_mailbox:
+                Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
+            audit.record(
+                "message.send",
+                actor=author,
+                target=message,
+                request=request,
+                details={
+                    "sender": str(draft.sender.pk),
+                    "recipients": len(copies) - 1,
+                    "attachments": len(pending),
+                    "bytes": message.attachments_size,
+                    "reply": draft.in_reply_to is not None,
+                    "forward": draft.forward_of is not None,
+                },
+            )
+            # The parent was visible when the form checked it, but its last copy may have been
+            # deleted for good since: the foreign key would then fail at COMMIT (a 500). Checked
+            # after audit.record, which holds the audit chain's head lock that delete_message
+            # also takes before purging: a purge committed before this point is seen here, and
+            # a later one waits for this commit, then finds this message and unlinks it.
+            if parent is not None and not Message.objects.filter(pk=parent.pk).exists():
+                raise SourceGone("in_reply_to" if draft.in_reply_to is not None else "forward_of")
+            if on_created is not None:
+                on_created(message.pk)
+    except IntegrityError:
+        # The same form sent twice at once: the other request's message went in first.
+        earlier = _submitted(author, draft.submission)
+        if earlier is None:
+            raise
+        return earlier
     session.keep()
     message.__dict__["attachment_list"] = attachments
     transaction.on_commit(tasks.ensure_cleanup_scheduled)
     return message
+
+
+def _submitted(author: User, submission: str) -> Message | None:
+    """The message ``author`` already sent from the form of this ``submission``, if any."""
+    if not submission:
+        return None
+    return Message.objects.filter(author=author, submission=submission).first()
 
 
 def mark_answered(author: User, message_id: uuid.UUID, now: datetime.datetime) -> None:

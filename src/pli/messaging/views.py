@@ -40,7 +40,7 @@ from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
-from pli.messaging.forms import BODY_MAX, SUBJECT_MAX, ComposeForm, attachment_limits_text
+from pli.messaging.forms import BODY_MAX, SUBJECT_MAX, PageComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
 from pli.messaging.search import searchable
 from pli.messaging.uploads import UploadRejected, UploadSession
@@ -405,7 +405,7 @@ def _directory_url() -> str:
         return ""
 
 
-def _render_compose(request: HttpRequest, form: ComposeForm, status: int = 200) -> HttpResponse:
+def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 200) -> HttpResponse:
     focus_first_error(form)  # the page's script does it after a refusal it shows in place
     return render(
         request,
@@ -435,7 +435,7 @@ def compose(request: HttpRequest) -> HttpResponseBase:
     parsing, by the inner view, hence csrf_exempt here)."""
     user = _user(request)
     if request.method != "POST":
-        return _render_compose(request, ComposeForm(user=user, initial=_initial(request, user)))
+        return _render_compose(request, PageComposeForm(user=user, initial=_initial(request, user)))
     with UploadSession() as session:
         uploads.install(request, session)
         try:
@@ -459,14 +459,14 @@ def compose(request: HttpRequest) -> HttpResponseBase:
         return csrf_protect(_send)(request, session)
 
 
-def _form_with_error(request: HttpRequest, user: User, field: str, message: str) -> ComposeForm:
+def _form_with_error(request: HttpRequest, user: User, field: str, message: str) -> PageComposeForm:
     """The form again, with what was typed before the upload was refused (the files cannot
     be given back), and why."""
     typed = uploads.texts_read(request, multiple=("to", "cc", "forward_attachments"))
     initial = _initial(request, user) | {
-        name: value for name, value in typed.items() if name in ComposeForm.base_fields
+        name: value for name, value in typed.items() if name in PageComposeForm.base_fields
     }
-    form = ComposeForm(user=user, initial=initial)
+    form = PageComposeForm(user=user, initial=initial)
     form.cleaned_data = {}
     form.add_error(field if field in form.fields else "attachments", message)
     return form
@@ -474,7 +474,7 @@ def _form_with_error(request: HttpRequest, user: User, field: str, message: str)
 
 def _send(request: HttpRequest, session: UploadSession) -> HttpResponseBase:
     user = _user(request)
-    form = ComposeForm(request.POST, request.FILES, user=user, uploads=uploads.pending_uploads(request.FILES))
+    form = PageComposeForm(request.POST, request.FILES, user=user, uploads=uploads.pending_uploads(request.FILES))
     if not form.is_valid():
         return _render_compose(request, form, status=400)
     try:
