@@ -3,6 +3,7 @@ attachments), list, detail and actions; uploads encrypted as they arrive."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from pli.accounts.models import Mailbox, User
 from pli.api.services import create_token
 from pli.audit.models import AuditEvent
 from pli.sharing import services
-from pli.sharing.models import PatientShare, ShareDocument, Status
+from pli.sharing.models import PatientShare, ShareDocument, ShareNotification, Status
 from pli.sharing.services import open_document_blob
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_user
@@ -554,3 +555,71 @@ def test_a_locked_share_says_what_locked_it(db: None) -> None:
     assert 'data-lock-reason="birth_date"' in page
     assert "Les dates de naissance saisies ne correspondaient pas" in page
     assert "accès verrouillé (trop de dates de naissance erronées)" in page
+
+
+def _submission(page: Any) -> str:
+    found = re.search(r'name="submission" value="([^"]+)"', page.content.decode())
+    assert found is not None
+    return found.group(1)
+
+
+def test_the_same_share_form_sent_twice_is_one_share(db: None) -> None:
+    """A double click on « Envoyer au patient » without JavaScript, or the form sent again
+    after a slow answer: one share, one SMS to the patient, the second request's document
+    discarded and the practitioner taken to the first share."""
+    user = make_user()
+    client = browser(user)
+    submission = _submission(client.get("/shares/new"))
+    assert _submission(client.get("/shares/new")) != submission  # each page its own
+    first = client.post("/shares/new", form(submission=submission))
+    second = client.post("/shares/new", form(submission=submission))
+    assert first.status_code == second.status_code == 303
+    share = PatientShare.objects.get()
+    assert second["Location"] == first["Location"] == f"/shares/{share.pk}"
+    assert ShareNotification.objects.filter(kind=ShareNotification.Kind.LINK).count() == 1
+    assert list(share_blob_store().iter_ids()) == [share.documents.get().blob_id]
+    assert AuditEvent.objects.filter(action="share.created").count() == 1
+    scripted = client.post("/shares/new", form(submission=submission), HTTP_X_PLI_UPLOAD="1")
+    assert scripted.status_code == 201 and scripted.json()["location"] == first["Location"]
+    # Another page's form is another share.
+    assert client.post("/shares/new", form(submission="y" * 32)).status_code == 303
+    assert PatientShare.objects.count() == 2
+
+
+def test_the_same_share_form_from_a_message_sent_twice_is_one_share(db: None) -> None:
+    from pli.messaging.models import Attachment
+
+    colleague, doctor = make_user(), make_user()
+    message_id = send_message_with_attachment(colleague, doctor, pdf_bytes("irm"))
+    attachment = Attachment.objects.get(message_id=message_id)
+    client = browser(doctor)
+    submission = _submission(client.get(f"/shares/new?message={message_id}"))
+    data = {**form(documents=None), "attachments": [str(attachment.pk)], "submission": submission}
+    first = client.post(f"/shares/new?message={message_id}", data)
+    second = client.post(f"/shares/new?message={message_id}", data)
+    assert first.status_code == second.status_code == 303 and second["Location"] == first["Location"]
+    share = PatientShare.objects.get()
+    assert list(share_blob_store().iter_ids()) == [share.documents.get().blob_id]  # the second copy removed
+
+
+def test_the_same_share_form_sent_twice_at_once_is_one_share(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second request's check ran before the first one committed: the unique constraint
+    stops its insert, and it answers with the first share."""
+    client = browser(make_user())
+    submission = _submission(client.get("/shares/new"))
+    calls: list[str] = []
+    real = services._refuse_repeat
+
+    def racing(user: User, value: str) -> None:
+        calls.append(value)
+        if len(calls) != 2:  # the second request's first check
+            real(user, value)
+
+    monkeypatch.setattr(services, "_refuse_repeat", racing)
+    first = client.post("/shares/new", form(submission=submission))
+    second = client.post("/shares/new", form(submission=submission))
+    assert len(calls) == 3
+    assert first.status_code == second.status_code == 303 and second["Location"] == first["Location"]
+    share = PatientShare.objects.get()
+    assert ShareNotification.objects.filter(kind=ShareNotification.Kind.LINK).count() == 1
+    assert list(share_blob_store().iter_ids()) == [share.documents.get().blob_id]

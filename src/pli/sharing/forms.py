@@ -14,7 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from pli.core.forms import refuse_invisible_controls, refuse_repeated_fields
+from pli.core.forms import SubmissionField, new_submission, refuse_invisible_controls, refuse_repeated_fields
 from pli.core.ins import birth_date_mismatch, contradicts_birth_date
 from pli.messaging.search import INS, PATIENT_NAME, query_words
 from pli.sharing import validation
@@ -154,6 +154,23 @@ class ContactsForm(_ContactChecks):
     def contacts(self) -> dict[str, str | None]:
         """The corrected contacts, by ShareInput's names (``email``, ``mobile``)."""
         return {name.removeprefix("patient_"): self.cleaned_data.get(name) for name in self.fields}
+
+
+class PageShareForm(ShareForm):
+    """The share page's form: the API's fields, and the page's random value, so that the
+    page sent twice makes one share and sends the patient one link (services.create_share)."""
+
+    submission = SubmissionField()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.is_bound and not self.initial.get("submission"):
+            self.initial["submission"] = new_submission()
+
+    def share_input(self) -> ShareInput:
+        data = super().share_input()
+        data.submission = self.cleaned_data.get("submission") or ""
+        return data
 
 
 class BirthDateForm(forms.Form):

@@ -99,6 +99,10 @@ class PatientShare(EncryptedModel):
     # rather than in a table of their own: a search only goes through the shares one may
     # see, and a creation then writes no more rows (a table cost share creation 8%).
     search_tokens = models.TextField(default="", blank=True, editable=False)
+    # The random value of the web form it was made from: the same form sent twice (a double
+    # click, a page sent again after a slow answer) is one share and one link sent. Empty
+    # otherwise.
+    submission = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     documents: models.Manager[ShareDocument]
     codes: models.Manager[OneTimeCode]
@@ -109,6 +113,13 @@ class PatientShare(EncryptedModel):
     class Meta:
         db_table = "pli_patient_share"
         indexes = [models.Index(fields=["created_by", "-created_at"], name="share_by_creator")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["created_by", "submission"],
+                condition=~models.Q(submission=""),
+                name="pli_share_submission_unique",
+            )
+        ]
 
     def effective_status(self, now: datetime.datetime | None = None) -> str:
         """The status as of ``now``: a share past its expiry is expired even before the

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils import timezone
@@ -83,6 +83,14 @@ logger = logging.getLogger(__name__)
 
 class ContentUnavailable(Exception):
     """The document exists but its blob cannot be read (missing, or its file unreadable)."""
+
+
+class AlreadyCreated(Exception):
+    """The share's form was sent before (a double click): ``share`` is the one it made."""
+
+    def __init__(self, share: PatientShare) -> None:
+        super().__init__(str(share.pk))
+        self.share = share
 
 
 class ShareError(Exception):
@@ -208,9 +216,18 @@ class ShareInput:
     message: str = ""
     expires_in_days: int | None = None
     allow_reply: bool = False
+    # The web form's random value (see PatientShare.submission); "" for the API and the demo.
+    submission: str = ""
 
     def __repr__(self) -> str:
         return "<ShareInput>"
+
+
+def _refuse_repeat(user: User, submission: str) -> None:
+    if submission:
+        earlier = PatientShare.objects.filter(created_by=user, submission=submission).first()
+        if earlier is not None:
+            raise AlreadyCreated(earlier)
 
 
 def _own_mailbox(user: User) -> Mailbox | None:
@@ -236,8 +253,10 @@ def create_share(
 ) -> PatientShare:
     """Save the share and its (already encrypted) documents; queue the link notifications.
     ``on_created`` runs in the same transaction with the share's id (the API records its
-    Idempotency-Key there)."""
+    Idempotency-Key there). Raises :class:`AlreadyCreated` when ``data.submission`` made a
+    share already: the same form sent twice, which creates nothing and notifies nobody."""
     now = now or timezone.now()
+    _refuse_repeat(user, data.submission)
     if not data.email and not data.mobile:
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
     if not documents:
@@ -268,6 +287,7 @@ def create_share(
         counters_reset_at=now,
         document_count=len(documents),
         documents_size=sum(d.size for d in documents),
+        submission=data.submission,
     )
     data_keys = [share.adopt_key(new_data_key())]
     share.patient_given_name = data.given_name.strip()
@@ -289,29 +309,34 @@ def create_share(
     messages = notifications.render_link(share, token, ShareNotification.Kind.LINK)
     queued = notifications.prepare(share, ShareNotification.Kind.LINK, messages, now)
     data_keys += [n.data_key for n in queued if n.data_key is not None]
-    with transaction.atomic(), pipelined():
-        _check_uploads(documents)
-        insert_rows(data_keys)
-        insert_rows([share])
-        insert_rows(rows)
-        insert_rows(queued)
-        for notification in queued:
-            notifications.enqueue_delivery(notification)
-        audit.record(
-            "share.created",
-            actor=user,
-            target=share,
-            request=request,
-            details={
-                "documents": len(documents),
-                "channels": ",".join(m.channel for m in messages),
-                "expires_in_days": days,
-                "allow_reply": share.allow_reply,
-                "from_message": source_message_id is not None,
-            },
-        )
-        if on_created is not None:
-            on_created(share.pk)
+    try:
+        with transaction.atomic(), pipelined():
+            _check_uploads(documents)
+            insert_rows(data_keys)
+            insert_rows([share])
+            insert_rows(rows)
+            insert_rows(queued)
+            for notification in queued:
+                notifications.enqueue_delivery(notification)
+            audit.record(
+                "share.created",
+                actor=user,
+                target=share,
+                request=request,
+                details={
+                    "documents": len(documents),
+                    "channels": ",".join(m.channel for m in messages),
+                    "expires_in_days": days,
+                    "allow_reply": share.allow_reply,
+                    "from_message": source_message_id is not None,
+                },
+            )
+            if on_created is not None:
+                on_created(share.pk)
+    except IntegrityError:
+        # The same form sent twice at once: the other request's share went in first.
+        _refuse_repeat(user, data.submission)
+        raise
     return share
 
 

@@ -34,7 +34,7 @@ from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
-from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
+from pli.sharing.forms import ContactsForm, PageShareForm, ShareFilterForm
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -162,7 +162,7 @@ def _source_attachments(request: HttpRequest, source: str | None) -> tuple[uuid.
 
 def _new_page(
     request: HttpRequest,
-    form: ShareForm,
+    form: PageShareForm,
     attachments: list[Attachment],
     source: uuid.UUID | None,
     status: int = 200,
@@ -219,8 +219,8 @@ def new_share(request: HttpRequest) -> HttpResponse:
             # What was typed stays (the documents must be chosen again).
             typed = texts_read(request)
             initial = {"expires_in_days": services.default_expiry_days(_user(request))}
-            initial |= {name: value for name, value in typed.items() if name in ShareForm.base_fields}
-            form = ShareForm(initial=initial)
+            initial |= {name: value for name, value in typed.items() if name in PageShareForm.base_fields}
+            form = PageShareForm(initial=initial)
             if exc.field not in form.fields:
                 return _new_page(request, form, attachments, source, status=exc.status, documents_error=exc.message)
             # A text field refused as the body streamed in (far too long): said next to it.
@@ -229,7 +229,7 @@ def new_share(request: HttpRequest) -> HttpResponse:
             return _new_page(request, form, attachments, source, status=exc.status)
         except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
             error = _("The form could not be read; please send it again.")
-            return _new_page(request, ShareForm(), attachments, source, status=400, documents_error=error)
+            return _new_page(request, PageShareForm(), attachments, source, status=400, documents_error=error)
         except OSError as exc:
             if not storage.is_full(exc):
                 raise
@@ -237,10 +237,10 @@ def new_share(request: HttpRequest) -> HttpResponse:
             storage.log_full(exc)
             request._mark_post_parse_error()  # type: ignore[attr-defined]
             initial = {"expires_in_days": services.default_expiry_days(_user(request))}
-            initial |= {name: value for name, value in texts_read(request).items() if name in ShareForm.base_fields}
+            initial |= {name: value for name, value in texts_read(request).items() if name in PageShareForm.base_fields}
             return _new_page(
                 request,
-                ShareForm(initial=initial),
+                PageShareForm(initial=initial),
                 attachments,
                 source,
                 status=storage.INSUFFICIENT_STORAGE,
@@ -252,9 +252,9 @@ def new_share(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 def _source_gone(request: HttpRequest) -> HttpResponse:
     try:
-        form = ShareForm(request.POST)
+        form = PageShareForm(request.POST)
     except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
-        form = ShareForm()
+        form = PageShareForm()
     form.is_valid()
     return _new_page(request, form, [], None, status=400, documents_error=_(_SOURCE_GONE))
 
@@ -294,14 +294,14 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
                 "patient_birth_date": datetime.date.fromisoformat(birth).strftime("%d/%m/%Y") if birth else "",
                 "patient_ins": patient.get("ins", ""),
             }
-    return _new_page(request, ShareForm(initial=initial), attachments, source)
+    return _new_page(request, PageShareForm(initial=initial), attachments, source)
 
 
 @csrf_protect
 def _create(
     request: HttpRequest, batch: UploadBatch, attachments: list[Attachment], source: uuid.UUID | None
 ) -> HttpResponse:
-    form = ShareForm(request.POST)
+    form = PageShareForm(request.POST)
     uploads = pending_files(request.FILES, DOCUMENTS_FIELD)
     chosen = set(request.POST.getlist("attachments"))
     forwarded = [a for a in attachments if str(a.pk) in chosen]
@@ -328,6 +328,10 @@ def _create(
             source_message_id=source,
             on_created=(lambda _id: messaging.mark_answered(_user(request), answering, now)) if answering else None,
         )
+    except services.AlreadyCreated as exc:
+        # The same form sent twice (a double click): the share it made, nothing sent again;
+        # this request's documents are discarded with its batch.
+        return _created(request, exc.share)
     except BlobNotFound:
         # Only a deletion for good removes a stored attachment: the message went from the
         # trash while this request ran.
@@ -347,6 +351,10 @@ def _create(
             request, form, attachments, source, status=storage.INSUFFICIENT_STORAGE, documents_error=storage.message()
         )
     batch.keep()
+    return _created(request, share)
+
+
+def _created(request: HttpRequest, share: PatientShare) -> HttpResponse:
     messages.success(request, _("The share is created; the patient is being notified."))
     location = reverse("sharing:detail", args=[share.pk])
     if request.headers.get(UPLOAD_HEADER):
