@@ -231,7 +231,7 @@ def test_move_and_delete_buttons(pair: tuple[User, User]) -> None:
     assert response.status_code == 302  # refused: not in the trash
     assert Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()
     client.post(f"/messages/m/{sent['id']}/move/", {"folder": "trash"})
-    response = client.post(f"/messages/m/{sent['id']}/delete/")
+    response = client.post(f"/messages/m/{sent['id']}/delete/", {"confirmed": "1"})
     assert response["Location"] == f"/messages/{box.pk}/trash/"
     assert not Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()
     assert client.get(f"/messages/m/{sent['id']}/move/").status_code == 405
@@ -403,3 +403,25 @@ def test_a_refused_search_or_message_puts_the_focus_on_the_field_to_correct(pair
     assert refused.status_code == 400
     assert re.search(r'<input type="text" name="to"[^>]* autofocus[^>]*>', refused.content.decode())
     assert refused.content.decode().count("autofocus") == 1
+
+
+def test_delete_for_good_asks_first_without_javascript(pair: tuple[User, User]) -> None:
+    """The page's script asks before « Supprimer définitivement »; without it the form was
+    sent at once and the message was gone. The server now asks on a page of its own."""
+    alice, bob = pair
+    sent = _send(alice, bob)
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    client.post(f"/messages/m/{sent['id']}/move/", {"folder": "trash"})
+    thread = client.get(f"/messages/m/{sent['id']}/?mailbox={box.pk}").content.decode()
+    assert "data-confirm=" in thread  # the script's question, when it runs
+    response = client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(box.pk)})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Supprimer définitivement ce message ? C\u2019est irréversible." in page
+    assert 'name="confirmed" value="1"' in page and f'name="mailbox" value="{box.pk}"' in page
+    assert f'href="/messages/m/{sent["id"]}/?mailbox={box.pk}"' in page  # « Annuler »
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=box).folder == Folder.TRASH
+    response = client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(box.pk), "confirmed": "1"})
+    assert response.status_code == 302 and response["Location"] == f"/messages/{box.pk}/trash/"
+    assert not Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()

@@ -127,7 +127,7 @@ def test_list_detail_and_actions(db: None) -> None:
     assert AuditEvent.objects.filter(action="share.list", actor_id=str(user.pk), details__count=1).exists()
     Patient(token).sign_in()
     assert 'data-status="opened"' in client.get(f"/shares/{share.pk}").content.decode()
-    assert client.post(f"/shares/{share.pk}/revoke").status_code == 303
+    assert client.post(f"/shares/{share.pk}/revoke", {"confirmed": "1"}).status_code == 303
     share.refresh_from_db()
     assert share.status == Status.REVOKED
     detail = client.get(f"/shares/{share.pk}").content.decode()
@@ -623,3 +623,23 @@ def test_the_same_share_form_sent_twice_at_once_is_one_share(db: None, monkeypat
     share = PatientShare.objects.get()
     assert ShareNotification.objects.filter(kind=ShareNotification.Kind.LINK).count() == 1
     assert list(share_blob_store().iter_ids()) == [share.documents.get().blob_id]
+
+
+def test_revoking_asks_first_without_javascript(db: None) -> None:
+    """The page's script asks before « Révoquer le lien »; without it the form was sent at
+    once and the patient's link was dead. The server now asks on a page of its own."""
+    user = make_user()
+    client = browser(user)
+    share, _token = make_share(user)
+    assert "data-confirm=" in client.get(f"/shares/{share.pk}").content.decode()
+    response = client.post(f"/shares/{share.pk}/revoke")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Révoquer ce lien ?" in page and "Révoquer le lien d\u2019un patient" in page
+    assert 'name="confirmed" value="1"' in page and f'href="/shares/{share.pk}"' in page
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+    assert not AuditEvent.objects.filter(action="share.revoked").exists()
+    assert client.post(f"/shares/{share.pk}/revoke", {"confirmed": "1"}).status_code == 303
+    share.refresh_from_db()
+    assert share.status == Status.REVOKED

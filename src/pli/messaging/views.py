@@ -587,6 +587,11 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     mailbox_id = _mailbox_param(request)
     user = _user(request)
     copies = services.visible_copies(user, message_id)
+    copy = next((c for c in copies if c.mailbox_id == mailbox_id), copies[0] if copies else None)
+    if copy is not None and copy.folder == Folder.TRASH and request.POST.get("confirmed") != "1":
+        # Sent without the page's script, which asks first: asked on a page of its own.
+        context = {"message_id": message_id, "mailbox": copy.mailbox, "back": _thread_url(message_id, copy.mailbox_id)}
+        return render(request, "messaging/confirm_delete.html", context)
     try:
         services.delete_message(user, message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:

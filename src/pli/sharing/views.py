@@ -518,6 +518,10 @@ def _current_contacts(request: HttpRequest, share_id: uuid.UUID) -> dict[str, st
 
 @require_POST
 def revoke(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
+    if request.POST.get("confirmed") != "1":
+        # Sent without the page's script, which asks first: asked on a page of its own.
+        share = _share_or_404(request, share_id)
+        return render(request, "sharing/confirm_revoke.html", {"share_id": share.pk})
     return _action(request, share_id, "revoke")
 
 
