@@ -643,3 +643,48 @@ def test_revoking_asks_first_without_javascript(db: None) -> None:
     assert client.post(f"/shares/{share.pk}/revoke", {"confirmed": "1"}).status_code == 303
     share.refresh_from_db()
     assert share.status == Status.REVOKED
+
+
+def _link_notifications(share: PatientShare) -> int:
+    return share.notifications.filter(kind=ShareNotification.Kind.LINK).count()
+
+
+def test_send_a_new_link_clicked_twice_sends_one(db: None) -> None:
+    """A double click on « Envoyer un nouveau lien » without JavaScript sent two links: two
+    SMS, the first of which no longer opened anything."""
+    user = make_user()
+    client = browser(user)
+    share, _token = make_share(user)
+    per_link = _link_notifications(share)  # one a channel
+    submission = _submission(client.get(f"/shares/{share.pk}"))
+    for _ in range(2):
+        response = client.post(f"/shares/{share.pk}/resend", {"submission": submission}, follow=True)
+        assert response.status_code == 200 and "nouveau lien est en cours" in response.content.decode()
+    assert _link_notifications(share) == 2 * per_link  # the first link and one new one
+    assert AuditEvent.objects.filter(action="share.resent").count() == 1
+    token = token_of(share)
+    assert Patient(token).get().status_code == 200
+    # The next page's button is another new link.
+    client.post(f"/shares/{share.pk}/resend", {"submission": _submission(client.get(f"/shares/{share.pk}"))})
+    assert _link_notifications(share) == 3 * per_link and Patient(token).get().status_code == 404
+
+
+def test_unlock_and_resend_clicked_twice_unlocks_and_sends_once(db: None) -> None:
+    """The second click used to answer « Ce partage n'est pas verrouillé » after it was done."""
+    user = make_user()
+    client = browser(user)
+    share, token = make_share(user)
+    for _ in range(5):
+        Patient(token).birth_date("02/02/2002")
+    per_link = _link_notifications(share)
+    submission = _submission(client.get(f"/shares/{share.pk}"))
+    for _ in range(2):
+        page = client.post(f"/shares/{share.pk}/unlock", {"resend": "1", "submission": submission}, follow=True)
+        html = page.content.decode()
+        assert "pas verrouillé" not in html and 'data-status="sent"' in html
+    assert _link_notifications(share) == 2 * per_link
+    assert AuditEvent.objects.filter(action="share.unlocked").count() == 1
+    assert AuditEvent.objects.filter(action="share.resent").count() == 1
+    # The same page's value for another button is another action.
+    client.post(f"/shares/{share.pk}/resend", {"submission": submission})
+    assert _link_notifications(share) == 3 * per_link

@@ -103,6 +103,9 @@ class PatientShare(EncryptedModel):
     # click, a page sent again after a slow answer) is one share and one link sent. Empty
     # otherwise.
     submission = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # The last action the practitioner's page asked for ("resend:<the form's random value>"):
+    # the same button sent twice does it once (one new link, one SMS).
+    action_submission = models.CharField(max_length=80, blank=True, default="", editable=False)
 
     documents: models.Manager[ShareDocument]
     codes: models.Manager[OneTimeCode]

@@ -1090,6 +1090,22 @@ def _new_link(share: PatientShare, kind: str, now: datetime.datetime, *, keep_cu
     return notifications.queue_link(share, token, kind, now)
 
 
+def claim_action(user: User, share_id: uuid.UUID, action: str, submission: str) -> bool:
+    """Whether the page's ``action`` button, whose form carried ``submission``, is to be done:
+    False when that same form was sent before (a double click), which must not send the
+    patient a second link. To be called in the action's transaction: the share stays locked
+    until it commits, so two requests sent at once are one after the other."""
+    share = _own_share(user, share_id)
+    if not submission:
+        return True
+    claim = f"{action}:{submission}"
+    if share.action_submission == claim:
+        return False
+    share.action_submission = claim
+    share.save(update_fields=["action_submission"])
+    return True
+
+
 def resend(
     user: User,
     share_id: uuid.UUID,

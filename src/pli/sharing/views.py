@@ -24,7 +24,7 @@ from pli.accounts.models import User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound
 from pli.core import storage
-from pli.core.forms import focus_first_error
+from pli.core.forms import SubmissionField, focus_first_error, new_submission
 from pli.core.sizes import limit_size
 from pli.core.uploads import DropFiles
 from pli.core.views import content_unavailable
@@ -413,6 +413,8 @@ def _detail_page(
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
         "contacts_form": contacts_form or _contacts_form(share),
+        # New with each page shown: a button of this page sent twice acts once (_action).
+        "submission": new_submission(),
     }
     return render(request, "sharing/detail.html", context, status=status)
 
@@ -493,15 +495,22 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
         contacts = form.contacts()
         if contacts != _current_contacts(request, share_id):
             corrected = _("The patient's contact details are corrected and a new link is being sent to them.")
+    unlock_and_resend = action == "unlock" and resending
+    if unlock_and_resend:
+        done = corrected or _("The share is unlocked and a new link is being sent to the patient.")
+    elif corrected:
+        done = corrected
+    submission = SubmissionField().clean(request.POST.get("submission"))
     try:
         # Unlock-and-resend is one change: a refused resend leaves the share as it was.
         with transaction.atomic():
-            function(user, share_id, request=request, **({"contacts": contacts} if action == "resend" else {}))
-            if action == "unlock" and resending:
-                services.resend(user, share_id, request=request, contacts=contacts)
-                done = corrected or _("The share is unlocked and a new link is being sent to the patient.")
-            elif corrected:
-                done = corrected
+            # The same button sent twice (a double click) is done once: a second new link
+            # would be a second SMS, and would end the first one.
+            claim = f"{action}-resend" if unlock_and_resend else action
+            if services.claim_action(user, share_id, claim, submission):
+                function(user, share_id, request=request, **({"contacts": contacts} if action == "resend" else {}))
+                if unlock_and_resend:
+                    services.resend(user, share_id, request=request, contacts=contacts)
     except services.ShareError as exc:
         if exc.code == "not_found":
             raise Http404 from None
@@ -521,7 +530,8 @@ def revoke(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     if request.POST.get("confirmed") != "1":
         # Sent without the page's script, which asks first: asked on a page of its own.
         share = _share_or_404(request, share_id)
-        return render(request, "sharing/confirm_revoke.html", {"share_id": share.pk})
+        submission = SubmissionField().clean(request.POST.get("submission"))
+        return render(request, "sharing/confirm_revoke.html", {"share_id": share.pk, "submission": submission})
     return _action(request, share_id, "revoke")
 
 
