@@ -425,3 +425,24 @@ def test_delete_for_good_asks_first_without_javascript(pair: tuple[User, User]) 
     response = client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(box.pk), "confirmed": "1"})
     assert response.status_code == 302 and response["Location"] == f"/messages/{box.pk}/trash/"
     assert not Delivery.objects.filter(message_id=sent["id"], mailbox=box).exists()
+
+
+def test_delete_for_good_sent_twice_answers_as_the_first(pair: tuple[User, User]) -> None:
+    """A double click on the confirmation's « Supprimer définitivement »: the second request
+    found nothing left and answered « page introuvable », recorded as an access refused."""
+    alice, bob = pair
+    sent = _send(alice, bob)
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    client.post(f"/messages/m/{sent['id']}/move/", {"folder": "trash"})
+    data = {"mailbox": str(box.pk), "confirmed": "1"}
+    first = client.post(f"/messages/m/{sent['id']}/delete/", data)
+    second = client.post(f"/messages/m/{sent['id']}/delete/", data)
+    assert first.status_code == second.status_code == 302
+    assert second["Location"] == first["Location"] == f"/messages/{box.pk}/trash/"
+    assert not AuditEvent.objects.filter(action="message.access_denied").exists()
+    # Someone else posting the same form still finds nothing, recorded.
+    carol = practitioner()
+    other = web_client(carol)
+    assert other.post(f"/messages/m/{sent['id']}/delete/", data).status_code == 404
+    assert AuditEvent.objects.filter(action="message.access_denied", actor_id=str(carol.pk)).exists()

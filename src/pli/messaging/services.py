@@ -1046,6 +1046,13 @@ def move_message(
     return copies
 
 
+def deleted_by(user: User, message_id: uuid.UUID) -> bool:
+    """Whether ``user`` deleted (a copy of) this message for good: read in the audit trail,
+    since nothing else of it may be left."""
+    events = audit.events_for(("messaging.message", message_id))
+    return events.filter(action="message.delete", actor_id=str(user.pk)).exists()
+
+
 def delete_message(
     user: User, message_id: uuid.UUID | str, *, mailbox_id: uuid.UUID | None = None, request: HttpRequest | None = None
 ) -> int:

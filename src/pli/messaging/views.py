@@ -587,7 +587,7 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     mailbox_id = _mailbox_param(request)
     user = _user(request)
     copies = services.visible_copies(user, message_id)
-    copy = next((c for c in copies if c.mailbox_id == mailbox_id), copies[0] if copies else None)
+    copy = next((c for c in copies if mailbox_id is None or c.mailbox_id == mailbox_id), None)
     if copy is not None and copy.folder == Folder.TRASH and request.POST.get("confirmed") != "1":
         # Sent without the page's script, which asks first: asked on a page of its own.
         context = {"message_id": message_id, "mailbox": copy.mailbox, "back": _thread_url(message_id, copy.mailbox_id)}
@@ -595,6 +595,11 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         services.delete_message(user, message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
+        if mailbox_id is not None and services.deleted_by(user, message_id):
+            # Deleted by this very user a moment ago: the same form sent twice (a double
+            # click), not someone trying ids. Answered as the first one was.
+            messages.success(request, _("Message deleted for good."))
+            return redirect("messaging:folder", mailbox_id=mailbox_id, folder=Folder.TRASH)
         services.record_denied(user, request, ("messaging.message", message_id), "delete", mailbox=mailbox_id)
         raise Http404 from None
     except services.NotInTrash:
