@@ -345,3 +345,17 @@ def test_the_same_compose_form_sent_twice_at_once_is_one_message(db: None, monke
     assert Message.objects.count() == 1 and Delivery.objects.count() == 2
     assert list(stored_blobs()) == [Attachment.objects.get().blob_id]
     assert AuditEvent.objects.filter(action="message.send").count() == 1
+
+
+def test_the_pages_random_values_are_not_refilled_by_the_browser(db: None) -> None:
+    """Firefox refills form fields, hidden ones included, on Back and on reload: the page a
+    message was sent from, shown again and changed, would have been taken for the same form
+    sent twice, and the changed message not sent."""
+    from sharing.helpers import make_share
+
+    user = practitioner()
+    client = web_client(user)
+    share, _token = make_share(user)
+    for url in ("/messages/compose/", "/shares/new", f"/shares/{share.pk}"):
+        fields = re.findall(r'<input type="hidden" name="submission"[^>]*>', client.get(url).content.decode())
+        assert fields and all('autocomplete="off"' in field for field in fields), url

@@ -81,7 +81,10 @@ class SubmissionField(forms.CharField):
     read as none: it only loses the sender that protection."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(required=False, max_length=None, widget=forms.HiddenInput, **kwargs)
+        # Not restored by the browser (Firefox refills even hidden fields on Back or reload):
+        # the page's next form, however it was shown, is another one.
+        widget = forms.HiddenInput(attrs={"autocomplete": "off"})
+        super().__init__(required=False, max_length=None, widget=widget, **kwargs)
 
     def clean(self, value: Any) -> str:
         text = super().clean(value)
