@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('accounts', '0002_invitation'),
         ('core', '0003_instance_id'),
-        ('messaging', '0006_delivery_fewer_indexes'),
+        ('messaging', '0007_delivery_trashed_at'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
