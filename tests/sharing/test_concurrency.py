@@ -123,3 +123,18 @@ def test_concurrent_workers_deliver_a_notification_once(transactional_db: None) 
     outcomes = race(lambda _i: notifications.deliver(notification.pk))
     assert Counter(outcomes) == {"sent": 1, "skipped": THREADS - 1}
     assert len(sms_messages()) == 1
+
+
+def test_the_same_code_sent_at_once_by_one_browser_opens_once_and_counts_nothing(transactional_db: None) -> None:
+    """A double (or eightfold) tap: one opening; each repeat gets the session a new key."""
+    share, _token = make_share()
+    key, code = _session_with_code(share)
+    results = race(lambda i: services.check_code(share.pk, code, session_key=key, browser_keys=[key]))
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes["ok"] == 1 and outcomes["again"] == THREADS - 1
+    share.refresh_from_db()
+    assert share.open_count == 1 and share.code_failures == 0
+    assert OneTimeCode.objects.get(share=share).attempts == 0
+    live = [r.session_key for r in results if services.find_session(share, r.session_key) is not None]
+    assert len(live) == 1
+    assert PatientSession.objects.filter(share=share, stage=PatientSession.Stage.OPEN).count() == 1

@@ -442,6 +442,100 @@ def test_a_double_tap_on_a_first_visit_sends_one_code(db: None) -> None:
     assert second.client.get(f"/p/{token}/documents").status_code == 200
 
 
+def test_a_double_tap_on_the_code_lands_on_the_documents_without_a_failure(db: None) -> None:
+    """« Valider » tapped twice with the right code: the second request comes with the cookie
+    as it was before the first answer set the new key (the browser dropped that answer)."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code)["Location"] == f"/p/{token}/documents"
+    patient.client.cookies["pli_patient"] = before
+    again = patient.code(code)
+    assert again.status_code == 303 and again["Location"] == f"/p/{token}/documents"
+    assert again.cookies["pli_patient"].value != before
+    assert patient.get("/documents").status_code == 200
+    # The answer the browser did take: the key set by the first request still works too.
+    assert patient.code(code)["Location"] == f"/p/{token}/documents"
+    share.refresh_from_db()
+    assert share.code_failures == 0 and share.open_count == 1 and share.status == Status.OPENED
+    assert OneTimeCode.objects.get(share=share).attempts == 0
+    assert not AuditEvent.objects.filter(action="share.code_failed").exists()
+    assert PatientSession.objects.filter(share=share, stage=PatientSession.Stage.OPEN).count() == 1
+
+
+def test_a_double_tap_on_the_code_from_a_browser_holding_two_shares(db: None) -> None:
+    _other, other_token = make_share()
+    share, token = make_share()
+    patient = Patient(other_token)
+    assert patient.sign_in().status_code == 200
+    patient.token = token
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code)["Location"] == f"/p/{token}/documents"
+    patient.client.cookies["pli_patient"] = before
+    again = patient.code(code)
+    assert again["Location"] == f"/p/{token}/documents"
+    # The key the repeat came with is replaced, the other share's kept.
+    assert len(again.cookies["pli_patient"].value.split(".")) == 2
+    assert patient.get("/documents").status_code == 200
+    patient.token = other_token
+    assert patient.get("/documents").status_code == 200
+    share.refresh_from_db()
+    assert share.code_failures == 0
+
+
+def test_the_code_sent_again_later_from_the_same_browser_opens_nothing(db: None) -> None:
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code).status_code == 303
+    later = timezone.now() - services.REPEAT_WINDOW - datetime.timedelta(seconds=1)
+    OneTimeCode.objects.filter(share=share).update(used_at=later)
+    PatientSession.objects.filter(share=share).update(opened_at=later)
+    patient.client.cookies["pli_patient"] = before
+    response = patient.code(code)
+    assert response.status_code == 303 and response["Location"].endswith("?session=expired")
+    assert patient.get("/documents").status_code == 303
+
+
+def test_the_repeat_needs_the_code_that_opened(db: None) -> None:
+    """The browser's earlier key alone (a key planted there before) opens nothing."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code).status_code == 303
+    planted = Patient(token)
+    planted.client.cookies["pli_patient"] = before
+    wrong = f"{(int(code) + 1) % 1000000:06d}"
+    assert planted.code(wrong)["Location"].endswith("?session=expired")
+    assert planted.get("/documents").status_code == 303
+    share.refresh_from_db()
+    assert share.open_count == 1
+
+
+def test_a_double_tap_on_the_birth_date_sends_one_code_and_counts_nothing(db: None) -> None:
+    """The second request comes with the cookie the first answer set."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    again = patient.birth_date()
+    assert again.status_code == 303 and again["Location"] == f"/p/{token}/code?sent=sms"
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    share.refresh_from_db()
+    assert share.birth_date_failures == 0
+
+
 def test_new_code_retires_the_previous_one(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
@@ -465,6 +559,8 @@ def test_code_needs_the_birth_date_in_the_same_browser(db: None) -> None:
     assert response.status_code == 303
     assert "session=expired" in response["Location"]
     assert stranger.get("/documents").status_code == 303
+    # Sent back at once: no transaction, nothing written for a request that carries no key.
+    assert not AuditEvent.objects.filter(action="share.access_denied").exists()
 
 
 def test_session_expires_after_fifteen_idle_minutes(db: None) -> None:

@@ -238,10 +238,13 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
         return refusal
     key = _key(request, share)
     session = services.find_session(share, key)
-    if session is None:
-        return _redirect("patient_landing", token, "?session=expired")
-    if session.stage == PatientSession.Stage.OPEN:
+    if session is not None and session.stage == PatientSession.Stage.OPEN:
         return _redirect("patient_documents", token)
+    # Without a session, a code may still be the one that has just let this browser in, sent
+    # again before the browser took the new key (a double tap): check_code decides. Any
+    # other request without a session goes back to the birth date, as it always has.
+    if session is None and (request.method == "GET" or not services.recently_opened(_keys(request))):
+        return _redirect("patient_landing", token, "?session=expired")
     if request.method == "GET":
         sent = request.GET.get("sent")
         return _code_page(
@@ -256,12 +259,16 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
     sent = request.GET.get("sent")
     channel = {"sent": sent if sent in Channel.values else ""}
     if not form.is_valid():
+        if session is None:
+            return _redirect("patient_landing", token, "?session=expired")
         return _code_page(request, share, token, _without_code(form), status=400, **channel)
-    result = services.check_code(share.pk, form.cleaned_data["code"], session_key=key, request=request)
-    if result.outcome == "ok":
+    result = services.check_code(
+        share.pk, form.cleaned_data["code"], session_key=key, request=request, browser_keys=_keys(request)
+    )
+    if result.outcome in ("ok", "again"):
         opened = _redirect("patient_documents", token)
         if result.session_key is not None:
-            _set_key(request, opened, result.session_key, replacing=key)
+            _set_key(request, opened, result.session_key, replacing=result.replaces or key)
         return opened
     if result.outcome == "no_session":
         return _redirect("patient_landing", token, "?session=expired")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
@@ -70,6 +71,9 @@ MAX_TOTAL_CODE_FAILURES = 10
 RESEND_COOLDOWN = datetime.timedelta(seconds=30)
 CODE_VALIDITY = datetime.timedelta(minutes=10)
 PATIENT_IDLE = datetime.timedelta(minutes=15)
+# The code that has just let a browser in, sent again by it (a double tap, or the form sent
+# again after a slow answer), still leads to the documents within this time.
+REPEAT_WINDOW = datetime.timedelta(seconds=30)
 REMINDER_AFTER = datetime.timedelta(days=5)
 DEFAULT_EXPIRY_DAYS = 30
 MAX_EXPIRY_DAYS = 90
@@ -528,6 +532,7 @@ class StepResult:
     channel: str = ""
     attempts_left: int = 0
     wait_seconds: int = 0  # "too_soon": before another code may be asked for
+    replaces: str | None = None  # "again": the browser's key that session_key replaces
 
 
 def check_birth_date(
@@ -716,8 +721,12 @@ def check_code(
     session_key: str | None,
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
+    browser_keys: Sequence[str] = (),
 ) -> StepResult:
-    """Second factor: the latest code sent for this share, once, within its validity."""
+    """Second factor: the latest code sent for this share, once, within its validity.
+
+    ``browser_keys`` are the session keys the browser holds: the same code sent again by
+    the browser it has just let in (outcome "again") gets that session a new key."""
     now = now or timezone.now()
     with _step(request) as trail:
         share = _lock_share(share_id)
@@ -725,19 +734,23 @@ def check_code(
         if refusal:
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason=refusal, step="code")
             return StepResult(refusal)
-        session = find_session(share, session_key, now)
-        if session is None:
-            trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
-            return StepResult("no_session")
         latest = share.codes.order_by("-created_at", "-pk").first()
         typed_hash = tokens.code_hash(share.pk, code)
         matches = latest is not None and tokens.same(latest.code_hash, typed_hash)
+        session = find_session(share, session_key, now)
+        if session is None:
+            if latest is not None and matches:
+                again = _repeat(share, latest, browser_keys, now, trail)
+                if again is not None:
+                    return again
+            trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
+            return StepResult("no_session")
         if latest is not None and matches:
             used = OneTimeCode.objects.filter(
                 pk=latest.pk, used_at__isnull=True, retired=False, attempts__lt=MAX_CODE_FAILURES, expires_at__gt=now
             ).update(used_at=now)
             if used:
-                return _open(share, session, now, trail)
+                return _open(share, session, latest, now, trail)
         if latest is None:
             reason = "no_code"
         elif latest.used_at is not None:
@@ -790,13 +803,23 @@ def _save_progress(share: PatientShare, fields: list[str]) -> None:
     PatientShare.objects.filter(pk=share.pk).update(**{name: getattr(share, name) for name in fields})
 
 
-def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, trail: _Trail) -> StepResult:
+def _repeat_entry(key_hash: str) -> str:
+    return f"pli:patient-opened:{key_hash}"
+
+
+def _open(
+    share: PatientShare, session: PatientSession, code: OneTimeCode, now: datetime.datetime, trail: _Trail
+) -> StepResult:
     # A new key once both factors have passed: a key planted in the patient's browser before
     # (session fixation) opens nothing.
     key = tokens.new_session_key()
     PatientSession.objects.filter(pk=session.pk).update(
         key_hash=tokens.session_key_hash(key), stage=PatientSession.Stage.OPEN, opened_at=now, last_seen_at=now
     )
+    # The browser may send the same code again with its former key, before it has taken
+    # the new one (see _repeat). Kept in the shared cache, with the transaction.
+    timeout = int(REPEAT_WINDOW.total_seconds())
+    cache.set(_repeat_entry(session.key_hash), f"{session.pk} {code.pk}", timeout)
     share.open_count = F("open_count") + 1
     # The patient is in: the wrong codes before (typos, an old SMS) stop counting.
     share.code_failures = 0
@@ -807,6 +830,36 @@ def _open(share: PatientShare, session: PatientSession, now: datetime.datetime, 
     _save_progress(share, fields + _advance(share, Status.OPENED))
     trail.add("share.opened", share)
     return StepResult("ok", session_key=key)
+
+
+def recently_opened(keys: Sequence[str]) -> bool:
+    """Whether one of these keys was, until a few seconds ago, that of a session the code
+    step has just opened (see _repeat): only then is a code without a session checked."""
+    return any(cache.get(_repeat_entry(tokens.session_key_hash(key))) for key in keys)
+
+
+def _repeat(
+    share: PatientShare, latest: OneTimeCode, keys: Sequence[str], now: datetime.datetime, trail: _Trail
+) -> StepResult | None:
+    """The latest code, which matched but was used, sent again within REPEAT_WINDOW by the
+    browser it let in, with the key that browser held before (« Valider » tapped twice, or
+    the form sent again after a slow answer: the browser never took the first answer's new
+    key). That session gets a new key, no failure is counted and nothing is opened again.
+    Anyone else (another browser, the same one later, or without that code) gets None."""
+    since = now - REPEAT_WINDOW
+    if latest.used_at is None or latest.used_at <= since:
+        return None
+    for key in keys:
+        session_id, _space, code_id = str(cache.get(_repeat_entry(tokens.session_key_hash(key)), "")).partition(" ")
+        if not session_id.isdigit() or code_id != str(latest.pk):
+            continue
+        renewed = tokens.new_session_key()
+        if PatientSession.objects.filter(
+            pk=session_id, share=share, stage=PatientSession.Stage.OPEN, ended_at__isnull=True, opened_at__gt=since
+        ).update(key_hash=tokens.session_key_hash(renewed), last_seen_at=now):
+            trail.add("share.code_repeated", share)
+            return StepResult("again", session_key=renewed, replaces=key)
+    return None
 
 
 def open_session(
