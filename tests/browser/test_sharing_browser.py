@@ -5,15 +5,17 @@ the code, views the PDF and downloads it; the practitioner then sees "downloaded
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
-from pli.sharing.models import PatientShare
+from pli.sharing.models import PatientSession, PatientShare, ShareReply
 from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
-from sharing.helpers import last_code, last_sms, link_token, pdf_bytes, run_tasks
+from sharing.helpers import Patient, last_code, last_sms, link_token, make_share, pdf_bytes, run_tasks
 
 
 def watch(page: Any) -> tuple[list[str], list[str]]:
@@ -143,3 +145,87 @@ def test_share_a_pdf_with_a_patient(
     assert PatientShare.objects.get().status == "revoked"
     assert problems == [] and patient_problems == []
     assert external == [] and patient_external == []
+
+
+def _idle_for(share: PatientShare, minutes: float) -> None:
+    """Time passes on the server: the patient's sessions were last seen ``minutes`` ago."""
+    seen = timezone.now() - datetime.timedelta(minutes=minutes)
+    PatientSession.objects.filter(share=share).update(last_seen_at=seen)
+
+
+@pytest.mark.browser
+def test_a_reply_written_for_twenty_minutes_is_not_lost(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
+) -> None:
+    """The session ends after 15 idle minutes; writing is activity. The page's clock and the
+    server's sessions are moved forward together."""
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    settings.PLI_SMS_URL = f"file://{tmp_path / 'sms'}"
+    share, token = make_share(allow_reply=True)
+    signed_in = Patient(token)
+    assert signed_in.sign_in().status_code == 200
+    context = browser.new_context(
+        base_url=live_server.url, locale="fr-FR", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
+    )
+    cookie = signed_in.client.cookies["pli_patient"].value
+    context.add_cookies([{"name": "pli_patient", "value": cookie, "url": f"{live_server.url}/p/"}])
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems, external = watch(page)
+    page.clock.install()
+
+    def keeps_alive() -> Any:
+        return page.expect_response(lambda r: r.url.endswith("/alive"))
+
+    try:
+        page.goto(f"/p/{token}/documents")
+        box = page.locator("#id_text")
+        for minute in range(4):  # twenty minutes of writing
+            _idle_for(share, 5)
+            page.clock.fast_forward("05:00")
+            with keeps_alive() as answer:
+                box.press_sequentially(f"Ligne {minute}. ")
+            assert answer.value.status == 204
+        assert page.locator("#reply-session").count() == 0
+
+        # A pause: two minutes before the end the page says so, without taking the focus
+        # from the text; « Rester connecté » keeps the session.
+        _idle_for(share, 12.5)
+        page.clock.fast_forward("12:30")
+        warning = page.locator("#reply-session[role=alert]")
+        assert "se terminera dans 2 minutes" in warning.inner_text()
+        assert page.evaluate("document.activeElement.id") == "id_text"
+        axe.check(page, "reply, session ending")
+        stay = page.get_by_role("button", name="Rester connecté").bounding_box()
+        assert stay is not None and stay["height"] >= 44
+        with keeps_alive() as answer:
+            page.get_by_role("button", name="Rester connecté").click()
+        assert answer.value.status == 204
+        assert page.locator("#reply-session").count() == 0
+
+        _idle_for(share, 5)
+        page.clock.fast_forward("05:00")
+        page.click("form[action$='/reply'] button[type=submit]")
+        page.wait_for_url("**/documents?replied=1")
+        assert ShareReply.objects.filter(share=share).count() == 1
+
+        # Away for twenty minutes: the session has ended. Sending is held back, the text
+        # stays on the screen to be copied, and the page says why.
+        box = page.locator("#id_text")
+        box.fill("Une réponse écrite trop tard")
+        _idle_for(share, 20)
+        page.clock.fast_forward("20:00")
+        page.click("form[action$='/reply'] button[type=submit]")
+        ended = page.locator("#reply-session[role=alert]")
+        ended.wait_for()
+        page.wait_for_function("() => document.activeElement.id === 'reply-session'")
+        assert "n\u2019a pas été envoyée" in ended.inner_text()
+        assert page.url.endswith("/documents?replied=1")
+        assert box.input_value() == "Une réponse écrite trop tard"
+        assert ShareReply.objects.filter(share=share).count() == 1
+        axe.check(page, "reply, session ended")
+    finally:
+        context.close()
+    assert problems == [] and external == []
+    axe.assert_clean()

@@ -22,9 +22,9 @@ from pli.messaging import services as messaging
 from pli.messaging.models import Attachment, Delivery, Folder, Message, SearchToken
 from pli.messaging.uploads import blob_store as message_blob_store
 from pli.sharing import services
-from pli.sharing.models import PatientShare, ShareReply
+from pli.sharing.models import PatientSession, PatientShare, ShareReply
 from pli.testing.accounts import make_user
-from sharing.helpers import PNG_1PX, Patient, make_share, pdf_bytes
+from sharing.helpers import PNG_1PX, Patient, last_code, make_share, pdf_bytes, run_tasks
 
 PATIENT_SENDER = "Patient — Élodie Durand (lien sécurisé)"
 
@@ -452,3 +452,59 @@ def test_the_reply_says_the_day_the_share_was_made_in_french_time(db: None) -> N
     assert reply(patient).status_code == 303
     message = messaging.visible_message(doctor, ShareReply.objects.get(share=share).message_id)
     assert f"que vous avez transmis le {made.strftime('%d/%m/%Y')} :" in message.body, message.body
+
+
+def _idle_for(share: PatientShare, minutes: float) -> None:
+    """Time passes on the server: the patient's sessions were last seen ``minutes`` ago."""
+    seen = timezone.now() - datetime.timedelta(minutes=minutes)
+    PatientSession.objects.filter(share=share).update(last_seen_at=seen)
+
+
+def test_writing_a_reply_keeps_the_session_alive(db: None) -> None:
+    """The reply form's script posts to /alive while the patient writes: a reply written over
+    more than 15 minutes is still accepted, and nothing written is sent before the reply."""
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    page = patient.sign_in().content.decode()
+    assert f'data-alive-url="/p/{token}/alive"' in page and 'data-idle-seconds="900"' in page
+    assert re.search(r'<script src="/static/sharing/patient-reply\.js[^"]*" defer>', page)
+    for _ in range(4):  # twenty minutes of writing, the script posting every five
+        _idle_for(share, 5)
+        alive = patient.client.post(patient.url("/alive"))
+        assert alive.status_code == 204 and alive.content == b""
+    _idle_for(share, 5)
+    assert reply(patient, "Une longue réponse").status_code == 303
+    assert ShareReply.objects.filter(share=share).count() == 1
+
+
+def test_the_keep_alive_refuses_an_ended_session_and_is_not_a_get(db: None) -> None:
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    assert patient.get("/alive").status_code == 405
+    _idle_for(share, 16)
+    ended = patient.client.post(patient.url("/alive"))
+    assert ended.status_code == 303 and ended["Location"].endswith("?session=expired")
+    assert Patient(token).client.post(f"/p/{token}/alive").status_code == 303
+    # The birth date alone keeps nothing alive either.
+    halfway = Patient(token)
+    assert halfway.birth_date().status_code == 303
+    assert halfway.client.post(halfway.url("/alive")).status_code == 303
+
+
+def test_the_keep_alive_needs_the_pages_csrf_token(db: None) -> None:
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.client = Client(enforce_csrf_checks=True)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', patient.get().content.decode())
+    assert csrf
+    sent = patient.client.post(patient.url(), {"birth_date": "15/02/1984", "csrfmiddlewaretoken": csrf[1]})
+    assert sent.status_code == 303
+    run_tasks()
+    assert (
+        patient.client.post(patient.url("/code"), {"code": last_code(), "csrfmiddlewaretoken": csrf[1]}).status_code
+        == 303
+    )
+    _idle_for(share, 5)
+    assert patient.client.post(patient.url("/alive")).status_code == 403
+    assert patient.client.post(patient.url("/alive"), HTTP_X_CSRFTOKEN=csrf[1]).status_code == 204

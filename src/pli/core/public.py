@@ -28,6 +28,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.sharing.patient.view_document",
         "pli.sharing.patient.download_document",
         "pli.sharing.patient.reply",
+        "pli.sharing.patient.keep_alive",
         "pli.sharing.patient.leave",
         # REST API: no session; each view authenticates its Bearer token (pli.api).
         "pli.api.api.MeView",

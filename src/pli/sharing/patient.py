@@ -57,7 +57,7 @@ INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "image/g
 UNKNOWN_LINK_LIMIT = 30
 UNKNOWN_LINK_WINDOW = 600
 # Steps that take only a POST: the language switch must not send a GET there (see _render).
-_POST_ONLY = frozenset({"patient_new_code", "patient_reply", "patient_leave"})
+_POST_ONLY = frozenset({"patient_new_code", "patient_reply", "patient_leave", "patient_alive"})
 # The id of the reply form's refusal message, which the field it concerns points to.
 REPLY_ERROR_ID = "reply-error"
 
@@ -350,7 +350,7 @@ def _documents_page(
     error_field = extra.pop("reply_error_field", "")
     if error_field == "text":
         # The refusal is the page's message, not the form's: the box points to it, as
-        # Django's own field errors do, and takes the focus (the patient pages run no script).
+        # Django's own field errors do, and takes the focus (the patient pages work without script).
         reply_form.fields["text"].widget.attrs.update(
             {"aria-invalid": "true", "aria-describedby": REPLY_ERROR_ID, "autofocus": True}
         )
@@ -367,6 +367,7 @@ def _documents_page(
         "reply_error_field": error_field,
         "reply_max_files": REPLY_MAX_FILES,
         "reply_max_size": limit_size(REPLY_MAX_FILE_BYTES),
+        "idle_seconds": int(services.PATIENT_IDLE.total_seconds()),
         "replies": list(share.replies.all()),
         # A refused reply is the page's message, not a form error: the title says it too.
         "page_error": bool(extra.get("reply_error")),
@@ -422,6 +423,20 @@ def view_document(request: HttpRequest, token: str, document_id: uuid.UUID) -> H
 @require_GET
 def download_document(request: HttpRequest, token: str, document_id: uuid.UUID) -> HttpResponseBase:
     return _document(request, token, document_id, download=True)
+
+
+@login_not_required
+@require_POST
+def keep_alive(request: HttpRequest, token: str) -> HttpResponse:
+    """Posted by the reply form's script while the patient writes or picks files (nothing of
+    what is written): that is activity, and a reply longer than the idle time to write must
+    not be lost when it is sent. 204, or the refusal any step gets (the session has ended)."""
+    _share, session, refusal = _open(request, token)
+    if refusal is not None:
+        return refusal
+    assert session is not None  # noqa: S101
+    services.touch_session(session)
+    return HttpResponse(status=204)
 
 
 @login_not_required

@@ -23,6 +23,7 @@ urlpatterns = [
     path("p/<str:token>/documents/<uuid:document_id>/view", patient.view_document, name="patient_view"),
     path("p/<str:token>/documents/<uuid:document_id>/download", patient.download_document, name="patient_download"),
     path("p/<str:token>/reply", patient.reply, name="patient_reply"),
+    path("p/<str:token>/alive", patient.keep_alive, name="patient_alive"),
     path("p/<str:token>/leave", patient.leave, name="patient_leave"),
     path("dev/outbox/", outbox.outbox, name="outbox"),
 ]

@@ -1,0 +1,133 @@
+/* The patient's reply form. The session ends after 15 idle minutes, and a reply sent after
+   it has ended is lost: writing and choosing files are activity, so while the patient does
+   either, the page tells Pli so (a POST that carries nothing of what is written; nothing
+   written is kept anywhere, here or on the server). Two minutes before an idle session
+   would end the page says so, with a button to stay; once it has ended, sending is held
+   back so that the text stays on the screen to be copied. Without this script the form
+   posts as usual. */
+(function () {
+  "use strict";
+  // The server records activity at most once a minute (touch_session): the session may
+  // end up to a minute earlier than counted from the latest answer.
+  var PING_EVERY = 60 * 1000;
+  var WARN_BEFORE = 2 * 60 * 1000;
+
+  var form, idle, notice;
+  var lastAlive = Date.now(); // the page itself was activity
+  var lastPing = 0;
+  var ended = false;
+
+  function endsAt() {
+    return lastAlive + idle - PING_EVERY;
+  }
+
+  function hide() {
+    if (notice) {
+      notice.remove();
+      notice = null;
+    }
+  }
+
+  /* The warning ("ending") or the end ("ended"), above the form. role="alert": announced
+     without taking the focus from the text being written. */
+  function show(kind) {
+    if (notice && notice.dataset.kind === kind) return notice;
+    hide();
+    notice = document.createElement("div");
+    notice.id = "reply-session";
+    notice.dataset.kind = kind;
+    notice.className = (kind === "ended" ? "flash-error" : "flash-warning") + " card";
+    notice.setAttribute("role", "alert");
+    notice.tabIndex = -1;
+    var text = document.createElement("p");
+    text.textContent = kind === "ended" ? form.dataset.msgEnded : form.dataset.msgEnding;
+    notice.appendChild(text);
+    if (kind === "ending") {
+      var stay = document.createElement("button");
+      stay.type = "button";
+      stay.className = "button secondary";
+      stay.textContent = form.dataset.msgStay;
+      stay.addEventListener("click", function () {
+        ping(function () {});
+      });
+      notice.appendChild(stay);
+    }
+    form.parentNode.insertBefore(notice, form);
+    return notice;
+  }
+
+  /* Tell Pli the patient is active. ``done(true)`` when the session is alive, ``done(false)``
+     when it has ended, ``done(null)`` when the server could not be reached. */
+  function ping(done) {
+    var sentAt = Date.now();
+    lastPing = sentAt;
+    var token = form.querySelector("input[name=csrfmiddlewaretoken]");
+    fetch(form.dataset.aliveUrl, {
+      method: "POST",
+      headers: { "X-CSRFToken": token ? token.value : "" },
+      credentials: "same-origin",
+      redirect: "manual",
+      cache: "no-store",
+    }).then(
+      function (response) {
+        if (response.status === 204) {
+          ended = false;
+          lastAlive = sentAt;
+          hide();
+          done(true);
+        } else {
+          // Sent to the birth date (a redirect), or the share has ended: the session is over.
+          ended = true;
+          show("ended");
+          done(false);
+        }
+      },
+      function () {
+        lastPing = sentAt - PING_EVERY + 10 * 1000; // offline: try again at the next keystroke
+        done(null);
+      }
+    );
+  }
+
+  function active() {
+    if (Date.now() - lastPing >= PING_EVERY) ping(function () {});
+  }
+
+  function check() {
+    if (ended) return;
+    var left = endsAt() - Date.now();
+    if (left <= 0) show("ended");
+    else if (left <= WARN_BEFORE) show("ending");
+  }
+
+  function init() {
+    form = document.getElementById("reply-form");
+    if (!form || !window.fetch) return;
+    idle = Number(form.dataset.idleSeconds) * 1000;
+    if (!idle) return;
+    form.addEventListener("input", active);
+    form.addEventListener("change", active);
+    // Opening the file chooser: the photos may take a while to find.
+    form.addEventListener("click", active);
+    // Viewing or downloading a document, while the session lasts, is activity the server
+    // records too.
+    document.addEventListener("click", function (event) {
+      var link = event.target.closest && event.target.closest(".document-actions a");
+      if (link && !ended && Date.now() < endsAt()) lastAlive = Date.now();
+    });
+    form.addEventListener("submit", function (event) {
+      if (!ended && Date.now() < endsAt()) return;
+      // Probably ended: ask first, so that a refused reply does not take the text with it.
+      event.preventDefault();
+      ping(function (alive) {
+        if (alive === false) show("ended").focus();
+        else form.submit();
+      });
+    });
+    setInterval(check, 15 * 1000);
+    // A phone slows the timers of a page in the background: look again on coming back.
+    document.addEventListener("visibilitychange", check);
+  }
+
+  document.addEventListener("DOMContentLoaded", init);
+})();
