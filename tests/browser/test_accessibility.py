@@ -142,6 +142,17 @@ def test_patient_pages_on_a_phone(browser: Any, live_server: Any, settings: Any,
         _assert_error_tied_to_field(page, "id_text", "reply-error")
         audit("documents, reply refused")
 
+        # A file refused: its field has the focus, and the reason is beside it, on screen.
+        page.fill("#id_text", "Voici la photo.")
+        disguised = {"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": b"MZ\x90\x00" + bytes(200)}
+        page.set_input_files("#id_files", files=[disguised])
+        page.click("button[type=submit]:has-text('Envoyer ma réponse')")
+        page.wait_for_selector("#reply-error:has-text('photo.jpg')")
+        _assert_error_tied_to_field(page, "id_files", "reply-error")
+        shown = page.evaluate("document.getElementById('reply-error').getBoundingClientRect().toJSON()")
+        assert shown["top"] >= 0 and shown["bottom"] <= PHONE["height"], shown
+        audit("documents, file refused")
+
         # The language switch, from the refused reply's address (which takes only a POST):
         # back to the documents, in English, and the page says so.
         page.click(".lang-switch button[value=en]")

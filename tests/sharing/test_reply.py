@@ -108,8 +108,9 @@ def _tag(html: str, pattern: str) -> str:
 def test_a_refused_reply_points_to_what_to_fix_and_takes_the_focus_there(
     db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The refusal is one message above the form: the field it concerns is marked invalid,
-    points to it and has the focus; a refusal of the whole reply has the focus itself."""
+    """The refusal is one message, above the form or beside the files it concerns: the field
+    it concerns is marked invalid, points to it and has the focus; a refusal of the whole
+    reply has the focus itself."""
     _share, token = make_share(allow_reply=True)
     patient = Patient(token)
     patient.sign_in()
@@ -126,6 +127,10 @@ def test_a_refused_reply_points_to_what_to_fix_and_takes_the_focus_there(
     files = _tag(refused_file, file_input)
     assert 'aria-invalid="true"' in files and "reply-error" in files and "autofocus" in files
     assert "aria-invalid" not in _tag(refused_file, textarea)
+    # Between the files' label and their field, not above the message box: on a phone the
+    # focused field scrolled the reason half out of the screen.
+    label = refused_file.index('<label for="id_files">')
+    assert label < refused_file.index(_tag(refused_file, message)) < refused_file.index(files)
 
     monkeypatch.setattr("pli.sharing.mailbox.REPLIES_PER_DAY", 0)
     too_many = reply(patient, "encore").content.decode()
