@@ -524,6 +524,18 @@ def test_the_repeat_needs_the_code_that_opened(db: None) -> None:
     assert share.open_count == 1
 
 
+def test_the_birth_date_given_again_once_in_sends_no_code(db: None) -> None:
+    """A landing page left open in another tab, filled in once the documents are open: the
+    patient is in already, and a new code would be an SMS for nothing, out of the hour's five."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.sign_in().status_code == 200
+    again = patient.birth_date()
+    assert again.status_code == 303 and again["Location"] == f"/p/{token}/documents"
+    assert OneTimeCode.objects.filter(share=share).count() == 1
+    assert patient.get("/documents").status_code == 200
+
+
 def test_a_double_tap_on_the_birth_date_sends_one_code_and_counts_nothing(db: None) -> None:
     """The second request comes with the cookie the first answer set."""
     share, token = make_share()

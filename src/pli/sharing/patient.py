@@ -192,6 +192,8 @@ def landing(request: HttpRequest, token: str) -> HttpResponse:
     if not form.is_valid():
         return _landing_page(request, share, token, form, status=400)
     result = services.check_birth_date(share.pk, form.cleaned_data["birth_date"], session_key=key, request=request)
+    if result.outcome == "open":
+        return _redirect("patient_documents", token)
     if result.outcome == "ok":
         response = _redirect("patient_code", token, f"?sent={result.channel}")
         if result.session_key and result.session_key != key:

@@ -579,6 +579,9 @@ def check_birth_date(
         else:
             PatientSession.objects.filter(pk=session.pk).update(last_seen_at=now)
         trail.add("share.birth_date_confirmed", share)
+        if session.stage == PatientSession.Stage.OPEN:
+            # In already (a landing page left open in another tab): no code to send.
+            return StepResult("open", session_key=key)
         # A code on its way (sent less than RESEND_COOLDOWN ago, unused) is not replaced: the
         # same browser again (the back button), or a double tap on a first visit, whose two
         # requests come without a cookie and so open two sessions. A code opens the share for
