@@ -375,6 +375,10 @@ def test_the_same_reply_form_sent_twice_is_one_reply(db: None) -> None:
     page = patient.sign_in()
     submission = _submission(page)
     assert _submission(patient.get("/documents")) != submission  # each page its own
+    # Not refilled by the browser on Back or reload (Firefox does, hidden fields too): a
+    # changed reply would be taken for the first one sent again, and not sent.
+    field = re.search(r'<input type="hidden" name="submission"[^>]*>', page.content.decode())
+    assert field is not None and 'autocomplete="off"' in field.group(0)
 
     def send() -> Any:
         scan = SimpleUploadedFile("examen.pdf", pdf_bytes("examen"), "application/pdf")

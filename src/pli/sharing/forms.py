@@ -205,7 +205,9 @@ class ReplyForm(forms.Form):
         label=_("Your message"), max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4})
     )
     # New with each page shown: the same form sent twice is one reply (services.reply).
-    submission = forms.RegexField(regex=r"\A[A-Za-z0-9_-]{16,64}\Z", required=False, widget=forms.HiddenInput)
+    submission = forms.RegexField(
+        regex=r"\A[A-Za-z0-9_-]{16,64}\Z", required=False, widget=forms.HiddenInput(attrs={"autocomplete": "off"})
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
