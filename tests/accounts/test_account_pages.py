@@ -139,3 +139,15 @@ def test_a_refused_account_form_puts_the_focus_on_what_to_correct(db: None) -> N
     page = client.post("/login/", {"login": user.email, "password": "not the password"}).content.decode()
     assert re.search(r'<div class="form-errors" role="alert" id="form-errors" tabindex="-1" autofocus>', page), page
     assert page.count("autofocus") == 1
+
+
+@pytest.mark.parametrize(("language", "label"), [("fr", "Adresse e-mail"), ("en", "E-mail address")])
+def test_sign_in_and_reset_pages_name_the_address_as_every_other_page(
+    db: None, client: Client, language: str, label: str
+) -> None:
+    """allauth's own label read « Courriel » (“Email”) on these two pages only, where the
+    text above it and every other page of Pli say « adresse e-mail »."""
+    for path, name in (("/login/", "login"), ("/account/password/reset/", "email")):
+        body = client.get(path, HTTP_ACCEPT_LANGUAGE=language).content.decode()
+        assert re.search(rf'<label for="id_{name}"[^>]*>\s*{label}', body), (path, body)
+        assert "Courriel" not in body and "Email:" not in body

@@ -43,11 +43,13 @@ PROFESSIONS = (
 class LoginForm(AllauthLoginForm):  # type: ignore[misc]
     """allauth puts the "forgotten password" link in the password's help text, which is
     rendered before the password input: Tab from the e-mail address landed on the link. The
-    sign-in page shows the link after the password instead."""
+    sign-in page shows the link after the password instead. Its label for the address
+    (« Courriel ») is Pli's, as on every other page."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["password"].help_text = ""
+        self.fields["login"].label = _("E-mail address")
 
 
 class ChangePasswordForm(AllauthChangePasswordForm):  # type: ignore[misc]
@@ -64,6 +66,10 @@ class ChangePasswordForm(AllauthChangePasswordForm):  # type: ignore[misc]
 
 
 class ResetPasswordForm(AllauthResetPasswordForm):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].label = _("E-mail address")  # not allauth's « Courriel »
+
     def clean_email(self) -> str:
         if ratelimits.consume(context.request, "reset_password") is None:
             raise ValidationError(
