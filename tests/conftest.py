@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.utils import translation
 
 from pli.core import keys
 
@@ -16,6 +17,14 @@ def _fresh_keyring(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> I
     keys.reset()
     yield
     keys.reset()
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """LocaleMiddleware activates a request's language for the thread and leaves it there: a
+    test whose last request was in English made the next test's services speak English."""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
