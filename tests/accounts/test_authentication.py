@@ -587,3 +587,33 @@ def test_a_refused_second_factor_code_is_typed_again_not_corrected(organisation:
     assert field is not None and "autofocus" in field.group(0) and 'aria-invalid="true"' in field.group(0)
     assert "value=" not in field.group(0), field.group(0)
     assert wrong not in page
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [
+        ("fr", ["Bonjour,", "Votre mot de passe a été modifié.", "l\u2019administrateur de votre organisation"]),
+        ("en", ["Hello,", "Your password has been changed.", "your organisation's administrator"]),
+    ],
+)
+def test_the_security_notice_after_a_change_speaks_as_pli(
+    organisation: Organisation, client: Client, mailoutbox: list[Any], language: str, expected: list[str]
+) -> None:
+    """The e-mail that tells a user their password or second factor changed was allauth's:
+    « Bonjour, c'est pli.example.org ! » … « Merci d'utiliser pli.example.org ! » (the host
+    name where Pli is meant), and an unclear « prenez les mesures de sécurité qui
+    s'imposent » where the user needs to know whom to tell."""
+    make_user(organisation, email="doc@example.org")
+    sign_in(client, "doc@example.org", code=totp_code())
+    new = "une toute nouvelle phrase"
+    response = client.post(
+        "/account/password/change/",
+        {"oldpassword": TEST_PASSWORD, "password1": new, "password2": new},
+        HTTP_ACCEPT_LANGUAGE=language,
+    )
+    assert response.status_code == 302
+    (mail,) = mailoutbox
+    for text in expected:
+        assert text in mail.body, mail.body
+    assert "testserver" not in mail.body and "c'est" not in mail.body and "Hello from" not in mail.body
+    assert mail.body.rstrip().endswith("-- \nPli"), mail.body
