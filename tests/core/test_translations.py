@@ -45,3 +45,32 @@ def test_every_french_text_is_translated_and_not_fuzzy(path: Path) -> None:
         if any(not _string(entry, keyword) for keyword in keywords):
             problems.append(f"untranslated: {msgid}")
     assert not problems, "\n".join(problems)
+
+
+def _french_texts(path: Path) -> list[tuple[str, str]]:
+    """(msgid, msgstr) of every compiled entry, each plural form on its own."""
+    texts = []
+    for entry in _entries(path):
+        if entry.lstrip().startswith("#~"):
+            continue
+        keywords = ["msgstr[0]", "msgstr[1]"] if "msgid_plural" in entry else ["msgstr"]
+        texts += [(_string(entry, "msgid"), _string(entry, keyword)) for keyword in keywords]
+    return texts
+
+
+@pytest.mark.parametrize("path", FRENCH_CATALOGUES, ids=lambda p: str(p.relative_to(Path(pli.__file__).parent)))
+def test_french_texts_use_the_typographic_apostrophe(path: Path) -> None:
+    """One apostrophe throughout, the typographic one (U+2019): the patient's code page had
+    « n\u2019existe » beside « L'envoyer », which reads as a mistake. (The SMS writer turns
+    it back into the ASCII one, where that keeps the SMS in the GSM alphabet.)"""
+    problems = [f"{msgid} -> {msgstr}" for msgid, msgstr in _french_texts(path) if "'" in msgstr]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_error_pages_written_in_french_use_the_typographic_apostrophe() -> None:
+    """The 500 and 503 pages are plain HTML (shown when templates or the database may be what
+    failed), so the catalogues' rules are checked on them here."""
+    for name in ("500.html", "503.html"):
+        page = Path(pli.__file__).parent / "core/templates/core/errors" / name
+        text = re.sub(r"<[^>]*>", "", page.read_text(encoding="utf-8"))
+        assert "'" not in text, name

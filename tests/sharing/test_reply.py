@@ -234,7 +234,7 @@ def test_an_expired_upload_asks_the_patient_to_send_again(db: None, monkeypatch:
     monkeypatch.setattr(messaging, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
     response = reply(patient, "x", [SimpleUploadedFile("photo.png", PNG_1PX, "image/png")])
     assert response.status_code == 400
-    assert "L&#x27;envoi des fichiers a pris trop de temps" in response.content.decode()
+    assert "L\u2019envoi des fichiers a pris trop de temps" in response.content.decode()
     assert not ShareReply.objects.exists() and not Message.objects.exists()
     assert list(message_blob_store().iter_ids()) == []
 
