@@ -130,8 +130,11 @@ def test_the_sender_label_is_the_patient_in_the_readers_language(db: None) -> No
     assert "boîte supprimée" not in html
     thread = web_client(doctor).get(f"/messages/m/{anonymous.pk}/").content.decode()
     assert "<strong>Patient (lien sécurisé)</strong>" in thread and "&lt;&gt;" not in thread
-    # The conversation is a secure share's (its thread is the share's id): one click away.
-    assert f'href="/shares/{anonymous.thread_id}">Voir le partage sécurisé</a>' in thread
+    # The conversation is a secure share's (its thread is the share's id): one click away,
+    # named as the shares' pages name it (« envoi », not « partage »).
+    assert f'href="/shares/{anonymous.thread_id}">Voir l\u2019envoi au patient</a>' in thread
+    english = web_client(doctor).get(f"/messages/m/{anonymous.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert f'href="/shares/{anonymous.thread_id}">See the patient share</a>' in english
 
     client = api_client(doctor)
     detail = client.get(f"/api/v1/messages/{named.pk}").json()
