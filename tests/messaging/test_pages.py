@@ -446,3 +446,15 @@ def test_delete_for_good_sent_twice_answers_as_the_first(pair: tuple[User, User]
     other = web_client(carol)
     assert other.post(f"/messages/m/{sent['id']}/delete/", data).status_code == 404
     assert AuditEvent.objects.filter(action="message.access_denied", actor_id=str(carol.pk)).exists()
+
+
+def test_without_a_mailbox_the_page_names_the_organisation_as_every_other_page(db: None) -> None:
+    """It sent the user to « l\u2019administrateur de votre structure », the one page where Pli's
+    organisation was called a « structure »."""
+    user = practitioner()
+    mailbox = personal_mailbox(user)
+    mailbox.is_active = False
+    mailbox.save(update_fields=["is_active"])
+    page = web_client(user).get("/messages/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "l\u2019administrateur de votre organisation" in page, page
+    assert "structure" not in page
