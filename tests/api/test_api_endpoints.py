@@ -198,7 +198,8 @@ def test_a_body_refused_before_the_view_is_written_like_every_other_answer(raw_t
     assert (
         response.content
         == (
-            '{"detail":"L\u2019encodage (charset) de la requête n\u2019est pas pris en charge : envoyez-la en UTF-8."}'
+            '{"detail":"L\u2019encodage (charset) de la requête n\u2019est pas pris en charge'
+            '\u00a0: envoyez-la en UTF-8."}'
         ).encode()
     )
 

@@ -261,7 +261,7 @@ def test_a_json_field_given_twice_is_refused_not_the_last_one_kept(pair: tuple[U
     body = b'{"folder": "archive", "folder": "trash"}'
     response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
     assert response.status_code == 400, response.content
-    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]}
+    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois\u00a0: envoyez-le une seule fois."]}
     assert client.get(f"/api/v1/messages/{sent}").json()["copies"][0]["folder"] == "sent"
 
 
@@ -273,7 +273,7 @@ def test_a_json_null_body_is_answered_in_the_callers_language(pair: tuple[User, 
     path = f"/api/v1/messages/{sent}/move"
     response = client.generic("POST", path, b"null", content_type="application/json")
     assert response.status_code == 400, response.content
-    assert response.json() == {"detail": "Aucune donnée envoyée : envoyez les champs dans un objet JSON."}
+    assert response.json() == {"detail": "Aucune donnée envoyée\u00a0: envoyez les champs dans un objet JSON."}
     response = client.generic("POST", path, b"null", content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
     assert response.json() == {"detail": "No data sent: send the fields in a JSON object."}
 

@@ -47,7 +47,7 @@ def test_the_api_says_the_database_is_away(db: None, monkeypatch: pytest.MonkeyP
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     detail = response.json()["detail"]
-    assert detail.startswith("Le service est momentanément indisponible : la base de données ne répond pas.")
+    assert detail.startswith("Le service est momentanément indisponible\u00a0: la base de données ne répond pas.")
     assert "a pu être enregistrée" in detail
 
 

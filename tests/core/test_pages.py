@@ -98,7 +98,7 @@ def test_a_form_sent_after_the_session_ended_leads_back_to_its_page(db: None, cl
     assert response.status_code == 302
     assert response["Location"] == "/login/?next=" + quote(thread, safe="/")
     page = client.get(response["Location"])
-    assert "Votre session a pris fin : rien n\u2019a été fait." in page.content.decode()
+    assert "Votre session a pris fin\u00a0: rien n\u2019a été fait." in page.content.decode()
     # Another site's page, or none: the sign-in leads home, not to the action.
     for headers in ({"referer": "https://elsewhere.example/page"}, {}):
         response = client.post("/shares/4f6f7d1e-0000-4000-8000-000000000000/revoke", headers=headers)

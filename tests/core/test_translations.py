@@ -74,3 +74,36 @@ def test_the_error_pages_written_in_french_use_the_typographic_apostrophe() -> N
         page = Path(pli.__file__).parent / "core/templates/core/errors" / name
         text = re.sub(r"<[^>]*>", "", page.read_text(encoding="utf-8"))
         assert "'" not in text, name
+
+
+# « RE : » and « TR : » are written into the subject itself, which other software reads and
+# matches as mail programs write it, with a plain space.
+SUBJECT_PREFIXES = {"Re:", "Fwd:"}
+
+
+@pytest.mark.parametrize("path", FRENCH_CATALOGUES, ids=lambda p: str(p.relative_to(Path(pli.__file__).parent)))
+def test_french_high_punctuation_and_guillemets_hold_to_their_word(path: Path) -> None:
+    """French puts a space before « : ; ! ? » and inside guillemets, and it must not break:
+    with a plain one, « Objet » and its colon, or « Date de naissance » and its colon on a
+    phone, could end up on two lines. (An SMS turns them back into plain spaces.)"""
+    problems = []
+    for msgid, msgstr in _french_texts(path):
+        if msgid in SUBJECT_PREFIXES:
+            continue
+        if re.search(r" [:;!?»]|« ", msgstr):
+            problems.append(f"plain space: {msgid} -> {msgstr}")
+        # No space at all (« Erreur: »), except in a header name or a URL quoted as is.
+        text = re.sub(r"Authorization: Bearer|\w+://", "", msgstr)
+        if re.search(r"[^\s\u00a0\u202f][;!?»]|[^\s\u00a0\u202f]:(?!\w)|«[^\s\u00a0\u202f]", text):
+            problems.append(f"no space: {msgid} -> {msgstr}")
+    assert not problems, "\n".join(problems)
+
+
+def test_form_labels_end_with_a_non_breaking_space_and_colon_in_french() -> None:
+    """Django's own French gives its label suffix a plain space; Pli's catalogue comes first."""
+    from django.utils import translation
+
+    with translation.override("fr"):
+        assert translation.gettext(":") == "\u00a0:"
+    with translation.override("en"):
+        assert translation.gettext(":") == ":"

@@ -225,7 +225,7 @@ def test_a_name_typed_among_addresses_is_named_whole(people: dict[str, User]) ->
     response = web_client(people["alice"]).post("/messages/compose/", _base(people, to=typed))
     assert response.status_code == 400
     (message,) = response.context["form"].errors["to"]
-    assert "« Sophie Leroy »" in message and "suggestions" in message
+    assert "«\u00a0Sophie Leroy\u00a0»" in message and "suggestions" in message
     # Named addresses as a mail program copies them are still read, commas in names too.
     bob, carol = personal_mailbox(people["bob"]).address, personal_mailbox(people["carol"]).address
     named = f'"Leroy, Sophie" <{bob}>; Bob <{carol}>'
@@ -392,8 +392,8 @@ def test_an_urlencoded_form_not_in_utf8_is_refused_not_garbled(people: dict[str,
     assert response.status_code == 400, response.content
     # In French, as every other answer (the translation was left fuzzy, so never compiled).
     assert response.json()["subject"] == [
-        "Ce texte est illisible : un formulaire envoy\u00e9 en application/x-www-form-urlencoded doit \u00eatre en "
-        "UTF-8 ; rien n\u2019a \u00e9t\u00e9 enregistr\u00e9."
+        "Ce texte est illisible\u00a0: un formulaire envoy\u00e9 en application/x-www-form-urlencoded doit "
+        "\u00eatre en UTF-8\u00a0; rien n\u2019a \u00e9t\u00e9 enregistr\u00e9."
     ]
     assert not Message.objects.exists()
 
@@ -416,7 +416,7 @@ def test_unreadable_json_is_explained_in_the_callers_language(
     path = f"/api/v1/messages/{sent}/move"
     response = client.generic("POST", path, body, content_type="application/json")
     assert response.status_code == 400
-    assert response.json()["detail"].startswith("Requête mal formée : le ")
+    assert response.json()["detail"].startswith("Requête mal formée\u00a0: le ")
     assert french in response.json()["detail"] and "Expecting" not in response.json()["detail"]
     response = client.generic("POST", path, body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="en")
     assert english in response.json()["detail"]
@@ -444,7 +444,7 @@ def test_a_field_given_twice_is_refused_not_the_last_one_kept(people: dict[str, 
         content_type="application/x-www-form-urlencoded",
     )
     assert response.status_code == 400
-    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]}
+    assert response.json() == {"folder": ["Ce champ est donné plusieurs fois\u00a0: envoyez-le une seule fois."]}
     assert client.get(f"/api/v1/messages/{sent}").json()["copies"][0]["folder"] == "sent"
     box = personal_mailbox(people["alice"]).pk
     response = client.get(f"/api/v1/mailboxes/{box}/messages?folder=sent&folder=inbox&limit=5")

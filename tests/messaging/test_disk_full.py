@@ -17,7 +17,7 @@ from pli.messaging import services
 from pli.messaging.models import Message
 from pli.testing.faults import FullDisk, database_full_error
 
-NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage : rien n\u2019a été enregistré."
+NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage\u00a0: rien n\u2019a été enregistré."
 
 
 def _file(name: str, content: bytes) -> io.BytesIO:

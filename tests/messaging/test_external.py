@@ -154,7 +154,7 @@ def test_replying_quotes_the_patient_and_addresses_nobody(db: None) -> None:
     doctor = practitioner()
     message = receive(doctor, body="Voici mes résultats.")
     page = web_client(doctor).get(f"/messages/compose/?reply_to={message.pk}").content.decode()
-    assert "a écrit :" in page and "Patient — Élodie Durand (lien sécurisé) a écrit :" in page
+    assert "a écrit\u00a0:" in page and "Patient — Élodie Durand (lien sécurisé) a écrit\u00a0:" in page
     # A patient has no mailbox: nothing is put in "to" that the send would then refuse.
     assert '<input type="text" name="to" value=""' in page
 

@@ -56,7 +56,7 @@ def test_a_reply_to_a_long_letter_quotes_its_start_and_sends(db: None) -> None:
     answer = _answer(bob, message_id, "reply")
     body = answer.body
     assert "> Résultat 000" in body
-    assert "> […] (coupé ici : le message entier est dans la conversation)" in body  # where the rest is
+    assert "> […] (coupé ici\u00a0: le message entier est dans la conversation)" in body  # where the rest is
 
 
 def test_a_forward_of_a_long_letter_sends(db: None) -> None:

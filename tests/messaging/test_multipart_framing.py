@@ -334,7 +334,7 @@ def test_a_single_value_field_given_twice_is_refused(pair: tuple[User, User], fi
     parts = [*_text_parts(alice, bob), *[(f'Content-Disposition: form-data; name="{field}"'.encode(), b"autre")] * 2]
     response = _post(alice, _body(parts))
     assert response.status_code == 400, response.content
-    assert response.json()[field] == ["Ce champ est donné plusieurs fois : envoyez-le une seule fois."]
+    assert response.json()[field] == ["Ce champ est donné plusieurs fois\u00a0: envoyez-le une seule fois."]
     assert_nothing_saved()
 
 

@@ -157,12 +157,12 @@ def test_compose_prefills_reply_and_forward(pair: tuple[User, User]) -> None:
     # Quoted in the reader's time zone, with the author's name.
     sent_at = timezone.localtime(Message.objects.get(pk=sent["id"]).sent_at).strftime("%d/%m/%Y %H:%M")
     author = f"{personal_mailbox(alice).name} <{personal_mailbox(alice).address}>"
-    assert f"Le {sent_at}, {author} a écrit :" in form.initial["body"]
+    assert f"Le {sent_at}, {author} a écrit\u00a0:" in form.initial["body"]
     forward = client.get(f"/messages/compose/?forward={sent['id']}")
     html = forward.content.decode()
     assert forward.context["form"].initial["subject"] == "TR : Bilan"
     forwarded = forward.context["form"].initial["body"]
-    assert "Message transféré" in forwarded and f"De : {author}" in forwarded and "Objet : Bilan" in forwarded
+    assert "Message transféré" in forwarded and f"De\u00a0: {author}" in forwarded and "Objet\u00a0: Bilan" in forwarded
     assert forwarded.splitlines()[-1] == "Texte"
     assert 'name="forward_attachments"' in html and "cr.pdf" in html and "checked" in html
     _no_inline_code(html)
@@ -385,7 +385,7 @@ def test_one_unreadable_message_does_not_take_the_mailbox_down(pair: tuple[User,
     assert page.status_code == 200
     html = page.content.decode()
     assert "Lisible" in html and "illisible" in html and "Abîmé" not in html
-    assert sorted(m["subject"] for m in listed) == ["(illisible : prévenez votre administrateur)", "Lisible"]
+    assert sorted(m["subject"] for m in listed) == ["(illisible\u00a0: prévenez votre administrateur)", "Lisible"]
     assert f"message {broken['id']}: subject unreadable" in caplog.text
 
 

@@ -591,7 +591,7 @@ def test_a_forward_keeps_the_files_the_patient_and_every_recipient(practice: Pra
     client = web_client(p.claire)
     page = client.get(f"/messages/compose/?forward={message_id}&mailbox={p.team.pk}")
     initial = page.context["form"].initial
-    assert f"Cc : {p.own(p.jeanne).name} <{p.own(p.jeanne).address}>" in initial["body"]
+    assert f"Cc\u00a0: {p.own(p.jeanne).name} <{p.own(p.jeanne).address}>" in initial["body"]
     assert initial["patient_family_name"] == "Le Gall"
     sent = client.post(
         "/messages/compose/",

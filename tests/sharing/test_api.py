@@ -284,7 +284,7 @@ def test_an_upload_too_old_to_commit_is_refused_and_nothing_kept(db: None, monke
     monkeypatch.setattr(services, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
     response = api(make_user()).post("/api/v1/shares", fields())
     assert response.status_code == 400
-    again = "L\u2019envoi des fichiers a pris trop de temps ; veuillez les envoyer à nouveau."
+    again = "L\u2019envoi des fichiers a pris trop de temps\u00a0; veuillez les envoyer à nouveau."
     assert response.json() == {"documents": [again]}
     assert not PatientShare.objects.exists()
     assert list(share_blob_store().iter_ids()) == []

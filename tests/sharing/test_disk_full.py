@@ -19,7 +19,7 @@ from pli.testing.accounts import make_user
 from pli.testing.faults import FullDisk, database_full_error
 from sharing.helpers import Patient, make_share, pdf_bytes
 
-NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage : rien n\u2019a été enregistré."
+NO_ROOM = "Le serveur n\u2019a plus d\u2019espace de stockage\u00a0: rien n\u2019a été enregistré."
 BIG = pdf_bytes("irm") + b"%" * (3 * 2**20)  # several segments: the disk fills as it streams
 
 

@@ -909,7 +909,7 @@ def test_a_code_replaced_by_a_newer_one_is_said_to_be_no_longer_valid(db: None) 
     response = patient.code(first)
     assert response.status_code == 400
     html = response.content.decode()
-    assert "plus valable : utilisez le dernier code reçu" in html
+    assert "plus valable\u00a0: utilisez le dernier code reçu" in html
     assert "pas le bon code" not in html
     # Still counted: only the latest code opens the documents.
     share.refresh_from_db()
@@ -967,8 +967,8 @@ def test_the_page_titles_say_the_step(db: None) -> None:
         assert found is not None
         return found.group(1)
 
-    assert title_of(patient.get()) == "Étape 1 sur 2 : votre date de naissance · Pli"
+    assert title_of(patient.get()) == "Étape 1 sur 2\u00a0: votre date de naissance · Pli"
     assert patient.birth_date().status_code == 303
-    assert title_of(patient.get("/code")) == "Étape 2 sur 2 : le code reçu · Pli"
+    assert title_of(patient.get("/code")) == "Étape 2 sur 2\u00a0: le code reçu · Pli"
     patient.client.cookies["django_language"] = "en"
     assert title_of(patient.get("/code")) == "Step 2 of 2: the code you received · Pli"

@@ -78,7 +78,7 @@ def test_files_are_checked_by_their_content(db: None) -> None:
     assert list(message_blob_store().iter_ids()) == []
     # The refused file is named, and what the patient wrote is still in the box.
     page = response.content.decode()
-    assert "« photo.jpg »" in page
+    assert "«\u00a0photo.jpg\u00a0»" in page
     assert "Ma tension ce matin : 14/9.</textarea>" in page
 
 
@@ -460,7 +460,7 @@ def test_the_reply_says_the_day_the_share_was_made_in_french_time(db: None) -> N
     patient.sign_in()
     assert reply(patient).status_code == 303
     message = messaging.visible_message(doctor, ShareReply.objects.get(share=share).message_id)
-    assert f"que vous avez transmis le {made.strftime('%d/%m/%Y')} :" in message.body, message.body
+    assert f"que vous avez transmis le {made.strftime('%d/%m/%Y')}\u00a0:" in message.body, message.body
 
 
 def _idle_for(share: PatientShare, minutes: float) -> None:

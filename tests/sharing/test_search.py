@@ -235,7 +235,7 @@ def test_one_share_that_cannot_be_decrypted_leaves_the_list_and_its_search_worki
     page = client.get("/shares/")
     assert page.status_code == 200
     assert "LEFÈVRE" in page.content.decode()
-    assert "(illisible : prévenez votre administrateur)" in page.content.decode()
+    assert "(illisible\u00a0: prévenez votre administrateur)" in page.content.decode()
     results = client.post("/shares/", {"status": "sent"}, follow=True)
     assert results.status_code == 200
     assert "LEFÈVRE" in results.content.decode()

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from pli.notify import sms
 from pli.sharing import services
-from pli.sharing.models import ShareNotification
+from pli.sharing.models import Channel, ShareNotification
 from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import MOBILE, link_token, make_due, make_share, run_tasks, sms_messages
 
@@ -213,6 +213,20 @@ def test_an_accented_sender_does_not_double_the_link_sms(db: None) -> None:
     assert "Francoise Lefèvre-Chateau (Hopital privé Saint-Come d'Ile-de-France)" in message["text"]
     assert link_token(message["text"]) == token
     assert sms.segments(message["text"]) == ("gsm", 2)
+
+
+def test_the_french_code_sms_stays_in_the_gsm_alphabet(db: None) -> None:
+    """French puts a non-breaking space before « : » (« Votre code Pli : … »), a character
+    the GSM alphabet lacks: it would have made the code SMS UCS-2. An SMS has plain ones."""
+    from django.utils import translation
+
+    from pli.sharing import notifications
+
+    share, _token = make_share(make_user())
+    with translation.override("fr"):
+        rendered = notifications.render_code(share, "123456", Channel.SMS, 10)
+    assert rendered.text.startswith("Votre code Pli : 123456."), rendered.text
+    assert sms.segments(rendered.text) == ("gsm", 1)
 
 
 # -- Twilio, against a loopback server ----------------------------------------------------------

@@ -472,7 +472,7 @@ def test_an_upload_too_old_to_commit_asks_to_send_again_keeping_the_form(
     response = browser(make_user()).post("/shares/new", form())
     assert response.status_code == 400
     page = response.content.decode()
-    assert "L\u2019envoi des fichiers a pris trop de temps ; veuillez les envoyer à nouveau." in page
+    assert "L\u2019envoi des fichiers a pris trop de temps\u00a0; veuillez les envoyer à nouveau." in page
     assert 'value="Durand"' in page
     assert not PatientShare.objects.exists() and list(share_blob_store().iter_ids()) == []
 

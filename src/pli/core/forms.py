@@ -9,6 +9,12 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+
+# Django's label suffix, which Pli's own catalogue translates (it comes first): French puts a
+# non-breaking space before « : », and Django's French has a plain one, with which the colon
+# of a label could wrap onto a line of its own. Named here so that makemessages keeps it.
+LABEL_SUFFIX = gettext_noop(":")
 
 # Control characters, and the marks that change the direction text is shown in: in a name
 # they only serve to make it display as something else.

@@ -258,6 +258,16 @@ def to_gsm(text: str) -> str:
     return "".join(out)
 
 
+_PLAIN_SPACES = str.maketrans(dict.fromkeys("\u00a0\u202f", " "))
+
+
+def plain_spaces(text: str) -> str:
+    """``text`` with French typography's non-breaking spaces (before « : » and « ? ») as
+    plain ones: the GSM alphabet has none, and one made the whole SMS UCS-2. Nothing else
+    changes (a link has no space to change)."""
+    return text.translate(_PLAIN_SPACES)
+
+
 def segments(text: str) -> tuple[str, int]:
     """The encoding (``"gsm"`` or ``"ucs2"``) and the number of segments ``text`` takes."""
     if all(_is_gsm(char) for char in text):

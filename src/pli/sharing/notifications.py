@@ -122,7 +122,7 @@ def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
             Rendered(
                 channel=Channel.SMS,
                 recipient=share.patient_mobile,
-                text=render("sharing/notify/link_sms.txt", {**context, **names}),
+                text=sms.plain_spaces(render("sharing/notify/link_sms.txt", {**context, **names})),
             )
         )
     return messages
@@ -134,7 +134,8 @@ def render_code(share: PatientShare, code: str, channel: str, minutes: int) -> R
     context = notification_context(share, code=code, minutes=minutes)
     language = translation.get_language()
     if channel == Channel.SMS:
-        return Rendered(channel, share.patient_mobile or "", render("sharing/notify/code_sms.txt", context, language))
+        text = sms.plain_spaces(render("sharing/notify/code_sms.txt", context, language))
+        return Rendered(channel, share.patient_mobile or "", text)
     return Rendered(
         channel,
         share.patient_email or "",
