@@ -151,3 +151,22 @@ def test_sign_in_and_reset_pages_name_the_address_as_every_other_page(
         body = client.get(path, HTTP_ACCEPT_LANGUAGE=language).content.decode()
         assert re.search(rf'<label for="id_{name}"[^>]*>\s*{label}', body), (path, body)
         assert "Courriel" not in body and "Email:" not in body
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("fr", "Utilisez votre application d\u2019authentification ou un code de secours"),
+        ("en", "Use your authenticator app or a recovery code"),
+    ],
+)
+def test_confirming_it_is_you_offers_the_second_factor_in_pli_words(
+    organisation: Organisation, client: Client, language: str, text: str
+) -> None:
+    """The link read allauth's « Utilisez une application d'authentification ou un code »:
+    which code, the page did not say (Pli calls them codes de secours)."""
+    user = make_user(organisation)
+    sign_in(client, user.email, code=totp_code())
+    body = client.get("/account/reauthenticate/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    assert text in body, body
+    assert "application d'authentification" not in body

@@ -64,6 +64,15 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
         link = urlsplit(str(super().get_reset_password_from_key_url(key)))
         return str(settings.PUBLIC_URL) + urlunsplit(("", "", link.path, link.query, ""))
 
+    def get_reauthentication_methods(self, user: AbstractBaseUser) -> list[dict[str, Any]]:
+        """The links to confirm it is you another way, in Pli's words: allauth's « Use
+        authenticator app or code » did not say which code."""
+        methods: list[dict[str, Any]] = super().get_reauthentication_methods(user)
+        for method in methods:
+            if method["id"] == "mfa_reauthenticate":
+                method["description"] = _("Use your authenticator app or a recovery code")
+        return methods
+
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         # Accounts come from invitations (pli.accounts.services) or operator commands only.
         return False
