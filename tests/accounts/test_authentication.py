@@ -617,3 +617,32 @@ def test_the_security_notice_after_a_change_speaks_as_pli(
         assert text in mail.body, mail.body
     assert "testserver" not in mail.body and "c'est" not in mail.body and "Hello from" not in mail.body
     assert mail.body.rstrip().endswith("-- \nPli"), mail.body
+
+
+def test_allauth_texts_about_the_second_factor_use_pli_words_in_french() -> None:
+    """The security notice's subject read « Nouveaux codes de récupération générés », where
+    every Pli page says « codes de secours », and the flash and subject after setting up
+    the app « Application d'authentification activée », with the ASCII apostrophe."""
+    from django.template.loader import render_to_string
+    from django.utils import translation
+
+    context = {"ip": "203.0.113.5", "user_agent": "Firefox", "timestamp": "", "user": None}
+    with translation.override("fr"):
+        texts = {
+            name: render_to_string(name, context).strip()
+            for name in (
+                "mfa/email/recovery_codes_generated_subject.txt",
+                "mfa/email/recovery_codes_generated_message.txt",
+                "mfa/messages/recovery_codes_generated.txt",
+                "mfa/email/totp_activated_subject.txt",
+                "mfa/messages/totp_activated.txt",
+                "mfa/email/totp_deactivated_message.txt",
+            )
+        }
+    assert texts["mfa/email/recovery_codes_generated_subject.txt"] == "Nouveaux codes de secours générés"
+    notice = texts["mfa/email/recovery_codes_generated_message.txt"]
+    assert "Une nouvelle série de codes de secours a été générée." in notice
+    assert texts["mfa/email/totp_activated_subject.txt"] == "Application d\u2019authentification activée"
+    assert texts["mfa/messages/totp_activated.txt"] == "Application d\u2019authentification activée."
+    for name, text in texts.items():
+        assert "récupération" not in text and "'" not in text, (name, text)

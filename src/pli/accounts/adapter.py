@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from pli.accounts import ratelimits
 from pli.audit import services as audit
@@ -28,6 +29,21 @@ from pli.crypto import open_sealed, seal
 logger = logging.getLogger(__name__)
 
 SECOND_FACTOR_TYPES = (Authenticator.Type.TOTP, Authenticator.Type.WEBAUTHN)
+
+
+# allauth's own texts about the second factor (flash messages, the security notices' subjects
+# and lines), translated again in this app's catalogue, which Django reads before allauth's:
+# allauth's French says « codes de récupération » where every Pli page says « codes de
+# secours », and writes the ASCII apostrophe. Listed so that makemessages keeps them.
+ALLAUTH_TEXTS = (
+    gettext_noop("New Recovery Codes Generated"),
+    gettext_noop("A new set of Two-Factor Authentication recovery codes has been generated."),
+    gettext_noop("A new set of recovery codes has been generated."),
+    gettext_noop("Authenticator App Activated"),
+    gettext_noop("Authenticator App Deactivated"),
+    gettext_noop("Authenticator app activated."),
+    gettext_noop("Authenticator app deactivated."),
+)
 
 
 class _LockoutMessage:
