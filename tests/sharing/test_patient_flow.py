@@ -770,6 +770,8 @@ def test_english_version_of_the_patient_pages(db: None) -> None:
     patient.client.cookies["django_language"] = "en"
     page = patient.get().content.decode()
     assert "Your birth date" in page and 'lang="en"' in page
+    # English as the notification e-mail writes it (the page read « In doubt, call… »).
+    assert "If in doubt, call your health professional" in page
     french = Patient(token).get().content.decode()
     assert "Votre date de naissance" in french
 
