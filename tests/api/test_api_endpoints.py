@@ -266,3 +266,17 @@ def test_a_bug_is_a_json_500_without_details(raw_token: str, caplog: pytest.LogC
     body = json.loads(response.content)
     assert list(body) == ["detail"] and "a bug" not in body["detail"]
     assert any("RuntimeError" in record.getMessage() for record in caplog.records)
+
+
+def test_the_frameworks_own_answers_are_written_as_pli_writes_french(raw_token: str, client: Client) -> None:
+    """DRF's French gave « Informations d'authentification non fournies. » and « L'en-tête
+    « Accept » n'a pas pu être satisfaite. » (an ASCII apostrophe, the header made feminine)
+    beside Pli's own answers in the same integration's logs."""
+    french = {"HTTP_ACCEPT_LANGUAGE": "fr"}
+    missing = client.get("/api/v1/me", **french).json()["detail"]
+    assert missing == "Informations d\u2019authentification non fournies."
+    refused = client.get("/api/v1/me", HTTP_ACCEPT="text/csv", **french, **bearer(raw_token))
+    assert refused.status_code == 406
+    assert refused.json()["detail"] == "L\u2019en-tête «\u00a0Accept\u00a0» de la requête ne peut pas être satisfait."
+    english = client.get("/api/v1/me", HTTP_ACCEPT_LANGUAGE="en").json()["detail"]
+    assert english == "Authentication credentials were not provided."

@@ -11,6 +11,7 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooMany
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -20,6 +21,16 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from pli.core import outage, storage
 
 logger = logging.getLogger("pli.api")
+
+# DRF's own answers that the API gives, translated again in Pli's catalogue (LOCALE_PATHS,
+# read before DRF's): its French wrote the ASCII apostrophe, and « L'en-tête … n'a pas pu
+# être satisfaite ». Listed so that makemessages keeps them.
+DRF_TEXTS = (
+    gettext_noop("Authentication credentials were not provided."),
+    gettext_noop("Incorrect authentication credentials."),
+    gettext_noop("You do not have permission to perform this action."),
+    gettext_noop("Could not satisfy the request Accept header."),
+)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
