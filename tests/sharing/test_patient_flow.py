@@ -734,7 +734,10 @@ def test_leave_ends_the_session(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)
     patient.sign_in()
-    assert patient.client.post(patient.url("/leave")).status_code == 200
+    left = patient.client.post(patient.url("/leave"))
+    assert left.status_code == 200
+    # Said to a woman as to a man, as « Né(e) le » is (it read « Vous êtes sorti »).
+    assert "<h1>Vous êtes sorti(e)</h1>" in left.content.decode()
     assert patient.get("/documents").status_code == 303
 
 
