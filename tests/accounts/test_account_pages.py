@@ -170,3 +170,9 @@ def test_confirming_it_is_you_offers_the_second_factor_in_pli_words(
     body = client.get("/account/reauthenticate/", HTTP_ACCEPT_LANGUAGE=language).content.decode()
     assert text in body, body
     assert "application d'authentification" not in body
+
+
+def test_a_spent_reset_link_says_so_in_french(db: None, client: Client) -> None:
+    """The heading read « Lien plus valable », a French no one writes."""
+    body = client.get("/account/password/reset/key/1-not-a-key/", HTTP_ACCEPT_LANGUAGE="fr", follow=True)
+    assert "<h1>Ce lien n\u2019est plus valable</h1>" in body.content.decode()
