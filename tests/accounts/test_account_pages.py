@@ -151,6 +151,7 @@ def test_sign_in_and_reset_pages_name_the_address_as_every_other_page(
         body = client.get(path, HTTP_ACCEPT_LANGUAGE=language).content.decode()
         assert re.search(rf'<label for="id_{name}"[^>]*>\s*{label}', body), (path, body)
         assert "Courriel" not in body and "Email:" not in body
+        assert f'placeholder="{label}"' in body, (path, body)
 
 
 @pytest.mark.parametrize(

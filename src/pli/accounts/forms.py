@@ -50,6 +50,7 @@ class LoginForm(AllauthLoginForm):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.fields["password"].help_text = ""
         self.fields["login"].label = _("E-mail address")
+        self.fields["login"].widget.attrs["placeholder"] = _("E-mail address")
 
 
 class ChangePasswordForm(AllauthChangePasswordForm):  # type: ignore[misc]
@@ -69,6 +70,7 @@ class ResetPasswordForm(AllauthResetPasswordForm):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["email"].label = _("E-mail address")  # not allauth's « Courriel »
+        self.fields["email"].widget.attrs["placeholder"] = _("E-mail address")
 
     def clean_email(self) -> str:
         if ratelimits.consume(context.request, "reset_password") is None:
