@@ -418,7 +418,7 @@ def test_delete_for_good_asks_first_without_javascript(pair: tuple[User, User]) 
     response = client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(box.pk)})
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Supprimer définitivement ce message ? C\u2019est irréversible." in page
+    assert "Supprimer définitivement ce message\u00a0? C\u2019est irréversible." in page
     assert 'name="confirmed" value="1"' in page and f'name="mailbox" value="{box.pk}"' in page
     assert f'href="/messages/m/{sent["id"]}/?mailbox={box.pk}"' in page  # « Annuler »
     assert Delivery.objects.get(message_id=sent["id"], mailbox=box).folder == Folder.TRASH

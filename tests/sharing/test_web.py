@@ -635,7 +635,7 @@ def test_revoking_asks_first_without_javascript(db: None) -> None:
     response = client.post(f"/shares/{share.pk}/revoke")
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Révoquer ce lien ?" in page and "Révoquer le lien d\u2019un patient" in page
+    assert "Révoquer ce lien\u00a0?" in page and "Révoquer le lien d\u2019un patient" in page
     assert 'name="confirmed" value="1"' in page and f'href="/shares/{share.pk}"' in page
     share.refresh_from_db()
     assert share.status == Status.SENT
