@@ -517,3 +517,25 @@ def test_the_keep_alive_needs_the_pages_csrf_token(db: None) -> None:
     _idle_for(share, 5)
     assert patient.client.post(patient.url("/alive")).status_code == 403
     assert patient.client.post(patient.url("/alive"), HTTP_X_CSRFTOKEN=csrf[1]).status_code == 204
+
+
+def test_a_reply_arriving_near_the_end_of_the_idle_time_counts_as_activity(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without JavaScript nothing keeps the session alive while the patient writes: a reply
+    sent 14 minutes after the page was shown, whose photos then took a minute to arrive, was
+    refused once they had (« session ended ») and lost. The request's arrival is activity."""
+    share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    _idle_for(share, 14.5)
+    real_reply = services.reply
+
+    def slow_upload(*args: Any, **kwargs: Any) -> Any:
+        # The files took a minute to arrive: the reply is saved a minute later.
+        return real_reply(*args, **{**kwargs, "now": timezone.now() + datetime.timedelta(minutes=1)})
+
+    monkeypatch.setattr(services, "reply", slow_upload)
+    sent = reply(patient, "Voici les photos")
+    assert sent.status_code == 303 and sent["Location"].endswith("?replied=1")
+    assert ShareReply.objects.filter(share=share).count() == 1

@@ -449,6 +449,10 @@ def reply(request: HttpRequest, token: str) -> HttpResponse:
     if refusal is not None:
         return refusal
     assert share is not None and session is not None  # noqa: S101
+    # The reply's arrival is activity: files that take a while to arrive after 14 minutes of
+    # writing (without the page's script, nothing kept the session alive) are not refused
+    # once they have.
+    services.touch_session(session)
     response = _reply(request, token, share)
     if not isinstance(response, HttpResponseRedirect):
         # Refused, the documents page is shown again: it lists them, so it is audited as
