@@ -180,10 +180,13 @@ def test_revoke_unlock_resend(db: None) -> None:
     patient = Patient(token)
     for _ in range(5):
         patient.birth_date("01/01/2001")
-    assert client.get(f"/api/v1/shares/{share.pk}").json()["status"] == "locked"
+    locked = client.get(f"/api/v1/shares/{share.pk}").json()
+    # What locked it, so that the integrator's user knows what to check with the patient.
+    assert locked["status"] == "locked" and locked["lock_reason"] == "birth_date"
     assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 409
     unlocked = client.post(f"/api/v1/shares/{share.pk}/unlock")
     assert unlocked.status_code == 200 and unlocked.json()["status"] == "sent"
+    assert unlocked.json()["lock_reason"] is None
     resent = client.post(f"/api/v1/shares/{share.pk}/resend")
     assert resent.status_code == 200
     assert "resent" in [e["type"] for e in resent.json()["events"]]

@@ -37,7 +37,7 @@ from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.sharing import notifications, services, validation
 from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
-from pli.sharing.models import Channel, PatientShare, Status
+from pli.sharing.models import Channel, LockReason, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
 TAGS = ["shares"]
@@ -166,6 +166,12 @@ def event_data(event: services.ShareEvent) -> dict[str, Any]:
     }
 
 
+_LOCK_REASON = (
+    "Why the share is locked: `birth_date` (too many wrong birth dates), `code` (too many wrong "
+    "codes) or `codes_sent` (too many codes requested); null unless `status` is `locked`."
+)
+
+
 class ShareSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -173,6 +179,7 @@ class ShareSerializer(serializers.Serializer[Any]):
     expires_at = UTCDateTimeField()
     allow_reply = serializers.BooleanField()
     documents = serializers.IntegerField(help_text="Number of documents.")
+    lock_reason = serializers.ChoiceField(choices=LockReason.choices, allow_null=True, help_text=_LOCK_REASON)
     events = ShareEventSerializer(many=True)
 
 
@@ -189,6 +196,9 @@ class ShareActionResultSerializer(serializers.Serializer[Any]):
     expires_at = UTCDateTimeField(required=False, help_text=_READERS_ONLY)
     allow_reply = serializers.BooleanField(required=False, help_text=_READERS_ONLY)
     documents = serializers.IntegerField(required=False, help_text=f"Number of documents. {_READERS_ONLY}")
+    lock_reason = serializers.ChoiceField(
+        choices=LockReason.choices, allow_null=True, required=False, help_text=f"{_LOCK_REASON} {_READERS_ONLY}"
+    )
     events = ShareEventSerializer(many=True, required=False, help_text=_READERS_ONLY)
 
 
@@ -234,13 +244,15 @@ def _share(request: Request, share_id: uuid.UUID) -> PatientShare:
 
 
 def share_data(share: PatientShare) -> dict[str, Any]:
+    current = share.effective_status(timezone.now())
     return {
         "id": share.pk,
-        "status": share.effective_status(timezone.now()),
+        "status": current,
         "created_at": share.created_at,
         "expires_at": share.expires_at,
         "allow_reply": share.allow_reply,
         "documents": share.document_count,
+        "lock_reason": (share.lock_reason or None) if current == Status.LOCKED else None,
         "events": [event_data(e) for e in services.events(share)],
     }
 
