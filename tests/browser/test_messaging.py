@@ -61,7 +61,7 @@ def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any
     _sign_in(page, alice)
     page.click("text=Écrire un message")
     # The chosen files' sizes are written in the page's language, then in English.
-    big = {"name": "irm.dcm", "mimeType": "application/dicom", "buffer": b"\0" * (3 << 19)}
+    big = {"name": "irm.dcm", "mimeType": "application/dicom", "buffer": b"\0" * 1_500_000}
     page.set_input_files("#id_attachments", files=[big])
     assert "irm.dcm (1,5\u202fMo)" in page.locator("#file-list").inner_text()
     page.click(".lang-switch button[value=en]")

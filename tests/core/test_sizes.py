@@ -34,3 +34,24 @@ def test_limits_in_the_units_they_were_set_in(value: int, french: str, english: 
 def test_small_limits_in_bytes() -> None:
     with translation.override("en"):
         assert limit_size(512).replace("\xa0", " ") == "512 bytes"
+
+
+@pytest.mark.parametrize(
+    ("value", "french", "english"),
+    [
+        (1_572_864, "1,6 Mo", "1.6 MB"),
+        (358_400, "358 ko", "358 KB"),
+        (12_345, "12,3 ko", "12.3 KB"),
+        (100 * 2**20, "105 Mo", "105 MB"),
+        (3 * 10**9, "3 Go", "3 GB"),
+    ],
+)
+def test_file_sizes_in_the_units_phones_show(value: int, french: str, english: str) -> None:
+    """An attachment's size read « 1,5 Mio » beside limits of « 100 Mo » and the sizes the
+    compose page's script writes: units few French readers know, counted otherwise."""
+    from pli.core.sizes import file_size
+
+    with translation.override("fr"):
+        assert file_size(value) == french
+    with translation.override("en"):
+        assert file_size(value) == english

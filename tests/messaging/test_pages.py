@@ -113,6 +113,15 @@ def test_thread_page_shows_banner_links_and_attachments_safely(pair: tuple[User,
     _no_inline_code(html)
 
 
+def test_attachment_sizes_read_as_phones_show_them(pair: tuple[User, User]) -> None:
+    """« 1,4 Mio » beside limits of « 100 Mo »: the thread's sizes are in powers of 1000 too."""
+    alice, bob = pair
+    sent = _send(alice, bob, attachments=[_file("irm.dcm", b"\0" * 1_500_000)])
+    html = web_client(bob).get(f"/messages/m/{sent['id']}/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    found = re.search(r"irm\.dcm</span> <span class=\"help\">\(([^)]*)\)", html)
+    assert found is not None and found.group(1) == "1,5 Mo", found and found.group(1)
+
+
 def test_attachment_headers(pair: tuple[User, User]) -> None:
     alice, bob = pair
     sent = _send(alice, bob, attachments=[_file("cr.pdf", b"%PDF-1.4 x"), _file("résultat été.hprim", b"HPRIM")])

@@ -48,3 +48,15 @@ def limit_size(value: int) -> str:
     # Set in neither (1,990,000 bytes): powers of 1000, rounded.
     unit, label = next((unit, label) for unit, label in _DECIMAL_UNITS if value >= unit)
     return _show(label, value / unit)
+
+
+def file_size(value: int) -> str:
+    """A file's size as phones and most computers show it: in powers of 1000, « ko », « Mo »,
+    « Go » in French (Django's ``filesizeformat`` writes « Kio », « Mio », units few readers
+    know, beside limits shown as « 100 Mo »), one decimal under 100 (« 1,6 Mo »), none above
+    (« 350 ko »)."""
+    if value < 1000:
+        return str(filesizeformat(value))
+    unit, label = next((unit, label) for unit, label in _DECIMAL_UNITS if value >= unit)
+    amount = value / unit
+    return _show(label, amount) if amount < 100 else str(label) % formats.number_format(round(amount))

@@ -3,15 +3,15 @@
 (function () {
   "use strict";
 
-  // In the page's language ("1,5 Mo" in French, "1.5 MB" in English), in powers of 1024
-  // like the sizes the server writes.
+  // In the page's language ("1,5 Mo" in French, "1.5 MB" in English), in powers of 1000
+  // like the sizes the server writes (pli.core.sizes.file_size) and phones show.
   function formatSize(bytes) {
     var lang = document.documentElement.lang || "fr";
     var unit = "byte", value = bytes, digits = 0;
-    if (bytes >= 1024 * 1024) {
-      unit = "megabyte"; value = bytes / (1024 * 1024); digits = 1;
-    } else if (bytes >= 1024) {
-      unit = "kilobyte"; value = bytes / 1024;
+    if (bytes >= 1000 * 1000) {
+      unit = "megabyte"; value = bytes / (1000 * 1000); digits = value < 100 ? 1 : 0;
+    } else if (bytes >= 1000) {
+      unit = "kilobyte"; value = bytes / 1000; digits = value < 100 ? 1 : 0;
     }
     try {
       return new Intl.NumberFormat(lang, {
