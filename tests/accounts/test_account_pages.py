@@ -64,6 +64,7 @@ def test_signed_in_pages(organisation: Organisation, admin: User, client: Client
         f"/organisations/{slug}/mailboxes/",
         f"/organisations/{slug}/mailboxes/new/",
         f"/organisations/{slug}/mailboxes/{mailbox.pk}/",
+        f"/organisations/{slug}/audit/",
     ]
     for path in pages:
         _check_page(client, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, cast
 
 from allauth.account.adapter import get_adapter as get_account_adapter
@@ -17,6 +18,7 @@ from django import forms
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from pli.accounts import ratelimits, validators
 from pli.accounts.models import Membership, Organisation, User
@@ -274,4 +276,42 @@ class InvitationAcceptForm(forms.Form):
                 password_validation.validate_password(password1, candidate)
             except ValidationError as exc:
                 self.add_error("password1", exc)
+        return data
+
+
+class JournalFilterForm(forms.Form):
+    """The access journal's filters (in the page's address: none of them is health data)."""
+
+    member = forms.TypedChoiceField(label=_("Member"), coerce=int, empty_value=None, required=False)
+    kind = forms.ChoiceField(label=_("Kind of action"), required=False)
+    since = forms.DateField(
+        label=pgettext_lazy("date range", "From"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+    until = forms.DateField(
+        label=pgettext_lazy("date range", "To"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+    )
+
+    def __init__(self, *args: Any, organisation: Organisation, kinds: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        memberships = Membership.objects.filter(organisation=organisation).select_related("user")
+        people = sorted((m.user for m in memberships), key=lambda u: (u.last_name.lower(), u.first_name.lower()))
+        member_field = cast(forms.ChoiceField, self.fields["member"])
+        member_field.choices = [("", _("Everyone")), *((str(u.pk), u.display_name) for u in people)]
+        kind_field = cast(forms.ChoiceField, self.fields["kind"])
+        kind_field.choices = [("", _("Every action")), *kinds]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        earliest, latest = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
+        for name in ("since", "until"):
+            value = data.get(name)
+            if isinstance(value, datetime.date) and not earliest <= value <= latest:
+                self.add_error(name, _("Choose a date between 1900 and 2999."))
+        start, end = data.get("since"), data.get("until")
+        if isinstance(start, datetime.date) and isinstance(end, datetime.date) and start > end:
+            self.add_error("until", _("The end date is before the start date."))
         return data

@@ -7,7 +7,9 @@ and require the admin role (403).
 
 from __future__ import annotations
 
+import csv
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from allauth.account.internal.flows.reauthentication import reauthenticate_by_password
@@ -20,20 +22,36 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch
 from django.forms import Form
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from pli.accounts import ratelimits, services
+from pli.accounts import journal, ratelimits, services
 from pli.accounts.adapter import MFAAdapter
-from pli.accounts.forms import PROFESSIONS, InvitationAcceptForm, InvitationForm, RoleForm, SharedMailboxForm
+from pli.accounts.forms import (
+    PROFESSIONS,
+    InvitationAcceptForm,
+    InvitationForm,
+    JournalFilterForm,
+    RoleForm,
+    SharedMailboxForm,
+)
 from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
 from pli.accounts.validators import RPPS_CHECKSUM_WARNING, rpps_checksum_fails
+from pli.audit import services as audit
 
 
 def _user(request: HttpRequest) -> User:
@@ -454,3 +472,115 @@ def _sign_in_new_member(request: HttpRequest, user: User) -> HttpResponseBase:
         reauthenticate_by_password(request)
     messages.info(request, _("Your account is ready. One last step: protect it with a second factor."))
     return response if isinstance(response, HttpResponseRedirect) else redirect("mfa_index")
+
+
+# --- The access journal -----------------------------------------------------------------
+
+
+def _journal_filters(request: HttpRequest, organisation: Organisation) -> tuple[JournalFilterForm, journal.Filters]:
+    kinds = [(code, str(label)) for code, (label, _actions) in journal.KINDS.items()]
+    form = JournalFilterForm(request.GET or None, organisation=organisation, kinds=kinds)
+    if not form.is_valid():
+        return form, journal.Filters()
+    data = form.cleaned_data
+    return form, journal.Filters(
+        member=data.get("member"), kind=data.get("kind") or "", since=data.get("since"), until=data.get("until")
+    )
+
+
+def _filter_details(filters: journal.Filters) -> dict[str, Any]:
+    return {
+        "member": filters.member,
+        "kind": filters.kind or None,
+        "since": filters.since.isoformat() if filters.since else None,
+        "until": filters.until.isoformat() if filters.until else None,
+    }
+
+
+@never_cache
+@require_http_methods(["GET"])
+def audit_journal(request: HttpRequest, slug: str) -> HttpResponse:
+    """« Journal des accès »: who read what, when, from where, for the organisation's
+    administrators. Seeing it is itself recorded."""
+    organisation = _organisation_for_admin(request, slug)
+    form, filters = _journal_filters(request, organisation)
+    try:
+        before = int(request.GET["before"]) if request.GET.get("before") else None
+    except ValueError:
+        before = None
+    found, next_before = journal.page(organisation, filters, before)
+    audit.record(
+        "organisation.journal_viewed",
+        actor=_user(request),
+        target=organisation,
+        request=request,
+        details=_filter_details(filters),
+    )
+    query = request.GET.copy()
+    query.pop("before", None)
+    return render(
+        request,
+        "accounts/audit.html",
+        {
+            "organisation": organisation,
+            "form": form,
+            "rows": journal.rows(found),
+            "next_before": next_before,
+            "is_first_page": before is None,
+            "query": query.urlencode(),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+_CSV_HEADERS = (
+    _lazy("Date and time"),
+    _lazy("Who"),
+    _lazy("Action"),
+    _lazy("On"),
+    _lazy("IP address"),
+    _lazy("Outcome"),
+)
+
+
+def _spreadsheet_safe(value: str) -> str:
+    """A name that begins like a formula is shown as text by a spreadsheet, not run."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+@never_cache
+@require_http_methods(["GET"])
+def audit_export(request: HttpRequest, slug: str) -> HttpResponseBase:
+    """The filtered journal as CSV (UTF-8 with a BOM, so that Excel reads the accents),
+    streamed: the trail can be long."""
+    organisation = _organisation_for_admin(request, slug)
+    form, filters = _journal_filters(request, organisation)
+    if form.errors:
+        return redirect(reverse("accounts:audit", kwargs={"slug": organisation.slug}) + "?" + request.GET.urlencode())
+    audit.record(
+        "organisation.journal_exported",
+        actor=_user(request),
+        target=organisation,
+        request=request,
+        details=_filter_details(filters),
+    )
+    writer = csv.writer(_Echo(), delimiter=";")
+    language = translation.get_language()
+
+    def lines() -> Iterator[str]:
+        # Streamed after the view has returned: the language is set again for the labels.
+        with translation.override(language):
+            yield "\ufeff" + writer.writerow([str(h) for h in _CSV_HEADERS])
+            for row in journal.all_rows(organisation, filters):
+                values = [row.at.strftime("%d/%m/%Y %H:%M:%S"), row.who, row.what, row.on_full, row.ip, row.outcome]
+                yield writer.writerow([_spreadsheet_safe(v) for v in values])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    stamp = timezone.localdate().isoformat()
+    response["Content-Disposition"] = f'attachment; filename="journal-{organisation.slug}-{stamp}.csv"'
+    return response

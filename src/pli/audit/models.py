@@ -23,7 +23,11 @@ class AuditEvent(models.Model):
 
     class Meta:
         db_table = "pli_audit_event"
-        indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+        indexes = [
+            models.Index(fields=["target_type", "target_id"], name="audit_target_idx"),
+            # An organisation's access journal filtered by member, newest first.
+            models.Index(fields=["actor_type", "actor_id", "seq"], name="audit_actor_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.outcome}"
