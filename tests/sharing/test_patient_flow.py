@@ -524,6 +524,33 @@ def test_the_repeat_needs_the_code_that_opened(db: None) -> None:
     assert share.open_count == 1
 
 
+def test_wrong_codes_with_the_key_a_code_has_just_replaced_are_counted_and_lock(db: None) -> None:
+    """The former key is let through to the code check for a while (a double tap): wrong
+    codes sent with it are guesses like any other, or whoever holds that key (planted there
+    before) could try codes that never lock the share."""
+    share, token = make_share()
+    patient = Patient(token)
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code).status_code == 303
+    planted = Patient(token)
+    planted.client.cookies["pli_patient"] = before
+    guesses = [f"{(int(code) + n) % 1000000:06d}" for n in range(1, services.MAX_CODE_FAILURES + 1)]
+    assert planted.code(guesses[0])["Location"].endswith("?session=expired")
+    share.refresh_from_db()
+    assert share.code_failures == 1
+    assert AuditEvent.objects.filter(action="share.code_failed").count() == 1
+    for guess in guesses[1:]:
+        planted.client.cookies["pli_patient"] = before
+        response = planted.code(guess)
+    assert response.status_code == 403
+    share.refresh_from_db()
+    assert share.status == Status.LOCKED
+    assert planted.get("/documents").status_code == 403
+
+
 def test_the_birth_date_given_again_once_in_sends_no_code(db: None) -> None:
     """A landing page left open in another tab, filled in once the documents are open: the
     patient is in already, and a new code would be an SMS for nothing, out of the hour's five."""

@@ -746,9 +746,13 @@ def check_code(
                 again = _repeat(share, latest, browser_keys, now, trail)
                 if again is not None:
                     return again
-            trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
-            return StepResult("no_session")
-        if latest is not None and matches:
+            if latest is None or matches or not _opened_by(latest, browser_keys):
+                trail.add("share.access_denied", share, outcome=audit.DENIED, reason="no_session", step="code")
+                return StepResult("no_session")
+            # Another code with the former key of a session this code has just opened (what
+            # _repeat accepts for a while): a guess like any other, counted, or that key
+            # would give whoever holds it attempts that never lock.
+        if session is not None and latest is not None and matches:
             used = OneTimeCode.objects.filter(
                 pk=latest.pk, used_at__isnull=True, retired=False, attempts__lt=MAX_CODE_FAILURES, expires_at__gt=now
             ).update(used_at=now)
@@ -784,7 +788,7 @@ def check_code(
         # Whichever limit comes first locks: the patient is told what is really left, not
         # the current code's own allowance when the count in all is nearer its end.
         left = min(MAX_CODE_FAILURES - attempts, MAX_TOTAL_CODE_FAILURES - share.code_failures)
-        return StepResult(reason, attempts_left=max(0, left))
+        return StepResult(reason if session is not None else "no_session", attempts_left=max(0, left))
 
 
 def _advance(share: PatientShare, progress: str) -> list[str]:
@@ -841,6 +845,17 @@ def recently_opened(keys: Sequence[str]) -> bool:
     return any(cache.get(_repeat_entry(tokens.session_key_hash(key))) for key in keys)
 
 
+def _opened_by(code: OneTimeCode, keys: Sequence[str]) -> list[tuple[str, str]]:
+    """Those of the browser's keys that ``code`` has just replaced (see _open), each with
+    the id of the session it opened."""
+    found = []
+    for key in keys:
+        session_id, _space, code_id = str(cache.get(_repeat_entry(tokens.session_key_hash(key)), "")).partition(" ")
+        if session_id.isdigit() and code_id == str(code.pk):
+            found.append((key, session_id))
+    return found
+
+
 def _repeat(
     share: PatientShare, latest: OneTimeCode, keys: Sequence[str], now: datetime.datetime, trail: _Trail
 ) -> StepResult | None:
@@ -852,10 +867,7 @@ def _repeat(
     since = now - REPEAT_WINDOW
     if latest.used_at is None or latest.used_at <= since:
         return None
-    for key in keys:
-        session_id, _space, code_id = str(cache.get(_repeat_entry(tokens.session_key_hash(key)), "")).partition(" ")
-        if not session_id.isdigit() or code_id != str(latest.pk):
-            continue
+    for key, session_id in _opened_by(latest, keys):
         renewed = tokens.new_session_key()
         if PatientSession.objects.filter(
             pk=session_id, share=share, stage=PatientSession.Stage.OPEN, ended_at__isnull=True, opened_at__gt=since
