@@ -203,6 +203,8 @@ def test_a_reply_written_for_twenty_minutes_is_not_lost(
             page.get_by_role("button", name="Rester connecté").click()
         assert answer.value.status == 204
         assert page.locator("#reply-session").count() == 0
+        # The button went with the warning: the focus is back in the text, not at the top.
+        assert page.evaluate("document.activeElement.id") == "id_text"
 
         _idle_for(share, 5)
         page.clock.fast_forward("05:00")

@@ -23,8 +23,12 @@
 
   function hide() {
     if (notice) {
+      // « Stay signed in » pressed: its button goes with the notice, and the focus would
+      // fall back to the top of the page; it goes back to the text being written.
+      var hadFocus = notice.contains(document.activeElement);
       notice.remove();
       notice = null;
+      if (hadFocus) form.querySelector("textarea").focus();
     }
   }
 
