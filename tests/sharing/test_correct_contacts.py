@@ -210,3 +210,24 @@ def test_a_number_removed_is_no_longer_said_to_be_refused(db: None, smtp_server:
     run_tasks()
     assert smtp_server.wait_for(1)
     assert "data-failure" not in client.get(f"/shares/{share.pk}").content.decode()
+
+
+def test_a_code_asked_for_as_the_contacts_are_corrected_goes_to_the_new_ones(db: None, monkeypatch: Any) -> None:
+    """The birth date step prepares its code before it takes the share's lock, from the
+    contacts as they were: a correction committed in between must not send the code to the
+    number just corrected away (a stranger's, when it was mistyped)."""
+    share, _token = make_share(doctor(), mobile="+33612345678", email=None)
+    run_tasks()
+    read_share = services._read_share
+
+    def corrected_meanwhile(share_id: uuid.UUID) -> PatientShare:
+        unlocked = read_share(share_id)
+        services.resend(share.created_by, share_id, contacts={"mobile": "+33698765432"})
+        return unlocked
+
+    monkeypatch.setattr(services, "_read_share", corrected_meanwhile)
+    result = services.check_birth_date(share.pk, share.patient_birth_date, session_key=None)
+    assert result.outcome == "ok"
+    run_tasks()
+    codes = [m["to"] for m in sms_messages() if m["text"].startswith("Votre code")]
+    assert codes == ["+33698765432"], sms_messages()

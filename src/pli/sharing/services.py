@@ -545,8 +545,8 @@ def check_birth_date(
 ) -> StepResult:
     """First factor. A match starts a patient session and sends a one-time code."""
     now = now or timezone.now()
-    # The birth date and contacts never change: compare and prepare the code before taking
-    # the lock; the counters and the status are decided under it.
+    # The birth date never changes, and the contacts seldom do: compare and prepare the code
+    # before taking the lock; the counters and the status are decided under it.
     unlocked = _read_share(share_id)
     matches = value == unlocked.patient_birth_date
     new_code = _prepare_code(unlocked, None) if matches else None
@@ -556,6 +556,9 @@ def check_birth_date(
         if refusal:
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason=refusal, step="birth_date")
             return StepResult(refusal)
+        if new_code is not None and _contacts(share) != _contacts(unlocked):
+            # Corrected by the practitioner meanwhile (resend): not to the former ones.
+            new_code = _prepare_code(share, None)
         if new_code is None:
             share.birth_date_failures = F("birth_date_failures") + 1
             share.save(update_fields=["birth_date_failures"])
@@ -1218,6 +1221,10 @@ def _correct_contacts(share: PatientShare, contacts: Mapping[str, str | None]) -
     share.codes.filter(retired=False).update(retired=True)
     notifications.cancel_pending(share)
     return changed
+
+
+def _contacts(share: PatientShare) -> tuple[str | None, str | None]:
+    return share.patient_email, share.patient_mobile
 
 
 def _contact(share: PatientShare, name: str) -> str | None:
