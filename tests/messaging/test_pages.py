@@ -457,6 +457,23 @@ def test_delete_for_good_sent_twice_answers_as_the_first(pair: tuple[User, User]
     assert AuditEvent.objects.filter(action="message.access_denied", actor_id=str(carol.pk)).exists()
 
 
+def test_delete_for_good_sent_again_for_another_users_mailbox_is_refused_and_recorded(pair: tuple[User, User]) -> None:
+    """The double click's allowance is for the user's own mailbox: naming someone else's
+    with a message they once deleted is a refused access like any other."""
+    alice, bob = pair
+    sent = _send(alice, bob)
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    client.post(f"/messages/m/{sent['id']}/move/", {"folder": "trash"})
+    assert (
+        client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(box.pk), "confirmed": "1"}).status_code == 302
+    )
+    foreign = personal_mailbox(practitioner())
+    response = client.post(f"/messages/m/{sent['id']}/delete/", {"mailbox": str(foreign.pk), "confirmed": "1"})
+    assert response.status_code == 404
+    assert AuditEvent.objects.filter(action="message.access_denied", actor_id=str(bob.pk)).exists()
+
+
 def test_without_a_mailbox_the_page_names_the_organisation_as_every_other_page(db: None) -> None:
     """It sent the user to « l\u2019administrateur de votre structure », the one page where Pli's
     organisation was called a « structure »."""

@@ -595,9 +595,14 @@ def delete(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     try:
         services.delete_message(user, message_id, mailbox_id=mailbox_id, request=request)
     except services.NotVisible:
-        if mailbox_id is not None and services.deleted_by(user, message_id):
+        if (
+            mailbox_id is not None
+            and services.mailboxes_for(user).filter(pk=mailbox_id).exists()
+            and services.deleted_by(user, message_id)
+        ):
             # Deleted by this very user a moment ago: the same form sent twice (a double
-            # click), not someone trying ids. Answered as the first one was.
+            # click), not someone trying ids. Answered as the first one was, for one of
+            # their own mailboxes only: another one is refused and recorded as before.
             messages.success(request, _("Message deleted for good."))
             return redirect("messaging:folder", mailbox_id=mailbox_id, folder=Folder.TRASH)
         services.record_denied(user, request, ("messaging.message", message_id), "delete", mailbox=mailbox_id)
