@@ -131,7 +131,7 @@ def test_lists_the_organisation_s_events_and_no_other_nor_any_content(alpha: Org
     assert "Bobby" in body  # who read Alpha's message
     assert "le patient" in body
     assert "Date de naissance erronée" in body
-    assert f"Partage {str(share.pk)[:8]}" in body
+    assert f"Envoi au patient {str(share.pk)[:8]}" in body
     assert f"Message {sent[:8]}" in body
     assert "Carolina" not in body
     assert private[:8] not in body
@@ -141,7 +141,7 @@ def test_lists_the_organisation_s_events_and_no_other_nor_any_content(alpha: Org
 
     rows = _csv(web_client(boss).get(_csv_url(alpha)))
     flat = "\n".join(";".join(row) for row in rows)
-    assert f"Message {sent}" in flat and f"Partage {share.pk}" in flat
+    assert f"Message {sent}" in flat and f"Envoi au patient {share.pk}" in flat
     assert "Carolina" not in flat and private not in flat and str(beta_share.pk) not in flat
     for marker in (SUBJECT_MARKER, PATIENT_MARKER, OTHER_MARKER, "Élodie", "1984"):
         assert marker not in flat

@@ -107,3 +107,21 @@ def test_form_labels_end_with_a_non_breaking_space_and_colon_in_french() -> None
         assert translation.gettext(":") == "\u00a0:"
     with translation.override("en"):
         assert translation.gettext(":") == ":"
+
+
+def test_a_text_in_several_catalogues_is_translated_the_same_in_each() -> None:
+    """Django keeps one translation per text, the first installed app's: the access
+    journal's « La date de fin est avant la date de début » replaced the search page's
+    « … précède … », and its test, which expected its own app's wording, failed."""
+    seen: dict[tuple[str, str, str], dict[str, str]] = {}
+    for path in FRENCH_CATALOGUES:
+        app = path.relative_to(Path(pli.__file__).parent).parts[0]
+        for entry in _entries(path):
+            if entry.lstrip().startswith("#~"):
+                continue
+            context = _string(entry, "msgctxt") if re.search(r"^msgctxt ", entry, re.MULTILINE) else ""
+            keywords = ["msgstr[0]", "msgstr[1]"] if "msgid_plural" in entry else ["msgstr"]
+            for keyword in keywords:
+                seen.setdefault((context, _string(entry, "msgid"), keyword), {})[app] = _string(entry, keyword)
+    problems = [f"{key[1]}: {apps}" for key, apps in seen.items() if len(set(apps.values())) > 1]
+    assert not problems, "\n".join(problems)
