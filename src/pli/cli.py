@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from django.core.exceptions import ImproperlyConfigured
     from django.db import OperationalError, ProgrammingError, connections
 
+    from pli.core.instance import MigrationsPending
     from pli.crypto import CryptoError
 
     try:
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     except CryptoError as exc:
         sys.stderr.write(f"pli: key error: {exc}\n")
         sys.exit(2)
+    except MigrationsPending as exc:  # `pli serve` and `pli worker` check before starting
+        sys.stderr.write(f"pli: {exc}\n")
+        sys.exit(1)
     except (OperationalError, ProgrammingError) as exc:
         # A missing table or column ("relation … does not exist" on PostgreSQL, "no such
         # table" on SQLite) in a database that lacks this release's migrations. A server
@@ -108,14 +112,13 @@ def main(argv: list[str] | None = None) -> None:
 def _unapplied_migrations() -> int:
     """How many of this release's migrations the database lacks (0 if that cannot be told)."""
     from django.db import DEFAULT_DB_ALIAS, connections
-    from django.db.migrations.executor import MigrationExecutor
+
+    from pli.core.instance import unapplied_migrations
 
     try:
-        connection = connections[DEFAULT_DB_ALIAS]
-        if connection.in_atomic_block:
+        if connections[DEFAULT_DB_ALIAS].in_atomic_block:
             return 0
-        executor = MigrationExecutor(connection)
-        return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+        return unapplied_migrations()
     except Exception:
         return 0
 

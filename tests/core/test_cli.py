@@ -337,3 +337,19 @@ def test_the_sqlite_database_is_private_in_a_shared_data_dir(tmp_path: Path) -> 
     for path in (database, data_dir / "pli.sqlite3-wal", data_dir / "pli.sqlite3-shm"):
         if path.exists() or path == database:
             assert path.stat().st_mode & 0o077 == 0, (path, oct(path.stat().st_mode))
+
+
+def test_serve_and_worker_refuse_a_database_an_upgrade_left_unmigrated(tmp_path: Path) -> None:
+    # An upgrade whose `pli migrate` was forgotten: the tables exist, this release's new
+    # columns do not. `pli serve` answered every page with a 500 (and /healthz "ok"), and
+    # `pli worker` failed each delivery and periodic run; both now refuse to start.
+    env = {"PLI_DATA_DIR": str(tmp_path)}
+    assert run_pli("migrate", env=env).returncode == 0
+    assert run_pli("migrate", "messaging", "0006", env=env).returncode == 0
+    for args in (["worker", "--batch"], ["serve", "--port", str(_free_port())]):
+        result = run_pli(*args, env=env, timeout=30)
+        assert result.returncode == 1, result.stderr
+        lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("pli: development mode")]
+        assert lines == ["pli: the database lacks 2 migration(s) of this release: run `pli migrate` first"], lines
+    assert run_pli("migrate", env=env).returncode == 0
+    assert run_pli("worker", "--batch", env=env).returncode == 0

@@ -46,6 +46,14 @@ class DataDirMismatch(Exception):
         )
 
 
+class MigrationsPending(Exception):
+    """The database lacks migrations of this release (`pli migrate` not run after an upgrade)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"the database lacks {count} migration(s) of this release: run `pli migrate` first")
+        self.count = count
+
+
 def marker_path() -> Path:
     return Path(settings.PLI_BLOB_DIR) / MARKER_NAME
 
@@ -106,6 +114,24 @@ def _write(marker: Path, value: str) -> None:
     finally:
         os.unlink(temporary)
     fsync_dir(marker.parent)
+
+
+def unapplied_migrations() -> int:
+    """How many of this release's migrations the database lacks."""
+    from django.db import DEFAULT_DB_ALIAS, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
+def check_migrations() -> None:
+    """For `pli serve` and `pli worker`: after an upgrade whose `pli migrate` was forgotten,
+    the old tables answer the first queries (and /healthz) but not those that need the new
+    columns; every page and job would fail, so neither starts."""
+    pending = unapplied_migrations()
+    if pending:
+        raise MigrationsPending(pending)
 
 
 def check_at_start() -> None:

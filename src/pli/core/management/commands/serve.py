@@ -60,6 +60,7 @@ class Command(BaseCommand):
         try:
             keys.check_at_start()
             instance.check_at_start()
+            instance.check_migrations()
         except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
         finally:

@@ -46,6 +46,7 @@ class Command(BaseCommand):
         try:
             keys.check_at_start()
             instance.check_at_start()
+            instance.check_migrations()
         except (keys.KeyMismatch, instance.DataDirMismatch) as exc:
             raise CommandError(str(exc)) from None
         from pli.messaging.tasks import schedule_cleanup
