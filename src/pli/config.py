@@ -101,9 +101,12 @@ def refuse_root_in_others_dir(path: Path, name: str, euid: int) -> None:
             user = pwd.getpwuid(owner).pw_name
         except (ImportError, KeyError):
             user = f"#{owner}"  # sudo's notation for a uid
+        # Quoted for the shell, where "#" would start a comment.
+        who = f"'{user}'" if user.startswith("#") else user
         raise ConfigError(
             f"{name}: {path} belongs to {user}, but pli runs as root: run it as that user "
-            f"(sudo -u {user} pli …), or it would leave files there that {user} cannot read"
+            f"(sudo -E -u {who} pli …, -E to keep the PLI_* variables), or it would leave files there "
+            f"that {user} cannot read"
         )
 
 

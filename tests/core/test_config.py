@@ -166,6 +166,15 @@ def test_root_is_refused_in_a_directory_that_belongs_to_the_service_user(tmp_pat
     owner = owned.stat().st_uid
     with pytest.raises(ConfigError, match=r"PLI_KEYS_DIR: .* but pli runs as root: run it as that user") as caught:
         refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=0)
-    assert "sudo -u " in str(caught.value)
+    # The command it advises keeps the environment: sudo's default env_reset drops every PLI_*
+    # variable, and `sudo -u pli pli migrate` then set up a development instance in ./var.
+    import pwd
+
+    assert f"(sudo -E -u {pwd.getpwuid(owner).pw_name} pli …," in str(caught.value)
+    if os.geteuid() == 0:
+        # A uid with no name here (a volume from another machine): quoted, "#" starting a comment.
+        os.chown(owned, 54321, -1)
+        with pytest.raises(ConfigError, match=r"belongs to #54321, .*\(sudo -E -u '#54321' pli …,"):
+            refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=0)
     # The owner itself goes ahead.
     refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=owner)
