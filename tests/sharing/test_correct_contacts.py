@@ -231,3 +231,20 @@ def test_a_code_asked_for_as_the_contacts_are_corrected_goes_to_the_new_ones(db:
     run_tasks()
     codes = [m["to"] for m in sms_messages() if m["text"].startswith("Votre code")]
     assert codes == ["+33698765432"], sms_messages()
+
+
+def test_a_null_contact_is_refused_not_taken_as_a_removal(db: None) -> None:
+    """Much JSON software writes a field it has no value for as null: correcting the mobile
+    alone, with ``"patient_email": null`` beside it, removed the patient's e-mail address,
+    where the schema says a contact is text (empty to remove it) or left out."""
+    share, _token = make_share(doctor())
+    response = api(share.created_by).post(
+        f"/api/v1/shares/{share.pk}/resend",
+        {"patient_mobile": "06 98 76 54 32", "patient_email": None},
+        content_type="application/json",
+    )
+    assert response.status_code == 400 and set(response.json()) == {"patient_email"}
+    assert "vide pour la retirer" in response.json()["patient_email"][0]
+    share.refresh_from_db()
+    assert share.patient_email == "patient@example.org" and share.patient_mobile != "+33698765432"
+    assert not AuditEvent.objects.filter(action="share.resent").exists()

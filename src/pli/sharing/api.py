@@ -466,6 +466,9 @@ class _ShareActionView(APIView):
         }
         options: dict[str, Any] = {}
         if self.action == "resend":
+            nulls = _null_contacts(request.data)
+            if nulls:
+                return Response(nulls, status=status.HTTP_400_BAD_REQUEST)
             form = _contacts_form(request.data)
             if form is not None:
                 if not form.is_valid():
@@ -494,6 +497,15 @@ class _ShareActionView(APIView):
 CONTACT_FIELDS = ("patient_email", "patient_mobile")
 
 
+def _null_contacts(data: Any) -> dict[str, list[str]]:
+    """The contacts a JSON body gives as null, refused: much software writes a field it has
+    no value for as null, which the form would take as empty, removing the contact."""
+    if not isinstance(data, Mapping):
+        return {}
+    message = _("Give the contact as text: empty to remove it, or leave the field out to keep it.")
+    return {name: [message] for name in CONTACT_FIELDS if name in data and data[name] is None}
+
+
 def _contacts_form(data: Any) -> ContactsForm | None:
     """The contacts a resend corrects, if the request gives any (only those given change)."""
     if not isinstance(data, Mapping) or not any(name in data for name in CONTACT_FIELDS):
@@ -508,13 +520,16 @@ class ShareResendSerializer(serializers.Serializer[Any]):
         required=False,
         allow_blank=True,
         max_length=254,
-        help_text="The patient's corrected e-mail address; empty to remove it. Absent: unchanged.",
+        help_text="The patient's corrected e-mail address; empty to remove it (null is refused). Absent: unchanged.",
     )
     patient_mobile = serializers.CharField(
         required=False,
         allow_blank=True,
         max_length=40,
-        help_text="The patient's corrected mobile number, as at creation; empty to remove it. Absent: unchanged.",
+        help_text=(
+            "The patient's corrected mobile number, as at creation; empty to remove it (null is refused). "
+            "Absent: unchanged."
+        ),
     )
 
 
