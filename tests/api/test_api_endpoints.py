@@ -280,3 +280,17 @@ def test_the_frameworks_own_answers_are_written_as_pli_writes_french(raw_token: 
     assert refused.json()["detail"] == "L\u2019en-tête «\u00a0Accept\u00a0» de la requête ne peut pas être satisfait."
     english = client.get("/api/v1/me", HTTP_ACCEPT_LANGUAGE="en").json()["detail"]
     assert english == "Authentication credentials were not provided."
+
+
+def test_every_error_the_schema_lists_has_its_json_shape(db: None, client: Client) -> None:
+    """A generated client reads an error's body by the schema: the resend's 400 (a contact
+    refused) was listed with a description only, no body."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if int(code) >= 400:
+                    content = response.get("content", {})
+                    assert "application/json" in content, (method, path, code)
+    resend = schema["paths"]["/api/v1/shares/{share_id}/resend"]["post"]["responses"]["400"]
+    assert resend["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationError"}

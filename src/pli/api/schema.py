@@ -95,7 +95,12 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                     ),
                 )
             # Views describe these in words; their bodies are the shared shapes.
-            for code, schema in (("409", "Error"), ("413", "ValidationError"), ("422", "Error")):
+            for code, schema in (
+                ("400", "ValidationError"),
+                ("409", "Error"),
+                ("413", "ValidationError"),
+                ("422", "Error"),
+            ):
                 if code in responses and "content" not in responses[code]:
                     responses[code] = _error(responses[code].get("description", ""), schema)
     return result
