@@ -294,3 +294,20 @@ def test_every_error_the_schema_lists_has_its_json_shape(db: None, client: Clien
                     assert "application/json" in content, (method, path, code)
     resend = schema["paths"]["/api/v1/shares/{share_id}/resend"]["post"]["responses"]["400"]
     assert resend["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationError"}
+
+
+def test_the_schema_lists_the_406_and_503_the_api_gives(raw_token: str, client: Client) -> None:
+    """Every JSON endpoint answers 406 to an ``Accept`` it cannot satisfy, and every one 503
+    with ``Retry-After`` while PostgreSQL does not answer: neither was in the schema."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "Retry-After" in responses["503"]["headers"], (method, path)
+            served = [r.get("content", {}) for code, r in responses.items() if code.startswith("2")]
+            if not any("*/*" in content for content in served):
+                assert "406" in responses, (method, path)
+    attachment = schema["paths"]["/api/v1/messages/{message_id}/attachments/{attachment_id}"]["get"]
+    assert "406" not in attachment["responses"]  # any Accept is served
+    refused = client.get("/api/v1/mailboxes", HTTP_ACCEPT="text/csv", **bearer(raw_token))
+    assert refused.status_code == 406 and refused.json()["detail"]

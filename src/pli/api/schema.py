@@ -82,6 +82,17 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 responses.setdefault(
                     "507", _error("The server's storage (its disk or its database's) is full: nothing was saved.")
                 )
+                responses.setdefault(
+                    "503",
+                    _error(
+                        "The database does not answer for a moment; retry after `Retry-After` seconds. A request "
+                        "cut short may have been saved: check before sending it again.",
+                        headers=_RETRY_AFTER,
+                    ),
+                )
+            if not any("*/*" in response.get("content", {}) for code, response in responses.items() if code[0] == "2"):
+                # DRF's content negotiation, before the view: only JSON is written.
+                responses.setdefault("406", _error("The `Accept` header asks for no type this answer has (JSON)."))
             if "{" in path:
                 responses.setdefault("404", _error("No such object, or not yours."))
             if operation.get("requestBody"):
