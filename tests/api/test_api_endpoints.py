@@ -311,3 +311,14 @@ def test_the_schema_lists_the_406_and_503_the_api_gives(raw_token: str, client: 
     assert "406" not in attachment["responses"]  # any Accept is served
     refused = client.get("/api/v1/mailboxes", HTTP_ACCEPT="text/csv", **bearer(raw_token))
     assert refused.status_code == 406 and refused.json()["detail"]
+
+
+def test_schema_and_docs_answer_without_the_trailing_slash_too(db: None, client: Client) -> None:
+    """Every other path of the API has no trailing slash: /api/v1/schema was a 404."""
+    schema = client.get("/api/v1/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200 and schema.json()["openapi"].startswith("3.")
+    assert "/api/v1/schema" not in schema.json()["paths"] and "/api/v1/docs" not in schema.json()["paths"]
+    docs = client.get("/api/v1/docs")
+    assert docs.status_code == 200 and "/api/v1/docs?script=" in docs.content.decode()
+    script = client.get("/api/v1/docs?script=")
+    assert script.status_code == 200 and b"/api/v1/schema/" in script.content

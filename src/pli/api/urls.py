@@ -42,6 +42,10 @@ urlpatterns = [
     path("", include("pli.sharing.api_urls")),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(), name="docs"),
+    # Also without the slash, as every other path of the API is written: an integrator who
+    # typed /api/v1/schema got a 404.
+    path("schema", SchemaView.as_view(), name="schema-no-slash"),
+    path("docs", DocsView.as_view(), name="docs-no-slash"),
     *router.urls,
 ]
 
