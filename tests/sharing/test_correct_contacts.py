@@ -248,3 +248,18 @@ def test_a_null_contact_is_refused_not_taken_as_a_removal(db: None) -> None:
     share.refresh_from_db()
     assert share.patient_email == "patient@example.org" and share.patient_mobile != "+33698765432"
     assert not AuditEvent.objects.filter(action="share.resent").exists()
+
+
+def test_a_resend_body_that_is_not_an_object_is_refused(db: None) -> None:
+    """A JSON body that is not an object (contacts wrapped in a list, say) was ignored: the
+    new link went to the contacts the software meant to correct."""
+    share, _token = make_share(doctor())
+    client = api(share.created_by)
+    for body in ('[{"patient_email": "elodie.durand@example.fr"}]', '"elodie.durand@example.fr"', "null"):
+        response = client.post(f"/api/v1/shares/{share.pk}/resend", body, content_type="application/json")
+        assert response.status_code == 400, body
+        assert list(response.json()) == ["detail"]
+    assert not AuditEvent.objects.filter(action="share.resent").exists()
+    # Without a body, or an empty object, a resend as before.
+    assert client.post(f"/api/v1/shares/{share.pk}/resend", {}, content_type="application/json").status_code == 200
+    assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 200

@@ -466,6 +466,9 @@ class _ShareActionView(APIView):
         }
         options: dict[str, Any] = {}
         if self.action == "resend":
+            # An object, or nothing: a list or a text (the contacts wrapped in a list, say)
+            # was ignored, and the new link went to the contacts meant to be corrected.
+            serializers.Serializer(data=request.data).is_valid(raise_exception=True)
             nulls = _null_contacts(request.data)
             if nulls:
                 return Response(nulls, status=status.HTTP_400_BAD_REQUEST)
