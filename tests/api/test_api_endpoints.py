@@ -322,3 +322,15 @@ def test_schema_and_docs_answer_without_the_trailing_slash_too(db: None, client:
     assert docs.status_code == 200 and "/api/v1/docs?script=" in docs.content.decode()
     script = client.get("/api/v1/docs?script=")
     assert script.status_code == 200 and b"/api/v1/schema/" in script.content
+
+
+def test_the_schema_says_a_send_without_files_may_be_a_urlencoded_form(db: None, client: Client) -> None:
+    """The README says so and the API takes it; the schema listed multipart only."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    content = schema["paths"]["/api/v1/messages"]["post"]["requestBody"]["content"]
+    assert set(content) == {"multipart/form-data", "application/x-www-form-urlencoded"}
+    form = schema["components"]["schemas"][
+        content["application/x-www-form-urlencoded"]["schema"]["$ref"].split("/")[-1]
+    ]
+    multipart = schema["components"]["schemas"][content["multipart/form-data"]["schema"]["$ref"].split("/")[-1]]
+    assert set(multipart["properties"]) - set(form["properties"]) == {"attachments"}

@@ -38,6 +38,7 @@ from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
 from pli.messaging.serializers import (
     MailboxSerializer,
     MessageCreatedSerializer,
+    MessageCreateFormSerializer,
     MessageCreateSerializer,
     MessagePageSerializer,
     MessageSerializer,
@@ -285,7 +286,10 @@ class MessageCreateView(MessagingView):
     @extend_schema(
         operation_id="messages_create",
         summary="Send a message (multipart/form-data; attachments are encrypted as they stream in)",
-        request={"multipart/form-data": MessageCreateSerializer},
+        request={
+            "multipart/form-data": MessageCreateSerializer,
+            "application/x-www-form-urlencoded": MessageCreateFormSerializer,
+        },
         responses={
             201: MessageCreatedSerializer,
             413: OpenApiResponse(description="Attachments too large (per message limit); `attachments` named."),

@@ -149,6 +149,12 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
     )
 
 
+class MessageCreateFormSerializer(MessageCreateSerializer):
+    """The same send as an ``application/x-www-form-urlencoded`` form (UTF-8): no files."""
+
+    attachments = None  # type: ignore[assignment]  # DRF: None removes the inherited field
+
+
 class MoveSerializer(serializers.Serializer[Any]):
     folder = serializers.ChoiceField(
         choices=Folder.choices,
