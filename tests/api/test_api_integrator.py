@@ -376,3 +376,14 @@ def test_a_json_body_starting_with_a_byte_order_mark_is_read(pair: tuple[User, U
     response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
     assert response.status_code == 200, response.content
     assert response.json()["copies"][0]["folder"] == "archive"
+
+
+def test_an_unknown_folder_in_a_listing_names_the_folders(pair: tuple[User, User]) -> None:
+    """The move named the four folders; the listing answered « « x » n'est pas un choix
+    valide. » (DRF's French, with its ASCII apostrophe), leaving the integrator to guess."""
+    alice, _bob = pair
+    response = api_client(alice).get(f"/api/v1/mailboxes/{personal_mailbox(alice).pk}/messages?folder=Inbox")
+    assert response.status_code == 400
+    assert response.json() == {
+        "folder": ["Dossier «\u00a0Inbox\u00a0» inconnu\u00a0: choisissez inbox, sent, archive ou trash."]
+    }

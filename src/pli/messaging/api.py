@@ -36,6 +36,7 @@ from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
 from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
 from pli.messaging.serializers import (
+    UNKNOWN_FOLDER,
     MailboxSerializer,
     MessageCreatedSerializer,
     MessageCreateFormSerializer,
@@ -98,7 +99,9 @@ class MailboxListView(MessagingView):
 
 
 class FolderQuerySerializer(serializers.Serializer[Any]):
-    folder = serializers.ChoiceField(choices=Folder.choices, default=Folder.INBOX)
+    folder = serializers.ChoiceField(
+        choices=Folder.choices, default=Folder.INBOX, error_messages={"invalid_choice": UNKNOWN_FOLDER}
+    )
     cursor = serializers.CharField(required=False, max_length=200)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_PAGE_SIZE)
     q = serializers.CharField(required=False, max_length=200, allow_blank=True)

@@ -155,11 +155,15 @@ class MessageCreateFormSerializer(MessageCreateSerializer):
     attachments = None  # type: ignore[assignment]  # DRF: None removes the inherited field
 
 
+# The move's and the listing's answer to a folder that is none of the four.
+UNKNOWN_FOLDER = _("Unknown folder “{input}”: choose inbox, sent, archive or trash.")
+
+
 class MoveSerializer(serializers.Serializer[Any]):
     folder = serializers.ChoiceField(
         choices=Folder.choices,
         help_text="inbox or sent: back where the copy belongs; archive; trash.",
-        error_messages={"invalid_choice": _("Unknown folder “{input}”: choose inbox, sent, archive or trash.")},
+        error_messages={"invalid_choice": UNKNOWN_FOLDER},
     )
     mailbox = serializers.UUIDField(required=False, help_text="Only the copy in this mailbox (default: all yours).")
 
