@@ -430,7 +430,7 @@ def test_a_json_body_that_is_not_an_object_is_answered_under_detail(people: dict
     response = client.generic("POST", f"/api/v1/messages/{sent}/move", body, content_type="application/json")
     assert response.status_code == 400
     assert list(response.json()) == ["detail"]
-    assert isinstance(response.json()["detail"], str) and "dictionnaire" in response.json()["detail"]
+    assert isinstance(response.json()["detail"], str) and "objet JSON" in response.json()["detail"]
 
 
 def test_a_field_given_twice_is_refused_not_the_last_one_kept(people: dict[str, User]) -> None:

@@ -259,6 +259,10 @@ def test_a_resend_body_that_is_not_an_object_is_refused(db: None) -> None:
         response = client.post(f"/api/v1/shares/{share.pk}/resend", body, content_type="application/json")
         assert response.status_code == 400, body
         assert list(response.json()) == ["detail"]
+        if body.startswith("["):
+            assert response.json()["detail"] == (
+                "Données non valides\u00a0: envoyez les champs dans un objet JSON (reçu\u00a0: list)."
+            )
     assert not AuditEvent.objects.filter(action="share.resent").exists()
     # Without a body, or an empty object, a resend as before.
     assert client.post(f"/api/v1/shares/{share.pk}/resend", {}, content_type="application/json").status_code == 200

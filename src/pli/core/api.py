@@ -30,6 +30,10 @@ DRF_TEXTS = (
     gettext_noop("Incorrect authentication credentials."),
     gettext_noop("You do not have permission to perform this action."),
     gettext_noop("Could not satisfy the request Accept header."),
+    # « La date + heure n'a pas le bon format » (GET /api/v1/shares?created_before=…), and a
+    # JSON body that is not an object « Attendait un dictionnaire, a reçu list ».
+    gettext_noop("Datetime has wrong format. Use one of these formats instead: {format}."),
+    gettext_noop("Invalid data. Expected a dictionary, but got {datatype}."),
 )
 
 
