@@ -630,3 +630,17 @@ def test_answers_given_before_the_answer_table_are_carried_into_it(practice: Pra
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
     assert set(Answer.objects.values_list("delivery", "user", "answered_at")) == answered
+
+
+def test_an_empty_mailbox_parameter_is_refused_not_taken_as_every_mailbox(practice: Practice) -> None:
+    """``?mailbox=`` (a variable left empty) read the message in every mailbox, the team's
+    included, where the schema takes a mailbox id only, and the move refuses an empty one."""
+    p = practice
+    message = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    client = api_client(p.jeanne)
+    for response in (
+        client.get(f"/api/v1/messages/{message}?mailbox="),
+        client.delete(f"/api/v1/messages/{message}?mailbox="),
+    ):
+        assert response.status_code == 400 and set(response.json()) == {"mailbox"}
+    assert _unread(p.jeanne) == {p.own(p.jeanne).name: 1, p.team.name: 1}

@@ -388,9 +388,12 @@ def _replay(request: Request, user: User, held: idempotency.Claim, request_finge
 
 def _mailbox_query(request: Request) -> uuid.UUID | None:
     refuse_repeated(request.query_params, ["mailbox"])
-    raw = request.query_params.get("mailbox")
+    if "mailbox" not in request.query_params:
+        return None
+    # Given but empty is not "every mailbox": a variable left empty read (or deleted) the
+    # copies in all the caller's mailboxes, a shared one's included.
     try:
-        return uuid.UUID(raw) if raw else None
+        return uuid.UUID(request.query_params["mailbox"])
     except ValueError:
         raise ValidationError({"mailbox": [_("Must be a mailbox id.")]}) from None
 
