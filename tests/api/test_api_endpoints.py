@@ -343,3 +343,12 @@ def test_the_frameworks_date_refusal_is_written_as_pli_writes_french(raw_token: 
     assert date.startswith(
         "La date et l\u2019heure n\u2019ont pas le bon format. Utilisez l\u2019un de ces formats\u00a0: "
     )
+
+
+def test_the_schema_gives_the_bounds_of_limit(db: None, client: Client) -> None:
+    """``limit`` outside its bounds is a 400: the schema said so in words only, so that a
+    generated client could not check it."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, default in (("/api/v1/mailboxes/{mailbox_id}/messages", 50), ("/api/v1/shares", 200)):
+        (limit,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
+        assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": default}

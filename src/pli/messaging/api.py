@@ -144,7 +144,7 @@ class MailboxMessagesView(MessagingView):
             OpenApiParameter("cursor", str, description="The `next` cursor of the previous page."),
             OpenApiParameter(
                 "limit",
-                int,
+                {"type": "integer", "minimum": 1, "maximum": services.MAX_PAGE_SIZE, "default": services.PAGE_SIZE},
                 description=f"Messages per page (1 to {services.MAX_PAGE_SIZE}, default {services.PAGE_SIZE}).",
             ),
             OpenApiParameter(

@@ -282,7 +282,11 @@ class SharesView(APIView):
                 OpenApiTypes.DATETIME,
                 description="Only shares created before this instant (ISO 8601; without an offset, Paris time).",
             ),
-            OpenApiParameter("limit", int, description="1 to 200 (default 200)."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIST, "default": MAX_LIST},
+                description=f"1 to {MAX_LIST} (default {MAX_LIST}).",
+            ),
             OpenApiParameter(
                 "Link",
                 str,
