@@ -267,3 +267,19 @@ def test_a_resend_body_that_is_not_an_object_is_refused(db: None) -> None:
     # Without a body, or an empty object, a resend as before.
     assert client.post(f"/api/v1/shares/{share.pk}/resend", {}, content_type="application/json").status_code == 200
     assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 200
+
+
+def test_a_contact_that_is_not_text_is_refused(db: None) -> None:
+    """An empty list or object was taken as an empty value too: the contact was removed."""
+    share, _token = make_share(doctor())
+    client = api(share.created_by)
+    for value in ([], {}, [""], True):
+        response = client.post(
+            f"/api/v1/shares/{share.pk}/resend",
+            {"patient_mobile": "06 98 76 54 32", "patient_email": value},
+            content_type="application/json",
+        )
+        assert response.status_code == 400 and set(response.json()) == {"patient_email"}, value
+    share.refresh_from_db()
+    assert share.patient_email == "patient@example.org"
+    assert not AuditEvent.objects.filter(action="share.resent").exists()

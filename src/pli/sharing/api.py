@@ -505,12 +505,17 @@ CONTACT_FIELDS = ("patient_email", "patient_mobile")
 
 
 def _null_contacts(data: Any) -> dict[str, list[str]]:
-    """The contacts a JSON body gives as null, refused: much software writes a field it has
-    no value for as null, which the form would take as empty, removing the contact."""
+    """The contacts a JSON body gives as null (or another value that is not text), refused:
+    much software writes a field it has no value for as null, which the form would take as
+    empty (as it takes ``[]`` and ``{}``), removing the contact."""
     if not isinstance(data, Mapping):
         return {}
     message = _("Give the contact as text: empty to remove it, or leave the field out to keep it.")
-    return {name: [message] for name in CONTACT_FIELDS if name in data and data[name] is None}
+    return {
+        name: [message]
+        for name in CONTACT_FIELDS
+        if name in data and (not isinstance(data[name], str | int) or isinstance(data[name], bool))
+    }
 
 
 def _contacts_form(data: Any) -> ContactsForm | None:
