@@ -352,3 +352,13 @@ def test_the_schema_gives_the_bounds_of_limit(db: None, client: Client) -> None:
     for path, default in (("/api/v1/mailboxes/{mailbox_id}/messages", 50), ("/api/v1/shares", 200)):
         (limit,) = [p for p in schema["paths"][path]["get"]["parameters"] if p["name"] == "limit"]
         assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 200, "default": default}
+
+
+def test_the_schema_gives_the_form_of_an_idempotency_key(db: None, client: Client) -> None:
+    """A key that is not 1 to 255 printable ASCII characters is a 400: the schema said so in
+    words only."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path in ("/api/v1/messages", "/api/v1/shares"):
+        (key,) = [p for p in schema["paths"][path]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
+        assert key["in"] == "header" and not key.get("required")
+        assert key["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}

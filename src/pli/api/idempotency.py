@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 _META = "HTTP_IDEMPOTENCY_KEY"
-MAX_LENGTH = 255
+MAX_LENGTH = 255  # and in the schema (pli.api.schema.IDEMPOTENCY_KEY)
 # The draft suggests 24 hours; the periodic job prunes what is older (prune_expired).
 KEEP = datetime.timedelta(hours=24)
 # A claim still in flight after this long belongs to a worker that died mid-request: an

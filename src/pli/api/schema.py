@@ -120,7 +120,8 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
 # The creating calls (POST /messages, POST /shares): pli.api.idempotency.
 IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    # As pli.api.idempotency.requested_key checks it.
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
     location=OpenApiParameter.HEADER,
     required=False,
     description="Optional, 1 to 255 printable ASCII characters (a UUID, say), new for each new request. "
