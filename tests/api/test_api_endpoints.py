@@ -362,3 +362,16 @@ def test_the_schema_gives_the_form_of_an_idempotency_key(db: None, client: Clien
         (key,) = [p for p in schema["paths"][path]["post"]["parameters"] if p["name"] == "Idempotency-Key"]
         assert key["in"] == "header" and not key.get("required")
         assert key["schema"] == {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}
+
+
+def test_the_schema_lists_the_framing_refusals_of_every_operation(raw_token: str, client: Client) -> None:
+    """A chunked or compressed body is refused before any view (411, 415), whatever the
+    operation, but the schema listed them for those taking a body only."""
+    schema = client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert {"411", "415"} <= set(operation["responses"]), (method, path)
+    chunked = client.get("/api/v1/me", HTTP_TRANSFER_ENCODING="chunked", **bearer(raw_token))
+    assert chunked.status_code == 411
+    compressed = client.get("/api/v1/me", HTTP_CONTENT_ENCODING="gzip", **bearer(raw_token))
+    assert compressed.status_code == 415
