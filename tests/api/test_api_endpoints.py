@@ -336,13 +336,16 @@ def test_the_schema_says_a_send_without_files_may_be_a_urlencoded_form(db: None,
     assert set(multipart["properties"]) - set(form["properties"]) == {"attachments"}
 
 
-def test_the_frameworks_date_refusal_is_written_as_pli_writes_french(raw_token: str, client: Client) -> None:
-    """« La date + heure n'a pas le bon format » was DRF's French, beside Pli's own answers."""
+def test_the_frameworks_date_refusals_are_written_as_pli_writes_french(raw_token: str, client: Client) -> None:
+    """« La date + heure n'a pas le bon format » and « Valeur de date et heure hors de
+    l'intervalle. » were DRF's French, beside Pli's own answers."""
     french = {"HTTP_ACCEPT_LANGUAGE": "fr", **bearer(raw_token)}
     date = client.get("/api/v1/shares?created_before=hier", **french).json()["created_before"][0]
     assert date.startswith(
         "La date et l\u2019heure n\u2019ont pas le bon format. Utilisez l\u2019un de ces formats\u00a0: "
     )
+    far = client.get("/api/v1/shares?created_before=0001-01-01T00:00:00", **french).json()["created_before"]
+    assert far == ["Date et heure hors de l\u2019intervalle accepté."]
 
 
 def test_the_schema_gives_the_bounds_of_limit(db: None, client: Client) -> None:

@@ -33,6 +33,7 @@ DRF_TEXTS = (
     # « La date + heure n'a pas le bon format » (GET /api/v1/shares?created_before=…), and a
     # JSON body that is not an object « Attendait un dictionnaire, a reçu list ».
     gettext_noop("Datetime has wrong format. Use one of these formats instead: {format}."),
+    gettext_noop("Datetime value out of range."),
     gettext_noop("Invalid data. Expected a dictionary, but got {datatype}."),
 )
 
