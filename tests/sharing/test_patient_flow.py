@@ -442,16 +442,24 @@ def test_a_double_tap_on_a_first_visit_sends_one_code(db: None) -> None:
     assert second.client.get(f"/p/{token}/documents").status_code == 200
 
 
+def _opened_keeping_the_earlier_key(patient: Patient) -> tuple[str, str]:
+    """The patient gives the birth date, then the code, which opens the documents: the code,
+    and the key the browser held before the code's answer replaced it (what a second tap,
+    sent before that answer arrived, comes with)."""
+    assert patient.birth_date().status_code == 303
+    run_tasks()
+    code = last_code()
+    before = patient.client.cookies["pli_patient"].value
+    assert patient.code(code)["Location"] == f"/p/{patient.token}/documents"
+    return code, before
+
+
 def test_a_double_tap_on_the_code_lands_on_the_documents_without_a_failure(db: None) -> None:
     """« Valider » tapped twice with the right code: the second request comes with the cookie
     as it was before the first answer set the new key (the browser dropped that answer)."""
     share, token = make_share()
     patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    run_tasks()
-    code = last_code()
-    before = patient.client.cookies["pli_patient"].value
-    assert patient.code(code)["Location"] == f"/p/{token}/documents"
+    code, before = _opened_keeping_the_earlier_key(patient)
     patient.client.cookies["pli_patient"] = before
     again = patient.code(code)
     assert again.status_code == 303 and again["Location"] == f"/p/{token}/documents"
@@ -472,11 +480,7 @@ def test_a_double_tap_on_the_code_from_a_browser_holding_two_shares(db: None) ->
     patient = Patient(other_token)
     assert patient.sign_in().status_code == 200
     patient.token = token
-    assert patient.birth_date().status_code == 303
-    run_tasks()
-    code = last_code()
-    before = patient.client.cookies["pli_patient"].value
-    assert patient.code(code)["Location"] == f"/p/{token}/documents"
+    code, before = _opened_keeping_the_earlier_key(patient)
     patient.client.cookies["pli_patient"] = before
     again = patient.code(code)
     assert again["Location"] == f"/p/{token}/documents"
@@ -492,11 +496,7 @@ def test_a_double_tap_on_the_code_from_a_browser_holding_two_shares(db: None) ->
 def test_the_code_sent_again_later_from_the_same_browser_opens_nothing(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    run_tasks()
-    code = last_code()
-    before = patient.client.cookies["pli_patient"].value
-    assert patient.code(code).status_code == 303
+    code, before = _opened_keeping_the_earlier_key(patient)
     later = timezone.now() - services.REPEAT_WINDOW - datetime.timedelta(seconds=1)
     OneTimeCode.objects.filter(share=share).update(used_at=later)
     PatientSession.objects.filter(share=share).update(opened_at=later)
@@ -510,11 +510,7 @@ def test_the_repeat_needs_the_code_that_opened(db: None) -> None:
     """The browser's earlier key alone (a key planted there before) opens nothing."""
     share, token = make_share()
     patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    run_tasks()
-    code = last_code()
-    before = patient.client.cookies["pli_patient"].value
-    assert patient.code(code).status_code == 303
+    code, before = _opened_keeping_the_earlier_key(patient)
     planted = Patient(token)
     planted.client.cookies["pli_patient"] = before
     wrong = f"{(int(code) + 1) % 1000000:06d}"
@@ -530,11 +526,7 @@ def test_wrong_codes_with_the_key_a_code_has_just_replaced_are_counted_and_lock(
     before) could try codes that never lock the share."""
     share, token = make_share()
     patient = Patient(token)
-    assert patient.birth_date().status_code == 303
-    run_tasks()
-    code = last_code()
-    before = patient.client.cookies["pli_patient"].value
-    assert patient.code(code).status_code == 303
+    code, before = _opened_keeping_the_earlier_key(patient)
     planted = Patient(token)
     planted.client.cookies["pli_patient"] = before
     guesses = [f"{(int(code) + n) % 1000000:06d}" for n in range(1, services.MAX_CODE_FAILURES + 1)]
