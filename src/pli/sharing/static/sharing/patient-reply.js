@@ -11,6 +11,8 @@
   // end up to a minute earlier than counted from the latest answer.
   var PING_EVERY = 60 * 1000;
   var WARN_BEFORE = 2 * 60 * 1000;
+  // The answers by which Pli refuses a step of an ended, locked or unknown share.
+  var ENDED = [403, 404, 410];
 
   var form, idle, notice;
   var lastAlive = Date.now(); // the page itself was activity
@@ -79,18 +81,25 @@
           lastAlive = sentAt;
           hide();
           done(true);
-        } else {
-          // Sent to the birth date (a redirect), or the share has ended: the session is over.
+        } else if (response.type === "opaqueredirect" || ENDED.indexOf(response.status) !== -1) {
+          // Sent to the birth date (a redirect), or the share has ended (410), is locked
+          // (403) or gone (404): the session is over.
           ended = true;
           show("ended");
           done(false);
+        } else {
+          // Pli could not answer (a 503 while its database restarts): says nothing of the
+          // session. Try again soon, and let a reply go (the server decides then).
+          unreachable();
         }
       },
-      function () {
-        lastPing = sentAt - PING_EVERY + 10 * 1000; // offline: try again at the next keystroke
-        done(null);
-      }
+      unreachable
     );
+
+    function unreachable() {
+      lastPing = sentAt - PING_EVERY + 10 * 1000; // try again at a keystroke 10 s from now
+      done(null);
+    }
   }
 
   function active() {
