@@ -106,3 +106,53 @@ def test_expired_keys_are_pruned_by_the_periodic_job(db: None) -> None:
     run = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path, status="SUCCESSFUL").get()
     assert run.return_value["expired_idempotency_keys"] == 1
     assert IdempotencyKey.objects.count() == 1
+
+
+def test_a_resend_retried_with_its_key_sends_one_link(db: None) -> None:
+    """An integrator's resend whose answer was lost, sent again: without a key that was a
+    second SMS, and the link of the first (already on the patient's phone) stopped working."""
+    from sharing.helpers import make_share, token_of
+
+    user = make_user()
+    client = api(user)
+    share, _first = make_share(user)
+    run_tasks()
+
+    def resend(key: str, **contacts: str) -> Any:
+        return client.post(
+            f"/api/v1/shares/{share.pk}/resend", contacts, content_type="application/json", HTTP_IDEMPOTENCY_KEY=key
+        )
+
+    first = resend("relance-1", patient_mobile="06 98 76 54 32")
+    assert first.status_code == 200, first.content
+    link = token_of(share)
+    again = resend("relance-1", patient_mobile="06 98 76 54 32")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert token_of(share) == link  # no newer link replaced the one just sent
+    assert AuditEvent.objects.filter(action="share.resent").count() == 1
+    assert AuditEvent.objects.filter(action="api.idempotent_replay").count() == 1
+    run_tasks()
+    assert [m["to"] for m in sms_messages()][1:] == ["+33698765432"]
+    # The key with other contacts, or for another share, is another request: refused.
+    assert resend("relance-1", patient_mobile="06 11 22 33 44").status_code == 422
+    other, _t = make_share(user)
+    assert client.post(f"/api/v1/shares/{other.pk}/resend", HTTP_IDEMPOTENCY_KEY="relance-1").status_code == 422
+    # A new key is a new resend.
+    assert resend("relance-2").status_code == 200
+    assert AuditEvent.objects.filter(action="share.resent").count() == 2
+
+
+def test_a_refused_resend_leaves_its_key_free(db: None) -> None:
+    from sharing.helpers import make_share
+
+    user = make_user()
+    client = api(user)
+    share, _token = make_share(user)
+    url = f"/api/v1/shares/{share.pk}/resend"
+    refused = client.post(url, {"patient_mobile": "12"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k")
+    assert refused.status_code == 400
+    assert not IdempotencyKey.objects.exists()
+    corrected = client.post(
+        url, {"patient_mobile": "06 98 76 54 32"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    assert corrected.status_code == 200

@@ -60,6 +60,7 @@ _FINGERPRINT_SALT = "pli.api.idempotency.request"
 
 MESSAGES = "messages"
 SHARES = "shares"
+RESENDS = "shares.resend"
 
 
 class Refused(Exception):

@@ -11,8 +11,11 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.db import transaction
+from django.http import QueryDict
 from django.http.multipartparser import MultiPartParserError
 from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
@@ -463,6 +466,15 @@ class _ShareActionView(APIView):
 
     def post(self, request: Request, share_id: uuid.UUID) -> Response:
         user = _user(request)
+        if self.action == "resend":
+            # A resend retried after a dropped connection must not send the patient a second
+            # link (and end the first): under an Idempotency-Key it is done once.
+            return idempotency.guarded(
+                request._request, user, idempotency.RESENDS, lambda held: self._act(request, user, share_id, held)
+            )
+        return self._act(request, user, share_id, None)
+
+    def _act(self, request: Request, user: User, share_id: uuid.UUID, held: idempotency.Claim | None) -> Response:
         functions: dict[str, Callable[..., PatientShare]] = {
             "revoke": services.revoke,
             "unlock": services.unlock,
@@ -481,8 +493,19 @@ class _ShareActionView(APIView):
                 if not form.is_valid():
                     return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)
                 options["contacts"] = form.contacts()
+        request_fingerprint = ""
+        if held is not None:
+            request_fingerprint = _resend_fingerprint(held, share_id, request.data)
+            if held.used:
+                return _replay_resend(request, user, held, request_fingerprint)
         try:
-            share = functions[self.action](user, share_id, request=request._request, **options)
+            with transaction.atomic():
+                share = functions[self.action](user, share_id, request=request._request, **options)
+                if held is not None:
+                    idempotency.complete(held, share.pk, request_fingerprint=request_fingerprint)
+        except idempotency.Conflict:
+            conflict = idempotency.in_flight()
+            return Response(conflict.body, status=conflict.status)
         except services.ShareError as exc:
             if exc.code == "not_found":
                 raise NotFound(_("Not found.")) from None
@@ -493,12 +516,41 @@ class _ShareActionView(APIView):
                 return Response(body, status=status.HTTP_400_BAD_REQUEST)
             detail = CONFLICTS.get(exc.code) or _("This action is not possible.")
             return Response({"detail": str(detail)}, status=status.HTTP_409_CONFLICT)
-        token = request.auth
-        if isinstance(token, ApiToken) and not token.has_scopes([SHARES_READ]):
-            # A write-only token acts; what happened to the share (the patient's steps, their
-            # times) is for tokens that may read it.
-            return Response({"id": str(share.pk), "status": share.effective_status(timezone.now())})
-        return Response(ShareSerializer(share_data(share)).data)
+        return _action_answer(request, share)
+
+
+def _action_answer(request: Request, share: PatientShare) -> Response:
+    token = request.auth
+    if isinstance(token, ApiToken) and not token.has_scopes([SHARES_READ]):
+        # A write-only token acts; what happened to the share (the patient's steps, their
+        # times) is for tokens that may read it.
+        return Response({"id": str(share.pk), "status": share.effective_status(timezone.now())})
+    return Response(ShareSerializer(share_data(share)).data)
+
+
+def _resend_fingerprint(held: idempotency.Claim, share_id: uuid.UUID, data: Any) -> str:
+    """The resend's fingerprint: which share, and the contacts it corrects (JSON or form)."""
+    fields = QueryDict(mutable=True)
+    fields.setlist("share", [str(share_id)])
+    if isinstance(data, Mapping):
+        for name in CONTACT_FIELDS:
+            if name in data:
+                values = data.getlist(name) if isinstance(data, QueryDict) else [data[name]]
+                fields.setlist(name, [str(value) for value in values])
+    return idempotency.fingerprint(held, fields, MultiValueDict())
+
+
+def _replay_resend(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
+    """The same resend sent again: the share as it is now, and no second link."""
+    try:
+        idempotency.check_same_request(held, request_fingerprint)
+        share = services.shares_for(user).filter(pk=held.row.object_id or "").first()
+        if share is None:
+            raise idempotency.gone()
+    except idempotency.Refused as exc:
+        return Response(exc.body, status=exc.status)
+    idempotency.record_replay(user, idempotency.RESENDS, share, request._request)
+    return _action_answer(request, share)
 
 
 CONTACT_FIELDS = ("patient_email", "patient_mobile")
@@ -576,6 +628,17 @@ class ShareUnlockView(_ShareActionView):
         return super().post(request, share_id)
 
 
+RESEND_IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Optional, as on `POST /api/v1/shares`: sent again with exactly the same request (same share, "
+    "same contacts) after a dropped connection, it answers the share again without sending the patient a "
+    "second link. Kept 24 hours.",
+)
+
+
 class ShareResendView(_ShareActionView):
     action = "resend"
 
@@ -590,9 +653,15 @@ class ShareResendView(_ShareActionView):
                 "`address_refused` or `number_refused`. " + _ACTION_SCHEMA["description"]
             ),
             "request": ShareResendSerializer,
+            "parameters": [RESEND_IDEMPOTENCY_KEY],
             "responses": {
                 **_ACTION_SCHEMA["responses"],
                 400: OpenApiResponse(description="A contact refused; the field named."),
+                409: OpenApiResponse(
+                    description="Not possible in the share's state; or a request with this `Idempotency-Key` is "
+                    "still being processed (retry later), or its share no longer exists. `detail` says which."
+                ),
+                422: IDEMPOTENCY_RESPONSES[422],
             },
         },
     )
