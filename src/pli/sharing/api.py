@@ -423,8 +423,11 @@ def _created_body(share: PatientShare) -> Any:
     return ShareCreatedSerializer({"id": share.pk, "status": share.status, "expires_at": share.expires_at}).data
 
 
-def _replay(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
-    """The answer of the first request with this Idempotency-Key, rebuilt from its share."""
+def _replayed(
+    request: Request, user: User, held: idempotency.Claim, request_fingerprint: str, endpoint: str
+) -> PatientShare | Response:
+    """The share the first request with this Idempotency-Key made or acted on (the retry
+    recorded), or the answer refusing the retry."""
     try:
         idempotency.check_same_request(held, request_fingerprint)
         share = services.shares_for(user).filter(pk=held.row.object_id or "").first()
@@ -432,7 +435,15 @@ def _replay(request: Request, user: User, held: idempotency.Claim, request_finge
             raise idempotency.gone()
     except idempotency.Refused as exc:
         return Response(exc.body, status=exc.status)
-    idempotency.record_replay(user, idempotency.SHARES, share, request._request)
+    idempotency.record_replay(user, endpoint, share, request._request)
+    return share
+
+
+def _replay(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
+    """The answer of the first request with this Idempotency-Key, rebuilt from its share."""
+    share = _replayed(request, user, held, request_fingerprint, idempotency.SHARES)
+    if isinstance(share, Response):
+        return share
     return Response(_created_body(share), status=status.HTTP_201_CREATED)
 
 
@@ -542,15 +553,8 @@ def _resend_fingerprint(held: idempotency.Claim, share_id: uuid.UUID, data: Any)
 
 def _replay_resend(request: Request, user: User, held: idempotency.Claim, request_fingerprint: str) -> Response:
     """The same resend sent again: the share as it is now, and no second link."""
-    try:
-        idempotency.check_same_request(held, request_fingerprint)
-        share = services.shares_for(user).filter(pk=held.row.object_id or "").first()
-        if share is None:
-            raise idempotency.gone()
-    except idempotency.Refused as exc:
-        return Response(exc.body, status=exc.status)
-    idempotency.record_replay(user, idempotency.RESENDS, share, request._request)
-    return _action_answer(request, share)
+    share = _replayed(request, user, held, request_fingerprint, idempotency.RESENDS)
+    return share if isinstance(share, Response) else _action_answer(request, share)
 
 
 CONTACT_FIELDS = ("patient_email", "patient_mobile")
@@ -629,8 +633,8 @@ class ShareUnlockView(_ShareActionView):
 
 
 RESEND_IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key",
-    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    IDEMPOTENCY_KEY.name,
+    IDEMPOTENCY_KEY.type,
     location=OpenApiParameter.HEADER,
     required=False,
     description="Optional, as on `POST /api/v1/shares`: sent again with exactly the same request (same share, "
