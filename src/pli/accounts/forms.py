@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Any, cast
 
 from allauth.account.adapter import get_adapter as get_account_adapter
@@ -23,6 +22,7 @@ from django.utils.translation import pgettext_lazy
 from pli.accounts import ratelimits, validators
 from pli.accounts.models import Membership, Organisation, User
 from pli.audit import services as audit
+from pli.core.forms import check_date_range
 
 # Suggestions only (a datalist): the national directory has many more professions.
 PROFESSIONS = (
@@ -306,12 +306,5 @@ class JournalFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        earliest, latest = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
-        for name in ("since", "until"):
-            value = data.get(name)
-            if isinstance(value, datetime.date) and not earliest <= value <= latest:
-                self.add_error(name, _("Choose a date between 1900 and 2999."))
-        start, end = data.get("since"), data.get("until")
-        if isinstance(start, datetime.date) and isinstance(end, datetime.date) and start > end:
-            self.add_error("until", _("The end date is before the start date."))
+        check_date_range(self, data, "since", "until")
         return data

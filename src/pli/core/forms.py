@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 import secrets
 from typing import Any
@@ -59,6 +60,19 @@ def refuse_repeated_fields(form: forms.BaseForm, multiple: tuple[str, ...] = ())
             form.add_error(
                 name, ValidationError(_("This field is given more than once: send it once."), code="repeated")
             )
+
+
+def check_date_range(form: forms.BaseForm, data: dict[str, Any], start: str, end: str) -> None:
+    """A search's ``start`` and ``end`` date fields: each within years a person means (an
+    input of type date lets 0001 or 275760 through), and the end not before the start."""
+    earliest, latest = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
+    for name in (start, end):
+        value = data.get(name)
+        if isinstance(value, datetime.date) and not earliest <= value <= latest:
+            form.add_error(name, _("Choose a date between 1900 and 2999."))
+    first, last = data.get(start), data.get(end)
+    if isinstance(first, datetime.date) and isinstance(last, datetime.date) and first > last:
+        form.add_error(end, _("The end date is before the start date."))
 
 
 def focus_first_error(form: forms.BaseForm) -> None:

@@ -36,7 +36,7 @@ from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import ReadAhead
 from pli.core import storage
-from pli.core.forms import focus_first_error
+from pli.core.forms import check_date_range, focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
@@ -156,14 +156,7 @@ class SearchForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        earliest, latest = datetime.date(1900, 1, 1), datetime.date(2999, 12, 31)
-        for name in ("date_from", "date_to"):
-            value = data.get(name)
-            if isinstance(value, datetime.date) and not earliest <= value <= latest:
-                self.add_error(name, _("Choose a date between 1900 and 2999."))
-        start, end = data.get("date_from"), data.get("date_to")
-        if isinstance(start, datetime.date) and isinstance(end, datetime.date) and start > end:
-            self.add_error("date_to", _("The end date is before the start date."))
+        check_date_range(self, data, "date_from", "date_to")
         return data
 
 
