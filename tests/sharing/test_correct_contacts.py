@@ -53,7 +53,7 @@ def test_a_mistyped_address_is_corrected_and_the_link_sent_again(db: None, smtp_
     run_tasks()
     client = browser(share.created_by)
     page = client.get(f"/shares/{share.pk}").content.decode()
-    assert "Corriger les coordonnées du patient" in page and 'name="patient_email"' in page
+    assert "Corriger la date de naissance ou les coordonnées du patient" in page and 'name="patient_email"' in page
     smtp_server.refuse_rcpt = None
     marker = f"elodie.durand.{uuid.uuid4().hex[:8]}@example.org"
     response = client.post(
@@ -222,7 +222,7 @@ def test_a_code_asked_for_as_the_contacts_are_corrected_goes_to_the_new_ones(db:
 
     def corrected_meanwhile(share_id: uuid.UUID) -> PatientShare:
         unlocked = read_share(share_id)
-        services.resend(share.created_by, share_id, contacts={"mobile": "+33698765432"})
+        services.resend(share.created_by, share_id, corrections={"mobile": "+33698765432"})
         return unlocked
 
     monkeypatch.setattr(services, "_read_share", corrected_meanwhile)

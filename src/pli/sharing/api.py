@@ -38,8 +38,9 @@ from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
+from pli.core.ins import birth_date_mismatch
 from pli.sharing import notifications, services, validation
-from pli.sharing.forms import ContactsForm, ShareFilterForm, ShareForm
+from pli.sharing.forms import CorrectionForm, ShareFilterForm, ShareForm
 from pli.sharing.models import Channel, LockReason, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
@@ -61,6 +62,13 @@ class ApiShareForm(ShareForm):
     """The API takes the birth date as ``YYYY-MM-DD`` only (the web form also takes DD/MM/YYYY)."""
 
     allow_reply = StrictBooleanField(required=False)
+
+    def clean_patient_birth_date(self) -> Any:
+        return validation.parse_iso_birth_date(self.cleaned_data["patient_birth_date"])
+
+
+class ApiCorrectionForm(CorrectionForm):
+    """A resend's corrections, the birth date as at creation (``YYYY-MM-DD`` only)."""
 
     def clean_patient_birth_date(self) -> Any:
         return validation.parse_iso_birth_date(self.cleaned_data["patient_birth_date"])
@@ -496,14 +504,14 @@ class _ShareActionView(APIView):
             # An object, or nothing: a list or a text (the contacts wrapped in a list, say)
             # was ignored, and the new link went to the contacts meant to be corrected.
             serializers.Serializer(data=request.data).is_valid(raise_exception=True)
-            nulls = _null_contacts(request.data)
+            nulls = _null_corrections(request.data)
             if nulls:
                 return Response(nulls, status=status.HTTP_400_BAD_REQUEST)
-            form = _contacts_form(request.data)
+            form = _correction_form(request.data)
             if form is not None:
                 if not form.is_valid():
                     return Response(form_error_body(form.errors), status=status.HTTP_400_BAD_REQUEST)
-                options["contacts"] = form.contacts()
+                options["corrections"] = form.corrections()
         request_fingerprint = ""
         if held is not None:
             request_fingerprint = _resend_fingerprint(held, share_id, request.data)
@@ -525,6 +533,10 @@ class _ShareActionView(APIView):
                 message = _("Give the patient's mobile number or e-mail address (or both).")
                 body = {name: [message] for name in CONTACT_FIELDS if name in request.data}
                 return Response(body, status=status.HTTP_400_BAD_REQUEST)
+            if exc.code == "birth_date_mismatch":
+                # The corrected birth date contradicts the INS given at creation.
+                body = field_error_body("patient_birth_date", birth_date_mismatch().messages[0])
+                return Response(body, status=status.HTTP_400_BAD_REQUEST)
             detail = CONFLICTS.get(exc.code) or _("This action is not possible.")
             return Response({"detail": str(detail)}, status=status.HTTP_409_CONFLICT)
         return _action_answer(request, share)
@@ -540,11 +552,11 @@ def _action_answer(request: Request, share: PatientShare) -> Response:
 
 
 def _resend_fingerprint(held: idempotency.Claim, share_id: uuid.UUID, data: Any) -> str:
-    """The resend's fingerprint: which share, and the contacts it corrects (JSON or form)."""
+    """The resend's fingerprint: which share, and what it corrects (JSON or form)."""
     fields = QueryDict(mutable=True)
     fields.setlist("share", [str(share_id)])
     if isinstance(data, Mapping):
-        for name in CONTACT_FIELDS:
+        for name in CORRECTION_FIELDS:
             if name in data:
                 values = data.getlist(name) if isinstance(data, QueryDict) else [data[name]]
                 fields.setlist(name, [str(value) for value in values])
@@ -558,31 +570,41 @@ def _replay_resend(request: Request, user: User, held: idempotency.Claim, reques
 
 
 CONTACT_FIELDS = ("patient_email", "patient_mobile")
+CORRECTION_FIELDS = ("patient_birth_date", *CONTACT_FIELDS)
 
 
-def _null_contacts(data: Any) -> dict[str, list[str]]:
-    """The contacts a JSON body gives as null (or another value that is not text), refused:
-    much software writes a field it has no value for as null, which the form would take as
-    empty (as it takes ``[]`` and ``{}``), removing the contact."""
+def _null_corrections(data: Any) -> dict[str, list[str]]:
+    """The corrections a JSON body gives as null (or another value that is not text),
+    refused: much software writes a field it has no value for as null, which the form would
+    take as empty (as it takes ``[]`` and ``{}``), removing the contact."""
     if not isinstance(data, Mapping):
         return {}
     message = _("Give the contact as text: empty to remove it, or leave the field out to keep it.")
-    return {
+    refused = {
         name: [message]
         for name in CONTACT_FIELDS
         if name in data and (not isinstance(data[name], str | int) or isinstance(data[name], bool))
     }
+    if "patient_birth_date" in data and not isinstance(data["patient_birth_date"], str):
+        refused["patient_birth_date"] = [str(_("Give the birth date as YYYY-MM-DD."))]
+    return refused
 
 
-def _contacts_form(data: Any) -> ContactsForm | None:
-    """The contacts a resend corrects, if the request gives any (only those given change)."""
-    if not isinstance(data, Mapping) or not any(name in data for name in CONTACT_FIELDS):
+def _correction_form(data: Any) -> CorrectionForm | None:
+    """What a resend corrects, if the request gives anything (only the fields given change)."""
+    if not isinstance(data, Mapping) or not any(name in data for name in CORRECTION_FIELDS):
         return None
-    return ContactsForm(data, only_given=True)  # the request's own data: a field given twice is refused
+    return ApiCorrectionForm(data, only_given=True)  # the request's own data: a field given twice is refused
 
 
 class ShareResendSerializer(serializers.Serializer[Any]):
-    """Corrected contacts (for the schema; validation is the share form's)."""
+    """Corrections (for the schema; validation is the share form's)."""
+
+    patient_birth_date = serializers.DateField(
+        required=False,
+        help_text="The patient's corrected birth date (YYYY-MM-DD), when the one given at creation was wrong: "
+        "wrong birth dates typed so far stop counting. Absent: unchanged.",
+    )
 
     patient_email = serializers.EmailField(
         required=False,
@@ -654,13 +676,15 @@ class ShareResendView(_ShareActionView):
             "description": (
                 "With `patient_email` and/or `patient_mobile`, corrects the patient's contacts first (checked as "
                 "at creation; at least one must remain), e.g. after a `notification_failed` event with `reason` "
-                "`address_refused` or `number_refused`. " + _ACTION_SCHEMA["description"]
+                "`address_refused` or `number_refused`; with `patient_birth_date`, the birth date the patient must "
+                "type (a share locked by wrong birth dates is unlocked first, with `/unlock`). "
+                + _ACTION_SCHEMA["description"]
             ),
             "request": ShareResendSerializer,
             "parameters": [RESEND_IDEMPOTENCY_KEY],
             "responses": {
                 **_ACTION_SCHEMA["responses"],
-                400: OpenApiResponse(description="A contact refused; the field named."),
+                400: OpenApiResponse(description="A correction refused; the field named."),
                 409: OpenApiResponse(
                     description="Not possible in the share's state; or a request with this `Idempotency-Key` is "
                     "still being processed (retry later), or its share no longer exists. `detail` says which."

@@ -24,7 +24,7 @@ from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
 
 class _ContactChecks(forms.Form):
     """How the patient's contacts are checked, when a share is made and when they are
-    corrected (ContactsForm): the same normalisation and refusals."""
+    corrected (CorrectionForm): the same normalisation and refusals."""
 
     def clean_patient_mobile(self) -> str | None:
         raw = self.cleaned_data.get("patient_mobile") or ""
@@ -130,29 +130,37 @@ class ShareForm(_ContactChecks):
         )
 
 
-class ContactsForm(_ContactChecks):
-    """The patient's contacts corrected on a share (a mistyped address or number), checked as
-    the share form checks them. Only the fields given are changed: the web page gives both,
-    the API may give one (``only_given``)."""
+class CorrectionForm(_ContactChecks):
+    """The patient's birth date and contacts corrected on a share (a mistyped date, address
+    or number), checked as the share form checks them. Only the fields given are changed:
+    the page gives all three, the API may give one (``only_given``)."""
 
+    patient_birth_date = ShareForm.base_fields["patient_birth_date"]
     patient_mobile = ShareForm.base_fields["patient_mobile"]
     patient_email = ShareForm.base_fields["patient_email"]
 
-    def __init__(self, *args: Any, only_given: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, only_given: bool = False, ins: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._ins = ins  # the share's, if known here (the service checks it again)
         if only_given and self.is_bound:
             for name in list(self.fields):
                 if name not in self.data:
                     del self.fields[name]
 
+    def clean_patient_birth_date(self) -> Any:
+        return validation.parse_birth_date(self.cleaned_data["patient_birth_date"])
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         refuse_repeated_fields(self)
         self.check_some_contact(data)
+        birth = data.get("patient_birth_date")
+        if self._ins and birth and contradicts_birth_date(self._ins, birth):
+            self.add_error("patient_birth_date", birth_date_mismatch())
         return data
 
-    def contacts(self) -> dict[str, str | None]:
-        """The corrected contacts, by ShareInput's names (``email``, ``mobile``)."""
+    def corrections(self) -> dict[str, Any]:
+        """The corrected values, by ShareInput's names (``birth_date``, ``email``, ``mobile``)."""
         return {name.removeprefix("patient_"): self.cleaned_data.get(name) for name in self.fields}
 
 

@@ -35,6 +35,7 @@ from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
 from pli.core.encryption import ContentShredded
+from pli.core.ins import contradicts_birth_date
 from pli.core.models import DataKey
 from pli.crypto import CryptoError, new_data_key
 from pli.crypto.stream import SEGMENT_SIZE
@@ -545,8 +546,8 @@ def check_birth_date(
 ) -> StepResult:
     """First factor. A match starts a patient session and sends a one-time code."""
     now = now or timezone.now()
-    # The birth date never changes, and the contacts seldom do: compare and prepare the code
-    # before taking the lock; the counters and the status are decided under it.
+    # The birth date and the contacts seldom change: compare and prepare the code before
+    # taking the lock; the counters and the status are decided under it.
     unlocked = _read_share(share_id)
     matches = value == unlocked.patient_birth_date
     new_code = _prepare_code(unlocked, None) if matches else None
@@ -556,7 +557,10 @@ def check_birth_date(
         if refusal:
             trail.add("share.access_denied", share, outcome=audit.DENIED, reason=refusal, step="birth_date")
             return StepResult(refusal)
-        if new_code is not None and _contacts(share) != _contacts(unlocked):
+        if share.patient_birth_date != unlocked.patient_birth_date:
+            # Corrected by the practitioner meanwhile (resend): the corrected one decides.
+            new_code = _prepare_code(share, None) if value == share.patient_birth_date else None
+        elif new_code is not None and _contacts(share) != _contacts(unlocked):
             # Corrected by the practitioner meanwhile (resend): not to the former ones.
             new_code = _prepare_code(share, None)
         if new_code is None:
@@ -668,7 +672,8 @@ def _issue_code(share: PatientShare, new: _NewCode, now: datetime.datetime, trai
 
 
 def _read_share(share_id: uuid.UUID) -> PatientShare:
-    """The share without a lock, for what never changes (identity, contacts)."""
+    """The share without a lock, for what seldom changes (identity, contacts): a caller that
+    relies on it checks again under the lock."""
     return PatientShare.objects.select_related("created_by", "organisation", "data_key").get(pk=share_id)
 
 
@@ -1183,41 +1188,53 @@ def resend(
     *,
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
-    contacts: Mapping[str, str | None] | None = None,
+    corrections: Mapping[str, Any] | None = None,
 ) -> PatientShare:
-    """Send the patient a fresh link (the earlier one stops working). ``contacts`` corrects
-    the patient's ``email`` and/or ``mobile`` first (already validated, the mobile in E.164;
-    None removes one): a mistyped address no longer means a new share."""
+    """Send the patient a fresh link (the earlier one stops working). ``corrections`` first
+    corrects the patient's ``birth_date`` (a date), ``email`` and/or ``mobile`` (already
+    validated, the mobile in E.164; None removes a contact): a mistyped birth date, address
+    or number no longer means a new share."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _own_share(user, share_id)
         _ensure_active(share, now)
         if share.status == Status.LOCKED:
             raise ShareError("locked")
-        changed = _correct_contacts(share, contacts or {})
+        changed = _correct_patient(share, corrections or {})
         channels = _new_link(share, ShareNotification.Kind.LINK, now)
         # A new link is often sent because the first one went astray: whoever opened it is
         # let out with it.
         share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
         details = {"channels": ",".join(channels)}
         if changed:
-            details["changed"] = ",".join(changed)  # which contacts, never their values
+            details["changed"] = ",".join(changed)  # which ones, never their values
         audit.record("share.resent", actor=user, target=share, request=request, details=details)
     return share
 
 
-def _correct_contacts(share: PatientShare, contacts: Mapping[str, str | None]) -> list[str]:
-    """Inside resend's transaction, the share locked: set the corrected contacts (sealed
-    under the share's key, as at creation); return which changed. What was on its way to
-    the former ones (a code, a link) is cancelled and the codes retired."""
-    changed = [name for name in ("email", "mobile") if name in contacts and contacts[name] != _contact(share, name)]
+CORRECTABLE = ("birth_date", "email", "mobile")
+
+
+def _correct_patient(share: PatientShare, corrections: Mapping[str, Any]) -> list[str]:
+    """Inside resend's transaction, the share locked: set the corrected birth date and
+    contacts (sealed under the share's key, as at creation); return which changed. What was
+    on its way to the former contacts (a code, a link) is cancelled and the codes retired.
+    Wrong birth dates counted against a wrong one are forgotten: the patient typed theirs."""
+    changed = [name for name in CORRECTABLE if name in corrections and corrections[name] != _current(share, name)]
     if not changed:
         return []
-    if not any(contacts.get(name, _contact(share, name)) for name in ("email", "mobile")):
+    if not any(corrections.get(name, _current(share, name)) for name in ("email", "mobile")):
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
+    birth = corrections.get("birth_date", share.patient_birth_date)
+    if share.patient_ins and contradicts_birth_date(share.patient_ins, birth):
+        raise ShareError("birth_date_mismatch", "the birth date contradicts the patient's INS")
+    fields = [f"patient_{name}" for name in changed]
     for name in changed:
-        setattr(share, f"patient_{name}", contacts[name] or None)
-    share.save(update_fields=[f"patient_{name}" for name in changed])
+        setattr(share, f"patient_{name}", corrections[name] or None)
+    if "birth_date" in changed:
+        share.birth_date_failures = 0
+        fields.append("birth_date_failures")
+    share.save(update_fields=fields)
     share.codes.filter(retired=False).update(retired=True)
     notifications.cancel_pending(share)
     return changed
@@ -1227,9 +1244,8 @@ def _contacts(share: PatientShare) -> tuple[str | None, str | None]:
     return share.patient_email, share.patient_mobile
 
 
-def _contact(share: PatientShare, name: str) -> str | None:
-    value: str | None = share.patient_email if name == "email" else share.patient_mobile
-    return value
+def _current(share: PatientShare, name: str) -> Any:
+    return getattr(share, f"patient_{name}")
 
 
 def close_conversation(

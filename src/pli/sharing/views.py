@@ -34,7 +34,7 @@ from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
-from pli.sharing.forms import ContactsForm, PageShareForm, ShareFilterForm
+from pli.sharing.forms import CorrectionForm, PageShareForm, ShareFilterForm
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -63,6 +63,7 @@ def _error_text(code: str) -> str:
         "not_locked": _("This share is not locked."),
         "locked": _("This share is locked: unlock it first."),
         "no_contact": _("Give the patient's mobile number or e-mail address (or both)."),
+        "birth_date_mismatch": _("This birth date does not match the INS (its year and month of birth): check both."),
     }
     return texts.get(code, _("This action is not possible."))
 
@@ -390,7 +391,7 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
 
 
 def _detail_page(
-    request: HttpRequest, share: PatientShare, contacts_form: ContactsForm | None = None, status: int = 200
+    request: HttpRequest, share: PatientShare, correction_form: CorrectionForm | None = None, status: int = 200
 ) -> HttpResponse:
     # The page shows who the patient is and how to reach them: a read of health data.
     audit.record("share.read", actor=_user(request), target=share, request=request)
@@ -412,17 +413,22 @@ def _detail_page(
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
-        "contacts_form": contacts_form or _contacts_form(share),
+        "correction_form": correction_form or _correction_form(share),
         # New with each page shown: a button of this page sent twice acts once (_action).
         "submission": new_submission(),
     }
     return render(request, "sharing/detail.html", context, status=status)
 
 
-def _contacts_form(share: PatientShare) -> ContactsForm:
-    """The patient's contacts as the practitioner typed them, to correct."""
+def _correction_form(share: PatientShare) -> CorrectionForm:
+    """The patient's birth date and contacts as the practitioner typed them, to correct."""
     mobile = display_number(share.patient_mobile) if share.patient_mobile else ""
-    return ContactsForm(initial={"patient_mobile": mobile, "patient_email": share.patient_email or ""})
+    initial = {
+        "patient_birth_date": share.patient_birth_date.strftime("%d/%m/%Y"),
+        "patient_mobile": mobile,
+        "patient_email": share.patient_email or "",
+    }
+    return CorrectionForm(initial=initial)
 
 
 def _failed_channels(
@@ -479,12 +485,14 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
     }
     function, done = functions[action]
     resending = action == "resend" or (action == "unlock" and bool(request.POST.get("resend")))
-    contacts, corrected = None, ""
+    corrections, corrected = None, ""
     if resending and request.POST.get("contacts"):
-        # The patient's contacts corrected (a mistyped address or number) before the new link.
-        form = ContactsForm(request.POST)
+        # The patient's birth date or contacts corrected (mistyped) before the new link.
+        share = _share_or_404(request, share_id)
+        # Only what is sent changes: a page shown before the birth date could be corrected
+        # sends none.
+        form = CorrectionForm(request.POST, ins=share.patient_ins, only_given=True)
         if not form.is_valid():
-            share = _share_or_404(request, share_id)
             ended = share.effective_status(timezone.now())
             if ended in (Status.REVOKED, Status.EXPIRED):
                 # The page no longer shows the form: what ended the share is the answer.
@@ -492,8 +500,11 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
                 return HttpResponseRedirect(reverse("sharing:detail", args=[share_id]), status=303)
             focus_first_error(form)
             return _detail_page(request, share, form, status=400)
-        contacts = form.contacts()
-        if contacts != _current_contacts(request, share_id):
+        corrections = form.corrections()
+        current = {name: getattr(share, f"patient_{name}") for name in corrections}
+        if corrections.get("birth_date") != current.get("birth_date"):
+            corrected = _("The patient's birth date is corrected and a new link is being sent to them.")
+        elif corrections != current:
             corrected = _("The patient's contact details are corrected and a new link is being sent to them.")
     unlock_and_resend = action == "unlock" and resending
     if unlock_and_resend:
@@ -508,9 +519,10 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
             # would be a second SMS, and would end the first one.
             claim = f"{action}-resend" if unlock_and_resend else action
             if services.claim_action(user, share_id, claim, submission):
-                function(user, share_id, request=request, **({"contacts": contacts} if action == "resend" else {}))
+                options = {"corrections": corrections} if action == "resend" else {}
+                function(user, share_id, request=request, **options)
                 if unlock_and_resend:
-                    services.resend(user, share_id, request=request, contacts=contacts)
+                    services.resend(user, share_id, request=request, corrections=corrections)
     except services.ShareError as exc:
         if exc.code == "not_found":
             raise Http404 from None
@@ -518,11 +530,6 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
     else:
         messages.success(request, done)
     return HttpResponseRedirect(reverse("sharing:detail", args=[share_id]), status=303)
-
-
-def _current_contacts(request: HttpRequest, share_id: uuid.UUID) -> dict[str, str | None]:
-    share = _share_or_404(request, share_id)
-    return {"email": share.patient_email, "mobile": share.patient_mobile}
 
 
 @require_POST
