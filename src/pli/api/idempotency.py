@@ -26,7 +26,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -82,7 +82,7 @@ class Claim:
 
     row: IdempotencyKey
     used: bool
-    secret: str
+    secret: str = field(repr=False)  # SECRET_KEY or a fallback
 
 
 def _secrets() -> list[str]:

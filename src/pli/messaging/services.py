@@ -236,6 +236,10 @@ class Draft:
     # The web form's random value (see Message.submission); "" for the API and the demo.
     submission: str = ""
 
+    def __repr__(self) -> str:
+        # Subject, body and patient are health data: never in a traceback or a log line.
+        return "<Draft>"
+
 
 def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAttachment:
     """Re-encrypt ``attachment``'s content under a new key, for a forwarded message: each
@@ -576,6 +580,10 @@ class SearchQuery:
     sender: str = ""
     date_from: datetime.date | None = None
     date_to: datetime.date | None = None
+
+    def __repr__(self) -> str:
+        # The words are patient names or an INS.
+        return "<SearchQuery>"
 
     def __bool__(self) -> bool:
         return bool(self.text.strip() or self.sender.strip() or self.date_from or self.date_to)
