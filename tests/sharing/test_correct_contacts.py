@@ -85,8 +85,12 @@ def test_a_mistyped_address_is_corrected_and_the_link_sent_again(db: None, smtp_
 def test_a_corrected_mobile_gets_the_codes_again(db: None) -> None:
     """The code went by e-mail once an SMS to the number failed for good: after the number
     is corrected, the code goes to the new one by SMS again."""
-    share, _token = make_share(doctor(), mobile="+33612345678")
+    share, token = make_share(doctor(), mobile="+33612345678")
+    run_tasks()  # the link, by e-mail
+    # The code SMS is refused for good: the next code would go by e-mail.
+    assert Patient(token).birth_date()["Location"].endswith("?sent=sms")
     share.notifications.filter(channel="sms").update(state=ShareNotification.State.FAILED, last_error="number:x")
+    assert Patient(token).birth_date()["Location"].endswith("?sent=email")
     browser(share.created_by).post(
         f"/shares/{share.pk}/resend",
         {"contacts": "1", "patient_mobile": "06 98 76 54 32", "patient_email": share.patient_email},
@@ -198,9 +202,10 @@ def test_a_contact_given_twice_is_refused_not_half_taken(db: None) -> None:
 
 
 def test_a_number_removed_is_no_longer_said_to_be_refused(db: None, smtp_server: Any) -> None:
-    """The SMS failed for good (the number refused); the GP removes the number and keeps the
-    e-mail: the page no longer asks her to correct a number the share no longer has."""
-    share, _token = make_share(doctor())
+    """The link SMS failed for good (the number refused); the GP removes the number and gives
+    the e-mail address: the page no longer asks her to correct a number the share no longer
+    has."""
+    share, _token = make_share(doctor(), email=None)
     share.notifications.filter(channel="sms").update(state=ShareNotification.State.FAILED, last_error="number:x")
     client = browser(share.created_by)
     assert 'data-failure="' in client.get(f"/shares/{share.pk}").content.decode()

@@ -67,7 +67,8 @@ def test_notifications_are_queued_in_the_share_transaction(db: None) -> None:
         # Before any commit: the notification rows and their jobs are already written.
         jobs = DBTaskResult.objects.filter(task_path=deliver_notification.module_path)
         notifications = set(share.notifications.values_list("pk", flat=True))
-        assert len(notifications) == 2
+        # The link by e-mail only: the code will come by SMS, on the other channel.
+        assert len(notifications) == 1 and share.notifications.get().channel == "email"
         assert {job.args_kwargs["args"][0] for job in jobs} == {str(pk) for pk in notifications}
 
 
@@ -112,11 +113,11 @@ def test_email_through_a_real_smtp_server_is_neutral(db: None, smtp_server: Any)
     assert mail.message["Message-ID"].endswith(f"@{settings.PLI_MAIL_DOMAIN}>")
     share.refresh_from_db()
     assert set(share.notifications.values_list("state", flat=True)) == {"sent"}
-    assert AuditEvent.objects.filter(action="share.notification_sent", target_id=str(share.pk)).count() == 2
+    assert AuditEvent.objects.filter(action="share.notification_sent", target_id=str(share.pk)).count() == 1
 
 
 def test_sms_file_backend_writes_one_private_json_file_per_sms(db: None) -> None:
-    _share, token = make_share(doctor(), documents=[pending_document(SECRET_NAME)])
+    _share, token = make_share(doctor(), documents=[pending_document(SECRET_NAME)], email=None)
     run_tasks()
     messages = sms_messages()
     assert len(messages) == 1
@@ -376,12 +377,12 @@ def test_a_link_given_up_unsent_is_flagged_too(db: None) -> None:
 def test_a_link_not_yet_delivered_is_flagged_only_once_an_attempt_failed(db: None) -> None:
     from pli.sharing import services
 
-    share, _token = make_share(doctor())  # by SMS and by e-mail
+    share, _token = make_share(doctor())
     assert services.undelivered([share.pk]) == {}  # queued, not tried yet
     share.notifications.update(attempts=1, last_error="smtp:421")
     assert services.undelivered([share.pk]) == {share.pk: "delayed"}
-    share.notifications.filter(channel="sms").update(state="sent")
-    assert services.undelivered([share.pk]) == {}  # the SMS reached the patient
+    share.notifications.update(state="sent")
+    assert services.undelivered([share.pk]) == {}  # the e-mail reached the patient
 
 
 def test_new_notifications_and_codes_go_before_retries(db: None, settings: Any) -> None:
@@ -585,14 +586,16 @@ def test_a_patient_reading_in_english_gets_the_code_in_english(db: None, smtp_se
 def test_the_code_goes_by_email_when_the_mobile_number_was_refused_for_good(
     db: None, smtp_server: Any, settings: Any
 ) -> None:
-    """The link SMS failed for good (the provider refused the number) but the e-mail went
-    out; the patient opened it and was told the code was on its way by SMS, to the number
-    that cannot receive one. The code now goes by e-mail, unless the patient asks for SMS."""
+    """The code SMS failed for good (the provider refused the number): the patient, asking
+    again, was told the next code was on its way by SMS, to the number that cannot receive
+    one. The code now goes by e-mail, unless the patient asks for SMS."""
     share, token = make_share()
+    run_tasks()  # the link, by e-mail
+    patient = Patient(token)
+    assert patient.birth_date()["Location"].endswith("?sent=sms")
     settings.PLI_SMS_ALLOWED_REGIONS = ("BE",)  # the number is now refused for good
     run_tasks()
     assert share.notifications.get(channel=Channel.SMS).state == ShareNotification.State.FAILED
-    patient = Patient(token)
     response = patient.birth_date()
     assert response.status_code == 303 and response["Location"].endswith("?sent=email")
     run_tasks()

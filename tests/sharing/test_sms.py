@@ -207,7 +207,7 @@ def test_an_accented_sender_does_not_double_the_link_sms(db: None) -> None:
     them out of order. The names are written in the GSM alphabet; the link is untouched."""
     organisation = make_organisation("Hôpital privé Saint-Côme d\u2019Île-de-France")
     user = make_user(organisation, first_name="Françoise", last_name="Lefèvre-Château")
-    _share, token = make_share(user)
+    _share, token = make_share(user, email=None)
     run_tasks()
     [message] = sms_messages()
     assert "Francoise Lefèvre-Chateau (Hopital privé Saint-Come d'Ile-de-France)" in message["text"]

@@ -510,8 +510,10 @@ def test_the_history_names_the_channels_as_the_notifications_table_does(db: None
     """The history showed the stored values: "notification remise au prestataire (email)",
     "(sms)", beside a table of the same notifications saying "E-mail" and "SMS"."""
     user = make_user()
-    share, _token = make_share(user)
-    run_tasks()
+    share, token = make_share(user)
+    run_tasks()  # the link, by e-mail
+    Patient(token).birth_date()
+    run_tasks()  # the code, by SMS
     history = browser(user).get(f"/shares/{share.pk}").content.decode().split('id="history-title"', 1)[1]
     sent = [item.split("</li>", 1)[0].strip() for item in history.split('data-event="notification_sent"')[1:]]
     assert len(sent) == 2

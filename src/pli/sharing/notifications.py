@@ -101,7 +101,10 @@ class Rendered:
 
 
 def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
-    """The link's e-mail and/or SMS (``share`` may be unsaved: only its fields are read)."""
+    """The link's e-mail, or its SMS when the patient has no address (``share`` may be
+    unsaved: only its fields are read). Never both: the one-time code goes by SMS when there
+    is a mobile, and the link and the code must come on two channels, so that whoever holds
+    the patient's phone (often shared in a family) does not get both."""
     context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
     messages: list[Rendered] = []
     if share.patient_email:
@@ -114,7 +117,7 @@ def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
                 html=render("sharing/notify/link_email.html", context),
             )
         )
-    if share.patient_mobile:
+    elif share.patient_mobile:
         # The names in the GSM alphabet where they can be (only they: the link must stay
         # exactly as it is): one "ô" or curly apostrophe made the whole SMS UCS-2, twice the segments.
         names = {"sender_name": sms.to_gsm(share.sender_name), "organisation": sms.to_gsm(share.sender_organisation)}

@@ -626,11 +626,10 @@ def _sms_failed_for_good(share: PatientShare) -> bool:
     changed_at = [e.at for e in corrections if "mobile" in str(e.details.get("changed", "")).split(",")]
     if not changed_at:
         return True
-    # The correction's own link SMS is the last one queued before its event (same
-    # transaction, the share locked): it and those after went to the current number.
-    first = share.notifications.filter(channel=Channel.SMS, created_at__lte=changed_at[-1]).aggregate(
-        first=Max("created_at")
-    )["first"]
+    # The correction's own link is the last notification queued before its event (same
+    # transaction, the share locked; by e-mail when the patient has an address): the SMS
+    # queued with it or after it went to the current number.
+    first = share.notifications.filter(created_at__lte=changed_at[-1]).aggregate(first=Max("created_at"))["first"]
     return first is None or failed.filter(created_at__gte=first).exists()
 
 
