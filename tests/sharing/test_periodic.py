@@ -201,6 +201,44 @@ def test_periodic_job_forgets_expired_sign_in_sessions(db: None) -> None:
     assert list(Session.objects.values_list("session_key", flat=True)) == [current.session_key]
 
 
+def test_periodic_job_removes_expired_cache_entries(db: None) -> None:
+    """The shared (database) cache holds short-lived entries: counters of unknown links per
+    IP address (10 minutes), the former session key of a patient who has just typed the
+    code (30 s), allauth's sign-in counters. Django deletes an expired entry only when it is
+    read again, or when the table holds more than MAX_ENTRIES (a million here): they stayed
+    for ever, the patients' and practitioners' IP addresses with them."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test import Client
+
+    from pli.sharing.patient import UNKNOWN_LINK_WINDOW
+    from pli.sharing.tasks import clear_expired_cache
+
+    def keys() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT cache_key FROM pli_cache")
+            return sorted(key for (key,) in cursor.fetchall())
+
+    assert Client(REMOTE_ADDR="203.0.113.78").get("/p/" + "E" * 43).status_code == 404
+    cache.set("pli:still-valid", 1, 3 * UNKNOWN_LINK_WINDOW)
+    assert keys() == [":1:pli:share-unknown:203.0.113.78", ":1:pli:still-valid"]
+    later = timezone.now() + datetime.timedelta(seconds=UNKNOWN_LINK_WINDOW + 1)
+    assert clear_expired_cache(later) == 1
+    assert keys() == [":1:pli:still-valid"]
+    # The worker's periodic run does it.
+    cache.set("pli:gone", 1, 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pli_cache SET expires = %s WHERE cache_key = %s",
+            [connection.ops.adapt_datetimefield_value(timezone.now() - DAY), ":1:pli:gone"],
+        )
+    schedule_periodic()
+    run_tasks()
+    run = DBTaskResult.objects.filter(task_path=periodic_jobs.module_path, status="SUCCESSFUL").get()
+    assert run.return_value["expired_cache_entries"] == 1
+    assert keys() == [":1:pli:still-valid"]
+
+
 def test_the_next_periodic_run_is_planned_before_this_one_works(db: None, monkeypatch: Any) -> None:
     """The next run used to be queued only once this one ended. A worker killed during a
     run (the OOM killer, a deploy), or a database lost during one (so that re-queueing in

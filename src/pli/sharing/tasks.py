@@ -18,7 +18,9 @@ import datetime
 import logging
 from typing import Any
 
-from django.db import transaction
+from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
+from django.db import connections, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django_tasks import TaskContext, task
@@ -68,6 +70,7 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
         result: dict[str, Any] = services.run_periodic()
         result["pruned_jobs"] = prune_finished_jobs()
         result["expired_sessions"] = clear_expired_sessions()
+        result["expired_cache_entries"] = clear_expired_cache()
         result["expired_idempotency_keys"] = idempotency.prune_expired()
         result["trash_copies_deleted"] = messaging.purge_old_trash()
     return result
@@ -90,6 +93,28 @@ def clear_expired_sessions() -> int:
 
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
     return deleted
+
+
+def clear_expired_cache(now: datetime.datetime | None = None) -> int:
+    """Entries of the shared (database) cache past their expiry: counters of unknown patient
+    links and of allauth's sign-in attempts, keyed by the client's IP address, the former
+    session key of a patient who has just typed the code. Django deletes an expired entry
+    only when it is read again, or when the table holds more than MAX_ENTRIES (set high so
+    that live counters are never evicted): the rest stayed for ever."""
+    cache = caches["default"]
+    if not isinstance(cache, DatabaseCache):
+        return 0
+    model = cache.cache_model_class
+    connection = connections[router.db_for_write(model)]
+    quote = connection.ops.quote_name
+    # As Django's own cull: whole seconds, as the entries' expiry is written.
+    now = (now or timezone.now()).replace(microsecond=0)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {quote(model._meta.db_table)} WHERE {quote('expires')} < %s",  # noqa: S608 - the cache's table
+            [connection.ops.adapt_datetimefield_value(now)],
+        )
+        return max(int(cursor.rowcount), 0)
 
 
 def prune_finished_jobs(now: datetime.datetime | None = None) -> int:
