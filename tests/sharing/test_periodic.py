@@ -201,6 +201,26 @@ def test_periodic_job_forgets_expired_sign_in_sessions(db: None) -> None:
     assert list(Session.objects.values_list("session_key", flat=True)) == [current.session_key]
 
 
+def test_periodic_job_forgets_the_browser_and_address_of_ended_sign_in_sessions(db: None) -> None:
+    """allauth keeps, beside each sign-in session, its browser and IP address (the « Sessions »
+    page lists them). Those rows have no foreign key to the session: they outlived it, and
+    stayed for ever unless their user signed in again (a member who left, never)."""
+    from allauth.usersessions.models import UserSession
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    user = make_user()
+    ended, current = SessionStore(), SessionStore()
+    for store, address in ((ended, "203.0.113.10"), (current, "203.0.113.11")):
+        store["_auth_user_id"] = str(user.pk)
+        store.create()
+        UserSession.objects.create(user=user, ip=address, session_key=store.session_key, user_agent="Firefox")
+    Session.objects.filter(session_key=ended.session_key).update(expire_date=timezone.now() - DAY)
+    schedule_periodic()
+    run_tasks()
+    assert list(UserSession.objects.values_list("ip", flat=True)) == ["203.0.113.11"]
+
+
 def test_periodic_job_removes_expired_cache_entries(db: None) -> None:
     """The shared (database) cache holds short-lived entries: counters of unknown links per
     IP address (10 minutes), the former session key of a patient who has just typed the

@@ -89,9 +89,13 @@ def schedule_periodic(delay: datetime.timedelta = datetime.timedelta(0)) -> bool
 def clear_expired_sessions() -> int:
     """Sign-in sessions past their expiry: the database would otherwise keep every one ever
     opened (with its user id and, for allauth, the browser and address)."""
+    from allauth.usersessions.models import UserSession
     from django.contrib.sessions.models import Session
 
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    # allauth's row of each sign-in (browser, IP address) has no foreign key to its session:
+    # it outlived it, and went only when its user signed in again.
+    UserSession.objects.exclude(session_key__in=Session.objects.values("session_key")).delete()
     return deleted
 
 
