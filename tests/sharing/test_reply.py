@@ -297,6 +297,24 @@ def test_a_patients_reply_is_answered_with_a_new_share_to_the_same_person(db: No
     assert client.get("/shares/new?patient_of=x").status_code == 404
 
 
+def test_a_reply_deleted_from_the_mailbox_is_no_longer_linked_from_the_share(db: None) -> None:
+    """Once the practitioner had deleted the patient's reply for good, the share's page still
+    offered « à lire dans votre messagerie »: the link led to « page introuvable », recorded
+    in the trail as an access refused to the practitioner."""
+    doctor = make_user()
+    share, message = replied(doctor)
+    client = Client()
+    client.force_login(doctor)
+    link = f'href="/messages/m/{message.pk}/"'
+    assert link in client.get(f"/shares/{share.pk}").content.decode()
+    messaging.move_message(doctor, message.pk, "trash")
+    messaging.delete_message(doctor, message.pk)
+    page = client.get(f"/shares/{share.pk}").content.decode()
+    assert link not in page
+    assert "supprimée de votre messagerie" in page
+    assert not AuditEvent.objects.filter(action="message.access_denied").exists()
+
+
 def test_answering_a_patient_by_a_new_share_marks_the_reply_answered(db: None) -> None:
     """The team sees who answered a patient's reply, as for a letter answered by a reply."""
     doctor = make_user()

@@ -741,6 +741,15 @@ def visible_copies(user: Any, message_id: uuid.UUID | str) -> list[Delivery]:
     )
 
 
+def visible_message_ids(user: Any, message_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of ``message_ids`` that ``user`` holds a copy of (see :func:`visible_copies`)."""
+    return set(
+        Delivery.objects.filter(message_id__in=list(message_ids), mailbox__in=mailboxes_for(user)).values_list(
+            "message_id", flat=True
+        )
+    )
+
+
 def _visible_attachment(user: Any, message_id: uuid.UUID | str, attachment_id: uuid.UUID | str) -> Attachment | None:
     """The attachment (with its data key) if ``user`` has a copy of its message, else None.
 

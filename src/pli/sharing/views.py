@@ -402,6 +402,7 @@ def _detail_page(
     names = {str(d.pk): d.name for d in documents}
     sent = list(share.notifications.defer("recipient", "subject", "text", "html"))
     events = services.events(share)
+    replies = list(share.replies.all())
     context = {
         "share": share,
         "status": share.effective_status(now),
@@ -409,7 +410,10 @@ def _detail_page(
         "notifications": sent,
         "failures": _failed_channels(share, sent, events),
         "events": _collapse_retries([(e, names.get(str(e.details.get("document", "")), "")) for e in events]),
-        "replies": list(share.replies.all()),
+        "replies": replies,
+        # A reply deleted for good from the mailbox opens nothing: its link would lead to a
+        # "not found", recorded as an access refused to the practitioner.
+        "readable_replies": messaging.visible_message_ids(_user(request), [r.message_id for r in replies]),
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
