@@ -17,7 +17,8 @@ from messaging.factories import (
     valid_ins,
     web_client,
 )
-from pli.accounts.models import Mailbox, User
+from pli.accounts import services as accounts
+from pli.accounts.models import Mailbox, Membership, User
 from pli.audit.models import AuditEvent
 from pli.messaging.models import Message
 
@@ -155,6 +156,28 @@ def test_inactive_recipient_mailbox_is_unknown(people: dict[str, User]) -> None:
     response = api_client(people["alice"]).post("/api/v1/messages", _base(people))
     assert response.status_code == 400
     assert "to" in response.json()
+
+
+def test_writing_to_a_colleague_who_left_says_the_mailbox_is_closed(people: dict[str, User]) -> None:
+    """Bob left the practice (his account was switched off with his mailbox): Alice, who
+    answers one of his letters, is told his mailbox is closed, not that she mistyped an
+    address she took from his letter."""
+    org = people["bob"].memberships.get().organisation
+    admin = practitioner(org)
+    Membership.objects.filter(user=admin).update(role="admin")
+    accounts.remove_member(Membership.objects.get(user=people["bob"]), actor=admin)
+    bob = personal_mailbox(people["bob"]).address
+    unknown = "personne@pli.localhost"
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people, to=[bob, unknown]))
+    assert response.status_code == 400
+    assert response.json()["to"] == [
+        f"Cette bo\u00eete n\u2019est plus active\u00a0: {bob}. \u00c9crivez \u00e0 une autre adresse.",
+        f"Adresse inconnue\u00a0: {unknown}.",
+    ]
+    response = web_client(people["alice"]).post("/messages/compose/", _base(people, cc=[bob]))
+    assert response.status_code == 400
+    assert f"n\u2019est plus active\u00a0: {bob}." in response.content.decode()
+    assert Message.objects.count() == 0
 
 
 def test_json_body_is_unsupported_not_a_crash(people: dict[str, User]) -> None:

@@ -278,11 +278,32 @@ class ComposeForm(forms.Form):
                     code="foreign",
                     params={"addresses": ", ".join(a[:80] for a in foreign)},
                 )
-            raise ValidationError(
-                ngettext("Unknown address: %(addresses)s.", "Unknown addresses: %(addresses)s.", len(missing))
-                % {"addresses": ", ".join(a[:80] for a in missing)},
-                code="unknown",
-            )
+            # A colleague who has left: said so, rather than "unknown" for an address taken
+            # from one of their letters.
+            closed = services.closed_addresses(missing)
+            unknown = [a for a in missing if a not in closed]
+            errors = []
+            if closed:
+                errors.append(
+                    ValidationError(
+                        ngettext(
+                            "This mailbox is no longer active: %(addresses)s. Write to another address.",
+                            "These mailboxes are no longer active: %(addresses)s. Write to other addresses.",
+                            len(closed),
+                        )
+                        % {"addresses": ", ".join(a[:80] for a in missing if a in closed)},
+                        code="closed",
+                    )
+                )
+            if unknown:
+                errors.append(
+                    ValidationError(
+                        ngettext("Unknown address: %(addresses)s.", "Unknown addresses: %(addresses)s.", len(unknown))
+                        % {"addresses": ", ".join(a[:80] for a in unknown)},
+                        code="unknown",
+                    )
+                )
+            raise ValidationError(errors)
         return [book[a] for a in addresses]
 
     def clean_subject(self) -> str:

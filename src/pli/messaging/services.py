@@ -23,6 +23,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, prefetch_related_objects
+from django.db.models.functions import Lower
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -201,6 +202,16 @@ def resolve_addresses(addresses: Iterable[str]) -> tuple[list[Mailbox], list[str
                 found[address] = match
                 missing.remove(address)
     return [found[a] for a in wanted if a in found], missing
+
+
+def closed_addresses(addresses: Iterable[str]) -> set[str]:
+    """Those of ``addresses`` (lower case) that belonged to a mailbox closed since: its holder
+    left their last organisation. Asked only when a send names an address not found."""
+    wanted = [a for a in addresses if "\x00" not in a]
+    if not wanted:
+        return set()
+    closed = Mailbox.objects.annotate(lowered=Lower("address")).filter(lowered__in=wanted, is_active=False)
+    return set(closed.values_list("lowered", flat=True))
 
 
 def _active_mailboxes(addresses: list[str]) -> list[Mailbox]:
