@@ -96,3 +96,29 @@ def test_someone_removed_then_added_elsewhere_shares_in_the_new_organisation(db:
     assert share.organisation_id == elsewhere.pk
     assert share.reply_mailbox is not None and share.reply_mailbox.organisation_id == elsewhere.pk
     assert [_status(u, share) for u in (paul, admin)] == [200, 404]
+
+
+def test_the_admin_taking_over_a_share_is_told_replies_stopped_with_its_author(db: None) -> None:
+    """Paul allowed replies and his patient answered once; then he left. His administrator,
+    who now looks after the share, must not read « Réponses : autorisées » (the patient can
+    no longer answer) nor be sent to a reply « à lire dans votre messagerie » that is in
+    Paul's mailbox, which she cannot open."""
+    org = make_organisation()
+    admin, paul = make_user(org, role="admin"), make_user(org, first_name="Paul", last_name="Martin")
+    share, token = make_share(paul, allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    assert patient.client.post(patient.url("/reply"), {"text": "Merci docteur"}).status_code in (302, 303)
+    paul_web = Client()
+    paul_web.force_login(paul)
+    page = paul_web.get(f"/shares/{share.pk}").content.decode()
+    assert "<dd>autoris\u00e9es</dd>" in page and "\u00e0 lire dans votre messagerie" in page
+
+    _leaves(paul, org, admin)
+    admin_web = Client()
+    admin_web.force_login(admin)
+    page = admin_web.get(f"/shares/{share.pk}").content.decode()
+    assert "<dd>autoris\u00e9es</dd>" not in page
+    assert "plus possibles\u00a0: Paul Martin n\u2019est plus membre de l\u2019organisation" in page
+    assert "\u00e0 lire dans votre messagerie" not in page
+    assert "dans la messagerie de Paul Martin" in page

@@ -414,6 +414,11 @@ def _detail_page(
         # A reply deleted for good from the mailbox opens nothing: its link would lead to a
         # "not found", recorded as an access refused to the practitioner.
         "readable_replies": messaging.visible_message_ids(_user(request), [r.message_id for r in replies]),
+        # Once its author has left the organisation, the patient can no longer answer, and the
+        # replies already sent are in the author's mailbox, which the administrator now
+        # looking after the share cannot open.
+        "replies_open": services.replies_open(share),
+        "replies_are_mine": share.created_by_id == _user(request).pk,
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
