@@ -122,3 +122,18 @@ def test_the_admin_taking_over_a_share_is_told_replies_stopped_with_its_author(d
     assert "plus possibles\u00a0: Paul Martin n\u2019est plus membre de l\u2019organisation" in page
     assert "\u00e0 lire dans votre messagerie" not in page
     assert "dans la messagerie de Paul Martin" in page
+
+
+def test_the_patient_is_told_replies_stopped_when_the_practitioner_left(db: None) -> None:
+    """The patient was invited to answer; the practitioner has left since. The page showed
+    no reply form and said nothing: the patient is now told to contact the practice."""
+    org = make_organisation()
+    admin, paul = make_user(org, role="admin"), make_user(org)
+    _share, token = make_share(paul, allow_reply=True)
+    stopped = "Il n\u2019est plus possible de r\u00e9pondre sur cette page\u00a0: contactez directement le cabinet."
+    patient = Patient(token)
+    assert stopped not in patient.sign_in().content.decode()
+    _leaves(paul, org, admin)
+    page = patient.get("/documents").content.decode()
+    assert 'name="files"' not in page
+    assert stopped in page

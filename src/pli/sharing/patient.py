@@ -365,6 +365,8 @@ def _documents_page(
         "history": [(event, names.get(str(event.details.get("document", "")), "")) for event in history],
         "can_reply": services.replies_open(share),
         "closed": share.closed_at is not None,
+        # Allowed, not closed, yet refused: the practitioner has left the organisation.
+        "replies_stopped": share.allow_reply,
         "reply_form": reply_form,
         "reply_error_field": error_field,
         "reply_max_files": REPLY_MAX_FILES,
