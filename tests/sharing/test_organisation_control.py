@@ -137,3 +137,25 @@ def test_the_patient_is_told_replies_stopped_when_the_practitioner_left(db: None
     page = patient.get("/documents").content.decode()
     assert 'name="files"' not in page
     assert stopped in page
+
+
+def test_the_admin_sees_whose_share_she_took_over(db: None) -> None:
+    """The administrator's list mixes her own shares with those of a practitioner who has
+    left: each of his says who sent it, and his share's page does not call his message to
+    the patient « Votre message »."""
+    org = make_organisation()
+    admin = make_user(org, role="admin", first_name="Alice", last_name="Durand")
+    paul = make_user(org, first_name="Paul", last_name="Martin")
+    theirs, _token = make_share(paul, message="Voici vos r\u00e9sultats.")
+    mine, _token = make_share(admin, message="Bonne r\u00e9ception.")
+    _leaves(paul, org, admin)
+    web = Client()
+    web.force_login(admin)
+    listing = web.get("/shares/").content.decode()
+    assert listing.count("envoy\u00e9 par Paul Martin") == 1
+    assert "Alice Durand" not in listing
+    page = web.get(f"/shares/{theirs.pk}").content.decode()
+    assert "<dt>Envoy\u00e9 par</dt><dd>Paul Martin</dd>" in page
+    assert "Votre message" not in page and "Message au patient" in page
+    page = web.get(f"/shares/{mine.pk}").content.decode()
+    assert "Envoy\u00e9 par" not in page and "Votre message" in page

@@ -418,7 +418,8 @@ def _detail_page(
         # replies already sent are in the author's mailbox, which the administrator now
         # looking after the share cannot open.
         "replies_open": services.replies_open(share),
-        "replies_are_mine": share.created_by_id == _user(request).pk,
+        # An administrator looking after a share of someone who has left: whose it is.
+        "is_author": share.created_by_id == _user(request).pk,
         "Status": Status,
         "mobile": display_number(share.patient_mobile) if share.patient_mobile else "",
         "undelivered": services.undelivered([share.pk]).get(share.pk, ""),
