@@ -150,6 +150,17 @@ def test_update_shared_mailbox_members(organisation: Organisation, admin: User) 
     assert event.details == {"added": 1, "removed": 1}
 
 
+def test_renaming_a_shared_mailbox_is_recorded_as_a_rename(organisation: Organisation, admin: User) -> None:
+    """Renaming « Accueil » was written to the trail as « Shared mailbox members
+    changed », with nobody added or removed: the journal did not say the name changed."""
+    a = make_user(organisation, second_factor=False)
+    mailbox = services.create_shared_mailbox(organisation, "Accueil", [a], actor=admin)
+    services.update_shared_mailbox(mailbox, name="Secrétariat", members=[a], actor=admin)
+    events = list(AuditEvent.objects.filter(target_id=str(mailbox.pk)).order_by("seq").values_list("action", flat=True))
+    assert events == ["mailbox.created", "mailbox.renamed"]
+    assert AuditEvent.objects.get(action="mailbox.renamed").actor_id == str(admin.pk)
+
+
 def test_shared_mailbox_access_granted_and_withdrawn_names_each_person(organisation: Organisation, admin: User) -> None:
     """A shared mailbox holds health data: the trail must tell who could read it when, so
     each person given or losing access is named, not only counted."""

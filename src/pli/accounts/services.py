@@ -544,13 +544,21 @@ def update_shared_mailbox(
         if name != mailbox.name:
             mailbox.name = name
             mailbox.save(update_fields=["name"])
-        audit.record(
-            "mailbox.members_changed",
-            actor=actor,
-            target=mailbox,
-            request=request,
-            details={"added": len(wanted - current), "removed": len(current - wanted)},
-        )
+            audit.record(
+                "mailbox.renamed",
+                actor=actor,
+                target=mailbox,
+                request=request,
+                details={"organisation": mailbox.organisation_id},
+            )
+        if wanted != current:
+            audit.record(
+                "mailbox.members_changed",
+                actor=actor,
+                target=mailbox,
+                request=request,
+                details={"added": len(wanted - current), "removed": len(current - wanted)},
+            )
         _record_mailbox_access("mailbox.member_added", mailbox, wanted - current, actor, request)
         _record_mailbox_access("mailbox.member_removed", mailbox, current - wanted, actor, request)
     return mailbox
