@@ -159,3 +159,18 @@ def test_removing_a_member_removed_meanwhile_is_no_error(
     response = admin_client.post(f"/organisations/{organisation.slug}/members/{membership.pk}/remove/")
     assert response.status_code == 302 and response["Location"] == f"/organisations/{organisation.slug}/members/"
     assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+def test_an_admin_who_steps_down_is_not_sent_to_a_page_now_refused(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    """With a second administrator appointed, Alice makes herself a practitioner: she was
+    sent on to the members page, which now answers her 403, instead of being told it worked."""
+    make_user(organisation, role="admin")
+    own = Membership.objects.get(user=admin)
+    response = admin_client.post(f"/organisations/{organisation.slug}/members/{own.pk}/", {"role": "practitioner"})
+    assert response.status_code == 302
+    assert Membership.objects.get(pk=own.pk).role == "practitioner"
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200
+    assert "R\u00f4le modifi\u00e9" in page.content.decode()

@@ -245,6 +245,9 @@ def member(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
             _apply_errors(form, exc)
         else:
             messages.success(request, _("Role updated."))
+            if not services.is_admin(_user(request), organisation):
+                # Stepped down: the organisation's pages are no longer theirs.
+                return redirect("accounts:profile")
             return redirect("accounts:members", slug=organisation.slug)
     shared = Mailbox.objects.filter(organisation=organisation, members=membership.user, is_active=True)
     return render(
