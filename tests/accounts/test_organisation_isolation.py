@@ -174,3 +174,14 @@ def test_an_admin_who_steps_down_is_not_sent_to_a_page_now_refused(
     page = admin_client.get(response["Location"])
     assert page.status_code == 200
     assert "R\u00f4le modifi\u00e9" in page.content.decode()
+
+
+def test_removing_a_member_asks_first(organisation: Organisation, admin: User, admin_client: Client) -> None:
+    """Removing someone ends their sessions, revokes their API tokens and, for their last
+    organisation, switches their account off: one click on « Retirer » did it at once."""
+    member = make_user(organisation, first_name="Marc", last_name="Membre")
+    membership = Membership.objects.get(user=member)
+    page = admin_client.get(f"/organisations/{organisation.slug}/members/{membership.pk}/").content.decode()
+    form = page[page.index(f'action="/organisations/{organisation.slug}/members/{membership.pk}/remove/"') :]
+    form = form[: form.index(">")]
+    assert 'data-confirm="Retirer Marc Membre de l\u2019organisation\u00a0?' in form
