@@ -228,6 +228,21 @@ def test_member_of_two_organisations_keeps_the_other(organisation: Organisation,
     assert Mailbox.objects.get(owner=member).organisation == other
 
 
+def test_switching_an_account_on_again_is_recorded(organisation: Organisation, admin: User) -> None:
+    """Leaving one's last organisation is recorded with ``deactivated``; coming back (a new
+    membership switches the account and its mailbox on again) said nothing of it."""
+    other = make_organisation("Clinique Beta")
+    other_admin = make_user(other, role="admin", second_factor=False)
+    member = make_user(organisation, second_factor=False)
+    services.remove_member(Membership.objects.get(user=member), actor=admin)
+    services.add_member(other, member, "practitioner", actor=other_admin)
+    event = AuditEvent.objects.filter(action="membership.added", target_id=str(member.pk)).latest("seq")
+    assert event.details == {"organisation": other.pk, "role": "practitioner", "reactivated": True}
+    services.add_member(organisation, member, "assistant", actor=admin)
+    event = AuditEvent.objects.filter(action="membership.added", target_id=str(member.pk)).latest("seq")
+    assert event.details == {"organisation": organisation.pk, "role": "assistant", "reactivated": False}
+
+
 def test_services_check_the_actor_is_admin_of_that_organisation(organisation: Organisation, admin: User) -> None:
     other = make_organisation("Clinique Beta")
     stranger = make_user(other, second_factor=False)

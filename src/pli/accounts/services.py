@@ -353,7 +353,7 @@ def add_member(
         membership = Membership.objects.create(user=user, organisation=organisation, role=role)
         # From the database, not the instance (which may predate a removal): an account
         # switched off when it lost its last organisation is switched on again.
-        type(user).objects.filter(pk=user.pk, is_active=False).update(is_active=True)
+        reactivated = type(user).objects.filter(pk=user.pk, is_active=False).update(is_active=True) > 0
         user.is_active = True
         # A personal mailbox left behind in an organisation the person is no longer in (they
         # were removed from their last one) comes back in this one, not in the old one.
@@ -366,7 +366,8 @@ def add_member(
             actor=actor,
             target=user,
             request=request,
-            details={"organisation": organisation.pk, "role": role},
+            # As membership.removed says ``deactivated``: the account and its mailbox are on again.
+            details={"organisation": organisation.pk, "role": role, "reactivated": reactivated},
         )
     return membership
 
