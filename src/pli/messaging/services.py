@@ -411,6 +411,11 @@ def send_message(
                 _mark_answered(author, draft.in_reply_to, now)
             if touch_mailbox:
                 Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
+            if on_created is not None:
+                # Before the audit event, whose head row stays locked until COMMIT: what
+                # on_created locks (the API token's row, which a revocation locks before its
+                # own event) would otherwise be waited for in the reverse order, a deadlock.
+                on_created(message.pk)
             audit.record(
                 "message.send",
                 actor=author,
@@ -432,8 +437,6 @@ def send_message(
             # a later one waits for this commit, then finds this message and unlinks it.
             if parent is not None and not Message.objects.filter(pk=parent.pk).exists():
                 raise SourceGone("in_reply_to" if draft.in_reply_to is not None else "forward_of")
-            if on_created is not None:
-                on_created(message.pk)
     except IntegrityError:
         # The same form sent twice at once: the other request's message went in first.
         earlier = _submitted(author, draft.submission)

@@ -323,6 +323,11 @@ def create_share(
             insert_rows(queued)
             for notification in queued:
                 notifications.enqueue_delivery(notification)
+            if on_created is not None:
+                # Before the audit event, whose head row stays locked until COMMIT: what
+                # on_created locks (the API token's row, the answered message's copies),
+                # others lock before their own event; the reverse order would deadlock.
+                on_created(share.pk)
             audit.record(
                 "share.created",
                 actor=user,
@@ -336,8 +341,6 @@ def create_share(
                     "from_message": source_message_id is not None,
                 },
             )
-            if on_created is not None:
-                on_created(share.pk)
     except IntegrityError:
         # The same form sent twice at once: the other request's share went in first.
         _refuse_repeat(user, data.submission)
