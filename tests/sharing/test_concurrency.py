@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from django.db import connection
 from django.utils import timezone
 
+from pli.audit.models import AuditEvent
 from pli.sharing import services, tokens
-from pli.sharing.models import OneTimeCode, PatientSession, PatientShare, Status
+from pli.sharing.models import OneTimeCode, PatientSession, PatientShare, ShareNotification, Status
 from sharing.helpers import BIRTH_DATE, make_share
 
 THREADS = 8
@@ -138,3 +141,60 @@ def test_the_same_code_sent_at_once_by_one_browser_opens_once_and_counts_nothing
     live = [r.session_key for r in results if services.find_session(share, r.session_key) is not None]
     assert len(live) == 1
     assert PatientSession.objects.filter(share=share, stage=PatientSession.Stage.OPEN).count() == 1
+
+
+def test_unlock_and_resend_while_the_worker_records_a_delivery(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """« Débloquer et envoyer un nouveau lien » clicked as the worker recorded the delivery
+    of the first link's e-mail: on PostgreSQL the page's transaction held the audit trail's
+    head (the unlock's event) and then wanted the notification's row (to cancel it), while
+    the worker held that row and waited for the head (its « sent » event): one of them failed
+    with a 500."""
+    from django.test import Client
+
+    from pli.audit import services as audit
+    from pli.sharing import notifications
+
+    share, _token = make_share()
+    for _ in range(5):
+        services.check_birth_date(share.pk, datetime.date(1990, 1, 1))
+    email = share.notifications.get(channel="email", state=ShareNotification.State.PENDING)
+    real = audit.record
+    unlocked, recording = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def record(action: str, *args: Any, **kwargs: Any) -> Any:
+        if action == "share.notification_sent":
+            recording.set()  # the notification's row is locked by now
+            return real(action, *args, **kwargs)
+        result = real(action, *args, **kwargs)
+        if action == "share.unlocked":
+            unlocked.set()
+            # The worker waits for this transaction somewhere; give it time to get there.
+            recording.wait(1)
+            time.sleep(0.2)
+        return result
+
+    def worker() -> None:
+        try:
+            unlocked.wait(10)
+            notifications.deliver(email.pk)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(audit, "record", record)
+    thread = threading.Thread(target=worker)
+    thread.start()
+    client = Client()
+    client.force_login(share.created_by)
+    client.raise_request_exception = False
+    response = client.post(f"/shares/{share.pk}/unlock", {"resend": "1"})
+    thread.join()
+    assert failures == []
+    assert response.status_code == 303
+    share.refresh_from_db()
+    assert share.status == Status.SENT
+    assert AuditEvent.objects.filter(action="share.resent").count() == 1

@@ -175,7 +175,8 @@ def test_a_refused_resend_leaves_the_share_locked(db: None, monkeypatch: pytest.
     def refused(*args: Any, **kwargs: Any) -> None:
         raise services.ShareError("expired")
 
-    monkeypatch.setattr(services, "resend", refused)
+    # The new link's part of the unlock (services.resend's too).
+    monkeypatch.setattr(services, "_send_new_link", refused)
     page = client.post(f"/shares/{share.pk}/unlock", {"resend": "1"}, follow=True).content.decode()
     share.refresh_from_db()
     assert share.status == Status.LOCKED  # not unlocked without the new link it was asked with

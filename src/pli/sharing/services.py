@@ -1125,8 +1125,11 @@ def unlock(
     *,
     request: HttpRequest | None = None,
     now: datetime.datetime | None = None,
+    resend: bool = False,
+    corrections: Mapping[str, Any] | None = None,
 ) -> PatientShare:
-    """Lift a lock: the attempt counters start again from zero."""
+    """Lift a lock: the attempt counters start again from zero. With ``resend``, a new link
+    is sent too (see :func:`resend`), in the same transaction."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _own_share(user, share_id)
@@ -1151,7 +1154,12 @@ def unlock(
         )
         share.codes.filter(retired=False).update(retired=True)
         share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
+        # The new link's changes before either event: an audit event holds the trail's head
+        # until COMMIT, and the worker locks a notification before its own event.
+        resent = _send_new_link(share, now, corrections or {}) if resend else None
         audit.record("share.unlocked", actor=user, target=share, request=request)
+        if resent is not None:
+            audit.record("share.resent", actor=user, target=share, request=request, details=resent)
     return share
 
 
@@ -1202,16 +1210,24 @@ def resend(
         _ensure_active(share, now)
         if share.status == Status.LOCKED:
             raise ShareError("locked")
-        changed = _correct_patient(share, corrections or {})
-        channels = _new_link(share, ShareNotification.Kind.LINK, now)
-        # A new link is often sent because the first one went astray: whoever opened it is
-        # let out with it.
-        share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
-        details = {"channels": ",".join(channels)}
-        if changed:
-            details["changed"] = ",".join(changed)  # which ones, never their values
+        details = _send_new_link(share, now, corrections or {})
         audit.record("share.resent", actor=user, target=share, request=request, details=details)
     return share
+
+
+def _send_new_link(share: PatientShare, now: datetime.datetime, corrections: Mapping[str, Any]) -> dict[str, str]:
+    """Inside the caller's transaction, the share locked: correct the patient's birth date
+    and contacts, queue the new link, end the sessions; returns the ``share.resent`` event's
+    details."""
+    changed = _correct_patient(share, corrections)
+    channels = _new_link(share, ShareNotification.Kind.LINK, now)
+    # A new link is often sent because the first one went astray: whoever opened it is
+    # let out with it.
+    share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
+    details = {"channels": ",".join(channels)}
+    if changed:
+        details["changed"] = ",".join(changed)  # which ones, never their values
+    return details
 
 
 CORRECTABLE = ("birth_date", "email", "mobile")

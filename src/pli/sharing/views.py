@@ -529,10 +529,10 @@ def _action(request: HttpRequest, share_id: uuid.UUID, action: str) -> HttpRespo
             # would be a second SMS, and would end the first one.
             claim = f"{action}-resend" if unlock_and_resend else action
             if services.claim_action(user, share_id, claim, submission):
-                options = {"corrections": corrections} if action == "resend" else {}
-                function(user, share_id, request=request, **options)
+                options: dict[str, object] = {"corrections": corrections} if action == "resend" else {}
                 if unlock_and_resend:
-                    services.resend(user, share_id, request=request, corrections=corrections)
+                    options = {"resend": True, "corrections": corrections}
+                function(user, share_id, request=request, **options)
     except services.ShareError as exc:
         if exc.code == "not_found":
             raise Http404 from None
