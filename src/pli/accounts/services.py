@@ -536,7 +536,10 @@ def update_shared_mailbox(
         raise ValidationError(_("Only shared mailboxes have members to manage."))
     name = _clean_name(name, "name", _("mailbox name"), 120)
     with transaction.atomic():
-        mailbox = Mailbox.objects.select_for_update().select_related("organisation").get(pk=mailbox.pk)
+        # FOR NO KEY UPDATE: a send committing a copy to this mailbox holds the audit trail's
+        # head and then takes a key-share lock on this row (its foreign key), which FOR
+        # UPDATE would refuse until this edit, itself waiting for the head, ends: a deadlock.
+        mailbox = Mailbox.objects.select_for_update(no_key=True).select_related("organisation").get(pk=mailbox.pk)
         _require_admin(actor, mailbox.organisation)
         wanted = {user.pk for user in _check_members(mailbox.organisation, members)}
         current = set(MailboxMember.objects.filter(mailbox=mailbox).values_list("user_id", flat=True))
