@@ -304,3 +304,37 @@ def test_two_admins_leaving_at_once_leave_one(
         thread.join()
     assert list(outcomes.values()).count("done") == 1, outcomes
     assert Membership.objects.filter(organisation=organisation, role="admin", user__is_active=True).count() == 1
+
+
+@pytest.mark.parametrize("change", ["role", "removal", "invitation"])
+def test_an_admin_change_as_a_colleague_makes_a_share_is_no_error(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """An administrator changed a member's role, removed a member or withdrew an invitation
+    just as a colleague's patient share committed: on PostgreSQL the share held the audit
+    trail's head and, at COMMIT, checked its organisation's foreign key (a key-share lock),
+    while the change held the organisation's row FOR UPDATE and waited for the head: one of
+    them failed with a 500."""
+    from interleave import while_committing
+    from pli.sharing.models import PatientShare
+    from sharing.helpers import make_share
+
+    organisation = make_organisation("Cabinet Gamma")
+    admin = make_user(organisation, role="admin", second_factor=False)
+    claire = make_user(organisation, second_factor=False)
+    marc = make_user(organisation, second_factor=False)
+    invitation = services.invite_member(organisation, email="x@gamma.example.org", role="assistant", actor=admin)
+
+    def act() -> None:
+        if change == "role":
+            services.change_role(Membership.objects.get(user=marc), "assistant", actor=admin)
+        elif change == "removal":
+            services.remove_member(Membership.objects.get(user=marc), actor=admin)
+        else:
+            services.revoke_invitation(invitation.invitation, actor=admin)
+
+    event = {"role": "membership.role_changed", "removal": "membership.removed", "invitation": "invitation.revoked"}
+    join = while_committing(monkeypatch, "share.created", act, event[change])
+    share, _token = make_share(claire)
+    assert join() == []
+    assert PatientShare.objects.get(pk=share.pk).organisation_id == organisation.pk

@@ -372,6 +372,16 @@ def add_member(
     return membership
 
 
+def _lock_membership(membership: Membership, *related: str) -> Membership:
+    """The membership read again with ``related``, all locked until the transaction ends:
+    the organisation's row too, so that two changes to its administrators are one after
+    the other. FOR NO KEY UPDATE, not FOR UPDATE: a share, message or invitation committing
+    meanwhile holds the audit trail's head and then takes a key-share lock on these rows
+    (its foreign keys), which FOR UPDATE would refuse until this change, itself waiting for
+    the head, ends: a deadlock."""
+    return Membership.objects.select_for_update(no_key=True).select_related(*related).get(pk=membership.pk)
+
+
 def _other_admins(membership: Membership) -> bool:
     return (
         Membership.objects.filter(organisation_id=membership.organisation_id, role=Role.ADMIN, user__is_active=True)
@@ -385,7 +395,7 @@ def change_role(
 ) -> Membership:
     _check_role(role)
     with transaction.atomic():
-        membership = Membership.objects.select_for_update().select_related("organisation").get(pk=membership.pk)
+        membership = _lock_membership(membership, "organisation")
         _require_admin(actor, membership.organisation)
         previous = membership.role
         if previous == role:
@@ -410,7 +420,7 @@ def remove_member(membership: Membership, *, actor: User | None = None, request:
     """Remove someone from an organisation: they leave its shared mailboxes; an account
     left with no organisation is deactivated (kept for the audit trail, never deleted)."""
     with transaction.atomic():
-        membership = Membership.objects.select_for_update().select_related("organisation", "user").get(pk=membership.pk)
+        membership = _lock_membership(membership, "organisation", "user")
         organisation, user = membership.organisation, membership.user
         _require_admin(actor, organisation)
         if actor is not None and actor.pk == user.pk:
@@ -772,7 +782,10 @@ def _mark_accepted(invitation: Invitation, user: User, request: HttpRequest | No
 
 def revoke_invitation(invitation: Invitation, *, actor: User | None = None, request: HttpRequest | None = None) -> None:
     with transaction.atomic():
-        invitation = Invitation.objects.select_for_update().select_related("organisation").get(pk=invitation.pk)
+        # FOR NO KEY UPDATE, as _lock_membership explains.
+        invitation = (
+            Invitation.objects.select_for_update(no_key=True).select_related("organisation").get(pk=invitation.pk)
+        )
         _require_admin(actor, invitation.organisation)
         if invitation.accepted_at is not None or invitation.revoked_at is not None:
             return
