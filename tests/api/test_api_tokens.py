@@ -204,3 +204,29 @@ def test_the_token_lookup_loads_token_and_user_as_the_orm_does(user: User) -> No
     assert found.created_at.tzinfo is not None and found.user.is_active is True
     # The instance is a saved one: updating it touches its row, not a new one.
     assert not found._state.adding
+
+
+def test_a_token_made_as_ones_letter_commits_is_no_error(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GP made a second token (for new software) just as her practice software's letter,
+    sent with the first, committed: on PostgreSQL the send held the audit trail's head and,
+    at COMMIT, checked its author's foreign key (a key-share lock on her user row), while the
+    token's creation held that row FOR UPDATE and waited for the head: one of them failed
+    with a 500."""
+    from interleave import while_committing
+    from messaging.factories import personal_mailbox, practitioner
+    from pli.messaging.models import Message
+
+    alice, bob = practitioner(), practitioner()
+    _token, raw = services.create_token(alice, "logiciel")
+    join = while_committing(
+        monkeypatch, "message.send", lambda: services.create_token(alice, "second"), "api.token_created"
+    )
+    response = Client(HTTP_AUTHORIZATION=f"Bearer {raw}").post(
+        "/api/v1/messages",
+        {"sender": personal_mailbox(alice).address, "to": [personal_mailbox(bob).address], "subject": "S"},
+    )
+    assert join() == []
+    assert response.status_code == 201, response.content
+    assert Message.objects.count() == 1 and ApiToken.objects.filter(user=alice).count() == 2

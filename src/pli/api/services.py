@@ -88,8 +88,11 @@ def create_token(
         raise ValidationError(_("This account is disabled."))
     raw = TOKEN_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
     with transaction.atomic():
-        # Lock the user's row so two concurrent creations can't both pass the cap.
-        User.objects.select_for_update().filter(pk=user.pk).first()
+        # Lock the user's row so two concurrent creations can't both pass the cap. FOR NO KEY
+        # UPDATE: the user's own send or reading committing meanwhile holds the audit trail's
+        # head and then takes a key-share lock on this row (its foreign keys), which FOR
+        # UPDATE would refuse until this creation, itself waiting for the head, ends.
+        User.objects.select_for_update(no_key=True).filter(pk=user.pk).first()
         if ApiToken.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_TOKENS:
             raise ValidationError(
                 _("You already have %(max)d active tokens: revoke one you no longer use.") % {"max": MAX_ACTIVE_TOKENS}
