@@ -4,15 +4,14 @@ the token is read again, locked, in the transaction that would commit the messag
 from __future__ import annotations
 
 import io
-import threading
-import time
+from functools import partial
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import Client
 
+from interleave import while_committing
 from messaging.conftest import stored_blobs
 from messaging.factories import personal_mailbox, practitioner
 from pli.accounts.models import User
@@ -115,45 +114,6 @@ def test_a_token_still_active_sends_whatever_the_time_taken(db: None, long_reque
     assert response.status_code == 201
 
 
-def _revoked_as_it_commits(
-    monkeypatch: pytest.MonkeyPatch, user: User, token_id: int, action: str
-) -> tuple[threading.Thread, list[BaseException]]:
-    """Revoke the token from another thread (its own connection) once the creating
-    transaction has appended its audit event (``action``), and let that revocation reach its
-    own audit event before the creation goes on. Returns the thread and what it raised."""
-    from pli.audit import services as audit
-
-    real = audit.record
-    creating, revoking = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def record(event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "api.token_revoked":
-            revoking.set()  # the token's row is locked by now
-            return real(event, *args, **kwargs)
-        result = real(event, *args, **kwargs)
-        if event == action and not creating.is_set():
-            creating.set()
-            # The revocation waits for this transaction somewhere; give it time to get there.
-            revoking.wait(1)
-            time.sleep(0.2)
-        return result
-
-    def revoke() -> None:
-        try:
-            creating.wait(10)
-            api_services.revoke_token(user, token_id)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    monkeypatch.setattr(audit, "record", record)
-    thread = threading.Thread(target=revoke)
-    thread.start()
-    return thread, failures
-
-
 @pytest.mark.parametrize("kind", ["message", "share"])
 def test_a_token_revoked_as_the_upload_commits_is_no_error(
     transactional_db: None, long_requests: None, monkeypatch: pytest.MonkeyPatch, kind: str
@@ -166,7 +126,9 @@ def test_a_token_revoked_as_the_upload_commits_is_no_error(
     client, token_id = _client(alice)
     client.raise_request_exception = False
     action = "message.send" if kind == "message" else "share.created"
-    thread, failures = _revoked_as_it_commits(monkeypatch, alice, token_id, action)
+    join = while_committing(
+        monkeypatch, action, partial(api_services.revoke_token, alice, token_id), "api.token_revoked"
+    )
     if kind == "message":
         response = client.post(
             "/api/v1/messages",
@@ -183,8 +145,7 @@ def test_a_token_revoked_as_the_upload_commits_is_no_error(
                 "documents": [SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf")],
             },
         )
-    thread.join()
-    assert failures == []
+    assert join() == []
     # Whichever went first: either made with the token still valid, or refused, never a 500.
     assert response.status_code in (201, 401), response.content
     assert ApiToken.objects.get(pk=token_id).revoked_at is not None

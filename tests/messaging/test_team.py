@@ -7,9 +7,9 @@ from __future__ import annotations
 import datetime
 import io
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pytest
@@ -655,47 +655,20 @@ def test_a_letter_arriving_as_an_admin_edits_the_shared_mailbox_is_delivered(
     the audit trail's head and, at COMMIT, checked its copy's mailbox (a key-share lock),
     while the edit held the mailbox's row (FOR UPDATE) and waited for the head: one of
     them failed with a 500."""
+    from interleave import while_committing
     from pli.accounts import services as accounts
     from pli.accounts.models import Membership
-    from pli.audit import services as audit
 
     p = practice
     admin = practitioner(p.team.organisation, role=Membership.Role.ADMIN)
-    real = audit.record
-    sent, editing = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def record(action: str, *args: Any, **kwargs: Any) -> Any:
-        if action == "mailbox.members_changed":
-            editing.set()  # the mailbox's row is locked by now
-            return real(action, *args, **kwargs)
-        result = real(action, *args, **kwargs)
-        if action == "message.send" and not sent.is_set():
-            sent.set()
-            # The edit waits for this transaction somewhere; give it time to get there.
-            editing.wait(1)
-            time.sleep(0.2)
-        return result
-
-    def edit() -> None:
-        try:
-            sent.wait(10)
-            accounts.update_shared_mailbox(p.team, name="Accueil", members=[p.claire, p.marc], actor=admin)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    monkeypatch.setattr(audit, "record", record)
-    thread = threading.Thread(target=edit)
-    thread.start()
+    edit = partial(accounts.update_shared_mailbox, p.team, name="Accueil", members=[p.claire, p.marc], actor=admin)
+    join = while_committing(monkeypatch, "message.send", edit, "mailbox.members_changed")
     client = api_client(p.paul)
     client.raise_request_exception = False
     response = client.post(
         "/api/v1/messages", {"sender": p.cardio.address, "to": [p.team.address], "subject": "CR", "body": "Texte"}
     )
-    thread.join()
-    assert failures == []
+    assert join() == []
     assert response.status_code == 201, response.content
     assert Delivery.objects.filter(mailbox=p.team).count() == 1
     assert Mailbox.objects.get(pk=p.team.pk).name == "Accueil"

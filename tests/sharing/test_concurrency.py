@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -153,47 +153,20 @@ def test_unlock_and_resend_while_the_worker_records_a_delivery(
     with a 500."""
     from django.test import Client
 
-    from pli.audit import services as audit
+    from interleave import while_committing
     from pli.sharing import notifications
 
     share, _token = make_share()
     for _ in range(5):
         services.check_birth_date(share.pk, datetime.date(1990, 1, 1))
     email = share.notifications.get(channel="email", state=ShareNotification.State.PENDING)
-    real = audit.record
-    unlocked, recording = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def record(action: str, *args: Any, **kwargs: Any) -> Any:
-        if action == "share.notification_sent":
-            recording.set()  # the notification's row is locked by now
-            return real(action, *args, **kwargs)
-        result = real(action, *args, **kwargs)
-        if action == "share.unlocked":
-            unlocked.set()
-            # The worker waits for this transaction somewhere; give it time to get there.
-            recording.wait(1)
-            time.sleep(0.2)
-        return result
-
-    def worker() -> None:
-        try:
-            unlocked.wait(10)
-            notifications.deliver(email.pk)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    monkeypatch.setattr(audit, "record", record)
-    thread = threading.Thread(target=worker)
-    thread.start()
+    deliver = partial(notifications.deliver, email.pk)
+    join = while_committing(monkeypatch, "share.unlocked", deliver, "share.notification_sent")
     client = Client()
     client.force_login(share.created_by)
     client.raise_request_exception = False
     response = client.post(f"/shares/{share.pk}/unlock", {"resend": "1"})
-    thread.join()
-    assert failures == []
+    assert join() == []
     assert response.status_code == 303
     share.refresh_from_db()
     assert share.status == Status.SENT
