@@ -171,3 +171,52 @@ def test_unlock_and_resend_while_the_worker_records_a_delivery(
     share.refresh_from_db()
     assert share.status == Status.SENT
     assert AuditEvent.objects.filter(action="share.resent").count() == 1
+
+
+def test_a_failure_recorded_as_the_share_is_revoked_is_not_shown_for_a_cancelled_link(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider refused the link's SMS for good, and the practitioner revoked the share
+    as the worker was recording that: on PostgreSQL the worker had checked the notification
+    was still pending, the revocation then cancelled it, and the worker recorded a final
+    failure all the same. The share's history and the API's events showed « échec de la
+    notification » for a link that had been cancelled."""
+    from pli.audit.models import AuditEvent
+    from pli.sharing import notifications
+
+    share, _token = make_share(email=None)
+    link = share.notifications.get(kind="link")
+    real_close = notifications.close
+    worker = threading.current_thread()
+
+    def refused(notification: ShareNotification) -> str:
+        raise notifications.DeliveryFailed("sms:21610", retryable=False)
+
+    def revoke() -> None:
+        try:
+            services.revoke(share.created_by, share.pk)
+        finally:
+            connection.close()
+
+    def close(rows: Any, **fields: Any) -> None:
+        if threading.current_thread() is worker:
+            # The revocation commits now, unless the worker holds the notification (then it
+            # waits for the worker's commit).
+            thread = threading.Thread(target=revoke)
+            thread.start()
+            thread.join(1)
+            monkeypatch.setattr(notifications, "close", real_close)
+            closing.append(thread)
+        real_close(rows, **fields)
+
+    closing: list[threading.Thread] = []
+    monkeypatch.setattr(notifications, "_send", refused)
+    monkeypatch.setattr(notifications, "close", close)
+    state = notifications.deliver(link.pk)
+    for thread in closing:
+        thread.join()
+    link.refresh_from_db()
+    failed = AuditEvent.objects.filter(action="share.notification_failed", target_id=str(share.pk)).exists()
+    # Either failed before the revocation (and shown), or cancelled by it (and not).
+    assert (link.state, failed) in ((ShareNotification.State.FAILED, True), (ShareNotification.State.CANCELLED, False))
+    assert state == link.state

@@ -409,7 +409,10 @@ def _finish(
         # wants any more. One that went out is recorded as sent all the same: it did.
         rows = rows.filter(state=ShareNotification.State.PENDING)
     with transaction.atomic():
-        if not rows.exists():
+        # Locked until COMMIT: a cancellation (a revocation, a newer code) committing between
+        # this check and the update would otherwise be followed by a failure recorded for a
+        # notification that is no longer wanted. Taken before the audit event, as every lock.
+        if not list(rows.select_for_update(of=("self",), no_key=True).values_list("pk", flat=True)):
             return ShareNotification.State.CANCELLED
         # The payload (link, code) is no longer needed: shred it with its data key.
         close(
