@@ -364,7 +364,10 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
         pages = ["/messages/", "/messages/compose/", f"/messages/m/{sent.opinion.pk}/", "/shares/", "/shares/new"]
         pages += [f"/shares/{share.pk}" for share in sharing_services.shares_for(gp)]
         pages += ["/account/", "/account/sessions/", f"/organisations/{seeded.organisation.slug}/members/"]
-        pages += [f"/organisations/{seeded.organisation.slug}/audit/"]
+        pages += [
+            f"/organisations/{seeded.organisation.slug}/audit/",
+            f"/organisations/{seeded.organisation.slug}/settings/",
+        ]
         for url in pages:
             page.goto(url)
             width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")

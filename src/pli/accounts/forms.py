@@ -205,6 +205,26 @@ class SharedMailboxForm(forms.Form):
         )
 
 
+class OrganisationSettingsForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=200, help_text=_("Shown to patients in e-mails and SMS."))
+    share_expiry_days = forms.IntegerField(
+        label=_("Patient links valid for (days)"),
+        min_value=1,
+        max_value=90,
+        help_text=_("The default for new patient shares; the practitioner may choose another, up to 90 days."),
+    )
+    retention_days = forms.IntegerField(
+        label=_("Keep messages and ended patient shares for (days)"),
+        min_value=30,
+        max_value=36500,
+        required=False,
+        help_text=_(
+            "Empty: kept until their users delete them. Otherwise, messages older than this go to the trash "
+            "(emptied after its own delay), and patient shares ended longer ago are deleted."
+        ),
+    )
+
+
 class InvitationAcceptForm(forms.Form):
     first_name = forms.CharField(label=_("First name"), max_length=150)
     last_name = forms.CharField(label=_("Last name"), max_length=150)

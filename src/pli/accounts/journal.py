@@ -70,6 +70,7 @@ ACTIONS: dict[str, Promise] = {
     "share.notification_sent": _("Patient notified"),
     "share.notification_failed": _("Patient notification failed"),
     "share.documents_purged": _("Patient documents erased"),
+    "share.deleted": _("Patient share deleted (retention)"),
     "share.birth_date_confirmed": _("Birth date confirmed"),
     "share.birth_date_failed": _("Wrong birth date"),
     "share.code_sent": _("Code sent to the patient"),
@@ -83,6 +84,7 @@ ACTIONS: dict[str, Promise] = {
     "share.replied": _("Patient reply"),
     "share.access_denied": _("Patient share access refused"),
     "organisation.created": _("Organisation created"),
+    "organisation.settings_changed": _("Organisation settings changed"),
     "organisation.journal_viewed": _("Access journal viewed"),
     "organisation.journal_exported": _("Access journal exported"),
     "user.created": _("Account created"),
@@ -106,7 +108,7 @@ KINDS: dict[str, tuple[Promise, tuple[str, ...]]] = {
     "download": (_("Downloads"), ("attachment.download",)),
     "send": (_("Sent and received messages"), ("message.send", "message.receive")),
     "move": (_("Moves"), ("message.move",)),
-    "delete": (_("Deletions"), ("message.delete", "message.shred", "share.documents_purged")),
+    "delete": (_("Deletions"), ("message.delete", "message.shred", "share.documents_purged", "share.deleted")),
     "patient": (
         _("Patient steps"),
         (
@@ -168,6 +170,7 @@ KINDS: dict[str, tuple[Promise, tuple[str, ...]]] = {
         _("Administration"),
         (
             "organisation.created",
+            "organisation.settings_changed",
             "user.created",
             "membership.added",
             "membership.removed",
@@ -242,6 +245,10 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
     sent_ids = _ids(Message.objects.filter(sender__in=mailboxes.values("pk")))
     attachment_ids = _ids(Attachment.objects.filter(message__deliveries__mailbox__in=mailboxes.values("pk")))
     share_ids = _ids(PatientShare.objects.filter(organisation=organisation))
+    # A share deleted at the end of its retention: its history stays the organisation's.
+    deleted_share_ids = AuditEvent.objects.filter(
+        action="share.deleted", target_type="sharing.patientshare", details__organisation=organisation.pk
+    ).values("target_id")
     concerned = (
         Q(actor_type="user", actor_id__in=member_ids)
         | Q(target_type="accounts.organisation", target_id=str(organisation.pk))
@@ -253,6 +260,7 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
         | Q(target_type="messaging.message", target_id__in=sent_ids)
         | Q(target_type="messaging.attachment", target_id__in=attachment_ids)
         | Q(target_type="sharing.patientshare", target_id__in=share_ids)
+        | Q(target_type="sharing.patientshare", target_id__in=deleted_share_ids)
     )
     if filters.member is not None:
         # A member's own actions all concern the organisation (the form offers its members

@@ -88,6 +88,12 @@ class User(AbstractUser):
         return ""
 
 
+# An organisation's retention period is never under a month: a period typed in by mistake
+# would send a practice's whole correspondence to the trash. Shorter values (set outside
+# the settings page) are ignored by the retention jobs.
+MIN_RETENTION_DAYS = 30
+
+
 class Organisation(models.Model):
     class Kind(models.TextChoices):
         PRACTICE = "practice", _("Practice")

@@ -34,7 +34,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from pli.accounts import validators
-from pli.accounts.models import Invitation, Mailbox, MailboxMember, Membership, Organisation, User
+from pli.accounts.models import MIN_RETENTION_DAYS, Invitation, Mailbox, MailboxMember, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.notify.email import deliverable
 
@@ -576,6 +576,56 @@ def update_shared_mailbox(
         _record_mailbox_access("mailbox.member_added", mailbox, wanted - current, actor, request)
         _record_mailbox_access("mailbox.member_removed", mailbox, current - wanted, actor, request)
     return mailbox
+
+
+# --- Policies ---------------------------------------------------------------------------
+
+# A patient link is valid 1 to 90 days (pli.sharing: MAX_EXPIRY_DAYS).
+MAX_SHARE_EXPIRY_DAYS = 90
+# Retention: never under a month (MIN_RETENTION_DAYS), never over a century.
+MAX_RETENTION_DAYS = 36500
+
+
+def update_organisation_settings(
+    organisation: Organisation,
+    *,
+    name: str,
+    share_expiry_days: int,
+    retention_days: int | None,
+    actor: User | None = None,
+    request: HttpRequest | None = None,
+) -> Organisation:
+    """The organisation's name and policies (product.md: the admin sets expiry and
+    retention): how long a new patient link is valid by default, and how long messages and
+    ended patient shares are kept (None: until their users delete them)."""
+    name = _clean_name(name, "name", _("organisation name"), 200)
+    if not 1 <= share_expiry_days <= MAX_SHARE_EXPIRY_DAYS:
+        raise ValidationError({"share_expiry_days": _("Between 1 and 90 days.")})
+    if retention_days is not None and not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
+        raise ValidationError({"retention_days": _("Between 30 and 36,500 days, or empty to keep everything.")})
+    with transaction.atomic():
+        # FOR NO KEY UPDATE: memberships, mailboxes and shares committing meanwhile point to
+        # this row (see update_shared_mailbox).
+        organisation = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
+        _require_admin(actor, organisation)
+        wanted = {"name": name, "share_expiry_days": share_expiry_days, "retention_days": retention_days}
+        changed = [field for field, value in wanted.items() if getattr(organisation, field) != value]
+        if changed:
+            for field in changed:
+                setattr(organisation, field, wanted[field])
+            organisation.save(update_fields=changed)
+            audit.record(
+                "organisation.settings_changed",
+                actor=actor,
+                target=organisation,
+                request=request,
+                details={
+                    "changed": ",".join(changed),
+                    "share_expiry_days": share_expiry_days,
+                    "retention_days": retention_days or 0,
+                },
+            )
+    return organisation
 
 
 # --- Sessions -----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ app_patterns = [
     path("organisations/<slug:slug>/mailboxes/", views.mailboxes, name="mailboxes"),
     path("organisations/<slug:slug>/mailboxes/new/", views.mailbox_create, name="mailbox_create"),
     path("organisations/<slug:slug>/mailboxes/<uuid:mailbox_id>/", views.mailbox_edit, name="mailbox_edit"),
+    path("organisations/<slug:slug>/settings/", views.organisation_settings, name="settings"),
     path("organisations/<slug:slug>/audit/", views.audit_journal, name="audit"),
     path("organisations/<slug:slug>/audit/export.csv", views.audit_export, name="audit_export"),
 ]

@@ -17,6 +17,7 @@ from allauth.account.utils import perform_login
 from allauth.core.internal import ratelimit as allauth_ratelimit
 from allauth.mfa.webauthn.views import RemoveWebAuthnView
 from allauth.usersessions.models import UserSession
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -46,6 +47,7 @@ from pli.accounts.forms import (
     InvitationAcceptForm,
     InvitationForm,
     JournalFilterForm,
+    OrganisationSettingsForm,
     RoleForm,
     SharedMailboxForm,
 )
@@ -342,6 +344,38 @@ def mailbox_edit(request: HttpRequest, slug: str, mailbox_id: uuid.UUID) -> Http
         request,
         "accounts/mailbox_form.html",
         {"organisation": organisation, "form": form, "mailbox": mailbox},
+        status=400 if form.errors else 200,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def organisation_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    organisation = _organisation_for_admin(request, slug)
+    initial = {
+        "name": organisation.name,
+        "share_expiry_days": organisation.share_expiry_days,
+        "retention_days": organisation.retention_days,
+    }
+    form = OrganisationSettingsForm(_posted(request), initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.update_organisation_settings(
+                organisation,
+                name=form.cleaned_data["name"],
+                share_expiry_days=form.cleaned_data["share_expiry_days"],
+                retention_days=form.cleaned_data["retention_days"],
+                actor=_user(request),
+                request=request,
+            )
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            messages.success(request, _("Settings saved."))
+            return redirect("accounts:settings", slug=organisation.slug)
+    return render(
+        request,
+        "accounts/settings.html",
+        {"organisation": organisation, "form": form, "trash_days": settings.PLI_TRASH_DAYS},
         status=400 if form.errors else 200,
     )
 

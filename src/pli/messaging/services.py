@@ -28,7 +28,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from pli.accounts import services as accounts_services
-from pli.accounts.models import Mailbox, User
+from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore, ReadAhead
 from pli.core import instance
@@ -1196,6 +1196,44 @@ def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> i
                 with contextlib.suppress(NotVisible):
                     removed += _delete_copies(copies, actor=None, trashed_before=before)
     return removed
+
+
+def apply_retention(now: datetime.datetime | None = None, limit: int = 500) -> int:
+    """Send to the trash the copies older than their organisation's retention period
+    (``Organisation.retention_days``; None keeps everything), counted from when the message
+    was sent; the trash then deletes them for good after PLI_TRASH_DAYS, so that a period
+    set too short can still be undone. Recorded as ``message.move`` with no actor and reason
+    ``retention``. At most ``limit`` messages an organisation a run; returns how many
+    copies moved."""
+    now = now or timezone.now()
+    moved = 0
+    policies = Organisation.objects.filter(retention_days__gte=MIN_RETENTION_DAYS).values_list("pk", "retention_days")
+    for organisation_id, days in policies:
+        before = now - datetime.timedelta(days=days or MIN_RETENTION_DAYS)
+        old = Delivery.objects.filter(mailbox__organisation_id=organisation_id, sent_at__lt=before).exclude(
+            folder=Folder.TRASH
+        )
+        message_ids = list(old.order_by("sent_at").values_list("message_id", flat=True)[: limit * 4])
+        for message_id in list(dict.fromkeys(message_ids))[:limit]:
+            with transaction.atomic():
+                # Locked (and read again) before the event: a user filing the copy meanwhile
+                # is not overwritten, and the audit head is taken last (lock order).
+                copies = list(
+                    old.filter(message_id=message_id)
+                    .select_for_update(of=("self",), no_key=True)
+                    .select_related("message")
+                    .order_by("pk")
+                )
+                if not copies:
+                    continue
+                Delivery.objects.filter(pk__in=[c.pk for c in copies]).update(folder=Folder.TRASH, trashed_at=now)
+                audit.record(
+                    "message.move",
+                    target=copies[0].message,
+                    details={"folder": Folder.TRASH, "copies": len(copies), "reason": "retention"},
+                )
+                moved += len(copies)
+    return moved
 
 
 def _purge(message: Message) -> None:

@@ -29,7 +29,7 @@ from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils import timezone
 
-from pli.accounts.models import Mailbox, Membership, Organisation, User
+from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
@@ -1432,15 +1432,17 @@ def expire_shares(now: datetime.datetime | None = None, limit: int = 500) -> int
 
 def cleanup(now: datetime.datetime | None = None) -> dict[str, int]:
     """Forget what is no longer needed: old codes and sessions, documents of shares ended a
-    while ago (shredded), orphan blobs of uploads that never committed."""
+    while ago (shredded), the shares themselves past their organisation's retention, orphan
+    blobs of uploads that never committed."""
     now = now or timezone.now()
     codes, _ = OneTimeCode.objects.filter(expires_at__lt=now - datetime.timedelta(days=1)).delete()
     sessions, _ = PatientSession.objects.filter(
         Q(ended_at__lt=now - datetime.timedelta(days=1)) | Q(last_seen_at__lt=now - datetime.timedelta(days=1))
     ).delete()
     purged = _purge_ended_documents(now)
+    ended = purge_ended_shares(now)
     orphans = _remove_orphan_blobs(now)
-    return {"codes": codes, "sessions": sessions, "documents": purged, "orphans": orphans}
+    return {"codes": codes, "sessions": sessions, "documents": purged, "shares": ended, "orphans": orphans}
 
 
 def _purge_ended_documents(now: datetime.datetime) -> int:
@@ -1466,6 +1468,42 @@ def _purge_ended_documents(now: datetime.datetime) -> int:
             transaction.on_commit(_blob_deleter(store, [d.blob_id for d in documents]))
         count += len(documents)
     return count
+
+
+def purge_ended_shares(now: datetime.datetime | None = None, limit: int = 200) -> int:
+    """Delete the patient shares that ended (expired or revoked) longer ago than their
+    organisation's retention period (``Organisation.retention_days``; None keeps them):
+    the patient's names, birth date, INS, contacts and the message go with the row, and its
+    keys are deleted. Only once its documents are gone (PURGE_AFTER_END). Recorded as
+    ``share.deleted`` (no actor, reason ``retention``, the organisation's id, which the
+    access journal finds its history by); the trail keeps the share's history, which holds
+    no health data. At most ``limit`` shares a run; returns how many went."""
+    now = now or timezone.now()
+    deleted = 0
+    policies = Organisation.objects.filter(retention_days__gte=MIN_RETENTION_DAYS).values_list("pk", "retention_days")
+    for organisation_id, days in policies:
+        before = now - datetime.timedelta(days=days or MIN_RETENTION_DAYS)
+        ended = PatientShare.objects.filter(
+            Q(revoked_at__lt=before) | Q(expires_at__lt=before, revoked_at__isnull=True),
+            organisation_id=organisation_id,
+            document_count=0,
+        ).values_list("pk", flat=True)[:limit]
+        for share_id in list(ended):
+            with transaction.atomic():
+                found = list(PatientShare.objects.select_for_update().filter(pk=share_id, document_count=0))
+                if not found:
+                    continue
+                share = found[0]
+                keys = [share.data_key_id, *share.notifications.values_list("data_key_id", flat=True)]
+                share.delete()
+                DataKey.objects.filter(pk__in=[k for k in keys if k is not None]).delete()
+                audit.record(
+                    "share.deleted",
+                    target=("sharing.patientshare", str(share_id)),
+                    details={"reason": "retention", "organisation": organisation_id},
+                )
+                deleted += 1
+    return deleted
 
 
 def _blob_deleter(store: BlobStore, blob_ids: list[str]) -> Callable[[], None]:

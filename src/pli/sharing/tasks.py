@@ -72,6 +72,7 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
         result["expired_sessions"] = clear_expired_sessions()
         result["expired_cache_entries"] = clear_expired_cache()
         result["expired_idempotency_keys"] = idempotency.prune_expired()
+        result["retention_copies_trashed"] = messaging.apply_retention()
         result["trash_copies_deleted"] = messaging.purge_old_trash()
     return result
 
