@@ -419,6 +419,13 @@ PLI_ORPHAN_BLOB_AGE = _env_count("PLI_ORPHAN_BLOB_AGE", 3600, 3600, 30 * 86400)
 # Days a message stays in a mailbox's trash before the worker deletes that copy for good
 # (pli.messaging.services.purge_old_trash); 0 keeps it until a user deletes it.
 PLI_TRASH_DAYS = _env_count("PLI_TRASH_DAYS", 30, 0, 3650)
+# CNIL: a mailbox unused for this many days is emptied (a shared one also closed), its
+# members warned 30 days before (pli.messaging.services.handle_inactive_mailboxes); 0 never.
+PLI_MAILBOX_INACTIVE_DAYS = _env_count("PLI_MAILBOX_INACTIVE_DAYS", 365, 0, 36500)
+if 0 < PLI_MAILBOX_INACTIVE_DAYS < 60:
+    # The warning goes 30 days before: a shorter period would empty a mailbox its members
+    # used a few weeks ago.
+    raise ImproperlyConfigured("PLI_MAILBOX_INACTIVE_DAYS must be 0 (never) or at least 60")
 
 # /healthz reports the data directory's disk as "low" (and its status as "degraded") once
 # less than this many megabytes are free there: room for about ten of the largest sends, so

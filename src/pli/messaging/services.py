@@ -22,10 +22,10 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, prefetch_related_objects
-from django.db.models.functions import Lower
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, prefetch_related_objects
+from django.db.models.functions import Coalesce, Greatest, Lower
 from django.http import HttpRequest
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from pli.accounts import services as accounts_services
 from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Organisation, User
@@ -397,7 +397,7 @@ def send_message(
     tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(draft.subject, draft.patient)]
     # CNIL: a mailbox unused for a year is deleted; a day's precision is plenty.
     last_used = draft.sender.last_used_at
-    touch_mailbox = last_used is None or now - last_used > datetime.timedelta(hours=12)
+    touch_sender = last_used is None or now - last_used > USE_PRECISION
 
     try:
         with transaction.atomic(), pipelined():
@@ -409,8 +409,8 @@ def send_message(
             insert_rows(tokens)
             if draft.in_reply_to is not None:
                 _mark_answered(author, draft.in_reply_to, now)
-            if touch_mailbox:
-                Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now)
+            if touch_sender:
+                Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now, inactivity_warned_at=None)
             if on_created is not None:
                 # Before the audit event, whose head row stays locked until COMMIT: what
                 # on_created locks (the API token's row, which a revocation locks before its
@@ -731,8 +731,11 @@ def folder_page(
 
 
 def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, request: HttpRequest | None) -> None:
-    """Listing shows subjects (health data): it is a read, and recorded as one."""
+    """Listing shows subjects (health data): it is a read, and recorded as one. It is also a
+    use of the mailbox (CNIL: a mailbox unused for a year is emptied)."""
     with transaction.atomic():
+        # Before the event: its head row stays locked until COMMIT (lock order).
+        touch_mailbox(mailbox)
         audit.record(
             "mailbox.list",
             actor=user,
@@ -740,6 +743,20 @@ def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, 
             request=request,
             details={"folder": folder or "all", "count": count},
         )
+
+
+# A mailbox's use is recorded to the half-day: a write per listing would be a write per page.
+USE_PRECISION = datetime.timedelta(hours=12)
+
+
+def touch_mailbox(mailbox: Mailbox, now: datetime.datetime | None = None) -> None:
+    """Record a use of ``mailbox`` (a listing, a send): its inactivity counts from now, and
+    a warning that it would be emptied no longer holds."""
+    now = now or timezone.now()
+    if mailbox.last_used_at is not None and now - mailbox.last_used_at < USE_PRECISION:
+        return
+    Mailbox.objects.filter(pk=mailbox.pk).update(last_used_at=now, inactivity_warned_at=None)
+    mailbox.last_used_at, mailbox.inactivity_warned_at = now, None
 
 
 def visible_copies(user: Any, message_id: uuid.UUID | str) -> list[Delivery]:
@@ -1110,6 +1127,7 @@ def _delete_copies(
     actor: User | None,
     request: HttpRequest | None = None,
     trashed_before: datetime.datetime | None = None,
+    reason: str = "",
 ) -> int:
     """Delete for good those of ``trashed`` (copies of one message) that are still in the
     trash (and went in before ``trashed_before``, if given), inside the caller's
@@ -1161,8 +1179,8 @@ def _delete_copies(
         ignore_conflicts=True,
     )
     details: dict[str, Any] = {"copies": removed}
-    if trashed_before is not None:
-        details["reason"] = "trash_retention"
+    if reason:
+        details["reason"] = reason  # not a user's: the trash's retention, an unused mailbox
     audit.record("message.delete", actor=actor, target=message, request=request, details=details)
     if not Delivery.objects.filter(message=message).exists():
         _purge(message)
@@ -1194,7 +1212,7 @@ def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> i
             )
             if copies:
                 with contextlib.suppress(NotVisible):
-                    removed += _delete_copies(copies, actor=None, trashed_before=before)
+                    removed += _delete_copies(copies, actor=None, trashed_before=before, reason="trash_retention")
     return removed
 
 
@@ -1234,6 +1252,136 @@ def apply_retention(now: datetime.datetime | None = None, limit: int = 500) -> i
                 )
                 moved += len(copies)
     return moved
+
+
+# How long before an unused mailbox is emptied its members are told.
+INACTIVITY_WARNING = datetime.timedelta(days=30)
+
+
+@dataclass
+class InactivityRun:
+    warned: int = 0
+    copies_deleted: int = 0
+    emptied: int = 0
+
+
+def _last_use() -> Greatest:
+    """A mailbox's last use: the latest of its last send or listing, its owner's last sign-in
+    (a personal mailbox) and its creation."""
+    return Greatest(Coalesce("last_used_at", "created_at"), Coalesce("owner__last_login", "last_used_at", "created_at"))
+
+
+def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int = 500) -> InactivityRun:
+    """CNIL: a mailbox unused for PLI_MAILBOX_INACTIVE_DAYS (365; 0 never) is deleted after a
+    warning. INACTIVITY_WARNING before, its people are told by e-mail (the owner of a
+    personal mailbox, or its organisation's admins once the owner has left; a shared
+    mailbox's members and admins), and any use (a sign-in, a listing, a send) cancels it.
+    Once the period is over and the warning is a month old, every copy in it is deleted for
+    good (``message.delete``, reason ``mailbox_inactive``; messages shredded with their last
+    copy, receipts kept) and it is recorded as ``mailbox.emptied``; a shared mailbox is also
+    closed (writing to it then says it is no longer active), a personal one stays, empty,
+    its year starting again. At most ``limit`` messages a run."""
+    days = settings.PLI_MAILBOX_INACTIVE_DAYS
+    run = InactivityRun()
+    if not days:
+        return run
+    now = now or timezone.now()
+    period = datetime.timedelta(days=days)
+    # A use since the warning cancels it (a sign-in does not touch the mailbox itself).
+    active = Mailbox.objects.filter(is_active=True)
+    used = active.alias(last_use=_last_use()).filter(
+        inactivity_warned_at__isnull=False, last_use__gt=F("inactivity_warned_at")
+    )
+    Mailbox.objects.filter(pk__in=list(used.values_list("pk", flat=True))).update(inactivity_warned_at=None)
+    due = active.alias(last_use=_last_use()).filter(
+        inactivity_warned_at__isnull=False,
+        inactivity_warned_at__lte=now - INACTIVITY_WARNING,
+        last_use__lt=now - period,
+    )
+    for mailbox in due.select_related("organisation")[:limit]:
+        deleted, done = _empty_mailbox(mailbox, limit - run.copies_deleted)
+        run.copies_deleted += deleted
+        if done:
+            run.emptied += 1
+        if run.copies_deleted >= limit:
+            return run
+    to_warn = active.alias(last_use=_last_use()).filter(
+        inactivity_warned_at__isnull=True, last_use__lt=now - period + INACTIVITY_WARNING
+    )
+    for mailbox in to_warn.select_related("organisation", "owner")[:limit]:
+        _warn_inactive(mailbox, now, now + INACTIVITY_WARNING)
+        run.warned += 1
+    return run
+
+
+def _empty_mailbox(mailbox: Mailbox, limit: int) -> tuple[int, bool]:
+    """Delete up to ``limit`` messages' copies in ``mailbox`` for good; (copies deleted,
+    whether it is now empty and recorded so)."""
+    deleted = 0
+    message_ids = list(Delivery.objects.filter(mailbox=mailbox).values_list("message_id", flat=True)[: max(limit, 0)])
+    for message_id in message_ids:
+        with transaction.atomic():
+            copies = list(
+                Delivery.objects.filter(mailbox=mailbox, message_id=message_id)
+                .select_for_update(of=("self",), no_key=True)
+                .select_related("message", "mailbox")
+                .order_by("pk")
+            )
+            if not copies:
+                continue
+            Delivery.objects.filter(pk__in=[c.pk for c in copies]).update(folder=Folder.TRASH)
+            for copy in copies:
+                copy.folder = Folder.TRASH
+            with contextlib.suppress(NotVisible):
+                deleted += _delete_copies(copies, actor=None, reason="mailbox_inactive")
+    if Delivery.objects.filter(mailbox=mailbox).exists():
+        return deleted, False
+    with transaction.atomic():
+        closed = mailbox.kind == Mailbox.Kind.ORGANISATIONAL
+        # Its year starts again, empty; a shared one is closed as an admin's removal would.
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            is_active=not closed, inactivity_warned_at=None, last_used_at=timezone.now()
+        )
+        audit.record(
+            "mailbox.emptied",
+            target=mailbox,
+            details={"reason": "inactive", "closed": closed, "organisation": mailbox.organisation_id},
+        )
+    return deleted, True
+
+
+def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.datetime) -> None:
+    from pli.notify.email import send_templated
+
+    if mailbox.kind == Mailbox.Kind.PERSONAL and mailbox.owner is not None and mailbox.owner.is_active:
+        people = [mailbox.owner]
+    else:
+        members = User.objects.filter(mailboxes=mailbox, is_active=True)
+        admins = User.objects.filter(
+            memberships__organisation=mailbox.organisation, memberships__role="admin", is_active=True
+        )
+        people = list({user.pk: user for user in [*members, *admins]}.values())
+    with transaction.atomic():
+        Mailbox.objects.filter(pk=mailbox.pk).update(inactivity_warned_at=now)
+        audit.record(
+            "mailbox.inactivity_warned",
+            target=mailbox,
+            details={"recipients": len(people), "organisation": mailbox.organisation_id},
+        )
+    # Sent once the warning is committed: a relay down costs this e-mail, never a second
+    # warning or a month restarted.
+    with translation.override(settings.LANGUAGE_CODE):
+        for person in people:
+            send_templated(
+                to=person.email,
+                template_prefix="messaging/email/inactive_mailbox",
+                context={
+                    "mailbox": mailbox,
+                    "person": person,
+                    "deadline": deadline,
+                    "days": settings.PLI_MAILBOX_INACTIVE_DAYS,
+                },
+            )
 
 
 def _purge(message: Message) -> None:

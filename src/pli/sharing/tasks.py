@@ -74,6 +74,9 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
         result["expired_idempotency_keys"] = idempotency.prune_expired()
         result["retention_copies_trashed"] = messaging.apply_retention()
         result["trash_copies_deleted"] = messaging.purge_old_trash()
+        inactive = messaging.handle_inactive_mailboxes()
+        result["inactive_mailboxes_warned"] = inactive.warned
+        result["inactive_mailboxes_emptied"] = inactive.emptied
     return result
 
 

@@ -1,0 +1,129 @@
+"""CNIL: a mailbox unused for a year is deleted after a warning. Its people are warned a month
+before by e-mail, any use cancels the warning, and at the end its messages are deleted for
+good (a shared mailbox is also closed)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.core import mail
+from django.utils import timezone
+
+from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox
+from pli.accounts.models import Mailbox, Membership, User
+from pli.audit.models import AuditEvent
+from pli.messaging import services
+from pli.messaging.models import Delivery, Message
+
+DAY = datetime.timedelta(days=1)
+
+
+def send(sender: User, box: Mailbox, to: Mailbox, subject: str) -> str:
+    response = api_client(sender).post(
+        "/api/v1/messages", {"sender": box.address, "to": [to.address], "subject": subject}
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def unused_since(box: Mailbox, days: int, now: datetime.datetime) -> None:
+    """Nothing happened in ``box`` (nor did its owner sign in) for ``days`` days."""
+    then = now - days * DAY
+    Mailbox.objects.filter(pk=box.pk).update(created_at=then, last_used_at=then)
+    if box.owner_id is not None:
+        User.objects.filter(pk=box.owner_id).update(last_login=then)
+
+
+def test_an_unused_personal_mailbox_is_warned_then_emptied(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    received = send(bob, b_box, a_box, "Compte rendu confidentiel")
+    own = send(alice, a_box, a_box, "Note pour moi")
+    now = timezone.now()
+    unused_since(a_box, 340, now)
+    unused_since(b_box, 10, now)
+
+    run = services.handle_inactive_mailboxes(now)
+    assert (run.warned, run.emptied) == (1, 0)
+    (warning,) = mail.outbox
+    assert warning.to == [alice.email] and warning.subject == "Votre boîte Pli va être vidée"
+    assert a_box.address in warning.body and "CNIL" in warning.body
+    assert "confidentiel" not in warning.body and "Note" not in warning.body
+    a_box.refresh_from_db()
+    assert a_box.inactivity_warned_at == now
+    assert AuditEvent.objects.filter(action="mailbox.inactivity_warned", target_id=str(a_box.pk)).count() == 1
+    # Warned once; nothing goes before the month is over.
+    assert services.handle_inactive_mailboxes(now + 10 * DAY).warned == 0
+    assert len(mail.outbox) == 1 and Delivery.objects.filter(mailbox=a_box).count() == 3
+
+    run = services.handle_inactive_mailboxes(now + 31 * DAY)
+    assert run.emptied == 1 and run.copies_deleted == 3
+    assert not Delivery.objects.filter(mailbox=a_box).exists()
+    # Bob's copy of what he sent stays; Alice's note to herself is shredded with its copies.
+    assert Delivery.objects.filter(mailbox=b_box, message_id=received).exists()
+    assert not Message.objects.filter(pk=own).exists()
+    deletions = AuditEvent.objects.filter(action="message.delete")
+    assert {e.details["reason"] for e in deletions} == {"mailbox_inactive"} and deletions.count() == 2
+    emptied = AuditEvent.objects.get(action="mailbox.emptied")
+    assert emptied.details == {"reason": "inactive", "closed": False, "organisation": a_box.organisation_id}
+    # A personal mailbox stays open, empty, its year starting again.
+    a_box.refresh_from_db()
+    assert a_box.is_active and a_box.inactivity_warned_at is None
+    assert services.handle_inactive_mailboxes(now + 32 * DAY).warned == 0
+
+
+def test_a_sign_in_or_an_opened_folder_cancels_the_warning(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    send(bob, b_box, a_box, "Résultats")
+    now = timezone.now()
+    unused_since(a_box, 340, now)
+    assert services.handle_inactive_mailboxes(now).warned == 1
+    # Alice signs in a week later: the warning no longer holds.
+    User.objects.filter(pk=alice.pk).update(last_login=now + 7 * DAY)
+    assert services.handle_inactive_mailboxes(now + 31 * DAY).emptied == 0
+    a_box.refresh_from_db()
+    assert a_box.inactivity_warned_at is None and Delivery.objects.filter(mailbox=a_box).exists()
+    # Opening a folder counts as well (and clears a warning at once).
+    unused_since(a_box, 340, now)
+    Mailbox.objects.filter(pk=a_box.pk).update(inactivity_warned_at=now - 20 * DAY)
+    a_box.refresh_from_db()
+    services.record_listing(alice, a_box, "inbox", 1, None)
+    a_box.refresh_from_db()
+    assert a_box.inactivity_warned_at is None and a_box.last_used_at is not None
+    assert a_box.last_used_at > now - DAY
+
+
+def test_an_unused_shared_mailbox_warns_its_members_and_admins_then_closes(db: None, settings: Any) -> None:
+    admin = practitioner(role=Membership.Role.ADMIN)
+    organisation = Membership.objects.get(user=admin).organisation
+    secretary = practitioner(organisation)
+    box = shared_mailbox(organisation, [secretary], name="Accueil")
+    outsider = practitioner()
+    send(outsider, personal_mailbox(outsider), box, "Demande de rendez-vous")
+    now = timezone.now()
+    unused_since(box, 400, now)
+    # Its members sign in, but never open it: it is unused all the same.
+    User.objects.filter(pk__in=[admin.pk, secretary.pk]).update(last_login=now)
+    assert services.handle_inactive_mailboxes(now).warned == 1
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([admin.email, secretary.email])
+    assert services.handle_inactive_mailboxes(now + 31 * DAY).emptied == 1
+    box.refresh_from_db()
+    assert not box.is_active and not Delivery.objects.filter(mailbox=box).exists()
+    assert AuditEvent.objects.get(action="mailbox.emptied").details["closed"] is True
+
+
+def test_nothing_happens_when_the_rule_is_off_or_the_mailbox_in_use(db: None, settings: Any) -> None:
+    alice = practitioner()
+    box = personal_mailbox(alice)
+    now = timezone.now()
+    unused_since(box, 300, now)  # 65 days before its year is over
+    assert services.handle_inactive_mailboxes(now).warned == 0
+    unused_since(box, 500, now)
+    settings.PLI_MAILBOX_INACTIVE_DAYS = 0
+    assert services.handle_inactive_mailboxes(now).warned == 0
+    settings.PLI_MAILBOX_INACTIVE_DAYS = 365
+    User.objects.filter(pk=alice.pk).update(last_login=now - DAY)  # she signs in, sends nothing
+    assert services.handle_inactive_mailboxes(now).warned == 0
+    assert mail.outbox == []
