@@ -69,6 +69,7 @@ def _attachment_data(attachment: Attachment) -> dict[str, Any]:
         "content_type": attachment.content_type,
         "size": attachment.size,
         "sha256": attachment.sha256,
+        "format": attachment.format or None,
     }
 
 

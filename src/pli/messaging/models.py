@@ -145,6 +145,9 @@ class Attachment(EncryptedModel):
     content_type = EncryptedTextField(null=True)
     sha256 = EncryptedTextField(null=True)  # a plaintext digest would let anyone confirm a known document
     size = models.PositiveBigIntegerField()
+    # A structured health format recognised in it (pli.messaging.structured: "cda", "hprim",
+    # "hl7v2", "xdm"), or None. Sealed like the type: it says what kind of document it is.
+    format = EncryptedTextField(null=True)
 
     class Meta:
         db_table = "pli_attachment"

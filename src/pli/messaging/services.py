@@ -268,6 +268,7 @@ def copy_attachment(attachment: Attachment, session: UploadSession) -> PendingAt
         size=info.size,
         sha256=info.sha256,
         completed_at=time.monotonic(),
+        format=attachment.format or "",
     )
     session.add(pending)
     return pending
@@ -322,6 +323,8 @@ def _seal_message(
         attachment.name = item.name
         attachment.content_type = item.content_type
         attachment.sha256 = item.sha256
+        # A patient's reply files (another app's uploads) are not looked at for formats.
+        attachment.format = getattr(item, "format", "") or None
         attachments.append(attachment)
     return data_keys, attachments
 

@@ -54,6 +54,7 @@ from pli.core.charsets import codec_name
 from pli.core.db import commit_may_have_happened
 from pli.core.sizes import limit_size
 from pli.crypto import StreamEncryptor, new_data_key
+from pli.messaging import structured
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ class PendingAttachment:
     size: int
     sha256: str = field(repr=False)
     completed_at: float  # time.monotonic()
+    format: str = field(default="", repr=False)  # pli.messaging.structured: "cda", "hprim"…
 
     @property
     def blob_id(self) -> str:
@@ -207,8 +209,8 @@ class BlobWriter:
             view = view[written or 0 :]
 
     def write(self, data: bytes) -> None:
-        if len(self.head) < 16:
-            self.head += data[: 16 - len(self.head)]
+        if len(self.head) < structured.SNIFF_BYTES:
+            self.head += data[: structured.SNIFF_BYTES - len(self.head)]
         self.size += len(data)
         self._digest.update(data)
         for piece in self._encryptor.update(data):
@@ -823,6 +825,9 @@ class EncryptingUploadHandler(FileUploadHandler):
             name = clean_name(_named_as(name, content_type))
         else:
             content_type = clean_content_type(self.content_type, name, writer.head)
+        recognised = structured.detect(name, writer.head)
+        if recognised and content_type == OCTET_STREAM:
+            content_type = structured.plain_type(recognised)
         self.writer = None
         self.session.open_writers.discard(writer)
         writer.finish()
@@ -834,6 +839,7 @@ class EncryptingUploadHandler(FileUploadHandler):
             size=writer.size,
             sha256=writer.sha256,
             completed_at=time.monotonic(),
+            format=recognised,
         )
         self.session.add(pending)
         return EncryptedUpload(pending, self.field_name)
@@ -912,6 +918,7 @@ def store_bytes(
         size=writer.size,
         sha256=writer.sha256,
         completed_at=time.monotonic(),
+        format=structured.detect(clean, writer.head),
     )
     session.add(pending)
     return pending
