@@ -5,11 +5,13 @@ file backend."""
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from typing import Any
 
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from pli.api.services import create_token
 from pli.audit.models import AuditEvent
@@ -288,3 +290,35 @@ def test_a_contact_that_is_not_text_is_refused(db: None) -> None:
     share.refresh_from_db()
     assert share.patient_email == "patient@example.org"
     assert not AuditEvent.objects.filter(action="share.resent").exists()
+
+
+def test_a_link_email_refused_for_good_is_followed_by_links_by_sms(db: None, smtp_server: Any) -> None:
+    """With an address and a mobile the link goes by e-mail only: once the patient's mail
+    server refused the address, a new link (the practitioner's, or the 5-day reminder) goes
+    to the mobile, not to the address known to be wrong; a corrected address gets it again."""
+    smtp_server.refuse_rcpt = "550 5.1.1 No such user"
+    share, _first = make_share(doctor(), email=TYPO, mobile="+33612345678")
+    run_tasks()
+    assert share.notifications.get().state == ShareNotification.State.FAILED
+    client = browser(share.created_by)
+    client.post(f"/shares/{share.pk}/resend")
+    run_tasks()
+    resent = share.notifications.filter(kind=ShareNotification.Kind.LINK).order_by("created_at").last()
+    assert resent is not None and (resent.channel, resent.state) == ("sms", ShareNotification.State.SENT)
+    new_token = link_token(sms_messages()[-1]["text"])
+    assert Patient(new_token).get().status_code == 200
+    assert AuditEvent.objects.filter(action="share.resent").get().details == {"channels": "sms"}
+    # The reminder too.
+    share.refresh_from_db()
+    now = timezone.now() + 5 * datetime.timedelta(days=1) + datetime.timedelta(minutes=1)
+    PatientShare.objects.filter(pk=share.pk).update(link_sent_at=now - 6 * datetime.timedelta(days=1))
+    assert services.send_due_reminders(now) == 1
+    assert share.notifications.get(kind=ShareNotification.Kind.REMINDER).channel == "sms"
+    # The address corrected: the link goes to it again, by e-mail.
+    smtp_server.refuse_rcpt = None
+    marker = f"elodie.durand.{uuid.uuid4().hex[:8]}@example.org"
+    client.post(
+        f"/shares/{share.pk}/resend", {"contacts": "1", "patient_email": marker, "patient_mobile": "0612345678"}
+    )
+    run_tasks()
+    assert [mail.recipients for mail in smtp_server.wait_for(1)] == [[marker]]

@@ -100,14 +100,15 @@ class Rendered:
     html: str | None = field(default=None, repr=False)
 
 
-def render_link(share: PatientShare, token: str, kind: str) -> list[Rendered]:
+def render_link(share: PatientShare, token: str, kind: str, *, by_sms: bool = False) -> list[Rendered]:
     """The link's e-mail, or its SMS when the patient has no address (``share`` may be
     unsaved: only its fields are read). Never both: the one-time code goes by SMS when there
     is a mobile, and the link and the code must come on two channels, so that whoever holds
-    the patient's phone (often shared in a family) does not get both."""
+    the patient's phone (often shared in a family) does not get both. ``by_sms``: by SMS
+    all the same when there is a mobile (the address was refused for good)."""
     context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
     messages: list[Rendered] = []
-    if share.patient_email:
+    if share.patient_email and not (by_sms and share.patient_mobile):
         messages.append(
             Rendered(
                 channel=Channel.EMAIL,
@@ -221,6 +222,8 @@ NUMBER_REFUSED = "number_refused"  # the number is not one Pli or the SMS provid
 MESSAGE_REFUSED = "message_refused"  # refused for good, but not for the patient's details
 PROVIDER_UNAVAILABLE = "provider_unavailable"  # no answer, an outage, a refusal for now
 FAILURE_CATEGORIES = (ADDRESS_REFUSED, NUMBER_REFUSED, MESSAGE_REFUSED, PROVIDER_UNAVAILABLE)
+# The reasons (DeliveryFailed.reason) of an e-mail refused for its address.
+ADDRESS_REFUSED_REASONS = ("smtp:bad_address", "smtp:recipient_refused")
 
 
 def failure_category(reason: str, retryable: bool) -> str:
@@ -232,7 +235,7 @@ def failure_category(reason: str, retryable: bool) -> str:
     prefix, _sep, rest = reason.partition(":")
     if prefix == "number" or (prefix == "sms" and sms.refuses_number(rest)):
         return NUMBER_REFUSED
-    if reason in ("smtp:bad_address", "smtp:recipient_refused"):
+    if reason in ADDRESS_REFUSED_REASONS:
         return ADDRESS_REFUSED
     return MESSAGE_REFUSED
 

@@ -623,15 +623,32 @@ def _sms_failed_for_good(share: PatientShare) -> bool:
     """Whether an SMS to the share's current number failed for good: failures before the
     practitioner corrected the number (resend's ``changed``) were about another one."""
     failed = share.notifications.filter(channel=Channel.SMS, state=ShareNotification.State.FAILED)
+    return _failed_since_correction(share, failed, "mobile")
+
+
+def _address_refused(share: PatientShare) -> bool:
+    """Whether the patient's mail server refused the share's current address for good (not
+    an outage): a link sent there again would never arrive either."""
+    failed = share.notifications.filter(
+        channel=Channel.EMAIL,
+        state=ShareNotification.State.FAILED,
+        last_error__in=notifications.ADDRESS_REFUSED_REASONS,
+    )
+    return _failed_since_correction(share, failed, "email")
+
+
+def _failed_since_correction(share: PatientShare, failed: QuerySet[ShareNotification], contact: str) -> bool:
+    """Whether one of the ``failed`` notifications went to the share's current ``contact``
+    (``email`` or ``mobile``): those before the practitioner corrected it went elsewhere."""
     if not failed.exists():
         return False
     corrections = audit.events_for(share).filter(action="share.resent").only("at", "details")
-    changed_at = [e.at for e in corrections if "mobile" in str(e.details.get("changed", "")).split(",")]
+    changed_at = [e.at for e in corrections if contact in str(e.details.get("changed", "")).split(",")]
     if not changed_at:
         return True
     # The correction's own link is the last notification queued before its event (same
-    # transaction, the share locked; by e-mail when the patient has an address): the SMS
-    # queued with it or after it went to the current number.
+    # transaction, the share locked; whatever its channel): the notifications queued with
+    # it or after it went to the current contact.
     first = share.notifications.filter(created_at__lte=changed_at[-1]).aggregate(first=Max("created_at"))["first"]
     return first is None or failed.filter(created_at__gte=first).exists()
 
@@ -1163,17 +1180,29 @@ def unlock(
     return share
 
 
-def _new_link(share: PatientShare, kind: str, now: datetime.datetime, *, keep_current: bool = False) -> list[str]:
+def _new_link(
+    share: PatientShare,
+    kind: str,
+    now: datetime.datetime,
+    *,
+    keep_current: bool = False,
+    address_checked: bool = True,
+) -> list[str]:
     """Queue a new link. Only its hash is stored, so the patient gets a new token: with
     ``keep_current`` (a reminder) the current link keeps working beside it; otherwise every
-    earlier link stops working."""
+    earlier link stops working. By e-mail when the patient has an address, except one their
+    mail server refused for good (``address_checked``: looked for), when a mobile is known:
+    sent there again, the link would never arrive."""
     token = tokens.new_token()
     share.earlier_token_hash = share.token_hash if keep_current else None
     share.token_hash = tokens.token_hash(token)
     share.link_sent_at = now
     share.save(update_fields=["token_hash", "earlier_token_hash", "link_sent_at"])
     notifications.cancel_pending(share, kinds=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER])
-    return notifications.queue_link(share, token, kind, now)
+    by_sms = address_checked and bool(share.patient_email and share.patient_mobile) and _address_refused(share)
+    return notifications.queue_link(
+        share, token, kind, now, notifications.render_link(share, token, kind, by_sms=by_sms)
+    )
 
 
 def claim_action(user: User, share_id: uuid.UUID, action: str, submission: str) -> bool:
@@ -1220,7 +1249,8 @@ def _send_new_link(share: PatientShare, now: datetime.datetime, corrections: Map
     and contacts, queue the new link, end the sessions; returns the ``share.resent`` event's
     details."""
     changed = _correct_patient(share, corrections)
-    channels = _new_link(share, ShareNotification.Kind.LINK, now)
+    # A corrected address is tried again, whatever the former one's fate.
+    channels = _new_link(share, ShareNotification.Kind.LINK, now, address_checked="email" not in changed)
     # A new link is often sent because the first one went astray: whoever opened it is
     # let out with it.
     share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
