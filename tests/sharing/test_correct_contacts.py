@@ -322,3 +322,25 @@ def test_a_link_email_refused_for_good_is_followed_by_links_by_sms(db: None, smt
     )
     run_tasks()
     assert [mail.recipients for mail in smtp_server.wait_for(1)] == [[marker]]
+
+
+def test_a_new_link_says_where_the_code_will_really_go(db: None, smtp_server: Any) -> None:
+    """The codes go by e-mail once an SMS to the number failed for good: a new link's e-mail
+    no longer tells the patient to expect the code by SMS. Once the number is corrected, it
+    does again."""
+    share, token = make_share(doctor(), mobile="+33612345678")
+    run_tasks()
+    assert "par SMS" in smtp_server.wait_for(1)[0].body
+    Patient(token).birth_date()
+    share.notifications.filter(channel="sms").update(state=ShareNotification.State.FAILED, last_error="number:x")
+    client = browser(share.created_by)
+    client.post(f"/shares/{share.pk}/resend")
+    run_tasks()
+    body = smtp_server.wait_for(2)[-1].body
+    assert "un code envoyé par e-mail" in body and "SMS" not in body
+    client.post(
+        f"/shares/{share.pk}/resend",
+        {"contacts": "1", "patient_mobile": "06 98 76 54 32", "patient_email": share.patient_email},
+    )
+    run_tasks()
+    assert "par SMS" in smtp_server.wait_for(3)[-1].body

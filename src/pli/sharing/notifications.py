@@ -100,13 +100,19 @@ class Rendered:
     html: str | None = field(default=None, repr=False)
 
 
-def render_link(share: PatientShare, token: str, kind: str, *, by_sms: bool = False) -> list[Rendered]:
+def render_link(
+    share: PatientShare, token: str, kind: str, *, by_sms: bool = False, code_by_email: bool = False
+) -> list[Rendered]:
     """The link's e-mail, or its SMS when the patient has no address (``share`` may be
     unsaved: only its fields are read). Never both: the one-time code goes by SMS when there
     is a mobile, and the link and the code must come on two channels, so that whoever holds
     the patient's phone (often shared in a family) does not get both. ``by_sms``: by SMS
-    all the same when there is a mobile (the address was refused for good)."""
+    all the same when there is a mobile (the address was refused for good).
+    ``code_by_email``: the e-mail says the code comes by e-mail though there is a mobile
+    (an SMS to it failed for good)."""
     context = notification_context(share, link=link_for(token), reminder=kind == ShareNotification.Kind.REMINDER)
+    if code_by_email:
+        context["has_mobile"] = False
     messages: list[Rendered] = []
     if share.patient_email and not (by_sms and share.patient_mobile):
         messages.append(

@@ -1186,23 +1186,26 @@ def _new_link(
     now: datetime.datetime,
     *,
     keep_current: bool = False,
-    address_checked: bool = True,
+    corrected: Sequence[str] = (),
 ) -> list[str]:
     """Queue a new link. Only its hash is stored, so the patient gets a new token: with
     ``keep_current`` (a reminder) the current link keeps working beside it; otherwise every
     earlier link stops working. By e-mail when the patient has an address, except one their
-    mail server refused for good (``address_checked``: looked for), when a mobile is known:
-    sent there again, the link would never arrive."""
+    mail server refused for good, when a mobile is known: sent there again, the link would
+    never arrive. ``corrected``: the contacts corrected in this transaction (tried again,
+    whatever the former ones' fate)."""
     token = tokens.new_token()
     share.earlier_token_hash = share.token_hash if keep_current else None
     share.token_hash = tokens.token_hash(token)
     share.link_sent_at = now
     share.save(update_fields=["token_hash", "earlier_token_hash", "link_sent_at"])
     notifications.cancel_pending(share, kinds=[ShareNotification.Kind.LINK, ShareNotification.Kind.REMINDER])
-    by_sms = address_checked and bool(share.patient_email and share.patient_mobile) and _address_refused(share)
-    return notifications.queue_link(
-        share, token, kind, now, notifications.render_link(share, token, kind, by_sms=by_sms)
-    )
+    both = bool(share.patient_email and share.patient_mobile)
+    by_sms = both and "email" not in corrected and _address_refused(share)
+    # The e-mail says where the code will go: by e-mail once the number was refused for good.
+    code_by_email = both and not by_sms and "mobile" not in corrected and _sms_failed_for_good(share)
+    rendered = notifications.render_link(share, token, kind, by_sms=by_sms, code_by_email=code_by_email)
+    return notifications.queue_link(share, token, kind, now, rendered)
 
 
 def claim_action(user: User, share_id: uuid.UUID, action: str, submission: str) -> bool:
@@ -1249,8 +1252,7 @@ def _send_new_link(share: PatientShare, now: datetime.datetime, corrections: Map
     and contacts, queue the new link, end the sessions; returns the ``share.resent`` event's
     details."""
     changed = _correct_patient(share, corrections)
-    # A corrected address is tried again, whatever the former one's fate.
-    channels = _new_link(share, ShareNotification.Kind.LINK, now, address_checked="email" not in changed)
+    channels = _new_link(share, ShareNotification.Kind.LINK, now, corrected=changed)
     # A new link is often sent because the first one went astray: whoever opened it is
     # let out with it.
     share.patient_sessions.filter(ended_at__isnull=True).update(ended_at=now)
