@@ -181,3 +181,17 @@ def test_ended_shares_past_the_retention_are_deleted_with_their_keys(db: None) -
     # Without a retention policy, ended shares stay.
     Organisation.objects.filter(pk=lilas.pk).update(retention_days=None)
     assert sharing.run_periodic(now + 100 * DAY)["shares"] == 0
+
+
+def test_the_page_does_not_promise_a_trash_the_instance_never_empties(db: None, settings: Any) -> None:
+    """With PLI_TRASH_DAYS=0 the trash is never emptied: messages past the retention period
+    stay there. The page said they went to a trash « vidée après son propre délai »."""
+    organisation = make_organisation("Cabinet des Lilas")
+    client = browser(make_user(organisation, role="admin"))
+    settings.PLI_TRASH_DAYS = 30
+    page = client.get(settings_url(organisation)).content.decode()
+    assert "La corbeille est vidée après 30 jours." in page
+    settings.PLI_TRASH_DAYS = 0
+    page = client.get(settings_url(organisation)).content.decode()
+    assert "vidée" not in page
+    assert "Sur cette instance, la corbeille ne se vide pas d\u2019elle-même" in page

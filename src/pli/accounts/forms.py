@@ -219,8 +219,8 @@ class OrganisationSettingsForm(forms.Form):
         max_value=36500,
         required=False,
         help_text=_(
-            "Empty: kept until their users delete them. Otherwise, messages older than this go to the trash "
-            "(emptied after its own delay), and patient shares ended longer ago are deleted."
+            "Empty: kept until their users delete them. Otherwise, messages older than this go to the trash, "
+            "and patient shares ended longer ago are deleted."
         ),
     )
 
