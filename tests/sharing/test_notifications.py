@@ -694,3 +694,25 @@ def test_failure_categories_of_recorded_reasons() -> None:
     assert notifications.recorded_category({"reason": "smtp:recipient_refused", "final": False}) == (
         "provider_unavailable"
     )
+
+
+def test_a_notification_cancelled_as_the_worker_loads_it_is_not_a_crash(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The share is revoked (the notification cancelled, its data key deleted) between the
+    worker's loading of the notification and its reading of the payload: the job ends as
+    cancelled, it does not crash on the shredded content, and nothing is sent."""
+    share, _token = make_share(doctor(), email=None)
+    link = share.notifications.get(kind="link")
+    real = notifications._still_wanted
+
+    def revoked_meanwhile(notification: ShareNotification, now: datetime.datetime) -> str:
+        services.revoke(share.created_by, share.pk)
+        return real(notification, now)
+
+    monkeypatch.setattr(notifications, "_still_wanted", revoked_meanwhile)
+    assert notifications.deliver(link.pk) == "cancelled"
+    link.refresh_from_db()
+    assert (link.state, link.attempts, link.data_key_id) == ("cancelled", 0, None)
+    assert sms_messages() == []
+    assert not AuditEvent.objects.filter(action__in=["share.notification_sent", "share.notification_failed"]).exists()

@@ -193,8 +193,11 @@ class EncryptedModel(models.Model):
             key, dek = DataKey.generate()
             self.data_key = key
         else:
-            data_key = self.data_key
-            if data_key is None:  # the key row vanished between load and use
+            try:
+                data_key = self.data_key
+            except DataKey.DoesNotExist:  # the key row vanished between load and use
+                data_key = None
+            if data_key is None:
                 raise ContentShredded(f"{self._meta.label} {self.pk}: content was shredded")
             dek = data_key.unwrap()
         self.__dict__["_pli_dek"] = dek

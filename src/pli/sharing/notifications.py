@@ -33,6 +33,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone, translation
 
 from pli.audit import services as audit
+from pli.core.encryption import ContentShredded
 from pli.core.models import DataKey
 from pli.crypto import new_data_key
 from pli.notify import sms
@@ -368,6 +369,15 @@ def deliver(
         return _finish(
             notification, ShareNotification.State.CANCELLED, now, attempts=notification.attempts, reason=reason
         )
+    try:
+        # The payload's key read now, before anything is tried: a cancellation (a
+        # revocation, a newer code) committed since the claim has closed the notification
+        # and deleted its key; it is no longer wanted.
+        if notification.state != ShareNotification.State.PENDING or notification.data_key_id is None:
+            raise ContentShredded(f"notification {notification.pk} closed")
+        notification.data_encryption_key()
+    except ContentShredded:
+        return ShareNotification.State.CANCELLED
     attempts = notification.attempts + 1
     started = time.monotonic()
     try:
