@@ -749,6 +749,30 @@ def test_too_many_unknown_links_say_when_to_try_again(db: None) -> None:
     assert refused["Retry-After"] == str(UNKNOWN_LINK_WINDOW)
 
 
+def test_the_unknown_link_window_ends_when_retry_after_says(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window is the 600 seconds Retry-After announces: not five minutes (the cache's
+    default timeout) started again by every request."""
+    import time
+
+    from pli.sharing.patient import UNKNOWN_LINK_LIMIT, UNKNOWN_LINK_WINDOW
+
+    real_time, real_now = time.time, timezone.now
+    shift = [0.0]
+    monkeypatch.setattr(time, "time", lambda: real_time() + shift[0])
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + datetime.timedelta(seconds=shift[0]))
+    monkeypatch.setattr("django.core.cache.backends.db.tz_now", timezone.now)  # the cache's expiry
+    client = Client(REMOTE_ADDR="203.0.113.79")
+    for _ in range(UNKNOWN_LINK_LIMIT):
+        assert client.get("/p/" + "C" * 43).status_code == 404
+    assert client.get("/p/" + "D" * 43)["Retry-After"] == str(UNKNOWN_LINK_WINDOW)
+    shift[0] = 301.0  # past Django's default cache timeout, within the window
+    refused = client.get("/p/" + "D" * 43)
+    assert refused.status_code == 429
+    assert UNKNOWN_LINK_WINDOW - 302 <= int(refused["Retry-After"]) <= UNKNOWN_LINK_WINDOW - 300
+    shift[0] = UNKNOWN_LINK_WINDOW + 1.0  # the window has ended: links are answered again
+    assert client.get("/p/" + "D" * 43).status_code == 404
+
+
 def test_leave_ends_the_session(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)

@@ -9,6 +9,8 @@ hash, bound to the share, and expires after 15 idle minutes.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from typing import Any
 
@@ -131,14 +133,20 @@ def _unknown(request: HttpRequest) -> HttpResponse:
     """A link that opens nothing: counted per address, audited, and answered like any other."""
     address = request.META.get("REMOTE_ADDR", "")
     bucket = f"pli:share-unknown:{address}"
-    cache.add(bucket, 0, UNKNOWN_LINK_WINDOW)
-    try:
-        count = cache.incr(bucket)
-    except ValueError:
-        count = 1
+    # The window opens with the first unknown link and ends UNKNOWN_LINK_WINDOW seconds later
+    # whatever follows: its end is kept with the count, and the entry expires then.
+    # (cache.incr stored the count again with the cache's default timeout, five minutes
+    # from the last request, so the window never ended during a flood and ended early after.)
+    now = time.time()
+    entry = cache.get(bucket)
+    if not isinstance(entry, tuple) or entry[0] <= now:
+        entry = (now + UNKNOWN_LINK_WINDOW, 0)
+    ends, count = entry[0], entry[1] + 1
+    remaining = max(1, math.ceil(ends - now))
+    cache.set(bucket, (ends, count), remaining)
     if count > UNKNOWN_LINK_LIMIT:
         refused = _render(request, "too_many.html", {}, status=429)
-        refused["Retry-After"] = str(UNKNOWN_LINK_WINDOW)
+        refused["Retry-After"] = str(remaining)
         return refused
     audit.record(
         "share.access_denied",
