@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -672,3 +673,26 @@ def test_a_letter_arriving_as_an_admin_edits_the_shared_mailbox_is_delivered(
     assert response.status_code == 201, response.content
     assert Delivery.objects.filter(mailbox=p.team).count() == 1
     assert Mailbox.objects.get(pk=p.team.pk).name == "Accueil"
+
+
+def test_a_reply_locks_the_copies_it_answers_in_key_order(practice: Practice) -> None:
+    """A reply locks the copies it answers (her own and the team's) as reading and deleting
+    lock them, by primary key: in another order, on PostgreSQL, a reply and the same copies
+    being read or deleted at that moment could each hold one and wait for the other (a
+    deadlock, one of them a 500). Checked on the statement, the interleaving being too
+    narrow to reproduce at will."""
+    p = practice
+    first = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    with CaptureQueriesContext(connection) as queries:
+        _send(p.jeanne, p.own(p.jeanne), [p.cardio], in_reply_to=first)
+    locking = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('SELECT "pli_delivery"."id"') and '"pli_delivery"."role" IN' in q["sql"]
+    ]
+    assert len(locking) == 1
+    # The primary key, by name or as the first (and only) column selected.
+    assert re.search(
+        r'SELECT "pli_delivery"\."id"( AS "pk")? FROM .* ORDER BY ("pli_delivery"\."id"|1) ASC', locking[0]
+    )
+    assert Delivery.objects.filter(message_id=first, answered_by=p.jeanne).count() == 2

@@ -488,10 +488,12 @@ def _answered_copies(author: User, parent: Message) -> list[int]:
 
     Called in the send's transaction: the copies stay locked (PostgreSQL; SQLite's write
     lock covers it) until the answer commits, as :func:`delete_message` locks those it
-    deletes."""
+    deletes. In primary-key order, as reading and deleting lock copies: in any other order
+    a reply and a reading of the same copies could each hold one the other waits for."""
     return list(
         Delivery.objects.filter(message=parent, role__in=INCOMING, mailbox__in=mailboxes_for(author))
         .select_for_update(of=("self",), no_key=True)
+        .order_by("pk")
         .values_list("pk", flat=True)
     )
 
