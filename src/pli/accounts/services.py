@@ -348,6 +348,10 @@ def add_member(
     _require_admin(actor, organisation)
     _check_role(role)
     with transaction.atomic():
+        # The account's row locked first (FOR NO KEY UPDATE, as _lock_membership explains):
+        # two invitations accepted at once join one after the other, and the second finds
+        # the membership here instead of failing on its unique constraint at COMMIT.
+        type(user).objects.select_for_update(no_key=True).filter(pk=user.pk).first()
         if Membership.objects.filter(user=user, organisation=organisation).exists():
             raise ValidationError({"email": _("This person is already a member of the organisation.")})
         membership = Membership.objects.create(user=user, organisation=organisation, role=role)
@@ -690,6 +694,10 @@ def invite_member(
     _check_role(role)
     token = secrets.token_urlsafe(32)  # 256 bits
     with transaction.atomic():
+        # The organisation's row locked first (FOR NO KEY UPDATE, as _lock_membership
+        # explains): two administrators inviting the same address at once take turns, and
+        # the second replaces the first's invitation instead of leaving both pending.
+        Organisation.objects.select_for_update(no_key=True).filter(pk=organisation.pk).first()
         if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
             raise ValidationError({"email": _("This person is already a member of the organisation.")})
         now = timezone.now()

@@ -1,0 +1,58 @@
+"""Invitations sent or accepted twice at the same instant (two administrators, two tabs),
+each on its own database connection, as two requests would on PostgreSQL."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from interleave import while_committing
+from pli.accounts import services
+from pli.accounts.models import Invitation, Membership
+from pli.testing.accounts import make_organisation, make_user
+
+
+def test_two_admins_inviting_the_same_address_at_once_leave_one_pending_invitation(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each checked for a pending invitation to replace before the other had committed its
+    own: both stayed pending, two links to the same membership."""
+    organisation = make_organisation("Cabinet Alpha")
+    alice = make_user(organisation, role="admin", email="alice@alpha.example.org")
+    bruno = make_user(organisation, role="admin", email="bruno@alpha.example.org")
+    other = partial(services.invite_member, organisation, email="lea@example.org", role="practitioner", actor=bruno)
+    join = while_committing(monkeypatch, "invitation.sent", other, "invitation.sent")
+    services.invite_member(organisation, email="lea@example.org", role="practitioner", actor=alice)
+    assert join() == []
+    invitations = Invitation.objects.filter(organisation=organisation, email="lea@example.org")
+    assert invitations.count() == 2
+    assert invitations.filter(revoked_at__isnull=True).count() == 1
+
+
+def test_two_invitations_accepted_at_once_make_one_membership_and_a_clean_refusal(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pending invitations of one person to one organisation (sent before invitations
+    were serialised), accepted at once from two tabs: the second hit the membership's unique
+    constraint at COMMIT, a 500. It is now told the person is already a member."""
+    organisation = make_organisation("Cabinet Alpha")
+    admin = make_user(organisation, role="admin", email="alice@alpha.example.org")
+    member = make_user(make_organisation("Clinique Beta"), email="lea@example.org")
+    first = services.invite_member(organisation, email="lea@example.org", role="practitioner", actor=admin)
+    second = services.invite_member(organisation, email="lea@example.org", role="assistant", actor=admin)
+    Invitation.objects.filter(pk=first.invitation.pk).update(revoked_at=None)  # both pending
+    join = while_committing(
+        monkeypatch,
+        "membership.added",
+        partial(services.accept_invitation_as, second.token, member),
+        "membership.added",
+    )
+    services.accept_invitation_as(first.token, member)
+    failures = join()
+    assert len(failures) == 1 and isinstance(failures[0], ValidationError), failures
+    assert list(Membership.objects.filter(user=member, organisation=organisation).values_list("role", flat=True)) == [
+        "practitioner"
+    ]
+    assert Invitation.objects.get(pk=second.invitation.pk).accepted_at is None
