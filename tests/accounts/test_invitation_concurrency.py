@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from interleave import while_committing
 from pli.accounts import services
-from pli.accounts.models import Invitation, Membership
+from pli.accounts.models import Invitation, Membership, User
 from pli.testing.accounts import make_organisation, make_user
 
 
@@ -55,4 +55,34 @@ def test_two_invitations_accepted_at_once_make_one_membership_and_a_clean_refusa
     assert list(Membership.objects.filter(user=member, organisation=organisation).values_list("role", flat=True)) == [
         "practitioner"
     ]
+    assert Invitation.objects.get(pk=second.invitation.pk).accepted_at is None
+
+
+def test_two_new_account_invitations_to_one_address_accepted_at_once_make_one_account(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two practices invited the same new person, who opened both links and accepted them
+    at the same instant: each found no account under the address, and the second insert
+    failed on the address's unique constraint, a 500. It is now refused next to the form."""
+    alpha, beta = make_organisation("Cabinet Alpha"), make_organisation("Clinique Beta")
+    first = services.invite_member(
+        alpha, email="lea@example.org", role="practitioner", actor=make_user(alpha, role="admin")
+    )
+    second = services.invite_member(
+        beta, email="lea@example.org", role="practitioner", actor=make_user(beta, role="admin")
+    )
+    password = "le soleil se leve sur la baie"
+    accept = partial(services.accept_invitation, password=password, first_name="Léa", last_name="Bernard")
+    join = while_committing(monkeypatch, "user.created", partial(accept, second.token), "user.created")
+    accept(first.token)
+    failures = join()
+    # Told the address has an account: after the first commits (SQLite, one writer at a
+    # time), or as it commits (PostgreSQL).
+    assert len(failures) == 1, failures
+    refusal = failures[0]
+    if isinstance(refusal, services.InvitationProblem):
+        assert refusal.code == "account_exists"
+    else:
+        assert isinstance(refusal, ValidationError) and "email" in refusal.message_dict, refusal
+    assert User.objects.filter(email="lea@example.org").count() == 1
     assert Invitation.objects.get(pk=second.invitation.pk).accepted_at is None

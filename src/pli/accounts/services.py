@@ -307,7 +307,16 @@ def create_user(
         if errors:
             raise ValidationError(errors)
         user.set_password(password)
-        user.save()
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:
+            # Another account took the address or the number since the checks above (the
+            # same person accepting two practices' invitations at once): refused as they are.
+            if User.objects.filter(email__iexact=email).exists():
+                raise ValidationError({"email": _("An account already uses this e-mail address.")}) from None
+            _clean_professional(pro)
+            raise
         # allauth's record of the address: proven by the invitation link or vouched for by
         # the operator, so marked verified (second-factor enrolment requires it).
         EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
