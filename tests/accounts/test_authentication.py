@@ -144,6 +144,35 @@ def test_totp_enrolment_through_the_pages(transactional_db: None, organisation: 
     assert sign_in(client, "new@example.org", code=code).status_code == 200
 
 
+def test_enrolment_sent_twice_at_once_is_not_a_500(
+    transactional_db: None, organisation: Organisation, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """« Activer » clicked twice (or the page sent again after a slow answer): the second
+    request checked the code before the first had saved the factor, then failed on the
+    one-TOTP-per-account constraint, a 500 shown to the practitioner at first sign-in. The
+    code is spent by the first; the second is refused like any used code."""
+    from allauth.mfa.totp.internal.auth import TOTP
+
+    user = make_user(organisation, email="new@example.org", second_factor=False)
+    sign_in(client, "new@example.org")
+    client.post(client.get("/account/2fa/totp/activate/")["Location"], {"password": TEST_PASSWORD})
+    secret = client.get("/account/2fa/totp/activate/").context["form"].secret
+    code = totp_code(secret)
+    real, second = TOTP.activate.__func__, []  # type: ignore[attr-defined]
+
+    def activate(cls: type[TOTP], user: Any, secret: str) -> TOTP:
+        if not second:  # the second click arrives as the first saves its factor
+            second.append(None)
+            second[0] = client.post("/account/2fa/totp/activate/", {"code": code})
+        return real(cls, user, secret)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(TOTP, "activate", classmethod(activate))
+    first = client.post("/account/2fa/totp/activate/", {"code": code})
+    assert first.status_code == 302 and first["Location"] == "/account/2fa/recovery-codes/"
+    assert second[0].status_code == 200 and "Code incorrect" in second[0].content.decode()
+    assert Authenticator.objects.filter(user=user, type="totp").count() == 1
+
+
 def test_last_second_factor_cannot_be_removed(organisation: Organisation, client: Client) -> None:
     user = make_user(organisation, email="doc@example.org")
     sign_in(client, "doc@example.org", code=totp_code())

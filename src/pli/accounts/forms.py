@@ -9,6 +9,7 @@ from allauth.account.forms import ChangePasswordForm as AllauthChangePasswordFor
 from allauth.account.forms import LoginForm as AllauthLoginForm
 from allauth.account.forms import ResetPasswordForm as AllauthResetPasswordForm
 from allauth.core import context
+from allauth.mfa.adapter import get_adapter as get_mfa_adapter
 from allauth.mfa.base.forms import AuthenticateForm, ReauthenticateForm
 from allauth.mfa.models import Authenticator
 from allauth.mfa.totp.forms import ActivateTOTPForm as AllauthActivateTOTPForm
@@ -150,8 +151,11 @@ class ActivateTOTPForm(AllauthActivateTOTPForm):  # type: ignore[misc]
     def clean_code(self) -> str:
         code: str = super().clean_code()
         # allauth checks the enrolment code without spending it; spend it, so that the code
-        # typed to enrol can't also sign in during its validity window.
-        TOTP(Authenticator(user_id=self.user.pk, type=Authenticator.Type.TOTP))._mark_code_used(code)
+        # typed to enrol can't also sign in during its validity window. Already spent: the
+        # same form sent twice at once (a double click), whose first is saving the factor;
+        # the second would fail on the one-TOTP-per-account constraint (a 500).
+        if not TOTP(Authenticator(user_id=self.user.pk, type=Authenticator.Type.TOTP))._mark_code_used(code):
+            raise get_mfa_adapter().validation_error("incorrect_code")
         return code
 
 
