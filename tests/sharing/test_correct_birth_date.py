@@ -10,32 +10,15 @@ import uuid
 from typing import Any
 
 from django.db import connection
-from django.test import Client
 
-from pli.api.services import create_token
 from pli.audit.models import AuditEvent
 from pli.sharing import services
 from pli.sharing.models import PatientShare, Status
-from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import BIRTH_DATE, Patient, make_share, run_tasks, sms_messages, token_of
+from sharing.test_correct_contacts import api, browser, doctor
 
 TYPO = datetime.date(1984, 2, 16)  # the patient was born on the 15th
 INS = "284029912345678"  # born in February 1984
-
-
-def browser(user: Any) -> Client:
-    client = Client(HTTP_ACCEPT_LANGUAGE="fr")
-    client.force_login(user)
-    return client
-
-
-def api(user: Any) -> Client:
-    _token, raw = create_token(user, "test")
-    return Client(HTTP_AUTHORIZATION=f"Bearer {raw}", HTTP_ACCEPT_LANGUAGE="fr")
-
-
-def doctor() -> Any:
-    return make_user(make_organisation("Cabinet des Lilas"), first_name="Jeanne", last_name="Martin")
 
 
 def stored_birth_date(share: PatientShare) -> bytes:
