@@ -93,6 +93,12 @@ def test_a_sign_in_or_an_opened_folder_cancels_the_warning(db: None) -> None:
     a_box.refresh_from_db()
     assert a_box.inactivity_warned_at is None and a_box.last_used_at is not None
     assert a_box.last_used_at > now - DAY
+    # And so does a send from it.
+    unused_since(a_box, 340, now)
+    Mailbox.objects.filter(pk=a_box.pk).update(inactivity_warned_at=now - 20 * DAY)
+    send(alice, a_box, b_box, "Merci")
+    a_box.refresh_from_db()
+    assert a_box.inactivity_warned_at is None and a_box.last_used_at > now - DAY
 
 
 def test_an_unused_shared_mailbox_warns_its_members_and_admins_then_closes(db: None, settings: Any) -> None:

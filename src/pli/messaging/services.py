@@ -398,9 +398,6 @@ def send_message(
                     )
                 )
     tokens = [SearchToken(message=message, token=t) for t in search.message_tokens(draft.subject, draft.patient)]
-    # CNIL: a mailbox unused for a year is deleted; a day's precision is plenty.
-    last_used = draft.sender.last_used_at
-    touch_sender = last_used is None or now - last_used > USE_PRECISION
 
     try:
         with transaction.atomic(), pipelined():
@@ -412,8 +409,7 @@ def send_message(
             insert_rows(tokens)
             if draft.in_reply_to is not None:
                 _mark_answered(author, draft.in_reply_to, now)
-            if touch_sender:
-                Mailbox.objects.filter(pk=draft.sender.pk).update(last_used_at=now, inactivity_warned_at=None)
+            touch_mailbox(draft.sender, now)
             if on_created is not None:
                 # Before the audit event, whose head row stays locked until COMMIT: what
                 # on_created locks (the API token's row, which a revocation locks before its
