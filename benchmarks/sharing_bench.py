@@ -303,7 +303,10 @@ def _bench_open(port: int, shares: list[dict[str, str]], inbox: CodeInbox) -> tu
 def _bench_download(server: Server, env: dict[str, str], tokens: list[str], inbox: CodeInbox) -> list[Figure]:
     port = server.port
     content = _pdf(DOWNLOAD)
-    fields = [(k, v) for k, v in _share_fields(1) if k != "patient_mobile"] + [("patient_mobile", "+33699999999")]
+    # A mobile and no address: the link then comes by SMS, where the inbox reads it (with an
+    # address it would go by e-mail, the code by SMS).
+    fields = [(k, v) for k, v in _share_fields(1) if k not in ("patient_mobile", "patient_email")]
+    fields.append(("patient_mobile", "+33699999999"))
     body, content_type = multipart(fields, [("documents", "scanner.pdf", content)])
     del content
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
