@@ -1,8 +1,8 @@
 """Patient shares against a real server (`pli serve`, gunicorn, loopback) and a real worker.
 
 * ``share_create_per_s``: 8 concurrent API clients create shares, each with one 1 MB PDF,
-  an e-mail address and a mobile number (so two notifications are queued per share), for a
-  few seconds, while no worker runs (the notifications stay queued).
+  an e-mail address and a mobile number (the link's e-mail is queued; the code will go by
+  SMS), for a few seconds, while no worker runs (the notifications stay queued).
 * ``share_open_p99_ms``: 20 concurrent patients each open shares the way a person does:
   the link page, the birth date, the one-time code, the document list. The figure is the
   99th percentile of those requests' latencies. Not counted: the time the code takes to
