@@ -17,7 +17,8 @@ Pli — messagerie sécurisée de santé. Operator commands:
                        (reminders, expiry, clean-up); run one beside serve
   migrate              create or update the database schema
   keys status          master key versions and how many data keys each wraps
-  keys rotate          create a new master key version (then restart, and rewrap)
+  keys rotate          create a new master key version (running servers and
+                       workers take it up within a second), then keys rewrap
   keys rewrap          re-wrap existing data keys under the current master key
   keys retire N        delete master key version N once no data key uses it
   keys generate        print a random key (for a key file or PLI_MASTER_KEY)
@@ -28,6 +29,8 @@ Pli — messagerie sécurisée de santé. Operator commands:
   directory import F   load the public Annuaire Santé extract
   messaging cleanup-blobs
                        remove attachment blobs no message references
+  messaging reindex    compute the search tokens of every message and patient
+                       share again (after an upgrade whose notes say so)
   dev totp EMAIL       development: current TOTP code of a demo account
   check --deploy       Django's deployment checks
 
