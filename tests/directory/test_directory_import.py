@@ -187,6 +187,12 @@ def test_missing_file_is_a_clear_error(db: None, tmp_path: Path) -> None:
         run_import(tmp_path / "absent.txt")
 
 
+def test_a_directory_given_as_the_file_is_named_as_such(db: None, tmp_path: Path) -> None:
+    # "/srv/annuaire: no such file" sent the operator looking for a path that exists.
+    with pytest.raises(CommandError, match="is a directory, not the extract file"):
+        run_import(tmp_path)
+
+
 def test_the_pli_command_exits_non_zero_on_a_wrong_header(tmp_path: Path) -> None:
     path = tmp_path / "other.txt"
     path.write_text("Nom|Prénom|\nDUPONT|JEAN|\n", encoding="utf-8")

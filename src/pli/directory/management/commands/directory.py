@@ -70,6 +70,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         path: Path = options["file"]
+        if path.is_dir():
+            raise CommandError(f"{path} is a directory, not the extract file (PS_LibreAcces_Personne_activite_*.txt)")
         if not path.is_file():
             raise CommandError(f"{path}: no such file")
         progress = ProgressDisplay(self.stderr)
