@@ -133,3 +133,21 @@ def test_nothing_happens_when_the_rule_is_off_or_the_mailbox_in_use(db: None, se
     User.objects.filter(pk=alice.pk).update(last_login=now - DAY)  # she signs in, sends nothing
     assert services.handle_inactive_mailboxes(now).warned == 0
     assert mail.outbox == []
+
+
+def test_the_upgrade_starts_every_mailboxs_year_afresh(transactional_db: None) -> None:
+    """Before this release a mailbox only read (never sent from) recorded no use: on the
+    first run after the upgrade, a shared mailbox read daily would have been warned."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    admin = practitioner(role=Membership.Role.ADMIN)
+    box = shared_mailbox(Membership.objects.get(user=admin).organisation, [admin])
+    now = timezone.now()
+    MigrationExecutor(connection).migrate([("accounts", "0002_invitation")])
+    Mailbox.objects.filter(pk=box.pk).update(created_at=now - 700 * DAY, last_used_at=None)
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    box.refresh_from_db()
+    assert box.last_used_at is not None and box.last_used_at >= now
+    assert services.handle_inactive_mailboxes(timezone.now()).warned == 0
