@@ -49,6 +49,22 @@ def test_formats_are_told_by_their_content() -> None:
     assert detect("notes.txt", b"Hello|world") == ""
 
 
+def test_real_world_variants_are_recognised() -> None:
+    # A CDA saved in UTF-16 by Windows software, with its byte order mark.
+    utf16 = CDA.removeprefix(b"\xef\xbb\xbf").decode().replace("UTF-8", "UTF-16")
+    assert detect("cr.xml", b"\xff\xfe" + utf16.encode("utf-16-le")) == "cda"
+    assert detect("cr.xml", b"\xfe\xff" + utf16.encode("utf-16-be")) == "cda"
+    # HPRIM after a blank line, with Unix line ends.
+    assert detect("RESULTAT.HPR", b"\r\n" + HPRIM.replace(b"\r", b"\n")) == "hprim"
+    # An HL7 v2 batch file: its file and batch headers come before the first MSH.
+    assert detect("lot.hl7", b"FHS|^~\\&|LAB|HOSP\rBHS|^~\\&|LAB|HOSP\r" + HL7V2) == "hl7v2"
+    assert detect("lot.hl7", b"BHS|^~\\&|LAB|HOSP\r" + HL7V2) == "hl7v2"
+    # An XDM package under another name: its INDEX.HTM and README.TXT come first.
+    package = _zip("INDEX.HTM", "README.TXT", "IHE_XDM/SUBSET01/METADATA.XML")
+    assert detect("envoi-mssante.zip", package) == "xdm"
+    assert detect("photos.zip", _zip("README.TXT", "photo.jpg")) == ""
+
+
 def test_an_integrator_is_told_the_format_and_the_reader_sees_it(db: None) -> None:
     alice, bob = practitioner(), practitioner()
     files = [

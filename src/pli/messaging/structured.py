@@ -8,9 +8,10 @@ declared type alone:
 * ``cda``: an HL7 CDA R2 document (XML whose root is ``ClinicalDocument`` in the
   ``urn:hl7-org:v3`` namespace), as the DMP and MSSanté exchange them;
 * ``hprim``: an HPRIM Santé message (first record ``H|``), French laboratories' results;
-* ``hl7v2``: an HL7 v2 message (first segment ``MSH|``);
-* ``xdm``: an IHE XDM package (a zip named ``IHE_XDM.zip``, or whose first entry is under
-  ``IHE_XDM/``), MSSanté's envelope for a CDA and its metadata.
+* ``hl7v2``: an HL7 v2 message (first segment ``MSH|``, or a batch's ``FHS|`` or ``BHS|``);
+* ``xdm``: an IHE XDM package (a zip named ``IHE_XDM.zip``, or with an entry under
+  ``IHE_XDM/`` among its first ones: the package's ``INDEX.HTM`` and ``README.TXT`` usually
+  come first), MSSanté's envelope for a CDA and its metadata.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ FORMATS = ("cda", "hprim", "hl7v2", "xdm")
 _CDA_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?ClinicalDocument[\s>/]")
 _ZIP = b"PK\x03\x04"
 _BOMS = (b"\xef\xbb\xbf",)
+_UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
+_HL7V2_STARTS = (b"MSH|", b"FHS|", b"BHS|")
 
 
 def detect(name: str, head: bytes) -> str:
@@ -35,21 +38,39 @@ def detect(name: str, head: bytes) -> str:
     text = head
     for bom in _BOMS:
         text = text.removeprefix(bom)
+    for bom, codec in _UTF16_BOMS.items():
+        if text.startswith(bom):
+            # A CDA saved by Windows software: read as UTF-8 from here on (ASCII is enough).
+            text = text[len(bom) :].decode(codec, errors="ignore").encode()
     text = text.lstrip(b" \t\r\n")
     if text.startswith(b"<") and _CDA_ROOT.search(text) and b"urn:hl7-org:v3" in text:
         return "cda"
     if text.startswith(b"H|"):
         return "hprim"
-    if text.startswith(b"MSH|"):
+    if text.startswith(_HL7V2_STARTS):
         return "hl7v2"
     if head.startswith(_ZIP):
         if name.strip().lower() == "ihe_xdm.zip":
             return "xdm"
-        # The local file header of the first entry: its name's length at offset 26, the name at 30.
-        length = int.from_bytes(head[26:28], "little")
-        if head[30 : 30 + length].upper().startswith(b"IHE_XDM/"):
+        if any(entry.upper().startswith(b"IHE_XDM/") for entry in _zip_entries(head)):
             return "xdm"
     return ""
+
+
+def _zip_entries(head: bytes) -> list[bytes]:
+    """The names of the zip's entries whose local file headers lie within ``head``."""
+    names = []
+    offset = 0
+    while head.startswith(_ZIP, offset) and offset + 30 <= len(head):
+        flags = int.from_bytes(head[offset + 6 : offset + 8], "little")
+        size = int.from_bytes(head[offset + 18 : offset + 22], "little")
+        length = int.from_bytes(head[offset + 26 : offset + 28], "little")
+        extra = int.from_bytes(head[offset + 28 : offset + 30], "little")
+        names.append(head[offset + 30 : offset + 30 + length])
+        if flags & 0x08 or size == 0xFFFFFFFF:
+            break  # its size comes after its data (or in Zip64's extra): the next header is not found from here
+        offset += 30 + length + extra + size
+    return names
 
 
 def plain_type(format_: str) -> str:
