@@ -10,7 +10,7 @@ from typing import Any
 from django.core import mail
 from django.utils import timezone
 
-from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox
+from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
 from pli.accounts.models import Mailbox, Membership, User
 from pli.audit.models import AuditEvent
 from pli.messaging import services
@@ -151,3 +151,24 @@ def test_the_upgrade_starts_every_mailboxs_year_afresh(transactional_db: None) -
     box.refresh_from_db()
     assert box.last_used_at is not None and box.last_used_at >= now
     assert services.handle_inactive_mailboxes(timezone.now()).warned == 0
+
+
+def test_reading_its_messages_is_a_use_of_the_mailbox(db: None) -> None:
+    organisation = Membership.objects.get(user=practitioner(role=Membership.Role.ADMIN)).organisation
+    secretary = practitioner(organisation)
+    box = shared_mailbox(organisation, [secretary], name="Accueil")
+    outsider = practitioner()
+    out_box = personal_mailbox(outsider)
+    now = timezone.now()
+    # The team opens each message from its notification, never the folder: the mailbox is used.
+    first = send(outsider, out_box, box, "Demande de rendez-vous")
+    unused_since(box, 400, now)
+    assert web_client(secretary).get(f"/messages/m/{first}/").status_code == 200
+    # A practitioner whose software reads each message through the API only (no sign-in).
+    doctor = practitioner()
+    d_box = personal_mailbox(doctor)
+    second = send(outsider, out_box, d_box, "Résultats")
+    unused_since(d_box, 400, now)
+    assert api_client(doctor).get(f"/api/v1/messages/{second}").status_code == 200
+    assert services.handle_inactive_mailboxes(now).warned == 0
+    assert Delivery.objects.filter(mailbox=box).exists() and Delivery.objects.filter(mailbox=d_box).exists()

@@ -159,9 +159,9 @@ class Mailbox(models.Model):
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # CNIL: a mailbox unused for a year is deleted after a warning. Set by a send from it and
-    # by a folder opened in it (to the half-day); a personal mailbox is also used by its
-    # owner's sign-in (User.last_login). See pli.messaging.services.handle_inactive_mailboxes.
+    # CNIL: a mailbox unused for a year is deleted after a warning. Set by a send from it, a
+    # folder opened or a message read in it (to the half-day); a personal mailbox is also used
+    # by its owner's sign-in (User.last_login). See pli.messaging.services.handle_inactive_mailboxes.
     last_used_at = models.DateTimeField(null=True, blank=True)
     # When its members were warned that it would be emptied; cleared by any use.
     inactivity_warned_at = models.DateTimeField(null=True, blank=True)

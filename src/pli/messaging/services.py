@@ -751,7 +751,7 @@ USE_PRECISION = datetime.timedelta(hours=12)
 
 
 def touch_mailbox(mailbox: Mailbox, now: datetime.datetime | None = None) -> None:
-    """Record a use of ``mailbox`` (a listing, a send): its inactivity counts from now, and
+    """Record a use of ``mailbox`` (a listing, a message read, a send): its inactivity counts from now, and
     a warning that it would be emptied no longer holds."""
     now = now or timezone.now()
     if mailbox.last_used_at is not None and now - mailbox.last_used_at < USE_PRECISION:
@@ -905,6 +905,10 @@ def _mark_read(
             Reading.objects.bulk_create(
                 [Reading(delivery=c, user=user, read_at=now) for c in incoming], ignore_conflicts=True
             )
+        # Reading is a use of the mailbox read in (CNIL: an unused one is emptied): a team
+        # may only ever open its messages from their notifications. Before the event (lock order).
+        for mailbox in {copy.mailbox_id: copy.mailbox for copy in copies}.values():
+            touch_mailbox(mailbox, now)
         # One event per message, appended together: a long thread costs what one message does.
         audit.record_each("message.read", actor=user, targets=messages, request=request)
 
@@ -1276,7 +1280,7 @@ def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int =
     """CNIL: a mailbox unused for PLI_MAILBOX_INACTIVE_DAYS (365; 0 never) is deleted after a
     warning. INACTIVITY_WARNING before, its people are told by e-mail (the owner of a
     personal mailbox, or its organisation's admins once the owner has left; a shared
-    mailbox's members and admins), and any use (a sign-in, a listing, a send) cancels it.
+    mailbox's members and admins), and any use (a sign-in, a listing, a reading, a send) cancels it.
     Once the period is over and the warning is a month old, every copy in it is deleted for
     good (``message.delete``, reason ``mailbox_inactive``; messages shredded with their last
     copy, receipts kept) and it is recorded as ``mailbox.emptied``; a shared mailbox is also
