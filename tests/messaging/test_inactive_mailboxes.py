@@ -11,6 +11,7 @@ from django.core import mail
 from django.utils import timezone
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
+from pli.accounts import services as accounts
 from pli.accounts.models import Mailbox, Membership, User
 from pli.audit.models import AuditEvent
 from pli.messaging import services
@@ -172,3 +173,24 @@ def test_reading_its_messages_is_a_use_of_the_mailbox(db: None) -> None:
     assert api_client(doctor).get(f"/api/v1/messages/{second}").status_code == 200
     assert services.handle_inactive_mailboxes(now).warned == 0
     assert Delivery.objects.filter(mailbox=box).exists() and Delivery.objects.filter(mailbox=d_box).exists()
+
+
+def test_a_departed_owners_mailbox_is_emptied_after_its_admins_are_warned(db: None) -> None:
+    admin = practitioner(role=Membership.Role.ADMIN)
+    organisation = Membership.objects.get(user=admin).organisation
+    alice, bob = practitioner(organisation), practitioner()
+    a_box = personal_mailbox(alice)
+    send(bob, personal_mailbox(bob), a_box, "Compte rendu")
+    # Alice leaves the practice, her last organisation: her account and mailbox are switched off.
+    accounts.remove_member(Membership.objects.get(user=alice), actor=admin)
+    a_box.refresh_from_db()
+    assert not a_box.is_active
+    now = timezone.now()
+    unused_since(a_box, 400, now)
+    assert services.handle_inactive_mailboxes(now).warned == 1
+    assert [m.to for m in mail.outbox] == [[admin.email]]
+    assert services.handle_inactive_mailboxes(now + 31 * DAY).emptied == 1
+    assert not Delivery.objects.filter(mailbox=a_box).exists()
+    # Still switched off: emptying it does not open it again.
+    a_box.refresh_from_db()
+    assert not a_box.is_active

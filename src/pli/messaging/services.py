@@ -1292,8 +1292,10 @@ def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int =
         return run
     now = now or timezone.now()
     period = datetime.timedelta(days=days)
-    # A use since the warning cancels it (a sign-in does not touch the mailbox itself).
-    active = Mailbox.objects.filter(is_active=True)
+    # A use since the warning cancels it (a sign-in does not touch the mailbox itself). A
+    # personal mailbox is switched off when its owner leaves their last organisation: what it
+    # holds goes all the same, its organisation's admins warned.
+    active = Mailbox.objects.filter(Q(is_active=True) | Q(kind=Mailbox.Kind.PERSONAL))
     used = active.alias(last_use=_last_use()).filter(
         inactivity_warned_at__isnull=False, last_use__gt=F("inactivity_warned_at")
     )
@@ -1343,10 +1345,12 @@ def _empty_mailbox(mailbox: Mailbox, limit: int) -> tuple[int, bool]:
         return deleted, False
     with transaction.atomic():
         closed = mailbox.kind == Mailbox.Kind.ORGANISATIONAL
-        # Its year starts again, empty; a shared one is closed as an admin's removal would.
-        Mailbox.objects.filter(pk=mailbox.pk).update(
-            is_active=not closed, inactivity_warned_at=None, last_used_at=timezone.now()
-        )
+        # Its year starts again, empty; a shared one is closed as an admin's removal would (a
+        # personal one stays as it was: a departed owner's is not switched on again).
+        changes: dict[str, Any] = {"inactivity_warned_at": None, "last_used_at": timezone.now()}
+        if closed:
+            changes["is_active"] = False
+        Mailbox.objects.filter(pk=mailbox.pk).update(**changes)
         audit.record(
             "mailbox.emptied",
             target=mailbox,
