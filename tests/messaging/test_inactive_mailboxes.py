@@ -194,3 +194,16 @@ def test_a_departed_owners_mailbox_is_emptied_after_its_admins_are_warned(db: No
     # Still switched off: emptying it does not open it again.
     a_box.refresh_from_db()
     assert not a_box.is_active
+
+
+def test_the_warning_names_the_last_day_before_the_mailbox_is_emptied(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box = personal_mailbox(alice)
+    send(bob, personal_mailbox(bob), a_box, "Compte rendu")
+    # Warned on 10 June at 10:00 (Paris, 12:00): emptied from 10 July at 10:00 on.
+    now = datetime.datetime(2026, 6, 10, 10, 0, tzinfo=datetime.UTC)
+    unused_since(a_box, 400, now)
+    assert services.handle_inactive_mailboxes(now).warned == 1
+    (warning,) = mail.outbox
+    assert "d\u2019ici le 9 juillet 2026" in warning.body and "10 juillet" not in warning.body
+    assert services.handle_inactive_mailboxes(now + 30 * DAY).emptied == 1

@@ -1387,7 +1387,9 @@ def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.
                 context={
                     "mailbox": mailbox,
                     "person": person,
-                    "deadline": deadline,
+                    # The last whole day it may wait: it is emptied on the deadline's own day,
+                    # at the hour of this warning, which "by <the deadline's day>" hid.
+                    "last_day": timezone.localdate(deadline) - datetime.timedelta(days=1),
                     "days": settings.PLI_MAILBOX_INACTIVE_DAYS,
                 },
             )
