@@ -207,3 +207,21 @@ def test_the_warning_names_the_last_day_before_the_mailbox_is_emptied(db: None) 
     (warning,) = mail.outbox
     assert "d\u2019ici le 9 juillet 2026" in warning.body and "10 juillet" not in warning.body
     assert services.handle_inactive_mailboxes(now + 30 * DAY).emptied == 1
+
+
+def test_a_relay_that_fails_holds_the_run_for_one_mailbox_only(db: None, monkeypatch: Any) -> None:
+    """Each e-mail to a relay that does not answer takes 20 s: warning hundreds of mailboxes
+    one after the other held the periodic run (and the reminders behind it) for hours."""
+    from pli.notify import email
+
+    boxes = [personal_mailbox(practitioner()) for _ in range(3)]
+    now = timezone.now()
+    for box in boxes:
+        unused_since(box, 400, now)
+    tried: list[str] = []
+    monkeypatch.setattr(email, "send_templated", lambda **kwargs: tried.append(kwargs["to"]) or False)
+    assert services.handle_inactive_mailboxes(now).warned == 1 and len(tried) == 1
+    # The next run goes on with the others.
+    monkeypatch.setattr(email, "send_templated", lambda **kwargs: tried.append(kwargs["to"]) or True)
+    assert services.handle_inactive_mailboxes(now).warned == 2 and len(tried) == 3
+    assert Mailbox.objects.filter(inactivity_warned_at__isnull=False).count() == 3

@@ -1316,8 +1316,11 @@ def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int =
         inactivity_warned_at__isnull=True, last_use__lt=now - period + INACTIVITY_WARNING
     )
     for mailbox in to_warn.select_related("organisation", "owner")[:limit]:
-        _warn_inactive(mailbox, now, now + INACTIVITY_WARNING)
         run.warned += 1
+        if not _warn_inactive(mailbox, now, now + INACTIVITY_WARNING):
+            # The relay refuses or does not answer (20 s an e-mail): the others wait for the
+            # next run rather than hold this one, and the reminders behind it, for hours.
+            break
     return run
 
 
@@ -1359,7 +1362,8 @@ def _empty_mailbox(mailbox: Mailbox, limit: int) -> tuple[int, bool]:
     return deleted, True
 
 
-def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.datetime) -> None:
+def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.datetime) -> bool:
+    """Record the warning, then e-mail it; False if an e-mail could not be sent."""
     from pli.notify.email import send_templated
 
     if mailbox.kind == Mailbox.Kind.PERSONAL and mailbox.owner is not None and mailbox.owner.is_active:
@@ -1379,9 +1383,10 @@ def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.
         )
     # Sent once the warning is committed: a relay down costs this e-mail, never a second
     # warning or a month restarted.
+    sent = True
     with translation.override(settings.LANGUAGE_CODE):
         for person in people:
-            send_templated(
+            sent &= send_templated(
                 to=person.email,
                 template_prefix="messaging/email/inactive_mailbox",
                 context={
@@ -1393,6 +1398,7 @@ def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.
                     "days": settings.PLI_MAILBOX_INACTIVE_DAYS,
                 },
             )
+    return sent
 
 
 def _purge(message: Message) -> None:
