@@ -31,6 +31,16 @@ def _zip(first: str, *others: str) -> bytes:
     return data.getvalue()
 
 
+class _Unseekable(io.BytesIO):
+    """A pipe: zipfile then writes each entry's sizes after its data (a data descriptor)."""
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        raise OSError("not seekable")
+
+
 def test_formats_are_told_by_their_content() -> None:
     assert detect("cr.xml", CDA) == "cda"
     assert (
@@ -63,6 +73,13 @@ def test_real_world_variants_are_recognised() -> None:
     package = _zip("INDEX.HTM", "README.TXT", "IHE_XDM/SUBSET01/METADATA.XML")
     assert detect("envoi-mssante.zip", package) == "xdm"
     assert detect("photos.zip", _zip("README.TXT", "photo.jpg")) == ""
+    # Written as a stream (Java's ZipOutputStream): each entry's size comes after its data.
+    streamed = _Unseekable()
+    with zipfile.ZipFile(streamed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("INDEX.HTM", "README.TXT", "IHE_XDM/SUBSET01/METADATA.XML"):
+            with archive.open(name, "w") as entry:
+                entry.write(b"<html>Paquet XDM</html>" * 20)
+    assert detect("envoi-mssante.zip", streamed.getvalue()) == "xdm"
 
 
 def test_an_integrator_is_told_the_format_and_the_reader_sees_it(db: None) -> None:

@@ -67,9 +67,15 @@ def _zip_entries(head: bytes) -> list[bytes]:
         length = int.from_bytes(head[offset + 26 : offset + 28], "little")
         extra = int.from_bytes(head[offset + 28 : offset + 30], "little")
         names.append(head[offset + 30 : offset + 30 + length])
+        data = offset + 30 + length + extra
         if flags & 0x08 or size == 0xFFFFFFFF:
-            break  # its size comes after its data (or in Zip64's extra): the next header is not found from here
-        offset += 30 + length + extra + size
+            # Its size comes after its data (a streamed zip, Java's ZipOutputStream) or in
+            # Zip64's extra field: the next header is looked for after it.
+            offset = head.find(_ZIP, data)
+            if offset < 0:
+                break
+        else:
+            offset = data + size
     return names
 
 
