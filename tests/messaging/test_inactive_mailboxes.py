@@ -215,6 +215,9 @@ def test_a_relay_that_fails_holds_the_run_for_one_mailbox_only(db: None, monkeyp
     from pli.notify import email
 
     boxes = [personal_mailbox(practitioner()) for _ in range(3)]
+    bob = practitioner()
+    for box in boxes:
+        send(bob, personal_mailbox(bob), box, "Compte rendu")
     now = timezone.now()
     for box in boxes:
         unused_since(box, 400, now)
@@ -225,3 +228,13 @@ def test_a_relay_that_fails_holds_the_run_for_one_mailbox_only(db: None, monkeyp
     monkeypatch.setattr(email, "send_templated", lambda **kwargs: tried.append(kwargs["to"]) or True)
     assert services.handle_inactive_mailboxes(now).warned == 2 and len(tried) == 3
     assert Mailbox.objects.filter(inactivity_warned_at__isnull=False).count() == 3
+
+
+def test_an_empty_personal_mailbox_is_not_warned(db: None) -> None:
+    """Nothing in it to delete: its owner (or, once they left, the admins, every year) was
+    told that its messages would be deleted for good."""
+    box = personal_mailbox(practitioner())
+    now = timezone.now()
+    unused_since(box, 400, now)
+    assert services.handle_inactive_mailboxes(now).warned == 0
+    assert mail.outbox == []

@@ -1312,8 +1312,13 @@ def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int =
             run.emptied += 1
         if run.copies_deleted >= limit:
             return run
-    to_warn = active.alias(last_use=_last_use()).filter(
-        inactivity_warned_at__isnull=True, last_use__lt=now - period + INACTIVITY_WARNING
+    # An empty personal mailbox has nothing to lose (its emptying would only restart its
+    # year): its owner, or a departed owner's admins every year, are not told it will be emptied.
+    holds = Exists(Delivery.objects.filter(mailbox=OuterRef("pk")))
+    to_warn = (
+        active.alias(last_use=_last_use())
+        .filter(inactivity_warned_at__isnull=True, last_use__lt=now - period + INACTIVITY_WARNING)
+        .filter(holds | Q(kind=Mailbox.Kind.ORGANISATIONAL))
     )
     for mailbox in to_warn.select_related("organisation", "owner")[:limit]:
         run.warned += 1
