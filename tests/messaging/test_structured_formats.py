@@ -20,6 +20,11 @@ CDA = (
     b'<typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/></ClinicalDocument>\n'
 )
 HPRIM = b"H|^~\\&|RESULTATS.HPR|||LABO^Laboratoire|||||ORU|P|H2.2^C|20261130\rP|1||123||DURAND^ELODIE\r"
+HPRIM_NET = (
+    b"1234567\r\nDURAND\r\nELODIE\r\n12 RUE DES LILAS\r\n\r\n75011 PARIS\r\n15/02/1984\r\n\r\n\r\n"
+    b"30/11/2026\r\nDR MARTIN\r\n\r\n****LAB****\r\nRES|GLYCEMIE|GLY|N|5.2|mmol/l|3.9|5.8|N|F\r\n"
+    b"****FIN****\r\n****FINFICHIER****\r\n"
+)
 HL7V2 = b"MSH|^~\\&|LAB|HOSP|PLI|CAB|20261130||ORU^R01|1|P|2.5\r"
 
 
@@ -48,6 +53,8 @@ def test_formats_are_told_by_their_content() -> None:
         == "cda"
     )
     assert detect("RESULTAT.HPR", HPRIM) == "hprim"
+    assert detect("resultats.txt", HPRIM_NET) == "hprim_net"
+    assert detect("resultats.txt", HPRIM_NET.replace(b"\r\n", b"\n")) == "hprim_net"
     assert detect("message.hl7", HL7V2) == "hl7v2"
     assert detect("IHE_XDM.zip", _zip("INDEX.HTM", "README.TXT")) == "xdm"
     assert detect("envoi.zip", _zip("IHE_XDM/SUBSET01/METADATA.XML")) == "xdm"
@@ -57,6 +64,7 @@ def test_formats_are_told_by_their_content() -> None:
     assert detect("photos.zip", _zip("photo.jpg")) == ""
     assert detect("cr.pdf", b"%PDF-1.7\n") == ""
     assert detect("notes.txt", b"Hello|world") == ""
+    assert detect("notes.txt", b"Voir la section ****LAB**** du compte rendu.\n") == ""
 
 
 def test_real_world_variants_are_recognised() -> None:

@@ -63,10 +63,11 @@ class AttachmentSerializer(serializers.Serializer[Any]):
     size = serializers.IntegerField(help_text="Bytes.")
     sha256 = serializers.CharField(help_text="Hex SHA-256 of the content.")
     format = serializers.ChoiceField(
-        choices=["cda", "hprim", "hl7v2", "xdm"],
+        choices=["cda", "hprim", "hprim_net", "hl7v2", "xdm"],
         allow_null=True,
         help_text="A structured health format recognised in the content, for software to import it: `cda` "
-        "(HL7 CDA R2), `hprim` (HPRIM Santé), `hl7v2` (HL7 v2), `xdm` (IHE XDM package); null otherwise.",
+        "(HL7 CDA R2), `hprim` (HPRIM Santé), `hprim_net` (HPRIM Net / HPRIM Médecin), `hl7v2` (HL7 v2), `xdm` "
+        "(IHE XDM package); null otherwise.",
     )
 
 

@@ -8,6 +8,8 @@ declared type alone:
 * ``cda``: an HL7 CDA R2 document (XML whose root is ``ClinicalDocument`` in the
   ``urn:hl7-org:v3`` namespace), as the DMP and MSSanté exchange them;
 * ``hprim``: an HPRIM Santé message (first record ``H|``), French laboratories' results;
+* ``hprim_net``: an HPRIM Net (HPRIM Médecin) report, the plain-text results most labs
+  send GPs: twelve identity lines, then a ``****LAB****`` section line;
 * ``hl7v2``: an HL7 v2 message (first segment ``MSH|``, or a batch's ``FHS|`` or ``BHS|``);
 * ``xdm``: an IHE XDM package (a zip named ``IHE_XDM.zip``, or with an entry under
   ``IHE_XDM/`` among its first ones: the package's ``INDEX.HTM`` and ``README.TXT`` usually
@@ -24,13 +26,15 @@ __all__ = ["FORMATS", "SNIFF_BYTES", "detect", "plain_type"]
 # declaration, a stylesheet instruction and comments, within the first kilobytes.
 SNIFF_BYTES = 4096
 
-FORMATS = ("cda", "hprim", "hl7v2", "xdm")
+FORMATS = ("cda", "hprim", "hprim_net", "hl7v2", "xdm")
 
 _CDA_ROOT = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?ClinicalDocument[\s>/]")
 _ZIP = b"PK\x03\x04"
 _BOMS = (b"\xef\xbb\xbf",)
 _UTF16_BOMS = {b"\xff\xfe": "utf-16-le", b"\xfe\xff": "utf-16-be"}
 _HL7V2_STARTS = (b"MSH|", b"FHS|", b"BHS|")
+# A section line of an HPRIM Net report (``****LAB****``, ``****FIN****``…), after its identity lines.
+_HPRIM_NET_SECTION = re.compile(rb"(?m)^\*\*\*\*(?:LAB|FIN|FINFICHIER)\*\*\*\*[ \t]*\r?$")
 
 
 def detect(name: str, head: bytes) -> str:
@@ -49,6 +53,8 @@ def detect(name: str, head: bytes) -> str:
         return "hprim"
     if text.startswith(_HL7V2_STARTS):
         return "hl7v2"
+    if not text.startswith(b"<") and _HPRIM_NET_SECTION.search(text):
+        return "hprim_net"
     if head.startswith(_ZIP):
         if name.strip().lower() == "ihe_xdm.zip":
             return "xdm"
@@ -81,4 +87,10 @@ def _zip_entries(head: bytes) -> list[bytes]:
 
 def plain_type(format_: str) -> str:
     """The type to serve a recognised file with when its sender gave none worth keeping."""
-    return {"cda": "text/xml", "hprim": "text/plain", "hl7v2": "text/plain", "xdm": "application/zip"}.get(format_, "")
+    return {
+        "cda": "text/xml",
+        "hprim": "text/plain",
+        "hprim_net": "text/plain",
+        "hl7v2": "text/plain",
+        "xdm": "application/zip",
+    }.get(format_, "")
