@@ -84,22 +84,23 @@ def test_a_message_whose_token_is_revoked_during_the_upload_is_not_sent(
     assert not Message.objects.exists() and stored_blobs() == []
 
 
+def _share_fields() -> dict[str, Any]:
+    return {
+        "patient_given_name": "Élodie",
+        "patient_family_name": "Durand",
+        "patient_birth_date": "1984-02-15",
+        "patient_mobile": "+33612345678",
+        "documents": [SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf")],
+    }
+
+
 def test_a_share_whose_token_is_revoked_during_the_upload_is_not_made(
     db: None, long_requests: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice = practitioner()
     client, token_id = _client(alice)
     _meanwhile(monkeypatch, sharing_services, "create_share", lambda: api_services.revoke_token(alice, token_id))
-    response = client.post(
-        "/api/v1/shares",
-        {
-            "patient_given_name": "Élodie",
-            "patient_family_name": "Durand",
-            "patient_birth_date": "1984-02-15",
-            "patient_mobile": "+33612345678",
-            "documents": [SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf")],
-        },
-    )
+    response = client.post("/api/v1/shares", _share_fields())
     assert response.status_code == 401
     assert not PatientShare.objects.exists()
 
@@ -135,16 +136,7 @@ def test_a_token_revoked_as_the_upload_commits_is_no_error(
             {"sender": personal_mailbox(alice).address, "to": [personal_mailbox(bob).address], "subject": "S"},
         )
     else:
-        response = client.post(
-            "/api/v1/shares",
-            {
-                "patient_given_name": "Élodie",
-                "patient_family_name": "Durand",
-                "patient_birth_date": "1984-02-15",
-                "patient_mobile": "+33612345678",
-                "documents": [SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf")],
-            },
-        )
+        response = client.post("/api/v1/shares", _share_fields())
     assert join() == []
     # Whichever went first: either made with the token still valid, or refused, never a 500.
     assert response.status_code in (201, 401), response.content
