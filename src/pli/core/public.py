@@ -30,6 +30,9 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.sharing.patient.reply",
         "pli.sharing.patient.keep_alive",
         "pli.sharing.patient.leave",
+        # The SMS provider's delivery reports: no session; each is checked against the
+        # provider's signature (pli.sharing.hooks).
+        "pli.sharing.hooks.twilio_status",
         # REST API: no session; each view authenticates its Bearer token (pli.api).
         "pli.api.api.MeView",
         "pli.api.api.not_found",

@@ -15,6 +15,12 @@ Accepted URLs::
         loopback server in tests; plain http is accepted for loopback addresses only, since
         the request carries the credentials).
 
+        Delivery reports: when ``PLI_PUBLIC_URL`` is https, each message asks Twilio to post
+        its status changes to ``PLI_PUBLIC_URL/hooks/sms/twilio`` (``StatusCallback``), where
+        Pli checks the request's ``X-Twilio-Signature`` with the account's Auth Token: the
+        password of the first form, ``auth_token=…`` in the second (without it, with an API
+        key, no report is asked for: it could not be verified).
+
 Only mobile numbers of the allowed regions are accepted (by default metropolitan France and
 the overseas departments; ``PLI_SMS_ALLOWED_REGIONS=FR,BE`` changes that).
 
@@ -26,8 +32,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import email.utils
+import hashlib
+import hmac
 import http.client
 import ipaddress
 import json
@@ -100,11 +109,31 @@ class SmsRejected(SmsError):
 TWILIO_NUMBER_ERRORS = frozenset({21211, 21214, 21217, 21401, 21407, 21421, 21610, 21612, 21614})
 
 
+# Twilio's error codes in a delivery report (``ErrorCode`` of an ``undelivered`` or
+# ``failed`` message) that say the handset was not reached: unreachable (switched off for
+# days, or no longer in service), unknown, or a landline or a carrier without SMS.
+TWILIO_UNREACHED_ERRORS = frozenset({30003, 30005, 30006})
+# Those that say the message itself was blocked or filtered on its way.
+TWILIO_BLOCKED_ERRORS = frozenset({30004, 30007})
+
+
 def refuses_number(reason: str) -> bool:
-    """Whether a refusal's reason (``http_400:21614``, as :class:`SmsRejected` gives it)
-    is about the number rather than about Pli's account or message."""
+    """Whether a refusal's reason (``http_400:21614``, as :class:`SmsRejected` gives it, or
+    ``undelivered:30005`` from a delivery report) is about the number rather than about
+    Pli's account or message."""
     status, _sep, code = reason.partition(":")
-    return status == "http_400" and code.isdigit() and int(code) in TWILIO_NUMBER_ERRORS
+    if not code.isdigit():
+        return False
+    if status == "http_400":
+        return int(code) in TWILIO_NUMBER_ERRORS
+    return status == "undelivered" and int(code) in TWILIO_UNREACHED_ERRORS
+
+
+def blocks_message(reason: str) -> bool:
+    """Whether a delivery report's reason (``undelivered:30007``) says the message was
+    blocked or filtered (by the carrier, or the recipient's own filter)."""
+    status, _sep, code = reason.partition(":")
+    return status == "undelivered" and code.isdigit() and int(code) in TWILIO_BLOCKED_ERRORS
 
 
 class SmsBackend(Protocol):
@@ -323,6 +352,10 @@ class TwilioBackend:
     messaging_service_sid: str = ""
     endpoint: str = TWILIO_API_BASE
     timeout: float = HTTP_TIMEOUT_SECONDS
+    # The account's Auth Token, which signs Twilio's requests to Pli ("" if not known).
+    signing_key: str = field(default="", repr=False)
+    # Where Twilio posts each message's status changes ("" for none): see get_backend.
+    status_callback: str = ""
 
     @property
     def messages_url(self) -> str:
@@ -334,6 +367,8 @@ class TwilioBackend:
             fields["MessagingServiceSid"] = self.messaging_service_sid
         if self.sender:
             fields["From"] = self.sender
+        if self.status_callback:
+            fields["StatusCallback"] = self.status_callback
         credentials = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         return urllib.request.Request(  # noqa: S310 - the scheme is checked when the URL is parsed
             self.messages_url,
@@ -388,6 +423,17 @@ class TwilioBackend:
         if status == 400:
             raise SmsRejected(reason)
         raise SmsError(reason, retry_after=retry_after)
+
+    def signed_by_twilio(self, url: str, params: Iterable[tuple[str, str]], signature: str) -> bool:
+        """Whether ``signature`` (the ``X-Twilio-Signature`` header) is Twilio's for a
+        form-encoded POST of ``params`` to ``url``: base64 of the HMAC-SHA1, keyed with the
+        Auth Token, of the URL followed by every parameter's name and value, sorted by name
+        (Twilio's "Secure webhooks" documentation)."""
+        if not self.signing_key or not signature:
+            return False
+        signed = url + "".join(name + value for name, value in sorted(params))
+        digest = hmac.new(self.signing_key.encode(), signed.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(base64.b64encode(digest).decode("ascii"), signature.strip())
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -469,7 +515,7 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
     # E.164 number the documentation asks for) sent From 33700000000, which Twilio refuses
     # for good. A space is written %20.
     query = parse_qs(split.query.replace("+", "%2B"), keep_blank_values=True)
-    allowed = {"from", "messaging_service_sid", "account_sid", "endpoint"}
+    allowed = {"from", "messaging_service_sid", "account_sid", "endpoint", "auth_token"}
     unknown = sorted(set(query) - allowed)
     if unknown:
         raise SmsConfigError(f"PLI_SMS_URL twilio:// has unknown parameters: {', '.join(unknown)}")
@@ -481,6 +527,9 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
     account_sid = single.get("account_sid") or username
     if not account_sid.startswith("AC"):
         raise SmsConfigError("PLI_SMS_URL twilio:// needs the Account SID (AC…) as user name or ?account_sid=AC…")
+    # Twilio signs its requests with the account's Auth Token: the password when the user
+    # name is the Account SID; with an API key, only if given as auth_token.
+    signing_key = single.get("auth_token") or (password if username == account_sid else "")
     try:
         split.port  # noqa: B018 - raises for a port that is no number or out of range
     except ValueError:
@@ -512,22 +561,33 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
         sender=sender,
         messaging_service_sid=service,
         endpoint=f"{target.scheme}://{target.netloc}",
+        signing_key=signing_key,
     )
 
 
 # -- sending ---------------------------------------------------------------------------------
 
-_backends: dict[str, SmsBackend] = {}
+_backends: dict[tuple[str, str], SmsBackend] = {}
+
+# Where Twilio posts delivery reports, under PLI_PUBLIC_URL (pli.sharing.urls).
+TWILIO_STATUS_PATH = "/hooks/sms/twilio"
 
 
 def get_backend() -> SmsBackend:
-    """The backend of the configured ``PLI_SMS_URL`` (``settings.PLI.sms_url``)."""
+    """The backend of the configured ``PLI_SMS_URL`` (``settings.PLI.sms_url``).
+
+    Twilio is asked for delivery reports when it can reach Pli and Pli can check them: a
+    public https URL (Twilio calls no other) and the Auth Token known."""
     from django.conf import settings
 
     url: str = settings.PLI_SMS_URL
-    backend = _backends.get(url)
+    public_url: str = settings.PUBLIC_URL
+    backend = _backends.get((url, public_url))
     if backend is None:
-        backend = _backends[url] = parse_sms_url(url)
+        backend = parse_sms_url(url)
+        if isinstance(backend, TwilioBackend) and backend.signing_key and public_url.startswith("https://"):
+            backend = dataclasses.replace(backend, status_callback=public_url.rstrip("/") + TWILIO_STATUS_PATH)
+        _backends[(url, public_url)] = backend
     return backend
 
 

@@ -134,7 +134,7 @@ EVENT_TYPES = [action.removeprefix("share.") for action in services.EVENT_ACTION
 
 
 # The events that name the channel they went by.
-_CHANNEL_EVENTS = frozenset({"notification_sent", "notification_failed", "code_sent"})
+_CHANNEL_EVENTS = frozenset({"notification_sent", "notification_delivered", "notification_failed", "code_sent"})
 
 
 class ShareEventSerializer(serializers.Serializer[Any]):
@@ -143,7 +143,13 @@ class ShareEventSerializer(serializers.Serializer[Any]):
     channel = serializers.ChoiceField(
         choices=Channel.choices,
         allow_null=True,
-        help_text="For `notification_sent`, `notification_failed` and `code_sent`: the channel; null otherwise.",
+        help_text=(
+            "For `notification_sent`, `notification_delivered`, `notification_failed` and `code_sent`: the "
+            "channel; null otherwise. `notification_sent` means the e-mail server or the SMS provider took the "
+            "message; `notification_delivered`, that the SMS provider reported it delivered to the patient's "
+            "phone (when it sends delivery reports); a `notification_failed` may follow a `notification_sent` "
+            "when the provider reports the SMS undelivered."
+        ),
     )
     final = serializers.BooleanField(
         allow_null=True,

@@ -257,7 +257,10 @@ class ShareNotification(EncryptedModel):
     give_up_at = models.DateTimeField()
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=64, blank=True)  # a short reason code, never content
-    provider_id = models.CharField(max_length=64, blank=True)
+    # The provider's id of the message (Twilio's SM…), which its delivery reports name.
+    provider_id = models.CharField(max_length=64, blank=True, db_index=True)
+    # When the provider reported the message delivered to the patient's phone.
+    delivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "pli_share_notification"

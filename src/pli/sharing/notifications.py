@@ -480,6 +480,71 @@ def _retry_later(notification: ShareNotification, attempts: int, next_at: dateti
     return ShareNotification.State.PENDING
 
 
+# What a delivery report's status means (Twilio's MessageStatus); the others (queued,
+# sending, sent, accepted…) are steps on the way and change nothing here.
+REPORT_DELIVERED = frozenset({"delivered", "read"})
+REPORT_UNDELIVERED = frozenset({"undelivered", "failed"})
+
+
+def report_category(reason: str) -> str:
+    """The failure category of an SMS the provider could not deliver after accepting it
+    (``reason`` like ``sms:undelivered:30005``)."""
+    rest = reason.removeprefix("sms:")
+    if sms.refuses_number(rest):
+        return NUMBER_REFUSED
+    if sms.blocks_message(rest):
+        return MESSAGE_REFUSED
+    return PROVIDER_UNAVAILABLE
+
+
+def record_delivery_report(
+    provider_id: str, status: str, error_code: str = "", now: datetime.datetime | None = None
+) -> str:
+    """Record what the SMS provider reports about a message it accepted: ``delivered``
+    (the patient's phone has it) or ``undelivered`` (it never will: the notification then
+    fails for good, as if refused at once, so that the practitioner is told and the next
+    code goes by e-mail). Returns what was done: ``delivered``, ``failed``, ``ignored``
+    (a step on the way, a report already recorded, or one that comes too late) or
+    ``unknown`` (no such message: another instance's, or a share since deleted).
+
+    Reports may come more than once and out of order: a delivery is recorded once, and a
+    failure reported after a delivery is ignored (the phone had it)."""
+    now = now or timezone.now()
+    if status not in REPORT_DELIVERED | REPORT_UNDELIVERED:
+        return "ignored"
+    if not provider_id:
+        return "unknown"
+    rows = ShareNotification.objects.filter(channel=Channel.SMS, provider_id=provider_id)
+    with transaction.atomic():
+        # Locked before the audit event, as every lock (see _finish).
+        found = list(
+            rows.select_for_update(of=("self",), no_key=True).only(
+                "pk", "share_id", "kind", "state", "delivered_at", "attempts"
+            )
+        )
+        if not found:
+            return "unknown"
+        notification = found[0]
+        if notification.state != ShareNotification.State.SENT or notification.delivered_at is not None:
+            return "ignored"
+        details: dict[str, Any] = {"channel": Channel.SMS, "kind": notification.kind}
+        target = ("sharing.patientshare", str(notification.share_id))
+        if status in REPORT_DELIVERED:
+            ShareNotification.objects.filter(pk=notification.pk).update(delivered_at=now)
+            audit.record("share.notification_delivered", target=target, details=details)
+            return "delivered"
+        code = error_code if error_code.isdigit() and len(error_code) <= 8 else ""
+        reason = f"sms:undelivered:{code}" if code else "sms:undelivered"
+        ShareNotification.objects.filter(pk=notification.pk).update(
+            state=ShareNotification.State.FAILED, last_error=reason
+        )
+        details.update(
+            attempt=notification.attempts, reason=reason, category=report_category(reason), final=True, reported=True
+        )
+        audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
+    return "failed"
+
+
 def close(notifications: QuerySet[ShareNotification], **fields: Any) -> None:
     """Set the final state of ``notifications`` and shred their payload (the rendered
     message and its data key) in one UPDATE: the link or code no longer exists anywhere."""

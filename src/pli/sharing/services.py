@@ -167,6 +167,7 @@ def default_expiry_days(user: User, organisation: Organisation | None = None) ->
 EVENT_ACTIONS = (
     "share.created",
     "share.notification_sent",
+    "share.notification_delivered",
     "share.notification_failed",
     "share.birth_date_confirmed",
     "share.birth_date_failed",

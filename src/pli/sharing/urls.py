@@ -1,9 +1,10 @@
 """Mounted at the root: the practitioner's /shares/ pages, the patient's /p/<token> pages
-(public) and, in development, /dev/outbox/."""
+(public), the SMS provider's delivery reports (/hooks/, public, signed) and, in
+development, /dev/outbox/."""
 
 from django.urls import path
 
-from pli.sharing import outbox, patient, views
+from pli.sharing import hooks, outbox, patient, views
 
 app_name = "sharing"
 
@@ -26,4 +27,6 @@ urlpatterns = [
     path("p/<str:token>/alive", patient.keep_alive, name="patient_alive"),
     path("p/<str:token>/leave", patient.leave, name="patient_leave"),
     path("dev/outbox/", outbox.outbox, name="outbox"),
+    # Delivery reports from the SMS provider (public; signed: pli.sharing.hooks).
+    path("hooks/sms/twilio", hooks.twilio_status, name="twilio_status"),
 ]
