@@ -286,6 +286,20 @@ def test_two_members_who_answer_are_both_shown(practice: Practice) -> None:
     assert p.claire.display_name in team_line and p.marc.display_name in team_line
 
 
+def test_the_team_sees_which_member_wrote_from_the_shared_mailbox(practice: Practice) -> None:
+    """Claire wrote to the hospital from the team's mailbox: Jeanne, reading the team's sent
+    letter, saw only « Secrétariat » and could not tell whom to ask about it. The team sees
+    who wrote it; the hospital, outside the team, still sees the mailbox only."""
+    p = practice
+    message_id = _send(p.claire, p.team, [p.cardio])
+    html = web_client(p.jeanne).get(f"/messages/m/{message_id}/?mailbox={p.team.pk}").content.decode()
+    head = html[html.index('class="mail-from') :]
+    head = head[: head.index("</p>")]
+    assert "envoyé par" in head and p.claire.display_name in head
+    received = web_client(p.paul).get(f"/messages/m/{message_id}/?mailbox={p.cardio.pk}").content.decode()
+    assert "envoyé par" not in received and p.claire.display_name not in received
+
+
 def test_who_read_and_answered_stays_once_a_member_has_left(practice: Practice) -> None:
     p = practice
     message_id = _send(p.paul, p.cardio, [p.team])

@@ -935,6 +935,14 @@ class ThreadEntry:
     def team_copies(self) -> list[Delivery]:
         return [c for c in self.copies if c.is_incoming]
 
+    @property
+    def team_author(self) -> User | None:
+        """Who wrote a letter sent from a shared mailbox, for its members (who hold its sent
+        copy) to see, as they see who read and who answered: the mailbox alone names nobody."""
+        if any(c.role == Role.SENDER and c.mailbox.kind == Mailbox.Kind.ORGANISATIONAL for c in self.copies):
+            return self.message.author
+        return None
+
 
 def open_thread(
     user: User,
@@ -959,7 +967,9 @@ def open_thread(
     chosen = (own or anchor)[0].mailbox_id
     copies = list(
         Delivery.objects.filter(message__thread_id=anchor[0].message.thread_id, mailbox_id=chosen)
-        .select_related("message", "message__data_key", "message__sender", "mailbox", "read_by", "answered_by")
+        .select_related(
+            "message", "message__data_key", "message__sender", "message__author", "mailbox", "read_by", "answered_by"
+        )
         .order_by("sent_at", "message_id", "role")
     )
     if not copies:
