@@ -300,6 +300,18 @@ def test_the_team_sees_which_member_wrote_from_the_shared_mailbox(practice: Prac
     assert "envoyé par" not in received and p.claire.display_name not in received
 
 
+def test_a_shared_mailbox_is_labelled_in_agreement_with_any_name(practice: Practice) -> None:
+    """The badge read « partagée » after the mailbox's name: « Secrétariat partagée », a
+    heading read aloud as such on every page of the secretary's day. It names the mailbox
+    (« boîte partagée »), whatever the gender of the name the organisation chose."""
+    p = practice
+    html = web_client(p.claire).get(f"/messages/{p.team.pk}/inbox/").content.decode()
+    heading = html[html.index(f"{p.team.name} <span") :]
+    assert heading[: heading.index("</h2>")].endswith(">boîte partagée</span>")
+    profile = web_client(p.claire).get("/account/").content.decode()
+    assert f'{p.team.name} <span class="badge">boîte partagée</span>' in profile
+
+
 def test_who_read_and_answered_stays_once_a_member_has_left(practice: Practice) -> None:
     p = practice
     message_id = _send(p.paul, p.cardio, [p.team])
