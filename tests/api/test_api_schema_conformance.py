@@ -6,12 +6,15 @@ from /api/v1/schema/; an undocumented field or a null where none is allowed brea
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import Client, RequestFactory
 from django.utils import timezone
 from jsonschema import Draft202012Validator, FormatChecker
 
@@ -20,6 +23,7 @@ from pli.accounts.models import User
 from pli.api.models import ApiToken
 from pli.api.services import create_token
 from pli.audit import services as audit
+from pli.core.wsgi import PliWSGIHandler
 from pli.messaging.models import Message
 from pli.sharing import mailbox as share_mailbox
 from pli.sharing.models import PatientShare
@@ -92,7 +96,7 @@ def check(openapi: dict[str, Any], method: str, template: str, response: Any) ->
     schema = json_schema(openapi, content["application/json"]["schema"])
     errors = [
         f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
-        for error in Draft202012Validator(schema, format_checker=FORMATS).iter_errors(response.json())
+        for error in Draft202012Validator(schema, format_checker=FORMATS).iter_errors(json.loads(response.content))
     ]
     assert not errors, f"{method.upper()} {template} {code}: {errors}"
     if "Retry-After" in documented.get("headers", {}):
@@ -367,3 +371,29 @@ def test_the_less_common_answers_are_as_the_schema_says(openapi: dict[str, Any])
     other.call("get", "/api/v1/shares/{share_id}", 200, f"/api/v1/shares/{share.pk}")
     listed = other.call("get", "/api/v1/shares", 200, "/api/v1/shares?limit=1")
     assert listed.has_header("Link")
+
+
+def test_a_content_type_that_cannot_be_read_is_a_documented_400_everywhere(
+    openapi: dict[str, Any],
+) -> None:
+    """The server's own request class refuses such a header before any view, on every
+    operation: GET /me and GET /mailboxes (no parameter, no body) listed no 400."""
+    # The test's transaction must survive the request (as in test_api_fuzz).
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        token = create_token(practitioner(), "schema")[1]
+        statuses: list[str] = []
+        for path in ("/api/v1/me", "/api/v1/mailboxes"):
+            environ = RequestFactory()._base_environ(
+                PATH_INFO=path,
+                REQUEST_METHOD="GET",
+                CONTENT_TYPE="text/plain; a*=bogus''%",
+                HTTP_AUTHORIZATION=f"Bearer {token}",
+            )
+            response = PliWSGIHandler()(environ, lambda status, headers: statuses.append(status))
+            assert statuses[-1].startswith("400 "), statuses
+            check(openapi, "get", path, response)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)

@@ -97,8 +97,11 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
                 responses.setdefault("404", _error("No such object, or not yours."))
             if operation.get("requestBody"):
                 responses.setdefault("415", _error("Unsupported request body type, charset or encoding."))
-            # Any request with a body may get these (pli.core.middleware, before the view),
-            # the operations that take none too.
+            # Any request may get these (pli.core.middleware and pli.core.wsgi, before the
+            # view), the operations that take no body or parameter too.
+            responses.setdefault(
+                "400", _error("A `Content-Type` header that cannot be read (before the view).", "ValidationError")
+            )
             responses.setdefault("411", _error("A chunked body: send it with Content-Length."))
             responses.setdefault("415", _error("A compressed body (`Content-Encoding`): send it uncompressed."))
             if operation.get("requestBody"):
