@@ -348,7 +348,7 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 # The API authenticates by personal token only (pli.api): no session, so no CSRF and no
 # cookie riding on a browser tab. See pli/api/urls.py for how an app adds its endpoints.
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "pli.api.schema.PliAutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": ["pli.api.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
