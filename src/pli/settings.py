@@ -352,6 +352,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["pli.api.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "pli.core.api.AcceptHeaderNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "pli.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

@@ -422,3 +422,18 @@ def test_each_operation_names_the_token_scope_it_needs(openapi: dict[str, Any]) 
             assert getattr(enough, method)(path).status_code != 403, (method, template)
             others = Api(openapi, user, [scope for scope in SCOPES if scope not in needed]).client
             assert getattr(others, method)(path).status_code == 403, (method, template)
+
+
+def test_a_format_parameter_is_ignored_as_any_parameter_the_schema_does_not_list(openapi: dict[str, Any]) -> None:
+    """DRF's ``?format=`` chose a renderer: any value but ``json`` answered an existing
+    mailbox or share 404 "Not found", a status GET /me and the listings do not list."""
+    user = practitioner()
+    api = Api(openapi, user)
+    share, _token = make_share(user)
+    api.call("get", "/api/v1/me", 200, "/api/v1/me?format=xml")
+    api.call("get", "/api/v1/shares", 200, "/api/v1/shares?format=csv")
+    api.call("get", "/api/v1/shares/{share_id}", 200, f"/api/v1/shares/{share.pk}?format=api")
+    mailbox = personal_mailbox(user)
+    api.call("get", "/api/v1/mailboxes/{mailbox_id}/messages", 200, f"/api/v1/mailboxes/{mailbox.pk}/messages?format=x")
+    # The schema itself is still served as JSON on request, as drf-spectacular documents.
+    assert Client().get("/api/v1/schema/?format=json").json()["openapi"].startswith("3.")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.negotiation import DefaultContentNegotiation
 
 
 class SchemaView(SpectacularAPIView):
-    pass
+    # ?format=json (or yaml) chooses the schema's form, as drf-spectacular documents.
+    content_negotiation_class = DefaultContentNegotiation
 
 
 class DocsView(SpectacularSwaggerSplitView):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,7 @@ from django.http import Http404
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 from rest_framework import exceptions, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -108,6 +110,16 @@ def _error_response(exc: Exception, context: dict[str, Any]) -> Response | None:
         ]
         response.data = {"detail": " ".join(texts), **data}
     return response
+
+
+class AcceptHeaderNegotiation(DefaultContentNegotiation):
+    """The answer's type is chosen by the ``Accept`` header only. DRF's ``?format=`` picked a
+    renderer, and any value but ``json`` made an existing mailbox or share a 404 "Not found"
+    (on GET /api/v1/me too), where every other parameter no operation lists is ignored.
+    The schema's own view keeps it (``/api/v1/schema/?format=json``)."""
+
+    # DRF's negotiation reads this one setting from here; None turns the override off.
+    settings = SimpleNamespace(URL_FORMAT_OVERRIDE=None)  # type: ignore[assignment]  # the one setting read
 
 
 def refuse_repeated(data: Any, names: Iterable[str]) -> None:
