@@ -437,3 +437,27 @@ def test_a_format_parameter_is_ignored_as_any_parameter_the_schema_does_not_list
     api.call("get", "/api/v1/mailboxes/{mailbox_id}/messages", 200, f"/api/v1/mailboxes/{mailbox.pk}/messages?format=x")
     # The schema itself is still served as JSON on request, as drf-spectacular documents.
     assert Client().get("/api/v1/schema/?format=json").json()["openapi"].startswith("3.")
+
+
+# The operations the tests above call; a new one is added to them, and here.
+EXERCISED = {
+    ("get", "/api/v1/me"),
+    ("get", "/api/v1/mailboxes"),
+    ("get", "/api/v1/mailboxes/{mailbox_id}/messages"),
+    ("post", "/api/v1/messages"),
+    ("get", "/api/v1/messages/{message_id}"),
+    ("delete", "/api/v1/messages/{message_id}"),
+    ("post", "/api/v1/messages/{message_id}/move"),
+    ("get", "/api/v1/messages/{message_id}/attachments/{attachment_id}"),
+    ("get", "/api/v1/shares"),
+    ("post", "/api/v1/shares"),
+    ("get", "/api/v1/shares/{share_id}"),
+    ("post", "/api/v1/shares/{share_id}/revoke"),
+    ("post", "/api/v1/shares/{share_id}/unlock"),
+    ("post", "/api/v1/shares/{share_id}/resend"),
+}
+
+
+def test_every_operation_of_the_schema_is_exercised_here(openapi: dict[str, Any]) -> None:
+    served = {(method, path) for path, operations in openapi["paths"].items() for method in operations}
+    assert served == EXERCISED
