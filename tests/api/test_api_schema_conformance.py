@@ -101,8 +101,9 @@ def check(openapi: dict[str, Any], method: str, template: str, response: Any) ->
         for error in Draft202012Validator(schema, format_checker=FORMATS).iter_errors(json.loads(response.content))
     ]
     assert not errors, f"{method.upper()} {template} {code}: {errors}"
-    if "Retry-After" in documented.get("headers", {}):
-        assert response.has_header("Retry-After"), (template, code)
+    for header in ("Retry-After", "WWW-Authenticate"):
+        if header in documented.get("headers", {}):
+            assert response.has_header(header), (template, code, header)
 
 
 @pytest.fixture
