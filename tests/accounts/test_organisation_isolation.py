@@ -9,6 +9,7 @@ from django.test import Client
 
 from pli.accounts import services
 from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
+from pli.audit.models import AuditEvent
 from pli.testing.accounts import make_organisation, make_user
 
 
@@ -159,6 +160,32 @@ def test_removing_a_member_removed_meanwhile_is_no_error(
     response = admin_client.post(f"/organisations/{organisation.slug}/members/{membership.pk}/remove/")
     assert response.status_code == 302 and response["Location"] == f"/organisations/{organisation.slug}/members/"
     assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+def test_changing_the_role_of_a_member_removed_meanwhile_says_so(
+    organisation: Organisation, admin: User, admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another administrator removed the member (or they left) after this request found the
+    membership and before it locked the row: the page answered 500."""
+    member = make_user(organisation, first_name="Marc", last_name="Membre")
+    membership = Membership.objects.get(user=member, organisation=organisation)
+    original = services.change_role
+
+    def after_another_admin(found: Membership, role: str, **kwargs: Any) -> Membership:
+        services.remove_member(Membership.objects.get(pk=found.pk), actor=admin)  # the other request, committed
+        return original(found, role, **kwargs)
+
+    monkeypatch.setattr(services, "change_role", after_another_admin)
+    url = f"/organisations/{organisation.slug}/members/{membership.pk}/"
+    response = admin_client.post(url, {"role": "admin"})
+    assert response.status_code == 302 and response["Location"] == f"/organisations/{organisation.slug}/members/"
+    assert not Membership.objects.filter(user=member).exists()
+    page = admin_client.get(response["Location"]).content.decode()
+    assert (
+        "Marc Membre n\u2019est plus membre de l\u2019organisation\u00a0: "
+        "son r\u00f4le n\u2019a pas \u00e9t\u00e9 modifi\u00e9." in page
+    )
+    assert not AuditEvent.objects.filter(action="membership.role_changed").exists()
 
 
 def test_an_admin_who_steps_down_is_not_sent_to_a_page_now_refused(

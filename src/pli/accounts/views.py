@@ -245,6 +245,14 @@ def member(request: HttpRequest, slug: str, membership_id: int) -> HttpResponse:
             services.change_role(membership, form.cleaned_data["role"], actor=_user(request), request=request)
         except ValidationError as exc:
             _apply_errors(form, exc)
+        except Membership.DoesNotExist:
+            # Removed meanwhile (by another administrator, or they left): nothing to change.
+            messages.error(
+                request,
+                _("%(name)s is no longer a member of the organisation: the role was not changed.")
+                % {"name": membership.user.display_name},
+            )
+            return redirect("accounts:members", slug=organisation.slug)
         else:
             messages.success(request, _("Role updated."))
             if not services.is_admin(_user(request), organisation):
