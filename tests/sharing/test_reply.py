@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
-from pli.accounts.models import Mailbox, User
+from pli.accounts.models import Mailbox, Organisation, User
 from pli.api.services import create_token
 from pli.audit import services as audit
 from pli.audit.models import AuditEvent
@@ -313,6 +313,31 @@ def test_a_reply_deleted_from_the_mailbox_is_no_longer_linked_from_the_share(db:
     assert link not in page
     assert "supprimée de votre messagerie" in page
     assert not AuditEvent.objects.filter(action="message.access_denied").exists()
+
+
+def test_a_reply_whose_share_retention_deleted_no_longer_links_to_it(db: None) -> None:
+    """Once the organisation's retention had deleted the share, the patient's reply still
+    offered « Voir l\u2019envoi au patient » and « Répondre au patient »: both led to
+    « page introuvable »."""
+    doctor = make_user()
+    share, message = replied(doctor)
+    Organisation.objects.filter(pk=share.organisation_id).update(retention_days=30)
+    assert services.run_periodic(timezone.now() + datetime.timedelta(days=200))["shares"] == 1
+    client = Client(HTTP_ACCEPT_LANGUAGE="fr")
+    client.force_login(doctor)
+    response = client.get(f"/messages/m/{message.pk}/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f'href="/shares/{share.pk}"' not in page and f"patient_of={share.pk}" not in page
+    assert "L\u2019envoi au patient n\u2019existe plus" in page
+    assert "Voici mes anciens résultats" in page
+    # The message itself stays: the API and the search find it as before.
+    _token, raw = create_token(doctor, "test")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.get(f"/api/v1/messages/{message.pk}").json()["thread_id"] == str(share.pk)
+    mailbox = Mailbox.objects.get(owner=doctor)
+    found = messaging.folder_page(mailbox, Folder.INBOX, query=messaging.SearchQuery(text="Durand"))
+    assert [c.message_id for c in found.items] == [message.pk]
 
 
 def test_answering_a_patient_by_a_new_share_marks_the_reply_answered(db: None) -> None:
