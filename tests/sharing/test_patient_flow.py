@@ -354,6 +354,25 @@ def test_switching_channels_back_and_forth_waits_like_asking_again(db: None) -> 
         assert OneTimeCode.objects.filter(share=share).count() == count
 
 
+def test_an_address_refused_for_good_is_no_longer_offered_for_the_code(db: None) -> None:
+    """Once the patient's mail server refused the address for good, the code page still
+    offered « L\u2019envoyer plutôt par e-mail », and the code went to that address, never
+    to arrive."""
+    share, token = make_share()
+    share.notifications.filter(channel="email").update(state="failed", last_error="smtp:recipient_refused")
+    patient = Patient(token)
+    response = patient.birth_date()
+    assert response.status_code == 303 and response["Location"].endswith("?sent=sms")
+    page = patient.get("/code?sent=sms").content.decode()
+    assert "L\u2019envoyer plutôt par e-mail" not in page
+    asked = patient.new_code(channel="email")  # an older page, or a form sent by hand
+    assert asked.status_code == 303 and "sent=sms" in asked["Location"]
+    assert set(OneTimeCode.objects.filter(share=share).values_list("channel", flat=True)) == {"sms"}
+    # Another failure (a full mailbox, the relay down) does not take the e-mail away.
+    share.notifications.filter(channel="email").update(last_error="smtp:552")
+    assert "L\u2019envoyer plutôt par e-mail" in patient.get("/code?sent=sms").content.decode()
+
+
 def test_codes_per_hour_limit_locks(db: None) -> None:
     share, patient = _five_codes_sent()
     _age_codes(share)

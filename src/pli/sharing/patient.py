@@ -227,13 +227,14 @@ def _code_page(
 ) -> HttpResponse:
     from pli.notify.sms import mask_number
 
+    channels = services.code_channels(share)
     context = {
         **_sender(share),
         "form": form,
         "token": token,
         "masked_mobile": mask_number(share.patient_mobile) if share.patient_mobile else "",
-        "has_email": bool(share.patient_email),
-        "has_mobile": bool(share.patient_mobile),
+        "has_email": Channel.EMAIL in channels,
+        "has_mobile": Channel.SMS in channels,
         **extra,
     }
     return _render(request, "code.html", context, status=status)

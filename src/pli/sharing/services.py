@@ -607,10 +607,20 @@ def check_birth_date(
         return StepResult("ok", session_key=key, channel=result.channel)
 
 
-def _code_channel(share: PatientShare, wanted: str | None) -> str:
+def code_channels(share: PatientShare) -> list[str]:
+    """The channels a code may go by, SMS first: not an address the patient's mail server
+    refused for good when a mobile is known (a code sent there would never arrive; the link
+    went by SMS), whatever the patient asks; the code page offers only these."""
     available = [
-        c for c, present in ((Channel.SMS, share.patient_mobile), (Channel.EMAIL, share.patient_email)) if present
+        str(c) for c, present in ((Channel.SMS, share.patient_mobile), (Channel.EMAIL, share.patient_email)) if present
     ]
+    if len(available) > 1 and _address_refused(share):
+        available.remove(str(Channel.EMAIL))
+    return available
+
+
+def _code_channel(share: PatientShare, wanted: str | None) -> str:
+    available = code_channels(share)
     if wanted in available:
         return str(wanted)
     if len(available) > 1 and _sms_failed_for_good(share):
