@@ -146,7 +146,8 @@ def test_messages_past_the_retention_go_to_the_trash_then_away(db: None, setting
     assert Delivery.objects.get(message_id=old, mailbox=bob.personal_mailbox).folder == Folder.INBOX
     assert Delivery.objects.get(message_id=recent, mailbox=alice.personal_mailbox).folder == Folder.SENT
     event = AuditEvent.objects.get(action="message.move")
-    assert event.details == {"folder": "trash", "copies": 1, "reason": "retention"} and event.actor_id == ""
+    assert event.details == {"folder": "trash", "copies": 1, "reason": "retention", "organisation": lilas.pk}
+    assert event.actor_id == ""
     # Done once; then the trash deletes it after its own delay.
     assert messaging.apply_retention(now) == 0
     assert messaging.purge_old_trash(now + settings.PLI_TRASH_DAYS * DAY + DAY) == 1
@@ -154,6 +155,56 @@ def test_messages_past_the_retention_go_to_the_trash_then_away(db: None, setting
     # A period under a month, set outside the settings page, is ignored.
     Organisation.objects.filter(pk=lilas.pk).update(retention_days=1)
     assert messaging.apply_retention(now) == 0
+
+
+def test_the_retention_jobs_stay_in_the_organisations_access_journal(db: None, settings: Any) -> None:
+    """Once the trash had deleted the last copy and the message was shredded, the retention's
+    move and the trash's deletion were no longer in the organisation's access journal: it
+    found them only through the copies and the message, now gone."""
+    lilas = with_retention(make_organisation("Cabinet des Lilas"), 90)
+    other = make_organisation("Clinique du Parc")
+    alice, bob = make_user(lilas), make_user(other)
+    sent = (
+        api_client(bob)
+        .post(
+            "/api/v1/messages",
+            {"sender": bob.personal_mailbox.address, "to": [alice.personal_mailbox.address], "subject": "Ancien"},
+        )
+        .json()["id"]
+    )
+    _age(sent, 91)
+    now = timezone.now()
+    assert messaging.apply_retention(now) == 1
+    messaging.move_message(bob, sent, "trash")
+    messaging.delete_message(bob, sent)
+    assert messaging.purge_old_trash(now + settings.PLI_TRASH_DAYS * DAY + DAY) == 1
+    assert not Message.objects.filter(pk=sent).exists()
+    found = journal.events(lilas, journal.Filters()).filter(target_id=sent)
+    assert {(e.action, e.details.get("reason")) for e in found if not e.actor_id} >= {
+        ("message.move", "retention"),
+        ("message.delete", "trash_retention"),
+    }
+    # Not in the correspondent's journal, which has Bob's own deletion.
+    theirs = journal.events(other, journal.Filters()).filter(target_id=sent)
+    assert theirs.filter(action="message.delete", actor_id=str(bob.pk)).exists()
+    assert not theirs.filter(actor_id="", details__reason__in=["retention", "trash_retention"]).exists()
+    # Copies of both organisations emptied from the trash at once: one deletion each.
+    both = (
+        api_client(bob)
+        .post(
+            "/api/v1/messages",
+            {"sender": bob.personal_mailbox.address, "to": [alice.personal_mailbox.address], "subject": "Autre"},
+        )
+        .json()["id"]
+    )
+    _age(both, 91)
+    assert messaging.apply_retention(now) == 1
+    messaging.move_message(bob, both, "trash")
+    assert messaging.purge_old_trash(now + settings.PLI_TRASH_DAYS * DAY + DAY) == 2
+    deletions = AuditEvent.objects.filter(action="message.delete", target_id=both)
+    assert sorted((e.details["organisation"], e.details["copies"]) for e in deletions) == sorted(
+        [(lilas.pk, 1), (other.pk, 1)]
+    )
 
 
 def test_ended_shares_past_the_retention_are_deleted_with_their_keys(db: None) -> None:

@@ -11,6 +11,7 @@ from django.core import mail
 from django.utils import timezone
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
+from pli.accounts import journal
 from pli.accounts import services as accounts
 from pli.accounts.models import Mailbox, Membership, User
 from pli.audit.models import AuditEvent
@@ -66,6 +67,9 @@ def test_an_unused_personal_mailbox_is_warned_then_emptied(db: None) -> None:
     assert not Message.objects.filter(pk=own).exists()
     deletions = AuditEvent.objects.filter(action="message.delete")
     assert {e.details["reason"] for e in deletions} == {"mailbox_inactive"} and deletions.count() == 2
+    # In the organisation's access journal, the shredded note's deletion too.
+    found = journal.events(a_box.organisation, journal.Filters()).filter(action="message.delete")
+    assert {e.target_id for e in found} == {received, own}
     emptied = AuditEvent.objects.get(action="mailbox.emptied")
     assert emptied.details == {"reason": "inactive", "closed": False, "organisation": a_box.organisation_id}
     # A personal mailbox stays open, empty, its year starting again.

@@ -203,7 +203,7 @@ def test_the_trash_keeps_a_copy_for_its_days_then_deletes_it_for_good(
     # Alice's receipt still shows Bob received it.
     assert [r.mailbox for r in services.message_recipients(Message.objects.get())] == [b_box]
     delete = AuditEvent.objects.get(action="message.delete")
-    assert delete.details == {"copies": 1, "reason": "trash_retention"}
+    assert delete.details == {"copies": 1, "reason": "trash_retention", "organisation": b_box.organisation_id}
     assert (delete.actor_type, delete.actor_id) == ("system", "")
     with django_capture_on_commit_callbacks(execute=True):
         assert services.purge_old_trash(binned + 40 * day + datetime.timedelta(minutes=1)) == 1

@@ -255,6 +255,13 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
     deleted_share_ids = AuditEvent.objects.filter(
         action="share.deleted", target_type="sharing.patientshare", details__organisation=organisation.pk
     ).values("target_id")
+    # Its copies moved or deleted by a job (retention, an unused mailbox), the message
+    # perhaps shredded since: the event names the organisation.
+    automatic = Q(
+        action__in=("message.move", "message.delete"),
+        target_type="messaging.message",
+        details__organisation=organisation.pk,
+    )
     concerned = (
         Q(actor_type="user", actor_id__in=member_ids)
         | Q(target_type="accounts.organisation", target_id=str(organisation.pk))
@@ -267,6 +274,7 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
         | Q(target_type="messaging.attachment", target_id__in=attachment_ids)
         | Q(target_type="sharing.patientshare", target_id__in=share_ids)
         | Q(target_type="sharing.patientshare", target_id__in=deleted_share_ids)
+        | automatic
     )
     if filters.member is not None:
         # A member's own actions all concern the organisation (the form offers its members

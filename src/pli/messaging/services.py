@@ -1143,11 +1143,14 @@ def _delete_copies(
     request: HttpRequest | None = None,
     trashed_before: datetime.datetime | None = None,
     reason: str = "",
+    organisation: int | None = None,
 ) -> int:
     """Delete for good those of ``trashed`` (copies of one message) that are still in the
     trash (and went in before ``trashed_before``, if given), inside the caller's
     transaction; shred the message when no mailbox holds it any more. Returns how many were
-    deleted: 0 when none was still there (NotVisible when they are gone altogether)."""
+    deleted: 0 when none was still there (NotVisible when they are gone altogether).
+    ``organisation``: that of the copies' mailboxes, for a deletion no user made (its access
+    journal finds the event by it once the message is shredded)."""
     message = trashed[0].message
     locked = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).order_by("pk")
     if connection.features.has_select_for_update:
@@ -1196,6 +1199,8 @@ def _delete_copies(
     details: dict[str, Any] = {"copies": removed}
     if reason:
         details["reason"] = reason  # not a user's: the trash's retention, an unused mailbox
+    if organisation is not None:
+        details["organisation"] = organisation
     audit.record("message.delete", actor=actor, target=message, request=request, details=details)
     if not Delivery.objects.filter(message=message).exists():
         _purge(message)
@@ -1225,9 +1230,15 @@ def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> i
                 .select_related("message", "mailbox")
                 .order_by("pk")
             )
-            if copies:
+            # One event per organisation, each in its own access journal.
+            by_organisation: dict[int | None, list[Delivery]] = {}
+            for copy in copies:
+                by_organisation.setdefault(copy.mailbox.organisation_id, []).append(copy)
+            for organisation_id, group in by_organisation.items():
                 with contextlib.suppress(NotVisible):
-                    removed += _delete_copies(copies, actor=None, trashed_before=before, reason="trash_retention")
+                    removed += _delete_copies(
+                        group, actor=None, trashed_before=before, reason="trash_retention", organisation=organisation_id
+                    )
     return removed
 
 
@@ -1263,7 +1274,12 @@ def apply_retention(now: datetime.datetime | None = None, limit: int = 500) -> i
                 audit.record(
                     "message.move",
                     target=copies[0].message,
-                    details={"folder": Folder.TRASH, "copies": len(copies), "reason": "retention"},
+                    details={
+                        "folder": Folder.TRASH,
+                        "copies": len(copies),
+                        "reason": "retention",
+                        "organisation": organisation_id,
+                    },
                 )
                 moved += len(copies)
     return moved
@@ -1358,7 +1374,9 @@ def _empty_mailbox(mailbox: Mailbox, limit: int) -> tuple[int, bool]:
             for copy in copies:
                 copy.folder = Folder.TRASH
             with contextlib.suppress(NotVisible):
-                deleted += _delete_copies(copies, actor=None, reason="mailbox_inactive")
+                deleted += _delete_copies(
+                    copies, actor=None, reason="mailbox_inactive", organisation=mailbox.organisation_id
+                )
     if Delivery.objects.filter(mailbox=mailbox).exists():
         return deleted, False
     with transaction.atomic():
