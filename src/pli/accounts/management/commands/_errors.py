@@ -18,6 +18,7 @@ OPTION_NAMES = {
     "last_name": "--last-name",
     "rpps": "--rpps",
     "adeli": "--adeli",
+    "scopes": "--scopes",  # pli token create
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from pli.accounts.management.commands._errors import command_error
 from pli.accounts.models import User
 from pli.api import services
 from pli.api.scopes import SCOPES
@@ -31,14 +32,14 @@ class Command(BaseCommand):
         email = options["email"].strip().lower()
         user = User.objects.filter(email=email).first()
         if user is None:
-            raise CommandError(f"no user with the e-mail address {email}")
+            raise CommandError(f"--email: no account with the e-mail address {email!r} (see `pli createuser`)")
         scopes = None
         if options["scopes"]:
             scopes = [scope for item in options["scopes"] for scope in item.split(",") if scope]
         try:
             token, raw = services.create_token(user, options["name"], scopes)
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages)) from None
+            raise command_error(exc) from None
         self.stdout.write(
             f"created token “{token.name}” ({token.prefix}…) for {user.email}, scopes: {' '.join(token.scopes)}"
         )
