@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from interleave import while_committing
 from pli.accounts import services
-from pli.accounts.models import Invitation, Membership, User
+from pli.accounts.models import Invitation, Mailbox, Membership, User
 from pli.testing.accounts import make_organisation, make_user
 
 
@@ -86,3 +86,19 @@ def test_two_new_account_invitations_to_one_address_accepted_at_once_make_one_ac
         assert isinstance(refusal, ValidationError) and "email" in refusal.message_dict, refusal
     assert User.objects.filter(email="lea@example.org").count() == 1
     assert Invitation.objects.get(pk=second.invitation.pk).accepted_at is None
+
+
+def test_a_shared_mailbox_form_sent_twice_at_once_makes_one_mailbox(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A double click on « Créer »: the second request checked for the form's mailbox before
+    the first had committed it, and made a second one."""
+    organisation = make_organisation("Cabinet Alpha")
+    admin = make_user(organisation, role="admin", email="alice@alpha.example.org")
+    create = partial(
+        services.create_shared_mailbox, organisation, "Secrétariat", [admin], actor=admin, submission="s" * 32
+    )
+    join = while_committing(monkeypatch, "mailbox.created", create, "mailbox.created")
+    first = create()
+    assert join() == []
+    assert list(Mailbox.objects.filter(organisation=organisation, kind="organisational")) == [first]

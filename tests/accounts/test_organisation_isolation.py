@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -201,6 +202,29 @@ def test_an_admin_who_steps_down_is_not_sent_to_a_page_now_refused(
     page = admin_client.get(response["Location"])
     assert page.status_code == 200
     assert "R\u00f4le modifi\u00e9" in page.content.decode()
+
+
+def test_a_shared_mailbox_form_sent_twice_creates_one_mailbox(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    """A double click on « Créer » (or the page sent again after a slow answer) made two
+    mailboxes, « Secrétariat » and a second one at secretariat-2."""
+    url = f"/organisations/{organisation.slug}/mailboxes/new/"
+    page = admin_client.get(url).content.decode()
+    found = re.search(r'<input type="hidden" name="submission" value="([^"]+)"', page)
+    assert found is not None
+    data = {"name": "Secrétariat", "members": [admin.pk], "submission": found.group(1)}
+    first, second = admin_client.post(url, data), admin_client.post(url, data)
+    assert first.status_code == second.status_code == 302 and first["Location"] == second["Location"]
+    mailbox = Mailbox.objects.get(organisation=organisation, kind="organisational")
+    assert list(mailbox.members.all()) == [admin]
+    assert AuditEvent.objects.filter(action="mailbox.created").count() == 1
+    # Another page is another form.
+    page = admin_client.get(url).content.decode()
+    other = re.search(r'<input type="hidden" name="submission" value="([^"]+)"', page)
+    assert other is not None and other.group(1) != found.group(1)
+    assert admin_client.post(url, {**data, "submission": other.group(1)}).status_code == 302
+    assert Mailbox.objects.filter(organisation=organisation, kind="organisational").count() == 2
 
 
 def test_removing_a_member_asks_first(organisation: Organisation, admin: User, admin_client: Client) -> None:

@@ -23,7 +23,7 @@ from django.utils.translation import pgettext_lazy
 from pli.accounts import ratelimits, validators
 from pli.accounts.models import Membership, Organisation, User
 from pli.audit import services as audit
-from pli.core.forms import check_date_range
+from pli.core.forms import SubmissionField, check_date_range, new_submission
 
 # Suggestions only (a datalist): the national directory has many more professions.
 PROFESSIONS = (
@@ -201,8 +201,13 @@ class SharedMailboxForm(forms.Form):
         help_text=_("The people who read and send from this mailbox."),
     )
 
+    # A new mailbox's form sent twice (a double click) makes one mailbox (the edit page ignores it).
+    submission = SubmissionField()
+
     def __init__(self, *args: Any, organisation: Organisation, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not self.is_bound and not self.initial.get("submission"):
+            self.initial["submission"] = new_submission()
         members = cast(MemberChoiceField, self.fields["members"])
         members.queryset = User.objects.filter(memberships__organisation=organisation, is_active=True).order_by(
             "last_name", "first_name"

@@ -165,6 +165,9 @@ class Mailbox(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     # When its members were warned that it would be emptied; cleared by any use.
     inactivity_warned_at = models.DateTimeField(null=True, blank=True)
+    # The random value of the shared mailbox form it was created from: the same form sent
+    # twice (a double click) is one mailbox. Empty for the others and the older ones.
+    submission = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         db_table = "pli_mailbox"
@@ -172,7 +175,12 @@ class Mailbox(models.Model):
             models.CheckConstraint(
                 condition=(models.Q(kind="personal", owner__isnull=False) | models.Q(kind="organisational")),
                 name="personal_mailbox_has_owner",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["organisation", "submission"],
+                condition=~models.Q(submission=""),
+                name="pli_mailbox_submission_unique",
+            ),
         ]
 
     def __str__(self) -> str:

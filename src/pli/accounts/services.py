@@ -504,12 +504,22 @@ def create_shared_mailbox(
     local_part: str | None = None,
     actor: User | None = None,
     request: HttpRequest | None = None,
+    submission: str = "",
 ) -> Mailbox:
-    """A shared mailbox ``<name>.<org-slug>@<PLI_MAIL_DOMAIN>`` (e.g. secretariat.cabinet-x@…)."""
+    """A shared mailbox ``<name>.<org-slug>@<PLI_MAIL_DOMAIN>`` (e.g. secretariat.cabinet-x@…).
+    The web form's ``submission`` already used in the organisation is the same form sent
+    twice: the mailbox it made is returned, nothing else is done."""
     _require_admin(actor, organisation)
     name = _clean_name(name, "name", _("mailbox name"), 120)
     local = _ascii_words(local_part or name)[:40] or "boite"
     with transaction.atomic():
+        if submission:
+            # Two sent at once are one after the other (the organisation's row, as for
+            # invite_member): the second finds the first's mailbox.
+            Organisation.objects.select_for_update(no_key=True).filter(pk=organisation.pk).first()
+            earlier = Mailbox.objects.filter(organisation=organisation, submission=submission).first()
+            if earlier is not None:
+                return earlier
         checked = _check_members(organisation, members)
         mailbox = _create_mailbox(
             local=f"{local}.{organisation.slug}",
@@ -517,6 +527,7 @@ def create_shared_mailbox(
             kind=Mailbox.Kind.ORGANISATIONAL,
             organisation=organisation,
             owner=None,
+            submission=submission,
         )
         MailboxMember.objects.bulk_create([MailboxMember(mailbox=mailbox, user=user) for user in checked])
         audit.record(

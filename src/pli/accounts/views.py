@@ -312,6 +312,7 @@ def mailbox_create(request: HttpRequest, slug: str) -> HttpResponse:
                 form.cleaned_data["members"],
                 actor=_user(request),
                 request=request,
+                submission=form.cleaned_data["submission"],
             )
         except ValidationError as exc:
             _apply_errors(form, exc)
