@@ -433,7 +433,9 @@ class TwilioBackend:
             return False
         signed = url + "".join(name + value for name, value in sorted(params))
         digest = hmac.new(self.signing_key.encode(), signed.encode(), hashlib.sha1).digest()
-        return hmac.compare_digest(base64.b64encode(digest).decode("ascii"), signature.strip())
+        # Compared as bytes: compare_digest raises on a str with non-ASCII characters, which
+        # anyone can put in the header.
+        return hmac.compare_digest(base64.b64encode(digest), signature.strip().encode())
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
