@@ -168,6 +168,10 @@ def test_an_undelivered_link_tells_the_practitioner_the_patient_was_not_notified
     ("error", "category"),
     [
         ("30003", "number_refused"),
+        # Refused for its number after Twilio accepted it (a Messaging Service checks the
+        # number afterwards): the patient answered STOP, or the number is no mobile.
+        ("21610", "number_refused"),
+        ("21614", "number_refused"),
         ("30007", "message_refused"),
         ("30008", "provider_unavailable"),
         ("", "provider_unavailable"),

@@ -111,7 +111,9 @@ TWILIO_NUMBER_ERRORS = frozenset({21211, 21214, 21217, 21401, 21407, 21421, 2161
 
 # Twilio's error codes in a delivery report (``ErrorCode`` of an ``undelivered`` or
 # ``failed`` message) that say the handset was not reached: unreachable (switched off for
-# days, or no longer in service), unknown, or a landline or a carrier without SMS.
+# days, or no longer in service), unknown, or a landline or a carrier without SMS. A report
+# may also carry one of TWILIO_NUMBER_ERRORS: a message accepted first (a Messaging
+# Service's ``accepted``) and refused for its number afterwards (STOP, no mobile).
 TWILIO_UNREACHED_ERRORS = frozenset({30003, 30005, 30006})
 # Those that say the message itself was blocked or filtered on its way.
 TWILIO_BLOCKED_ERRORS = frozenset({30004, 30007})
@@ -126,7 +128,7 @@ def refuses_number(reason: str) -> bool:
         return False
     if status == "http_400":
         return int(code) in TWILIO_NUMBER_ERRORS
-    return status == "undelivered" and int(code) in TWILIO_UNREACHED_ERRORS
+    return status == "undelivered" and int(code) in TWILIO_UNREACHED_ERRORS | TWILIO_NUMBER_ERRORS
 
 
 def blocks_message(reason: str) -> bool:
