@@ -430,14 +430,37 @@ class TwilioBackend:
         """Whether ``signature`` (the ``X-Twilio-Signature`` header) is Twilio's for a
         form-encoded POST of ``params`` to ``url``: base64 of the HMAC-SHA1, keyed with the
         Auth Token, of the URL followed by every parameter's name and value, sorted by name
-        (Twilio's "Secure webhooks" documentation)."""
+        (Twilio's "Secure webhooks" documentation). Twilio signs an https URL with the
+        default port (``:443``) or without it, not always alike: either spelling is
+        accepted, as Twilio's own libraries do."""
         if not self.signing_key or not signature:
             return False
-        signed = url + "".join(name + value for name, value in sorted(params))
-        digest = hmac.new(self.signing_key.encode(), signed.encode(), hashlib.sha1).digest()
+        body = "".join(name + value for name, value in sorted(params))
         # Compared as bytes: compare_digest raises on a str with non-ASCII characters, which
         # anyone can put in the header.
-        return hmac.compare_digest(base64.b64encode(digest), signature.strip().encode())
+        given = signature.strip().encode()
+        key = self.signing_key.encode()
+        expected = [
+            base64.b64encode(hmac.new(key, (spelling + body).encode(), hashlib.sha1).digest())
+            for spelling in _port_spellings(url)
+        ]
+        return any([hmac.compare_digest(each, given) for each in expected])
+
+
+def _port_spellings(url: str) -> list[str]:
+    """``url`` as given and with its scheme's default port written or left out (another
+    port is another address)."""
+    split = urlsplit(url)
+    default = 443 if split.scheme == "https" else 80
+    try:
+        port = split.port
+    except ValueError:
+        return [url]
+    if port is None:
+        return [url, split._replace(netloc=f"{split.netloc}:{default}").geturl()]
+    if port == default:
+        return [url, split._replace(netloc=split.netloc.rsplit(":", 1)[0]).geturl()]
+    return [url]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
