@@ -423,6 +423,10 @@ PLI_TRASH_DAYS = _env_count("PLI_TRASH_DAYS", 30, 0, 3650)
 # CNIL: a mailbox unused for this many days is emptied (a shared one also closed), its
 # members warned 30 days before (pli.messaging.services.handle_inactive_mailboxes); 0 never.
 PLI_MAILBOX_INACTIVE_DAYS = _env_count("PLI_MAILBOX_INACTIVE_DAYS", 365, 0, 36500)
+# A member is e-mailed when a message arrives in one of their mailboxes (no content: see
+# pli.messaging.services.notify_new_mail), at most once every this many minutes per mailbox;
+# 0 never. Each person can turn it off on their account page.
+PLI_NEW_MAIL_EMAIL_MINUTES = _env_count("PLI_NEW_MAIL_EMAIL_MINUTES", 30, 0, 10080)
 if 0 < PLI_MAILBOX_INACTIVE_DAYS < 60:
     # The warning goes 30 days before: a shorter period would empty a mailbox its members
     # used a few weeks ago.

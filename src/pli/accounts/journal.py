@@ -44,6 +44,7 @@ ACTIONS: dict[str, Promise] = {
     "auth.password.changed": _("Password changed"),
     "auth.password.set": _("Password set"),
     "auth.password.reset": _("Password reset"),
+    "account.new_mail_email": _("E-mail notices of new messages turned on or off"),
     "api.token_created": _("API token created"),
     "api.token_revoked": _("API token revoked"),
     "api.token_used": _("API token used"),

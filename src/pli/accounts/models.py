@@ -43,6 +43,8 @@ class User(AbstractUser):
     rpps = models.CharField(_("RPPS number"), max_length=11, null=True, blank=True, unique=True)
     adeli = models.CharField(_("ADELI number"), max_length=9, null=True, blank=True, unique=True)
     city = models.CharField(_("city"), max_length=120, blank=True)
+    # An e-mail (without any content) when messages arrive in one's mailboxes.
+    new_mail_email = models.BooleanField(_("e-mail me when messages arrive"), default=True)
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []
@@ -191,6 +193,8 @@ class MailboxMember(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="mailbox_memberships")
     created_at = models.DateTimeField(auto_now_add=True)
+    # When this member was last e-mailed that messages had arrived here (no content), if ever.
+    new_mail_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "pli_mailbox_member"

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Prefetch
 from django.forms import Form
 from django.http import (
@@ -89,8 +90,27 @@ def profile(request: HttpRequest) -> HttpResponse:
         {
             "memberships": memberships,
             "mailboxes": services.mailboxes_for(user).select_related("organisation"),
+            "new_mail_minutes": settings.PLI_NEW_MAIL_EMAIL_MINUTES,
         },
     )
+
+
+@require_POST
+def new_mail_setting(request: HttpRequest) -> HttpResponse:
+    """Whether the person is e-mailed (without any content) when messages arrive."""
+    user = _user(request)
+    wanted = request.POST.get("new_mail_email") == "on"
+    if wanted != user.new_mail_email:
+        with transaction.atomic():
+            User.objects.filter(pk=user.pk).update(new_mail_email=wanted)
+            audit.record("account.new_mail_email", actor=user, target=user, request=request, details={"on": wanted})
+    messages.success(
+        request,
+        _("You will be e-mailed when messages arrive.")
+        if wanted
+        else _("You will no longer be e-mailed when messages arrive."),
+    )
+    return redirect("accounts:profile")
 
 
 @never_cache

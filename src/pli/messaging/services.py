@@ -25,10 +25,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone, translation
 
 from pli.accounts import services as accounts_services
-from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Organisation, User
+from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, MailboxMember, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobReader, BlobStore, ReadAhead
 from pli.core import instance
@@ -1431,6 +1432,87 @@ def _warn_inactive(mailbox: Mailbox, now: datetime.datetime, deadline: datetime.
                     "days": settings.PLI_MAILBOX_INACTIVE_DAYS,
                 },
             )
+    return sent
+
+
+# A message is e-mailed about once it has waited this long unread (whoever is signed in
+# reads it first), and only if it arrived within the last day (a worker stopped for a week
+# does not send a week of notices when it restarts).
+NEW_MAIL_GRACE = datetime.timedelta(minutes=2)
+NEW_MAIL_LOOKBACK = datetime.timedelta(days=1)
+
+
+def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> int:
+    """E-mail each member of a mailbox where unread messages have arrived: a notice that
+    names the mailbox and the number of unread messages, and nothing of them (no sender, no
+    subject, no patient: a professional's e-mail is not a secure channel). At most one per
+    member and mailbox every PLI_NEW_MAIL_EMAIL_MINUTES (30; 0 never), only about messages
+    that arrived since the last one, NEW_MAIL_GRACE old and still unread; never to someone
+    who turned it off (``User.new_mail_email``), nor about their own messages. At most
+    ``limit`` e-mails a run; returns how many were sent."""
+    from pli.notify.email import send_templated
+
+    minutes = settings.PLI_NEW_MAIL_EMAIL_MINUTES
+    if not minutes:
+        return 0
+    now = now or timezone.now()
+    # New arrivals, found from the messages of the last day (Message.sent_at is indexed;
+    # the copies are reached by their message): the whole inbox is never scanned.
+    arrivals = (
+        Delivery.objects.filter(
+            message__sent_at__gt=now - NEW_MAIL_LOOKBACK,
+            delivered_at__lte=now - NEW_MAIL_GRACE,
+            folder=Folder.INBOX,
+            read_at__isnull=True,
+            mailbox__is_active=True,
+        )
+        .exclude(message__sender=F("mailbox"))
+        .values_list("mailbox_id", "delivered_at")
+    )
+    latest: dict[uuid.UUID, datetime.datetime] = {}
+    for mailbox_id, delivered_at in arrivals:
+        if mailbox_id not in latest or delivered_at > latest[mailbox_id]:
+            latest[mailbox_id] = delivered_at
+    if not latest:
+        return 0
+    quiet_since = now - datetime.timedelta(minutes=minutes)
+    members = (
+        MailboxMember.objects.filter(mailbox_id__in=list(latest), user__is_active=True, user__new_mail_email=True)
+        .filter(Q(new_mail_notified_at__isnull=True) | Q(new_mail_notified_at__lte=quiet_since))
+        .select_related("mailbox", "user")
+        .order_by("mailbox_id", "user_id")
+    )
+    sent = 0
+    for member in members:
+        if member.new_mail_notified_at is not None and member.new_mail_notified_at >= latest[member.mailbox_id]:
+            continue  # told already about everything that has arrived
+        if sent >= limit:
+            break
+        # Recorded before the e-mail is sent: a relay that fails costs this notice, never
+        # one e-mail a run to everyone while it is down.
+        claimed = MailboxMember.objects.filter(pk=member.pk, new_mail_notified_at=member.new_mail_notified_at).update(
+            new_mail_notified_at=now
+        )
+        if not claimed:
+            continue  # another worker's run told them meanwhile
+        unread = Delivery.objects.filter(
+            mailbox_id=member.mailbox_id, folder=Folder.INBOX, read_at__isnull=True
+        ).count()
+        with translation.override(settings.LANGUAGE_CODE):
+            delivered = send_templated(
+                to=member.user.email,
+                template_prefix="messaging/email/new_mail",
+                context={
+                    "mailbox": member.mailbox,
+                    "person": member.user,
+                    "unread": unread,
+                    "link": settings.PUBLIC_URL + reverse("messaging:folder", args=[member.mailbox_id, Folder.INBOX]),
+                    "minutes": minutes,
+                },
+            )
+        if not delivered:
+            break  # the relay refuses or does not answer: the others wait for the next run
+        sent += 1
     return sent
 
 

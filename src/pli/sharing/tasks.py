@@ -77,6 +77,7 @@ def periodic_jobs(context: TaskContext) -> dict[str, Any]:
         inactive = messaging.handle_inactive_mailboxes()
         result["inactive_mailboxes_warned"] = inactive.warned
         result["inactive_mailboxes_emptied"] = inactive.emptied
+        result["new_mail_emails"] = messaging.notify_new_mail()
     return result
 
 

@@ -1,0 +1,178 @@
+"""A member is e-mailed when messages arrive in their mailboxes: a notice without any
+content, at most every PLI_NEW_MAIL_EMAIL_MINUTES per mailbox, that each person can turn off."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from django.core import mail
+from django.core.mail.backends.locmem import EmailBackend
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from messaging.factories import (
+    api_client,
+    patient_fields,
+    personal_mailbox,
+    practitioner,
+    shared_mailbox,
+    unique_marker,
+    web_client,
+)
+from pli.accounts.models import Mailbox, MailboxMember, User
+from pli.audit.models import AuditEvent
+from pli.messaging import services
+from pli.messaging.models import Delivery
+from sharing.helpers import run_tasks
+
+MINUTE = datetime.timedelta(minutes=1)
+
+
+def send(sender: User, box: Mailbox, to: list[Mailbox], subject: str = "Résultats", **fields: Any) -> str:
+    response = api_client(sender).post(
+        "/api/v1/messages",
+        {"sender": box.address, "to": [m.address for m in to], "subject": subject, "body": "Texte", **fields},
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def later(minutes: float) -> datetime.datetime:
+    return timezone.now() + minutes * MINUTE
+
+
+def test_a_message_that_waits_unread_is_announced_without_its_content(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    subject, patient = unique_marker("objet"), unique_marker("patient")
+    send(bob, b_box, [a_box], subject, **patient_fields(patient_family_name=patient))
+    # Not at once: whoever is signed in reads it first.
+    assert services.notify_new_mail(later(1)) == 0
+    assert services.notify_new_mail(later(3)) == 1
+    (notice,) = mail.outbox
+    assert notice.to == [alice.email]
+    assert notice.subject == f"Nouveaux messages dans votre boîte Pli {a_box.name}"
+    assert "1 message non lu" in notice.body and a_box.address in notice.body
+    assert f"/messages/{a_box.pk}/inbox/" in notice.body
+    # Nothing of the message: not its subject, its patient, its sender or its text.
+    for secret in (subject, patient, bob.display_name, b_box.address, "Texte"):
+        assert secret not in notice.subject and secret not in notice.body
+    # The sender is not told about their own copy.
+    assert all(m.to != [bob.email] for m in mail.outbox)
+    # Told once: nothing new, no second notice.
+    assert services.notify_new_mail(later(40)) == 0
+
+
+def test_at_most_one_notice_per_mailbox_per_period_and_only_for_new_arrivals(db: None, settings: Any) -> None:
+    settings.PLI_NEW_MAIL_EMAIL_MINUTES = 30
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    send(bob, b_box, [a_box])
+    first = later(3)
+    assert services.notify_new_mail(first) == 1
+    second = send(bob, b_box, [a_box])
+    Delivery.objects.filter(message_id=second, mailbox=a_box).update(delivered_at=first + 5 * MINUTE)
+    # A second message ten minutes later: within the period, no second e-mail.
+    assert services.notify_new_mail(first + 10 * MINUTE) == 0
+    # Once the period is over, one notice for both.
+    assert services.notify_new_mail(first + 31 * MINUTE) == 1
+    assert "2 messages non lus" in mail.outbox[-1].body
+    assert services.notify_new_mail(first + 70 * MINUTE) == 0
+    assert len(mail.outbox) == 2
+
+
+def test_a_message_read_in_time_is_not_announced(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    message_id = send(bob, b_box, [a_box])
+    assert api_client(alice).get(f"/api/v1/messages/{message_id}").status_code == 200
+    assert services.notify_new_mail(later(3)) == 0
+    # Filed away unread (archived): not waiting in the inbox either.
+    other = send(bob, b_box, [a_box])
+    moved = api_client(alice).post(f"/api/v1/messages/{other}/move", {"folder": "archive"})
+    assert moved.status_code == 200
+    Delivery.objects.filter(message_id=other, mailbox=a_box).update(read_at=None)
+    assert services.notify_new_mail(later(3)) == 0
+    assert mail.outbox == []
+
+
+def test_each_member_of_a_shared_mailbox_is_told_unless_they_turned_it_off(db: None) -> None:
+    doctor = practitioner()
+    assistant = practitioner(doctor.memberships.get().organisation)
+    quiet = practitioner(doctor.memberships.get().organisation)
+    departed = practitioner(doctor.memberships.get().organisation)
+    team = shared_mailbox(doctor.memberships.get().organisation, [doctor, assistant, quiet, departed])
+    User.objects.filter(pk=quiet.pk).update(new_mail_email=False)
+    User.objects.filter(pk=departed.pk).update(is_active=False)
+    colleague = practitioner()
+    send(colleague, personal_mailbox(colleague), [team])
+    assert services.notify_new_mail(later(3)) == 2
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([doctor.email, assistant.email])
+    assert all(team.name in m.subject for m in mail.outbox)
+
+
+def test_nothing_is_sent_when_the_instance_turns_notices_off(db: None, settings: Any) -> None:
+    settings.PLI_NEW_MAIL_EMAIL_MINUTES = 0
+    alice, bob = practitioner(), practitioner()
+    send(bob, personal_mailbox(bob), [personal_mailbox(alice)])
+    assert services.notify_new_mail(later(60)) == 0
+    assert mail.outbox == []
+    # The account page no longer offers the choice.
+    page = web_client(alice).get("/account/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "M\u2019avertir par e-mail" not in page
+
+
+class RefusingBackend(EmailBackend):
+    """A relay that refuses the connection."""
+
+    def send_messages(self, messages: Any) -> int:
+        raise ConnectionRefusedError
+
+
+def test_a_relay_that_fails_costs_one_notice_not_one_a_run(db: None, settings: Any) -> None:
+    alice, bob, carol = practitioner(), practitioner(), practitioner()
+    b_box = personal_mailbox(bob)
+    send(bob, b_box, [personal_mailbox(alice), personal_mailbox(carol)])
+    settings.EMAIL_BACKEND = f"{__name__}.RefusingBackend"
+    assert services.notify_new_mail(later(3)) == 0
+    # The first member's notice is spent; the other waits for the next run.
+    told = MailboxMember.objects.filter(new_mail_notified_at__isnull=False).count()
+    assert told == 1
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    assert services.notify_new_mail(later(4)) == 1
+    assert services.notify_new_mail(later(5)) == 0
+
+
+def test_the_account_page_turns_notices_off_and_on(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    client = web_client(alice)
+    page = client.get("/account/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "M\u2019avertir par e-mail à l\u2019arrivée de messages" in page and "checked" in page
+    response = client.post("/account/notifications/", {}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.status_code == 302
+    alice.refresh_from_db()
+    assert alice.new_mail_email is False
+    assert AuditEvent.objects.get(action="account.new_mail_email").details == {"on": False}
+    send(bob, personal_mailbox(bob), [personal_mailbox(alice)])
+    assert services.notify_new_mail(later(3)) == 0
+    client.post("/account/notifications/", {"new_mail_email": "on"})
+    alice.refresh_from_db()
+    assert alice.new_mail_email is True
+    assert services.notify_new_mail(later(3)) == 1
+    assert client.get("/account/notifications/").status_code == 405
+
+
+def test_the_worker_sends_the_notices_in_its_periodic_run(db: None) -> None:
+    from pli.sharing import tasks
+
+    alice, bob = practitioner(), practitioner()
+    send(bob, personal_mailbox(bob), [personal_mailbox(alice)])
+    Delivery.objects.update(delivered_at=timezone.now() - 5 * MINUTE)
+    tasks.schedule_periodic()
+    job = DBTaskResult.objects.get(task_path=tasks.periodic_jobs.module_path, status="READY")
+    DBTaskResult.objects.filter(pk=job.pk).update(run_after=timezone.now() - MINUTE)
+    run_tasks(limit=1)
+    job.refresh_from_db()
+    assert job.return_value["new_mail_emails"] == 1
+    assert [m.to for m in mail.outbox] == [[alice.email]]
