@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 from django import template
 
+from pli.accounts.models import MailboxMember
 from pli.sharing.models import PatientShare
 
 register = template.Library()
@@ -17,3 +20,21 @@ def patient_share_exists(thread_id: uuid.UUID) -> bool:
     exists: the organisation's retention deletes ended shares, their replies stay in the
     mailbox, and a link to the share would lead to « page introuvable »."""
     return PatientShare.objects.filter(pk=thread_id).exists()
+
+
+@register.simple_tag
+def shares_from_message(message: Any, copies: Sequence[Any]) -> list[PatientShare]:
+    """The secure shares made from ``message``'s attachments by the people who hold the
+    viewer's copies of it (the owner of a personal mailbox, the members of a shared one),
+    latest first: the team sees the documents already went to the patient, and does not send
+    them twice. Shares by people outside those mailboxes (another recipient of the same
+    letter, in another practice) are not theirs to see."""
+    mailbox_ids = {copy.mailbox_id for copy in copies}
+    if not mailbox_ids:
+        return []
+    holders = MailboxMember.objects.filter(mailbox_id__in=mailbox_ids).values("user_id")
+    return list(
+        PatientShare.objects.filter(source_message_id=message.pk, created_by_id__in=holders)
+        .select_related("created_by")
+        .order_by("-created_at")
+    )

@@ -1,0 +1,60 @@
+"""A letter's page says when its documents were already sent to the patient from it, to the
+people who hold that letter (a shared mailbox's team), so that nobody sends them twice."""
+
+from __future__ import annotations
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
+from pli.accounts.models import Mailbox, User
+from pli.messaging.models import Attachment
+from pli.sharing.models import PatientShare
+from sharing.helpers import pdf_bytes
+from sharing.test_web import form
+
+
+def send_letter(sender: User, to: list[Mailbox]) -> str:
+    response = api_client(sender).post(
+        "/api/v1/messages",
+        {
+            "sender": personal_mailbox(sender).address,
+            "to": [m.address for m in to],
+            "subject": "Compte rendu",
+            "attachments": [SimpleUploadedFile("cr.pdf", pdf_bytes("cr"), "application/pdf")],
+        },
+    )
+    assert response.status_code == 201, response.content
+    return str(response.json()["id"])
+
+
+def page(user: User, message_id: str, mailbox: Mailbox) -> str:
+    response = web_client(user).get(f"/messages/m/{message_id}/?mailbox={mailbox.pk}", HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.status_code == 200
+    return str(response.content.decode())
+
+
+def test_the_team_sees_the_documents_already_went_to_the_patient(db: None) -> None:
+    doctor = practitioner()
+    organisation = doctor.memberships.get().organisation
+    assistant = practitioner(organisation)
+    team = shared_mailbox(organisation, [doctor, assistant])
+    outsider = practitioner()  # another practice, also a recipient of the letter
+    lab = practitioner()
+    message_id = send_letter(lab, [team, personal_mailbox(outsider)])
+    assert "Envoyé au patient" not in page(doctor, message_id, team)
+
+    attachment = Attachment.objects.get(message_id=message_id)
+    created = web_client(assistant).post(
+        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
+    )
+    assert created.status_code == 303
+    share = PatientShare.objects.get()
+
+    seen = page(doctor, message_id, team)
+    assert f"Envoyé au patient par {assistant.display_name} le" in seen
+    assert 'data-status="sent"' in seen
+    # The share's own page is its author's: a colleague is not sent to a page refused to them.
+    assert f"/shares/{share.pk}" not in seen
+    assert f"/shares/{share.pk}" in page(assistant, message_id, team)
+    # Another practice holding the same letter learns nothing of this team's patient share.
+    assert "Envoyé au patient" not in page(outsider, message_id, personal_mailbox(outsider))
