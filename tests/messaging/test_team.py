@@ -725,3 +725,24 @@ def test_a_reply_locks_the_copies_it_answers_in_key_order(practice: Practice) ->
         r'SELECT "pli_delivery"\."id"( AS "pk")? FROM .* ORDER BY ("pli_delivery"\."id"|1) ASC', locking[0]
     )
     assert Delivery.objects.filter(message_id=first, answered_by=p.jeanne).count() == 2
+
+
+def test_deleting_for_good_from_the_team_trash_says_it_is_for_the_whole_team(db: None, practice: Practice) -> None:
+    """« Supprimer définitivement » in the shared mailbox's trash deletes the letter for every
+    member, but was asked as if for oneself."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    services.move_message(p.claire, message_id, Folder.TRASH, mailbox_id=p.team.pk)
+    client = web_client(p.claire)
+    thread = client.get(f"/messages/m/{message_id}/?mailbox={p.team.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    team_wide = f"pour toute l\u2019équipe de {p.team.name}"
+    assert team_wide in thread
+    # Without the page's script, the question is asked on a page of its own: the same.
+    asked = client.post(f"/messages/m/{message_id}/delete/", {"mailbox": p.team.pk}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert asked.status_code == 200 and team_wide in asked.content.decode()
+    assert Delivery.objects.filter(message_id=message_id, mailbox=p.team).exists()
+    # In one's own mailbox it is one's own copy: no team named.
+    own = _send(p.paul, p.cardio, [p.own(p.jeanne)])
+    services.move_message(p.jeanne, own, Folder.TRASH, mailbox_id=p.own(p.jeanne).pk)
+    mine = web_client(p.jeanne).get(f"/messages/m/{own}/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "pour toute l\u2019équipe" not in mine and "Supprimer définitivement ce message" in mine
