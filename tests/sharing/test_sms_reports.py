@@ -257,3 +257,22 @@ def test_reports_about_unknown_messages_are_acknowledged_and_ignored(
     assert AuditEvent.objects.count() == before
     # A report names the patient's number: it is never logged.
     assert MOBILE not in caplog.text and MOBILE[3:] not in caplog.text
+
+
+def test_a_late_report_about_the_former_number_does_not_speak_for_the_new_one(db: None, twilio: FakeTwilio) -> None:
+    """The practitioner corrected the number; the new link's SMS was refused at once (not a
+    mobile). A late report about the first SMS, to the former number, must not replace why
+    the new one failed on the share's page."""
+    share, first = sent_link(email=None)
+    practitioner = Client()
+    practitioner.force_login(share.created_by)
+    twilio.replies.append((400, {"code": 21614, "message": "not a mobile number", "status": 400}))
+    corrected = practitioner.post(
+        f"/shares/{share.pk}/resend", {"contacts": "1", "patient_mobile": "06 98 76 54 32", "patient_email": ""}
+    )
+    assert corrected.status_code == 303
+    run_tasks()
+    assert share.notifications.filter(state=ShareNotification.State.FAILED).count() == 1
+    assert post(report(first.provider_id, "failed", "30008")).status_code == 204
+    page = practitioner.get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'data-failure="number_refused"' in page and 'data-failure="provider_unavailable"' not in page

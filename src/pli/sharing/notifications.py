@@ -443,7 +443,12 @@ def _finish(
             provider_id=provider_id[:64],
         )
         if state != ShareNotification.State.CANCELLED:
-            details: dict[str, Any] = {"channel": notification.channel, "kind": notification.kind, "attempt": attempts}
+            details: dict[str, Any] = {
+                "channel": notification.channel,
+                "kind": notification.kind,
+                "attempt": attempts,
+                "notification": str(notification.pk),
+            }
             if not sent:
                 details.update(reason=reason, category=category or failure_category(reason, False), final=True)
             audit.record(
@@ -472,6 +477,7 @@ def _retry_later(notification: ShareNotification, attempts: int, next_at: dateti
                 "channel": notification.channel,
                 "kind": notification.kind,
                 "attempt": attempts,
+                "notification": str(notification.pk),
                 "reason": reason,
                 "category": PROVIDER_UNAVAILABLE,
                 "final": False,
@@ -527,7 +533,11 @@ def record_delivery_report(
         notification = found[0]
         if notification.state != ShareNotification.State.SENT or notification.delivered_at is not None:
             return "ignored"
-        details: dict[str, Any] = {"channel": Channel.SMS, "kind": notification.kind}
+        details: dict[str, Any] = {
+            "channel": Channel.SMS,
+            "kind": notification.kind,
+            "notification": str(notification.pk),
+        }
         target = ("sharing.patientshare", str(notification.share_id))
         if status in REPORT_DELIVERED:
             ShareNotification.objects.filter(pk=notification.pk).update(delivered_at=now)

@@ -454,11 +454,15 @@ def _failed_channels(
     for channel, notification in latest.items():
         if notification.state != ShareNotification.State.FAILED:
             continue
+        # The failure of that very notification (a late report about an earlier link, to a
+        # number corrected since, must not speak for it); events recorded before they named
+        # their notification: the channel's latest.
         why = [
             e.failure
             for e in events
             if e.failure and e.details.get("final") and e.details.get("channel") == channel
             if e.details.get("kind") in links
+            if e.details.get("notification") in (None, str(notification.pk))
         ]
         failures.append((channel, why[-1] if why else notifications.PROVIDER_UNAVAILABLE))
     return failures
