@@ -130,11 +130,14 @@ def test_the_sender_label_is_the_patient_in_the_readers_language(db: None) -> No
     assert "boîte supprimée" not in html
     thread = web_client(doctor).get(f"/messages/m/{anonymous.pk}/").content.decode()
     assert "<strong>Patient (lien sécurisé)</strong>" in thread and "&lt;&gt;" not in thread
-    # The conversation is a secure share's (its thread is the share's id): one click away,
-    # named as the shares' pages name it (« envoi », not « partage »).
-    assert f'href="/shares/{anonymous.thread_id}">Voir l\u2019envoi au patient</a>' in thread
+    # The conversation is a secure share's (its thread is the share's id), named as the
+    # shares' pages name it (« envoi », not « partage »). No share was made here (the reply
+    # is received directly): the page says so rather than link to « page introuvable »; the
+    # link to a share that exists is tested with the patient's replies (tests/sharing).
+    assert f'href="/shares/{anonymous.thread_id}"' not in thread
+    assert "L\u2019envoi au patient n\u2019existe plus" in thread
     english = web_client(doctor).get(f"/messages/m/{anonymous.pk}/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    assert f'href="/shares/{anonymous.thread_id}">See the patient share</a>' in english
+    assert "The patient share no longer exists" in english
 
     client = api_client(doctor)
     detail = client.get(f"/api/v1/messages/{named.pk}").json()
