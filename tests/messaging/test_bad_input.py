@@ -523,3 +523,33 @@ def test_one_answer_names_every_refused_listing_parameter(people: dict[str, User
     response = api_client(people["alice"]).get(f"/api/v1/mailboxes/{box}/messages?folder=spam&date_from=01/02/2026")
     assert response.status_code == 400
     assert set(response.json()) == {"folder", "date_from"}
+
+
+@pytest.mark.parametrize("code", ["7505", "750561", "ABCDE", "2C004", "75 056", "2A0O4"])
+def test_a_birthplace_that_is_no_insee_code_is_refused(people: dict[str, User], code: str) -> None:
+    data = _base(people, **patient_fields(patient_birthplace_code=code))
+    response = api_client(people["alice"]).post("/api/v1/messages", data, HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.status_code == 400
+    assert "code INSEE" in response.json()["patient_birthplace_code"][0] or "caractères" in str(response.json())
+    assert Message.objects.count() == 0
+
+
+def test_the_birthplace_travels_with_the_patient_context(people: dict[str, User]) -> None:
+    """The INS traits include the birthplace (INSEE code): sent by software with the INS, it
+    reaches the recipient's software and the banner, and a reply keeps it."""
+    data = _base(people, **patient_fields(patient_birthplace_code=" 2a004 "))
+    sent = api_client(people["alice"]).post("/api/v1/messages", data)
+    assert sent.status_code == 201, sent.content
+    message_id = sent.json()["id"]
+    read = api_client(people["bob"]).get(f"/api/v1/messages/{message_id}").json()
+    assert read["patient"]["birthplace_code"] == "2A004"
+    page = web_client(people["bob"]).get(f"/messages/m/{message_id}/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "né(e) à (code INSEE)" in page and "2A004" in page
+    reply = web_client(people["bob"]).get(f"/messages/compose/?reply_to={message_id}&mode=reply")
+    assert reply.context["form"].initial["patient_birthplace_code"] == "2A004"
+    # Without it, as before: an empty trait.
+    other = api_client(people["alice"]).post("/api/v1/messages", _base(people, **patient_fields()))
+    assert (
+        api_client(people["bob"]).get(f"/api/v1/messages/{other.json()['id']}").json()["patient"]["birthplace_code"]
+        == ""
+    )

@@ -80,6 +80,7 @@ def test_no_marker_at_rest_and_everything_reads_back(
             "patient_given_names": m["given"],
             "patient_birth_date": "1975-05-12",
             "patient_sex": "M",
+            "patient_birthplace_code": "2A004",
         }
         if via == "web":
             response = web_client(alice).post("/messages/compose/", data)
@@ -104,6 +105,7 @@ def test_no_marker_at_rest_and_everything_reads_back(
             "given_names": m["given"],
             "birth_date": "1975-05-12",
             "sex": "M",
+            "birthplace_code": "2A004",
         }
         (attachment,) = detail["attachments"]
         assert attachment["name"] == f"{m['name']}.pdf"

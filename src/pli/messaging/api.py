@@ -261,6 +261,7 @@ def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
                 "given_names": patient.get("given_names", ""),
                 "birth_date": patient.get("birth_date") or None,
                 "sex": patient.get("sex", ""),
+                "birthplace_code": patient.get("birthplace_code", ""),
             }
             if patient
             else None

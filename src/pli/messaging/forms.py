@@ -56,7 +56,17 @@ _NAMED_ADDRESS = re.compile(r'(?:^|(?<=[,;]))(?:"[^"]*"|[^,;<>"])*<\s*([^<>\s]*)
 _MAX_ADDRESS_TEXT = 20_000
 
 SEX_CHOICES = [("", "—"), ("F", _("Female")), ("M", _("Male")), ("I", _("Undetermined"))]
-PATIENT_FIELDS = ("patient_ins", "patient_family_name", "patient_given_names", "patient_birth_date", "patient_sex")
+PATIENT_FIELDS = (
+    "patient_ins",
+    "patient_family_name",
+    "patient_given_names",
+    "patient_birth_date",
+    "patient_sex",
+    "patient_birthplace_code",
+)
+# The INS traits' birthplace: the INSEE code (COG) of the commune of birth, 5 characters
+# (Corsica's departments 2A and 2B), or 99 and the country's code for a birth abroad.
+BIRTHPLACE_CODE = re.compile(r"(?:\d{5}|2[AB]\d{3})")
 
 
 class MultiValueInput(forms.TextInput):
@@ -203,6 +213,15 @@ class ComposeForm(forms.Form):
         error_messages={"invalid": _("Enter a date as YYYY-MM-DD.")},
     )
     patient_sex = forms.ChoiceField(label=_("Sex"), choices=SEX_CHOICES, required=False)
+    patient_birthplace_code = forms.CharField(
+        label=_("Birthplace (INSEE code)"),
+        max_length=5,
+        required=False,
+        help_text=_(
+            "Optional, as in the INS traits: 5 characters such as 75056 or 2A004; for a birth abroad, 99 and the "
+            "country's code (99134 for Spain)."
+        ),
+    )
     in_reply_to = forms.UUIDField(required=False, widget=forms.HiddenInput)
     forward_of = forms.UUIDField(required=False, widget=forms.HiddenInput)
     attachments = MultipleFileField(label=_("Attachments"), required=False)
@@ -327,6 +346,18 @@ class ComposeForm(forms.Form):
     def clean_patient_ins(self) -> str:
         return normalise_ins(self.cleaned_data.get("patient_ins", ""))
 
+    def clean_patient_birthplace_code(self) -> str:
+        value = (self.cleaned_data.get("patient_birthplace_code") or "").strip().upper()
+        if value and not BIRTHPLACE_CODE.fullmatch(value):
+            raise ValidationError(
+                _(
+                    "Enter the INSEE code of the birthplace: 5 characters such as 75056 or 2A004 (for a birth "
+                    "abroad, 99 and the country's code)."
+                ),
+                code="invalid",
+            )
+        return value
+
     def clean_patient_birth_date(self) -> datetime.date | None:
         value: datetime.date | None = self.cleaned_data.get("patient_birth_date")
         if value is not None and not datetime.date(1880, 1, 1) <= value <= datetime.date.today():
@@ -414,6 +445,7 @@ class ComposeForm(forms.Form):
             "given_names": (data.get("patient_given_names") or "").strip(),
             "birth_date": birth.isoformat() if birth else "",
             "sex": sex,
+            "birthplace_code": data.get("patient_birthplace_code") or "",
         }
 
     def draft(self) -> services.Draft:

@@ -77,6 +77,9 @@ class PatientSerializer(serializers.Serializer[Any]):
     given_names = serializers.CharField()
     birth_date = serializers.DateField()
     sex = serializers.CharField()
+    birthplace_code = serializers.CharField(
+        allow_blank=True, help_text="INSEE code (COG) of the birthplace, or empty when not given."
+    )
 
 
 class ReceiptSerializer(serializers.Serializer[Any]):
@@ -147,6 +150,13 @@ class MessageCreateSerializer(serializers.Serializer[Any]):
     patient_given_names = serializers.CharField(max_length=GIVEN_NAMES_MAX, required=False, allow_blank=True)
     patient_birth_date = serializers.DateField(required=False, help_text="YYYY-MM-DD.")
     patient_sex = serializers.ChoiceField(choices=["F", "M", "I"], required=False)
+    patient_birthplace_code = serializers.CharField(
+        max_length=5,
+        required=False,
+        allow_blank=True,
+        help_text="Optional INS trait: the INSEE code (COG) of the birthplace, 5 characters such as 75056 or "
+        "2A004; 99 and the country's code for a birth abroad (99134 Spain).",
+    )
     in_reply_to = serializers.UUIDField(required=False, help_text="Id of the message answered.")
     forward_of = serializers.UUIDField(required=False, help_text="Id of a message forwarded.")
     forward_attachments = serializers.ListField(

@@ -383,6 +383,7 @@ def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
                     "patient_given_names": patient.get("given_names", ""),
                     "patient_birth_date": patient.get("birth_date", ""),
                     "patient_sex": patient.get("sex", ""),
+                    "patient_birthplace_code": patient.get("birthplace_code", ""),
                 }
             )
     if sender is not None:
