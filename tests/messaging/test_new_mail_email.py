@@ -137,7 +137,8 @@ def test_a_relay_that_fails_costs_one_notice_not_one_a_run(db: None, settings: A
     settings.EMAIL_BACKEND = f"{__name__}.RefusingBackend"
     assert services.notify_new_mail(later(3)) == 0
     # The first member's notice is spent; the other waits for the next run.
-    told = MailboxMember.objects.filter(new_mail_notified_at__isnull=False).count()
+    # (A personal mailbox keeps its owner's last notice.)
+    told = Mailbox.objects.filter(new_mail_notified_at__isnull=False).count()
     assert told == 1
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert services.notify_new_mail(later(4)) == 1
@@ -176,3 +177,32 @@ def test_the_worker_sends_the_notices_in_its_periodic_run(db: None) -> None:
     job.refresh_from_db()
     assert job.return_value["new_mail_emails"] == 1
     assert [m.to for m in mail.outbox] == [[alice.email]]
+
+
+def test_the_owner_of_a_personal_mailbox_made_by_pli_is_told(db: None) -> None:
+    # Pli gives a new account its personal mailbox without any member row (the owner is
+    # its reader): the owner must be told all the same.
+    from pli.accounts import services as accounts_services
+
+    bob = practitioner()
+    organisation = bob.memberships.get().organisation
+    alice = accounts_services.create_user(
+        email=f"{unique_marker('alice')}@example.org".lower(),
+        password="correct horse battery staple 42",
+        organisation=organisation,
+        role="practitioner",
+        first_name="Alice",
+        last_name="Martin",
+    )
+    a_box = personal_mailbox(alice)
+    assert not MailboxMember.objects.filter(mailbox=a_box).exists()
+    send(bob, personal_mailbox(bob), [a_box])
+    assert services.notify_new_mail(later(3)) == 1
+    assert [m.to for m in mail.outbox] == [[alice.email]]
+    assert services.notify_new_mail(later(40)) == 0
+    # A second arrival after the period: told again, once.
+    second = send(bob, personal_mailbox(bob), [a_box])
+    Delivery.objects.filter(message_id=second, mailbox=a_box).update(delivered_at=later(20))
+    assert services.notify_new_mail(later(60)) == 1
+    assert services.notify_new_mail(later(100)) == 0
+    assert len(mail.outbox) == 2

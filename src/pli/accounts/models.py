@@ -170,6 +170,9 @@ class Mailbox(models.Model):
     # The random value of the shared mailbox form it was created from: the same form sent
     # twice (a double click) is one mailbox. Empty for the others and the older ones.
     submission = models.CharField(max_length=64, blank=True, default="")
+    # A personal mailbox: when its owner was last e-mailed that messages had arrived (no
+    # content), if ever. A shared mailbox's members each have theirs (MailboxMember).
+    new_mail_notified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "pli_mailbox"

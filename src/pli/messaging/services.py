@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -1476,37 +1476,52 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
     if not latest:
         return 0
     quiet_since = now - datetime.timedelta(minutes=minutes)
-    members = (
-        MailboxMember.objects.filter(mailbox_id__in=list(latest), user__is_active=True, user__new_mail_email=True)
-        .filter(Q(new_mail_notified_at__isnull=True) | Q(new_mail_notified_at__lte=quiet_since))
-        .select_related("mailbox", "user")
-        .order_by("mailbox_id", "user_id")
-    )
+    quiet = Q(new_mail_notified_at__isnull=True) | Q(new_mail_notified_at__lte=quiet_since)
+    # (last notice, mailbox, person, the row that keeps their last notice). A personal
+    # mailbox's reader is its owner, whose last notice is kept on the mailbox (it has no
+    # member row); a shared one's are its members.
+    readers: list[tuple[datetime.datetime | None, Mailbox, User, QuerySet[Any]]] = []
+    for mailbox in Mailbox.objects.filter(
+        quiet,
+        pk__in=list(latest),
+        kind=Mailbox.Kind.PERSONAL,
+        owner__is_active=True,
+        owner__new_mail_email=True,
+    ).select_related("owner"):
+        owner = cast(User, mailbox.owner)
+        readers.append((mailbox.new_mail_notified_at, mailbox, owner, Mailbox.objects.filter(pk=mailbox.pk)))
+    for member in MailboxMember.objects.filter(
+        quiet,
+        mailbox_id__in=list(latest),
+        mailbox__kind=Mailbox.Kind.ORGANISATIONAL,
+        user__is_active=True,
+        user__new_mail_email=True,
+    ).select_related("mailbox", "user"):
+        readers.append(
+            (member.new_mail_notified_at, member.mailbox, member.user, MailboxMember.objects.filter(pk=member.pk))
+        )
+    readers.sort(key=lambda reader: (str(reader[1].pk), reader[2].pk))
     sent = 0
-    for member in members:
-        if member.new_mail_notified_at is not None and member.new_mail_notified_at >= latest[member.mailbox_id]:
+    for notified_at, mailbox, person, row in readers:
+        if notified_at is not None and notified_at >= latest[mailbox.pk]:
             continue  # told already about everything that has arrived
         if sent >= limit:
             break
         # Recorded before the e-mail is sent: a relay that fails costs this notice, never
         # one e-mail a run to everyone while it is down.
-        claimed = MailboxMember.objects.filter(pk=member.pk, new_mail_notified_at=member.new_mail_notified_at).update(
-            new_mail_notified_at=now
-        )
+        claimed = row.filter(new_mail_notified_at=notified_at).update(new_mail_notified_at=now)
         if not claimed:
             continue  # another worker's run told them meanwhile
-        unread = Delivery.objects.filter(
-            mailbox_id=member.mailbox_id, folder=Folder.INBOX, read_at__isnull=True
-        ).count()
+        unread = Delivery.objects.filter(mailbox_id=mailbox.pk, folder=Folder.INBOX, read_at__isnull=True).count()
         with translation.override(settings.LANGUAGE_CODE):
             delivered = send_templated(
-                to=member.user.email,
+                to=person.email,
                 template_prefix="messaging/email/new_mail",
                 context={
-                    "mailbox": member.mailbox,
-                    "person": member.user,
+                    "mailbox": mailbox,
+                    "person": person,
                     "unread": unread,
-                    "link": settings.PUBLIC_URL + reverse("messaging:folder", args=[member.mailbox_id, Folder.INBOX]),
+                    "link": settings.PUBLIC_URL + reverse("messaging:folder", args=[mailbox.pk, Folder.INBOX]),
                     "minutes": minutes,
                 },
             )
