@@ -206,3 +206,21 @@ def test_the_owner_of_a_personal_mailbox_made_by_pli_is_told(db: None) -> None:
     assert services.notify_new_mail(later(60)) == 1
     assert services.notify_new_mail(later(100)) == 0
     assert len(mail.outbox) == 2
+
+
+def test_a_member_who_left_the_organisation_is_not_told_about_its_shared_mailbox(db: None) -> None:
+    doctor = practitioner()
+    organisation = doctor.memberships.get().organisation
+    former = practitioner(organisation)
+    practitioner(organisation, role="admin")
+    team = shared_mailbox(organisation, [doctor, former])
+    # Still in another practice, and a row left behind in the shared mailbox (leaving an
+    # organisation takes its shared mailboxes away, even if a row lingers).
+    elsewhere = practitioner()
+    former.memberships.create(organisation=elsewhere.memberships.get().organisation, role="practitioner")
+    former.memberships.filter(organisation=organisation).delete()
+    assert MailboxMember.objects.filter(mailbox=team, user=former).exists()
+    colleague = practitioner()
+    send(colleague, personal_mailbox(colleague), [team])
+    assert services.notify_new_mail(later(3)) == 1
+    assert [m.to for m in mail.outbox] == [[doctor.email]]

@@ -1494,6 +1494,8 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
         quiet,
         mailbox_id__in=list(latest),
         mailbox__kind=Mailbox.Kind.ORGANISATIONAL,
+        # As mailboxes_for: leaving the organisation takes its shared mailboxes away.
+        mailbox__organisation__memberships__user=F("user"),
         user__is_active=True,
         user__new_mail_email=True,
     ).select_related("mailbox", "user"):
