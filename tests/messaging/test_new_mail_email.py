@@ -224,3 +224,20 @@ def test_a_member_who_left_the_organisation_is_not_told_about_its_shared_mailbox
     send(colleague, personal_mailbox(colleague), [team])
     assert services.notify_new_mail(later(3)) == 1
     assert [m.to for m in mail.outbox] == [[doctor.email]]
+
+
+def test_a_member_is_not_told_about_the_message_they_wrote_to_their_shared_mailbox(db: None) -> None:
+    doctor = practitioner()
+    organisation = doctor.memberships.get().organisation
+    assistant = practitioner(organisation)
+    team = shared_mailbox(organisation, [doctor, assistant])
+    # The GP writes to a colleague with a copy to her practice's shared mailbox.
+    colleague = practitioner()
+    send(doctor, personal_mailbox(doctor), [personal_mailbox(colleague), team])
+    assert services.notify_new_mail(later(3)) == 2
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([colleague.email, assistant.email])
+    # Someone else's message afterwards: now the GP is told too.
+    other = send(colleague, personal_mailbox(colleague), [team])
+    Delivery.objects.filter(message_id=other).update(delivered_at=later(10))
+    assert services.notify_new_mail(later(45)) == 2
+    assert sorted(m.to[0] for m in mail.outbox[2:]) == sorted([doctor.email, assistant.email])

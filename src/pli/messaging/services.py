@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, prefetch_related_objects
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, prefetch_related_objects
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.http import HttpRequest
 from django.urls import reverse
@@ -1467,12 +1467,15 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
             mailbox__is_active=True,
         )
         .exclude(message__sender=F("mailbox"))
-        .values_list("mailbox_id", "delivered_at")
+        .values_list("mailbox_id", "message__author_id")
+        .annotate(last=Max("delivered_at"))
+        .order_by()
     )
-    latest: dict[uuid.UUID, datetime.datetime] = {}
-    for mailbox_id, delivered_at in arrivals:
-        if mailbox_id not in latest or delivered_at > latest[mailbox_id]:
-            latest[mailbox_id] = delivered_at
+    # The last arrival in each mailbox by each author: no one is told of what they wrote
+    # themselves (a GP's copy to her practice's shared mailbox).
+    latest: dict[uuid.UUID, dict[int | None, datetime.datetime]] = {}
+    for mailbox_id, author_id, last in arrivals:
+        latest.setdefault(mailbox_id, {})[author_id] = last
     if not latest:
         return 0
     quiet_since = now - datetime.timedelta(minutes=minutes)
@@ -1505,8 +1508,9 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
     readers.sort(key=lambda reader: (str(reader[1].pk), reader[2].pk))
     sent = 0
     for notified_at, mailbox, person, row in readers:
-        if notified_at is not None and notified_at >= latest[mailbox.pk]:
-            continue  # told already about everything that has arrived
+        newest = max((last for author_id, last in latest[mailbox.pk].items() if author_id != person.pk), default=None)
+        if newest is None or (notified_at is not None and notified_at >= newest):
+            continue  # nothing but their own, or told already about everything that has arrived
         if sent >= limit:
             break
         # Recorded before the e-mail is sent: a relay that fails costs this notice, never
