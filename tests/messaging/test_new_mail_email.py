@@ -52,8 +52,10 @@ def test_a_message_that_waits_unread_is_announced_without_its_content(db: None) 
     assert services.notify_new_mail(later(3)) == 1
     (notice,) = mail.outbox
     assert notice.to == [alice.email]
-    assert notice.subject == f"Nouveaux messages dans votre boîte Pli {a_box.name}"
+    # In French, for the one message: « le lire », not « les lire ».
+    assert notice.subject == f"Nouveau message dans votre boîte Pli {a_box.name}"
     assert "1 message non lu" in notice.body and a_box.address in notice.body
+    assert "Pour le lire, connectez-vous à Pli\u00a0:" in notice.body
     assert f"/messages/{a_box.pk}/inbox/" in notice.body
     # Nothing of the message: not its subject, its patient, its sender or its text.
     for secret in (subject, patient, bob.display_name, b_box.address, "Texte"):
@@ -78,6 +80,8 @@ def test_at_most_one_notice_per_mailbox_per_period_and_only_for_new_arrivals(db:
     # Once the period is over, one notice for both.
     assert services.notify_new_mail(first + 31 * MINUTE) == 1
     assert "2 messages non lus" in mail.outbox[-1].body
+    assert "Pour les lire, connectez-vous à Pli\u00a0:" in mail.outbox[-1].body
+    assert mail.outbox[-1].subject.startswith("Nouveaux messages dans votre boîte Pli ")
     assert services.notify_new_mail(first + 70 * MINUTE) == 0
     assert len(mail.outbox) == 2
 
