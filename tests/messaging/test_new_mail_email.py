@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
 from django.utils import timezone
@@ -245,3 +246,17 @@ def test_a_member_is_not_told_about_the_message_they_wrote_to_their_shared_mailb
     Delivery.objects.filter(message_id=other).update(delivered_at=later(10))
     assert services.notify_new_mail(later(45)) == 2
     assert sorted(m.to[0] for m in mail.outbox[2:]) == sorted([doctor.email, assistant.email])
+
+
+def test_arrivals_are_gathered_a_batch_of_messages_at_a_time(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The day's messages are looked up by batches of ids (so that the copies' message index
+    is used); arrivals spread over several batches, in several mailboxes, all count."""
+    monkeypatch.setattr(services, "NEW_MAIL_BATCH", 1)
+    alice, bob, carol = practitioner(), practitioner(), practitioner()
+    a_box, b_box, c_box = personal_mailbox(alice), personal_mailbox(bob), personal_mailbox(carol)
+    send(bob, b_box, [a_box])
+    send(carol, c_box, [a_box, b_box])
+    send(alice, a_box, [c_box])
+    assert services.notify_new_mail(later(3)) == 3
+    assert sorted(m.to[0] for m in mail.outbox) == sorted([alice.email, bob.email, carol.email])
+    assert "2 messages non lus" in next(m.body for m in mail.outbox if m.to == [alice.email])
