@@ -6,9 +6,10 @@ from __future__ import annotations
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
-from pli.accounts.models import Mailbox, User
+from pli.accounts.models import Mailbox, MailboxMember, User
 from pli.messaging.models import Attachment
 from pli.sharing.models import PatientShare
+from pli.testing.accounts import make_user
 from sharing.helpers import pdf_bytes
 from sharing.test_web import form
 
@@ -58,3 +59,25 @@ def test_the_team_sees_the_documents_already_went_to_the_patient(db: None) -> No
     assert f"/shares/{share.pk}" in page(assistant, message_id, team)
     # Another practice holding the same letter learns nothing of this team's patient share.
     assert "Envoyé au patient" not in page(outsider, message_id, personal_mailbox(outsider))
+
+
+def test_the_owner_of_a_personal_mailbox_sees_what_she_sent_to_the_patient(db: None) -> None:
+    # Pli gives a new account its personal mailbox without any member row: its owner is its
+    # reader all the same.
+    doctor = make_user()
+    inbox = personal_mailbox(doctor)
+    assert not MailboxMember.objects.filter(mailbox=inbox).exists()
+    lab = practitioner()
+    message_id = send_letter(lab, [inbox])
+    attachment = Attachment.objects.get(message_id=message_id)
+    created = web_client(doctor).post(
+        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
+    )
+    assert created.status_code == 303
+    share = PatientShare.objects.get()
+
+    seen = page(doctor, message_id, inbox)
+    assert f"Envoyé au patient par {doctor.display_name} le" in seen
+    assert f"/shares/{share.pk}" in seen
+    # The lab, whose letter it is, learns nothing of it.
+    assert "Envoyé au patient" not in page(lab, message_id, personal_mailbox(lab))

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django import template
+from django.db.models import Q
 
-from pli.accounts.models import MailboxMember
+from pli.accounts.models import Mailbox, MailboxMember
 from pli.sharing.models import PatientShare
 
 register = template.Library()
@@ -32,9 +33,13 @@ def shares_from_message(message: Any, copies: Sequence[Any]) -> list[PatientShar
     mailbox_ids = {copy.mailbox_id for copy in copies}
     if not mailbox_ids:
         return []
-    holders = MailboxMember.objects.filter(mailbox_id__in=mailbox_ids).values("user_id")
+    # A personal mailbox's reader is its owner (Pli gives it no member row); a shared one's,
+    # its members.
+    members = MailboxMember.objects.filter(mailbox_id__in=mailbox_ids).values("user_id")
+    owners = Mailbox.objects.filter(pk__in=mailbox_ids, owner__isnull=False).values("owner_id")
     return list(
-        PatientShare.objects.filter(source_message_id=message.pk, created_by_id__in=holders)
+        PatientShare.objects.filter(source_message_id=message.pk)
+        .filter(Q(created_by_id__in=members) | Q(created_by_id__in=owners))
         .select_related("created_by")
         .order_by("-created_at")
     )
