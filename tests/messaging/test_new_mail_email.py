@@ -260,3 +260,23 @@ def test_arrivals_are_gathered_a_batch_of_messages_at_a_time(db: None, monkeypat
     assert services.notify_new_mail(later(3)) == 3
     assert sorted(m.to[0] for m in mail.outbox) == sorted([alice.email, bob.email, carol.email])
     assert "2 messages non lus" in next(m.body for m in mail.outbox if m.to == [alice.email])
+
+
+class ReadingBackend(EmailBackend):
+    """A relay slow enough that the other person reads her message while the first notice
+    goes: every copy is read by the time the next notice is written."""
+
+    def send_messages(self, messages: Any) -> int:
+        Delivery.objects.update(read_at=timezone.now())
+        return int(super().send_messages(messages))
+
+
+def test_no_notice_says_there_is_nothing_unread(db: None, settings: Any) -> None:
+    # The arrivals are gathered at the start of the run; one read before her notice is
+    # written is no reason to e-mail her « 0 message non lu ».
+    alice, bob, carol = practitioner(), practitioner(), practitioner()
+    send(bob, personal_mailbox(bob), [personal_mailbox(alice), personal_mailbox(carol)])
+    settings.EMAIL_BACKEND = f"{__name__}.ReadingBackend"
+    assert services.notify_new_mail(later(3)) == 1
+    (notice,) = mail.outbox
+    assert "1 message non lu" in notice.body

@@ -1526,6 +1526,8 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
         if not claimed:
             continue  # another worker's run told them meanwhile
         unread = Delivery.objects.filter(mailbox_id=mailbox.pk, folder=Folder.INBOX, read_at__isnull=True).count()
+        if not unread:
+            continue  # read since the arrivals were gathered (the run's earlier e-mails take time)
         with translation.override(settings.LANGUAGE_CODE):
             delivered = send_templated(
                 to=person.email,
