@@ -378,3 +378,16 @@ def test_the_schema_lists_the_framing_refusals_of_every_operation(raw_token: str
     assert chunked.status_code == 411
     compressed = client.get("/api/v1/me", HTTP_CONTENT_ENCODING="gzip", **bearer(raw_token))
     assert compressed.status_code == 415
+
+
+def test_the_readme_names_every_field_a_message_takes() -> None:
+    """An integrator reads the README's table: a field the API takes but the table does not
+    name (the patient's birthplace, an INS trait) is one their software never sends."""
+    from pathlib import Path
+
+    from pli.messaging.serializers import MessageCreateSerializer
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `POST /api/v1/messages` |")]
+    missing = [name for name in MessageCreateSerializer().fields if f"`{name}`" not in row]
+    assert missing == []
