@@ -56,7 +56,8 @@ class PatientShare(EncryptedModel):
     reply_mailbox = models.ForeignKey(Mailbox, null=True, on_delete=models.SET_NULL, related_name="+")
     # The received message whose attachments were forwarded, if any (an id, not a foreign
     # key: the share outlives the message's retention).
-    source_message_id = models.UUIDField(null=True, blank=True)
+    # The message whose attachments it sent, if any: its page lists the shares made from it.
+    source_message_id = models.UUIDField(null=True, blank=True, db_index=True)
 
     patient_given_name = EncryptedTextField()
     patient_family_name = EncryptedTextField()
