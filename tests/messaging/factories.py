@@ -37,19 +37,19 @@ class UserFactory(factory.django.DjangoModelFactory):  # type: ignore[misc]
 
 
 def practitioner(organisation: Organisation | None = None, *, role: str = Membership.Role.PRACTITIONER) -> User:
-    """A user, member of ``organisation``, with a personal mailbox."""
+    """A user, member of ``organisation``, with a personal mailbox (its owner reads it; no
+    member row, as accounts.services.create_user makes it)."""
     organisation = organisation or OrganisationFactory()
     user = UserFactory()
     Membership.objects.create(user=user, organisation=organisation, role=role)
     n = next(_counter)
-    mailbox = Mailbox.objects.create(
+    Mailbox.objects.create(
         address=f"{user.first_name.lower()}.{n}@{DOMAIN}",
         name=user.display_name,
         kind=Mailbox.Kind.PERSONAL,
         organisation=organisation,
         owner=user,
     )
-    MailboxMember.objects.create(mailbox=mailbox, user=user)
     return user
 
 
