@@ -276,3 +276,31 @@ def test_a_late_report_about_the_former_number_does_not_speak_for_the_new_one(db
     assert post(report(first.provider_id, "failed", "30008")).status_code == 204
     page = practitioner.get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert 'data-failure="number_refused"' in page and 'data-failure="provider_unavailable"' not in page
+
+
+def test_once_an_sms_is_delivered_again_the_codes_go_by_sms_again(
+    db: None, twilio: FakeTwilio, smtp_server: Any
+) -> None:
+    """A code SMS reported undelivered (the phone switched off: 30003) sent the next codes by
+    e-mail; once an SMS to that number is reported delivered, the number works again."""
+    from sharing.test_patient_flow import _age_codes
+
+    share, token = make_share()
+    run_tasks()  # the link, by e-mail
+    patient = Patient(token)
+    assert patient.birth_date()["Location"].endswith("?sent=sms")
+    run_tasks()
+    first = share.notifications.get(channel=Channel.SMS, kind=ShareNotification.Kind.CODE)
+    assert post(report(first.provider_id, "undelivered", "30003")).status_code == 204
+    _age_codes(share)
+    assert patient.new_code()["Location"].endswith("?sent=email")
+    run_tasks()
+    # The patient asks for the SMS all the same; this one reaches the phone.
+    _age_codes(share)
+    assert patient.new_code("sms")["Location"].endswith("?sent=sms")
+    run_tasks()
+    second = share.notifications.filter(channel=Channel.SMS, kind=ShareNotification.Kind.CODE).latest("created_at")
+    assert second.pk != first.pk
+    assert post(report(second.provider_id, "delivered")).status_code == 204
+    _age_codes(share)
+    assert patient.new_code()["Location"].endswith("?sent=sms")

@@ -632,8 +632,18 @@ def _code_channel(share: PatientShare, wanted: str | None) -> str:
 
 def _sms_failed_for_good(share: PatientShare) -> bool:
     """Whether an SMS to the share's current number failed for good: failures before the
-    practitioner corrected the number (resend's ``changed``) were about another one."""
+    practitioner corrected the number (resend's ``changed``) were about another one, and a
+    failure followed by an SMS the provider reported delivered (a phone switched off for a
+    while, then on again) no longer says anything about the number."""
     failed = share.notifications.filter(channel=Channel.SMS, state=ShareNotification.State.FAILED)
+    last_failed = failed.aggregate(last=Max("created_at"))["last"]
+    if (
+        last_failed is not None
+        and share.notifications.filter(
+            channel=Channel.SMS, created_at__gt=last_failed, delivered_at__isnull=False
+        ).exists()
+    ):
+        return False
     return _failed_since_correction(share, failed, "mobile")
 
 
