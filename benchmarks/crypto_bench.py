@@ -1,4 +1,5 @@
-"""Throughput and memory of the streaming encryption and the blob store.
+"""Throughput and memory of the streaming encryption and the blob store, and a reference
+of this machine's speed at running Python (``python_reference_ms``, lower is faster).
 
 Units: 1 MB = 10**6 bytes everywhere (as openssl and dd report), so MB/s figures compare
 directly. The payloads are 512 MiB (and 1 GiB for the memory figure).
@@ -187,9 +188,27 @@ def _rss_child(directory: Path) -> None:
     print(match.group(1))
 
 
+def bench_python_reference(rounds: int = 5) -> float:
+    """Milliseconds for a fixed piece of pure Python (small dicts and strings built and read,
+    as a request's code does), best of ``rounds``: how fast this machine runs Python at the
+    moment. The CPU-bound figures (sends, share creation, page latencies) move with it: on
+    2026-12-01 one send cost twice yesterday's server CPU on unchanged code. Compare two
+    days' runs against it before suspecting the code."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(200_000):
+            row = {"id": i, "name": f"user{i}", "tags": [i, i + 1]}
+            total += len(row["name"]) + row["tags"][1]
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
 def run() -> list[Figure]:
+    figures: list[Figure] = [("python_reference_ms", bench_python_reference(), "ms")]
     block = os.urandom(CHUNK)
-    figures = bench_stream(block)
+    figures += bench_stream(block)
     figures += bench_memory_copy(block)
     openssl = bench_openssl()
     figures.append(("openssl_aes256gcm_mb_s", openssl, "MB/s"))
