@@ -28,6 +28,16 @@ def send_letter(sender: User, to: list[Mailbox]) -> str:
     return str(response.json()["id"])
 
 
+def share_from(user: User, message_id: str) -> PatientShare:
+    """The patient share ``user`` makes, on the web, from the letter's attachment."""
+    attachment = Attachment.objects.get(message_id=message_id)
+    created = web_client(user).post(
+        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
+    )
+    assert created.status_code == 303
+    return PatientShare.objects.get()
+
+
 def page(user: User, message_id: str, mailbox: Mailbox) -> str:
     response = web_client(user).get(f"/messages/m/{message_id}/?mailbox={mailbox.pk}", HTTP_ACCEPT_LANGUAGE="fr")
     assert response.status_code == 200
@@ -44,12 +54,7 @@ def test_the_team_sees_the_documents_already_went_to_the_patient(db: None) -> No
     message_id = send_letter(lab, [team, personal_mailbox(outsider)])
     assert "Envoyé au patient" not in page(doctor, message_id, team)
 
-    attachment = Attachment.objects.get(message_id=message_id)
-    created = web_client(assistant).post(
-        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
-    )
-    assert created.status_code == 303
-    share = PatientShare.objects.get()
+    share = share_from(assistant, message_id)
 
     seen = page(doctor, message_id, team)
     assert f"Envoyé au patient par {assistant.display_name} le" in seen
@@ -69,12 +74,7 @@ def test_the_owner_of_a_personal_mailbox_sees_what_she_sent_to_the_patient(db: N
     assert not MailboxMember.objects.filter(mailbox=inbox).exists()
     lab = practitioner()
     message_id = send_letter(lab, [inbox])
-    attachment = Attachment.objects.get(message_id=message_id)
-    created = web_client(doctor).post(
-        f"/shares/new?message={message_id}", {**form(documents=None), "attachments": [str(attachment.pk)]}
-    )
-    assert created.status_code == 303
-    share = PatientShare.objects.get()
+    share = share_from(doctor, message_id)
 
     seen = page(doctor, message_id, inbox)
     assert f"Envoyé au patient par {doctor.display_name} le" in seen

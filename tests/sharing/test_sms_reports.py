@@ -199,7 +199,9 @@ def test_undelivered_reports_say_why_by_category(db: None, twilio: FakeTwilio, e
     assert failed.failure == category and failed.details["reported"] is True
 
 
-def test_after_an_undelivered_code_the_next_one_goes_by_email(db: None, twilio: FakeTwilio, smtp_server: Any) -> None:
+def code_sms_undelivered() -> tuple[PatientShare, Patient, ShareNotification]:
+    """A share with both contacts, the link sent by e-mail, the patient past the birth date,
+    and the code's SMS then reported undelivered (the phone switched off: 30003)."""
     share, token = make_share()
     run_tasks()  # the link, by e-mail
     patient = Patient(token)
@@ -207,6 +209,11 @@ def test_after_an_undelivered_code_the_next_one_goes_by_email(db: None, twilio: 
     run_tasks()
     code_sms = share.notifications.get(channel=Channel.SMS, kind=ShareNotification.Kind.CODE)
     assert post(report(code_sms.provider_id, "undelivered", "30003")).status_code == 204
+    return share, patient, code_sms
+
+
+def test_after_an_undelivered_code_the_next_one_goes_by_email(db: None, twilio: FakeTwilio, smtp_server: Any) -> None:
+    _share, patient, _code_sms = code_sms_undelivered()
     response = patient.birth_date()
     assert response.status_code == 303 and response["Location"].endswith("?sent=email")
 
@@ -285,13 +292,7 @@ def test_once_an_sms_is_delivered_again_the_codes_go_by_sms_again(
     e-mail; once an SMS to that number is reported delivered, the number works again."""
     from sharing.test_patient_flow import _age_codes
 
-    share, token = make_share()
-    run_tasks()  # the link, by e-mail
-    patient = Patient(token)
-    assert patient.birth_date()["Location"].endswith("?sent=sms")
-    run_tasks()
-    first = share.notifications.get(channel=Channel.SMS, kind=ShareNotification.Kind.CODE)
-    assert post(report(first.provider_id, "undelivered", "30003")).status_code == 204
+    share, patient, first = code_sms_undelivered()
     _age_codes(share)
     assert patient.new_code()["Location"].endswith("?sent=email")
     run_tasks()
