@@ -190,6 +190,8 @@ def test_the_messaging_endpoints_answer_as_the_schema_says(openapi: dict[str, An
     assert page["next"] is None
     api.call("get", listing, 200, f"/api/v1/mailboxes/{mine.pk}/messages?q=Durand&date_from=2000-01-01")
     api.call("get", listing, 400, f"/api/v1/mailboxes/{mine.pk}/messages?folder=nowhere&date_to=x")
+    api.call("get", listing, 200, f"/api/v1/mailboxes/{mine.pk}/messages?unread=true")
+    api.call("get", listing, 400, f"/api/v1/mailboxes/{mine.pk}/messages?unread=x")
     api.call("get", listing, 404, f"/api/v1/mailboxes/{uuid.uuid4()}/messages")
 
     detail = "/api/v1/messages/{message_id}"
@@ -199,6 +201,14 @@ def test_the_messaging_endpoints_answer_as_the_schema_says(openapi: dict[str, An
     other.call("get", detail, 200, f"/api/v1/messages/{message}")
     api.call("get", detail, 400, f"/api/v1/messages/{message}?mailbox=x")
     api.call("get", detail, 404, f"/api/v1/messages/{uuid.uuid4()}")
+
+    unread = "/api/v1/messages/{message_id}/unread"
+    marked = other.call("post", unread, 200, f"/api/v1/messages/{message}/unread").json()
+    assert marked["copies"] and all(c["unread"] for c in marked["copies"])
+    lone = api.call("post", "/api/v1/messages", 201, data={"sender": mine.address, "to": [theirs.address], "body": "u"})
+    api.call("post", unread, 400, f"/api/v1/messages/{lone.json()['id']}/unread")  # the sent copy alone
+    other.call("post", unread, 400, f"/api/v1/messages/{message}/unread", data={"mailbox": "x"})
+    other.call("post", unread, 404, f"/api/v1/messages/{uuid.uuid4()}/unread")
 
     attachment = "/api/v1/messages/{message_id}/attachments/{attachment_id}"
     api.call("get", attachment, 200, f"/api/v1/messages/{message}/attachments/{read['attachments'][0]['id']}")
@@ -449,6 +459,7 @@ EXERCISED = {
     ("get", "/api/v1/messages/{message_id}"),
     ("delete", "/api/v1/messages/{message_id}"),
     ("post", "/api/v1/messages/{message_id}/move"),
+    ("post", "/api/v1/messages/{message_id}/unread"),
     ("get", "/api/v1/messages/{message_id}/attachments/{attachment_id}"),
     ("get", "/api/v1/shares"),
     ("post", "/api/v1/shares"),

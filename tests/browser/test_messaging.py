@@ -296,3 +296,33 @@ def test_a_practice_answers_the_hospital_from_its_shared_mailbox(browser: Any, p
         assert "lu par Jeanne Martin" in team_line and "répondu par Jeanne Martin" in team_line
     finally:
         context.close()
+
+
+@pytest.mark.browser
+def test_ticked_letters_are_archived_at_once_and_one_marked_unread_again(page: Any, live_server: Any) -> None:
+    from pli.messaging import services
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(Mailbox.objects.get(owner=alice), box, ["Bilan A", "Bilan B", "Compte rendu C"])
+    page.set_default_timeout(15000)
+    _sign_in(page, bob)
+    boxes = page.locator("input[name=message]")
+    assert boxes.count() == 3
+    # "Tout sélectionner" (the script's) ticks every box; unticking one leaves it half-ticked.
+    select_all = page.get_by_label("Tout sélectionner")
+    select_all.check()
+    assert all(boxes.nth(i).is_checked() for i in range(3))
+    page.get_by_label("Sélectionner «\u00a0Compte rendu C\u00a0»").uncheck()
+    assert select_all.evaluate("box => box.indeterminate")
+    page.click("button[name=action][value=archive]")
+    page.wait_for_selector("text=2 messages archivés.")
+    assert page.locator(".mail-row").count() == 1 and "Compte rendu C" in page.locator(".mail-row").inner_text()
+    # Read, then marked unread from its page: back in the list, in bold again.
+    page.click("text=Compte rendu C")
+    page.wait_for_url("**/messages/m/**")
+    page.click("button:has-text('Marquer comme non lu')")
+    page.wait_for_selector("text=Marqué comme non lu.")
+    assert page.locator(".mail-row.is-unread").count() == 1

@@ -62,6 +62,7 @@ def _requests(w: World, message_id: str | None = None, attachment_id: str | None
         ("get", f"/api/v1/messages/{m}", None),
         ("get", f"/api/v1/messages/{m}/attachments/{a}", None),
         ("post", f"/api/v1/messages/{m}/move", {"folder": "archive"}),
+        ("post", f"/api/v1/messages/{m}/unread", {}),
         ("delete", f"/api/v1/messages/{m}", None),
     ]
 
@@ -74,7 +75,7 @@ def _call(client: Client, method: str, url: str, data: Any) -> Any:
 
 def test_member_gets_in(world: World) -> None:
     client = api_client(world.member)
-    for method, url, data in _requests(world)[:4]:
+    for method, url, data in _requests(world)[:5]:
         response = _call(client, method, url, data)
         assert response.status_code == 200, (url, response.content)
     # Delete works once the copy is in the trash.
@@ -103,7 +104,7 @@ def test_outsiders_get_exactly_a_not_found(world: World, who: str) -> None:
     outsider = str(getattr(world, who).pk)
     denied = AuditEvent.objects.filter(actor_id=outsider, outcome="denied")
     steps = {(e.action, e.details["step"]) for e in denied}
-    assert {("message.access_denied", s) for s in ("read", "download", "move", "delete")} <= steps
+    assert {("message.access_denied", s) for s in ("read", "download", "move", "unread", "delete")} <= steps
     assert ("mailbox.access_denied", "api") in steps
     assert denied.filter(target_id=str(world.message_id)).exists()
 
@@ -180,6 +181,12 @@ def test_web_pages_answer_not_found_to_outsiders(world: World, who: str) -> None
     ]:
         assert client.get(url).status_code == 404, url
     assert client.post(f"/messages/m/{m}/move/", {"folder": "trash"}).status_code == 404
+    assert client.post(f"/messages/m/{m}/unread/", {"mailbox": str(world.mailbox.pk)}).status_code == 404
+    # Ticked in a list of someone else's mailbox, or ticked in one's own: neither reaches it.
+    own = personal_mailbox(getattr(world, who))
+    for box in (world.mailbox.pk, own.pk):
+        response = client.post(f"/messages/{box}/inbox/selection/", {"action": "trash", "message": [str(m)]})
+        assert response.status_code == (404 if box == world.mailbox.pk else 302)
     denied = AuditEvent.objects.filter(actor_id=str(getattr(world, who).pk), outcome="denied")
     assert {e.details["step"] for e in denied.filter(action="message.access_denied")} >= {
         "read",
@@ -187,6 +194,8 @@ def test_web_pages_answer_not_found_to_outsiders(world: World, who: str) -> None
         "reply",
         "forward",
         "move",
+        "unread",
+        "selection",
     }
     assert denied.filter(action="mailbox.access_denied", target_id=str(world.mailbox.pk)).exists()
     assert client.post(f"/messages/m/{m}/delete/").status_code == 404

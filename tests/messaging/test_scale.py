@@ -17,6 +17,7 @@ from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.audit.models import AuditEvent
 from pli.messaging import services
+from pli.messaging.models import Folder
 
 
 def _queries(client: Client, url: str) -> int:
@@ -102,3 +103,19 @@ def test_a_common_word_is_searched_newest_first_by_index(pair: tuple[User, User]
         # A date range is one range of the same index.
         _, dated = _search_sql(box, services.SearchQuery(date_from=datetime.date.today()))
         assert "delivery_mailbox_page (mailbox_id=? AND sent_at>?)" in _plan(dated)
+
+
+def test_the_unread_alone_are_paged_by_index(pair: tuple[User, User]) -> None:
+    """Software polling a big inbox for its unread letters reads a range of an index, newest
+    first, not every unread copy sorted (nor every copy)."""
+    alice, bob = pair
+    for n in range(3):
+        _send(alice, bob, subject=f"Lettre {n}")
+    box = personal_mailbox(bob)
+    with CaptureQueriesContext(connection) as captured:
+        page = services.folder_page(box, Folder.INBOX, unread=True, limit=2)
+    assert [str(item.message.subject) for item in page.items] == ["Lettre 2", "Lettre 1"] and page.next_cursor
+    if connection.vendor == "sqlite":
+        plan = _plan(captured.captured_queries[-1]["sql"])
+        assert "delivery_unread_page (mailbox_id=? AND folder=? AND read_at=?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan

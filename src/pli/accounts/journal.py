@@ -55,6 +55,8 @@ ACTIONS: dict[str, Promise] = {
     "message.send": _("Message sent"),
     "message.receive": _("Message received"),
     "message.move": _("Message moved"),
+    "message.mark_read": _("Message marked read (not opened)"),
+    "message.mark_unread": _("Message marked unread"),
     "message.delete": _("Message deleted"),
     "message.shred": _("Message erased"),
     "message.access_denied": _("Message access refused"),
@@ -111,7 +113,7 @@ KINDS: dict[str, tuple[Promise, tuple[str, ...]]] = {
     "read": (_("Reads"), ("message.read", "share.read", "mailbox.list", "share.list")),
     "download": (_("Downloads"), ("attachment.download",)),
     "send": (_("Sent and received messages"), ("message.send", "message.receive")),
-    "move": (_("Moves"), ("message.move",)),
+    "move": (_("Moves"), ("message.move", "message.mark_read", "message.mark_unread")),
     "delete": (_("Deletions"), ("message.delete", "message.shred", "share.documents_purged", "share.deleted")),
     "patient": (
         _("Patient steps"),

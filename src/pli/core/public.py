@@ -41,6 +41,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.messaging.api.MessageCreateView",
         "pli.messaging.api.MessageDetailView",
         "pli.messaging.api.MessageMoveView",
+        "pli.messaging.api.MessageUnreadView",
         "pli.messaging.api.AttachmentView",
         "pli.sharing.api.SharesView",
         "pli.sharing.api.ShareDetailView",

@@ -13,6 +13,7 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooMany
 from django.http import HttpResponseBase
 from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -38,6 +39,7 @@ from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
 from pli.messaging.serializers import (
     UNKNOWN_FOLDER,
     MailboxSerializer,
+    MarkUnreadSerializer,
     MessageCreatedSerializer,
     MessageCreateFormSerializer,
     MessageCreateSerializer,
@@ -106,9 +108,16 @@ class FolderQuerySerializer(serializers.Serializer[Any]):
     cursor = serializers.CharField(required=False, max_length=200)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_PAGE_SIZE)
     q = serializers.CharField(required=False, max_length=200, allow_blank=True)
+    unread = serializers.ChoiceField(
+        choices=["true", "false"],
+        required=False,
+        error_messages={
+            "invalid_choice": gettext_lazy("Write unread=true (only unread messages) or unread=false (only read ones).")
+        },
+    )
 
 
-_FOLDER_QUERY = ("folder", "cursor", "limit", "q")
+_FOLDER_QUERY = ("folder", "cursor", "limit", "q", "unread")
 # Checked by the web search's form; `q` keeps the serializer (no word to look for finds nothing).
 _SEARCH_CRITERIA = ("sender", "date_from", "date_to")
 
@@ -164,6 +173,13 @@ class MailboxMessagesView(MessagingView):
                 "date_from", OpenApiTypes.DATE, description="Sent on or after this day (YYYY-MM-DD, Paris time)."
             ),
             OpenApiParameter("date_to", OpenApiTypes.DATE, description="Sent on or before this day (YYYY-MM-DD)."),
+            OpenApiParameter(
+                "unread",
+                str,
+                enum=["true", "false"],
+                description="`true`: only the messages still unread in this mailbox (received, neither opened "
+                "nor marked read), as software that files each new letter polls them; `false`: only the others.",
+            ),
         ],
         responses=MessagePageSerializer,
         tags=TAGS,
@@ -202,6 +218,7 @@ class MailboxMessagesView(MessagingView):
                 cursor=params.get("cursor"),
                 limit=params.get("limit") or services.PAGE_SIZE,
                 query=search if search else None,
+                unread={"true": True, "false": False}.get(params.get("unread", "")),
             )
         except services.BadCursor:
             raise ValidationError({"cursor": [_("This cursor is not valid: use the `next` link of a page.")]}) from None
@@ -274,7 +291,7 @@ def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
                 "name": r.mailbox.name,
                 "role": r.role,
                 "delivered_at": r.delivered_at.isoformat(),
-                "read_at": r.read_at.isoformat() if r.read_at else None,
+                "read_at": r.first_read_at.isoformat() if r.first_read_at else None,
                 "answered_at": r.answered_at.isoformat() if r.answered_at else None,
             }
             for r in recipients
@@ -483,6 +500,40 @@ class MessageMoveView(MessagingView):
             mailbox = body.validated_data.get("mailbox")
             services.record_denied(user, request._request, ("messaging.message", message_id), "move", mailbox=mailbox)
             raise _not_found() from None
+        return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
+
+
+class MessageUnreadView(MessagingView):
+    # The read state is the reading scope's: a GET of the message sets it.
+    required_scopes = [MESSAGES_READ]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="messages_unread",
+        summary="Mark your received copies of a message unread again",
+        description="The copies count as unread (`unread` in the lists, the mailbox's count) until the message "
+        "is read again. The sender's receipt keeps the time it was first read. 400 when you hold only the "
+        "copy you sent.",
+        request=MarkUnreadSerializer,
+        responses=MovedSerializer,
+        tags=TAGS,
+    )
+    def post(self, request: Request, message_id: uuid.UUID) -> Response:
+        user = _user(request)
+        if not services.visible_copies(user, message_id):
+            services.record_denied(user, request._request, ("messaging.message", message_id), "unread")
+            raise _not_found()
+        refuse_repeated(request.data, MarkUnreadSerializer().fields)
+        body = MarkUnreadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        mailbox = body.validated_data.get("mailbox")
+        try:
+            copies = services.mark_unread(user, message_id, mailbox_id=mailbox, request=request._request)
+        except services.NotVisible:
+            services.record_denied(user, request._request, ("messaging.message", message_id), "unread", mailbox=mailbox)
+            raise _not_found() from None
+        except services.NotReceived:
+            raise ValidationError({"detail": _("Only a message you received can be marked unread.")}) from None
         return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("messages", api.MessageCreateView.as_view(), name="message-create"),
     path("messages/<guid:message_id>", api.MessageDetailView.as_view(), name="message-detail"),
     path("messages/<guid:message_id>/move", api.MessageMoveView.as_view(), name="message-move"),
+    path("messages/<guid:message_id>/unread", api.MessageUnreadView.as_view(), name="message-unread"),
     path(
         "messages/<guid:message_id>/attachments/<guid:attachment_id>",
         api.AttachmentView.as_view(),

@@ -175,10 +175,14 @@ class Delivery(models.Model):
     # A copy of the message's time, so a folder page is one index range scan.
     sent_at = models.DateTimeField()
     delivered_at = models.DateTimeField()
+    # Unread while null: the copy's state, which its readers may set back ("mark as unread").
     read_at = models.DateTimeField(null=True, blank=True)
     read_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
+    # The first reading, as the sender's receipt shows it: kept when a reader marks the copy
+    # unread again (a receipt is a record of what happened, not of the reader's to-do list).
+    first_read_at = models.DateTimeField(null=True, blank=True)
     # The first answer, as the sender's receipt shows it; every member's is an Answer.
     answered_at = models.DateTimeField(null=True, blank=True)
     answered_by = models.ForeignKey(
@@ -198,8 +202,9 @@ class Delivery(models.Model):
             # a date range, are one index walk too (not a sort of the whole mailbox).
             models.Index(fields=["mailbox", "-sent_at", "-id"], name="delivery_mailbox_page"),
             # Unread counts: (mailbox, "inbox", NULL) is one index range, with bound parameters
-            # too (SQLite can't match a partial index's condition against them).
-            models.Index(fields=["mailbox", "folder", "read_at"], name="delivery_unread"),
+            # too (SQLite can't match a partial index's condition against them); newest first
+            # within it, a page of the unread alone is a range too (software polling them).
+            models.Index(fields=["mailbox", "folder", "read_at", "-sent_at", "-id"], name="delivery_unread_page"),
             # The copies the trash retention job deletes, oldest first. Partial: a send
             # writes no entry in it (its copies are not in the trash).
             models.Index(fields=["trashed_at"], name="delivery_trashed", condition=models.Q(trashed_at__isnull=False)),
@@ -237,7 +242,7 @@ class DeletedCopy(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="+")
     role = models.CharField(max_length=8, choices=Role.choices)
     delivered_at = models.DateTimeField()
-    read_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)  # the receipt's: the first reading
     answered_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField()
 
@@ -258,6 +263,7 @@ class DeletedCopy(models.Model):
             sent_at=self.delivered_at,
             delivered_at=self.delivered_at,
             read_at=self.read_at,
+            first_read_at=self.read_at,
             answered_at=self.answered_at,
         )
 

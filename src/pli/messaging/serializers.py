@@ -185,6 +185,12 @@ class MoveSerializer(serializers.Serializer[Any]):
     mailbox = serializers.UUIDField(required=False, help_text="Only the copy in this mailbox (default: all yours).")
 
 
+class MarkUnreadSerializer(serializers.Serializer[Any]):
+    mailbox = serializers.UUIDField(
+        required=False, help_text="Only the copy in this mailbox (default: all the copies you received)."
+    )
+
+
 class MovedSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     copies = CopySerializer(many=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, prefetch_related_objects
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, QuerySet, Value, When, prefetch_related_objects
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.http import HttpRequest
 from django.urls import reverse
@@ -386,6 +386,7 @@ def send_message(
             delivered_at=now,
             read_at=now,
             read_by=author,
+            first_read_at=now,
         )
     ]
     seen: set[uuid.UUID] = set()
@@ -710,11 +711,16 @@ def folder_page(
     cursor: str | None = None,
     limit: int = PAGE_SIZE,
     query: SearchQuery | None = None,
+    unread: bool | None = None,
 ) -> Page:
     """One page of a folder (or, with ``folder=None``, of the whole mailbox but the trash),
-    newest first, by keyset: a deep page costs what the first one does."""
+    newest first, by keyset: a deep page costs what the first one does. ``unread``: True, the
+    unread copies alone; False, the read ones alone (one's own sent copy is read from the
+    start); None, both."""
     qs = Delivery.objects.filter(mailbox=mailbox)
     qs = qs.filter(folder=folder) if folder else qs.exclude(folder=Folder.TRASH)
+    if unread is not None:
+        qs = qs.filter(read_at__isnull=unread)
     if query:
         qs = _apply_search(qs, query)
     if cursor:
@@ -857,17 +863,20 @@ def _own_unread_copies(
     if all(copy.mailbox.owner_id == user.pk for copy in copies):
         return []
     if held is not None:
-        return [
-            c for c in held if c.mailbox.owner_id == user.pk and c.is_incoming and c.read_at is None and c not in copies
-        ]
+        return [c for c in held if c.mailbox.owner_id == user.pk and c.is_incoming and _unopened(c) and c not in copies]
     return list(
         Delivery.objects.filter(
+            Q(read_at__isnull=True) | Q(first_read_at__isnull=True),
             message_id__in=[m.pk for m in messages],
             mailbox__owner=user,
             role__in=INCOMING,
-            read_at__isnull=True,
         ).exclude(pk__in=[c.pk for c in copies])
     )
+
+
+def _unopened(copy: Delivery) -> bool:
+    """Unread, or marked read from a list without being opened (no receipt yet)."""
+    return copy.read_at is None or copy.first_read_at is None
 
 
 def _mark_read(
@@ -896,12 +905,22 @@ def _mark_read(
             if opened and not present.intersection(opened):
                 raise NotVisible
             incoming = [c for c in incoming if c.pk in present]
-        unread = [c.pk for c in incoming if c.read_at is None]
+        unread = [c.pk for c in incoming if _unopened(c)]
         if unread:
-            Delivery.objects.filter(pk__in=unread, read_at__isnull=True).update(read_at=now, read_by=user)
+            # Each SET sees the row as it was: read_by changes only with read_at.
+            Delivery.objects.filter(pk__in=unread).update(
+                read_at=Coalesce("read_at", Value(now)),
+                read_by=Case(
+                    When(read_at__isnull=True, then=Value(user.pk)),
+                    default=F("read_by"),
+                    output_field=Delivery._meta.get_field("read_by").target_field,
+                ),
+                first_read_at=Coalesce("first_read_at", Value(now)),
+            )
             for copy in incoming:
                 if copy.read_at is None:
                     copy.read_at, copy.read_by = now, user
+                copy.first_read_at = copy.first_read_at or now
         if incoming:
             Reading.objects.bulk_create(
                 [Reading(delivery=c, user=user, read_at=now) for c in incoming], ignore_conflicts=True
@@ -1110,6 +1129,76 @@ def move_message(
     return copies
 
 
+class NotReceived(Exception):
+    """Only a received copy can be marked read or unread: one's own sent copy is neither."""
+
+
+def mark_unread(
+    user: User, message_id: uuid.UUID | str, *, mailbox_id: uuid.UUID | None = None, request: HttpRequest | None = None
+) -> list[Delivery]:
+    """Mark ``user``'s received copies (or only the one in ``mailbox_id``) unread again: they
+    count as unread and show so until opened again. The sender's receipt still says when it
+    was first read, and a shared mailbox's team still sees who read it."""
+    return _set_read(user, message_id, read=False, mailbox_id=mailbox_id, request=request)
+
+
+def mark_read(
+    user: User, message_id: uuid.UUID | str, *, mailbox_id: uuid.UUID | None = None, request: HttpRequest | None = None
+) -> list[Delivery]:
+    """Mark ``user``'s received copies (or only the one in ``mailbox_id``) read without
+    opening them (from a folder's list). Nobody read it: the sender's receipt and the
+    team's "read by" stay as they were, until someone opens it."""
+    return _set_read(user, message_id, read=True, mailbox_id=mailbox_id, request=request)
+
+
+def _set_read(
+    user: User,
+    message_id: uuid.UUID | str,
+    *,
+    read: bool,
+    mailbox_id: uuid.UUID | None,
+    request: HttpRequest | None,
+) -> list[Delivery]:
+    copies = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        copies = [c for c in copies if c.mailbox_id == mailbox_id]
+    if not copies:
+        raise NotVisible
+    copies = [c for c in copies if c.is_incoming]
+    if not copies:
+        raise NotReceived
+    with transaction.atomic():
+        # Read again, locked, as move_message does: deleted for good meanwhile, nothing is
+        # marked, nor recorded as marked.
+        current = dict(
+            Delivery.objects.filter(pk__in=[c.pk for c in copies])
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+            .values_list("pk", "read_at")
+        )
+        copies = [c for c in copies if c.pk in current]
+        if not copies:
+            raise NotVisible
+        now = timezone.now()
+        for copy in copies:
+            copy.read_at = current[copy.pk]
+            if read and copy.read_at is None:
+                copy.read_at, copy.read_by = now, user
+            elif not read and copy.read_at is not None:
+                copy.read_at, copy.read_by = None, None
+            else:
+                continue
+            Delivery.objects.filter(pk=copy.pk).update(read_at=copy.read_at, read_by=copy.read_by)
+        audit.record(
+            "message.mark_read" if read else "message.mark_unread",
+            actor=user,
+            target=copies[0].message,
+            request=request,
+            details={"copies": len(copies)},
+        )
+    return copies
+
+
 def deleted_by(user: User, message_id: uuid.UUID) -> bool:
     """Whether ``user`` deleted (a copy of) this message for good: read in the audit trail,
     since nothing else of it may be left."""
@@ -1164,7 +1253,7 @@ def _delete_copies(
     current = {
         pk: (folder, read, answered)
         for pk, folder, read, answered, since in locked.values_list(
-            "pk", "folder", "read_at", "answered_at", "trashed_at"
+            "pk", "folder", "first_read_at", "answered_at", "trashed_at"
         )
         # Put back in the trash since the job read it: its days start again.
         if trashed_before is None or (since is not None and since < trashed_before)
@@ -1173,7 +1262,7 @@ def _delete_copies(
         return 0
     trashed = [c for c in trashed if c.pk in current and current[c.pk][0] == Folder.TRASH]
     for copy in trashed:
-        _folder, copy.read_at, copy.answered_at = current[copy.pk]
+        _folder, copy.first_read_at, copy.answered_at = current[copy.pk]
     _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
     removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
     if not removed:
@@ -1188,7 +1277,7 @@ def _delete_copies(
                 mailbox_id=c.mailbox_id,
                 role=c.role,
                 delivered_at=c.delivered_at,
-                read_at=c.read_at,
+                read_at=c.first_read_at,
                 answered_at=c.answered_at,
                 deleted_at=now,
             )
@@ -1472,6 +1561,8 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
                 delivered_at__lte=now - NEW_MAIL_GRACE,
                 folder=Folder.INBOX,
                 read_at__isnull=True,
+                # Read once and marked unread again since: a reminder its reader set, not news.
+                first_read_at__isnull=True,
                 mailbox__is_active=True,
             )
             .exclude(message__sender=F("mailbox"))
@@ -1639,6 +1730,7 @@ def seed_messages(
                     sent_at=moment,
                     delivered_at=moment,
                     read_at=moment,
+                    first_read_at=moment,
                 )
             )
             copies.append(

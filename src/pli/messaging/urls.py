@@ -10,7 +10,9 @@ urlpatterns = [
     path("m/<uuid:message_id>/", views.thread, name="thread"),
     path("m/<uuid:message_id>/move/", views.move, name="move"),
     path("m/<uuid:message_id>/delete/", views.delete, name="delete"),
+    path("m/<uuid:message_id>/unread/", views.unread, name="unread"),
     path("m/<uuid:message_id>/a/<uuid:attachment_id>/", views.attachment, name="attachment"),
     path("<uuid:mailbox_id>/search/", views.search, name="search"),
     path("<uuid:mailbox_id>/<slug:folder>/", views.folder, name="folder"),
+    path("<uuid:mailbox_id>/<slug:folder>/selection/", views.selection, name="selection"),
 ]

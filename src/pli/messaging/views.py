@@ -12,7 +12,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.http import (
     Http404,
     HttpRequest,
@@ -28,7 +28,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext_lazy
+from django.utils.translation import gettext_lazy, ngettext, pgettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -574,6 +574,123 @@ def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
         messages.success(request, _("Moved to %(folder)s.") % {"folder": Folder(folder).label})
     fallback = reverse("messaging:folder", args=[copies[0].mailbox_id, copies[0].home_folder])
     return redirect(_next_url(request, fallback))
+
+
+@require_POST
+def unread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
+    """ "Marquer comme non lu": back to the folder, where the letter waits in bold."""
+    mailbox_id = _mailbox_param(request)
+    user = _user(request)
+    try:
+        copies = services.mark_unread(user, message_id, mailbox_id=mailbox_id, request=request)
+    except services.NotVisible:
+        services.record_denied(user, request, ("messaging.message", message_id), "unread", mailbox=mailbox_id)
+        raise Http404 from None
+    except services.NotReceived:
+        messages.error(request, _("Only a message you received can be marked unread."))
+        return redirect(_thread_url(message_id, mailbox_id))
+    messages.success(request, _("Marked unread."))
+    return redirect("messaging:folder", mailbox_id=copies[0].mailbox_id, folder=copies[0].folder)
+
+
+# What a folder's list can do to the messages ticked in it: (filed into, or read state).
+SELECTION_ACTIONS = {
+    "archive": Folder.ARCHIVE,
+    "trash": Folder.TRASH,
+    "restore": Folder.INBOX,  # back where each belongs: the inbox, or "sent" for one's own
+    "read": "read",
+    "unread": "unread",
+}
+# A page lists 50; more is not a person's selection.
+SELECTION_MAX = 200
+
+
+@require_POST
+def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResponse:
+    """The messages ticked in a folder's list, archived, binned, put back, or marked read or
+    unread at once: each one as its own page would (its own audit event), all or none."""
+    if folder not in FOLDERS:
+        raise Http404
+    mailbox = _mailbox_or_404(request, mailbox_id)
+    user = _user(request)
+    back = _next_url(request, reverse("messaging:folder", args=[mailbox.pk, folder]))
+    action = SELECTION_ACTIONS.get(request.POST.get("action", ""))
+    raw = request.POST.getlist("message")
+    if action is None:
+        messages.error(request, _("Choose what to do with the selected messages."))
+        return redirect(back)
+    if not raw:
+        messages.error(request, _("Select at least one message first (the boxes at the start of each line)."))
+        return redirect(back)
+    if len(raw) > SELECTION_MAX:
+        messages.error(request, _("Select at most %(max)d messages at once.") % {"max": SELECTION_MAX})
+        return redirect(back)
+    ids: list[uuid.UUID] = []
+    for value in raw:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            raise Http404 from None
+    ids = list(dict.fromkeys(ids))
+    done = missing = skipped = 0
+    with transaction.atomic():
+        for message_id in ids:
+            try:
+                if action == "read":
+                    services.mark_read(user, message_id, mailbox_id=mailbox.pk, request=request)
+                elif action == "unread":
+                    services.mark_unread(user, message_id, mailbox_id=mailbox.pk, request=request)
+                else:
+                    services.move_message(user, message_id, action, mailbox_id=mailbox.pk, request=request)
+            except services.NotVisible:
+                # Deleted for good by a colleague since the list was shown, or never this
+                # mailbox's: the same answer, and the attempt recorded.
+                services.record_denied(
+                    user, request, ("messaging.message", message_id), "selection", mailbox=mailbox.pk
+                )
+                missing += 1
+                continue
+            except services.NotReceived:
+                skipped += 1  # one's own sent copy is neither read nor unread
+                continue
+            done += 1
+    if done:
+        messages.success(request, _selection_done(action, done))
+    if skipped:
+        messages.info(
+            request,
+            ngettext(
+                "%(count)d message you sent was left as it was: only received messages are read or unread.",
+                "%(count)d messages you sent were left as they were: only received messages are read or unread.",
+                skipped,
+            )
+            % {"count": skipped},
+        )
+    if missing:
+        messages.error(
+            request,
+            ngettext(
+                "%(count)d selected message is no longer in this mailbox (deleted for good meanwhile?).",
+                "%(count)d selected messages are no longer in this mailbox (deleted for good meanwhile?).",
+                missing,
+            )
+            % {"count": missing},
+        )
+    return redirect(back)
+
+
+def _selection_done(action: str, count: int) -> str:
+    if action == "read":
+        text = ngettext("%(count)d message marked read.", "%(count)d messages marked read.", count)
+    elif action == "unread":
+        text = ngettext("%(count)d message marked unread.", "%(count)d messages marked unread.", count)
+    elif action == Folder.ARCHIVE:
+        text = ngettext("%(count)d message archived.", "%(count)d messages archived.", count)
+    elif action == Folder.TRASH:
+        text = ngettext("%(count)d message moved to the trash.", "%(count)d messages moved to the trash.", count)
+    else:
+        text = ngettext("%(count)d message put back.", "%(count)d messages put back.", count)
+    return text % {"count": count}
 
 
 @require_POST

@@ -160,5 +160,28 @@
     }
   }
 
-  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  // "Select all" in a folder's list: the boxes of the form it names; shown only with this
+  // script (without it each box is ticked by hand). Reflects the boxes ticked one by one.
+  function initSelectAll(root) {
+    root.querySelectorAll("input[data-select-all]").forEach(function (all) {
+      var formId = all.getAttribute("data-select-all");
+      var boxes = Array.prototype.slice.call(
+        root.querySelectorAll('input[type="checkbox"][name="message"][form="' + formId + '"]'));
+      if (!boxes.length) return;
+      var label = all.closest("label");
+      if (label) label.hidden = false;
+      function reflect() {
+        var ticked = boxes.filter(function (box) { return box.checked; }).length;
+        all.checked = ticked === boxes.length;
+        all.indeterminate = ticked > 0 && ticked < boxes.length;
+      }
+      all.addEventListener("change", function () {
+        boxes.forEach(function (box) { box.checked = all.checked; });
+      });
+      boxes.forEach(function (box) { box.addEventListener("change", reflect); });
+      reflect();
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { init(document); initSelectAll(document); });
 })();
