@@ -239,8 +239,11 @@ def test_reading_ones_own_copy_too_costs_no_extra_query(practice: Practice) -> N
     for mailbox in (p.team, p.own(p.jeanne)):
         services.touch_mailbox(mailbox)
     baseline = _queries(lambda: client.get(f"/api/v1/messages/{alone[0]}"))
-    assert _queries(lambda: client.get(f"/api/v1/messages/{both[0]}")) == baseline
-    assert _queries(lambda: client.get(f"/api/v1/messages/{both[1]}?mailbox={p.team.pk}")) == baseline
+    # The team's copy adds who of the team read and answered it (copies[].read_by and
+    # .answered_by): a query each, and nothing else.
+    team_activity = 2
+    assert _queries(lambda: client.get(f"/api/v1/messages/{both[0]}")) == baseline + team_activity
+    assert _queries(lambda: client.get(f"/api/v1/messages/{both[1]}?mailbox={p.team.pk}")) == baseline + team_activity
     assert _unread(p.jeanne) == {p.own(p.jeanne).name: 1, p.team.name: 0}
     web = web_client(p.jeanne)
     with CaptureQueriesContext(connection) as captured:
@@ -746,3 +749,21 @@ def test_deleting_for_good_from_the_team_trash_says_it_is_for_the_whole_team(db:
     services.move_message(p.jeanne, own, Folder.TRASH, mailbox_id=p.own(p.jeanne).pk)
     mine = web_client(p.jeanne).get(f"/messages/m/{own}/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "pour toute l\u2019équipe" not in mine and "Supprimer définitivement ce message" in mine
+
+
+def test_the_api_shows_the_team_who_read_and_who_answered(practice: Practice) -> None:
+    """What the shared mailbox's page shows its team, an integrator reads too: each member
+    who opened the letter and each who answered it, first first; nothing for one's own copy."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team, p.own(p.jeanne)])
+    team = str(p.team.pk)
+    assert api_client(p.claire).get(f"/api/v1/messages/{message_id}?mailbox={team}").status_code == 200
+    _send(p.jeanne, p.team, [p.cardio], subject="RE : Compte rendu", in_reply_to=message_id)
+    seen = api_client(p.marc).get(f"/api/v1/messages/{message_id}?mailbox={team}").json()
+    (copy,) = seen["copies"]
+    assert copy["mailbox"] == team
+    assert [r["name"] for r in copy["read_by"]] == [p.claire.display_name, p.marc.display_name]
+    assert [a["name"] for a in copy["answered_by"]] == [p.jeanne.display_name]
+    assert all(r["at"] for r in copy["read_by"] + copy["answered_by"])
+    own = api_client(p.jeanne).get(f"/api/v1/messages/{message_id}?mailbox={p.own(p.jeanne).pk}").json()
+    assert own["copies"][0]["read_by"] == [] and own["copies"][0]["answered_by"] == []

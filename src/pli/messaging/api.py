@@ -284,7 +284,7 @@ def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
             else None
         ),
         "attachments": [_attachment_data(a) for a in services.message_attachments(message)],
-        "copies": [_copy_data(c) for c in copies],
+        "copies": [{**_copy_data(c), **services.team_activity(c)} for c in copies],
         "receipts": [
             {
                 "address": r.mailbox.address,

@@ -97,6 +97,20 @@ class CopySerializer(serializers.Serializer[Any]):
     unread = serializers.BooleanField()
 
 
+class MemberAtSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class HeldCopySerializer(CopySerializer):
+    read_by = MemberAtSerializer(
+        many=True, help_text="A shared mailbox's copy: each member who opened it, first first (empty otherwise)."
+    )
+    answered_by = MemberAtSerializer(
+        many=True, help_text="A shared mailbox's copy: each member who answered it, first first (empty otherwise)."
+    )
+
+
 class MessageSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     thread_id = serializers.UUIDField()
@@ -113,7 +127,11 @@ class MessageSerializer(serializers.Serializer[Any]):
     sent_at = serializers.DateTimeField()
     patient = PatientSerializer(allow_null=True)
     attachments = AttachmentSerializer(many=True)
-    copies = CopySerializer(many=True, help_text="Where the message is filed in each of your mailboxes.")
+    copies = HeldCopySerializer(
+        many=True,
+        help_text="Where the message is filed in each of your mailboxes, and for a shared one who read and "
+        "who answered it.",
+    )
     receipts = ReceiptSerializer(
         many=True,
         help_text='Delivery and reading per recipient, "to" first; only for messages sent from your mailboxes. '

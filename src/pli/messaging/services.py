@@ -1013,6 +1013,19 @@ def open_thread(
     return [ThreadEntry(m, by_message[m.pk], recipients.get(m.pk, [])) for m in messages]
 
 
+def team_activity(copy: Delivery) -> dict[str, list[dict[str, Any]]]:
+    """For a shared mailbox's copy, who of the team opened it and who answered it (each one's
+    first time, in order), as its page shows them; nothing for another copy."""
+    if not copy.is_incoming or copy.mailbox.kind != Mailbox.Kind.ORGANISATIONAL:
+        return {"read_by": [], "answered_by": []}
+    readings = sorted(copy.readings.select_related("user"), key=lambda r: (r.read_at, r.pk))
+    answers = list(copy.answers.select_related("user"))
+    return {
+        "read_by": [{"name": r.user.display_name, "at": r.read_at.isoformat()} for r in readings],
+        "answered_by": [{"name": a.user.display_name, "at": a.answered_at.isoformat()} for a in answers],
+    }
+
+
 def message_recipients(message: Message) -> list[Delivery]:
     return message_recipients_for([message.pk])
 
