@@ -7,6 +7,7 @@ import datetime
 import uuid
 from typing import Any
 
+import pytest
 from django.core import mail
 from django.test import Client
 from django.utils import timezone
@@ -334,3 +335,32 @@ def test_software_polls_the_unread_letters_alone(db: None) -> None:
     assert refused.json() == {
         "unread": ["Indiquez unread=true (seulement les messages non lus) ou unread=false (seulement les lus)."]
     }
+
+
+def test_a_selection_and_a_colleagues_move_of_one_of_its_letters_both_succeed(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claire archived two ticked letters of the team's inbox just as Jeanne binned the second
+    one from its page: on PostgreSQL the selection held the audit trail's head (its first
+    letter's event) and waited for the second letter's copy, which Jeanne held while waiting
+    for the head: a deadlock, one of them a 500."""
+    from functools import partial
+
+    from interleave import while_committing
+
+    alice, claire = practitioner(), practitioner()
+    organisation = Membership.objects.get(user=claire).organisation
+    jeanne = practitioner(organisation)
+    team = shared_mailbox(organisation, [claire, jeanne])
+    first, second = (send(alice, personal_mailbox(alice), [team], f"Lettre {n}") for n in range(2))
+    binning = partial(services.move_message, jeanne, second, Folder.TRASH, mailbox_id=team.pk)
+    join = while_committing(monkeypatch, "message.move", binning, "message.move")
+    c = web_client(claire)
+    c.raise_request_exception = False
+    response = select(c, team, "inbox", "archive", [first, second])
+    assert join() == []
+    assert response.status_code == 302
+    assert copy_of(first, team).folder == Folder.ARCHIVE
+    # One after the other, whichever first: both moves done and recorded.
+    assert copy_of(second, team).folder in (Folder.ARCHIVE, Folder.TRASH)
+    assert AuditEvent.objects.filter(action="message.move").count() == 3

@@ -1212,6 +1212,20 @@ def _set_read(
     return copies
 
 
+def lock_selection(mailbox: Mailbox, message_ids: Sequence[uuid.UUID]) -> None:
+    """Lock, in key order, the copies in ``mailbox`` of the messages ticked in its list, at
+    the start of the selection's transaction: each letter's action appends an audit event,
+    which holds the trail's head until COMMIT, so a later letter's copy locked only then
+    would be taken after the head (a colleague moving it meanwhile holds it and waits for
+    the head: a deadlock on PostgreSQL). See "Lock order" in docs/decisions.md."""
+    list(
+        Delivery.objects.filter(mailbox=mailbox, message_id__in=message_ids)
+        .select_for_update(of=("self",), no_key=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def deleted_by(user: User, message_id: uuid.UUID) -> bool:
     """Whether ``user`` deleted (a copy of) this message for good: read in the audit trail,
     since nothing else of it may be left."""

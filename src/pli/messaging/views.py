@@ -634,6 +634,7 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
     ids = list(dict.fromkeys(ids))
     done = missing = skipped = 0
     with transaction.atomic():
+        services.lock_selection(mailbox, ids)  # every copy before the first audit event
         for message_id in ids:
             try:
                 if action == "read":
