@@ -767,3 +767,19 @@ def test_the_api_shows_the_team_who_read_and_who_answered(practice: Practice) ->
     assert all(r["at"] for r in copy["read_by"] + copy["answered_by"])
     own = api_client(p.jeanne).get(f"/api/v1/messages/{message_id}?mailbox={p.own(p.jeanne).pk}").json()
     assert own["copies"][0]["read_by"] == [] and own["copies"][0]["answered_by"] == []
+
+
+def test_a_letter_opened_as_a_colleague_marks_it_unread_is_read(
+    db: None, practice: Practice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marc opened a letter of the team's inbox just as Jeanne marked it unread: his opening
+    went by the copy as read before her click (read: nothing to do), and the letter he had
+    just read waited for the team as unread."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    services.open_message(p.claire, message_id, mailbox_id=p.team.pk)
+    _after_reading(monkeypatch, lambda: services.mark_unread(p.jeanne, message_id, mailbox_id=p.team.pk))
+    services.open_message(p.marc, message_id, mailbox_id=p.team.pk)
+    copy = Delivery.objects.get(message_id=message_id, mailbox=p.team)
+    assert copy.read_at is not None and copy.read_by == p.marc
+    assert _unread(p.marc)[p.team.name] == 0

@@ -895,16 +895,20 @@ def _mark_read(
             # for good since it was read (from the shared mailbox's trash), and a reading
             # recorded on it would fail at COMMIT. delete_message locks the copies it
             # deletes, so one still here stays until this commits.
-            present = set(
-                Delivery.objects.filter(pk__in=[c.pk for c in incoming])
+            # As they are now: a colleague may have marked one unread since it was read.
+            present = {
+                pk: (read_at, first_read_at)
+                for pk, read_at, first_read_at in Delivery.objects.filter(pk__in=[c.pk for c in incoming])
                 .select_for_update(of=("self",), no_key=True)
                 .order_by("pk")
-                .values_list("pk", flat=True)
-            )
+                .values_list("pk", "read_at", "first_read_at")
+            }
             opened = [c.pk for c in copies if c.is_incoming]
-            if opened and not present.intersection(opened):
+            if opened and not present.keys() & opened:
                 raise NotVisible
             incoming = [c for c in incoming if c.pk in present]
+            for copy in incoming:
+                copy.read_at, copy.first_read_at = present[copy.pk]
         unread = [c.pk for c in incoming if _unopened(c)]
         if unread:
             # Each SET sees the row as it was: read_by changes only with read_at.
