@@ -4,6 +4,7 @@ archived, binned, put back, marked read or unread at once."""
 from __future__ import annotations
 
 import datetime
+import re
 import uuid
 from typing import Any
 
@@ -364,3 +365,16 @@ def test_a_selection_and_a_colleagues_move_of_one_of_its_letters_both_succeed(
     # One after the other, whichever first: both moves done and recorded.
     assert copy_of(second, team).folder in (Folder.ARCHIVE, Folder.TRASH)
     assert AuditEvent.objects.filter(action="message.move").count() == 3
+
+
+def test_the_selections_buttons_are_named_as_acting_on_the_selected_letters(db: None) -> None:
+    """A screen reader tabbing to the list's buttons heard « Archiver », « Mettre à la
+    corbeille »… alone, as if for the whole folder: « Messages sélectionnés » was plain text
+    beside them. The form is now named by it (a landmark announced on entering it)."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    send(alice, a_box, [b_box])
+    inbox = web_client(bob).get(f"/messages/{b_box.pk}/inbox/").content.decode()
+    form = re.search(r'<form id="mail-selection"[^>]*>', inbox)
+    assert form and 'aria-labelledby="mail-selection-label"' in form.group(0)
+    assert re.search(r'<span id="mail-selection-label"[^>]*>Messages sélectionnés\u00a0:</span>', inbox)
