@@ -326,3 +326,29 @@ def test_ticked_letters_are_archived_at_once_and_one_marked_unread_again(page: A
     page.click("button:has-text('Marquer comme non lu')")
     page.wait_for_selector("text=Marqué comme non lu.")
     assert page.locator(".mail-row.is-unread").count() == 1
+
+
+@pytest.mark.browser
+def test_a_letter_prints_without_the_pages_controls(page: Any, live_server: Any) -> None:
+    """A letter printed for the paper record: its header and text, not the navigation, the
+    mailboxes or the buttons, which mean nothing on paper."""
+    from pli.messaging import services
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(Mailbox.objects.get(owner=alice), box, ["Compte rendu opératoire"])
+    page.set_default_timeout(15000)
+    _sign_in(page, bob)
+    page.click("text=Compte rendu opératoire")
+    page.wait_for_url("**/messages/m/**")
+    on_screen = [".site-header", ".mail-sidebar", ".mail-back", ".mail-actions"]
+    assert all(page.locator(selector).first.is_visible() for selector in on_screen)
+    page.emulate_media(media="print")
+    assert not any(page.locator(selector).first.is_visible() for selector in on_screen)
+    assert page.locator(".mail-message-head").first.is_visible() and page.locator(".mail-message").first.is_visible()
+    assert "Compte rendu opératoire" in page.locator("main h1").inner_text()
+    assert "Alice Martin" in page.locator(".mail-message-head").first.inner_text()
+    # Chromium lays it out for paper without complaint.
+    assert page.pdf()[:5] == b"%PDF-"

@@ -120,6 +120,11 @@ def test_share_a_pdf_with_a_patient(
     assert Path(download.path()).read_bytes() == pdf
     patient.reload()
     assert patient.locator(".share-history li").count() >= 3  # opened, viewed, downloaded
+    # Printed, the page keeps the message and the documents' names, not the buttons.
+    patient.emulate_media(media="print")
+    assert patient.locator(".patient-documents").is_visible() and patient.locator(".patient-message").is_visible()
+    assert not patient.locator(".document-actions").first.is_visible()
+    assert not patient.locator(".site-header").is_visible()
     context.close()
 
     # Back to the practitioner.
