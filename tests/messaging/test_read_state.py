@@ -378,3 +378,17 @@ def test_the_selections_buttons_are_named_as_acting_on_the_selected_letters(db: 
     form = re.search(r'<form id="mail-selection"[^>]*>', inbox)
     assert form and 'aria-labelledby="mail-selection-label"' in form.group(0)
     assert re.search(r'<span id="mail-selection-label"[^>]*>Messages sélectionnés\u00a0:</span>', inbox)
+
+
+def test_the_tab_shows_how_many_letters_wait_in_the_inbox(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    first, second = send(alice, a_box, [b_box], "Un"), send(alice, a_box, [b_box], "Deux")
+    b = web_client(bob)
+    assert "<title>(2) Boîte de réception — " in b.get(f"/messages/{b_box.pk}/inbox/").content.decode()
+    select(b, b_box, "inbox", "read", [first])
+    assert "<title>(1) Boîte de réception — " in b.get(f"/messages/{b_box.pk}/inbox/").content.decode()
+    select(b, b_box, "inbox", "archive", [second])
+    assert "<title>Boîte de réception — " in b.get(f"/messages/{b_box.pk}/inbox/").content.decode()
+    # Only the inbox's title counts: the archive holds the unread letter, and says nothing.
+    assert "<title>Archives — " in b.get(f"/messages/{b_box.pk}/archive/").content.decode()

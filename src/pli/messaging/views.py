@@ -40,6 +40,7 @@ from pli.core.forms import check_date_range, focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
+from pli.messaging.context_processors import mail_nav
 from pli.messaging.forms import BODY_MAX, SUBJECT_MAX, PageComposeForm, attachment_limits_text
 from pli.messaging.models import Attachment, Folder, Message, Role
 from pli.messaging.search import searchable
@@ -101,10 +102,15 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
         raise Http404 from None
     services.record_listing(_user(request), mailbox, folder, len(page.items), request)
     _name_recipients(page.items)
+    # The navigation's counts, worked out here rather than lazily in the template: the tab's
+    # title shows this inbox's, as a mail client's does, for the queries the page made anyway.
+    nav = mail_nav(_user(request))
     return render(
         request,
         "messaging/folder.html",
         {
+            "mail_nav": nav,
+            "unread": next((e.unread for e in nav.mailboxes if e.mailbox.pk == mailbox.pk), 0),
             "mailbox": mailbox,
             "folder": folder,
             "folder_label": Folder(folder).label,
