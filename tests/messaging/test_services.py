@@ -396,6 +396,31 @@ def test_reading_through_one_mailbox_leaves_the_shared_copy_unread(db: None) -> 
     assert Delivery.objects.get(message_id=sent["id"], mailbox=team).read_at is not None
 
 
+def test_reading_through_the_shared_mailbox_reads_ones_own_copy_as_documented(db: None) -> None:
+    """Read through the team's mailbox, a letter is read in one's own mailbox too (decisions:
+    "Unread is per person in one's own mailbox"). The schema said the copies in one's other
+    mailboxes stay unread, and the README "only in that one": software that polled the team's
+    mailbox, then the GP's own with unread=true, waited there for a letter that never came."""
+    from pathlib import Path
+
+    org = OrganisationFactory()
+    doctor, outsider = practitioner(org), practitioner()
+    team, own = shared_mailbox(org, [doctor]), personal_mailbox(doctor)
+    sent = send(api_client(outsider), personal_mailbox(outsider), [own, team], subject="Bilan")
+    client = api_client(doctor)
+    assert client.get(f"/api/v1/messages/{sent['id']}?mailbox={team.pk}").status_code == 200
+    assert Delivery.objects.get(message_id=sent["id"], mailbox=own).read_at is not None
+    polled = client.get(f"/api/v1/mailboxes/{own.pk}/messages?unread=true").json()
+    assert polled["results"] == []
+    schema = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    operation = schema["paths"]["/api/v1/messages/{message_id}"]["get"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "mailbox"]
+    assert "personal mailbox is read too" in parameter["description"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `GET /api/v1/messages/{id}` |")]
+    assert "personal mailbox is read too" in row
+
+
 def test_recipient_does_not_see_receipts(trio: tuple[User, User, User]) -> None:
     alice, bob, _ = trio
     sent = send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)])

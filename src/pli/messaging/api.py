@@ -430,8 +430,9 @@ class MessageDetailView(MessagingView):
             OpenApiParameter(
                 "mailbox",
                 OpenApiTypes.UUID,
-                description="Read it through this mailbox only: the copies in your other mailboxes "
-                "(a shared one, say) stay unread. 404 if the message is not in it.",
+                description="Read it through this mailbox only: the copies in your other shared "
+                "mailboxes stay unread. Read through a shared mailbox, your copy in your personal mailbox "
+                "is read too (it is yours alone). 404 if the message is not in it.",
             )
         ],
         responses=MessageSerializer,
