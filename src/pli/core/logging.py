@@ -25,7 +25,7 @@ SAFE_QUERY_PARAMETERS = frozenset(
     {
         "cursor", "download", "folder", "format", "forward", "lang", "language", "limit", "mailbox",
         "message", "mode", "page", "patient_of", "replied", "reply_to", "sent", "session",
-        "to", "wait",
+        "to", "unread", "wait",
     }
 )  # fmt: skip
 _QUERY_PARAMETER = re.compile(r"([?&;])([^=&;?#\s\"]+)=([^&;#\s\"]*)")
