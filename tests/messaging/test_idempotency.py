@@ -146,6 +146,8 @@ def test_a_key_in_flight_is_a_conflict(pair: tuple[Any, Any, Any, Client]) -> No
     response = _send(client, a_box, b_box)
     assert response.status_code == 409
     assert "en cours" in response.json()["detail"]
+    # Told apart from a result gone (below) by a program, and when to try again.
+    assert response.json()["code"] == "in_progress" and response["Retry-After"] == "1"
     assert _counts() == (0, 0, 0, 0)
     # Left by a worker that died: taken over once the lease has passed.
     IdempotencyKey.objects.filter(pk=held.row.pk).update(
@@ -167,7 +169,7 @@ def test_a_claim_taken_over_meanwhile_rolls_the_send_back(
 
     monkeypatch.setattr(idempotency, "complete", taken_over)
     response = _send(client, a_box, b_box)
-    assert response.status_code == 409
+    assert response.status_code == 409 and response.json()["code"] == "in_progress"
     assert _counts() == (0, 0, 0, 0)
     assert AuditEvent.objects.filter(action="message.send").count() == 0
 
@@ -189,6 +191,7 @@ def test_a_deleted_result_is_not_replayed(pair: tuple[Any, Any, Any, Client]) ->
     assert client.delete(f"/api/v1/messages/{mid}").status_code == 204
     response = _send(client, a_box, b_box)
     assert response.status_code == 409
+    assert response.json()["code"] == "result_gone" and "Retry-After" not in response
     assert Message.objects.filter(pk=mid).exists()  # the recipient's copy keeps it
     assert Message.objects.count() == 1
 

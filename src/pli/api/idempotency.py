@@ -64,12 +64,21 @@ RESENDS = "shares.resend"
 
 
 class Refused(Exception):
-    """The request is answered at once: ``status`` and ``body``."""
+    """The request is answered at once: ``status`` and ``body``. The two 409s also carry a
+    ``code`` a program can test (their ``detail`` is for people, in their language), and the
+    one worth retrying a ``Retry-After``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, code: str = "", retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.body: dict[str, Any] = {HEADER: [message]} if status == 400 else {"detail": message}
+        if code:
+            self.body["code"] = code
+        self.retry_after = retry_after
+
+    def response(self) -> Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return Response(self.body, status=self.status, headers=headers)
 
 
 class Conflict(Exception):
@@ -110,7 +119,10 @@ def requested_key(request: HttpRequest) -> str | None:
 
 def in_flight() -> Refused:
     return Refused(
-        409, _("A request with this Idempotency-Key is still being processed; retry once it has been answered.")
+        409,
+        _("A request with this Idempotency-Key is still being processed; retry once it has been answered."),
+        code="in_progress",
+        retry_after=1,
     )
 
 
@@ -146,7 +158,7 @@ def guarded(request: HttpRequest, user: User, endpoint: str, create: Callable[[C
         key = requested_key(request)
         held = claim(user, endpoint, key) if key is not None else None
     except Refused as exc:
-        return Response(exc.body, status=exc.status)
+        return exc.response()
     try:
         return create(held)
     finally:
@@ -226,7 +238,11 @@ def complete(held: Claim, object_id: uuid.UUID, *, request_fingerprint: str) -> 
 
 
 def gone() -> Refused:
-    return Refused(409, _("This Idempotency-Key was used for a request whose result no longer exists: use a new key."))
+    return Refused(
+        409,
+        _("This Idempotency-Key was used for a request whose result no longer exists: use a new key."),
+        code="result_gone",
+    )
 
 
 def record_replay(user: User, endpoint: str, target: Any, request: HttpRequest | None) -> None:

@@ -49,6 +49,20 @@ _ERROR = {
     "properties": {"detail": {"type": "string", "description": "What went wrong, in the user's language."}},
     "required": ["detail"],
 }
+_CONFLICT = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, in the user's language."},
+        "code": {
+            "type": "string",
+            "enum": ["in_progress", "result_gone"],
+            "description": "For an `Idempotency-Key` seen before: `in_progress`, the first request is still being "
+            "processed (retry after `Retry-After` seconds); `result_gone`, what it made no longer exists (use a "
+            "new key).",
+        },
+    },
+    "required": ["detail"],
+}
 _VALIDATION_ERROR = {
     "type": "object",
     "description": "Field name → list of messages; what concerns no single field is one text under `detail`.",
@@ -80,6 +94,7 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", _ERROR)
     schemas.setdefault("ValidationError", _VALIDATION_ERROR)
+    schemas.setdefault("Conflict", _CONFLICT)
     for path, operations in result.get("paths", {}).items():
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -134,11 +149,13 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             # Views describe these in words; their bodies are the shared shapes.
             for code, schema in (
                 ("400", "ValidationError"),
-                ("409", "Error"),
+                ("409", "Conflict"),
                 ("413", "ValidationError"),
                 ("422", "Error"),
             ):
                 if code in responses and "content" not in responses[code]:
+                    # A 409's Retry-After comes with `in_progress` only: said in words, as every
+                    # header listed here is checked on every such answer.
                     responses[code] = _error(responses[code].get("description", ""), schema)
     return result
 
@@ -156,8 +173,9 @@ IDEMPOTENCY_KEY = OpenApiParameter(
 )
 IDEMPOTENCY_RESPONSES = {
     409: OpenApiResponse(
-        description="A request with this `Idempotency-Key` is still being processed (retry later), or the "
-        "message or share it made no longer exists (use a new key); `detail` says which."
+        description="A request with this `Idempotency-Key` is still being processed (`code` `in_progress`: "
+        "retry after `Retry-After` seconds), or the message or share it made no longer exists (`code` "
+        "`result_gone`: use a new key)."
     ),
     422: OpenApiResponse(description="This `Idempotency-Key` was already used for a different request."),
 }

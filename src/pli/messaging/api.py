@@ -365,8 +365,7 @@ class MessageCreateView(MessagingView):
                     user, form.draft(), session=session, request=request._request, on_created=on_created
                 )
             except idempotency.Conflict:
-                conflict = idempotency.in_flight()
-                return Response(conflict.body, status=conflict.status)
+                return idempotency.in_flight().response()
             except services.UploadExpired:
                 return Response(
                     {"attachments": [_("The upload took too long and expired. Please send again.")]},
@@ -399,7 +398,7 @@ def _replay(request: Request, user: User, held: idempotency.Claim, request_finge
             # Deleted for good since (or its mailbox left): nothing to answer with.
             raise idempotency.gone()
     except idempotency.Refused as exc:
-        return Response(exc.body, status=exc.status)
+        return exc.response()
     message = copies[0].message
     idempotency.record_replay(user, idempotency.MESSAGES, message, request._request)
     return Response(_created_body(message, services.message_attachments(message)), status=status.HTTP_201_CREATED)

@@ -420,8 +420,7 @@ class SharesView(APIView):
                     user, form.share_input(), documents, request=request._request, on_created=on_created
                 )
             except idempotency.Conflict:
-                conflict = idempotency.in_flight()
-                return Response(conflict.body, status=conflict.status)
+                return idempotency.in_flight().response()
             except services.ShareError as exc:
                 if exc.code != "upload_expired":
                     raise
@@ -448,7 +447,7 @@ def _replayed(
         if share is None:
             raise idempotency.gone()
     except idempotency.Refused as exc:
-        return Response(exc.body, status=exc.status)
+        return exc.response()
     idempotency.record_replay(user, endpoint, share, request._request)
     return share
 
@@ -529,8 +528,7 @@ class _ShareActionView(APIView):
                 if held is not None:
                     idempotency.complete(held, share.pk, request_fingerprint=request_fingerprint)
         except idempotency.Conflict:
-            conflict = idempotency.in_flight()
-            return Response(conflict.body, status=conflict.status)
+            return idempotency.in_flight().response()
         except services.ShareError as exc:
             if exc.code == "not_found":
                 raise NotFound(_("Not found.")) from None
