@@ -101,6 +101,8 @@ class SmtpServer:
         # A reply such as "530 5.7.0 Authentication required" to give instead of accepting.
         self.refuse_mail: str | None = None
         self.refuse_rcpt: str | None = None
+        # Replies to give to some recipients only (address -> "550 5.1.1 …").
+        self.refuse_rcpt_to: dict[str, str] = {}
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.refuse_mail:
@@ -112,6 +114,8 @@ class SmtpServer:
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.refuse_rcpt:
             return self.refuse_rcpt
+        if address.lower() in self.refuse_rcpt_to:
+            return self.refuse_rcpt_to[address.lower()]
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return "250 OK"

@@ -4,7 +4,7 @@ content, at most every PLI_NEW_MAIL_EMAIL_MINUTES per mailbox, that each person 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.core import mail
@@ -148,6 +148,23 @@ def test_a_relay_that_fails_costs_one_notice_not_one_a_run(db: None, settings: A
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     assert services.notify_new_mail(later(4)) == 1
     assert services.notify_new_mail(later(5)) == 0
+
+
+def test_an_address_the_relay_refuses_costs_that_notice_only(db: None, smtp_server: Any) -> None:
+    alice, bob, carol = practitioner(), practitioner(), practitioner()
+    boxes = [personal_mailbox(alice), personal_mailbox(carol)]
+    send(bob, personal_mailbox(bob), boxes)
+    # The first person of the run has an address the relay refuses (550: no such user).
+    first, second = sorted(boxes, key=lambda box: str(box.pk))
+    refused, told = cast(User, first.owner), cast(User, second.owner)
+    smtp_server.refuse_rcpt_to[refused.email.lower()] = "550 5.1.1 User unknown"
+    # The others are still told in the same run.
+    assert services.notify_new_mail(later(3)) == 1
+    (notice,) = smtp_server.wait_for(1)
+    assert notice.recipients == [told.email]
+    # The refused one's notice is spent (not tried again every run).
+    assert Mailbox.objects.filter(new_mail_notified_at__isnull=False).count() == 2
+    assert services.notify_new_mail(later(4)) == 0
 
 
 def test_the_account_page_turns_notices_off_and_on(db: None) -> None:

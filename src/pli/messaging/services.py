@@ -1571,7 +1571,7 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
     that arrived since the last one, NEW_MAIL_GRACE old and still unread; never to someone
     who turned it off (``User.new_mail_email``), nor about their own messages. At most
     ``limit`` e-mails a run; returns how many were sent."""
-    from pli.notify.email import send_templated
+    from pli.notify import email
 
     minutes = settings.PLI_NEW_MAIL_EMAIL_MINUTES
     if not minutes:
@@ -1651,7 +1651,7 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
         if not unread:
             continue  # read since the arrivals were gathered (the run's earlier e-mails take time)
         with translation.override(settings.LANGUAGE_CODE):
-            delivered = send_templated(
+            outcome = email.send_templated_outcome(
                 to=person.email,
                 template_prefix="messaging/email/new_mail",
                 context={
@@ -1662,7 +1662,9 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
                     "minutes": minutes,
                 },
             )
-        if not delivered:
+        if outcome == email.ADDRESS_REFUSED:
+            continue  # this address only (a 550 for it): its notice is spent, the others go
+        if outcome != email.SENT:
             break  # the relay refuses or does not answer: the others wait for the next run
         sent += 1
     return sent

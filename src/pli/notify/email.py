@@ -232,6 +232,19 @@ def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) ->
     e-mail. Returns False (and logs the failure, without the address or content) when the
     relay refuses or cannot be reached: callers decide whether that is worth telling a user.
     """
+    return send_templated_outcome(to=to, template_prefix=template_prefix, context=context) == SENT
+
+
+# What became of an e-mail (send_templated_outcome).
+SENT = "sent"
+ADDRESS_REFUSED = "address_refused"  # this address only: the relay answered and refused it
+NOT_SENT = "not_sent"  # the relay refused the message or could not be reached
+
+
+def send_templated_outcome(*, to: str, template_prefix: str, context: dict[str, Any]) -> str:
+    """As :func:`send_templated`, telling an address refused (it cannot be written in a
+    header, or the relay refused it at RCPT TO: the relay works, the next address may go)
+    from a relay that refuses or does not answer (the next would fail as well)."""
     from django.template.loader import render_to_string
 
     subject = " ".join(render_to_string(f"{template_prefix}_subject.txt", context).split())
@@ -239,10 +252,13 @@ def send_templated(*, to: str, template_prefix: str, context: dict[str, Any]) ->
     message = EmailMessage(subject=subject, body=body, to=[to], headers={"Message-ID": message_id()})
     if not writable(message):
         logger.warning("e-mail %s not sent: an address or header the e-mail format cannot carry", template_prefix)
-        return False
+        return ADDRESS_REFUSED
     try:
         message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        logger.warning("e-mail %s not sent: %s", template_prefix, exc.__class__.__name__)
+        return ADDRESS_REFUSED
     except (OSError, smtplib.SMTPException) as exc:
         logger.warning("e-mail %s not sent: %s", template_prefix, exc.__class__.__name__)
-        return False
-    return True
+        return NOT_SENT
+    return SENT
