@@ -102,6 +102,38 @@ def test_a_message_read_in_time_is_not_announced(db: None) -> None:
     assert mail.outbox == []
 
 
+def test_a_letter_marked_read_then_unread_in_the_list_is_not_announced_to_who_did_it(db: None, settings: Any) -> None:
+    settings.PLI_NEW_MAIL_EMAIL_MINUTES = 30
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    message_id = send(bob, b_box, [a_box])
+    # Ticked in her list, marked read, then unread again (to come back to it): she has seen
+    # it arrive; it is no news to e-mail her about.
+    services.mark_read(alice, message_id)
+    services.mark_unread(alice, message_id)
+    assert services.notify_new_mail(later(3)) == 0
+    assert mail.outbox == []
+    # Nobody opened it: the sender still has no receipt.
+    assert Delivery.objects.get(message_id=message_id, mailbox=a_box).first_read_at is None
+    # A letter arriving afterwards is news all the same.
+    second = send(bob, b_box, [a_box])
+    Delivery.objects.filter(message_id=second, mailbox=a_box).update(delivered_at=later(5))
+    assert services.notify_new_mail(later(40)) == 1
+    assert "2 messages non lus" in mail.outbox[0].body
+
+
+def test_a_team_member_who_marked_a_letter_unread_is_not_told_but_the_others_are(db: None) -> None:
+    doctor = practitioner()
+    assistant = practitioner(doctor.memberships.get().organisation)
+    team = shared_mailbox(doctor.memberships.get().organisation, [doctor, assistant])
+    colleague = practitioner()
+    message_id = send(colleague, personal_mailbox(colleague), [team])
+    services.mark_read(doctor, message_id, mailbox_id=team.pk)
+    services.mark_unread(doctor, message_id, mailbox_id=team.pk)
+    assert services.notify_new_mail(later(3)) == 1
+    assert [m.to for m in mail.outbox] == [[assistant.email]]
+
+
 def test_each_member_of_a_shared_mailbox_is_told_unless_they_turned_it_off(db: None) -> None:
     doctor = practitioner()
     assistant = practitioner(doctor.memberships.get().organisation)

@@ -1197,15 +1197,21 @@ def _set_read(
         if not copies:
             raise NotVisible
         now = timezone.now()
+        handled: dict[uuid.UUID, tuple[Mailbox, datetime.datetime]] = {}
         for copy in copies:
             copy.read_at = current[copy.pk]
             if read and copy.read_at is None:
                 copy.read_at, copy.read_by = now, user
             elif not read and copy.read_at is not None:
                 copy.read_at, copy.read_by = None, None
+                if copy.first_read_at is None:  # (one opened is no news anyway: notify_new_mail)
+                    handled[copy.mailbox_id] = (copy.mailbox, copy.delivered_at)
             else:
                 continue
             Delivery.objects.filter(pk=copy.pk).update(read_at=copy.read_at, read_by=copy.read_by)
+        # Before the event (lock order), in key order.
+        for mailbox_id in sorted(handled, key=str):
+            _told_of(user, *handled[mailbox_id])
         audit.record(
             "message.mark_read" if read else "message.mark_unread",
             actor=user,
@@ -1214,6 +1220,22 @@ def _set_read(
             details={"copies": len(copies)},
         )
     return copies
+
+
+def _told_of(user: User, mailbox: Mailbox, delivered_at: datetime.datetime) -> None:
+    """``user`` marked unread a copy that had been read (ticked and marked read in the
+    list, never opened: its ``first_read_at``, the sender's receipt, stays empty): they
+    know it has arrived, and notify_new_mail must not e-mail them about it as news. Their
+    last notice (the owner's on a personal mailbox, the member's row on a shared one) moves
+    up to its arrival, as if they had been told of it then; newer arrivals are still news,
+    within the period a notice after that arrival would allow (PLI_NEW_MAIL_EMAIL_MINUTES)."""
+    if mailbox.kind == Mailbox.Kind.PERSONAL:
+        rows: QuerySet[Any] = Mailbox.objects.filter(pk=mailbox.pk, owner=user)
+    else:
+        rows = MailboxMember.objects.filter(mailbox=mailbox, user=user)
+    rows.filter(Q(new_mail_notified_at__isnull=True) | Q(new_mail_notified_at__lt=delivered_at)).update(
+        new_mail_notified_at=delivered_at
+    )
 
 
 def lock_selection(mailbox: Mailbox, message_ids: Sequence[uuid.UUID]) -> None:
