@@ -305,3 +305,29 @@ def test_once_an_sms_is_delivered_again_the_codes_go_by_sms_again(
     assert post(report(second.provider_id, "delivered")).status_code == 204
     _age_codes(share)
     assert patient.new_code()["Location"].endswith("?sent=sms")
+
+
+def test_a_reminder_not_delivered_after_the_link_was_does_not_say_the_number_is_refused(
+    db: None, twilio: FakeTwilio
+) -> None:
+    """The link's SMS reached the patient's phone; five days later the reminder's did not
+    (the phone switched off: 30003). The number works: the page must not tell the
+    practitioner it was refused, nor that the patient was never notified."""
+    import datetime
+
+    from django.utils import timezone
+
+    share, link = sent_link(email=None)
+    assert post(report(link.provider_id, "delivered")).status_code == 204
+    assert services.send_due_reminders(timezone.now() + datetime.timedelta(days=5, minutes=1)) == 1
+    run_tasks()
+    reminder = share.notifications.get(kind=ShareNotification.Kind.REMINDER)
+    assert reminder.channel == Channel.SMS and reminder.provider_id
+    assert post(report(reminder.provider_id, "undelivered", "30003")).status_code == 204
+    assert services.undelivered([share.pk]) == {}
+    practitioner = Client()
+    practitioner.force_login(share.created_by)
+    page = practitioner.get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'data-failure="number_refused"' not in page
+    assert 'data-failure="reminder_undelivered"' in page
+    assert "le rappel n\u2019a pas atteint le téléphone du patient" in page

@@ -454,6 +454,11 @@ def _failed_channels(
     for channel, notification in latest.items():
         if notification.state != ShareNotification.State.FAILED:
             continue
+        if notification.kind == ShareNotification.Kind.REMINDER and _link_delivered_before(sent, notification):
+            # The number works (the link's SMS reached the phone, often switched off since):
+            # not "refused", and the patient has the link.
+            failures.append((channel, "reminder_undelivered"))
+            continue
         # The failure of that very notification (a late report about an earlier link, to a
         # number corrected since, must not speak for it); events recorded before they named
         # their notification: the channel's latest.
@@ -466,6 +471,21 @@ def _failed_channels(
         ]
         failures.append((channel, why[-1] if why else notifications.PROVIDER_UNAVAILABLE))
     return failures
+
+
+def _link_delivered_before(sent: list[ShareNotification], reminder: ShareNotification) -> bool:
+    """Whether the provider reported delivered the link SMS that ``reminder`` (an SMS)
+    follows: the latest link by SMS before it, to the same number (a correction of the
+    number sends a new link)."""
+    links = [
+        n
+        for n in sent
+        if n.channel == reminder.channel
+        and n.kind == ShareNotification.Kind.LINK
+        and n.created_at <= reminder.created_at
+        and n.pk != reminder.pk
+    ]
+    return bool(links) and links[-1].delivered_at is not None
 
 
 def _is_retry(event: services.ShareEvent) -> bool:
