@@ -112,8 +112,10 @@ def test_the_signature_is_checked_as_twilio_documents_it() -> None:
 
 def test_each_sms_asks_for_reports_once_pli_is_public(db: None, twilio: FakeTwilio, settings: Any) -> None:
     assert reverse("sharing:twilio_status") == sms.TWILIO_STATUS_PATH
-    sent_link(email=None)
-    assert twilio.requests[0]["form"]["StatusCallback"] == [CALLBACK]
+    _share, notification = sent_link(email=None)
+    # Naming its notification: a report that comes before the worker has recorded the
+    # message's id still finds it.
+    assert twilio.requests[0]["form"]["StatusCallback"] == [f"{CALLBACK}?n={notification.pk}"]
     # Not reachable by Twilio (a development instance): none asked for.
     settings.PUBLIC_URL = "http://127.0.0.1:8000"
     sent_link(email=None)
@@ -125,8 +127,8 @@ def test_each_sms_asks_for_reports_once_pli_is_public(db: None, twilio: FakeTwil
     sent_link(email=None)
     assert "StatusCallback" not in twilio.requests[2]["form"]
     settings.PLI_SMS_URL = f"{api_key}&auth_token={AUTH_TOKEN}&endpoint=http://127.0.0.1:{twilio.port}"
-    sent_link(email=None)
-    assert twilio.requests[3]["form"]["StatusCallback"] == [CALLBACK]
+    _share, notification = sent_link(email=None)
+    assert twilio.requests[3]["form"]["StatusCallback"] == [f"{CALLBACK}?n={notification.pk}"]
     assert AUTH_TOKEN not in repr(sms.get_backend())
 
 
@@ -331,3 +333,61 @@ def test_a_reminder_not_delivered_after_the_link_was_does_not_say_the_number_is_
     assert 'data-failure="number_refused"' not in page
     assert 'data-failure="reminder_undelivered"' in page
     assert "le rappel n\u2019a pas atteint le téléphone du patient" in page
+
+
+@pytest.mark.parametrize(("status", "error"), [("delivered", ""), ("undelivered", "30005")])
+def test_a_report_that_comes_before_the_worker_recorded_the_message_is_not_lost(
+    db: None, twilio: FakeTwilio, monkeypatch: pytest.MonkeyPatch, status: str, error: str
+) -> None:
+    """Twilio may report on a message before the worker, which has just been given the
+    message's id, has recorded it: the report is about a notification the hook cannot yet
+    find by that id. Each SMS's report URL names its notification, so it still can."""
+    from pli.sharing import notifications
+
+    reports: list[Any] = []
+    send = notifications._send
+
+    def send_then_report(notification: ShareNotification) -> str:
+        sid = send(notification)
+        callback = twilio.requests[-1]["form"]["StatusCallback"][0]
+        assert callback == f"{CALLBACK}?n={notification.pk}"
+        params = report(sid, status, error)
+        reports.append(
+            Client().post(
+                callback.removeprefix(PUBLIC_URL),
+                params,
+                HTTP_HOST="pli.example.fr",
+                secure=True,
+                HTTP_X_TWILIO_SIGNATURE=signature(params, url=callback),
+            )
+        )
+        return sid
+
+    monkeypatch.setattr(notifications, "_send", send_then_report)
+    share, _token = make_share(email=None)
+    run_tasks()
+    assert [r.status_code for r in reports] == [204]
+    notification = share.notifications.get(channel=Channel.SMS)
+    if status == "delivered":
+        assert notification.state == ShareNotification.State.SENT and notification.delivered_at is not None
+        assert event_types(share).count("notification_delivered") == 1
+        assert services.undelivered([share.pk]) == {}
+    else:
+        assert notification.state == ShareNotification.State.FAILED
+        assert notification.last_error == "sms:undelivered:30005"
+        assert services.undelivered([share.pk]) == {share.pk: "failed"}
+        (failed,) = [e for e in services.events(share) if e.type == "notification_failed"]
+        assert failed.failure == "number_refused" and failed.details["reported"] is True
+    # The payload is shredded all the same.
+    assert notification.data_key_id is None and notification.text is None
+    # A report whose URL was not Twilio's (a signature over another URL) is refused.
+    params = report("SM" + "8" * 32, "undelivered", "30005")
+    forged = f"{CALLBACK}?n={notification.pk}"
+    response = Client().post(
+        forged.removeprefix(PUBLIC_URL),
+        params,
+        HTTP_HOST="pli.example.fr",
+        secure=True,
+        HTTP_X_TWILIO_SIGNATURE=signature(params, url=CALLBACK),
+    )
+    assert response.status_code == 403

@@ -139,8 +139,9 @@ def blocks_message(reason: str) -> bool:
 
 
 class SmsBackend(Protocol):
-    def send(self, to: str, text: str) -> str:
-        """Send ``text`` to ``to`` (E.164); return the provider's message id."""
+    def send(self, to: str, text: str, reference: str = "") -> str:
+        """Send ``text`` to ``to`` (E.164); return the provider's message id. ``reference``
+        (Pli's id of the message) comes back with the provider's delivery reports."""
         ...
 
 
@@ -317,7 +318,7 @@ class FileBackend:
 
     directory: Path
 
-    def send(self, to: str, text: str) -> str:
+    def send(self, to: str, text: str, reference: str = "") -> str:
         message_id = uuid.uuid4().hex
         now = datetime.datetime.now(datetime.UTC)
         record = {"id": message_id, "to": to, "text": text, "created_at": now.isoformat()}
@@ -363,14 +364,20 @@ class TwilioBackend:
     def messages_url(self) -> str:
         return f"{self.endpoint}/{TWILIO_API_VERSION}/Accounts/{self.account_sid}/Messages.json"
 
-    def request_for(self, to: str, text: str) -> urllib.request.Request:
+    def callback_url(self, reference: str = "") -> str:
+        """The ``StatusCallback`` of a message: naming Pli's ``reference`` (a notification's
+        id), so that a report that comes before the worker has recorded the message's id
+        (Twilio's answer) still finds its notification. Twilio signs it, query included."""
+        return f"{self.status_callback}?{urlencode({'n': reference})}" if reference else self.status_callback
+
+    def request_for(self, to: str, text: str, reference: str = "") -> urllib.request.Request:
         fields = {"To": to, "Body": text}
         if self.messaging_service_sid:
             fields["MessagingServiceSid"] = self.messaging_service_sid
         if self.sender:
             fields["From"] = self.sender
         if self.status_callback:
-            fields["StatusCallback"] = self.status_callback
+            fields["StatusCallback"] = self.callback_url(reference)
         credentials = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
         return urllib.request.Request(  # noqa: S310 - the scheme is checked when the URL is parsed
             self.messages_url,
@@ -384,8 +391,8 @@ class TwilioBackend:
             },
         )
 
-    def send(self, to: str, text: str) -> str:
-        request = self.request_for(to, text)
+    def send(self, to: str, text: str, reference: str = "") -> str:
+        request = self.request_for(to, text, reference)
         response: http.client.HTTPResponse | urllib.error.HTTPError
         try:
             response = _OPENER.open(request, timeout=self.timeout)
@@ -625,9 +632,10 @@ def allowed_regions() -> tuple[str, ...]:
     return regions
 
 
-def send_sms(to: str, text: str) -> str:
-    """Send one SMS now; return the provider's id. Raises :class:`SmsError` on failure."""
+def send_sms(to: str, text: str, reference: str = "") -> str:
+    """Send one SMS now; return the provider's id. Raises :class:`SmsError` on failure.
+    ``reference``: Pli's id of the message, given back with its delivery reports."""
     number = normalise_mobile(to, allowed_regions())
     if not text or len(text) > MAX_TEXT_LENGTH:
         raise SmsRejected("bad_text")
-    return get_backend().send(number, text)
+    return get_backend().send(number, text, reference)

@@ -10,6 +10,7 @@ the patient's number.
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse
@@ -32,7 +33,16 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=404)
     params = [(name, value) for name, values in request.POST.lists() for value in values]
     signature = request.headers.get("X-Twilio-Signature", "")
-    if not backend.signed_by_twilio(backend.status_callback, params, signature):
+    # The notification the URL names (sms.TwilioBackend.callback_url); none in the reports
+    # of messages sent before it did.
+    notification_id: uuid.UUID | None = None
+    if request.GET:
+        try:
+            notification_id = uuid.UUID(request.GET.get("n", ""))
+        except ValueError:
+            return HttpResponse(status=403)
+    url = backend.callback_url(str(notification_id) if notification_id else "")
+    if not backend.signed_by_twilio(url, params, signature):
         logger.warning("SMS delivery report refused: its signature is not Twilio's for this instance")
         return HttpResponse(status=403)
     if request.POST.get("AccountSid") != backend.account_sid:
@@ -42,6 +52,7 @@ def twilio_status(request: HttpRequest) -> HttpResponse:
         request.POST.get("MessageSid", "")[:64],
         request.POST.get("MessageStatus", ""),
         request.POST.get("ErrorCode", ""),
+        notification_id=notification_id,
     )
     logger.info("SMS delivery report: %s", outcome)
     # Twilio only needs a success; it retries nothing on a 2xx.

@@ -267,7 +267,7 @@ class DeliveryFailed(Exception):
 def _send(notification: ShareNotification) -> str:
     if notification.channel == Channel.SMS:
         try:
-            return sms.send_sms(notification.recipient or "", notification.text or "")
+            return sms.send_sms(notification.recipient or "", notification.text or "", str(notification.pk))
         except sms.InvalidPhoneNumber as exc:
             raise DeliveryFailed(f"number:{exc.code}", retryable=False) from None
         except sms.SmsError as exc:
@@ -431,8 +431,11 @@ def _finish(
         # Locked until COMMIT: a cancellation (a revocation, a newer code) committing between
         # this check and the update would otherwise be followed by a failure recorded for a
         # notification that is no longer wanted. Taken before the audit event, as every lock.
-        if not list(rows.select_for_update(of=("self",), no_key=True).values_list("pk", flat=True)):
+        locked = list(rows.select_for_update(of=("self",), no_key=True).values_list("provider_id", "last_error"))
+        if not locked:
             return ShareNotification.State.CANCELLED
+        # An undelivered report that came before this (see record_delivery_report).
+        reported = sent and locked[0][0] == provider_id[:64] != "" and locked[0][1].startswith(UNDELIVERED)
         # The payload (link, code) is no longer needed: shred it with its data key.
         close(
             rows,
@@ -457,6 +460,9 @@ def _finish(
                 outcome=audit.SUCCESS if sent else audit.FAILURE,
                 details=details,
             )
+        if reported:
+            _undelivered(notification, locked[0][1], attempts)
+            return ShareNotification.State.FAILED
     return state
 
 
@@ -503,8 +509,15 @@ def report_category(reason: str) -> str:
     return PROVIDER_UNAVAILABLE
 
 
+UNDELIVERED = "sms:undelivered"
+
+
 def record_delivery_report(
-    provider_id: str, status: str, error_code: str = "", now: datetime.datetime | None = None
+    provider_id: str,
+    status: str,
+    error_code: str = "",
+    now: datetime.datetime | None = None,
+    notification_id: uuid.UUID | None = None,
 ) -> str:
     """Record what the SMS provider reports about a message it accepted: ``delivered``
     (the patient's phone has it) or ``undelivered`` (it never will: the notification then
@@ -514,24 +527,36 @@ def record_delivery_report(
     ``unknown`` (no such message: another instance's, or a share since deleted).
 
     Reports may come more than once and out of order: a delivery is recorded once, and a
-    failure reported after a delivery is ignored (the phone had it)."""
+    failure reported after a delivery is ignored (the phone had it).
+
+    ``notification_id`` (named by the report's URL, see sms.TwilioBackend.callback_url)
+    finds a report that comes before the worker has recorded the message's id, between
+    the provider's answer and its own commit: the notification is still pending. A delivery
+    is then recorded at once; a failure is kept on it (``last_error``) for the worker to
+    record once the notification is sent (_finish)."""
     now = now or timezone.now()
     if status not in REPORT_DELIVERED | REPORT_UNDELIVERED:
         return "ignored"
     if not provider_id:
         return "unknown"
     rows = ShareNotification.objects.filter(channel=Channel.SMS, provider_id=provider_id)
+    if notification_id is not None:
+        rows = ShareNotification.objects.filter(
+            Q(provider_id=provider_id) | Q(pk=notification_id, provider_id="", state=ShareNotification.State.PENDING),
+            channel=Channel.SMS,
+        )
     with transaction.atomic():
         # Locked before the audit event, as every lock (see _finish).
         found = list(
             rows.select_for_update(of=("self",), no_key=True).only(
-                "pk", "share_id", "kind", "state", "delivered_at", "attempts"
+                "pk", "share_id", "kind", "state", "delivered_at", "attempts", "last_error"
             )
         )
         if not found:
             return "unknown"
         notification = found[0]
-        if notification.state != ShareNotification.State.SENT or notification.delivered_at is not None:
+        pending = notification.state == ShareNotification.State.PENDING
+        if not (pending or notification.state == ShareNotification.State.SENT) or notification.delivered_at:
             return "ignored"
         details: dict[str, Any] = {
             "channel": Channel.SMS,
@@ -544,15 +569,32 @@ def record_delivery_report(
             audit.record("share.notification_delivered", target=target, details=details)
             return "delivered"
         code = error_code if error_code.isdigit() and len(error_code) <= 8 else ""
-        reason = f"sms:undelivered:{code}" if code else "sms:undelivered"
-        ShareNotification.objects.filter(pk=notification.pk).update(
-            state=ShareNotification.State.FAILED, last_error=reason
-        )
-        details.update(
-            attempt=notification.attempts, reason=reason, category=report_category(reason), final=True, reported=True
-        )
-        audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
+        reason = f"{UNDELIVERED}:{code}" if code else UNDELIVERED
+        if pending:
+            # The worker's answer from the provider is not recorded yet: kept for it, with
+            # the message's id (Twilio's, signed), so that it applies to this message only.
+            ShareNotification.objects.filter(pk=notification.pk).update(provider_id=provider_id, last_error=reason)
+            return "failed"
+        _undelivered(notification, reason, notification.attempts)
     return "failed"
+
+
+def _undelivered(notification: ShareNotification, reason: str, attempts: int) -> None:
+    """Record a sent SMS the provider reports undelivered, in the caller's transaction (the
+    row locked): it fails for good, as if refused at once."""
+    ShareNotification.objects.filter(pk=notification.pk).update(state=ShareNotification.State.FAILED, last_error=reason)
+    details: dict[str, Any] = {
+        "channel": Channel.SMS,
+        "kind": notification.kind,
+        "notification": str(notification.pk),
+        "attempt": attempts,
+        "reason": reason,
+        "category": report_category(reason),
+        "final": True,
+        "reported": True,
+    }
+    target = ("sharing.patientshare", str(notification.share_id))
+    audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
 
 
 def close(notifications: QuerySet[ShareNotification], **fields: Any) -> None:
