@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -481,26 +482,15 @@ class MessageMoveView(MessagingView):
         tags=TAGS,
     )
     def post(self, request: Request, message_id: uuid.UUID) -> Response:
-        user = _user(request)
-        if not services.visible_copies(user, message_id):
-            services.record_denied(user, request._request, ("messaging.message", message_id), "move")
-            raise _not_found()
-        refuse_repeated(request.data, MoveSerializer().fields)
-        body = MoveSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        try:
-            copies = services.move_message(
-                user,
-                message_id,
-                body.validated_data["folder"],
-                mailbox_id=body.validated_data.get("mailbox"),
-                request=request._request,
-            )
-        except services.NotVisible:
-            mailbox = body.validated_data.get("mailbox")
-            services.record_denied(user, request._request, ("messaging.message", message_id), "move", mailbox=mailbox)
-            raise _not_found() from None
-        return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
+        return _change_copies(
+            request,
+            message_id,
+            "move",
+            MoveSerializer,
+            lambda user, data: services.move_message(
+                user, message_id, data["folder"], mailbox_id=data.get("mailbox"), request=request._request
+            ),
+        )
 
 
 class MessageUnreadView(MessagingView):
@@ -519,22 +509,39 @@ class MessageUnreadView(MessagingView):
         tags=TAGS,
     )
     def post(self, request: Request, message_id: uuid.UUID) -> Response:
-        user = _user(request)
-        if not services.visible_copies(user, message_id):
-            services.record_denied(user, request._request, ("messaging.message", message_id), "unread")
-            raise _not_found()
-        refuse_repeated(request.data, MarkUnreadSerializer().fields)
-        body = MarkUnreadSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+        def mark(user: User, data: dict[str, Any]) -> list[Delivery]:
+            try:
+                return services.mark_unread(user, message_id, mailbox_id=data.get("mailbox"), request=request._request)
+            except services.NotReceived:
+                raise ValidationError({"detail": _("Only a message you received can be marked unread.")}) from None
+
+        return _change_copies(request, message_id, "unread", MarkUnreadSerializer, mark)
+
+
+def _change_copies(
+    request: Request,
+    message_id: uuid.UUID,
+    step: str,
+    serializer: type[serializers.Serializer[Any]],
+    change: Callable[[User, dict[str, Any]], list[Delivery]],
+) -> Response:
+    """A change to the caller's copies of a message (filed, marked unread): a message that is
+    not theirs answers 404 as a missing one, before its body is even read, and the refusal is
+    recorded (``step`` names what was tried); the answer is the copies as changed."""
+    user = _user(request)
+    if not services.visible_copies(user, message_id):
+        services.record_denied(user, request._request, ("messaging.message", message_id), step)
+        raise _not_found()
+    refuse_repeated(request.data, serializer().fields)
+    body = serializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    try:
+        copies = change(user, body.validated_data)
+    except services.NotVisible:
         mailbox = body.validated_data.get("mailbox")
-        try:
-            copies = services.mark_unread(user, message_id, mailbox_id=mailbox, request=request._request)
-        except services.NotVisible:
-            services.record_denied(user, request._request, ("messaging.message", message_id), "unread", mailbox=mailbox)
-            raise _not_found() from None
-        except services.NotReceived:
-            raise ValidationError({"detail": _("Only a message you received can be marked unread.")}) from None
-        return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
+        services.record_denied(user, request._request, ("messaging.message", message_id), step, mailbox=mailbox)
+        raise _not_found() from None
+    return Response({"id": message_id, "copies": [_copy_data(c) for c in copies]})
 
 
 class AnyContentRenderer(BaseRenderer):

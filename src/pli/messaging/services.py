@@ -1096,6 +1096,31 @@ def open_attachment(
 MOVE_TARGETS = (Folder.INBOX, Folder.SENT, Folder.ARCHIVE, Folder.TRASH)
 
 
+def _held_copies(user: User, message_id: uuid.UUID | str, mailbox_id: uuid.UUID | None) -> list[Delivery]:
+    """``user``'s copies of a message, or only the one in ``mailbox_id``; NotVisible if none."""
+    copies = visible_copies(user, message_id)
+    if mailbox_id is not None:
+        copies = [c for c in copies if c.mailbox_id == mailbox_id]
+    if not copies:
+        raise NotVisible
+    return copies
+
+
+def _relocked(copies: Sequence[Delivery], field: str) -> dict[Any, Any]:
+    """``field`` of each of ``copies`` as it is now, the rows locked until COMMIT: read before
+    the transaction, a copy may have been changed by a colleague since, or deleted for good
+    (then left out; NotVisible if none is left)."""
+    current = dict(
+        Delivery.objects.filter(pk__in=[c.pk for c in copies])
+        .select_for_update(of=("self",), no_key=True)
+        .order_by("pk")
+        .values_list("pk", field)
+    )
+    if not current:
+        raise NotVisible
+    return current
+
+
 def move_message(
     user: User,
     message_id: uuid.UUID | str,
@@ -1109,24 +1134,13 @@ def move_message(
     sender's copy to "sent"."""
     if folder not in MOVE_TARGETS:
         raise ValueError(folder)
-    copies = visible_copies(user, message_id)
-    if mailbox_id is not None:
-        copies = [c for c in copies if c.mailbox_id == mailbox_id]
-    if not copies:
-        raise NotVisible
+    copies = _held_copies(user, message_id, mailbox_id)
     with transaction.atomic():
         # Read again, locked, in the transaction: a colleague may have filed the copy
         # elsewhere since it was read (it must still go where this user asked), or deleted
         # it for good (nothing is moved, nor recorded as moved).
-        current = dict(
-            Delivery.objects.filter(pk__in=[c.pk for c in copies])
-            .select_for_update(of=("self",), no_key=True)
-            .order_by("pk")
-            .values_list("pk", "folder")
-        )
+        current = _relocked(copies, "folder")
         copies = [c for c in copies if c.pk in current]
-        if not copies:
-            raise NotVisible
         now = timezone.now()
         for copy in copies:
             copy.folder = current[copy.pk]
@@ -1176,26 +1190,15 @@ def _set_read(
     mailbox_id: uuid.UUID | None,
     request: HttpRequest | None,
 ) -> list[Delivery]:
-    copies = visible_copies(user, message_id)
-    if mailbox_id is not None:
-        copies = [c for c in copies if c.mailbox_id == mailbox_id]
-    if not copies:
-        raise NotVisible
+    copies = _held_copies(user, message_id, mailbox_id)
     copies = [c for c in copies if c.is_incoming]
     if not copies:
         raise NotReceived
     with transaction.atomic():
         # Read again, locked, as move_message does: deleted for good meanwhile, nothing is
         # marked, nor recorded as marked.
-        current = dict(
-            Delivery.objects.filter(pk__in=[c.pk for c in copies])
-            .select_for_update(of=("self",), no_key=True)
-            .order_by("pk")
-            .values_list("pk", "read_at")
-        )
+        current = _relocked(copies, "read_at")
         copies = [c for c in copies if c.pk in current]
-        if not copies:
-            raise NotVisible
         now = timezone.now()
         handled: dict[uuid.UUID, tuple[Mailbox, datetime.datetime]] = {}
         for copy in copies:
@@ -1264,11 +1267,7 @@ def delete_message(
 ) -> int:
     """Delete for good ``user``'s copies that are in the trash. When no mailbox holds the
     message any more it is crypto-shredded: its keys and its attachment blobs are destroyed."""
-    copies = visible_copies(user, message_id)
-    if mailbox_id is not None:
-        copies = [c for c in copies if c.mailbox_id == mailbox_id]
-    if not copies:
-        raise NotVisible
+    copies = _held_copies(user, message_id, mailbox_id)
     trashed = [c for c in copies if c.folder == Folder.TRASH]
     if not trashed:
         raise NotInTrash
