@@ -230,7 +230,7 @@ def test_schema_documents_the_share_endpoints(db: None) -> None:
     # The bodies of a conflict and of a too-large upload are described, not just named.
     operations = schema.json()["paths"]
     conflict = operations["/api/v1/shares/{share_id}/unlock"]["post"]["responses"]["409"]
-    assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert conflict["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Conflict"}
     too_large = operations["/api/v1/shares"]["post"]["responses"]["413"]
     assert too_large["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ValidationError"}
     assert {"408", "411", "415"} <= set(operations["/api/v1/shares"]["post"]["responses"])
