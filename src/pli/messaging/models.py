@@ -201,10 +201,16 @@ class Delivery(models.Model):
             # A search covers every folder but the trash: newest first across folders, and
             # a date range, are one index walk too (not a sort of the whole mailbox).
             models.Index(fields=["mailbox", "-sent_at", "-id"], name="delivery_mailbox_page"),
-            # Unread counts: (mailbox, "inbox", NULL) is one index range, with bound parameters
-            # too (SQLite can't match a partial index's condition against them); newest first
-            # within it, a page of the unread alone is a range too (software polling them).
-            models.Index(fields=["mailbox", "folder", "read_at", "-sent_at", "-id"], name="delivery_unread_page"),
+            # The unread copies alone, newest first: the unread counts and a page of the unread
+            # (software polling them, after a cursor too) are one range of it. Partial on a
+            # condition without parameters, which SQLite matches; read_at as a column of a
+            # full index instead, SQLite (without statistics) left for delivery_folder_page
+            # on any page after the first, walking the read copies.
+            models.Index(
+                fields=["mailbox", "folder", "-sent_at", "-id"],
+                name="delivery_unread_only",
+                condition=models.Q(read_at__isnull=True),
+            ),
             # The copies the trash retention job deletes, oldest first. Partial: a send
             # writes no entry in it (its copies are not in the trash).
             models.Index(fields=["trashed_at"], name="delivery_trashed", condition=models.Q(trashed_at__isnull=False)),

@@ -28,6 +28,6 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(fields=['mailbox', 'folder', 'read_at', '-sent_at', '-id'], name='delivery_unread_page'),
+            index=models.Index(condition=models.Q(('read_at__isnull', True)), fields=['mailbox', 'folder', '-sent_at', '-id'], name='delivery_unread_only'),
         ),
     ]
