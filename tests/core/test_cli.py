@@ -359,6 +359,6 @@ def test_serve_and_worker_refuse_a_database_an_upgrade_left_unmigrated(tmp_path:
         result = run_pli(*args, env=env, timeout=30)
         assert result.returncode == 1, result.stderr
         lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("pli: development mode")]
-        assert lines == ["pli: the database lacks 4 migration(s) of this release: run `pli migrate` first"], lines
+        assert lines == ["pli: the database lacks 5 migration(s) of this release: run `pli migrate` first"], lines
     assert run_pli("migrate", env=env).returncode == 0
     assert run_pli("worker", "--batch", env=env).returncode == 0

@@ -110,7 +110,7 @@ def test_the_api_marks_unread_one_mailbox_or_all(db: None) -> None:
     assert copy_of(message_id, team).read_at is not None and copy_of(message_id, b_box).read_at is not None
     only_team = client.post(f"/api/v1/messages/{message_id}/unread", {"mailbox": str(team.pk)})
     assert only_team.status_code == 200
-    assert only_team.json()["copies"] == [{"mailbox": str(team.pk), "folder": "inbox", "unread": True}]
+    assert only_team.json()["copies"] == [{"mailbox": str(team.pk), "folder": "inbox", "unread": True, "uid": 1}]
     assert copy_of(message_id, team).read_at is None and copy_of(message_id, b_box).read_at is not None
     both = client.post(f"/api/v1/messages/{message_id}/unread", {}, content_type="application/json")
     assert both.status_code == 200 and len(both.json()["copies"]) == 2

@@ -130,3 +130,25 @@ def test_the_unread_alone_are_paged_by_index(pair: tuple[User, User]) -> None:
         with CaptureQueriesContext(connection) as counted:
             assert services.unread_counts([box.pk]) == {box.pk: 4}
         assert "delivery_unread_only" in _plan(counted.captured_queries[-1]["sql"])
+
+
+def test_what_arrived_after_a_number_is_one_range_of_an_index(pair: tuple[User, User]) -> None:
+    """Software fetching what arrived after the last number it saw reads from that number
+    on, in order: not the mailbox's copies before it, nor a sort of them."""
+    alice, bob = pair
+    for n in range(30):
+        _send(alice, bob, subject=f"Lettre {n}")
+    box = personal_mailbox(bob)
+    with CaptureQueriesContext(connection) as captured:
+        page = services.arrivals_page(box, 25, limit=3)
+    assert [(item.uid, str(item.message.subject)) for item in page.items] == [
+        (26, "Lettre 25"),
+        (27, "Lettre 26"),
+        (28, "Lettre 27"),
+    ]
+    assert page.next_cursor == "28"
+    if connection.vendor == "sqlite":
+        plan = _plan(captured.captured_queries[-1]["sql"])
+        # The unique constraint (mailbox, uid) is the index (SQLite names it sqlite_autoindex_…).
+        assert "(mailbox_id=? AND uid>?)" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan

@@ -173,6 +173,10 @@ class Mailbox(models.Model):
     # A personal mailbox: when its owner was last e-mailed that messages had arrived (no
     # content), if ever. A shared mailbox's members each have theirs (MailboxMember).
     new_mail_notified_at = models.DateTimeField(null=True, blank=True)
+    # The number given to the last copy filed in this mailbox (Delivery.uid). Raised in the
+    # transaction that files the copies, so the row stays locked until COMMIT: numbers are
+    # given in the order the copies become visible, as IMAP's UIDs are.
+    last_uid = models.BigIntegerField(default=0)
 
     class Meta:
         db_table = "pli_mailbox"

@@ -23,7 +23,7 @@ _TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 # someone decides it is harmless. Not "next": it holds a whole URL, query string included.
 SAFE_QUERY_PARAMETERS = frozenset(
     {
-        "cursor", "download", "folder", "format", "forward", "lang", "language", "limit", "mailbox",
+        "after_uid", "cursor", "download", "folder", "format", "forward", "lang", "language", "limit", "mailbox",
         "message", "mode", "page", "patient_of", "replied", "reply_to", "sent", "session",
         "to", "unread", "wait",
     }

@@ -26,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pli.accounts.models import User
+from pli.accounts.models import Mailbox, User
 from pli.api import idempotency
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
@@ -77,7 +77,12 @@ def _attachment_data(attachment: Attachment) -> dict[str, Any]:
 
 
 def _copy_data(copy: Delivery) -> dict[str, Any]:
-    return {"mailbox": copy.mailbox_id, "folder": copy.folder, "unread": copy.is_incoming and copy.read_at is None}
+    return {
+        "mailbox": copy.mailbox_id,
+        "folder": copy.folder,
+        "unread": copy.is_incoming and copy.read_at is None,
+        "uid": copy.uid,
+    }
 
 
 class MessagingView(APIView):
@@ -96,7 +101,14 @@ class MailboxListView(MessagingView):
         mailboxes = list(services.mailboxes_for(_user(request)))
         counts = services.unread_counts(m.pk for m in mailboxes)
         data = [
-            {"id": m.pk, "address": m.address, "name": m.name, "kind": m.kind, "unread": counts.get(m.pk, 0)}
+            {
+                "id": m.pk,
+                "address": m.address,
+                "name": m.name,
+                "kind": m.kind,
+                "unread": counts.get(m.pk, 0),
+                "last_uid": m.last_uid,
+            }
             for m in mailboxes
         ]
         return Response(MailboxSerializer(data, many=True).data)
@@ -119,6 +131,13 @@ class FolderQuerySerializer(serializers.Serializer[Any]):
 
 
 _FOLDER_QUERY = ("folder", "cursor", "limit", "q", "unread")
+
+
+class ArrivalsQuerySerializer(serializers.Serializer[Any]):
+    after_uid = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=services.MAX_PAGE_SIZE)
+
+
 # Checked by the web search's form; `q` keeps the serializer (no word to look for finds nothing).
 _SEARCH_CRITERIA = ("sender", "date_from", "date_to")
 
@@ -149,7 +168,14 @@ class _ApiSearchForm(SearchForm):
 class MailboxMessagesView(MessagingView):
     @extend_schema(
         operation_id="mailbox_messages_list",
-        summary="Messages of a folder, newest first, paginated by cursor",
+        summary="Messages of a folder, newest first, paginated by cursor; or those that arrived after a number",
+        description="Two ways to list. By folder (`folder`, and the search parameters): newest first, a page "
+        "after the other with `next`. By arrival (`after_uid`): every message filed in the mailbox after the one "
+        "numbered `after_uid`, oldest first, whatever folder it is in now and whether someone read it or not; "
+        "numbers are given in the order messages become visible, so software that keeps the last `uid` it "
+        "processed and asks for what came after sees each message once, none missed. Start from 0, or from the "
+        "mailbox's `last_uid` (GET /api/v1/mailboxes) to skip what is already there. `after_uid` combines with "
+        "`limit` only.",
         parameters=[
             OpenApiParameter("folder", str, enum=Folder.values, default=Folder.INBOX, description="The folder."),
             OpenApiParameter("cursor", str, description="The `next` cursor of the previous page."),
@@ -179,7 +205,14 @@ class MailboxMessagesView(MessagingView):
                 str,
                 enum=["true", "false"],
                 description="`true`: only the messages still unread in this mailbox (received, neither opened "
-                "nor marked read), as software that files each new letter polls them; `false`: only the others.",
+                "nor marked read); `false`: only the others. Software that files each new letter should rather "
+                "use `after_uid`: a letter someone opened first is no longer unread.",
+            ),
+            OpenApiParameter(
+                "after_uid",
+                {"type": "integer", "minimum": 0},
+                description="List the messages that arrived after the one with this `uid` (0: from the first), "
+                "oldest first, in every folder. With `limit` only.",
             ),
         ],
         responses=MessagePageSerializer,
@@ -193,6 +226,8 @@ class MailboxMessagesView(MessagingView):
             services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
             raise _not_found() from None
         given = request.query_params
+        if "after_uid" in given:
+            return self._arrivals(request, user, mailbox)
         refuse_repeated(given, [*_FOLDER_QUERY, *_SEARCH_CRITERIA])
         # Plain dicts of what was given, not the QueryDict: DRF reads an empty value there as
         # an absent one, so that folder= listed the inbox, limit= gave 50 and date_to= no
@@ -232,6 +267,27 @@ class MailboxMessagesView(MessagingView):
         results = [_summary(copy) for copy in page.items]
         return Response({"next": next_url, "results": results})
 
+    def _arrivals(self, request: Request, user: User, mailbox: Mailbox) -> Response:
+        given = request.query_params
+        refuse_repeated(given, ["after_uid", "limit"])
+        # A folder or a search would make the walk skip what it filters out, and the numbers
+        # seen no longer tell what was missed: refused rather than half applied.
+        clash = [name for name in (*_FOLDER_QUERY, *_SEARCH_CRITERIA) if name in given and name != "limit"]
+        if clash:
+            message = _("after_uid lists every message in the order they arrived: it combines with limit only.")
+            raise ValidationError({name: [message] for name in clash})
+        query = ArrivalsQuerySerializer(data={name: given[name] for name in ("after_uid", "limit") if name in given})
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        page = services.arrivals_page(mailbox, params["after_uid"], limit=params.get("limit") or services.PAGE_SIZE)
+        services.record_listing(user, mailbox, "arrivals", len(page.items), request._request)
+        next_url = None
+        if page.next_cursor:
+            query_params = request.query_params.copy()
+            query_params["after_uid"] = page.next_cursor
+            next_url = request.build_absolute_uri(f"{request.path}?{query_params.urlencode()}")
+        return Response({"next": next_url, "results": [_summary(copy) for copy in page.items]})
+
 
 def _sender_data(message: Message) -> dict[str, Any]:
     """Who sent it: a mailbox's address and name; for a message from outside Pli's mailboxes
@@ -255,6 +311,7 @@ def _summary(copy: Delivery) -> dict[str, Any]:
         "unread": copy.is_incoming and copy.read_at is None,
         "folder": copy.folder,
         "attachments": message.attachment_count,
+        "uid": copy.uid,
     }
 
 

@@ -190,6 +190,10 @@ class Delivery(models.Model):
     )
     # When the copy went into the trash: after PLI_TRASH_DAYS there it is deleted for good.
     trashed_at = models.DateTimeField(null=True, blank=True)
+    # Its number in the mailbox, from 1, in the order copies arrived (committed): software
+    # fetches what arrived after the last number it saw, whatever was read or filed since.
+    # Never reused, never changed by a move. See assign_uids.
+    uid = models.BigIntegerField()
 
     readings: models.Manager[Reading]
     answers: models.Manager[Answer]
@@ -221,6 +225,8 @@ class Delivery(models.Model):
             models.UniqueConstraint(
                 fields=["message", "mailbox"], condition=~models.Q(role="sender"), name="delivery_once_per_mailbox"
             ),
+            # Also the index of what arrived after a number (MailboxMessagesView's after_uid).
+            models.UniqueConstraint(fields=["mailbox", "uid"], name="delivery_uid"),
             models.UniqueConstraint(
                 fields=["message", "mailbox"], condition=models.Q(role="sender"), name="delivery_one_sender_copy"
             ),

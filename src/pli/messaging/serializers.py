@@ -19,6 +19,10 @@ class MailboxSerializer(serializers.Serializer[Any]):
     name = serializers.CharField()
     kind = serializers.ChoiceField(choices=Mailbox.Kind.choices)
     unread = serializers.IntegerField(help_text="Unread messages in the inbox.")
+    last_uid = serializers.IntegerField(
+        help_text="The `uid` of the last message filed in this mailbox so far (0 if none): software that starts "
+        "now fetches what arrives next with `after_uid` set to it."
+    )
 
 
 SENDER_HELP = (
@@ -49,10 +53,17 @@ class MessageSummarySerializer(serializers.Serializer[Any]):
     unread = serializers.BooleanField()
     folder = serializers.ChoiceField(choices=Folder.choices)
     attachments = serializers.IntegerField(help_text="Number of attachments.")
+    uid = serializers.IntegerField(
+        help_text="This copy's number in the mailbox: 1, 2, 3... in the order messages arrived, never reused and "
+        "unchanged by a move. See the `after_uid` parameter."
+    )
 
 
 class MessagePageSerializer(serializers.Serializer[Any]):
-    next = serializers.URLField(allow_null=True, help_text="The next (older) page, or null on the last one.")
+    next = serializers.URLField(
+        allow_null=True,
+        help_text="The next page (older messages; with `after_uid`, those that arrived next), or null on the last one.",
+    )
     results = MessageSummarySerializer(many=True)
 
 
@@ -95,6 +106,7 @@ class CopySerializer(serializers.Serializer[Any]):
     mailbox = serializers.UUIDField()
     folder = serializers.ChoiceField(choices=Folder.choices)
     unread = serializers.BooleanField()
+    uid = serializers.IntegerField(help_text="The copy's number in its mailbox (see `after_uid`).")
 
 
 class MemberAtSerializer(serializers.Serializer[Any]):

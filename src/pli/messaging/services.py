@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import contextlib
 import datetime
 import errno
@@ -407,10 +408,11 @@ def send_message(
             insert_rows(data_keys)
             insert_rows([message])
             insert_rows(attachments)
-            insert_rows(copies)
-            insert_rows(tokens)
             if draft.in_reply_to is not None:
                 _mark_answered(author, draft.in_reply_to, now)
+            assign_uids(copies)
+            insert_rows(copies)
+            insert_rows(tokens)
             touch_mailbox(draft.sender, now)
             if on_created is not None:
                 # Before the audit event, whose head row stays locked until COMMIT: what
@@ -540,6 +542,7 @@ def receive_external_message(
         insert_rows(data_keys)
         insert_rows([message])
         insert_rows(rows)
+        assign_uids([copy])
         insert_rows([copy])
         insert_rows(tokens)
         audit.record(
@@ -688,6 +691,7 @@ LIST_FIELDS = (
     "sent_at",
     "read_at",
     "answered_at",
+    "uid",
     "message__id",
     "message__thread_id",
     "message__sent_at",
@@ -738,6 +742,20 @@ def folder_page(
     return Page(items=rows[:limit], next_cursor=next_cursor)
 
 
+def arrivals_page(mailbox: Mailbox, after_uid: int, *, limit: int = PAGE_SIZE) -> Page:
+    """The copies filed in ``mailbox`` after number ``after_uid``, in the order they arrived:
+    whatever folder they are in now (the trash, the sent copies too) and read or not, for
+    software that must see each letter once, even one a person opened or filed before it
+    came by. One range of the index of the numbers; the next page starts after the last."""
+    rows = list(
+        Delivery.objects.filter(mailbox=mailbox, uid__gt=after_uid)
+        .select_related("message", "message__data_key", "message__sender")
+        .only(*LIST_FIELDS)
+        .order_by("uid")[: limit + 1]
+    )
+    return Page(items=rows[:limit], next_cursor=str(rows[limit - 1].uid) if len(rows) > limit else None)
+
+
 def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, request: HttpRequest | None) -> None:
     """Listing shows subjects (health data): it is a read, and recorded as one. It is also a
     use of the mailbox (CNIL: a mailbox unused for a year is emptied)."""
@@ -755,6 +773,28 @@ def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, 
 
 # A mailbox's use is recorded to the half-day: a write per listing would be a write per page.
 USE_PRECISION = datetime.timedelta(hours=12)
+
+
+def assign_uids(copies: Sequence[Delivery]) -> None:
+    """Number ``copies`` in their mailboxes (Delivery.uid), in the transaction that inserts
+    them, just before.
+
+    Each mailbox's counter row stays locked until COMMIT, so a mailbox's numbers become
+    visible in increasing order: software that has seen number n has seen every copy
+    numbered below it, and will never see one appear there later (a newest-first page can:
+    a letter sent first may commit last). The rows are locked in key order, as every send
+    takes them, after the copies a send locks (the original's, marked answered) and before
+    the audit trail's head: copies, mailboxes, head, the order of every transaction here.
+    """
+    counts = collections.Counter(copy.mailbox_id for copy in copies)
+    for mailbox_id in sorted(counts):
+        Mailbox.objects.filter(pk=mailbox_id).update(last_uid=F("last_uid") + counts[mailbox_id])
+    following = {
+        pk: last - counts[pk] for pk, last in Mailbox.objects.filter(pk__in=counts).values_list("pk", "last_uid")
+    }
+    for copy in copies:
+        following[copy.mailbox_id] += 1
+        copy.uid = following[copy.mailbox_id]
 
 
 def touch_mailbox(mailbox: Mailbox, now: datetime.datetime | None = None) -> None:
@@ -1801,6 +1841,7 @@ def seed_messages(
         with transaction.atomic():
             insert_rows(data_keys)
             insert_rows(messages)
+            assign_uids(copies)
             insert_rows(copies)
             insert_rows(tokens)
         created += len(chunk)
