@@ -1737,10 +1737,11 @@ def _purge(message: Message) -> None:
     if message.data_key_id is not None:
         key_ids.append(message.data_key_id)
     blob_ids = [pk.hex for pk, _ in attachments]
+    message_id = str(message.pk)  # (delete() sets it to None)
     Message.objects.filter(in_reply_to=message).update(in_reply_to=None)
     message.delete()
     DataKey.objects.filter(pk__in=key_ids).delete()
-    audit.record("message.shred", target=("messaging.message", str(message.pk)), details={"blobs": len(blob_ids)})
+    audit.record("message.shred", target=("messaging.message", message_id), details={"blobs": len(blob_ids)})
 
     def remove_blobs() -> None:
         store = blob_store()
