@@ -352,3 +352,81 @@ def test_a_letter_prints_without_the_pages_controls(page: Any, live_server: Any)
     assert "Alice Martin" in page.locator(".mail-message-head").first.inner_text()
     # Chromium lays it out for paper without complaint.
     assert page.pdf()[:5] == b"%PDF-"
+
+
+@pytest.mark.browser
+def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any, live_server: Any, axe: Any) -> None:
+    """On a phone (360 px) the list's buttons wrap in a few short rows above the letters,
+    rather than a column of full-width buttons; « Supprimer définitivement » asks with how
+    many are ticked, and « Vider la corbeille » asks too."""
+    import os
+
+    from pli.messaging import services
+    from pli.messaging.models import Delivery, Folder
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(
+        Mailbox.objects.get(owner=alice), box, ["Bilan A", "Bilan B", "Compte rendu C", "Courrier D"]
+    )
+    page.set_viewport_size({"width": 360, "height": 740})
+    _sign_in(page, bob)
+    shots = os.environ.get("PLI_SCREENSHOTS")  # to look at them
+    form = page.locator("#mail-selection")
+    buttons = form.locator("button")
+
+    def rows() -> int:
+        return len({round(buttons.nth(i).bounding_box()["y"]) for i in range(buttons.count())})
+
+    if shots:
+        page.screenshot(path=f"{shots}/inbox-360.png", full_page=True)
+    # The inbox's four buttons: two rows of two, the whole form a few lines high.
+    assert buttons.count() == 4 and rows() == 2
+    assert form.bounding_box()["height"] < 4 * 48
+    Delivery.objects.filter(mailbox=box).update(folder=Folder.TRASH)
+    page.goto(f"/messages/{box.pk}/trash/")
+    if shots:
+        page.screenshot(path=f"{shots}/trash-360.png", full_page=True)
+    assert buttons.count() == 2 and rows() == 1
+    assert form.bounding_box()["height"] < 3 * 48
+    axe.check(page, "trash, on a phone")
+    # Without the script's dialogs (taken off here), the server asks on a page of its own.
+    page.evaluate(
+        "document.querySelectorAll('[data-confirm], [data-confirm-one]').forEach(e => {"
+        " delete e.dataset.confirm; delete e.dataset.confirmOne; })"
+    )
+    page.get_by_label("Sélectionner «\u00a0Courrier D\u00a0»").check()
+    page.click("button[name=action][value=delete]")
+    page.wait_for_selector("text=Supprimer définitivement 1 message\u00a0? C\u2019est irréversible.")
+    axe.check(page, "confirming a deletion for good, without script")
+    page.click("text=Annuler")
+    page.wait_for_url(f"**/messages/{box.pk}/trash/")
+    page.evaluate("document.querySelectorAll('[data-confirm]').forEach(e => { delete e.dataset.confirm; })")
+    page.click("button:has-text('Vider la corbeille')")
+    page.wait_for_selector(
+        "text=Supprimer définitivement les 4 messages de la corbeille\u00a0? C\u2019est irréversible."
+    )
+    axe.check(page, "confirming emptying the trash, without script")
+    page.click("text=Annuler")
+    page.wait_for_url(f"**/messages/{box.pk}/trash/")
+    assert Delivery.objects.filter(mailbox=box).count() == 4
+    axe.assert_clean()
+    asked: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.get_by_label("Sélectionner «\u00a0Bilan A\u00a0»").check()
+    page.get_by_label("Sélectionner «\u00a0Bilan B\u00a0»").check()
+    page.click("button[name=action][value=delete]")
+    page.wait_for_selector("text=2 messages supprimés définitivement.")
+    assert asked == ["Supprimer définitivement 2 messages\u00a0? C\u2019est irréversible."]
+    assert page.locator(".mail-row").count() == 2
+    page.click("button:has-text('Vider la corbeille')")
+    page.wait_for_selector("text=Corbeille vidée\u00a0: 2 messages supprimés définitivement.")
+    assert asked[-1].startswith("Vider la corbeille\u00a0?")
+    assert not Delivery.objects.filter(mailbox=box).exists()

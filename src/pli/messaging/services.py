@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, QuerySet, Value, When, prefetch_related_objects
 from django.db.models.functions import Coalesce, Greatest, Lower
 from django.http import HttpRequest
@@ -1326,13 +1326,16 @@ def _delete_copies(
     trashed_before: datetime.datetime | None = None,
     reason: str = "",
     organisation: int | None = None,
+    events: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> int:
     """Delete for good those of ``trashed`` (copies of one message) that are still in the
     trash (and went in before ``trashed_before``, if given), inside the caller's
     transaction; shred the message when no mailbox holds it any more. Returns how many were
     deleted: 0 when none was still there (NotVisible when they are gone altogether).
     ``organisation``: that of the copies' mailboxes, for a deletion no user made (its access
-    journal finds the event by it once the message is shredded)."""
+    journal finds the event by it once the message is shredded). ``events``: the audit
+    events are appended there instead of recorded, for a caller deleting several letters
+    in one transaction, which records them all after its last row lock (lock order)."""
     message = trashed[0].message
     locked = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).order_by("pk")
     if connection.features.has_select_for_update:
@@ -1383,10 +1386,157 @@ def _delete_copies(
         details["reason"] = reason  # not a user's: the trash's retention, an unused mailbox
     if organisation is not None:
         details["organisation"] = organisation
-    audit.record("message.delete", actor=actor, target=message, request=request, details=details)
+    _record(events, "message.delete", actor=actor, target=message, request=request, details=details)
     if not Delivery.objects.filter(message=message).exists():
-        _purge(message)
+        _purge(message, events)
     return removed
+
+
+def _record(events: list[tuple[str, dict[str, Any]]] | None, action: str, **kwargs: Any) -> None:
+    """An audit event, recorded now, or kept in ``events`` to be recorded later (its target
+    by type and id: a message shredded meanwhile has no primary key any more)."""
+    if events is None:
+        audit.record(action, **kwargs)
+        return
+    target = kwargs.get("target")
+    if isinstance(target, models.Model):
+        kwargs["target"] = (target._meta.label_lower, str(target.pk))
+    events.append((action, kwargs))
+
+
+@dataclass
+class TrashSelection:
+    """Letters ticked in a mailbox's trash, as they are now."""
+
+    # Each letter's copies in the mailbox's trash, in the order the letters were given.
+    letters: dict[uuid.UUID, list[Delivery]]
+    # Still in the mailbox, no longer in its trash (put back by a colleague meanwhile).
+    elsewhere: list[uuid.UUID]
+    # Not in the mailbox (deleted for good meanwhile, or never its own).
+    missing: list[uuid.UUID]
+
+
+def trash_selection(
+    mailbox: Mailbox,
+    message_ids: Sequence[uuid.UUID],
+    *,
+    lock: bool = False,
+    until: datetime.datetime | None = None,
+) -> TrashSelection:
+    """Sort ``message_ids`` by where their copies in ``mailbox`` are. With ``lock``, every
+    copy is locked in key order (``FOR UPDATE``, as a delete locks them: no stronger lock is
+    needed later, after an audit event), at the start of the caller's transaction, as
+    :func:`lock_selection` does for the other actions. ``until``: a copy that went into the
+    trash after it (someone binned it after the page was shown) counts as elsewhere."""
+    rows = (
+        Delivery.objects.filter(mailbox=mailbox, message_id__in=list(message_ids))
+        .select_related("message", "message__data_key", "mailbox")
+        .order_by("pk")
+    )
+    if lock:
+        rows = rows.select_for_update(of=("self",))
+    held: dict[uuid.UUID, list[Delivery]] = {}
+    for copy in rows:
+        held.setdefault(copy.message_id, []).append(copy)
+    letters: dict[uuid.UUID, list[Delivery]] = {}
+    elsewhere: list[uuid.UUID] = []
+    missing: list[uuid.UUID] = []
+    for message_id in dict.fromkeys(message_ids):
+        copies = held.get(message_id)
+        if not copies:
+            missing.append(message_id)
+            continue
+        trashed = [
+            c
+            for c in copies
+            if c.folder == Folder.TRASH and (until is None or c.trashed_at is None or c.trashed_at <= until)
+        ]
+        if trashed:
+            letters[message_id] = trashed
+        else:
+            elsewhere.append(message_id)
+    return TrashSelection(letters, elsewhere, missing)
+
+
+@dataclass
+class SelectionDeleted:
+    deleted: int  # letters deleted for good
+    elsewhere: list[uuid.UUID]
+    missing: list[uuid.UUID]
+
+
+def delete_selection(
+    user: User, mailbox: Mailbox, message_ids: Sequence[uuid.UUID], *, request: HttpRequest | None = None
+) -> SelectionDeleted:
+    """Delete for good the letters ticked in ``mailbox``'s trash, each as « Supprimer
+    définitivement » would (its own ``message.delete``, the message shredded with its last
+    copy), all or none. Lock order: every ticked copy first (key order), then what each
+    deletion locks, then the audit events."""
+    with transaction.atomic():
+        found = trash_selection(mailbox, message_ids, lock=True)
+        deleted = _delete_letters(user, found, request)
+    return SelectionDeleted(deleted, found.elsewhere, found.missing)
+
+
+def _delete_letters(user: User, found: TrashSelection, request: HttpRequest | None) -> int:
+    events: list[tuple[str, dict[str, Any]]] = []
+    deleted = 0
+    for message_id, copies in found.letters.items():
+        try:
+            removed = _delete_copies(copies, actor=user, request=request, events=events)
+        except NotVisible:  # (not while locked; SQLite has one writer at a time)
+            found.missing.append(message_id)
+            continue
+        if removed:
+            deleted += 1
+        else:
+            found.elsewhere.append(message_id)
+    for action, kwargs in events:
+        audit.record(action, **kwargs)
+    return deleted
+
+
+# Letters deleted for good in one transaction when a trash is emptied.
+EMPTY_TRASH_BATCH = 100
+
+
+def trash_count(mailbox: Mailbox, until: datetime.datetime | None = None) -> int:
+    """How many letters ``mailbox``'s trash holds (that went in by ``until``)."""
+    return _emptied(mailbox, until).values("message_id").distinct().count()
+
+
+def _emptied(mailbox: Mailbox, until: datetime.datetime | None) -> QuerySet[Delivery]:
+    rows = Delivery.objects.filter(mailbox=mailbox, folder=Folder.TRASH)
+    if until is not None:
+        rows = rows.filter(Q(trashed_at__lte=until) | Q(trashed_at__isnull=True))
+    return rows
+
+
+def empty_trash(
+    user: User,
+    mailbox: Mailbox,
+    *,
+    until: datetime.datetime,
+    request: HttpRequest | None = None,
+    batch: int = EMPTY_TRASH_BATCH,
+) -> int:
+    """« Vider la corbeille »: delete for good every letter in ``mailbox``'s trash that went
+    in by ``until`` (when the page was shown: a letter a colleague bins meanwhile stays), as
+    :func:`delete_selection` does, ``batch`` letters a transaction (a trash of thousands
+    would hold its locks, and the audit trail's head, for as long): interrupted, the
+    batches done stay done. Returns how many letters went."""
+    total = 0
+    while True:
+        with transaction.atomic():
+            message_ids = list(
+                _emptied(mailbox, until).order_by("message_id").values_list("message_id", flat=True).distinct()[:batch]
+            )
+            if not message_ids:
+                return total
+            found = trash_selection(mailbox, message_ids, lock=True, until=until)
+            deleted = _delete_letters(user, found, request)
+        # Each round deletes what it found still there: the next one reads what is left.
+        total += deleted
 
 
 def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> int:
@@ -1731,7 +1881,7 @@ def notify_new_mail(now: datetime.datetime | None = None, limit: int = 500) -> i
     return sent
 
 
-def _purge(message: Message) -> None:
+def _purge(message: Message, events: list[tuple[str, dict[str, Any]]] | None = None) -> None:
     attachments = list(Attachment.objects.filter(message=message).values_list("pk", "data_key_id"))
     key_ids = [k for _, k in attachments if k is not None]
     if message.data_key_id is not None:
@@ -1741,7 +1891,7 @@ def _purge(message: Message) -> None:
     Message.objects.filter(in_reply_to=message).update(in_reply_to=None)
     message.delete()
     DataKey.objects.filter(pk__in=key_ids).delete()
-    audit.record("message.shred", target=("messaging.message", message_id), details={"blobs": len(blob_ids)})
+    _record(events, "message.shred", target=("messaging.message", message_id), details={"blobs": len(blob_ids)})
 
     def remove_blobs() -> None:
         store = blob_store()

@@ -13,6 +13,7 @@ urlpatterns = [
     path("m/<uuid:message_id>/unread/", views.unread, name="unread"),
     path("m/<uuid:message_id>/a/<uuid:attachment_id>/", views.attachment, name="attachment"),
     path("<uuid:mailbox_id>/search/", views.search, name="search"),
+    path("<uuid:mailbox_id>/trash/empty/", views.empty_trash, name="empty_trash"),
     path("<uuid:mailbox_id>/<slug:folder>/", views.folder, name="folder"),
     path("<uuid:mailbox_id>/<slug:folder>/selection/", views.selection, name="selection"),
 ]

@@ -118,6 +118,8 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
             "search_form": SearchForm(),
             "first_page": not request.GET.get("cursor"),
             "trash_days": settings.PLI_TRASH_DAYS if folder == Folder.TRASH else 0,
+            # « Vider la corbeille » empties what was there when the page was shown.
+            "shown_at": timezone.now().isoformat() if folder == Folder.TRASH else "",
         },
     )
 
@@ -606,6 +608,7 @@ SELECTION_ACTIONS = {
     "restore": Folder.INBOX,  # back where each belongs: the inbox, or "sent" for one's own
     "read": "read",
     "unread": "unread",
+    "delete": "delete",  # for good, from the trash only, once confirmed
 }
 # A page lists 50; more is not a person's selection.
 SELECTION_MAX = 200
@@ -638,6 +641,8 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
         except ValueError:
             raise Http404 from None
     ids = list(dict.fromkeys(ids))
+    if action == "delete":
+        return _delete_selection(request, mailbox, folder, ids, back)
     done = missing = skipped = 0
     with transaction.atomic():
         services.lock_selection(mailbox, ids)  # every copy before the first audit event
@@ -684,6 +689,130 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
             % {"count": missing},
         )
     return redirect(back)
+
+
+def _delete_selection(
+    request: HttpRequest, mailbox: Mailbox, folder: str, ids: list[uuid.UUID], back: str
+) -> HttpResponse:
+    """« Supprimer définitivement » on the letters ticked in the trash: asked on a page of
+    its own first (the script's dialog answers it with ``confirmed=1``), then all or none."""
+    user = _user(request)
+    if folder != Folder.TRASH:
+        messages.error(
+            request,
+            _("Only messages in the trash can be deleted for good: move them to the trash first."),
+        )
+        return redirect(back)
+    if request.POST.get("confirmed") != "1":
+        found = services.trash_selection(mailbox, ids)
+        missing = _refused(request, user, mailbox, found.missing)
+        if not found.letters:
+            _report_gone(request, len(found.elsewhere), missing)
+            return redirect(back)
+        letters = [copies[0].message for copies in found.letters.values()]
+        # The page shows their subjects, as the list does: a read, recorded as one.
+        services.record_listing(user, mailbox, Folder.TRASH, len(letters), request)
+        context = {
+            "mailbox": mailbox,
+            "letters": letters,
+            "count": len(letters),
+            "not_listed": len(found.elsewhere) + missing,
+            "action": reverse("messaging:selection", args=[mailbox.pk, folder]),
+            "back": back,
+        }
+        return render(request, "messaging/confirm_delete_selection.html", context)
+    result = services.delete_selection(user, mailbox, ids, request=request)
+    # Deleted by this user a moment ago (the confirmation sent twice): answered as the first.
+    again = [message_id for message_id in result.missing if services.deleted_by(user, message_id)]
+    missing = _refused(request, user, mailbox, [m for m in result.missing if m not in again])
+    deleted = result.deleted + len(again)
+    if deleted:
+        messages.success(
+            request,
+            ngettext("%(count)d message deleted for good.", "%(count)d messages deleted for good.", deleted)
+            % {"count": deleted},
+        )
+    _report_gone(request, len(result.elsewhere), missing)
+    return redirect(back)
+
+
+def _refused(request: HttpRequest, user: User, mailbox: Mailbox, message_ids: list[uuid.UUID]) -> int:
+    """Ticked letters the mailbox does not hold: recorded as the other selections do."""
+    for message_id in message_ids:
+        services.record_denied(user, request, ("messaging.message", message_id), "selection", mailbox=mailbox.pk)
+    return len(message_ids)
+
+
+def _report_gone(request: HttpRequest, elsewhere: int, missing: int) -> None:
+    if elsewhere:
+        messages.error(
+            request,
+            ngettext(
+                "%(count)d selected message is no longer in the trash (put back meanwhile?): it was left as it was.",
+                "%(count)d selected messages are no longer in the trash (put back meanwhile?): "
+                "they were left as they were.",
+                elsewhere,
+            )
+            % {"count": elsewhere},
+        )
+    if missing:
+        messages.error(
+            request,
+            ngettext(
+                "%(count)d selected message is no longer in this mailbox (deleted for good meanwhile?).",
+                "%(count)d selected messages are no longer in this mailbox (deleted for good meanwhile?).",
+                missing,
+            )
+            % {"count": missing},
+        )
+
+
+def _trash_until(request: HttpRequest) -> datetime.datetime:
+    """When the trash's page was shown (the form says): what went in after is not emptied."""
+    try:
+        until = datetime.datetime.fromisoformat(request.POST.get("until", ""))
+    except ValueError:
+        return timezone.now()
+    if timezone.is_naive(until):
+        return timezone.now()
+    return min(until, timezone.now())
+
+
+@require_POST
+def empty_trash(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
+    """« Vider la corbeille »: every letter in the trash deleted for good, once confirmed."""
+    mailbox = _mailbox_or_404(request, mailbox_id)
+    user = _user(request)
+    trash = reverse("messaging:folder", args=[mailbox.pk, Folder.TRASH])
+    until = _trash_until(request)
+    if request.POST.get("confirmed") != "1":
+        count = services.trash_count(mailbox, until)
+        if not count:
+            messages.info(request, _("The trash is already empty."))
+            return redirect(trash)
+        context = {
+            "mailbox": mailbox,
+            "count": count,
+            "until": until.isoformat(),
+            "batched": count > services.EMPTY_TRASH_BATCH,
+            "batch": services.EMPTY_TRASH_BATCH,
+            "back": trash,
+        }
+        return render(request, "messaging/confirm_empty_trash.html", context)
+    deleted = services.empty_trash(user, mailbox, until=until, request=request)
+    if deleted:
+        messages.success(
+            request,
+            ngettext(
+                "Trash emptied: %(count)d message deleted for good.",
+                "Trash emptied: %(count)d messages deleted for good.",
+                deleted,
+            )
+            % {"count": deleted},
+        )
+    else:
+        messages.info(request, _("The trash is already empty."))
+    return redirect(trash)
 
 
 def _selection_done(action: str, count: int) -> str:

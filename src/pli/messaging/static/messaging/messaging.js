@@ -183,5 +183,31 @@
     });
   }
 
+  // « Supprimer définitivement » in the trash's list asks first, with how many are ticked;
+  // the answer goes with the form (confirmed=1). Without this script (or a browser that
+  // does not say which button was pressed), the server asks on a page of its own.
+  document.addEventListener("submit", function (event) {
+    var form = event.target, button = event.submitter;
+    if (!(form instanceof HTMLFormElement) || !button || !button.dataset.confirmOne) return;
+    var ticked = Array.prototype.filter.call(
+      document.querySelectorAll('input[type="checkbox"][name="message"][form="' + form.id + '"]'),
+      function (box) { return box.checked; }).length;
+    if (!ticked) return;  // the server says to tick some first
+    var question = ticked === 1 ? button.dataset.confirmOne
+      : button.dataset.confirmMany.replace("{count}", String(ticked));
+    if (!window.confirm(question)) {
+      event.preventDefault();
+      return;
+    }
+    var answer = form.querySelector("input[name=confirmed]");
+    if (!answer) {
+      answer = document.createElement("input");
+      answer.type = "hidden";
+      answer.name = "confirmed";
+      form.appendChild(answer);
+    }
+    answer.value = "1";
+  });
+
   document.addEventListener("DOMContentLoaded", function () { init(document); initSelectAll(document); });
 })();
