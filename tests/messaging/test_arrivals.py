@@ -155,14 +155,13 @@ def test_a_number_is_taken_only_once_the_one_before_is_committed(transactional_d
     thread = threading.Thread(target=other_send)
     thread.start()
     with transaction.atomic():
-        first = Delivery(mailbox=b_box)
-        services.assign_uids([first])
-        assert first.uid == 1
+        first = send(alice, a_box, [b_box], "Première")
         numbered.set()
         time.sleep(0.5)
         released = time.monotonic()
     thread.join(30)
     assert second["at"] > released, "the second send numbered its copy while the first held number 1"
+    assert Delivery.objects.get(message_id=first, mailbox=b_box).uid == 1
     assert Delivery.objects.get(message_id=second["id"], mailbox=b_box).uid == 2
 
 

@@ -198,8 +198,6 @@ def test_the_trash_is_emptied_in_batches_once_confirmed(db: None, monkeypatch: p
 def test_a_deletion_of_ticked_letters_takes_every_lock_before_its_audit_events(transactional_db: None) -> None:
     """Lock order (docs/decisions.md): the copies, then what each deletion locks and deletes
     (the messages shredded), and the audit trail's head last, for all the letters."""
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite takes no row locks")
     alice, bob = practitioner(), practitioner()
     a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
     letters = [send(alice, a_box, [b_box], f"Lettre {n}") for n in range(3)]
@@ -213,8 +211,11 @@ def test_a_deletion_of_ticked_letters_takes_every_lock_before_its_audit_events(t
     locks = [i for i, sql in enumerate(statements) if "FOR UPDATE" in sql and "pli_audit" not in sql]
     writes = [i for i, sql in enumerate(statements) if sql.startswith("DELETE")]
     audit = [i for i, sql in enumerate(statements) if "pli_audit" in sql]
-    assert locks and writes and audit
-    assert "ORDER BY" in statements[locks[0]] and '"pli_delivery"' in statements[locks[0]]
+    assert writes and audit
+    if connection.vendor == "postgresql":
+        assert locks and "ORDER BY" in statements[locks[0]] and '"pli_delivery"' in statements[locks[0]]
+    else:
+        assert locks == []  # SQLite's one writer at a time is the lock; the order of writes still holds
     assert max(locks + writes) < min(audit)
 
 

@@ -14,19 +14,34 @@ from django.db.models.fields import AutoFieldMixin
 M = TypeVar("M", bound=Model)
 
 
-def insert_rows(objects: Sequence[Model]) -> None:
+def insert_rows(objects: Sequence[Model], computed: Computed | None = None) -> None:
     """INSERT new rows of one model, many rows to a statement, without reading anything back.
 
     The values are prepared exactly as Django's own insert does (``pre_save``, which seals
     encrypted fields and fills ``auto_now_add``, then ``get_db_prep_save``), but without
     building a query object per call, which costs more than the insert itself. Rows with an
     automatic primary key get it from the database and don't learn it.
+
+    ``computed``: for one column, an SQL expression the database evaluates for each row,
+    and a function giving each object's parameters for it (already prepared for the
+    database); the object's own value for that column is ignored and not learnt.
     """
     if not objects:
         return
     db = connections[DEFAULT_DB_ALIAS]  # the thread's connection itself, not the proxy
-    fields, head, placeholders = _insert_plan(type(objects[0]), db.vendor)
-    rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
+    fields, head, placeholders = _insert_plan(type(objects[0]), db.vendor, computed)
+    if computed is None:
+        rows = [[f.get_db_prep_save(f.pre_save(obj, True), db) for f in fields] for obj in objects]
+    else:
+        name, _, params = computed
+        rows = [
+            [
+                value
+                for f in fields
+                for value in (params(obj) if f.name == name else [f.get_db_prep_save(f.pre_save(obj, True), db)])
+            ]
+            for obj in objects
+        ]
     # As many rows to a statement as the backend takes parameters (PostgreSQL's protocol
     # counts them in 16 bits; Django knows SQLite's limit), up to a thousand rows.
     batch = max(1, min(db.ops.bulk_batch_size(fields, objects), 65535 // len(fields), 1000))
@@ -39,13 +54,16 @@ def insert_rows(objects: Sequence[Model]) -> None:
         obj._state.db = db.alias
 
 
-_INSERTS: dict[tuple[type[Model], str], tuple[list[Any], str, str]] = {}
+# (field name, SQL expression with %s placeholders, the parameters of an object for it)
+Computed = tuple[str, str, Callable[[Any], Sequence[Any]]]
+_INSERTS: dict[tuple[type[Model], str, str, str], tuple[list[Any], str, str]] = {}
 
 
-def _insert_plan(model: type[Model], vendor: str) -> tuple[list[Any], str, str]:
+def _insert_plan(model: type[Model], vendor: str, computed: Computed | None) -> tuple[list[Any], str, str]:
     """The columns an insert writes, the statement's head and one row's placeholders:
-    worked out once per model and database vendor."""
-    plan = _INSERTS.get((model, vendor))
+    worked out once per model, database vendor and computed column."""
+    name, expression = (computed[0], computed[1]) if computed else ("", "")
+    plan = _INSERTS.get((model, vendor, name, expression))
     if plan is None:
         meta = model._meta
         fields = [f for f in meta.concrete_fields if not (f.primary_key and isinstance(f, AutoFieldMixin))]
@@ -53,8 +71,9 @@ def _insert_plan(model: type[Model], vendor: str) -> tuple[list[Any], str, str]:
         head = "INSERT INTO {} ({}) VALUES ".format(  # noqa: S608 - names from the model, values bound
             quote(meta.db_table), ", ".join(quote(f.column) for f in fields)
         )
-        plan = (fields, head, "({})".format(", ".join(["%s"] * len(fields))))
-        _INSERTS[(model, vendor)] = plan
+        row = ", ".join(f"({expression})" if f.name == name else "%s" for f in fields)
+        plan = (fields, head, f"({row})")
+        _INSERTS[(model, vendor, name, expression)] = plan
     return plan
 
 

@@ -192,7 +192,7 @@ class Delivery(models.Model):
     trashed_at = models.DateTimeField(null=True, blank=True)
     # Its number in the mailbox, from 1, in the order copies arrived (committed): software
     # fetches what arrived after the last number it saw, whatever was read or filed since.
-    # Never reused, never changed by a move. See assign_uids.
+    # Never reused, never changed by a move. See insert_copies.
     uid = models.BigIntegerField()
 
     readings: models.Manager[Reading]

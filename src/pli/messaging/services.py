@@ -408,11 +408,11 @@ def send_message(
             insert_rows(data_keys)
             insert_rows([message])
             insert_rows(attachments)
+            insert_rows(tokens)
             if draft.in_reply_to is not None:
                 _mark_answered(author, draft.in_reply_to, now)
-            assign_uids(copies)
-            insert_rows(copies)
-            insert_rows(tokens)
+            # As late as the lock order allows: the mailboxes' rows stay locked until COMMIT.
+            insert_copies(copies)
             touch_mailbox(draft.sender, now)
             if on_created is not None:
                 # Before the audit event, whose head row stays locked until COMMIT: what
@@ -542,9 +542,8 @@ def receive_external_message(
         insert_rows(data_keys)
         insert_rows([message])
         insert_rows(rows)
-        assign_uids([copy])
-        insert_rows([copy])
         insert_rows(tokens)
+        insert_copies([copy])
         audit.record(
             "message.receive",
             actor=actor,
@@ -775,26 +774,41 @@ def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, 
 USE_PRECISION = datetime.timedelta(hours=12)
 
 
-def assign_uids(copies: Sequence[Delivery]) -> None:
-    """Number ``copies`` in their mailboxes (Delivery.uid), in the transaction that inserts
-    them, just before.
+def insert_copies(copies: Sequence[Delivery]) -> None:
+    """Insert ``copies``, each numbered in its mailbox (Delivery.uid) by the database, in
+    the caller's transaction: each mailbox's counter is raised, then each copy takes its
+    number from it.
 
-    Each mailbox's counter row stays locked until COMMIT, so a mailbox's numbers become
-    visible in increasing order: software that has seen number n has seen every copy
-    numbered below it, and will never see one appear there later (a newest-first page can:
-    a letter sent first may commit last). The rows are locked in key order, as every send
-    takes them, after the copies a send locks (the original's, marked answered) and before
-    the audit trail's head: copies, mailboxes, head, the order of every transaction here.
+    The counter row stays locked until COMMIT, so a mailbox's numbers become visible in
+    increasing order: software that has seen number n has seen every copy numbered below
+    it, and will never see one appear there later (a newest-first page can: a letter sent
+    first may commit last). The rows are locked in key order, as every send takes them,
+    after the copies a send locks (the original's, marked answered) and before the audit
+    trail's head: copies, mailboxes, head, the order of every transaction here. Nothing is
+    read back (PostgreSQL's pipeline sends the statements without waiting): the lock is
+    held from the counter's update to the COMMIT and not a round trip longer. The copies
+    don't learn their numbers.
     """
     counts = collections.Counter(copy.mailbox_id for copy in copies)
-    for mailbox_id in sorted(counts):
-        Mailbox.objects.filter(pk=mailbox_id).update(last_uid=F("last_uid") + counts[mailbox_id])
-    following = {
-        pk: last - counts[pk] for pk, last in Mailbox.objects.filter(pk__in=counts).values_list("pk", "last_uid")
-    }
+    left = dict(counts)
+    below_last: dict[int, int] = {}  # each copy's number is its mailbox's last minus this
     for copy in copies:
-        following[copy.mailbox_id] += 1
-        copy.uid = following[copy.mailbox_id]
+        left[copy.mailbox_id] -= 1
+        below_last[id(copy)] = left[copy.mailbox_id]
+    with connection.cursor() as cursor:
+        for mailbox_id in sorted(counts):
+            cursor.execute(
+                "UPDATE pli_mailbox SET last_uid = last_uid + %s WHERE id = %s",
+                [counts[mailbox_id], db_value(Mailbox, "id", mailbox_id)],
+            )
+    insert_rows(
+        copies,
+        computed=(
+            "uid",
+            "SELECT last_uid - %s FROM pli_mailbox WHERE id = %s",
+            lambda copy: [below_last[id(copy)], db_value(Mailbox, "id", copy.mailbox_id)],
+        ),
+    )
 
 
 def touch_mailbox(mailbox: Mailbox, now: datetime.datetime | None = None) -> None:
@@ -1537,6 +1551,9 @@ def empty_trash(
             deleted = _delete_letters(user, found, request)
         # Each round deletes what it found still there: the next one reads what is left.
         total += deleted
+        if not deleted:
+            # Letters listed but none deletable (never expected): stop rather than loop.
+            return total
 
 
 def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> int:
@@ -1992,9 +2009,8 @@ def seed_messages(
         with transaction.atomic():
             insert_rows(data_keys)
             insert_rows(messages)
-            assign_uids(copies)
-            insert_rows(copies)
             insert_rows(tokens)
+            insert_copies(copies)
         created += len(chunk)
     return created
 
