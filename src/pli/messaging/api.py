@@ -31,7 +31,7 @@ from pli.api import idempotency
 from pli.api.parsers import JSONParser
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
-from pli.api.scopes import MESSAGES_READ, MESSAGES_SEND
+from pli.api.scopes import MESSAGES_FILE, MESSAGES_READ, MESSAGES_SEND
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
@@ -475,7 +475,7 @@ def _mailbox_query(request: Request) -> uuid.UUID | None:
 
 
 class MessageDetailView(MessagingView):
-    required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_SEND]}
+    required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_FILE]}
     # No HEAD: a GET marks the message read and sets the sender's receipt, which a proxy's
     # or link checker's "safe" HEAD must not do.
     http_method_names = ["get", "delete", "options"]
@@ -528,7 +528,7 @@ class MessageDetailView(MessagingView):
 
 
 class MessageMoveView(MessagingView):
-    required_scopes = [MESSAGES_SEND]
+    required_scopes = [MESSAGES_FILE]
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     @extend_schema(
