@@ -71,7 +71,9 @@ def server_env(data_dir: Path, database_url: str | None) -> dict[str, str]:
         PLI_ENV="development",
         PLI_LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="benchmarks.messaging_settings",
-        PYTHONPATH=str(ROOT),
+        # This tree's code, also when the virtualenv's editable install points at another
+        # checkout (an older commit's worktree run against the same .venv, to compare).
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     )
     if database_url:
         env["PLI_DATABASE_URL"] = database_url

@@ -7,8 +7,10 @@ and compare the spreads. A small inbox (2,000 messages) keeps a run to about a m
     .venv/bin/python -m benchmarks.send_rounds sqlite [ROUNDS]
     PLI_TEST_PG_FSYNC=on scripts/with-postgresql.sh .venv/bin/python -m benchmarks.send_rounds postgresql
 
-For an older commit, check it out in a worktree and run the same with
-``PYTHONPATH=<worktree>/src`` from the worktree's directory.
+For an older commit, check it out in a worktree (``git worktree add /tmp/old <commit>``)
+and run the same from the worktree's directory with this checkout's virtualenv and
+``PYTHONPATH=.``: the server then runs the worktree's code (server_env puts its ``src``
+first), whatever the virtualenv's editable install points at.
 """
 
 from __future__ import annotations
