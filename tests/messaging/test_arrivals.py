@@ -4,13 +4,16 @@ whatever people read or filed meanwhile."""
 
 from __future__ import annotations
 
+import datetime
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import requests
 from django.db import connection, transaction
+from django.utils import timezone
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox
 from messaging.live import Server, own_database, server_env, setup_users
@@ -250,3 +253,52 @@ def test_the_upgrade_numbers_the_letters_already_there(transactional_db: None) -
     # And the next letter follows.
     later = send(alice, a_box, [b_box], "Après la mise à jour")
     assert Delivery.objects.get(message_id=later, mailbox=b_box).uid == 4
+
+
+def test_a_reading_through_two_mailboxes_and_a_send_to_both_both_succeed(transactional_db: None) -> None:
+    """Claire opens a letter filed in her own mailbox and in her team's, both unused for a
+    day (the reading records a use of each), as a letter to both is sent: the send locks
+    the two mailboxes' rows in key order to number its copies, so the reading must touch
+    them in that order too, or each holds the row the other waits for (a deadlock on
+    PostgreSQL, one of them a 500)."""
+    from pli.accounts.models import Membership
+
+    alice, claire = practitioner(), practitioner()
+    organisation = Membership.objects.get(user=claire).organisation
+    own, team = personal_mailbox(claire), shared_mailbox(organisation, [claire])
+    # The copies are read in the order of their mailboxes' names: the higher key first.
+    high, low = sorted([own, team], key=lambda m: m.pk, reverse=True)
+    Mailbox.objects.filter(pk=high.pk).update(name="A")
+    Mailbox.objects.filter(pk=low.pk).update(name="Z")
+    letter = send(alice, personal_mailbox(alice), [own, team], "Lettre")
+    Mailbox.objects.update(last_used_at=timezone.now() - datetime.timedelta(days=2))
+
+    real = services.touch_mailbox
+    touched, failures, done = threading.Event(), [], threading.Event()
+
+    def touch(mailbox: Mailbox, now: Any = None) -> None:
+        real(mailbox, now)
+        if threading.current_thread() is threading.main_thread() and not touched.is_set():
+            touched.set()
+            done.wait(1.5)  # the send is waiting for a row by now, if it waits
+
+    def other_send() -> None:
+        try:
+            touched.wait(10)
+            send(alice, personal_mailbox(alice), [own, team], "Pendant la lecture")
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            done.set()
+            connection.close()
+
+    thread = threading.Thread(target=other_send)
+    thread.start()
+    try:
+        with patch.object(services, "touch_mailbox", touch):
+            services.open_message(claire, letter)
+    finally:
+        touched.set()
+        thread.join(30)
+    assert failures == []
+    assert [c.uid for c in Delivery.objects.filter(mailbox=team).order_by("uid")] == [1, 2]

@@ -984,9 +984,11 @@ def _mark_read(
                 [Reading(delivery=c, user=user, read_at=now) for c in incoming], ignore_conflicts=True
             )
         # Reading is a use of the mailbox read in (CNIL: an unused one is emptied): a team
-        # may only ever open its messages from their notifications. Before the event (lock order).
-        for mailbox in {copy.mailbox_id: copy.mailbox for copy in copies}.values():
-            touch_mailbox(mailbox, now)
+        # may only ever open its messages from their notifications. Before the event, in key
+        # order, as a send locks the rows of the mailboxes it files copies in (lock order).
+        touched = {copy.mailbox_id: copy.mailbox for copy in copies}
+        for mailbox_id in sorted(touched):
+            touch_mailbox(touched[mailbox_id], now)
         # One event per message, appended together: a long thread costs what one message does.
         audit.record_each("message.read", actor=user, targets=messages, request=request)
 
