@@ -302,3 +302,46 @@ def test_a_reading_through_two_mailboxes_and_a_send_to_both_both_succeed(transac
         thread.join(30)
     assert failures == []
     assert [c.uid for c in Delivery.objects.filter(mailbox=team).order_by("uid")] == [1, 2]
+
+
+def test_the_inactivity_run_and_a_send_to_two_mailboxes_both_succeed(transactional_db: None, settings: Any) -> None:
+    """The daily run lifts the warnings of mailboxes used since: if it locks their rows in
+    any order but the key's (one UPDATE of several rows goes in the table's order), a send
+    to two of them, which locks them in key order to number its copies, can hold the one it
+    waits for (a deadlock on PostgreSQL)."""
+    settings.PLI_MAILBOX_INACTIVE_DAYS = 365
+    alice, bob, claire = practitioner(), practitioner(), practitioner()
+    low, high = sorted([personal_mailbox(bob), personal_mailbox(claire)], key=lambda m: m.pk)
+    now = timezone.now()
+    # Both warned, then used; the lower key's row rewritten last, so a table scan meets it last.
+    Mailbox.objects.filter(pk__in=[low.pk, high.pk]).update(
+        inactivity_warned_at=now - datetime.timedelta(days=2), last_used_at=now - datetime.timedelta(days=1)
+    )
+    Mailbox.objects.filter(pk=high.pk).update(name="Haut")
+    Mailbox.objects.filter(pk=low.pk).update(name="Bas")
+    failures: list[BaseException] = []
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            started.set()
+            services.handle_inactive_mailboxes(now=now)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    try:
+        with transaction.atomic():
+            # A send numbering copies in both: the lower key's row first...
+            send(alice, personal_mailbox(alice), [low], "Première")
+            thread.start()
+            started.wait(10)
+            time.sleep(0.5)  # the run has taken what it could by now, and waits
+            # ... then the higher key's.
+            send(alice, personal_mailbox(alice), [high], "Seconde")
+    finally:
+        thread.join(30)
+    assert failures == []
+    assert not Mailbox.objects.filter(inactivity_warned_at__isnull=False).exists()

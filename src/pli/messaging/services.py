@@ -1676,7 +1676,16 @@ def handle_inactive_mailboxes(now: datetime.datetime | None = None, limit: int =
     used = active.alias(last_use=_last_use()).filter(
         inactivity_warned_at__isnull=False, last_use__gt=F("inactivity_warned_at")
     )
-    Mailbox.objects.filter(pk__in=list(used.values_list("pk", flat=True))).update(inactivity_warned_at=None)
+    with transaction.atomic():
+        # Locked in key order first, as a send numbering copies locks them: one UPDATE of
+        # several rows takes them in the table's order, and could hold one a send waits for.
+        lifted = list(
+            Mailbox.objects.filter(pk__in=list(used.values_list("pk", flat=True)))
+            .select_for_update(no_key=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Mailbox.objects.filter(pk__in=lifted).update(inactivity_warned_at=None)
     due = active.alias(last_use=_last_use()).filter(
         inactivity_warned_at__isnull=False,
         inactivity_warned_at__lte=now - INACTIVITY_WARNING,
