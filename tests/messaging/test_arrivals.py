@@ -345,3 +345,18 @@ def test_the_inactivity_run_and_a_send_to_two_mailboxes_both_succeed(transaction
         thread.join(30)
     assert failures == []
     assert not Mailbox.objects.filter(inactivity_warned_at__isnull=False).exists()
+
+
+def test_a_number_not_given_yet_is_refused_as_after_a_restore(db: None) -> None:
+    """A database restored from a backup numbers again from its older count: software that
+    saw numbers up to n would skip the letters now given numbers below n, without a word.
+    Asking for what came after a number the mailbox has not given yet is a 400 that says
+    so, not an empty page; the mailbox's own last number is fine."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    send(alice, a_box, [b_box], "Lettre")
+    assert arrivals(bob, b_box, "after_uid=1") == {"next": None, "results": []}
+    response = api_client(bob).get(f"/api/v1/mailboxes/{b_box.pk}/messages?after_uid=2")
+    assert response.status_code == 400
+    (message,) = response.json()["after_uid"]
+    assert "1" in message and "after_uid=0" in message and "restaur" in message

@@ -212,7 +212,9 @@ class MailboxMessagesView(MessagingView):
                 "after_uid",
                 {"type": "integer", "minimum": 0},
                 description="List the messages that arrived after the one with this `uid` (0: from the first), "
-                "oldest first, in every folder. With `limit` only.",
+                "oldest first, in every folder. With `limit` only. A number above the mailbox's `last_uid` is a 400: "
+                "the database was restored from a backup and numbers again from an older count; start again from 0 "
+                "and skip the messages already processed (by their `id`).",
             ),
         ],
         responses=MessagePageSerializer,
@@ -279,6 +281,17 @@ class MailboxMessagesView(MessagingView):
         query = ArrivalsQuerySerializer(data={name: given[name] for name in ("after_uid", "limit") if name in given})
         query.is_valid(raise_exception=True)
         params = query.validated_data
+        if params["after_uid"] > mailbox.last_uid:
+            # Never given yet: the software saw numbers this database no longer knows (restored
+            # from a backup, it numbers again from its older count) and would skip, without a
+            # word, the letters given the numbers it believes it has passed. Read with the
+            # mailbox, after any copy the software saw had committed with its number.
+            message = _(
+                "No message of this mailbox has this number yet (its last is %(last)s): if Pli's database "
+                "was restored from a backup, start again from after_uid=0 and skip the messages already "
+                "processed (by their id)."
+            ) % {"last": mailbox.last_uid}
+            raise ValidationError({"after_uid": [message]})
         page = services.arrivals_page(mailbox, params["after_uid"], limit=params.get("limit") or services.PAGE_SIZE)
         services.record_listing(user, mailbox, "arrivals", len(page.items), request._request)
         next_url = None
