@@ -247,3 +247,53 @@ def test_a_deletion_and_a_colleagues_move_of_one_of_its_letters_do_not_deadlock(
     assert [type(f) for f in failures] == [services.NotVisible]
     assert not Delivery.objects.filter(mailbox=team, message_id=second).exists()
     assert AuditEvent.objects.filter(action="message.delete").count() == 2
+
+
+def test_two_mailboxes_deleting_their_last_copies_at_once_still_shred_the_letter(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Bob empties his trash just as Alice empties hers, the same letter in both: each deletion
+    must not see the other's copy as still there (both would leave the letter, its patient
+    data and its attachment, unshredded with no copy anywhere). Deleting several letters
+    records its events last, so the audit trail's head does not order them as it orders two
+    single deletions."""
+    from functools import partial
+
+    from interleave import while_committing
+
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    letter = send(alice, a_box, [b_box], "Bilan", attachments=[attachment("a.txt", b"secret")])
+    services.move_message(alice, letter, Folder.TRASH)
+    bin_letters(bob, b_box, [letter])
+    alices = partial(services.empty_trash, alice, a_box, until=timezone.now())
+    join = while_committing(monkeypatch, "message.delete", alices, "message.delete")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.empty_trash(bob, b_box, until=timezone.now()) == 1
+    assert join() == []
+    assert not Delivery.objects.filter(message_id=letter).exists()
+    assert not Message.objects.filter(pk=letter).exists() and not Attachment.objects.exists()
+    assert list(AuditEvent.objects.filter(action="message.shred").values_list("target_id", flat=True)) == [letter]
+
+
+def test_two_selections_of_the_same_letters_in_two_mailboxes_shred_them_without_a_deadlock(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice and Bob each delete the same two letters from their own trash, ticked in another
+    order: the letters' rows are taken in one order, so one waits for the other (no 500)."""
+    from functools import partial
+
+    from interleave import while_committing
+
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    letters = [send(alice, a_box, [b_box], f"Lettre {n}") for n in range(2)]
+    bin_letters(alice, a_box, letters)
+    bin_letters(bob, b_box, letters)
+    alices = partial(services.delete_selection, alice, a_box, [uuid.UUID(m) for m in reversed(letters)])
+    join = while_committing(monkeypatch, "message.delete", alices, "message.delete")
+    result = services.delete_selection(bob, b_box, [uuid.UUID(m) for m in letters])
+    assert join() == [] and result.deleted == 2
+    assert not Delivery.objects.exists() and not Message.objects.exists()
+    assert AuditEvent.objects.filter(action="message.shred").count() == 2
+

@@ -1374,6 +1374,10 @@ def _delete_copies(
     trashed = [c for c in trashed if c.pk in current and current[c.pk][0] == Folder.TRASH]
     for copy in trashed:
         _folder, copy.first_read_at, copy.answered_at = current[copy.pk]
+    # Whether another copy is left is read under the message's row lock: two mailboxes
+    # deleting their last copies at once, their events recorded only at the end (several
+    # letters), would each see the other's copy still there and neither shred the message.
+    _lock_messages([message.pk])
     _total, per_model = Delivery.objects.filter(pk__in=[c.pk for c in trashed]).delete()
     removed = per_model.get(Delivery._meta.label, 0)  # not the readings deleted with them
     if not removed:
@@ -1494,8 +1498,24 @@ def delete_selection(
     return SelectionDeleted(deleted, found.elsewhere, found.missing)
 
 
+def _lock_messages(message_ids: Iterable[uuid.UUID]) -> None:
+    """Lock the messages' rows, in key order, after their copies and before the audit
+    trail's head (``FOR NO KEY UPDATE``: a commit referencing them, an answer, still takes
+    its key-share lock). See "Lock order" in docs/decisions.md."""
+    if connection.features.has_select_for_update:
+        list(
+            Message.objects.filter(pk__in=sorted(message_ids))
+            .select_for_update(no_key=True)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+
+
 def _delete_letters(user: User, found: TrashSelection, request: HttpRequest | None) -> int:
     events: list[tuple[str, dict[str, Any]]] = []
+    # Every letter's message in one order, whatever the order ticked: two mailboxes deleting
+    # the same letters, ticked in another order, would otherwise wait for each other.
+    _lock_messages(found.letters)
     deleted = 0
     for message_id, copies in found.letters.items():
         try:
