@@ -297,3 +297,19 @@ def test_two_selections_of_the_same_letters_in_two_mailboxes_shred_them_without_
     assert not Delivery.objects.exists() and not Message.objects.exists()
     assert AuditEvent.objects.filter(action="message.shred").count() == 2
 
+
+def test_a_time_the_page_could_not_have_been_shown_at_is_refused_without_an_error(db: None) -> None:
+    """The form's ``until`` altered: a date Python reads but no database can hold (year 1 at
+    UTC+14 is before year 1 in UTC) is taken as garbage is, never a 500."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    letter = send(alice, a_box, [b_box], "Lettre")
+    bin_letters(bob, b_box, [letter])
+    b = web_client(bob)
+    url = f"/messages/{b_box.pk}/trash/empty/"
+    for until in ("0001-01-01T00:00:00+14:00", "0001-01-01T08:00:00+23:59"):
+        asked = b.post(url, {"until": until}, HTTP_ACCEPT_LANGUAGE="fr")
+        assert asked.status_code == 200
+        assert "Supprimer définitivement le message de la corbeille" in asked.content.decode()
+    done = b.post(url, {"until": "0001-01-01T00:00:00+14:00", "confirmed": "1"}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert flashes(done) == ["Corbeille vidée\u00a0: 1 message supprimé définitivement."]

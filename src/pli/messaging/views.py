@@ -775,6 +775,11 @@ def _trash_until(request: HttpRequest) -> datetime.datetime:
         return timezone.now()
     if timezone.is_naive(until):
         return timezone.now()
+    try:
+        # In UTC, as the database holds it: year 1 east of Greenwich is before year 1 there.
+        until = until.astimezone(datetime.UTC)
+    except OverflowError:
+        return timezone.now()
     return min(until, timezone.now())
 
 
