@@ -313,3 +313,35 @@ def test_a_time_the_page_could_not_have_been_shown_at_is_refused_without_an_erro
         assert "Supprimer définitivement le message de la corbeille" in asked.content.decode()
     done = b.post(url, {"until": "0001-01-01T00:00:00+14:00", "confirmed": "1"}, HTTP_ACCEPT_LANGUAGE="fr")
     assert flashes(done) == ["Corbeille vidée\u00a0: 1 message supprimé définitivement."]
+
+
+def test_a_letter_binned_while_the_trash_page_is_being_made_is_not_emptied(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time « Vider la corbeille » carries is taken before the list is read: a letter a
+    colleague bins just after the list was read, never shown, went in before a time taken
+    at the end of the page, and was emptied."""
+    alice, claire = practitioner(), practitioner()
+    organisation = Membership.objects.get(user=claire).organisation
+    jeanne = practitioner(organisation)
+    team = shared_mailbox(organisation, [claire, jeanne])
+    shown, unseen = (send(alice, personal_mailbox(alice), [team], subject) for subject in ("Montrée", "Jamais vue"))
+    bin_letters(claire, team, [shown])
+    real = services.record_listing
+
+    def listed_then_binned(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        if not Delivery.objects.filter(message_id=unseen, folder=Folder.TRASH).exists():
+            bin_letters(jeanne, team, [unseen])  # just after Claire's list was read
+        return result
+
+    monkeypatch.setattr(services, "record_listing", listed_then_binned)
+    c = web_client(claire)
+    trash = c.get(f"/messages/{team.pk}/trash/").content.decode()
+    assert "Montrée" in trash and "Jamais vue" not in trash
+    until = re.search(r'name="until" value="([^"]+)"', trash)
+    assert until
+    done = c.post(f"/messages/{team.pk}/trash/empty/", {"until": until.group(1), "confirmed": "1"})
+    assert done.status_code == 302
+    assert not Delivery.objects.filter(mailbox=team, message_id=shown).exists()
+    assert Delivery.objects.get(mailbox=team, message_id=unseen).folder == Folder.TRASH

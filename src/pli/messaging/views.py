@@ -96,6 +96,10 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
     if folder not in FOLDERS:
         raise Http404
     mailbox = _mailbox_or_404(request, mailbox_id)
+    # « Vider la corbeille » empties what was there when the page was shown: the time is
+    # taken before the list is read (a letter binned after, even before the page is done,
+    # was never shown).
+    shown_at = timezone.now()
     try:
         page = services.folder_page(mailbox, folder, cursor=request.GET.get("cursor") or None)
     except services.BadCursor:
@@ -118,8 +122,7 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
             "search_form": SearchForm(),
             "first_page": not request.GET.get("cursor"),
             "trash_days": settings.PLI_TRASH_DAYS if folder == Folder.TRASH else 0,
-            # « Vider la corbeille » empties what was there when the page was shown.
-            "shown_at": timezone.now().isoformat() if folder == Folder.TRASH else "",
+            "shown_at": shown_at.isoformat() if folder == Folder.TRASH else "",
         },
     )
 
