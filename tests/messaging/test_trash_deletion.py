@@ -345,3 +345,21 @@ def test_a_letter_binned_while_the_trash_page_is_being_made_is_not_emptied(
     assert done.status_code == 302
     assert not Delivery.objects.filter(mailbox=team, message_id=shown).exists()
     assert Delivery.objects.get(mailbox=team, message_id=unseen).folder == Folder.TRASH
+
+
+def test_asking_again_about_letters_one_just_deleted_is_no_refused_access(db: None) -> None:
+    """Without the script, back to the trash's list (still ticked, from the browser's cache)
+    and « Supprimer définitivement » again: the letters this user just deleted are not
+    recorded as an attempt on letters that are not theirs, as the confirmation sent again
+    is not; another's letter still is."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    letter = send(alice, a_box, [b_box], "Lettre")
+    bin_letters(bob, b_box, [letter])
+    theirs = send(alice, a_box, [personal_mailbox(practitioner())], "Pas à lui")
+    b = web_client(bob)
+    select(b, b_box, "trash", "delete", [letter], confirmed="1")
+    again = select(b, b_box, "trash", "delete", [letter, theirs])
+    assert again.status_code == 302
+    denied = AuditEvent.objects.filter(action="message.access_denied", actor_id=str(bob.pk))
+    assert list(denied.values_list("target_id", flat=True)) == [theirs]

@@ -708,7 +708,10 @@ def _delete_selection(
         return redirect(back)
     if request.POST.get("confirmed") != "1":
         found = services.trash_selection(mailbox, ids)
-        missing = _refused(request, user, mailbox, found.missing)
+        # (Deleted by this user a moment ago, the list shown again from the browser's cache:
+        # gone, said so, but not recorded as an attempt on another's letters.)
+        _refused(request, user, mailbox, [m for m in found.missing if not services.deleted_by(user, m)])
+        missing = len(found.missing)
         if not found.letters:
             _report_gone(request, len(found.elsewhere), missing)
             return redirect(back)
