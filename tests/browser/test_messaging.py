@@ -354,6 +354,16 @@ def test_a_letter_prints_without_the_pages_controls(page: Any, live_server: Any)
     assert page.pdf()[:5] == b"%PDF-"
 
 
+def apart(page: Any) -> None:
+    """A confirmation's two buttons on a phone: side by side or one under the other, with
+    room between them, never touching (a tap meant for « Annuler » deleting for good)."""
+    delete = page.locator("form button.danger").bounding_box()
+    cancel = page.locator("form a.button.secondary").bounding_box()
+    below = cancel["y"] - (delete["y"] + delete["height"])
+    beside = cancel["x"] - (delete["x"] + delete["width"])
+    assert below >= 8 or (beside >= 8 and abs(cancel["y"] - delete["y"]) < 2), (delete, cancel)
+
+
 @pytest.mark.browser
 def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any, live_server: Any, axe: Any) -> None:
     """On a phone (360 px) the list's buttons wrap in a few short rows above the letters,
@@ -401,6 +411,7 @@ def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any
     page.click("button[name=action][value=delete]")
     page.wait_for_selector("text=Supprimer définitivement 1 message\u00a0? C\u2019est irréversible.")
     axe.check(page, "confirming a deletion for good, without script")
+    apart(page)
     page.click("text=Annuler")
     page.wait_for_url(f"**/messages/{box.pk}/trash/")
     page.evaluate("document.querySelectorAll('[data-confirm]').forEach(e => { delete e.dataset.confirm; })")
@@ -409,6 +420,7 @@ def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any
         "text=Supprimer définitivement les 4 messages de la corbeille\u00a0? C\u2019est irréversible."
     )
     axe.check(page, "confirming emptying the trash, without script")
+    apart(page)
     page.click("text=Annuler")
     page.wait_for_url(f"**/messages/{box.pk}/trash/")
     assert Delivery.objects.filter(mailbox=box).count() == 4
