@@ -442,3 +442,37 @@ def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any
     page.wait_for_selector("text=Corbeille vidée\u00a0: 2 messages supprimés définitivement.")
     assert asked[-1].startswith("Vider la corbeille\u00a0?")
     assert not Delivery.objects.filter(mailbox=box).exists()
+
+
+@pytest.mark.browser
+def test_a_long_list_of_letters_to_delete_for_good_scrolls_from_the_keyboard(
+    page: Any, live_server: Any, axe: Any
+) -> None:
+    """The confirmation lists the ticked letters in a box of half the screen's height, which
+    scrolls: someone using the keyboard alone reaches it and scrolls it too (WCAG 2.1.1)."""
+    from pli.messaging import services
+    from pli.messaging.models import Delivery, Folder
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(Mailbox.objects.get(owner=alice), box, [f"Bilan {n}" for n in range(40)])
+    Delivery.objects.filter(mailbox=box).update(folder=Folder.TRASH)
+    page.set_viewport_size({"width": 360, "height": 740})
+    _sign_in(page, bob)
+    page.goto(f"/messages/{box.pk}/trash/")
+    page.evaluate("document.querySelectorAll('[data-confirm-one]').forEach(e => { delete e.dataset.confirmOne; })")
+    page.locator("[data-select-all]").check()
+    page.click("button[name=action][value=delete]")
+    page.wait_for_selector("text=Supprimer définitivement 40 messages\u00a0? C\u2019est irréversible.")
+    listed = page.locator(".mail-confirm-list")
+    assert listed.evaluate("e => e.scrollHeight > e.clientHeight")
+    listed.focus()
+    assert listed.evaluate("e => e === document.activeElement")
+    page.keyboard.press("PageDown")
+    page.wait_for_timeout(300)  # (wait_for_function evaluates a string: the page's CSP refuses it)
+    assert listed.evaluate("e => e.scrollTop") > 0
+    axe.check(page, "confirming a long deletion for good, without script")
+    axe.assert_clean()
+    assert Delivery.objects.filter(mailbox=box).count() == 40
