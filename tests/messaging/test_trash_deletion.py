@@ -363,3 +363,30 @@ def test_asking_again_about_letters_one_just_deleted_is_no_refused_access(db: No
     assert again.status_code == 302
     denied = AuditEvent.objects.filter(action="message.access_denied", actor_id=str(bob.pk))
     assert list(denied.values_list("target_id", flat=True)) == [theirs]
+
+
+def test_the_trash_retention_and_a_user_emptying_their_trash_do_not_deadlock(
+    transactional_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker deletes for good a letter binned a month ago in two organisations' mailboxes
+    just as Bob empties his trash: the worker deleted the first organisation's copy and
+    recorded its event (the audit trail's head) before locking the second's, which Bob's
+    emptying held while it waited for the letter the worker held (PostgreSQL: a deadlock)."""
+    from functools import partial
+
+    from interleave import while_committing
+
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    letter = send(alice, a_box, [b_box], "Bilan")
+    services.move_message(alice, letter, Folder.TRASH)
+    bin_letters(bob, b_box, [letter])
+    month_ago = timezone.now() - datetime.timedelta(days=31)
+    Delivery.objects.filter(message_id=letter).update(trashed_at=month_ago)
+    bobs = partial(services.empty_trash, bob, b_box, until=timezone.now())
+    join = while_committing(monkeypatch, "message.delete", bobs, "message.delete")
+    assert services.purge_old_trash() == 2
+    assert join() == []
+    assert not Delivery.objects.filter(message_id=letter).exists()
+    assert not Message.objects.filter(pk=letter).exists()
+    assert AuditEvent.objects.filter(action="message.delete").count() == 2

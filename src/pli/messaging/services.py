@@ -1424,6 +1424,12 @@ def _record(events: list[tuple[str, dict[str, Any]]] | None, action: str, **kwar
     events.append((action, kwargs))
 
 
+def _record_all(events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Record the events :func:`_record` kept, once every row lock is held."""
+    for action, kwargs in events:
+        audit.record(action, **kwargs)
+
+
 @dataclass
 class TrashSelection:
     """Letters ticked in a mailbox's trash, as they are now."""
@@ -1527,8 +1533,7 @@ def _delete_letters(user: User, found: TrashSelection, request: HttpRequest | No
             deleted += 1
         else:
             found.elsewhere.append(message_id)
-    for action, kwargs in events:
-        audit.record(action, **kwargs)
+    _record_all(events)
     return deleted
 
 
@@ -1596,20 +1601,28 @@ def purge_old_trash(now: datetime.datetime | None = None, limit: int = 500) -> i
     removed = 0
     for message_id in list(dict.fromkeys(message_ids))[:limit]:
         with transaction.atomic():
-            copies = list(
-                Delivery.objects.filter(message_id=message_id, folder=Folder.TRASH, trashed_at__lt=before)
-                .select_related("message", "mailbox")
-                .order_by("pk")
-            )
-            # One event per organisation, each in its own access journal.
+            copies = Delivery.objects.filter(message_id=message_id, folder=Folder.TRASH, trashed_at__lt=before)
+            if connection.features.has_select_for_update:
+                # Every organisation's copies before the first one's deletion and events: a
+                # user emptying the second organisation's trash meanwhile would otherwise
+                # hold a copy this run waits for, itself waiting for this run (lock order).
+                copies = copies.select_for_update(of=("self",))
+            # One event per organisation, each in its own access journal; all recorded last.
             by_organisation: dict[int | None, list[Delivery]] = {}
-            for copy in copies:
+            for copy in copies.select_related("message", "mailbox").order_by("pk"):
                 by_organisation.setdefault(copy.mailbox.organisation_id, []).append(copy)
+            events: list[tuple[str, dict[str, Any]]] = []
             for organisation_id, group in by_organisation.items():
                 with contextlib.suppress(NotVisible):
                     removed += _delete_copies(
-                        group, actor=None, trashed_before=before, reason="trash_retention", organisation=organisation_id
+                        group,
+                        actor=None,
+                        trashed_before=before,
+                        reason="trash_retention",
+                        organisation=organisation_id,
+                        events=events,
                     )
+            _record_all(events)
     return removed
 
 

@@ -681,16 +681,7 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
             )
             % {"count": skipped},
         )
-    if missing:
-        messages.error(
-            request,
-            ngettext(
-                "%(count)d selected message is no longer in this mailbox (deleted for good meanwhile?).",
-                "%(count)d selected messages are no longer in this mailbox (deleted for good meanwhile?).",
-                missing,
-            )
-            % {"count": missing},
-        )
+    _report_gone(request, 0, missing)
     return redirect(back)
 
 
