@@ -210,7 +210,7 @@ class MailboxMessagesView(MessagingView):
             ),
             OpenApiParameter(
                 "after_uid",
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "format": "int64", "minimum": 0, "maximum": 2**63 - 1},
                 description="List the messages that arrived after the one with this `uid` (0: from the first), "
                 "oldest first, in every folder. With `limit` only. A number above the mailbox's `last_uid` is a 400: "
                 "the database was restored from a backup and numbers again from an older count; start again from 0 "

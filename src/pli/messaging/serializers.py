@@ -12,6 +12,10 @@ from pli.accounts.models import Mailbox
 from pli.messaging.forms import BODY_MAX, GIVEN_NAMES_MAX, NAME_MAX, SUBJECT_MAX
 from pli.messaging.models import ExternalSender, Folder, Role
 
+# A copy's number is a 64-bit integer (BigIntegerField): the schema says so, for generated
+# clients to use a 64-bit type.
+UID_MAX = 2**63 - 1
+
 
 class MailboxSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
@@ -20,8 +24,10 @@ class MailboxSerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=Mailbox.Kind.choices)
     unread = serializers.IntegerField(help_text="Unread messages in the inbox.")
     last_uid = serializers.IntegerField(
+        min_value=0,
+        max_value=UID_MAX,
         help_text="The `uid` of the last message filed in this mailbox so far (0 if none): software that starts "
-        "now fetches what arrives next with `after_uid` set to it."
+        "now fetches what arrives next with `after_uid` set to it.",
     )
 
 
@@ -54,8 +60,10 @@ class MessageSummarySerializer(serializers.Serializer[Any]):
     folder = serializers.ChoiceField(choices=Folder.choices)
     attachments = serializers.IntegerField(help_text="Number of attachments.")
     uid = serializers.IntegerField(
+        min_value=1,
+        max_value=UID_MAX,
         help_text="This copy's number in the mailbox: 1, 2, 3... in the order messages arrived, never reused and "
-        "unchanged by a move. See the `after_uid` parameter."
+        "unchanged by a move. See the `after_uid` parameter.",
     )
 
 
@@ -106,7 +114,9 @@ class CopySerializer(serializers.Serializer[Any]):
     mailbox = serializers.UUIDField()
     folder = serializers.ChoiceField(choices=Folder.choices)
     unread = serializers.BooleanField()
-    uid = serializers.IntegerField(help_text="The copy's number in its mailbox (see `after_uid`).")
+    uid = serializers.IntegerField(
+        min_value=1, max_value=UID_MAX, help_text="The copy's number in its mailbox (see `after_uid`)."
+    )
 
 
 class MemberAtSerializer(serializers.Serializer[Any]):
