@@ -185,6 +185,28 @@ def test_json_body_is_unsupported_not_a_crash(people: dict[str, User]) -> None:
     assert response.status_code == 415
 
 
+def test_a_send_in_the_wrong_media_type_is_told_what_to_send(people: dict[str, User]) -> None:
+    """A POST without a Content-Type was answered « Type de média «  » non supporté. », and
+    one in JSON named only the type refused: neither said what the endpoint takes."""
+    client = api_client(people["alice"])
+    response = client.post("/api/v1/messages", b"", content_type="")
+    assert response.status_code == 415
+    assert response.json() == {
+        "detail": "La requ\u00eate n\u2019a pas d\u2019en-t\u00eate Content-Type\u00a0: "
+        "envoyez-la en multipart/form-data."
+    }
+    response = client.post("/api/v1/messages", b"", content_type="", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.json() == {"detail": "The request has no Content-Type header: send it as multipart/form-data."}
+    response = client.post(
+        "/api/v1/messages", _base(people), content_type="application/json", HTTP_ACCEPT_LANGUAGE="en"
+    )
+    assert response.status_code == 415
+    assert response.json() == {
+        "detail": 'Media type "application/json" is not accepted here: send the request as multipart/form-data.'
+    }
+    assert Message.objects.count() == 0
+
+
 def test_head_neither_reads_a_message_nor_downloads_its_files(people: dict[str, User]) -> None:
     """A proxy's or link checker's HEAD set the sender's read receipt and was recorded as a
     read (and, on an attachment, as a download)."""

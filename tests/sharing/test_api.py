@@ -126,7 +126,13 @@ def test_a_json_body_is_refused_as_such_not_read_as_no_fields(db: None) -> None:
     data = fields(documents=None)
     response = api(make_user()).post("/api/v1/shares", data, content_type="application/json")
     assert response.status_code == 415
-    assert "application/json" in response.json()["detail"]
+    assert response.json() == {
+        "detail": "Type de m\u00e9dia \u00ab\u00a0application/json\u00a0\u00bb non accept\u00e9 ici\u00a0: "
+        "envoyez la requ\u00eate en multipart/form-data."
+    }
+    response = api(make_user()).post("/api/v1/shares", b"", content_type="", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 415
+    assert response.json() == {"detail": "The request has no Content-Type header: send it as multipart/form-data."}
     assert PatientShare.objects.count() == 0
 
 

@@ -12,7 +12,7 @@ from typing import IO, Any
 from django.conf import settings
 from django.utils.translation import gettext as _
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
 
 
 class JSONParser(parsers.JSONParser):
@@ -75,3 +75,16 @@ def _unreadable(cause: BaseException | None) -> str:
     if isinstance(cause, UnicodeDecodeError):
         return _("the JSON is not encoded in UTF-8.")
     return _("the body is not valid JSON.")
+
+
+def unsupported_upload(content_type: str) -> UnsupportedMediaType:
+    """The 415 of an endpoint that takes an upload (a send, a share), saying what it takes:
+    DRF's own named only the type refused, and for a request without a Content-Type read
+    « Type de média «  » non supporté. »."""
+    if not content_type:
+        detail = _("The request has no Content-Type header: send it as multipart/form-data.")
+    else:
+        detail = _('Media type "%(type)s" is not accepted here: send the request as multipart/form-data.') % {
+            "type": content_type
+        }
+    return UnsupportedMediaType(content_type, detail=detail)

@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ParseError, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 
 from pli.accounts.models import Mailbox, User
 from pli.api import idempotency
-from pli.api.parsers import JSONParser
+from pli.api.parsers import JSONParser, unsupported_upload
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import MESSAGES_FILE, MESSAGES_READ, MESSAGES_SEND
@@ -406,7 +406,7 @@ class MessageCreateView(MessagingView):
                 # Django's parsing, as the web form's (pli.messaging.uploads.install adds to it),
                 # for the media types DRF's parsers of this view take.
                 if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
-                    raise UnsupportedMediaType(request.content_type)
+                    raise unsupported_upload(request.content_type)
                 data, files = request._request.POST, request._request.FILES
                 uploads.check_urlencoded_text(request._request)
             except UploadRejected as exc:

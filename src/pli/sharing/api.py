@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, UnsupportedMediaType
+from rest_framework.exceptions import NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from pli.accounts.models import User
 from pli.api import idempotency
 from pli.api.models import ApiToken
-from pli.api.parsers import JSONParser
+from pli.api.parsers import JSONParser, unsupported_upload
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
@@ -386,7 +386,7 @@ class SharesView(APIView):
                 # Django's parsing (with pli.sharing.uploads' checks), for the media types
                 # DRF's parsers of this view take: JSON is refused, not read as no fields.
                 if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
-                    raise UnsupportedMediaType(request.content_type)
+                    raise unsupported_upload(request.content_type)
                 data, files = request._request.POST, request._request.FILES
             except UploadRejected as exc:
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
