@@ -333,6 +333,46 @@ def test_bad_move(people: dict[str, User]) -> None:
     assert response.status_code == 400 and "folder" in response.json()
 
 
+@pytest.mark.parametrize("path", ["move", "unread"])
+@pytest.mark.parametrize("value", [123, 0, ["00000000-0000-0000-0000-000000000000"], True])
+def test_a_mailbox_given_as_anything_but_text_is_a_400_naming_it(
+    people: dict[str, User], path: str, value: object
+) -> None:
+    """JSON ``"mailbox": 123`` was read as the UUID whose number is 123 (DRF's UUIDField takes
+    integers): a 404 « Introuvable » recorded as an access denied, where the schema asks for a
+    UUID string and a wrong one is a 400."""
+    alice, bob = people["alice"], people["bob"]
+    sent = (
+        api_client(bob)
+        .post(
+            "/api/v1/messages",
+            _base(people, sender=personal_mailbox(bob).address, to=[personal_mailbox(alice).address]),
+        )
+        .json()["id"]
+    )
+    denied = AuditEvent.objects.filter(action="message.access_denied").count()
+    body = {"folder": "archive", "mailbox": value} if path == "move" else {"mailbox": value}
+    response = api_client(alice).post(f"/api/v1/messages/{sent}/{path}", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["mailbox"]
+    assert AuditEvent.objects.filter(action="message.access_denied").count() == denied
+
+
+@pytest.mark.parametrize("value", [1, True, ["archive"], {"a": 1}])
+def test_a_folder_given_as_anything_but_text_is_refused_without_pythons_spelling(
+    people: dict[str, User], value: object
+) -> None:
+    """``"folder": ["archive"]`` was answered « Dossier « ['archive'] » inconnu », ``true``
+    « Dossier « True » inconnu »: Python's spelling of the value, not the one sent."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    response = client.post(f"/api/v1/messages/{sent}/move", {"folder": value}, content_type="application/json")
+    assert response.status_code == 400
+    message = response.json()["folder"][0]
+    assert "True" not in message and "[" not in message and "{" not in message
+    assert "inbox, sent, archive" in message
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [

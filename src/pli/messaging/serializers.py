@@ -216,17 +216,39 @@ class MessageCreateFormSerializer(MessageCreateSerializer):
 UNKNOWN_FOLDER = _("Unknown folder “{input}”: choose inbox, sent, archive or trash.")
 
 
+class TextUUIDField(serializers.UUIDField):
+    """A UUID given as text, as the schema says: DRF's field also takes a number, so that JSON
+    ``"mailbox": 123`` named the UUID numbered 123 and was answered 404, not 400."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class FolderField(serializers.ChoiceField):
+    """A folder's name, as text: a JSON list, object or boolean was refused quoting Python's
+    spelling of it (« Dossier « ['archive'] » inconnu », « True »)."""
+
+    default_error_messages = {"not_text": _("Give the folder's name as text: inbox, sent, archive or trash.")}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, bool) or not isinstance(data, str | int):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
 class MoveSerializer(serializers.Serializer[Any]):
-    folder = serializers.ChoiceField(
+    folder = FolderField(
         choices=Folder.choices,
         help_text="inbox or sent: back where the copy belongs; archive; trash.",
         error_messages={"invalid_choice": UNKNOWN_FOLDER},
     )
-    mailbox = serializers.UUIDField(required=False, help_text="Only the copy in this mailbox (default: all yours).")
+    mailbox = TextUUIDField(required=False, help_text="Only the copy in this mailbox (default: all yours).")
 
 
 class MarkUnreadSerializer(serializers.Serializer[Any]):
-    mailbox = serializers.UUIDField(
+    mailbox = TextUUIDField(
         required=False, help_text="Only the copy in this mailbox (default: all the copies you received)."
     )
 
