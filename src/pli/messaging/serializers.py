@@ -95,7 +95,9 @@ class PatientSerializer(serializers.Serializer[Any]):
     family_name = serializers.CharField()
     given_names = serializers.CharField()
     birth_date = serializers.DateField()
-    sex = serializers.CharField()
+    sex = serializers.CharField(
+        allow_blank=True, help_text="F, M or I (the INS traits' sex); empty when not known (a patient's reply)."
+    )
     birthplace_code = serializers.CharField(
         allow_blank=True, help_text="INSEE code (COG) of the birthplace, or empty when not given."
     )
