@@ -213,6 +213,18 @@ def test_the_warning_names_the_last_day_before_the_mailbox_is_emptied(db: None) 
     assert services.handle_inactive_mailboxes(now + 30 * DAY).emptied == 1
 
 
+def test_a_last_day_on_the_first_of_a_month_is_written_as_french_writes_it(db: None) -> None:
+    """« d'ici le 1er juillet », not « le 1 juillet » (Django's French date format)."""
+    alice, bob = practitioner(), practitioner()
+    a_box = personal_mailbox(alice)
+    send(bob, personal_mailbox(bob), a_box, "Compte rendu")
+    now = datetime.datetime(2026, 6, 2, 10, 0, tzinfo=datetime.UTC)
+    unused_since(a_box, 400, now)
+    assert services.handle_inactive_mailboxes(now).warned == 1
+    (warning,) = mail.outbox
+    assert "d\u2019ici le 1er juillet 2026" in warning.body
+
+
 def test_a_relay_that_fails_holds_the_run_for_one_mailbox_only(db: None, monkeypatch: Any) -> None:
     """Each e-mail to a relay that does not answer takes 20 s: warning hundreds of mailboxes
     one after the other held the periodic run (and the reminders behind it) for hours."""
