@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
 from django.core import mail
 from django.utils import timezone
 
@@ -200,29 +201,27 @@ def test_a_departed_owners_mailbox_is_emptied_after_its_admins_are_warned(db: No
     assert not a_box.is_active
 
 
-def test_the_warning_names_the_last_day_before_the_mailbox_is_emptied(db: None) -> None:
+@pytest.mark.parametrize(
+    ("warned_on", "last_day"),
+    [
+        # Warned on 10 June at 10:00 (Paris, 12:00): emptied from 10 July at 10:00 on.
+        (datetime.date(2026, 6, 10), "le 9 juillet 2026"),
+        # French writes the first of a month « le 1er juillet » (Django's format: « le 1 »).
+        (datetime.date(2026, 6, 2), "le 1er juillet 2026"),
+    ],
+)
+def test_the_warning_names_the_last_day_before_the_mailbox_is_emptied(
+    db: None, warned_on: datetime.date, last_day: str
+) -> None:
     alice, bob = practitioner(), practitioner()
     a_box = personal_mailbox(alice)
     send(bob, personal_mailbox(bob), a_box, "Compte rendu")
-    # Warned on 10 June at 10:00 (Paris, 12:00): emptied from 10 July at 10:00 on.
-    now = datetime.datetime(2026, 6, 10, 10, 0, tzinfo=datetime.UTC)
+    now = datetime.datetime.combine(warned_on, datetime.time(10, 0), tzinfo=datetime.UTC)
     unused_since(a_box, 400, now)
     assert services.handle_inactive_mailboxes(now).warned == 1
     (warning,) = mail.outbox
-    assert "d\u2019ici le 9 juillet 2026" in warning.body and "10 juillet" not in warning.body
+    assert f"d\u2019ici {last_day}" in warning.body and "10 juillet" not in warning.body
     assert services.handle_inactive_mailboxes(now + 30 * DAY).emptied == 1
-
-
-def test_a_last_day_on_the_first_of_a_month_is_written_as_french_writes_it(db: None) -> None:
-    """« d'ici le 1er juillet », not « le 1 juillet » (Django's French date format)."""
-    alice, bob = practitioner(), practitioner()
-    a_box = personal_mailbox(alice)
-    send(bob, personal_mailbox(bob), a_box, "Compte rendu")
-    now = datetime.datetime(2026, 6, 2, 10, 0, tzinfo=datetime.UTC)
-    unused_since(a_box, 400, now)
-    assert services.handle_inactive_mailboxes(now).warned == 1
-    (warning,) = mail.outbox
-    assert "d\u2019ici le 1er juillet 2026" in warning.body
 
 
 def test_a_relay_that_fails_holds_the_run_for_one_mailbox_only(db: None, monkeypatch: Any) -> None:
