@@ -22,7 +22,7 @@ urlpatterns = [
     path("settings/tokens/", include("pli.api.settings_urls")),
     path("api/v1/", include("pli.api.urls")),
     # Every other /api/ path answers a JSON 404, not the HTML error page.
-    re_path(r"^api/", api_views.not_found),
+    re_path(r"^api/", api_views.not_found, name=api_views.NOT_FOUND_NAME),
 ]
 
 handler400 = "pli.core.views.bad_request"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -178,7 +179,10 @@ def test_requests_per_token_are_limited(user: User, raw_token: str, client: Clie
     assert client.get("/api/v1/me", **bearer(other)).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/api/", "/api/v1/", "/api/v1/nothing", "/api/v1/me/", "/api/v2/me", "/api/v1/me/x"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/", "/api/v1/", "/api/v1", "/api/v1/nothing", "/api/v1/nothing/", "/api/v2/me", "/api/v1/me/x"],
+)
 def test_unknown_api_paths_are_a_json_404(db: None, client: Client, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -186,6 +190,30 @@ def test_unknown_api_paths_are_a_json_404(db: None, client: Client, path: str) -
     assert json.loads(response.content) == {"detail": "Introuvable."} or json.loads(response.content)["detail"]
     # Written like every other API answer (DRF's renderer): compact.
     assert response.content == b'{"detail":"Introuvable."}'
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "endpoint"),
+    [
+        ("GET", "/api/v1/me/", "/api/v1/me"),
+        ("POST", "/api/v1/messages/", "/api/v1/messages"),
+        ("GET", f"/api/v1/mailboxes/{uuid.UUID(int=1)}/messages/", f"/api/v1/mailboxes/{uuid.UUID(int=1)}/messages"),
+        ("GET", "/api/v1/mailboxes/", "/api/v1/mailboxes"),
+    ],
+)
+def test_a_path_off_by_its_final_slash_names_the_endpoint(
+    db: None, client: Client, method: str, path: str, endpoint: str
+) -> None:
+    """Many HTTP libraries and other APIs' habits add a final slash; a bare "Introuvable."
+    sent integrators looking for a missing permission or object instead. The answer says
+    how the API spells the address, not whether an object is there."""
+    response = client.generic(method, path)
+    assert response.status_code == 404
+    assert response.json() == {
+        "detail": f"Adresse inconnue\u00a0: l\u2019API l\u2019\u00e9crit sans barre oblique finale, {endpoint}."
+    }
+    response = client.generic(method, path, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.json()["detail"] == f"Unknown address: the API writes it without the final slash, {endpoint}."
 
 
 def test_a_body_refused_before_the_view_is_written_like_every_other_answer(raw_token: str, client: Client) -> None:

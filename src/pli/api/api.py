@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
@@ -60,8 +61,28 @@ class MeView(APIView):
 @csrf_exempt  # a POST or DELETE to a wrong path gets this 404, not the CSRF page
 @login_not_required
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Any /api/ path that matches no endpoint: a JSON answer, like the rest of the API."""
+    """Any /api/ path that matches no endpoint: a JSON answer, like the rest of the API.
+
+    A path that differs from an endpoint's by its final slash only (/api/v1/messages/,
+    as many HTTP libraries and habits from other APIs write it) says how the API writes
+    it: a bare "Not found" sent integrators looking for a missing permission or object."""
+    detail = _("Not found.")
+    path = request.path_info
+    # Says how the API spells the address, not that an object is there: the endpoint's own
+    # 404 says that, to callers allowed to know. (The schema and docs answer both ways.)
+    if path.endswith("/") and _is_endpoint(path[:-1]):
+        detail = _("Unknown address: the API writes it without the final slash, %(address)s.") % {"address": path[:-1]}
     # Written as DRF's renderer writes the other answers: compact, UTF-8.
     return JsonResponse(
-        {"detail": _("Not found.")}, status=404, json_dumps_params={"separators": (",", ":"), "ensure_ascii": False}
+        {"detail": detail}, status=404, json_dumps_params={"separators": (",", ":"), "ensure_ascii": False}
     )
+
+
+def _is_endpoint(path: str) -> bool:
+    try:
+        return resolve(path).url_name != NOT_FOUND_NAME
+    except Resolver404:
+        return False
+
+
+NOT_FOUND_NAME = "api-not-found"
