@@ -292,6 +292,14 @@ def test_practitioner_pages_on_a_desktop(
         _sign_in(page, gp, axe)
         assert page.locator(".mail-row.is-unread").count() == 1
         axe.check(page, "inbox")
+        # The sign-out button's words sat 4 px above the links' beside it (no padding where
+        # they have it).
+        text_tops = page.evaluate(
+            """[...document.querySelectorAll('.main-nav a:not(:has(*)), .main-nav .logout-form button')].map(e => {
+                const range = document.createRange(); range.selectNodeContents(e);
+                return range.getBoundingClientRect().top; })"""
+        )
+        assert max(text_tops) - min(text_tops) < 1, text_tops
         # "Skip to content" skips the mailboxes' links too: the next Tab is in the folder.
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.className") == "skip-link"
