@@ -359,7 +359,8 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
     """A GP reading a thread or a share on her phone had the whole page scroll sideways: the
     share's facts (a patient's e-mail address) and its notifications table, and a letter's
     receipts table, were wider than the screen; so were her account's facts (her e-mail
-    address), her sessions and her organisation's members."""
+    address), her sessions and her organisation's members. And an INS or a date beside its
+    label broke over two lines."""
     cache.clear()
     _outboxes(settings, tmp_path)
     seeded, sent, gp = _demo()
@@ -381,6 +382,15 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
             width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             if width[0] > width[1]:
                 wide.append(f"{url}: {width[0]} px wide for {width[1]}")
+            # A short value (an INS, a date and time, an e-mail address) stays on one line.
+            broken = page.evaluate(
+                """[...document.querySelectorAll('.facts dd')].filter(d => d.textContent.trim().length <= 30)
+                .filter(d => { const r = document.createRange(); r.selectNodeContents(d);
+                    return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size > 1; })
+                .map(d => d.textContent.trim())"""
+            )
+            if broken:
+                wide.append(f"{url}: {broken} broken over several lines")
             axe.check(page, f"{url} on a phone")
     finally:
         context.close()
