@@ -391,6 +391,16 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
             )
             if broken:
                 wide.append(f"{url}: {broken} broken over several lines")
+            # A disclosure that wraps on a phone reads as one label: lines of 40 px (a 44 px
+            # target made by line-height) split « Patient concerné » from « (facultatif) ».
+            spaced = page.evaluate(
+                """[...document.querySelectorAll('summary')].filter(e => e.offsetParent !== null)
+                .filter(e => { const style = getComputedStyle(e);
+                    return parseFloat(style.lineHeight) > 1.6 * parseFloat(style.fontSize); })
+                .map(e => e.textContent.trim())"""
+            )
+            if spaced:
+                wide.append(f"{url}: {spaced} with lines spaced apart")
             axe.check(page, f"{url} on a phone")
     finally:
         context.close()
