@@ -247,6 +247,20 @@ def test_csv_export(alpha: Organisation, boss: User) -> None:
     assert login[5] == "réussi"
 
 
+def test_the_page_names_the_accounts_and_mailboxes_it_is_about(alpha: Organisation, boss: User) -> None:
+    """« Compte 12 » or « Boîte 3f2a9c1e » told the administrator nothing; the export keeps
+    the exact ids."""
+    alice = practitioner(alpha)
+    box = personal_mailbox(alice)
+    audit.record("auth.login", actor=alice, target=alice, request=None)
+    audit.record("mailbox.list", actor=alice, target=box, request=None)
+    page = web_client(boss).get(_url(alpha)).content.decode()
+    assert f'<span title="Compte {alice.pk}">Compte {alice.display_name}</span>' in page
+    assert f'<span title="Boîte {box.pk}">Boîte {box.name}</span>' in page
+    flat = "\n".join(";".join(row) for row in _csv(web_client(boss).get(_csv_url(alpha))))
+    assert f"Compte {alice.pk}" in flat and f"Boîte {box.pk}" in flat
+
+
 def test_viewing_and_exporting_are_audited(alpha: Organisation, boss: User) -> None:
     client = web_client(boss)
     client.get(_url(alpha, "kind=read"), REMOTE_ADDR="203.0.113.9")

@@ -13,7 +13,9 @@ offset.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -333,10 +335,15 @@ def _who(event: AuditEvent, names: dict[str, str]) -> str:
     return event.actor_type
 
 
-def _on(event: AuditEvent, short: bool) -> str:
+def _on(event: AuditEvent, short: bool, names: dict[tuple[str, str], str] | None = None) -> str:
+    """The event's target: its kind and id, or on the page, for an account or a mailbox,
+    its name (an opaque « Compte 12 » or « Boîte 3f2a9c1e » told the administrator nothing)."""
     if not event.target_type:
         return ""
     label = TARGETS.get(event.target_type, event.target_type)
+    name = (names or {}).get((event.target_type, event.target_id))
+    if name:
+        return f"{label} {name}"
     ident = event.target_id[:8] if short and len(event.target_id) == 36 else event.target_id
     return f"{label} {ident}"
 
@@ -348,14 +355,21 @@ def rows(found: Iterable[AuditEvent]) -> list[Row]:
     """The events as the journal shows them. Names are the actors' (practitioners'): no
     patient's name, subject or content is ever looked up."""
     found = list(found)
-    actor_ids = {e.actor_id for e in found if e.actor_type == "user" and e.actor_id.isdigit()}
-    names = {str(u.pk): u.display_name for u in User.objects.filter(pk__in=[int(i) for i in actor_ids])}
+    user_ids = {e.actor_id for e in found if e.actor_type == "user" and e.actor_id.isdigit()}
+    user_ids |= {e.target_id for e in found if e.target_type == "accounts.user" and e.target_id.isdigit()}
+    names = {str(u.pk): u.display_name for u in User.objects.filter(pk__in=[int(i) for i in user_ids])}
+    mailbox_ids = {e.target_id for e in found if e.target_type == "accounts.mailbox"}
+    targets = {("accounts.user", pk): name for pk, name in names.items()}
+    targets |= {
+        ("accounts.mailbox", str(pk)): name
+        for pk, name in Mailbox.objects.filter(pk__in=_uuids(mailbox_ids)).values_list("pk", "name")
+    }
     return [
         Row(
             seq=e.seq,
             who=_who(e, names),
             what=str(ACTIONS.get(e.action, e.action)),
-            on=_on(e, short=True),
+            on=_on(e, short=True, names=targets),
             on_full=_on(e, short=False),
             at=timezone.localtime(e.at),
             ip=e.ip or "",
@@ -363,6 +377,14 @@ def rows(found: Iterable[AuditEvent]) -> list[Row]:
         )
         for e in found
     ]
+
+
+def _uuids(values: Iterable[str]) -> list[uuid.UUID]:
+    found = []
+    for value in values:
+        with contextlib.suppress(ValueError):
+            found.append(uuid.UUID(value))
+    return found
 
 
 def all_rows(organisation: Organisation, filters: Filters, chunk: int = 2000) -> Iterator[Row]:
