@@ -352,8 +352,8 @@ _OUTCOMES = {"success": _("success"), "failure": _("failure"), "denied": _("refu
 
 
 def rows(found: Iterable[AuditEvent]) -> list[Row]:
-    """The events as the journal shows them. Names are the actors' (practitioners'): no
-    patient's name, subject or content is ever looked up."""
+    """The events as the journal shows them. Names are the actors' and targeted accounts'
+    (professionals') and mailboxes': no patient's name, subject or content is ever looked up."""
     found = list(found)
     user_ids = {e.actor_id for e in found if e.actor_type == "user" and e.actor_id.isdigit()}
     user_ids |= {e.target_id for e in found if e.target_type == "accounts.user" and e.target_id.isdigit()}

@@ -67,11 +67,13 @@ def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     as many HTTP libraries and habits from other APIs write it) says how the API writes
     it: a bare "Not found" sent integrators looking for a missing permission or object."""
     detail = _("Not found.")
-    path = request.path_info
     # Says how the API spells the address, not that an object is there: the endpoint's own
     # 404 says that, to callers allowed to know. (The schema and docs answer both ways.)
-    if path.endswith("/") and _is_endpoint(path[:-1]):
-        detail = _("Unknown address: the API writes it without the final slash, %(address)s.") % {"address": path[:-1]}
+    if request.path_info.endswith("/") and _is_endpoint(request.path_info[:-1]):
+        # request.path: with the prefix Pli may be served under, as the caller wrote it.
+        detail = _("Unknown address: the API writes it without the final slash, %(address)s.") % {
+            "address": request.path[:-1]
+        }
     # Written as DRF's renderer writes the other answers: compact, UTF-8.
     return JsonResponse(
         {"detail": detail}, status=404, json_dumps_params={"separators": (",", ":"), "ensure_ascii": False}
