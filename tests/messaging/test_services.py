@@ -677,6 +677,34 @@ def test_cleanup_refuses_a_data_dir_bound_to_another_database(trio: tuple[User, 
         marker.write_text(bound)
 
 
+def test_a_restored_database_beside_an_empty_data_dir_is_not_bound(trio: tuple[User, User, User]) -> None:
+    """A database restored into a fresh data dir without its blobs/ (forgotten, or a mistyped
+    PLI_DATA_DIR) was bound to it at the first start: the server and worker ran, /healthz said
+    ok, and every document was missing, with nothing left to say the pairing was wrong."""
+    from pli.core import instance
+
+    alice, bob, _ = trio
+    send(api_client(alice), personal_mailbox(alice), [personal_mailbox(bob)], attachments=[_file("a.pdf", b"%PDF-1")])
+    root = blob_store().root
+    marker = instance.marker_path()
+    assert not marker.exists()
+    aside = root.with_name("restored-later")
+    root.rename(aside)  # the data dir as restored: no blobs
+    # `pli serve`, `pli worker` and the clean-ups all start with this check.
+    for run in (instance.check_blob_dir, lambda: call_command("messaging", "cleanup-blobs")):
+        with pytest.raises(
+            (instance.DataDirMismatch, CommandError),
+            match=r"the database has 1 message attachment\(s\) whose encrypted content belongs in .*messages, "
+            r"but that directory holds none",
+        ):
+            run()
+        assert not marker.exists()  # nothing bound: once the blobs are back, the check passes
+    aside.rename(root)
+    instance.check_blob_dir()
+    assert marker.read_text().strip() == instance.database_instance_id()
+    assert blob_store().exists(Attachment.objects.get().blob_id)
+
+
 def test_cleanup_task_runs_and_reschedules(trio: tuple[User, User, User]) -> None:
     from pli.messaging import tasks
 

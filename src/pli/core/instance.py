@@ -9,7 +9,10 @@ and `pli worker` refuse to go on when the two differ.
 The file is written the first time the two meet (a new instance, or the first start after
 the upgrade that brought this check). After restoring a database backup older than that
 upgrade, the ids differ although the pairing is right: deleting the file binds the data
-dir to the database again.
+dir to the database again. A blob store that holds nothing while the database has rows for
+it is not bound: that is a restored database beside a data dir whose ``blobs/`` was not
+restored (or a mistyped PLI_DATA_DIR), and binding it would start a service whose every
+document is missing, and make the mistake look right to every later check.
 """
 
 from __future__ import annotations
@@ -35,6 +38,15 @@ class DataDirMismatch(Exception):
             f"{expected}, data dir {found}): refusing to touch the blobs. Check PLI_DATABASE_URL "
             f"and PLI_DATA_DIR. If this pairing is right (after restoring an older database "
             f"backup), delete {marker} and start again."
+        )
+
+    @classmethod
+    def blobs_missing(cls, store: Path, rows: int, kind: str) -> DataDirMismatch:
+        return cls(
+            f"the database has {rows} {kind} whose encrypted content belongs in {store}, "
+            f"but that directory holds none: its blobs were not restored beside the database, "
+            f"or PLI_DATA_DIR is not this instance's. Restore blobs/ from the same backup as the "
+            f"database (docs/operations.md, Backups), or correct PLI_DATA_DIR; refusing to bind it"
         )
 
     @classmethod
@@ -81,10 +93,35 @@ def check_blob_dir() -> None:
     marker = marker_path()
     found = _read(marker)
     if found is None:
+        _refuse_empty_stores()
         _write(marker, expected)
         found = _read(marker)  # another process may have bound it first
     if found != expected:
         raise DataDirMismatch.other_instance(marker, expected, found or "none")
+
+
+def _refuse_empty_stores() -> None:
+    """Before binding: every store the database has rows for must hold some blob. Rows and
+    blobs go together (a message's attachments and a share's documents are deleted with
+    their blobs), so rows beside an empty store mean the blobs are elsewhere."""
+    from pli.messaging.models import Attachment
+    from pli.messaging.uploads import blob_store
+    from pli.sharing.models import ShareDocument
+    from pli.sharing.uploads import share_blob_store
+
+    stores = (
+        (Attachment.objects.count, blob_store(), "message attachment(s)"),
+        (ShareDocument.objects.count, share_blob_store(), "patient share document(s)"),
+    )
+    for count, store, kind in stores:
+        try:
+            empty = next(store.iter_ids(), None) is None
+        except OSError:
+            continue  # a folder it cannot list is not empty: the blob reads will say what is wrong
+        if empty:
+            rows = count()
+            if rows:
+                raise DataDirMismatch.blobs_missing(store.root, rows, kind)
 
 
 def _read(marker: Path) -> str | None:
