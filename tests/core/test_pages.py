@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -151,7 +153,7 @@ def test_hsts_and_secure_cookies_in_production(db: None, client: Client, setting
     env = {
         "PLI_ENV": "production",
         "PLI_SECRET_KEY": "x" * 30 + "Zq8!mR2#vL9@xT4$wN6%aa",
-        "PLI_MASTER_KEY": "1:" + "A" * 43 + "=",
+        "PLI_MASTER_KEY": "1:" + base64.b64encode(os.urandom(32)).decode(),
         "PLI_PUBLIC_URL": "https://pli.example.fr",
         "PLI_EMAIL_URL": "smtp://127.0.0.1:25",
         "PLI_SMS_URL": "twilio://ACxxxxxxxx:secret@api.twilio.com?from=Pli",

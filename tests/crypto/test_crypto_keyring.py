@@ -174,12 +174,32 @@ def test_from_env_value() -> None:
         (f"1:{base64.b64encode(KEY_1).decode()},2:not*base64", "entry 2: malformed base64"),
         (f"1:{base64.b64encode(KEY_1[:16]).decode()}", "entry 1: key must be 32 bytes, found 16"),
         (f"1:{base64.b64encode(KEY_1).decode()},1:{base64.b64encode(KEY_2).decode()}", "given twice"),
+        # Placeholders of the right length were loaded as master keys, in production too.
+        ("1:" + "A" * 43 + "=", "entry 1: not a random key"),
+        (f"1:{base64.b64encode(b'changeme' * 4).decode()}", "entry 1: not a random key"),
     ],
 )
 def test_from_env_value_errors(value: str, message: str) -> None:
     with pytest.raises(KeyringError, match=message) as caught:
         Keyring.from_env_value(value)
     assert base64.b64encode(KEY_1).decode()[:12] not in str(caught.value)
+
+
+def test_a_placeholder_may_stay_as_an_older_version_to_move_off_it(tmp_path: Path) -> None:
+    """An instance set up with a placeholder key before it was refused: `pli keys rotate`
+    adds a random version, under which everything new goes, and the rewrap moves off it."""
+    placeholder = bytes(32)
+    wrapped = Keyring([MasterKey(1, placeholder)]).wrap_data_key(b"d" * 32, CONTEXT)
+    _write_key(tmp_path, 1, base64.b64encode(placeholder))
+    with pytest.raises(KeyringError, match=r"master-v1\.key: not a random key"):
+        Keyring.from_directory(tmp_path)
+    assert add_key_version(tmp_path) == 2
+    for ring in (
+        Keyring.from_directory(tmp_path),
+        Keyring.from_env_value(f"1:{base64.b64encode(placeholder).decode()},2:{base64.b64encode(KEY_2).decode()}"),
+    ):
+        assert ring.current_version == 2
+        assert ring.wrapped_version(ring.rewrap(wrapped, CONTEXT)) == 2
 
 
 # -- key directory --------------------------------------------------------------------------
@@ -276,6 +296,7 @@ def test_accepts_owner_read_only_file(tmp_path: Path) -> None:
         (base64.b64encode(KEY_1 + b"x"), "key must be 32 bytes, found 33"),
         (KEY_1, "malformed base64|key must be"),
         (b"A" * 5000, "too large"),
+        (base64.b64encode(bytes(32)) + b"\n", "not a random key"),
     ],
 )
 def test_refuses_malformed_key_file(tmp_path: Path, content: bytes, message: str) -> None:

@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 MASTER_KEY_SIZE = 32
+# 32 random bytes take about 30 different values; fewer than 16 happens by chance with a
+# probability below 10^-20. A key below it is a placeholder (base64 of zeros, "AAAA…=", a
+# repeated word), not a secret: such a key would make every backup readable to anyone.
+_MASTER_KEY_MIN_DISTINCT = 16
 FORMAT_AES256_GCM_WRAP = 0x01
 _DATA_KEY_SIZE = 32
 _NONCE_SIZE = 12
@@ -177,12 +181,13 @@ class Keyring:
             files = _scan_directory(directory)
         if not files:
             raise KeyringError(f"no master key file (master-v<N>.key) in {directory}")
-        return cls(MasterKey(version, _read_key_file(file)) for version, file in files.items())
+        keys = [(MasterKey(version, _read_key_file(file)), str(file)) for version, file in files.items()]
+        return cls(_with_random_current(keys))
 
     @classmethod
     def from_env_value(cls, value: str) -> Keyring:
         """Parse ``"1:BASE64,2:BASE64"`` (whitespace around and inside entries is ignored)."""
-        keys: list[MasterKey] = []
+        keys: list[tuple[MasterKey, str]] = []
         for index, raw_entry in enumerate(value.split(","), start=1):
             entry = "".join(raw_entry.split())
             if not entry:
@@ -193,10 +198,10 @@ class Keyring:
                 raise KeyringError(f"{where}: expected VERSION:BASE64")
             if not (version_text.isascii() and version_text.isdigit()):
                 raise KeyringError(f"{where}: version must be a positive integer")
-            keys.append(MasterKey(int(version_text), _decode_key(encoded, where)))
+            keys.append((MasterKey(int(version_text), _decode_key(encoded, where)), where))
         if not keys:
             raise KeyringError("the master key value is empty")
-        return cls(keys)
+        return cls(_with_random_current(keys))
 
 
 # -- key directory management -----------------------------------------------------------
@@ -257,6 +262,19 @@ def _decode_key(encoded: str | bytes, where: str) -> bytes:
     if len(key) != MASTER_KEY_SIZE:
         raise KeyringError(f"{where}: key must be {MASTER_KEY_SIZE} bytes, found {len(key)}")
     return key
+
+
+def _with_random_current(keys: list[tuple[MasterKey, str]]) -> list[MasterKey]:
+    """Refuse a placeholder as the current version, the one new data is written under. An
+    older version may be one (an instance set up with it before this check): it still opens
+    what it wraps, so that adding a real key and running `pli keys rewrap` moves off it."""
+    current, where = max(keys, key=lambda item: item[0].version)
+    if len(set(current.key)) < _MASTER_KEY_MIN_DISTINCT:
+        raise KeyringError(
+            f"{where}: not a random key (a placeholder?): the current master key must be one, "
+            "generated with `pli keys generate` or `openssl rand -base64 32`"
+        )
+    return [key for key, _ in keys]
 
 
 def _scan_directory(directory: Path) -> dict[int, Path]:
