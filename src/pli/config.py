@@ -24,6 +24,9 @@ MIN_SECRET_KEY_LENGTH = 50
 # this; "aaaa…" or "abab…" has fewer.
 MIN_SECRET_KEY_DISTINCT = 10
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "insecure"})
+# What `django-admin startproject` writes into a new project's settings, and Django's own
+# deployment check (security.W009) flags: a key copied from a development project.
+INSECURE_SECRET_PREFIX = "django-insecure-"  # noqa: S105 (a prefix refused, not a secret)
 # A domain name in ASCII (an internationalised one in its xn-- form): labels of letters,
 # digits and inner hyphens, separated by dots.
 _DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -231,6 +234,11 @@ def load(environ: dict[str, str] | None = None) -> Config:
             or len(set(secret_key)) < MIN_SECRET_KEY_DISTINCT
         ):
             raise ConfigError(f"PLI_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters")
+        if secret_key.startswith(INSECURE_SECRET_PREFIX):
+            raise ConfigError(
+                f"PLI_SECRET_KEY is a development key ({INSECURE_SECRET_PREFIX}…): generate one for this "
+                "instance (`openssl rand -base64 48`)"
+            )
         if public_url.startswith("http://"):
             raise ConfigError("PLI_PUBLIC_URL must use https:// in production")
     elif not secret_key:
