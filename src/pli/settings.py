@@ -483,6 +483,7 @@ LOGGING = {
     "filters": {
         "redact": {"()": "pli.core.logging.RedactFilter"},
         "without_traceback": {"()": "pli.core.logging.WithoutTraceback"},
+        "pli_host_setting": {"()": "pli.core.logging.PliHostSetting"},
         "request_id": {"()": "pli.core.logging.RequestIdFilter"},
     },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
@@ -503,7 +504,13 @@ LOGGING = {
                 "filters": ["without_traceback"],
                 "propagate": False,
             }
-            for name in ("DisallowedHost", "RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent")
+            for name in ("RequestDataTooBig", "TooManyFieldsSent", "TooManyFilesSent")
+        },
+        "django.security.DisallowedHost": {
+            "handlers": ["console"],
+            "level": "WARNING",
+            "filters": ["without_traceback", "pli_host_setting"],
+            "propagate": False,
         },
     },
 }

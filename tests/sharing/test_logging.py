@@ -172,6 +172,13 @@ def test_a_wrong_host_header_is_one_warning_line(db: None, caplog: Any) -> None:
         assert Client(HTTP_HOST="203.0.113.9").get("/healthz").status_code == 400
     records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)
+    # It names the variable the operator sets, not Django's ALLOWED_HOSTS, built from it.
+    assert all(
+        r.getMessage()
+        == "Invalid HTTP_HOST header: '203.0.113.9'. You may need to add '203.0.113.9' to PLI_ALLOWED_HOSTS "
+        "if it is a name of this instance, or have the reverse proxy pass the Host header of PLI_PUBLIC_URL."
+        for r in records
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,22 @@ class WithoutTraceback(logging.Filter):
         return True
 
 
+class PliHostSetting(logging.Filter):
+    """Django's refusal of a Host header says to add it "to ALLOWED_HOSTS", a setting the
+    operator cannot reach: Pli builds it from PLI_PUBLIC_URL and PLI_ALLOWED_HOSTS. Most
+    often the reverse proxy did not pass the Host header on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.endswith(" to ALLOWED_HOSTS."):
+            record.msg = message.removesuffix(" to ALLOWED_HOSTS.") + (
+                " to PLI_ALLOWED_HOSTS if it is a name of this instance, or have the reverse proxy "
+                "pass the Host header of PLI_PUBLIC_URL."
+            )
+            record.args = None
+        return True
+
+
 # The id of the request being handled on this thread, for log lines ("-" outside requests).
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("pli_request_id", default="-")
 
