@@ -113,6 +113,12 @@ def _render(request: HttpRequest, template: str, context: dict[str, Any], status
     match = request.resolver_match
     if match is not None and match.url_name in _POST_ONLY and "token" in match.kwargs:
         context = {**context, "lang_next": _url("patient_landing", match.kwargs["token"])}
+    # A page that answers a POST (a refused step, "locked", "you have left") is no-store: the
+    # back button from the next step would show the browser's resubmission error instead.
+    # Its history entry becomes the page's plain address (sharing/patient-history.js). Not
+    # on the unknown-link pages, which must read the same whatever the method.
+    if request.method == "POST" and template not in ("unknown.html", "too_many.html"):
+        context = {**context, "history_url": context.get("lang_next") or request.get_full_path()}
     # The page's Referrer-Policy is the global "same-origin" (settings): the token in the
     # address never reaches another site, and Chromium still sends a real Origin with the
     # forms, which "no-referrer" would turn into "null" and the CSRF check would refuse.

@@ -1,0 +1,67 @@
+"""The patient's path on a phone, as a patient lives it: mistakes, the back button."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from sharing.helpers import last_code, make_share, run_tasks
+
+
+def _phone(browser: Any, live_server: Any) -> Any:
+    context = browser.new_context(
+        base_url=live_server.url,
+        locale="fr-FR",
+        viewport={"width": 360, "height": 740},
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    return page
+
+
+@pytest.mark.browser
+def test_back_after_a_mistake_shows_a_page_not_a_browser_error(browser: Any, live_server: Any) -> None:
+    """A wrong birth date or code is answered by the POST that sent it. Left so in the
+    history, the back button from the next page showed Chromium's « ERR_CACHE_MISS »
+    (« Confirmer le nouvel envoi du formulaire »: the pages are no-store), a dead end for a
+    patient, whose only way on was to post the wrong value again."""
+    cache.clear()
+    _share, token = make_share()
+    page = _phone(browser, live_server)
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"/p/{token}")
+    page.get_by_label("Votre date de naissance").fill("1/3/1985")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_selector("#id_birth_date_error")
+    page.get_by_label("Votre date de naissance").fill("15 02 1984")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/code**")
+    # Back from the code page: the birth date step, which sends the patient on to the code.
+    page.go_back()
+    page.wait_for_url(f"**/p/{token}/code**")
+    assert page.get_by_label("Code reçu").is_visible()
+
+    run_tasks()
+    page.get_by_label("Code reçu").fill("000 000")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_selector("#id_code_error")
+    code = last_code()
+    page.get_by_label("Code reçu").fill(f"{code[:3]} {code[3:]}")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/documents")
+    # Back from the documents: a page of Pli's (the documents again, the code being used),
+    # never the browser's error page.
+    page.go_back()
+    page.wait_for_load_state()
+    assert page.url.startswith(live_server.url)
+    assert page.url.endswith(f"/p/{token}/documents")
+    assert page.get_by_role("heading", level=1).count() == 1
+    # Only the two refusals' 400s: the script is allowed by the page's CSP and runs cleanly.
+    assert [e for e in errors if "400" not in e] == []
+    page.context.close()
