@@ -712,6 +712,21 @@ def test_revoked_and_expired_links_say_so(db: None) -> None:
     assert share2.status == Status.SENT  # the page read it as expired; the periodic job records it
 
 
+def test_an_ended_link_names_whom_to_contact(db: None) -> None:
+    """« Contact the sender », said the expired and withdrawn pages, without saying who: a
+    patient who has lost the e-mail had no one to turn to. They name the sender as the
+    link's first page and the « locked » page do (nothing more than the link already showed)."""
+    share, token = make_share()
+    services.revoke(share.created_by, share.pk)
+    expired, expired_token = make_share(now=timezone.now() - datetime.timedelta(days=31))
+    for ended, ended_token in ((share, token), (expired, expired_token)):
+        page = Patient(ended_token).get()
+        assert page.status_code == 410
+        text = page.content.decode()
+        assert "besoin, contactez l\u2019expéditeur\u00a0:" in text
+        assert ended.sender_name in text and ended.organisation.name in text
+
+
 def test_revocation_ends_open_sessions(db: None) -> None:
     share, token = make_share()
     patient = Patient(token)
