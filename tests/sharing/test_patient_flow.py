@@ -879,6 +879,28 @@ def test_the_language_switch_never_leads_to_a_step_that_takes_only_a_post(db: No
     assert patient.get().status_code == 200
 
 
+def test_the_brand_link_never_leads_to_a_step_that_takes_only_a_post(db: None) -> None:
+    """The « Pli » link at the top goes back to the page's own address. After a refused reply
+    or « Leave » that address takes only a POST: a tap on it showed a blank 405 page, with
+    no way on. It goes to the link instead, like the language switch."""
+    _share, token = make_share(allow_reply=True)
+    patient = Patient(token)
+
+    def brand_target(html: str) -> str:
+        found = re.search(r'<a class="brand" href="([^"]*)"', html)
+        assert found is not None
+        return found.group(1)
+
+    documents = patient.sign_in().content.decode()
+    assert brand_target(documents) == f"/p/{token}/documents"
+    empty_reply = patient.client.post(patient.url("/reply"), {"text": ""})
+    assert empty_reply.status_code == 400
+    assert brand_target(empty_reply.content.decode()) == f"/p/{token}"
+    left = patient.client.post(patient.url("/leave"))
+    assert brand_target(left.content.decode()) == f"/p/{token}"
+    assert patient.client.get(brand_target(left.content.decode())).status_code == 200
+
+
 def test_reopening_the_link_returns_to_the_current_step(db: None) -> None:
     _share, token = make_share()
     patient = Patient(token)
