@@ -198,7 +198,23 @@ def test_after_a_wrong_code_the_field_is_empty_focused_and_the_channel_still_sai
     code_input = re.search(r"<input[^>]*name=\"code\"[^>]*>", html)
     assert code_input is not None
     assert wrong not in code_input.group(0) and "autofocus" in code_input.group(0)
-    assert "par SMS" in html
+    assert "Le dernier code a été envoyé par SMS au +33 6" in html
+
+
+def test_an_expired_code_is_not_said_to_have_just_been_sent(db: None, mailoutbox: list[Any]) -> None:
+    """The code page, refused, said both « a code has just been sent… valid 10 minutes »
+    and « this code has expired »: which to believe? It says where the last code went."""
+    share, token = make_share(mobile=None)
+    patient = Patient(token)
+    sent = patient.birth_date()
+    run_tasks()
+    OneTimeCode.objects.filter(share=share).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    (code_mail,) = [m for m in mailoutbox if "code" in m.subject.lower()]
+    response = patient.client.post(sent["Location"], {"code": code_in(code_mail.body)})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "Ce code a expiré" in html and "vient d\u2019être envoyé" not in html
+    assert "Le dernier code a été envoyé à votre adresse e-mail." in html
 
 
 def test_a_refused_birth_date_keeps_the_focus_on_its_field(db: None) -> None:
