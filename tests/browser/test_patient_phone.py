@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 
-from sharing.helpers import last_code, make_share, run_tasks
+from sharing.helpers import last_code, last_sms, make_share, run_tasks
 
 
 def _phone(browser: Any, live_server: Any) -> Any:
@@ -64,4 +64,23 @@ def test_back_after_a_mistake_shows_a_page_not_a_browser_error(browser: Any, liv
     assert page.get_by_role("heading", level=1).count() == 1
     # Only the two refusals' 400s: the script is allowed by the page's CSP and runs cleanly.
     assert [e for e in errors if "400" not in e] == []
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_the_whole_sms_pasted_in_the_code_field_opens_the_documents(browser: Any, live_server: Any) -> None:
+    """On a phone « copy » often takes the SMS as a whole (« Votre code Pli : 123456. Il
+    est valable… »). The field kept its first 12 characters and the code was lost; the
+    patient had to pick six digits out of a message by hand."""
+    cache.clear()
+    _share, token = make_share()
+    page = _phone(browser, live_server)
+    page.goto(f"/p/{token}")
+    page.get_by_label("Votre date de naissance").fill("15021984")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/code**")
+    run_tasks()
+    page.get_by_label("Code reçu").fill(last_sms())
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/documents")
     page.context.close()

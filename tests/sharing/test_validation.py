@@ -93,6 +93,17 @@ def test_codes_are_six_digits(raw: str) -> None:
         assert len(code) == 6 and code.isdigit()
 
 
+def test_a_pasted_message_gives_its_one_code() -> None:
+    """A phone's « copy » takes the whole SMS: its code, once or twice, is the answer."""
+    sms = "Votre code Pli\u00a0: 482913. Il est valable 10 minutes. Ne le communiquez à personne.\n\n@pli.fr #482913"
+    assert validation.clean_code(sms) == "482913"
+    assert validation.clean_code("Your Pli code: 482913. It is valid for 10 minutes.") == "482913"
+    # Doubt is refused, never guessed: two codes, a typo of seven digits, none at all.
+    for doubtful in ("code 482913 ou 112233", "482913 7", "1234567", "code : 48291", "12345678 code"):
+        with pytest.raises(ValidationError):
+            validation.clean_code(doubtful)
+
+
 def test_mobile_messages_name_the_problem(db: None) -> None:
     with pytest.raises(ValidationError) as caught:
         validation.normalise_patient_mobile("01 45 67 89 01")

@@ -194,14 +194,17 @@ class BirthDateForm(forms.Form):
         return validation.parse_birth_date(self.cleaned_data["birth_date"])
 
 
+# An SMS of a few segments; anything longer is not a message with a code in it.
+CODE_PASTE_MAX = 500
+
+
 class CodeForm(forms.Form):
     code = forms.CharField(
         label=_("Code received"),
-        max_length=12,
+        # Room for a whole pasted SMS, whose code clean_code picks out.
+        max_length=CODE_PASTE_MAX,
         help_text=_("6 digits."),
-        widget=forms.TextInput(
-            attrs={"inputmode": "numeric", "autocomplete": "one-time-code", "pattern": "[0-9 ]*", "maxlength": "12"}
-        ),
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
     )
 
     def clean_code(self) -> str:

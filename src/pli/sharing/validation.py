@@ -27,6 +27,10 @@ _FRENCH_DATE = re.compile(
 _COMPACT_DATE = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{4})")
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _CODE = re.compile(r"[0-9]{6}")
+# Six digits standing alone in a longer text, and a character that is neither a digit nor a
+# space: what a pasted message looks like (a typo such as "123456 7" has none).
+_CODE_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{6}(?![0-9])")
+_NOT_DIGIT_OR_SPACE = re.compile(r"[^0-9\s]")
 OLDEST_YEAR = 1880
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
@@ -112,6 +116,14 @@ def normalise_email(raw: str) -> str:
 
 def clean_code(raw: str) -> str:
     value = re.sub(r"\s+", "", raw or "")
-    if not _CODE.fullmatch(value):
-        raise ValidationError(_("Enter the 6-digit code you received."), code="invalid")
-    return value
+    if _CODE.fullmatch(value):
+        return value
+    # A phone's "copy" often takes the whole SMS or e-mail line ("Your Pli code: 123456. It
+    # is valid…", the code again at the end for autofill): its one code is the answer. Any
+    # doubt (two different codes, none) is refused as before; a code found so is checked,
+    # and counted when wrong, like a typed one.
+    text = raw or ""
+    found: set[str] = set(_CODE_IN_TEXT.findall(text))
+    if len(found) == 1 and _NOT_DIGIT_OR_SPACE.search(text):
+        return found.pop()
+    raise ValidationError(_("Enter the 6-digit code you received."), code="invalid")
