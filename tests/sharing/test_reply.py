@@ -67,6 +67,24 @@ def test_reply_arrives_in_the_practitioners_mailbox(db: None) -> None:
     assert "replied" in [e.type for e in services.events(share)]
 
 
+def test_the_patient_sees_what_they_have_already_sent_on_a_later_visit(db: None) -> None:
+    """Once « Your reply has been sent » had gone, nothing on the page said a reply had been
+    sent: back a day later, the patient could not tell, and sent it again. The page lists
+    when each went and with how many files (never its text), also once replies are closed."""
+    doctor = make_user()
+    share, token = make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    assert "Vos réponses" not in patient.sign_in().content.decode()
+    reply(patient, "Voici la photo", [SimpleUploadedFile("photo.png", PNG_1PX, "image/png")])
+    reply(patient, "Et merci")
+    services.close_conversation(doctor, share.pk)
+    later = Patient(token)  # another day, another browser
+    html = later.sign_in().content.decode()
+    assert "Vos réponses" in html
+    assert "réponse envoyée, avec 1 fichier" in html and html.count("réponse envoyée") == 2
+    assert "Voici la photo" not in html and "Et merci" not in html
+
+
 def test_files_are_checked_by_their_content(db: None) -> None:
     _share, token = make_share(allow_reply=True)
     patient = Patient(token)
