@@ -40,7 +40,7 @@ from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.ins import birth_date_mismatch
 from pli.sharing import notifications, services, validation
-from pli.sharing.forms import CorrectionForm, ShareFilterForm, ShareForm
+from pli.sharing.forms import NOT_YOUR_MAILBOX, CorrectionForm, ShareFilterForm, ShareForm, sender_error
 from pli.sharing.models import Channel, LockReason, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
@@ -121,6 +121,16 @@ class ShareCreateSerializer(serializers.Serializer[Any]):
         help_text="Default: the organisation's policy (30 days unless changed).",
     )
     allow_reply = serializers.BooleanField(required=False, default=False)
+    sender = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=254,
+        help_text=(
+            "The address of a mailbox the caller works in (their own, or a shared mailbox of their "
+            "organisation), where the patient's replies arrive; its members follow the share. "
+            "Default: the caller's own mailbox."
+        ),
+    )
 
 
 class ShareCreatedSerializer(serializers.Serializer[Any]):
@@ -404,6 +414,8 @@ class SharesView(APIView):
             errors: dict[str, Any] = {}
             if not form.is_valid():
                 errors.update(form_error_body(form.errors))
+            if "sender" not in form.errors and (error := sender_error(user, form)):
+                errors["sender"] = [error]
             if any(value != "" for value in data.getlist(DOCUMENTS_FIELD)):
                 # A document sent as a text part (its content base64-encoded, say) is not a
                 # file: the patient would otherwise get the share without it, or the client
@@ -422,6 +434,8 @@ class SharesView(APIView):
             except idempotency.Conflict:
                 return idempotency.in_flight().response()
             except services.ShareError as exc:
+                if exc.code == "sender":  # taken out of the mailbox since the check above
+                    return Response({"sender": [str(NOT_YOUR_MAILBOX)]}, status=status.HTTP_400_BAD_REQUEST)
                 if exc.code != "upload_expired":
                     raise
                 return Response(

@@ -8,18 +8,20 @@ the web page and the API validate alike; files arrive encrypted through
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from pli.accounts.models import Mailbox, User
 from pli.core.forms import SubmissionField, new_submission, refuse_invisible_controls, refuse_repeated_fields
 from pli.core.ins import birth_date_mismatch, contradicts_birth_date
 from pli.messaging.search import INS, PATIENT_NAME, query_words
 from pli.sharing import validation
 from pli.sharing.models import Status
-from pli.sharing.services import MAX_EXPIRY_DAYS, ShareInput
+from pli.sharing.services import MAX_EXPIRY_DAYS, ShareError, ShareInput, sending_mailbox
 
 
 class _ContactChecks(forms.Form):
@@ -91,6 +93,13 @@ class ShareForm(_ContactChecks):
     allow_reply = forms.BooleanField(
         label=_("Allow the patient to reply with a message and files"), required=False, label_suffix=""
     )
+    # Checked by services.create_share, which knows the mailboxes the practitioner works in.
+    sender = forms.CharField(
+        label=_("Sent from"),
+        max_length=254,
+        required=False,
+        help_text=_("The patient's replies arrive in this mailbox, and its members follow the share."),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -127,7 +136,21 @@ class ShareForm(_ContactChecks):
             message=data.get("message") or "",
             expires_in_days=data.get("expires_in_days"),
             allow_reply=bool(data.get("allow_reply")),
+            sender=(data.get("sender") or "").strip(),
         )
+
+
+NOT_YOUR_MAILBOX = _("You can send only from a mailbox you belong to.")
+
+
+def sender_error(user: User, form: ShareForm) -> str:
+    """Why the form's ``sender`` cannot send the share ("" when it can): said with the other
+    fields' errors, before the documents are saved."""
+    try:
+        sending_mailbox(user, form.cleaned_data.get("sender") or "")
+    except ShareError:
+        return str(NOT_YOUR_MAILBOX)
+    return ""
 
 
 class CorrectionForm(_ContactChecks):
@@ -179,6 +202,18 @@ class PageShareForm(ShareForm):
         data = super().share_input()
         data.submission = self.cleaned_data.get("submission") or ""
         return data
+
+    def offer_mailboxes(self, mailboxes: Sequence[Mailbox]) -> bool:
+        """The page picks the mailbox the share is sent from in a list, shown only when the
+        practitioner works in more than one (a secretariat's shared mailbox, say), or when the
+        one sent was refused; with one, it is sent as it is (a secretary's only mailbox may be
+        the shared one)."""
+        refused = self.is_bound and "sender" in self.errors
+        if len(mailboxes) < 2 and not refused:
+            self.fields["sender"].widget = forms.HiddenInput()
+            return False
+        self.fields["sender"].widget = forms.Select(choices=[(m.address, f"{m.name} <{m.address}>") for m in mailboxes])
+        return True
 
 
 class BirthDateForm(forms.Form):

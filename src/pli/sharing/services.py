@@ -29,7 +29,8 @@ from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils import timezone
 
-from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Membership, Organisation, User
+from pli.accounts import services as accounts_services
+from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, MailboxMember, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
@@ -116,18 +117,32 @@ def _creator_is_member() -> Exists:
 
 def _in_charge(user: User) -> Q:
     """Who may see and act on a share: its creator, while a member of the share's
-    organisation; once the creator has left it, the organisation's administrators, so that
-    the organisation keeps control (a locked-out patient still has someone to unlock the
-    share) and the creator, now elsewhere, loses it."""
+    organisation; for a share sent from a shared mailbox, every member of that mailbox (the
+    team that receives the patient's replies); once the creator has left the organisation,
+    its administrators, so that the organisation keeps control (a locked-out patient still
+    has someone to unlock the share) and the creator, now elsewhere, loses it."""
     memberships = Membership.objects.filter(user=user)
     own = Q(created_by=user) & Q(Q(organisation__isnull=True) | Q(organisation__in=memberships.values("organisation")))
-    # Asked first, so that the condition of a user who administers nothing (most) is the
-    # index range of their own shares: an "or" over the organisations' shares made every
-    # list a scan of the whole instance's shares, whoever asked.
+    # Both asked first, so that the condition of a user who administers nothing and works
+    # in no shared mailbox (most) is the index range of their own shares: an "or" over the
+    # organisations' shares made every list a scan of the whole instance's shares.
     admin_of = list(memberships.filter(role=Membership.Role.ADMIN).values_list("organisation", flat=True))
+    team_of = list(_shared_mailboxes(user).values_list("mailbox", flat=True))
+    if team_of:
+        own |= Q(reply_mailbox__in=team_of)
     if not admin_of:
         return own
     return own | Q(Q(organisation__in=admin_of), ~_creator_is_member())
+
+
+def _shared_mailboxes(user: User) -> QuerySet[MailboxMember]:
+    """``user``'s memberships of shared mailboxes, in organisations they still belong to
+    (leaving an organisation removes its shared mailboxes, even if a row lingers)."""
+    return MailboxMember.objects.filter(
+        user=user,
+        mailbox__kind=Mailbox.Kind.ORGANISATIONAL,
+        mailbox__organisation__memberships__user=user,
+    )
 
 
 def shares_for(user: User) -> QuerySet[PatientShare]:
@@ -136,18 +151,27 @@ def shares_for(user: User) -> QuerySet[PatientShare]:
 
 
 def replies_open(share: PatientShare) -> bool:
-    """Whether the patient may answer: allowed, not closed, and the practitioner still in the
-    share's organisation with their mailbox there (a reply must not follow them elsewhere)."""
+    """Whether the patient may answer: allowed, not closed, and the mailbox the replies go to
+    still open in the share's organisation: a shared mailbox, whoever created the share; a
+    personal one while its practitioner is still a member there (a reply must not follow
+    them elsewhere)."""
     if not share.allow_reply or share.closed_at is not None or share.reply_mailbox_id is None:
         return False
     if share.organisation_id is None:
         return True
     return Mailbox.objects.filter(
+        Q(kind=Mailbox.Kind.ORGANISATIONAL) | Q(owner__memberships__organisation_id=share.organisation_id),
         pk=share.reply_mailbox_id,
         is_active=True,
         organisation_id=share.organisation_id,
-        owner__memberships__organisation_id=share.organisation_id,
     ).exists()
+
+
+def team_mailbox(share: PatientShare) -> Mailbox | None:
+    """The shared mailbox the share was sent from (its members follow it), if it was."""
+    if share.reply_mailbox_id is None:
+        return None
+    return Mailbox.objects.filter(pk=share.reply_mailbox_id, kind=Mailbox.Kind.ORGANISATIONAL).first()
 
 
 def organisation_for(user: User) -> Organisation | None:
@@ -224,6 +248,9 @@ class ShareInput:
     allow_reply: bool = False
     # The web form's random value (see PatientShare.submission); "" for the API and the demo.
     submission: str = ""
+    # The address of the mailbox the share is sent from, where the patient's replies arrive:
+    # one the practitioner works in. "" for their personal mailbox.
+    sender: str = ""
 
     def __repr__(self) -> str:
         return "<ShareInput>"
@@ -234,6 +261,34 @@ def _refuse_repeat(user: User, submission: str) -> None:
         earlier = PatientShare.objects.filter(created_by=user, submission=submission).first()
         if earlier is not None:
             raise AlreadyCreated(earlier)
+
+
+def sending_mailbox(user: User, address: str) -> Mailbox | None:
+    """The mailbox a share is sent from: the one at ``address`` if ``user`` works in it
+    (ShareError ``sender`` otherwise), or by default the practitioner's own, provided they are
+    a member of its organisation (the share would otherwise belong to an organisation they
+    are not in, and be in the hands of its administrators); None when they have neither."""
+    if address.strip():
+        found = (
+            accounts_services.mailboxes_for(user)
+            .select_related("organisation")
+            .filter(address__iexact=address.strip())
+            .first()
+        )
+        if found is None:
+            raise ShareError("sender", "not a mailbox you work in")
+        mailbox: Mailbox | None = found
+    else:
+        mailbox = _own_mailbox(user)
+    # A shared mailbox comes only with its organisation (mailboxes_for); a personal one may
+    # outlive its owner's membership.
+    if (
+        mailbox is not None
+        and mailbox.kind == Mailbox.Kind.PERSONAL
+        and not Membership.objects.filter(user=user, organisation=mailbox.organisation_id).exists()
+    ):
+        return None
+    return mailbox
 
 
 def _own_mailbox(user: User) -> Mailbox | None:
@@ -267,12 +322,9 @@ def create_share(
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
     if not documents:
         raise ShareError("no_documents", "at least one document is required")
-    # Replies go to the practitioner's own mailbox; its organisation is the share's, provided
-    # the practitioner is a member of it (the share would otherwise belong to an organisation
-    # they are not in, and be in the hands of its administrators).
-    mailbox = _own_mailbox(user)
-    if mailbox is not None and not Membership.objects.filter(user=user, organisation=mailbox.organisation_id).exists():
-        mailbox = None
+    # Replies go to the mailbox the share is sent from; its organisation is the share's.
+    mailbox = sending_mailbox(user, data.sender)
+    team = mailbox.pk if mailbox is not None and mailbox.kind == Mailbox.Kind.ORGANISATIONAL else None
     organisation = mailbox.organisation if mailbox is not None else organisation_for(user)
     days = data.expires_in_days or default_expiry_days(user, organisation)
     if not 1 <= days <= MAX_EXPIRY_DAYS:
@@ -340,6 +392,8 @@ def create_share(
                     "expires_in_days": days,
                     "allow_reply": share.allow_reply,
                     "from_message": source_message_id is not None,
+                    # Which team's share it is, when sent from a shared mailbox (an id, no name).
+                    "shared_mailbox": str(team) if team else None,
                 },
             )
     except IntegrityError:

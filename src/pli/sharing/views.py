@@ -20,7 +20,8 @@ from django.utils.translation import gettext_noop, ngettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from pli.accounts.models import User
+from pli.accounts import services as accounts
+from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound
 from pli.core import storage
@@ -34,7 +35,7 @@ from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
-from pli.sharing.forms import CorrectionForm, PageShareForm, ShareFilterForm
+from pli.sharing.forms import NOT_YOUR_MAILBOX, CorrectionForm, PageShareForm, ShareFilterForm, sender_error
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -170,6 +171,7 @@ def _new_page(
     documents_error: str = "",
 ) -> HttpResponse:
     rules = document_rules()
+    choose_sender = form.offer_mailboxes(list(accounts.mailboxes_for(_user(request))))
     focus_first_error(form)
     chosen = set(request.POST.getlist("attachments")) if request.method == "POST" else {str(a.pk) for a in attachments}
     context = {
@@ -185,6 +187,7 @@ def _new_page(
         % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
         "default_days": services.default_expiry_days(_user(request)),
         "answering": _answering(request) or "",
+        "choose_sender": choose_sender,
     }
     return render(request, "sharing/new.html", context, status=status)
 
@@ -263,7 +266,12 @@ def _source_gone(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.UUID | None) -> HttpResponse:
     # The organisation's default, visible and editable where it applies.
-    initial: dict[str, object] = {"expires_in_days": services.default_expiry_days(_user(request))}
+    user = _user(request)
+    initial: dict[str, object] = {"expires_in_days": services.default_expiry_days(user)}
+    mailboxes = list(accounts.mailboxes_for(user))
+    # Sent from the mailbox the practitioner was working in: the one the patient's reply came
+    # to, the one holding the letter whose documents go on; their own otherwise.
+    usual: list[uuid.UUID | None] = []
     earlier = request.GET.get("patient_of")
     if earlier:
         # Answering a patient who replied through a share: a new share to the same person.
@@ -272,6 +280,7 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
         except ValueError:
             raise Http404 from None
         audit.record("share.read", actor=_user(request), target=share, request=request)
+        usual.append(share.reply_mailbox_id)
         initial |= {
             "patient_family_name": share.patient_family_name,
             "patient_given_name": share.patient_given_name,
@@ -282,6 +291,9 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
             "allow_reply": share.allow_reply,
         }
     elif source is not None:
+        copies = messaging.visible_copies(user, source)
+        usual += [c.mailbox_id for c in copies if c.mailbox.kind == Mailbox.Kind.PERSONAL]
+        usual += [c.mailbox_id for c in copies]
         # From a message about a patient: the identity its banner shows, rather than typed
         # again (a mistyped birth date would lock the patient out).
         message = messaging.visible_message(_user(request), source)
@@ -295,6 +307,9 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
                 "patient_birth_date": datetime.date.fromisoformat(birth).strftime("%d/%m/%Y") if birth else "",
                 "patient_ins": patient.get("ins", ""),
             }
+    chosen = [m for pk in usual for m in mailboxes if m.pk == pk] + mailboxes
+    if chosen:
+        initial["sender"] = chosen[0].address
     return _new_page(request, PageShareForm(initial=initial), attachments, source)
 
 
@@ -307,6 +322,9 @@ def _create(
     chosen = set(request.POST.getlist("attachments"))
     forwarded = [a for a in attachments if str(a.pk) in chosen]
     valid = form.is_valid()
+    if "sender" not in form.errors and (error := sender_error(_user(request), form)):
+        form.add_error("sender", error)
+        valid = False
     if not uploads and not forwarded:
         return _new_page(
             request, form, attachments, source, status=400, documents_error=_("Add at least one document.")
@@ -340,6 +358,10 @@ def _create(
     except messaging.ContentUnavailable:
         return content_unavailable(request)
     except services.ShareError as exc:
+        if exc.code == "sender":
+            # Taken out of the mailbox since the check above.
+            form.add_error("sender", str(NOT_YOUR_MAILBOX))
+            return _new_page(request, form, attachments, source, status=400)
         if exc.code != "upload_expired":
             raise
         error = _("Sending the files took too long; please send them again.")
@@ -418,6 +440,8 @@ def _detail_page(
         # replies already sent are in the author's mailbox, which the administrator now
         # looking after the share cannot open.
         "replies_open": services.replies_open(share),
+        # Sent from a shared mailbox: the team's share, its replies in the team's mailbox.
+        "team": services.team_mailbox(share),
         # An administrator looking after a share of someone who has left: whose it is.
         "is_author": share.created_by_id == _user(request).pk,
         "Status": Status,

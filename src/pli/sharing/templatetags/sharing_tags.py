@@ -39,7 +39,7 @@ def shares_from_message(message: Any, copies: Sequence[Any]) -> list[PatientShar
     owners = Mailbox.objects.filter(pk__in=mailbox_ids, owner__isnull=False).values("owner_id")
     return list(
         PatientShare.objects.filter(source_message_id=message.pk)
-        .filter(Q(created_by_id__in=members) | Q(created_by_id__in=owners))
+        .filter(Q(created_by_id__in=members) | Q(created_by_id__in=owners) | Q(reply_mailbox_id__in=mailbox_ids))
         .select_related("created_by")
         .order_by("-created_at")
     )

@@ -1,0 +1,159 @@
+"""A share sent from a shared mailbox (a secretariat's): the patient's replies arrive there,
+and every member of that mailbox follows the share and acts on it, whoever created it."""
+
+from __future__ import annotations
+
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
+from pli.accounts import services as accounts
+from pli.accounts.models import Mailbox, Membership, Organisation, User
+from pli.audit.models import AuditEvent
+from pli.messaging.models import Delivery
+from pli.sharing import services
+from pli.sharing.models import PatientShare, ShareReply, Status
+from pli.testing.accounts import make_organisation, make_user
+from sharing.helpers import Patient, make_share, pdf_bytes
+from sharing.test_api import fields
+from sharing.test_sent_from_message import send_letter
+from sharing.test_web import form
+
+
+def _team() -> tuple[Organisation, User, User, User, Mailbox]:
+    """An organisation, its secretary and a doctor (both in its shared mailbox) and a
+    colleague who is not, and that mailbox."""
+    secretary = practitioner()
+    organisation = secretary.memberships.get().organisation
+    doctor, colleague = practitioner(organisation), practitioner(organisation)
+    return organisation, secretary, doctor, colleague, shared_mailbox(organisation, [secretary, doctor])
+
+
+def _reply(token: str, text: str = "Merci") -> None:
+    patient = Patient(token)
+    patient.sign_in()
+    files = [SimpleUploadedFile("photo.pdf", pdf_bytes("photo"), "application/pdf")]
+    response = patient.client.post(patient.url("/reply"), {"text": text, "files": files})
+    assert response.status_code == 303, response.status_code
+
+
+def test_an_api_share_sent_from_a_shared_mailbox_belongs_to_its_team(db: None) -> None:
+    organisation, secretary, doctor, colleague, team = _team()
+    response = api_client(secretary).post("/api/v1/shares", fields(sender=team.address.upper(), allow_reply="true"))
+    assert response.status_code == 201, response.content
+    share = PatientShare.objects.get(pk=response.json()["id"])
+    assert share.reply_mailbox == team and share.organisation == organisation and share.allow_reply
+    created = AuditEvent.objects.get(action="share.created")
+    assert created.details["shared_mailbox"] == str(team.pk)
+
+    # The team follows it (the doctor did not create it); a colleague outside the team does not.
+    assert api_client(doctor).get(f"/api/v1/shares/{share.pk}").status_code == 200
+    assert api_client(colleague).get(f"/api/v1/shares/{share.pk}").status_code == 404
+    assert share.pk in {s.pk for s in services.shares_for(doctor)}
+    assert share.pk not in {s.pk for s in services.shares_for(colleague)}
+    assert api_client(doctor).post(f"/api/v1/shares/{share.pk}/revoke").status_code == 200
+    share.refresh_from_db()
+    assert share.status == Status.REVOKED
+
+
+def test_the_patients_reply_arrives_in_the_shared_mailbox(db: None) -> None:
+    _organisation, secretary, doctor, _colleague, team = _team()
+    share, token = make_share(secretary, sender=team.address, allow_reply=True)
+    _reply(token)
+    answer = ShareReply.objects.get(share=share)
+    assert Delivery.objects.get(message_id=answer.message_id).mailbox == team
+    # The doctor reads it in the team's mailbox, and opens the share it answers.
+    page = web_client(doctor).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert f'href="/messages/m/{answer.message_id}/"' in page
+    assert "Envoyé depuis" in page and team.name in page
+    assert not Delivery.objects.filter(message_id=answer.message_id, mailbox=personal_mailbox(secretary)).exists()
+
+
+def test_the_team_keeps_the_share_and_its_replies_when_its_creator_leaves(db: None) -> None:
+    organisation, secretary, doctor, _colleague, team = _team()
+    admin = make_user(organisation, role="admin")
+    share, token = make_share(secretary, sender=team.address, allow_reply=True)
+    elsewhere = make_organisation()
+    accounts.add_member(elsewhere, secretary, "practitioner", actor=make_user(elsewhere, role="admin"))
+    accounts.remove_member(Membership.objects.get(user=secretary, organisation=organisation), actor=admin)
+
+    assert services.replies_open(share)
+    assert api_client(doctor).get(f"/api/v1/shares/{share.pk}").status_code == 200
+    assert api_client(secretary).get(f"/api/v1/shares/{share.pk}").status_code == 404
+    _reply(token)
+    assert Delivery.objects.get(message_id=ShareReply.objects.get().message_id).mailbox == team
+
+
+def test_a_closed_shared_mailbox_takes_no_more_replies(db: None) -> None:
+    _organisation, secretary, _doctor, _colleague, team = _team()
+    share, _token = make_share(secretary, sender=team.address, allow_reply=True)
+    Mailbox.objects.filter(pk=team.pk).update(is_active=False)
+    assert not services.replies_open(share)
+    page = web_client(secretary).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert f"plus possibles : la boîte {team.name} est fermée" in page
+
+
+def test_only_a_mailbox_the_caller_works_in_can_send(db: None) -> None:
+    _organisation, _secretary, _doctor, colleague, team = _team()
+    stranger = practitioner()
+    for user, address in ((colleague, team.address), (stranger, team.address), (colleague, "nobody@example.org")):
+        response = api_client(user).post("/api/v1/shares", fields(sender=address), HTTP_ACCEPT_LANGUAGE="fr")
+        assert response.status_code == 400, response.content
+        assert response.json() == {
+            "sender": ["Vous ne pouvez envoyer que depuis une boîte aux lettres dont vous êtes membre."]
+        }
+    assert not PatientShare.objects.exists()
+    # Named with the other mistakes, at once.
+    wrong_date = fields(sender=team.address, patient_birth_date="1984-02-30")
+    response = api_client(colleague).post("/api/v1/shares", wrong_date)
+    assert set(response.json()) == {"sender", "patient_birth_date"}
+
+
+def test_by_default_a_share_is_sent_from_the_practitioners_own_mailbox(db: None) -> None:
+    _organisation, secretary, _doctor, _colleague, _team_box = _team()
+    share, _token = make_share(secretary, allow_reply=True)
+    assert share.reply_mailbox == personal_mailbox(secretary)
+    response = api_client(secretary).post("/api/v1/shares", fields())
+    assert PatientShare.objects.get(pk=response.json()["id"]).reply_mailbox == personal_mailbox(secretary)
+
+
+def _sender_select(page: str) -> str:
+    start = page.index('<select name="sender"')
+    return page[start : page.index("</select>", start)]
+
+
+def test_the_page_offers_the_mailboxes_and_starts_from_the_one_the_letter_came_to(db: None) -> None:
+    _organisation, secretary, _doctor, colleague, team = _team()
+    client = web_client(secretary)
+    choice = _sender_select(client.get("/shares/new", HTTP_ACCEPT_LANGUAGE="fr").content.decode())
+    assert team.address in choice and personal_mailbox(secretary).address in choice
+    assert f'value="{personal_mailbox(secretary).address}" selected' in choice
+    # A colleague with one mailbox is not asked.
+    assert '<select name="sender"' not in web_client(colleague).get("/shares/new").content.decode()
+
+    message_id = send_letter(practitioner(), [team])
+    page = client.get(f"/shares/new?message={message_id}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert f'value="{team.address}" selected' in _sender_select(page)
+    assert "Envoyé depuis" in page
+
+    response = client.post("/shares/new", form(sender=team.address, allow_reply="on"))
+    assert response.status_code == 303, response.content.decode()[:2000]
+    assert PatientShare.objects.get().reply_mailbox == team
+
+
+def test_the_page_refuses_a_mailbox_the_practitioner_does_not_work_in(db: None) -> None:
+    _organisation, _secretary, _doctor, colleague, team = _team()
+    response = web_client(colleague).post("/shares/new", form(sender=team.address), HTTP_ACCEPT_LANGUAGE="fr")
+    assert response.status_code == 400
+    page = response.content.decode()
+    field = page[page.index('id="field-sender"') :]
+    assert "Vous ne pouvez envoyer que depuis une boîte aux lettres dont vous êtes membre." in field[:1500]
+    assert '<select name="sender"' in field[:1500]
+    assert not PatientShare.objects.exists()
+
+
+def test_a_reply_to_the_patient_starts_from_the_mailbox_their_reply_came_to(db: None) -> None:
+    _organisation, secretary, doctor, _colleague, team = _team()
+    share, _token = make_share(secretary, sender=team.address, allow_reply=True)
+    page = web_client(doctor).get(f"/shares/new?patient_of={share.pk}", HTTP_ACCEPT_LANGUAGE="fr")
+    assert page.status_code == 200
+    assert f'value="{team.address}" selected' in _sender_select(page.content.decode())
