@@ -212,7 +212,8 @@ class PageShareForm(ShareForm):
         if len(mailboxes) < 2 and not refused:
             self.fields["sender"].widget = forms.HiddenInput()
             return False
-        self.fields["sender"].widget = forms.Select(choices=[(m.address, f"{m.name} <{m.address}>") for m in mailboxes])
+        # By name: on a phone the address pushed it out of the field; the patient never sees it.
+        self.fields["sender"].widget = forms.Select(choices=[(m.address, m.name) for m in mailboxes])
         return True
 
 
