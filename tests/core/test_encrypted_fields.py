@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
+from pli.audit.models import AuditEvent
 from pli.core import keys
 from pli.core.encryption import ContentShredded
 from pli.core.models import DataKey
@@ -132,6 +133,13 @@ def test_rotation_rewrap_and_retire(db: None, capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "current version: 2" in out
     assert "v1:" not in out
+    # Each operation is in the audit trail, by the system, with the version it concerned.
+    recorded = AuditEvent.objects.filter(action__startswith="keys.").order_by("seq")
+    assert [(e.action, e.actor_type, e.details) for e in recorded] == [
+        ("keys.rotated", "system", {"version": 2}),
+        ("keys.rewrapped", "system", {"version": 2, "data_keys": 1}),
+        ("keys.retired", "system", {"version": 1}),
+    ]
 
 
 def test_retired_key_cannot_decrypt(db: None) -> None:

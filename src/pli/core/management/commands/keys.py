@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
 
+from pli.audit import services as audit
 from pli.core import keys
 from pli.core.models import DataKey
 from pli.crypto import add_key_version, retire_key_version
@@ -71,6 +72,9 @@ class Command(BaseCommand):
         self._directory_managed()
         version = add_key_version(settings.PLI_KEYS_DIR)
         keys.reset()
+        # The operator's key operations are in the trail too (actor: the system, as for every
+        # command), so that an audit can tell when each master key came and went.
+        audit.record("keys.rotated", details={"version": version})
         self.stdout.write(
             f"created master key v{version} in {settings.PLI_KEYS_DIR}; new objects use it (running "
             "servers and workers see it within a second). Then run `pli keys rewrap` to move existing data keys."
@@ -86,6 +90,7 @@ class Command(BaseCommand):
                 break
             for key in batch:
                 moved += int(key.rewrap(ring))
+        audit.record("keys.rewrapped", details={"version": ring.current_version, "data_keys": moved})
         self.stdout.write(f"re-wrapped {moved} data keys under master key v{ring.current_version}")
 
     def do_retire(self, options: dict[str, Any]) -> None:
@@ -101,6 +106,7 @@ class Command(BaseCommand):
             raise CommandError(f"{in_use} data keys still use v{version}: run `pli keys rewrap` first")
         retire_key_version(settings.PLI_KEYS_DIR, version)
         keys.reset()
+        audit.record("keys.retired", details={"version": version})
         self.stdout.write(f"retired master key v{version}")
 
     def do_generate(self, options: dict[str, Any]) -> None:
