@@ -53,6 +53,9 @@ class Config:
     mail_domain: str
     trusted_proxies: tuple[str, ...] = ()
     database_prepared_statements: bool = True
+    # Earlier secret keys, still accepted for what was signed or hashed under them (API
+    # tokens, invitations, sessions, password resets) while the new one takes over.
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def production(self) -> bool:
@@ -111,6 +114,17 @@ def refuse_root_in_others_dir(path: Path, name: str, euid: int) -> None:
             f"(sudo -E -u {who} pli …, -E to keep the PLI_* variables), or it would leave files there "
             f"that {user} cannot read"
         )
+
+
+def _secret_key_fallbacks(raw: str, secret_key: str) -> tuple[str, ...]:
+    """PLI_SECRET_KEY_FALLBACKS: the earlier secret keys, separated by commas (generated keys
+    hold none), most recent first. The current key among them is a mistake of the rotation."""
+    fallbacks = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if secret_key in fallbacks:
+        raise ConfigError(
+            "PLI_SECRET_KEY_FALLBACKS lists the current PLI_SECRET_KEY: it should hold only the earlier keys"
+        )
+    return fallbacks
 
 
 def _development_secret_key(data_dir: Path) -> str:
@@ -243,6 +257,7 @@ def load(environ: dict[str, str] | None = None) -> Config:
             raise ConfigError("PLI_PUBLIC_URL must use https:// in production")
     elif not secret_key:
         secret_key = _development_secret_key(data_dir)
+    secret_key_fallbacks = _secret_key_fallbacks(env_vars.get("PLI_SECRET_KEY_FALLBACKS", ""), secret_key)
 
     keys_dir_raw = env_vars.get("PLI_KEYS_DIR")
     master_key_env = env_vars.get("PLI_MASTER_KEY") or None
@@ -333,4 +348,5 @@ def load(environ: dict[str, str] | None = None) -> Config:
         mail_domain=mail_domain,
         trusted_proxies=trusted_proxies,
         database_prepared_statements=database_prepared_statements,
+        secret_key_fallbacks=secret_key_fallbacks,
     )

@@ -20,6 +20,7 @@ except pli_config.ConfigError as exc:
 BASE_DIR = Path(__file__).resolve().parent
 DATA_DIR = PLI.data_dir
 SECRET_KEY = PLI.secret_key
+SECRET_KEY_FALLBACKS = list(PLI.secret_key_fallbacks)
 DEBUG = PLI.debug
 ALLOWED_HOSTS = list(PLI.allowed_hosts)
 PUBLIC_URL = PLI.public_url

@@ -338,3 +338,15 @@ def test_an_admin_change_as_a_colleague_makes_a_share_is_no_error(
     share, _token = make_share(claire)
     assert join() == []
     assert PatientShare.objects.get(pk=share.pk).organisation_id == organisation.pk
+
+
+def test_an_invitation_sent_before_the_secret_key_changed_still_opens_with_the_earlier_key_listed(
+    organisation: Organisation, admin: User, settings: object
+) -> None:
+    token = services.invite_member(organisation, email="new@example.org", role="assistant", actor=admin).token
+    old = settings.SECRET_KEY  # type: ignore[attr-defined]
+    settings.SECRET_KEY = "a-new-secret-key-" + "y" * 40  # type: ignore[attr-defined]
+    with pytest.raises(services.InvitationProblem):
+        services.find_invitation(token)
+    settings.SECRET_KEY_FALLBACKS = [old]  # type: ignore[attr-defined]
+    assert services.find_invitation(token).email == "new@example.org"

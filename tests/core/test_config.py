@@ -180,3 +180,13 @@ def test_root_is_refused_in_a_directory_that_belongs_to_the_service_user(tmp_pat
             refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=0)
     # The owner itself goes ahead.
     refuse_root_in_others_dir(owned, "PLI_KEYS_DIR", euid=owner)
+
+
+def test_earlier_secret_keys_are_listed_apart_from_the_current_one(tmp_path: Path) -> None:
+    base = {"PLI_DATA_DIR": str(tmp_path), "PLI_SECRET_KEY": "k" * 10 + "current"}
+    assert load(base).secret_key_fallbacks == ()
+    config = load({**base, "PLI_SECRET_KEY_FALLBACKS": " older-one , oldest-one,"})
+    assert config.secret_key_fallbacks == ("older-one", "oldest-one")
+    assert "older-one" not in repr(config)
+    with pytest.raises(ConfigError, match="PLI_SECRET_KEY_FALLBACKS lists the current PLI_SECRET_KEY"):
+        load({**base, "PLI_SECRET_KEY_FALLBACKS": f"older-one,{base['PLI_SECRET_KEY']}"})

@@ -680,10 +680,16 @@ class InvitationProblem(Exception):
         self.invitation = invitation
 
 
-def _token_hash(token: str) -> str:
+def _token_hash(token: str, secret: str | None = None) -> str:
     # Keyed, so that a copy of the table can't be matched against guessed tokens, and
     # fixed-length hex for the unique index.
-    return salted_hmac("pli.accounts.invitation", token, algorithm="sha256").hexdigest()
+    return salted_hmac("pli.accounts.invitation", token, secret=secret, algorithm="sha256").hexdigest()
+
+
+def _token_hashes(token: str) -> list[str]:
+    """The token's hash under the secret key and each earlier one still accepted
+    (PLI_SECRET_KEY_FALLBACKS): an invitation sent before the key changed still opens."""
+    return [_token_hash(token, secret) for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]]
 
 
 @dataclass
@@ -772,7 +778,7 @@ def find_invitation(token: str) -> Invitation:
     """The pending invitation behind ``token``; raises InvitationProblem otherwise. Reads only."""
     if not token or len(token) > 100:
         raise InvitationProblem("unknown")
-    invitation = Invitation.objects.select_related("organisation").filter(token_hash=_token_hash(token)).first()
+    invitation = Invitation.objects.select_related("organisation").filter(token_hash__in=_token_hashes(token)).first()
     if invitation is None:
         raise InvitationProblem("unknown")
     if invitation.accepted_at is not None:
