@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     # A signed-in user without a second factor reaches only the enrolment pages.
     "pli.accounts.middleware.SecondFactorRequiredMiddleware",
+    # A blank 405 (an action's address opened by hand) becomes a page that leads back.
+    "pli.core.middleware.MethodNotAllowedPageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

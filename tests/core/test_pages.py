@@ -281,3 +281,23 @@ def test_the_error_title_never_validates_a_form_itself() -> None:
     given.cleaned_data = {}
     given.add_error("code", "refused")
     assert page_has_errors(Context({"form": given})) is True
+
+
+def test_an_action_address_opened_by_hand_says_nothing_was_done_and_leads_back(db: None) -> None:
+    # Django answered these with an empty 405: a blank page.
+    from pli.testing.accounts import make_user
+
+    user = make_user()
+    client = Client(HTTP_ACCEPT_LANGUAGE="fr")
+    client.force_login(user)
+    response = client.get("/shares/00000000-0000-0000-0000-000000000000/revoke")
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    body = response.content.decode()
+    assert "Rien n\u2019a été fait" in body and '<a href="/">Retour à l\u2019accueil</a>' in body
+    # A patient's step that takes only a POST (a bookmarked « nouveau code »): back to their link.
+    token = "AbC-123_xyz"
+    body = Client(HTTP_ACCEPT_LANGUAGE="fr").get(f"/p/{token}/code/new").content.decode()
+    assert "Rien n\u2019a été fait" in body and f'<a href="/p/{token}">Revenir à votre lien sécurisé</a>' in body
+    # The API says it in JSON, unchanged.
+    api = client.get("/api/v1/shares/00000000-0000-0000-0000-000000000000/revoke")
+    assert api.status_code in (401, 405) and api["Content-Type"].startswith("application/json")

@@ -89,7 +89,7 @@ def test_a_closed_shared_mailbox_takes_no_more_replies(db: None) -> None:
     Mailbox.objects.filter(pk=team.pk).update(is_active=False)
     assert not services.replies_open(share)
     page = web_client(secretary).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
-    assert f"plus possibles : la boîte {team.name} est fermée" in page
+    assert f"plus possibles\u00a0: la boîte {team.name} est fermée" in page
 
 
 def test_only_a_mailbox_the_caller_works_in_can_send(db: None) -> None:

@@ -79,6 +79,30 @@ class SecurityHeadersMiddleware:
         return response
 
 
+class MethodNotAllowedPageMiddleware:
+    """An address opened by hand that only a button of a page sends to (« envoyer un nouveau
+    code », « révoquer », a bookmarked reply step…) answered Django's empty 405: a blank page.
+    It now says what happened and leads back (a patient to their link). The API's answers,
+    which say it in JSON, are left alone."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code == 405
+            and request.method == "GET"
+            and not response.streaming
+            and not response.content
+            and not request.path_info.startswith("/api/")
+        ):
+            from pli.core.views import method_not_allowed
+
+            return method_not_allowed(request, response.get("Allow", ""))
+        return response
+
+
 class TrustedProxyMiddleware:
     """Behind the operator's reverse proxy, the client is the last address in
     X-Forwarded-For that is not one of our proxies. Rate limits per address and the audit

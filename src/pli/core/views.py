@@ -124,6 +124,13 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return _error(request, "core/errors/404.html", 404)
 
 
+def method_not_allowed(request: HttpRequest, allow: str) -> HttpResponse:
+    """A page for an address that only a form's button sends to (Django's 405 is blank)."""
+    response = _error(request, "core/errors/405.html", 405)
+    response["Allow"] = allow
+    return response
+
+
 @login_not_required
 def storage_full(request: HttpRequest) -> HttpResponse:
     """A page that failed for a full disk (pli.core.storage): 507, saying so."""
