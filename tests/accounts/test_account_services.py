@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -87,7 +88,7 @@ def test_personal_addresses_are_deduplicated(organisation: Organisation, setting
 
 
 def test_mailbox_domain_comes_from_settings(organisation: Organisation, settings: object) -> None:
-    settings.PLI_MAIL_DOMAIN = "pli.example.fr"  # type: ignore[attr-defined]
+    settings.PLI_MAIL_DOMAIN = "pli.example.fr"
     user = make_user(organisation, first_name="Ana", last_name="Ruiz", second_factor=False)
     assert Mailbox.objects.get(owner=user).address == "ana.ruiz@pli.example.fr"
 
@@ -341,12 +342,12 @@ def test_an_admin_change_as_a_colleague_makes_a_share_is_no_error(
 
 
 def test_an_invitation_sent_before_the_secret_key_changed_still_opens_with_the_earlier_key_listed(
-    organisation: Organisation, admin: User, settings: object
+    organisation: Organisation, admin: User, settings: Any
 ) -> None:
     token = services.invite_member(organisation, email="new@example.org", role="assistant", actor=admin).token
-    old = settings.SECRET_KEY  # type: ignore[attr-defined]
-    settings.SECRET_KEY = "a-new-secret-key-" + "y" * 40  # type: ignore[attr-defined]
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-secret-key-" + "y" * 40
     with pytest.raises(services.InvitationProblem):
         services.find_invitation(token)
-    settings.SECRET_KEY_FALLBACKS = [old]  # type: ignore[attr-defined]
+    settings.SECRET_KEY_FALLBACKS = [old]
     assert services.find_invitation(token).email == "new@example.org"
