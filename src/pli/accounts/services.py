@@ -48,13 +48,18 @@ def mailboxes_for(user: User) -> QuerySet[Mailbox]:
     shared mailboxes of their organisations that name them as a member."""
     if not user.is_authenticated or not user.is_active:
         return Mailbox.objects.none()
-    shared = MailboxMember.objects.filter(
+    shared = shared_mailbox_memberships(user).values("mailbox_id")
+    return Mailbox.objects.filter(is_active=True).filter(Q(owner=user) | Q(pk__in=shared)).order_by("-kind", "address")
+
+
+def shared_mailbox_memberships(user: User) -> QuerySet[MailboxMember]:
+    """``user``'s places in shared mailboxes of the organisations they belong to."""
+    return MailboxMember.objects.filter(
         user=user,
         mailbox__kind=Mailbox.Kind.ORGANISATIONAL,
         # Leaving an organisation removes its shared mailboxes, even if a row lingers.
         mailbox__organisation__memberships__user=user,
-    ).values("mailbox_id")
-    return Mailbox.objects.filter(is_active=True).filter(Q(owner=user) | Q(pk__in=shared)).order_by("-kind", "address")
+    )
 
 
 def user_can_use_mailbox(user: User, mailbox: Mailbox) -> bool:

@@ -146,8 +146,11 @@ NOT_YOUR_MAILBOX = _("You can send only from a mailbox you belong to.")
 def sender_error(user: User, form: ShareForm) -> str:
     """Why the form's ``sender`` cannot send the share ("" when it can): said with the other
     fields' errors, before the documents are saved."""
+    address = form.cleaned_data.get("sender") or ""
+    if not address.strip():
+        return ""  # their own mailbox, or none: never refused (nor looked up twice)
     try:
-        sending_mailbox(user, form.cleaned_data.get("sender") or "")
+        sending_mailbox(user, address)
     except ShareError:
         return str(NOT_YOUR_MAILBOX)
     return ""

@@ -30,7 +30,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from pli.accounts import services as accounts_services
-from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, MailboxMember, Membership, Organisation, User
+from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
@@ -127,22 +127,12 @@ def _in_charge(user: User) -> Q:
     # in no shared mailbox (most) is the index range of their own shares: an "or" over the
     # organisations' shares made every list a scan of the whole instance's shares.
     admin_of = list(memberships.filter(role=Membership.Role.ADMIN).values_list("organisation", flat=True))
-    team_of = list(_shared_mailboxes(user).values_list("mailbox", flat=True))
+    team_of = list(accounts_services.shared_mailbox_memberships(user).values_list("mailbox", flat=True))
     if team_of:
         own |= Q(reply_mailbox__in=team_of)
     if not admin_of:
         return own
     return own | Q(Q(organisation__in=admin_of), ~_creator_is_member())
-
-
-def _shared_mailboxes(user: User) -> QuerySet[MailboxMember]:
-    """``user``'s memberships of shared mailboxes, in organisations they still belong to
-    (leaving an organisation removes its shared mailboxes, even if a row lingers)."""
-    return MailboxMember.objects.filter(
-        user=user,
-        mailbox__kind=Mailbox.Kind.ORGANISATIONAL,
-        mailbox__organisation__memberships__user=user,
-    )
 
 
 def shares_for(user: User) -> QuerySet[PatientShare]:
