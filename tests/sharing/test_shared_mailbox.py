@@ -46,7 +46,8 @@ def test_an_api_share_sent_from_a_shared_mailbox_belongs_to_its_team(db: None) -
     assert created.details["shared_mailbox"] == str(team.pk)
 
     # The team follows it (the doctor did not create it); a colleague outside the team does not.
-    assert api_client(doctor).get(f"/api/v1/shares/{share.pk}").status_code == 200
+    followed = api_client(doctor).get(f"/api/v1/shares/{share.pk}")
+    assert followed.status_code == 200 and followed.json()["sender"] == team.address
     assert api_client(colleague).get(f"/api/v1/shares/{share.pk}").status_code == 404
     assert share.pk in {s.pk for s in services.shares_for(doctor)}
     assert share.pk not in {s.pk for s in services.shares_for(colleague)}
@@ -112,8 +113,10 @@ def test_by_default_a_share_is_sent_from_the_practitioners_own_mailbox(db: None)
     _organisation, secretary, _doctor, _colleague, _team_box = _team()
     share, _token = make_share(secretary, allow_reply=True)
     assert share.reply_mailbox == personal_mailbox(secretary)
-    response = api_client(secretary).post("/api/v1/shares", fields())
-    assert PatientShare.objects.get(pk=response.json()["id"]).reply_mailbox == personal_mailbox(secretary)
+    client = api_client(secretary)
+    created = client.post("/api/v1/shares", fields()).json()["id"]
+    assert PatientShare.objects.get(pk=created).reply_mailbox == personal_mailbox(secretary)
+    assert client.get(f"/api/v1/shares/{created}").json()["sender"] == personal_mailbox(secretary).address
 
 
 def _sender_select(page: str) -> str:

@@ -199,6 +199,12 @@ _LOCK_REASON = (
 )
 
 
+_SENDER = (
+    "The address of the mailbox the share was sent from, where the patient's replies arrive (a shared "
+    "mailbox's members all follow the share); null when there is none."
+)
+
+
 class ShareSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -207,6 +213,7 @@ class ShareSerializer(serializers.Serializer[Any]):
     allow_reply = serializers.BooleanField()
     documents = serializers.IntegerField(help_text="Number of documents.")
     lock_reason = serializers.ChoiceField(choices=LockReason.choices, allow_null=True, help_text=_LOCK_REASON)
+    sender = serializers.CharField(allow_null=True, help_text=_SENDER)
     events = ShareEventSerializer(many=True)
 
 
@@ -226,6 +233,7 @@ class ShareActionResultSerializer(serializers.Serializer[Any]):
     lock_reason = serializers.ChoiceField(
         choices=LockReason.choices, allow_null=True, required=False, help_text=f"{_LOCK_REASON} {_READERS_ONLY}"
     )
+    sender = serializers.CharField(allow_null=True, required=False, help_text=f"{_SENDER} {_READERS_ONLY}")
     events = ShareEventSerializer(many=True, required=False, help_text=_READERS_ONLY)
 
 
@@ -280,6 +288,7 @@ def share_data(share: PatientShare) -> dict[str, Any]:
         "allow_reply": share.allow_reply,
         "documents": share.document_count,
         "lock_reason": (share.lock_reason or None) if current == Status.LOCKED else None,
+        "sender": share.reply_mailbox.address if share.reply_mailbox is not None else None,
         "events": [event_data(e) for e in services.events(share)],
     }
 
