@@ -15,9 +15,10 @@ from pli.accounts import demo as accounts_demo
 from pli.accounts.models import Organisation, User
 from pli.audit import services as audit
 from pli.audit.models import AuditEvent
-from pli.messaging.demo import CARDIOLOGIST, GP, demo_pdf
+from pli.messaging.demo import CARDIOLOGIST, GP, SECRETARIAT, demo_pdf
 from pli.notify.email import FILE_BACKEND
 from pli.sharing import demo
+from pli.sharing import services as sharing_services
 from pli.sharing.models import PatientShare, ShareNotification
 from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_organisation
@@ -44,6 +45,11 @@ def test_shares_are_created_with_their_notifications_queued(db: None) -> None:
     assert blood.patient_email == "lucie.essai@example.org" and blood.patient_mobile == DEMO_MOBILE_E164
     assert holter.patient_email == "henri.exemple@example.org" and holter.patient_mobile is None
     assert blood.patient_ins == "291066999900376"
+    # The Holter's appointment is the secretariat's: sent from its mailbox, followed by its team.
+    assert holter.reply_mailbox is not None and holter.reply_mailbox.name == SECRETARIAT
+    assert blood.reply_mailbox is not None and blood.reply_mailbox.owner == blood.created_by
+    secretary = User.objects.get(email="claire.petit@example.org")
+    assert set(sharing_services.shares_for(secretary)) == {holter}
     for share in (blood, holter):
         assert share.status == "sent" and share.document_count == 1
         document = share.documents.get()

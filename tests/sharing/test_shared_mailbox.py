@@ -3,6 +3,9 @@ and every member of that mailbox follows the share and acts on it, whoever creat
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
@@ -160,3 +163,64 @@ def test_a_reply_to_the_patient_starts_from_the_mailbox_their_reply_came_to(db: 
     page = web_client(doctor).get(f"/shares/new?patient_of={share.pk}", HTTP_ACCEPT_LANGUAGE="fr")
     assert page.status_code == 200
     assert f'value="{team.address}" selected' in _sender_select(page.content.decode())
+
+
+def _listed(page: str) -> set[str]:
+    """The shares a list page links to, by id."""
+    return set(re.findall(r'href="/shares/([0-9a-f-]{36})"', page))
+
+
+def test_the_list_shows_each_mailboxs_shares_apart(db: None) -> None:
+    _organisation, secretary, doctor, colleague, team = _team()
+    own, _token = make_share(secretary)
+    teams, _token = make_share(doctor, sender=team.address)
+    client = web_client(secretary)
+
+    page = client.get("/shares/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert _listed(page) == {str(own.pk), str(teams.pk)}
+    menu = _sender_select(page)
+    assert "Toutes mes boîtes" in menu and team.address in menu and personal_mailbox(secretary).address in menu
+    assert f"<td>{team.name}</td>" in page and f"<td>{personal_mailbox(secretary).name}</td>" in page
+
+    # Chosen in the form: a plain link (a mailbox is no patient's data), which the pager keeps.
+    response = client.post("/shares/", {"q": "", "status": "", "sender": team.address.upper()})
+    assert response.status_code == 303
+    assert response["Location"] == f"/shares/?sender={quote(team.address)}"
+    page = client.get(response["Location"]).content.decode()
+    assert _listed(page) == {str(teams.pk)}
+    assert f'value="{team.address}" selected' in _sender_select(page)
+    mine = client.get("/shares/", {"sender": personal_mailbox(secretary).address, "status": "sent"}).content.decode()
+    assert _listed(mine) == {str(own.pk)}
+
+    # A mailbox one does not work in: said next to the menu, nothing listed.
+    refused = client.get("/shares/", {"sender": personal_mailbox(colleague).address}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert refused.status_code == 400
+    body = refused.content.decode()
+    assert "Choisissez une des boîtes dans lesquelles vous travaillez." in body and not _listed(body)
+
+    # With one mailbox there is nothing to choose: no menu, no column.
+    alone = web_client(colleague).get("/shares/", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert 'name="sender"' not in alone and "Envoyé depuis" not in alone
+
+
+def test_the_api_lists_each_mailboxs_shares_apart(db: None) -> None:
+    _organisation, secretary, doctor, colleague, team = _team()
+    own, _token = make_share(secretary)
+    teams, _token = make_share(doctor, sender=team.address)
+    client = api_client(secretary)
+
+    listed = client.get("/api/v1/shares").json()
+    assert {(s["id"], s["sender"]) for s in listed} == {
+        (str(own.pk), personal_mailbox(secretary).address),
+        (str(teams.pk), team.address),
+    }
+    only = client.get("/api/v1/shares", {"sender": team.address.upper()})
+    assert only.status_code == 200 and [s["id"] for s in only.json()] == [str(teams.pk)]
+    assert [s["id"] for s in client.get("/api/v1/shares", {"sender": team.address, "status": "revoked"}).json()] == []
+
+    for address in (personal_mailbox(colleague).address, "nobody@example.org"):
+        refused = client.get("/api/v1/shares", {"sender": address}, HTTP_ACCEPT_LANGUAGE="fr")
+        assert refused.status_code == 400
+        assert refused.json() == {"sender": ["Choisissez une des boîtes dans lesquelles vous travaillez."]}
+    repeated = client.get(f"/api/v1/shares?sender={team.address}&sender={team.address}")
+    assert repeated.status_code == 400 and "sender" in repeated.json()

@@ -28,6 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from pli.accounts import services as accounts
 from pli.accounts.models import User
 from pli.api import idempotency
 from pli.api.models import ApiToken
@@ -242,6 +243,9 @@ class ShareSummarySerializer(serializers.Serializer[Any]):
     status = serializers.ChoiceField(choices=Status.choices)
     created_at = UTCDateTimeField()
     expires_at = UTCDateTimeField()
+    sender = serializers.CharField(
+        allow_null=True, help_text="The address of the mailbox the share was sent from (null when none)."
+    )
 
 
 MAX_LIST = 200
@@ -314,6 +318,12 @@ class SharesView(APIView):
             ),
             OpenApiParameter("status", str, enum=list(Status.values), description="The status, as `status` reads."),
             OpenApiParameter(
+                "sender",
+                str,
+                description="Only the shares sent from this mailbox (an address of a mailbox you work in, as "
+                "`GET /api/v1/mailboxes` lists them).",
+            ),
+            OpenApiParameter(
                 "created_before",
                 OpenApiTypes.DATETIME,
                 description="Only shares created before this instant (ISO 8601; without an offset, Paris time).",
@@ -338,18 +348,22 @@ class SharesView(APIView):
         user = _user(request)
         # A plain dict, not the QueryDict: DRF would take an empty value as an absent one.
         query = request.query_params
-        refuse_repeated(query, ["q", "status", "created_before", "limit"])
+        refuse_repeated(query, ["q", "status", "sender", "created_before", "limit"])
         given = {name: query[name] for name in ("created_before", "limit") if name in query}
         params = ShareListQuerySerializer(data=given)
         # The web list's own form: both refuse the same searches.
-        criteria = _ApiShareFilterForm({name: query[name] for name in ("q", "status") if name in query})
+        criteria = _ApiShareFilterForm(
+            {name: query[name] for name in ("q", "status", "sender") if name in query},
+            mailboxes=list(accounts.mailboxes_for(user)) if query.get("sender") else (),
+        )
         # Checked together, so that one answer names every refused parameter.
         if not all([params.is_valid(), criteria.is_valid()]):
             body = {**form_error_body(criteria.errors), **params.errors}
             return Response(body, status=status.HTTP_400_BAD_REQUEST)
         now = timezone.now()
         text, wanted = criteria.cleaned_data["q"], criteria.cleaned_data["status"]
-        shares = services.filter_shares(services.shares_for(user), text, wanted, now).order_by("-created_at")
+        shares = services.filter_shares(services.shares_for(user), text, wanted, now, criteria.sender_mailbox)
+        shares = shares.select_related("reply_mailbox").order_by("-created_at")
         before = params.validated_data.get("created_before")
         if before is not None:
             shares = shares.filter(created_at__lt=before)
@@ -366,7 +380,13 @@ class SharesView(APIView):
                 details={"count": len(found), "search": True},
             )
         data = [
-            {"id": s.pk, "status": s.effective_status(now), "created_at": s.created_at, "expires_at": s.expires_at}
+            {
+                "id": s.pk,
+                "status": s.effective_status(now),
+                "created_at": s.created_at,
+                "expires_at": s.expires_at,
+                "sender": s.reply_mailbox.address if s.reply_mailbox is not None else None,
+            }
             for s in found
         ]
         response = Response(ShareSummarySerializer(data, many=True).data)

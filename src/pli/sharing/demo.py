@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
-from pli.accounts.models import Organisation, User
-from pli.messaging.demo import CARDIOLOGIST, GP, DemoContentError, demo_pdf
+from pli.accounts.models import Mailbox, Organisation, User
+from pli.messaging.demo import CARDIOLOGIST, GP, SECRETARIAT, DemoContentError, demo_pdf
 from pli.messaging.uploads import store_bytes
 from pli.sharing import services
 from pli.sharing.forms import ShareForm
@@ -54,6 +54,9 @@ class DemoShare:
     document_lines: Sequence[str | tuple[str, ...]]
     ins: str = ""
     allow_reply: bool = False
+    # The shared mailbox it is sent from, by name (the practitioner's own when empty): the
+    # patient's replies arrive there, and the mailbox's members follow the share.
+    team: str = ""
 
 
 BLOOD_TEST = DemoShare(
@@ -112,12 +115,14 @@ HOLTER = DemoShare(
         "Le boîtier se rapporte au cabinet le lendemain, à la même heure.",
     ),
     allow_reply=True,
+    # The appointment is the secretariat's business: Claire Petit sees the patient's answer.
+    team=SECRETARIAT,
 )
 
 DEMO_SHARES = (BLOOD_TEST, HOLTER)
 
 
-def _form_data(demo: DemoShare) -> dict[str, str]:
+def _form_data(demo: DemoShare, organisation: Organisation) -> dict[str, str]:
     data = {
         "patient_given_name": demo.given_name,
         "patient_family_name": demo.family_name,
@@ -130,11 +135,14 @@ def _form_data(demo: DemoShare) -> dict[str, str]:
         data["patient_mobile"] = DEMO_MOBILE
     if demo.allow_reply:
         data["allow_reply"] = "on"
+    if demo.team:
+        team = Mailbox.objects.get(organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL, name=demo.team)
+        data["sender"] = team.address
     return data
 
 
-def _create(user: User, demo: DemoShare) -> PatientShare:
-    form = ShareForm(_form_data(demo))
+def _create(user: User, demo: DemoShare, organisation: Organisation) -> PatientShare:
+    form = ShareForm(_form_data(demo, organisation))
     if not form.is_valid():
         raise DemoContentError(f"demo share refused: {form.errors.as_json()}")
     with UploadBatch(document_rules().store) as batch:
@@ -155,7 +163,7 @@ def seed_demo_shares(organisation: Organisation) -> list[PatientShare]:
     members = {u.email: u for u in User.objects.filter(memberships__organisation=organisation)}
     # All or nothing: a half-seeded demo would never be completed (seeding runs once).
     with transaction.atomic():
-        return [_create(members[demo.practitioner], demo) for demo in DEMO_SHARES]
+        return [_create(members[demo.practitioner], demo, organisation) for demo in DEMO_SHARES]
 
 
 def format_demo_shares(organisation: Organisation) -> str:
@@ -164,7 +172,8 @@ def format_demo_shares(organisation: Organisation) -> str:
         return ""
     patients = " or ".join(f"{d.birth_date} ({d.given_name} {d.family_name})" for d in DEMO_SHARES)
     return (
-        "Example patient shares are under Shares (Jeanne Martin, Paul Durand). Their e-mails and\n"
+        "Example patient shares are under Shares (Jeanne Martin; Paul Durand, from the Secrétariat,\n"
+        "which Claire Petit follows too: Henri Exemple's reply reaches them both). Their e-mails and\n"
         "SMS appear at /dev/outbox/ once the background worker has sent them; to play the patient,\n"
         f"open a link there and give the birth date {patients}.\n"
     )

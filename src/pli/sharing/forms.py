@@ -277,6 +277,32 @@ class ShareFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off"}),
     )
     status = forms.ChoiceField(label=_("Status"), choices=[("", _("All")), *Status.choices], required=False)
+    # The mailbox the shares were sent from (services.sending_mailbox), by its address: a
+    # secretary's own shares apart from the secretariat's.
+    sender = forms.CharField(label=_("Sent from"), max_length=254, required=False)
+
+    def __init__(self, *args: Any, mailboxes: Sequence[Mailbox] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mailboxes = list(mailboxes)
+        self.sender_mailbox: Mailbox | None = None
+
+    def for_page(self) -> ShareFilterForm:
+        """The page offers the mailboxes in a list, only to whoever works in more than one."""
+        if len(self.mailboxes) < 2:
+            del self.fields["sender"]
+        else:
+            choices = [("", _("All my mailboxes")), *((m.address, m.name) for m in self.mailboxes)]
+            self.fields["sender"].widget = forms.Select(choices=choices)
+        return self
+
+    def clean_sender(self) -> str:
+        address = (self.cleaned_data.get("sender") or "").strip().lower()
+        if not address:
+            return ""
+        self.sender_mailbox = next((m for m in self.mailboxes if m.address.lower() == address), None)
+        if self.sender_mailbox is None:
+            raise ValidationError(_("Choose one of the mailboxes you work in."), code="not_member")
+        return address
 
     def clean_q(self) -> str:
         value: str = self.cleaned_data.get("q") or ""

@@ -404,12 +404,19 @@ def token_list(tokens: Sequence[str]) -> str:
 
 
 def filter_shares(
-    shares: QuerySet[PatientShare], text: str = "", status: str = "", now: datetime.datetime | None = None
+    shares: QuerySet[PatientShare],
+    text: str = "",
+    status: str = "",
+    now: datetime.datetime | None = None,
+    mailbox: Mailbox | None = None,
 ) -> QuerySet[PatientShare]:
     """``shares`` whose patient's names (whole, or their first letters) or INS match every
-    word of ``text``, and whose status as shown is ``status``. Text with nothing to look for
-    (see pli.messaging.search.searchable) matches nothing. The status is matched as
-    PatientShare.effective_status computes it, in the query rather than share by share."""
+    word of ``text``, whose status as shown is ``status``, and sent from ``mailbox``. Text
+    with nothing to look for (see pli.messaging.search.searchable) matches nothing. The
+    status is matched as PatientShare.effective_status computes it, in the query rather
+    than share by share."""
+    if mailbox is not None:
+        shares = shares.filter(reply_mailbox=mailbox)
     if text.strip():
         groups = search.query_tokens(text, (search.PATIENT_NAME, search.INS), search.SHARES_PURPOSE)
         if not groups:

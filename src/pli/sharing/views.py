@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -81,13 +83,13 @@ def share_list(request: HttpRequest) -> HttpResponse:
     URLs, the history or logs); a status alone may be a plain link (``?status=locked``)."""
     user = _user(request)
     if request.method == "POST":
-        form = ShareFilterForm(request.POST)
+        form = _filter_form(request, request.POST)
         if not form.is_valid():
             return _list_page(request, form, status=400)
         given = {name: str(value) for name, value in form.cleaned_data.items() if value}
         if not given.get("q"):
             target = reverse("sharing:list")
-            return HttpResponseRedirect(f"{target}?status={given['status']}" if given else target, status=303)
+            return HttpResponseRedirect(f"{target}?{urlencode(given)}" if given else target, status=303)
         token = search_links.seal(user.pk, _SEARCH_SCOPE, given)
         return HttpResponseRedirect(f"{reverse('sharing:list')}?s={token}", status=303)
     token = request.GET.get("s", "")
@@ -97,21 +99,31 @@ def share_list(request: HttpRequest) -> HttpResponse:
             messages.info(request, _("That search link is no longer valid: search again."))
             return HttpResponseRedirect(reverse("sharing:list"), status=303)
     else:
-        fields = {"status": request.GET["status"]} if request.GET.get("status") else None
-    form = ShareFilterForm(fields)
+        fields = {name: request.GET[name] for name in _PLAIN_FILTERS if request.GET.get(name)} or None
+    form = _filter_form(request, fields)
     if form.is_bound and not form.is_valid():
         return _list_page(request, form, status=400)
     return _list_page(request, form, search_token=token)
 
 
+# What the list may be filtered on in a plain link (``?status=locked&sender=…``); a patient's
+# name only ever in a sealed one.
+_PLAIN_FILTERS = ("status", "sender")
+
+
+def _filter_form(request: HttpRequest, data: Mapping[str, Any] | None) -> ShareFilterForm:
+    return ShareFilterForm(data, mailboxes=list(accounts.mailboxes_for(_user(request)))).for_page()
+
+
 def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, search_token: str = "") -> HttpResponse:
-    shares = services.shares_for(_user(request)).order_by("-created_at")
+    shares = services.shares_for(_user(request)).select_related("reply_mailbox").order_by("-created_at")
     now = timezone.now()
     filtering = form.is_bound and form.is_valid() and any(form.cleaned_data.values())
     if status != 200:
         shares = shares.none()
     elif filtering:
-        shares = services.filter_shares(shares, form.cleaned_data["q"], form.cleaned_data["status"], now)
+        data = form.cleaned_data
+        shares = services.filter_shares(shares, data["q"], data["status"], now, form.sender_mailbox)
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
     shares_on_page = list(page.object_list)
     unreached = services.undelivered(s.pk for s in shares_on_page)
@@ -127,11 +139,19 @@ def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, s
     # What the pager's links carry to keep the search: the sealed link, or the status.
     if search_token:
         keep = f"s={search_token}&"
-    elif filtering and form.cleaned_data["status"]:
-        keep = f"status={form.cleaned_data['status']}&"
+    elif filtering:
+        keep = urlencode({name: form.cleaned_data[name] for name in _PLAIN_FILTERS if form.cleaned_data.get(name)})
+        keep = f"{keep}&" if keep else ""
     else:
         keep = ""
-    context = {"page": page, "rows": rows, "form": form, "filtering": filtering, "keep": keep}
+    context = {
+        "page": page,
+        "rows": rows,
+        "form": form,
+        "filtering": filtering,
+        "keep": keep,
+        "show_sender": "sender" in form.fields,
+    }
     return render(request, "sharing/list.html", context, status=status)
 
 
