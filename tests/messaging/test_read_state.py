@@ -392,3 +392,47 @@ def test_the_tab_shows_how_many_letters_wait_in_the_inbox(db: None) -> None:
     assert "<title>Boîte de réception — " in b.get(f"/messages/{b_box.pk}/inbox/").content.decode()
     # Only the inbox's title counts: the archive holds the unread letter, and says nothing.
     assert "<title>Archives — " in b.get(f"/messages/{b_box.pk}/archive/").content.decode()
+
+
+def _buttons(page: str) -> set[str]:
+    form = page[page.index('<form id="mail-selection"') :]
+    return set(re.findall(r'name="action" value="(\w+)"', form[: form.index("</form>")]))
+
+
+def test_the_search_results_are_ticked_and_filed_like_a_folders_list(db: None) -> None:
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    genou = [send(alice, a_box, [b_box], f"Genou {n}") for n in range(2)]
+    other = send(alice, a_box, [b_box], "Épaule")
+    mine = send(bob, b_box, [a_box], "Genou, mon avis")
+    b = web_client(bob)
+    found = b.post(f"/messages/{b_box.pk}/search/", {"q": "genou"}, HTTP_ACCEPT_LANGUAGE="fr")
+    assert found.status_code == 303
+    results_url = found["Location"]
+    page = b.get(results_url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert page.count('form="mail-selection"') == 3 and other not in page
+    assert _buttons(page) == {"archive", "trash", "read", "unread"}
+    # Each result says where it is: the search spans the folders.
+    assert page.count('<span class="badge mail-row-folder">Boîte de réception</span>') == 2
+    assert page.count('<span class="badge mail-row-folder">Envoyés</span>') == 1
+
+    # Archived from the results: the same page comes back, saying where they went.
+    response = select(b, b_box, "inbox", "archive", [*genou, mine], next=results_url)
+    assert response["Location"] == results_url
+    assert flashes(response) == ["3 messages archivés."]
+    assert {copy_of(m, b_box).folder for m in genou} == {Folder.ARCHIVE}
+    assert Delivery.objects.get(message_id=mine, role="sender").folder == Folder.ARCHIVE
+    assert copy_of(other, b_box).folder == Folder.INBOX
+    again = b.get(results_url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert again.count('<span class="badge mail-row-folder">Archives</span>') == 3
+
+    # Binned, then found in the trash, where they can be put back or deleted for good.
+    assert flashes(select(b, b_box, "inbox", "trash", genou, next=results_url)) == ["2 messages mis à la corbeille."]
+    binned = b.post(f"/messages/{b_box.pk}/search/", {"q": "genou", "folder": "trash"})
+    trash_page = b.get(binned["Location"]).content.decode()
+    assert _buttons(trash_page) == {"restore", "delete"}
+    assert f'action="/messages/{b_box.pk}/trash/selection/"' in trash_page
+    assert flashes(select(b, b_box, "trash", "restore", genou, next=binned["Location"])) == [
+        "2 messages remis en place."
+    ]
+    assert {copy_of(m, b_box).folder for m in genou} == {Folder.INBOX}

@@ -123,8 +123,22 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
             "first_page": not request.GET.get("cursor"),
             "trash_days": settings.PLI_TRASH_DAYS if folder == Folder.TRASH else 0,
             "shown_at": shown_at.isoformat() if folder == Folder.TRASH else "",
+            "selection_actions": SELECTION_BUTTONS[folder],
         },
     )
+
+
+# The buttons over the letters ticked in a list, by where they are: "search" is the search's
+# results, from every folder but the trash (a letter there may be in the inbox, sent or
+# archived: each action files or marks it wherever it is; one's own sent copies are left
+# unmarked, as in the sent folder).
+SELECTION_BUTTONS: dict[str, frozenset[str]] = {
+    Folder.INBOX: frozenset({"archive", "trash", "read", "unread"}),
+    Folder.SENT: frozenset({"archive", "trash"}),
+    Folder.ARCHIVE: frozenset({"restore", "trash", "read", "unread"}),
+    Folder.TRASH: frozenset({"restore", "delete"}),
+    "search": frozenset({"archive", "trash", "read", "unread"}),
+}
 
 
 class SearchForm(forms.Form):
@@ -205,6 +219,7 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         return redirect("messaging:search", mailbox.pk)
     form = SearchForm(fields)
     page = None
+    in_trash = False
     if form.is_bound and form.is_valid():
         query = services.SearchQuery(
             text=form.cleaned_data["q"],
@@ -215,6 +230,7 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
         if query:
             try:
                 folder = form.cleaned_data["folder"] or None
+                in_trash = folder == Folder.TRASH
                 page = services.folder_page(mailbox, folder, cursor=request.GET.get("cursor") or None, query=query)
             except services.BadCursor:
                 raise Http404 from None
@@ -223,7 +239,15 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
     return render(
         request,
         "messaging/search.html",
-        {"mailbox": mailbox, "search_form": form, "page": page, "search_token": token},
+        {
+            "mailbox": mailbox,
+            "search_form": form,
+            "page": page,
+            "search_token": token,
+            # The ticked results are filed or marked as a folder's are, and the page comes back.
+            "selection_folder": Folder.TRASH if in_trash else Folder.INBOX,
+            "selection_actions": SELECTION_BUTTONS[Folder.TRASH if in_trash else "search"],
+        },
     )
 
 
