@@ -322,6 +322,15 @@ def test_practitioner_pages_on_a_desktop(
         assert page.title().startswith("Erreur\u00a0: Écrire un message"), page.title()
         axe.check(page, "compose, refused")
 
+        # A search's results, ticked like a folder's list, each saying which folder it is in.
+        page.goto("/messages/")
+        page.fill("#quick-q", "cardiologique")
+        page.press("#quick-q", "Enter")
+        page.wait_for_url("**/search/?s=*")
+        assert page.locator(".mail-row-folder").count() >= 1
+        assert page.locator("input[name=message][form=mail-selection]").count() >= 1
+        axe.check(page, "search results")
+
         page.goto(f"/messages/m/{sent.opinion.pk}/")
         assert page.locator(".patient-banner").count() >= 1
         assert page.locator(".mail-attachments li").count() >= 1
