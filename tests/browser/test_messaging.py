@@ -163,6 +163,17 @@ def test_write_read_reply_with_receipt(page: Any, browser: Any, live_server: Any
     assert [p for p in problems if "Content Security Policy" in p] == []
 
 
+def _end_sessions(page: Any) -> None:
+    """Every session ends on the server, and the browser forgets its cookies. Forgetting them
+    alone was not an ended session: a request still under way (the directory's suggestions
+    for the address just typed) came back with the session's cookie, saved on every
+    request, and the form was then sent. Wait for such a request first."""
+    from django.contrib.sessions.models import Session
+
+    Session.objects.all().delete()
+    page.context.clear_cookies()
+
+
 @pytest.mark.browser
 def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in_again(
     page: Any, live_server: Any
@@ -177,13 +188,16 @@ def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in
     alice, bob = make_user(org, first_name="Alice"), make_user(org, first_name="Bruno")
     _sign_in(page, alice)
     page.click("text=Écrire un message")
-    page.fill("#id_to", Mailbox.objects.get(owner=bob).address)
+    # The address typed asks the directory for suggestions: answered before the session
+    # ends (a request under way as it ends is refused, and the browser says so).
+    with page.expect_response(lambda response: response.request.resource_type == "fetch"):
+        page.fill("#id_to", Mailbox.objects.get(owner=bob).address)
     page.fill("#id_subject", "Avis cardiologique")
     page.fill("#id_body", "Merci de votre avis sur l'ECG joint.")
     page.set_input_files(
         "#id_attachments", files=[{"name": "ecg.pdf", "mimeType": "application/pdf", "buffer": _pdf("ECG")}]
     )
-    page.context.clear_cookies()  # the session ends (idle too long, signed out elsewhere)
+    _end_sessions(page)  # the session ends (idle too long, signed out elsewhere)
     page.click("button[type=submit]:has-text('Envoyer')")
     alert = page.locator("#compose-form-signed-out")
     alert.wait_for()
@@ -204,7 +218,7 @@ def test_a_message_written_as_the_session_ends_is_kept_and_sent_after_signing_in
 
     # Alice signs in again in another tab, then sends from this one: the form's CSRF token
     # is no longer the browser's, and the script fetches the new one.
-    page.context.clear_cookies()
+    _end_sessions(page)
     cache.clear()
     other = page.context.new_page()
     _sign_in(other, alice)
