@@ -217,6 +217,21 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def wait_until_idle(pids: list[int], quiet: float = 0.5, timeout: float = 60) -> None:
+    """Wait until the processes ``pids`` have used (almost) no CPU for ``quiet`` seconds: a
+    worker just started is still importing, checking and scheduling its periodic jobs, work
+    that a live instance did long before its patients arrived."""
+    deadline = time.monotonic() + timeout
+    last = sum(_process_cpu_s(pid) for pid in pids)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        used = sum(_process_cpu_s(pid) for pid in pids)
+        if used - last < 0.02 * quiet:
+            return
+        last = used
+    raise RuntimeError("the server or the worker did not settle")
+
+
 def _machine_ticks() -> tuple[int, int]:
     """(idle, total) CPU ticks of the whole machine since boot."""
     with open("/proc/stat") as handle:
