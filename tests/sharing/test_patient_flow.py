@@ -90,6 +90,27 @@ def test_whole_path_by_sms(db: None) -> None:
     assert {"created", "birth_date_confirmed", "code_sent", "opened", "viewed", "downloaded"} <= set(types)
 
 
+def test_the_history_lists_the_latest_accesses_and_counts_the_earlier_ones(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pli.sharing.patient.HISTORY_SHOWN", 3)
+    share, token = make_share(documents=[pending_document("echographie.pdf", pdf_bytes())])
+    patient = Patient(token)
+    first = patient.sign_in().content.decode()
+    assert "accès plus ancien" not in first  # nothing left out yet
+    document = share.documents.get()
+    patient.get(f"/documents/{document.pk}/view")
+    for _ in range(4):
+        patient.get(f"/documents/{document.pk}/download")
+
+    html = patient.get("/documents").content.decode()
+    listed = re.findall(r"<li><time[^>]*>[^<]*</time> —\s*([^<]*?)</li>", html)
+    assert listed == ["téléchargé\u00a0: echographie.pdf"] * 3  # the latest three, oldest first
+    accesses = AuditEvent.objects.filter(target_id=str(share.pk), action__in=services.PATIENT_HISTORY_ACTIONS)
+    assert accesses.count() == 6  # opened, viewed, downloaded four times
+    assert "3 accès plus anciens ne sont pas listés\u00a0: voici les derniers." in html
+
+
 def test_iso_birth_date_and_code_by_email_without_mobile(db: None, mailoutbox: list[Any]) -> None:
     _share, token = make_share(mobile=None)
     patient = Patient(token)

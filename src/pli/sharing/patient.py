@@ -60,6 +60,8 @@ UNKNOWN_LINK_LIMIT = 30
 UNKNOWN_LINK_WINDOW = 600
 # Steps that take only a POST: the language switch must not send a GET there (see _render).
 _POST_ONLY = frozenset({"patient_new_code", "patient_reply", "patient_leave", "patient_alive"})
+# Accesses listed on the documents page, the latest; the count of earlier ones is shown.
+HISTORY_SHOWN = 50
 # The id of the reply form's refusal message, which the field it concerns points to.
 REPLY_ERROR_ID = "reply-error"
 
@@ -361,7 +363,7 @@ def _documents_page(
     request: HttpRequest, share: PatientShare, token: str, status: int = 200, **extra: Any
 ) -> HttpResponse:
     documents = list(share.documents.select_related("data_key"))
-    history = services.events(share, services.PATIENT_HISTORY_ACTIONS)
+    history, earlier = services.patient_history(share, HISTORY_SHOWN)
     names = {str(d.pk): d.name for d in documents}
     reply_form = extra.pop("reply_form", None) or ReplyForm()
     error_field = extra.pop("reply_error_field", "")
@@ -378,6 +380,7 @@ def _documents_page(
         "documents": documents,
         "inline_types": INLINE_TYPES,
         "history": [(event, names.get(str(event.details.get("document", "")), "")) for event in history],
+        "earlier_accesses": earlier,
         "can_reply": services.replies_open(share),
         "closed": share.closed_at is not None,
         # Allowed, not closed, yet refused: the practitioner has left the organisation.

@@ -222,6 +222,21 @@ def events(share: PatientShare, actions: Sequence[str] = EVENT_ACTIONS) -> list[
     ]
 
 
+def patient_history(share: PatientShare, limit: int) -> tuple[list[ShareEvent], int]:
+    """The latest ``limit`` openings, views and downloads the patient is shown, oldest first,
+    and how many earlier ones are left out: a link used again and again (a script with a
+    stolen session, thousands of downloads) must not make every page that lists them
+    heavier; the latest accesses, where misuse shows, stay in view."""
+    rows = audit.events_for(share).filter(action__in=PATIENT_HISTORY_ACTIONS)
+    latest = list(rows.order_by("-seq").only("action", "at", "outcome", "details")[:limit])
+    earlier = rows.count() - limit if len(latest) == limit else 0
+    shown = [
+        ShareEvent(type=e.action.removeprefix("share."), at=e.at, outcome=e.outcome, details=e.details)
+        for e in reversed(latest)
+    ]
+    return shown, earlier
+
+
 # -- creating --------------------------------------------------------------------------------
 
 
