@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from pli.audit.models import AuditEvent
 from pli.core import keys
@@ -103,6 +104,27 @@ def test_crypto_shredding(db: None) -> None:
     again = Specimen.objects.get(pk=s.pk)
     assert again.note is None
     assert again.data_key_id is None
+
+
+def test_shredding_deletes_the_key_in_one_statement(db: None) -> None:
+    s = Specimen.objects.create(note=MARKER)
+    key_id = s.data_key_id
+    Specimen.objects.filter(pk=s.pk).update(data_key=None, note=None)
+    with CaptureQueriesContext(connection) as queries:
+        DataKey.forget([key_id])
+    # Not an UPDATE of every table that may hold a key, as Django's collector does.
+    assert [q["sql"].split()[0] for q in queries.captured_queries] == ["DELETE"]
+    assert not DataKey.objects.filter(pk=key_id).exists()
+
+
+def test_forgetting_a_key_still_in_use_is_refused_at_commit(transactional_db: None) -> None:
+    # Without Django's collector, nothing sets the reference to NULL: the foreign key does
+    # refuse the whole transaction, and the key and its content stay.
+    s = Specimen.objects.create(note=MARKER)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        DataKey.forget([s.data_key_id])
+    assert DataKey.objects.filter(pk=s.data_key_id).exists()
+    assert Specimen.objects.get(pk=s.pk).note == MARKER
 
 
 def test_deleting_the_data_key_alone_makes_content_unrecoverable(db: None) -> None:

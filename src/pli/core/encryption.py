@@ -231,4 +231,4 @@ class EncryptedModel(models.Model):
                 data_key=None, **{f.attname: None for f in encrypted}
             )
             if key_id is not None:
-                DataKey.objects.filter(pk=key_id).delete()
+                DataKey.forget([key_id])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 from django.db import models
 
@@ -30,6 +31,19 @@ class DataKey(models.Model):
     @property
     def context(self) -> bytes:
         return b"datakey|" + self.id.bytes
+
+    @classmethod
+    def forget(cls, ids: Collection[uuid.UUID]) -> None:
+        """Delete keys that no row uses any more (the caller has just cleared their
+        references): the contents they protected can no longer be read anywhere.
+
+        Without Django's deletion collector, which looks for each key in every table that
+        may hold one (an UPDATE … SET NULL per table and a read of the purpose keys: eight
+        statements where one does, on every notification delivered, under SQLite's write
+        lock). A key still in use fails its foreign key at COMMIT: the transaction is
+        refused instead of a row left pointing at no key."""
+        if ids:
+            cls.objects.filter(pk__in=ids)._raw_delete(cls.objects.db)
 
     @classmethod
     def generate(cls) -> tuple[DataKey, bytes]:

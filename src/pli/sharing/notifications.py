@@ -604,8 +604,7 @@ def close(notifications: QuerySet[ShareNotification], **fields: Any) -> None:
     notifications.update(
         data_key=None, recipient=None, subject=None, text=None, html=None, claimed_until=None, **fields
     )
-    if key_ids:
-        DataKey.objects.filter(pk__in=key_ids).delete()
+    DataKey.forget(key_ids)
 
 
 def cancel_pending(share: PatientShare, kinds: Sequence[str] | None = None) -> None:
