@@ -32,6 +32,7 @@ from django.utils import timezone
 from pli.accounts import services as accounts_services
 from pli.accounts.models import MIN_RETENTION_DAYS, Mailbox, Membership, Organisation, User
 from pli.audit import services as audit
+from pli.audit.models import AuditEvent
 from pli.blobs import BlobNotFound, BlobStore, ReadAhead
 from pli.core import instance
 from pli.core.db import db_value, fetch, insert_rows, pipelined
@@ -217,9 +218,13 @@ class ShareEvent:
 
 def events(share: PatientShare, actions: Sequence[str] = EVENT_ACTIONS) -> list[ShareEvent]:
     rows = audit.events_for(share).filter(action__in=actions).only("action", "at", "outcome", "details")
-    return [
-        ShareEvent(type=e.action.removeprefix("share."), at=e.at, outcome=e.outcome, details=e.details) for e in rows
-    ]
+    return [_share_event(e) for e in rows]
+
+
+def _share_event(event: AuditEvent) -> ShareEvent:
+    return ShareEvent(
+        type=event.action.removeprefix("share."), at=event.at, outcome=event.outcome, details=event.details
+    )
 
 
 def patient_history(share: PatientShare, limit: int) -> tuple[list[ShareEvent], int]:
@@ -230,11 +235,7 @@ def patient_history(share: PatientShare, limit: int) -> tuple[list[ShareEvent], 
     rows = audit.events_for(share).filter(action__in=PATIENT_HISTORY_ACTIONS)
     latest = list(rows.order_by("-seq").only("action", "at", "outcome", "details")[:limit])
     earlier = rows.count() - limit if len(latest) == limit else 0
-    shown = [
-        ShareEvent(type=e.action.removeprefix("share."), at=e.at, outcome=e.outcome, details=e.details)
-        for e in reversed(latest)
-    ]
-    return shown, earlier
+    return [_share_event(e) for e in reversed(latest)], earlier
 
 
 # -- creating --------------------------------------------------------------------------------
