@@ -250,3 +250,65 @@ def test_a_reply_written_for_twenty_minutes_is_not_lost(
         context.close()
     assert problems == [] and external == []
     axe.assert_clean()
+
+
+@pytest.mark.browser
+def test_reply_files_are_checked_as_soon_as_they_are_chosen(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
+) -> None:
+    """A photo over the limit, one file too many or a file of another kind is refused on the
+    phone, before anything is sent (over a weak connection a 15 MB photo took a minute to
+    upload, only to be refused), in the server's words, beside the field."""
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    share, token = make_share(allow_reply=True)
+    signed_in = Patient(token)
+    assert signed_in.sign_in().status_code == 200
+    context = browser.new_context(
+        base_url=live_server.url, locale="fr-FR", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
+    )
+    cookie = signed_in.client.cookies["pli_patient"].value
+    context.add_cookies([{"name": "pli_patient", "value": cookie, "url": f"{live_server.url}/p/"}])
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems, external = watch(page)
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and r.url.endswith("/reply") else None)
+    photo = b"\xff\xd8\xff\xe0" + b"\0" * 1000
+    error = page.locator("#reply-files-error[role=alert]")
+    files = page.locator("#id_files")
+    try:
+        page.goto(f"/p/{token}/documents")
+        page.locator("#id_text").fill("Voici la photo demandée.")
+
+        files.set_input_files([{"name": "plaie.jpg", "mimeType": "image/jpeg", "buffer": photo + b"\0" * 10**7}])
+        assert error.inner_text() == "Chaque fichier peut faire au plus 10 Mo."
+        assert files.get_attribute("aria-invalid") == "true"
+        assert "reply-files-error" in (files.get_attribute("aria-describedby") or "").split()
+        axe.check(page, "reply, file too large")
+        page.click("form[action$='/reply'] button[type=submit]")
+        assert page.evaluate("document.activeElement.id") == "id_files"
+
+        too_many = [{"name": f"photo-{n}.jpg", "mimeType": "image/jpeg", "buffer": photo} for n in range(6)]
+        files.set_input_files(too_many)
+        assert error.inner_text() == "Au plus 5 fichiers peuvent être envoyés à la fois."
+
+        files.set_input_files([{"name": "notes.docx", "mimeType": "application/msword", "buffer": b"PK\x03\x04"}])
+        assert "«\u00a0notes.docx\u00a0» ne peut pas être envoyé" in error.inner_text()
+        page.click("form[action$='/reply'] button[type=submit]")
+        assert posted == []
+        assert ShareReply.objects.filter(share=share).count() == 0
+
+        # Chosen again, right: the refusal goes, and the reply leaves with the text typed.
+        files.set_input_files([{"name": "plaie.jpg", "mimeType": "image/jpeg", "buffer": photo}])
+        assert error.count() == 0
+        assert files.get_attribute("aria-invalid") is None
+        assert files.get_attribute("aria-describedby") == "id_files_helptext"
+        page.click("form[action$='/reply'] button[type=submit]")
+        page.wait_for_url("**/documents?replied=1")
+        assert len(posted) == 1
+        assert ShareReply.objects.filter(share=share).count() == 1
+    finally:
+        context.close()
+    assert problems == [] and external == []
+    axe.assert_clean()

@@ -122,6 +122,12 @@ def too_large_message() -> str:
     return _("Attachments can total at most %(size)s per message.") % {"size": limit_size(max_message_bytes())}
 
 
+def wrong_type_message() -> str:
+    """The refusal of a file of a type the form does not take; ``%(name)s`` stands for its
+    name (the patient page's script fills it in too)."""
+    return _("“%(name)s” cannot be sent: only PDF, JPEG and PNG files are accepted.")
+
+
 def blob_store() -> BlobStore:
     """The messaging blobs: a store of their own, so the orphan cleanup never sees another
     app's blobs."""
@@ -806,9 +812,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         found = sniff(head, self.rules.accepted_types)
         if found is None:
             self._abort_current()
-            message = _("“%(name)s” cannot be sent: only PDF, JPEG and PNG files are accepted.") % {
-                "name": clean_name(self.file_name or "")[:120]
-            }
+            message = wrong_type_message() % {"name": clean_name(self.file_name or "")[:120]}
             raise UploadRejected(self.rules.field, message, status=415)
         return found
 

@@ -47,7 +47,16 @@ from pli.sharing import services, tokens
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
 from pli.sharing.models import Channel, PatientSession, PatientShare, Status
-from pli.sharing.uploads import REPLY_FILES_FIELD, UploadBatch, UploadRejected, install, pending_files, texts_read
+from pli.sharing.uploads import (
+    REPLY_FILES_FIELD,
+    REPLY_TYPES,
+    UploadBatch,
+    UploadRejected,
+    install,
+    pending_files,
+    texts_read,
+    wrong_type_message,
+)
 
 COOKIE = "pli_patient"
 # Session keys kept in the cookie, one per share: the oldest is dropped past this.
@@ -366,6 +375,7 @@ def _documents_page(
     history, earlier = services.patient_history(share, HISTORY_SHOWN)
     names = {str(d.pk): d.name for d in documents}
     reply_form = extra.pop("reply_form", None) or ReplyForm()
+    rules = reply_rules()
     error_field = extra.pop("reply_error_field", "")
     if error_field == "text":
         # The refusal is the page's message, not the form's: the box points to it, as
@@ -389,6 +399,13 @@ def _documents_page(
         "reply_error_field": error_field,
         "reply_max_files": REPLY_MAX_FILES,
         "reply_max_size": limit_size(REPLY_MAX_FILE_BYTES),
+        # For the page's script, which checks the chosen files at once (sharing/patient-reply.js):
+        # on a phone, a 15 MB photo would otherwise be sent whole before being refused.
+        "reply_max_file_bytes": REPLY_MAX_FILE_BYTES,
+        "reply_types": ",".join(REPLY_TYPES),
+        "reply_too_many": rules.too_many(rules),
+        "reply_too_large": rules.too_large(rules, False),
+        "reply_wrong_type": wrong_type_message(),
         "idle_seconds": int(services.PATIENT_IDLE.total_seconds()),
         "replies": list(share.replies.all()),
         # A refused reply is the page's message, not a form error: the title says it too.

@@ -29,6 +29,7 @@ from pli.messaging.uploads import UploadRules as UploadRules
 from pli.messaging.uploads import install as install
 from pli.messaging.uploads import sniff as sniff
 from pli.messaging.uploads import texts_read as texts_read
+from pli.messaging.uploads import wrong_type_message as wrong_type_message
 
 DOCUMENTS_FIELD = "documents"
 REPLY_FILES_FIELD = "files"

@@ -3,8 +3,10 @@
    either, the page tells Pli so (a POST that carries nothing of what is written; nothing
    written is kept anywhere, here or on the server). Two minutes before an idle session
    would end the page says so, with a button to stay; once it has ended, sending is held
-   back so that the text stays on the screen to be copied. Without this script the form
-   posts as usual. */
+   back so that the text stays on the screen to be copied. The files are checked as soon as
+   they are chosen (their number, type and size, the server's limits): on a phone, a photo
+   too large was sent whole, a minute over a weak connection, only to be refused. Without
+   this script the form posts as usual, and the server checks the same. */
 (function () {
   "use strict";
   // The server records activity at most once a minute (touch_session): the session may
@@ -142,5 +144,82 @@
     document.addEventListener("visibilitychange", check);
   }
 
-  document.addEventListener("DOMContentLoaded", init);
+  var EXTENSIONS = { "application/pdf": [".pdf"], "image/jpeg": [".jpg", ".jpeg"], "image/png": [".png"] };
+
+  /* Whether the server may take ``file``: it looks at the first bytes, which the page cannot
+     read cheaply, so only a file that neither its type nor its name says is one of ``types``
+     is refused here (a phone may give no type at all). */
+  function acceptable(file, types) {
+    if (!file.type || types.indexOf(file.type) !== -1) return true;
+    var name = file.name.toLowerCase();
+    return types.some(function (type) {
+      return (EXTENSIONS[type] || []).some(function (ext) {
+        return name.slice(-ext.length) === ext;
+      });
+    });
+  }
+
+  /* What is wrong with the chosen files, in the server's words, or "". */
+  function filesProblem(form, files) {
+    var maxFiles = Number(form.dataset.maxFiles);
+    var maxBytes = Number(form.dataset.maxFileBytes);
+    var types = (form.dataset.types || "").split(",");
+    if (maxFiles && files.length > maxFiles) return form.dataset.msgTooMany;
+    for (var i = 0; i < files.length; i++) {
+      if (!acceptable(files[i], types)) return form.dataset.msgWrongType.replace("%(name)s", files[i].name);
+      if (maxBytes && files[i].size > maxBytes) return form.dataset.msgTooLarge;
+    }
+    return "";
+  }
+
+  /* The refusal beside the file field, marked up as the server's (sharing/patient/documents.html). */
+  function showFilesProblem(input, message) {
+    var field = input.closest(".field");
+    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== "reply-error" && id !== "reply-files-error";
+    });
+    // The server's refusal of earlier files, if any, is about files no longer chosen.
+    var old = field.querySelector(".errorlist");
+    if (old) old.remove();
+    var page = document.getElementById("reply-error");
+    if (page) described.push("reply-error"); // a refusal above the form still stands
+    if (!message) {
+      field.classList.remove("has-error");
+      input.removeAttribute("aria-invalid");
+    } else {
+      var box = document.createElement("p");
+      box.className = "errorlist";
+      box.id = "reply-files-error";
+      box.setAttribute("role", "alert");
+      box.textContent = message;
+      input.parentNode.insertBefore(box, input);
+      field.classList.add("has-error");
+      input.setAttribute("aria-invalid", "true");
+      described.push(box.id);
+    }
+    input.setAttribute("aria-describedby", described.join(" "));
+  }
+
+  function initFiles() {
+    var form = document.getElementById("reply-form");
+    var input = form && form.querySelector("input[type=file]");
+    if (!input || !form.dataset.msgTooLarge) return;
+    input.addEventListener("change", function () {
+      showFilesProblem(input, filesProblem(form, input.files || []));
+    });
+    // Registered before the session's handler (init), which may send the form itself.
+    form.addEventListener("submit", function (event) {
+      var message = filesProblem(form, input.files || []);
+      if (!message) return;
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      showFilesProblem(input, message);
+      input.focus();
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    initFiles();
+    init();
+  });
 })();
