@@ -159,6 +159,21 @@ def _idle_for(share: PatientShare, minutes: float) -> None:
     PatientSession.objects.filter(share=share).update(last_seen_at=seen)
 
 
+def _signed_in_phone(browser: Any, live_server: Any, token: str) -> tuple[Any, Any]:
+    """A phone's browser context, and a page in it, where the patient of ``token`` has
+    already confirmed who they are (the session's cookie comes from the test client)."""
+    signed_in = Patient(token)
+    assert signed_in.sign_in().status_code == 200
+    context = browser.new_context(
+        base_url=live_server.url, locale="fr-FR", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
+    )
+    cookie = signed_in.client.cookies["pli_patient"].value
+    context.add_cookies([{"name": "pli_patient", "value": cookie, "url": f"{live_server.url}/p/"}])
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    return context, page
+
+
 @pytest.mark.browser
 def test_a_reply_written_for_twenty_minutes_is_not_lost(
     browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
@@ -169,15 +184,7 @@ def test_a_reply_written_for_twenty_minutes_is_not_lost(
     settings.PLI_BLOB_DIR = tmp_path / "blobs"
     settings.PLI_SMS_URL = f"file://{tmp_path / 'sms'}"
     share, token = make_share(allow_reply=True)
-    signed_in = Patient(token)
-    assert signed_in.sign_in().status_code == 200
-    context = browser.new_context(
-        base_url=live_server.url, locale="fr-FR", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
-    )
-    cookie = signed_in.client.cookies["pli_patient"].value
-    context.add_cookies([{"name": "pli_patient", "value": cookie, "url": f"{live_server.url}/p/"}])
-    page = context.new_page()
-    page.set_default_timeout(15_000)
+    context, page = _signed_in_phone(browser, live_server, token)
     problems, external = watch(page)
     page.clock.install()
 
@@ -262,15 +269,7 @@ def test_reply_files_are_checked_as_soon_as_they_are_chosen(
     cache.clear()
     settings.PLI_BLOB_DIR = tmp_path / "blobs"
     share, token = make_share(allow_reply=True)
-    signed_in = Patient(token)
-    assert signed_in.sign_in().status_code == 200
-    context = browser.new_context(
-        base_url=live_server.url, locale="fr-FR", viewport={"width": 360, "height": 640}, is_mobile=True, has_touch=True
-    )
-    cookie = signed_in.client.cookies["pli_patient"].value
-    context.add_cookies([{"name": "pli_patient", "value": cookie, "url": f"{live_server.url}/p/"}])
-    page = context.new_page()
-    page.set_default_timeout(15_000)
+    context, page = _signed_in_phone(browser, live_server, token)
     problems, external = watch(page)
     posted: list[str] = []
     page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and r.url.endswith("/reply") else None)
