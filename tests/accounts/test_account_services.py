@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -137,6 +138,37 @@ def test_shared_mailbox_and_mailboxes_for(organisation: Organisation) -> None:
     with pytest.raises(ValidationError) as excinfo:
         services.create_shared_mailbox(organisation, "Accueil", [outsider])
     assert "appartenir à l’organisation" in _errors(excinfo)["members"][0]  # noqa: RUF001
+
+
+def test_mailbox_list_is_mailboxes_for_from_compiled_sql(organisation: Organisation) -> None:
+    """The list every page's navigation and the API's mailbox list use: the same mailboxes,
+    in the same order, as the queryset, whatever the user's situation."""
+    doctor = make_user(organisation, first_name="Paul", last_name="Durand", second_factor=False)
+    assistant = make_user(organisation, role="assistant", first_name="Claire", last_name="Petit", second_factor=False)
+    leaver = make_user(organisation, first_name="Luc", last_name="Parti", second_factor=False)
+    outsider = make_user(first_name="Zoé", last_name="Autre", second_factor=False)
+    secretariat = services.create_shared_mailbox(organisation, "Secrétariat", [assistant, doctor, leaver])
+    services.create_shared_mailbox(organisation, "Accueil", [doctor])
+    closed = services.create_shared_mailbox(organisation, "Ancien", [assistant])
+    Mailbox.objects.filter(pk=closed.pk).update(is_active=False)
+    # Out of the organisation, a row naming them in its shared mailbox is no key to it.
+    Membership.objects.filter(user=leaver).delete()
+
+    def addresses(mailboxes: Iterable[Mailbox]) -> list[str]:
+        return [m.address for m in mailboxes]
+
+    for user in (doctor, assistant, leaver, outsider):
+        assert addresses(services.mailbox_list(user)) == addresses(services.mailboxes_for(user))
+    assert addresses(services.mailbox_list(assistant)) == ["claire.petit@pli.localhost", secretariat.address]
+    assert addresses(services.mailbox_list(doctor)) == [
+        "paul.durand@pli.localhost",
+        f"accueil.{organisation.slug}@pli.localhost",
+        secretariat.address,
+    ]
+    assert addresses(services.mailbox_list(leaver)) == ["luc.parti@pli.localhost"]
+    User.objects.filter(pk=assistant.pk).update(is_active=False)
+    assistant.refresh_from_db()
+    assert services.mailbox_list(assistant) == []
 
 
 def test_update_shared_mailbox_members(organisation: Organisation, admin: User) -> None:

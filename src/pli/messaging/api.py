@@ -98,7 +98,7 @@ class MailboxListView(MessagingView):
         tags=TAGS,
     )
     def get(self, request: Request) -> Response:
-        mailboxes = list(services.mailboxes_for(_user(request)))
+        mailboxes = services.mailbox_list(_user(request))
         counts = services.unread_counts(m.pk for m in mailboxes)
         data = [
             {

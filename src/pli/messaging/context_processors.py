@@ -29,7 +29,7 @@ class MailNav:
 def mail_nav(user: Any) -> MailNav:
     from pli.messaging import services
 
-    mailboxes = list(services.mailboxes_for(user))
+    mailboxes = services.mailbox_list(user)
     counts = services.unread_counts(m.pk for m in mailboxes)
     return MailNav([MailboxEntry(m, counts.get(m.pk, 0)) for m in mailboxes])
 

@@ -69,7 +69,7 @@ def _mailbox_or_404(request: HttpRequest, mailbox_id: uuid.UUID) -> Mailbox:
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    mailboxes = list(services.mailboxes_for(_user(request)))
+    mailboxes = services.mailbox_list(_user(request))
     if not mailboxes:
         return render(request, "messaging/no_mailbox.html")
     # The first that has something unread: a secretary's work arrives in the shared
