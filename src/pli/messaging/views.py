@@ -318,7 +318,7 @@ def _prefix(subject: str, prefix: str, already: re.Pattern[str]) -> str:
 
 def _initial(request: HttpRequest, user: User) -> dict[str, Any]:
     """Pre-filled values for a new message, a reply, a reply to all or a forward."""
-    mailboxes = list(services.mailboxes_for(user))
+    mailboxes = services.mailbox_list(user)
     initial: dict[str, Any] = {}
     wanted = request.GET.get("mailbox")
     sender = next((m for m in mailboxes if str(m.pk) == wanted), mailboxes[0] if mailboxes else None)

@@ -354,7 +354,7 @@ class SharesView(APIView):
         # The web list's own form: both refuse the same searches.
         criteria = _ApiShareFilterForm(
             {name: query[name] for name in ("q", "status", "sender") if name in query},
-            mailboxes=list(accounts.mailboxes_for(user)) if query.get("sender") else (),
+            mailboxes=accounts.mailbox_list(user) if query.get("sender") else (),
         )
         # Checked together, so that one answer names every refused parameter.
         if not all([params.is_valid(), criteria.is_valid()]):

@@ -112,7 +112,7 @@ _PLAIN_FILTERS = ("status", "sender")
 
 
 def _filter_form(request: HttpRequest, data: Mapping[str, Any] | None) -> ShareFilterForm:
-    return ShareFilterForm(data, mailboxes=list(accounts.mailboxes_for(_user(request)))).for_page()
+    return ShareFilterForm(data, mailboxes=accounts.mailbox_list(_user(request))).for_page()
 
 
 def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, search_token: str = "") -> HttpResponse:
@@ -191,7 +191,7 @@ def _new_page(
     documents_error: str = "",
 ) -> HttpResponse:
     rules = document_rules()
-    choose_sender = form.offer_mailboxes(list(accounts.mailboxes_for(_user(request))))
+    choose_sender = form.offer_mailboxes(accounts.mailbox_list(_user(request)))
     focus_first_error(form)
     chosen = set(request.POST.getlist("attachments")) if request.method == "POST" else {str(a.pk) for a in attachments}
     context = {
@@ -288,7 +288,7 @@ def _get_new(request: HttpRequest, attachments: list[Attachment], source: uuid.U
     # The organisation's default, visible and editable where it applies.
     user = _user(request)
     initial: dict[str, object] = {"expires_in_days": services.default_expiry_days(user)}
-    mailboxes = list(accounts.mailboxes_for(user))
+    mailboxes = accounts.mailbox_list(user)
     # Sent from the mailbox the practitioner was working in: the one the patient's reply came
     # to, the one holding the letter whose documents go on; their own otherwise.
     usual: list[uuid.UUID | None] = []
