@@ -54,7 +54,9 @@ def _assert_error_tied_to_field(page: Any, field_id: str, error_id: str = "") ->
     described = (field.get_attribute("aria-describedby") or "").split()
     assert error_id in described, described
     assert page.locator(f"#{error_id}").inner_text().strip()
-    assert page.evaluate("document.activeElement.id") == field_id
+    # The browser applies autofocus once it has rendered the new page, which may come after
+    # its load event: wait for it (a timeout if the focus never gets there).
+    page.wait_for_function("id => document.activeElement && document.activeElement.id === id", arg=field_id)
 
 
 # Run on every patient page, for what axe does not judge; each finding is reported with axe's.
@@ -163,8 +165,12 @@ def test_patient_pages_on_a_phone(browser: Any, live_server: Any, settings: Any,
         page.fill("#id_text", "Thank you, doctor.")
         page.click("form[action$='/reply'] button[type=submit]")
         page.wait_for_url("**/documents?replied=1")
-        # The new page says at once that the reply went (a screen reader reads the focus).
-        assert page.evaluate("document.activeElement.textContent.trim()") == "Your reply has been sent."
+        # The new page says at once that the reply went (a screen reader reads the focus). The
+        # focus is the page's autofocus, applied once the page is rendered, which may come
+        # after its load event when both cores are busy: waited for.
+        page.wait_for_function(
+            "() => document.activeElement && document.activeElement.textContent.trim() === 'Your reply has been sent.'"
+        )
         audit("documents, reply sent")
         page.click(".patient-leave button")
         # The page answers the POST to …/leave, and its script at once makes the history entry
