@@ -6,14 +6,18 @@ the code, views the PDF and downloads it; the practitioner then sees "downloaded
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.utils import timezone
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone, translation
 
-from pli.sharing.models import PatientSession, PatientShare, ShareReply
+from messaging.factories import api_client, personal_mailbox
+from pli.sharing.models import PatientSession, PatientShare, ShareDocument, ShareReply
+from pli.sharing.uploads import document_rules, empty_file_message
 from pli.testing.accounts import TEST_PASSWORD, make_organisation, make_user, totp_code
 from sharing.helpers import Patient, last_code, link_token, make_share, pdf_bytes, run_tasks
 
@@ -309,5 +313,97 @@ def test_reply_files_are_checked_as_soon_as_they_are_chosen(
         assert ShareReply.objects.filter(share=share).count() == 1
     finally:
         context.close()
+    assert problems == [] and external == []
+    axe.assert_clean()
+
+
+@pytest.mark.browser
+def test_share_documents_are_checked_as_soon_as_they_are_chosen(
+    page: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
+) -> None:
+    """Too many documents, one too large, too much in all (the attachments ticked from the
+    message the share starts from included) or an empty file: said beside the field as soon
+    as they are chosen, in the server's words, and nothing is sent until it is put right."""
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    settings.PLI_SMS_URL = f"file://{tmp_path / 'sms'}"
+    settings.PLI_SHARE_MAX_DOCUMENTS = 2
+    settings.PLI_SHARE_MAX_DOCUMENT_BYTES = 2000
+    settings.PLI_SHARE_MAX_BYTES = 3000
+    organisation = make_organisation("Cabinet des Lilas")
+    doctor = make_user(organisation, first_name="Jeanne", last_name="Martin")
+    colleague = make_user(organisation, first_name="Paul", last_name="Durand")
+    sent = api_client(colleague).post(
+        "/api/v1/messages",
+        {
+            "sender": personal_mailbox(colleague).address,
+            "to": [personal_mailbox(doctor).address],
+            "subject": "Bilan",
+            "body": "Pour la patiente.",
+            "attachments": [SimpleUploadedFile("bilan.pdf", pdf_bytes("Bilan").ljust(1500, b" "))],
+        },
+    )
+    assert sent.status_code == 201, sent.content
+    rules = document_rules()
+    with translation.override("fr"):
+        too_many, too_large = rules.too_many(rules), rules.too_large(rules, False)
+        too_large_total, empty = rules.too_large(rules, True), empty_file_message() % {"name": "vide.pdf"}
+    problems, external = watch(page)
+    posted: list[str] = []
+    page.on("request", lambda r: posted.append(r.url) if r.method == "POST" and "/shares/new" in r.url else None)
+
+    page.goto(f"/shares/new?message={sent.json()['id']}")
+    page.fill("#id_login", doctor.email)
+    page.fill("#id_password", TEST_PASSWORD)
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.fill("#id_code", totp_code())
+    page.click("button[type=submit]:has-text('Se connecter')")
+    page.wait_for_url("**/shares/new**")
+    page.get_by_label("Nom de famille").fill("Durand")
+    page.get_by_label("Prénom(s)").fill("Élodie")
+    page.get_by_label("Date de naissance").fill("15/02/1984")
+    page.get_by_label("Téléphone mobile").fill("06 12 34 56 78")
+    attachment = page.get_by_label("bilan.pdf")
+    assert attachment.is_checked()  # 1,500 bytes, counted with the files
+    documents = page.locator("#id_documents")
+    error = page.locator("#id_documents_error[role=alert]")
+
+    def pdf(name: str, size: int) -> dict[str, Any]:
+        return {"name": name, "mimeType": "application/pdf", "buffer": pdf_bytes(name).ljust(size, b" ")}
+
+    documents.set_input_files([pdf("scanner.pdf", 2500)])
+    assert error.inner_text() == too_large
+    assert documents.get_attribute("aria-invalid") == "true"
+    assert documents.get_attribute("aria-describedby") == "id_documents_helptext id_documents_error"
+    axe.check(page, "share form, document too large")
+    page.click("#share-submit")
+    assert page.evaluate("document.activeElement.id") == "id_documents"
+
+    documents.set_input_files([pdf("a.pdf", 500), pdf("b.pdf", 500)])
+    assert error.inner_text() == too_many  # two files and the ticked attachment
+    attachment.uncheck()
+    assert error.count() == 0 and documents.get_attribute("aria-invalid") is None
+    attachment.check()
+    assert error.inner_text() == too_many
+
+    documents.set_input_files([pdf("compte-rendu.pdf", 1600)])
+    assert error.inner_text() == too_large_total  # 1,600 + 1,500 bytes
+    documents.set_input_files([{"name": "vide.pdf", "mimeType": "application/pdf", "buffer": b""}])
+    assert error.inner_text() == empty
+    page.click("#share-submit")
+    assert posted == [] and PatientShare.objects.count() == 0
+
+    # Put right: the refusal goes, and the share leaves with the file and the attachment.
+    documents.set_input_files([pdf("compte-rendu.pdf", 1000)])
+    assert error.count() == 0
+    assert documents.get_attribute("aria-describedby") == "id_documents_helptext"
+    page.click("#share-submit")
+    page.wait_for_url(re.compile(r"/shares/[0-9a-f-]{36}$"))
+    assert len(posted) == 1
+    share = PatientShare.objects.get()
+    assert sorted(str(document.name) for document in ShareDocument.objects.filter(share=share)) == [
+        "bilan.pdf",
+        "compte-rendu.pdf",
+    ]
     assert problems == [] and external == []
     axe.assert_clean()

@@ -128,6 +128,12 @@ def wrong_type_message() -> str:
     return _("“%(name)s” cannot be sent: only PDF, JPEG and PNG files are accepted.")
 
 
+def empty_file_message() -> str:
+    """The refusal of an empty file where the form wants content (a patient's document);
+    ``%(name)s`` stands for its name (the share form's script fills it in too)."""
+    return _("The file “%(name)s” is empty.")
+
+
 def blob_store() -> BlobStore:
     """The messaging blobs: a store of their own, so the orphan cleanup never sees another
     app's blobs."""
@@ -823,7 +829,7 @@ class EncryptingUploadHandler(FileUploadHandler):
         name = clean_name(self.file_name or "")
         if not self.rules.allow_empty and writer.size == 0:
             self._abort_current()
-            raise UploadRejected(self.rules.field, _("The file “%(name)s” is empty.") % {"name": name})
+            raise UploadRejected(self.rules.field, empty_file_message() % {"name": name})
         if self.rules.accepted_types is not None:
             content_type = self._check_type(writer.head)
             name = clean_name(_named_as(name, content_type))

@@ -26,6 +26,7 @@ from pli.messaging.uploads import EncryptedUpload, PendingAttachment, UploadSess
 # One upload handler serves both apps (pli.messaging.uploads); this app names its own rules.
 from pli.messaging.uploads import UploadRejected as UploadRejected
 from pli.messaging.uploads import UploadRules as UploadRules
+from pli.messaging.uploads import empty_file_message as empty_file_message
 from pli.messaging.uploads import install as install
 from pli.messaging.uploads import sniff as sniff
 from pli.messaging.uploads import texts_read as texts_read

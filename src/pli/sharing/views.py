@@ -45,6 +45,7 @@ from pli.sharing.uploads import (
     UploadBatch,
     UploadRejected,
     document_rules,
+    empty_file_message,
     install,
     pending_files,
     texts_read,
@@ -205,6 +206,13 @@ def _new_page(
             "Up to %(count)d file, %(size)s at most.", "Up to %(count)d files, %(size)s each at most.", rules.max_files
         )
         % {"count": rules.max_files, "size": limit_size(rules.max_file_bytes)},
+        # For the page's script, which checks the documents as they are chosen, in the
+        # server's words (see _over_limits and the upload handler).
+        "document_rules": rules,
+        "document_too_many": rules.too_many(rules),
+        "document_too_large": rules.too_large(rules, False),
+        "document_too_large_total": rules.too_large(rules, True),
+        "document_empty": empty_file_message(),
         "default_days": services.default_expiry_days(_user(request)),
         "answering": _answering(request) or "",
         "choose_sender": choose_sender,

@@ -1,8 +1,62 @@
 /* The practitioner's share form: documents upload with a progress bar, and a form refused
    for another field (a mistyped mobile number, say) keeps the documents already chosen,
-   instead of asking for them again. Without this script the form posts as usual. */
+   instead of asking for them again. The documents are checked as soon as they are chosen
+   or ticked (their number, each one's size, their total, an empty file: the server's
+   limits, in its words): a scan too large was otherwise sent whole, minutes on a practice's
+   upload link, only to be refused. Without this script the form posts as usual, and the
+   server checks the same. */
 (function () {
   "use strict";
+
+  /* What is wrong with the documents chosen (files, and the attachments ticked from the
+     message the share starts from), in the server's words, or "". */
+  function documentsProblem(form) {
+    var input = document.getElementById("id_documents");
+    var files = Array.prototype.slice.call((input && input.files) || []);
+    var sizes = files.map(function (file) { return file.size; });
+    Array.prototype.forEach.call(form.querySelectorAll("input[name=attachments]:checked"), function (box) {
+      sizes.push(Number(box.dataset.size) || 0);
+    });
+    var limits = form.dataset;
+    if (sizes.length > Number(limits.maxFiles)) return limits.msgTooMany;
+    for (var i = 0; i < files.length; i++) {
+      if (!files[i].size) return limits.msgEmpty.replace("%(name)s", files[i].name);
+    }
+    var total = 0;
+    for (var j = 0; j < sizes.length; j++) {
+      if (sizes[j] > Number(limits.maxFileBytes)) return limits.msgTooLarge;
+      total += sizes[j];
+    }
+    if (total > Number(limits.maxTotalBytes)) return limits.msgTooLargeTotal;
+    return "";
+  }
+
+  /* The refusal beside the documents field, marked up as the server's (sharing/new.html). */
+  function showDocumentsProblem(message) {
+    var input = document.getElementById("id_documents");
+    var field = document.getElementById("field-documents");
+    if (!input || !field) return;
+    // The server's refusal, if any, was about documents no longer chosen.
+    var old = document.getElementById("id_documents_error");
+    if (old) old.remove();
+    var described = ["id_documents_helptext"];
+    if (!message) {
+      field.classList.remove("has-error");
+      input.removeAttribute("aria-invalid");
+    } else {
+      // A paragraph, not the server's list: a list cannot also be an alert.
+      var box = document.createElement("p");
+      box.className = "errorlist";
+      box.id = "id_documents_error";
+      box.setAttribute("role", "alert");
+      box.textContent = message;
+      input.parentNode.insertBefore(box, input);
+      field.classList.add("has-error");
+      input.setAttribute("aria-invalid", "true");
+      described.push(box.id);
+    }
+    input.setAttribute("aria-describedby", described.join(" "));
+  }
 
   function send(form, event) {
     if (!window.XMLHttpRequest || !window.FormData || !window.Pli) return;
@@ -39,7 +93,22 @@
     var form = document.getElementById("share-form");
     if (!form || form.dataset.ready) return;
     form.dataset.ready = "1";
+    var checks = Boolean(form.dataset.msgTooMany);
+    form.addEventListener("change", function (event) {
+      var target = event.target;
+      if (checks && (target.id === "id_documents" || target.name === "attachments")) {
+        showDocumentsProblem(documentsProblem(form));
+      }
+    });
     form.addEventListener("submit", function (event) {
+      var problem = checks ? documentsProblem(form) : "";
+      if (problem) {
+        event.preventDefault();
+        showDocumentsProblem(problem);
+        var input = document.getElementById("id_documents");
+        if (input) input.focus();
+        return;
+      }
       if (!form.dataset.plain) send(form, event);
     });
   }
