@@ -691,3 +691,35 @@ def test_unlock_and_resend_clicked_twice_unlocks_and_sends_once(db: None) -> Non
     # The same page's value for another button is another action.
     client.post(f"/shares/{share.pk}/resend", {"submission": submission})
     assert _link_notifications(share) == 3 * per_link
+
+
+def test_the_page_lists_the_latest_events_and_still_sees_an_old_failure(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link downloaded again and again (a script with a stolen session): the page lists the
+    latest events and says how many earlier ones it leaves out, and a channel that failed
+    before them is still reported as failed."""
+    from pli.audit import services as audit
+    from pli.sharing import notifications, views
+
+    monkeypatch.setattr(views, "HISTORY_SHOWN", 5)
+    user = make_user()
+    share, _token = make_share(user, mobile=None)
+    target = ("sharing.patientshare", str(share.pk))
+    link = ShareNotification.objects.get(share=share, kind=ShareNotification.Kind.LINK)
+    ShareNotification.objects.filter(pk=link.pk).update(state=ShareNotification.State.FAILED)
+    details = {"channel": "email", "kind": "link", "attempt": 1, "reason": "smtp:bad_address", "final": True}
+    details |= {"category": notifications.ADDRESS_REFUSED, "notification": str(link.pk)}
+    audit.record("share.notification_failed", target=target, outcome=audit.FAILURE, details=details)
+    for _ in range(8):
+        audit.record("share.downloaded", target=target, details={"document": "x"})
+
+    page = browser(user).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    history = page.split('id="history-title"', 1)[1]
+    assert history.count('data-event="downloaded"') == 5
+    assert 'data-event="created"' not in history and 'data-event="notification_failed"' not in history
+    total = AuditEvent.objects.filter(target_id=str(share.pk), action__in=services.EVENT_ACTIONS).count()
+    assert f"{total - 5} événements plus anciens ne sont pas listés\u00a0: voici les derniers." in history
+    assert f'data-failure="{notifications.ADDRESS_REFUSED}"' in page
+    # The API's events stay whole.
+    assert len(services.events(share)) == total

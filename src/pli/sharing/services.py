@@ -227,15 +227,23 @@ def _share_event(event: AuditEvent) -> ShareEvent:
     )
 
 
-def patient_history(share: PatientShare, limit: int) -> tuple[list[ShareEvent], int]:
-    """The latest ``limit`` openings, views and downloads the patient is shown, oldest first,
-    and how many earlier ones are left out: a link used again and again (a script with a
-    stolen session, thousands of downloads) must not make every page that lists them
-    heavier; the latest accesses, where misuse shows, stay in view."""
-    rows = audit.events_for(share).filter(action__in=PATIENT_HISTORY_ACTIONS)
+def latest_events(
+    share: PatientShare, limit: int, actions: Sequence[str] = EVENT_ACTIONS
+) -> tuple[list[ShareEvent], int]:
+    """The latest ``limit`` events of ``actions``, oldest first, and how many earlier ones
+    are left out: a link used again and again (a script with a stolen session, thousands of
+    downloads) must not make every page that lists them heavier; the latest events, where
+    misuse shows, stay in view."""
+    rows = audit.events_for(share).filter(action__in=actions)
     latest = list(rows.order_by("-seq").only("action", "at", "outcome", "details")[:limit])
     earlier = rows.count() - limit if len(latest) == limit else 0
     return [_share_event(e) for e in reversed(latest)], earlier
+
+
+def patient_history(share: PatientShare, limit: int) -> tuple[list[ShareEvent], int]:
+    """The latest ``limit`` openings, views and downloads the patient is shown (see
+    :func:`latest_events`)."""
+    return latest_events(share, limit, PATIENT_HISTORY_ACTIONS)
 
 
 # -- creating --------------------------------------------------------------------------------

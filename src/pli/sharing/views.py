@@ -440,6 +440,11 @@ def share_detail(request: HttpRequest, share_id: uuid.UUID) -> HttpResponse:
     return _detail_page(request, _share_or_404(request, share_id))
 
 
+# The latest events the share's page lists: a share's whole life is some twenty; a link
+# used again and again (thousands of downloads) would make the page as long.
+HISTORY_SHOWN = 200
+
+
 def _detail_page(
     request: HttpRequest, share: PatientShare, correction_form: CorrectionForm | None = None, status: int = 200
 ) -> HttpResponse:
@@ -451,15 +456,17 @@ def _detail_page(
     # patient's, shows which one was opened.
     names = {str(d.pk): d.name for d in documents}
     sent = list(share.notifications.defer("recipient", "subject", "text", "html"))
-    events = services.events(share)
+    events, earlier = services.latest_events(share, HISTORY_SHOWN)
     replies = list(share.replies.all())
     context = {
         "share": share,
         "status": share.effective_status(now),
         "documents": documents,
         "notifications": sent,
-        "failures": _failed_channels(share, sent, events),
+        # From every failure, however far back the history shown goes.
+        "failures": _failed_channels(share, sent, services.events(share, ("share.notification_failed",))),
         "events": _collapse_retries([(e, names.get(str(e.details.get("document", "")), "")) for e in events]),
+        "earlier_events": earlier,
         "replies": replies,
         # A reply deleted for good from the mailbox opens nothing: its link would lead to a
         # "not found", recorded as an access refused to the practitioner.
