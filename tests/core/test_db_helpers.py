@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 
-from pli.accounts.models import Mailbox, User
+from pli.accounts.models import Mailbox, MailboxMember, User
 from pli.core.db import commit_may_have_happened, db_value, fetch, hydrate, insert_rows, pipelined, unsynced
 from pli.core.models import DataKey
 from pli.testing.accounts import make_user
@@ -46,6 +46,38 @@ def test_fetch_loads_select_related_objects_like_the_orm(db: None, django_assert
     again = fetch("test.with_related", params, lambda: Mailbox.objects.none())
     with django_assert_num_queries(0):
         assert again[0].owner is None
+
+
+def test_fetch_loads_nested_select_related_objects_like_the_orm(db: None, django_assert_num_queries: Any) -> None:
+    user = make_user()
+    personal = Mailbox.objects.get(owner=user)
+    shared = Mailbox.objects.create(
+        address="accueil@pli.localhost",
+        name="Accueil",
+        kind=Mailbox.Kind.ORGANISATIONAL,
+        organisation=personal.organisation,
+    )
+    MailboxMember.objects.create(mailbox=personal, user=user)
+    MailboxMember.objects.create(mailbox=shared, user=user)
+
+    def build() -> Any:
+        return (
+            MailboxMember.objects.select_related("mailbox__owner", "mailbox__organisation", "user")
+            .filter(user=user)
+            .order_by("mailbox__name")
+        )
+
+    found = fetch("test.nested", [db_value(User, "id", user.pk)], build)
+    expected = list(build())
+    assert [m.pk for m in found] == [m.pk for m in expected]
+    with django_assert_num_queries(0):
+        for got, want in zip(found, expected, strict=True):
+            assert got.user.email == want.user.email
+            assert got.mailbox.address == want.mailbox.address
+            # Two levels down, and None behind a null foreign key, as the ORM gives them.
+            assert (got.mailbox.owner and got.mailbox.owner.email) == (want.mailbox.owner and want.mailbox.owner.email)
+            assert got.mailbox.organisation.name == want.mailbox.organisation.name
+    assert {m.mailbox.owner is None for m in found} == {True, False}
 
 
 def test_fetch_refuses_what_it_cannot_load(db: None) -> None:

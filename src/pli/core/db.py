@@ -86,8 +86,9 @@ def fetch(name: str, params: Sequence[Any], build: Callable[[], QuerySet[M]]) ->
     For the lookups every request of a hot path makes (the link a patient opens, a
     download's access check): compiling a queryset with joins and subqueries costs the ORM
     a millisecond or more, several times what running it costs. ``params`` are database
-    values (:func:`db_value`). Only plain columns and one level of forward
-    ``select_related`` are supported; anything else is refused when the SQL is compiled.
+    values (:func:`db_value`). Only plain columns and forward ``select_related`` (nested
+    too: ``"message__sender"``) are supported; anything else is refused when the SQL is
+    compiled.
     """
     key = (connection.vendor, name, len(params))
     plan = _PLANS.get(key)
@@ -111,7 +112,9 @@ def db_value(model: type[Model], field: str, value: Any) -> Any:
 
 class _Plan:
     """A compiled query and how its columns become objects: ``(model, start, stop)`` for
-    the main model, then one ``(field, model, start, stop, pk index)`` per related object."""
+    the main model, then one ``(parent, field, model, start, stop, pk index)`` per related
+    object, ``parent`` being the index of the object it hangs from (0: the main one, then
+    the related ones in this order)."""
 
     def __init__(self, sql: str, model: type[Model], span: tuple[int, int], related: list[tuple[Any, ...]]) -> None:
         self.sql = sql
@@ -121,14 +124,18 @@ class _Plan:
 
     def load(self, row: Sequence[Any]) -> Any:
         obj = hydrate(self.model, row[self.span[0] : self.span[1]])
-        for field, model, start, stop, pk in self.related:
+        loaded: list[Any] = [obj]
+        for parent_index, field, model, start, stop, pk in self.related:
+            parent = loaded[parent_index]
             values = row[start:stop]
-            # An outer join that found nothing: a null foreign key.
-            target = hydrate(model, values) if values[pk] is not None else None
-            # As the ORM's RelatedPopulator: cache the object (or None) on the field.
-            field.set_cached_value(obj, target)
-            if target is not None and field.unique:
-                field.remote_field.set_cached_value(target, obj)
+            # An outer join that found nothing: a null foreign key (and nothing beyond it).
+            target = hydrate(model, values) if parent is not None and values[pk] is not None else None
+            if parent is not None:
+                # As the ORM's RelatedPopulator: cache the object (or None) on the field.
+                field.set_cached_value(parent, target)
+                if target is not None and field.unique:
+                    field.remote_field.set_cached_value(target, parent)
+            loaded.append(target)
         return obj
 
 
@@ -151,16 +158,23 @@ def _plan(name: str, params: Sequence[Any], queryset: QuerySet[Any]) -> _Plan:
     info = compiler.klass_info
     if info is None:
         raise RuntimeError(f"compiled query {name}: not a query of model instances")
-    related = []
+    related: list[tuple[Any, ...]] = []
     base = span(info["model"], info["select_fields"])
     covered = base[1] - base[0]
-    for sub in info.get("related_klass_infos", []):
-        if sub["reverse"] or sub.get("related_klass_infos"):
-            raise RuntimeError(f"compiled query {name}: only one level of forward select_related is supported")
-        start, stop = span(sub["model"], sub["select_fields"])
-        pk = list(sub["model"]._meta.concrete_fields).index(sub["model"]._meta.pk)
-        related.append((sub["field"], sub["model"], start, stop, pk))
-        covered += stop - start
+
+    def add(parent_index: int, infos: list[dict[str, Any]]) -> None:
+        nonlocal covered
+        for sub in infos:
+            if sub["reverse"]:
+                raise RuntimeError(f"compiled query {name}: only forward select_related is supported")
+            start, stop = span(sub["model"], sub["select_fields"])
+            pk = list(sub["model"]._meta.concrete_fields).index(sub["model"]._meta.pk)
+            related.append((parent_index, sub["field"], sub["model"], start, stop, pk))
+            covered += stop - start
+            # The objects loaded so far are the main one and those in ``related``.
+            add(len(related), sub.get("related_klass_infos", []))
+
+    add(0, info.get("related_klass_infos", []))
     if covered != len(compiler.select):
         raise RuntimeError(f"compiled query {name}: it selects more than model columns")
     return _Plan(sql, info["model"], base, related)
