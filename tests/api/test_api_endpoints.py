@@ -277,6 +277,10 @@ def test_docs_page_is_served_locally_without_inline_code(db: None, client: Clien
     assert script["Content-Type"].startswith("application/javascript")
     assert b"/api/v1/schema/" in script.content
     assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+    # Only read: OPTIONS (which crashed the page's template) and writes are refused.
+    for method in ("options", "post", "delete"):
+        assert getattr(client, method)("/api/v1/docs/").status_code == 405, method
+    assert client.head("/api/v1/docs/").status_code == 200
 
 
 class Broken(APIView):
