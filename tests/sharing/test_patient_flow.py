@@ -458,6 +458,9 @@ def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
         r"Vous pourrez en demander un autre dans \d+ secondes\.</p>",
         page,
     ), page
+    # And the page does not say a code « has just been sent »: none was.
+    assert "vient d’être envoyé" not in page
+    assert "Le dernier code a été envoyé par SMS au" in page
     assert OneTimeCode.objects.filter(share=share).count() == 1
     share.refresh_from_db()
     assert share.status == Status.SENT
