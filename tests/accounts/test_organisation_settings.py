@@ -87,6 +87,9 @@ def test_bad_values_are_refused_next_to_their_field_and_change_nothing(db: None)
         ("retention_days", "7"),
         ("retention_days", "40000"),
         ("name", "   "),
+        ("phone", "12"),
+        ("phone", "06 12 34"),
+        ("phone", "+1 555"),
     ):
         data = {"name": "Cabinet", "share_expiry_days": "30", "retention_days": "", field: value}
         response = client.post(settings_url(organisation), data)
@@ -99,6 +102,34 @@ def test_bad_values_are_refused_next_to_their_field_and_change_nothing(db: None)
         None,
     )
     assert not AuditEvent.objects.filter(action="organisation.settings_changed").exists()
+
+
+def test_the_telephone_number_patients_are_given(db: None) -> None:
+    """Typed as the French write it, stored in E.164, shown back the same way, and given to
+    patients on their pages (a locked link says whom to call), never in their notifications."""
+    organisation = make_organisation("Cabinet des Lilas")
+    client = browser(make_user(organisation, role="admin"))
+    fields = {"name": "Cabinet des Lilas", "share_expiry_days": "30", "retention_days": ""}
+    response = client.post(settings_url(organisation), {**fields, "phone": " 04.78.12.34.56 "})
+    assert response.status_code == 302
+    organisation.refresh_from_db()
+    assert organisation.phone == "+33478123456"
+    assert 'value="04 78 12 34 56"' in client.get(settings_url(organisation)).content.decode()
+    event = AuditEvent.objects.get(action="organisation.settings_changed")
+    assert event.details["changed"] == "phone" and "478" not in str(event.details)
+    # Overseas numbers are written with a 0 too.
+    client.post(settings_url(organisation), {**fields, "phone": "0590 12 34 56"})
+    organisation.refresh_from_db()
+    assert organisation.phone == "+590590123456"
+    # Refused beside the field, in French.
+    refused = client.post(settings_url(organisation), {**fields, "phone": "01 23"}).content.decode()
+    assert "Saisissez un numéro de téléphone valide, par exemple 04 78 12 34 56." in refused
+    organisation.refresh_from_db()
+    assert organisation.phone == "+590590123456"
+    # Emptied: none.
+    client.post(settings_url(organisation), {**fields, "phone": ""})
+    organisation.refresh_from_db()
+    assert organisation.phone == ""
 
 
 def test_only_the_organisations_admins_reach_its_settings(db: None) -> None:

@@ -182,6 +182,25 @@ def test_wrong_birth_dates_lock_after_five(db: None) -> None:
     assert page.status_code == 403 and 'name="birth_date"' not in page.content.decode()
 
 
+def test_a_locked_or_withdrawn_link_gives_the_practice_s_telephone(db: None) -> None:
+    """« Contact the sender » and only a name: an elderly patient locked out was stuck."""
+    share, token = make_share()
+    organisation = share.organisation
+    assert organisation is not None
+    organisation.phone = "+33478123456"
+    organisation.save(update_fields=["phone"])
+    patient = Patient(token)
+    for _ in range(5):
+        patient.birth_date("16/02/1984")
+    page = patient.get().content.decode()
+    assert 'Téléphone\u00a0: <a href="tel:+33478123456">04 78 12 34 56</a>' in page
+    services.revoke(share.created_by, share.pk)
+    assert 'href="tel:+33478123456"' in patient.get().content.decode()
+    # Never in what reaches the patient's phone or mailbox.
+    texts = " ".join(n.text or "" for n in share.notifications.all())
+    assert "78 12 34 56" not in texts and "478123456" not in texts
+
+
 def test_malformed_birth_date_is_a_form_error_not_an_attempt(db: None) -> None:
     share, token = make_share()
     response = Patient(token).birth_date("le quinze février")
@@ -459,7 +478,7 @@ def test_a_second_code_asked_for_at_once_is_not_sent(db: None) -> None:
         page,
     ), page
     # And the page does not say a code « has just been sent »: none was.
-    assert "vient d’être envoyé" not in page
+    assert "vient d\u2019être envoyé" not in page
     assert "Le dernier code a été envoyé par SMS au" in page
     assert OneTimeCode.objects.filter(share=share).count() == 1
     share.refresh_from_db()

@@ -112,6 +112,9 @@ def seed_demo() -> Demo | None:
         organisation = services.create_organisation(
             name=DEMO_ORGANISATION, kind=Organisation.Kind.PRACTICE, city="Lyon", is_demo=True
         )
+        # A number from the range French regulation keeps for fiction (01 99 00 xx xx).
+        organisation.phone = "+33199001234"
+        organisation.save(update_fields=["phone"])
         users: dict[str, User] = {}
         for person in PEOPLE:
             user = services.create_user(

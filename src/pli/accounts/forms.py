@@ -232,6 +232,16 @@ class OrganisationSettingsForm(forms.Form):
             "and patient shares ended longer ago are deleted."
         ),
     )
+    phone = forms.CharField(
+        label=_("Telephone number for patients"),
+        max_length=30,
+        required=False,
+        help_text=_(
+            "Shown to patients on their secure page (never in e-mails or SMS), so that they can call you "
+            "when a link is locked, expired or withdrawn."
+        ),
+        widget=forms.TextInput(attrs={"inputmode": "tel", "autocomplete": "tel"}),
+    )
 
 
 class InvitationAcceptForm(forms.Form):

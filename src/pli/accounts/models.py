@@ -111,6 +111,9 @@ class Organisation(models.Model):
     finess = models.CharField(_("FINESS number"), max_length=9, null=True, blank=True, unique=True)
     siret = models.CharField(_("SIRET number"), max_length=14, null=True, blank=True, unique=True)
     city = models.CharField(_("city"), max_length=120, blank=True)
+    # E.164; shown to patients on their pages (never in e-mails or SMS), to call when a link
+    # is locked, expired or withdrawn.
+    phone = models.CharField(_("telephone number for patients"), max_length=20, blank=True)
     is_demo = models.BooleanField(default=False)
     # Policies (product.md: configurable per organisation).
     share_expiry_days = models.PositiveSmallIntegerField(_("patient link validity (days)"), default=30)

@@ -632,13 +632,19 @@ def update_organisation_settings(
     name: str,
     share_expiry_days: int,
     retention_days: int | None,
+    phone: str | None = None,
     actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> Organisation:
     """The organisation's name and policies (product.md: the admin sets expiry and
     retention): how long a new patient link is valid by default, and how long messages and
-    ended patient shares are kept (None: until their users delete them)."""
+    ended patient shares are kept (None: until their users delete them); and the telephone
+    number patients are given to call (None: unchanged, "": none)."""
     name = _clean_name(name, "name", _("organisation name"), 200)
+    try:
+        phone = None if phone is None else validators.normalise_phone(phone)
+    except ValidationError as exc:
+        raise ValidationError({"phone": exc.messages}) from None
     if not 1 <= share_expiry_days <= MAX_SHARE_EXPIRY_DAYS:
         raise ValidationError({"share_expiry_days": _("Between 1 and 90 days.")})
     if retention_days is not None and not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
@@ -648,7 +654,13 @@ def update_organisation_settings(
         # this row (see update_shared_mailbox).
         organisation = Organisation.objects.select_for_update(no_key=True).get(pk=organisation.pk)
         _require_admin(actor, organisation)
-        wanted = {"name": name, "share_expiry_days": share_expiry_days, "retention_days": retention_days}
+        wanted: dict[str, Any] = {
+            "name": name,
+            "share_expiry_days": share_expiry_days,
+            "retention_days": retention_days,
+        }
+        if phone is not None:
+            wanted["phone"] = phone
         changed = [field for field, value in wanted.items() if getattr(organisation, field) != value]
         if changed:
             for field in changed:

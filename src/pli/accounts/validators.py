@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import phonenumbers
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from stdnum import luhn
@@ -95,3 +96,27 @@ def validate_rpps(value: str) -> None:
 
 def validate_adeli(value: str) -> None:
     normalise_adeli(value)
+
+
+# Where a number written the French way (0… without a country code) may be: mainland
+# France first, then the overseas departments and territories, whose numbers also start
+# with 0 (0590 is Guadeloupe).
+_FRENCH_REGIONS = ("FR", "GP", "MQ", "GF", "RE", "YT", "PM", "BL", "MF", "NC", "PF", "WF")
+
+
+def normalise_phone(value: str) -> str:
+    """A practice's telephone number as typed (``04 78 12 34 56``, ``+33 4 78…``,
+    ``0590 12 34 56``) in E.164 (``+33478123456``); "" for an empty value."""
+    value = value.strip()
+    if not value:
+        return ""
+    for region in _FRENCH_REGIONS:
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            break
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if value.startswith("+"):
+            break  # its country is in the number: no other region to try
+    raise ValidationError(_("Enter a valid telephone number, for example 04 78 12 34 56."), code="invalid")

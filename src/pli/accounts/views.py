@@ -55,6 +55,7 @@ from pli.accounts.forms import (
 from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
 from pli.accounts.validators import RPPS_CHECKSUM_WARNING, rpps_checksum_fails
 from pli.audit import services as audit
+from pli.notify.sms import display_number
 
 
 def _user(request: HttpRequest) -> User:
@@ -384,6 +385,7 @@ def organisation_settings(request: HttpRequest, slug: str) -> HttpResponse:
         "name": organisation.name,
         "share_expiry_days": organisation.share_expiry_days,
         "retention_days": organisation.retention_days,
+        "phone": display_number(organisation.phone) if organisation.phone else "",
     }
     form = OrganisationSettingsForm(_posted(request), initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -393,6 +395,7 @@ def organisation_settings(request: HttpRequest, slug: str) -> HttpResponse:
                 name=form.cleaned_data["name"],
                 share_expiry_days=form.cleaned_data["share_expiry_days"],
                 retention_days=form.cleaned_data["retention_days"],
+                phone=form.cleaned_data["phone"],
                 actor=_user(request),
                 request=request,
             )

@@ -43,6 +43,7 @@ from pli.core import storage
 from pli.core.forms import focus_first_error
 from pli.core.sizes import limit_size
 from pli.core.views import content_unavailable
+from pli.notify.sms import display_number
 from pli.sharing import services, tokens
 from pli.sharing.forms import BirthDateForm, CodeForm, ReplyForm
 from pli.sharing.mailbox import REPLY_MAX_FILE_BYTES, REPLY_MAX_FILES, reply_rules
@@ -143,6 +144,8 @@ def _sender(share: PatientShare) -> dict[str, Any]:
         "sender_name": share.sender_name,
         "organisation": organisation.name if organisation else "",
         "organisation_city": organisation.city if organisation else "",
+        "organisation_phone": display_number(organisation.phone) if organisation and organisation.phone else "",
+        "organisation_phone_uri": f"tel:{organisation.phone}" if organisation and organisation.phone else "",
     }
 
 
