@@ -106,6 +106,8 @@ def test_thread_page_shows_banner_links_and_attachments_safely(pair: tuple[User,
     assert 'href="javascript' not in html
     # The month in words: 02/03/1985 is 3 February in French and 2 March in English.
     assert "patient-banner" in html and "DURAND" in html and "15 février 1984" in html
+    # Agreed with the sex when it is known (« né(e) le » otherwise).
+    assert "née le 15 février 1984" in html and "né(e)" not in html
     pdf, other = sent["attachments"]
     assert f'/a/{pdf["id"]}/" target="_blank"' in html  # PDFs can be viewed
     assert f"{pdf['name']} (s\u2019ouvre dans un nouvel onglet)</span>" in html  # in a new tab, said first
