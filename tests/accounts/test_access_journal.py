@@ -257,11 +257,13 @@ def test_the_page_names_the_accounts_and_mailboxes_it_is_about(alpha: Organisati
     box = personal_mailbox(alice)
     audit.record("auth.login", actor=alice, target=alice, request=None)
     audit.record("mailbox.list", actor=alice, target=box, request=None)
+    audit.record("organisation.settings_changed", actor=boss, target=alpha, request=None)
     page = web_client(boss).get(_url(alpha)).content.decode()
     assert f'<span title="Compte {alice.pk}">Compte {alice.display_name}</span>' in page
     assert f'<span title="Boîte {box.pk}">Boîte {box.name}</span>' in page
+    assert f'<span title="Organisation {alpha.pk}">Organisation {alpha.name}</span>' in page
     flat = "\n".join(";".join(row) for row in _csv(web_client(boss).get(_csv_url(alpha))))
-    assert f"Compte {alice.pk}" in flat and f"Boîte {box.pk}" in flat
+    assert f"Compte {alice.pk}" in flat and f"Boîte {box.pk}" in flat and f"Organisation {alpha.pk}" in flat
 
 
 def test_viewing_and_exporting_are_audited(alpha: Organisation, boss: User) -> None:

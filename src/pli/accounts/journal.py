@@ -336,8 +336,8 @@ def _who(event: AuditEvent, names: dict[str, str]) -> str:
 
 
 def _on(event: AuditEvent, short: bool, names: dict[tuple[str, str], str] | None = None) -> str:
-    """The event's target: its kind and id, or on the page, for an account or a mailbox,
-    its name (an opaque « Compte 12 » or « Boîte 3f2a9c1e » told the administrator nothing)."""
+    """The event's target: its kind and id, or on the page, for an account, a mailbox or
+    an organisation, its name (an opaque « Compte 12 » or « Boîte 3f2a9c1e » told the administrator nothing)."""
     if not event.target_type:
         return ""
     label = TARGETS.get(event.target_type, event.target_type)
@@ -353,7 +353,8 @@ _OUTCOMES = {"success": _("success"), "failure": _("failure"), "denied": _("refu
 
 def rows(found: Iterable[AuditEvent]) -> list[Row]:
     """The events as the journal shows them. Names are the actors' and targeted accounts'
-    (professionals') and mailboxes': no patient's name, subject or content is ever looked up."""
+    (professionals'), mailboxes' and organisations': no patient's name, subject or content
+    is ever looked up."""
     found = list(found)
     user_ids = {e.actor_id for e in found if e.actor_type == "user" and e.actor_id.isdigit()}
     user_ids |= {e.target_id for e in found if e.target_type == "accounts.user" and e.target_id.isdigit()}
@@ -363,6 +364,13 @@ def rows(found: Iterable[AuditEvent]) -> list[Row]:
     targets |= {
         ("accounts.mailbox", str(pk)): name
         for pk, name in Mailbox.objects.filter(pk__in=_uuids(mailbox_ids)).values_list("pk", "name")
+    }
+    organisation_ids = {
+        int(e.target_id) for e in found if e.target_type == "accounts.organisation" and e.target_id.isdigit()
+    }
+    targets |= {
+        ("accounts.organisation", str(pk)): name
+        for pk, name in Organisation.objects.filter(pk__in=organisation_ids).values_list("pk", "name")
     }
     return [
         Row(
