@@ -7,6 +7,7 @@ import logging
 import re
 import shutil
 import sys
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
@@ -98,7 +99,7 @@ _PATIENT_PATH = re.compile(r"^/p/([^/]+)")
 
 
 def _error(request: HttpRequest, template: str, status: int) -> HttpResponse:
-    context = {}
+    context: dict[str, Any] = {"with_nav": status in (403, 404)}
     # A patient who lands on an error page (an expired form, a mistyped address) goes back
     # to their link, which leads to wherever they are, rather than to the professionals'
     # sign-in page at "/". The token is the one already in the address bar.
