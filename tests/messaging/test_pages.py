@@ -21,7 +21,7 @@ from messaging.factories import (
     shared_mailbox,
     web_client,
 )
-from pli.accounts.models import User
+from pli.accounts.models import Mailbox, User
 from pli.audit.models import AuditEvent
 from pli.messaging import search_links, services
 from pli.messaging.models import Delivery, Folder, Message
@@ -260,6 +260,26 @@ def test_search_page(pair: tuple[User, User]) -> None:
     bad = client.post(f"/messages/{box.pk}/search/", {"date_from": "2024-05-02", "date_to": "2024-05-01"})
     assert bad.status_code == 400 and "précède" in bad.content.decode()
     _no_inline_code(html)
+
+
+def test_a_sender_s_name_in_the_words_offers_the_search_by_sender(db: None) -> None:
+    """« Durand » in the search box found nothing when Durand wrote the letters: the empty
+    result now offers the same search by sender, its words still out of the URL."""
+    durand, bob = practitioner(), practitioner()
+    Mailbox.objects.filter(owner=durand).update(name="Paul Durand")
+    _send(durand, bob, subject="Radiographie du genou")
+    client = web_client(bob)
+    box = personal_mailbox(bob)
+    empty = client.post(f"/messages/{box.pk}/search/", {"q": "durand"}, follow=True).content.decode()
+    assert "Radiographie du genou" not in empty
+    offer = re.search(r'<p class="card" id="search-by-sender">([^<]*)<a href="(\?s=[^"]+)">', empty)
+    assert offer and "expéditeur de ce nom" in offer.group(1) and "durand" not in offer.group(2).lower()
+    found = client.get(f"/messages/{box.pk}/search/" + offer.group(2)).content.decode()
+    assert "Radiographie du genou" in found and 'id="search-by-sender"' not in found
+    assert 'name="sender" value="durand"' in found
+    # Words that are nobody's name: no offer.
+    nothing = client.post(f"/messages/{box.pk}/search/", {"q": "zorglub"}, follow=True).content.decode()
+    assert 'id="search-by-sender"' not in nothing
 
 
 def test_the_trash_is_searched_from_the_trash(pair: tuple[User, User]) -> None:

@@ -658,6 +658,13 @@ def _apply_search(qs: QuerySet[Delivery], query: SearchQuery) -> QuerySet[Delive
     return qs
 
 
+def sent_by_someone_like(mailbox: Mailbox, text: str) -> bool:
+    """Whether ``mailbox`` holds messages from a sender whose name or address has every
+    word of ``text`` (see :func:`_senders_like`): a search for « Durand » in the words finds
+    no message when Durand is who wrote them, and the page then offers the search by sender."""
+    return bool(_senders_like(Delivery.objects.filter(mailbox=mailbox), text))
+
+
 def _senders_like(copies: QuerySet[Delivery], text: str) -> list[uuid.UUID]:
     """The senders of ``copies`` whose name or address holds every word of ``text``, without
     regard to accents, case or dashes ("HÔPITAL", "edouard herriot" for "Hôpital

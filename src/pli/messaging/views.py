@@ -220,6 +220,7 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
     form = SearchForm(fields)
     page = None
     in_trash = False
+    sender_search = ""
     if form.is_bound and form.is_valid():
         query = services.SearchQuery(
             text=form.cleaned_data["q"],
@@ -236,6 +237,17 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
                 raise Http404 from None
             services.record_listing(user, mailbox, "search", len(page.items), request)
             _name_recipients(page.items)
+            if (
+                not page.items
+                and query.text
+                and not query.sender
+                and services.sent_by_someone_like(mailbox, query.text)
+            ):
+                # The words are a sender's name, not a subject's: the same search by sender,
+                # its words sealed as any search's.
+                by_sender = {**fields, "sender": fields["q"]} if fields else {}
+                by_sender.pop("q", None)
+                sender_search = search_links.seal(user.pk, mailbox.pk, by_sender)
     return render(
         request,
         "messaging/search.html",
@@ -244,6 +256,7 @@ def search(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
             "search_form": form,
             "page": page,
             "search_token": token,
+            "sender_search": sender_search,
             # The ticked results are filed or marked as a folder's are, and the page comes back.
             "selection_folder": Folder.TRASH if in_trash else Folder.INBOX,
             "selection_actions": SELECTION_BUTTONS[Folder.TRASH if in_trash else "search"],
