@@ -269,12 +269,30 @@ def test_part_headers_are_read_across_any_split_of_the_body(size: int) -> None:
     assert _refused_field(long, size) == "attachments"
 
 
+def test_a_part_with_headers_too_long_is_refused_as_such(pair: tuple[User, User]) -> None:
+    """A text field with a 200 kB header line was refused as « file name too long »."""
+    alice, _bob = pair
+    boundary = "XyZbound"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="sender"\r\nX-Pad: {"a" * 200_000}\r\n\r\n'
+        f"{personal_mailbox(alice).address}\r\n--{boundary}--\r\n"
+    ).encode()
+    response = api_client(alice).generic(
+        "POST", "/api/v1/messages", body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 400
+    assert response.json()["sender"] == [
+        "Les en-têtes de cette partie de l\u2019envoi sont trop longs\u00a0; rien n\u2019a été enregistré."
+    ]
+    assert_nothing_saved()
+
+
 def test_a_file_name_too_long_for_the_parser_is_refused_naming_the_field(pair: tuple[User, User]) -> None:
     alice, bob = pair
     payload = _payload(alice, bob, attachments=[_file("compte-rendu-" + "x" * 2000 + ".pdf", b"%PDF-1.4")])
     response = api_client(alice).post("/api/v1/messages", payload)
     assert response.status_code == 400
-    assert "trop long" in response.json()["attachments"][0]
+    assert "Le nom du fichier est trop long" in response.json()["attachments"][0]
     assert_nothing_saved()
 
 

@@ -66,6 +66,8 @@ _TAIL_SIZE = 4096
 # Django's parser refuses a part whose headers (after the delimiter's line break) do not
 # end within its first 1 KiB (MAX_TOTAL_HEADER_SIZE): ours are refused a little earlier.
 _PART_HEADER_LIMIT = 1000
+# A filename parameter on a Content-Disposition line of a part's headers.
+_FILE_NAME_PARAM = re.compile(rb"(?im)^content-disposition:[^\r\n]*\bfilename\*?=")
 _PART_NAME = re.compile(rb'\bname="([^"]*)"')
 _PREAMBLE_LIMIT = 1024
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -503,7 +505,10 @@ class TailRecorder:
                 # Bare LF line breaks, a boundary inside the previous part's data, or one
                 # followed by more than a line break (a longer string in that data).
                 self._malformed(self._last_field)
-            raise UploadRejected(field, _("The file name is too long; nothing was saved."))
+            # Said as it is: a long file name is the usual cause, any long header the other.
+            if _FILE_NAME_PARAM.search(header):
+                raise UploadRejected(field, _("The file name is too long; nothing was saved."))
+            raise UploadRejected(field, _("This part's headers are too long; nothing was saved."))
         if self._dash in header:
             # Django splits the headers there: the part would lose them and be skipped.
             self._malformed(field)
