@@ -118,10 +118,14 @@ def test_mobile_messages_name_the_problem(db: None) -> None:
         '"a\x1cb"@example.org',
         '"a\x7f"@example.org',
         "a@" + "é" * 63 + ".org",  # one label, too long once in IDNA
+        "a@localhost",  # no patient's mailbox is on this server or the sender's
+        "a@[127.0.0.1]",
+        "a@[IPv6:::1]",
     ],
 )
 def test_an_address_the_link_email_could_not_carry_is_refused(raw: str) -> None:
-    # Django's validator takes these; the link's e-mail could not be written to them.
+    # Django's validator takes these; the link's e-mail could not be written to them, or
+    # could never reach a patient.
     with pytest.raises(ValidationError) as caught:
         validation.normalise_email(raw)
     assert caught.value.code == "invalid"

@@ -108,6 +108,11 @@ def normalise_email(raw: str) -> str:
         # e-mail (see pli.notify.email.deliverable).
         if not deliverable(value):
             raise ValidationError("not deliverable")
+        # A patient's mailbox is on the Internet: « a@localhost » or « a@[127.0.0.1] », which
+        # Django's validator takes, would only ever reach this server or the sender's own.
+        domain = value.rpartition("@")[2]
+        if domain.startswith("[") or "." not in domain.strip("."):
+            raise ValidationError("not a public domain")
     except ValidationError:
         raise ValidationError(_("Enter a valid e-mail address."), code="invalid") from None
     local, _at, domain = value.rpartition("@")
