@@ -172,40 +172,12 @@
     return "";
   }
 
-  /* The refusal beside the file field, marked up as the server's (sharing/patient/documents.html). */
-  function showFilesProblem(input, message) {
-    var field = input.closest(".field");
-    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
-      return id && id !== "reply-error" && id !== "reply-files-error";
-    });
-    // The server's refusal of earlier files, if any, is about files no longer chosen.
-    var old = field.querySelector(".errorlist");
-    if (old) old.remove();
-    var page = document.getElementById("reply-error");
-    if (page) described.push("reply-error"); // a refusal above the form still stands
-    if (!message) {
-      field.classList.remove("has-error");
-      input.removeAttribute("aria-invalid");
-    } else {
-      var box = document.createElement("p");
-      box.className = "errorlist";
-      box.id = "reply-files-error";
-      box.setAttribute("role", "alert");
-      box.textContent = message;
-      input.parentNode.insertBefore(box, input);
-      field.classList.add("has-error");
-      input.setAttribute("aria-invalid", "true");
-      described.push(box.id);
-    }
-    input.setAttribute("aria-describedby", described.join(" "));
-  }
-
   function initFiles() {
     var form = document.getElementById("reply-form");
     var input = form && form.querySelector("input[type=file]");
-    if (!input || !form.dataset.msgTooLarge) return;
+    if (!input || !form.dataset.msgTooLarge || !window.Pli || !window.Pli.showFieldProblem) return;
     input.addEventListener("change", function () {
-      showFilesProblem(input, filesProblem(form, input.files || []));
+      window.Pli.showFieldProblem(input, filesProblem(form, input.files || []), "reply-files-error");
     });
     // Registered before the session's handler (init), which may send the form itself.
     form.addEventListener("submit", function (event) {
@@ -213,7 +185,7 @@
       if (!message) return;
       event.preventDefault();
       event.stopImmediatePropagation();
-      showFilesProblem(input, message);
+      window.Pli.showFieldProblem(input, message, "reply-files-error");
       input.focus();
     });
   }

@@ -31,31 +31,10 @@
     return "";
   }
 
-  /* The refusal beside the documents field, marked up as the server's (sharing/new.html). */
+  /* The refusal beside the documents field, as the server's (sharing/new.html). */
   function showDocumentsProblem(message) {
     var input = document.getElementById("id_documents");
-    var field = document.getElementById("field-documents");
-    if (!input || !field) return;
-    // The server's refusal, if any, was about documents no longer chosen.
-    var old = document.getElementById("id_documents_error");
-    if (old) old.remove();
-    var described = ["id_documents_helptext"];
-    if (!message) {
-      field.classList.remove("has-error");
-      input.removeAttribute("aria-invalid");
-    } else {
-      // A paragraph, not the server's list: a list cannot also be an alert.
-      var box = document.createElement("p");
-      box.className = "errorlist";
-      box.id = "id_documents_error";
-      box.setAttribute("role", "alert");
-      box.textContent = message;
-      input.parentNode.insertBefore(box, input);
-      field.classList.add("has-error");
-      input.setAttribute("aria-invalid", "true");
-      described.push(box.id);
-    }
-    input.setAttribute("aria-describedby", described.join(" "));
+    if (input) window.Pli.showFieldProblem(input, message, "id_documents_error");
   }
 
   function send(form, event) {
@@ -93,7 +72,7 @@
     var form = document.getElementById("share-form");
     if (!form || form.dataset.ready) return;
     form.dataset.ready = "1";
-    var checks = Boolean(form.dataset.msgTooMany);
+    var checks = Boolean(form.dataset.msgTooMany && window.Pli && window.Pli.showFieldProblem);
     form.addEventListener("change", function (event) {
       var target = event.target;
       if (checks && (target.id === "id_documents" || target.name === "attachments")) {
