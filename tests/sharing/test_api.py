@@ -99,6 +99,7 @@ def test_bad_input_is_a_400_naming_each_field(db: None) -> None:
             patient_ins="123",
             expires_in_days="91",
             documents=None,
+            message=None,
         ),
     )
     assert response.status_code == 400

@@ -92,8 +92,8 @@ def test_bad_input_shows_errors_next_to_fields_and_keeps_nothing(db: None) -> No
     assert list(share_blob_store().iter_ids()) == []  # the encrypted upload was discarded
 
 
-def test_a_document_is_required(db: None) -> None:
-    response = browser(make_user()).post("/shares/new", form(documents=None))
+def test_a_document_or_a_message_is_required(db: None) -> None:
+    response = browser(make_user()).post("/shares/new", form(documents=None, message=""))
     assert response.status_code == 400
     assert 'id="id_documents_error"' in response.content.decode()
 

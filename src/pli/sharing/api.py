@@ -41,7 +41,14 @@ from pli.audit import services as audit
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.ins import birth_date_mismatch
 from pli.sharing import notifications, services, validation
-from pli.sharing.forms import NOT_YOUR_MAILBOX, CorrectionForm, ShareFilterForm, ShareForm, sender_error
+from pli.sharing.forms import (
+    NO_DOCUMENT_NOR_MESSAGE,
+    NOT_YOUR_MAILBOX,
+    CorrectionForm,
+    ShareFilterForm,
+    ShareForm,
+    sender_error,
+)
 from pli.sharing.models import Channel, LockReason, PatientShare, Status
 from pli.sharing.uploads import DOCUMENTS_FIELD, UploadBatch, UploadRejected, document_rules, install, pending_files
 
@@ -113,7 +120,12 @@ class ShareCreateSerializer(serializers.Serializer[Any]):
         help_text="Shown to the patient once identified; never in notifications.",
     )
     documents = serializers.ListField(
-        child=serializers.FileField(), help_text="One part per document (repeat the field)."
+        child=serializers.FileField(),
+        required=False,
+        help_text=(
+            "One part per document (repeat the field). At least one document, or a `message`: a "
+            "message alone (an answer to the patient, say) is a share too."
+        ),
     )
     expires_in_days = serializers.IntegerField(
         required=False,
@@ -452,8 +464,8 @@ class SharesView(APIView):
                 errors[DOCUMENTS_FIELD] = [
                     _("Documents must be sent as files (multipart/form-data parts with a file name).")
                 ]
-            elif not documents:
-                errors[DOCUMENTS_FIELD] = [_("Add at least one document.")]
+            elif not documents and not str(data.get("message", "")).strip():
+                errors[DOCUMENTS_FIELD] = [NO_DOCUMENT_NOR_MESSAGE]
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
             try:

@@ -141,6 +141,7 @@ class ShareForm(_ContactChecks):
 
 
 NOT_YOUR_MAILBOX = _("You can send only from a mailbox you belong to.")
+NO_DOCUMENT_NOR_MESSAGE = _("Add at least one document, or write a message.")
 
 
 def sender_error(user: User, form: ShareForm) -> str:

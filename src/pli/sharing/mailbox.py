@@ -88,7 +88,12 @@ def deliver_patient_reply(
     assert mailbox is not None  # noqa: S101 - services.reply refuses shares without one
     with translation.override(settings.LANGUAGE_CODE):
         subject = _("Reply from %(name)s to your secure share") % {"name": patient_name(share)}
-        intro = _("Reply to the documents you shared on %(date)s: %(url)s") % {
+        shared = (
+            _("Reply to the message you sent on %(date)s: %(url)s")
+            if share.message_only
+            else _("Reply to the documents you shared on %(date)s: %(url)s")
+        )
+        intro = shared % {
             # In local time: date_format takes the UTC datetime as it is (shared at 00:30
             # read as the day before).
             "date": date_format(timezone.localtime(share.created_at), "SHORT_DATE_FORMAT"),

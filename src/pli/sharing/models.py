@@ -125,6 +125,12 @@ class PatientShare(EncryptedModel):
             )
         ]
 
+    @property
+    def message_only(self) -> bool:
+        """Sent with a message and no document (an answer to the patient, say). Read from
+        the size, which stays when ended shares' documents are purged (their count does not)."""
+        return not self.documents_size
+
     def effective_status(self, now: datetime.datetime | None = None) -> str:
         """The status as of ``now``: a share past its expiry is expired even before the
         periodic job records it (reads never write)."""

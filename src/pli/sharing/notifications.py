@@ -78,6 +78,7 @@ def notification_context(share: PatientShare, **extra: Any) -> dict[str, Any]:
         "host": urlsplit(settings.PUBLIC_URL).hostname or "",
         "expires_at": share.expires_at,
         "has_mobile": bool(share.patient_mobile),
+        "message_only": share.message_only,
         **extra,
     }
 

@@ -334,8 +334,10 @@ def create_share(
     _refuse_repeat(user, data.submission)
     if not data.email and not data.mobile:
         raise ShareError("no_contact", "an e-mail address or a mobile number is required")
-    if not documents:
-        raise ShareError("no_documents", "at least one document is required")
+    if not documents and not data.message.strip():
+        # A message alone is a share too: the practitioner's answer to a patient's
+        # question needs no document.
+        raise ShareError("no_documents", "at least one document or a message is required")
     # Replies go to the mailbox the share is sent from; its organisation is the share's.
     mailbox = sending_mailbox(user, data.sender)
     team = mailbox.pk if mailbox is not None and mailbox.kind == Mailbox.Kind.ORGANISATIONAL else None

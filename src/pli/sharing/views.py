@@ -37,7 +37,14 @@ from pli.messaging.models import Attachment, Message
 from pli.messaging.views import UPLOAD_HEADER
 from pli.notify.sms import display_number
 from pli.sharing import mailbox, notifications, services
-from pli.sharing.forms import NOT_YOUR_MAILBOX, CorrectionForm, PageShareForm, ShareFilterForm, sender_error
+from pli.sharing.forms import (
+    NO_DOCUMENT_NOR_MESSAGE,
+    NOT_YOUR_MAILBOX,
+    CorrectionForm,
+    PageShareForm,
+    ShareFilterForm,
+    sender_error,
+)
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
@@ -353,10 +360,8 @@ def _create(
     if "sender" not in form.errors and (error := sender_error(_user(request), form)):
         form.add_error("sender", error)
         valid = False
-    if not uploads and not forwarded:
-        return _new_page(
-            request, form, attachments, source, status=400, documents_error=_("Add at least one document.")
-        )
+    if not uploads and not forwarded and not request.POST.get("message", "").strip():
+        return _new_page(request, form, attachments, source, status=400, documents_error=str(NO_DOCUMENT_NOR_MESSAGE))
     if not valid:
         return _new_page(request, form, attachments, source, status=400)
     over = _over_limits(uploads, forwarded)
