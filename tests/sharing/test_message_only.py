@@ -105,6 +105,8 @@ def test_the_web_form_sends_a_message_alone_and_refuses_an_empty_share(db: None)
     assert client.post("/shares/new", {**data, "message": ANSWER}).status_code == 303
     share = PatientShare.objects.get()
     assert share.message_only and share.message == ANSWER
+    listing = client.get("/shares/").content.decode()
+    assert "message seul" in listing
     detail = client.get(f"/shares/{share.pk}").content.decode()
     assert "paracétamol" in detail and 'id="documents-title"' not in detail
 
