@@ -68,7 +68,7 @@ def test_the_patient_reads_the_message_on_pages_that_speak_of_a_message(db: None
     assert "Un message pour vous" in landing and "Documents qui vous sont transmis" not in landing
     assert "paracétamol" not in landing  # not before the two factors
     page = patient.sign_in().content.decode()
-    assert "paracétamol" in page and "Votre message" in page
+    assert "paracétamol" in page and "<h1>Un message pour vous</h1>" in page
     assert "patient-documents" not in page and "0 document" not in page
     assert "Quand ce message a-t-il été ouvert" in page and "message ouvert" in page
     share.refresh_from_db()
