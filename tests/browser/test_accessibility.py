@@ -304,7 +304,8 @@ def test_practitioner_pages_on_a_desktop(
         # The sign-out button's words sat 4 px above the links' beside it (no padding where
         # they have it).
         text_tops = page.evaluate(
-            """[...document.querySelectorAll('.main-nav a:not(:has(*)), .main-nav .logout-form button')].map(e => {
+            """[...document.querySelectorAll('.main-nav a:not(:has(*)), .main-nav .logout-form button')]
+                .filter(e => e.getClientRects().length).map(e => {
                 const range = document.createRange(); range.selectNodeContents(e);
                 return range.getBoundingClientRect().top; })"""
         )

@@ -380,9 +380,10 @@ def apart(page: Any) -> None:
 
 @pytest.mark.browser
 def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any, live_server: Any, axe: Any) -> None:
-    """On a phone (360 px) the list's buttons wrap in a few short rows above the letters,
-    rather than a column of full-width buttons; « Supprimer définitivement » asks with how
-    many are ticked, and « Vider la corbeille » asks too."""
+    """On a phone (360 px) the list's buttons wait for a ticked letter, then show in a bar
+    at the bottom of the screen, in a few short rows rather than a column of full-width
+    buttons; « Supprimer définitivement » asks with how many are ticked, and « Vider la
+    corbeille » asks too."""
     import os
 
     from pli.messaging import services
@@ -404,17 +405,29 @@ def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any
     def rows() -> int:
         return len({round(buttons.nth(i).bounding_box()["y"]) for i in range(buttons.count())})
 
+    def bar_at_bottom() -> None:
+        bar = form.locator(".mail-selection-actions").bounding_box()
+        assert bar is not None and abs(bar["y"] + bar["height"] - 740) < 1, bar
+
+    # Nothing ticked: no button yet, only « Tout sélectionner ».
+    assert buttons.count() == 4 and not any(buttons.nth(i).is_visible() for i in range(4))
+    assert form.bounding_box()["height"] < 60
+    page.get_by_label("Sélectionner «\u00a0Bilan A\u00a0»").check()
     if shots:
         page.screenshot(path=f"{shots}/inbox-360.png", full_page=True)
-    # The inbox's four buttons: two rows of two, the whole form a few lines high.
-    assert buttons.count() == 4 and rows() == 2
-    assert form.bounding_box()["height"] < 4 * 48
+    # The inbox's four buttons: two rows of two, in a bar at the bottom of the screen.
+    assert rows() == 2
+    bar_at_bottom()
+    page.get_by_label("Sélectionner «\u00a0Bilan A\u00a0»").uncheck()
+    assert not buttons.first.is_visible()
     Delivery.objects.filter(mailbox=box).update(folder=Folder.TRASH)
     page.goto(f"/messages/{box.pk}/trash/")
+    page.locator("[data-select-all]").check()
     if shots:
         page.screenshot(path=f"{shots}/trash-360.png", full_page=True)
     assert buttons.count() == 2 and rows() == 1
-    assert form.bounding_box()["height"] < 3 * 48
+    bar_at_bottom()
+    page.locator("[data-select-all]").uncheck()
     axe.check(page, "trash, on a phone")
     # Without the script's dialogs (taken off here), the server asks on a page of its own.
     page.evaluate(
@@ -456,6 +469,51 @@ def test_ticked_letters_are_deleted_for_good_from_the_trash_on_a_phone(page: Any
     page.wait_for_selector("text=Corbeille vidée\u00a0: 2 messages supprimés définitivement.")
     assert asked[-1].startswith("Vider la corbeille\u00a0?")
     assert not Delivery.objects.filter(mailbox=box).exists()
+
+
+@pytest.mark.browser
+def test_on_a_phone_the_letters_come_first(page: Any, live_server: Any, axe: Any) -> None:
+    """A GP opening Pli on her phone sees her letters on the first screen: the directory and
+    account links wait under « Menu », the list's actions under the thumb once a letter is
+    ticked. Before, navigation, mailbox, search and four rows of buttons filled the screen.
+    Ticking a letter low on the screen never leaves it under the bar that appears."""
+    from pli.messaging import services
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    services.seed_messages(
+        Mailbox.objects.get(owner=alice), Mailbox.objects.get(owner=bob), [f"Bilan {n}" for n in range(12)]
+    )
+    page.set_viewport_size({"width": 360, "height": 740})
+    _sign_in(page, bob)
+    # No « Connexion avec … réussie » above the list: she knows, she just did it.
+    assert page.locator(".flash").count() == 0
+    rows = page.locator(".mail-row")
+    first = rows.first.bounding_box()
+    assert first is not None and first["y"] + first["height"] <= 740, first
+    directory = page.locator(".site-header a:has-text('Annuaire')")
+    assert directory.count() == 2 and not directory.first.is_visible() and not directory.last.is_visible()
+    axe.check(page, "inbox on a phone")
+
+    # The last letter wholly on the screen, ticked: the page scrolls it above the bar.
+    low = next(i for i in reversed(range(rows.count())) if rows.nth(i).bounding_box()["y"] + 70 < 740)
+    rows.nth(low).locator("input[type=checkbox]").check()
+    bar = page.locator(".mail-selection-actions").bounding_box()
+    ticked = rows.nth(low).bounding_box()
+    assert bar is not None and ticked is not None
+    assert ticked["y"] + ticked["height"] <= bar["y"], (ticked, bar)
+    axe.check(page, "inbox on a phone, a letter ticked")
+    page.click("button[name=action][value=archive]")
+    page.wait_for_selector("text=1 message archivé.")
+    assert rows.count() == 11
+
+    page.click(".nav-menu summary")
+    assert directory.last.is_visible()
+    axe.check(page, "the menu open on a phone")
+    page.click(".nav-menu button:has-text('Se déconnecter')")
+    page.wait_for_url("**/login/**")
+    axe.assert_clean()
 
 
 @pytest.mark.browser

@@ -170,17 +170,37 @@
       if (!boxes.length) return;
       var label = all.closest("label");
       if (label) label.hidden = false;
+      var form = document.getElementById(formId);
+      if (form) form.classList.add("is-enhanced");
       function reflect() {
         var ticked = boxes.filter(function (box) { return box.checked; }).length;
         all.checked = ticked === boxes.length;
         all.indeterminate = ticked > 0 && ticked < boxes.length;
+        // On a phone the actions show, in a bar, once a letter is ticked (messaging.css).
+        if (form) form.classList.toggle("has-ticked", ticked > 0);
+        document.body.classList.toggle("has-selection-bar", ticked > 0);
       }
       all.addEventListener("change", function () {
         boxes.forEach(function (box) { box.checked = all.checked; });
+        reflect();
       });
-      boxes.forEach(function (box) { box.addEventListener("change", reflect); });
+      boxes.forEach(function (box) {
+        box.addEventListener("change", function () {
+          reflect();
+          keepAboveBar(form, box.closest("li") || box);
+        });
+      });
       reflect();
     });
+  }
+
+  // The bar that appears on a phone must not cover the letter just ticked (nor hide it
+  // while the next one is ticked): the page scrolls it back above the bar.
+  function keepAboveBar(form, row) {
+    var bar = form && form.querySelector(".mail-selection-actions");
+    if (!bar || getComputedStyle(bar).position !== "fixed") return;
+    var covered = row.getBoundingClientRect().bottom - bar.getBoundingClientRect().top;
+    if (covered > 0) window.scrollBy(0, covered + 8);
   }
 
   // « Supprimer définitivement » in the trash's list asks first, with how many are ticked;
