@@ -507,6 +507,11 @@ def test_on_a_phone_the_letters_come_first(page: Any, live_server: Any, axe: Any
     page.click("button[name=action][value=archive]")
     page.wait_for_selector("text=1 message archivé.")
     assert rows.count() == 11
+    # A slip of the thumb: « Annuler » beside the message puts it back.
+    axe.check(page, "inbox on a phone, after archiving")
+    page.click(".flash button:has-text('Annuler')")
+    page.wait_for_selector("text=1 message remis à sa place.")
+    assert rows.count() == 12
 
     page.click(".nav-menu summary")
     assert directory.last.is_visible()

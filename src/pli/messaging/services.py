@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -1240,10 +1240,12 @@ def move_message(
     *,
     mailbox_id: uuid.UUID | None = None,
     request: HttpRequest | None = None,
+    moved: list[Move] | None = None,
 ) -> list[Delivery]:
     """File ``user``'s copies (or only the one in ``mailbox_id``) into ``folder``. "inbox" and
     "sent" both mean "back where it belongs": a received copy returns to the inbox, the
-    sender's copy to "sent"."""
+    sender's copy to "sent". Each copy that changed folder is appended to ``moved``, with
+    where it was, for :func:`undo_moves`."""
     if folder not in MOVE_TARGETS:
         raise ValueError(folder)
     copies = _held_copies(user, message_id, mailbox_id)
@@ -1258,6 +1260,8 @@ def move_message(
             copy.folder = current[copy.pk]
             target = copy.home_folder if folder in (Folder.INBOX, Folder.SENT) else folder
             if copy.folder != target:
+                if moved is not None:
+                    moved.append(Move(copy.pk, copy.folder, target))
                 copy.folder = target
                 # The trash keeps a copy PLI_TRASH_DAYS from when it went in.
                 copy.trashed_at = now if target == Folder.TRASH else None
@@ -1270,6 +1274,40 @@ def move_message(
             details={"folder": folder, "copies": len(copies)},
         )
     return copies
+
+
+class Move(NamedTuple):
+    """One copy filed from one folder into another (recorded by :func:`move_message`)."""
+
+    copy: int
+    source: str
+    target: str
+
+
+def undo_moves(user: User, moves: Sequence[Move], *, request: HttpRequest | None = None) -> int:
+    """Put back where they were the copies that ``moves`` filed elsewhere (« Annuler » after
+    archiving or binning): each one still in the folder the move put it in and still in a
+    mailbox ``user`` works in goes back, as a move of its own (audited). A copy moved again
+    since, or deleted for good, is left as it is. All in one transaction; returns how many
+    messages went back."""
+    wanted = {move.copy: move for move in moves}
+    with transaction.atomic():
+        # Every copy locked, in key order, before the first move's audit event (see
+        # lock_selection).
+        rows = list(
+            Delivery.objects.filter(pk__in=wanted, mailbox__in=mailboxes_for(user))
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+            .values_list("pk", "message_id", "mailbox_id", "folder")
+        )
+        back = {
+            (message_id, mailbox_id, wanted[pk].source)
+            for pk, message_id, mailbox_id, folder in rows
+            if folder == wanted[pk].target
+        }
+        for message_id, mailbox_id, source in sorted(back):
+            move_message(user, message_id, source, mailbox_id=mailbox_id, request=request)
+    return len({message_id for message_id, _, _ in back})
 
 
 class NotReceived(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -611,15 +612,18 @@ def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     if folder not in services.MOVE_TARGETS:
         messages.error(request, _("Unknown folder."))
         return redirect(_thread_url(message_id, mailbox_id))
+    moved: list[services.Move] = []
     try:
-        copies = services.move_message(_user(request), message_id, folder, mailbox_id=mailbox_id, request=request)
+        copies = services.move_message(
+            _user(request), message_id, folder, mailbox_id=mailbox_id, request=request, moved=moved
+        )
     except services.NotVisible:
         services.record_denied(_user(request), request, ("messaging.message", message_id), "move", mailbox=mailbox_id)
         raise Http404 from None
     if folder in (Folder.INBOX, Folder.SENT):
         messages.success(request, _("Moved back."))
     else:
-        messages.success(request, _("Moved to %(folder)s.") % {"folder": Folder(folder).label})
+        _moved(request, _("Moved to %(folder)s.") % {"folder": Folder(folder).label}, moved)
     fallback = reverse("messaging:folder", args=[copies[0].mailbox_id, copies[0].home_folder])
     return redirect(_next_url(request, fallback))
 
@@ -684,6 +688,7 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
     if action == "delete":
         return _delete_selection(request, mailbox, folder, ids, back)
     done = missing = skipped = 0
+    moved: list[services.Move] = []
     with transaction.atomic():
         services.lock_selection(mailbox, ids)  # every copy before the first audit event
         for message_id in ids:
@@ -693,7 +698,7 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
                 elif action == "unread":
                     services.mark_unread(user, message_id, mailbox_id=mailbox.pk, request=request)
                 else:
-                    services.move_message(user, message_id, action, mailbox_id=mailbox.pk, request=request)
+                    services.move_message(user, message_id, action, mailbox_id=mailbox.pk, request=request, moved=moved)
             except services.NotVisible:
                 # Deleted for good by a colleague since the list was shown, or never this
                 # mailbox's: the same answer, and the attempt recorded.
@@ -706,7 +711,9 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
                 skipped += 1  # one's own sent copy is neither read nor unread
                 continue
             done += 1
-    if done:
+    if done and action in (Folder.ARCHIVE, Folder.TRASH):
+        _moved(request, _selection_done(action, done), moved)
+    elif done:
         messages.success(request, _selection_done(action, done))
     if skipped:
         messages.info(
@@ -852,6 +859,57 @@ def empty_trash(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
     else:
         messages.info(request, _("The trash is already empty."))
     return redirect(trash)
+
+
+# « Annuler » after archiving or binning: the copies moved, kept in the session (their keys
+# and folders only) for a few minutes.
+UNDO_SESSION_KEY = "pli.messaging.undo"
+UNDO_SECONDS = 10 * 60
+
+
+def _moved(request: HttpRequest, text: str, moved: list[services.Move]) -> None:
+    """The success message of letters filed into the archive or the trash, with « Annuler »
+    (base.html shows the button on a message tagged "undo"): a letter archived or binned by
+    a slip of the finger is put back in one tap, where it was."""
+    if not moved:
+        messages.success(request, text)
+        return
+    request.session[UNDO_SESSION_KEY] = {"at": time.time(), "moves": [list(move) for move in moved]}
+    messages.success(request, text, extra_tags="undo")
+
+
+def _stored_moves(data: Any) -> list[services.Move]:
+    """The moves :func:`_moved` kept, if still recent; none otherwise."""
+    if not isinstance(data, dict):
+        return []
+    try:
+        if time.time() - float(data["at"]) > UNDO_SECONDS:
+            return []
+        moves = [services.Move(int(copy), str(source), str(target)) for copy, source, target in data["moves"]]
+    except (KeyError, TypeError, ValueError):
+        return []
+    return [move for move in moves if move.source in services.MOVE_TARGETS]
+
+
+@require_POST
+def undo(request: HttpRequest) -> HttpResponse:
+    """« Annuler » beside « 3 messages archivés. »: the letters go back where they were,
+    those still where they were filed and in a mailbox the user still works in. Once only."""
+    back = _next_url(request, reverse("messaging:home"))
+    moves = _stored_moves(request.session.pop(UNDO_SESSION_KEY, None))
+    if not moves:
+        messages.info(request, _("There is nothing to undo any more."))
+        return redirect(back)
+    done = services.undo_moves(_user(request), moves, request=request)
+    if done:
+        messages.success(
+            request,
+            ngettext("%(count)d message put back where it was.", "%(count)d messages put back where they were.", done)
+            % {"count": done},
+        )
+    else:
+        messages.info(request, _("Nothing was put back: these messages have been moved or deleted since."))
+    return redirect(back)
 
 
 def _selection_done(action: str, count: int) -> str:
