@@ -82,3 +82,22 @@ def test_production_refuses_to_run_and_seeds_nothing(db: None, served: list[Any]
     with pytest.raises(CommandError, match="development"):
         run()
     assert content_counts()[:4] == (0, 0, 0, 0) and served == []
+
+
+def test_run_serves_static_files_as_they_are_edited(db: None, monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """A developer editing a stylesheet under `make run` sees it on the next reload, not a
+    page left unstyled by the size WhiteNoise read at start-up; `pli serve` keeps the list
+    it read once."""
+    from django.conf import settings as live
+
+    seen: list[bool] = []
+
+    @contextlib.contextmanager
+    def no_worker(out: Any) -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr("pli.core.server.serve", lambda host, port: seen.append(live.WHITENOISE_AUTOREFRESH))
+    monkeypatch.setattr("pli.sharing.background.background_worker", no_worker)
+    settings.WHITENOISE_AUTOREFRESH = False  # through the fixture, which puts it back after the run
+    run()
+    assert seen == [True]

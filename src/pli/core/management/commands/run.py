@@ -31,6 +31,12 @@ class Command(BaseCommand):
         from pli.core.server import serve
         from pli.sharing.background import background_worker
 
+        # A stylesheet or script edited while it runs is served as it now is: WhiteNoise
+        # otherwise keeps each file's size and headers from start-up, and a file edited since
+        # came out cut short or padded (the page unstyled). The server loads the application
+        # (and WhiteNoise) after this line.
+        settings.WHITENOISE_AUTOREFRESH = True
+
         # Notifications (e-mail, SMS) and periodic jobs run in a worker process beside the
         # web server; it stops with it.
         with background_worker(self.stdout):
