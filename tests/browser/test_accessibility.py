@@ -410,6 +410,11 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
             )
             if broken:
                 wide.append(f"{url}: {broken} broken over several lines")
+            if url == "/shares/":
+                # What the practitioner comes to see, on the screen without scrolling sideways.
+                status = page.locator(".share-table tbody tr").first.locator(".badge").first.bounding_box()
+                if status is None or status["x"] + status["width"] > PHONE["width"]:
+                    wide.append(f"{url}: the first share's status is off the screen ({status})")
             # A disclosure that wraps on a phone reads as one label: lines of 40 px (a 44 px
             # target made by line-height) split « Patient concerné » from « (facultatif) ».
             spaced = page.evaluate(
