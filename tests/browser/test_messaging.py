@@ -504,6 +504,12 @@ def test_on_a_phone_the_letters_come_first(page: Any, live_server: Any, axe: Any
     assert bar is not None and ticked is not None
     assert ticked["y"] + ticked["height"] <= bar["y"], (ticked, bar)
     axe.check(page, "inbox on a phone, a letter ticked")
+    # Tabbing down the list, the focused letter is never hidden under the bar (WCAG 2.4.11).
+    rows.nth(low).locator("a").focus()
+    for _ in range(4):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.getBoundingClientRect().bottom")
+        assert focused <= bar["y"] + 1, (focused, bar)
     page.click("button[name=action][value=archive]")
     page.wait_for_selector("text=1 message archivé.")
     assert rows.count() == 11

@@ -178,7 +178,7 @@
         all.indeterminate = ticked > 0 && ticked < boxes.length;
         // On a phone the actions show, in a bar, once a letter is ticked (messaging.css).
         if (form) form.classList.toggle("has-ticked", ticked > 0);
-        document.body.classList.toggle("has-selection-bar", ticked > 0);
+        document.documentElement.classList.toggle("has-selection-bar", ticked > 0);
       }
       all.addEventListener("change", function () {
         boxes.forEach(function (box) { box.checked = all.checked; });
