@@ -518,6 +518,15 @@ def test_on_a_phone_the_letters_come_first(page: Any, live_server: Any, axe: Any
     page.click(".flash button:has-text('Annuler')")
     page.wait_for_selector("text=1 message remis à sa place.")
     assert rows.count() == 12
+    # A letter, and the compose form, straight under the navigation: no mailbox links first.
+    rows.first.locator("a").click()
+    page.wait_for_url("**/messages/m/**")
+    assert not page.locator(".mail-sidebar").is_visible()
+    assert page.locator(".mail-main h1").bounding_box()["y"] < 350
+    page.goto("/messages/compose/")
+    assert not page.locator(".mail-sidebar").is_visible()
+    assert page.locator("#id_to").bounding_box()["y"] < 450
+    page.go_back()
 
     page.click(".nav-menu summary")
     assert directory.last.is_visible()
