@@ -411,10 +411,21 @@ def test_practitioner_pages_on_a_phone_need_no_sideways_scrolling(
             if broken:
                 wide.append(f"{url}: {broken} broken over several lines")
             if url == "/shares/":
-                # What the practitioner comes to see, on the screen without scrolling sideways.
+                # What the practitioner comes to see, on the screen without scrolling sideways:
+                # the status, and every other column of a share, each under its name.
                 status = page.locator(".share-table tbody tr").first.locator(".badge").first.bounding_box()
                 if status is None or status["x"] + status["width"] > PHONE["width"]:
                     wide.append(f"{url}: the first share's status is off the screen ({status})")
+                cells = page.evaluate(
+                    """[...document.querySelector('.share-table tbody tr').cells].map(td => [
+                        td.getBoundingClientRect().right, getComputedStyle(td, '::before').content])"""
+                )
+                off = [right for right, _label in cells if right > PHONE["width"]]
+                if off:
+                    wide.append(f"{url}: the first share's columns end at {off} px, off the screen")
+                labels = [label for _right, label in cells[2:]]
+                if labels[:1] != ['"Envoyé le\u00a0: "']:
+                    wide.append(f"{url}: a share's columns are not named on a phone ({labels})")
             # A disclosure that wraps on a phone reads as one label: lines of 40 px (a 44 px
             # target made by line-height) split « Patient concerné » from « (facultatif) ».
             spaced = page.evaluate(
