@@ -359,3 +359,29 @@ def test_the_pages_random_values_are_not_refilled_by_the_browser(db: None) -> No
     for url in ("/messages/compose/", "/shares/new", f"/shares/{share.pk}"):
         fields = re.findall(r'<input type="hidden" name="submission"[^>]*>', client.get(url).content.decode())
         assert fields and all('autocomplete="off"' in field for field in fields), url
+
+
+def test_the_compose_form_leads_back_to_the_letter_it_answers_or_to_the_mailbox(db: None) -> None:
+    """On a phone the mailboxes' links are hidden on the compose page: its own link is the way
+    back, to the letter being answered or forwarded, else to the mailbox. A tampered source
+    is refused on its field, not answered with an error page."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    sent = api_client(alice).post(
+        "/api/v1/messages", {"sender": a_box.address, "to": [b_box.address], "subject": "Avis"}
+    )
+    assert sent.status_code == 201, sent.content
+    message_id = sent.json()["id"]
+    client = web_client(bob)
+    back = re.compile(r'<p class="mail-back"><a href="([^"]+)">← ([^<]+)</a></p>')
+    assert back.findall(client.get("/messages/compose/").content.decode()) == [("/messages/", "Retour à la messagerie")]
+    for query in (f"reply_to={message_id}", f"forward={message_id}&mailbox={b_box.pk}"):
+        page = client.get(f"/messages/compose/?{query}").content.decode()
+        assert back.findall(page) == [(f"/messages/m/{message_id}/", "Retour au message")], query
+    refused = client.post(
+        "/messages/compose/",
+        {"sender": b_box.address, "to": a_box.address, "subject": "RE", "body": "x", "in_reply_to": "pas-un-id"},
+    )
+    assert refused.status_code == 400
+    assert "in_reply_to" in refused.context["form"].errors
+    assert back.findall(refused.content.decode()) == [("/messages/", "Retour à la messagerie")]

@@ -448,6 +448,18 @@ def _directory_url() -> str:
         return ""
 
 
+def _compose_source(form: PageComposeForm) -> uuid.UUID | None:
+    """The letter being answered or forwarded, for the form's way back to it."""
+    for name in ("in_reply_to", "forward_of"):
+        value = form[name].value()
+        if value:
+            try:
+                return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+            except ValueError:  # a tampered form: refused by its own validation
+                return None
+    return None
+
+
 def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 200) -> HttpResponse:
     focus_first_error(form)  # the page's script does it after a refusal it shows in place
     return render(
@@ -461,6 +473,7 @@ def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 2
             "max_size": limit_size(uploads.max_message_bytes()),
             "body_max": BODY_MAX,
             "directory_url": _directory_url(),
+            "source": _compose_source(form),
             "patient_open": any(
                 form[name].value() for name in ("patient_ins", "patient_family_name", "patient_given_names")
             )
