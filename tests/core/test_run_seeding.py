@@ -7,16 +7,31 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.template import Context
 
 from pli.accounts.models import Organisation
 from pli.audit.models import AuditEvent
 from pli.messaging.models import Message
 from pli.sharing.models import PatientShare, ShareNotification
+
+
+@pytest.fixture(autouse=True)
+def cached_templates() -> Iterator[None]:
+    """`pli run` makes the process read templates afresh: the tests after these get
+    Django's cached templates back."""
+    from django.template import engines
+
+    engine = engines["django"].engine
+    loaders = engine.loaders
+    yield
+    engine.loaders = loaders
+    engine.__dict__.pop("template_loaders", None)
 
 
 @pytest.fixture
@@ -101,3 +116,35 @@ def test_run_serves_static_files_as_they_are_edited(db: None, monkeypatch: pytes
     settings.WHITENOISE_AUTOREFRESH = False  # through the fixture, which puts it back after the run
     run()
     assert seen == [True]
+
+
+def test_run_renders_templates_as_they_are_edited(
+    db: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Any
+) -> None:
+    """A developer editing a template under `make run` sees the change on the next reload;
+    `pli serve`'s cached templates are left to it."""
+    from django.template import engines
+
+    engine = engines["django"].engine
+    monkeypatch.setattr(engine, "dirs", [tmp_path, *engine.dirs])
+    page = tmp_path / "edited.html"
+    seen: list[str] = []
+
+    def serve(host: str, port: int) -> None:
+        for text in ("avant", "après"):
+            page.write_text(text, encoding="utf-8")
+            seen.append(engine.get_template("edited.html").render(Context()))
+
+    @contextlib.contextmanager
+    def no_worker(out: Any) -> Iterator[None]:
+        yield
+
+    monkeypatch.setattr("pli.core.server.serve", serve)
+    monkeypatch.setattr("pli.sharing.background.background_worker", no_worker)
+    # As `pli serve` does: the template compiled once is served as it was.
+    page.write_text("avant", encoding="utf-8")
+    engine.get_template("edited.html")
+    page.write_text("après", encoding="utf-8")
+    assert engine.get_template("edited.html").render(Context()) == "avant"
+    run()
+    assert seen == ["avant", "après"]

@@ -36,6 +36,7 @@ class Command(BaseCommand):
         # came out cut short or padded (the page unstyled). The server loads the application
         # (and WhiteNoise) after this line.
         settings.WHITENOISE_AUTOREFRESH = True
+        read_templates_afresh()
 
         # Notifications (e-mail, SMS) and periodic jobs run in a worker process beside the
         # web server; it stops with it.
@@ -58,3 +59,21 @@ class Command(BaseCommand):
             seed_demo_shares(organisation)
         content = format_demo_messages(organisation) + format_demo_shares(organisation)
         self.stdout.write("\n" + format_demo(seeded) + ("\n" + content if content else ""))
+
+
+def read_templates_afresh() -> None:
+    """Pages are rendered from their templates as the files now are, as a developer editing
+    one under `make run` expects: Django keeps each template it compiled for the life of
+    the process (its cached loader, also in development; only `runserver`'s reloader clears
+    it), and the page stayed as it was at start-up. `pli serve` keeps the cache."""
+    from django.template import engines
+    from django.template.backends.django import DjangoTemplates
+
+    for engine in engines.all():
+        if isinstance(engine, DjangoTemplates):
+            inner = engine.engine
+            loaders = ["django.template.loaders.filesystem.Loader"]
+            if inner.app_dirs:
+                loaders.append("django.template.loaders.app_directories.Loader")
+            inner.loaders = loaders
+            inner.__dict__.pop("template_loaders", None)  # built from .loaders on next use
