@@ -69,11 +69,14 @@ def read_templates_afresh() -> None:
     from django.template import engines
     from django.template.backends.django import DjangoTemplates
 
+    cached = "django.template.loaders.cached.Loader"
     for engine in engines.all():
         if isinstance(engine, DjangoTemplates):
             inner = engine.engine
-            loaders = ["django.template.loaders.filesystem.Loader"]
-            if inner.app_dirs:
-                loaders.append("django.template.loaders.app_directories.Loader")
-            inner.loaders = loaders
+            # The loaders the cached one wraps, whichever they are configured to be.
+            inner.loaders = [
+                loader
+                for entry in inner.loaders
+                for loader in (entry[1] if isinstance(entry, tuple) and entry[0] == cached else [entry])
+            ]
             inner.__dict__.pop("template_loaders", None)  # built from .loaders on next use
