@@ -19,12 +19,12 @@ import os
 import sys
 
 from benchmarks import messaging_bench as bench
-from benchmarks.common import Server, create_database, pli, scratch_dir, server_env, settle
+from benchmarks.common import Figure, Server, create_database, pli, scratch_dir, server_env, settle
 
 INBOX = 2000
 
 
-def rounds(database_url: str | None, count: int) -> list[float]:
+def rounds(database_url: str | None, count: int) -> list[tuple[float, list[Figure]]]:
     data_dir = scratch_dir("send-rounds-")
     env = server_env(data_dir / "data", database_url)
     pli(env, "migrate", "--no-input", "--verbosity", "0")
@@ -35,7 +35,7 @@ def rounds(database_url: str | None, count: int) -> list[float]:
         results = []
         for _ in range(count):
             settle()
-            results.append(bench._bench_sends(server.port, users))
+            results.append(bench._bench_sends(server, users))
         return results
     finally:
         server.stop()
@@ -45,4 +45,5 @@ if __name__ == "__main__":
     kind = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     url = create_database(os.environ["PLI_DATABASE_URL"]) if kind == "postgresql" else None
-    print(f"message_send_per_s[{kind}]", " ".join(f"{value:.1f}" for value in rounds(url, count)))
+    for rate, figures in rounds(url, count):
+        print(f"message_send_per_s[{kind}] {rate:.1f}", " ".join(f"{name} {value:.1f}" for name, value, _ in figures))

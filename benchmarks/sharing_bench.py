@@ -2,7 +2,10 @@
 
 * ``share_create_per_s``: 8 concurrent API clients create shares, each with one 1 MB PDF,
   an e-mail address and a mobile number (the link's e-mail is queued; the code will go by
-  SMS), for a few seconds, while no worker runs (the notifications stay queued).
+  SMS), for a few seconds, while no worker runs (the notifications stay queued). Printed
+  with it, per share: the CPU of the server's workers and of the clients, and the shares of
+  the machine left idle and taken by the hypervisor (``share_create_*_cpu_ms``,
+  ``share_create_machine_idle_pct``, ``share_create_machine_steal_pct``).
 * ``share_open_p99_ms``: 20 concurrent patients each open shares the way a person does:
   the link page, the birth date, the one-time code, the document list. The figure is the
   99th percentile of those requests' latencies. Not counted: the time the code takes to
@@ -130,7 +133,10 @@ def _share_fields(n: int) -> list[tuple[str, str]]:
     ]
 
 
-def _bench_create(port: int, tokens: list[str]) -> float:
+def _bench_create(server: Server, tokens: list[str]) -> tuple[float, list[Figure]]:
+    """Shares created per second, and where the CPU went while they were measured (per
+    share)."""
+    port = server.port
     body, content_type = multipart(_share_fields(0), [("documents", "bilan.pdf", _pdf(DOCUMENT))])
     counts = [0] * CLIENTS
     errors: list[str] = []
@@ -159,14 +165,15 @@ def _bench_create(port: int, tokens: list[str]) -> float:
         for thread in threads:
             thread.start()
         deadline[0] = time.perf_counter() + (CREATE_SECONDS if timed else 1.5)
-        begin = time.perf_counter()
-        gate.wait()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - begin
+        with CpuMeter(server.workers()) as cpu:
+            begin = time.perf_counter()
+            gate.wait()
+            for thread in threads:
+                thread.join()
+            elapsed = time.perf_counter() - begin
         if errors:
             raise RuntimeError(f"share creation failed: {errors[:3]}")
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, cpu.figures("share_create", max(1, sum(counts)))
 
 
 class Browser:
@@ -405,12 +412,13 @@ def measure(database_url: str | None) -> list[Figure]:
             worker.terminate()
             worker.wait(timeout=30)
             settle()
-            created = _bench_create(server.port, setup["tokens"])
+            created, create_cpu = _bench_create(server, setup["tokens"])
         finally:
             inbox.close()
             server.stop()
         return [
             ("share_create_per_s", created, "shares/s"),
+            *create_cpu,
             ("share_open_p99_ms", step_p99, "ms"),
             ("share_open_flow_p99_ms", flow_p99, "ms"),
             *download,
