@@ -294,8 +294,15 @@ def test_the_share_endpoints_answer_as_the_schema_says(openapi: dict[str, Any], 
     PatientShare.objects.filter(pk=share).update(status="locked", lock_reason="code")
     api.call("post", unlock, 200, f"/api/v1/shares/{share}/unlock")
 
+    close = "/api/v1/shares/{share_id}/close"
+    api.call("post", close, 200, f"/api/v1/shares/{share}/close")
+    api.call("post", close, 404, f"/api/v1/shares/{uuid.uuid4()}/close")
+    silent = api.call("post", "/api/v1/shares", 201, data=share_fields(allow_reply="false")).json()["id"]
+    api.call("post", close, 409, f"/api/v1/shares/{silent}/close")
+
     revoke = "/api/v1/shares/{share_id}/revoke"
     writer = Api(openapi, user, ["shares:write"])
+    writer.call("post", close, 200, f"/api/v1/shares/{share}/close")
     writer.call("post", revoke, 200, f"/api/v1/shares/{share}/revoke")
     api.call("post", resend, 409, f"/api/v1/shares/{share}/resend")
     writer.call("get", detail, 403, f"/api/v1/shares/{share}")
@@ -467,6 +474,7 @@ EXERCISED = {
     ("post", "/api/v1/shares/{share_id}/revoke"),
     ("post", "/api/v1/shares/{share_id}/unlock"),
     ("post", "/api/v1/shares/{share_id}/resend"),
+    ("post", "/api/v1/shares/{share_id}/close"),
 }
 
 

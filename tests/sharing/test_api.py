@@ -173,7 +173,7 @@ def test_another_practitioners_share_is_not_found(db: None) -> None:
     share, _token = make_share(make_user())
     intruder = api(make_user())
     assert intruder.get(f"/api/v1/shares/{share.pk}").status_code == 404
-    for action in ("revoke", "unlock", "resend"):
+    for action in ("revoke", "unlock", "resend", "close"):
         assert intruder.post(f"/api/v1/shares/{share.pk}/{action}").status_code == 404
     share.refresh_from_db()
     assert share.status == Status.SENT
@@ -201,6 +201,45 @@ def test_revoke_unlock_resend(db: None) -> None:
     revoked = client.post(f"/api/v1/shares/{share.pk}/revoke")
     assert revoked.json()["status"] == "revoked"
     assert client.post(f"/api/v1/shares/{share.pk}/resend").status_code == 409
+
+
+def test_an_integrator_closes_the_patients_conversation(db: None) -> None:
+    """Medical software that follows a conversation ends it as the practitioner's page
+    does: the patient can no longer reply, and the share says since when."""
+    from pli.sharing.models import ShareReply
+
+    user = make_user()
+    client = api(user)
+    share, token = make_share(user, allow_reply=True)
+    assert client.get(f"/api/v1/shares/{share.pk}").json()["conversation_closed_at"] is None
+    assert api(make_user()).post(f"/api/v1/shares/{share.pk}/close").status_code == 404
+    assert api(user, ["shares:read"]).post(f"/api/v1/shares/{share.pk}/close").status_code == 403
+    share.refresh_from_db()
+    assert share.closed_at is None
+
+    closed = client.post(f"/api/v1/shares/{share.pk}/close")
+    assert closed.status_code == 200, closed.content
+    body = closed.json()
+    assert body["status"] == "sent" and body["allow_reply"] is True
+    assert [e["type"] for e in body["events"]].count("closed") == 1
+    at = datetime.datetime.fromisoformat(body["conversation_closed_at"])
+    assert abs(at - timezone.now()) < datetime.timedelta(minutes=1)
+    again = client.post(f"/api/v1/shares/{share.pk}/close").json()
+    assert again["conversation_closed_at"] == body["conversation_closed_at"]
+    assert [e["type"] for e in again["events"]].count("closed") == 1
+
+    patient = Patient(token)
+    patient.sign_in()
+    assert patient.client.post(patient.url("/reply"), {"text": "Merci"}).status_code == 400
+    assert not ShareReply.objects.exists()
+
+    # Nothing to close on a share that takes no replies: said so, and nothing recorded.
+    silent, _token = make_share(user)
+    refused = client.post(f"/api/v1/shares/{silent.pk}/close")
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == "Cet envoi n\u2019accepte pas de réponse du patient."
+    silent.refresh_from_db()
+    assert silent.closed_at is None and "closed" not in [e.type for e in services.events(silent)]
 
 
 def test_expired_share_reads_as_expired(db: None) -> None:

@@ -350,6 +350,18 @@ def test_close_conversation(db: None, status: str) -> None:
     assert closed.actor_id == str(user.pk)
 
 
+def test_a_share_without_replies_has_no_conversation_to_close(db: None) -> None:
+    """The page offers no « close » for it; a form posted all the same is told why."""
+    user = make_user()
+    share, _token = make_share(user)
+    assert f"/shares/{share.pk}/close" not in browser(user).get(f"/shares/{share.pk}").content.decode()
+    response = browser(user).post(f"/shares/{share.pk}/close", follow=True)
+    assert "Cet envoi n\u2019accepte pas de réponse du patient." in response.content.decode()
+    share.refresh_from_db()
+    assert share.closed_at is None
+    assert not AuditEvent.objects.filter(action="share.closed").exists()
+
+
 def test_documents_are_stored_under_their_own_keys(db: None) -> None:
     share, _token = make_share(make_user())
     document = ShareDocument.objects.get(share=share)

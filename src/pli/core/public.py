@@ -48,6 +48,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.sharing.api.ShareRevokeView",
         "pli.sharing.api.ShareUnlockView",
         "pli.sharing.api.ShareResendView",
+        "pli.sharing.api.ShareCloseView",
         # The API's description and its Swagger UI are public; calling the API is not.
         "pli.api.docs.SchemaView",
         "pli.api.docs.DocsView",

@@ -218,12 +218,19 @@ _SENDER = (
 )
 
 
+_CLOSED = (
+    "When the conversation was closed (`POST /api/v1/shares/{id}/close`, or from the web): the patient can no "
+    "longer reply. Null while it is open, and for a share that does not take replies (`allow_reply` false)."
+)
+
+
 class ShareSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
     created_at = UTCDateTimeField()
     expires_at = UTCDateTimeField()
     allow_reply = serializers.BooleanField()
+    conversation_closed_at = UTCDateTimeField(allow_null=True, help_text=_CLOSED)
     documents = serializers.IntegerField(help_text="Number of documents.")
     lock_reason = serializers.ChoiceField(choices=LockReason.choices, allow_null=True, help_text=_LOCK_REASON)
     sender = serializers.CharField(allow_null=True, help_text=_SENDER)
@@ -242,6 +249,7 @@ class ShareActionResultSerializer(serializers.Serializer[Any]):
     created_at = UTCDateTimeField(required=False, help_text=_READERS_ONLY)
     expires_at = UTCDateTimeField(required=False, help_text=_READERS_ONLY)
     allow_reply = serializers.BooleanField(required=False, help_text=_READERS_ONLY)
+    conversation_closed_at = UTCDateTimeField(allow_null=True, required=False, help_text=f"{_CLOSED} {_READERS_ONLY}")
     documents = serializers.IntegerField(required=False, help_text=f"Number of documents. {_READERS_ONLY}")
     lock_reason = serializers.ChoiceField(
         choices=LockReason.choices, allow_null=True, required=False, help_text=f"{_LOCK_REASON} {_READERS_ONLY}"
@@ -302,6 +310,7 @@ def share_data(share: PatientShare) -> dict[str, Any]:
         "created_at": share.created_at,
         "expires_at": share.expires_at,
         "allow_reply": share.allow_reply,
+        "conversation_closed_at": share.closed_at,
         "documents": share.document_count,
         "lock_reason": (share.lock_reason or None) if current == Status.LOCKED else None,
         "sender": share.reply_mailbox.address if share.reply_mailbox is not None else None,
@@ -534,6 +543,7 @@ CONFLICTS = {
     "expired": gettext_lazy("This share has expired."),
     "not_locked": gettext_lazy("This share is not locked."),
     "locked": gettext_lazy("This share is locked: unlock it first."),
+    "no_replies": gettext_lazy("This share does not take replies from the patient."),
 }
 
 
@@ -558,6 +568,7 @@ class _ShareActionView(APIView):
             "revoke": services.revoke,
             "unlock": services.unlock,
             "resend": services.resend,
+            "close": services.close_conversation,
         }
         options: dict[str, Any] = {}
         if self.action == "resend":
@@ -708,6 +719,25 @@ class ShareUnlockView(_ShareActionView):
 
     @extend_schema(
         operation_id="shares_unlock", summary="Unlock a share locked after too many failed attempts", **_ACTION_SCHEMA
+    )
+    def post(self, request: Request, share_id: uuid.UUID) -> Response:
+        return super().post(request, share_id)
+
+
+class ShareCloseView(_ShareActionView):
+    action = "close"
+
+    @extend_schema(
+        operation_id="shares_close",
+        summary="Close the conversation: the patient can no longer reply",
+        **{
+            **_ACTION_SCHEMA,
+            "description": (
+                "For a share created with `allow_reply`: the patient's replies so far stay in the mailbox; the link "
+                "still opens the documents. Closing a closed conversation changes nothing; a share that does not "
+                "take replies answers 409. " + _ACTION_SCHEMA["description"]
+            ),
+        },
     )
     def post(self, request: Request, share_id: uuid.UUID) -> Response:
         return super().post(request, share_id)

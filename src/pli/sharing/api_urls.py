@@ -11,4 +11,5 @@ urlpatterns = [
     path("shares/<guid:share_id>/revoke", api.ShareRevokeView.as_view(), name="share-revoke"),
     path("shares/<guid:share_id>/unlock", api.ShareUnlockView.as_view(), name="share-unlock"),
     path("shares/<guid:share_id>/resend", api.ShareResendView.as_view(), name="share-resend"),
+    path("shares/<guid:share_id>/close", api.ShareCloseView.as_view(), name="share-close"),
 ]

@@ -1399,9 +1399,14 @@ def _current(share: PatientShare, name: str) -> Any:
 def close_conversation(
     user: User, share_id: uuid.UUID, *, request: HttpRequest | None = None, now: datetime.datetime | None = None
 ) -> PatientShare:
+    """The patient may no longer reply (what they sent stays). Closing twice changes
+    nothing; a share that never took replies has no conversation to close (ShareError
+    ``no_replies``)."""
     now = now or timezone.now()
     with transaction.atomic():
         share = _own_share(user, share_id)
+        if not share.allow_reply:
+            raise ShareError("no_replies")
         if share.closed_at is None:
             share.closed_at = now
             share.save(update_fields=["closed_at"])

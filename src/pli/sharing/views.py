@@ -75,6 +75,7 @@ def _error_text(code: str) -> str:
         "locked": _("This share is locked: unlock it first."),
         "no_contact": _("Give the patient's mobile number or e-mail address (or both)."),
         "birth_date_mismatch": _("This birth date does not match the INS (its year and month of birth): check both."),
+        "no_replies": _("This share does not take replies from the patient."),
     }
     return texts.get(code, _("This action is not possible."))
 
