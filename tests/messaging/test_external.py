@@ -172,10 +172,11 @@ def test_mailbox_senders_are_unchanged(db: None) -> None:
     message = Message.objects.get(pk=response.json()["id"])
     assert message.external_sender is None and message.sender_kind == "mailbox"
     detail = api_client(bob).get(f"/api/v1/messages/{message.pk}").json()
-    assert (detail["sender"], detail["sender_name"], detail["sender_kind"]) == (
+    assert (detail["sender"], detail["sender_name"], detail["sender_kind"], detail["share_id"]) == (
         personal_mailbox(alice).address,
         personal_mailbox(alice).name,
         "mailbox",
+        None,
     )
     personal_mailbox(alice).delete()
     with translation.override("fr"):

@@ -259,7 +259,7 @@ def test_an_expired_upload_asks_the_patient_to_send_again(db: None, monkeypatch:
 
 def test_the_practitioner_sees_the_patient_as_the_sender(db: None) -> None:
     doctor = make_user()
-    _share, message = replied(doctor)
+    share, message = replied(doctor)
     mailbox = Mailbox.objects.get(owner=doctor)
     client = Client()
     client.force_login(doctor)
@@ -276,6 +276,9 @@ def test_the_practitioner_sees_the_patient_as_the_sender(db: None) -> None:
     assert [(r["id"], r["sender_name"], r["sender_kind"]) for r in results] == [
         (str(message.pk), PATIENT_SENDER, "patient_link")
     ]
+    # Software filing the answer finds the share it answers, and may end the conversation.
+    assert detail["share_id"] == results[0]["share_id"] == str(share.pk)
+    assert api.post(f"/api/v1/shares/{detail['share_id']}/close").status_code == 200
     english = api.get(f"/api/v1/messages/{message.pk}", HTTP_ACCEPT_LANGUAGE="en").json()
     assert english["sender_name"] == "Patient — Élodie Durand (secure link)"
 

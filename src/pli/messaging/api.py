@@ -36,7 +36,7 @@ from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
-from pli.messaging.models import Attachment, Delivery, Folder, Message, Role
+from pli.messaging.models import Attachment, Delivery, ExternalSender, Folder, Message, Role
 from pli.messaging.serializers import (
     UNKNOWN_FOLDER,
     MailboxSerializer,
@@ -304,13 +304,16 @@ class MailboxMessagesView(MessagingView):
 
 def _sender_data(message: Message) -> dict[str, Any]:
     """Who sent it: a mailbox's address and name; for a message from outside Pli's mailboxes
-    (no address to answer to) the label readers see, decrypted now, and its kind."""
+    (no address to answer to) the label readers see, decrypted now, and its kind; for a
+    patient's answer, the share it answers (its thread is the share's)."""
     sender = message.sender
     if sender is not None:
-        return {"sender": sender.address, "sender_name": sender.name, "sender_kind": "mailbox"}
+        return {"sender": sender.address, "sender_name": sender.name, "sender_kind": "mailbox", "share_id": None}
     if message.readable_external_sender():
-        return {"sender": None, "sender_name": message.sender_label, "sender_kind": message.sender_kind}
-    return {"sender": None, "sender_name": None, "sender_kind": "mailbox"}
+        kind = message.sender_kind
+        share = message.thread_id if kind == ExternalSender.PATIENT_LINK else None
+        return {"sender": None, "sender_name": message.sender_label, "sender_kind": kind, "share_id": share}
+    return {"sender": None, "sender_name": None, "sender_kind": "mailbox", "share_id": None}
 
 
 def _summary(copy: Delivery) -> dict[str, Any]:

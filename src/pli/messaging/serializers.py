@@ -41,6 +41,15 @@ SENDER_NAME_HELP = (
 )
 
 
+def share_id_field() -> serializers.UUIDField:
+    return serializers.UUIDField(
+        allow_null=True,
+        help_text="For a patient's answer (`sender_kind` patient_link): the patient share it answers "
+        "(`/api/v1/shares/{id}`, e.g. to close the conversation; 404 once the share is deleted or when it is "
+        "not yours to follow). Null otherwise.",
+    )
+
+
 def sender_kind_field() -> serializers.ChoiceField:
     return serializers.ChoiceField(
         choices=["mailbox", *ExternalSender.values],
@@ -55,6 +64,7 @@ class MessageSummarySerializer(serializers.Serializer[Any]):
     sender = serializers.CharField(allow_null=True, help_text=SENDER_HELP)
     sender_name = serializers.CharField(allow_null=True, help_text=SENDER_NAME_HELP)
     sender_kind = sender_kind_field()
+    share_id = share_id_field()
     sent_at = serializers.DateTimeField()
     unread = serializers.BooleanField()
     folder = serializers.ChoiceField(choices=Folder.choices)
@@ -146,6 +156,7 @@ class MessageSerializer(serializers.Serializer[Any]):
     sender = serializers.CharField(allow_null=True, help_text=SENDER_HELP)
     sender_name = serializers.CharField(allow_null=True, help_text=SENDER_NAME_HELP)
     sender_kind = sender_kind_field()
+    share_id = share_id_field()
     to = serializers.ListField(child=serializers.CharField())
     cc = serializers.ListField(child=serializers.CharField())
     sent_at = serializers.DateTimeField()
