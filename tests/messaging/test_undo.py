@@ -3,6 +3,7 @@ a few minutes, only those still where they were filed and still the user's to mo
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -98,6 +99,39 @@ def test_letters_moved_since_are_left_where_they_are(db: None) -> None:
         "Rien n\u2019a été remis en place\u00a0: ces messages ont été déplacés ou supprimés depuis."
     ]
     assert folder_of(one, b_box) == Folder.INBOX and folder_of(two, b_box) == Folder.ARCHIVE
+
+
+def undo_id(page: str) -> str:
+    match = re.search(r'name="undo" value="([^"]+)"', page)
+    assert match, "no « Annuler » on the page"
+    return match.group(1)
+
+
+def test_each_annuler_puts_back_its_own_letters(db: None) -> None:
+    """Two tabs: letters archived in one, another binned in the other since. The first
+    tab's « Annuler » put back the binned letter (the latest filing), not the archived ones
+    it was shown beside. Each filing is now undone by its own button, once."""
+    alice, bob = practitioner(), practitioner()
+    a_box, b_box = personal_mailbox(alice), personal_mailbox(bob)
+    first, second, third = (send(alice, a_box, [b_box], f"Bilan {n}") for n in range(3))
+    b = web_client(bob)
+    archived = b.get(select(b, b_box, "inbox", "archive", [first, second])["Location"]).content.decode()
+    binned = b.get(select(b, b_box, "inbox", "trash", [third])["Location"]).content.decode()
+    archive_undo, trash_undo = undo_id(archived), undo_id(binned)
+    assert archive_undo != trash_undo
+
+    inbox = f"/messages/{b_box.pk}/inbox/"
+    response = b.post("/messages/undo/", {"next": inbox, "undo": archive_undo})
+    assert flashes(response) == ["2 messages remis à leur place."]
+    assert [folder_of(m, b_box) for m in (first, second, third)] == [Folder.INBOX, Folder.INBOX, Folder.TRASH]
+    again = b.post("/messages/undo/", {"next": inbox, "undo": archive_undo})
+    assert flashes(again) == ["Il n\u2019y a plus rien à annuler."]
+    # The other filing can still be undone, by its own button.
+    assert flashes(b.post("/messages/undo/", {"next": inbox, "undo": trash_undo})) == ["1 message remis à sa place."]
+    assert folder_of(third, b_box) == Folder.INBOX
+    assert flashes(b.post("/messages/undo/", {"next": inbox, "undo": "made-up"})) == [
+        "Il n\u2019y a plus rien à annuler."
+    ]
 
 
 def test_undo_lasts_ten_minutes(db: None, monkeypatch: Any) -> None:

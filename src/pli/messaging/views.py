@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import secrets
 import time
 import uuid
 from typing import Any
@@ -39,6 +40,7 @@ from pli.blobs import ReadAhead
 from pli.core import storage
 from pli.core.forms import check_date_range, focus_first_error
 from pli.core.sizes import limit_size
+from pli.core.templatetags.pli_pages import UNDO_TAG_PREFIX
 from pli.core.views import content_unavailable
 from pli.messaging import search_links, services, uploads
 from pli.messaging.context_processors import mail_nav
@@ -875,33 +877,62 @@ def empty_trash(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
 
 
 # « Annuler » after archiving or binning: the copies moved, kept in the session (their keys
-# and folders only) for a few minutes.
+# and folders only) for a few minutes. Each filing is undone on its own: the « Annuler » of
+# letters archived in one tab puts back those letters, not the ones binned since in another.
 UNDO_SESSION_KEY = "pli.messaging.undo"
 UNDO_SECONDS = 10 * 60
+UNDO_KEPT = 10  # the latest filings that can still be undone
 
 
 def _moved(request: HttpRequest, text: str, moved: list[services.Move]) -> None:
     """The success message of letters filed into the archive or the trash, with « Annuler »
-    (base.html shows the button on a message tagged "undo"): a letter archived or binned by
-    a slip of the finger is put back in one tap, where it was."""
+    (base.html shows the button on a message tagged "undo", with the id of this filing): a
+    letter archived or binned by a slip of the finger is put back in one tap, where it was."""
     if not moved:
         messages.success(request, text)
         return
-    request.session[UNDO_SESSION_KEY] = {"at": time.time(), "moves": [list(move) for move in moved]}
-    messages.success(request, text, extra_tags="undo")
+    batch_id = secrets.token_urlsafe(9)
+    batches = _stored_batches(request.session.get(UNDO_SESSION_KEY))[-(UNDO_KEPT - 1) :]
+    batches.append({"id": batch_id, "at": time.time(), "moves": [list(move) for move in moved]})
+    request.session[UNDO_SESSION_KEY] = {"batches": batches}
+    messages.success(request, text, extra_tags=f"undo {UNDO_TAG_PREFIX}{batch_id}")
 
 
-def _stored_moves(data: Any) -> list[services.Move]:
-    """The moves :func:`_moved` kept, if still recent; none otherwise."""
-    if not isinstance(data, dict):
+def _stored_batches(data: Any) -> list[dict[str, Any]]:
+    """The filings :func:`_moved` kept that are still recent, oldest first."""
+    batches = data.get("batches") if isinstance(data, dict) else None
+    if not isinstance(batches, list):
         return []
+    now = time.time()
+    kept = []
+    for batch in batches:
+        try:
+            if now - float(batch["at"]) <= UNDO_SECONDS and isinstance(batch["id"], str):
+                kept.append(batch)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return kept
+
+
+def _moves_of(batch: dict[str, Any]) -> list[services.Move]:
     try:
-        if time.time() - float(data["at"]) > UNDO_SECONDS:
-            return []
-        moves = [services.Move(int(copy), str(source), str(target)) for copy, source, target in data["moves"]]
+        moves = [services.Move(int(copy), str(source), str(target)) for copy, source, target in batch["moves"]]
     except (KeyError, TypeError, ValueError):
         return []
     return [move for move in moves if move.source in services.MOVE_TARGETS]
+
+
+def _take_batch(request: HttpRequest) -> list[services.Move]:
+    """The moves of the filing whose « Annuler » was pressed (the latest when the form names
+    none), removed from the session: each is undone once."""
+    batches = _stored_batches(request.session.get(UNDO_SESSION_KEY))
+    wanted = request.POST.get("undo", "")
+    index = next((i for i, b in enumerate(batches) if b["id"] == wanted), None) if wanted else len(batches) - 1
+    if index is None or index < 0:
+        return []
+    batch = batches.pop(index)
+    request.session[UNDO_SESSION_KEY] = {"batches": batches}
+    return _moves_of(batch)
 
 
 @require_POST
@@ -909,7 +940,7 @@ def undo(request: HttpRequest) -> HttpResponse:
     """« Annuler » beside « 3 messages archivés. »: the letters go back where they were,
     those still where they were filed and in a mailbox the user still works in. Once only."""
     back = _next_url(request, reverse("messaging:home"))
-    moves = _stored_moves(request.session.pop(UNDO_SESSION_KEY, None))
+    moves = _take_batch(request)
     if not moves:
         messages.info(request, _("There is nothing to undo any more."))
         return redirect(back)

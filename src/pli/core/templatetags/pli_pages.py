@@ -47,3 +47,16 @@ def error_summary_focus(form: forms.BaseForm) -> str:
         focus_first_error(form)
         return ""
     return " autofocus" if errors else ""
+
+
+UNDO_TAG_PREFIX = "undo-"
+
+
+@register.filter
+def undo_id(extra_tags: str) -> str:
+    """The id of the moves a flash message's « Annuler » undoes (pli.messaging.views._moved
+    tags the message ``undo undo-<id>``), or ""."""
+    for tag in str(extra_tags or "").split():
+        if tag.startswith(UNDO_TAG_PREFIX):
+            return tag.removeprefix(UNDO_TAG_PREFIX)
+    return ""
