@@ -81,3 +81,86 @@ def test_the_owner_of_a_personal_mailbox_sees_what_she_sent_to_the_patient(db: N
     assert f"/shares/{share.pk}" in seen
     # The lab, whose letter it is, learns nothing of it.
     assert "Envoyé au patient" not in page(lab, message_id, personal_mailbox(lab))
+
+
+def test_software_hands_a_letters_attachments_to_the_patient(db: None) -> None:
+    """POST /api/v1/shares with forward_of and forward_attachments does what the letter's
+    « Envoyer au patient » does: the chosen attachments become the patient's documents
+    (nothing uploaded again), and the team sees on the letter that they went."""
+    from pli.audit.models import AuditEvent
+    from pli.sharing.services import open_document_blob
+
+    doctor, lab = practitioner(), practitioner()
+    inbox = personal_mailbox(doctor)
+    response = api_client(lab).post(
+        "/api/v1/messages",
+        {
+            "sender": personal_mailbox(lab).address,
+            "to": [inbox.address],
+            "subject": "Résultats",
+            "attachments": [
+                SimpleUploadedFile("nfs.pdf", pdf_bytes("nfs"), "application/pdf"),
+                SimpleUploadedFile("ionogramme.pdf", pdf_bytes("iono"), "application/pdf"),
+            ],
+        },
+    )
+    message_id = response.json()["id"]
+    nfs, iono = (a["id"] for a in response.json()["attachments"])
+    patient = {
+        "patient_given_name": "Élodie",
+        "patient_family_name": "Durand",
+        "patient_birth_date": "1984-02-15",
+        "patient_mobile": "+33612345678",
+    }
+    client = api_client(doctor)
+
+    # Wrong: an attachment without its message, a message out of reach (another's letter,
+    # a made-up id), an attachment of another message. Each named; nothing made.
+    other_letter = send_letter(lab, [personal_mailbox(lab)])
+    other_attachment = str(Attachment.objects.get(message_id=other_letter).pk)
+    refusals = [
+        ({"forward_attachments": [nfs]}, "forward_attachments"),
+        ({"forward_of": other_letter, "forward_attachments": [other_attachment]}, "forward_of"),
+        ({"forward_of": "not-an-id"}, "forward_of"),
+        ({"forward_of": message_id, "forward_attachments": [other_attachment]}, "forward_attachments"),
+        ({"forward_of": message_id, "forward_attachments": ["x"]}, "forward_attachments"),
+        ({"forward_of": [message_id, message_id], "forward_attachments": [nfs]}, "forward_of"),
+    ]
+    for fields, named in refusals:
+        refused = client.post("/api/v1/shares", {**patient, **fields})
+        assert refused.status_code == 400, (fields, refused.content)
+        assert named in refused.json(), (fields, refused.json())
+    assert not PatientShare.objects.exists()
+    # Someone else's letter, tried: audited as a refused access.
+    assert AuditEvent.objects.filter(action="message.access_denied", target_id=other_letter).exists()
+
+    created = client.post("/api/v1/shares", {**patient, "forward_of": message_id, "forward_attachments": [iono]})
+    assert created.status_code == 201, created.content
+    share = PatientShare.objects.get(pk=created.json()["id"])
+    assert share.source_message_id is not None and str(share.source_message_id) == message_id
+    documents = list(share.documents.all())
+    assert [d.name for d in documents] == ["ionogramme.pdf"]
+    with open_document_blob(documents[0]) as reader:
+        assert b"".join(reader) == pdf_bytes("iono")
+    assert "Envoyé au patient par" in page(doctor, message_id, inbox)
+
+
+def test_forwarded_attachments_keep_to_the_share_limits(db: None, settings: object) -> None:
+    doctor, lab = practitioner(), practitioner()
+    message_id = send_letter(lab, [personal_mailbox(doctor)])
+    attachment = str(Attachment.objects.get(message_id=message_id).pk)
+    settings.PLI_SHARE_MAX_DOCUMENTS = 1  # type: ignore[attr-defined]
+    refused = api_client(doctor).post(
+        "/api/v1/shares",
+        {
+            "patient_given_name": "Élodie",
+            "patient_family_name": "Durand",
+            "patient_birth_date": "1984-02-15",
+            "patient_mobile": "+33612345678",
+            "forward_of": message_id,
+            "forward_attachments": [attachment],
+            "documents": [SimpleUploadedFile("autre.pdf", pdf_bytes("autre"), "application/pdf")],
+        },
+    )
+    assert refused.status_code == 400 and "forward_attachments" in refused.json()
+    assert not PatientShare.objects.exists()

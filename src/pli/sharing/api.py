@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -38,9 +38,13 @@ from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
+from pli.blobs import BlobNotFound
 from pli.core.api import field_error_body, form_error_body, refuse_repeated
 from pli.core.ins import birth_date_mismatch
-from pli.sharing import notifications, services, validation
+from pli.core.views import content_unavailable_message
+from pli.messaging import services as messaging
+from pli.messaging.models import Attachment, Message
+from pli.sharing import mailbox, notifications, services, validation
 from pli.sharing.forms import (
     NO_DOCUMENT_NOR_MESSAGE,
     NOT_YOUR_MAILBOX,
@@ -142,6 +146,22 @@ class ShareCreateSerializer(serializers.Serializer[Any]):
             "The address of a mailbox the caller works in (their own, or a shared mailbox of their "
             "organisation), where the patient's replies arrive; its members follow the share. "
             "Default: the caller's own mailbox."
+        ),
+    )
+    forward_of = serializers.UUIDField(
+        required=False,
+        help_text=(
+            "The id of a message the caller can read, whose attachments (`forward_attachments`) go to the patient "
+            "without being sent again, as « Envoyer au patient » does on the message's page: the message's page "
+            "then shows the share to those who hold it, so that the documents are not sent twice."
+        ),
+    )
+    forward_attachments = serializers.ListField(
+        child=serializers.UUIDField(),
+        required=False,
+        help_text=(
+            "Attachments of `forward_of` to hand to the patient (repeat the field), after the uploaded "
+            "`documents`; together they keep to the share's limits."
         ),
     )
 
@@ -466,6 +486,7 @@ class SharesView(APIView):
                 errors.update(form_error_body(form.errors))
             if "sender" not in form.errors and (error := sender_error(user, form)):
                 errors["sender"] = [error]
+            source, forwarded = _forwarded(request, user, data, errors)
             if any(value != "" for value in data.getlist(DOCUMENTS_FIELD)):
                 # A document sent as a text part (its content base64-encoded, say) is not a
                 # file: the patient would otherwise get the share without it, or the client
@@ -473,16 +494,31 @@ class SharesView(APIView):
                 errors[DOCUMENTS_FIELD] = [
                     _("Documents must be sent as files (multipart/form-data parts with a file name).")
                 ]
-            elif not documents and not str(data.get("message", "")).strip():
+            elif not documents and not forwarded and not str(data.get("message", "")).strip():
                 errors[DOCUMENTS_FIELD] = [NO_DOCUMENT_NOR_MESSAGE]
+            if not errors and (over := mailbox.over_limits(documents, forwarded)):
+                errors[FORWARD_ATTACHMENTS] = [over]
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
             try:
+                copies = mailbox.copy_attachments(forwarded)
+                batch.pending.extend(copies)
                 share = services.create_share(
-                    user, form.share_input(), documents, request=request._request, on_created=on_created
+                    user,
+                    form.share_input(),
+                    [*documents, *copies],
+                    request=request._request,
+                    source_message_id=source,
+                    on_created=on_created,
                 )
             except idempotency.Conflict:
                 return idempotency.in_flight().response()
+            except BlobNotFound:
+                # Only a deletion for good removes a stored attachment: the message went from
+                # the trash while this request ran.
+                return Response({FORWARD_OF: [_("Unknown message.")]}, status=status.HTTP_400_BAD_REQUEST)
+            except messaging.ContentUnavailable:
+                raise APIException(content_unavailable_message()) from None
             except services.ShareError as exc:
                 if exc.code == "sender":  # taken out of the mailbox since the check above
                     return Response({"sender": [str(NOT_YOUR_MAILBOX)]}, status=status.HTTP_400_BAD_REQUEST)
@@ -494,6 +530,52 @@ class SharesView(APIView):
                 )
             batch.keep()
         return Response(_created_body(share), status=status.HTTP_201_CREATED)
+
+
+FORWARD_OF = "forward_of"
+FORWARD_ATTACHMENTS = "forward_attachments"
+
+
+def _forwarded(
+    request: Request, user: User, data: Any, errors: dict[str, Any]
+) -> tuple[uuid.UUID | None, list[Attachment]]:
+    """The message the share is made from (``forward_of``) and those of its attachments
+    that go to the patient (``forward_attachments``), as the share page's « Envoyer au
+    patient » does; what is wrong is added to ``errors``. A message the caller cannot read
+    is unknown, whether it exists or not (the refusal is audited when it does)."""
+    for name in (FORWARD_OF,):
+        if len(data.getlist(name)) > 1:
+            errors[name] = [_("This field is given more than once: send it once.")]
+            return None, []
+    raw = str(data.get(FORWARD_OF, "")).strip()
+    chosen = [value.strip() for value in data.getlist(FORWARD_ATTACHMENTS) if value.strip()]
+    if not raw:
+        if chosen:
+            errors[FORWARD_ATTACHMENTS] = [_("Give forward_of, the message these attachments belong to.")]
+        return None, []
+    try:
+        message_id = uuid.UUID(raw)
+        attachments = mailbox.received_attachments(user, message_id)
+    except ValueError:
+        errors[FORWARD_OF] = [_("Unknown message.")]
+        return None, []
+    except messaging.NotVisible:
+        if Message.objects.filter(pk=message_id).exists():
+            messaging.record_denied(user, request._request, ("messaging.message", message_id), "share")
+        errors[FORWARD_OF] = [_("Unknown message.")]
+        return None, []
+    wanted: set[uuid.UUID] = set()
+    for value in chosen:
+        try:
+            wanted.add(uuid.UUID(value))
+        except ValueError:
+            errors[FORWARD_ATTACHMENTS] = [_("Not an attachment of this message.")]
+            return None, []
+    forwarded = [a for a in attachments if a.pk in wanted]
+    if len(forwarded) != len(wanted):
+        errors[FORWARD_ATTACHMENTS] = [_("Not an attachment of this message.")]
+        return None, []
+    return message_id, forwarded
 
 
 def _created_body(share: PatientShare) -> Any:

@@ -33,7 +33,7 @@ from pli.messaging.uploads import attachment_aad
 from pli.messaging.uploads import blob_store as message_blob_store
 from pli.sharing.models import PatientShare, ShareDocument
 from pli.sharing.services import PATIENT
-from pli.sharing.uploads import PendingFile, UploadRules, share_blob_store
+from pli.sharing.uploads import PendingFile, UploadRules, document_rules, share_blob_store
 
 REPLY_MAX_FILES = 5
 REPLY_MAX_FILE_BYTES = 10 * 10**6
@@ -119,6 +119,20 @@ def received_attachments(user: User, message_id: uuid.UUID | str) -> list[Attach
     """The attachments of a message ``user`` can see (``messaging.NotVisible`` otherwise)."""
     message = messaging.visible_message(user, message_id)
     return messaging.message_attachments(message)
+
+
+def over_limits(uploads: Sequence[PendingFile], forwarded: Sequence[Attachment]) -> str:
+    """Why the documents break the share's limits, or "". The upload handler enforces them
+    on the files uploaded only: a message's attachments come on top of those, and a message
+    may carry more and larger files than a share takes (100 MiB against 100 MB)."""
+    rules = document_rules()
+    if len(uploads) + len(forwarded) > rules.max_files:
+        return rules.too_many(rules)
+    if any(a.size > rules.max_file_bytes for a in forwarded):
+        return rules.too_large(rules, False)
+    if sum(p.size for p in uploads) + sum(a.size for a in forwarded) > rules.max_total_bytes:
+        return rules.too_large(rules, True)
+    return ""
 
 
 def copy_attachments(attachments: Sequence[Attachment]) -> list[PendingFile]:

@@ -48,7 +48,6 @@ from pli.sharing.forms import (
 from pli.sharing.models import Channel, PatientShare, ShareNotification, Status
 from pli.sharing.uploads import (
     DOCUMENTS_FIELD,
-    PendingFile,
     UploadBatch,
     UploadRejected,
     document_rules,
@@ -365,7 +364,7 @@ def _create(
         return _new_page(request, form, attachments, source, status=400, documents_error=str(NO_DOCUMENT_NOR_MESSAGE))
     if not valid:
         return _new_page(request, form, attachments, source, status=400)
-    over = _over_limits(uploads, forwarded)
+    over = mailbox.over_limits(uploads, forwarded)
     if over:
         return _new_page(request, form, attachments, source, status=400, documents_error=over)
     try:
@@ -418,20 +417,6 @@ def _created(request: HttpRequest, share: PatientShare) -> HttpResponse:
         # The page's script sent it (with a progress bar): it follows the location itself.
         return JsonResponse({"location": location}, status=201)
     return HttpResponseRedirect(location, status=303)
-
-
-def _over_limits(uploads: list[PendingFile], forwarded: list[Attachment]) -> str:
-    """Why the documents break the share's limits, or "". The upload handler enforces them
-    on the files uploaded only: a message's attachments come on top of those, and a message
-    may carry more and larger files than a share takes (100 MiB against 100 MB)."""
-    rules = document_rules()
-    if len(uploads) + len(forwarded) > rules.max_files:
-        return rules.too_many(rules)
-    if any(a.size > rules.max_file_bytes for a in forwarded):
-        return rules.too_large(rules, False)
-    if sum(p.size for p in uploads) + sum(a.size for a in forwarded) > rules.max_total_bytes:
-        return rules.too_large(rules, True)
-    return ""
 
 
 def _share_or_404(request: HttpRequest, share_id: uuid.UUID) -> PatientShare:
