@@ -543,10 +543,9 @@ def _forwarded(
     that go to the patient (``forward_attachments``), as the share page's « Envoyer au
     patient » does; what is wrong is added to ``errors``. A message the caller cannot read
     is unknown, whether it exists or not (the refusal is audited when it does)."""
-    for name in (FORWARD_OF,):
-        if len(data.getlist(name)) > 1:
-            errors[name] = [_("This field is given more than once: send it once.")]
-            return None, []
+    if len(data.getlist(FORWARD_OF)) > 1:
+        errors[FORWARD_OF] = [_("This field is given more than once: send it once.")]
+        return None, []
     raw = str(data.get(FORWARD_OF, "")).strip()
     chosen = [value.strip() for value in data.getlist(FORWARD_ATTACHMENTS) if value.strip()]
     if not raw:
