@@ -3,6 +3,8 @@ people who hold that letter (a shared mailbox's team), so that nobody sends them
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
@@ -145,11 +147,11 @@ def test_software_hands_a_letters_attachments_to_the_patient(db: None) -> None:
     assert "Envoyé au patient par" in page(doctor, message_id, inbox)
 
 
-def test_forwarded_attachments_keep_to_the_share_limits(db: None, settings: object) -> None:
+def test_forwarded_attachments_keep_to_the_share_limits(db: None, settings: Any) -> None:
     doctor, lab = practitioner(), practitioner()
     message_id = send_letter(lab, [personal_mailbox(doctor)])
     attachment = str(Attachment.objects.get(message_id=message_id).pk)
-    settings.PLI_SHARE_MAX_DOCUMENTS = 1  # type: ignore[attr-defined]
+    settings.PLI_SHARE_MAX_DOCUMENTS = 1
     refused = api_client(doctor).post(
         "/api/v1/shares",
         {
