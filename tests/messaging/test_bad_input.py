@@ -576,7 +576,8 @@ def test_a_file_sent_to_a_move_never_reaches_the_disk_in_clear(
     document = io.BytesIO(b"%PDF-1.4 " + b"x" * 3_000_000)
     document.name = "compte-rendu.pdf"
     response = client.post(f"/api/v1/messages/{sent}/move", {"folder": "archive", "file": document})
-    assert response.status_code == 200, response.content
+    # A move takes no file: refused, naming it, once read without a plaintext copy.
+    assert response.status_code == 400 and set(response.json()) == {"file"}, response.content
     assert written == []
 
 
@@ -615,3 +616,26 @@ def test_the_birthplace_travels_with_the_patient_context(people: dict[str, User]
         api_client(people["bob"]).get(f"/api/v1/messages/{other.json()['id']}").json()["patient"]["birthplace_code"]
         == ""
     )
+
+
+def test_a_misspelt_field_is_named_not_ignored(people: dict[str, User]) -> None:
+    """Ignored, « patient_nir » (for patient_ins) sent the letter without its patient, and
+    « attachment » (for attachments) without its file."""
+    client = api_client(people["alice"])
+    response = client.post("/api/v1/messages", _base(people, patient_nir=valid_ins(), attachments=[_pdf()]))
+    assert response.status_code == 400
+    body = response.json()
+    assert set(body) == {"patient_nir"}, body
+    assert "aucun champ de ce nom" in body["patient_nir"][0] and "patient_ins" in body["patient_nir"][0]
+    misplaced = client.post("/api/v1/messages", _base(people, attachment=_pdf()))
+    assert misplaced.status_code == 400 and set(misplaced.json()) == {"attachment"}
+    assert Message.objects.count() == 0 and stored_blobs() == []
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    moved = client.post(
+        f"/api/v1/messages/{sent}/move", {"folder": "archive", "mailbox_id": "x"}, content_type="application/json"
+    )
+    assert moved.status_code == 400 and set(moved.json()) == {"mailbox_id"}
+    english = client.post(f"/api/v1/messages/{sent}/unread", {"mailbox_id": "x"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert english.json() == {
+        "mailbox_id": ["This request has no field of this name: check its spelling. Its fields: mailbox."]
+    }

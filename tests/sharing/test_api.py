@@ -14,6 +14,7 @@ from django.utils import timezone
 from pli.api.services import create_token
 from pli.sharing import services
 from pli.sharing.models import PatientShare, Status
+from pli.sharing.uploads import share_blob_store
 from pli.testing.accounts import make_organisation, make_user
 from sharing.helpers import Patient, make_share, pdf_bytes, run_tasks, token_of
 
@@ -285,8 +286,6 @@ def test_schema_documents_the_share_endpoints(db: None) -> None:
 def test_a_cut_off_upload_saves_nothing(db: None) -> None:
     from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
-    from pli.sharing.uploads import share_blob_store
-
     body = encode_multipart(BOUNDARY, fields(documents=[SimpleUploadedFile("a.pdf", pdf_bytes() * 50)]))
     cut = body[: len(body) // 2]
     response = api(make_user()).generic("POST", "/api/v1/shares", cut, content_type=MULTIPART_CONTENT)
@@ -316,8 +315,6 @@ def test_allow_reply_is_read_strictly(db: None) -> None:
 
 
 def test_an_empty_document_is_refused(db: None) -> None:
-    from pli.sharing.uploads import share_blob_store
-
     empty = SimpleUploadedFile("vide.pdf", b"", "application/pdf")
     response = api(make_user()).post("/api/v1/shares", fields(documents=[empty]))
     assert response.status_code == 400
@@ -328,7 +325,6 @@ def test_an_empty_document_is_refused(db: None) -> None:
 
 def test_an_upload_too_old_to_commit_is_refused_and_nothing_kept(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from pli.sharing import services
-    from pli.sharing.uploads import share_blob_store
 
     monkeypatch.setattr(services, "MAX_PENDING_AGE", -1.0)  # every upload is already too old
     response = api(make_user()).post("/api/v1/shares", fields())
@@ -385,3 +381,39 @@ def test_events_say_whether_a_failed_notification_will_be_retried(db: None) -> N
     events = api(user).get(f"/api/v1/shares/{share.pk}").json()["events"]
     failed = [(e["channel"], e["final"]) for e in events if e["type"] == "notification_failed"]
     assert failed == [("sms", False), ("sms", True)]
+
+
+def test_a_misspelt_field_is_refused_not_ignored(db: None) -> None:
+    """An integrator's « allow_replies » would otherwise make a share the patient cannot
+    answer, without a word: the field is named, nothing is created, the document's blob is
+    not kept."""
+    user = make_user()
+    client = api(user)
+    blobs = list(share_blob_store().iter_ids())
+    refused = client.post("/api/v1/shares", fields(allow_replies="true", patient_nir="1840275123456"))
+    assert refused.status_code == 400
+    body = refused.json()
+    assert set(body) == {"allow_replies", "patient_nir"}
+    assert "allow_reply" in body["allow_replies"][0] and "patient_ins" in body["allow_replies"][0]
+    assert not PatientShare.objects.exists() and list(share_blob_store().iter_ids()) == blobs
+    # A file part under another name than « documents » is named too.
+    misplaced = client.post("/api/v1/shares", fields(document=SimpleUploadedFile("a.pdf", pdf_bytes("a"))))
+    assert misplaced.status_code == 400 and set(misplaced.json()) == {"document"}
+
+    share, _token = make_share(user)
+    resend = client.post(
+        f"/api/v1/shares/{share.pk}/resend", {"patient_phone": "+33698765432"}, content_type="application/json"
+    )
+    assert resend.status_code == 400 and set(resend.json()) == {"patient_phone"}
+    # A revocation takes no body: its « reason » would be lost.
+    revoke = client.post(f"/api/v1/shares/{share.pk}/revoke", {"reason": "erreur"}, content_type="application/json")
+    assert revoke.status_code == 400 and set(revoke.json()) == {"reason"}
+    share.refresh_from_db()
+    assert share.status == Status.SENT and not share.revoked_at
+    assert client.post(f"/api/v1/shares/{share.pk}/revoke").json()["status"] == "revoked"
+
+
+def test_the_schema_says_the_bodies_take_no_other_field(db: None) -> None:
+    schema = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()["components"]["schemas"]
+    for name in ("ShareCreateRequest", "ShareResendRequest", "MessageCreateRequest", "MoveRequest"):
+        assert schema[name]["additionalProperties"] is False, name

@@ -89,6 +89,9 @@ _RETRY_AFTER = {
 }
 
 
+_COMPONENTS = "#/components/schemas/"
+
+
 def document_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: add the shared error answers to each operation."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
@@ -127,6 +130,11 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if not any("*/*" in response.get("content", {}) for code, response in responses.items() if code[0] == "2"):
                 # DRF's content negotiation, before the view: only JSON is written.
                 responses.setdefault("406", _error("The `Accept` header asks for no type this answer has (JSON)."))
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                # pli.core.api.refuse_unknown: a field the body does not define is a 400.
+                reference = content.get("schema", {}).get("$ref", "")
+                if reference.startswith(_COMPONENTS):
+                    schemas[reference.removeprefix(_COMPONENTS)]["additionalProperties"] = False
             if "{" in path:
                 responses.setdefault("404", _error("No such object, or not yours."))
             if operation.get("requestBody"):

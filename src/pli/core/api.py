@@ -136,6 +136,23 @@ def refuse_repeated(data: Any, names: Iterable[str]) -> None:
         raise exceptions.ValidationError(repeated)
 
 
+def refuse_unknown(data: Any, accepted: Iterable[str], files: Iterable[str] = ()) -> None:
+    """Raise a 400 naming each field of the body (``data``, and the names of a multipart
+    body's ``files``) that the endpoint does not take. Ignored without a word, a misspelt optional field
+    did not do what its sender meant: ``allow_replies=true`` made a share the patient could
+    not answer, ``patient_nir`` a letter without its patient."""
+    if not isinstance(data, Mapping):
+        return  # a JSON body that is not an object: the serializer names the problem
+    known = set(accepted)
+    given = [*data.keys(), *files]
+    unknown = sorted({name for name in given if name not in known})
+    if unknown:
+        message = _("This request has no field of this name: check its spelling. Its fields: %(fields)s.") % {
+            "fields": ", ".join(sorted(known))
+        }
+        raise exceptions.ValidationError({name: [message] for name in unknown})
+
+
 def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:
     """A form's errors as the API answers them: field → messages, and what concerns no
     single field as one text under ``detail``, like every other API error."""

@@ -32,7 +32,8 @@ from pli.api.parsers import JSONParser, unsupported_upload
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import MESSAGES_FILE, MESSAGES_READ, MESSAGES_SEND
-from pli.core.api import field_error_body, form_error_body, refuse_repeated
+from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown
+from pli.core.uploads import dropped_files
 from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
 from pli.messaging.forms import ComposeForm
@@ -53,6 +54,8 @@ from pli.messaging.uploads import UploadRejected, UploadSession
 from pli.messaging.views import SearchForm, attachment_response
 
 TAGS = ["messages"]
+# What POST /api/v1/messages takes (its schema's fields); any other field is refused.
+MESSAGE_FIELDS = frozenset(MessageCreateSerializer().fields)
 
 
 def _user(request: Request) -> User:
@@ -412,6 +415,7 @@ class MessageCreateView(MessagingView):
                     raise unsupported_upload(request.content_type)
                 data, files = request._request.POST, request._request.FILES
                 uploads.check_urlencoded_text(request._request)
+                refuse_unknown(data, MESSAGE_FIELDS, files.keys())
             except UploadRejected as exc:
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except RequestDataTooBig:
@@ -605,7 +609,9 @@ def _change_copies(
     if not services.visible_copies(user, message_id):
         services.record_denied(user, request._request, ("messaging.message", message_id), step)
         raise _not_found()
-    refuse_repeated(request.data, serializer().fields)
+    fields = serializer().fields
+    refuse_repeated(request.data, fields)
+    refuse_unknown(request.data, fields, dropped_files(request._request))
     body = serializer(data=request.data)
     body.is_valid(raise_exception=True)
     try:

@@ -39,8 +39,9 @@ from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound
-from pli.core.api import field_error_body, form_error_body, refuse_repeated
+from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown
 from pli.core.ins import birth_date_mismatch
+from pli.core.uploads import dropped_files
 from pli.core.views import content_unavailable_message
 from pli.messaging import services as messaging
 from pli.messaging.models import Attachment, Message
@@ -468,6 +469,7 @@ class SharesView(APIView):
                 if self.get_content_negotiator().select_parser(request, self.get_parsers()) is None:
                     raise unsupported_upload(request.content_type)
                 data, files = request._request.POST, request._request.FILES
+                refuse_unknown(data, SHARE_FIELDS, files.keys())
             except UploadRejected as exc:
                 return Response(field_error_body(exc.field, exc.message), status=exc.status)
             except (RequestDataTooBig, TooManyFieldsSent, MultiPartParserError, SuspiciousOperation):
@@ -652,6 +654,8 @@ class _ShareActionView(APIView):
             "close": services.close_conversation,
         }
         options: dict[str, Any] = {}
+        # Only a resend takes a body; a revocation with a « reason », say, would lose it.
+        refuse_unknown(request.data, RESEND_FIELDS if self.action == "resend" else (), dropped_files(request._request))
         if self.action == "resend":
             # An object, or nothing: a list or a text (the contacts wrapped in a list, say)
             # was ignored, and the new link went to the contacts meant to be corrected.
@@ -773,6 +777,10 @@ class ShareResendSerializer(serializers.Serializer[Any]):
         ),
     )
 
+
+# What POST /api/v1/shares and /resend take (their schemas' fields); any other field is refused.
+SHARE_FIELDS = frozenset(ShareCreateSerializer().fields)
+RESEND_FIELDS = frozenset(ShareResendSerializer().fields)
 
 _ACTION_SCHEMA: dict[str, Any] = {
     "request": None,
