@@ -193,6 +193,19 @@ def test_the_messaging_endpoints_answer_as_the_schema_says(openapi: dict[str, An
     api.call("get", listing, 200, f"/api/v1/mailboxes/{mine.pk}/messages?unread=true")
     api.call("get", listing, 400, f"/api/v1/mailboxes/{mine.pk}/messages?unread=x")
     api.call("get", listing, 404, f"/api/v1/mailboxes/{uuid.uuid4()}/messages")
+    search = "/api/v1/mailboxes/{mailbox_id}/messages/search"
+    found = api.call(
+        "post",
+        search,
+        200,
+        f"/api/v1/mailboxes/{mine.pk}/messages/search",
+        data={"folder": "sent", "q": "Durand", "unread": False, "limit": 1},
+        content_type="application/json",
+    ).json()
+    assert found["results"] and found["next_cursor"] is None
+    as_json = {"content_type": "application/json"}
+    api.call("post", search, 400, f"/api/v1/mailboxes/{mine.pk}/messages/search", data={"date_to": "x"}, **as_json)
+    api.call("post", search, 404, f"/api/v1/mailboxes/{uuid.uuid4()}/messages/search", data={"q": "x"}, **as_json)
 
     detail = "/api/v1/messages/{message_id}"
     read = api.call("get", detail, 200, f"/api/v1/messages/{message}").json()
@@ -253,6 +266,15 @@ def test_the_share_endpoints_answer_as_the_schema_says(openapi: dict[str, Any], 
 
     api.call("get", "/api/v1/shares", 200, "/api/v1/shares?q=Durand&status=sent&limit=1")
     api.call("get", "/api/v1/shares", 400, "/api/v1/shares?status=nowhere&created_before=x&limit=0")
+    found = api.call(
+        "post",
+        "/api/v1/shares/search",
+        200,
+        data={"q": "Durand", "status": "sent", "limit": 1},
+        content_type="application/json",
+    ).json()
+    assert len(found["results"]) == 1 and found["next_created_before"] is not None
+    api.call("post", "/api/v1/shares/search", 400, data={"status": "nowhere"}, content_type="application/json")
 
     detail = "/api/v1/shares/{share_id}"
     share = created["id"]
@@ -462,6 +484,7 @@ EXERCISED = {
     ("get", "/api/v1/me"),
     ("get", "/api/v1/mailboxes"),
     ("get", "/api/v1/mailboxes/{mailbox_id}/messages"),
+    ("post", "/api/v1/mailboxes/{mailbox_id}/messages/search"),
     ("post", "/api/v1/messages"),
     ("get", "/api/v1/messages/{message_id}"),
     ("delete", "/api/v1/messages/{message_id}"),
@@ -469,6 +492,7 @@ EXERCISED = {
     ("post", "/api/v1/messages/{message_id}/unread"),
     ("get", "/api/v1/messages/{message_id}/attachments/{attachment_id}"),
     ("get", "/api/v1/shares"),
+    ("post", "/api/v1/shares/search"),
     ("post", "/api/v1/shares"),
     ("get", "/api/v1/shares/{share_id}"),
     ("post", "/api/v1/shares/{share_id}/revoke"),

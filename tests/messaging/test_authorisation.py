@@ -59,6 +59,7 @@ def _requests(w: World, message_id: str | None = None, attachment_id: str | None
     a = attachment_id or w.attachment_id
     return [
         ("get", f"/api/v1/mailboxes/{w.mailbox.pk}/messages", None),
+        ("post", f"/api/v1/mailboxes/{w.mailbox.pk}/messages/search", {"q": "Bilan"}),
         ("get", f"/api/v1/messages/{m}", None),
         ("get", f"/api/v1/messages/{m}/attachments/{a}", None),
         ("post", f"/api/v1/messages/{m}/move", {"folder": "archive"}),
@@ -75,7 +76,7 @@ def _call(client: Client, method: str, url: str, data: Any) -> Any:
 
 def test_member_gets_in(world: World) -> None:
     client = api_client(world.member)
-    for method, url, data in _requests(world)[:5]:
+    for method, url, data in _requests(world)[:6]:
         response = _call(client, method, url, data)
         assert response.status_code == 200, (url, response.content)
     # Delete works once the copy is in the trash.
@@ -91,7 +92,7 @@ def test_outsiders_get_exactly_a_not_found(world: World, who: str) -> None:
         response = _call(client, method, url, data)
         assert response.status_code == 404, (url, response.status_code)
         if "/mailboxes/" in url:
-            missing_url = f"/api/v1/mailboxes/{uuid.uuid4()}/messages"
+            missing_url = url.replace(str(world.mailbox.pk), str(uuid.uuid4()))
         reference = _call(client, method, missing_url, data)
         assert reference.status_code == 404
         assert response.content == reference.content

@@ -20,7 +20,7 @@ from messaging.factories import (
 from pli.accounts import services as accounts
 from pli.accounts.models import Mailbox, Membership, User
 from pli.audit.models import AuditEvent
-from pli.messaging.models import Message
+from pli.messaging.models import Delivery, Message
 
 
 @pytest.fixture
@@ -639,3 +639,57 @@ def test_a_misspelt_field_is_named_not_ignored(people: dict[str, User]) -> None:
     assert english.json() == {
         "mailbox_id": ["This request has no field of this name: check its spelling. Its fields: mailbox."]
     }
+
+
+def test_a_misspelt_query_parameter_is_named_not_ignored(people: dict[str, User]) -> None:
+    """« mailbox_id » ignored on a DELETE deleted for good the copies of every mailbox."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    box = personal_mailbox(people["alice"])
+    assert client.post(f"/api/v1/messages/{sent}/move", {"folder": "trash"}).status_code == 200
+    refused = client.delete(f"/api/v1/messages/{sent}?mailbox_id={box.pk}")
+    assert refused.status_code == 400 and set(refused.json()) == {"mailbox_id"}
+    assert Delivery.objects.filter(message_id=sent, mailbox=box).exists()
+    assert client.get(f"/api/v1/messages/{sent}?mailbx={box.pk}").status_code == 400
+    listing = client.get(f"/api/v1/mailboxes/{box.pk}/messages?folder=trash&unread_only=true")
+    assert listing.status_code == 400 and set(listing.json()) == {"unread_only"}
+    assert "unread" in listing.json()["unread_only"][0]
+    assert client.get(f"/api/v1/mailboxes/{box.pk}/messages?folder=trash&unread=false").status_code == 200
+
+
+def test_a_mailbox_given_where_the_endpoint_does_not_read_it_is_refused(people: dict[str, User]) -> None:
+    """A move reads its mailbox from its body, a deletion from its query: given in the
+    other place, it was ignored, and the copies of every mailbox (a team's included) were
+    filed, or deleted for good."""
+    client = api_client(people["alice"])
+    sent = client.post("/api/v1/messages", _base(people)).json()["id"]
+    box = personal_mailbox(people["alice"])
+    moved = client.post(f"/api/v1/messages/{sent}/move?mailbox={box.pk}", {"folder": "trash"})
+    assert moved.status_code == 400 and set(moved.json()) == {"mailbox"}
+    assert moved.json()["mailbox"] == ["Cette requête ne prend aucun paramètre."]
+    assert Delivery.objects.get(message_id=sent, mailbox=box).folder == "sent"
+    assert client.post(f"/api/v1/messages/{sent}/move", {"folder": "trash"}).status_code == 200
+    deleted = client.delete(f"/api/v1/messages/{sent}", {"mailbox": str(box.pk)}, content_type="application/json")
+    assert deleted.status_code == 400 and deleted.json() == {"mailbox": ["Cette requête ne prend aucun champ."]}
+    assert Delivery.objects.filter(message_id=sent, mailbox=box).exists()
+    assert client.get("/api/v1/mailboxes?all=1").status_code == 400
+    assert client.delete(f"/api/v1/messages/{sent}?mailbox={box.pk}").status_code == 204
+
+
+def test_forwarded_attachments_need_their_message_and_a_forward_is_no_reply(people: dict[str, User]) -> None:
+    bob = api_client(people["bob"])
+    letter = api_client(people["alice"]).post("/api/v1/messages", _base(people, attachments=[_pdf()])).json()
+    attachment = letter["attachments"][0]["id"]
+    reply_to = {"sender": personal_mailbox(people["bob"]).address, "to": [personal_mailbox(people["alice"]).address]}
+    alone = bob.post("/api/v1/messages", {**reply_to, "subject": "Tr", "forward_attachments": [attachment]})
+    assert alone.status_code == 400
+    assert alone.json() == {
+        "forward_attachments": ["Donnez forward_of, le message dont ces pièces jointes font partie."]
+    }
+    both = bob.post(
+        "/api/v1/messages",
+        {**reply_to, "subject": "Re", "in_reply_to": letter["id"], "forward_of": letter["id"]},
+    )
+    assert both.status_code == 400 and list(both.json()) == ["forward_of"]
+    assert "pas les deux" in both.json()["forward_of"][0]
+    assert Message.objects.count() == 1

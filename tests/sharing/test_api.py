@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from pli.api.services import create_token
+from pli.audit.models import AuditEvent
 from pli.sharing import services
 from pli.sharing.models import PatientShare, Status
 from pli.sharing.uploads import share_blob_store
@@ -68,7 +69,25 @@ def test_create_then_follow_the_status(db: None) -> None:
     assert sent and all(e["channel"] in ("sms", "email") and e["final"] is None for e in sent)
     assert all(e["channel"] is None and e["final"] is None for e in detail["events"] if e not in sent)
     assert all(e["reason"] is None for e in detail["events"])
-    assert "Durand" not in str(detail)
+    assert "Durand" not in str(detail["events"])
+    # Who the share is for, as now on file, and what it holds: software checks them against
+    # its own record (the patient's contacts corrected by /resend, say).
+    assert detail["patient"] == {
+        "given_name": "Élodie",
+        "family_name": "Durand",
+        "birth_date": "1984-02-15",
+        "ins": None,
+        "email": "patient@example.org",
+        "mobile": "+33612345678",
+    }
+    assert [(f["name"], f["content_type"]) for f in detail["files"]] == [
+        ("bilan.pdf", "application/pdf"),
+        ("radio.png", "image/png"),
+    ]
+    assert detail["created_by"] == {"email": user.email, "name": user.display_name}
+    assert detail["forward_of"] is None
+    # Reading it is recorded, as reading the share's page is.
+    assert AuditEvent.objects.filter(action="share.read", target_id=str(share.pk)).exists()
 
     listing = client.get("/api/v1/shares").json()
     assert [item["id"] for item in listing] == [str(share.pk)]
@@ -365,6 +384,7 @@ def test_an_empty_status_is_refused_an_empty_search_is_none(db: None) -> None:
     client = api(make_user())
     response = client.get("/api/v1/shares?status=")
     assert response.status_code == 400 and list(response.json()) == ["status"]
+    assert response.json()["status"][0].startswith("Donnez un statut, parmi\u00a0: sent, opened,")
     assert client.get("/api/v1/shares?q=").status_code == 200
 
 
@@ -417,3 +437,43 @@ def test_the_schema_says_the_bodies_take_no_other_field(db: None) -> None:
     schema = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/json").json()["components"]["schemas"]
     for name in ("ShareCreateRequest", "ShareResendRequest", "MessageCreateRequest", "MoveRequest"):
         assert schema[name]["additionalProperties"] is False, name
+
+
+def test_a_misspelt_listing_parameter_is_refused_not_ignored(db: None) -> None:
+    """« statut=locked » ignored listed every share, as if none were locked."""
+    client = api(make_user())
+    response = client.get("/api/v1/shares?statut=locked&limit=5")
+    assert response.status_code == 400
+    assert set(response.json()) == {"statut"}
+    assert "aucun paramètre de ce nom" in response.json()["statut"][0]
+    assert "status" in response.json()["statut"][0]
+    assert client.get("/api/v1/shares?status=locked&limit=5").status_code == 200
+
+
+def test_a_search_in_the_body_finds_what_the_listing_finds(db: None) -> None:
+    """POST /api/v1/shares/search: the patient's name or INS stays out of the URL."""
+    client = api(make_user())
+    made = [
+        client.post("/api/v1/shares", fields(patient_family_name=name)).json()["id"] for name in ("Durand", "Martin")
+    ]
+    made.append(client.post("/api/v1/shares", fields()).json()["id"])
+    first = client.post("/api/v1/shares/search", {"q": "Durand", "limit": 1}, content_type="application/json")
+    assert first.status_code == 200, first.content
+    page = first.json()
+    assert [s["id"] for s in page["results"]] == [made[2]] and page["next_created_before"]
+    following = client.post(
+        "/api/v1/shares/search",
+        {"q": "durand", "limit": 1, "created_before": page["next_created_before"]},
+        content_type="application/json",
+    ).json()
+    assert [s["id"] for s in following["results"]] == [made[0]]
+    listing = [s["id"] for s in client.get("/api/v1/shares?q=Durand").json()]
+    as_form = client.post("/api/v1/shares/search", "q=Durand", content_type="application/x-www-form-urlencoded")
+    assert [s["id"] for s in as_form.json()["results"]] == listing == [made[2], made[0]]
+    # The search is recorded, not what was looked for.
+    searches = AuditEvent.objects.filter(action="share.list")
+    assert searches.count() == 4 and "Durand" not in str(list(searches.values("details")))
+    refused = client.post("/api/v1/shares/search", {"patient": "Durand", "q": 5}, content_type="application/json")
+    assert refused.status_code == 400 and set(refused.json()) == {"patient"}
+    typed = client.post("/api/v1/shares/search", {"q": ["Durand"]}, content_type="application/json")
+    assert typed.status_code == 400 and set(typed.json()) == {"q"}

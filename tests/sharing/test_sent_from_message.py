@@ -140,6 +140,8 @@ def test_software_hands_a_letters_attachments_to_the_patient(db: None) -> None:
     assert created.status_code == 201, created.content
     share = PatientShare.objects.get(pk=created.json()["id"])
     assert share.source_message_id is not None and str(share.source_message_id) == message_id
+    detail = client.get(f"/api/v1/shares/{share.pk}").json()
+    assert detail["forward_of"] == message_id and [f["name"] for f in detail["files"]] == ["ionogramme.pdf"]
     documents = list(share.documents.all())
     assert [d.name for d in documents] == ["ionogramme.pdf"]
     with open_document_blob(documents[0]) as reader:
@@ -166,3 +168,68 @@ def test_forwarded_attachments_keep_to_the_share_limits(db: None, settings: Any)
     )
     assert refused.status_code == 400 and "forward_attachments" in refused.json()
     assert not PatientShare.objects.exists()
+
+
+def test_a_letters_documents_do_not_go_to_another_patient(db: None) -> None:
+    """The letter names its patient by INS; a share of its attachments naming another INS is
+    refused, on the web and through the API (identity vigilance), and nothing is made."""
+    from messaging.factories import patient_fields, valid_ins
+
+    doctor, lab = practitioner(), practitioner()
+    inbox = personal_mailbox(doctor)
+    letter = (
+        api_client(lab)
+        .post(
+            "/api/v1/messages",
+            {
+                "sender": personal_mailbox(lab).address,
+                "to": [inbox.address],
+                "subject": "Bilan",
+                "attachments": [SimpleUploadedFile("bilan.pdf", pdf_bytes("bilan"), "application/pdf")],
+                **patient_fields(),
+            },
+        )
+        .json()
+    )
+    message_id, attachment = letter["id"], letter["attachments"][0]["id"]
+    theirs, another = valid_ins(), valid_ins("2840299123457")
+    shared = {
+        "patient_given_name": "Élodie",
+        "patient_family_name": "Durand",
+        "patient_birth_date": "1984-02-15",
+        "patient_mobile": "+33612345678",
+        "forward_of": message_id,
+        "forward_attachments": [attachment],
+    }
+    client = api_client(doctor)
+    refused = client.post("/api/v1/shares", {**shared, "patient_ins": another})
+    assert refused.status_code == 400
+    assert list(refused.json()) == ["patient_ins"]
+    assert "n\u2019est pas celui du patient du message" in refused.json()["patient_ins"][0]
+    web = web_client(doctor).post(
+        f"/shares/new?message={message_id}",
+        {**form(documents=None, patient_ins=another), "attachments": [attachment]},
+    )
+    assert web.status_code == 400 and "n\u2019est pas celui du patient du message" in web.content.decode()
+    assert not PatientShare.objects.exists()
+
+    # The same INS, written with spaces; or none given: the letter's patient, as far as Pli can tell.
+    spaced = " ".join([theirs[:1], theirs[1:3], theirs[3:5], theirs[5:7], theirs[7:10], theirs[10:13], theirs[13:]])
+    assert client.post("/api/v1/shares", {**shared, "patient_ins": spaced}).status_code == 201
+    assert client.post("/api/v1/shares", shared).status_code == 201
+
+
+def test_a_wrong_forward_of_is_the_only_error_named(db: None) -> None:
+    """Not also « add a document »: the documents were the forwarded ones."""
+    client = api_client(practitioner())
+    refused = client.post(
+        "/api/v1/shares",
+        {
+            "patient_given_name": "Élodie",
+            "patient_family_name": "Durand",
+            "patient_birth_date": "1984-02-15",
+            "patient_mobile": "+33612345678",
+            "forward_of": "6b1c6d59-8a8e-4b8b-9d3e-1d1a0e4f5f10",
+        },
+    )
+    assert refused.status_code == 400 and list(refused.json()) == ["forward_of"]

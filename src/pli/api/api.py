@@ -13,14 +13,14 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from pli.accounts.models import Membership, User
 from pli.accounts.services import mailboxes_for
 from pli.api.serializers import MeSerializer
+from pli.api.strict import StrictView
 
 
-class MeView(APIView):
+class MeView(StrictView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(

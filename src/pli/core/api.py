@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -136,21 +136,57 @@ def refuse_repeated(data: Any, names: Iterable[str]) -> None:
         raise exceptions.ValidationError(repeated)
 
 
-def refuse_unknown(data: Any, accepted: Iterable[str], files: Iterable[str] = ()) -> None:
+def refuse_unknown(data: Any, accepted: Iterable[str], files: Iterable[str] = (), *, query: bool = False) -> None:
     """Raise a 400 naming each field of the body (``data``, and the names of a multipart
-    body's ``files``) that the endpoint does not take. Ignored without a word, a misspelt optional field
-    did not do what its sender meant: ``allow_replies=true`` made a share the patient could
-    not answer, ``patient_nir`` a letter without its patient."""
+    body's ``files``), or with ``query`` each query parameter, that the endpoint does not
+    take. Ignored without a word, a misspelt optional one did not do what its sender meant:
+    ``allow_replies=true`` made a share the patient could not answer, ``patient_nir`` a
+    letter without its patient, ``?statut=locked`` listed every share."""
     if not isinstance(data, Mapping):
         return  # a JSON body that is not an object: the serializer names the problem
     known = set(accepted)
     given = [*data.keys(), *files]
     unknown = sorted({name for name in given if name not in known})
-    if unknown:
-        message = _("This request has no field of this name: check its spelling. Its fields: %(fields)s.") % {
-            "fields": ", ".join(sorted(known))
-        }
-        raise exceptions.ValidationError({name: [message] for name in unknown})
+    if not unknown:
+        return
+    if not known:
+        message = _("This request takes no query parameter.") if query else _("This request takes no field.")
+    else:
+        text = (
+            _("This request takes no parameter of this name: check its spelling. Its parameters: %(fields)s.")
+            if query
+            else _("This request has no field of this name: check its spelling. Its fields: %(fields)s.")
+        )
+        message = text % {"fields": ", ".join(sorted(known))}
+    raise exceptions.ValidationError({name: [message] for name in unknown})
+
+
+def search_criteria(data: Any, accepted: Collection[str]) -> dict[str, str]:
+    """A search's criteria sent in a body (a JSON object or a form), as the listing's query
+    would give them: text, JSON numbers and booleans as their words (``"50"``, ``"true"``).
+    A 400 names a criterion the search does not take, one given twice, one of another type
+    (a list, an object, null), or says that the body is no object at all."""
+    if not isinstance(data, Mapping):
+        raise exceptions.ValidationError({"detail": _("Send the criteria as a JSON object or a form.")})
+    refuse_unknown(data, accepted)
+    refuse_repeated(data, accepted)
+    given: dict[str, str] = {}
+    wrong: dict[str, list[str]] = {}
+    for name in accepted:
+        if name not in data:
+            continue
+        value = data[name]
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str):
+            given[name] = value
+        else:
+            wrong[name] = [_("Give this criterion as text (or a number, or true or false).")]
+    if wrong:
+        raise exceptions.ValidationError(wrong)
+    return given
 
 
 def form_error_body(errors: Mapping[str, Iterable[Any]]) -> dict[str, Any]:

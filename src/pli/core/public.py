@@ -38,6 +38,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.api.api.not_found",
         "pli.messaging.api.MailboxListView",
         "pli.messaging.api.MailboxMessagesView",
+        "pli.messaging.api.MailboxSearchView",
         "pli.messaging.api.MessageCreateView",
         "pli.messaging.api.MessageDetailView",
         "pli.messaging.api.MessageMoveView",
@@ -49,6 +50,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         "pli.sharing.api.ShareUnlockView",
         "pli.sharing.api.ShareResendView",
         "pli.sharing.api.ShareCloseView",
+        "pli.sharing.api.ShareSearchView",
         # The API's description and its Swagger UI are public; calling the API is not.
         "pli.api.docs.SchemaView",
         "pli.api.docs.DocsView",

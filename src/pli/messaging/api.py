@@ -24,7 +24,6 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from pli.accounts.models import Mailbox, User
 from pli.api import idempotency
@@ -32,7 +31,8 @@ from pli.api.parsers import JSONParser, unsupported_upload
 from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import MESSAGES_FILE, MESSAGES_READ, MESSAGES_SEND
-from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown
+from pli.api.strict import StrictView
+from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown, search_criteria
 from pli.core.uploads import dropped_files
 from pli.core.views import content_unavailable_message
 from pli.messaging import services, uploads
@@ -46,6 +46,8 @@ from pli.messaging.serializers import (
     MessageCreateFormSerializer,
     MessageCreateSerializer,
     MessagePageSerializer,
+    MessageSearchPageSerializer,
+    MessageSearchSerializer,
     MessageSerializer,
     MovedSerializer,
     MoveSerializer,
@@ -88,7 +90,7 @@ def _copy_data(copy: Delivery) -> dict[str, Any]:
     }
 
 
-class MessagingView(APIView):
+class MessagingView(StrictView):
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes: Any = [MESSAGES_READ]
 
@@ -143,6 +145,7 @@ class ArrivalsQuerySerializer(serializers.Serializer[Any]):
 
 # Checked by the web search's form; `q` keeps the serializer (no word to look for finds nothing).
 _SEARCH_CRITERIA = ("sender", "date_from", "date_to")
+LISTING_PARAMETERS = frozenset((*_FOLDER_QUERY, *_SEARCH_CRITERIA, "after_uid"))
 
 
 class _ApiSearchForm(SearchForm):
@@ -168,7 +171,46 @@ class _ApiSearchForm(SearchForm):
         return data
 
 
+def _folder_page(request: Request, user: User, mailbox: Mailbox, given: Any) -> services.Page | Response:
+    """A page of a folder, searched by the criteria ``given`` (the listing's query, or a
+    search's body); the answer naming each refused criterion instead."""
+    refuse_repeated(given, [*_FOLDER_QUERY, *_SEARCH_CRITERIA])
+    # Plain dicts of what was given, not the QueryDict: DRF reads an empty value there as
+    # an absent one, so that folder= listed the inbox, limit= gave 50 and date_to= no
+    # bound, where the schema allows only a folder, a number, a date.
+    query = FolderQuerySerializer(data={name: given[name] for name in _FOLDER_QUERY if name in given})
+    # The web search's own form checks the other criteria, so both refuse the same dates.
+    criteria = _ApiSearchForm({name: given[name] for name in _SEARCH_CRITERIA if name in given})
+    # Checked together, so that one answer names every refused parameter (a wrong folder
+    # and a wrong date took two tries to learn).
+    if not all([query.is_valid(), criteria.is_valid()]):
+        body = {**form_error_body(criteria.errors), **query.errors}
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    params = query.validated_data
+    search = services.SearchQuery(
+        text=params.get("q") or "",
+        sender=criteria.cleaned_data["sender"],
+        date_from=criteria.cleaned_data["date_from"],
+        date_to=criteria.cleaned_data["date_to"],
+    )
+    try:
+        page = services.folder_page(
+            mailbox,
+            params["folder"],
+            cursor=params.get("cursor"),
+            limit=params.get("limit") or services.PAGE_SIZE,
+            query=search if search else None,
+            unread={"true": True, "false": False}.get(params.get("unread", "")),
+        )
+    except services.BadCursor:
+        raise ValidationError({"cursor": [_("This cursor is not valid: use the `next` link of a page.")]}) from None
+    services.record_listing(user, mailbox, params["folder"], len(page.items), request._request)
+    return page
+
+
 class MailboxMessagesView(MessagingView):
+    query_parameters = {"GET": LISTING_PARAMETERS}
+
     @extend_schema(
         operation_id="mailbox_messages_list",
         summary="Messages of a folder, newest first, paginated by cursor; or those that arrived after a number",
@@ -233,37 +275,9 @@ class MailboxMessagesView(MessagingView):
         given = request.query_params
         if "after_uid" in given:
             return self._arrivals(request, user, mailbox)
-        refuse_repeated(given, [*_FOLDER_QUERY, *_SEARCH_CRITERIA])
-        # Plain dicts of what was given, not the QueryDict: DRF reads an empty value there as
-        # an absent one, so that folder= listed the inbox, limit= gave 50 and date_to= no
-        # bound, where the schema allows only a folder, a number, a date.
-        query = FolderQuerySerializer(data={name: given[name] for name in _FOLDER_QUERY if name in given})
-        # The web search's own form checks the other criteria, so both refuse the same dates.
-        criteria = _ApiSearchForm({name: given[name] for name in _SEARCH_CRITERIA if name in given})
-        # Checked together, so that one answer names every refused parameter (a wrong folder
-        # and a wrong date took two tries to learn).
-        if not all([query.is_valid(), criteria.is_valid()]):
-            body = {**form_error_body(criteria.errors), **query.errors}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        params = query.validated_data
-        search = services.SearchQuery(
-            text=params.get("q") or "",
-            sender=criteria.cleaned_data["sender"],
-            date_from=criteria.cleaned_data["date_from"],
-            date_to=criteria.cleaned_data["date_to"],
-        )
-        try:
-            page = services.folder_page(
-                mailbox,
-                params["folder"],
-                cursor=params.get("cursor"),
-                limit=params.get("limit") or services.PAGE_SIZE,
-                query=search if search else None,
-                unread={"true": True, "false": False}.get(params.get("unread", "")),
-            )
-        except services.BadCursor:
-            raise ValidationError({"cursor": [_("This cursor is not valid: use the `next` link of a page.")]}) from None
-        services.record_listing(user, mailbox, params["folder"], len(page.items), request._request)
+        page = _folder_page(request, user, mailbox, given)
+        if isinstance(page, Response):
+            return page
         next_url = None
         if page.next_cursor:
             query_params = request.query_params.copy()
@@ -376,6 +390,40 @@ def message_data(message: Message, copies: list[Delivery]) -> dict[str, Any]:
         if sent_by_caller
         else [],
     }
+
+
+SEARCH_FIELDS = frozenset((*_FOLDER_QUERY, *_SEARCH_CRITERIA))
+
+
+class MailboxSearchView(MessagingView):
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema(
+        operation_id="mailbox_messages_search",
+        summary="Search a folder, the criteria in the body (kept out of URLs and the logs of proxies)",
+        description="The listing's search (`GET …/messages` with `q`, `sender`, `date_from`, `date_to`, "
+        "`unread`, `folder`, `limit`), sent as a JSON object or a form: a patient's name or INS in a URL ends "
+        "up in the logs of every proxy on the way. Newest first; for the next page, send the same criteria "
+        "with `cursor` set to `next_cursor`.",
+        request={
+            "application/json": MessageSearchSerializer,
+            "application/x-www-form-urlencoded": MessageSearchSerializer,
+        },
+        responses=MessageSearchPageSerializer,
+        tags=TAGS,
+    )
+    def post(self, request: Request, mailbox_id: uuid.UUID) -> Response:
+        user = _user(request)
+        try:
+            mailbox = services.mailbox_for(user, mailbox_id)
+        except services.NotVisible:
+            services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
+            raise _not_found() from None
+        given = search_criteria(request.data, SEARCH_FIELDS)
+        page = _folder_page(request, user, mailbox, given)
+        if isinstance(page, Response):
+            return page
+        return Response({"next_cursor": page.next_cursor, "results": [_summary(copy) for copy in page.items]})
 
 
 class MessageCreateView(MessagingView):
@@ -495,6 +543,7 @@ def _mailbox_query(request: Request) -> uuid.UUID | None:
 
 
 class MessageDetailView(MessagingView):
+    query_parameters = {"GET": ("mailbox",), "DELETE": ("mailbox",)}
     required_scopes = {"GET": [MESSAGES_READ], "DELETE": [MESSAGES_FILE]}
     # No HEAD: a GET marks the message read and sets the sender's receipt, which a proxy's
     # or link checker's "safe" HEAD must not do.

@@ -8,6 +8,9 @@ from pli.messaging import api
 urlpatterns = [
     path("mailboxes", api.MailboxListView.as_view(), name="mailbox-list"),
     path("mailboxes/<guid:mailbox_id>/messages", api.MailboxMessagesView.as_view(), name="mailbox-messages"),
+    path(
+        "mailboxes/<guid:mailbox_id>/messages/search", api.MailboxSearchView.as_view(), name="mailbox-messages-search"
+    ),
     path("messages", api.MessageCreateView.as_view(), name="message-create"),
     path("messages/<guid:message_id>", api.MessageDetailView.as_view(), name="message-detail"),
     path("messages/<guid:message_id>/move", api.MessageMoveView.as_view(), name="message-move"),

@@ -246,6 +246,12 @@ class ComposeForm(forms.Form):
         field = self.fields["forward_attachments"]
         assert isinstance(field, forms.MultipleChoiceField)  # noqa: S101 - declared above
         field.choices = [(str(a.pk), a.name) for a in self.forward_candidates]
+        if not forward_id:
+            # Attachments chosen without their message: « not a valid choice » named no cause.
+            field.error_messages = {
+                **field.error_messages,
+                "invalid_choice": _("Give forward_of, the message these attachments belong to."),
+            }
         for name in ("to", "cc"):
             self.fields[name].widget.attrs.update({"autocomplete": "off", "data-directory-search": "1"})
             self.fields[name].bound_field_class = _RecipientsBoundField
@@ -388,6 +394,15 @@ class ComposeForm(forms.Form):
         if to is not None and cc is not None and not to and not cc and "to" not in self.errors:
             self.add_error("to", ValidationError(_("Give at least one recipient."), code="required"))
         self._clean_patient(data)
+        if data.get("in_reply_to") and data.get("forward_of"):
+            # Taken as a reply, the forward's attachments went without a word.
+            self.add_error(
+                "forward_of",
+                ValidationError(
+                    _("A message answers another or forwards it, not both: give in_reply_to or forward_of."),
+                    code="both",
+                ),
+            )
         forwarded: list[Attachment] = []
         chosen = set(data.get("forward_attachments") or [])
         if chosen:

@@ -85,6 +85,35 @@ class MessagePageSerializer(serializers.Serializer[Any]):
     results = MessageSummarySerializer(many=True)
 
 
+class MessageSearchSerializer(serializers.Serializer[Any]):
+    """POST …/messages/search: the listing's criteria in the body, kept out of the URL."""
+
+    folder = serializers.ChoiceField(choices=Folder.choices, default=Folder.INBOX)
+    q = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Search words: subject words (whole), patient names (whole, or their first three letters or "
+        "more) or INS.",
+    )
+    sender = serializers.CharField(required=False, help_text="Words of the sender's name or address.")
+    date_from = serializers.DateField(required=False, help_text="Sent on or after this day (YYYY-MM-DD, Paris time).")
+    date_to = serializers.DateField(required=False, help_text="Sent on or before this day (YYYY-MM-DD).")
+    unread = serializers.ChoiceField(
+        choices=["true", "false"],
+        required=False,
+        help_text="`true` (or JSON true): only the unread; `false`: the others.",
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, help_text="Messages per page (default 50).")
+    cursor = serializers.CharField(required=False, help_text="`next_cursor` of the previous answer.")
+
+
+class MessageSearchPageSerializer(serializers.Serializer[Any]):
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Send it as `cursor`, with the same criteria, for the next page; null on the last."
+    )
+    results = MessageSummarySerializer(many=True)
+
+
 class AttachmentSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     name = serializers.CharField()

@@ -7,7 +7,7 @@ import datetime
 import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
@@ -26,7 +26,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from pli.accounts import services as accounts
 from pli.accounts.models import User
@@ -37,9 +36,10 @@ from pli.api.permissions import HasScope
 from pli.api.schema import IDEMPOTENCY_KEY, IDEMPOTENCY_RESPONSES
 from pli.api.scopes import SHARES_READ, SHARES_WRITE
 from pli.api.serializers import UTCDateTimeField
+from pli.api.strict import StrictView
 from pli.audit import services as audit
 from pli.blobs import BlobNotFound
-from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown
+from pli.core.api import field_error_body, form_error_body, refuse_repeated, refuse_unknown, search_criteria
 from pli.core.ins import birth_date_mismatch
 from pli.core.uploads import dropped_files
 from pli.core.views import content_unavailable_message
@@ -94,8 +94,12 @@ class _ApiShareFilterForm(ShareFilterForm):
     def clean_status(self) -> str:
         value: str = self.cleaned_data.get("status") or ""
         if not value and "status" in self.data:
+            # Django's "Select a valid choice.  is not one of the available choices." named
+            # the empty value as nothing at all.
+            choices = cast(list[tuple[str, str]], getattr(self.fields["status"], "choices", []))
+            statuses = ", ".join(choice for choice, _label in choices if choice)
             raise forms.ValidationError(
-                self.fields["status"].error_messages["invalid_choice"], code="invalid_choice", params={"value": ""}
+                _("Give a status, one of: %(statuses)s."), code="invalid_choice", params={"statuses": statuses}
             )
         return value
 
@@ -245,6 +249,38 @@ _CLOSED = (
 )
 
 
+class SharePatientSerializer(serializers.Serializer[Any]):
+    given_name = serializers.CharField()
+    family_name = serializers.CharField()
+    birth_date = serializers.DateField(help_text="The birth date the patient types (YYYY-MM-DD).")
+    ins = serializers.CharField(allow_null=True)
+    email = serializers.CharField(allow_null=True, help_text="Where the link goes (null when none).")
+    mobile = serializers.CharField(allow_null=True, help_text="E.164 (`+33612345678`); null when none.")
+
+
+class ShareFileSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    content_type = serializers.CharField()
+    size = serializers.IntegerField()
+
+
+class ShareAuthorSerializer(serializers.Serializer[Any]):
+    email = serializers.CharField()
+    name = serializers.CharField()
+
+
+_PATIENT = (
+    "The patient as the share names them, and their contacts as they are now (after any correction by `/resend`)."
+)
+_FILES = (
+    "The documents (in order); empty once the share has ended and its documents were deleted, "
+    "while `documents` keeps their number."
+)
+_CREATED_BY = "The practitioner who made the share (a shared mailbox's team follows the shares of its members)."
+_FORWARD_OF = "The message whose attachments went with the share (`forward_of` at creation), or null."
+
+
 class ShareSerializer(serializers.Serializer[Any]):
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -255,6 +291,10 @@ class ShareSerializer(serializers.Serializer[Any]):
     documents = serializers.IntegerField(help_text="Number of documents.")
     lock_reason = serializers.ChoiceField(choices=LockReason.choices, allow_null=True, help_text=_LOCK_REASON)
     sender = serializers.CharField(allow_null=True, help_text=_SENDER)
+    patient = SharePatientSerializer(help_text=_PATIENT)
+    files = ShareFileSerializer(many=True, help_text=_FILES)
+    created_by = ShareAuthorSerializer(help_text=_CREATED_BY)
+    forward_of = serializers.UUIDField(allow_null=True, help_text=_FORWARD_OF)
     events = ShareEventSerializer(many=True)
 
 
@@ -276,6 +316,10 @@ class ShareActionResultSerializer(serializers.Serializer[Any]):
         choices=LockReason.choices, allow_null=True, required=False, help_text=f"{_LOCK_REASON} {_READERS_ONLY}"
     )
     sender = serializers.CharField(allow_null=True, required=False, help_text=f"{_SENDER} {_READERS_ONLY}")
+    patient = SharePatientSerializer(required=False, help_text=f"{_PATIENT} {_READERS_ONLY}")
+    files = ShareFileSerializer(many=True, required=False, help_text=f"{_FILES} {_READERS_ONLY}")
+    created_by = ShareAuthorSerializer(required=False, help_text=f"{_CREATED_BY} {_READERS_ONLY}")
+    forward_of = serializers.UUIDField(allow_null=True, required=False, help_text=f"{_FORWARD_OF} {_READERS_ONLY}")
     events = ShareEventSerializer(many=True, required=False, help_text=_READERS_ONLY)
 
 
@@ -335,11 +379,29 @@ def share_data(share: PatientShare) -> dict[str, Any]:
         "documents": share.document_count,
         "lock_reason": (share.lock_reason or None) if current == Status.LOCKED else None,
         "sender": share.reply_mailbox.address if share.reply_mailbox is not None else None,
+        "patient": {
+            "given_name": share.patient_given_name,
+            "family_name": share.patient_family_name,
+            "birth_date": share.patient_birth_date,
+            "ins": share.patient_ins or None,
+            "email": share.patient_email or None,
+            "mobile": share.patient_mobile or None,
+        },
+        "files": [
+            {"id": d.pk, "name": d.name, "content_type": d.content_type, "size": d.size} for d in share.documents.all()
+        ],
+        "created_by": {"email": share.created_by.email, "name": share.created_by.display_name},
+        "forward_of": share.source_message_id,
         "events": [event_data(e) for e in services.events(share)],
     }
 
 
-class SharesView(APIView):
+# The query parameters of GET /api/v1/shares.
+LISTING_PARAMETERS = ("q", "status", "sender", "created_before", "limit")
+
+
+class SharesView(StrictView):
+    query_parameters = {"GET": LISTING_PARAMETERS}
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes: Any = {"GET": [SHARES_READ], "POST": [SHARES_WRITE]}
     parser_classes = [MultiPartParser, FormParser]
@@ -388,54 +450,17 @@ class SharesView(APIView):
     )
     def get(self, request: Request) -> Response:
         user = _user(request)
-        # A plain dict, not the QueryDict: DRF would take an empty value as an absent one.
         query = request.query_params
-        refuse_repeated(query, ["q", "status", "sender", "created_before", "limit"])
-        given = {name: query[name] for name in ("created_before", "limit") if name in query}
-        params = ShareListQuerySerializer(data=given)
-        # The web list's own form: both refuse the same searches.
-        criteria = _ApiShareFilterForm(
-            {name: query[name] for name in ("q", "status", "sender") if name in query},
-            mailboxes=accounts.mailbox_list(user) if query.get("sender") else (),
-        )
-        # Checked together, so that one answer names every refused parameter.
-        if not all([params.is_valid(), criteria.is_valid()]):
-            body = {**form_error_body(criteria.errors), **params.errors}
-            return Response(body, status=status.HTTP_400_BAD_REQUEST)
-        now = timezone.now()
-        text, wanted = criteria.cleaned_data["q"], criteria.cleaned_data["status"]
-        shares = services.filter_shares(services.shares_for(user), text, wanted, now, criteria.sender_mailbox)
-        shares = shares.select_related("reply_mailbox").order_by("-created_at")
-        before = params.validated_data.get("created_before")
-        if before is not None:
-            shares = shares.filter(created_at__lt=before)
-        limit = params.validated_data.get("limit") or MAX_LIST
-        found = list(shares[:limit])
-        if text:
-            # Which patient was looked for is not kept; that someone looked, and found how
-            # many, is (as for the web list).
-            audit.record(
-                "share.list",
-                actor=user,
-                target=user,
-                request=request._request,
-                details={"count": len(found), "search": True},
-            )
-        data = [
-            {
-                "id": s.pk,
-                "status": s.effective_status(now),
-                "created_at": s.created_at,
-                "expires_at": s.expires_at,
-                "sender": s.reply_mailbox.address if s.reply_mailbox is not None else None,
-            }
-            for s in found
-        ]
+        refuse_repeated(query, LISTING_PARAMETERS)
+        # A plain dict, not the QueryDict: DRF would take an empty value as an absent one.
+        found = _share_page(request, user, {name: query[name] for name in LISTING_PARAMETERS if name in query})
+        if isinstance(found, Response):
+            return found
+        data, next_before = found
         response = Response(ShareSummarySerializer(data, many=True).data)
-        if len(found) == limit:
+        if next_before is not None:
             following = request.query_params.copy()
-            last = found[-1].created_at.astimezone(datetime.UTC)
-            following["created_before"] = last.isoformat().replace("+00:00", "Z")
+            following["created_before"] = next_before
             response["Link"] = f'<{request.build_absolute_uri(f"{request.path}?{following.urlencode()}")}>; rel="next"'
         return response
 
@@ -496,10 +521,18 @@ class SharesView(APIView):
                 errors[DOCUMENTS_FIELD] = [
                     _("Documents must be sent as files (multipart/form-data parts with a file name).")
                 ]
-            elif not documents and not forwarded and not str(data.get("message", "")).strip():
+            elif (
+                not documents
+                and not forwarded
+                and not str(data.get("message", "")).strip()
+                # A wrong forward_of: its attachments were the documents; that is the error.
+                and not errors.keys() & {FORWARD_OF, FORWARD_ATTACHMENTS}
+            ):
                 errors[DOCUMENTS_FIELD] = [NO_DOCUMENT_NOR_MESSAGE]
             if not errors and (over := mailbox.over_limits(documents, forwarded)):
                 errors[FORWARD_ATTACHMENTS] = [over]
+            if not errors and (other := mailbox.other_patient(forwarded, form.cleaned_data.get("patient_ins") or "")):
+                errors["patient_ins"] = [other]
             if errors:
                 return Response(errors, status=status.HTTP_400_BAD_REQUEST)
             try:
@@ -607,7 +640,109 @@ def _replay(request: Request, user: User, held: idempotency.Claim, request_finge
     return Response(_created_body(share), status=status.HTTP_201_CREATED)
 
 
-class ShareDetailView(APIView):
+def _share_page(
+    request: Request, user: User, given: dict[str, Any]
+) -> tuple[list[dict[str, Any]], str | None] | Response:
+    """The caller's shares the criteria ``given`` select (the listing's query, or a search's
+    body), and the ``created_before`` of the next page when more may follow; the answer
+    naming each refused criterion instead."""
+    params = ShareListQuerySerializer(data={name: given[name] for name in ("created_before", "limit") if name in given})
+    # The web list's own form: both refuse the same searches.
+    criteria = _ApiShareFilterForm(
+        {name: given[name] for name in ("q", "status", "sender") if name in given},
+        mailboxes=accounts.mailbox_list(user) if given.get("sender") else (),
+    )
+    # Checked together, so that one answer names every refused parameter.
+    if not all([params.is_valid(), criteria.is_valid()]):
+        body = {**form_error_body(criteria.errors), **params.errors}
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    now = timezone.now()
+    text, wanted = criteria.cleaned_data["q"], criteria.cleaned_data["status"]
+    shares = services.filter_shares(services.shares_for(user), text, wanted, now, criteria.sender_mailbox)
+    shares = shares.select_related("reply_mailbox").order_by("-created_at")
+    before = params.validated_data.get("created_before")
+    if before is not None:
+        shares = shares.filter(created_at__lt=before)
+    limit = params.validated_data.get("limit") or MAX_LIST
+    found = list(shares[:limit])
+    if text:
+        # Which patient was looked for is not kept; that someone looked, and found how
+        # many, is (as for the web list).
+        audit.record(
+            "share.list",
+            actor=user,
+            target=user,
+            request=request._request,
+            details={"count": len(found), "search": True},
+        )
+    data = [
+        {
+            "id": s.pk,
+            "status": s.effective_status(now),
+            "created_at": s.created_at,
+            "expires_at": s.expires_at,
+            "sender": s.reply_mailbox.address if s.reply_mailbox is not None else None,
+        }
+        for s in found
+    ]
+    next_before = None
+    if len(found) == limit:
+        next_before = found[-1].created_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    return data, next_before
+
+
+class ShareSearchSerializer(serializers.Serializer[Any]):
+    """POST /api/v1/shares/search: the listing's criteria in the body, kept out of the URL."""
+
+    q = serializers.CharField(
+        required=False,
+        help_text="The patient: names (whole, or their first three letters or more) or INS; every word must match.",
+    )
+    status = serializers.ChoiceField(choices=Status.choices, required=False)
+    sender = serializers.CharField(required=False, help_text="The address of a mailbox you work in.")
+    created_before = serializers.DateTimeField(
+        required=False, help_text="`next_created_before` of the previous answer, or an instant (ISO 8601)."
+    )
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_LIST, help_text=f"Default {MAX_LIST}.")
+
+
+class ShareSearchPageSerializer(serializers.Serializer[Any]):
+    next_created_before = serializers.CharField(
+        allow_null=True,
+        help_text="Send it as `created_before`, with the same criteria, for the next page; null on the last.",
+    )
+    results = ShareSummarySerializer(many=True)
+
+
+class ShareSearchView(StrictView):
+    permission_classes = [IsAuthenticated, HasScope]
+    required_scopes: Any = [SHARES_READ]
+    parser_classes = [JSONParser, FormParser]
+
+    @extend_schema(
+        operation_id="shares_search",
+        summary="Search your shares, the criteria in the body (kept out of URLs and the logs of proxies)",
+        description="The listing's search (`GET /api/v1/shares` with `q`, `status`, `sender`, `created_before`, "
+        "`limit`), sent as a JSON object or a form: a patient's name or INS in a URL ends up in the logs of every "
+        "proxy on the way. Most recent first; for the next page, send the same criteria with `created_before` set "
+        "to `next_created_before`.",
+        request={
+            "application/json": ShareSearchSerializer,
+            "application/x-www-form-urlencoded": ShareSearchSerializer,
+        },
+        responses=ShareSearchPageSerializer,
+        tags=TAGS,
+    )
+    def post(self, request: Request) -> Response:
+        given = search_criteria(request.data, LISTING_PARAMETERS)
+        found = _share_page(request, _user(request), given)
+        if isinstance(found, Response):
+            return found
+        data, next_before = found
+        return Response({"next_created_before": next_before, "results": ShareSummarySerializer(data, many=True).data})
+
+
+class ShareDetailView(StrictView):
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes: Any = [SHARES_READ]
 
@@ -618,7 +753,10 @@ class ShareDetailView(APIView):
         tags=TAGS,
     )
     def get(self, request: Request, share_id: uuid.UUID) -> Response:
-        return Response(ShareSerializer(share_data(_share(request, share_id))).data)
+        share = _share(request, share_id)
+        # It names the patient: a read of the share, recorded as the web page's is.
+        audit.record("share.read", actor=_user(request), target=share, request=request._request)
+        return Response(ShareSerializer(share_data(share)).data)
 
 
 CONFLICTS = {
@@ -630,7 +768,7 @@ CONFLICTS = {
 }
 
 
-class _ShareActionView(APIView):
+class _ShareActionView(StrictView):
     permission_classes = [IsAuthenticated, HasScope]
     required_scopes: Any = [SHARES_WRITE]
     parser_classes = [JSONParser, FormParser, MultiPartParser]

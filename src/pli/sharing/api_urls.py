@@ -7,6 +7,7 @@ from pli.sharing import api
 
 urlpatterns = [
     path("shares", api.SharesView.as_view(), name="shares"),
+    path("shares/search", api.ShareSearchView.as_view(), name="share-search"),
     path("shares/<guid:share_id>", api.ShareDetailView.as_view(), name="share-detail"),
     path("shares/<guid:share_id>/revoke", api.ShareRevokeView.as_view(), name="share-revoke"),
     path("shares/<guid:share_id>/unlock", api.ShareUnlockView.as_view(), name="share-unlock"),

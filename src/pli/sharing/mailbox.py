@@ -121,6 +121,27 @@ def received_attachments(user: User, message_id: uuid.UUID | str) -> list[Attach
     return messaging.message_attachments(message)
 
 
+def other_patient(forwarded: Sequence[Attachment], ins: str) -> str:
+    """Why the attachments ``forwarded`` (of one message) may not go to the patient of INS
+    ``ins``: the letter is about someone else (both name an INS, and they differ); empty
+    otherwise.
+    Identity vigilance: one patient's results handed to another by a slip of the software
+    or of the hand, the share pre-filled from one letter and sent with another's files."""
+    if not forwarded or not ins:
+        return ""
+    theirs = _plain_ins((forwarded[0].message.patient or {}).get("ins") or "")
+    if theirs and theirs != _plain_ins(ins):
+        return _(
+            "This INS is not that of the patient of the message whose documents go with the share: "
+            "check that they are this patient's."
+        )
+    return ""
+
+
+def _plain_ins(value: str) -> str:
+    return value.replace(" ", "").upper()
+
+
 def over_limits(uploads: Sequence[PendingFile], forwarded: Sequence[Attachment]) -> str:
     """Why the documents break the share's limits, or "". The upload handler enforces them
     on the files uploaded only: a message's attachments come on top of those, and a message

@@ -362,6 +362,9 @@ def _create(
         valid = False
     if not uploads and not forwarded and not request.POST.get("message", "").strip():
         return _new_page(request, form, attachments, source, status=400, documents_error=str(NO_DOCUMENT_NOR_MESSAGE))
+    if valid and (other := mailbox.other_patient(forwarded, form.cleaned_data.get("patient_ins") or "")):
+        form.add_error("patient_ins", other)
+        valid = False
     if not valid:
         return _new_page(request, form, attachments, source, status=400)
     over = mailbox.over_limits(uploads, forwarded)

@@ -1,0 +1,34 @@
+"""The base of Pli's API views: what a request gives that the endpoint does not take is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
+
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from pli.core.api import refuse_unknown
+from pli.core.uploads import dropped_files
+
+# DRF's renderer choice, which clients used to DRF add by habit: ignored (JSON is the only
+# answer), as before parameters were checked.
+TOLERATED = ("format",)
+
+
+class StrictView(APIView):
+    """An API view that refuses, with a 400 naming them, the query parameters it does not
+    take (``query_parameters``, per method: none by default) and any body sent with a
+    DELETE, once the caller is authenticated and allowed. Ignored, ``?mailbox=…`` on a move
+    filed the copies of every mailbox, ``{"mailbox": …}`` as a DELETE's body deleted the
+    team's copy for good, ``?statut=locked`` listed every share."""
+
+    query_parameters: ClassVar[Mapping[str, Collection[str]]] = {}
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        method = "GET" if request.method == "HEAD" else str(request.method)
+        given = {name: True for name in request.query_params if name not in TOLERATED}
+        refuse_unknown(given, self.query_parameters.get(method, ()), query=True)
+        if method == "DELETE":
+            refuse_unknown(request.data, (), dropped_files(request._request))
