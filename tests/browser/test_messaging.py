@@ -568,3 +568,51 @@ def test_a_long_list_of_letters_to_delete_for_good_scrolls_from_the_keyboard(
     axe.check(page, "confirming a long deletion for good, without script")
     axe.assert_clean()
     assert Delivery.objects.filter(mailbox=box).count() == 40
+
+
+@pytest.mark.browser
+def test_a_reply_starts_above_the_quote_and_a_letter_being_written_is_not_left_unasked(
+    page: Any, live_server: Any
+) -> None:
+    """A GP interrupted mid-letter clicks elsewhere: the browser asks before the letter is
+    lost; sent, it goes without a question. A reply's caret waits above the quoted text."""
+    from pli.messaging import services
+
+    cache.clear()
+    org = make_organisation("Cabinet des Lilas")
+    alice, bob = make_user(org, first_name="Alice", last_name="Martin"), make_user(org, first_name="Bruno")
+    box = Mailbox.objects.get(owner=bob)
+    services.seed_messages(Mailbox.objects.get(owner=alice), box, ["Compte rendu"], body="Chère consœur,\nMerci.")
+    page.set_default_timeout(15000)
+    _sign_in(page, bob)
+    page.click("text=Compte rendu")
+    page.wait_for_url("**/messages/m/**")
+    page.click("a:has-text('Répondre')")
+    page.wait_for_url("**/compose/**")
+    focus = page.evaluate("[document.activeElement.id, document.activeElement.selectionStart]")
+    assert focus == ["id_body", 0]
+    assert "> Chère consœur," in page.input_value("#id_body")
+
+    asked: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        asked.append(dialog.type)
+        dialog.dismiss()  # stay on the page
+
+    page.on("dialog", answer)
+    # Nothing typed yet: leaving asks nothing.
+    page.go_back()
+    page.wait_for_url("**/messages/m/**")
+    assert asked == []
+    page.click("a:has-text('Répondre')")
+    page.wait_for_url("**/compose/**")
+    page.keyboard.type("Je le préviens.")
+    page.click("nav >> text=Annuaire")
+    assert asked == ["beforeunload"]
+    assert "/compose/" in page.url and page.input_value("#id_body").startswith("Je le préviens.")
+    page.click("#send-button")
+    page.wait_for_url("**/messages/m/**")
+    assert asked == ["beforeunload"]
+    # A new letter starts with its recipients.
+    page.goto("/messages/compose/")
+    assert page.evaluate("document.activeElement.id") == "id_to"

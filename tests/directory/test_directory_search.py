@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from django.db import connection
@@ -288,3 +291,17 @@ def test_prefix_search_is_an_index_range_scan_on_a_byte_ordered_column(directory
             assert "USING COVERING INDEX directory_token_prefix" in plan, plan
             cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'pli_directory_token'")
             assert "COLLATE" not in cursor.fetchone()[0].upper()  # BINARY, SQLite's byte order
+
+
+def test_a_colleague_on_pli_is_written_to_from_the_directory(
+    directory: None, signed_in: Client, org: Organisation
+) -> None:
+    """A result on Pli leads to a new letter already addressed; one of the national
+    directory, who has no mailbox, to none."""
+    colleague = make_user(org, email="collegue@example.org", first_name="Paul", last_name="Lyonnet")
+    address = Mailbox.objects.get(owner=colleague).address
+    body = signed_in.get("/directory/", {"q": "lyon"}).content.decode()
+    write = re.findall(r'<a class="button secondary dir-write" href="([^"]+)" aria-label="([^"]+)">Écrire</a>', body)
+    assert write == [(f"/messages/compose/?to={quote(address)}", "Écrire à Paul Lyonnet")]
+    compose = signed_in.get(html.unescape(write[0][0])).content.decode()
+    assert f'value="{address}"' in compose

@@ -280,6 +280,18 @@ def test_a_sender_s_name_in_the_words_offers_the_search_by_sender(db: None) -> N
     # Words that are nobody's name: no offer.
     nothing = client.post(f"/messages/{box.pk}/search/", {"q": "zorglub"}, follow=True).content.decode()
     assert 'id="search-by-sender"' not in nothing
+    # Said as a search's outcome, not as an empty folder.
+    assert "Aucun message ne correspond à cette recherche." in nothing and "Aucun message ici." not in nothing
+
+    # A result opened leads back to the results, not to its folder; a link altered, or
+    # another's, back to the folder.
+    link = re.search(r'href="(/messages/m/[^"]+&amp;from=([^"]+))"', found)
+    assert link is not None
+    opened = client.get(link.group(1).replace("&amp;", "&")).content.decode()
+    back = f'href="/messages/{box.pk}/search/?s={link.group(2)}">← Retour aux résultats de la recherche</a>'
+    assert back in opened
+    altered = client.get(link.group(1).replace("&amp;", "&").replace("from=", "from=x")).content.decode()
+    assert "Retour aux résultats" not in altered and "← Retour au dossier" in altered
 
 
 def test_the_trash_is_searched_from_the_trash(pair: tuple[User, User]) -> None:

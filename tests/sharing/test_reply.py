@@ -603,3 +603,19 @@ def test_a_reply_arriving_near_the_end_of_the_idle_time_counts_as_activity(
     sent = reply(patient, "Voici les photos")
     assert sent.status_code == 303 and sent["Location"].endswith("?replied=1")
     assert ShareReply.objects.filter(share=share).count() == 1
+
+
+def test_the_share_list_shows_which_patients_replied(db: None) -> None:
+    doctor = make_user()
+    make_share(doctor, allow_reply=True)
+    share, token = make_share(doctor, allow_reply=True)
+    make_share(doctor, allow_reply=True)
+    patient = Patient(token)
+    patient.sign_in()
+    assert reply(patient).status_code == 303
+    client = Client()
+    client.force_login(doctor)
+    page = client.get("/shares/").content.decode()
+    rows = re.findall(r"<tr role=\"row\">(.*?)</tr>", page.split("<tbody", 1)[1], re.S)
+    marked = [row for row in rows if "le patient a répondu" in row]
+    assert len(rows) == 3 and len(marked) == 1 and f'/shares/{share.pk}"' in marked[0]

@@ -214,7 +214,7 @@ def test_the_web_list_shows_the_status_it_filtered_on(db: None, monkeypatch: Any
     # The view's clock only: the first instant filters, any later one reads the status.
     monkeypatch.setattr(views, "timezone", types.SimpleNamespace(now=lambda: next(instants, expires)))
     page = browser(user).get("/shares/?status=locked")
-    assert [status for _share, status, _unreached in page.context["rows"]] == [Status.LOCKED]
+    assert [status for _share, status, _unreached, _replied in page.context["rows"]] == [Status.LOCKED]
 
 
 def test_one_share_that_cannot_be_decrypted_leaves_the_list_and_its_search_working(db: None, caplog: Any) -> None:

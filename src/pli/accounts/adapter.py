@@ -205,7 +205,9 @@ class MFAAdapter(DefaultMFAAdapter):  # type: ignore[misc]
             "This is your only second factor, and Pli requires one: add another one (an "
             "authenticator app or a security key) before removing this one."
         ),
-        "incorrect_code": _("Incorrect or already used code. Wait for the next code and try again."),
+        "incorrect_code": _(
+            "Incorrect or already used code: check it, or wait for the next one (a new code every 30 seconds)."
+        ),
     }
 
     def encrypt(self, text: str) -> str:

@@ -284,6 +284,11 @@ def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
     current = next((e for e in entries if e.message.pk == message_id), entries[-1])
     back_mailbox = current.copies[0].mailbox
     back_folder = current.copies[0].folder
+    # Opened from a search's results (their link carries the search, sealed): back to them,
+    # not to the folder, where the search would have to be typed again.
+    back_search = request.GET.get("from", "")
+    if back_search and search_links.unseal(_user(request).pk, back_mailbox.pk, back_search) is None:
+        back_search = ""
     return render(
         request,
         "messaging/thread.html",
@@ -293,6 +298,7 @@ def thread(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
             "subject": current.message.subject,
             "mailbox": back_mailbox,
             "folder": back_folder,
+            "back_search": back_search,
             "folders": FOLDERS,
             "inline_types": list(uploads.INLINE_TYPES),
         },

@@ -65,7 +65,7 @@ class ShareForm(_ContactChecks):
         label=_("INS (optional)"),
         max_length=30,
         required=False,
-        help_text=_("National health identifier: 13 digits and a 2-digit key."),
+        help_text=_("15 characters: the NIR or NIA and its 2-digit key."),
     )
     patient_mobile = forms.CharField(
         label=_("Mobile phone"),

@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.http import HttpRequest
@@ -28,7 +28,7 @@ from django.utils.translation import gettext as _
 from pli.accounts.models import User
 from pli.crypto import new_data_key
 from pli.messaging import services as messaging
-from pli.messaging.models import Attachment, ExternalSender
+from pli.messaging.models import Attachment, ExternalSender, Message
 from pli.messaging.uploads import attachment_aad
 from pli.messaging.uploads import blob_store as message_blob_store
 from pli.sharing.models import PatientShare, ShareDocument
@@ -119,6 +119,15 @@ def received_attachments(user: User, message_id: uuid.UUID | str) -> list[Attach
     """The attachments of a message ``user`` can see (``messaging.NotVisible`` otherwise)."""
     message = messaging.visible_message(user, message_id)
     return messaging.message_attachments(message)
+
+
+def replied(share_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Those of the shares ``share_ids`` that a patient's answer came through (its message's
+    thread is the share's id), for the list to show which patients are waiting for a word."""
+    ids = list(share_ids)
+    if not ids:
+        return set()
+    return set(Message.objects.filter(thread_id__in=ids, sender__isnull=True).values_list("thread_id", flat=True))
 
 
 def other_patient(forwarded: Sequence[Attachment], ins: str) -> str:

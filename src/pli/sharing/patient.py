@@ -252,7 +252,8 @@ def _code_page(
         **_sender(share),
         "form": form,
         "token": token,
-        "masked_mobile": mask_number(share.patient_mobile) if share.patient_mobile else "",
+        # In one piece on a narrow phone: « +33 6 •• •• •• » and « 78 » fell on two lines.
+        "masked_mobile": mask_number(share.patient_mobile).replace(" ", "\u00a0") if share.patient_mobile else "",
         "has_email": Channel.EMAIL in channels,
         "has_mobile": Channel.SMS in channels,
         **extra,

@@ -135,7 +135,11 @@ def _list_page(request: HttpRequest, form: ShareFilterForm, status: int = 200, s
     page = Paginator(shares, PAGE_SIZE).get_page(request.GET.get("page"))
     shares_on_page = list(page.object_list)
     unreached = services.undelivered(s.pk for s in shares_on_page)
-    rows = [(share, share.effective_status(now), unreached.get(share.pk, "")) for share in shares_on_page]
+    answered = mailbox.replied(s.pk for s in shares_on_page if s.allow_reply)
+    rows = [
+        (share, share.effective_status(now), unreached.get(share.pk, ""), share.pk in answered)
+        for share in shares_on_page
+    ]
     # The list names the patients: a read, recorded like a mailbox's folder list.
     audit.record(
         "share.list",

@@ -26,12 +26,49 @@
       var placeholder = document.getElementById(keptInput.id);
       if (placeholder && !placeholder.hasAttribute("aria-invalid")) placeholder.replaceWith(keptInput);
     }
+    // The refused form holds what was typed: leaving it asks first.
+    fresh.querySelectorAll("form[data-guard-unsaved]").forEach(function (form) {
+      Pli.guardUnsaved(form);
+      form.dataset.unsaved = "1";
+    });
     return fresh;
   };
 
   function path(url) {
     return new URL(url, window.location.href).pathname;
   }
+
+  /* A letter or a share being written is not lost by a click elsewhere: leaving the page
+     (a menu link, closing the tab) asks first, as mail clients do, once something was typed
+     or chosen, or when the page shows a form the server refused (what it holds was typed).
+     Sending it does not ask. Forms opt in with data-guard-unsaved. */
+  var guarded = [];
+  Pli.guardUnsaved = function (form) {
+    if (!form || form.dataset.guarded) return;
+    form.dataset.guarded = "1";
+    if (form.querySelector("[aria-invalid=true]")) form.dataset.unsaved = "1";
+    var mark = function () { form.dataset.unsaved = "1"; };
+    form.addEventListener("input", mark);
+    form.addEventListener("change", mark);
+    guarded.push(form);
+  };
+  // Last, once the form's own handlers ran: a submission they did not take over (to send
+  // it by XHR, below, or to refuse a file first) leaves the page as it should.
+  window.addEventListener("submit", function (event) {
+    if (!event.defaultPrevented && guarded.indexOf(event.target) !== -1) event.target.dataset.sending = "1";
+  });
+  window.addEventListener("beforeunload", function (event) {
+    var pending = guarded.some(function (form) {
+      return form.isConnected && form.dataset.unsaved && !form.dataset.sending;
+    });
+    if (pending) {
+      event.preventDefault();
+      event.returnValue = ""; // older browsers show their own text; ours cannot be set
+    }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("form[data-guard-unsaved]").forEach(Pli.guardUnsaved);
+  });
 
   /* The session ended while the form was being filled in (the server sent the request to
      the sign-in page): nothing was saved, and the form stays as it is, files included.
@@ -91,6 +128,7 @@
      upload; ``handlers.failed()`` is called when the connection fails and
      ``handlers.stopped()`` when the session had ended (nothing was saved either way). */
   Pli.postWithProgress = function (form, handlers, retried) {
+    form.dataset.sending = "1";
     var xhr = new XMLHttpRequest();
     xhr.open("POST", form.action);
     xhr.setRequestHeader("X-Pli-Upload", "1");
@@ -98,6 +136,7 @@
       if (e.lengthComputable && handlers.progress) handlers.progress(Math.round((e.loaded / e.total) * 100));
     });
     var out = function () {
+      delete form.dataset.sending; // nothing was saved: still to be sent
       if (handlers.stopped) handlers.stopped();
       signedOut(form);
     };
@@ -118,9 +157,11 @@
         freshToken(form, function () { Pli.postWithProgress(form, handlers, true); }, out);
         return;
       }
+      delete form.dataset.sending;
       handlers.refused(xhr.responseText);
     });
     xhr.addEventListener("error", function () {
+      delete form.dataset.sending;
       if (handlers.failed) handlers.failed();
     });
     xhr.send(new FormData(form));

@@ -229,5 +229,28 @@
     answer.value = "1";
   });
 
-  document.addEventListener("DOMContentLoaded", function () { init(document); initSelectAll(document); });
+  /* Where a letter starts: a reply is written above the quoted message (the caret at the
+     top of the text, not wherever a click lands in the quote); a new letter or a forward
+     starts with its recipients. Not over a form the server refused, whose first field in
+     error has the focus. */
+  function placeCursor() {
+    var form = document.getElementById("compose-form");
+    if (!form || form.querySelector("[aria-invalid=true]") || document.getElementById("compose-errors")) return;
+    var reply = form.querySelector("#id_in_reply_to");
+    var body = form.querySelector("#id_body");
+    var to = form.querySelector("#id_to");
+    if (reply && reply.value && body) {
+      body.focus();
+      body.setSelectionRange(0, 0);
+      body.scrollTop = 0;
+    } else if (to && !to.value) {
+      to.focus();
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    init(document);
+    initSelectAll(document);
+    placeCursor();
+  });
 })();
