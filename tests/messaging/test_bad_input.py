@@ -65,7 +65,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("INS too short", patient_fields(patient_ins="28402991234"), "patient_ins", "15 caractères"),
     ("INS garbage", patient_fields(patient_ins="ABCDEFGHIJKLMNO"), "patient_ins", "pas un INS valide"),
     ("malformed date", patient_fields(patient_birth_date="15/02/1984"), "patient_birth_date", "AAAA-MM-JJ"),
-    ("impossible date", patient_fields(patient_birth_date="1984-02-30"), "patient_birth_date", "AAAA-MM-JJ"),
+    ("impossible date", patient_fields(patient_birth_date="1984-02-30"), "patient_birth_date", "n\u2019existe pas"),
     ("future birth", patient_fields(patient_birth_date="2999-01-01"), "patient_birth_date", "pas plausible"),
     ("patient without name", patient_fields(patient_family_name=""), "patient_family_name", "Obligatoire"),
     ("bad sex", patient_fields(patient_sex="X"), "patient_sex", "valide"),
@@ -693,3 +693,9 @@ def test_forwarded_attachments_need_their_message_and_a_forward_is_no_reply(peop
     assert both.status_code == 400 and list(both.json()) == ["forward_of"]
     assert "pas les deux" in both.json()["forward_of"][0]
     assert Message.objects.count() == 1
+
+
+def test_a_refused_subject_is_the_only_error_named(people: dict[str, User]) -> None:
+    """Not also « the message is empty »: it had a subject, which was refused."""
+    response = api_client(people["alice"]).post("/api/v1/messages", _base(people, subject="Bilan\x00", body=""))
+    assert response.status_code == 400 and list(response.json()) == ["subject"], response.json()

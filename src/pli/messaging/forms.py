@@ -187,6 +187,24 @@ def _canonical_uuid(text: str) -> str:
         return text  # refused as an unknown choice, quoted as sent
 
 
+class _IsoDateField(forms.DateField):
+    """A date as YYYY-MM-DD; one well written that no calendar has (1958-02-30) is told so,
+    not sent back to a format it already follows."""
+
+    def to_python(self, value: Any) -> datetime.date | None:
+        try:
+            return super().to_python(value)
+        except ValidationError:
+            if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+                raise ValidationError(
+                    _("This date does not exist: check the day and the month."), code="invalid"
+                ) from None
+            raise
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 class ComposeForm(forms.Form):
     sender = forms.CharField(label=_("From"), max_length=254)
     to = AddressListField(label=_("To"), required=False)
@@ -205,7 +223,7 @@ class ComposeForm(forms.Form):
     patient_given_names = forms.CharField(
         label=_("Given names"), max_length=GIVEN_NAMES_MAX, required=False, validators=[refuse_invisible_controls]
     )
-    patient_birth_date = forms.DateField(
+    patient_birth_date = _IsoDateField(
         label=_("Birth date"),
         required=False,
         input_formats=["%Y-%m-%d"],
@@ -429,7 +447,8 @@ class ComposeForm(forms.Form):
             self.add_error("attachments", ValidationError(too_large_message(), code="too_large"))
         subject = (data.get("subject") or "").strip()
         body = data.get("body") or ""
-        if not subject and not body.strip() and count == 0 and "body" not in self.errors:
+        # A subject or a text refused is no empty message: its own error says what to fix.
+        if not subject and not body.strip() and count == 0 and not {"body", "subject"} & self.errors.keys():
             self.add_error(
                 "body",
                 ValidationError(_("The message is empty: write a subject, a text or attach a file."), code="empty"),
