@@ -101,7 +101,7 @@ def check(openapi: dict[str, Any], method: str, template: str, response: Any) ->
         for error in Draft202012Validator(schema, format_checker=FORMATS).iter_errors(json.loads(response.content))
     ]
     assert not errors, f"{method.upper()} {template} {code}: {errors}"
-    for header in ("Retry-After", "WWW-Authenticate"):
+    for header in ("Retry-After", "WWW-Authenticate", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
         if header in documented.get("headers", {}):
             assert response.has_header(header), (template, code, header)
 

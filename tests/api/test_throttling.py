@@ -135,3 +135,19 @@ def test_retry_after_while_the_previous_period_ages(user: User, limited: None, m
     assert wait < 59  # within this period, once the previous one weighs little enough
     clock[0] += wait
     assert client.get("/api/v1/me", **bearer(raw)).status_code == 200
+
+
+def test_every_answer_says_where_the_token_stands(user: User, limited: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Software slows down before a 429 when it can see the limit coming."""
+    raw = services.create_token(user, "integration")[1]
+    client = Client()
+    monkeypatch.setattr(throttling, "_clock", lambda: 60 * 1000 + 15.2)
+    answers = [client.get("/api/v1/me", **bearer(raw)) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    seen = [(a["RateLimit-Limit"], a["RateLimit-Remaining"], a["RateLimit-Reset"]) for a in answers]
+    assert seen == [("3", "2", "45"), ("3", "1", "45"), ("3", "0", "45"), ("3", "0", "45")]
+    # The error answers of a counted request say it too (a 404 here), not an anonymous one.
+    assert client.get("/api/v1/shares/00000000-0000-0000-0000-000000000000", **bearer(raw)).has_header(
+        "RateLimit-Remaining"
+    )
+    assert not Client().get("/api/v1/me").has_header("RateLimit-Remaining")

@@ -84,6 +84,11 @@ def _error(description: str, schema: str = "Error", headers: dict[str, Any] | No
 _WWW_AUTHENTICATE = {
     "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'The scheme to use: `Bearer realm="api"`.'}
 }
+_RATE_LIMIT = {
+    "RateLimit-Limit": {"schema": {"type": "integer"}, "description": "Requests a token may make per period."},
+    "RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "Requests left to this token now."},
+    "RateLimit-Reset": {"schema": {"type": "integer"}, "description": "Seconds until the current period ends."},
+}
 _RETRY_AFTER = {
     "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "description": "Seconds to wait before retrying."}
 }
@@ -107,12 +112,16 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             if operation.get("parameters") or operation.get("requestBody"):
                 responses.setdefault("400", _error("Invalid input, per field.", "ValidationError"))
             if secured:
+                for code, response in responses.items():
+                    if code[0] == "2":
+                        response.setdefault("headers", {}).update(_RATE_LIMIT)
                 responses.setdefault("401", _error("Missing, invalid or revoked token.", headers=_WWW_AUTHENTICATE))
                 responses.setdefault("403", _error("The token lacks a scope, or the user a right, this request needs."))
                 responses.setdefault(
                     "429",
                     _error(
-                        "Too many requests with this token; retry after `Retry-After` seconds.", headers=_RETRY_AFTER
+                        "Too many requests with this token; retry after `Retry-After` seconds.",
+                        headers={**_RETRY_AFTER, **_RATE_LIMIT},
                     ),
                 )
                 # Every authenticated request writes (the token's last use, the audit trail).

@@ -15,6 +15,10 @@ from pli.core.uploads import dropped_files
 # answer), as before parameters were checked.
 TOLERATED = ("format",)
 
+# Where a token stands against its rate limit (pli.api.throttling), on every answer to it:
+# the limit per period, what is left of it, the seconds until the period ends.
+RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
 
 class StrictView(APIView):
     """An API view that refuses, with a 400 naming them, the query parameters it does not
@@ -32,3 +36,11 @@ class StrictView(APIView):
         refuse_unknown(given, self.query_parameters.get(method, ()), query=True)
         if method == "DELETE":
             refuse_unknown(request.data, (), dropped_files(request._request))
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        counted = getattr(request._request, "pli_rate_limit", None)
+        if counted is not None:
+            for name, value in zip(RATE_LIMIT_HEADERS, counted, strict=True):
+                response[name] = str(value)
+        return response

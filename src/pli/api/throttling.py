@@ -7,7 +7,8 @@ one atomic upsert per request (committed without waiting for the disk), so the l
 across every server process and host, and a burst straddling two periods is still caught.
 
 Refused requests are counted too: a client that keeps hammering stays refused until it
-slows down.
+slows down. Every answer to a token says where it stands (``RateLimit-Limit``,
+``RateLimit-Remaining``, ``RateLimit-Reset``), so that software can slow down before a 429.
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class TokenRateThrottle(BaseThrottle):
             cursor.execute(_UPSERT, [key, int(period)])
             count, previous = cursor.fetchone()
         estimate = count + previous * (1 - into / duration)
+        # For the answer's RateLimit-* headers (pli.api.strict): the limit, what is left of
+        # it now, and the seconds until this period ends, when the count starts to age out.
+        remaining = max(0, math.floor(limit - estimate))
+        request._request.pli_rate_limit = (limit, remaining, math.ceil(duration - into))  # type: ignore[attr-defined]
         if estimate <= limit:
             return True
         self._wait = max(1.0, math.floor(_retry_after(count, previous, into, duration, limit)) + 1)
