@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from pli.api import throttling
 from pli.core.api import refuse_unknown
 from pli.core.uploads import dropped_files
 
@@ -39,7 +40,7 @@ class StrictView(APIView):
 
     def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
         response = super().finalize_response(request, response, *args, **kwargs)
-        counted = getattr(request._request, "pli_rate_limit", None)
+        counted = request._request.__dict__.get(throttling.RATE_LIMIT)
         if counted is not None:
             for name, value in zip(RATE_LIMIT_HEADERS, counted, strict=True):
                 response[name] = str(value)

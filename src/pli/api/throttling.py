@@ -45,6 +45,9 @@ RETURNING count, previous
 
 _clock = time.time  # tests move it
 
+# Where the request keeps what the throttle counted (limit, remaining, seconds to reset).
+RATE_LIMIT = "pli_rate_limit"
+
 
 def parse_rate(rate: str) -> tuple[int, int]:
     """``"600/min"`` → (600, 60): DRF's notation, the unit's first letter counts."""
@@ -93,7 +96,7 @@ class TokenRateThrottle(BaseThrottle):
         # For the answer's RateLimit-* headers (pli.api.strict): the limit, what is left of
         # it now, and the seconds until this period ends, when the count starts to age out.
         remaining = max(0, math.floor(limit - estimate))
-        request._request.pli_rate_limit = (limit, remaining, math.ceil(duration - into))  # type: ignore[attr-defined]
+        request._request.__dict__[RATE_LIMIT] = (limit, remaining, math.ceil(duration - into))
         if estimate <= limit:
             return True
         self._wait = max(1.0, math.floor(_retry_after(count, previous, into, duration, limit)) + 1)

@@ -171,6 +171,16 @@ class _ApiSearchForm(SearchForm):
         return data
 
 
+def _mailbox(request: Request, user: User, mailbox_id: uuid.UUID) -> Mailbox:
+    """A mailbox of the caller's; one out of reach is not found, as a missing one, and the
+    refusal is recorded."""
+    try:
+        return services.mailbox_for(user, mailbox_id)
+    except services.NotVisible:
+        services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
+        raise _not_found() from None
+
+
 def _folder_page(request: Request, user: User, mailbox: Mailbox, given: Any) -> services.Page | Response:
     """A page of a folder, searched by the criteria ``given`` (the listing's query, or a
     search's body); the answer naming each refused criterion instead."""
@@ -267,11 +277,7 @@ class MailboxMessagesView(MessagingView):
     )
     def get(self, request: Request, mailbox_id: uuid.UUID) -> Response:
         user = _user(request)
-        try:
-            mailbox = services.mailbox_for(user, mailbox_id)
-        except services.NotVisible:
-            services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
-            raise _not_found() from None
+        mailbox = _mailbox(request, user, mailbox_id)
         given = request.query_params
         if "after_uid" in given:
             return self._arrivals(request, user, mailbox)
@@ -414,11 +420,7 @@ class MailboxSearchView(MessagingView):
     )
     def post(self, request: Request, mailbox_id: uuid.UUID) -> Response:
         user = _user(request)
-        try:
-            mailbox = services.mailbox_for(user, mailbox_id)
-        except services.NotVisible:
-            services.record_denied(user, request._request, ("accounts.mailbox", mailbox_id), "api")
-            raise _not_found() from None
+        mailbox = _mailbox(request, user, mailbox_id)
         given = search_criteria(request.data, SEARCH_FIELDS)
         page = _folder_page(request, user, mailbox, given)
         if isinstance(page, Response):
