@@ -15,6 +15,14 @@ from pli.testing.accounts import make_user
 from sharing.helpers import pdf_bytes
 from sharing.test_web import form
 
+# The patient of the API's shares in these tests.
+PATIENT = {
+    "patient_given_name": "Élodie",
+    "patient_family_name": "Durand",
+    "patient_birth_date": "1984-02-15",
+    "patient_mobile": "+33612345678",
+}
+
 
 def send_letter(sender: User, to: list[Mailbox]) -> str:
     response = api_client(sender).post(
@@ -108,12 +116,7 @@ def test_software_hands_a_letters_attachments_to_the_patient(db: None) -> None:
     )
     message_id = response.json()["id"]
     nfs, iono = (a["id"] for a in response.json()["attachments"])
-    patient = {
-        "patient_given_name": "Élodie",
-        "patient_family_name": "Durand",
-        "patient_birth_date": "1984-02-15",
-        "patient_mobile": "+33612345678",
-    }
+    patient = PATIENT
     client = api_client(doctor)
 
     # Wrong: an attachment without its message, a message out of reach (another's letter,
@@ -157,10 +160,7 @@ def test_forwarded_attachments_keep_to_the_share_limits(db: None, settings: Any)
     refused = api_client(doctor).post(
         "/api/v1/shares",
         {
-            "patient_given_name": "Élodie",
-            "patient_family_name": "Durand",
-            "patient_birth_date": "1984-02-15",
-            "patient_mobile": "+33612345678",
+            **PATIENT,
             "forward_of": message_id,
             "forward_attachments": [attachment],
             "documents": [SimpleUploadedFile("autre.pdf", pdf_bytes("autre"), "application/pdf")],
@@ -194,10 +194,7 @@ def test_a_letters_documents_do_not_go_to_another_patient(db: None) -> None:
     message_id, attachment = letter["id"], letter["attachments"][0]["id"]
     theirs, another = valid_ins(), valid_ins("2840299123457")
     shared = {
-        "patient_given_name": "Élodie",
-        "patient_family_name": "Durand",
-        "patient_birth_date": "1984-02-15",
-        "patient_mobile": "+33612345678",
+        **PATIENT,
         "forward_of": message_id,
         "forward_attachments": [attachment],
     }
@@ -225,10 +222,7 @@ def test_a_wrong_forward_of_is_the_only_error_named(db: None) -> None:
     refused = client.post(
         "/api/v1/shares",
         {
-            "patient_given_name": "Élodie",
-            "patient_family_name": "Durand",
-            "patient_birth_date": "1984-02-15",
-            "patient_mobile": "+33612345678",
+            **PATIENT,
             "forward_of": "6b1c6d59-8a8e-4b8b-9d3e-1d1a0e4f5f10",
         },
     )
