@@ -534,6 +534,26 @@ def test_the_history_names_the_channels_as_the_notifications_table_does(db: None
     assert "(email)" not in history and "(sms)" not in history
 
 
+def test_the_history_does_not_call_a_code_sent_when_it_was_replaced_before_leaving(db: None) -> None:
+    """A patient who asked for the code by e-mail before the SMS left: the history said
+    « code à usage unique envoyé (SMS) » while the notifications table said the SMS was
+    cancelled. The history says the code was requested; what left is the provider's line."""
+    user = make_user()
+    share, token = make_share(user)
+    run_tasks()  # the link, by e-mail
+    patient = Patient(token)
+    patient.birth_date()
+    patient.new_code("email")
+    run_tasks()
+    page = browser(user).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    history = page.split('id="history-title"', 1)[1]
+    assert "code à usage unique demandé (SMS)" in history
+    assert "code à usage unique demandé (E-mail)" in history
+    assert "envoyé (SMS)" not in history
+    sent = [item.split("</li>", 1)[0].strip() for item in history.split('data-event="notification_sent"')[1:]]
+    assert len(sent) == 2 and all(item.endswith("(E-mail)") for item in sent)  # the link, then the code
+
+
 def test_the_history_shows_a_run_of_retries_once(db: None) -> None:
     """A provider down for a day is some thirty « will retry » lines: the page shows the
     latest, with how many attempts, and keeps every other event."""
