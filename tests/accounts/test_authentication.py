@@ -675,3 +675,37 @@ def test_allauth_texts_about_the_second_factor_use_pli_words_in_french() -> None
     assert texts["mfa/messages/totp_activated.txt"] == "Application d\u2019authentification activée."
     for name, text in texts.items():
         assert "récupération" not in text and "'" not in text, (name, text)
+
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+WINDOWS_FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "language", "shown"),
+    [
+        (IPHONE, "fr", "Mobile Safari 17 sur iOS 17 (iPhone)"),
+        (WINDOWS_FIREFOX, "fr", "Firefox 133 sur Windows 10"),
+        (WINDOWS_FIREFOX, "en", "Firefox 133 on Windows 10"),
+        ("curl/8.5.0", "fr", "curl 8"),
+        ("Logiciel-du-cabinet", "fr", "Logiciel-du-cabinet"),
+        ("", "fr", "Appareil inconnu"),
+    ],
+)
+def test_the_sessions_list_names_browsers_and_systems(
+    organisation: Organisation, user_agent: str, language: str, shown: str
+) -> None:
+    """The list showed raw user agent strings, cut at 80 characters: a GP could not tell
+    which line was her phone before ending the others."""
+    make_user(organisation, email="doc@example.org")
+    client = Client(HTTP_USER_AGENT=user_agent)
+    sign_in(client, "doc@example.org", code=totp_code(TEST_TOTP_SECRET))
+    client.cookies["django_language"] = language
+    body = client.get("/account/sessions/").content.decode()
+    cell = body.split("<tbody>", 1)[1].split("</td>", 1)[0]
+    assert f">{shown}</span>" in cell
+    if user_agent:
+        assert f'title="{user_agent}"' in cell  # the whole string, for whoever needs it
