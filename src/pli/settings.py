@@ -61,7 +61,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "pli.core.middleware.SecurityHeadersMiddleware",
     "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, but a page's poll (pli.accounts.middleware.PASSIVE_VIEWS) is not activity.
+    "pli.accounts.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "pli.core.middleware.RequestFramingMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -74,7 +75,7 @@ MIDDLEWARE = [
     # @login_not_required (the named public list is in pli.core.public).
     "pli.accounts.middleware.LoginRequiredMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "allauth.usersessions.middleware.UserSessionsMiddleware",
+    "pli.accounts.middleware.UserSessionsMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # A signed-in user without a second factor reaches only the enrolment pages.
     "pli.accounts.middleware.SecondFactorRequiredMiddleware",

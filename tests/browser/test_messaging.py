@@ -616,3 +616,49 @@ def test_a_reply_starts_above_the_quote_and_a_letter_being_written_is_not_left_u
     # A new letter starts with its recipients.
     page.goto("/messages/compose/")
     assert page.evaluate("document.activeElement.id") == "id_to"
+
+
+@pytest.mark.browser
+def test_an_inbox_left_open_learns_of_new_letters(page: Any, live_server: Any) -> None:
+    """A GP keeps her inbox open between two patients: a letter that arrives meanwhile
+    shows in the counts, the tab's title and a notice, without reloading the page."""
+    from django.test import Client
+
+    from pli.api.services import create_token
+
+    cache.clear()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    lilas = make_organisation("Cabinet des Lilas")
+    jeanne = make_user(lilas, first_name="Jeanne", last_name="Martin")
+    paul = make_user(lilas, first_name="Paul", last_name="Durand")
+    _sign_in(page, jeanne)
+    assert page.locator(".main-nav .unread-count").count() == 0
+    assert page.locator(".mail-arrivals").is_hidden()
+    page.evaluate("Pli.checkActivity()")
+    assert page.locator(".mail-arrivals").is_hidden()  # nothing new: nothing said
+
+    _token, raw = create_token(paul, "test", None)
+    sent = Client(HTTP_AUTHORIZATION=f"Bearer {raw}").post(
+        "/api/v1/messages",
+        {
+            "sender": Mailbox.objects.get(owner=paul).address,
+            "to": [Mailbox.objects.get(owner=jeanne).address],
+            "subject": "Résultats de Mme Roux",
+        },
+    )
+    assert sent.status_code == 201, sent.content
+    page.evaluate("Pli.checkActivity()")  # what the page does every minute
+
+    notice = page.locator(".mail-arrivals")
+    assert notice.get_attribute("role") == "status"
+    assert notice.inner_text().startswith("1 nouveau message est arrivé.")
+    assert page.locator(".main-nav .unread-count").inner_text().startswith("1")
+    assert page.locator(".mail-sidebar .unread-count").inner_text().startswith("1")
+    assert page.title().startswith("(1) Boîte de réception")
+    assert page.locator(".mail-row", has_text="Résultats de Mme Roux").count() == 0  # not listed behind her back
+    notice.locator("a:has-text('Afficher')").click()
+    page.wait_for_url("**/messages/**/inbox/")
+    assert page.locator(".mail-row", has_text="Résultats de Mme Roux").count() == 1
+    assert page.locator(".mail-arrivals").is_hidden()
+    assert problems == []

@@ -3,19 +3,23 @@ let them enrol one (or sign out)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from allauth.usersessions.middleware import UserSessionsMiddleware as AllauthUserSessionsMiddleware
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 
@@ -116,3 +120,45 @@ class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
         return redirect_to_login(
             target, resolve_url(self.get_login_url(view_func)), self.get_redirect_field_name(view_func)
         )
+
+
+# Polled by the pages left open (unread counts, new letters): a tab left open all day must
+# not keep its session alive, so these requests are not activity. The session still ends
+# PLI_SESSION_IDLE_MINUTES after the person's last real request; the poll then stops.
+PASSIVE_VIEWS = ("messaging:activity",)
+
+
+@functools.cache
+def _passive_paths() -> frozenset[str]:
+    return frozenset(reverse(name) for name in PASSIVE_VIEWS)
+
+
+def is_passive(request: HttpRequest) -> bool:
+    return request.path_info in _passive_paths()
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's, except that a passive request leaves the session as it was: not saved
+    (SESSION_SAVE_EVERY_REQUEST would push its idle expiry back), no new cookie."""
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        session = getattr(request, "session", None)
+        if session is not None and not session.modified and is_passive(request):
+            patch_vary_headers(response, ("Cookie",))
+            return response
+        return super().process_response(request, response)
+
+
+class UserSessionsMiddleware:
+    """allauth's, except that a passive request is not the session's « last activity » in
+    the list of signed-in sessions."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self._tracking = AllauthUserSessionsMiddleware(get_response)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if is_passive(request):
+            return self.get_response(request)
+        response: HttpResponseBase = self._tracking(request)
+        return response

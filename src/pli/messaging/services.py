@@ -779,6 +779,12 @@ def arrivals_page(mailbox: Mailbox, after_uid: int, *, limit: int = PAGE_SIZE) -
     return Page(items=rows[:limit], next_cursor=str(rows[limit - 1].uid) if len(rows) > limit else None)
 
 
+def arrived_count(mailbox: Mailbox, after_uid: int) -> int:
+    """How many letters filed in ``mailbox`` after number ``after_uid`` are in its inbox now:
+    what a page shown at that number has not listed. Counts only (no subject): not a read."""
+    return Delivery.objects.filter(mailbox=mailbox, uid__gt=after_uid, folder=Folder.INBOX).count()
+
+
 def record_listing(user: Any, mailbox: Mailbox, folder: str | None, count: int, request: HttpRequest | None) -> None:
     """Listing shows subjects (health data): it is a read, and recorded as one. It is also a
     use of the mailbox (CNIL: a mailbox unused for a year is emptied)."""

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("compose/", views.compose, name="compose"),
     path("undo/", views.undo, name="undo"),
+    path("activity/", views.activity, name="activity"),
     path("m/<uuid:message_id>/", views.thread, name="thread"),
     path("m/<uuid:message_id>/move/", views.move, name="move"),
     path("m/<uuid:message_id>/delete/", views.delete, name="delete"),

@@ -103,6 +103,9 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
     # taken before the list is read (a letter binned after, even before the page is done,
     # was never shown).
     shown_at = timezone.now()
+    # Likewise the number the page's poll counts new letters from (activity): read before
+    # the list, a letter arriving meanwhile is announced once too often, never missed.
+    arrivals_after = mailbox.last_uid
     try:
         page = services.folder_page(mailbox, folder, cursor=request.GET.get("cursor") or None)
     except services.BadCursor:
@@ -127,8 +130,47 @@ def folder(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpResp
             "trash_days": settings.PLI_TRASH_DAYS if folder == Folder.TRASH else 0,
             "shown_at": shown_at.isoformat() if folder == Folder.TRASH else "",
             "selection_actions": SELECTION_BUTTONS[folder],
+            "arrivals_after": arrivals_after if folder == Folder.INBOX and not request.GET.get("cursor") else None,
+            # For the page's script: the number is put in place of %(count)s.
+            "arrivals_one": ngettext("%(count)s new message has arrived.", "%(count)s new messages have arrived.", 1),
+            "arrivals_many": ngettext("%(count)s new message has arrived.", "%(count)s new messages have arrived.", 2),
         },
     )
+
+
+@require_GET
+def activity(request: HttpRequest) -> JsonResponse:
+    """What the pages left open ask every minute (activity.js): the unread counts of the
+    navigation and, with ``mailbox`` and ``after`` (the number an inbox page was shown at),
+    how many letters have arrived in that inbox since. Counts only, no subject: not a read,
+    not recorded, and not activity either (pli.accounts.middleware.PASSIVE_VIEWS: the session
+    is not kept alive by a tab left open)."""
+    nav = mail_nav(_user(request))
+    body: dict[str, Any] = {
+        "unread": nav.unread,
+        "mailboxes": [{"id": str(entry.mailbox.pk), "unread": entry.unread} for entry in nav.mailboxes],
+    }
+    given_mailbox, given_after = request.GET.get("mailbox"), request.GET.get("after")
+    if given_mailbox is not None or given_after is not None:
+        try:
+            mailbox_id = uuid.UUID(given_mailbox or "")
+            after = int(given_after or "")
+            if after < 0:
+                raise ValueError(after)
+        except ValueError:
+            return _no_store(
+                JsonResponse({"detail": _("Give mailbox (an id) and after (a number) together.")}, status=400)
+            )
+        mailbox = next((entry.mailbox for entry in nav.mailboxes if entry.mailbox.pk == mailbox_id), None)
+        if mailbox is None:
+            return _no_store(JsonResponse({"detail": _("Unknown mailbox.")}, status=404))
+        body["arrived"] = services.arrived_count(mailbox, after)
+    return _no_store(JsonResponse(body))
+
+
+def _no_store(response: JsonResponse) -> JsonResponse:
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 # The buttons over the letters ticked in a list, by where they are: "search" is the search's
