@@ -4,6 +4,7 @@ reply in the thread and the read receipt."""
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -662,3 +663,33 @@ def test_an_inbox_left_open_learns_of_new_letters(page: Any, live_server: Any) -
     assert page.locator(".mail-row", has_text="Résultats de Mme Roux").count() == 1
     assert page.locator(".mail-arrivals").is_hidden()
     assert problems == []
+
+
+@pytest.mark.browser
+def test_the_page_warns_before_the_session_ends_and_lets_her_stay(page: Any, live_server: Any, settings: Any) -> None:
+    """The session ends after its idle time: two minutes before, the page says so and
+    « Rester connecté » keeps it; once it has ended, the page says that nothing more can be
+    sent from it, instead of a letter lost at « Envoyer »."""
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    cache.clear()
+    settings.SESSION_COOKIE_AGE = 126  # the warning comes six seconds after each real request
+    jeanne = make_user(make_organisation("Cabinet des Lilas"), first_name="Jeanne", last_name="Martin")
+    _sign_in(page, jeanne)
+    page.goto("/messages/compose/")
+    page.fill("#id_subject", "Courrier en cours")
+    warning = page.locator(".session-warning")
+    warning.locator("text=Sans activité de votre part, votre session se fermera").wait_for(timeout=20_000)
+    assert warning.get_attribute("role") == "alert"
+    key = Session.objects.get().session_key
+    before = Session.objects.get(session_key=key).expire_date
+    warning.locator("button:has-text('Rester connecté')").click()
+    warning.locator("text=Sans activité").wait_for(state="detached")
+    assert Session.objects.get(session_key=key).expire_date > before
+    assert page.input_value("#id_subject") == "Courrier en cours"  # nothing reloaded
+
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - datetime.timedelta(seconds=1))
+    page.evaluate("Pli.checkActivity()")
+    assert "Votre session s\u2019est fermée" in warning.inner_text()
+    assert warning.locator("a:has-text('Se reconnecter')").get_attribute("href") == "/login/?next=/messages/compose/"

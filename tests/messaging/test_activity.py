@@ -3,7 +3,9 @@ counts and the letters arrived in the inbox being shown, without keeping the ses
 
 from __future__ import annotations
 
+import datetime
 import re
+import time
 from typing import Any
 
 import pytest
@@ -11,12 +13,22 @@ from allauth.usersessions.models import UserSession
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
+from django.utils import timezone
 
-from messaging.factories import api_client, personal_mailbox, practitioner, shared_mailbox, web_client
+from messaging.factories import (
+    api_client,
+    enrol_second_factor,
+    personal_mailbox,
+    practitioner,
+    shared_mailbox,
+    web_client,
+)
+from pli.accounts.middleware import SIGNED_IN_AT
 from pli.accounts.models import Mailbox, User
 from pli.audit.models import AuditEvent
 
 ACTIVITY = "/messages/activity/"
+STAY = "/account/session/stay/"
 
 
 def _send(sender: User, to: Mailbox, subject: str = "Objet", *, sender_box: Mailbox | None = None) -> None:
@@ -135,3 +147,60 @@ def test_another_persons_mailbox_is_unknown(gp: User) -> None:
         ACTIVITY, {"mailbox": personal_mailbox(other).pk, "after": 0}, HTTP_ACCEPT_LANGUAGE="fr"
     )
     assert answer.status_code == 404 and answer.json() == {"detail": "Boîte inconnue."}
+
+
+def _warning(page: str) -> dict[str, str]:
+    tag = re.search(r"<div class=\"session-warning\"[^>]*>", page)
+    assert tag is not None
+    return dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', tag.group(0)))
+
+
+def test_each_page_says_when_its_session_ends(gp: User) -> None:
+    client = web_client(gp)
+    client.get("/messages/")  # signed in now: the session's lifetime starts
+    inbox = f"/messages/{personal_mailbox(gp).pk}/inbox/"
+    warning = _warning(client.get(inbox, HTTP_ACCEPT_LANGUAGE="fr").content.decode())
+    assert warning["data-ends-in"] == str(settings.SESSION_COOKIE_AGE) and warning["data-extendable"] == "1"
+    assert warning["data-soon"] == "Sans activité de votre part, votre session se fermera dans moins de 2\u00a0minutes."
+    assert warning["data-stay"] == "Rester connecté" and warning["data-sign-in"] == "Se reconnecter"
+    assert warning["data-sign-in-url"] == f"/login/?next={inbox}"
+    # Near PLI_SESSION_MAX_HOURS, activity no longer helps: the page says so instead.
+    session = client.session
+    session[SIGNED_IN_AT] = int(time.time()) - settings.PLI_SESSION_MAX_HOURS * 3600 + 90
+    session.save()
+    warning = _warning(client.get(inbox, HTTP_ACCEPT_LANGUAGE="fr").content.decode())
+    assert 80 <= int(warning["data-ends-in"]) <= 90 and warning["data-extendable"] == "0"
+    assert warning["data-limit"].startswith("Votre session atteint sa durée maximale (12\u00a0heures)")
+    # The poll tells the same, from what is stored.
+    answer = client.get(ACTIVITY).json()["session"]
+    assert 80 <= answer["ends_in"] <= 90 and answer["extendable"] is False
+
+
+def test_the_poll_says_how_long_the_session_has_left(gp: User) -> None:
+    client = web_client(gp)
+    client.get("/messages/")
+    Session.objects.filter(session_key=client.session.session_key).update(
+        expire_date=timezone.now() + datetime.timedelta(seconds=100)
+    )
+    answer = client.get(ACTIVITY).json()["session"]
+    assert 95 <= answer["ends_in"] <= 100 and answer["extendable"] is True
+
+
+def test_staying_signed_in_pushes_the_end_back(gp: User) -> None:
+    client = web_client(gp)
+    client.get("/messages/")
+    key = client.session.session_key
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() + datetime.timedelta(seconds=60))
+    assert client.get(STAY).status_code == 405
+    assert client.post(STAY).status_code == 204
+    left = (Session.objects.get(session_key=key).expire_date - timezone.now()).total_seconds()
+    assert left > settings.SESSION_COOKIE_AGE - 60
+
+
+def test_staying_signed_in_needs_the_pages_csrf_token_and_a_session(gp: User) -> None:
+    enrol_second_factor(gp)
+    checked = Client(enforce_csrf_checks=True)
+    checked.force_login(gp)
+    assert checked.post(STAY).status_code == 403
+    ended = Client().post(STAY)
+    assert ended.status_code == 302 and ended["Location"].startswith("/login/")

@@ -16,8 +16,16 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
             return False
         return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).exists()
 
+    def session_deadline() -> Any:
+        from pli.accounts.middleware import deadline_after_this_request
+
+        return deadline_after_this_request(request)
+
     return {
         "user_administers_organisation": user_administers_organisation,
+        # For activity.js's warning before the session ends (drawn for signed-in users only).
+        "pli_session_deadline": session_deadline,
         "PLI_SESSION_IDLE_MINUTES": settings.PLI_SESSION_IDLE_MINUTES,
+        "PLI_SESSION_MAX_HOURS": settings.PLI_SESSION_MAX_HOURS,
         "PLI_INVITATION_DAYS": settings.PLI_INVITATION_DAYS,
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,9 +17,11 @@ from django.contrib.auth import logout
 from django.contrib.auth import middleware as auth_middleware
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.contrib.sessions.models import Session
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.shortcuts import resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
@@ -91,6 +94,39 @@ class SessionLifetimeMiddleware:
                 logout(request)
                 audit.record("auth.session_expired", actor=user, target=user, request=request)
         return self.get_response(request)
+
+
+@dataclass(frozen=True)
+class SessionDeadline:
+    """When the signed-in session ends if nothing more is done, in seconds from now; and
+    whether activity can push it back (not once PLI_SESSION_MAX_HOURS is the nearer end)."""
+
+    seconds: int
+    extendable: bool
+
+
+def _deadline(idle_left: float, request: HttpRequest) -> SessionDeadline:
+    started = request.session.get(SIGNED_IN_AT)
+    limit_left = float("inf")
+    if isinstance(started, int):
+        limit_left = started + settings.PLI_SESSION_MAX_HOURS * 3600 - time.time()
+    return SessionDeadline(max(0, int(min(idle_left, limit_left))), idle_left < limit_left)
+
+
+def deadline_after_this_request(request: HttpRequest) -> SessionDeadline:
+    """For a page being made: a real request, after which the session is saved with a new
+    idle expiry (SESSION_SAVE_EVERY_REQUEST)."""
+    return _deadline(settings.SESSION_COOKIE_AGE, request)
+
+
+def stored_deadline(request: HttpRequest) -> SessionDeadline | None:
+    """For a passive request, which leaves the session as it is: its stored expiry (the
+    database's session store); None without a stored session."""
+    key = request.session.session_key
+    expiry = Session.objects.filter(session_key=key).values_list("expire_date", flat=True).first() if key else None
+    if expiry is None:
+        return None
+    return _deadline((expiry - timezone.now()).total_seconds(), request)
 
 
 def record_sign_in(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:

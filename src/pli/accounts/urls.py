@@ -12,6 +12,7 @@ from pli.accounts import views
 app_patterns = [
     path("account/", views.profile, name="profile"),
     path("account/notifications/", views.new_mail_setting, name="new_mail_setting"),
+    path("account/session/stay/", views.stay_signed_in, name="stay_signed_in"),
     path("invitation/<str:token>/", views.invitation, name="invitation"),
     path("organisations/", views.organisations, name="organisations"),
     path("organisations/<slug:slug>/members/", views.members, name="members"),

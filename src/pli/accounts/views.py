@@ -81,6 +81,14 @@ def _posted(request: HttpRequest) -> Any:
 # --- The user's own account -------------------------------------------------------------
 
 
+@require_POST
+def stay_signed_in(request: HttpRequest) -> HttpResponse:
+    """« Rester connecté » under the warning that the session is about to end, and typing in
+    a page's form (activity.js): a real request, so the session is saved and its idle
+    expiry pushed back, as by any page. Nothing else is done or recorded."""
+    return HttpResponse(status=204)
+
+
 @require_http_methods(["GET"])
 def profile(request: HttpRequest) -> HttpResponse:
     user = _user(request)

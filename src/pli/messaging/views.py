@@ -34,6 +34,7 @@ from django.utils.translation import gettext_lazy, ngettext, pgettext_lazy
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from pli.accounts.middleware import stored_deadline
 from pli.accounts.models import Mailbox, User
 from pli.audit import services as audit
 from pli.blobs import ReadAhead
@@ -165,6 +166,10 @@ def activity(request: HttpRequest) -> JsonResponse:
         if mailbox is None:
             return _no_store(JsonResponse({"detail": _("Unknown mailbox.")}, status=404))
         body["arrived"] = services.arrived_count(mailbox, after)
+    deadline = stored_deadline(request)
+    if deadline is not None:
+        # For the warning before the session ends: another tab may have kept it alive.
+        body["session"] = {"ends_in": deadline.seconds, "extendable": deadline.extendable}
     return _no_store(JsonResponse(body))
 
 

@@ -1,16 +1,91 @@
-/* Pli: the unread counts of the navigation kept current while a page stays open, and an
-   inbox's « new messages » notice. Asks the server once a minute while the tab is visible;
-   the server does not count these requests as activity, so a tab left open does not keep
-   the session alive. Stops once the session has ended. Progressive enhancement only. */
+/* Pli: the unread counts of the navigation kept current while a page stays open, an
+   inbox's « new messages » notice, and a warning two minutes before the session ends for
+   want of activity, with « Stay signed in » (WCAG 2.2.1). Asks the server once a minute while
+   the tab is visible; the server does not count these requests as activity, so a tab left
+   open does not keep the session alive. Typing in a page does (a person is there): at most
+   once every five minutes. Progressive enhancement only. */
 (function () {
   "use strict";
   var script = document.currentScript;
   var url = script && script.getAttribute("data-activity-url");
   if (!url || !window.fetch) return;
   var EVERY_MS = 60 * 1000;
+  var WARN_MS = 2 * 60 * 1000;
+  var TYPING_MS = 5 * 60 * 1000;
   var arrivals = document.querySelector("[data-arrivals-mailbox]");
+  var warning = document.querySelector("[data-session-warning]");
+  var stayUrl = script.getAttribute("data-stay-url");
   var stopped = false;
   var timer = null;
+  var warnTimer = null;
+  var endTimer = null;
+  var warningShown = "";
+  var lastStay = Date.now();
+
+  function say(state, text, button) {
+    if (!warning || warningShown === state) return;
+    warningShown = state;
+    warning.textContent = "";
+    if (!state) return;
+    var line = document.createElement("p");
+    line.textContent = text;
+    warning.appendChild(line);
+    if (button) warning.appendChild(button);
+  }
+
+  function stayButton() {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "button";
+    button.textContent = warning.getAttribute("data-stay");
+    button.addEventListener("click", stay);
+    return button;
+  }
+
+  function ended() {
+    stopped = true;
+    window.clearInterval(timer);
+    window.clearTimeout(warnTimer);
+    window.clearTimeout(endTimer);
+    if (!warning) return;
+    var link = document.createElement("a");
+    link.className = "button";
+    link.href = warning.getAttribute("data-sign-in-url");
+    link.textContent = warning.getAttribute("data-sign-in");
+    say("ended", warning.getAttribute("data-ended"), link);
+  }
+
+  // Plans the warning and the check at the end from the server's count of seconds left.
+  function planEnd(secondsLeft, extendable) {
+    if (!warning || stopped) return;
+    window.clearTimeout(warnTimer);
+    window.clearTimeout(endTimer);
+    var left = secondsLeft * 1000;
+    if (left <= WARN_MS) {
+      if (extendable) say("soon", warning.getAttribute("data-soon"), stayButton());
+      else say("limit", warning.getAttribute("data-limit"), null);
+    } else {
+      say("", "", null);
+      // Asked again then: another tab may have kept the session alive meanwhile.
+      warnTimer = window.setTimeout(check, left - WARN_MS);
+    }
+    endTimer = window.setTimeout(check, left + 1000);
+  }
+
+  function stay() {
+    if (stopped || !stayUrl) return Promise.resolve();
+    lastStay = Date.now();
+    var token = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return fetch(stayUrl, {
+      method: "POST", credentials: "same-origin", redirect: "manual",
+      headers: {"X-CSRFToken": token ? token.value : ""}
+    })
+      .then(function (response) {
+        if (response.type === "opaqueredirect") ended();
+        else return check();
+      })
+      .catch(function () { /* offline for a moment: the warning stays */ });
+  }
 
   function setCount(link, count) {
     var badge = link.querySelector(".unread-count");
@@ -39,6 +114,7 @@
   }
 
   function show(data) {
+    if (data.session) planEnd(data.session.ends_in, data.session.extendable);
     var byMailbox = {};
     (data.mailboxes || []).forEach(function (entry) { byMailbox[entry.id] = entry.unread; });
     document.querySelectorAll("a[data-unread]").forEach(function (link) {
@@ -79,7 +155,7 @@
       .then(function (response) {
         // A redirect is the sign-in page: the session has ended; nothing more to ask.
         if (response.type === "opaqueredirect" || response.status === 401 || response.status === 403) {
-          stopped = true;
+          ended();
           return null;
         }
         return response.ok ? response.json() : null;
@@ -99,7 +175,15 @@
     if (!document.hidden) check();
     schedule();
   });
+  document.addEventListener("input", function () {
+    if (!stopped && Date.now() - lastStay > TYPING_MS) stay();
+  }, true);
   schedule();
+  if (warning) {
+    // The page was just made: the session was saved with it.
+    planEnd(Number(warning.getAttribute("data-ends-in")), warning.getAttribute("data-extendable") === "1");
+  }
   var Pli = (window.Pli = window.Pli || {});
   Pli.checkActivity = check;
+  Pli.staySignedIn = stay;
 })();
