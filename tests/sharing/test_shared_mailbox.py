@@ -87,6 +87,29 @@ def test_the_team_keeps_the_share_and_its_replies_when_its_creator_leaves(db: No
     assert Delivery.objects.get(message_id=ShareReply.objects.get().message_id).mailbox == team
 
 
+def test_a_member_taken_off_the_team_loses_its_shares_even_those_she_created(db: None) -> None:
+    """The secretary, taken off the shared mailbox but still in the practice, kept the
+    shares she had sent from it: she could correct the patient's contacts to her own address
+    and open the documents with the new link."""
+    organisation, secretary, doctor, _colleague, team = _team()
+    admin = make_user(organisation, role="admin")
+    share, _token = make_share(secretary, sender=team.address, allow_reply=True)
+    own, _own_token = make_share(secretary)  # from her own mailbox: still hers
+    accounts.update_shared_mailbox(team, name=team.name, members=[doctor], actor=admin)
+
+    assert api_client(secretary).get(f"/api/v1/shares/{share.pk}").status_code == 404
+    assert web_client(secretary).get(f"/shares/{share.pk}").status_code == 404
+    resent = api_client(secretary).post(f"/api/v1/shares/{share.pk}/resend", {"patient_email": "moi@example.net"})
+    assert resent.status_code == 404
+    assert share.pk not in {s.pk for s in services.shares_for(secretary)}
+    assert own.pk in {s.pk for s in services.shares_for(secretary)}
+    # The team still has it.
+    assert api_client(doctor).get(f"/api/v1/shares/{share.pk}").status_code == 200
+    # Back in the team, back in charge.
+    accounts.update_shared_mailbox(team, name=team.name, members=[doctor, secretary], actor=admin)
+    assert api_client(secretary).get(f"/api/v1/shares/{share.pk}").status_code == 200
+
+
 def test_a_closed_shared_mailbox_takes_no_more_replies(db: None) -> None:
     _organisation, secretary, _doctor, _colleague, team = _team()
     share, _token = make_share(secretary, sender=team.address, allow_reply=True)

@@ -119,11 +119,17 @@ def _creator_is_member() -> Exists:
 def _in_charge(user: User) -> Q:
     """Who may see and act on a share: its creator, while a member of the share's
     organisation; for a share sent from a shared mailbox, every member of that mailbox (the
-    team that receives the patient's replies); once the creator has left the organisation,
+    team that receives the patient's replies), and only they: its creator too, while in the
+    team (a secretary taken off the team's mailbox kept its patients' shares, and could send
+    herself a new link to their documents); once the creator has left the organisation,
     its administrators, so that the organisation keeps control (a locked-out patient still
     has someone to unlock the share) and the creator, now elsewhere, loses it."""
     memberships = Membership.objects.filter(user=user)
-    own = Q(created_by=user) & Q(Q(organisation__isnull=True) | Q(organisation__in=memberships.values("organisation")))
+    own = (
+        Q(created_by=user)
+        & Q(Q(organisation__isnull=True) | Q(organisation__in=memberships.values("organisation")))
+        & ~Q(reply_mailbox__kind=Mailbox.Kind.ORGANISATIONAL)
+    )
     # Both asked first, so that the condition of a user who administers nothing and works
     # in no shared mailbox (most) is the index range of their own shares: an "or" over the
     # organisations' shares made every list a scan of the whole instance's shares.
