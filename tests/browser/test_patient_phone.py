@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from sharing.helpers import last_code, last_sms, make_share, run_tasks
 
@@ -83,4 +85,38 @@ def test_the_whole_sms_pasted_in_the_code_field_opens_the_documents(browser: Any
     page.get_by_label("Code reçu").fill(last_sms())
     page.click("form.patient-form button[type=submit]")
     page.wait_for_url(f"**/p/{token}/documents")
+    page.context.close()
+
+
+@pytest.mark.browser
+def test_download_after_the_session_ended_shows_the_page_not_a_file(browser: Any, live_server: Any) -> None:
+    """« Télécharger » carried the download attribute: once the patient's session had ended,
+    the phone saved the birth-date page as a file named after the secret link (in the
+    Downloads folder), and nothing was said on screen."""
+    from pli.sharing.models import PatientSession
+
+    cache.clear()
+    _share, token = make_share()
+    page = _phone(browser, live_server)
+    page.goto(f"/p/{token}")
+    page.get_by_label("Votre date de naissance").fill("15/02/1984")
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/code**")
+    run_tasks()
+    page.get_by_label("Code reçu").fill(last_code())
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/documents")
+    # While it is open, the document downloads as a file, under its own name.
+    with page.expect_download() as download:
+        page.locator("a:has-text('Télécharger')").first.click()
+    assert download.value.suggested_filename.endswith(".pdf")
+
+    PatientSession.objects.update(last_seen_at=timezone.now() - datetime.timedelta(hours=1))
+    downloads: list[Any] = []
+    page.on("download", lambda download: downloads.append(download))
+    page.locator("a:has-text('Télécharger')").first.click()
+    page.wait_for_url(f"**/p/{token}**")
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", level=1).count() == 1
+    assert downloads == []
     page.context.close()

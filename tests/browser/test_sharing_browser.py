@@ -264,6 +264,36 @@ def test_a_reply_written_for_twenty_minutes_is_not_lost(
 
 
 @pytest.mark.browser
+def test_a_link_withdrawn_while_the_patient_writes_is_not_called_inactivity(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    """The practitioner revokes the link while the patient writes: the page said « Votre
+    session a pris fin (15 minutes sans activité) » and to open the link again, which only
+    says « Lien retiré »."""
+    from pli.sharing import services
+
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    share, token = make_share(allow_reply=True)
+    context, page = _signed_in_phone(browser, live_server, token)
+    page.clock.install()
+    try:
+        page.goto(f"/p/{token}/documents")
+        services.revoke(share.created_by, share.pk)
+        page.clock.fast_forward("05:00")
+        with page.expect_response(lambda r: r.url.endswith("/alive")) as answer:
+            page.locator("#id_text").press_sequentially("Bonjour")
+        assert answer.value.status == 410
+        notice = page.locator("#reply-session[role=alert]")
+        notice.wait_for()
+        assert "Cette page ne peut plus être utilisée" in notice.inner_text()
+        assert "sans activité" not in notice.inner_text()
+        assert page.locator("#id_text").input_value() == "Bonjour"
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
 def test_reply_files_are_checked_as_soon_as_they_are_chosen(
     browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
 ) -> None:

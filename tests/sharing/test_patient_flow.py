@@ -433,9 +433,15 @@ def test_codes_per_hour_limit_locks(db: None) -> None:
     share, patient = _five_codes_sent()
     _age_codes(share)
     assert OneTimeCode.objects.filter(share=share).count() == 5
-    assert patient.new_code().status_code == 403
+    locked = patient.new_code()
+    assert locked.status_code == 403
     share.refresh_from_db()
     assert share.status == Status.LOCKED and share.lock_reason == "codes_sent"
+    # Codes asked for (each may have opened the documents) are no failed attempts: the
+    # page said « après plusieurs tentatives infructueuses » to a patient who made none.
+    page = locked.content.decode()
+    assert "trop de codes ont été demandés en une heure" in page
+    assert "infructueuses" not in page
 
 
 def test_codes_older_than_an_hour_no_longer_count(db: None) -> None:

@@ -44,11 +44,11 @@
     notice = document.createElement("div");
     notice.id = "reply-session";
     notice.dataset.kind = kind;
-    notice.className = (kind === "ended" ? "flash-error" : "flash-warning") + " card";
+    notice.className = (kind === "ending" ? "flash-warning" : "flash-error") + " card";
     notice.setAttribute("role", "alert");
     notice.tabIndex = -1;
     var text = document.createElement("p");
-    text.textContent = kind === "ended" ? form.dataset.msgEnded : form.dataset.msgEnding;
+    text.textContent = {ended: form.dataset.msgEnded, closed: form.dataset.msgClosed, ending: form.dataset.msgEnding}[kind];
     notice.appendChild(text);
     if (kind === "ending") {
       var stay = document.createElement("button");
@@ -84,10 +84,11 @@
           hide();
           done(true);
         } else if (response.type === "opaqueredirect" || ENDED.indexOf(response.status) !== -1) {
-          // Sent to the birth date (a redirect), or the share has ended (410), is locked
-          // (403) or gone (404): the session is over.
+          // Sent to the birth date (a redirect): the idle session is over. The share has
+          // ended (410), is locked (403) or gone (404): the page itself is, whatever the
+          // patient's activity, and saying « 15 minutes without activity » would be untrue.
           ended = true;
-          show("ended");
+          show(response.type === "opaqueredirect" ? "ended" : "closed");
           done(false);
         } else {
           // Pli could not answer (a 503 while its database restarts): says nothing of the
@@ -135,7 +136,7 @@
       // Probably ended: ask first, so that a refused reply does not take the text with it.
       event.preventDefault();
       ping(function (alive) {
-        if (alive === false) show("ended").focus();
+        if (alive === false && notice) notice.focus();  // shown by ping: ended or closed
         else form.submit();
       });
     });
