@@ -137,7 +137,7 @@ def test_shared_mailbox_and_mailboxes_for(organisation: Organisation) -> None:
     assert not services.user_can_use_mailbox(doctor, Mailbox.objects.get(owner=assistant))
     with pytest.raises(ValidationError) as excinfo:
         services.create_shared_mailbox(organisation, "Accueil", [outsider])
-    assert "appartenir à l’organisation" in _errors(excinfo)["members"][0]  # noqa: RUF001
+    assert "appartenir à l\u2019organisation" in _errors(excinfo)["members"][0]
 
 
 def test_mailbox_list_is_mailboxes_for_from_compiled_sql(organisation: Organisation) -> None:
@@ -181,6 +181,26 @@ def test_update_shared_mailbox_members(organisation: Organisation, admin: User) 
     assert not services.user_can_use_mailbox(a, mailbox)
     event = AuditEvent.objects.filter(action="mailbox.members_changed").latest("seq")
     assert event.details == {"added": 1, "removed": 1}
+
+
+def test_two_shared_mailboxes_of_a_practice_do_not_share_a_name(organisation: Organisation, admin: User) -> None:
+    """A second « Secrétariat » was accepted, listed first in the directory with the same
+    label, and letters went to the empty one, which nobody reads."""
+    a = make_user(organisation, second_factor=False)
+    first = services.create_shared_mailbox(organisation, "Secrétariat", [a], actor=admin)
+    with pytest.raises(ValidationError) as refused:
+        services.create_shared_mailbox(organisation, "  secrétariat ", [], actor=admin)
+    assert refused.value.message_dict == {
+        "name": ["L\u2019organisation a déjà une boîte partagée nommée «\u00a0secrétariat\u00a0»."]
+    }
+    other = services.create_shared_mailbox(organisation, "Accueil", [a], actor=admin)
+    with pytest.raises(ValidationError):
+        services.update_shared_mailbox(other, name="SECRÉTARIAT", members=[a], actor=admin)
+    # Its own name, in other letters, is no clash; nor another organisation's mailbox.
+    services.update_shared_mailbox(first, name="secrétariat", members=[a], actor=admin)
+    elsewhere = make_organisation("Autre cabinet")
+    services.create_shared_mailbox(elsewhere, "Secrétariat", [], actor=make_user(elsewhere, role="admin"))
+    assert Mailbox.objects.filter(organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL).count() == 2
 
 
 def test_renaming_a_shared_mailbox_is_recorded_as_a_rename(organisation: Organisation, admin: User) -> None:

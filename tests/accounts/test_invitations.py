@@ -129,7 +129,7 @@ def test_wrong_token_is_refused(organisation: Organisation, admin: User) -> None
     for wrong in (token[:-1] + ("A" if token[-1] != "A" else "B"), "x", "a" * 200):
         response = Client().get(f"/invitation/{wrong}/")
         assert response.status_code == 404
-        assert "n’est pas valable" in response.content.decode()  # noqa: RUF001
+        assert "n\u2019est pas valable" in response.content.decode()
 
 
 def test_revoked_invitation_is_refused(organisation: Organisation, admin: User, admin_client: Client) -> None:
@@ -146,6 +146,29 @@ def test_new_invitation_replaces_the_pending_one(organisation: Organisation, adm
     second = _invite(organisation, admin)
     assert Client().get(f"/invitation/{first}/").status_code == 410
     assert Client().get(f"/invitation/{second}/").status_code == 200
+
+
+def test_inviting_the_same_address_again_says_what_it_replaced_and_keeps_the_names(
+    organisation: Organisation, admin: User, admin_client: Client
+) -> None:
+    """Inviting a secretary again, the role left at its default « Praticien » and the names
+    not typed a second time: the pending invitation was replaced in silence, its role
+    changed and « Bonjour Sophie » became « Bonjour »."""
+    url = f"/organisations/{organisation.slug}/members/invite/"
+    first = {"email": "sophie@example.org", "role": "assistant", "first_name": "Sophie", "last_name": "Bernard"}
+    admin_client.post(url, first)
+    response = admin_client.post(url, {"email": "sophie@example.org", "role": "practitioner"}, follow=True)
+    page = response.content.decode()
+    sent_on = timezone.localtime(Invitation.objects.earliest("created_at").created_at).strftime("%d/%m/%Y")
+    assert (
+        f"Elle remplace l\u2019invitation envoyée le {sent_on} (rôle\u00a0: Assistant), dont le lien ne "
+        "fonctionne plus\u00a0; le rôle est maintenant\u00a0: Praticien." in page
+    )
+    pending = Invitation.objects.get(revoked_at__isnull=True)
+    assert (pending.role, pending.first_name, pending.last_name) == ("practitioner", "Sophie", "Bernard")
+    # A first invitation says nothing of the kind.
+    fresh = admin_client.post(url, {"email": "paul@example.org", "role": "practitioner"}, follow=True)
+    assert "Elle remplace" not in fresh.content.decode()
 
 
 @pytest.mark.parametrize(

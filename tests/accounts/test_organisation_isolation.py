@@ -223,7 +223,7 @@ def test_a_shared_mailbox_form_sent_twice_creates_one_mailbox(
     page = admin_client.get(url).content.decode()
     other = re.search(r'<input type="hidden" name="submission" value="([^"]+)"', page)
     assert other is not None and other.group(1) != found.group(1)
-    assert admin_client.post(url, {**data, "submission": other.group(1)}).status_code == 302
+    assert admin_client.post(url, {**data, "name": "Accueil", "submission": other.group(1)}).status_code == 302
     assert Mailbox.objects.filter(organisation=organisation, kind="organisational").count() == 2
 
 

@@ -512,6 +512,19 @@ def _check_members(organisation: Organisation, members: Iterable[User]) -> list[
     return members
 
 
+def _check_unique_mailbox_name(organisation: Organisation, name: str, *, exclude: Mailbox | None = None) -> None:
+    """Two shared mailboxes « Secrétariat » in one practice were offered side by side in the
+    directory, the empty one first, and letters went where nobody reads."""
+    others = Mailbox.objects.filter(organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL, is_active=True)
+    if exclude is not None:
+        others = others.exclude(pk=exclude.pk)
+    folded = name.casefold()
+    if any(other.casefold() == folded for other in others.values_list("name", flat=True)):
+        raise ValidationError(
+            {"name": _("The organisation already has a shared mailbox named %(name)s.") % {"name": name}}
+        )
+
+
 def create_shared_mailbox(
     organisation: Organisation,
     name: str,
@@ -536,6 +549,7 @@ def create_shared_mailbox(
             earlier = Mailbox.objects.filter(organisation=organisation, submission=submission).first()
             if earlier is not None:
                 return earlier
+        _check_unique_mailbox_name(organisation, name)
         checked = _check_members(organisation, members)
         mailbox = _create_mailbox(
             local=f"{local}.{organisation.slug}",
@@ -591,6 +605,8 @@ def update_shared_mailbox(
         # UPDATE would refuse until this edit, itself waiting for the head, ends: a deadlock.
         mailbox = Mailbox.objects.select_for_update(no_key=True).select_related("organisation").get(pk=mailbox.pk)
         _require_admin(actor, mailbox.organisation)
+        if name.casefold() != mailbox.name.casefold():
+            _check_unique_mailbox_name(mailbox.organisation, name, exclude=mailbox)
         wanted = {user.pk for user in _check_members(mailbox.organisation, members)}
         current = set(MailboxMember.objects.filter(mailbox=mailbox).values_list("user_id", flat=True))
         MailboxMember.objects.filter(mailbox=mailbox, user_id__in=current - wanted).delete()
@@ -724,6 +740,8 @@ def _token_hashes(token: str) -> list[str]:
 class InvitationSent:
     invitation: Invitation
     token: str = field(repr=False)
+    # The invitation still pending for the same address, which this one replaced.
+    replaced: Invitation | None = None
     # Set after commit: False when the relay refused the e-mail (the admin can resend).
     delivered: bool | None = None
 
@@ -742,7 +760,9 @@ def invite_member(
     actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> InvitationSent:
-    """Invite someone by e-mail; a new invitation to the same address replaces the pending one."""
+    """Invite someone by e-mail; a new invitation to the same address replaces the pending one
+    (returned as ``replaced``, so that the administrator is told; names left blank are taken
+    from it rather than lost)."""
     _require_admin(actor, organisation)
     email = normalise_email(email)
     _check_role(role)
@@ -755,18 +775,23 @@ def invite_member(
         if Membership.objects.filter(organisation=organisation, user__email__iexact=email).exists():
             raise ValidationError({"email": _("This person is already a member of the organisation.")})
         now = timezone.now()
-        replaced = Invitation.objects.filter(
+        pending = Invitation.objects.filter(
             organisation=organisation,
             email=email,
             accepted_at__isnull=True,
             revoked_at__isnull=True,
-        ).update(revoked_at=now)
+        )
+        previous = pending.order_by("-created_at").first()
+        replaced = pending.update(revoked_at=now)
+        first_name, last_name = " ".join(first_name.split()), " ".join(last_name.split())
+        if previous is not None and not (first_name or last_name):
+            first_name, last_name = previous.first_name, previous.last_name
         invitation = Invitation.objects.create(
             organisation=organisation,
             email=email,
             role=role,
-            first_name=" ".join(first_name.split())[:150],
-            last_name=" ".join(last_name.split())[:150],
+            first_name=first_name[:150],
+            last_name=last_name[:150],
             token_hash=_token_hash(token),
             invited_by=actor,
             expires_at=now + datetime.timedelta(days=settings.PLI_INVITATION_DAYS),
@@ -778,7 +803,7 @@ def invite_member(
             request=request,
             details={"organisation": organisation.pk, "role": role, "replaced": replaced},
         )
-        result = InvitationSent(invitation=invitation, token=token)
+        result = InvitationSent(invitation=invitation, token=token, replaced=previous)
         transaction.on_commit(lambda: _deliver_invitation(result, actor))
     return result
 

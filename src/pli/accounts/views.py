@@ -35,6 +35,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
@@ -220,6 +221,21 @@ def invite(request: HttpRequest, slug: str) -> HttpResponse:
                 )
             else:
                 messages.success(request, _("Invitation sent to %(email)s.") % {"email": sent.invitation.email})
+            if sent.replaced is not None:
+                # Inviting the same address again (the role left at its default, say)
+                # silently replaced the pending invitation and its role.
+                messages.info(
+                    request,
+                    _(
+                        "It replaces the invitation sent on %(date)s (role: %(old_role)s), whose link no longer "
+                        "works; the role is now: %(role)s."
+                    )
+                    % {
+                        "date": date_format(timezone.localtime(sent.replaced.created_at), "SHORT_DATE_FORMAT"),
+                        "old_role": Membership.Role(sent.replaced.role).label,
+                        "role": Membership.Role(sent.invitation.role).label,
+                    },
+                )
             return redirect("accounts:members", slug=organisation.slug)
     status = 400 if form.errors else 200
     return render(request, "accounts/invite.html", {"organisation": organisation, "form": form}, status=status)
