@@ -692,4 +692,6 @@ def test_the_page_warns_before_the_session_ends_and_lets_her_stay(page: Any, liv
     Session.objects.filter(session_key=key).update(expire_date=timezone.now() - datetime.timedelta(seconds=1))
     page.evaluate("Pli.checkActivity()")
     assert "Votre session s\u2019est fermée" in warning.inner_text()
-    assert warning.locator("a:has-text('Se reconnecter')").get_attribute("href") == "/login/?next=/messages/compose/"
+    assert (
+        warning.locator("a:has-text('Se reconnecter')").get_attribute("href") == "/login/?next=%2Fmessages%2Fcompose%2F"
+    )

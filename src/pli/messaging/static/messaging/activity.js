@@ -50,7 +50,10 @@
     if (!warning) return;
     var link = document.createElement("a");
     link.className = "button";
-    link.href = warning.getAttribute("data-sign-in-url");
+    // Back here once signed in. Built here, not by the server: a page's address is not
+    // written into the page (an error page would echo a link's secret token).
+    link.href = warning.getAttribute("data-sign-in-url") + "?next=" +
+      encodeURIComponent(window.location.pathname + window.location.search);
     link.textContent = warning.getAttribute("data-sign-in");
     say("ended", warning.getAttribute("data-ended"), link);
   }
