@@ -15,7 +15,7 @@ from pli.audit.models import AuditEvent
 from pli.core import keys
 from pli.core.encryption import ContentShredded
 from pli.core.models import DataKey
-from pli.crypto import DecryptionError, UnknownKeyVersion
+from pli.crypto import DecryptionError, UnknownKeyVersion, WrappingRefused
 from pli.testing.models import Specimen
 
 MARKER = "MARKER-7f3a9c-health"
@@ -239,23 +239,54 @@ def test_a_wrong_key_of_the_right_version_is_named(db: None, capsys: pytest.Capt
     assert keys.keyring_checked() is True
 
 
-def test_a_key_file_being_written_does_not_break_running_processes(
+def test_a_key_file_being_written_stops_new_encryption_not_reading(
     db: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An operator writes master-v2.key, then makes it private: meanwhile, requests go on."""
-    Specimen.objects.create(note="before")
+    """An operator writes master-v2.key, then makes it private. Meanwhile stored data still
+    reads, but nothing new is encrypted: the keys in hand used to go on wrapping, and a
+    process that had slept through a rotation wrapped under a version already retired."""
+    from django.test import Client
+
+    before = Specimen.objects.create(note="before")
     monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
     new_key = Path(settings.PLI_KEYS_DIR) / "master-v2.key"
     new_key.write_bytes(base64.b64encode(os.urandom(32)))
     new_key.chmod(0o644)  # refused by the keyring: readable by others
-    with caplog.at_level("ERROR", logger="pli.core.keys"):
-        made = Specimen.objects.create(note="while the file is open to others")
-    assert DataKey.objects.get(pk=made.data_key_id).key_version == 1
-    assert "not re-read" in caplog.text
+    with caplog.at_level("ERROR", logger="pli.core.keys"), pytest.raises(WrappingRefused):
+        Specimen.objects.create(note="while the file is open to others")
+    assert "not re-read" in caplog.text and "permissions 0644" in caplog.text
+    assert Specimen.objects.get(pk=before.pk).note == "before"
+    with caplog.at_level("ERROR", logger="pli.core.views"):
+        health = Client().get("/healthz")
+    assert health.status_code == 503 and health.json()["keys"] == "error"
+    assert "permissions 0644" in caplog.text  # the cause, not « do not open every data key »
     new_key.chmod(0o600)  # the directory's mtime does not change; the file's ctime does
     after = Specimen.objects.create(note="after")
     assert DataKey.objects.get(pk=after.data_key_id).key_version == 2
-    assert Specimen.objects.get(pk=made.pk).note == "while the file is open to others"
+    assert Client().get("/healthz").status_code == 200
+
+
+def test_a_process_asleep_through_a_rotation_wraps_nothing_under_the_retired_key(
+    db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's review: an idle server kept v1 in hand through `rotate`, `rewrap`
+    and `retire 1`; the next version's file was not yet private when a message came: it
+    was encrypted under v1, whose file was gone. Lost, and the instance would not start."""
+    from pli.crypto.keyring import add_key_version, retire_key_version
+
+    Specimen.objects.create(note="before")  # this process holds v1
+    directory = settings.PLI_KEYS_DIR
+    add_key_version(directory)  # v2, by `pli keys rotate` in another process
+    for key in DataKey.objects.all():
+        key.rewrap(keys.load_keyring())
+    retire_key_version(directory, 1)
+    third = Path(directory) / "master-v3.key"
+    third.write_bytes(base64.b64encode(os.urandom(32)))
+    third.chmod(0o644)
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    with pytest.raises(WrappingRefused):
+        Specimen.objects.create(note="during")
+    assert set(DataKey.objects.values_list("key_version", flat=True)) == {2}
 
 
 def test_data_keys_under_a_missing_version_stop_serve_and_the_health_check(db: None) -> None:
@@ -281,3 +312,21 @@ def test_data_keys_under_a_missing_version_stop_serve_and_the_health_check(db: N
     DataKey.objects.filter(pk=made.data_key_id).update(key_version=1)
     keys.reset()
     assert keys.keyring_checked() is True
+
+
+def test_a_send_while_the_keys_cannot_be_read_is_a_503_that_says_so(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from messaging.factories import api_client, personal_mailbox, practitioner
+    from pli.messaging.models import Message
+
+    sender, recipient = practitioner(), practitioner()
+    client = api_client(sender)
+    Specimen.objects.create(note="keys loaded")
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    new_key = Path(settings.PLI_KEYS_DIR) / "master-v2.key"
+    new_key.write_bytes(base64.b64encode(os.urandom(32)))
+    new_key.chmod(0o644)
+    data = {"sender": personal_mailbox(sender).address, "to": [personal_mailbox(recipient).address], "body": "x"}
+    answer = client.post("/api/v1/messages", data, HTTP_ACCEPT_LANGUAGE="fr")
+    assert answer.status_code == 503 and answer["Retry-After"] == "5"
+    assert answer.json()["detail"].startswith("Le service est momentanément indisponible\u00a0: Pli ne peut pas lire")
+    assert not Message.objects.exists()

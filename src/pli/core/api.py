@@ -49,10 +49,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         storage.log_full(exc)
         response = Response({"detail": storage.message()}, status=storage.INSUFFICIENT_STORAGE)
     if response is None and outage.is_unavailable(exc):
-        # Not a bug either: PostgreSQL restarting or out of reach; the next requests reconnect.
+        # Not a bug either: PostgreSQL restarting or out of reach (the next requests
+        # reconnect), or the master keys unreadable for a moment (the operator's to fix).
         outage.log_unavailable(exc)
         response = Response(
-            {"detail": outage.message()},
+            {"detail": outage.message(exc)},
             status=outage.SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(outage.RETRY_AFTER)},
         )

@@ -74,10 +74,20 @@ def keyring() -> Keyring:
                 except Exception as exc:
                     if _keyring is None:
                         raise
-                    # A key file being written, or left readable by others: keep serving with
-                    # the keys already in hand, and say why once (until the directory changes).
+                    # A key file being written, or left readable by others: what is stored
+                    # still opens with the keys in hand, but nothing new is wrapped under
+                    # them: this process may have slept through a rotation, and their newest
+                    # version may be retired already (new data would be lost with it). Said
+                    # once, until the directory changes.
                     _stamp = stamp
-                    logger.error("master keys not re-read, keeping the previous ones: %s", exc)
+                    _keyring = _keyring.for_unwrapping_only(
+                        f"the master keys could not be read again ({exc}); nothing new is encrypted until they can be"
+                    )
+                    logger.error(
+                        "master keys not re-read: the previous ones still open stored data, but no new data "
+                        "is encrypted (answered 503) until they can be read: %s",
+                        exc,
+                    )
                 else:
                     _keyring, _stamp = loaded, stamp
             ring = _keyring

@@ -15,6 +15,8 @@ import logging
 from django.db import InterfaceError, OperationalError
 from django.utils.translation import gettext as _
 
+from pli.crypto.errors import WrappingRefused
+
 logger = logging.getLogger("pli.database")
 
 SERVICE_UNAVAILABLE = 503
@@ -45,20 +47,39 @@ def lost_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def keys_refused(exc: BaseException | None) -> bool:
+    """The master keys could not be read again, and nothing new may be encrypted until they
+    can be (pli.core.keys): the operator's to fix, not a bug; nothing was saved."""
+    return isinstance(exc, WrappingRefused)
+
+
 def is_unavailable(exc: BaseException | None) -> bool:
-    return isinstance(exc, OperationalError | InterfaceError) and lost_cause(exc) is not None
+    return keys_refused(exc) or (isinstance(exc, OperationalError | InterfaceError) and lost_cause(exc) is not None)
 
 
 def log_unavailable(exc: BaseException) -> None:
     """One line for the operator, with the driver's words (an address and a port, never
     content), instead of a traceback for each request while the database is away."""
+    if keys_refused(exc):
+        logger.error("%s: the request failed with 503", exc)
+        return
     cause = lost_cause(exc) or exc
     reason = " ".join(str(cause).split())[:200]
     logger.error("database unreachable (%s: %s): the request failed with 503", type(cause).__name__, reason)
 
 
-def message() -> str:
+def message(exc: BaseException | None = None) -> str:
+    if keys_refused(exc):
+        return _(
+            "The service is unavailable for a moment: Pli cannot read its encryption keys, and encrypts nothing "
+            "new until it can. Nothing was saved. Please try again shortly."
+        )
     return _(
         "The service is unavailable for a moment: the database does not answer. Please try again shortly. "
         "A request cut short may have been saved: check before sending it again."
     )
+
+
+def page(exc: BaseException) -> str:
+    """The template of the web page that says so."""
+    return "core/errors/503_keys.html" if keys_refused(exc) else "core/errors/503.html"

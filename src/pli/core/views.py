@@ -45,8 +45,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "error"
         logger.error("health check: the database does not answer (%s)", type(exc).__name__)
     try:
+        refusal = keys.keyring().refusal
+        if refusal is not None:
+            # A key file unreadable (its permissions, a copy under way): the cause, not
+            # its consequence (the newest version's data keys not opened).
+            checks["keys"] = "error"
+            logger.error("health check: %s", refusal)
         # The keys must load, and open the data keys they wrapped (a wrong key loads fine).
-        if checks["database"] == "ok" and not keys.keyring_checked():
+        elif checks["database"] == "ok" and not keys.keyring_checked():
             checks["keys"] = "error"
             logger.error("health check: the master keys do not open every data key (run `pli keys status`)")
         keys.keyring()
@@ -166,7 +172,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     failure = sys.exc_info()[1]
     if failure is not None and outage.is_unavailable(failure):
         outage.log_unavailable(failure)
-        response = HttpResponse(loader.get_template("core/errors/503.html").render(), status=outage.SERVICE_UNAVAILABLE)
+        response = HttpResponse(loader.get_template(outage.page(failure)).render(), status=outage.SERVICE_UNAVAILABLE)
         response["Retry-After"] = str(outage.RETRY_AFTER)
         return response
     return HttpResponse(loader.get_template("core/errors/500.html").render(), status=500)

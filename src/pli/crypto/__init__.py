@@ -12,6 +12,7 @@ from pli.crypto.errors import (
     KeyringError,
     UnknownKeyVersion,
     UnsupportedFormat,
+    WrappingRefused,
 )
 from pli.crypto.keyring import (
     MASTER_KEY_SIZE,
@@ -48,6 +49,7 @@ __all__ = [
     "StreamEncryptor",
     "UnknownKeyVersion",
     "UnsupportedFormat",
+    "WrappingRefused",
     "add_key_version",
     "ciphertext_size",
     "decrypt_file",

@@ -33,3 +33,8 @@ class UnknownKeyVersion(CryptoError):
 
 class KeyringError(CryptoError):
     """Master key material is missing, malformed, unreadable or too widely readable."""
+
+
+class WrappingRefused(KeyringError):
+    """The keys in hand may be out of date (the key directory could not be read again): no
+    new data key is wrapped under them, since their newest version may have been retired."""

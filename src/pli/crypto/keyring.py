@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pli.crypto.errors import DecryptionError, KeyringError, UnknownKeyVersion, UnsupportedFormat
+from pli.crypto.errors import DecryptionError, KeyringError, UnknownKeyVersion, UnsupportedFormat, WrappingRefused
 
 __all__ = [
     "MASTER_KEY_SIZE",
@@ -97,6 +98,20 @@ class Keyring:
             raise KeyringError("the keyring holds no master key")
         self._versions = sorted(by_version)
         self._aeads = {version: AESGCM(mk.key) for version, mk in by_version.items()}
+        self._refusal: str | None = None
+
+    @property
+    def refusal(self) -> str | None:
+        """Why this keyring wraps nothing new (see for_unwrapping_only), or None."""
+        return self._refusal
+
+    def for_unwrapping_only(self, reason: str) -> Keyring:
+        """The same keys, opening what they wrap but wrapping nothing new (WrappingRefused,
+        with ``reason``): for keys that could not be read again, whose newest version may
+        since have been retired: a data key wrapped under it would be lost with it."""
+        ring = copy.copy(self)
+        ring._refusal = reason
+        return ring
 
     def __repr__(self) -> str:
         return f"Keyring(versions={self._versions})"
@@ -118,6 +133,8 @@ class Keyring:
 
     def wrap_data_key(self, dek: bytes, context: bytes) -> bytes:
         """Wrap ``dek`` under the current master key, bound to ``context``."""
+        if self._refusal is not None:
+            raise WrappingRefused(self._refusal)
         return self._wrap(self.current_version, dek, context)
 
     def unwrap_data_key(self, wrapped: bytes, context: bytes) -> bytes:
