@@ -24,6 +24,9 @@ MIN_SECRET_KEY_LENGTH = 50
 # this; "aaaa…" or "abab…" has fewer.
 MIN_SECRET_KEY_DISTINCT = 10
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "changethis", "secret", "insecure"})
+# Words of the sentences people write where a key belongs (« please-change-this-secret-key… »,
+# « replace-me-with-a-real-key »): a long placeholder is still a placeholder.
+_PLACEHOLDER_WORDS = re.compile(r"change|replace|placeholder|example|secret[-_ ]?key|your[-_ ]?key|dummy", re.I)
 # What `django-admin startproject` writes into a new project's settings, and Django's own
 # deployment check (security.W009) flags: a key copied from a development project.
 INSECURE_SECRET_PREFIX = "django-insecure-"  # noqa: S105 (a prefix refused, not a secret)
@@ -114,6 +117,14 @@ def refuse_root_in_others_dir(path: Path, name: str, euid: int) -> None:
             f"(sudo -E -u {who} pli …, -E to keep the PLI_* variables), or it would leave files there "
             f"that {user} cannot read"
         )
+
+
+def _weak_secret(secret_key: str) -> bool:
+    return (
+        len(secret_key) < MIN_SECRET_KEY_LENGTH
+        or secret_key.lower() in PLACEHOLDER_SECRETS
+        or len(set(secret_key)) < MIN_SECRET_KEY_DISTINCT
+    )
 
 
 def _secret_key_fallbacks(raw: str, secret_key: str) -> tuple[str, ...]:
@@ -242,22 +253,28 @@ def load(environ: dict[str, str] | None = None) -> Config:
     if production:
         if not secret_key:
             raise ConfigError("PLI_SECRET_KEY is required in production (50+ random characters)")
-        if (
-            len(secret_key) < MIN_SECRET_KEY_LENGTH
-            or secret_key.lower() in PLACEHOLDER_SECRETS
-            or len(set(secret_key)) < MIN_SECRET_KEY_DISTINCT
-        ):
+        if _weak_secret(secret_key):
             raise ConfigError(f"PLI_SECRET_KEY is too weak: use at least {MIN_SECRET_KEY_LENGTH} random characters")
+        if _PLACEHOLDER_WORDS.search(secret_key):
+            raise ConfigError(
+                "PLI_SECRET_KEY reads like a placeholder sentence, not a random key: generate one "
+                "(`openssl rand -base64 48`)"
+            )
         if secret_key.startswith(INSECURE_SECRET_PREFIX):
             raise ConfigError(
                 f"PLI_SECRET_KEY is a development key ({INSECURE_SECRET_PREFIX}…): generate one for this "
                 "instance (`openssl rand -base64 48`)"
             )
+        if not env_vars.get("PLI_PUBLIC_URL"):
+            raise ConfigError("PLI_PUBLIC_URL is required in production: the https:// address users reach")
         if public_url.startswith("http://"):
             raise ConfigError("PLI_PUBLIC_URL must use https:// in production")
     elif not secret_key:
         secret_key = _development_secret_key(data_dir)
     secret_key_fallbacks = _secret_key_fallbacks(env_vars.get("PLI_SECRET_KEY_FALLBACKS", ""), secret_key)
+    if production and any(fallback.lower() in PLACEHOLDER_SECRETS for fallback in secret_key_fallbacks):
+        # Still accepted for checking signatures and hashes: a guessable one forges them.
+        raise ConfigError("PLI_SECRET_KEY_FALLBACKS holds a placeholder (changeme…): list only earlier real keys")
 
     keys_dir_raw = env_vars.get("PLI_KEYS_DIR")
     master_key_env = env_vars.get("PLI_MASTER_KEY") or None

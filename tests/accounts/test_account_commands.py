@@ -34,8 +34,21 @@ def test_createorg_prints_the_slug_last(db: None) -> None:
     out, _ = run("createorg", "--name", "Cabinet du Port", "--siret", "732 829 320 00074")
     assert out.strip().splitlines()[-1] == "cabinet-du-port"
     assert Organisation.objects.get(slug="cabinet-du-port").siret == "73282932000074"
-    out, _ = run("createorg", "--name", "Cabinet du Port", "--finess", "750000001")
+    out, _ = run("createorg", "--name", "Cabinet du Port", "--finess", "750000001", "--allow-same-name")
     assert out.strip().splitlines()[-1] == "cabinet-du-port-2"
+
+
+def test_createorg_run_twice_does_not_make_a_second_organisation(db: None) -> None:
+    """A provisioning script retried printed « cabinet-medical-des-lilas-2 » and exit 0."""
+    run("createorg", "--name", "Cabinet médical des Lilas", "--city", "Lyon")
+    with pytest.raises(CommandError) as refused:
+        run("createorg", "--name", "cabinet  médical des lilas", "--city", "lyon")
+    assert "existe déjà (nom court cabinet-medical-des-lilas)" in str(refused.value)
+    assert Organisation.objects.count() == 1
+    # Another city is another practice; so is one the operator says is.
+    run("createorg", "--name", "Cabinet médical des Lilas", "--city", "Nantes")
+    run("createorg", "--name", "Cabinet médical des Lilas", "--city", "Lyon", "--allow-same-name")
+    assert Organisation.objects.count() == 3
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,10 @@ def test_production_with_everything_set_loads(tmp_path: Path) -> None:
         ({"PLI_EMAIL_URL": "smtp://relay.example.fr:25"}, "use smtp\\+starttls:// or smtps://"),
         ({"PLI_EMAIL_URL": "smtp://[::1:25"}, "PLI_EMAIL_URL .* invalid host"),
         ({"PLI_SMS_URL": "file:///var/sms"}, "PLI_SMS_URL file:// is for development"),
+        # From the operator's review: placeholders that passed `pli check`.
+        ({"PLI_SECRET_KEY": "please-change-this-secret-key-before-production-0123456789"}, "placeholder sentence"),
+        ({"PLI_SECRET_KEY_FALLBACKS": "changeme"}, "PLI_SECRET_KEY_FALLBACKS holds a placeholder"),
+        ({"PLI_PUBLIC_URL": ""}, "PLI_PUBLIC_URL is required in production"),
     ],
 )
 def test_production_refuses_missing_or_default_secrets(tmp_path: Path, override: dict[str, str], message: str) -> None:

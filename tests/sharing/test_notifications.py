@@ -129,13 +129,18 @@ def test_sms_file_backend_writes_one_private_json_file_per_sms(db: None) -> None
     assert not [p for p in sms_dir().iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
-def test_smtp_outage_is_retried_with_back_off_then_delivered(db: None, smtp_server: Any, settings: Any) -> None:
+def test_smtp_outage_is_retried_with_back_off_then_delivered(
+    db: None, smtp_server: Any, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     real_port = settings.EMAIL_PORT
     settings.EMAIL_PORT = free_port()  # nothing listens there: the relay is "down"
     share, token = make_share(doctor(), mobile=None)
     started = timezone.now()
-    run_tasks()
+    with caplog.at_level("WARNING", logger="pli.sharing.notifications"):
+        run_tasks()
     notification = share.notifications.get()
+    # Seen by an operator logging warnings only, at the first failure, not hours later.
+    assert f"notification {notification.pk} failed (smtp:" in caplog.text
     assert notification.state == "pending" and notification.attempts == 1
     assert notification.last_error.startswith("smtp:")
     delay = notification.next_attempt_at - started

@@ -149,6 +149,11 @@ TWILIO_URL = f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=Pli"
         # A port that is no number was accepted, and every SMS then failed (or was sent to
         # the default port): said at start instead.
         (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com:abc?from=Pli", "invalid port"),
+        # From the operator's review: accepted at start-up, refused by Twilio for every SMS.
+        ("twilio://ACCOUNT_SID:AUTH_TOKEN@api.twilio.com?from=Pli", "documentation's placeholders"),
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=0612345678", "in E.164"),
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=%2B33", "in E.164"),
+        (f"twilio://{ACCOUNT_SID}:{AUTH_TOKEN}@api.twilio.com?from=ThisIsMoreThan11", "at most 11"),
         (f"{TWILIO_URL}&endpoint=http://127.0.0.1:abc", "invalid host or port"),
         (f"{TWILIO_URL}&endpoint=https://u:p@sms.example.org", "base URL"),
     ],

@@ -173,9 +173,12 @@ def create_organisation(
     siret: str | None = None,
     city: str = "",
     is_demo: bool = False,
+    allow_same_name: bool = True,
     actor: User | None = None,
     request: HttpRequest | None = None,
 ) -> Organisation:
+    """A new organisation. Without ``allow_same_name``, one of the same name and city is
+    refused, naming it (`pli createorg` run twice is a retried script, not a new practice)."""
     name = _clean_name(name, "name", _("organisation name"), 200)
     if kind not in Organisation.Kind.values:
         raise ValidationError({"kind": _("Unknown kind of organisation.")})
@@ -197,6 +200,17 @@ def create_organisation(
             raise ValidationError({"finess": _("An organisation with this FINESS number already exists.")})
         if siret and Organisation.objects.filter(siret=siret).exists():
             raise ValidationError({"siret": _("An organisation with this SIRET number already exists.")})
+        same = Organisation.objects.filter(name__iexact=name, city__iexact=" ".join(city.split())).first()
+        if same is not None and not allow_same_name:
+            raise ValidationError(
+                {
+                    "name": _(
+                        "An organisation of this name and city already exists (short name %(slug)s); "
+                        "add --allow-same-name if this is another one."
+                    )
+                    % {"slug": same.slug}
+                }
+            )
         organisation = Organisation.objects.create(
             name=name,
             slug=_unused_slug(name),

@@ -72,7 +72,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
         body["mode"] = settings.PLI_ENV
     # A low disk keeps 200: the instance still serves reading and small sends, and a load
     # balancer must not take it out; a monitor alerts on "degraded".
-    return JsonResponse(body, status=200 if ok else 503)
+    response = JsonResponse(body, status=200 if ok else 503)
+    if request.method == "HEAD":
+        # A monitor's HEAD gets the status alone: with the body, gunicorn dropped it and
+        # logged a warning at every probe.
+        response.content = b""
+    return response
 
 
 # Whether the last check in this process found the disk low, so that the warning is logged

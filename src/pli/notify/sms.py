@@ -42,6 +42,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import tempfile
 import unicodedata
 import urllib.error
@@ -538,6 +539,25 @@ def parse_sms_url(url: str) -> SmsBackend:
     raise SmsConfigError(f"{_EXPECTED}; the scheme {scheme!r} is not supported")
 
 
+_DOCUMENTED_PLACEHOLDERS = frozenset({"ACCOUNT_SID", "AUTH_TOKEN", "API_KEY_SID", "API_KEY_SECRET", "SECRET"})
+# Twilio's alphanumeric sender ids: up to 11 letters, digits and spaces, at least one letter.
+_ALPHANUMERIC_SENDER = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+
+
+def _check_sender(sender: str) -> None:
+    """Refused at start-up rather than by Twilio for every SMS: a number not in E.164, or
+    an alphanumeric sender id longer than the 11 characters phones show."""
+    if sender.startswith("+"):
+        if not re.fullmatch(r"\+[1-9][0-9]{7,14}", sender):
+            raise SmsConfigError(f"PLI_SMS_URL from={sender}: a number is written in E.164, e.g. +33700000000")
+    elif sender.isdigit():
+        raise SmsConfigError(f"PLI_SMS_URL from={sender}: write the number in E.164 (+33…), not as dialled")
+    elif not _ALPHANUMERIC_SENDER.fullmatch(sender):
+        raise SmsConfigError(
+            f"PLI_SMS_URL from={sender}: an alphanumeric sender id has at most 11 letters, digits or spaces"
+        )
+
+
 def _parse_twilio(split: SplitResult) -> TwilioBackend:
     if split.fragment or split.path not in ("", "/"):
         raise SmsConfigError("PLI_SMS_URL twilio:// takes no path or fragment")
@@ -558,6 +578,13 @@ def _parse_twilio(split: SplitResult) -> TwilioBackend:
     service = single.get("messaging_service_sid", "")
     if not sender and not service:
         raise SmsConfigError("PLI_SMS_URL twilio:// needs ?from=SENDER or ?messaging_service_sid=MG…")
+    if {username, password} & _DOCUMENTED_PLACEHOLDERS:
+        raise SmsConfigError(
+            "PLI_SMS_URL twilio:// still holds the documentation's placeholders (ACCOUNT_SID:AUTH_TOKEN): "
+            "put the Account SID and Auth Token of the Twilio console there"
+        )
+    if sender:
+        _check_sender(sender)
     account_sid = single.get("account_sid") or username
     if not account_sid.startswith("AC"):
         raise SmsConfigError("PLI_SMS_URL twilio:// needs the Account SID (AC…) as user name or ?account_sid=AC…")

@@ -394,7 +394,7 @@ def deliver(
             _paused_until[notification.channel] = time.monotonic() + PAUSE_AFTER_SLOW_FAILURE
         next_at = now + retry_delay(attempts, exc.retry_after)
         if not exc.retryable or next_at >= notification.give_up_at:
-            logger.warning("notification %s failed for good: %s", notification.pk, exc.reason)
+            logger.error("notification %s failed for good: %s", notification.pk, exc.reason)
             return _finish(
                 notification,
                 ShareNotification.State.FAILED,
@@ -403,7 +403,9 @@ def deliver(
                 reason=exc.reason,
                 category=failure_category(exc.reason, exc.retryable),
             )
-        logger.info(
+        # A warning: with PLI_LOG_LEVEL=WARNING, a relay or provider down showed nothing
+        # until the notifications failed for good, hours later.
+        logger.warning(
             "notification %s failed (%s); attempt %d, next at %s", notification.pk, exc.reason, attempts, next_at
         )
         return _retry_later(notification, attempts, next_at, exc.reason)

@@ -20,6 +20,11 @@ class Command(BaseCommand):
         ids.add_argument("--siret", help="SIRET number (14 digits)")
         parser.add_argument("--kind", choices=Organisation.Kind.values, default=Organisation.Kind.PRACTICE)
         parser.add_argument("--city", default="")
+        parser.add_argument(
+            "--allow-same-name",
+            action="store_true",
+            help="create it even if an organisation of the same name and city exists (another practice)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -29,6 +34,8 @@ class Command(BaseCommand):
                 finess=options["finess"],
                 siret=options["siret"],
                 city=options["city"],
+                # A provisioning script run twice made a second organisation (…-2) without a word.
+                allow_same_name=options["allow_same_name"],
             )
         except ValidationError as exc:
             raise command_error(exc) from None
