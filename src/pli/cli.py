@@ -94,19 +94,20 @@ def main(argv: list[str] | None = None) -> None:
         # that could not be reached is not tried again for that (a dropped connection
         # attempt can take minutes).
         database = connections["default"]
-        unreachable = isinstance(exc, OperationalError) and database.connection is None and database.vendor != "sqlite"
+        unreachable = database.connection is None and database.vendor != "sqlite"
         pending = 0 if unreachable or args[0] == "migrate" else _unapplied_migrations()
         if pending:
             sys.stderr.write(
                 f"pli: the database lacks {pending} migration(s) of this release: run `pli migrate` first\n"
             )
             sys.exit(1)
-        # The database cannot be reached (down, wrong host or port, refused credentials):
-        # one line, as for the configuration. An error once connected keeps its traceback.
-        if isinstance(exc, ProgrammingError) or database.connection is not None:
+        # The database cannot be reached (down, wrong host or port, refused credentials, an
+        # option of PLI_DATABASE_URL the driver does not know, such as ?sslmod=): one line,
+        # as for the configuration. An error once connected keeps its traceback.
+        if database.connection is not None or (isinstance(exc, ProgrammingError) and not unreachable):
             raise
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        sys.stderr.write(f"pli: cannot connect to the database: {reason}\n")
+        sys.stderr.write(f"pli: cannot connect to the database (see PLI_DATABASE_URL): {reason}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -270,9 +270,16 @@ def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> 
         assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
-        assert lines[0].startswith("pli: cannot connect to the database: connection failed")
+        assert lines[0].startswith("pli: cannot connect to the database (see PLI_DATABASE_URL): connection failed")
         assert "Connection refused" in lines[0]
         assert "secret" not in result.stderr
+    # A mistyped option of the URL (sslmod for sslmode): an 89-line traceback before.
+    env["PLI_DATABASE_URL"] += "?sslmod=require"
+    result = run_pli("keys", "status", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        'pli: cannot connect to the database (see PLI_DATABASE_URL): invalid connection option "sslmod"'
+    ]
 
 
 def test_keys_generate_needs_no_configuration(tmp_path: Path) -> None:
