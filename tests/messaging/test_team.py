@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from messaging.factories import (
     OrganisationFactory,
@@ -783,3 +784,24 @@ def test_a_letter_opened_as_a_colleague_marks_it_unread_is_read(
     copy = Delivery.objects.get(message_id=message_id, mailbox=p.team)
     assert copy.read_at is not None and copy.read_by == p.marc
     assert _unread(p.marc)[p.team.name] == 0
+
+
+def test_the_reply_form_says_who_in_the_team_already_answered(practice: Practice) -> None:
+    """Paul's colleague and the secretary both answered « Demande de RDV urgent », one for
+    Thursday, one for Friday: nothing on the reply form said it had been answered."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team])
+    reply = f"/messages/compose/?reply_to={message_id}&mailbox={p.team.pk}"
+    page = web_client(p.claire).get(reply, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "a déjà répondu" not in page
+    assert "<h1>Répondre</h1>" in page
+    _send(p.jeanne, p.team, [p.cardio], in_reply_to=message_id)
+    page = web_client(p.claire).get(reply, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    answered = Delivery.objects.get(message_id=message_id, mailbox=p.team).answers.get()
+    at = timezone.localtime(answered.answered_at)
+    said = f"{p.jeanne.display_name} a déjà répondu à ce message le {at:%d/%m/%Y} à {at:%H:%M}."
+    assert said in page
+    # Not to Jeanne herself, who knows; nor on a forward, which is no answer.
+    assert "a déjà répondu" not in web_client(p.jeanne).get(reply).content.decode()
+    forward = web_client(p.claire).get(f"/messages/compose/?forward={message_id}", HTTP_ACCEPT_LANGUAGE="fr")
+    assert "a déjà répondu" not in forward.content.decode() and "<h1>Transférer</h1>" in forward.content.decode()

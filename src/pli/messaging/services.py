@@ -851,6 +851,19 @@ def touch_mailbox(mailbox: Mailbox, now: datetime.datetime | None = None) -> Non
     mailbox.last_used_at, mailbox.inactivity_warned_at = now, None
 
 
+def answered_by_others(user: Any, message_id: uuid.UUID | str) -> list[tuple[str, datetime.datetime]]:
+    """Who else answered this message in a mailbox ``user`` works in, and when (first answer
+    each): said on the reply form, before two members of a team answer the same letter."""
+    copies = [copy.pk for copy in visible_copies(user, message_id)]
+    if not copies:
+        return []
+    answers = Answer.objects.filter(delivery_id__in=copies).exclude(user=user).select_related("user")
+    first: dict[Any, tuple[str, datetime.datetime]] = {}
+    for answer in answers.order_by("answered_at", "id"):
+        first.setdefault(answer.user_id, (answer.user.display_name, answer.answered_at))
+    return list(first.values())
+
+
 def visible_copies(user: Any, message_id: uuid.UUID | str) -> list[Delivery]:
     """``user``'s copies of a message (through any of their mailboxes); empty if none.
 

@@ -517,6 +517,8 @@ def _compose_source(form: PageComposeForm) -> uuid.UUID | None:
 
 def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 200) -> HttpResponse:
     focus_first_error(form)  # the page's script does it after a refusal it shows in place
+    source = _compose_source(form)
+    replying = source is not None and bool(form["in_reply_to"].value())
     return render(
         request,
         "messaging/compose.html",
@@ -528,7 +530,11 @@ def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 2
             "max_size": limit_size(uploads.max_message_bytes()),
             "body_max": BODY_MAX,
             "directory_url": _directory_url(),
-            "source": _compose_source(form),
+            "source": source,
+            "replying": replying,
+            "forwarding": source is not None and not replying,
+            # Two members of a team answered the same letter, with different dates.
+            "answered_by": services.answered_by_others(_user(request), source) if replying and source else [],
             "patient_open": any(
                 form[name].value() for name in ("patient_ins", "patient_family_name", "patient_given_names")
             )
