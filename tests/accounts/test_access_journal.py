@@ -286,3 +286,24 @@ def test_in_english(alpha: Organisation, boss: User) -> None:
     assert "Access journal" in body and "Access journal viewed" in body and "Sign-in" in body
     rows = _csv(client.get(_csv_url(alpha), HTTP_ACCEPT_LANGUAGE="en"))
     assert rows[0] == ["Date and time", "Who", "Action", "On", "IP address", "Outcome"]
+
+
+def test_a_former_member_can_still_be_looked_into(alpha: Organisation, boss: User) -> None:
+    """« Sélectionnez un choix valide » for a secretary removed last week: a departed
+    employee is exactly whom an administrator needs to audit."""
+    from pli.accounts import services as accounts
+
+    sophie, colleague = practitioner(alpha), practitioner(alpha)
+    _send(sophie, colleague, "Bilan Roux", "Roux")
+    elsewhere = OrganisationFactory(name="Clinique B")
+    accounts.add_member(elsewhere, sophie, "practitioner", actor=practitioner(elsewhere, role=Membership.Role.ADMIN))
+    accounts.remove_member(Membership.objects.get(user=sophie, organisation=alpha), actor=boss)
+    # What she does at her new place is not this organisation's.
+    audit.record("auth.login", actor=sophie, target=sophie)
+    client = web_client(boss)
+    page = client.get(_url(alpha), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert f'<option value="{sophie.pk}">{sophie.display_name} (ancien membre)</option>' in page
+    hers = client.get(_url(alpha, f"member={sophie.pk}"), HTTP_ACCEPT_LANGUAGE="fr")
+    assert hers.status_code == 200
+    rows = hers.content.decode().split("<tbody>")[1]
+    assert "Message envoyé" in rows and "Connexion" not in rows

@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from pli.accounts import ratelimits, validators
+from pli.accounts import journal, ratelimits, validators
 from pli.accounts.models import Membership, Organisation, User
 from pli.audit import services as audit
 from pli.core.forms import SubmissionField, check_date_range, new_submission
@@ -339,7 +339,12 @@ class JournalFilterForm(forms.Form):
         memberships = Membership.objects.filter(organisation=organisation).select_related("user")
         people = sorted((m.user for m in memberships), key=lambda u: (u.last_name.lower(), u.first_name.lower()))
         member_field = cast(forms.ChoiceField, self.fields["member"])
-        member_field.choices = [("", _("Everyone")), *((str(u.pk), u.display_name) for u in people)]
+        former = sorted(journal.former_members(organisation), key=lambda u: (u.last_name.lower(), u.first_name.lower()))
+        member_field.choices = [
+            ("", _("Everyone")),
+            *((str(u.pk), u.display_name) for u in people),
+            *((str(u.pk), _("%(name)s (former member)") % {"name": u.display_name}) for u in former),
+        ]
         kind_field = cast(forms.ChoiceField, self.fields["kind"])
         kind_field.choices = [("", _("Every action")), *kinds]
 

@@ -238,6 +238,16 @@ class Filters:
     until: datetime.date | None = None
 
 
+def former_members(organisation: Organisation) -> QuerySet[User]:
+    """Those the organisation removed and who are not back: an administrator looks into what
+    a departed employee did (they were missing from the journal's « Membre » list)."""
+    removed = AuditEvent.objects.filter(
+        action="membership.removed", target_type="accounts.user", details__organisation=organisation.pk
+    ).values_list("target_id", flat=True)
+    ids = [int(value) for value in removed if value.isdigit()]
+    return User.objects.filter(pk__in=ids).exclude(memberships__organisation=organisation)
+
+
 def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]:
     """The organisation's events matching the filters, newest first."""
     # Imported here: messaging and sharing depend on accounts, not the other way round.
@@ -282,11 +292,13 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
         | automatic
     )
     if filters.member is not None:
-        # A member's own actions all concern the organisation (the form offers its members
-        # only): read along the actor's index rather than the whole trail.
+        # A member's own actions all concern the organisation: read along the actor's index
+        # rather than the whole trail. A former member's, only those on the organisation's
+        # things (they may work elsewhere now), and only someone it removed.
         found = AuditEvent.objects.filter(actor_type="user", actor_id=str(filters.member))
         if not Membership.objects.filter(organisation=organisation, user_id=filters.member).exists():
-            found = found.none()
+            former = former_members(organisation).filter(pk=filters.member).exists()
+            found = found.filter(concerned) if former else found.none()
     else:
         found = AuditEvent.objects.filter(concerned)
     if filters.kind in KINDS:
