@@ -207,6 +207,11 @@ def test_malformed_birth_date_is_a_form_error_not_an_attempt(db: None) -> None:
     assert response.status_code == 400
     share.refresh_from_db()
     assert share.birth_date_failures == 0
+    # Sent empty: the patient's own words, not Django's « Ce champ est obligatoire. »
+    empty = Patient(token).birth_date("").content.decode()
+    assert "Saisissez votre date de naissance." in empty and "Ce champ est obligatoire" not in empty
+    share.refresh_from_db()
+    assert share.birth_date_failures == 0
 
 
 def test_wrong_codes_lock_after_three(db: None) -> None:

@@ -48,6 +48,14 @@ def test_a_well_written_date_that_does_not_exist_is_said_so() -> None:
     assert "Cette date n" in raised.value.messages[0] and "JJ/MM/AAAA" not in raised.value.messages[0]
 
 
+@pytest.mark.parametrize("raw", ["15/02/84", "15.02.84", "5-2-84", "150284"])
+def test_a_two_digit_year_is_asked_in_full(raw: str) -> None:
+    """« 15/02/84 » was told the format (JJ/MM/AAAA), not what was wrong with it."""
+    with pytest.raises(ValidationError) as raised:
+        validation.parse_birth_date(raw)
+    assert raised.value.messages == ["Écrivez l\u2019année avec ses 4 chiffres, par exemple 31/01/1980."]
+
+
 def test_the_api_takes_iso_dates_only() -> None:
     assert validation.parse_iso_birth_date("1984-02-15") == datetime.date(1984, 2, 15)
     with pytest.raises(ValidationError):

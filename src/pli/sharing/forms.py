@@ -228,6 +228,7 @@ class BirthDateForm(forms.Form):
         # A phone's numeric keypad may have no "/": the digits alone are accepted, and said so.
         help_text=_("For example 31/01/1980 (day/month/year), or the digits alone: 31011980."),
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "bday", "placeholder": _("DD/MM/YYYY")}),
+        error_messages={"required": _("Enter your birth date.")},
     )
 
     def clean_birth_date(self) -> Any:
@@ -245,6 +246,7 @@ class CodeForm(forms.Form):
         max_length=CODE_PASTE_MAX,
         help_text=_("6 digits."),
         widget=forms.TextInput(attrs={"inputmode": "numeric", "autocomplete": "one-time-code"}),
+        error_messages={"required": _("Enter the code you received.")},
     )
 
     def clean_code(self) -> str:

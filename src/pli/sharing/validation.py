@@ -32,6 +32,7 @@ _CODE = re.compile(r"[0-9]{6}")
 _CODE_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{6}(?![0-9])")
 _NOT_DIGIT_OR_SPACE = re.compile(r"[^0-9\s]")
 OLDEST_YEAR = 1880
+_SHORT_YEAR = re.compile(r"[0-9]{1,2}\s*[./\- ]\s*[0-9]{1,2}\s*[./\- ]\s*[0-9]{2}|[0-9]{6}")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off", ""})
 
@@ -49,6 +50,9 @@ def parse_birth_date(raw: str) -> datetime.date:
         elif french:
             day, month, year = (part for part in french.groups() if part is not None)
             value = datetime.date(int(year), int(month), int(day))
+        elif _SHORT_YEAR.fullmatch(text):
+            # 15/02/84: the century cannot be guessed for a birth date (1924 or 2024?).
+            raise ValidationError(_("Write the year with its 4 digits, for example 31/01/1980."), code="invalid")
         else:
             raise ValidationError(_("Enter the birth date as DD/MM/YYYY, for example 31/01/1980."), code="invalid")
     except ValueError:
