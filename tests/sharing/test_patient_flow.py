@@ -1146,3 +1146,16 @@ def test_the_page_titles_say_the_step(db: None) -> None:
     assert title_of(patient.get("/code")) == "Étape 2 sur 2\u00a0: le code reçu · Pli"
     patient.client.cookies["django_language"] = "en"
     assert title_of(patient.get("/code")) == "Step 2 of 2: the code you received · Pli"
+
+
+def test_the_link_opened_again_after_a_switch_to_e_mail_keeps_to_e_mail(db: None) -> None:
+    """The patient asked for the code by e-mail, then tapped the link in that e-mail: the code
+    page (no « ?sent= » in its address) offered a new code with no channel, which went back
+    to SMS and counted towards the hour's five."""
+    _share, token = make_share()
+    patient = Patient(token)
+    patient.birth_date()
+    assert "sent=email" in patient.new_code(channel="email")["Location"]
+    page = patient.get("/code").content.decode()
+    assert '<input type="hidden" name="channel" value="email">' in page
+    assert "L\u2019envoyer plutôt par SMS" in page

@@ -261,6 +261,16 @@ def _code_page(
     return _render(request, "code.html", context, status=status)
 
 
+def _sent_channel(request: HttpRequest, share: PatientShare) -> str:
+    """The channel the current code went by: said in the address after sending it, else that
+    of the code still valid (the link opened again from the e-mail, after a switch to it:
+    « new code » then went back to SMS, and counted towards the hour's five)."""
+    sent = request.GET.get("sent")
+    if sent in Channel.values:
+        return str(sent)
+    return services.current_code_channel(share) or ""
+
+
 @login_not_required
 @require_http_methods(["GET", "POST"])
 def code(request: HttpRequest, token: str) -> HttpResponse:
@@ -277,19 +287,11 @@ def code(request: HttpRequest, token: str) -> HttpResponse:
     # other request without a session goes back to the birth date, as it always has.
     if session is None and (request.method == "GET" or not services.recently_opened(_keys(request))):
         return _redirect("patient_landing", token, "?session=expired")
+    sent = _sent_channel(request, share)
     if request.method == "GET":
-        sent = request.GET.get("sent")
-        return _code_page(
-            request,
-            share,
-            token,
-            CodeForm(),
-            sent=sent if sent in Channel.values else "",
-            resend_error=_wait_text(request),
-        )
+        return _code_page(request, share, token, CodeForm(), sent=sent, resend_error=_wait_text(request))
     form = CodeForm(request.POST)
-    sent = request.GET.get("sent")
-    channel = {"sent": sent if sent in Channel.values else ""}
+    channel = {"sent": sent}
     if not form.is_valid():
         if session is None:
             return _redirect("patient_landing", token, "?session=expired")

@@ -766,6 +766,11 @@ class _NewCode:
     message: notifications.Rendered
 
 
+def current_code_channel(share: PatientShare) -> str | None:
+    """The channel of the share's code still in use (not retired), if any."""
+    return share.codes.filter(retired=False).order_by("-created_at").values_list("channel", flat=True).first()
+
+
 def _prepare_code(share: PatientShare, channel: str | None) -> _NewCode:
     code = tokens.new_code()
     chosen = _code_channel(share, channel)
