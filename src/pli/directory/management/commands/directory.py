@@ -100,3 +100,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  line {number}: {reason}")
         if report.malformed.count > len(report.malformed.first):
             self.stdout.write(f"  … and {report.malformed.count - len(report.malformed.first)} more")
+        if options["prune"] and report.prune_stopped:
+            # After the report: a scheduled import must be able to tell that the directory
+            # still lists people the file no longer has (it exited 0).
+            raise CommandError("the import is done, but the removal of absent people was stopped", returncode=3)
