@@ -277,3 +277,32 @@ def test_the_page_does_not_promise_a_trash_the_instance_never_empties(db: None, 
     page = client.get(settings_url(organisation)).content.decode()
     assert "vidée" not in page
     assert "Sur cette instance, la corbeille ne se vide pas d\u2019elle-même" in page
+
+
+def test_a_shorter_retention_says_what_goes_to_the_trash_and_waits_for_a_confirmation(db: None, settings: Any) -> None:
+    """Set to 30 days in one click, it sent every older letter to the trash that night."""
+    lilas = with_retention(make_organisation("Cabinet des Lilas"), 365)
+    admin, bob = make_user(lilas, role="admin"), make_user(make_organisation("Clinique du Parc"))
+    sent = api_client(admin).post(
+        "/api/v1/messages",
+        {"sender": admin.personal_mailbox.address, "to": [bob.personal_mailbox.address], "subject": "Ancien"},
+    )
+    _age(sent.json()["id"], 100)
+    client = browser(admin)
+    shorter = {"name": lilas.name, "share_expiry_days": "30", "retention_days": "90"}
+    asked = client.post(settings_url(lilas), shorter)
+    page = asked.content.decode()
+    assert asked.status_code == 400
+    assert (
+        f"1 message de plus de 90 jours ira à la corbeille cette nuit, et sera supprimé définitivement "
+        f"{settings.PLI_TRASH_DAYS} jours plus tard. Enregistrez à nouveau pour confirmer." in page
+    )
+    lilas.refresh_from_db()
+    assert lilas.retention_days == 365
+    assert '<input type="hidden" name="confirm_retention" value="on"' in page
+    # Saved again as the page stands: done.
+    assert client.post(settings_url(lilas), {**shorter, "confirm_retention": "on"}).status_code == 302
+    lilas.refresh_from_db()
+    assert lilas.retention_days == 90
+    # Longer, or with nothing that old, nothing to confirm.
+    assert client.post(settings_url(lilas), {**shorter, "retention_days": "400"}).status_code == 302

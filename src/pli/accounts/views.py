@@ -8,9 +8,10 @@ and require the admin role (403).
 from __future__ import annotations
 
 import csv
+import datetime
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from allauth.account.internal.flows.reauthentication import reauthenticate_by_password
 from allauth.account.utils import perform_login
@@ -30,6 +31,7 @@ from django.http import (
     HttpResponse,
     HttpResponseBase,
     HttpResponseRedirect,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
@@ -38,6 +40,7 @@ from django.utils import timezone, translation
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
@@ -402,6 +405,43 @@ def mailbox_edit(request: HttpRequest, slug: str, mailbox_id: uuid.UUID) -> Http
     )
 
 
+def _retention_confirmed(form: OrganisationSettingsForm, organisation: Organisation) -> bool:
+    """A shorter retention sends every older letter of the organisation to the trash at the
+    next run, deleted for good after it: said, with how many, and confirmed first."""
+    from pli.messaging.models import Delivery, Folder
+
+    days = form.cleaned_data["retention_days"]
+    current = organisation.retention_days
+    if days is None or (current is not None and days >= current) or form.cleaned_data["confirm_retention"]:
+        return True
+    older = timezone.now() - datetime.timedelta(days=days)
+    count = (
+        Delivery.objects.filter(mailbox__organisation=organisation, sent_at__lt=older)
+        .exclude(folder=Folder.TRASH)
+        .values("message_id")
+        .distinct()
+        .count()
+    )
+    if not count:
+        return True
+    form.add_error(
+        "retention_days",
+        ngettext(
+            "%(count)s message older than %(days)s days will go to the trash tonight, and be deleted for good "
+            "%(trash)s days later. Save again to confirm.",
+            "%(count)s messages older than %(days)s days will go to the trash tonight, and be deleted for good "
+            "%(trash)s days later. Save again to confirm.",
+            count,
+        )
+        % {"count": count, "days": days, "trash": settings.PLI_TRASH_DAYS},
+    )
+    # Sent with the form this time: saving it again as it stands is the confirmation.
+    posted = cast(QueryDict, form.data).copy()
+    posted["confirm_retention"] = "on"
+    form.data = posted
+    return False
+
+
 @require_http_methods(["GET", "POST"])
 def organisation_settings(request: HttpRequest, slug: str) -> HttpResponse:
     organisation = _organisation_for_admin(request, slug)
@@ -412,7 +452,9 @@ def organisation_settings(request: HttpRequest, slug: str) -> HttpResponse:
         "phone": display_number(organisation.phone) if organisation.phone else "",
     }
     form = OrganisationSettingsForm(_posted(request), initial=initial)
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and form.is_valid() and not _retention_confirmed(form, organisation):
+        pass  # the form again, saying what the shorter period will send to the trash
+    elif request.method == "POST" and form.is_valid():
         try:
             services.update_organisation_settings(
                 organisation,
