@@ -243,7 +243,7 @@ class OrganisationSettingsForm(forms.Form):
         widget=forms.TextInput(attrs={"inputmode": "tel", "autocomplete": "tel"}),
     )
     # Asked for only when the period is shortened (organisation_settings): saved at once,
-    # it sent the older letters to the trash that night, to be deleted for good after it.
+    # it sent the older letters to the trash within minutes, to be deleted for good after it.
     confirm_retention = forms.BooleanField(
         label=_("I confirm the shorter period"), required=False, widget=forms.HiddenInput()
     )

@@ -427,9 +427,9 @@ def _retention_confirmed(form: OrganisationSettingsForm, organisation: Organisat
     form.add_error(
         "retention_days",
         ngettext(
-            "%(count)s message older than %(days)s days will go to the trash tonight, and be deleted for good "
+            "%(count)s message older than %(days)s days will go to the trash within minutes, and be deleted for good "
             "%(trash)s days later. Save again to confirm.",
-            "%(count)s messages older than %(days)s days will go to the trash tonight, and be deleted for good "
+            "%(count)s messages older than %(days)s days will go to the trash within minutes, and be deleted for good "
             "%(trash)s days later. Save again to confirm.",
             count,
         )
