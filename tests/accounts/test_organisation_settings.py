@@ -294,8 +294,8 @@ def test_a_shorter_retention_says_what_goes_to_the_trash_and_waits_for_a_confirm
     page = asked.content.decode()
     assert asked.status_code == 400
     assert (
-        f"1 message de plus de 90 jours ira à la corbeille dans les minutes qui viennent, et sera supprimé définitivement "
-        f"{settings.PLI_TRASH_DAYS} jours plus tard. Enregistrez à nouveau pour confirmer." in page
+        "1 message de plus de 90 jours ira à la corbeille dans les minutes qui viennent, et sera supprimé "
+        f"définitivement {settings.PLI_TRASH_DAYS} jours plus tard. Enregistrez à nouveau pour confirmer." in page
     )
     lilas.refresh_from_db()
     assert lilas.retention_days == 365
