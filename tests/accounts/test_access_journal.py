@@ -240,7 +240,7 @@ def test_csv_export(alpha: Organisation, boss: User) -> None:
     assert response["Content-Disposition"].startswith('attachment; filename="journal-alpha-')
     assert "no-store" in response.get("Cache-Control", "") or "max-age=0" in response.get("Cache-Control", "")
     rows = _csv(response)
-    assert rows[0] == ["Date et heure", "Qui", "Action", "Sur", "Adresse IP", "Résultat"]
+    assert rows[0] == ["Date et heure", "Qui", "Action", "Sur", "Adresse IP", "Résultat", "Sur (nom)"]
     login = next(row for row in rows[1:] if "HYPERLINK" in row[1])
     assert login[2] == "Connexion"
     assert datetime.datetime.strptime(login[0], "%d/%m/%Y %H:%M:%S")
@@ -248,6 +248,8 @@ def test_csv_export(alpha: Organisation, boss: User) -> None:
     assert login[1] == f"'{alice.display_name}"
     assert login[3] == f"Compte {alice.pk}"
     assert login[5] == "réussi"
+    # The name too, as on the page (« Compte 4 » alone told the administrator nothing).
+    assert login[6] == f"Compte {alice.display_name}"
 
 
 def test_the_page_names_the_accounts_and_mailboxes_it_is_about(alpha: Organisation, boss: User) -> None:
@@ -285,7 +287,7 @@ def test_in_english(alpha: Organisation, boss: User) -> None:
     body = client.get(_url(alpha), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Access journal" in body and "Access journal viewed" in body and "Sign-in" in body
     rows = _csv(client.get(_csv_url(alpha), HTTP_ACCEPT_LANGUAGE="en"))
-    assert rows[0] == ["Date and time", "Who", "Action", "On", "IP address", "Outcome"]
+    assert rows[0] == ["Date and time", "Who", "Action", "On", "IP address", "Outcome", "On (by name)"]
 
 
 def test_a_former_member_can_still_be_looked_into(alpha: Organisation, boss: User) -> None:

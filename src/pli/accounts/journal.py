@@ -330,6 +330,8 @@ class Row:
     what: str
     on: str
     on_full: str
+    # With a name where the page shows one, and the whole id otherwise (the export's).
+    on_named: str
     at: datetime.datetime
     ip: str
     outcome: str
@@ -391,6 +393,7 @@ def rows(found: Iterable[AuditEvent]) -> list[Row]:
             what=str(ACTIONS.get(e.action, e.action)),
             on=_on(e, short=True, names=targets),
             on_full=_on(e, short=False),
+            on_named=_on(e, short=False, names=targets),
             at=timezone.localtime(e.at),
             ip=e.ip or "",
             outcome=str(_OUTCOMES.get(e.outcome, e.outcome)),

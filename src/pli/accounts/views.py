@@ -675,6 +675,7 @@ _CSV_HEADERS = (
     _lazy("On"),
     _lazy("IP address"),
     _lazy("Outcome"),
+    _lazy("On (by name)"),
 )
 
 
@@ -712,7 +713,16 @@ def audit_export(request: HttpRequest, slug: str) -> HttpResponseBase:
         with translation.override(language):
             yield "\ufeff" + writer.writerow([str(h) for h in _CSV_HEADERS])
             for row in journal.all_rows(organisation, filters):
-                values = [row.at.strftime("%d/%m/%Y %H:%M:%S"), row.who, row.what, row.on_full, row.ip, row.outcome]
+                values = [
+                    row.at.strftime("%d/%m/%Y %H:%M:%S"),
+                    row.who,
+                    row.what,
+                    row.on_full,
+                    row.ip,
+                    row.outcome,
+                    # Last, so that the columns before keep their places for existing sheets.
+                    row.on_named,
+                ]
                 yield writer.writerow([_spreadsheet_safe(v) for v in values])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
