@@ -525,7 +525,10 @@ def test_the_code_email_does_not_say_the_birth_date_still_protects_the_documents
     share, _token = make_share(mobile=None)
     text = notifications.render_code(share, "123456", Channel.EMAIL, 10).text
     assert "sans votre date de naissance" not in text
-    assert "personne ne peut ouvrir vos documents sans ce code" in text
+    assert "Sans ce code, personne ne peut ouvrir vos documents." in text
+    # Not « ignore this message »: someone who has the link has just given the birth date.
+    assert "ignorez" not in text
+    assert "prévenez la personne qui vous a envoyé le lien" in text
 
 
 def test_the_worker_waits_for_a_database_that_went_away(
