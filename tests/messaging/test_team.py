@@ -805,3 +805,45 @@ def test_the_reply_form_says_who_in_the_team_already_answered(practice: Practice
     assert "a déjà répondu" not in web_client(p.jeanne).get(reply).content.decode()
     forward = web_client(p.claire).get(f"/messages/compose/?forward={message_id}", HTTP_ACCEPT_LANGUAGE="fr")
     assert "a déjà répondu" not in forward.content.decode() and "<h1>Transférer</h1>" in forward.content.decode()
+
+
+def _flashes(response: Any) -> list[str]:
+    assert response.status_code == 302, response.status_code
+    return [str(m) for m in response.client.get(response["Location"]).context["messages"]]
+
+
+def test_filing_from_a_page_a_colleague_has_overtaken_says_so(practice: Practice) -> None:
+    """Jeanne archived the letter; Claire, on the page she had open, put it in the trash:
+    « Déplacé vers : Corbeille », and the archived letter was to be deleted in 30 days
+    without either knowing."""
+    p = practice
+    first, second = _send(p.paul, p.cardio, [p.team]), _send(p.paul, p.cardio, [p.team])
+    claire = web_client(p.claire)
+    claire.defaults["HTTP_ACCEPT_LANGUAGE"] = "fr"
+    page = claire.get(f"/messages/m/{first}/?mailbox={p.team.pk}").content.decode()
+    assert '<input type="hidden" name="shown" value="inbox">' in page
+    services.move_message(p.jeanne, first, Folder.ARCHIVE, mailbox_id=p.team.pk)
+    said = _flashes(
+        claire.post(f"/messages/m/{first}/move/", {"folder": "trash", "mailbox": str(p.team.pk), "shown": "inbox"})
+    )
+    assert (
+        "Entre-temps, quelqu\u2019un avait déplacé ce message vers «\u00a0Archives\u00a0»\u00a0: il a été déplacé "
+        "quand même\u00a0; «\u00a0Annuler\u00a0» l\u2019y remet."
+    ) in said
+    assert Delivery.objects.get(message_id=first, mailbox=p.team).folder == Folder.TRASH
+    services.move_message(p.jeanne, first, Folder.INBOX, mailbox_id=p.team.pk)
+    # From the list: the ticked letters, one binned by Jeanne since.
+    services.move_message(p.jeanne, second, Folder.TRASH, mailbox_id=p.team.pk)
+    listed = claire.get(f"/messages/{p.team.pk}/inbox/").content.decode()
+    assert '<input type="hidden" name="shown" value="inbox">' in listed
+    ticked = {"action": "archive", "message": [first, second], "shown": "inbox"}
+    response = claire.post(f"/messages/{p.team.pk}/inbox/selection/", ticked)
+    assert (
+        "1 de ces messages avait été déplacé ailleurs par quelqu\u2019un entre-temps\u00a0: il a été déplacé quand "
+        "même\u00a0; «\u00a0Annuler\u00a0» l\u2019y remet."
+    ) in _flashes(response)
+    # Nothing of the kind when the page was current.
+    quiet = _flashes(
+        claire.post(f"/messages/m/{first}/move/", {"folder": "trash", "mailbox": str(p.team.pk), "shown": "archive"})
+    )
+    assert not any("Entre-temps" in text for text in quiet)

@@ -698,6 +698,7 @@ def move(request: HttpRequest, message_id: uuid.UUID) -> HttpResponse:
         messages.success(request, _("Moved back."))
     else:
         _moved(request, _("Moved to %(folder)s.") % {"folder": Folder(folder).label}, moved)
+    _moved_meanwhile(request, request.POST.get("shown", ""), moved)
     fallback = reverse("messaging:folder", args=[copies[0].mailbox_id, copies[0].home_folder])
     return redirect(_next_url(request, fallback))
 
@@ -789,6 +790,7 @@ def selection(request: HttpRequest, mailbox_id: uuid.UUID, folder: str) -> HttpR
         _moved(request, _selection_done(action, done), moved)
     elif done:
         messages.success(request, _selection_done(action, done))
+    _moved_meanwhile(request, request.POST.get("shown", ""), moved)
     if skipped:
         messages.info(
             request,
@@ -941,6 +943,32 @@ def empty_trash(request: HttpRequest, mailbox_id: uuid.UUID) -> HttpResponse:
 UNDO_SESSION_KEY = "pli.messaging.undo"
 UNDO_SECONDS = 10 * 60
 UNDO_KEPT = 10  # the latest filings that can still be undone
+
+
+def _moved_meanwhile(request: HttpRequest, shown: str, moved: list[services.Move]) -> None:
+    """Letters a colleague had filed elsewhere since the page showed them (in ``shown``):
+    still moved as asked, but said, since « Annuler » puts them back where the colleague
+    had put them. Two members of a team filed the same letter from two pages: the archived
+    one went to the trash without a word."""
+    if shown not in FOLDERS:
+        return
+    elsewhere = [move for move in moved if move.source != shown]
+    if not elsewhere:
+        return
+    if len(moved) == 1:
+        text = _(
+            "Meanwhile, someone had moved this message to %(folder)s: it was moved all the same; « Undo » puts "
+            "it back there."
+        ) % {"folder": Folder(elsewhere[0].source).label}
+    else:
+        text = ngettext(
+            "%(count)d of these messages had been moved to another folder by someone else meanwhile: it was "
+            "moved all the same; « Undo » puts it back there.",
+            "%(count)d of these messages had been moved to other folders by someone else meanwhile: they were "
+            "moved all the same; « Undo » puts them back there.",
+            len(elsewhere),
+        ) % {"count": len(elsewhere)}
+    messages.warning(request, text)
 
 
 def _moved(request: HttpRequest, text: str, moved: list[services.Move]) -> None:
