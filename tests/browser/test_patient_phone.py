@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,6 +24,18 @@ def _phone(browser: Any, live_server: Any) -> Any:
     page = context.new_page()
     page.set_default_timeout(15_000)
     return page
+
+
+def _open_documents(page: Any, token: str, birth_date: str, typed: Callable[[], str]) -> None:
+    """The patient's way in: the birth date, then what ``typed`` gives of the SMS received."""
+    page.goto(f"/p/{token}")
+    page.get_by_label("Votre date de naissance").fill(birth_date)
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/code**")
+    run_tasks()
+    page.get_by_label("Code reçu").fill(typed())
+    page.click("form.patient-form button[type=submit]")
+    page.wait_for_url(f"**/p/{token}/documents")
 
 
 @pytest.mark.browser
@@ -77,14 +90,7 @@ def test_the_whole_sms_pasted_in_the_code_field_opens_the_documents(browser: Any
     cache.clear()
     _share, token = make_share()
     page = _phone(browser, live_server)
-    page.goto(f"/p/{token}")
-    page.get_by_label("Votre date de naissance").fill("15021984")
-    page.click("form.patient-form button[type=submit]")
-    page.wait_for_url(f"**/p/{token}/code**")
-    run_tasks()
-    page.get_by_label("Code reçu").fill(last_sms())
-    page.click("form.patient-form button[type=submit]")
-    page.wait_for_url(f"**/p/{token}/documents")
+    _open_documents(page, token, "15021984", last_sms)
     page.context.close()
 
 
@@ -98,14 +104,7 @@ def test_download_after_the_session_ended_shows_the_page_not_a_file(browser: Any
     cache.clear()
     _share, token = make_share()
     page = _phone(browser, live_server)
-    page.goto(f"/p/{token}")
-    page.get_by_label("Votre date de naissance").fill("15/02/1984")
-    page.click("form.patient-form button[type=submit]")
-    page.wait_for_url(f"**/p/{token}/code**")
-    run_tasks()
-    page.get_by_label("Code reçu").fill(last_code())
-    page.click("form.patient-form button[type=submit]")
-    page.wait_for_url(f"**/p/{token}/documents")
+    _open_documents(page, token, "15/02/1984", last_code)
     # While it is open, the document downloads as a file, under its own name.
     with page.expect_download() as download:
         page.locator("a:has-text('Télécharger')").first.click()

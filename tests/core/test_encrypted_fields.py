@@ -330,3 +330,23 @@ def test_a_send_while_the_keys_cannot_be_read_is_a_503_that_says_so(db: None, mo
     assert answer.status_code == 503 and answer["Retry-After"] == "5"
     assert answer.json()["detail"].startswith("Le service est momentanément indisponible\u00a0: Pli ne peut pas lire")
     assert not Message.objects.exists()
+
+
+def test_the_web_page_says_the_keys_not_the_database(db: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from messaging.factories import personal_mailbox, practitioner, web_client
+
+    sender, recipient = practitioner(), practitioner()
+    client = web_client(sender)
+    client.raise_request_exception = False
+    Specimen.objects.create(note="keys loaded")
+    monkeypatch.setattr(keys, "RECHECK_SECONDS", 0.0)
+    new_key = Path(settings.PLI_KEYS_DIR) / "master-v2.key"
+    new_key.write_bytes(base64.b64encode(os.urandom(32)))
+    new_key.chmod(0o644)
+    sent = client.post(
+        "/messages/compose/",
+        {"sender": personal_mailbox(sender).address, "to": personal_mailbox(recipient).address, "body": "x"},
+    )
+    page = sent.content.decode()
+    assert sent.status_code == 503 and sent["Retry-After"] == "5"
+    assert "ne peut pas lire ses clés de chiffrement" in page and "La base de données" not in page

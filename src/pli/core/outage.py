@@ -80,6 +80,4 @@ def message(exc: BaseException | None = None) -> str:
     )
 
 
-def page(exc: BaseException) -> str:
-    """The template of the web page that says so."""
-    return "core/errors/503_keys.html" if keys_refused(exc) else "core/errors/503.html"
+PAGE = "core/errors/503.html"

@@ -177,7 +177,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
     failure = sys.exc_info()[1]
     if failure is not None and outage.is_unavailable(failure):
         outage.log_unavailable(failure)
-        response = HttpResponse(loader.get_template(outage.page(failure)).render(), status=outage.SERVICE_UNAVAILABLE)
+        page = loader.get_template(outage.PAGE).render({"keys": outage.keys_refused(failure)})
+        response = HttpResponse(page, status=outage.SERVICE_UNAVAILABLE)
         response["Retry-After"] = str(outage.RETRY_AFTER)
         return response
     return HttpResponse(loader.get_template("core/errors/500.html").render(), status=500)
