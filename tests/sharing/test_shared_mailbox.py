@@ -248,3 +248,20 @@ def test_the_api_lists_each_mailboxs_shares_apart(db: None) -> None:
         assert refused.json() == {"sender": ["Choisissez une des boîtes dans lesquelles vous travaillez."]}
     repeated = client.get(f"/api/v1/shares?sender={team.address}&sender={team.address}")
     assert repeated.status_code == 400 and "sender" in repeated.json()
+
+
+def test_the_team_sees_who_acted_on_a_share(db: None) -> None:
+    """« lien révoqué », « déverrouillé »: on a team's share, the history did not say by whom."""
+    _organisation, secretary, doctor, _colleague, team = _team()
+    share, token = make_share(secretary, sender=team.address)
+    Patient(token).birth_date()
+    services.revoke(doctor, share.pk)
+    page = web_client(secretary).get(f"/shares/{share.pk}", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    history = page.split('id="history-title"', 1)[1]
+    revoked = history.split('data-event="revoked"', 1)[1].split("</li>", 1)[0]
+    assert f"par {doctor.display_name}" in revoked
+    created = history.split('data-event="created"', 1)[1].split("</li>", 1)[0]
+    assert f"par {secretary.display_name}" in created
+    # The patient's steps name nobody.
+    confirmed = history.split('data-event="birth_date_confirmed"', 1)[1].split("</li>", 1)[0]
+    assert "event-actor" not in confirmed

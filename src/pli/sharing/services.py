@@ -215,6 +215,9 @@ class ShareEvent:
     at: datetime.datetime
     outcome: str
     details: dict[str, Any]
+    # The professional who did it (revoked, unlocked, sent a new link...), by account id;
+    # empty for the patient's steps and Pli's own.
+    actor_id: str = ""
 
     @property
     def failure(self) -> str | None:
@@ -223,13 +226,20 @@ class ShareEvent:
 
 
 def events(share: PatientShare, actions: Sequence[str] = EVENT_ACTIONS) -> list[ShareEvent]:
-    rows = audit.events_for(share).filter(action__in=actions).only("action", "at", "outcome", "details")
+    rows = audit.events_for(share).filter(action__in=actions).only(*_EVENT_FIELDS)
     return [_share_event(e) for e in rows]
+
+
+_EVENT_FIELDS = ("action", "at", "outcome", "details", "actor_type", "actor_id")
 
 
 def _share_event(event: AuditEvent) -> ShareEvent:
     return ShareEvent(
-        type=event.action.removeprefix("share."), at=event.at, outcome=event.outcome, details=event.details
+        type=event.action.removeprefix("share."),
+        at=event.at,
+        outcome=event.outcome,
+        details=event.details,
+        actor_id=event.actor_id if event.actor_type == "user" else "",
     )
 
 
@@ -241,7 +251,7 @@ def latest_events(
     downloads) must not make every page that lists them heavier; the latest events, where
     misuse shows, stay in view."""
     rows = audit.events_for(share).filter(action__in=actions)
-    latest = list(rows.order_by("-seq").only("action", "at", "outcome", "details")[:limit])
+    latest = list(rows.order_by("-seq").only(*_EVENT_FIELDS)[:limit])
     earlier = rows.count() - limit if len(latest) == limit else 0
     return [_share_event(e) for e in reversed(latest)], earlier
 

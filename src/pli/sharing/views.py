@@ -455,6 +455,7 @@ def _detail_page(
     names = {str(d.pk): d.name for d in documents}
     sent = list(share.notifications.defer("recipient", "subject", "text", "html"))
     events, earlier = services.latest_events(share, HISTORY_SHOWN)
+    actors = _actor_names(events)
     replies = list(share.replies.all())
     context = {
         "share": share,
@@ -463,7 +464,14 @@ def _detail_page(
         "notifications": sent,
         # From every failure, however far back the history shown goes.
         "failures": _failed_channels(share, sent, services.events(share, ("share.notification_failed",))),
-        "events": _collapse_retries([(e, names.get(str(e.details.get("document", "")), "")) for e in events]),
+        # Each with who in the team did it (revoked, unlocked, sent a new link): « déverrouillé »
+        # alone did not say.
+        "events": [
+            (event, name, repeats, actors.get(event.actor_id, ""))
+            for event, name, repeats in _collapse_retries(
+                [(e, names.get(str(e.details.get("document", "")), "")) for e in events]
+            )
+        ],
         "earlier_events": earlier,
         "replies": replies,
         # A reply deleted for good from the mailbox opens nothing: its link would lead to a
@@ -547,6 +555,11 @@ def _link_delivered_before(sent: list[ShareNotification], reminder: ShareNotific
 
 def _is_retry(event: services.ShareEvent) -> bool:
     return event.type == "notification_failed" and not event.details.get("final")
+
+
+def _actor_names(events: list[services.ShareEvent]) -> dict[str, str]:
+    ids = {int(e.actor_id) for e in events if e.actor_id.isdigit()}
+    return {str(user.pk): user.display_name for user in User.objects.filter(pk__in=ids)}
 
 
 def _collapse_retries(
