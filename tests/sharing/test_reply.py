@@ -44,6 +44,7 @@ def test_reply_arrives_in_the_practitioners_mailbox(db: None) -> None:
     assert 'name="files"' in page.content.decode()
     # A reply may be read hours later: the form says where an emergency goes.
     assert "Pas pour une urgence\u00a0:</strong> appelez le 15 (SAMU) ou le 112." in page.content.decode()
+    assert "5\u00a0000 caractères au plus." in page.content.decode()  # maxlength stops typing silently
     photo = SimpleUploadedFile("photo.png", PNG_1PX, "image/png")
     scan = SimpleUploadedFile("ancien-bilan.pdf", pdf_bytes("ancien"), "application/pdf")
     response = reply(patient, "Voici mes anciens résultats", [photo, scan])

@@ -255,7 +255,12 @@ class CodeForm(forms.Form):
 
 class ReplyForm(forms.Form):
     text = forms.CharField(
-        label=_("Your message"), max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4})
+        label=_("Your message"),
+        max_length=5000,
+        required=False,
+        # The browser stops the text at the limit (maxlength) without a word: said beforehand.
+        help_text=_("5,000 characters at most."),
+        widget=forms.Textarea(attrs={"rows": 4}),
     )
     # New with each page shown: the same form sent twice is one reply (services.reply).
     submission = forms.RegexField(
