@@ -294,6 +294,33 @@ def test_a_link_withdrawn_while_the_patient_writes_is_not_called_inactivity(
 
 
 @pytest.mark.browser
+def test_an_empty_reply_refused_is_settled_by_a_file_chosen(
+    browser: Any, live_server: Any, settings: Any, tmp_path: Path
+) -> None:
+    """After « Écrivez un message ou ajoutez un fichier. », choosing a photo left the refusal
+    on screen and the box marked invalid: the reply still looked wrong."""
+    cache.clear()
+    settings.PLI_BLOB_DIR = tmp_path / "blobs"
+    _share, token = make_share(allow_reply=True)
+    context, page = _signed_in_phone(browser, live_server, token)
+    try:
+        page.goto(f"/p/{token}/documents")
+        page.click("form[action$='/reply'] button[type=submit]")
+        refusal = page.locator("#reply-error")
+        refusal.wait_for()
+        assert "Écrivez un message ou ajoutez un fichier." in refusal.inner_text()
+        assert page.locator("#id_text").get_attribute("aria-invalid") == "true"
+        page.set_input_files(
+            "#id_files", files=[{"name": "photo.pdf", "mimeType": "application/pdf", "buffer": pdf_bytes("p")}]
+        )
+        refusal.wait_for(state="detached")
+        assert page.locator("#id_text").get_attribute("aria-invalid") is None
+        assert page.locator("#id_text").get_attribute("aria-describedby") == "id_text_helptext"
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
 def test_reply_files_are_checked_as_soon_as_they_are_chosen(
     browser: Any, live_server: Any, settings: Any, tmp_path: Path, axe: Any
 ) -> None:

@@ -597,6 +597,8 @@ def _save_reply(request: HttpRequest, token: str, share: PatientShare, batch: Up
             reply_form=form,
             reply_error=messages.get(exc.code, exc.message),
             reply_error_field={"empty": "text", "upload_expired": REPLY_FILES_FIELD}.get(exc.code, ""),
+            # A file chosen answers it as well as a text typed (sharing/patient-reply.js).
+            reply_error_empty=exc.code == "empty",
         )
     if created:
         batch.keep()

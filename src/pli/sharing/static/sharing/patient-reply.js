@@ -116,6 +116,28 @@
     else if (left <= WARN_BEFORE) show("ending");
   }
 
+  /* The refusal of the text (« Écrivez un message ou ajoutez un fichier. », or too long)
+     taken off once the patient has done something about it: typed in the box, or, for an
+     empty reply, chosen a file. Left there, it still said the reply was wrong. */
+  function settled(event) {
+    var refused = form.dataset.textRefused;
+    if (!refused) return;
+    var box = document.getElementById("id_text");
+    var files = document.getElementById("id_files");
+    var typed = event.target === box;
+    var chosen = refused === "empty" && event.target === files && files.files && files.files.length > 0;
+    if (!typed && !chosen) return;
+    delete form.dataset.textRefused;
+    var said = document.getElementById("reply-error");
+    if (said) said.remove();
+    if (box) {
+      box.removeAttribute("aria-invalid");
+      var help = document.getElementById("id_text_helptext");
+      if (help) box.setAttribute("aria-describedby", help.id);
+      else box.removeAttribute("aria-describedby");
+    }
+  }
+
   function init() {
     form = document.getElementById("reply-form");
     if (!form || !window.fetch) return;
@@ -123,6 +145,8 @@
     if (!idle) return;
     form.addEventListener("input", active);
     form.addEventListener("change", active);
+    form.addEventListener("input", settled);
+    form.addEventListener("change", settled);
     // Opening the file chooser: the photos may take a while to find.
     form.addEventListener("click", active);
     // Viewing or downloading a document, while the session lasts, is activity the server
