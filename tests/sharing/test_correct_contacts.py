@@ -157,7 +157,7 @@ def test_a_locked_share_is_corrected_unlocked_and_sent_again(db: None) -> None:
         Patient(token).birth_date("02/02/2002")
     client = browser(share.created_by)
     page = client.get(f"/shares/{share.pk}").content.decode()
-    assert "Enregistrer, débloquer et envoyer un nouveau lien" in page
+    assert "Enregistrer, déverrouiller et envoyer un nouveau lien" in page
     client.post(
         f"/shares/{share.pk}/unlock",
         {"contacts": "1", "resend": "1", "patient_mobile": "06 98 76 54 32", "patient_email": ""},
