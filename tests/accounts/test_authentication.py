@@ -682,6 +682,13 @@ IPHONE = (
     "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
 )
 WINDOWS_FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+MAC_SAFARI = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.4 Safari/605.1.15"
+)
+CHROMEBOOK = (
+    "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
 
 
 @pytest.mark.parametrize(
@@ -691,6 +698,9 @@ WINDOWS_FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/201
         (WINDOWS_FIREFOX, "fr", "Firefox 133 sur Windows 10"),
         (WINDOWS_FIREFOX, "en", "Firefox 133 on Windows 10"),
         ("curl/8.5.0", "fr", "curl 8"),
+        (MAC_SAFARI, "fr", "Safari 17 sur macOS"),
+        (CHROMEBOOK, "fr", "Chrome 131 sur ChromeOS"),
+        ("Pli-Desktop/1.2 (Windows)", "fr", "Pli-Desktop/1.2 (Windows)"),
         ("Logiciel-du-cabinet", "fr", "Logiciel-du-cabinet"),
         ("", "fr", "Appareil inconnu"),
     ],

@@ -166,6 +166,10 @@ def test_inviting_the_same_address_again_says_what_it_replaced_and_keeps_the_nam
     )
     pending = Invitation.objects.get(revoked_at__isnull=True)
     assert (pending.role, pending.first_name, pending.last_name) == ("practitioner", "Sophie", "Bernard")
+    # The same role again: nothing said of a role.
+    again = admin_client.post(url, {"email": "sophie@example.org", "role": "practitioner"}, follow=True)
+    assert "dont le lien ne fonctionne plus." in again.content.decode()
+    assert "le rôle est maintenant" not in again.content.decode()
     # A first invitation says nothing of the kind.
     fresh = admin_client.post(url, {"email": "paul@example.org", "role": "practitioner"}, follow=True)
     assert "Elle remplace" not in fresh.content.decode()

@@ -299,9 +299,16 @@ def test_a_shorter_retention_says_what_goes_to_the_trash_and_waits_for_a_confirm
     )
     lilas.refresh_from_db()
     assert lilas.retention_days == 365
-    assert '<input type="hidden" name="confirm_retention" value="on"' in page
+    assert '<input type="hidden" name="confirm_retention" value="90"' in page
+    # Another period typed on that page is asked about again (the confirmation was for 90).
+    assert (
+        client.post(settings_url(lilas), {**shorter, "retention_days": "60", "confirm_retention": "90"}).status_code
+        == 400
+    )
+    lilas.refresh_from_db()
+    assert lilas.retention_days == 365
     # Saved again as the page stands: done.
-    assert client.post(settings_url(lilas), {**shorter, "confirm_retention": "on"}).status_code == 302
+    assert client.post(settings_url(lilas), {**shorter, "confirm_retention": "90"}).status_code == 302
     lilas.refresh_from_db()
     assert lilas.retention_days == 90
     # Longer, or with nothing that old, nothing to confirm.

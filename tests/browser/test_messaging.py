@@ -684,14 +684,42 @@ def test_the_page_warns_before_the_session_ends_and_lets_her_stay(page: Any, liv
     assert warning.get_attribute("role") == "alert"
     key = Session.objects.get().session_key
     before = Session.objects.get(session_key=key).expire_date
+    # While it shows, the page's end has room below it: « Envoyer » is not behind it.
+    assert page.evaluate("document.documentElement.classList.contains('has-session-warning')")
     warning.locator("button:has-text('Rester connecté')").click()
     warning.locator("text=Sans activité").wait_for(state="detached")
     assert Session.objects.get(session_key=key).expire_date > before
     assert page.input_value("#id_subject") == "Courrier en cours"  # nothing reloaded
+    # The button went with the warning: the focus is back where she was typing.
+    assert page.evaluate("document.activeElement.id") == "id_subject"
 
     Session.objects.filter(session_key=key).update(expire_date=timezone.now() - datetime.timedelta(seconds=1))
     page.evaluate("Pli.checkActivity()")
-    assert "Votre session s\u2019est fermée" in warning.inner_text()
-    assert (
-        warning.locator("a:has-text('Se reconnecter')").get_attribute("href") == "/login/?next=%2Fmessages%2Fcompose%2F"
-    )
+    assert "Votre session s\u2019est fermée. Reconnectez-vous dans un nouvel onglet" in warning.inner_text()
+    again = warning.locator("a:has-text('Se reconnecter (nouvel onglet)')")
+    assert again.get_attribute("href") == "/login/?next=%2Fmessages%2Fcompose%2F"
+    assert again.get_attribute("target") == "_blank"
+    # Signed in again in another tab: this page takes up the new session, and what she
+    # wrote can be sent.
+    other = page.context.new_page()
+    cache.clear()
+    _sign_in(other, jeanne)
+    other.close()
+    page.evaluate("Pli.checkActivity()")
+    assert "fermée" not in warning.inner_text()
+    assert page.input_value("#id_subject") == "Courrier en cours"
+
+
+@pytest.mark.browser
+def test_typing_keeps_a_short_session_alive(page: Any, live_server: Any, settings: Any) -> None:
+    """With a 3-minute idle time, typing a letter every ten seconds let the session end
+    mid-sentence: the page counted typing once every five minutes only."""
+    cache.clear()
+    settings.SESSION_COOKIE_AGE = 15  # typing counts after a third of it: 5 seconds
+    jeanne = make_user(make_organisation("Cabinet des Lilas"), first_name="Jeanne", last_name="Martin")
+    _sign_in(page, jeanne)
+    page.goto("/messages/compose/")
+    page.wait_for_timeout(6_000)
+    with page.expect_response(lambda r: r.url.endswith("/account/session/stay/")) as stayed:
+        page.locator("#id_body").press_sequentially("Cher confrère")
+    assert stayed.value.status == 204

@@ -162,7 +162,7 @@ def test_each_page_says_when_its_session_ends(gp: User) -> None:
     warning = _warning(client.get(inbox, HTTP_ACCEPT_LANGUAGE="fr").content.decode())
     assert warning["data-ends-in"] == str(settings.SESSION_COOKIE_AGE) and warning["data-extendable"] == "1"
     assert warning["data-soon"] == "Sans activité de votre part, votre session se fermera dans moins de 2\u00a0minutes."
-    assert warning["data-stay"] == "Rester connecté" and warning["data-sign-in"] == "Se reconnecter"
+    assert warning["data-stay"] == "Rester connecté" and warning["data-sign-in"] == "Se reconnecter (nouvel onglet)"
     assert warning["data-sign-in-url"] == "/login/"  # the page's own address added by the script
     # Near PLI_SESSION_MAX_HOURS, activity no longer helps: the page says so instead.
     session = client.session

@@ -795,6 +795,8 @@ def test_the_reply_form_says_who_in_the_team_already_answered(practice: Practice
     page = web_client(p.claire).get(reply, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "a déjà répondu" not in page
     assert "<h1>Répondre</h1>" in page
+    to_all = web_client(p.claire).get(reply + "&mode=reply_all", HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "<h1>Répondre à tous</h1>" in to_all
     _send(p.jeanne, p.team, [p.cardio], in_reply_to=message_id)
     page = web_client(p.claire).get(reply, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     answered = Delivery.objects.get(message_id=message_id, mailbox=p.team).answers.get()

@@ -25,6 +25,7 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
         "user_administers_organisation": user_administers_organisation,
         # For activity.js's warning before the session ends (drawn for signed-in users only).
         "pli_session_deadline": session_deadline,
+        "pli_session_idle_seconds": settings.SESSION_COOKIE_AGE,
         "PLI_SESSION_IDLE_MINUTES": settings.PLI_SESSION_IDLE_MINUTES,
         "PLI_SESSION_MAX_HOURS": settings.PLI_SESSION_MAX_HOURS,
         "PLI_INVITATION_DAYS": settings.PLI_INVITATION_DAYS,

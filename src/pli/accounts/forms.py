@@ -244,9 +244,8 @@ class OrganisationSettingsForm(forms.Form):
     )
     # Asked for only when the period is shortened (organisation_settings): saved at once,
     # it sent the older letters to the trash within minutes, to be deleted for good after it.
-    confirm_retention = forms.BooleanField(
-        label=_("I confirm the shorter period"), required=False, widget=forms.HiddenInput()
-    )
+    # The period confirmed, in days: another typed since is asked about again.
+    confirm_retention = forms.IntegerField(required=False, widget=forms.HiddenInput())
 
 
 class InvitationAcceptForm(forms.Form):

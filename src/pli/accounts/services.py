@@ -532,11 +532,18 @@ def _check_unique_mailbox_name(organisation: Organisation, name: str, *, exclude
     others = Mailbox.objects.filter(organisation=organisation, kind=Mailbox.Kind.ORGANISATIONAL, is_active=True)
     if exclude is not None:
         others = others.exclude(pk=exclude.pk)
-    folded = name.casefold()
-    if any(other.casefold() == folded for other in others.values_list("name", flat=True)):
+    # « secretariat » beside « Secrétariat » is the same mailbox to whoever picks one.
+    same = next((other for other in others.values_list("name", flat=True) if _folded(other) == _folded(name)), None)
+    if same is not None:
         raise ValidationError(
-            {"name": _("The organisation already has a shared mailbox named %(name)s.") % {"name": name}}
+            {"name": _("The organisation already has a shared mailbox named %(name)s.") % {"name": same}}
         )
+
+
+def _folded(name: str) -> str:
+    """A name without case or accents."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 
 
 def create_shared_mailbox(

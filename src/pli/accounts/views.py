@@ -227,18 +227,19 @@ def invite(request: HttpRequest, slug: str) -> HttpResponse:
             if sent.replaced is not None:
                 # Inviting the same address again (the role left at its default, say)
                 # silently replaced the pending invitation and its role.
-                messages.info(
-                    request,
-                    _(
+                replaced = {
+                    "date": date_format(timezone.localtime(sent.replaced.created_at), "SHORT_DATE_FORMAT"),
+                    "old_role": Membership.Role(sent.replaced.role).label,
+                    "role": Membership.Role(sent.invitation.role).label,
+                }
+                if sent.replaced.role == sent.invitation.role:
+                    text = _("It replaces the invitation sent on %(date)s, whose link no longer works.")
+                else:
+                    text = _(
                         "It replaces the invitation sent on %(date)s (role: %(old_role)s), whose link no longer "
                         "works; the role is now: %(role)s."
                     )
-                    % {
-                        "date": date_format(timezone.localtime(sent.replaced.created_at), "SHORT_DATE_FORMAT"),
-                        "old_role": Membership.Role(sent.replaced.role).label,
-                        "role": Membership.Role(sent.invitation.role).label,
-                    },
-                )
+                messages.info(request, text % replaced)
             return redirect("accounts:members", slug=organisation.slug)
     status = 400 if form.errors else 200
     return render(request, "accounts/invite.html", {"organisation": organisation, "form": form}, status=status)
@@ -412,7 +413,7 @@ def _retention_confirmed(form: OrganisationSettingsForm, organisation: Organisat
 
     days = form.cleaned_data["retention_days"]
     current = organisation.retention_days
-    if days is None or (current is not None and days >= current) or form.cleaned_data["confirm_retention"]:
+    if days is None or (current is not None and days >= current) or form.cleaned_data["confirm_retention"] == days:
         return True
     older = timezone.now() - datetime.timedelta(days=days)
     count = (
@@ -437,7 +438,7 @@ def _retention_confirmed(form: OrganisationSettingsForm, organisation: Organisat
     )
     # Sent with the form this time: saving it again as it stands is the confirmation.
     posted = cast(QueryDict, form.data).copy()
-    posted["confirm_retention"] = "on"
+    posted["confirm_retention"] = str(days)
     form.data = posted
     return False
 

@@ -532,6 +532,7 @@ def _render_compose(request: HttpRequest, form: PageComposeForm, status: int = 2
             "directory_url": _directory_url(),
             "source": source,
             "replying": replying,
+            "replying_to_all": replying and request.GET.get("mode") == "reply_all",
             "forwarding": source is not None and not replying,
             # Two members of a team answered the same letter, with different dates.
             "answered_by": services.answered_by_others(_user(request), source) if replying and source else [],

@@ -3,7 +3,9 @@
    want of activity, with « Stay signed in » (WCAG 2.2.1). Asks the server once a minute while
    the tab is visible; the server does not count these requests as activity, so a tab left
    open does not keep the session alive. Typing in a page does (a person is there): at most
-   once every five minutes. Progressive enhancement only. */
+   once every five minutes (a third of the idle time when that is shorter). Once the session
+   has ended the page says so and goes on asking: signed in again in another tab, the page
+   takes up the new session and the notice goes. Progressive enhancement only. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -15,18 +17,29 @@
   var arrivals = document.querySelector("[data-arrivals-mailbox]");
   var warning = document.querySelector("[data-session-warning]");
   var stayUrl = script.getAttribute("data-stay-url");
-  var stopped = false;
+  var isEnded = false;
   var timer = null;
   var warnTimer = null;
   var endTimer = null;
   var warningShown = "";
   var lastStay = Date.now();
+  var idleMs = warning ? Number(warning.getAttribute("data-idle-seconds")) * 1000 : 0;
+  // With a short idle time (3 minutes), five minutes of typing would let it end mid-sentence.
+  var typingMs = idleMs ? Math.min(TYPING_MS, idleMs / 3) : TYPING_MS;
+  // Where the person was, to go back to once « Stay signed in » has gone with the warning.
+  var lastFocus = null;
 
   function say(state, text, button) {
     if (!warning || warningShown === state) return;
+    var hadFocus = warning.contains(document.activeElement);
     warningShown = state;
     warning.textContent = "";
-    if (!state) return;
+    // Room below the page's last field and button, which the warning would cover.
+    document.documentElement.classList.toggle("has-session-warning", Boolean(state));
+    if (!state) {
+      if (hadFocus && lastFocus && document.contains(lastFocus)) lastFocus.focus({preventScroll: true});
+      return;
+    }
     var line = document.createElement("p");
     line.textContent = text;
     warning.appendChild(line);
@@ -43,13 +56,15 @@
   }
 
   function ended() {
-    stopped = true;
-    window.clearInterval(timer);
+    isEnded = true;
     window.clearTimeout(warnTimer);
     window.clearTimeout(endTimer);
     if (!warning) return;
     var link = document.createElement("a");
     link.className = "button";
+    // In a new tab: what is written on this page stays, to be sent once signed in again.
+    link.target = "_blank";
+    link.rel = "noopener";
     // Back here once signed in. Built here, not by the server: a page's address is not
     // written into the page (an error page would echo a link's secret token).
     link.href = warning.getAttribute("data-sign-in-url") + "?next=" +
@@ -60,7 +75,8 @@
 
   // Plans the warning and the check at the end from the server's count of seconds left.
   function planEnd(secondsLeft, extendable) {
-    if (!warning || stopped) return;
+    isEnded = false;
+    if (!warning) return;
     window.clearTimeout(warnTimer);
     window.clearTimeout(endTimer);
     var left = secondsLeft * 1000;
@@ -76,7 +92,7 @@
   }
 
   function stay() {
-    if (stopped || !stayUrl) return Promise.resolve();
+    if (isEnded || !stayUrl) return Promise.resolve();
     lastStay = Date.now();
     var token = document.querySelector("input[name=csrfmiddlewaretoken]");
     return fetch(stayUrl, {
@@ -137,7 +153,7 @@
       arrivals.setAttribute("data-shown", String(arrived));
       var text = arrivals.getAttribute(arrived === 1 ? "data-arrivals-one" : "data-arrivals-many");
       var line = document.createElement("p");
-      line.textContent = text.replace("%(count)s", String(arrived));
+      line.textContent = text.replace("%(count)s", String(arrived)) + " ";
       var link = document.createElement("a");
       link.href = arrivals.getAttribute("data-arrivals-url");
       link.textContent = arrivals.getAttribute("data-arrivals-show");
@@ -148,7 +164,6 @@
   }
 
   function check() {
-    if (stopped) return Promise.resolve();
     var query = url;
     if (arrivals) {
       query += "?mailbox=" + encodeURIComponent(arrivals.getAttribute("data-arrivals-mailbox")) +
@@ -156,7 +171,8 @@
     }
     return fetch(query, {credentials: "same-origin", redirect: "manual", headers: {Accept: "application/json"}})
       .then(function (response) {
-        // A redirect is the sign-in page: the session has ended; nothing more to ask.
+        // A redirect is the sign-in page: the session has ended (asked again at each round:
+        // a sign-in in another tab brings it back).
         if (response.type === "opaqueredirect" || response.status === 401 || response.status === 403) {
           ended();
           return null;
@@ -170,7 +186,7 @@
   function schedule() {
     window.clearInterval(timer);
     timer = null;
-    if (!stopped && !document.hidden) timer = window.setInterval(check, EVERY_MS);
+    if (!document.hidden) timer = window.setInterval(check, EVERY_MS);
   }
 
   document.addEventListener("visibilitychange", function () {
@@ -179,8 +195,11 @@
     schedule();
   });
   document.addEventListener("input", function () {
-    if (!stopped && Date.now() - lastStay > TYPING_MS) stay();
+    if (!isEnded && Date.now() - lastStay > typingMs) stay();
   }, true);
+  document.addEventListener("focusin", function (event) {
+    if (!warning || !warning.contains(event.target)) lastFocus = event.target;
+  });
   schedule();
   if (warning) {
     // The page was just made: the session was saved with it.
