@@ -147,6 +147,8 @@ def test_another_persons_mailbox_is_unknown(gp: User) -> None:
         ACTIVITY, {"mailbox": personal_mailbox(other).pk, "after": 0}, HTTP_ACCEPT_LANGUAGE="fr"
     )
     assert answer.status_code == 404 and answer.json() == {"detail": "Boîte inconnue."}
+    refused = AuditEvent.objects.get(action="mailbox.access_denied")
+    assert refused.actor_id == str(gp.pk) and refused.target_id == str(personal_mailbox(other).pk)
 
 
 def _warning(page: str) -> dict[str, str]:

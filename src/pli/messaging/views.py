@@ -144,7 +144,7 @@ def activity(request: HttpRequest) -> JsonResponse:
     """What the pages left open ask every minute (activity.js): the unread counts of the
     navigation and, with ``mailbox`` and ``after`` (the number an inbox page was shown at),
     how many letters have arrived in that inbox since. Counts only, no subject: not a read,
-    not recorded, and not activity either (pli.accounts.middleware.PASSIVE_VIEWS: the session
+    not recorded (a mailbox refused is), and not activity either (pli.accounts.middleware.PASSIVE_VIEWS: the session
     is not kept alive by a tab left open)."""
     nav = mail_nav(_user(request))
     body: dict[str, Any] = {
@@ -164,6 +164,8 @@ def activity(request: HttpRequest) -> JsonResponse:
             )
         mailbox = next((entry.mailbox for entry in nav.mailboxes if entry.mailbox.pk == mailbox_id), None)
         if mailbox is None:
+            # As for any mailbox asked for and not the caller's: someone trying ids shows up.
+            services.record_denied(_user(request), request, ("accounts.mailbox", mailbox_id), "activity")
             return _no_store(JsonResponse({"detail": _("Unknown mailbox.")}, status=404))
         body["arrived"] = services.arrived_count(mailbox, after)
     deadline = stored_deadline(request)
