@@ -1159,3 +1159,18 @@ def test_the_link_opened_again_after_a_switch_to_e_mail_keeps_to_e_mail(db: None
     page = patient.get("/code").content.decode()
     assert '<input type="hidden" name="channel" value="email">' in page
     assert "L\u2019envoyer plutôt par SMS" in page
+
+
+def test_the_link_with_a_slash_added_leads_to_the_link(db: None) -> None:
+    """A mail client added « / » after the link: « Page introuvable », and the patient
+    took the link for broken."""
+    share, token = make_share()
+    patient = Patient(token)
+    answer = patient.get("/")
+    assert answer.status_code == 302 and answer["Location"] == f"/p/{token}"
+    assert patient.client.get(answer["Location"]).status_code == 200
+    # A link that is no link is told so at the same place as without the « / ».
+    unknown = patient.client.get("/p/" + "x" * 43 + "/", follow=True)
+    assert unknown.status_code == 404 and "Lien non valable" in unknown.content.decode()
+    share.refresh_from_db()
+    assert share.status == Status.SENT  # nothing read or changed on the way

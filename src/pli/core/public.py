@@ -22,6 +22,7 @@ PUBLIC_VIEWS: frozenset[str] = frozenset(
         # The patient's pages of a secure share (pli.sharing): the link's token, the birth
         # date and a one-time code stand in for a login.
         "pli.sharing.patient.landing",
+        "pli.sharing.patient.landing_with_slash",
         "pli.sharing.patient.code",
         "pli.sharing.patient.new_code",
         "pli.sharing.patient.documents",

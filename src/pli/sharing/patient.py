@@ -202,6 +202,15 @@ def _landing_page(
 
 
 @login_not_required
+@require_GET
+def landing_with_slash(request: HttpRequest, token: str) -> HttpResponse:
+    """The link with a « / » added after it (by a mail client, or copied so): it answered
+    « Page introuvable », and the patient took the link for broken. Sent to the link itself,
+    which says, as for any link, whether it is valid; nothing is read or changed here."""
+    return HttpResponseRedirect(_url("patient_landing", token))
+
+
+@login_not_required
 @require_http_methods(["GET", "POST"])
 def landing(request: HttpRequest, token: str) -> HttpResponse:
     share, refusal = _resolve(request, token)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("shares/<uuid:share_id>/close", views.close, name="close"),
     # The patient's pages: the token is a path segment, masked in every log (pli.core.logging).
     path("p/<str:token>", patient.landing, name="patient_landing"),
+    path("p/<str:token>/", patient.landing_with_slash, name="patient_landing_with_slash"),
     path("p/<str:token>/code", patient.code, name="patient_code"),
     path("p/<str:token>/code/new", patient.new_code, name="patient_new_code"),
     path("p/<str:token>/documents", patient.documents, name="patient_documents"),
