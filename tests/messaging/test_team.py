@@ -272,6 +272,32 @@ def test_an_answer_from_ones_own_mailbox_shows_in_the_shared_one(practice: Pract
     assert team_copy.read_at is None
 
 
+def test_the_list_names_the_colleague_who_answered(practice: Practice) -> None:
+    """The team's inbox said « répondu » on a letter: Marc could not tell, without opening
+    it, whether the secretary had taken it in hand or a colleague had. The list names who
+    answered first; to the one who answered, plain « répondu ». Searches list the same."""
+    p = practice
+    message_id = _send(p.paul, p.cardio, [p.team], subject="Demande de RDV")
+    _send(p.claire, p.team, [p.cardio], in_reply_to=message_id)
+    _send(p.jeanne, p.own(p.jeanne), [p.cardio], in_reply_to=message_id)
+
+    def row(user: User, url: str) -> str:
+        html = web_client(user).get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+        start = html.index('class="mail-row')
+        return html[start : html.index("</li>", start)]
+
+    inbox = f"/messages/{p.team.pk}/inbox/"
+    assert f"répondu par {p.claire.display_name}" in row(p.marc, inbox)
+    assert f"répondu par {p.claire.display_name}" in row(p.jeanne, inbox)
+    own = row(p.claire, inbox)
+    assert "répondu" in own and "répondu par" not in own
+    search = web_client(p.marc).post(f"/messages/{p.team.pk}/search/", {"q": "RDV"})
+    assert search.status_code in (200, 302, 303), search.status_code
+    found = web_client(p.marc).get(search["Location"]) if search.status_code != 200 else search
+    html = found.content.decode()
+    assert "Demande de RDV" in html and f"répondu par {p.claire.display_name}" in html
+
+
 def test_two_members_who_answer_are_both_shown(practice: Practice) -> None:
     """Claire and Marc answered the same letter (at once, each unaware of the other): the
     team saw one name only, the last, and the time of the last answer."""

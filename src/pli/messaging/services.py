@@ -714,6 +714,8 @@ LIST_FIELDS = (
     "sent_at",
     "read_at",
     "answered_at",
+    # The first to answer: named on the list to the others (views._name_answerers).
+    "answered_by",
     "uid",
     "message__id",
     "message__thread_id",
