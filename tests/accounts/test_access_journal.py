@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -173,7 +174,22 @@ def test_filters_by_member_kind_and_dates(alpha: Organisation, boss: User) -> No
     alice = practitioner(alpha)
     dan = practitioner(alpha)
     audit.record("auth.login", actor=alice, target=alice)
-    audit.record("attachment.download", actor=dan, target=("messaging.attachment", "x"))
+    sent = (
+        api_client(alice)
+        .post(
+            "/api/v1/messages",
+            {
+                "sender": personal_mailbox(alice).address,
+                "to": [personal_mailbox(dan).address],
+                "subject": "Bilan",
+                "attachments": [SimpleUploadedFile("notes.bin", b"\x00\x01 notes", "application/octet-stream")],
+            },
+        )
+        .json()
+    )
+    download = api_client(dan).get(f"/api/v1/messages/{sent['id']}/attachments/{sent['attachments'][0]['id']}")
+    assert download.status_code == 200
+    b"".join(download.streaming_content)
     audit.record("auth.logout", actor=dan, target=dan)
     client = web_client(boss)
 
@@ -309,3 +325,50 @@ def test_a_former_member_can_still_be_looked_into(alpha: Organisation, boss: Use
     assert hers.status_code == 200
     rows = hers.content.decode().split("<tbody>")[1]
     assert "Message envoyé" in rows and "Connexion" not in rows
+
+
+def test_what_a_member_does_in_another_organisation_is_not_this_one_s(alpha: Organisation, boss: User) -> None:
+    """Eve works at a clinic and joined the practice: the practice's journal listed all she
+    did at the clinic, before she joined and since (letters sent and read there, patient
+    shares, her role changed there by the clinic's administrator), with times and addresses.
+    Her doings on the practice's things, her own account's since she joined, and her refused
+    accesses are the practice's to read; the rest is the clinic's."""
+    from pli.accounts import journal
+    from pli.accounts import services as accounts
+
+    clinic = OrganisationFactory(name="Clinique Bleue", slug="clinique-bleue")
+    eve, clinic_admin, colleague = (
+        practitioner(clinic),
+        practitioner(clinic, role=Membership.Role.ADMIN),
+        practitioner(clinic),
+    )
+    old_login = audit.record("auth.login", actor=eve, target=eve)
+    before = _send(eve, colleague, "Avant", "Avant")
+    accounts.add_member(alpha, eve, "practitioner", actor=boss)
+    at_clinic = _send(eve, colleague, "Clinique", "Clinique")
+    messaging.open_thread(colleague, at_clinic)
+    clinic_share, _token = make_share(eve, family_name=OTHER_MARKER)
+    accounts.change_role(Membership.objects.get(user=eve, organisation=clinic), "admin", actor=clinic_admin)
+    login = audit.record("auth.login", actor=eve, target=eve)
+    refused = audit.record("message.read", actor=eve, target=("messaging.message", str(before)), outcome=audit.DENIED)
+    here = _send(eve, boss, "Ici", "Ici")
+
+    client = web_client(boss)
+    for query in ("", f"member={eve.pk}"):
+        page = client.get(_url(alpha, query), HTTP_ACCEPT_LANGUAGE="fr").content.decode().split("<tbody>")[1]
+        flat = "\n".join(";".join(row) for row in _csv(client.get(_csv_url(alpha, query))))
+        for shown in (page, flat):
+            assert here[:8] in shown  # her letter from the practice
+            assert f"Message {before[:8]}" in shown  # the access refused, since she joined
+            assert at_clinic[:8] not in shown
+            assert str(clinic_share.pk)[:8] not in shown
+            assert "Rôle modifié" not in shown and clinic_admin.display_name not in shown
+        ids = set(
+            journal.events(alpha, journal.Filters(member=eve.pk if query else None)).values_list("seq", flat=True)
+        )
+        assert login.seq in ids and refused.seq in ids and old_login.seq not in ids
+        assert not ids & set(
+            AuditEvent.objects.filter(target_id__in=(before, at_clinic))
+            .exclude(seq=refused.seq)
+            .values_list("seq", flat=True)
+        )

@@ -173,7 +173,8 @@ def test_a_second_delete_of_the_same_copies_records_nothing(
     stale = services.visible_copies(bob, sent["id"])
     assert services.delete_message(bob, sent["id"]) == 1
     deletes = AuditEvent.objects.filter(action="message.delete").order_by("seq")
-    assert [event.details for event in deletes][-1] == {"copies": 1}
+    organisation = personal_mailbox(bob).organisation_id
+    assert [event.details for event in deletes][-1] == {"copies": 1, "organisation": organisation}
     monkeypatch.setattr(services, "visible_copies", lambda *args, **kwargs: stale)
     with pytest.raises(services.NotVisible):
         services.delete_message(bob, sent["id"])

@@ -89,7 +89,7 @@ def test_ticked_letters_are_deleted_for_good_once_confirmed(db: None, django_cap
     assert DeletedCopy.objects.filter(message_id=kept, mailbox=b_box).exists()
     deletes = AuditEvent.objects.filter(action="message.delete", actor_id=str(bob.pk))
     assert sorted(e.target_id for e in deletes) == sorted([shredded, kept])
-    assert all(e.details == {"copies": 1} for e in deletes)
+    assert all(e.details == {"copies": 1, "organisation": b_box.organisation_id} for e in deletes)
     assert list(AuditEvent.objects.filter(action="message.shred").values_list("target_id", flat=True)) == [shredded]
     # The confirmation sent again (a double click) is answered as the first, nothing refused.
     again = select(b, b_box, "trash", "delete", [shredded, kept], confirmed="1")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import CharField, Func, Q, QuerySet
+from django.db.models import CharField, Exists, F, Func, OuterRef, Q, QuerySet
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.functional import Promise
@@ -28,6 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from pli.accounts.models import Invitation, Mailbox, Membership, Organisation, User
+from pli.audit import services as audit
 from pli.audit.models import AuditEvent
 
 PAGE_SIZE = 50
@@ -254,11 +255,7 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
     from pli.messaging.models import Attachment, DeletedCopy, Delivery, Message
     from pli.sharing.models import PatientShare
 
-    member_ids = (
-        Membership.objects.filter(organisation=organisation)
-        .annotate(audit_id=Cast("user_id", CharField()))
-        .values("audit_id")
-    )
+    memberships = Membership.objects.filter(organisation=organisation).annotate(audit_id=Cast("user_id", CharField()))
     mailboxes = Mailbox.objects.filter(organisation=organisation)
     message_ids = _ids(Delivery.objects.filter(mailbox__in=mailboxes.values("pk")), "message_id")
     # A copy deleted for good here while the message lives on elsewhere: still its events.
@@ -270,17 +267,42 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
     deleted_share_ids = AuditEvent.objects.filter(
         action="share.deleted", target_type="sharing.patientshare", details__organisation=organisation.pk
     ).values("target_id")
-    # Its copies moved or deleted by a job (retention, an unused mailbox), the message
-    # perhaps shredded since: the event names the organisation.
-    automatic = Q(
+    # Its copies moved or deleted (by someone, or a job: retention, an unused mailbox), the
+    # message perhaps shredded since: the event names the organisation. A letter sent from
+    # one of its mailboxes: the event names the mailbox.
+    named = Q(
         action__in=("message.move", "message.delete"),
         target_type="messaging.message",
         details__organisation=organisation.pk,
+    ) | Q(
+        action="message.send",
+        target_type="messaging.message",
+        details__sender__in=[str(pk) for pk in mailboxes.values_list("pk", flat=True)],
     )
+    # Someone may work in several organisations (a hospital and a practice): what they do
+    # in another is not this one's to read. Their own account's events (sign-ins, second
+    # factor, tokens) and their refused accesses are, from the day they joined; beyond that,
+    # an event concerns the organisation through what it is about. Events on a member's
+    # account that name an organisation (a role changed, a removal) are that one's.
+    member_since = Exists(memberships.filter(audit_id=OuterRef("actor_id"), created_at__lte=OuterRef("at")))
+    target_since = Exists(memberships.filter(audit_id=OuterRef("target_id"), created_at__lte=OuterRef("at")))
+    about_the_account = (
+        Q(target_type="accounts.user", target_id=F("actor_id"))
+        | Q(target_type="api.apitoken")
+        | Q(outcome=audit.DENIED)
+    )
+    members = memberships.values("audit_id")
     concerned = (
-        Q(actor_type="user", actor_id__in=member_ids)
+        (Q(actor_type="user", actor_id__in=members) & about_the_account & member_since)
         | Q(target_type="accounts.organisation", target_id=str(organisation.pk))
-        | Q(target_type="accounts.user", target_id__in=member_ids)
+        | (
+            Q(target_type="accounts.user", target_id__in=members)
+            & (
+                Q(details__organisation=organisation.pk)
+                # One's own (a sign-in) is the branch above's: its test of the date not run twice.
+                | (~Q(details__has_key="organisation") & ~Q(actor_id=F("target_id")) & target_since)
+            )
+        )
         | Q(target_type="accounts.mailbox", target_id__in=_ids(mailboxes))
         | Q(target_type="accounts.invitation", target_id__in=_ids(Invitation.objects.filter(organisation=organisation)))
         | Q(target_type="messaging.message", target_id__in=message_ids)
@@ -289,16 +311,17 @@ def events(organisation: Organisation, filters: Filters) -> QuerySet[AuditEvent]
         | Q(target_type="messaging.attachment", target_id__in=attachment_ids)
         | Q(target_type="sharing.patientshare", target_id__in=share_ids)
         | Q(target_type="sharing.patientshare", target_id__in=deleted_share_ids)
-        | automatic
+        | named
     )
     if filters.member is not None:
-        # A member's own actions all concern the organisation: read along the actor's index
-        # rather than the whole trail. A former member's, only those on the organisation's
-        # things (they may work elsewhere now), and only someone it removed.
-        found = AuditEvent.objects.filter(actor_type="user", actor_id=str(filters.member))
-        if not Membership.objects.filter(organisation=organisation, user_id=filters.member).exists():
-            former = former_members(organisation).filter(pk=filters.member).exists()
-            found = found.filter(concerned) if former else found.none()
+        # Read along the actor's index rather than the whole trail. A former member's, only
+        # someone the organisation removed (the rest concerns it no more than anyone's).
+        found = AuditEvent.objects.filter(actor_type="user", actor_id=str(filters.member)).filter(concerned)
+        if (
+            not Membership.objects.filter(organisation=organisation, user_id=filters.member).exists()
+            and not former_members(organisation).filter(pk=filters.member).exists()
+        ):
+            found = found.none()
     else:
         found = AuditEvent.objects.filter(concerned)
     if filters.kind in KINDS:

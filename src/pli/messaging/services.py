@@ -1254,6 +1254,14 @@ def _relocked(copies: Sequence[Delivery], field: str) -> dict[Any, Any]:
     return current
 
 
+def _organisation_of(copies: Sequence[Delivery]) -> int | None:
+    """The organisation of the mailboxes ``copies`` are in, when there is one: recorded with
+    a move or a deletion, for its access journal to find the event once the message is
+    erased everywhere (it finds the others through the message's copies)."""
+    found = set(Mailbox.objects.filter(pk__in={c.mailbox_id for c in copies}).values_list("organisation_id", flat=True))
+    return found.pop() if len(found) == 1 else None
+
+
 def move_message(
     user: User,
     message_id: uuid.UUID | str,
@@ -1292,7 +1300,7 @@ def move_message(
             actor=user,
             target=copies[0].message,
             request=request,
-            details={"folder": folder, "copies": len(copies)},
+            details={"folder": folder, "copies": len(copies), "organisation": _organisation_of(copies)},
         )
     return copies
 
@@ -1463,8 +1471,8 @@ def _delete_copies(
     trash (and went in before ``trashed_before``, if given), inside the caller's
     transaction; shred the message when no mailbox holds it any more. Returns how many were
     deleted: 0 when none was still there (NotVisible when they are gone altogether).
-    ``organisation``: that of the copies' mailboxes, for a deletion no user made (its access
-    journal finds the event by it once the message is shredded). ``events``: the audit
+    ``organisation``: that of the copies' mailboxes (looked up when not given), recorded for
+    its access journal to find the event once the message is shredded. ``events``: the audit
     events are appended there instead of recorded, for a caller deleting several letters
     in one transaction, which records them all after its last row lock (lock order)."""
     message = trashed[0].message
@@ -1519,6 +1527,8 @@ def _delete_copies(
     details: dict[str, Any] = {"copies": removed}
     if reason:
         details["reason"] = reason  # not a user's: the trash's retention, an unused mailbox
+    if organisation is None:
+        organisation = _organisation_of(trashed)
     if organisation is not None:
         details["organisation"] = organisation
     _record(events, "message.delete", actor=actor, target=message, request=request, details=details)
